@@ -1,0 +1,501 @@
+//! The buffer arena, the io_uring provided-buffer ring, and slot accounting.
+//!
+//! Each worker owns one [`Pool`]: a page-aligned arena of fixed-size slots,
+//! allocated once. Slots `0..recv_slots` receive; the rest carry copies made
+//! by `send_to`. A slot is always in exactly one of these places:
+//!
+//! - **home**: a receive slot published in the buffer ring (the kernel may
+//!   write into it at any time) or on the receive free list (mmsg backends);
+//!   a send slot on the send free list;
+//! - **out**: lent to the handler as a [`Lent`], and/or referenced by one or
+//!   more sends in flight. A reference count per slot says how many holders
+//!   it has; when it falls to zero the slot goes home.
+//!
+//! `Pool::out()` counts slots that are not home; it is zero whenever the
+//! worker is idle, and tests check it after every flood.
+//!
+//! ## The provided-buffer ring
+//!
+//! [`BufRing`] is the ring shared with the kernel (`IORING_REGISTER_PBUF_RING`):
+//! an array of `io_uring_buf {addr, len, bid}` entries, a power of two long,
+//! whose tail (a u16 that overlays the `resv` field of entry 0) the
+//! application advances. The kernel consumes entries from the head when a
+//! multishot receive needs a buffer and reports the buffer id in the CQE.
+//! The application writes entries past the tail, then publishes the new tail
+//! once per batch with a release store. The tail is a free-running u16: it
+//! wraps and is never masked; only the entry index is masked.
+//!
+//! ## How long the kernel holds a buffer
+//!
+//! A receive slot published in the ring belongs to the kernel from the moment
+//! the tail that covers it is published until a CQE names its buffer id (or
+//! until the ring is unregistered). A slot referenced by a send belongs to the
+//! kernel, read-only, from submission until that send's CQE is reaped. The
+//! arena is unmapped only after the owning io_uring is gone, and the uring
+//! driver waits for every outstanding CQE before it lets that happen.
+
+use std::io;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+/// Anonymous, page-aligned, zeroed memory from `mmap`.
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Self> {
+        let len = len.max(1).next_multiple_of(page_size());
+        // SAFETY: an anonymous private mapping with no address hint touches no
+        // existing memory; the result is checked for MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr =
+            NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Mapping { ptr, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are exactly what mmap returned; nothing refers to
+        // the mapping any more (see the module doc on how long the kernel
+        // holds a buffer: the uring driver is dropped, and has drained, first).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as usize } else { 4096 }
+}
+
+/// The provided-buffer ring shared with the kernel.
+pub struct BufRing {
+    mem: Mapping,
+    entries: u16,
+    /// Our copy of the tail, published with [`BufRing::publish`].
+    tail: u16,
+    published: u16,
+}
+
+impl BufRing {
+    /// Allocates a ring of `entries` entries (a power of two, at most 32768).
+    pub fn new(entries: u16) -> io::Result<Self> {
+        if !entries.is_power_of_two() || entries > 32768 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer ring entries must be a power of two up to 32768",
+            ));
+        }
+        let mem =
+            Mapping::new(entries as usize * std::mem::size_of::<io_uring::types::BufRingEntry>())?;
+        Ok(BufRing {
+            mem,
+            entries,
+            tail: 0,
+            published: 0,
+        })
+    }
+
+    /// Address to register with `IORING_REGISTER_PBUF_RING`.
+    pub fn addr(&self) -> u64 {
+        self.mem.ptr.as_ptr() as u64
+    }
+
+    /// Number of entries.
+    pub fn entries(&self) -> u16 {
+        self.entries
+    }
+
+    fn push(&mut self, addr: u64, len: u32, bid: u16) {
+        let idx = (self.tail & (self.entries - 1)) as usize;
+        let base = self
+            .mem
+            .ptr
+            .as_ptr()
+            .cast::<io_uring::types::BufRingEntry>();
+        // SAFETY: idx < entries, so the entry lies inside the mapping. The
+        // kernel does not read entries past the published tail, so writing
+        // this one races with nothing.
+        let e = unsafe { &mut *base.add(idx) };
+        e.set_addr(addr);
+        e.set_len(len);
+        e.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes every entry pushed so far visible to the kernel.
+    fn publish(&mut self) {
+        if self.published == self.tail {
+            return;
+        }
+        let base = self
+            .mem
+            .ptr
+            .as_ptr()
+            .cast::<io_uring::types::BufRingEntry>();
+        // SAFETY: the tail field lies inside entry 0, inside our mapping; the
+        // kernel only reads it, so an atomic store through an AtomicU16 view
+        // of a u16 that is suitably aligned is sound.
+        let tail = unsafe { &*(io_uring::types::BufRingEntry::tail(base) as *const AtomicU16) };
+        tail.store(self.tail, Ordering::Release);
+        self.published = self.tail;
+    }
+}
+
+/// Where receive slots live when they are home.
+enum RecvHome {
+    /// Published in an io_uring buffer ring.
+    Ring(BufRing),
+    /// On a free list, for backends that pass buffers per call.
+    List(Vec<u32>),
+}
+
+/// A slot lent out of the pool: the only way to reach a slot's bytes.
+///
+/// A `Lent` is created when a slot leaves home with one reference and is given
+/// back with [`Pool::release`]. While it exists the kernel does not write the
+/// slot (it is not in the ring; a send only reads, and only after the batch
+/// the `Lent` belongs to has been handled).
+pub(crate) struct Lent {
+    ptr: NonNull<u8>,
+    slot: u32,
+    /// Start of the payload in the slot.
+    pub off: u32,
+    /// Payload length.
+    pub len: u32,
+    cap: u32,
+    _not_send: PhantomData<*mut u8>,
+}
+
+impl Lent {
+    /// The slot id.
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+    /// The payload.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: off + len <= slot size (checked when the Lent was made),
+        // the arena outlives every Lent (Lents are released before the pool is
+        // dropped), and the slot is not written by the kernel while lent.
+        unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(self.off as usize), self.len as usize)
+        }
+    }
+    /// The payload, writable.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`; `&mut self` makes this the only reference
+        // and there is exactly one Lent per lending of a slot.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.ptr.as_ptr().add(self.off as usize),
+                self.len as usize,
+            )
+        }
+    }
+    /// Changes the payload window (for writing a send slot).
+    pub fn set_window(&mut self, off: u32, len: u32) {
+        assert!(
+            off as u64 + len as u64 <= self.cap as u64,
+            "window outside slot"
+        );
+        self.off = off;
+        self.len = len;
+    }
+}
+
+/// Counters of slot movements, for stats and tests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PoolCounts {
+    /// Slots in the pool.
+    pub total: u32,
+    /// Slots not home (lent or in flight).
+    pub out: u32,
+}
+
+/// Fixed-size slots for one worker; see the module doc.
+pub struct Pool {
+    // Field order: the ring (if any) was registered with an io_uring owned by
+    // the driver, which holds this pool and drops its ring first.
+    recv: RecvHome,
+    arena: Mapping,
+    slot_size: u32,
+    recv_slots: u32,
+    total: u32,
+    refs: Vec<u16>,
+    send_free: Vec<u32>,
+    out: u32,
+    recv_out: u32,
+}
+
+impl Pool {
+    /// Allocates `recv_slots + send_slots` slots of `slot_size` bytes.
+    /// With `ring`, receive slots are published in a provided-buffer ring
+    /// (`recv_slots` must then be a power of two up to 32768); otherwise they
+    /// sit on a free list.
+    pub fn new(
+        slot_size: usize,
+        recv_slots: usize,
+        send_slots: usize,
+        ring: bool,
+    ) -> io::Result<Self> {
+        if slot_size == 0 || slot_size > (1 << 20) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "slot size must be 1 B..1 MiB",
+            ));
+        }
+        let slot_size = slot_size.next_multiple_of(64);
+        let total = recv_slots + send_slots;
+        if recv_slots == 0 || total > u16::MAX as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "need 1..65535 slots in all, at least one for receiving",
+            ));
+        }
+        let arena = Mapping::new(slot_size * total)?;
+        let recv = if ring {
+            let entries = u16::try_from(recv_slots)
+                .ok()
+                .filter(|n| n.is_power_of_two() && *n <= 32768)
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "receive slots must be a power of two up to 32768",
+                    )
+                })?;
+            RecvHome::Ring(BufRing::new(entries)?)
+        } else {
+            RecvHome::List((0..recv_slots as u32).rev().collect())
+        };
+        let mut pool = Pool {
+            recv,
+            arena,
+            slot_size: slot_size as u32,
+            recv_slots: recv_slots as u32,
+            total: total as u32,
+            refs: vec![0; total],
+            send_free: (recv_slots as u32..total as u32).rev().collect(),
+            out: 0,
+            recv_out: 0,
+        };
+        if let RecvHome::Ring(ring) = &mut pool.recv {
+            for slot in 0..recv_slots as u32 {
+                let addr = pool.arena.ptr.as_ptr() as u64 + slot as u64 * slot_size as u64;
+                ring.push(addr, slot_size as u32, slot as u16);
+            }
+            ring.publish();
+        }
+        Ok(pool)
+    }
+
+    /// Size of each slot in bytes.
+    pub fn slot_size(&self) -> usize {
+        self.slot_size as usize
+    }
+
+    /// The buffer ring, when the pool has one.
+    pub fn ring(&self) -> Option<&BufRing> {
+        match &self.recv {
+            RecvHome::Ring(r) => Some(r),
+            RecvHome::List(_) => None,
+        }
+    }
+
+    /// How many slots are home and how many out.
+    pub fn counts(&self) -> PoolCounts {
+        PoolCounts {
+            total: self.total,
+            out: self.out,
+        }
+    }
+
+    /// Receive slots that are home and can be handed to the kernel.
+    pub fn recv_home(&self) -> usize {
+        match &self.recv {
+            RecvHome::Ring(_) => (self.recv_slots - self.recv_out) as usize,
+            RecvHome::List(l) => l.len(),
+        }
+    }
+
+    fn base(&self, slot: u32) -> NonNull<u8> {
+        debug_assert!(slot < self.total);
+        // SAFETY: slot < total, so the offset lies inside the arena mapping.
+        unsafe { self.arena.ptr.add(slot as usize * self.slot_size as usize) }
+    }
+
+    /// Address of a slot, for the kernel (iovec or ring entry).
+    pub fn slot_addr(&self, slot: u32) -> *mut u8 {
+        self.base(slot).as_ptr()
+    }
+
+    /// Takes a receive slot off the free list to pass to a receive call
+    /// (mmsg backends). The caller must [`Pool::lend`] it if the kernel filled
+    /// it, or [`Pool::unreserve`] it otherwise.
+    pub fn reserve_recv(&mut self) -> Option<u32> {
+        match &mut self.recv {
+            RecvHome::List(l) => l.pop(),
+            RecvHome::Ring(_) => None,
+        }
+    }
+
+    /// Returns an unused reserved receive slot to its free list.
+    pub fn unreserve(&mut self, slot: u32) {
+        if let RecvHome::List(l) = &mut self.recv {
+            l.push(slot);
+        }
+    }
+
+    /// The kernel handed over receive slot `slot` holding a payload at
+    /// `off..off+len`: it leaves home with one reference, lent to the caller.
+    /// Returns `None` (and changes nothing) for an id the pool cannot lend:
+    /// out of range, or already out (a kernel or driver bug, counted by the caller).
+    pub fn lend(&mut self, slot: u32, off: u32, len: u32) -> Option<Lent> {
+        if slot >= self.recv_slots || self.refs[slot as usize] != 0 {
+            return None;
+        }
+        let cap = self.slot_size;
+        if off as u64 + len as u64 > cap as u64 {
+            return None;
+        }
+        self.refs[slot as usize] = 1;
+        self.out += 1;
+        self.recv_out += 1;
+        Some(Lent {
+            ptr: self.base(slot),
+            slot,
+            off,
+            len,
+            cap,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Takes a free send slot (for a copy); `None` when all are out.
+    pub fn alloc_send(&mut self) -> Option<Lent> {
+        let slot = self.send_free.pop()?;
+        self.refs[slot as usize] = 1;
+        self.out += 1;
+        Some(Lent {
+            ptr: self.base(slot),
+            slot,
+            off: 0,
+            len: 0,
+            cap: self.slot_size,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Adds a reference to an out slot (a send is about to read it).
+    pub fn hold(&mut self, slot: u32) {
+        let r = &mut self.refs[slot as usize];
+        assert!(*r > 0, "hold on a slot that is home");
+        *r += 1;
+    }
+
+    /// Ends a lending.
+    pub fn release(&mut self, lent: Lent) {
+        self.unref(lent.slot);
+    }
+
+    /// Drops one reference; at zero the slot goes home. Receive slots going
+    /// back to a ring become visible to the kernel at the next [`Pool::publish`].
+    pub fn unref(&mut self, slot: u32) {
+        let r = &mut self.refs[slot as usize];
+        assert!(*r > 0, "unref on a slot that is home");
+        *r -= 1;
+        if *r > 0 {
+            return;
+        }
+        self.out -= 1;
+        if slot >= self.recv_slots {
+            self.send_free.push(slot);
+            return;
+        }
+        self.recv_out -= 1;
+        let addr = self.slot_addr(slot) as u64;
+        let size = self.slot_size;
+        match &mut self.recv {
+            RecvHome::Ring(ring) => ring.push(addr, size, slot as u16),
+            RecvHome::List(l) => l.push(slot),
+        }
+    }
+
+    /// Publishes slots returned to the ring since the last call.
+    pub fn publish(&mut self) {
+        if let RecvHome::Ring(r) = &mut self.recv {
+            r.publish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_move_home_when_the_last_reference_goes() {
+        let mut p = Pool::new(100, 4, 2, true).unwrap();
+        assert_eq!(p.slot_size(), 128);
+        assert_eq!(p.counts().out, 0);
+        let mut a = p.lend(2, 16, 10).unwrap();
+        assert!(
+            p.lend(2, 0, 1).is_none(),
+            "a lent slot cannot be lent twice"
+        );
+        assert!(p.lend(9, 0, 1).is_none(), "an unknown id is refused");
+        a.bytes_mut().copy_from_slice(b"0123456789");
+        p.hold(a.slot());
+        let slot = a.slot();
+        p.release(a);
+        assert_eq!(p.counts().out, 1, "still held by a send");
+        p.unref(slot);
+        assert_eq!(p.counts().out, 0);
+        let s1 = p.alloc_send().unwrap();
+        let s2 = p.alloc_send().unwrap();
+        assert!(p.alloc_send().is_none(), "send slots exhausted");
+        p.release(s1);
+        p.release(s2);
+        assert_eq!(p.counts().out, 0);
+    }
+
+    #[test]
+    fn ring_tail_wraps_without_masking() {
+        let mut p = Pool::new(64, 2, 0, true).unwrap();
+        for _ in 0..40_000u32 {
+            let l = p.lend(0, 0, 1).unwrap();
+            p.release(l);
+            p.publish();
+        }
+        let RecvHome::Ring(r) = &p.recv else { panic!() };
+        assert_eq!(r.tail, (2u32 + 40_000) as u16);
+    }
+
+    #[test]
+    fn list_pool_reserves_and_returns() {
+        let mut p = Pool::new(64, 3, 0, false).unwrap();
+        let s = p.reserve_recv().unwrap();
+        assert_eq!(p.recv_home(), 2);
+        p.unreserve(s);
+        assert_eq!(p.recv_home(), 3);
+        assert!(
+            Pool::new(64, 3, 0, true).is_err(),
+            "ring needs a power of two"
+        );
+    }
+}

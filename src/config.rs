@@ -1,0 +1,172 @@
+//! Engine configuration.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use crate::worker::HEADROOM;
+
+/// How workers move datagrams (see [`crate::backend`] for the contract).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// io_uring: multishot receive on a provided-buffer ring, batched sends.
+    Uring,
+    /// `recvmmsg`/`sendmmsg` in batches.
+    Mmsg,
+    /// One `recvmsg`/`sendmsg` per datagram: the baseline.
+    Simple,
+}
+
+impl Backend {
+    /// Every backend, fastest first.
+    pub const ALL: [Backend; 3] = [Backend::Uring, Backend::Mmsg, Backend::Simple];
+
+    /// The name used on the command line and in `UDPRING_BACKEND`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Uring => "uring",
+            Backend::Mmsg => "mmsg",
+            Backend::Simple => "simple",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "uring" | "io_uring" => Ok(Backend::Uring),
+            "mmsg" => Ok(Backend::Mmsg),
+            "simple" => Ok(Backend::Simple),
+            other => Err(format!(
+                "unknown backend '{other}' (expected uring, mmsg or simple)"
+            )),
+        }
+    }
+}
+
+/// Default slot size without GRO: a 1500-byte MTU datagram plus headroom,
+/// rounded to 2 KiB.
+pub const DEFAULT_SLOT_SIZE: usize = 2048;
+/// Slot size with GRO: a whole 64 KiB train plus headroom.
+pub const GRO_SLOT_SIZE: usize = 65536 + HEADROOM;
+
+/// What to run and how.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to bind every worker's socket to (port 0 picks one).
+    pub bind: SocketAddr,
+    /// Number of workers; 0 means one per CPU this process may use.
+    pub workers: usize,
+    /// Force a backend; `None` picks `uring` when the kernel supports it,
+    /// else `mmsg`, unless `UDPRING_BACKEND` names one.
+    pub backend: Option<Backend>,
+    /// Datagrams per `recvmmsg`/`sendmmsg` call (mmsg backend).
+    pub batch: usize,
+    /// Bytes per buffer slot; 0 means [`DEFAULT_SLOT_SIZE`], or
+    /// [`GRO_SLOT_SIZE`] with GRO. The payload gets the slot minus
+    /// [`crate::HEADROOM`] bytes; a longer datagram is truncated and counted.
+    pub slot_size: usize,
+    /// Receive slots per worker (a power of two for `uring`).
+    pub recv_slots: usize,
+    /// Send slots per worker, for `send_to` copies.
+    pub send_slots: usize,
+    /// Turn on `UDP_GRO`: trains arrive as one buffer.
+    pub gro: bool,
+    /// Allow `UDP_SEGMENT` sends (turned off by itself if the kernel refuses).
+    pub gso: bool,
+    /// `SO_RCVBUF` request in bytes (`SO_RCVBUFFORCE` when permitted).
+    pub recv_buffer: Option<usize>,
+    /// `SO_SNDBUF` request in bytes (`SO_SNDBUFFORCE` when permitted).
+    pub send_buffer: Option<usize>,
+    /// Pin worker `i` to the `(first_cpu + i)`th allowed CPU.
+    pub pin: bool,
+    /// Index (among allowed CPUs) where pinning starts.
+    pub first_cpu: usize,
+    /// Steer datagrams to the worker of the CPU that received them
+    /// (`SO_ATTACH_REUSEPORT_CBPF`).
+    pub steer_by_cpu: bool,
+    /// io_uring submission queue entries.
+    pub sq_entries: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: 1,
+            backend: None,
+            batch: 32,
+            slot_size: 0,
+            recv_slots: 1024,
+            send_slots: 256,
+            gro: false,
+            gso: true,
+            recv_buffer: Some(4 << 20),
+            send_buffer: Some(4 << 20),
+            pin: true,
+            first_cpu: 0,
+            steer_by_cpu: false,
+            sq_entries: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration bound to `bind`, defaults otherwise.
+    pub fn new(bind: SocketAddr) -> Self {
+        Config {
+            bind,
+            ..Config::default()
+        }
+    }
+
+    /// The slot size in effect.
+    pub fn effective_slot_size(&self) -> usize {
+        match self.slot_size {
+            0 if self.gro => GRO_SLOT_SIZE,
+            0 => DEFAULT_SLOT_SIZE,
+            n => n,
+        }
+    }
+
+    /// Checks the numbers; the message says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.workers > 1024 {
+            return Err(format!("--workers {} is more than 1024", self.workers));
+        }
+        if !(1..=1024).contains(&self.batch) {
+            return Err(format!("--batch must be 1..1024, not {}", self.batch));
+        }
+        let slot = self.effective_slot_size();
+        if slot <= HEADROOM || slot > (1 << 20) {
+            return Err(format!(
+                "slot size must be {}..1048576 bytes, not {slot}",
+                HEADROOM + 1
+            ));
+        }
+        if self.recv_slots == 0 || self.recv_slots > 32768 {
+            return Err(format!(
+                "receive slots must be 1..32768, not {}",
+                self.recv_slots
+            ));
+        }
+        if self.recv_slots + self.send_slots > 65535 {
+            return Err("at most 65535 slots per worker".into());
+        }
+        if !(8..=32768).contains(&self.sq_entries) {
+            return Err(format!(
+                "submission queue entries must be 8..32768, not {}",
+                self.sq_entries
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,194 @@
+//! Header arrays for `recvmmsg(2)` / `sendmmsg(2)` (and their one-message
+//! forms `recvmsg`/`sendmsg`, used by the `simple` baseline).
+//!
+//! The calls are synchronous: the kernel reads the headers, names, control
+//! areas and slot memory only during the call, so nothing here outlives it.
+
+use std::io;
+use std::mem;
+use std::os::fd::RawFd;
+
+use super::{RawAddr, RecvCmsg, SEND_CMSG_LEN, parse_cmsgs, write_segment_cmsg};
+use crate::bufring::{Lent, Pool};
+use crate::worker::{HEADROOM, Transmit};
+
+const CTRL_WORDS: usize = super::RECV_CMSG_LEN / 8;
+
+/// Preallocated headers for up to `batch` messages per call.
+pub(crate) struct MmsgBufs {
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    names: Vec<RawAddr>,
+    ctrls: Vec<[u64; CTRL_WORDS]>,
+    send_ctrls: Vec<[u8; SEND_CMSG_LEN]>,
+    slots: Vec<u32>,
+    reserved: usize,
+}
+
+impl MmsgBufs {
+    pub fn new(batch: usize) -> Self {
+        let batch = batch.max(1);
+        // SAFETY: mmsghdr and iovec are plain old data; all-zero is valid
+        // (null pointers, zero lengths).
+        let zero_hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+        let zero_iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        MmsgBufs {
+            hdrs: vec![zero_hdr; batch],
+            iovs: vec![zero_iov; batch],
+            names: vec![RawAddr::zeroed(); batch],
+            ctrls: vec![[0u64; CTRL_WORDS]; batch],
+            send_ctrls: vec![[0u8; SEND_CMSG_LEN]; batch],
+            slots: vec![0; batch],
+            reserved: 0,
+        }
+    }
+
+    pub fn batch(&self) -> usize {
+        self.hdrs.len()
+    }
+
+    /// Receives up to `batch` datagrams into free receive slots without
+    /// blocking; returns how many arrived. Read each with [`MmsgBufs::take`].
+    /// With `single`, one `recvmsg` call (the baseline).
+    pub fn recv(&mut self, fd: RawFd, pool: &mut Pool, single: bool) -> io::Result<usize> {
+        let want = if single { 1 } else { self.hdrs.len() };
+        let cap = pool.slot_size() - HEADROOM;
+        let mut n = 0;
+        while n < want {
+            let Some(slot) = pool.reserve_recv() else {
+                break;
+            };
+            self.slots[n] = slot;
+            self.iovs[n] = libc::iovec {
+                // SAFETY: HEADROOM < slot size, so the pointer stays in the slot.
+                iov_base: unsafe { pool.slot_addr(slot).add(HEADROOM) }.cast(),
+                iov_len: cap,
+            };
+            let h = &mut self.hdrs[n];
+            h.msg_hdr.msg_name = (&mut self.names[n] as *mut RawAddr).cast();
+            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = &mut self.iovs[n];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = self.ctrls[n].as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = super::RECV_CMSG_LEN;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+            n += 1;
+        }
+        self.reserved = n;
+        if n == 0 {
+            return Ok(0);
+        }
+        // recvmmsg(sockfd, msgvec, vlen, flags, timeout): "receives multiple
+        // messages on a socket"; MSG_DONTWAIT makes it return what is queued
+        // now; a null timeout means no timeout. The headers point at names,
+        // control areas and reserved slots that nothing else touches during
+        // the call.
+        let res = if single {
+            syscall!(recvmsg(fd, &mut self.hdrs[0].msg_hdr, libc::MSG_DONTWAIT)).map(|len| {
+                self.hdrs[0].msg_len = len as u32;
+                1
+            })
+        } else {
+            syscall!(recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut()
+            ))
+            .map(|k| k as usize)
+        };
+        match res {
+            Ok(k) => {
+                for i in k..n {
+                    pool.unreserve(self.slots[i]);
+                }
+                self.reserved = k;
+                Ok(k)
+            }
+            Err(e) => {
+                for i in 0..n {
+                    pool.unreserve(self.slots[i]);
+                }
+                self.reserved = 0;
+                Err(e)
+            }
+        }
+    }
+
+    /// Lends the `i`th received datagram: (bytes, source, truncated, cmsgs).
+    /// `None` if the pool refused the slot (cannot happen for a reserved one).
+    pub fn take(&mut self, i: usize, pool: &mut Pool) -> Option<(Lent, RawAddr, bool, RecvCmsg)> {
+        debug_assert!(i < self.reserved);
+        let h = &self.hdrs[i];
+        let len = h.msg_len.min((pool.slot_size() - HEADROOM) as u32);
+        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        let ctl_len = h.msg_hdr.msg_controllen.min(super::RECV_CMSG_LEN);
+        // SAFETY: ctrls[i] is CTRL_WORDS u64s = RECV_CMSG_LEN bytes; ctl_len
+        // is at most that.
+        let ctl =
+            unsafe { std::slice::from_raw_parts(self.ctrls[i].as_ptr().cast::<u8>(), ctl_len) };
+        let cmsg = parse_cmsgs(ctl);
+        let mut src = self.names[i];
+        src.len = h.msg_hdr.msg_namelen;
+        let lent = pool.lend(self.slots[i], HEADROOM as u32, len)?;
+        Some((lent, src, truncated, cmsg))
+    }
+
+    /// Sends the transmits at the front of `txs` (at most `batch`) without
+    /// blocking. Returns how many the kernel took; `Err` when the first one
+    /// failed (its errno tells why).
+    pub fn send(
+        &mut self,
+        fd: RawFd,
+        pool: &Pool,
+        txs: &[Transmit],
+        single: bool,
+    ) -> io::Result<usize> {
+        let n = if single { 1 } else { self.hdrs.len() }.min(txs.len());
+        for (i, t) in txs[..n].iter().enumerate() {
+            self.names[i] = t.dst;
+            self.iovs[i] = libc::iovec {
+                // SAFETY: off + len lie inside the slot (checked when queued).
+                iov_base: unsafe { pool.slot_addr(t.slot).add(t.off as usize) }.cast(),
+                iov_len: t.len as usize,
+            };
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_name = self.names[i].as_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = self.names[i].len();
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            if t.segment > 0 {
+                let len = write_segment_cmsg(&mut self.send_ctrls[i], t.segment);
+                h.msg_hdr.msg_control = self.send_ctrls[i].as_mut_ptr().cast();
+                h.msg_hdr.msg_controllen = len;
+            } else {
+                h.msg_hdr.msg_control = std::ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+            }
+            h.msg_hdr.msg_flags = 0;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        // sendmmsg(sockfd, msgvec, vlen, flags): "returns the number of
+        // messages sent from msgvec; if this is less than vlen, the caller can
+        // retry with a further sendmmsg() call to send the remaining
+        // messages"; an error is returned only if no message was sent.
+        if single {
+            syscall!(sendmsg(fd, &self.hdrs[0].msg_hdr, libc::MSG_DONTWAIT)).map(|_| 1)
+        } else {
+            syscall!(sendmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_DONTWAIT
+            ))
+            .map(|k| k as usize)
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! `udpring`: the command-line tool. Run `udpring --help`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use udpring::apps::bench::{self, BenchOpts};
+use udpring::apps::echo::Echo;
+use udpring::{Backend, Config, Engine, Stats};
+
+/// Zero-copy, high-throughput UDP engine for Linux (io_uring, recvmmsg, GSO/GRO).
+#[derive(Parser)]
+#[command(name = "udpring", version, propagate_version = true)]
+#[command(after_help = "Examples:\n  \
+    udpring bench                      # echo engine + flood on loopback, all backends\n  \
+    udpring echo --bind 0.0.0.0:9000   # an echo server, one worker per CPU\n  \
+    udpring echo --sockperf            # ... that sockperf's ping-pong client accepts\n\n\
+    Environment: UDPRING_BACKEND=uring|mmsg|simple forces a backend.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Echo every datagram back to its sender, from the receive buffer itself.
+    Echo(EchoArgs),
+    /// Measure echo throughput on loopback: an echo engine and a flood
+    /// client in this process, for each backend and size; prints a table.
+    Bench(BenchArgs),
+}
+
+/// Options shared by commands that run an engine.
+#[derive(Args, Clone)]
+struct EngineArgs {
+    /// Worker threads, each with its own SO_REUSEPORT socket (0: one per CPU).
+    #[arg(long, short = 'w', default_value_t = 0)]
+    workers: usize,
+    /// Backend: uring (io_uring), mmsg (recvmmsg/sendmmsg) or simple (one
+    /// syscall per datagram). Default: uring if the kernel has it, else mmsg.
+    #[arg(long, value_parser = parse_backend)]
+    backend: Option<Backend>,
+    /// Datagrams per recvmmsg/sendmmsg call (mmsg backend), 1..1024.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Turn on UDP_GRO: a train of segments arrives as one buffer and is
+    /// echoed as one GSO send with the same segment size.
+    #[arg(long)]
+    gro: bool,
+    /// Bytes per buffer slot (0: 2048, or 64 KiB + headroom with --gro).
+    /// Larger datagrams are truncated and counted.
+    #[arg(long, default_value_t = 0)]
+    slot_size: usize,
+    /// Receive buffer slots per worker (rounded up to a power of two for uring).
+    #[arg(long, default_value_t = 1024)]
+    recv_slots: usize,
+    /// Socket receive/send buffer request in bytes (FORCE variant when root).
+    #[arg(long, default_value_t = 4 << 20)]
+    socket_buffer: usize,
+    /// Do not pin workers to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// Steer each datagram to the worker of the CPU that received it
+    /// (SO_ATTACH_REUSEPORT_CBPF).
+    #[arg(long)]
+    steer_cpu: bool,
+}
+
+impl EngineArgs {
+    fn config(&self, bind: SocketAddr) -> Config {
+        let mut c = Config::new(bind);
+        c.workers = self.workers;
+        c.backend = self.backend;
+        c.batch = self.batch;
+        c.gro = self.gro;
+        c.slot_size = self.slot_size;
+        c.recv_slots = self.recv_slots;
+        c.recv_buffer = Some(self.socket_buffer);
+        c.send_buffer = Some(self.socket_buffer);
+        c.pin = !self.no_pin;
+        c.steer_by_cpu = self.steer_cpu;
+        c
+    }
+}
+
+#[derive(Args)]
+struct EchoArgs {
+    /// Address to listen on: IPv4 `ADDR:PORT` or IPv6 `[ADDR]:PORT`.
+    #[arg(long, short = 'b', default_value = "0.0.0.0:9000", value_parser = parse_addr)]
+    bind: SocketAddr,
+    /// Clear sockperf's client flag so `sockperf ping-pong` accepts the echoes.
+    #[arg(long)]
+    sockperf: bool,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_parser = parse_secs)]
+    duration: Option<Duration>,
+    /// No per-second counter lines.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Print the final totals as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Seconds measured per configuration.
+    #[arg(long, default_value = "2", value_parser = parse_secs)]
+    duration: Duration,
+    /// Warm-up per configuration, not measured.
+    #[arg(long, default_value = "0.3", value_parser = parse_secs)]
+    warmup: Duration,
+    /// Only these server backends (repeat or comma-separate); default: all.
+    #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
+    backend: Vec<Backend>,
+    /// Only these payload sizes in bytes (comma-separated); default: 64,1400.
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    size: Vec<usize>,
+    /// Datagrams kept in flight by the flood client.
+    #[arg(long, default_value_t = 256)]
+    window: u64,
+    /// Segments per GSO send in the GSO/GRO rows.
+    #[arg(long, default_value_t = 32)]
+    gso_segments: usize,
+    /// Loopback address to run on (127.0.0.1 or ::1 style, port ignored).
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
+    bind: SocketAddr,
+    /// Print {"runs":[...]} JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    s.parse()
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("'{s}' is not an address with a port (expected e.g. 127.0.0.1:9000 or [::1]:9000)")
+    })
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 86400.0 * 365.0) {
+        return Err(format!("'{s}': seconds must be > 0 and at most a year"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let v: usize = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size in bytes"))?;
+    if v == 0 || v > udpring::MAX_UDP_PAYLOAD {
+        return Err(format!("size {v} must be 1..{}", udpring::MAX_UDP_PAYLOAD));
+    }
+    Ok(v)
+}
+
+/// A failure: usage errors exit 2, runtime errors 1.
+struct Failure {
+    code: u8,
+    msg: String,
+}
+
+fn usage(msg: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        msg: msg.into(),
+    }
+}
+
+fn runtime(e: std::io::Error) -> Failure {
+    let code = if e.kind() == std::io::ErrorKind::InvalidInput {
+        2
+    } else {
+        1
+    };
+    Failure {
+        code,
+        msg: e.to_string(),
+    }
+}
+
+fn rate_line(t: f64, now: &Stats, prev: &Stats, dt: f64) -> String {
+    format!(
+        "t={t:>6.1}s rx {:>10.0}/s tx {:>10.0}/s  rx {:>8.3} Gbit/s  trunc {} enobufs {} kdrops {} send-err {}",
+        (now.received - prev.received) as f64 / dt,
+        (now.sent - prev.sent) as f64 / dt,
+        (now.bytes_received - prev.bytes_received) as f64 * 8.0 / dt / 1e9,
+        now.truncated,
+        now.enobufs,
+        now.kernel_drops,
+        now.send_errors_total(),
+    )
+}
+
+fn totals(s: &Stats) -> String {
+    format!(
+        "totals: received {} sent {} bytes-in {} bytes-out {} truncated {} enobufs {} kernel-drops {} \
+         send-exhausted {} error-events {} invalid {} send-errors {} slots-out {}/{}{}",
+        s.received,
+        s.sent,
+        s.bytes_received,
+        s.bytes_sent,
+        s.truncated,
+        s.enobufs,
+        s.kernel_drops,
+        s.send_exhausted,
+        s.error_events,
+        s.invalid_completions,
+        s.send_errors_text(),
+        s.slots_out,
+        s.slots_total,
+        if s.gso_disabled {
+            " (GSO turned off by the kernel)"
+        } else {
+            ""
+        }
+    )
+}
+
+fn echo(a: EchoArgs) -> Result<(), Failure> {
+    let cfg = a.engine.config(a.bind);
+    cfg.validate().map_err(usage)?;
+    udpring::signals::install().map_err(runtime)?;
+    let sockperf = a.sockperf;
+    let engine = Engine::start(cfg, move |_| {
+        if sockperf {
+            Echo::sockperf()
+        } else {
+            Echo::new()
+        }
+    })
+    .map_err(runtime)?;
+    if let Some(why) = engine.fallback_reason() {
+        eprintln!("udpring: note: {why}");
+    }
+    let info = engine.socket_info();
+    println!(
+        "udpring echo: listening on {} (backend {}, {} worker{}, rcvbuf {} sndbuf {}{}{})",
+        engine.local_addr(),
+        engine.backend(),
+        engine.workers(),
+        if engine.workers() == 1 { "" } else { "s" },
+        info.recv_buffer,
+        info.send_buffer,
+        if info.gro { ", gro" } else { "" },
+        if sockperf { ", sockperf" } else { "" },
+    );
+    let _ = std::io::stdout().flush();
+    let start = Instant::now();
+    let mut last = Instant::now();
+    let mut prev = Stats::default();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if udpring::signals::requested() || a.duration.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        if !a.quiet && last.elapsed() >= Duration::from_secs(1) {
+            let now = engine.stats();
+            let dt = last.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                rate_line(start.elapsed().as_secs_f64(), &now, &prev, dt)
+            );
+            let _ = std::io::stdout().flush();
+            prev = now;
+            last = Instant::now();
+        }
+    }
+    let s = engine.stop().map_err(runtime)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&s).unwrap_or_default());
+    } else {
+        println!("{}", totals(&s));
+    }
+    Ok(())
+}
+
+fn bench_cmd(a: BenchArgs) -> Result<(), Failure> {
+    if !a.bind.ip().is_loopback() {
+        return Err(usage(format!(
+            "--bind {}: bench runs on loopback only (127.0.0.0/8 or ::1)",
+            a.bind
+        )));
+    }
+    let backends: Vec<Backend> = if a.backend.is_empty() {
+        let mut v = vec![Backend::Simple, Backend::Mmsg];
+        match udpring::uring_support() {
+            Ok(()) => v.push(Backend::Uring),
+            Err(why) => eprintln!("udpring: note: skipping uring: {why}"),
+        }
+        v
+    } else {
+        a.backend.clone()
+    };
+    let mut cases = bench::default_cases(&backends);
+    if !a.size.is_empty() {
+        let mut v = Vec::new();
+        for c in cases.iter().filter(|c| c.size == 64) {
+            for &size in &a.size {
+                v.push(bench::Case { size, ..*c });
+            }
+        }
+        cases = v;
+    }
+    let opts = BenchOpts {
+        duration: a.duration,
+        warmup: a.warmup,
+        client_backend: None,
+        window: a.window.max(1),
+        gso_segments: a.gso_segments.clamp(1, 64),
+        bind: SocketAddr::new(a.bind.ip(), 0),
+    };
+    let mut results = Vec::new();
+    for c in cases {
+        if !a.json {
+            eprint!(
+                "running {} {} B{} ... ",
+                c.backend,
+                c.size,
+                if c.gso { " gso/gro" } else { "" }
+            );
+        }
+        let r = bench::run_case(c, &opts).map_err(runtime)?;
+        if !a.json {
+            eprintln!("{:.0} echoed/s", r.pps);
+        }
+        results.push(r);
+    }
+    if a.json {
+        let v = serde_json::json!({ "runs": results });
+        println!("{v}");
+    } else {
+        print!("{}", bench::table(&results));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Echo(a) => echo(a),
+        Cmd::Bench(a) => bench_cmd(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("udpring: error: {}", f.msg);
+            ExitCode::from(f.code)
+        }
+    }
+}
