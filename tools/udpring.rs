@@ -94,7 +94,7 @@ struct EchoArgs {
     #[arg(long)]
     sockperf: bool,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
-    #[arg(long, value_parser = parse_secs)]
+    #[arg(long, value_parser = parse_secs, allow_negative_numbers = true)]
     duration: Option<Duration>,
     /// No per-second counter lines.
     #[arg(long, short = 'q')]
@@ -109,7 +109,7 @@ struct EchoArgs {
 #[derive(Args)]
 struct BenchArgs {
     /// Seconds measured per configuration.
-    #[arg(long, default_value = "2", value_parser = parse_secs)]
+    #[arg(long, default_value = "2", value_parser = parse_secs, allow_negative_numbers = true)]
     duration: Duration,
     /// Warm-up per configuration, not measured.
     #[arg(long, default_value = "0.3", value_parser = parse_secs)]
@@ -346,7 +346,26 @@ fn bench_cmd(a: BenchArgs) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(2);
+            }
+            // One line: clap's first line, without its own "error: " prefix.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("udpring: error: {first} (see 'udpring --help')");
+            return ExitCode::from(2);
+        }
+    };
     let r = match cli.cmd {
         Cmd::Echo(a) => echo(a),
         Cmd::Bench(a) => bench_cmd(a),

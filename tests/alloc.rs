@@ -1,0 +1,77 @@
+//! Zero heap allocations per datagram in steady state, for every backend:
+//! a counting global allocator watches the whole process while a client
+//! drives thousands of echoes through a warmed-up engine.
+//!
+//! One test in this binary, so no other test allocates meanwhile.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::*;
+use udpring::Engine;
+use udpring::apps::echo::Echo;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn rounds(c: &std::net::UdpSocket, to: std::net::SocketAddr, n: usize, buf: &mut [u8]) {
+    let payload = [7u8; 64];
+    for _ in 0..n / 16 {
+        for _ in 0..16 {
+            c.send_to(&payload, to).unwrap();
+        }
+        for _ in 0..16 {
+            c.recv_from(buf).unwrap();
+        }
+    }
+}
+
+#[test]
+fn no_heap_allocation_per_datagram_in_steady_state() {
+    for backend in backends() {
+        for gro in [false, true] {
+            let mut cfg = config(backend, false);
+            cfg.gro = gro;
+            let engine = Engine::start(cfg, |_| Echo::new()).unwrap();
+            let to = engine.local_addr();
+            let c = client(false);
+            let mut buf = [0u8; 2048];
+            rounds(&c, to, 512, &mut buf); // warm up
+            let before = ALLOCS.load(Ordering::SeqCst);
+            rounds(&c, to, 4096, &mut buf);
+            let after = ALLOCS.load(Ordering::SeqCst);
+            let s = stop_clean(engine);
+            assert_eq!(s.received, 512 + 4096);
+            assert_eq!(
+                after - before,
+                0,
+                "{backend} gro={gro}: {} allocations during 4096 echoes",
+                after - before
+            );
+        }
+    }
+}

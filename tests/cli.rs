@@ -1,0 +1,194 @@
+//! The `udpring` command: usage errors, a port in use, the echo server's
+//! output and clean stop on SIGINT, and `bench --json`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn udpring() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_udpring"));
+    c.env_remove("UDPRING_BACKEND");
+    c
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = udpring().args(args).output().expect("run udpring");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn usage_errors_are_one_line_with_exit_code_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["echo", "--workers", "many"], "--workers"),
+        (
+            &["echo", "--bind", "127.0.0.1"],
+            "not an address with a port",
+        ),
+        (
+            &["echo", "--bind", "300.0.0.1:5"],
+            "not an address with a port",
+        ),
+        (&["echo", "--bind", "[::1]"], "not an address with a port"),
+        (&["echo", "--backend", "dpdk"], "unknown backend"),
+        (&["echo", "--batch", "0"], "--batch must be 1..1024"),
+        (&["echo", "--batch", "5000"], "--batch must be 1..1024"),
+        (&["echo", "--duration", "-1"], "seconds must be > 0"),
+        (&["echo", "--frobnicate"], "--frobnicate"),
+        (&["bench", "--size", "65508"], "must be 1..65507"),
+        (&["bench", "--bind", "192.0.2.1:0"], "loopback only"),
+        (&["nosuchcommand"], "nosuchcommand"),
+    ];
+    for (args, needle) in cases {
+        let (code, _out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: exit code, stderr: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line, got: {err}"
+        );
+        assert!(err.contains(needle), "{args:?}: '{needle}' not in: {err}");
+        assert!(err.starts_with("udpring: error: "), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn help_teaches_the_commands() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for word in ["echo", "bench", "UDPRING_BACKEND", "Examples"] {
+        assert!(out.contains(word), "--help lacks {word}: {out}");
+    }
+    let (code, out, _) = run(&["echo", "--help"]);
+    assert_eq!(code, 0);
+    for word in [
+        "--bind",
+        "--backend",
+        "--gro",
+        "--sockperf",
+        "--workers",
+        "--batch",
+    ] {
+        assert!(out.contains(word), "echo --help lacks {word}");
+    }
+}
+
+#[test]
+fn a_port_in_use_says_so() {
+    let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let bind = format!("127.0.0.1:{port}");
+    let (code, _out, err) = run(&["echo", "--bind", &bind, "--duration", "1", "--workers", "1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("address already in use"), "{err}");
+    assert!(err.contains(&bind), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+/// Starts `udpring echo` and returns it with the address it printed.
+fn spawn_echo(extra: &[&str]) -> (Child, SocketAddr, BufReader<std::process::ChildStdout>) {
+    let mut child = udpring()
+        .args(["echo", "--bind", "127.0.0.1:0", "--workers", "1"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no address in first line: {line:?}"));
+    (child, addr, out)
+}
+
+#[test]
+fn echo_prints_its_address_and_stops_cleanly_on_sigint_with_totals() {
+    let (mut child, addr, mut out) = spawn_echo(&["-q"]);
+    let c = client(false);
+    for i in 0..5u8 {
+        c.send_to(&[i; 10], addr).unwrap();
+        let mut buf = [0u8; 32];
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[i; 10]);
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("totals: received 5 sent 5"), "{rest}");
+    assert!(rest.contains("slots-out 0/"), "{rest}");
+}
+
+#[test]
+fn echo_duration_json_and_per_second_lines() {
+    let (mut child, addr, mut out) =
+        spawn_echo(&["--duration", "1.5", "--json", "--backend", "mmsg"]);
+    let c = client(false);
+    c.send_to(b"abc", addr).unwrap();
+    let mut buf = [0u8; 8];
+    assert_eq!(c.recv_from(&mut buf).unwrap().0, 3);
+    assert!(child.wait().unwrap().success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.lines()
+            .any(|l| l.starts_with("t=") && l.contains("rx")),
+        "{rest}"
+    );
+    let json: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    assert_eq!(json["received"], 1);
+    assert_eq!(json["sent"], 1);
+    assert_eq!(json["slots_out"], 0);
+}
+
+#[test]
+fn bench_json_has_a_run_per_case() {
+    let (code, out, err) = run(&[
+        "bench",
+        "--duration",
+        "0.2",
+        "--warmup",
+        "0.05",
+        "--backend",
+        "simple,mmsg",
+        "--size",
+        "64",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for (r, b) in runs.iter().zip(["simple", "mmsg"]) {
+        assert_eq!(r["backend"], b);
+        assert_eq!(r["size"], 64);
+        assert_eq!(r["gso"], false);
+        assert!(r["echoed"].as_u64().unwrap() > 0, "{r}");
+        assert!(
+            r["sent"].as_u64().unwrap() >= r["echoed"].as_u64().unwrap() / 2,
+            "{r}"
+        );
+        for k in ["pps", "gbps"] {
+            assert!(r[k].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
+    let _ = Duration::ZERO;
+}

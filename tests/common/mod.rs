@@ -1,0 +1,79 @@
+//! Helpers shared by the integration tests: loopback sockets on port 0,
+//! engines per backend, and waiting for a worker to go idle.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use udpring::{Backend, Config, Engine, Stats};
+
+/// Loopback with port 0, IPv4 or IPv6.
+pub fn loopback(v6: bool) -> SocketAddr {
+    if v6 {
+        "[::1]:0".parse().unwrap()
+    } else {
+        "127.0.0.1:0".parse().unwrap()
+    }
+}
+
+/// Every backend this kernel can run; says so when io_uring is missing.
+pub fn backends() -> Vec<Backend> {
+    let mut v = vec![Backend::Simple, Backend::Mmsg];
+    match udpring::uring_support() {
+        Ok(()) => v.push(Backend::Uring),
+        Err(why) => eprintln!("skipping the uring backend: {why}"),
+    }
+    v
+}
+
+/// A config for one worker of `backend` on loopback.
+pub fn config(backend: Backend, v6: bool) -> Config {
+    let mut c = Config::new(loopback(v6));
+    c.backend = Some(backend);
+    c.workers = 1;
+    c
+}
+
+/// A client socket on loopback with a generous receive buffer and a timeout.
+pub fn client(v6: bool) -> UdpSocket {
+    let domain = if v6 {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, None).unwrap();
+    let _ = s.set_recv_buffer_size(8 << 20);
+    s.bind(&loopback(v6).into()).unwrap();
+    let s: UdpSocket = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Waits (bounded) until per-worker counters satisfy `done` (workers
+/// publish counters once per loop, a moment after their sends).
+pub fn wait_workers(engine: &Engine, done: impl Fn(&[Stats]) -> bool) -> Vec<Stats> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = engine.worker_stats();
+        if done(&s) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Stops the engine and checks that every slot came back.
+pub fn stop_clean(engine: Engine) -> Stats {
+    let s = engine.stop().expect("engine stops cleanly");
+    assert_eq!(s.slots_out, 0, "slots still out after stop: {s:?}");
+    assert!(s.slots_total > 0);
+    assert_eq!(s.invalid_completions, 0, "invalid completions: {s:?}");
+    s
+}
+
+/// Deterministic payload of `n` bytes, different per `tag`.
+pub fn pattern(n: usize, tag: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(tag))
+        .collect()
+}

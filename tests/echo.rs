@@ -1,0 +1,436 @@
+//! Echo behaviour on loopback, for every backend: sizes from 0 to 65507
+//! bytes over IPv4 and IPv6, many flows spread over workers, truncation,
+//! ring exhaustion under a flood, GRO trains, senders and timers, and
+//! ICMP errors as events. Every test checks that all slots came back.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use udpring::apps::echo::Echo;
+use udpring::{Backend, Datagram, Engine, ErrorEvent, GRO_SLOT_SIZE, HEADROOM, Handler, Transport};
+
+#[test]
+fn echoes_0_1_1472_and_65507_bytes_v4_and_v6_on_every_backend() {
+    for backend in backends() {
+        for v6 in [false, true] {
+            let mut cfg = config(backend, v6);
+            cfg.slot_size = GRO_SLOT_SIZE; // room for a 65507-byte datagram
+            cfg.recv_slots = 64;
+            let engine = Engine::start(cfg, |_| Echo::new()).unwrap();
+            assert_eq!(engine.backend(), backend);
+            let to = engine.local_addr();
+            assert_eq!(to.is_ipv6(), v6);
+            let c = client(v6);
+            let mut buf = vec![0u8; 70000];
+            let sizes = [0usize, 1, 1472, 65507];
+            for (i, &n) in sizes.iter().enumerate() {
+                let p = pattern(n, i as u8);
+                c.send_to(&p, to).unwrap();
+                let (got, from) = c
+                    .recv_from(&mut buf)
+                    .unwrap_or_else(|e| panic!("{backend} v6={v6}: no echo of {n} bytes: {e}"));
+                assert_eq!(from, to);
+                assert_eq!(got, n, "{backend} v6={v6}: echo length");
+                assert!(
+                    buf[..got] == p[..],
+                    "{backend} v6={v6}: echo content of {n} bytes"
+                );
+            }
+            let s = stop_clean(engine);
+            assert_eq!(s.received, 4);
+            assert_eq!(s.sent, 4);
+            assert_eq!(s.bytes_received, sizes.iter().sum::<usize>() as u64);
+            assert_eq!(s.truncated, 0);
+        }
+    }
+}
+
+#[test]
+fn many_source_ports_spread_over_workers() {
+    for backend in backends() {
+        let mut cfg = config(backend, false);
+        cfg.workers = 2;
+        cfg.recv_slots = 64;
+        let engine = Engine::start(cfg, |_| Echo::new()).unwrap();
+        assert_eq!(engine.workers(), 2);
+        let to = engine.local_addr();
+        let clients: Vec<UdpSocket> = (0..64).map(|_| client(false)).collect();
+        for (i, c) in clients.iter().enumerate() {
+            c.send_to(&[i as u8; 32], to).unwrap();
+        }
+        let mut buf = [0u8; 64];
+        for (i, c) in clients.iter().enumerate() {
+            let (n, _) = c.recv_from(&mut buf).expect("echo");
+            assert_eq!(&buf[..n], &[i as u8; 32]);
+        }
+        let per = wait_workers(&engine, |s| s.iter().map(|w| w.received).sum::<u64>() >= 64);
+        assert_eq!(per.iter().map(|s| s.received).sum::<u64>(), 64);
+        for (w, s) in per.iter().enumerate() {
+            assert!(
+                s.received > 0,
+                "{backend}: worker {w} received nothing of 64 flows: {per:?}"
+            );
+        }
+        stop_clean(engine);
+    }
+}
+
+#[test]
+fn datagram_larger_than_a_slot_is_counted_as_truncated() {
+    for backend in backends() {
+        let mut cfg = config(backend, false);
+        cfg.slot_size = 2048;
+        cfg.recv_slots = 16;
+        let engine = Engine::start(cfg, |_| Echo::new()).unwrap();
+        let to = engine.local_addr();
+        let c = client(false);
+        let mut buf = vec![0u8; 8192];
+        let big = pattern(4000, 1);
+        c.send_to(&big, to).unwrap();
+        let (n, _) = c.recv_from(&mut buf).expect("echo of the cut datagram");
+        assert_eq!(
+            n,
+            2048 - HEADROOM,
+            "{backend}: echo carries what fit in the slot"
+        );
+        assert_eq!(buf[..n], big[..n]);
+        // The worker goes on: a normal datagram is echoed whole.
+        c.send_to(b"after", to).unwrap();
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"after");
+        let s = stop_clean(engine);
+        assert_eq!(s.truncated, 1, "{backend}");
+        assert_eq!(s.received, 2);
+    }
+}
+
+/// Echo that stalls on the first datagram, so a flood piles up.
+struct SlowFirst {
+    stalled: bool,
+}
+
+impl Handler for SlowFirst {
+    fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
+        if !self.stalled {
+            self.stalled = true;
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        tx.reply(dgram);
+    }
+}
+
+#[test]
+fn ring_exhaustion_under_a_flood_recovers_and_loses_nothing() {
+    const FLOOD: usize = 400;
+    for backend in backends() {
+        let mut cfg = config(backend, false);
+        cfg.recv_slots = 16;
+        cfg.recv_buffer = Some(8 << 20);
+        let engine = Engine::start(cfg, |_| SlowFirst { stalled: false }).unwrap();
+        let to = engine.local_addr();
+        let c = client(false);
+        c.send_to(b"first", to).unwrap();
+        std::thread::sleep(Duration::from_millis(20)); // the handler is now asleep
+        for i in 0..FLOOD {
+            c.send_to(&(i as u32).to_be_bytes(), to).unwrap();
+        }
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while got < FLOOD + 1 {
+            match c.recv_from(&mut buf) {
+                Ok(_) => got += 1,
+                Err(e) => panic!("{backend}: {got} of {} echoes, then {e}", FLOOD + 1),
+            }
+        }
+        // After the recovery, the worker still echoes.
+        c.send_to(b"later", to).unwrap();
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"later");
+        let s = stop_clean(engine);
+        eprintln!("{backend}: {s:?}");
+        assert_eq!(s.received, FLOOD as u64 + 2);
+        assert_eq!(s.kernel_drops, 0);
+        if backend == Backend::Uring {
+            assert!(
+                s.enobufs >= 1,
+                "16 buffers for 400 queued datagrams must run the ring dry: {s:?}"
+            );
+            assert!(
+                s.recv_arms > s.enobufs,
+                "the receive was re-armed after each ENOBUFS: {s:?}"
+            );
+        }
+    }
+}
+
+/// (payload length, GRO segment size) of each datagram a handler saw.
+type Seen = Arc<Mutex<Vec<(usize, Option<u16>)>>>;
+
+/// Echo that records the GRO segment size it saw.
+struct GroProbe {
+    seen: Seen,
+}
+
+impl Handler for GroProbe {
+    fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((dgram.payload().len(), dgram.segment_size()));
+        tx.reply(dgram);
+    }
+}
+
+fn send_gso(sock: &UdpSocket, data: &[u8], segment: u16, to: SocketAddr) {
+    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmsg};
+    let addr = SockaddrStorage::from(to);
+    let iov = [std::io::IoSlice::new(data)];
+    sendmsg(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::UdpGsoSegments(&segment)],
+        MsgFlags::empty(),
+        Some(&addr),
+    )
+    .expect("GSO send");
+}
+
+#[test]
+fn gro_train_is_echoed_as_the_same_datagrams() {
+    for backend in backends() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut cfg = config(backend, false);
+        cfg.gro = true;
+        cfg.recv_slots = 16;
+        let s2 = seen.clone();
+        let engine = Engine::start(cfg, move |_| GroProbe { seen: s2.clone() }).unwrap();
+        let to = engine.local_addr();
+        let c = client(false);
+        // Nine segments of 100 bytes and a last one of 40, each different.
+        let mut train = Vec::new();
+        for i in 0..9u8 {
+            train.extend(pattern(100, i));
+        }
+        train.extend(pattern(40, 9));
+        send_gso(&c, &train, 100, to);
+        let mut buf = [0u8; 2048];
+        for i in 0..10u8 {
+            let (n, _) = c
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("{backend}: segment {i}: {e}"));
+            let want = pattern(if i == 9 { 40 } else { 100 }, i);
+            assert_eq!(
+                &buf[..n],
+                &want[..],
+                "{backend}: segment {i} boundaries and content"
+            );
+        }
+        let s = stop_clean(engine);
+        assert_eq!(s.received, 10, "{backend}: segments count as datagrams");
+        assert_eq!(s.sent, 10);
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            &seen[..],
+            &[(940, Some(100))],
+            "{backend}: one buffer for the whole train"
+        );
+    }
+}
+
+/// Sends through a `Sender` from another thread and uses timers.
+struct Ticker {
+    fired: Arc<AtomicU64>,
+    peer: SocketAddr,
+}
+
+impl Handler for Ticker {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        tx.call_later(Duration::from_millis(30), 7);
+        tx.call_later(Duration::from_millis(10), 3);
+    }
+    fn on_datagram(&mut self, _dgram: Datagram<'_>, _tx: &mut Transport<'_>) {}
+    fn on_timer(&mut self, token: u64, tx: &mut Transport<'_>) {
+        let order = self.fired.fetch_add(1, Ordering::SeqCst);
+        tx.send_to(&[token as u8, order as u8], self.peer).unwrap();
+    }
+}
+
+#[test]
+fn timers_fire_in_order_and_senders_work_from_other_threads() {
+    for backend in backends() {
+        let c = client(false);
+        let peer = c.local_addr().unwrap();
+        let fired = Arc::new(AtomicU64::new(0));
+        let f2 = fired.clone();
+        let engine = Engine::start(config(backend, false), move |_| Ticker {
+            fired: f2.clone(),
+            peer,
+        })
+        .unwrap();
+        let mut buf = [0u8; 16];
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[3, 0], "{backend}: the 10 ms timer fires first");
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[7, 1]);
+        let sender = engine.sender(0);
+        std::thread::spawn(move || sender.send_to(b"from-thread", peer).unwrap())
+            .join()
+            .unwrap();
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"from-thread");
+        assert_eq!(from, engine.local_addr());
+        let s = stop_clean(engine);
+        assert_eq!(s.sent, 3);
+        // After the stop, a sender says so instead of queueing into the void.
+        let sender_after = {
+            let e = Engine::start(config(backend, false), |_| Echo::new()).unwrap();
+            let snd = e.sender(0);
+            e.stop().unwrap();
+            snd
+        };
+        assert!(sender_after.send_to(b"x", peer).is_err());
+    }
+}
+
+/// Sends to a closed port and records the error events.
+struct Refused {
+    target: SocketAddr,
+    events: Arc<Mutex<Vec<ErrorEvent>>>,
+}
+
+impl Handler for Refused {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        tx.send_to(b"anyone?", self.target).unwrap();
+    }
+    fn on_datagram(&mut self, _dgram: Datagram<'_>, _tx: &mut Transport<'_>) {}
+    fn on_error(&mut self, event: ErrorEvent, _tx: &mut Transport<'_>) {
+        self.events.lock().unwrap().push(event);
+    }
+}
+
+#[test]
+fn icmp_port_unreachable_becomes_a_connection_refused_event() {
+    for backend in backends() {
+        let closed = {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let e2 = events.clone();
+        let engine = Engine::start(config(backend, false), move |_| Refused {
+            target: closed,
+            events: e2.clone(),
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while events.lock().unwrap().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The worker still receives after the error.
+        let c = client(false);
+        c.send_to(b"still here", engine.local_addr()).unwrap();
+        let got = events.lock().unwrap().clone();
+        assert!(
+            got.iter().any(
+                |e| matches!(e, ErrorEvent::ConnectionRefused { peer: Some(p) } if *p == closed)
+            ),
+            "{backend}: events {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        let s = stop_clean(engine);
+        assert_eq!(s.received, 1, "{backend}: receive re-armed after the error");
+    }
+}
+
+#[test]
+fn reuseport_cpu_steering_sends_each_cpu_to_its_worker() {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    let allowed = sched_getaffinity(Pid::from_raw(0)).unwrap();
+    if !(allowed.is_set(0).unwrap() && allowed.is_set(1).unwrap()) {
+        eprintln!("skipping: needs CPUs 0 and 1 (reuseport steering maps CPU n to worker n)");
+        return;
+    }
+    for backend in backends() {
+        let mut cfg = config(backend, false);
+        cfg.workers = 2;
+        cfg.steer_by_cpu = true;
+        let engine = Engine::start(cfg, |_| Echo::new()).unwrap();
+        let to = engine.local_addr();
+        for cpu in [1usize, 0] {
+            let before: Vec<u64> = engine.worker_stats().iter().map(|s| s.received).collect();
+            std::thread::spawn(move || {
+                let mut set = CpuSet::new();
+                set.set(cpu).unwrap();
+                sched_setaffinity(Pid::from_raw(0), &set).unwrap();
+                let c = client(false);
+                let mut buf = [0u8; 16];
+                for i in 0..16u8 {
+                    c.send_to(&[i], to).unwrap();
+                    c.recv_from(&mut buf).unwrap();
+                }
+            })
+            .join()
+            .unwrap();
+            let total = before.iter().sum::<u64>() + 16;
+            let after: Vec<u64> = wait_workers(&engine, |s| {
+                s.iter().map(|w| w.received).sum::<u64>() >= total
+            })
+            .iter()
+            .map(|s| s.received)
+            .collect();
+            assert_eq!(
+                after[cpu] - before[cpu],
+                16,
+                "{backend}: sent from CPU {cpu}: {before:?} -> {after:?}"
+            );
+            assert_eq!(
+                after[1 - cpu],
+                before[1 - cpu],
+                "{backend}: the other worker got none"
+            );
+        }
+        stop_clean(engine);
+    }
+}
+
+#[test]
+fn backend_env_var_forces_a_backend_and_rejects_unknown_names() {
+    // Run in a child process so the environment of this one is untouched.
+    let exe = env!("CARGO_BIN_EXE_udpring");
+    for (val, want) in [("simple", "backend simple"), ("mmsg", "backend mmsg")] {
+        let out = std::process::Command::new(exe)
+            .args([
+                "echo",
+                "--bind",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+                "--duration",
+                "0.2",
+                "-q",
+            ])
+            .env("UDPRING_BACKEND", val)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(want), "{val}: {text}");
+    }
+    let out = std::process::Command::new(exe)
+        .args(["echo", "--bind", "127.0.0.1:0", "--duration", "0.2"])
+        .env("UDPRING_BACKEND", "bogus")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("UDPRING_BACKEND") && err.contains("bogus"),
+        "{err}"
+    );
+}
