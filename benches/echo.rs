@@ -1,39 +1,55 @@
-//! Echo path per backend, payload size and batch.
+//! The echo path per backend, payload size and batch, measured with the same
+//! pair `udpring bench` uses: an echo engine (the backend under test, one
+//! worker on the first CPU) and a flood client engine (always the same
+//! backend, on the last CPU) keeping a window of datagrams in flight.
 //!
-//! Each iteration a plain client socket sends `batch` datagrams to an echo
-//! engine on loopback and waits for the `batch` echoes; throughput is in
-//! datagrams. The client is the same for every row, so rows differ only in
-//! the server's backend. Group names carry the configuration:
-//! `echo/<backend>/<size>B/batch<n>`.
+//! Each sample waits for `iters x 64` more echoes; throughput is in echoed
+//! datagrams. Group names carry the configuration:
+//! `echo/<backend>/<size>B/batch<n>/window<w>[/gso]`, where `batch` is the
+//! server's `recvmmsg`/`sendmmsg` batch (it only matters for `mmsg`) and
+//! `window1` is closed-loop ping-pong (one datagram in flight).
 //!
 //! Run: `cargo bench --bench echo`
 
-use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use udpring::apps::echo::Echo;
-use udpring::{Backend, Config, Engine};
+use udpring::Backend;
+use udpring::apps::bench::{BenchOpts, Case, Pair};
 
-fn round(
-    client: &UdpSocket,
-    to: std::net::SocketAddr,
-    payload: &[u8],
-    batch: usize,
-    buf: &mut [u8],
-) -> usize {
-    for _ in 0..batch {
-        // A failed send shows up as a missing echo below.
-        let _ = client.send_to(payload, to);
-    }
-    let mut got = 0;
-    while got < batch {
-        match client.recv_from(buf) {
-            Ok(_) => got += 1,
-            Err(_) => break, // timed out: lost, counted by the caller
-        }
-    }
-    got
+const PER_ITER: u64 = 64;
+
+fn run(c: &mut Criterion, case: Case, batch: usize, window: u64) {
+    let opts = BenchOpts {
+        window,
+        ..BenchOpts::default()
+    };
+    let pair = Pair::start(case, &opts, batch).expect("start echo pair");
+    let per_iter = if window == 1 { 1 } else { PER_ITER };
+    let gso = if case.gso { "/gso" } else { "" };
+    let name = format!(
+        "echo/{}/{}B/batch{batch}/window{window}{gso}",
+        case.backend, case.size
+    );
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(per_iter));
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    g.bench_function("echoed", |b| {
+        b.iter_custom(|iters| {
+            let want = iters * per_iter;
+            let e0 = pair.echoed();
+            let t = Instant::now();
+            let deadline = t + Duration::from_secs(20);
+            while pair.echoed() - e0 < want && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            t.elapsed()
+        })
+    });
+    g.finish();
+    pair.stop().expect("clean stop");
 }
 
 fn bench_echo(c: &mut Criterion) {
@@ -41,44 +57,49 @@ fn bench_echo(c: &mut Criterion) {
     if udpring::uring_support().is_ok() {
         backends.push(Backend::Uring);
     }
-    for backend in backends {
+    for &backend in &backends {
         for size in [64usize, 1400] {
-            for batch in [1usize, 32] {
-                let mut cfg = Config::new("127.0.0.1:0".parse().unwrap());
-                cfg.backend = Some(backend);
-                cfg.workers = 1;
-                let engine = Engine::start(cfg, |_| Echo::new()).expect("start echo engine");
-                let to = engine.local_addr();
-                let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-                client
-                    .set_read_timeout(Some(Duration::from_millis(200)))
-                    .unwrap();
-                let payload = vec![0xa5u8; size];
-                let mut buf = vec![0u8; 2048];
-                let mut lost = 0usize;
-                let mut g = c.benchmark_group(format!("echo/{backend}/{size}B/batch{batch}"));
-                g.throughput(Throughput::Elements(batch as u64));
-                g.sample_size(20);
-                g.warm_up_time(Duration::from_millis(500));
-                g.measurement_time(Duration::from_secs(2));
-                g.bench_function("round", |b| {
-                    b.iter_custom(|iters| {
-                        let t = Instant::now();
-                        for _ in 0..iters {
-                            lost += batch - round(&client, to, &payload, batch, &mut buf);
-                        }
-                        t.elapsed()
-                    })
-                });
-                g.finish();
-                let stats = engine.stop().expect("stop");
-                assert_eq!(stats.slots_out, 0, "slots leaked");
-                if lost > 0 {
-                    eprintln!(
-                        "echo/{backend}/{size}B/batch{batch}: {lost} echoes lost (timed out)"
-                    );
-                }
+            let batches: &[usize] = if backend == Backend::Mmsg {
+                &[8, 32, 128]
+            } else {
+                &[32]
+            };
+            for &batch in batches {
+                run(
+                    c,
+                    Case {
+                        backend,
+                        size,
+                        gso: false,
+                    },
+                    batch,
+                    256,
+                );
             }
+        }
+        run(
+            c,
+            Case {
+                backend,
+                size: 64,
+                gso: false,
+            },
+            32,
+            1,
+        );
+    }
+    if backends.contains(&Backend::Uring) {
+        for size in [64usize, 1400] {
+            run(
+                c,
+                Case {
+                    backend: Backend::Uring,
+                    size,
+                    gso: true,
+                },
+                32,
+                256,
+            );
         }
     }
 }

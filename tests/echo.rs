@@ -434,3 +434,37 @@ fn backend_env_var_forces_a_backend_and_rejects_unknown_names() {
         "{err}"
     );
 }
+
+#[test]
+fn kernel_drops_are_counted_so_nothing_is_lost_silently() {
+    const FLOOD: u64 = 300;
+    for backend in backends() {
+        let mut cfg = config(backend, false);
+        cfg.recv_buffer = Some(1); // the kernel's minimum: a few datagrams
+        let engine = Engine::start(cfg, |_| SlowFirst { stalled: false }).unwrap();
+        let to = engine.local_addr();
+        let c = client(false);
+        c.send_to(b"first", to).unwrap();
+        std::thread::sleep(Duration::from_millis(20)); // the handler is now asleep
+        for i in 0..FLOOD {
+            c.send_to(&i.to_be_bytes(), to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300)); // the handler wakes, drains
+        // A datagram after the drops carries the socket's drop counter.
+        c.send_to(b"last", to).unwrap();
+        let s = {
+            let per = wait_workers(&engine, |s| s[0].received + s[0].kernel_drops >= FLOOD + 2);
+            per[0].clone()
+        };
+        assert!(
+            s.kernel_drops > 0,
+            "{backend}: a tiny buffer must overflow: {s:?}"
+        );
+        assert_eq!(
+            s.received + s.kernel_drops,
+            FLOOD + 2,
+            "{backend}: every datagram is either received or counted as dropped: {s:?}"
+        );
+        stop_clean(engine);
+    }
+}

@@ -172,7 +172,7 @@ impl Default for BenchOpts {
             warmup: Duration::from_millis(300),
             client_backend: None,
             window: 256,
-            gso_segments: 32,
+            gso_segments: 64,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
@@ -203,44 +203,87 @@ pub fn default_cases(backends: &[Backend]) -> Vec<Case> {
     v
 }
 
+/// An echo server and a flood client, running.
+pub struct Pair {
+    /// The echo engine under test.
+    pub server: Engine,
+    /// The flood client's engine.
+    pub client: Engine,
+    /// The flood's counters.
+    pub counters: Arc<FloodCounters>,
+}
+
+impl Pair {
+    /// Starts the echo server for `case` and a flood client against it.
+    /// `server_batch` sets the server's `recvmmsg`/`sendmmsg` batch.
+    pub fn start(case: Case, opts: &BenchOpts, server_batch: usize) -> io::Result<Pair> {
+        let cpus = crate::sys::allowed_cpus();
+        let last = cpus.len().saturating_sub(1);
+        // Largest GSO train under 64 KiB for this size.
+        let segs = if case.gso {
+            opts.gso_segments.min(65000 / case.size.max(1)).max(1)
+        } else {
+            1
+        };
+        let mut server_cfg = Config::new(opts.bind);
+        server_cfg.backend = Some(case.backend);
+        server_cfg.workers = 1;
+        server_cfg.gro = case.gso;
+        server_cfg.batch = server_batch;
+        server_cfg.first_cpu = 0;
+        let server = Engine::start(server_cfg, |_| Echo::new())?;
+        let target = server.local_addr();
+        let mut client_cfg = Config::new(SocketAddr::new(opts.bind.ip(), 0));
+        client_cfg.backend = opts.client_backend;
+        client_cfg.workers = 1;
+        client_cfg.gro = case.gso;
+        client_cfg.first_cpu = last;
+        if case.gso {
+            client_cfg.send_slots = 64;
+        }
+        let counters = Arc::new(FloodCounters::default());
+        let c = counters.clone();
+        let window = if case.gso {
+            opts.window.max(segs as u64 * 8)
+        } else {
+            opts.window
+        };
+        let size = case.size;
+        let client = Engine::start(client_cfg, move |_| {
+            Flood::new(target, size, segs, window, c.clone())
+        })?;
+        Ok(Pair {
+            server,
+            client,
+            counters,
+        })
+    }
+
+    /// Datagrams echoed so far.
+    pub fn echoed(&self) -> u64 {
+        self.counters.echoed.load(Ordering::Relaxed)
+    }
+
+    /// Stops both engines; fails if the server did not get every slot back.
+    pub fn stop(self) -> io::Result<()> {
+        self.client.stop()?;
+        let s = self.server.stop()?;
+        if s.slots_out != 0 {
+            return Err(io::Error::other(format!(
+                "server left {} slots out",
+                s.slots_out
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Runs one case and returns its figures.
 pub fn run_case(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
-    let cpus = crate::sys::allowed_cpus();
-    let last = cpus.len().saturating_sub(1);
-    // Largest GSO train under 64 KiB for this size.
-    let segs = if case.gso {
-        opts.gso_segments.min(65000 / case.size.max(1)).max(1)
-    } else {
-        1
-    };
-    let mut server_cfg = Config::new(opts.bind);
-    server_cfg.backend = Some(case.backend);
-    server_cfg.workers = 1;
-    server_cfg.gro = case.gso;
-    server_cfg.first_cpu = 0;
-    let server = Engine::start(server_cfg, |_| Echo::new())?;
-    let target = server.local_addr();
-    let mut client_cfg = Config::new(SocketAddr::new(opts.bind.ip(), 0));
-    client_cfg.backend = opts.client_backend;
-    client_cfg.workers = 1;
-    client_cfg.gro = case.gso;
-    client_cfg.first_cpu = last;
-    if case.gso {
-        client_cfg.send_slots = 64;
-    }
-    let counters = Arc::new(FloodCounters::default());
-    let c = counters.clone();
-    let window = if case.gso {
-        opts.window.max(segs as u64 * 8)
-    } else {
-        opts.window
-    };
-    let size = case.size;
-    let client = Engine::start(client_cfg, move |_| {
-        Flood::new(target, size, segs, window, c.clone())
-    })?;
+    let pair = Pair::start(case, opts, 32)?;
     std::thread::sleep(opts.warmup);
     let t0 = Instant::now();
+    let counters = pair.counters.clone();
     let (s0, e0) = (
         counters.sent.load(Ordering::Relaxed),
         counters.echoed.load(Ordering::Relaxed),
@@ -251,14 +294,7 @@ pub fn run_case(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
         counters.sent.load(Ordering::Relaxed),
         counters.echoed.load(Ordering::Relaxed),
     );
-    client.stop()?;
-    let server_stats = server.stop()?;
-    if server_stats.slots_out != 0 {
-        return Err(io::Error::other(format!(
-            "server left {} slots out",
-            server_stats.slots_out
-        )));
-    }
+    pair.stop()?;
     let echoed = e1 - e0;
     let pps = echoed as f64 / secs;
     Ok(RunResult {
