@@ -383,7 +383,7 @@ fn worker_main<H: Handler>(
         Backend::Uring => {
             let opts = sys::uring::UringOpts {
                 sq_entries: cfg.sq_entries,
-                defer_taskrun: true,
+                defer_taskrun: std::env::var("UDPRING_NO_DEFER").is_err(),
             };
             sys::uring::run(&socket, &mut core, &mut h, &opts, ready)
         }

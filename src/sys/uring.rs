@@ -42,6 +42,9 @@ const UD_RECV: u64 = u64::MAX;
 const UD_WAKE: u64 = u64::MAX - 1;
 const UD_CANCEL: u64 = u64::MAX - 2;
 
+/// Longest wait while sends are in flight (see the main loop).
+const SEND_WAIT: Duration = Duration::from_millis(1);
+
 /// Everything a `SendMsg` SQE points at, kept alive until its CQE.
 #[repr(C)]
 struct SendHdr {
@@ -222,16 +225,16 @@ impl Driver {
         Ok(())
     }
 
-    /// Submits what is queued and waits for at least one completion or the
+    /// Submits what is queued and waits for `want` completions or the
     /// timeout.
-    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    fn wait(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
         let r = match timeout {
             Some(d) => {
                 let ts = Timespec::from(d);
                 let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
+                self.ring.submitter().submit_with_args(want, &args)
             }
-            None => self.ring.submitter().submit_and_wait(1),
+            None => self.ring.submitter().submit_and_wait(want),
         };
         match r {
             Ok(_) => Ok(()),
@@ -402,7 +405,7 @@ impl Driver {
                     "io_uring requests still in flight at shutdown",
                 ));
             }
-            self.wait(Some(left.min(Duration::from_millis(50))))?;
+            self.wait(1, Some(left.min(Duration::from_millis(50))))?;
             self.collect();
             self.handle(core, h, !stopped);
         }
@@ -451,7 +454,17 @@ pub(crate) fn run<H: Handler>(
             if !d.wake_armed {
                 d.arm_wake()?;
             }
-            d.wait(core.next_timer())?;
+            // UDP sends complete inline when submitted: wait for them and
+            // for one more completion in the same enter, rather than waking
+            // once for the sends and entering again. A send that had to wait
+            // for socket space must not hold the loop: bound the wait then.
+            let (want, timeout) = if d.in_flight > 0 {
+                let t = core.next_timer().map_or(SEND_WAIT, |t| t.min(SEND_WAIT));
+                (d.in_flight + 1, Some(t))
+            } else {
+                (1, core.next_timer())
+            };
+            d.wait(want, timeout)?;
             d.collect();
             d.handle(core, h, true);
             core.fire_timers(h);
@@ -508,7 +521,7 @@ pub(crate) fn probe() -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut seen = None;
     while seen.is_none() && Instant::now() < deadline {
-        d.wait(Some(Duration::from_millis(100)))
+        d.wait(1, Some(Duration::from_millis(100)))
             .map_err(|e| e.to_string())?;
         d.collect();
         seen = d.cqes.iter().find(|c| c.0 == UD_RECV).copied();
@@ -530,7 +543,7 @@ pub(crate) fn probe() -> Result<(), String> {
     let _ = d.cancel(UD_RECV);
     let deadline = Instant::now() + Duration::from_secs(2);
     while d.recv_armed && Instant::now() < deadline {
-        let _ = d.wait(Some(Duration::from_millis(50)));
+        let _ = d.wait(1, Some(Duration::from_millis(50)));
         d.collect();
         if d.cqes.iter().any(|c| c.0 == UD_RECV && !cqueue::more(c.2)) {
             d.recv_armed = false;
