@@ -95,6 +95,13 @@ pub struct Config {
     pub steer_by_cpu: bool,
     /// io_uring submission queue entries.
     pub sq_entries: u32,
+    /// Sockets per worker (each a flow with its own source port when
+    /// `distinct_ports` is set; otherwise more members of the reuseport group).
+    pub sockets_per_worker: usize,
+    /// Bind every socket to `bind` on its own, so that with port 0 each gets
+    /// a distinct port (clients, load generators), instead of one reuseport
+    /// group on one port (servers).
+    pub distinct_ports: bool,
 }
 
 impl Default for Config {
@@ -115,6 +122,8 @@ impl Default for Config {
             first_cpu: 0,
             steer_by_cpu: false,
             sq_entries: 1024,
+            sockets_per_worker: 1,
+            distinct_ports: false,
         }
     }
 }
@@ -160,6 +169,12 @@ impl Config {
         }
         if self.recv_slots + self.send_slots > 65535 {
             return Err("at most 65535 slots per worker".into());
+        }
+        if !(1..=1024).contains(&self.sockets_per_worker) {
+            return Err(format!(
+                "sockets per worker must be 1..1024, not {}",
+                self.sockets_per_worker
+            ));
         }
         if !(8..=32768).contains(&self.sq_entries) {
             return Err(format!(

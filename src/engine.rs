@@ -154,6 +154,7 @@ pub struct Engine {
     threads: Vec<JoinHandle<io::Result<()>>>,
     shared: Vec<Arc<WorkerShared>>,
     local_addr: SocketAddr,
+    local_addrs: Vec<SocketAddr>,
     backend: Backend,
     fallback: Option<String>,
     socket_info: SocketInfo,
@@ -177,20 +178,37 @@ impl Engine {
         } else {
             cfg.workers
         };
-        let reuse = workers > 1;
-        let mut sockets = Vec::with_capacity(workers);
+        let per = cfg.sockets_per_worker.max(1);
+        let reuse = !cfg.distinct_ports && workers * per > 1;
+        let bound = |s: &Socket| -> io::Result<SocketAddr> {
+            s.local_addr()?
+                .as_socket()
+                .ok_or_else(|| io::Error::other("bound to a non-IP address"))
+        };
         let (first, socket_info) = open_socket(&cfg, cfg.bind, reuse)?;
-        let local_addr = first
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::other("bound to a non-IP address"))?;
+        let local_addr = bound(&first)?;
         if cfg.steer_by_cpu && reuse {
             sys::attach_reuseport_cpu(first.as_raw_fd())?;
         }
-        sockets.push(first);
-        for _ in 1..workers {
-            sockets.push(open_socket(&cfg, local_addr, true)?.0);
+        // Socket j of worker i is number i + j * workers, so that the first
+        // `workers` sockets of a reuseport group are one per worker (the CPU
+        // steering program indexes the group by CPU).
+        let mut sockets: Vec<Vec<(Socket, SocketAddr)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        sockets[0].push((first, local_addr));
+        for n in 1..workers * per {
+            let bind = if cfg.distinct_ports {
+                cfg.bind
+            } else {
+                local_addr
+            };
+            let s = open_socket(&cfg, bind, reuse)?.0;
+            let a = bound(&s)?;
+            sockets[n % workers].push((s, a));
         }
+        let local_addrs: Vec<SocketAddr> = (0..workers * per)
+            .map(|n| sockets[n % workers][n / workers].1)
+            .collect();
         let factory = Arc::new(factory);
         let mut threads = Vec::with_capacity(workers);
         let mut shared = Vec::with_capacity(workers);
@@ -218,9 +236,7 @@ impl Engine {
                             let _ = ready_tx.send((i, r));
                         }
                     };
-                    let r = worker_main(
-                        i, cpu, socket, &cfg, backend, local_addr, w, &*factory, &mut ready,
-                    );
+                    let r = worker_main(i, cpu, socket, &cfg, backend, w, &*factory, &mut ready);
                     if let Err(e) = &r {
                         ready(Err(io::Error::new(e.kind(), e.to_string())));
                     }
@@ -233,6 +249,7 @@ impl Engine {
             threads,
             shared,
             local_addr,
+            local_addrs,
             backend,
             fallback,
             socket_info,
@@ -257,6 +274,13 @@ impl Engine {
     /// The bound address (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Every socket's bound address (with `distinct_ports`, one port per
+    /// socket), in worker-major order: socket `j` of worker `i` is entry
+    /// `i + j * workers`.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// The backend in use.
@@ -357,10 +381,9 @@ impl Drop for Engine {
 fn worker_main<H: Handler>(
     i: usize,
     cpu: Option<usize>,
-    socket: Socket,
+    sockets: Vec<(Socket, SocketAddr)>,
     cfg: &Config,
     backend: Backend,
-    local_addr: SocketAddr,
     shared: Arc<WorkerShared>,
     factory: &dyn Fn(usize) -> H,
     ready: &mut dyn FnMut(io::Result<()>),
@@ -376,7 +399,8 @@ fn worker_main<H: Handler>(
         cfg.recv_slots
     };
     let pool = Pool::new(cfg.effective_slot_size(), recv_slots, cfg.send_slots, ring)?;
-    let mut core = Core::new(pool, local_addr, i, cfg.gso, shared);
+    let (sockets, addrs): (Vec<Socket>, Vec<SocketAddr>) = sockets.into_iter().unzip();
+    let mut core = Core::new(pool, addrs, i, cfg.gso, shared);
     core.publish();
     let mut h = factory(i);
     let r = match backend {
@@ -385,12 +409,12 @@ fn worker_main<H: Handler>(
                 sq_entries: cfg.sq_entries,
                 defer_taskrun: std::env::var("UDPRING_NO_DEFER").is_err(),
             };
-            sys::uring::run(&socket, &mut core, &mut h, &opts, ready)
+            sys::uring::run(&sockets, &mut core, &mut h, &opts, ready)
         }
         Backend::Mmsg => {
-            crate::backend::mmsg::run(&socket, &mut core, &mut h, cfg.batch, false, ready)
+            crate::backend::mmsg::run(&sockets, &mut core, &mut h, cfg.batch, false, ready)
         }
-        Backend::Simple => crate::backend::mmsg::run(&socket, &mut core, &mut h, 1, true, ready),
+        Backend::Simple => crate::backend::mmsg::run(&sockets, &mut core, &mut h, 1, true, ready),
     };
     core.inbox.closed.store(true, Ordering::Release);
     core.publish();

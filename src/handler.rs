@@ -44,6 +44,7 @@ pub trait Handler: 'static {
 
 /// A received datagram, lent from the receive buffer ring.
 pub struct Datagram<'a> {
+    pub(crate) sock: u16,
     pub(crate) lent: &'a mut Lent,
     pub(crate) src: RawAddr,
     pub(crate) src_addr: SocketAddr,
@@ -64,6 +65,11 @@ impl Datagram<'_> {
     /// Who sent it. IPv4 senders on an IPv6 socket appear as IPv4.
     pub fn source(&self) -> SocketAddr {
         self.src_addr
+    }
+    /// Which of the worker's sockets it arrived on (0 unless the engine
+    /// runs several sockets per worker).
+    pub fn socket(&self) -> usize {
+        self.sock as usize
     }
     /// Whether the datagram was larger than the buffer and was cut
     /// (counted in [`crate::Stats::truncated`]).
@@ -170,6 +176,8 @@ pub enum SendError {
     TooLarge,
     /// Every send slot is in flight; counted in [`crate::Stats::send_exhausted`].
     Exhausted,
+    /// The worker has no socket with that index.
+    NoSuchSocket,
 }
 
 impl fmt::Display for SendError {
@@ -177,6 +185,7 @@ impl fmt::Display for SendError {
         match self {
             SendError::TooLarge => f.write_str("datagram larger than a send slot"),
             SendError::Exhausted => f.write_str("all send slots are in flight"),
+            SendError::NoSuchSocket => f.write_str("no socket with that index in this worker"),
         }
     }
 }
@@ -192,7 +201,27 @@ impl Transport<'_> {
     /// Copies `data` into a send slot and queues it for `to`. The batch is
     /// submitted when the handler returns control to the worker loop.
     pub fn send_to(&mut self, data: &[u8], to: SocketAddr) -> Result<(), SendError> {
-        self.core.send_copy(data, to, 0)
+        self.core.send_copy(0, data, to, 0)
+    }
+
+    /// Like [`Transport::send_to`], from the worker's socket `sock`
+    /// (see [`crate::Config::sockets_per_worker`]).
+    pub fn send_to_via(
+        &mut self,
+        sock: usize,
+        data: &[u8],
+        to: SocketAddr,
+    ) -> Result<(), SendError> {
+        self.check_sock(sock)?;
+        self.core.send_copy(sock as u16, data, to, 0)
+    }
+
+    fn check_sock(&self, sock: usize) -> Result<(), SendError> {
+        if sock < self.core.local_addrs.len() {
+            Ok(())
+        } else {
+            Err(SendError::NoSuchSocket)
+        }
     }
 
     /// Like [`Transport::send_to`], as a GSO train: `data` is cut by the
@@ -204,7 +233,19 @@ impl Transport<'_> {
         segment: u16,
         to: SocketAddr,
     ) -> Result<(), SendError> {
-        self.core.send_copy(data, to, segment)
+        self.core.send_copy(0, data, to, segment)
+    }
+
+    /// Like [`Transport::send_segments`], from the worker's socket `sock`.
+    pub fn send_segments_via(
+        &mut self,
+        sock: usize,
+        data: &[u8],
+        segment: u16,
+        to: SocketAddr,
+    ) -> Result<(), SendError> {
+        self.check_sock(sock)?;
+        self.core.send_copy(sock as u16, data, to, segment)
     }
 
     /// Sends the datagram back to its source from its own buffer (no copy).
@@ -213,7 +254,7 @@ impl Transport<'_> {
     pub fn reply(&mut self, dgram: Datagram<'_>) {
         let src = dgram.src;
         self.core
-            .send_lent(dgram.lent, src, dgram.segment_size.unwrap_or(0));
+            .send_lent(dgram.sock, dgram.lent, src, dgram.segment_size.unwrap_or(0));
     }
 
     /// Sends the datagram's bytes to `to` from its own buffer (no copy); may
@@ -221,7 +262,7 @@ impl Transport<'_> {
     pub fn forward(&mut self, dgram: &Datagram<'_>, to: SocketAddr) {
         let raw = RawAddr::from_socket_addr(to, self.core.v6);
         self.core
-            .send_lent(dgram.lent, raw, dgram.segment_size.unwrap_or(0));
+            .send_lent(dgram.sock, dgram.lent, raw, dgram.segment_size.unwrap_or(0));
     }
 
     /// Calls [`Handler::on_timer`] with `token` after `delay`.
@@ -236,9 +277,14 @@ impl Transport<'_> {
         }
     }
 
-    /// The address the worker's socket is bound to.
+    /// The address the worker's (first) socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.core.local_addr
+        self.core.local_addrs[0]
+    }
+
+    /// The addresses of all the worker's sockets, by index.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.core.local_addrs
     }
 
     /// Index of this worker (0-based).

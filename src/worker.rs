@@ -21,6 +21,8 @@ pub const HEADROOM: usize = 16 + sys::NAME_LEN + sys::RECV_CMSG_LEN;
 /// A send the handler asked for, waiting for the backend to submit it.
 #[derive(Clone, Copy)]
 pub(crate) struct Transmit {
+    /// Index of the worker's socket to send from.
+    pub sock: u16,
     pub slot: u32,
     pub off: u32,
     pub len: u32,
@@ -125,7 +127,8 @@ pub(crate) struct Core {
     /// Whether the kernel accepts UDP_SEGMENT on this socket (turned off for
     /// good after an EIO/EINVAL, and the train is resent segment by segment).
     pub gso: bool,
-    pub local_addr: SocketAddr,
+    /// Bound address of each of the worker's sockets.
+    pub local_addrs: Vec<SocketAddr>,
     pub index: usize,
     pub inbox: Arc<Inbox>,
     pub shared: Arc<WorkerShared>,
@@ -134,7 +137,7 @@ pub(crate) struct Core {
 impl Core {
     pub fn new(
         pool: Pool,
-        local_addr: SocketAddr,
+        local_addrs: Vec<SocketAddr>,
         index: usize,
         gso: bool,
         shared: Arc<WorkerShared>,
@@ -145,9 +148,9 @@ impl Core {
             queue: Vec::with_capacity(total * 2),
             timers: BinaryHeap::with_capacity(64),
             stats: LocalStats::default(),
-            v6: local_addr.is_ipv6(),
+            v6: local_addrs[0].is_ipv6(),
             gso,
-            local_addr,
+            local_addrs,
             index,
             inbox: shared.inbox.clone(),
             shared,
@@ -159,9 +162,11 @@ impl Core {
     }
 
     /// Hands a received datagram to the handler, then ends the lending.
+    #[allow(clippy::too_many_arguments)]
     pub fn dispatch<H: Handler>(
         &mut self,
         h: &mut H,
+        sock: u16,
         mut lent: Lent,
         src: RawAddr,
         truncated: bool,
@@ -184,6 +189,7 @@ impl Core {
             self.stats.truncated += 1;
         }
         let dgram = Datagram {
+            sock,
             lent: &mut lent,
             src,
             src_addr,
@@ -229,6 +235,7 @@ impl Core {
 
     pub fn send_copy(
         &mut self,
+        sock: u16,
         data: &[u8],
         to: SocketAddr,
         segment: u16,
@@ -245,21 +252,22 @@ impl Core {
         lent.set_window(0, data.len() as u32);
         lent.bytes_mut().copy_from_slice(data);
         let dst = RawAddr::from_socket_addr(to, self.v6);
-        self.push(lent.slot(), 0, data.len() as u32, dst, segment);
+        self.push(sock, lent.slot(), 0, data.len() as u32, dst, segment);
         self.pool.release(lent);
         Ok(())
     }
 
-    pub fn send_lent(&mut self, lent: &Lent, dst: RawAddr, segment: u16) {
-        self.push(lent.slot(), lent.off, lent.len, dst, segment);
+    pub fn send_lent(&mut self, sock: u16, lent: &Lent, dst: RawAddr, segment: u16) {
+        self.push(sock, lent.slot(), lent.off, lent.len, dst, segment);
     }
 
     /// Queues one transmit, holding its slot; a train is cut into plain
     /// datagrams when GSO is off.
-    pub fn push(&mut self, slot: u32, off: u32, len: u32, dst: RawAddr, segment: u16) {
+    pub fn push(&mut self, sock: u16, slot: u32, off: u32, len: u32, dst: RawAddr, segment: u16) {
         if segment == 0 || len <= segment as u32 {
             self.pool.hold(slot);
             self.queue.push(Transmit {
+                sock,
                 slot,
                 off,
                 len,
@@ -271,6 +279,7 @@ impl Core {
         if self.gso {
             self.pool.hold(slot);
             self.queue.push(Transmit {
+                sock,
                 slot,
                 off,
                 len,
@@ -284,6 +293,7 @@ impl Core {
             let l = (segment as u32).min(len - o);
             self.pool.hold(slot);
             self.queue.push(Transmit {
+                sock,
                 slot,
                 off: off + o,
                 len: l,
@@ -302,7 +312,7 @@ impl Core {
             .stats
             .gso_disabled
             .store(true, Ordering::Relaxed);
-        self.push(t.slot, t.off, t.len, t.dst, t.segment);
+        self.push(t.sock, t.slot, t.off, t.len, t.dst, t.segment);
     }
 
     pub fn count_sent(&mut self, t: &Transmit) {
@@ -355,7 +365,7 @@ impl Core {
             let Some((data, to)) = item else { break };
             // A failure here is already counted (send_exhausted) or cannot
             // happen (size checked by Sender).
-            let _ = self.send_copy(&data, to, 0);
+            let _ = self.send_copy(0, &data, to, 0);
         }
     }
 

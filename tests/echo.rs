@@ -468,3 +468,51 @@ fn kernel_drops_are_counted_so_nothing_is_lost_silently() {
         stop_clean(engine);
     }
 }
+
+/// Echo that tags each reply with the index of the socket it came in on.
+struct TagSocket;
+
+impl Handler for TagSocket {
+    fn on_datagram(&mut self, mut dgram: Datagram<'_>, tx: &mut Transport<'_>) {
+        let sock = dgram.socket() as u8;
+        if let Some(b) = dgram.payload_mut().first_mut() {
+            *b = sock;
+        }
+        tx.reply(dgram);
+    }
+}
+
+#[test]
+fn several_sockets_per_worker_with_distinct_ports_reply_from_their_own() {
+    for backend in backends() {
+        let mut cfg = config(backend, false);
+        cfg.workers = 2;
+        cfg.sockets_per_worker = 3;
+        cfg.distinct_ports = true;
+        let engine = Engine::start(cfg, |_| TagSocket).unwrap();
+        let addrs = engine.local_addrs().to_vec();
+        assert_eq!(addrs.len(), 6);
+        let mut ports: Vec<u16> = addrs.iter().map(|a| a.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 6, "{backend}: distinct ports {addrs:?}");
+        let c = client(false);
+        let mut buf = [0u8; 8];
+        for (n, &a) in addrs.iter().enumerate() {
+            c.send_to(&[0xff, n as u8], a).unwrap();
+            let (len, from) = c.recv_from(&mut buf).unwrap();
+            assert_eq!(
+                from, a,
+                "{backend}: the reply leaves from the socket it came to"
+            );
+            // Entry n is socket n / workers of worker n % workers.
+            assert_eq!(
+                &buf[..len],
+                &[(n / 2) as u8, n as u8],
+                "{backend}: socket index"
+            );
+        }
+        let s = stop_clean(engine);
+        assert_eq!(s.received, 6);
+    }
+}

@@ -80,8 +80,7 @@ impl Flood {
                     self.outstanding += segs;
                     self.counters.sent.fetch_add(segs, Ordering::Relaxed);
                 }
-                Err(SendError::Exhausted) => break,
-                Err(SendError::TooLarge) => break,
+                Err(SendError::Exhausted | SendError::TooLarge | SendError::NoSuchSocket) => break,
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The `mmsg` and `simple` backends: batched `recvmmsg`/`sendmmsg` (or one
-//! `recvmsg`/`sendmsg` per datagram) on a non-blocking socket, waiting in
-//! `poll` on the socket and the worker's eventfd.
+//! `recvmsg`/`sendmsg` per datagram) on non-blocking sockets, waiting in
+//! `ppoll` on the sockets and the worker's eventfd.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -10,10 +10,11 @@ use crate::sys::mmsg::MmsgBufs;
 use crate::sys::{self, canonical};
 use crate::worker::Core;
 
-/// Receive calls per loop iteration before timers and the inbox get a turn.
+/// Receive calls per socket per loop iteration before timers and the inbox
+/// get a turn.
 const RECV_BUDGET: usize = 16;
-/// How long a send may wait for socket buffer space before it is dropped
-/// (and counted under its errno).
+/// How many times a send may wait (1 ms each) for socket buffer space before
+/// it is dropped (and counted under its errno).
 const SEND_RETRIES: usize = 50;
 
 fn is_icmp_errno(errno: i32) -> bool {
@@ -27,10 +28,11 @@ fn is_icmp_errno(errno: i32) -> bool {
     )
 }
 
-/// Sends everything queued, in batches.
-fn flush<H: Handler>(fd: RawFd, core: &mut Core, h: &mut H, tx: &mut MmsgBufs, single: bool) {
+/// Sends everything queued, in batches of one socket each.
+fn flush<H: Handler>(fds: &[RawFd], core: &mut Core, h: &mut H, tx: &mut MmsgBufs, single: bool) {
     let mut waits = 0;
-    while !core.queue.is_empty() {
+    while let Some(first) = core.queue.first() {
+        let fd = fds[first.sock as usize];
         match tx.send(fd, &core.pool, &core.queue, single) {
             Ok(k) => {
                 for j in 0..k {
@@ -53,7 +55,7 @@ fn flush<H: Handler>(fd: RawFd, core: &mut Core, h: &mut H, tx: &mut MmsgBufs, s
                         events: libc::POLLOUT,
                         revents: 0,
                     }];
-                    let _ = sys::poll(&mut p, 1);
+                    let _ = sys::poll(&mut p, Some(std::time::Duration::from_millis(1)));
                     continue;
                 }
                 let t = core.queue.remove(0);
@@ -73,66 +75,97 @@ fn flush<H: Handler>(fd: RawFd, core: &mut Core, h: &mut H, tx: &mut MmsgBufs, s
     }
 }
 
+/// Receives what socket `i` has queued (up to the budget) and dispatches it.
+/// Returns whether anything arrived, or a fatal error.
+#[allow(clippy::too_many_arguments)]
+fn drain_socket<H: Handler>(
+    i: usize,
+    fds: &[RawFd],
+    core: &mut Core,
+    h: &mut H,
+    rx: &mut MmsgBufs,
+    tx: &mut MmsgBufs,
+    single: bool,
+) -> io::Result<bool> {
+    let fd = fds[i];
+    let mut got = false;
+    for _ in 0..RECV_BUDGET {
+        match rx.recv(fd, &mut core.pool, single) {
+            Ok(0) => break,
+            Ok(n) => {
+                got = true;
+                for k in 0..n {
+                    match rx.take(k, &mut core.pool) {
+                        Some((lent, src, truncated, cmsg)) => {
+                            core.dispatch(h, i as u16, lent, src, truncated, cmsg)
+                        }
+                        None => core.stats.invalid_completions += 1,
+                    }
+                }
+                flush(fds, core, h, tx, single);
+                if n < rx.batch() {
+                    break;
+                }
+            }
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EAGAIN) => break,
+                Some(libc::EINTR) => continue,
+                Some(errno) if is_icmp_errno(errno) || errno == libc::ECONNRESET => {
+                    got = true;
+                    if core.drain_errors(h, fd) == 0 {
+                        core.error_event(h, ErrorEvent::from_errno(errno, None));
+                    }
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+    Ok(got)
+}
+
 /// Runs a worker until the stop flag is set.
 pub(crate) fn run<H: Handler>(
-    socket: &socket2::Socket,
+    sockets: &[socket2::Socket],
     core: &mut Core,
     h: &mut H,
     batch: usize,
     single: bool,
     ready: &mut dyn FnMut(io::Result<()>),
 ) -> io::Result<()> {
-    let fd = socket.as_raw_fd();
-    if let Err(e) = socket.set_nonblocking(true) {
+    if let Err(e) = sockets.iter().try_for_each(|s| s.set_nonblocking(true)) {
         let msg = e.to_string();
         ready(Err(e));
         return Err(io::Error::other(msg));
     }
+    let fds: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     let batch = if single { 1 } else { batch };
     let mut rx = MmsgBufs::new(batch);
     let mut tx = MmsgBufs::new(batch);
     let wake = core.inbox.wake.fd();
-    core.stats.recv_arms += 1;
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .chain(std::iter::once(&wake))
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    core.stats.recv_arms += fds.len() as u64;
     ready(Ok(()));
     core.start(h);
-    flush(fd, core, h, &mut tx, single);
+    flush(&fds, core, h, &mut tx, single);
     let result = loop {
         if core.stopping() {
             break Ok(());
         }
         let mut idle = true;
         let mut fatal = None;
-        for _ in 0..RECV_BUDGET {
-            match rx.recv(fd, &mut core.pool, single) {
-                Ok(0) => break,
-                Ok(n) => {
-                    idle = false;
-                    for i in 0..n {
-                        match rx.take(i, &mut core.pool) {
-                            Some((lent, src, truncated, cmsg)) => {
-                                core.dispatch(h, lent, src, truncated, cmsg)
-                            }
-                            None => core.stats.invalid_completions += 1,
-                        }
-                    }
-                    flush(fd, core, h, &mut tx, single);
-                    if n < rx.batch() {
-                        break;
-                    }
-                }
+        for i in 0..fds.len() {
+            match drain_socket(i, &fds, core, h, &mut rx, &mut tx, single) {
+                Ok(got) => idle &= !got,
                 Err(e) => {
-                    match e.raw_os_error() {
-                        Some(libc::EAGAIN) => {}
-                        Some(libc::EINTR) => continue,
-                        Some(errno) if is_icmp_errno(errno) || errno == libc::ECONNRESET => {
-                            idle = false;
-                            if core.drain_errors(h, fd) == 0 {
-                                core.error_event(h, ErrorEvent::from_errno(errno, None));
-                            }
-                            continue;
-                        }
-                        _ => fatal = Some(e),
-                    }
+                    fatal = Some(e);
                     break;
                 }
             }
@@ -144,32 +177,22 @@ pub(crate) fn run<H: Handler>(
             core.drain_inbox();
         }
         core.fire_timers(h);
-        flush(fd, core, h, &mut tx, single);
+        flush(&fds, core, h, &mut tx, single);
         core.publish();
         if idle {
-            let timeout = core
-                .next_timer()
-                .map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32);
-            let mut p = [
-                libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: wake,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            sys::poll(&mut p, timeout)?;
-            if p[0].revents & libc::POLLERR != 0 {
-                core.drain_errors(h, fd);
+            for p in pollfds.iter_mut() {
+                p.revents = 0;
+            }
+            sys::poll(&mut pollfds, core.next_timer())?;
+            for (i, p) in pollfds[..fds.len()].iter().enumerate() {
+                if p.revents & libc::POLLERR != 0 {
+                    core.drain_errors(h, fds[i]);
+                }
             }
         }
     };
     h.on_stop();
-    flush(fd, core, h, &mut tx, single);
+    flush(&fds, core, h, &mut tx, single);
     core.publish();
     result
 }

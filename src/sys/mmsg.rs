@@ -139,9 +139,9 @@ impl MmsgBufs {
         Some((lent, src, truncated, cmsg))
     }
 
-    /// Sends the transmits at the front of `txs` (at most `batch`) without
-    /// blocking. Returns how many the kernel took; `Err` when the first one
-    /// failed (its errno tells why).
+    /// Sends the transmits at the front of `txs` (at most `batch`, all from
+    /// the socket of the first one, `fd`) without blocking. Returns how many
+    /// the kernel took; `Err` when the first one failed (its errno tells why).
     pub fn send(
         &mut self,
         fd: RawFd,
@@ -149,7 +149,9 @@ impl MmsgBufs {
         txs: &[Transmit],
         single: bool,
     ) -> io::Result<usize> {
-        let n = if single { 1 } else { self.hdrs.len() }.min(txs.len());
+        let max = if single { 1 } else { self.hdrs.len() }.min(txs.len());
+        let sock = txs.first().map_or(0, |t| t.sock);
+        let n = txs[..max].iter().take_while(|t| t.sock == sock).count();
         for (i, t) in txs[..n].iter().enumerate() {
             self.names[i] = t.dst;
             self.iovs[i] = libc::iovec {

@@ -487,12 +487,20 @@ pub fn take_socket_error(fd: RawFd) -> Option<i32> {
     }
 }
 
-/// Waits for readiness on up to a few descriptors; returns revents in order.
-pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
-    match syscall!(poll(
+/// Waits for readiness (`ppoll`, nanosecond timeout; `None` waits for ever).
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> io::Result<usize> {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    match syscall!(ppoll(
         fds.as_mut_ptr(),
         fds.len() as libc::nfds_t,
-        timeout_ms
+        tsp,
+        std::ptr::null()
     )) {
         Ok(n) => Ok(n as usize),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),

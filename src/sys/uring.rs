@@ -38,9 +38,11 @@ use crate::worker::{Core, HEADROOM, Transmit};
 /// Buffer group id of the receive ring.
 pub const BGID: u16 = 0;
 
-const UD_RECV: u64 = u64::MAX;
-const UD_WAKE: u64 = u64::MAX - 1;
-const UD_CANCEL: u64 = u64::MAX - 2;
+/// Receive on socket `i` has user data `UD_RECV + i`; sends use their
+/// header index (below 2^32).
+const UD_RECV: u64 = 1 << 62;
+const UD_WAKE: u64 = u64::MAX;
+const UD_CANCEL: u64 = u64::MAX - 1;
 
 /// Longest wait while sends are in flight (see the main loop).
 const SEND_WAIT: Duration = Duration::from_millis(1);
@@ -73,9 +75,9 @@ struct Driver {
     hdr_free: Vec<u32>,
     cqes: Vec<(u64, i32, u32)>,
     in_flight: usize,
-    recv_armed: bool,
+    recv_armed: Vec<bool>,
     wake_armed: bool,
-    fd: RawFd,
+    fds: Vec<RawFd>,
     fixed: bool,
     wake_fd: RawFd,
 }
@@ -100,9 +102,9 @@ fn build_ring(opts: &UringOpts) -> io::Result<(IoUring, bool)> {
 }
 
 impl Driver {
-    fn new(fd: RawFd, wake_fd: RawFd, pool: &Pool, opts: &UringOpts) -> io::Result<Self> {
+    fn new(fds: &[RawFd], wake_fd: RawFd, pool: &Pool, opts: &UringOpts) -> io::Result<Self> {
         let (ring, _defer) = build_ring(opts)?;
-        let fixed = ring.submitter().register_files(&[fd]).is_ok();
+        let fixed = ring.submitter().register_files(fds).is_ok();
         let br = pool.ring().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -141,9 +143,9 @@ impl Driver {
             hdrs,
             hdr_free: (0..n_hdrs as u32).rev().collect(),
             in_flight: 0,
-            recv_armed: false,
+            recv_armed: vec![false; fds.len()],
             wake_armed: false,
-            fd,
+            fds: fds.to_vec(),
             fixed,
             wake_fd,
         })
@@ -164,16 +166,20 @@ impl Driver {
         }
     }
 
-    fn arm_recv(&mut self) -> io::Result<()> {
+    fn arm_recv(&mut self, i: usize) -> io::Result<()> {
         let msg = &*self.recv_msg as *const libc::msghdr;
         let e = if self.fixed {
-            opcode::RecvMsgMulti::new(Fixed(0), msg, BGID).build()
+            opcode::RecvMsgMulti::new(Fixed(i as u32), msg, BGID).build()
         } else {
-            opcode::RecvMsgMulti::new(Fd(self.fd), msg, BGID).build()
+            opcode::RecvMsgMulti::new(Fd(self.fds[i]), msg, BGID).build()
         };
-        self.push(&e.user_data(UD_RECV))?;
-        self.recv_armed = true;
+        self.push(&e.user_data(UD_RECV + i as u64))?;
+        self.recv_armed[i] = true;
         Ok(())
+    }
+
+    fn any_recv_armed(&self) -> bool {
+        self.recv_armed.iter().any(|&a| a)
     }
 
     fn arm_wake(&mut self) -> io::Result<()> {
@@ -213,9 +219,9 @@ impl Driver {
             h.tx = Some(t);
             let msg = &h.msg as *const libc::msghdr;
             let e = if self.fixed {
-                opcode::SendMsg::new(Fixed(0), msg).build()
+                opcode::SendMsg::new(Fixed(t.sock as u32), msg).build()
             } else {
-                opcode::SendMsg::new(Fd(self.fd), msg).build()
+                opcode::SendMsg::new(Fd(self.fds[t.sock as usize]), msg).build()
             };
             self.push(&e.user_data(i as u64))?;
             self.in_flight += 1;
@@ -262,12 +268,17 @@ impl Driver {
         &mut self,
         core: &mut Core,
         h: &mut H,
+        sock: usize,
         res: i32,
         flags: u32,
         dispatch: bool,
     ) {
+        let Some(fd) = self.fds.get(sock).copied() else {
+            core.stats.invalid_completions += 1;
+            return;
+        };
         if !cqueue::more(flags) {
-            self.recv_armed = false;
+            self.recv_armed[sock] = false;
         }
         if res < 0 {
             let errno = -res;
@@ -276,7 +287,7 @@ impl Driver {
             } else if errno != libc::ECANCELED {
                 // With IP_RECVERR an ICMP error ends the multishot with the
                 // error; the details wait in the error queue.
-                if core.drain_errors(h, self.fd) == 0 {
+                if core.drain_errors(h, fd) == 0 {
                     core.error_event(h, ErrorEvent::from_errno(errno, None));
                 }
             }
@@ -302,7 +313,7 @@ impl Driver {
         match parsed {
             Ok((src, cmsg, truncated, len)) if dispatch => {
                 lent.set_window(HEADROOM as u32, len);
-                core.dispatch(h, lent, src, truncated, cmsg);
+                core.dispatch(h, sock as u16, lent, src, truncated, cmsg);
             }
             Ok(_) => {
                 core.stats.received += 1;
@@ -350,7 +361,6 @@ impl Driver {
         for k in 0..self.cqes.len() {
             let (ud, res, flags) = self.cqes[k];
             match ud {
-                UD_RECV => self.on_recv(core, h, res, flags, dispatch),
                 UD_WAKE => {
                     if !cqueue::more(flags) {
                         self.wake_armed = false;
@@ -361,6 +371,9 @@ impl Driver {
                     }
                 }
                 UD_CANCEL => {}
+                r if r >= UD_RECV => {
+                    self.on_recv(core, h, (r - UD_RECV) as usize, res, flags, dispatch)
+                }
                 i => self.on_send(core, h, i, res),
             }
         }
@@ -379,8 +392,10 @@ impl Driver {
         h: &mut H,
         limit: Duration,
     ) -> io::Result<()> {
-        if self.recv_armed {
-            self.cancel(UD_RECV)?;
+        for i in 0..self.fds.len() {
+            if self.recv_armed[i] {
+                self.cancel(UD_RECV + i as u64)?;
+            }
         }
         if self.wake_armed {
             self.cancel(UD_WAKE)?;
@@ -388,13 +403,16 @@ impl Driver {
         let deadline = Instant::now() + limit;
         let mut stopped = false;
         loop {
-            if !self.recv_armed && !stopped {
+            if !self.any_recv_armed() && !stopped {
                 // Every datagram the kernel handed over has been handled.
                 stopped = true;
                 h.on_stop();
             }
             self.flush(core)?;
-            if !self.recv_armed && !self.wake_armed && self.in_flight == 0 && core.queue.is_empty()
+            if !self.any_recv_armed()
+                && !self.wake_armed
+                && self.in_flight == 0
+                && core.queue.is_empty()
             {
                 return Ok(());
             }
@@ -415,13 +433,14 @@ impl Driver {
 /// Runs a worker on io_uring until the stop flag is set. Calls `ready` once
 /// the receive is armed (or with the setup error).
 pub(crate) fn run<H: Handler>(
-    socket: &socket2::Socket,
+    sockets: &[socket2::Socket],
     core: &mut Core,
     h: &mut H,
     opts: &UringOpts,
     ready: &mut dyn FnMut(io::Result<()>),
 ) -> io::Result<()> {
-    let mut d = match Driver::new(socket.as_raw_fd(), core.inbox.wake.fd(), &core.pool, opts) {
+    let fds: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    let mut d = match Driver::new(&fds, core.inbox.wake.fd(), &core.pool, opts) {
         Ok(d) => d,
         Err(e) => {
             let msg = e.to_string();
@@ -431,7 +450,7 @@ pub(crate) fn run<H: Handler>(
     };
     let setup = d
         .arm_wake()
-        .and_then(|_| d.arm_recv())
+        .and_then(|_| (0..fds.len()).try_for_each(|i| d.arm_recv(i)))
         .and_then(|_| d.ring.submit().map(drop));
     if let Err(e) = setup {
         let msg = e.to_string();
@@ -447,9 +466,11 @@ pub(crate) fn run<H: Handler>(
                 return Ok(());
             }
             d.flush(core)?;
-            if !d.recv_armed && core.pool.recv_home() > 0 {
-                d.arm_recv()?;
-                core.stats.recv_arms += 1;
+            for i in 0..fds.len() {
+                if !d.recv_armed[i] && core.pool.recv_home() > 0 {
+                    d.arm_recv(i)?;
+                    core.stats.recv_arms += 1;
+                }
             }
             if !d.wake_armed {
                 d.arm_wake()?;
@@ -512,9 +533,9 @@ pub(crate) fn probe() -> Result<(), String> {
         sq_entries: 8,
         defer_taskrun: false,
     };
-    let mut d = Driver::new(sock.as_raw_fd(), sock.as_raw_fd(), &pool, &opts)
+    let mut d = Driver::new(&[sock.as_raw_fd()], sock.as_raw_fd(), &pool, &opts)
         .map_err(|e| format!("buffer ring registration failed: {e}"))?;
-    d.arm_recv().map_err(|e| e.to_string())?;
+    d.arm_recv(0).map_err(|e| e.to_string())?;
     d.ring.submit().map_err(|e| e.to_string())?;
     sock.send_to(b"p", addr)
         .map_err(|e| format!("probe send: {e}"))?;
@@ -542,14 +563,14 @@ pub(crate) fn probe() -> Result<(), String> {
     // Cancel and reap so the kernel holds nothing when pool and ring go.
     let _ = d.cancel(UD_RECV);
     let deadline = Instant::now() + Duration::from_secs(2);
-    while d.recv_armed && Instant::now() < deadline {
+    while d.recv_armed[0] && Instant::now() < deadline {
         let _ = d.wait(1, Some(Duration::from_millis(50)));
         d.collect();
         if d.cqes.iter().any(|c| c.0 == UD_RECV && !cqueue::more(c.2)) {
-            d.recv_armed = false;
+            d.recv_armed[0] = false;
         }
     }
-    if d.recv_armed {
+    if d.recv_armed[0] {
         std::mem::forget(d);
         std::mem::forget(pool);
     }
