@@ -30,6 +30,97 @@ enum Cmd {
     /// Measure echo throughput on loopback: an echo engine and a flood
     /// client in this process, for each backend and size; prints a table.
     Bench(BenchArgs),
+    /// Send load to an echo server and account for every reply: rates,
+    /// loss, reordering, duplicates, RTT percentiles.
+    Load(LoadArgs),
+    /// Merge JSON results of `load --json` (from many processes or hosts)
+    /// into one: counts and rates add up, histograms merge exactly.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    udpring load 127.0.0.1:9000                        # flood 64 B for 5 s\n  \
+    udpring load 127.0.0.1:9000 --mode ping --flows 4  # closed-loop RTT, 4 flows\n  \
+    udpring load [::1]:9000 --rate 100000 --size 512   # paced, latency from intended send time\n  \
+    udpring load host:11111 --sockperf --mode ping     # against `sockperf server`\n  \
+    udpring load 127.0.0.1:9000 --gso 64 --json > a.json")]
+struct LoadArgs {
+    /// The echo server: HOST:PORT (names are resolved; IPv6 as [ADDR]:PORT).
+    target: String,
+    /// flood: as fast as possible; ping: one request in flight per flow.
+    /// With --rate the mode is an open loop at that rate.
+    #[arg(long, default_value = "flood", value_parser = ["flood", "ping"])]
+    mode: String,
+    /// Open loop at this many datagrams per second (all workers together).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Payload bytes per datagram (32..65507; 46.. with --sockperf).
+    #[arg(long, short = 's', default_value_t = 64)]
+    size: usize,
+    /// Flows: sockets with distinct source ports, spread over the workers.
+    #[arg(long, default_value_t = 1)]
+    flows: usize,
+    /// Worker threads (each pinned to a CPU).
+    #[arg(long, short = 'w', default_value_t = 1)]
+    workers: usize,
+    /// Seconds to send, after the warm-up.
+    #[arg(long, short = 't', value_parser = parse_secs, allow_negative_numbers = true)]
+    duration: Option<Duration>,
+    /// Datagrams to send, after the warm-up (instead of --duration).
+    #[arg(long, short = 'n', conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Seconds of traffic before measuring starts.
+    #[arg(long, default_value = "0.2", value_parser = parse_secs_or_zero)]
+    warmup: Duration,
+    /// Datagrams per send as one GSO train (1: no GSO). Replies are received
+    /// with GRO.
+    #[arg(long, default_value_t = 1)]
+    gso: usize,
+    /// Flood: at most this many datagrams in flight per worker.
+    #[arg(long)]
+    window: Option<u64>,
+    /// Seconds to wait for late replies after the last send.
+    #[arg(long, default_value = "0.5", value_parser = parse_secs_or_zero)]
+    drain: Duration,
+    /// Ping mode: seconds before a request counts as unanswered.
+    #[arg(long, default_value = "1", value_parser = parse_secs)]
+    timeout: Duration,
+    /// Backend: uring, mmsg or simple.
+    #[arg(long, value_parser = parse_backend)]
+    backend: Option<Backend>,
+    /// Local address to send from (port 0: a port per flow).
+    #[arg(long, value_parser = parse_addr)]
+    bind: Option<SocketAddr>,
+    /// Prefix sockperf's header so `sockperf server` can be the target.
+    #[arg(long)]
+    sockperf: bool,
+    /// Print the result as JSON (histogram included; `udpring report` merges).
+    #[arg(long)]
+    json: bool,
+    /// Write the RTT percentile distribution (HdrHistogram .hgrm text, µs).
+    #[arg(long)]
+    hist_out: Option<std::path::PathBuf>,
+    /// No per-second lines.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Pin workers from this CPU index up (default: the last CPUs, leaving
+    /// the first ones to a server on the same host).
+    #[arg(long)]
+    cpu: Option<usize>,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Result files from `udpring load --json`.
+    #[arg(required = true)]
+    files: Vec<std::path::PathBuf>,
+    /// Print the merged result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write the merged RTT percentile distribution (.hgrm text, µs).
+    #[arg(long)]
+    hist_out: Option<std::path::PathBuf>,
 }
 
 /// Options shared by commands that run an engine.
@@ -62,6 +153,9 @@ struct EngineArgs {
     /// Do not pin workers to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Pin workers from this CPU index up (among the CPUs this process may use).
+    #[arg(long, default_value_t = 0)]
+    cpu: usize,
     /// Steer each datagram to the worker of the CPU that received it
     /// (SO_ATTACH_REUSEPORT_CBPF).
     #[arg(long)]
@@ -80,6 +174,7 @@ impl EngineArgs {
         c.recv_buffer = Some(self.socket_buffer);
         c.send_buffer = Some(self.socket_buffer);
         c.pin = !self.no_pin;
+        c.first_cpu = self.cpu;
         c.steer_by_cpu = self.steer_cpu;
         c
     }
@@ -153,6 +248,46 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         return Err(format!("'{s}': seconds must be > 0 and at most a year"));
     }
     Ok(Duration::from_secs_f64(v))
+}
+
+fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(s)
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a rate in datagrams per second"))?;
+    if !(v.is_finite() && (1.0..=100e6).contains(&v)) {
+        return Err(format!("rate {s} must be 1..100000000 datagrams/s"));
+    }
+    Ok(v)
+}
+
+/// Resolves HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT).
+fn resolve(target: &str) -> Result<SocketAddr, Failure> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = target.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| usage(format!("target '{target}' needs a port (HOST:PORT)")))?;
+    let _: u16 = port
+        .parse()
+        .map_err(|_| usage(format!("target '{target}': '{port}' is not a port")))?;
+    if host.is_empty() {
+        return Err(usage(format!("target '{target}' has no host")));
+    }
+    let mut addrs = target
+        .to_socket_addrs()
+        .map_err(|e| usage(format!("cannot resolve '{host}': {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| usage(format!("'{host}' resolves to no address")))
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -346,6 +481,111 @@ fn bench_cmd(a: BenchArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn load_cmd(a: LoadArgs) -> Result<(), Failure> {
+    use std::sync::atomic::AtomicBool;
+    use udpring::apps::load::{LoadOpts, Mode, run_load};
+    let target = resolve(&a.target)?;
+    let mut o = LoadOpts::new(target);
+    o.mode = match (a.rate, a.mode.as_str()) {
+        (Some(r), "flood") => Mode::Rate(r),
+        (Some(_), _) => {
+            return Err(usage(
+                "--rate is an open loop: it does not go with --mode ping",
+            ));
+        }
+        (None, "ping") => Mode::Ping,
+        _ => Mode::Flood,
+    };
+    o.size = a.size;
+    o.flows = a.flows;
+    o.workers = a.workers;
+    o.count = a.count;
+    o.duration = match (a.duration, a.count) {
+        (Some(d), _) => Some(d),
+        (None, Some(_)) => None,
+        (None, None) => Some(Duration::from_secs(5)),
+    };
+    o.warmup = a.warmup;
+    o.gso = a.gso;
+    o.window = a.window;
+    o.drain = a.drain;
+    o.ping_timeout = a.timeout;
+    o.backend = a.backend;
+    o.bind = a.bind;
+    o.sockperf = a.sockperf;
+    o.first_cpu = a.cpu;
+    o.validate().map_err(usage)?;
+    udpring::signals::install().map_err(runtime)?;
+    let cancel = AtomicBool::new(false);
+    let quiet = a.quiet;
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if udpring::signals::requested() {
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let r = run_load(&o, &cancel, |p| {
+            if !quiet {
+                eprintln!("{}", p.line());
+            }
+        });
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = watcher.join();
+        let report = r.map_err(runtime)?;
+        print_report(&report, a.json, a.hist_out.as_deref())?;
+        if report.sent > 0 && report.received == 0 {
+            eprintln!(
+                "udpring: warning: no replies from {target}: is an echo server listening there?"
+            );
+        }
+        Ok(())
+    })
+}
+
+fn print_report(
+    r: &udpring::apps::load::LoadReport,
+    json: bool,
+    hist_out: Option<&std::path::Path>,
+) -> Result<(), Failure> {
+    if let Some(path) = hist_out {
+        let text = r
+            .percentile_text()
+            .map_err(|e| Failure { code: 1, msg: e })?;
+        std::fs::write(path, text).map_err(|e| Failure {
+            code: 1,
+            msg: format!("{}: {e}", path.display()),
+        })?;
+    }
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+    } else {
+        print!("{}", r.table());
+    }
+    Ok(())
+}
+
+fn report_cmd(a: ReportArgs) -> Result<(), Failure> {
+    use udpring::apps::load::LoadReport;
+    let mut reports = Vec::new();
+    for f in &a.files {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| usage(format!("{}: {e}", f.display())))?;
+        let r: LoadReport = serde_json::from_str(text.trim()).map_err(|e| {
+            usage(format!(
+                "{}: not a `udpring load --json` result: {e}",
+                f.display()
+            ))
+        })?;
+        reports.push(r);
+    }
+    let merged = LoadReport::merge(&reports).map_err(usage)?;
+    print_report(&merged, a.json, a.hist_out.as_deref())
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -370,6 +610,8 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Echo(a) => echo(a),
         Cmd::Bench(a) => bench_cmd(a),
+        Cmd::Load(a) => load_cmd(a),
+        Cmd::Report(a) => report_cmd(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

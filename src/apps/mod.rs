@@ -2,3 +2,5 @@
 
 pub mod bench;
 pub mod echo;
+pub mod header;
+pub mod load;

@@ -1,0 +1,151 @@
+//! The load generator's payload header, read and written in place.
+//!
+//! ```text
+//!  0       4       8       12      16              24              32
+//!  +-------+-------+-------+-------+---------------+---------------+
+//!  | magic | token | flow  | rsvd  |   sequence    |  send time ns |
+//!  +-------+-------+-------+-------+---------------+---------------+
+//! ```
+//!
+//! All fields big-endian. `token` is random per run, so replies to another
+//! run (or another tool's datagrams that happen to start with the magic) are
+//! told apart. The send time is the *intended* send time on the sender's
+//! monotonic clock, in nanoseconds since the run's start.
+
+use std::fmt;
+
+/// "UDPR".
+pub const MAGIC: u32 = 0x5544_5052;
+/// Header length in bytes: the smallest payload the load generator sends.
+pub const HEADER_LEN: usize = 32;
+
+/// Why a buffer is not a valid header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Shorter than [`HEADER_LEN`].
+    Truncated,
+    /// The magic number is wrong: not ours.
+    BadMagic,
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderError::Truncated => write!(f, "shorter than the {HEADER_LEN}-byte header"),
+            HeaderError::BadMagic => f.write_str("not a udpring load datagram (bad magic)"),
+        }
+    }
+}
+
+impl std::error::Error for HeaderError {}
+
+/// A zero-copy view of a header at the start of `buf`.
+#[derive(Clone, Copy, Debug)]
+pub struct Header<T: AsRef<[u8]>> {
+    buf: T,
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
+
+impl<T: AsRef<[u8]>> Header<T> {
+    /// Wraps `buf` without checking it; getters panic on a short buffer.
+    pub fn new_unchecked(buf: T) -> Self {
+        Header { buf }
+    }
+
+    /// Wraps `buf` after checking its length and magic.
+    pub fn new_checked(buf: T) -> Result<Self, HeaderError> {
+        let b = buf.as_ref();
+        if b.len() < HEADER_LEN {
+            return Err(HeaderError::Truncated);
+        }
+        if be32(b, 0) != MAGIC {
+            return Err(HeaderError::BadMagic);
+        }
+        Ok(Header { buf })
+    }
+
+    /// The run token.
+    pub fn token(&self) -> u32 {
+        be32(self.buf.as_ref(), 4)
+    }
+    /// The flow (source socket) id.
+    pub fn flow(&self) -> u32 {
+        be32(self.buf.as_ref(), 8)
+    }
+    /// The sequence number within the flow.
+    pub fn seq(&self) -> u64 {
+        be64(self.buf.as_ref(), 16)
+    }
+    /// Intended send time, ns since the run's start.
+    pub fn sent_ns(&self) -> u64 {
+        be64(self.buf.as_ref(), 24)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
+    /// Writes a whole header.
+    pub fn fill(&mut self, token: u32, flow: u32, seq: u64, sent_ns: u64) {
+        let b = self.buf.as_mut();
+        b[0..4].copy_from_slice(&MAGIC.to_be_bytes());
+        b[4..8].copy_from_slice(&token.to_be_bytes());
+        b[8..12].copy_from_slice(&flow.to_be_bytes());
+        b[12..16].fill(0);
+        b[16..24].copy_from_slice(&seq.to_be_bytes());
+        b[24..32].copy_from_slice(&sent_ns.to_be_bytes());
+    }
+}
+
+/// sockperf's message header: u64 sequence, u16 flags, u32 length.
+pub mod sockperf {
+    /// Its length.
+    pub const LEN: usize = 14;
+    /// Flag: sent by a client.
+    pub const CLIENT: u16 = 1;
+    /// Flag: the client wants a reply.
+    pub const PONG_REQUEST: u16 = 2;
+
+    /// Writes a client ping header (client + pong-request flags).
+    pub fn fill(buf: &mut [u8], seq: u64, total_len: usize) {
+        buf[0..8].copy_from_slice(&seq.to_be_bytes());
+        buf[8..10].copy_from_slice(&(CLIENT | PONG_REQUEST).to_be_bytes());
+        buf[10..14].copy_from_slice(&(total_len as u32).to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_checks() {
+        let mut b = [0u8; 40];
+        Header::new_unchecked(&mut b[..]).fill(7, 3, 1 << 40, 12345);
+        let h = Header::new_checked(&b[..]).unwrap();
+        assert_eq!(
+            (h.token(), h.flow(), h.seq(), h.sent_ns()),
+            (7, 3, 1 << 40, 12345)
+        );
+        assert_eq!(
+            Header::new_checked(&b[..31]).unwrap_err(),
+            HeaderError::Truncated
+        );
+        b[0] ^= 1;
+        assert_eq!(
+            Header::new_checked(&b[..]).unwrap_err(),
+            HeaderError::BadMagic
+        );
+        assert_eq!(
+            Header::new_checked(&[][..]).unwrap_err(),
+            HeaderError::Truncated
+        );
+    }
+}

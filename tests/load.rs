@@ -1,0 +1,274 @@
+//! The load generator's accounting, exact, against echo servers that
+//! misbehave on purpose: drop every 10th datagram, swap neighbours, answer
+//! twice, answer from another port, add malformed replies. And `report`'s
+//! merge against a merge done by hand.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use common::*;
+use udpring::apps::load::{HistogramData, LoadOpts, LoadReport, Mode, run_load};
+use udpring::{Config, Datagram, Engine, Handler, Transport};
+
+const N: u64 = 1000;
+
+/// How a test server misbehaves.
+#[derive(Clone, Copy)]
+enum Fault {
+    None,
+    DropEvery10th,
+    SwapNeighbours,
+    Twice,
+    AlsoFromOtherPort,
+    AlsoMalformed,
+}
+
+struct Faulty {
+    fault: Fault,
+    n: u64,
+    held: Vec<u8>,
+    held_to: Option<SocketAddr>,
+}
+
+impl Handler for Faulty {
+    fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
+        let i = self.n;
+        self.n += 1;
+        let src = dgram.source();
+        match self.fault {
+            Fault::None => tx.reply(dgram),
+            Fault::DropEvery10th => {
+                if i % 10 != 9 {
+                    tx.reply(dgram);
+                }
+            }
+            Fault::SwapNeighbours => {
+                if i % 2 == 0 {
+                    self.held.clear();
+                    self.held.extend_from_slice(dgram.payload());
+                    self.held_to = Some(src);
+                } else {
+                    tx.reply(dgram);
+                    let to = self.held_to.take().expect("held");
+                    tx.send_to(&self.held, to).unwrap();
+                }
+            }
+            Fault::Twice => {
+                tx.send_to(dgram.payload(), src).unwrap();
+                tx.reply(dgram);
+            }
+            Fault::AlsoFromOtherPort => {
+                tx.send_to_via(1, dgram.payload(), src).unwrap();
+                tx.reply(dgram);
+            }
+            Fault::AlsoMalformed => {
+                tx.send_to(b"junk", src).unwrap();
+                let mut bad_magic = dgram.payload().to_vec();
+                bad_magic[0] ^= 0xff;
+                tx.send_to(&bad_magic, src).unwrap();
+                let mut other_run = dgram.payload().to_vec();
+                other_run[4] ^= 0xff;
+                tx.send_to(&other_run, src).unwrap();
+                tx.reply(dgram);
+            }
+        }
+    }
+}
+
+fn server(fault: Fault, v6: bool) -> Engine {
+    let mut cfg = Config::new(loopback(v6));
+    cfg.workers = 1;
+    cfg.sockets_per_worker = 2;
+    cfg.distinct_ports = true;
+    Engine::start(cfg, move |_| Faulty {
+        fault,
+        n: 0,
+        held: Vec::new(),
+        held_to: None,
+    })
+    .unwrap()
+}
+
+fn opts(target: SocketAddr) -> LoadOpts {
+    let mut o = LoadOpts::new(target);
+    o.mode = Mode::Rate(20_000.0);
+    o.duration = None;
+    o.count = Some(N);
+    o.drain = Duration::from_millis(300);
+    o
+}
+
+fn run(o: &LoadOpts) -> LoadReport {
+    run_load(o, &AtomicBool::new(false), |_| {}).expect("load run")
+}
+
+#[test]
+fn a_clean_echo_loses_nothing_and_rtts_are_recorded() {
+    for v6 in [false, true] {
+        let s = server(Fault::None, v6);
+        let mut o = opts(s.local_addr());
+        o.flows = 4;
+        let r = run(&o);
+        assert_eq!(
+            (r.sent, r.received, r.lost),
+            (N, N, 0),
+            "v6={v6}: {}",
+            r.table()
+        );
+        assert_eq!(
+            (r.reordered, r.duplicated, r.invalid, r.foreign),
+            (0, 0, 0, 0)
+        );
+        let h = r.histogram.to_histogram().unwrap();
+        assert_eq!(h.len(), N, "one RTT per reply");
+        assert!(r.rtt_us.p50 > 0.0 && r.rtt_us.p50 <= r.rtt_us.p99 && r.rtt_us.p99 <= r.rtt_us.max);
+        stop_clean(s);
+    }
+}
+
+#[test]
+fn dropping_every_10th_reply_reads_as_exactly_10_percent_loss() {
+    let s = server(Fault::DropEvery10th, false);
+    let r = run(&opts(s.local_addr()));
+    assert_eq!(r.sent, N);
+    assert_eq!(r.lost, N / 10, "{}", r.table());
+    assert_eq!(r.received, N - N / 10);
+    assert_eq!((r.reordered, r.duplicated, r.invalid), (0, 0, 0));
+    stop_clean(s);
+}
+
+#[test]
+fn swapped_neighbours_count_as_reordered() {
+    let s = server(Fault::SwapNeighbours, false);
+    let r = run(&opts(s.local_addr()));
+    assert_eq!((r.sent, r.received, r.lost), (N, N, 0), "{}", r.table());
+    assert_eq!(
+        r.reordered,
+        N / 2,
+        "every even sequence arrives after its odd neighbour"
+    );
+    assert_eq!(r.duplicated, 0);
+    stop_clean(s);
+}
+
+#[test]
+fn answering_twice_counts_duplicates_not_receptions() {
+    let s = server(Fault::Twice, false);
+    let r = run(&opts(s.local_addr()));
+    assert_eq!((r.sent, r.received, r.lost), (N, N, 0), "{}", r.table());
+    assert_eq!(r.duplicated, N);
+    assert_eq!(
+        r.histogram.to_histogram().unwrap().len(),
+        N,
+        "no RTT for a duplicate"
+    );
+    stop_clean(s);
+}
+
+#[test]
+fn replies_from_another_port_are_foreign_and_malformed_ones_invalid() {
+    let s = server(Fault::AlsoFromOtherPort, false);
+    let r = run(&opts(s.local_addrs()[0]));
+    assert_eq!((r.received, r.lost), (N, 0), "{}", r.table());
+    assert_eq!(r.foreign, N, "same payload, other source port: not a reply");
+    assert_eq!(r.invalid, 0);
+    stop_clean(s);
+
+    let s = server(Fault::AlsoMalformed, false);
+    let r = run(&opts(s.local_addrs()[0]));
+    assert_eq!((r.received, r.lost), (N, 0), "{}", r.table());
+    assert_eq!(r.invalid, 3 * N, "short, bad magic, other run's token");
+    assert_eq!((r.foreign, r.duplicated), (0, 0));
+    stop_clean(s);
+}
+
+#[test]
+fn ping_mode_keeps_one_request_per_flow_in_flight() {
+    let s = server(Fault::None, false);
+    let mut o = opts(s.local_addr());
+    o.mode = Mode::Ping;
+    o.flows = 3;
+    o.count = Some(300);
+    let r = run(&o);
+    assert_eq!((r.sent, r.received, r.lost), (300, 300, 0), "{}", r.table());
+    assert_eq!(r.reordered, 0, "closed loop: nothing can overtake");
+    stop_clean(s);
+}
+
+#[test]
+fn ping_timeouts_move_on_and_count_as_loss() {
+    let s = server(Fault::DropEvery10th, false);
+    let mut o = opts(s.local_addr());
+    o.mode = Mode::Ping;
+    o.count = Some(30);
+    o.ping_timeout = Duration::from_millis(40);
+    let r = run(&o);
+    assert_eq!((r.sent, r.received, r.lost), (30, 27, 3), "{}", r.table());
+    assert_eq!(r.counts.timeouts, 3);
+    stop_clean(s);
+}
+
+#[test]
+fn gso_trains_are_counted_per_datagram() {
+    let s = {
+        let mut cfg = Config::new(loopback(false));
+        cfg.workers = 1;
+        cfg.gro = true;
+        Engine::start(cfg, |_| Faulty {
+            fault: Fault::None,
+            n: 0,
+            held: Vec::new(),
+            held_to: None,
+        })
+        .unwrap()
+    };
+    let mut o = opts(s.local_addr());
+    o.gso = 10;
+    o.count = Some(N);
+    let r = run(&o);
+    assert_eq!((r.sent, r.received, r.lost), (N, N, 0), "{}", r.table());
+    assert_eq!(r.histogram.to_histogram().unwrap().len(), N);
+    let st = stop_clean(s);
+    assert_eq!(st.received, N);
+}
+
+#[test]
+fn report_merge_equals_a_merge_by_hand() {
+    let s = server(Fault::None, false);
+    let a = run(&opts(s.local_addr()));
+    let mut o = opts(s.local_addr());
+    o.size = 200;
+    let b = run(&o);
+    stop_clean(s);
+    // Through JSON, as `udpring report` reads them.
+    let a: LoadReport = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+    let b: LoadReport = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+    let m = LoadReport::merge(&[a.clone(), b.clone()]).unwrap();
+    let mut by_hand = a.histogram.to_histogram().unwrap();
+    by_hand.add(b.histogram.to_histogram().unwrap()).unwrap();
+    assert_eq!(m.histogram, HistogramData::from_histogram(&by_hand));
+    assert_eq!(m.histogram.to_histogram().unwrap().len(), 2 * N);
+    assert_eq!(
+        m.rtt_us.p99,
+        by_hand.value_at_quantile(0.99) as f64 / 1000.0
+    );
+    assert_eq!((m.sent, m.received, m.lost, m.runs), (2 * N, 2 * N, 0, 2));
+    assert_eq!(m.pps_sent, a.pps_sent + b.pps_sent);
+}
+
+#[test]
+fn rate_mode_sends_the_asked_count_at_the_asked_rate() {
+    let s = server(Fault::None, false);
+    let mut o = opts(s.local_addr());
+    o.count = None;
+    o.duration = Some(Duration::from_millis(500));
+    o.mode = Mode::Rate(10_000.0);
+    let r = run(&o);
+    // Sending stops exactly at the end of the duration: 5000 datagrams due.
+    assert!((4999..=5001).contains(&r.sent), "{}", r.table());
+    assert_eq!(r.lost, 0);
+    stop_clean(s);
+}
