@@ -142,3 +142,47 @@ fn sockperf_ping_pong_against_udpring_echo_sockperf() {
     assert!(received <= sent && received + 10 >= sent, "{valid}");
     assert!(text.contains("Summary: Latency is"), "{text}");
 }
+
+#[test]
+fn udpring_load_sockperf_mode_against_sockperf_server() {
+    if !have("sockperf") {
+        return;
+    }
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let mut server = Command::new("sockperf")
+        .args(["server", "-i", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500)); // let it bind
+    let out = Command::new(env!("CARGO_BIN_EXE_udpring"))
+        .args([
+            "load",
+            &format!("127.0.0.1:{port}"),
+            "--sockperf",
+            "--mode",
+            "ping",
+        ])
+        .args(["--count", "300", "--warmup", "0", "--json", "-q"])
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["sent"], 300, "{v}");
+    assert_eq!(
+        v["received"], 300,
+        "sockperf server echoes our header behind its own: {v}"
+    );
+    assert_eq!(v["invalid"], 0);
+}
