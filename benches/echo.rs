@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use udpring::Backend;
-use udpring::apps::bench::{BenchOpts, Case, Pair};
+use udpring::apps::bench::{BenchOpts, Case, Pair, Workload};
 
 const PER_ITER: u64 = 64;
 
@@ -68,6 +68,7 @@ fn bench_echo(c: &mut Criterion) {
                 run(
                     c,
                     Case {
+                        workload: Workload::Flood,
                         backend,
                         size,
                         gso: false,
@@ -80,6 +81,7 @@ fn bench_echo(c: &mut Criterion) {
         run(
             c,
             Case {
+                workload: Workload::Ping,
                 backend,
                 size: 64,
                 gso: false,
@@ -93,6 +95,7 @@ fn bench_echo(c: &mut Criterion) {
             run(
                 c,
                 Case {
+                    workload: Workload::Flood,
                     backend: Backend::Uring,
                     size,
                     gso: true,

@@ -202,20 +202,34 @@ struct EchoArgs {
 }
 
 #[derive(Args)]
+#[command(
+    after_help = "Rows: flood (a window of datagrams in flight: echo throughput) at 64 and\n\
+    1400 B per backend, ping (one in flight: round-trip time) per backend, and\n\
+    floods with GSO/GRO (trains of up to 64 datagrams per send) on uring.\n\
+    'vs simple' compares with the simple backend (one syscall per datagram):\n\
+    echoed/s for floods, median RTT for ping; above 1 is better."
+)]
 struct BenchArgs {
-    /// Seconds measured per configuration.
+    /// Seconds measured per row.
     #[arg(long, default_value = "2", value_parser = parse_secs, allow_negative_numbers = true)]
     duration: Duration,
-    /// Warm-up per configuration, not measured.
-    #[arg(long, default_value = "0.3", value_parser = parse_secs)]
+    /// Warm-up per row, not measured.
+    #[arg(long, default_value = "0.3", value_parser = parse_secs_or_zero)]
     warmup: Duration,
-    /// Only these server backends (repeat or comma-separate); default: all.
+    /// Run every workload on every backend (GSO/GRO rows included).
+    #[arg(long)]
+    compare: bool,
+    /// Only these server backends (comma-separated); default: all.
     #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
     backend: Vec<Backend>,
-    /// Only these payload sizes in bytes (comma-separated); default: 64,1400.
+    /// Only these payload sizes in bytes (comma-separated; 32..65507);
+    /// replaces 64 and 1400 in the flood rows.
     #[arg(long, value_delimiter = ',', value_parser = parse_size)]
     size: Vec<usize>,
-    /// Datagrams kept in flight by the flood client.
+    /// Only floods, or only ping.
+    #[arg(long, value_parser = ["flood", "ping"])]
+    only: Option<String>,
+    /// Datagrams kept in flight in flood rows.
     #[arg(long, default_value_t = 256)]
     window: u64,
     /// Segments per GSO send in the GSO/GRO rows (capped so a send stays
@@ -438,15 +452,32 @@ fn bench_cmd(a: BenchArgs) -> Result<(), Failure> {
     } else {
         a.backend.clone()
     };
-    let mut cases = bench::default_cases(&backends);
+    let mut cases = bench::default_cases(&backends, a.compare);
     if !a.size.is_empty() {
         let mut v = Vec::new();
         for c in cases.iter().filter(|c| c.size == 64) {
             for &size in &a.size {
-                v.push(bench::Case { size, ..*c });
+                if c.workload == bench::Workload::Flood || size == a.size[0] {
+                    v.push(bench::Case { size, ..*c });
+                }
             }
         }
         cases = v;
+    }
+    match a.only.as_deref() {
+        Some("flood") => cases.retain(|c| c.workload == bench::Workload::Flood),
+        Some("ping") => cases.retain(|c| c.workload == bench::Workload::Ping),
+        _ => {}
+    }
+    if let Some(&small) = a
+        .size
+        .iter()
+        .find(|&&s| s < udpring::apps::header::HEADER_LEN)
+    {
+        return Err(usage(format!(
+            "--size {small}: the load generator's header takes {} bytes",
+            udpring::apps::header::HEADER_LEN
+        )));
     }
     let opts = BenchOpts {
         duration: a.duration,
@@ -460,7 +491,8 @@ fn bench_cmd(a: BenchArgs) -> Result<(), Failure> {
     for c in cases {
         if !a.json {
             eprint!(
-                "running {} {} B{} ... ",
+                "running {:?} {} {} B{} ... ",
+                c.workload,
                 c.backend,
                 c.size,
                 if c.gso { " gso/gro" } else { "" }

@@ -1,18 +1,21 @@
-//! `udpring bench`: an echo engine and a flood client in one process, on
-//! loopback, one configuration after another.
+//! `udpring bench`: an echo engine and the load generator in one process,
+//! on loopback, one workload after another.
 //!
 //! The server is an [`Engine`] running [`Echo`] on the backend under test,
-//! one worker pinned to the first CPU. The client is a second engine (always
-//! the same backend, so only the server changes between rows) pinned to the
-//! last CPU, running [`Flood`]: it keeps a window of datagrams outstanding,
-//! sends one more for every echo, and writes off what is lost when nothing
-//! comes back for a while. Rates are measured after a warm-up.
+//! one worker pinned to the first CPU. The client is the load generator
+//! ([`crate::apps::load`]) on the last CPU, always on the same backend, so
+//! only the server changes between rows. Throughput rows keep a window of
+//! datagrams in flight (a closed loop: what comes back is what the server
+//! sustains, without overrunning it); the ping row has one in flight.
+//!
+//! [`Pair`] and [`Flood`] are a lighter closed-loop pair that runs until
+//! stopped, for criterion's benches.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::apps::echo::Echo;
 use crate::{Backend, Config, Datagram, Engine, Handler, SendError, Transport};
@@ -113,9 +116,21 @@ impl Handler for Flood {
     }
 }
 
+/// What a row measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Echo throughput: a window of datagrams in flight.
+    Flood,
+    /// Round-trip latency: one datagram in flight.
+    Ping,
+}
+
 /// One row of the bench table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Case {
+    /// Throughput or latency.
+    pub workload: Workload,
     /// Server backend.
     pub backend: Backend,
     /// Datagram payload size.
@@ -127,24 +142,28 @@ pub struct Case {
 /// The result of one case.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RunResult {
+    /// Throughput or latency.
+    pub workload: Workload,
     /// Server backend.
     pub backend: Backend,
     /// Payload size.
     pub size: usize,
     /// Whether GSO/GRO was on.
     pub gso: bool,
-    /// Datagrams the client sent in the measured interval.
+    /// Datagrams sent in the measured interval.
     pub sent: u64,
-    /// Datagrams echoed back in the measured interval.
+    /// Datagrams echoed back.
     pub echoed: u64,
     /// Echoed datagrams per second.
     pub pps: f64,
     /// Echoed payload, Gbit/s.
     pub gbps: f64,
-    /// Datagrams the client gave up on (whole run).
+    /// Datagrams without a reply.
     pub lost: u64,
     /// Seconds measured.
     pub secs: f64,
+    /// Round-trip times.
+    pub rtt_us: crate::apps::load::RttUs,
 }
 
 /// How to run the bench.
@@ -154,9 +173,9 @@ pub struct BenchOpts {
     pub duration: Duration,
     /// Warm-up per case, not measured.
     pub warmup: Duration,
-    /// Backend of the flood client.
+    /// Backend of the client.
     pub client_backend: Option<Backend>,
-    /// Datagrams in flight (without GSO).
+    /// Datagrams in flight in flood rows (GSO rows: at least 8 trains).
     pub window: u64,
     /// Segments per GSO send.
     pub gso_segments: usize,
@@ -177,23 +196,45 @@ impl Default for BenchOpts {
     }
 }
 
-/// The default table: each backend at 64 B and 1400 B, and `uring` with
-/// GSO/GRO at both sizes.
-pub fn default_cases(backends: &[Backend]) -> Vec<Case> {
+/// Segments per GSO send for `size`: at most `max`, under 64 KiB in all.
+pub fn gso_segments(size: usize, max: usize) -> usize {
+    max.min(65000 / size.max(1)).max(1)
+}
+
+/// The main table: every backend's flood at 64 and 1400 B and ping at 64 B,
+/// and GSO/GRO floods on `uring` (on every backend with `compare`).
+pub fn default_cases(backends: &[Backend], compare: bool) -> Vec<Case> {
     let mut v = Vec::new();
-    for &b in backends {
+    for &backend in backends {
         for size in [64, 1400] {
             v.push(Case {
-                backend: b,
+                workload: Workload::Flood,
+                backend,
                 size,
                 gso: false,
             });
         }
     }
-    if backends.contains(&Backend::Uring) {
+    for &backend in backends {
+        v.push(Case {
+            workload: Workload::Ping,
+            backend,
+            size: 64,
+            gso: false,
+        });
+    }
+    let gso_backends: Vec<Backend> = if compare {
+        backends.to_vec()
+    } else if backends.contains(&Backend::Uring) {
+        vec![Backend::Uring]
+    } else {
+        backends.last().copied().into_iter().collect()
+    };
+    for backend in gso_backends {
         for size in [64, 1400] {
             v.push(Case {
-                backend: Backend::Uring,
+                workload: Workload::Flood,
+                backend,
                 size,
                 gso: true,
             });
@@ -220,7 +261,7 @@ impl Pair {
         let last = cpus.len().saturating_sub(1);
         // Largest GSO train under 64 KiB for this size.
         let segs = if case.gso {
-            opts.gso_segments.min(65000 / case.size.max(1)).max(1)
+            gso_segments(case.size, opts.gso_segments)
         } else {
             1
         };
@@ -277,61 +318,104 @@ impl Pair {
     }
 }
 
-/// Runs one case and returns its figures.
+/// Runs one case: starts the echo server, drives it with the load
+/// generator, stops both, checks the server gave every slot back.
 pub fn run_case(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
-    let pair = Pair::start(case, opts, 32)?;
-    std::thread::sleep(opts.warmup);
-    let t0 = Instant::now();
-    let counters = pair.counters.clone();
-    let (s0, e0) = (
-        counters.sent.load(Ordering::Relaxed),
-        counters.echoed.load(Ordering::Relaxed),
-    );
-    std::thread::sleep(opts.duration);
-    let secs = t0.elapsed().as_secs_f64();
-    let (s1, e1) = (
-        counters.sent.load(Ordering::Relaxed),
-        counters.echoed.load(Ordering::Relaxed),
-    );
-    pair.stop()?;
-    let echoed = e1 - e0;
-    let pps = echoed as f64 / secs;
+    use crate::apps::load::{LoadOpts, Mode, run_load};
+    let segs = if case.gso {
+        gso_segments(case.size, opts.gso_segments)
+    } else {
+        1
+    };
+    let mut server_cfg = Config::new(opts.bind);
+    server_cfg.backend = Some(case.backend);
+    server_cfg.workers = 1;
+    server_cfg.gro = case.gso;
+    server_cfg.first_cpu = 0;
+    let server = Engine::start(server_cfg, |_| Echo::new())?;
+    let mut o = LoadOpts::new(server.local_addr());
+    o.mode = match case.workload {
+        Workload::Flood => Mode::Flood,
+        Workload::Ping => Mode::Ping,
+    };
+    o.size = case.size.max(crate::apps::header::HEADER_LEN);
+    o.gso = segs;
+    o.window = match case.workload {
+        Workload::Flood => Some(opts.window.max(segs as u64 * 8)),
+        Workload::Ping => None,
+    };
+    o.duration = Some(opts.duration);
+    o.warmup = opts.warmup;
+    o.drain = Duration::from_millis(200);
+    o.backend = opts.client_backend;
+    let r = run_load(&o, &std::sync::atomic::AtomicBool::new(false), |_| {});
+    let stats = server.stop()?;
+    let r = r?;
+    if stats.slots_out != 0 {
+        return Err(io::Error::other(format!(
+            "server left {} slots out",
+            stats.slots_out
+        )));
+    }
     Ok(RunResult {
+        workload: case.workload,
         backend: case.backend,
         size: case.size,
         gso: case.gso,
-        sent: s1 - s0,
-        echoed,
-        pps,
-        gbps: pps * case.size as f64 * 8.0 / 1e9,
-        lost: counters.written_off.load(Ordering::Relaxed),
-        secs,
+        sent: r.sent,
+        echoed: r.received,
+        pps: r.pps_received,
+        gbps: r.gbps,
+        lost: r.lost,
+        secs: r.duration_s,
+        rtt_us: r.rtt_us,
     })
 }
 
-/// The ratio of `r` to the `simple` run of the same size, if there is one.
+/// `r` against the `simple` row of the same workload and size: echoed
+/// rate over simple's for floods, simple's median RTT over this one's for
+/// ping (above 1 is better either way).
 pub fn ratio_to_simple(r: &RunResult, all: &[RunResult]) -> Option<f64> {
-    all.iter()
-        .find(|b| b.backend == Backend::Simple && !b.gso && b.size == r.size && b.pps > 0.0)
-        .map(|b| r.pps / b.pps)
+    let base = all.iter().find(|b| {
+        b.backend == Backend::Simple && !b.gso && b.size == r.size && b.workload == r.workload
+    })?;
+    match r.workload {
+        Workload::Flood if base.pps > 0.0 => Some(r.pps / base.pps),
+        Workload::Ping if r.rtt_us.p50 > 0.0 => Some(base.rtt_us.p50 / r.rtt_us.p50),
+        _ => None,
+    }
 }
 
 /// Formats results as the table `udpring bench` prints.
 pub fn table(results: &[RunResult]) -> String {
-    let mut s = String::new();
-    s.push_str(&format!(
-        "{:<8} {:>6} {:>8} {:>14} {:>9} {:>10} {:>9}\n",
-        "backend", "size", "gso/gro", "echoed/s", "Gbit/s", "vs simple", "lost"
-    ));
+    let mut s = format!(
+        "{:<8} {:<8} {:>6} {:>8} {:>13} {:>9} {:>9} {:>9} {:>10} {:>8}\n",
+        "workload",
+        "backend",
+        "size",
+        "gso/gro",
+        "echoed/s",
+        "Gbit/s",
+        "p50 us",
+        "p99 us",
+        "vs simple",
+        "lost"
+    );
     for r in results {
         let ratio = ratio_to_simple(r, results).map_or("-".to_string(), |x| format!("{x:.2}x"));
         s.push_str(&format!(
-            "{:<8} {:>6} {:>8} {:>14.0} {:>9.3} {:>10} {:>9}\n",
+            "{:<8} {:<8} {:>6} {:>8} {:>13.0} {:>9.3} {:>9.1} {:>9.1} {:>10} {:>8}\n",
+            match r.workload {
+                Workload::Flood => "flood",
+                Workload::Ping => "ping",
+            },
             r.backend.name(),
             r.size,
             if r.gso { "on" } else { "off" },
             r.pps,
             r.gbps,
+            r.rtt_us.p50,
+            r.rtt_us.p99,
             ratio,
             r.lost
         ));

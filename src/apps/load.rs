@@ -349,7 +349,9 @@ struct Worker {
     interval: Histogram<u64>,
     scratch: Vec<u8>,
     outstanding: u64,
-    last_received: u64,
+    /// Valid replies, warm-up included (for the flood window's stall check).
+    replies: u64,
+    last_replies: u64,
     last_measured_ns: u64,
     shared: Arc<Mutex<Partial>>,
     abort: Arc<AtomicBool>,
@@ -563,12 +565,12 @@ impl Worker {
                 // A window that never drains (lost replies) is written off
                 // after a quiet housekeeping period, so the flood goes on.
                 if self.opts.window.is_some() {
-                    if self.counts.received == self.last_received {
+                    if self.replies == self.last_replies {
                         self.outstanding = 0;
                     }
                     self.flood(tx);
                 }
-                self.last_received = self.counts.received;
+                self.last_replies = self.replies;
             }
             Mode::Rate(_) => {}
         }
@@ -594,6 +596,7 @@ impl Worker {
             return;
         }
         self.outstanding = self.outstanding.saturating_sub(1);
+        self.replies += 1;
         let answered_ping = f.in_flight.is_some_and(|(s, _)| s == seq);
         if answered_ping {
             f.in_flight = None;
@@ -1192,7 +1195,8 @@ pub fn run_load(
             interval: new_histogram(),
             scratch: vec![0x5a; o2.size * o2.gso.max(1)],
             outstanding: 0,
-            last_received: 0,
+            replies: 0,
+            last_replies: 0,
             last_measured_ns: 0,
             shared: s2[w].clone(),
             abort: a2.clone(),

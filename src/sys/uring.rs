@@ -218,10 +218,26 @@ impl Driver {
             }
             h.tx = Some(t);
             let msg = &h.msg as *const libc::msghdr;
-            let e = if self.fixed {
-                opcode::SendMsg::new(Fixed(t.sock as u32), msg).build()
-            } else {
-                opcode::SendMsg::new(Fd(self.fds[t.sock as usize]), msg).build()
+            let e = match (t.segment, self.fixed) {
+                // A plain datagram: IORING_OP_SEND with a destination
+                // address spares the kernel copying a msghdr and iovec.
+                (0, true) => {
+                    opcode::Send::new(Fixed(t.sock as u32), h.iov.iov_base as *const u8, t.len)
+                        .dest_addr(h.addr.as_ptr().cast())
+                        .dest_addr_len(h.addr.len())
+                        .build()
+                }
+                (0, false) => opcode::Send::new(
+                    Fd(self.fds[t.sock as usize]),
+                    h.iov.iov_base as *const u8,
+                    t.len,
+                )
+                .dest_addr(h.addr.as_ptr().cast())
+                .dest_addr_len(h.addr.len())
+                .build(),
+                // A GSO train needs its UDP_SEGMENT control message.
+                (_, true) => opcode::SendMsg::new(Fixed(t.sock as u32), msg).build(),
+                (_, false) => opcode::SendMsg::new(Fd(self.fds[t.sock as usize]), msg).build(),
             };
             self.push(&e.user_data(i as u64))?;
             self.in_flight += 1;
