@@ -45,7 +45,9 @@ fn rounds(c: &std::net::UdpSocket, to: std::net::SocketAddr, n: usize, buf: &mut
             c.send_to(&payload, to).unwrap();
         }
         for _ in 0..16 {
-            c.recv_from(buf).unwrap();
+            if let Err(e) = c.recv_from(buf) {
+                panic!("echo from {to}: {e}");
+            }
         }
     }
 }
