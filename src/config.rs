@@ -102,6 +102,9 @@ pub struct Config {
     /// a distinct port (clients, load generators), instead of one reuseport
     /// group on one port (servers).
     pub distinct_ports: bool,
+    /// Connect every socket to this peer after binding: only its datagrams
+    /// arrive, and sends to it skip the per-datagram route lookup.
+    pub connect: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -124,6 +127,7 @@ impl Default for Config {
             sq_entries: 1024,
             sockets_per_worker: 1,
             distinct_ports: false,
+            connect: None,
         }
     }
 }

@@ -117,6 +117,10 @@ fn open_socket(
             io::Error::new(e.kind(), format!("bind {bind}: {e}"))
         }
     })?;
+    if let Some(peer) = cfg.connect {
+        s.connect(&peer.into())
+            .map_err(|e| io::Error::new(e.kind(), format!("connect to {peer}: {e}")))?;
+    }
     Ok((s, info))
 }
 
@@ -401,6 +405,9 @@ fn worker_main<H: Handler>(
     let pool = Pool::new(cfg.effective_slot_size(), recv_slots, cfg.send_slots, ring)?;
     let (sockets, addrs): (Vec<Socket>, Vec<SocketAddr>) = sockets.into_iter().unzip();
     let mut core = Core::new(pool, addrs, i, cfg.gso, shared);
+    core.connected = cfg
+        .connect
+        .map(|peer| sys::RawAddr::from_socket_addr(peer, core.v6));
     core.publish();
     let mut h = factory(i);
     let r = match backend {

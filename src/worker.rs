@@ -129,6 +129,9 @@ pub(crate) struct Core {
     pub gso: bool,
     /// Bound address of each of the worker's sockets.
     pub local_addrs: Vec<SocketAddr>,
+    /// The peer every socket is connected to, if any: sends to it go
+    /// without an address, so the kernel uses the socket's cached route.
+    pub connected: Option<RawAddr>,
     pub index: usize,
     pub inbox: Arc<Inbox>,
     pub shared: Arc<WorkerShared>,
@@ -151,6 +154,7 @@ impl Core {
             v6: local_addrs[0].is_ipv6(),
             gso,
             local_addrs,
+            connected: None,
             index,
             inbox: shared.inbox.clone(),
             shared,
@@ -264,6 +268,10 @@ impl Core {
     /// Queues one transmit, holding its slot; a train is cut into plain
     /// datagrams when GSO is off.
     pub fn push(&mut self, sock: u16, slot: u32, off: u32, len: u32, dst: RawAddr, segment: u16) {
+        let dst = match &self.connected {
+            Some(peer) if peer.same(&dst) => RawAddr::zeroed(),
+            _ => dst,
+        };
         if segment == 0 || len <= segment as u32 {
             self.pool.hold(slot);
             self.queue.push(Transmit {

@@ -94,6 +94,9 @@ fn server(fault: Fault, v6: bool) -> Engine {
 
 fn opts(target: SocketAddr) -> LoadOpts {
     let mut o = LoadOpts::new(target);
+    // Unconnected, so that datagrams from elsewhere reach the generator
+    // and are counted as foreign (connected sockets are tested below).
+    o.connect = false;
     o.mode = Mode::Rate(20_000.0);
     o.duration = None;
     o.count = Some(N);
@@ -270,5 +273,20 @@ fn rate_mode_sends_the_asked_count_at_the_asked_rate() {
     // Sending stops exactly at the end of the duration: 5000 datagrams due.
     assert!((4999..=5001).contains(&r.sent), "{}", r.table());
     assert_eq!(r.lost, 0);
+    stop_clean(s);
+}
+
+#[test]
+fn connected_flows_only_hear_the_target() {
+    let s = server(Fault::AlsoFromOtherPort, false);
+    let mut o = opts(s.local_addrs()[0]);
+    o.connect = true;
+    o.flows = 2;
+    let r = run(&o);
+    assert_eq!((r.sent, r.received, r.lost), (N, N, 0), "{}", r.table());
+    assert_eq!(
+        r.foreign, 0,
+        "the kernel filters a connected socket's traffic"
+    );
     stop_clean(s);
 }

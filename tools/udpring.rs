@@ -95,6 +95,11 @@ struct LoadArgs {
     /// Prefix sockperf's header so `sockperf server` can be the target.
     #[arg(long)]
     sockperf: bool,
+    /// Do not connect the flows' sockets to the target: slower sends, but
+    /// datagrams from other addresses reach udpring and count as foreign
+    /// (connected, the kernel drops them).
+    #[arg(long)]
+    unconnected: bool,
     /// Print the result as JSON (histogram included; `udpring report` merges).
     #[arg(long)]
     json: bool,
@@ -188,6 +193,10 @@ struct EchoArgs {
     /// Clear sockperf's client flag so `sockperf ping-pong` accepts the echoes.
     #[arg(long)]
     sockperf: bool,
+    /// Reply to nothing: count and drop, a sink (like iperf3's server) for
+    /// measuring senders.
+    #[arg(long, conflicts_with = "sockperf")]
+    discard: bool,
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long, value_parser = parse_secs, allow_negative_numbers = true)]
     duration: Option<Duration>,
@@ -381,13 +390,11 @@ fn echo(a: EchoArgs) -> Result<(), Failure> {
     let cfg = a.engine.config(a.bind);
     cfg.validate().map_err(usage)?;
     udpring::signals::install().map_err(runtime)?;
-    let sockperf = a.sockperf;
-    let engine = Engine::start(cfg, move |_| {
-        if sockperf {
-            Echo::sockperf()
-        } else {
-            Echo::new()
-        }
+    let (sockperf, discard) = (a.sockperf, a.discard);
+    let engine = Engine::start(cfg, move |_| Echo {
+        sockperf,
+        discard,
+        ..Echo::default()
     })
     .map_err(runtime)?;
     if let Some(why) = engine.fallback_reason() {
@@ -395,7 +402,7 @@ fn echo(a: EchoArgs) -> Result<(), Failure> {
     }
     let info = engine.socket_info();
     println!(
-        "udpring echo: listening on {} (backend {}, {} worker{}, rcvbuf {} sndbuf {}{}{})",
+        "udpring echo: listening on {} (backend {}, {} worker{}, rcvbuf {} sndbuf {}{}{}{})",
         engine.local_addr(),
         engine.backend(),
         engine.workers(),
@@ -404,6 +411,7 @@ fn echo(a: EchoArgs) -> Result<(), Failure> {
         info.send_buffer,
         if info.gro { ", gro" } else { "" },
         if sockperf { ", sockperf" } else { "" },
+        if discard { ", discard" } else { "" },
     );
     let _ = std::io::stdout().flush();
     let start = Instant::now();
@@ -545,6 +553,7 @@ fn load_cmd(a: LoadArgs) -> Result<(), Failure> {
     o.backend = a.backend;
     o.bind = a.bind;
     o.sockperf = a.sockperf;
+    o.connect = !a.unconnected;
     o.first_cpu = a.cpu;
     o.validate().map_err(usage)?;
     udpring::signals::install().map_err(runtime)?;

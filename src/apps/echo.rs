@@ -14,6 +14,8 @@ pub struct Echo {
     pub sockperf: bool,
     /// Datagrams too short for a sockperf header (echoed unchanged).
     pub short: u64,
+    /// Reply to nothing (a sink): received datagrams are only counted.
+    pub discard: bool,
 }
 
 impl Echo {
@@ -25,7 +27,7 @@ impl Echo {
     pub fn sockperf() -> Self {
         Echo {
             sockperf: true,
-            short: 0,
+            ..Echo::default()
         }
     }
 }
@@ -52,6 +54,9 @@ pub fn clear_sockperf_client_flag(buf: &mut [u8], segment: usize) -> bool {
 
 impl Handler for Echo {
     fn on_datagram(&mut self, mut dgram: Datagram<'_>, tx: &mut Transport<'_>) {
+        if self.discard {
+            return;
+        }
         if self.sockperf {
             let seg = dgram.segment_size().unwrap_or(0) as usize;
             if !clear_sockperf_client_flag(dgram.payload_mut(), seg) {

@@ -88,6 +88,11 @@ pub struct LoadOpts {
     pub drain: Duration,
     /// Ping mode: when a request counts as unanswered and the next goes.
     pub ping_timeout: Duration,
+    /// Connect each flow's socket to the target (as iperf3 does): sends skip
+    /// the route lookup, and the kernel itself drops datagrams from other
+    /// addresses (counted in the host's UDP NoPorts, not here). Off: every
+    /// datagram is looked at, and those from elsewhere count as `foreign`.
+    pub connect: bool,
     /// Index (among the CPUs this process may use) of the first CPU to pin
     /// workers to; `None`: the last ones, so that a server started with its
     /// defaults on the same host (from the first CPU up) keeps its own.
@@ -113,6 +118,7 @@ impl LoadOpts {
             sockperf: false,
             drain: Duration::from_millis(500),
             ping_timeout: Duration::from_secs(1),
+            connect: true,
             first_cpu: None,
         }
     }
@@ -1130,6 +1136,7 @@ pub fn run_load(
     cfg.workers = workers;
     cfg.sockets_per_worker = per;
     cfg.distinct_ports = true;
+    cfg.connect = opts.connect.then_some(opts.target);
     cfg.gro = opts.gso > 1;
     cfg.recv_slots = 1024;
     cfg.send_slots = if opts.gso > 1 { 128 } else { 512 };

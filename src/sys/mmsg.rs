@@ -160,7 +160,7 @@ impl MmsgBufs {
                 iov_len: t.len as usize,
             };
             let h = &mut self.hdrs[i];
-            h.msg_hdr.msg_name = self.names[i].as_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_name = self.names[i].name_ptr();
             h.msg_hdr.msg_namelen = self.names[i].len();
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;

@@ -166,6 +166,27 @@ impl RawAddr {
         (&self.storage as *const libc::sockaddr_in6).cast()
     }
 
+    /// Pointer for a send's `msg_name`: null for the empty address, which
+    /// means "to the connected peer" (a non-null name of length 0 is EINVAL).
+    pub fn name_ptr(&self) -> *mut libc::c_void {
+        if self.len == 0 {
+            std::ptr::null_mut()
+        } else {
+            self.as_ptr() as *mut libc::c_void
+        }
+    }
+
+    /// Whether two addresses are the same (family, port, address, scope).
+    pub fn same(&self, o: &RawAddr) -> bool {
+        let (a, b) = (&self.storage, &o.storage);
+        self.len == o.len
+            && a.sin6_family == b.sin6_family
+            && a.sin6_port == b.sin6_port
+            && a.sin6_flowinfo == b.sin6_flowinfo
+            && a.sin6_addr.s6_addr == b.sin6_addr.s6_addr
+            && a.sin6_scope_id == b.sin6_scope_id
+    }
+
     /// Length for `msg_namelen`.
     pub fn len(&self) -> libc::socklen_t {
         self.len

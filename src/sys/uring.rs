@@ -205,7 +205,7 @@ impl Driver {
                 iov_base: unsafe { core.pool.slot_addr(t.slot).add(t.off as usize) }.cast(),
                 iov_len: t.len as usize,
             };
-            h.msg.msg_name = h.addr.as_ptr() as *mut libc::c_void;
+            h.msg.msg_name = h.addr.name_ptr();
             h.msg.msg_namelen = h.addr.len();
             h.msg.msg_iov = &mut h.iov;
             h.msg.msg_iovlen = 1;
@@ -223,7 +223,7 @@ impl Driver {
                 // address spares the kernel copying a msghdr and iovec.
                 (0, true) => {
                     opcode::Send::new(Fixed(t.sock as u32), h.iov.iov_base as *const u8, t.len)
-                        .dest_addr(h.addr.as_ptr().cast())
+                        .dest_addr(h.addr.name_ptr().cast_const().cast())
                         .dest_addr_len(h.addr.len())
                         .build()
                 }
@@ -232,7 +232,7 @@ impl Driver {
                     h.iov.iov_base as *const u8,
                     t.len,
                 )
-                .dest_addr(h.addr.as_ptr().cast())
+                .dest_addr(h.addr.name_ptr().cast_const().cast())
                 .dest_addr_len(h.addr.len())
                 .build(),
                 // A GSO train needs its UDP_SEGMENT control message.

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# udpring side by side with iperf3, sockperf and netperf, in one run, on
+# loopback. Prints the tables that PERF.md records, with date, commit and
+# command. Servers run on CPU $SERVER_CPU, clients on CPU $CLIENT_CPU.
+#
+#   tools/compare.sh            # ~2 minutes
+#   SECS=10 tools/compare.sh    # longer runs
+#
+# Installs iperf3 and sockperf with apt if missing. netperf is in Debian's
+# non-free section: it is downloaded with a private package list under
+# target/peers (the system's apt sources are not changed) and run from
+# there; if that fails its rows say "skipped".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS=${SECS:-4}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+PEERS=target/peers
+U=target/release/udpring
+PORT_BASE=$((20000 + RANDOM % 20000))
+# A fresh port in $P (not via $(...): a subshell would not advance the count).
+next_port() { PORT_BASE=$((PORT_BASE + 1)); P=$PORT_BASE; }
+cli() { taskset -c "$CLIENT_CPU" "$@"; }
+py() { python3 -c "$@"; }
+json_get() { py "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+need=()
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v sockperf >/dev/null || need+=(sockperf)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NETPERF=$PEERS/netperf/usr/bin/netperf
+if [ ! -x "$NETPERF" ]; then
+  (
+    set -e
+    mkdir -p "$PEERS/apt/lists/partial" "$PEERS/apt/cache/archives/partial"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm non-free" \
+      > "$PEERS/apt/sources.list"
+    o=(-o "Dir::Etc::SourceList=$PWD/$PEERS/apt/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+       -o "Dir::State::Lists=$PWD/$PEERS/apt/lists" -o "Dir::Cache=$PWD/$PEERS/apt/cache")
+    apt-get -qq "${o[@]}" update
+    cd "$PEERS" && apt-get -qq "${o[@]}" download netperf 2>/dev/null
+    dpkg -x netperf_*.deb netperf
+  ) >/dev/null 2>&1 || echo "note: netperf could not be fetched; its rows are skipped" >&2
+fi
+
+cargo build --release -q
+COMMIT=$(git rev-parse --short HEAD)
+DIRTY=$(git status --porcelain --untracked-files=no | grep -q . && echo "+uncommitted" || true)
+
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# Starts `udpring echo ARGS` on the server CPU; sets EP (pid) and EPORT.
+start_echo() {
+  next_port; EPORT=$P
+  EOUT=$(mktemp)
+  # Not through a shell function: $! must be the server itself.
+  taskset -c "$SERVER_CPU" $U echo --bind 127.0.0.1:$EPORT --workers 1 --no-pin -q --duration 600 --json "$@" >"$EOUT" &
+  EP=$!
+  sleep 0.4
+}
+stop_echo() { kill -TERM "$EP" 2>/dev/null || true; wait "$EP" 2>/dev/null || true; }
+# What the last echo server received (after stop_echo).
+echo_received() { tail -1 "$EOUT" | json_get "d['received']"; rm -f "$EOUT"; }
+
+# Seconds of CPU (user + system) a command used, then its stdout.
+cpu_of() {
+  py '
+import resource, subprocess, sys
+p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(r.ru_utime + r.ru_stime)
+sys.stdout.write(p.stdout.decode())' "$@"
+}
+
+echo "# udpring vs iperf3 / sockperf / netperf"
+echo
+echo "date $(date -u +%Y-%m-%dT%H:%MZ), commit $COMMIT$DIRTY, kernel $(uname -r), $(nproc) CPUs,"
+echo "command: SECS=$SECS tools/compare.sh (servers on CPU $SERVER_CPU, clients on CPU $CLIENT_CPU)"
+echo
+
+# 1. Sender rate into a sink (no replies), 64 and 1400 B.
+echo "## Datagrams sent per second into a sink"
+echo
+echo "| sender | size | sent/s | received by sink/s | sender CPU µs per datagram | vs iperf3 |"
+echo "|---|---:|---:|---:|---:|---:|"
+for size in 64 1400; do
+  next_port; p=$P
+  taskset -c "$SERVER_CPU" iperf3 -s -p "$p" -1 >/dev/null 2>&1 &
+  sleep 0.4
+  out=$(cpu_of taskset -c "$CLIENT_CPU" iperf3 -c 127.0.0.1 -p "$p" -u -b 0 -l "$size" -t "$SECS" -J)
+  cpu=$(echo "$out" | head -1)
+  read -r ipps irecv < <(echo "$out" | tail -n +2 | json_get "'%f %f' % (d['end']['sum']['packets']/d['end']['sum']['seconds'], (d['end']['sum']['packets']-d['end']['sum']['lost_packets'])/d['end']['sum']['seconds'])")
+  icpu=$(py "print('%.2f' % ($cpu * 1e6 / ($ipps * $SECS)))")
+  wait "$!" 2>/dev/null || true
+  printf "| iperf3 -u -b 0 | %d | %.0f | %.0f | %s | 1.00x |\n" "$size" "$ipps" "$irecv" "$icpu"
+  segs=64; [ "$size" = 1400 ] && segs=46
+  for variant in "" "--unconnected" "--gso $segs"; do
+    start_echo --discard --gro
+    # shellcheck disable=SC2086
+    out=$(cpu_of $U load 127.0.0.1:$EPORT --cpu "$CLIENT_CPU" -s "$size" -t "$SECS" --warmup 0 --drain 0 $variant --json -q)
+    cpu=$(echo "$out" | head -1)
+    upps=$(echo "$out" | tail -n +2 | json_get "d['pps_sent']")
+    stop_echo
+    srecv=$(py "print('%.0f' % ($(echo_received) / $SECS))")
+    ucpu=$(py "print('%.2f' % ($cpu * 1e6 / ($upps * $SECS)))")
+    label="udpring load ${variant:-(connected)}"
+    printf "| %s | %d | %.0f | %s | %s | %.2fx |\n" "$label" "$size" "$upps" "$srecv" "$ucpu" "$(py "print($upps/$ipps)")"
+  done
+done
+echo
+
+# 2. Round-trip latency: closed loop, one request in flight.
+echo "## Ping-pong round-trip time (64 B, one in flight), same server for both clients"
+echo
+echo "| server | client | round trips/s | p50 µs | p99 µs |"
+echo "|---|---|---:|---:|---:|"
+sockperf_pp() { # port -> "rate p50 p99"
+  # --full-rtt: by default sockperf reports half the round trip.
+  cli sockperf ping-pong -i 127.0.0.1 -p "$1" -t "$SECS" -m 64 --full-rtt 2>&1 | py '
+import re, sys
+t = sys.stdin.read()
+v = re.search(r"\[Valid Duration\] RunTime=([\d.]+) sec; SentMessages=(\d+); ReceivedMessages=(\d+)", t)
+p50 = re.search(r"percentile 50\.000 =\s+([\d.]+)", t)
+p99 = re.search(r"percentile 99\.000 =\s+([\d.]+)", t)
+print("%.0f %s %s" % (int(v.group(3)) / float(v.group(1)), p50.group(1), p99.group(1)))'
+}
+udpring_pp() { # port [extra] -> "rate p50 p99"
+  local p=$1; shift
+  $U load 127.0.0.1:$p --cpu "$CLIENT_CPU" --mode ping -t "$SECS" --warmup 0.4 --json -q "$@" |
+    json_get "'%.0f %.1f %.1f' % (d['pps_received'], d['rtt_us']['p50'], d['rtt_us']['p99'])"
+}
+start_echo --sockperf
+read -r r a b < <(sockperf_pp "$EPORT"); echo "| udpring echo --sockperf | sockperf ping-pong | $r | $a | $b |"
+read -r r a b < <(udpring_pp "$EPORT" --sockperf); echo "| udpring echo --sockperf | udpring load --mode ping --sockperf | $r | $a | $b |"
+stop_echo
+next_port; p=$P
+taskset -c "$SERVER_CPU" sockperf server -i 127.0.0.1 -p "$p" >/dev/null 2>&1 &
+SP=$!
+sleep 0.5
+read -r r a b < <(sockperf_pp "$p"); echo "| sockperf server | sockperf ping-pong | $r | $a | $b |"
+read -r r a b < <(udpring_pp "$p" --sockperf); echo "| sockperf server | udpring load --mode ping --sockperf | $r | $a | $b |"
+if [ -x "$NETPERF" ]; then
+  start_echo
+  read -r r a b < <(cli "$NETPERF" -N -H 127.0.0.1 -t UDP_RR -l "$SECS" -- -P ,"$EPORT" -r 64,64 \
+    -o THROUGHPUT,P50_LATENCY,P99_LATENCY 2>/dev/null | tail -1 | tr ',' ' ')
+  echo "| udpring echo | netperf -N UDP_RR 64/64 | $r | $a | $b |"
+  read -r r a b < <(udpring_pp "$EPORT"); echo "| udpring echo | udpring load --mode ping | $r | $a | $b |"
+  stop_echo
+else
+  echo "| udpring echo | netperf UDP_RR | skipped: netperf not available | | |"
+fi
+echo
+
+# 3. Echo throughput under flood: udpring echo against sockperf server.
+echo "## Echo servers under flood (64 B, udpring load --window 256 as client)"
+echo
+echo "| server | echoed/s | lost | p50 µs | p99 µs | vs sockperf server |"
+echo "|---|---:|---:|---:|---:|---:|"
+flood_against() { # port [extra]
+  local p=$1; shift
+  $U load 127.0.0.1:$p --cpu "$CLIENT_CPU" --window 256 -t "$SECS" --json -q "$@" |
+    json_get "'%.0f %d %.1f %.1f' % (d['pps_received'], d['lost'], d['rtt_us']['p50'], d['rtt_us']['p99'])"
+}
+read -r sr sl sa sb < <(flood_against "$p" --sockperf)
+kill "$SP" 2>/dev/null || true; wait "$SP" 2>/dev/null || true
+for b in simple mmsg uring; do
+  start_echo --sockperf --backend "$b"
+  read -r r l a c < <(flood_against "$EPORT" --sockperf)
+  stop_echo
+  echo "| udpring echo --backend $b | $r | $l | $a | $c | $(py "print('%.2fx' % ($r/$sr))") |"
+done
+echo "| sockperf server | $sr | $sl | $sa | $sb | 1.00x |"
+echo
+
+# 4. Rate accuracy of --rate.
+echo "## Rate accuracy: udpring load --rate (64 B into udpring echo)"
+echo
+echo "| asked/s | sent/s | error | p50 µs | p99 µs |"
+echo "|---:|---:|---:|---:|---:|"
+start_echo
+for rate in 1000 10000 50000 100000; do
+  read -r s a b < <($U load 127.0.0.1:$EPORT --cpu "$CLIENT_CPU" --rate "$rate" -t "$SECS" --json -q |
+    json_get "'%.1f %.1f %.1f' % (d['pps_sent'], d['rtt_us']['p50'], d['rtt_us']['p99'])")
+  echo "| $rate | $s | $(py "print('%+.3f%%' % (100*($s-$rate)/$rate))") | $a | $b |"
+done
+stop_echo
