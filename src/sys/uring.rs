@@ -89,6 +89,9 @@ fn build_ring(opts: &UringOpts) -> io::Result<(IoUring, bool)> {
             .setup_cqsize(cq)
             .setup_single_issuer()
             .setup_defer_taskrun()
+            // The kernel flags pending deferred work, so a non-blocking
+            // submit knows to run it (see `Driver::wait`).
+            .setup_taskrun_flag()
             .setup_submit_all()
             .build(opts.sq_entries)
     {
@@ -251,6 +254,9 @@ impl Driver {
     /// timeout.
     fn wait(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
         let r = match timeout {
+            // Something is due now: do not arm a zero timer and sleep on it;
+            // submit, and run deferred completions if the kernel flags any.
+            Some(d) if d.is_zero() => self.ring.submit(),
             Some(d) => {
                 let ts = Timespec::from(d);
                 let args = SubmitArgs::new().timespec(&ts);
