@@ -30,17 +30,26 @@ pub fn uring_support() -> Result<(), String> {
 /// Picks the backend: an explicit choice, else `UDPRING_BACKEND`, else
 /// `uring` when supported. Returns the backend and, when it fell back, why.
 pub fn choose_backend(requested: Option<Backend>) -> io::Result<(Backend, Option<String>)> {
-    let requested = match requested {
-        Some(b) => Some(b),
-        None => match std::env::var(BACKEND_ENV) {
-            Ok(v) if !v.is_empty() => Some(v.parse::<Backend>().map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidInput, format!("{BACKEND_ENV}: {e}"))
-            })?),
-            _ => None,
-        },
+    let env = std::env::var(BACKEND_ENV).ok();
+    decide_backend(requested, env.as_deref(), uring_support)
+}
+
+/// The decision of [`choose_backend`], given the environment variable's
+/// value and the io_uring probe (called only if needed).
+fn decide_backend(
+    requested: Option<Backend>,
+    env: Option<&str>,
+    probe: impl FnOnce() -> Result<(), String>,
+) -> io::Result<(Backend, Option<String>)> {
+    let requested = match (requested, env) {
+        (Some(b), _) => Some(b),
+        (None, Some(v)) if !v.is_empty() => Some(v.parse::<Backend>().map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{BACKEND_ENV}: {e}"))
+        })?),
+        _ => None,
     };
     match requested {
-        Some(Backend::Uring) => match uring_support() {
+        Some(Backend::Uring) => match probe() {
             Ok(()) => Ok((Backend::Uring, None)),
             Err(why) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -48,13 +57,52 @@ pub fn choose_backend(requested: Option<Backend>) -> io::Result<(Backend, Option
             )),
         },
         Some(b) => Ok((b, None)),
-        None => match uring_support() {
+        None => match probe() {
             Ok(()) => Ok((Backend::Uring, None)),
             Err(why) => Ok((
                 Backend::Mmsg,
                 Some(format!("io_uring unavailable ({why}); using mmsg")),
             )),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_choice_falls_back_forces_and_rejects() {
+        let ok = || Ok(());
+        let missing = || Err("io_uring_setup failed: EPERM".to_string());
+        let d = |r, e, p: &dyn Fn() -> Result<(), String>| decide_backend(r, e, p);
+        assert_eq!(d(None, None, &ok).unwrap(), (Backend::Uring, None));
+        let (b, why) = d(None, None, &missing).unwrap();
+        assert_eq!(b, Backend::Mmsg, "falls back when the probe fails");
+        assert!(why.unwrap().contains("EPERM"), "and says why");
+        assert_eq!(
+            d(None, Some("simple"), &missing).unwrap().0,
+            Backend::Simple
+        );
+        assert_eq!(
+            d(Some(Backend::Mmsg), Some("uring"), &ok).unwrap().0,
+            Backend::Mmsg
+        );
+        assert_eq!(d(None, Some(""), &ok).unwrap().0, Backend::Uring);
+        let forced = d(None, Some("uring"), &missing).unwrap_err();
+        assert_eq!(
+            forced.kind(),
+            io::ErrorKind::Unsupported,
+            "a forced uring does not fall back"
+        );
+        let bad = d(None, Some("dpdk"), &ok).unwrap_err();
+        assert!(bad.to_string().contains(BACKEND_ENV));
+        // The probe is not run when it is not needed.
+        let never = || -> Result<(), String> { panic!("probed") };
+        assert_eq!(
+            d(Some(Backend::Simple), None, &never).unwrap().0,
+            Backend::Simple
+        );
     }
 }
 

@@ -686,13 +686,25 @@ impl Handler for Worker {
     }
 
     fn on_error(&mut self, event: ErrorEvent, _tx: &mut Transport<'_>) {
+        // A flood into a closed port reports an error per datagram: count
+        // known kinds without building a key each time.
+        let known = match event {
+            ErrorEvent::ConnectionRefused { .. } => Some("refused"),
+            ErrorEvent::MessageTooLong { .. } => Some("message-too-long"),
+            _ => None,
+        };
+        if let Some(k) = known
+            && let Some(v) = self.counts.errors.get_mut(k)
+        {
+            *v += 1;
+            return;
+        }
         let kind = match event {
-            ErrorEvent::ConnectionRefused { .. } => "refused".to_string(),
-            ErrorEvent::MessageTooLong { .. } => "message-too-long".to_string(),
             ErrorEvent::Unreachable { errno, .. } => {
                 format!("unreachable-{}", crate::errno_name(errno))
             }
             ErrorEvent::Other { errno, .. } => crate::errno_name(errno),
+            _ => known.unwrap_or("other").to_string(),
         };
         *self.counts.errors.entry(kind).or_default() += 1;
     }

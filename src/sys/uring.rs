@@ -538,6 +538,7 @@ pub(crate) fn probe() -> Result<(), String> {
     for (code, name) in [
         (opcode::RecvMsgMulti::CODE, "RECVMSG"),
         (opcode::SendMsg::CODE, "SENDMSG"),
+        (opcode::Send::CODE, "SEND"),
         (opcode::PollAdd::CODE, "POLL_ADD"),
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     ] {
