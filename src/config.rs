@@ -105,6 +105,10 @@ pub struct Config {
     /// Connect every socket to this peer after binding: only its datagrams
     /// arrive, and sends to it skip the per-datagram route lookup.
     pub connect: Option<SocketAddr>,
+    /// Never fragment (`IP_PMTUDISC_DO`, `IPV6_DONTFRAG`): a datagram larger
+    /// than the path MTU is refused, and the handler gets
+    /// [`crate::ErrorEvent::MessageTooLong`] with the MTU.
+    pub pmtu_discover: bool,
 }
 
 impl Default for Config {
@@ -128,6 +132,7 @@ impl Default for Config {
             sockets_per_worker: 1,
             distinct_ports: false,
             connect: None,
+            pmtu_discover: false,
         }
     }
 }

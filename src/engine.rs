@@ -24,7 +24,16 @@ pub const BACKEND_ENV: &str = "UDPRING_BACKEND";
 /// Probes io_uring once per process; the error says what is missing.
 pub fn uring_support() -> Result<(), String> {
     static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
-    PROBE.get_or_init(sys::uring::probe).clone()
+    // On a thread of its own: the probe's ring may leave task work for the
+    // thread that made it, which would interrupt that thread's next blocking
+    // call with EINTR; a thread that exits takes that with it.
+    PROBE
+        .get_or_init(|| {
+            std::thread::spawn(sys::uring::probe)
+                .join()
+                .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
+        })
+        .clone()
 }
 
 /// Picks the backend: an explicit choice, else `UDPRING_BACKEND`, else
@@ -134,6 +143,9 @@ fn open_socket(
     let fd = s.as_raw_fd();
     sys::set_recverr(fd, bind.is_ipv6())?;
     sys::set_rxq_ovfl(fd)?;
+    if cfg.pmtu_discover {
+        sys::set_pmtu_discover(fd, bind.is_ipv6(), true)?;
+    }
     if cfg.gro {
         sys::set_udp_gro(fd, true).map_err(|e| {
             io::Error::new(
@@ -452,10 +464,12 @@ fn worker_main<H: Handler>(
     };
     let pool = Pool::new(cfg.effective_slot_size(), recv_slots, cfg.send_slots, ring)?;
     let (sockets, addrs): (Vec<Socket>, Vec<SocketAddr>) = sockets.into_iter().unzip();
-    let mut core = Core::new(pool, addrs, i, cfg.gso, shared);
-    core.connected = cfg
-        .connect
-        .map(|peer| sys::RawAddr::from_socket_addr(peer, core.v6));
+    let fds = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    let mut core = Core::new(pool, addrs, fds, i, cfg.gso, shared);
+    if let Some(peer) = cfg.connect {
+        let raw = sys::RawAddr::from_socket_addr(peer, core.v6);
+        core.connected.iter_mut().for_each(|c| *c = Some(raw));
+    }
     core.publish();
     let mut h = factory(i);
     let r = match backend {

@@ -265,6 +265,43 @@ impl Transport<'_> {
             .send_lent(dgram.sock, dgram.lent, raw, dgram.segment_size.unwrap_or(0));
     }
 
+    /// Connects the worker's socket `sock` to `peer` (Twisted's connected
+    /// transport): only `peer`'s datagrams arrive, sends to it skip the
+    /// route lookup, and ICMP errors about it come back as events. Calling
+    /// it again moves the socket to another peer.
+    pub fn connect(&mut self, sock: usize, peer: SocketAddr) -> std::io::Result<()> {
+        self.core.set_peer(sock, Some(peer))
+    }
+
+    /// Dissolves socket `sock`'s connection (`AF_UNSPEC`): datagrams from
+    /// anyone arrive again.
+    pub fn disconnect(&mut self, sock: usize) -> std::io::Result<()> {
+        self.core.set_peer(sock, None)
+    }
+
+    /// The peer socket `sock` is connected to.
+    pub fn peer(&self, sock: usize) -> Option<SocketAddr> {
+        self.core
+            .connected
+            .get(sock)
+            .copied()
+            .flatten()
+            .and_then(|r| r.to_socket_addr())
+            .map(sys::canonical)
+    }
+
+    /// The path MTU the kernel knows towards socket `sock`'s connected peer
+    /// (`IP_MTU`/`IPV6_MTU`); an error on an unconnected socket.
+    pub fn path_mtu(&self, sock: usize) -> std::io::Result<u32> {
+        let fd = *self.core.fds.get(sock).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no socket with that index",
+            )
+        })?;
+        sys::path_mtu(fd, self.core.v6)
+    }
+
     /// Calls [`Handler::on_timer`] with `token` after `delay`.
     pub fn call_later(&mut self, delay: Duration, token: u64) {
         self.core.call_later(delay, token);

@@ -11,6 +11,19 @@ use std::time::{Duration, Instant};
 use crate::bufring::{Lent, Pool};
 use crate::handler::{Datagram, ErrorEvent, Handler, Inbox, SendError, Transport};
 use crate::sys::{self, RawAddr, RecvCmsg};
+use std::os::fd::RawFd;
+
+/// Errors the kernel explains in the socket error queue.
+pub(crate) fn is_icmp_errno(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ECONNREFUSED
+            | libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::EMSGSIZE
+            | libc::EHOSTDOWN
+    )
+}
 
 /// Bytes reserved at the start of every slot, before the payload. The uring
 /// backend's kernel writes `io_uring_recvmsg_out` (16 bytes), the name and
@@ -129,9 +142,11 @@ pub(crate) struct Core {
     pub gso: bool,
     /// Bound address of each of the worker's sockets.
     pub local_addrs: Vec<SocketAddr>,
-    /// The peer every socket is connected to, if any: sends to it go
+    /// Descriptor of each of the worker's sockets.
+    pub fds: Vec<RawFd>,
+    /// The peer each socket is connected to, if any: sends to it go
     /// without an address, so the kernel uses the socket's cached route.
-    pub connected: Option<RawAddr>,
+    pub connected: Vec<Option<RawAddr>>,
     pub index: usize,
     pub inbox: Arc<Inbox>,
     pub shared: Arc<WorkerShared>,
@@ -141,6 +156,7 @@ impl Core {
     pub fn new(
         pool: Pool,
         local_addrs: Vec<SocketAddr>,
+        fds: Vec<RawFd>,
         index: usize,
         gso: bool,
         shared: Arc<WorkerShared>,
@@ -153,8 +169,9 @@ impl Core {
             stats: LocalStats::default(),
             v6: local_addrs[0].is_ipv6(),
             gso,
+            connected: vec![None; local_addrs.len()],
             local_addrs,
-            connected: None,
+            fds,
             index,
             inbox: shared.inbox.clone(),
             shared,
@@ -233,6 +250,71 @@ impl Core {
         n
     }
 
+    /// A send failed with `errno`: count it, and for errors the kernel
+    /// explains (ICMP, EMSGSIZE) hand the handler the error queue's account,
+    /// or, if the queue is empty, an event built from the errno (with the
+    /// path MTU of a connected socket for EMSGSIZE).
+    pub fn send_failed<H: Handler>(&mut self, h: &mut H, t: &Transmit, errno: i32) {
+        self.count_send_error(errno);
+        if !is_icmp_errno(errno) {
+            return;
+        }
+        let fd = self.fds[t.sock as usize];
+        if self.drain_errors(h, fd) > 0 {
+            return;
+        }
+        let peer = match (t.dst.len(), self.connected[t.sock as usize]) {
+            (0, Some(c)) => c.to_socket_addr(),
+            _ => t.dst.to_socket_addr(),
+        }
+        .map(sys::canonical);
+        let ev = match ErrorEvent::from_errno(errno, peer) {
+            ErrorEvent::MessageTooLong { peer, mtu: None } => ErrorEvent::MessageTooLong {
+                peer,
+                mtu: sys::path_mtu(fd, self.v6).ok(),
+            },
+            ev => ev,
+        };
+        self.error_event(h, ev);
+    }
+
+    /// Connects socket `sock` to `peer` (`None`: disconnects). Sends already
+    /// queued for the old peer keep its address.
+    pub fn set_peer(&mut self, sock: usize, peer: Option<SocketAddr>) -> std::io::Result<()> {
+        let fd = *self.fds.get(sock).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no socket with that index",
+            )
+        })?;
+        if let Some(old) = self.connected[sock] {
+            for t in self.queue.iter_mut().filter(|t| t.sock as usize == sock) {
+                if t.dst.len() == 0 {
+                    t.dst = old;
+                }
+            }
+        }
+        match peer {
+            Some(p) => {
+                let raw = RawAddr::from_socket_addr(p, self.v6);
+                sys::connect(fd, &raw)?;
+                self.connected[sock] = Some(raw);
+            }
+            None => {
+                sys::disconnect(fd)?;
+                self.connected[sock] = None;
+                // Linux unhashes a socket whose port the kernel picked (bound
+                // to port 0) when it disconnects, and the port is lost: bind
+                // it again to the port it had.
+                if sys::local_port(fd)? == 0 {
+                    let local = RawAddr::from_socket_addr(self.local_addrs[sock], self.v6);
+                    sys::bind(fd, &local)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn start<H: Handler>(&mut self, h: &mut H) {
         h.on_start(&mut Transport { core: self });
     }
@@ -268,8 +350,8 @@ impl Core {
     /// Queues one transmit, holding its slot; a train is cut into plain
     /// datagrams when GSO is off.
     pub fn push(&mut self, sock: u16, slot: u32, off: u32, len: u32, dst: RawAddr, segment: u16) {
-        let dst = match &self.connected {
-            Some(peer) if peer.same(&dst) => RawAddr::zeroed(),
+        let dst = match self.connected.get(sock as usize) {
+            Some(Some(peer)) if peer.same(&dst) => RawAddr::zeroed(),
             _ => dst,
         };
         if segment == 0 || len <= segment as u32 {

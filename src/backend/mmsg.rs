@@ -6,9 +6,9 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
 use crate::handler::{ErrorEvent, Handler};
+use crate::sys;
 use crate::sys::mmsg::MmsgBufs;
-use crate::sys::{self, canonical};
-use crate::worker::Core;
+use crate::worker::{Core, is_icmp_errno};
 
 /// Receive calls per socket per loop iteration before timers and the inbox
 /// get a turn.
@@ -16,17 +16,6 @@ const RECV_BUDGET: usize = 16;
 /// How many times a send may wait (1 ms each) for socket buffer space before
 /// it is dropped (and counted under its errno).
 const SEND_RETRIES: usize = 50;
-
-fn is_icmp_errno(errno: i32) -> bool {
-    matches!(
-        errno,
-        libc::ECONNREFUSED
-            | libc::EHOSTUNREACH
-            | libc::ENETUNREACH
-            | libc::EMSGSIZE
-            | libc::EHOSTDOWN
-    )
-}
 
 /// Sends everything queued, in batches of one socket each.
 fn flush<H: Handler>(fds: &[RawFd], core: &mut Core, h: &mut H, tx: &mut MmsgBufs, single: bool) {
@@ -62,11 +51,7 @@ fn flush<H: Handler>(fds: &[RawFd], core: &mut Core, h: &mut H, tx: &mut MmsgBuf
                 if t.segment > 0 && matches!(errno, libc::EIO | libc::EINVAL) && core.gso {
                     core.gso_failed(&t);
                 } else {
-                    core.count_send_error(errno);
-                    if is_icmp_errno(errno) {
-                        let peer = t.dst.to_socket_addr().map(canonical);
-                        core.error_event(h, ErrorEvent::from_errno(errno, peer));
-                    }
+                    core.send_failed(h, &t, errno);
                 }
                 core.pool.unref(t.slot);
                 waits = 0;

@@ -305,6 +305,83 @@ pub fn set_udp_gro(fd: RawFd, on: bool) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_UDP, UDP_GRO, on as libc::c_int)
 }
 
+/// Connects a datagram socket to `peer` (only its datagrams arrive; sends
+/// without an address go to it).
+pub fn connect(fd: RawFd, peer: &RawAddr) -> io::Result<()> {
+    // The kernel copies the address during the call.
+    syscall!(connect(fd, peer.as_ptr().cast(), peer.len())).map(drop)
+}
+
+/// Dissolves a datagram socket's association (connect to `AF_UNSPEC`).
+pub fn disconnect(fd: RawFd) -> io::Result<()> {
+    // SAFETY: sockaddr is plain old data; all-zero with family AF_UNSPEC is
+    // the documented way to disconnect.
+    let mut sa: libc::sockaddr = unsafe { mem::zeroed() };
+    sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    syscall!(connect(
+        fd,
+        &sa,
+        mem::size_of::<libc::sockaddr>() as libc::socklen_t
+    ))
+    .map(drop)
+}
+
+/// Binds a socket to `addr`.
+pub fn bind(fd: RawFd, addr: &RawAddr) -> io::Result<()> {
+    // The kernel copies the address during the call.
+    syscall!(bind(fd, addr.as_ptr().cast(), addr.len())).map(drop)
+}
+
+/// The port a socket is bound to now (0 when unbound).
+pub fn local_port(fd: RawFd) -> io::Result<u16> {
+    let mut name = RawAddr::zeroed();
+    let mut len = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    syscall!(getsockname(
+        fd,
+        (&mut name.storage as *mut libc::sockaddr_in6).cast(),
+        &mut len
+    ))?;
+    name.len = len;
+    Ok(name.to_socket_addr().map_or(0, |a| a.port()))
+}
+
+/// The path MTU the kernel knows for a connected socket's peer
+/// (`IP_MTU` / `IPV6_MTU`); `ENOTCONN` on an unconnected socket.
+pub fn path_mtu(fd: RawFd, v6: bool) -> io::Result<u32> {
+    let v = if v6 {
+        getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_MTU)?
+    } else {
+        getsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MTU)?
+    };
+    Ok(v as u32)
+}
+
+/// Sets the don't-fragment policy: `IP_PMTUDISC_DO` (never fragment; a
+/// datagram larger than the known path MTU fails with `EMSGSIZE`) or the
+/// kernel's default (`IP_PMTUDISC_WANT`). IPv6 sockets get
+/// `IPV6_MTU_DISCOVER` and `IPV6_DONTFRAG` too.
+pub fn set_pmtu_discover(fd: RawFd, v6: bool, on: bool) -> io::Result<()> {
+    let (v4, v6v) = if on {
+        (libc::IP_PMTUDISC_DO, libc::IPV6_PMTUDISC_DO)
+    } else {
+        (libc::IP_PMTUDISC_WANT, libc::IPV6_PMTUDISC_WANT)
+    };
+    if v6 {
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, v6v)?;
+        setsockopt_int(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_DONTFRAG,
+            on as libc::c_int,
+        )?;
+        // v4-mapped traffic on an IPv6 socket follows the IPv4 option.
+        let _ = setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, v4);
+        Ok(())
+    } else {
+        setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, v4)
+    }
+}
+
 /// Turns on extended error reporting through the error queue.
 pub fn set_recverr(fd: RawFd, v6: bool) -> io::Result<()> {
     if v6 {

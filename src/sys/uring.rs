@@ -366,14 +366,7 @@ impl Driver {
             if t.segment > 0 && matches!(errno, libc::EIO | libc::EINVAL) && core.gso {
                 core.gso_failed(&t);
             } else {
-                core.count_send_error(errno);
-                if matches!(
-                    errno,
-                    libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EMSGSIZE
-                ) {
-                    let peer = t.dst.to_socket_addr().map(super::canonical);
-                    core.error_event(h, ErrorEvent::from_errno(errno, peer));
-                }
+                core.send_failed(h, &t, errno);
             }
         }
         core.pool.unref(t.slot);

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Test topologies in network namespaces (needs root and iproute2).
+#
+#   tools/netns.sh pmtu-up NAME     host A - router R - host B
+#   tools/netns.sh blackhole NAME   R drops the ICMP errors it would send
+#   tools/netns.sh down NAME        removes NAME-a, NAME-r, NAME-b
+#
+# pmtu-up builds three namespaces NAME-a, NAME-r, NAME-b:
+#
+#   A a0 10.200.1.1/24  fd00:200:1::1/64
+#        |
+#   R r0 10.200.1.254   fd00:200:1::fe      (forwarding on)
+#     r1 10.200.2.254   fd00:200:2::fe      link MTU 1400; IPv4 route to B: MTU 1280
+#        |
+#   B b0 10.200.2.1/24  fd00:200:2::1/64    link MTU 1400
+#
+# so the path MTU from A to B is 1280 for IPv4 (R's route) and 1400 for
+# IPv6 (the link). These addresses exist only inside the namespaces; all
+# traffic stays there. IPv6 addresses are added with nodad so they are
+# usable at once.
+set -euo pipefail
+
+cmd=${1:-}
+n=${2:-}
+[ -n "$cmd" ] && [ -n "$n" ] || { echo "usage: $0 pmtu-up|blackhole|down NAME" >&2; exit 2; }
+
+nsip() { local ns=$1; shift; ip -n "$n-$ns" "$@"; }
+sysctl_in() { ip netns exec "$n-$1" sysctl -qw "$2"; }
+
+case "$cmd" in
+pmtu-up)
+  for ns in a r b; do
+    ip netns add "$n-$ns"
+    nsip "$ns" link set lo up
+  done
+  ip -n "$n-a" link add a0 type veth peer name r0 netns "$n-r"
+  ip -n "$n-b" link add b0 type veth peer name r1 netns "$n-r"
+  nsip a addr add 10.200.1.1/24 dev a0
+  nsip a addr add fd00:200:1::1/64 dev a0 nodad
+  nsip r addr add 10.200.1.254/24 dev r0
+  nsip r addr add fd00:200:1::fe/64 dev r0 nodad
+  nsip r addr add 10.200.2.254/24 dev r1
+  nsip r addr add fd00:200:2::fe/64 dev r1 nodad
+  nsip b addr add 10.200.2.1/24 dev b0
+  nsip b addr add fd00:200:2::1/64 dev b0 nodad
+  nsip r link set r1 mtu 1400
+  nsip b link set b0 mtu 1400
+  for l in "a a0" "r r0" "r r1" "b b0"; do
+    set -- $l
+    nsip "$1" link set "$2" up
+  done
+  sysctl_in r net.ipv4.ip_forward=1
+  sysctl_in r net.ipv6.conf.all.forwarding=1
+  # IPv4 towards B leaves R through a 1280-byte route.
+  nsip r route replace 10.200.2.0/24 dev r1 mtu 1280
+  nsip a route add default via 10.200.1.254
+  nsip a -6 route add default via fd00:200:1::fe
+  nsip b route add default via 10.200.2.254
+  nsip b -6 route add default via fd00:200:2::fe
+  # Wait until A reaches B both ways (neighbour discovery).
+  for _ in $(seq 1 50); do
+    if ip netns exec "$n-a" ping -c1 -W1 -q 10.200.2.1 >/dev/null 2>&1 &&
+       ip netns exec "$n-a" ping -6 -c1 -W1 -q fd00:200:2::1 >/dev/null 2>&1; then
+      exit 0
+    fi
+    sleep 0.1
+  done
+  echo "$0: topology $n is up but A cannot reach B" >&2
+  exit 1
+  ;;
+blackhole)
+  # R stops sending "fragmentation needed" and "packet too big": a path
+  # that drops the ICMP errors PMTU discovery relies on. Forwarded packets
+  # that are too big are still dropped; nothing tells the sender.
+  ip netns exec "$n-r" iptables -A OUTPUT -p icmp --icmp-type fragmentation-needed -j DROP
+  ip netns exec "$n-r" ip6tables -A OUTPUT -p icmpv6 --icmpv6-type packet-too-big -j DROP
+  ;;
+down)
+  for ns in a r b; do
+    ip netns del "$n-$ns" 2>/dev/null || true
+  done
+  ;;
+*)
+  echo "usage: $0 pmtu-up|blackhole|down NAME" >&2
+  exit 2
+  ;;
+esac
