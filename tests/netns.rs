@@ -158,3 +158,124 @@ fn message_too_long_carries_the_path_mtu_v4_and_v6() {
         "IPv6: {got:?}"
     );
 }
+
+impl Topology {
+    /// Runs `udpring ARGS` inside namespace `ns` and waits for it.
+    fn udpring(&self, ns: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &format!("{}-{ns}", self.name),
+                env!("CARGO_BIN_EXE_udpring"),
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Starts `udpring echo` on [::]:7007 in B (IPv4 and IPv6) until dropped.
+    fn echo_in_b(&self) -> KillOnDrop {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &format!("{}-b", self.name),
+                env!("CARGO_BIN_EXE_udpring"),
+            ])
+            .args([
+                "echo",
+                "--bind",
+                "[::]:7007",
+                "--workers",
+                "1",
+                "-q",
+                "--duration",
+                "60",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut child = KillOnDrop(child);
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.0.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening on"), "{line}");
+        child
+    }
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pmtu_json(topo: &Topology, target: &str, method: &str) -> (bool, serde_json::Value, String) {
+    let out = topo.udpring(
+        "a",
+        &[
+            "pmtu",
+            target,
+            "--method",
+            method,
+            "--json",
+            "--timeout",
+            "0.2",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let v = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text} {err}"));
+    (out.status.success(), v, err)
+}
+
+#[test]
+fn pmtu_finds_1280_over_ipv4_and_1400_over_ipv6_by_both_methods() {
+    let Some(topo) = Topology::pmtu("p") else {
+        return;
+    };
+    let _echo = topo.echo_in_b();
+    for (target, want) in [("10.200.2.1:7007", 1280), ("[fd00:200:2::1]:7007", 1400)] {
+        // Packetization first: it must not lean on what ICMP taught A.
+        for method in ["plpmtud", "icmp"] {
+            let (ok, v, err) = pmtu_json(&topo, target, method);
+            assert!(ok, "{target} {method}: {v} {err}");
+            assert_eq!(v["pmtu"], want, "{target} {method}: {v}");
+            assert_eq!(v["method"], method);
+            assert!(v["probes"].as_u64().unwrap() >= 1);
+        }
+    }
+}
+
+#[test]
+fn an_icmp_black_hole_stumps_the_icmp_method_but_not_the_packetization_one() {
+    let Some(topo) = Topology::pmtu("b") else {
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/netns.sh");
+    let st = Command::new("bash")
+        .args([script, "blackhole", &topo.name])
+        .status()
+        .unwrap();
+    assert!(st.success(), "blackhole rules");
+    let _echo = topo.echo_in_b();
+    for (target, want) in [("10.200.2.1:7007", 1280), ("[fd00:200:2::1]:7007", 1400)] {
+        let (ok, v, err) = pmtu_json(&topo, target, "icmp");
+        assert!(
+            !ok,
+            "{target}: the ICMP method must not claim an answer: {v}"
+        );
+        assert!(v["pmtu"].is_null(), "{target}: {v}");
+        assert!(err.contains("cannot tell"), "{target}: {err}");
+        let (ok, v, err) = pmtu_json(&topo, target, "auto");
+        assert!(ok, "{target}: {v} {err}");
+        assert_eq!(v["pmtu"], want, "{target}: auto falls back to probes: {v}");
+        assert_eq!(v["method"], "plpmtud");
+    }
+}

@@ -36,6 +36,38 @@ enum Cmd {
     /// Merge JSON results of `load --json` (from many processes or hosts)
     /// into one: counts and rates add up, histograms merge exactly.
     Report(ReportArgs),
+    /// Find the path MTU to a host: by ICMP (like tracepath) and, where ICMP
+    /// is filtered, by probes an echo server returns (RFC 8899 style).
+    Pmtu(PmtuArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "Methods:\n  \
+    icmp     probes with don't-fragment; routers' 'fragmentation needed' / 'packet too big'\n           \
+    give the MTU; the target's echo or 'port unreachable' confirms. Says it cannot tell\n           \
+    when the path drops ICMP (a black hole) instead of guessing.\n  \
+    plpmtud  binary search between 1280 (IPv6) or --floor (IPv4) and the link MTU; a size\n           \
+    passes when an echo server at the target returns it. Needs an echo; not ICMP.\n  \
+    auto     icmp, then plpmtud if icmp cannot tell.\n\n\
+    Sizes are IP packet sizes, as tracepath prints them.")]
+struct PmtuArgs {
+    /// HOST[:PORT] (port default 7, echo; IPv6 as [ADDR]:PORT).
+    target: String,
+    /// auto, icmp or plpmtud.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "icmp", "plpmtud"])]
+    method: String,
+    /// Seconds to wait for one probe's answer.
+    #[arg(long, default_value = "0.3", value_parser = parse_secs)]
+    timeout: Duration,
+    /// Tries per size.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    tries: u32,
+    /// IPv4 floor for plpmtud (known to pass; IPv6 uses 1280).
+    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(68..=65535))]
+    floor: u32,
+    /// Print {pmtu, method, probes, elapsed_ms} as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -627,6 +659,60 @@ fn report_cmd(a: ReportArgs) -> Result<(), Failure> {
     print_report(&merged, a.json, a.hist_out.as_deref())
 }
 
+fn pmtu_cmd(a: PmtuArgs) -> Result<(), Failure> {
+    use udpring::apps::pmtu::{Method, PmtuOpts, discover};
+    let target = if a.target.parse::<SocketAddr>().is_ok()
+        || a.target
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.ends_with(':') && !h.contains(':') && p.parse::<u16>().is_ok())
+        || a.target.starts_with('[')
+    {
+        resolve(&a.target)?
+    } else {
+        // No port given: the echo port.
+        let host = a.target.trim_start_matches('[').trim_end_matches(']');
+        let with_port = if host.contains(':') {
+            format!("[{host}]:7")
+        } else {
+            format!("{host}:7")
+        };
+        resolve(&with_port)?
+    };
+    let mut o = PmtuOpts::new(target);
+    o.method = match a.method.as_str() {
+        "icmp" => Method::Icmp,
+        "plpmtud" => Method::Plpmtud,
+        _ => Method::Auto,
+    };
+    o.timeout = a.timeout;
+    o.tries = a.tries;
+    o.floor_v4 = a.floor;
+    let r = discover(&o).map_err(runtime)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    }
+    match (r.pmtu, &r.error) {
+        (Some(m), _) => {
+            if !a.json {
+                println!(
+                    "{target}: pmtu {m} (method {:?}, {} probes, {} ms)",
+                    r.method, r.probes, r.elapsed_ms
+                );
+            }
+            Ok(())
+        }
+        (None, why) => Err(Failure {
+            code: 1,
+            msg: format!(
+                "{target}: path MTU not found by {:?} after {} probes: {}",
+                r.method,
+                r.probes,
+                why.as_deref().unwrap_or("no answer")
+            ),
+        }),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -653,6 +739,7 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => bench_cmd(a),
         Cmd::Load(a) => load_cmd(a),
         Cmd::Report(a) => report_cmd(a),
+        Cmd::Pmtu(a) => pmtu_cmd(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,3 +4,4 @@ pub mod bench;
 pub mod echo;
 pub mod header;
 pub mod load;
+pub mod pmtu;

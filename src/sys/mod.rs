@@ -345,6 +345,24 @@ pub fn local_port(fd: RawFd) -> io::Result<u16> {
     Ok(name.to_socket_addr().map_or(0, |a| a.port()))
 }
 
+/// The MTU of the local interface that holds `local` (the source address a
+/// connected socket picked), from `getifaddrs` and sysfs.
+pub fn interface_mtu(local: IpAddr) -> Option<u32> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for ifa in addrs {
+        let Some(a) = ifa.address else { continue };
+        let ip = a
+            .as_sockaddr_in()
+            .map(|s| IpAddr::V4(s.ip()))
+            .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())));
+        if ip == Some(local) {
+            let path = format!("/sys/class/net/{}/mtu", ifa.interface_name);
+            return std::fs::read_to_string(path).ok()?.trim().parse().ok();
+        }
+    }
+    None
+}
+
 /// The path MTU the kernel knows for a connected socket's peer
 /// (`IP_MTU` / `IPV6_MTU`); `ENOTCONN` on an unconnected socket.
 pub fn path_mtu(fd: RawFd, v6: bool) -> io::Result<u32> {
@@ -366,6 +384,34 @@ pub fn set_pmtu_discover(fd: RawFd, v6: bool, on: bool) -> io::Result<()> {
     } else {
         (libc::IP_PMTUDISC_WANT, libc::IPV6_PMTUDISC_WANT)
     };
+    set_pmtu_values(fd, v6, v4, v6v, on)
+}
+
+/// For path MTU probes: don't fragment, and with `probe` also ignore the
+/// path MTU the kernel has learned (`IP_PMTUDISC_PROBE`), so a probe larger
+/// than it still leaves (packetization-layer discovery).
+pub fn set_pmtu_mode(fd: RawFd, v6: bool, probe: bool) -> io::Result<()> {
+    if probe {
+        set_pmtu_values(
+            fd,
+            v6,
+            libc::IP_PMTUDISC_PROBE,
+            libc::IPV6_PMTUDISC_PROBE,
+            true,
+        )
+    } else {
+        set_pmtu_discover(fd, v6, true)
+    }
+}
+
+fn set_pmtu_values(
+    fd: RawFd,
+    v6: bool,
+    v4: libc::c_int,
+    v6v: libc::c_int,
+    dontfrag: bool,
+) -> io::Result<()> {
+    let on = dontfrag;
     if v6 {
         setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, v6v)?;
         setsockopt_int(
