@@ -373,3 +373,64 @@ fn load_json_report_merge_and_histogram_file() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn pmtu_and_ping_bad_input_is_one_line_with_exit_code_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["pmtu", "no-such-host.invalid"], "cannot resolve"),
+        (&["pmtu", "127.0.0.1:0"], "port 0"),
+        (&["pmtu", "127.0.0.1:7", "--method", "guess"], "guess"),
+        (&["pmtu", "127.0.0.1:7", "--floor", "20"], "--floor"),
+        (&["ping", "no-such-host.invalid:7"], "cannot resolve"),
+        (&["ping", "127.0.0.1:0"], "port 0"),
+        (
+            &["ping", "127.0.0.1:7", "--size", "70000"],
+            "size must be 32..65507",
+        ),
+        (
+            &["ping", "127.0.0.1:7", "--backoff", "0.5"],
+            "--backoff 0.5 must be 1..100",
+        ),
+        (&["ping", "127.0.0.1:7", "--attempts", "0"], "--attempts"),
+    ];
+    for (args, needle) in cases {
+        let (code, _out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: exit code, stderr: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line, got: {err}"
+        );
+        assert!(err.contains(needle), "{args:?}: '{needle}' not in: {err}");
+    }
+}
+
+#[test]
+fn ping_against_echo_and_against_nobody() {
+    let (mut child, addr, _out) = spawn_echo(&["-q", "--duration", "20"]);
+    let (code, out, err) = run(&["ping", &addr.to_string(), "-c", "3", "-i", "0", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["stats"]["replies"], 3, "{v}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, out, err) = run(&[
+        "ping",
+        &closed.to_string(),
+        "-c",
+        "1",
+        "--timeout",
+        "0.01",
+        "--attempts",
+        "3",
+    ]);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(
+        out.contains("looks down") && out.contains("2 retransmissions"),
+        "{out}"
+    );
+}

@@ -39,6 +39,46 @@ enum Cmd {
     /// Find the path MTU to a host: by ICMP (like tracepath) and, where ICMP
     /// is filtered, by probes an echo server returns (RFC 8899 style).
     Pmtu(PmtuArgs),
+    /// Request/response against an echo server: request IDs, retransmission
+    /// with exponential backoff, "server looks down" after the last attempt.
+    Ping(PingArgs),
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Each request carries a random ID; only a reply with that ID from the\n\
+    server's address counts (others are counted as wrong-id / wrong-address).\n\
+    An unanswered request is sent again after --timeout, then --timeout x --backoff,\n\
+    ... up to --max-timeout, --attempts sends in all. Exit code 1 if the server\n\
+    looked down for any request."
+)]
+struct PingArgs {
+    /// HOST:PORT of an echo server.
+    target: String,
+    /// Requests to make.
+    #[arg(long, short = 'c', default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    count: u64,
+    /// Seconds between requests.
+    #[arg(long, short = 'i', default_value = "0.2", value_parser = parse_secs_or_zero)]
+    interval: Duration,
+    /// Seconds to wait after the first send of a request.
+    #[arg(long, default_value = "0.1", value_parser = parse_secs)]
+    timeout: Duration,
+    /// Each retransmission waits this many times longer (>= 1).
+    #[arg(long, default_value_t = 2.0)]
+    backoff: f64,
+    /// Longest wait between sends, seconds.
+    #[arg(long, default_value = "2", value_parser = parse_secs)]
+    max_timeout: Duration,
+    /// Sends per request before the server looks down.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    attempts: u32,
+    /// Request size in bytes (32..65507).
+    #[arg(long, short = 's', default_value_t = 64)]
+    size: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -713,6 +753,97 @@ fn pmtu_cmd(a: PmtuArgs) -> Result<(), Failure> {
     }
 }
 
+fn ping_cmd(a: PingArgs) -> Result<(), Failure> {
+    use udpring::apps::reqresp::{Backoff, Outcome, RequestClient};
+    let target = resolve(&a.target)?;
+    if target.port() == 0 {
+        return Err(usage("port 0: give the port the echo server listens on"));
+    }
+    if !(a.backoff.is_finite() && a.backoff >= 1.0 && a.backoff <= 100.0) {
+        return Err(usage(format!("--backoff {} must be 1..100", a.backoff)));
+    }
+    let backoff = Backoff {
+        initial: a.timeout,
+        factor: a.backoff,
+        max: a.max_timeout.max(a.timeout),
+        attempts: a.attempts,
+    };
+    let mut c = RequestClient::new(target, backoff, a.size).map_err(runtime)?;
+    let mut rtts = Vec::new();
+    for i in 0..a.count {
+        if i > 0 {
+            std::thread::sleep(a.interval);
+        }
+        match c.request().map_err(runtime)? {
+            Outcome::Reply {
+                seq,
+                rtt,
+                attempts,
+                len,
+            } => {
+                rtts.push(rtt.as_secs_f64() * 1e3);
+                if !a.json {
+                    println!(
+                        "{len} bytes from {target}: id {seq:#x} time {:.3} ms{}",
+                        rtt.as_secs_f64() * 1e3,
+                        if attempts > 1 {
+                            format!(" (attempt {attempts})")
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+            }
+            Outcome::ServerDown {
+                seq,
+                attempts,
+                waited,
+            } => {
+                if !a.json {
+                    println!(
+                        "no reply to id {seq:#x} after {attempts} attempts over {:.1} s: {target} looks down",
+                        waited.as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+    let s = c.stats;
+    let (min, max) = rtts
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let avg = if rtts.is_empty() {
+        0.0
+    } else {
+        rtts.iter().sum::<f64>() / rtts.len() as f64
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "target": target.to_string(), "stats": s,
+            "rtt_ms": if rtts.is_empty() { serde_json::Value::Null } else { serde_json::json!({"min": min, "avg": avg, "max": max}) },
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "--- {target}: {} requests, {} replies, {} retransmissions, {} looked down; discarded: {} wrong id, {} wrong address, {} malformed",
+            s.requests, s.replies, s.retransmits, s.down, s.wrong_id, s.wrong_addr, s.malformed
+        );
+        if !rtts.is_empty() {
+            println!("rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms");
+        }
+    }
+    if s.down > 0 {
+        return Err(Failure {
+            code: 1,
+            msg: format!(
+                "{target} looked down for {} of {} requests",
+                s.down, s.requests
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -740,6 +871,7 @@ fn main() -> ExitCode {
         Cmd::Load(a) => load_cmd(a),
         Cmd::Report(a) => report_cmd(a),
         Cmd::Pmtu(a) => pmtu_cmd(a),
+        Cmd::Ping(a) => ping_cmd(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,9 @@
-//! Applications built on the engine: echo, and the flood benchmark.
+//! Applications: echo (on the engine), the bench, the load generator,
+//! path MTU discovery and a request/response client.
 
 pub mod bench;
 pub mod echo;
 pub mod header;
 pub mod load;
 pub mod pmtu;
+pub mod reqresp;
