@@ -1,7 +1,9 @@
 //! Engine configuration.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::sys::mcast::Interface;
 use std::str::FromStr;
 
 use crate::worker::HEADROOM;
@@ -109,6 +111,37 @@ pub struct Config {
     /// than the path MTU is refused, and the handler gets
     /// [`crate::ErrorEvent::MessageTooLong`] with the MTU.
     pub pmtu_discover: bool,
+    /// `SO_REUSEADDR` and `SO_REUSEPORT` on every socket, so that several
+    /// sockets and processes can listen on one port (multicast receivers).
+    pub reuse_addr: bool,
+    /// `SO_BROADCAST`: allow sending to broadcast addresses.
+    pub broadcast: bool,
+    /// Multicast settings applied to every socket at start.
+    pub multicast: Multicast,
+}
+
+/// A group to join at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Join {
+    /// The group (224.0.0.0/4 or ff00::/8).
+    pub group: IpAddr,
+    /// For a source-specific join, the only source heard.
+    pub source: Option<IpAddr>,
+    /// The interface to join on.
+    pub interface: Interface,
+}
+
+/// Multicast settings of a socket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Multicast {
+    /// Groups to join.
+    pub joins: Vec<Join>,
+    /// TTL (IPv4) / hop limit (IPv6) of sent multicast.
+    pub ttl: Option<u32>,
+    /// Whether this host hears its own multicast.
+    pub loopback: Option<bool>,
+    /// The interface multicast leaves by.
+    pub interface: Option<Interface>,
 }
 
 impl Default for Config {
@@ -133,6 +166,9 @@ impl Default for Config {
             distinct_ports: false,
             connect: None,
             pmtu_discover: false,
+            reuse_addr: false,
+            broadcast: false,
+            multicast: Multicast::default(),
         }
     }
 }

@@ -137,8 +137,14 @@ fn open_socket(
         Domain::IPV4
     };
     let s = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
-    if reuse_port {
+    if reuse_port || cfg.reuse_addr {
         s.set_reuse_port(true)?;
+    }
+    if cfg.reuse_addr {
+        s.set_reuse_address(true)?;
+    }
+    if cfg.broadcast {
+        s.set_broadcast(true)?;
     }
     let fd = s.as_raw_fd();
     sys::set_recverr(fd, bind.is_ipv6())?;
@@ -165,6 +171,7 @@ fn open_socket(
     if let Some(n) = cfg.send_buffer {
         info.send_buffer = sys::set_buffer_size(fd, false, n)?;
     }
+    apply_multicast(fd, bind.is_ipv6(), &cfg.multicast)?;
     s.bind(&bind.into()).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
             io::Error::new(e.kind(), format!("{bind}: address already in use"))
@@ -182,6 +189,30 @@ fn open_socket(
             .map_err(|e| io::Error::new(e.kind(), format!("connect to {peer}: {e}")))?;
     }
     Ok((s, info))
+}
+
+fn apply_multicast(
+    fd: std::os::fd::RawFd,
+    v6: bool,
+    m: &crate::config::Multicast,
+) -> io::Result<()> {
+    use sys::mcast;
+    if let Some(ttl) = m.ttl {
+        mcast::set_ttl(fd, v6, ttl)?;
+    }
+    if let Some(on) = m.loopback {
+        mcast::set_loop(fd, v6, on)?;
+    }
+    if let Some(i) = &m.interface {
+        mcast::set_interface(fd, v6, i)?;
+    }
+    for j in &m.joins {
+        match j.source {
+            Some(src) => mcast::source_membership(fd, v6, j.group, src, &j.interface, true)?,
+            None => mcast::membership(fd, v6, j.group, &j.interface, true)?,
+        }
+    }
+    Ok(())
 }
 
 /// Stops an engine from any thread.

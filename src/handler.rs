@@ -14,8 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::bufring::Lent;
+use crate::sys::mcast::{self, Interface, McastError};
 use crate::sys::{self, EventFd, QueuedError, RawAddr};
 use crate::worker::Core;
+use std::net::IpAddr;
 
 /// A service running on the engine. One instance per worker thread.
 ///
@@ -300,6 +302,107 @@ impl Transport<'_> {
             )
         })?;
         sys::path_mtu(fd, self.core.v6)
+    }
+
+    fn fd(&self, sock: usize) -> std::io::Result<std::os::fd::RawFd> {
+        self.core.fds.get(sock).copied().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no socket with that index",
+            )
+        })
+    }
+
+    /// Joins multicast `group` on socket `sock` (any source).
+    pub fn join_group(
+        &mut self,
+        sock: usize,
+        group: IpAddr,
+        iface: Interface,
+    ) -> Result<(), McastError> {
+        let fd = self.fd(sock).map_err(McastError::Os)?;
+        mcast::membership(fd, self.core.v6, group, &iface, true)
+    }
+
+    /// Leaves `group` on socket `sock`.
+    pub fn leave_group(
+        &mut self,
+        sock: usize,
+        group: IpAddr,
+        iface: Interface,
+    ) -> Result<(), McastError> {
+        let fd = self.fd(sock).map_err(McastError::Os)?;
+        mcast::membership(fd, self.core.v6, group, &iface, false)
+    }
+
+    /// Joins (`group`, `source`): only `source`'s datagrams to `group` arrive
+    /// (IPv4 `IP_ADD_SOURCE_MEMBERSHIP`, IPv6 `MCAST_JOIN_SOURCE_GROUP`).
+    pub fn join_source_group(
+        &mut self,
+        sock: usize,
+        group: IpAddr,
+        source: IpAddr,
+        iface: Interface,
+    ) -> Result<(), McastError> {
+        let fd = self.fd(sock).map_err(McastError::Os)?;
+        mcast::source_membership(fd, self.core.v6, group, source, &iface, true)
+    }
+
+    /// Leaves (`group`, `source`).
+    pub fn leave_source_group(
+        &mut self,
+        sock: usize,
+        group: IpAddr,
+        source: IpAddr,
+        iface: Interface,
+    ) -> Result<(), McastError> {
+        let fd = self.fd(sock).map_err(McastError::Os)?;
+        mcast::source_membership(fd, self.core.v6, group, source, &iface, false)
+    }
+
+    /// Sets the TTL (IPv4) or hop limit (IPv6) of multicast sent from `sock`.
+    pub fn set_multicast_ttl(&mut self, sock: usize, ttl: u32) -> std::io::Result<()> {
+        mcast::set_ttl(self.fd(sock)?, self.core.v6, ttl)
+    }
+
+    /// The multicast TTL / hop limit the kernel holds for `sock`.
+    pub fn multicast_ttl(&self, sock: usize) -> std::io::Result<u32> {
+        mcast::ttl(self.fd(sock)?, self.core.v6)
+    }
+
+    /// Whether this host hears the multicast `sock` sends.
+    pub fn set_multicast_loop(&mut self, sock: usize, on: bool) -> std::io::Result<()> {
+        mcast::set_loop(self.fd(sock)?, self.core.v6, on)
+    }
+
+    /// The loopback setting the kernel holds for `sock`.
+    pub fn multicast_loop(&self, sock: usize) -> std::io::Result<bool> {
+        mcast::loop_enabled(self.fd(sock)?, self.core.v6)
+    }
+
+    /// The interface multicast from `sock` leaves by.
+    pub fn set_multicast_interface(
+        &mut self,
+        sock: usize,
+        iface: Interface,
+    ) -> Result<(), McastError> {
+        let fd = self.fd(sock).map_err(McastError::Os)?;
+        mcast::set_interface(fd, self.core.v6, &iface)
+    }
+
+    /// The outgoing multicast interface the kernel holds for `sock`.
+    pub fn multicast_interface(&self, sock: usize) -> std::io::Result<Interface> {
+        mcast::interface(self.fd(sock)?, self.core.v6)
+    }
+
+    /// `SO_BROADCAST` on `sock`.
+    pub fn set_broadcast(&mut self, sock: usize, on: bool) -> std::io::Result<()> {
+        mcast::set_broadcast(self.fd(sock)?, on)
+    }
+
+    /// Whether `sock` may send to broadcast addresses.
+    pub fn broadcast(&self, sock: usize) -> std::io::Result<bool> {
+        mcast::broadcast(self.fd(sock)?)
     }
 
     /// Calls [`Handler::on_timer`] with `token` after `delay`.

@@ -59,10 +59,11 @@ mod stats;
 mod sys;
 mod worker;
 
-pub use config::{Backend, Config, DEFAULT_SLOT_SIZE, GRO_SLOT_SIZE};
+pub use config::{Backend, Config, DEFAULT_SLOT_SIZE, GRO_SLOT_SIZE, Join, Multicast};
 pub use engine::{BACKEND_ENV, Engine, SocketInfo, StopHandle, choose_backend, uring_support};
 pub use handler::{Datagram, ErrorEvent, Handler, SendError, Sender, Transport};
 pub use stats::{Stats, errno_name};
+pub use sys::mcast::{Interface, McastError, if_index as interface_index};
 pub use worker::HEADROOM;
 
 /// Clean stops for command-line programs: SIGINT/SIGTERM set a flag.

@@ -3,7 +3,16 @@
 #
 #   tools/netns.sh pmtu-up NAME     host A - router R - host B
 #   tools/netns.sh blackhole NAME   R drops the ICMP errors it would send
-#   tools/netns.sh down NAME        removes NAME-a, NAME-r, NAME-b
+#   tools/netns.sh lan-up NAME      hosts h1 h2 h3 on one bridge (and h1, h3 on a second)
+#   tools/netns.sh down NAME        removes every NAME-* namespace
+#
+# lan-up builds NAME-sw (two bridges, IGMP snooping off: every host sees
+# all multicast, the hosts' own memberships filter) and hosts NAME-h1..h3:
+#
+#   br0: h1 e0 10.201.0.1/24 fd00:201::1/64, h2 e0 .2 ::2, h3 e0 .3 ::3
+#   br1: h1 e1 10.201.1.1/24 fd00:201:1::1/64, h3 e1 .3 ::3
+#
+# Each host routes 224.0.0.0/4 out of e0.
 #
 # pmtu-up builds three namespaces NAME-a, NAME-r, NAME-b:
 #
@@ -22,7 +31,7 @@ set -euo pipefail
 
 cmd=${1:-}
 n=${2:-}
-[ -n "$cmd" ] && [ -n "$n" ] || { echo "usage: $0 pmtu-up|blackhole|down NAME" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$n" ] || { echo "usage: $0 pmtu-up|lan-up|blackhole|down NAME" >&2; exit 2; }
 
 nsip() { local ns=$1; shift; ip -n "$n-$ns" "$@"; }
 sysctl_in() { ip netns exec "$n-$1" sysctl -qw "$2"; }
@@ -68,6 +77,40 @@ pmtu-up)
   echo "$0: topology $n is up but A cannot reach B" >&2
   exit 1
   ;;
+lan-up)
+  ip netns add "$n-sw"
+  ip -n "$n-sw" link set lo up
+  for br in br0 br1; do
+    ip -n "$n-sw" link add "$br" type bridge mcast_snooping 0
+    ip -n "$n-sw" link set "$br" up
+  done
+  for h in 1 2 3; do
+    ip netns add "$n-h$h"
+    ip -n "$n-h$h" link set lo up
+    ip -n "$n-h$h" link add e0 type veth peer name "p${h}0" netns "$n-sw"
+    ip -n "$n-sw" link set "p${h}0" master br0 up
+    ip -n "$n-h$h" addr add "10.201.0.$h/24" dev e0
+    ip -n "$n-h$h" addr add "fd00:201::$h/64" dev e0 nodad
+    ip -n "$n-h$h" link set e0 up
+    ip -n "$n-h$h" route add 224.0.0.0/4 dev e0
+  done
+  for h in 1 3; do
+    ip -n "$n-h$h" link add e1 type veth peer name "p${h}1" netns "$n-sw"
+    ip -n "$n-sw" link set "p${h}1" master br1 up
+    ip -n "$n-h$h" addr add "10.201.1.$h/24" dev e1
+    ip -n "$n-h$h" addr add "fd00:201:1::$h/64" dev e1 nodad
+    ip -n "$n-h$h" link set e1 up
+  done
+  for _ in $(seq 1 50); do
+    if ip netns exec "$n-h1" ping -c1 -W1 -q 10.201.0.3 >/dev/null 2>&1 &&
+       ip netns exec "$n-h1" ping -6 -c1 -W1 -q fd00:201::3 >/dev/null 2>&1; then
+      exit 0
+    fi
+    sleep 0.1
+  done
+  echo "$0: lan $n is up but h1 cannot reach h3" >&2
+  exit 1
+  ;;
 blackhole)
   # R stops sending "fragmentation needed" and "packet too big": a path
   # that drops the ICMP errors PMTU discovery relies on. Forwarded packets
@@ -76,7 +119,7 @@ blackhole)
   ip netns exec "$n-r" ip6tables -A OUTPUT -p icmpv6 --icmpv6-type packet-too-big -j DROP
   ;;
 down)
-  for ns in a r b; do
+  for ns in a r b sw h1 h2 h3; do
     ip netns del "$n-$ns" 2>/dev/null || true
   done
   ;;

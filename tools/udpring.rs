@@ -42,6 +42,72 @@ enum Cmd {
     /// Request/response against an echo server: request IDs, retransmission
     /// with exponential backoff, "server looks down" after the last attempt.
     Ping(PingArgs),
+    /// Relay every datagram to several destinations (unicast or groups) from
+    /// the receive buffer itself: application-level multicast, or bridging a
+    /// group to other groups and hosts.
+    Fanout(FanoutArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    udpring fanout --listen 0.0.0.0:5000 --to 10.0.0.2:5000,10.0.0.3:5000\n  \
+    udpring fanout --listen 0.0.0.0:5000 --join 239.1.1.1 --to 10.0.0.9:6000   # group -> host\n  \
+    udpring fanout --listen 0.0.0.0:5000 --join 232.1.1.1@10.0.0.1 --to 239.2.2.2:5000 --ttl 4")]
+struct FanoutArgs {
+    /// Address to receive on.
+    #[arg(long, value_parser = parse_addr)]
+    listen: SocketAddr,
+    /// Destinations, comma-separated ADDR:PORT (unicast or multicast).
+    #[arg(long, required = true, value_delimiter = ',', value_parser = parse_addr)]
+    to: Vec<SocketAddr>,
+    /// Join GROUP (or GROUP@SOURCE, source-specific) before receiving; repeatable.
+    #[arg(long, value_parser = parse_join)]
+    join: Vec<(std::net::IpAddr, Option<std::net::IpAddr>)>,
+    /// Interface (name) for joins and for multicast sent.
+    #[arg(long)]
+    iface: Option<String>,
+    /// TTL / hop limit of multicast sent.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=255))]
+    ttl: Option<u32>,
+    /// Stop after this many seconds.
+    #[arg(long, value_parser = parse_secs, allow_negative_numbers = true)]
+    duration: Option<Duration>,
+    /// No per-second lines.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Print the final counters as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+fn parse_join(s: &str) -> Result<(std::net::IpAddr, Option<std::net::IpAddr>), String> {
+    let (g, src) = match s.split_once('@') {
+        Some((g, src)) => (g, Some(src)),
+        None => (s, None),
+    };
+    let g: std::net::IpAddr = g
+        .parse()
+        .map_err(|_| format!("'{g}' is not a group address"))?;
+    if !g.is_multicast() {
+        return Err(format!(
+            "{g} is not a multicast group (224.0.0.0/4 or ff00::/8)"
+        ));
+    }
+    let src = match src {
+        Some(x) => {
+            let a: std::net::IpAddr = x
+                .parse()
+                .map_err(|_| format!("'{x}' is not a source address"))?;
+            if a.is_ipv6() != g.is_ipv6() || a.is_multicast() {
+                return Err(format!("source {a} does not go with group {g}"));
+            }
+            Some(a)
+        }
+        None => None,
+    };
+    Ok((g, src))
 }
 
 #[derive(Args)]
@@ -844,6 +910,114 @@ fn ping_cmd(a: PingArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn fanout_cmd(a: FanoutArgs) -> Result<(), Failure> {
+    use std::sync::atomic::Ordering::Relaxed;
+    use udpring::apps::fanout::{Fanout, FanoutCounters};
+    use udpring::{Interface, Join};
+    let mut cfg = a.engine.config(a.listen);
+    let iface = match &a.iface {
+        Some(name) => {
+            udpring::interface_index(name).map_err(|e| usage(e.to_string()))?;
+            Interface::Name(name.clone())
+        }
+        None => Interface::Any,
+    };
+    for &(group, source) in &a.join {
+        if group.is_ipv6() != a.listen.is_ipv6() {
+            return Err(usage(format!(
+                "--join {group}: not of --listen {}'s family",
+                a.listen
+            )));
+        }
+        cfg.multicast.joins.push(Join {
+            group,
+            source,
+            interface: iface.clone(),
+        });
+    }
+    if let Some(d) =
+        a.to.iter()
+            .find(|d| d.is_ipv6() != a.listen.is_ipv6() && !a.listen.is_ipv6())
+    {
+        return Err(usage(format!(
+            "--to {d}: an IPv4 socket cannot send to IPv6"
+        )));
+    }
+    if a.iface.is_some() {
+        cfg.multicast.interface = Some(iface.clone());
+    }
+    cfg.multicast.ttl = a.ttl;
+    cfg.reuse_addr = !a.join.is_empty();
+    cfg.validate().map_err(usage)?;
+    udpring::signals::install().map_err(runtime)?;
+    let counters = FanoutCounters::new(a.to.len());
+    let (c2, dests) = (counters.clone(), a.to.clone());
+    let engine =
+        Engine::start(cfg, move |_| Fanout::new(dests.clone(), c2.clone())).map_err(runtime)?;
+    println!(
+        "udpring fanout: listening on {} (backend {}), relaying to {}",
+        engine.local_addr(),
+        engine.backend(),
+        a.to.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = std::io::stdout().flush();
+    let start = Instant::now();
+    let mut last = Instant::now();
+    let mut prev = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if udpring::signals::requested() || a.duration.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        if !a.quiet && last.elapsed() >= Duration::from_secs(1) {
+            let now = counters.received.load(Relaxed);
+            println!(
+                "t={:>6.1}s in {:>10.0}/s  out {:>10.0}/s",
+                start.elapsed().as_secs_f64(),
+                (now - prev) as f64 / last.elapsed().as_secs_f64(),
+                (now - prev) as f64 * a.to.len() as f64 / last.elapsed().as_secs_f64()
+            );
+            prev = now;
+            last = Instant::now();
+        }
+    }
+    let s = engine.stop().map_err(runtime)?;
+    let per: Vec<serde_json::Value> = a
+        .to
+        .iter()
+        .zip(&counters.dests)
+        .map(|(d, c)| {
+            serde_json::json!({"to": d.to_string(), "forwarded": c.forwarded.load(Relaxed), "refused": c.refused.load(Relaxed)})
+        })
+        .collect();
+    if a.json {
+        let v = serde_json::json!({
+            "received": counters.received.load(Relaxed), "destinations": per,
+            "sent": s.sent, "send_errors": s.send_errors_total(), "slots_out": s.slots_out,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "received {} sent {} send-errors {}",
+            counters.received.load(Relaxed),
+            s.sent,
+            s.send_errors_text()
+        );
+        for p in per {
+            println!(
+                "  to {} forwarded {} refused {}",
+                p["to"].as_str().unwrap_or(""),
+                p["forwarded"],
+                p["refused"]
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -872,6 +1046,7 @@ fn main() -> ExitCode {
         Cmd::Report(a) => report_cmd(a),
         Cmd::Pmtu(a) => pmtu_cmd(a),
         Cmd::Ping(a) => ping_cmd(a),
+        Cmd::Fanout(a) => fanout_cmd(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod echo;
+pub mod fanout;
 pub mod header;
 pub mod load;
 pub mod pmtu;

@@ -35,6 +35,7 @@ macro_rules! syscall {
     }};
 }
 
+pub mod mcast;
 pub(crate) mod mmsg;
 pub(crate) mod uring;
 
