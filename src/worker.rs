@@ -42,6 +42,8 @@ pub(crate) struct Transmit {
     pub dst: RawAddr,
     /// GSO segment size; 0 for a plain datagram.
     pub segment: u16,
+    /// Sent again after a failure that reported an earlier datagram's error.
+    pub retried: bool,
 }
 
 /// Largest errno tracked one by one; larger ones share the last bucket.
@@ -255,12 +257,26 @@ impl Core {
     /// or, if the queue is empty, an event built from the errno (with the
     /// path MTU of a connected socket for EMSGSIZE).
     pub fn send_failed<H: Handler>(&mut self, h: &mut H, t: &Transmit, errno: i32) {
-        self.count_send_error(errno);
         if !is_icmp_errno(errno) {
+            self.count_send_error(errno);
             return;
         }
         let fd = self.fds[t.sock as usize];
-        if self.drain_errors(h, fd) > 0 {
+        let reported = self.drain_errors(h, fd);
+        // An unconnected socket reports an ICMP error about one datagram on
+        // the next send, whatever its destination: that send did not go out.
+        // With the error now read, send it once more. (Not EMSGSIZE: that is
+        // about this datagram, and would fail the same way.)
+        if !t.retried && errno != libc::EMSGSIZE {
+            self.pool.hold(t.slot);
+            self.queue.push(Transmit {
+                retried: true,
+                ..*t
+            });
+            return;
+        }
+        self.count_send_error(errno);
+        if reported > 0 {
             return;
         }
         let peer = match (t.dst.len(), self.connected[t.sock as usize]) {
@@ -363,6 +379,7 @@ impl Core {
                 len,
                 dst,
                 segment: 0,
+                retried: false,
             });
             return;
         }
@@ -375,6 +392,7 @@ impl Core {
                 len,
                 dst,
                 segment,
+                retried: false,
             });
             return;
         }
@@ -389,6 +407,7 @@ impl Core {
                 len: l,
                 dst,
                 segment: 0,
+                retried: false,
             });
             o += l;
         }

@@ -661,3 +661,80 @@ fn bad_groups_and_interfaces_are_typed_errors() {
     assert!(errs[1].contains("address family"), "{errs:?}");
     assert!(errs[2].contains("no interface nosuch0"), "{errs:?}");
 }
+
+#[test]
+fn fanout_to_three_destinations_delivers_each_datagram_once_to_each() {
+    use std::sync::atomic::Ordering;
+    use udpring::apps::fanout::{Fanout, FanoutCounters};
+    let Some(topo) = Topology::lan("f") else {
+        return;
+    };
+    let mut cfg = Config::new("0.0.0.0:6001".parse().unwrap());
+    cfg.workers = 1;
+    let (r1, g1) = recorder(&topo, "h1", cfg.clone());
+    let (r3, g3) = recorder(&topo, "h3", cfg);
+    // A second socket on h3, on another port: three destinations, plus one
+    // nobody listens on.
+    let mut cfg = Config::new("0.0.0.0:6002".parse().unwrap());
+    cfg.workers = 1;
+    let (r3b, g3b) = recorder(&topo, "h3", cfg);
+    let dests: Vec<SocketAddr> = [
+        "10.201.0.1:6001",
+        "10.201.0.3:6001",
+        "10.201.0.3:6002",
+        "10.201.0.3:6999",
+    ]
+    .iter()
+    .map(|a| a.parse().unwrap())
+    .collect();
+    let counters = FanoutCounters::new(dests.len());
+    let (c2, d2) = (counters.clone(), dests.clone());
+    let relay = topo.run_in("h2", move || {
+        let mut cfg = Config::new("10.201.0.2:6000".parse().unwrap());
+        cfg.workers = 1;
+        Engine::start(cfg, move |_| Fanout::new(d2.clone(), c2.clone())).unwrap()
+    });
+    const N: u32 = 200;
+    topo.run_in("h1", || {
+        let s = std::net::UdpSocket::bind("10.201.0.1:0").unwrap();
+        for i in 0..N {
+            s.send_to(&i.to_be_bytes(), "10.201.0.2:6000").unwrap();
+            if i % 20 == 19 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    });
+    settle();
+    let seqs = |g: &Got| -> Vec<u32> {
+        let mut v: Vec<u32> = g
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, _)| u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let all: Vec<u32> = (0..N).collect();
+    for (name, g) in [("h1", &g1), ("h3", &g3), ("h3:6002", &g3b)] {
+        assert_eq!(seqs(g), all, "{name}: every datagram exactly once");
+    }
+    assert_eq!(counters.received.load(Ordering::Relaxed), N as u64);
+    for d in &counters.dests {
+        assert_eq!(d.forwarded.load(Ordering::Relaxed), N as u64);
+    }
+    assert!(
+        counters.dests[3].refused.load(Ordering::Relaxed) > 0,
+        "the closed port is counted as refusing"
+    );
+    let s = relay.stop().unwrap();
+    assert_eq!(s.slots_out, 0);
+    assert_eq!(
+        s.sent,
+        4 * N as u64,
+        "one send per destination per datagram"
+    );
+    for r in [r1, r3, r3b] {
+        r.stop().unwrap();
+    }
+}
