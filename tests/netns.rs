@@ -219,6 +219,17 @@ impl Topology {
 
 struct KillOnDrop(std::process::Child);
 
+impl KillOnDrop {
+    /// Waits for the process to end by itself and returns its output.
+    fn finish(mut self) -> std::process::Output {
+        let child = std::mem::replace(
+            &mut self.0,
+            Command::new("true").spawn().expect("spawn true"),
+        );
+        child.wait_with_output().unwrap()
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -737,4 +748,248 @@ fn fanout_to_three_destinations_delivers_each_datagram_once_to_each() {
     for r in [r1, r3, r3b] {
         r.stop().unwrap();
     }
+}
+
+impl Topology {
+    /// Starts `udpring ARGS` in namespace `ns` in the background.
+    fn spawn(&self, ns: &str, args: &[&str]) -> KillOnDrop {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &format!("{}-{ns}", self.name),
+                env!("CARGO_BIN_EXE_udpring"),
+            ])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        KillOnDrop(child)
+    }
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn mcast_ping_pong_reports_all_three_responders_v4_and_v6() {
+    let Some(topo) = Topology::lan("g") else {
+        return;
+    };
+    for group in ["239.4.4.4:5005", "[ff15::4:4:4%e0]:5005"] {
+        let pongs: Vec<KillOnDrop> = ["h1", "h2", "h3"]
+            .iter()
+            .map(|h| topo.spawn(h, &["mcast", "pong", group, "--duration", "15"]))
+            .collect();
+        std::thread::sleep(Duration::from_millis(500)); // joined and bound
+        let out = topo.udpring(
+            "h1",
+            &[
+                "mcast", "ping", group, "-c", "20", "--rate", "100", "--json",
+            ],
+        );
+        let v = json_of(&out);
+        let peers = v["peers"].as_array().unwrap();
+        assert_eq!(
+            peers.len(),
+            3,
+            "{group}: every responder, the pinger's own host included: {v}"
+        );
+        for p in peers {
+            assert_eq!(p["counts"]["received"], 20, "{group}: {p}");
+            assert_eq!(p["counts"]["lost"], 0, "{group}: {p}");
+            assert!(
+                p["counts"]["rtt_us"]["p50"].as_f64().unwrap() > 0.0,
+                "{group}: {p}"
+            );
+        }
+        drop(pongs);
+    }
+}
+
+#[test]
+fn mcast_send_and_listen_verify_count_every_datagram_once() {
+    let Some(topo) = Topology::lan("v") else {
+        return;
+    };
+    let listen = topo.spawn(
+        "h3",
+        &[
+            "mcast",
+            "listen",
+            "239.5.5.5:5006",
+            "--verify",
+            "--duration",
+            "3",
+            "--json",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let out = topo.udpring(
+        "h1",
+        &[
+            "mcast",
+            "send",
+            "239.5.5.5:5006",
+            "-c",
+            "300",
+            "--rate",
+            "1000",
+            "--ttl",
+            "3",
+        ],
+    );
+    assert!(out.status.success());
+    let out = listen.finish();
+    let v = json_of(&out);
+    let peers = v["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "{v}");
+    assert_eq!(
+        peers[0]["addr"].as_str().unwrap().split(':').next(),
+        Some("10.201.0.1")
+    );
+    let c = &peers[0]["counts"];
+    assert_eq!(
+        (
+            c["received"].as_u64(),
+            c["lost"].as_u64(),
+            c["duplicated"].as_u64()
+        ),
+        (Some(300), Some(0), Some(0)),
+        "{v}"
+    );
+}
+
+const PY_RECV: &str = r#"
+import socket, struct, sys
+g, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", port))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack("4s4s", socket.inet_aton(g), socket.inet_aton("0.0.0.0")))
+IP_RECVTTL, IP_TTL = getattr(socket, "IP_RECVTTL", 12), getattr(socket, "IP_TTL", 2)
+s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+s.settimeout(3)
+n, ttl = 0, None
+try:
+    while n < 50:
+        data, anc, flags, addr = s.recvmsg(2048, 64)
+        for level, kind, value in anc:
+            if level == socket.IPPROTO_IP and kind == IP_TTL:
+                ttl = struct.unpack("i", value[:4])[0]
+        n += 1
+except socket.timeout:
+    pass
+print(n, ttl)
+"#;
+
+const PY_RECV6: &str = r#"
+import socket, struct, sys
+g, port, ifname = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", port))
+mreq = socket.inet_pton(socket.AF_INET6, g) + struct.pack("@I", socket.if_nametoindex(ifname))
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+s.settimeout(3)
+n, hops = 0, None
+try:
+    while n < 20:
+        data, anc, flags, addr = s.recvmsg(2048, 64)
+        for level, kind, value in anc:
+            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_HOPLIMIT:
+                hops = struct.unpack("i", value[:4])[0]
+        n += 1
+except socket.timeout:
+    pass
+print(n, hops)
+"#;
+
+const PY_SEND: &str = r#"
+import socket, struct, sys, time
+g, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
+for i in range(50):
+    s.sendto(b"py %d" % i, (g, port))
+    time.sleep(0.002)
+"#;
+
+#[test]
+fn python_receivers_hear_udpring_and_udpring_hears_python_with_the_ttl_set() {
+    let Some(topo) = Topology::lan("y") else {
+        return;
+    };
+    let ns = |h: &str| format!("{}-{h}", topo.name);
+    // udpring -> Python, with TTL 7: the receiver sees TTL 7 (IP_RECVTTL).
+    let py = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns("h2"),
+            "python3",
+            "-c",
+            PY_RECV,
+            "239.6.6.6",
+            "5007",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = topo.udpring(
+        "h1",
+        &[
+            "mcast",
+            "send",
+            "239.6.6.6:5007",
+            "-c",
+            "50",
+            "--rate",
+            "500",
+            "--ttl",
+            "7",
+        ],
+    );
+    assert!(out.status.success());
+    let out = py.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "50 7",
+        "Python heard all 50 with TTL 7"
+    );
+    // Python -> udpring listen.
+    let listen = topo.spawn(
+        "h3",
+        &[
+            "mcast",
+            "listen",
+            "239.6.6.7:5008",
+            "--duration",
+            "2",
+            "--json",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let st = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns("h1"),
+            "python3",
+            "-c",
+            PY_SEND,
+            "239.6.6.7",
+            "5008",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let v = json_of(&listen.finish());
+    assert_eq!(v["received"], 50, "{v}");
 }

@@ -46,6 +46,88 @@ enum Cmd {
     /// the receive buffer itself: application-level multicast, or bridging a
     /// group to other groups and hosts.
     Fanout(FanoutArgs),
+    /// Multicast: listen (with sequence checks), send, and ping-pong a group.
+    #[command(subcommand)]
+    Mcast(McastCmd),
+}
+
+#[derive(Subcommand)]
+enum McastCmd {
+    /// Join GROUP:PORT and count what arrives per source; --verify checks
+    /// sequences (loss, duplicates, reordering) of `mcast send` traffic.
+    Listen(McastArgs),
+    /// Send sequenced datagrams to GROUP:PORT at a rate.
+    Send(McastArgs),
+    /// Join GROUP:PORT and answer every ping by unicast to its sender.
+    Pong(McastArgs),
+    /// Ping GROUP:PORT and report every responder: replies, loss, RTT.
+    Ping(McastArgs),
+}
+
+#[derive(Args)]
+struct McastArgs {
+    /// GROUP:PORT, e.g. 239.1.2.3:5000 or [ff15::1]:5000 (scope: [ff12::1%eth0]).
+    group: String,
+    /// Only this source (source-specific join; listen and pong).
+    #[arg(long)]
+    source: Option<std::net::IpAddr>,
+    /// Interface name for the join and for sending.
+    #[arg(long)]
+    iface: Option<String>,
+    /// TTL / hop limit of what is sent.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
+    ttl: u32,
+    /// Do not hear our own multicast on this host.
+    #[arg(long)]
+    no_loop: bool,
+    /// Datagrams per second (send, ping).
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Datagrams to send (send, ping; send default: until stopped).
+    #[arg(long, short = 'c')]
+    count: Option<u64>,
+    /// Payload size (32..65507).
+    #[arg(long, short = 's', default_value_t = 64)]
+    size: usize,
+    /// Check sequence numbers (listen).
+    #[arg(long)]
+    verify: bool,
+    /// Stop after this many seconds (listen, pong, send).
+    #[arg(long, value_parser = parse_secs, allow_negative_numbers = true)]
+    duration: Option<Duration>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses GROUP:PORT (an optional %IFACE scope on IPv6 names the interface).
+fn parse_group(s: &str) -> Result<SocketAddr, Failure> {
+    let (text, scope) = match (s.find('%'), s.rfind(']')) {
+        (Some(p), Some(q)) if p < q => (format!("{}{}", &s[..p], &s[q..]), Some(&s[p + 1..q])),
+        _ => (s.to_string(), None),
+    };
+    let mut a: SocketAddr = text.parse().map_err(|_| {
+        usage(format!(
+            "'{s}' is not GROUP:PORT (e.g. 239.1.2.3:5000 or [ff15::1]:5000)"
+        ))
+    })?;
+    if !a.ip().is_multicast() {
+        return Err(usage(format!(
+            "{} is not a multicast group (224.0.0.0/4 or ff00::/8)",
+            a.ip()
+        )));
+    }
+    if a.port() == 0 {
+        return Err(usage(format!("{s}: give a port")));
+    }
+    if let (Some(sc), SocketAddr::V6(v6)) = (scope, &mut a) {
+        let idx = match sc.parse::<u32>() {
+            Ok(i) => i,
+            Err(_) => udpring::interface_index(sc).map_err(|e| usage(e.to_string()))?,
+        };
+        v6.set_scope_id(idx);
+    }
+    Ok(a)
 }
 
 #[derive(Args)]
@@ -1018,6 +1100,140 @@ fn fanout_cmd(a: FanoutArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn mcast_cmd(c: McastCmd) -> Result<(), Failure> {
+    use std::sync::Arc;
+    use udpring::apps::mcast::{McastListen, McastPing, McastSend, PeerTable};
+    use udpring::{Interface, Join};
+    let (kind, a) = match c {
+        McastCmd::Listen(a) => ("listen", a),
+        McastCmd::Send(a) => ("send", a),
+        McastCmd::Pong(a) => ("pong", a),
+        McastCmd::Ping(a) => ("ping", a),
+    };
+    let group = parse_group(&a.group)?;
+    let max = if group.is_ipv6() {
+        udpring::MAX_UDP6_PAYLOAD
+    } else {
+        udpring::MAX_UDP_PAYLOAD
+    };
+    if !(udpring::apps::header::HEADER_LEN..=max).contains(&a.size) {
+        return Err(usage(format!("--size {} must be 32..{max}", a.size)));
+    }
+    if !(a.rate.is_finite() && a.rate > 0.0 && a.rate <= 10e6) {
+        return Err(usage(format!(
+            "--rate {} must be > 0 and at most 10000000",
+            a.rate
+        )));
+    }
+    if let Some(s) = a.source
+        && (s.is_ipv6() != group.is_ipv6() || s.is_multicast())
+    {
+        return Err(usage(format!(
+            "--source {s} does not go with group {}",
+            group.ip()
+        )));
+    }
+    let iface = match (&a.iface, group) {
+        (Some(n), _) => {
+            udpring::interface_index(n).map_err(|e| usage(e.to_string()))?;
+            Interface::Name(n.clone())
+        }
+        (None, SocketAddr::V6(v6)) if v6.scope_id() != 0 => Interface::Index(v6.scope_id()),
+        _ => Interface::Any,
+    };
+    let unspecified: std::net::IpAddr = if group.is_ipv6() {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    };
+    let receiver = matches!(kind, "listen" | "pong");
+    let mut cfg = Config::new(SocketAddr::new(
+        unspecified,
+        if receiver { group.port() } else { 0 },
+    ));
+    cfg.workers = 1;
+    cfg.reuse_addr = receiver;
+    cfg.multicast.ttl = Some(a.ttl);
+    cfg.multicast.loopback = Some(!a.no_loop);
+    if iface != Interface::Any {
+        cfg.multicast.interface = Some(iface.clone());
+    }
+    if receiver {
+        cfg.multicast.joins.push(Join {
+            group: group.ip(),
+            source: a.source,
+            interface: iface.clone(),
+        });
+    }
+    udpring::signals::install().map_err(runtime)?;
+    let table: PeerTable = Arc::default();
+    let t2 = table.clone();
+    let (verify, rate, size, count) = (a.verify, a.rate, a.size, a.count);
+    let engine = match kind {
+        "listen" => Engine::start(cfg, move |_| McastListen::new(verify, t2.clone())),
+        "pong" => Engine::start(cfg, |_| Echo::new()),
+        "send" => Engine::start(cfg, move |_| McastSend::new(group, rate, size, count)),
+        _ => Engine::start(cfg, move |_| {
+            McastPing::new(group, rate, size, count.unwrap_or(10), t2.clone())
+        }),
+    }
+    .map_err(runtime)?;
+    eprintln!(
+        "udpring mcast {kind}: {group} (local {}, backend {})",
+        engine.local_addr(),
+        engine.backend()
+    );
+    let start = Instant::now();
+    // ping and a counted send end by themselves: after the last datagram
+    // (plus a drain for replies).
+    let natural_end = match (kind, count) {
+        ("ping", c) => Some(
+            Duration::from_secs_f64(c.unwrap_or(10) as f64 / rate) + Duration::from_millis(500),
+        ),
+        ("send", Some(c)) => {
+            Some(Duration::from_secs_f64(c as f64 / rate) + Duration::from_millis(100))
+        }
+        _ => None,
+    };
+    let end = match (a.duration, natural_end) {
+        (Some(d), _) => Some(d),
+        (None, e) => e,
+    };
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if udpring::signals::requested() || end.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+    }
+    let stats = engine.stop().map_err(runtime)?;
+    let peers = table.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if a.json {
+        let v = serde_json::json!({
+            "command": kind, "group": group.to_string(), "sent": stats.sent, "received": stats.received,
+            "peers": peers.iter().map(|(p, c)| serde_json::json!({"addr": p.to_string(), "counts": c})).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "{kind} {group}: sent {} received {}",
+        stats.sent, stats.received
+    );
+    for (p, c) in peers {
+        let rtt = c.rtt_us.as_ref().map_or(String::new(), |r| {
+            format!(
+                "  rtt p50 {:.1} p99 {:.1} max {:.1} us",
+                r.p50, r.p99, r.max
+            )
+        });
+        println!(
+            "  {p}: received {} lost {} duplicated {} reordered {}{rtt}",
+            c.received, c.lost, c.duplicated, c.reordered
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -1047,6 +1263,7 @@ fn main() -> ExitCode {
         Cmd::Pmtu(a) => pmtu_cmd(a),
         Cmd::Ping(a) => ping_cmd(a),
         Cmd::Fanout(a) => fanout_cmd(a),
+        Cmd::Mcast(c) => mcast_cmd(c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

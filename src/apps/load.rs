@@ -188,15 +188,80 @@ impl LoadOpts {
 /// Sequences remembered per flow for duplicate and reorder detection.
 const SEQ_WINDOW: u64 = 65536;
 
+/// Which sequence numbers of one stream have been seen: a window of the last
+/// 65536 below the highest, to tell new, reordered and duplicated apart.
+pub struct SeqWindow {
+    highest: u64,
+    any: bool,
+    seen: Vec<u64>,
+}
+
+impl Default for SeqWindow {
+    fn default() -> Self {
+        SeqWindow::new()
+    }
+}
+
+impl SeqWindow {
+    /// An empty window (8 KiB, allocated once).
+    pub fn new() -> Self {
+        SeqWindow {
+            highest: 0,
+            any: false,
+            seen: vec![0; (SEQ_WINDOW / 64) as usize],
+        }
+    }
+
+    fn bit(seq: u64) -> (usize, u64) {
+        let i = (seq % SEQ_WINDOW) as usize;
+        (i / 64, 1u64 << (i % 64))
+    }
+
+    /// The highest sequence seen, if any.
+    pub fn highest(&self) -> Option<u64> {
+        self.any.then_some(self.highest)
+    }
+
+    /// Classifies a sequence number: `Some(reordered)` for one not seen
+    /// before (reordered when below the highest), `None` for a duplicate.
+    /// Sequences more than 65536 below the highest count as new and reordered.
+    pub fn mark(&mut self, seq: u64) -> Option<bool> {
+        if !self.any || seq > self.highest {
+            let from = if self.any { self.highest + 1 } else { 0 };
+            if seq - from >= SEQ_WINDOW {
+                self.seen.iter_mut().for_each(|w| *w = 0);
+            } else {
+                for s in from..seq {
+                    let (w, m) = Self::bit(s);
+                    self.seen[w] &= !m;
+                }
+            }
+            let (w, m) = Self::bit(seq);
+            self.seen[w] |= m;
+            self.highest = seq;
+            self.any = true;
+            return Some(false);
+        }
+        if self.highest - seq >= SEQ_WINDOW {
+            // Too old to remember: new as far as we can tell, and reordered.
+            return Some(true);
+        }
+        let (w, m) = Self::bit(seq);
+        if self.seen[w] & m != 0 {
+            return None;
+        }
+        self.seen[w] |= m;
+        Some(true)
+    }
+}
+
 struct Flow {
     id: u32,
     sock: usize,
     next_seq: u64,
     /// First sequence sent after the warm-up.
     first_measured: u64,
-    highest: u64,
-    any: bool,
-    seen: Vec<u64>,
+    window: SeqWindow,
     /// Ping mode: the request in flight and when it was sent.
     in_flight: Option<(u64, u64)>,
 }
@@ -208,47 +273,13 @@ impl Flow {
             sock,
             next_seq: 0,
             first_measured: u64::MAX,
-            highest: 0,
-            any: false,
-            seen: vec![0; (SEQ_WINDOW / 64) as usize],
+            window: SeqWindow::new(),
             in_flight: None,
         }
     }
 
-    fn bit(&mut self, seq: u64) -> (usize, u64) {
-        let i = (seq % SEQ_WINDOW) as usize;
-        (i / 64, 1u64 << (i % 64))
-    }
-
-    /// Classifies a reply: `Some(reordered)` for a new sequence, `None` for
-    /// a duplicate.
     fn mark(&mut self, seq: u64) -> Option<bool> {
-        if !self.any || seq > self.highest {
-            let from = if self.any { self.highest + 1 } else { 0 };
-            if seq - from >= SEQ_WINDOW {
-                self.seen.iter_mut().for_each(|w| *w = 0);
-            } else {
-                for s in from..seq {
-                    let (w, m) = self.bit(s);
-                    self.seen[w] &= !m;
-                }
-            }
-            let (w, m) = self.bit(seq);
-            self.seen[w] |= m;
-            self.highest = seq;
-            self.any = true;
-            return Some(false);
-        }
-        if self.highest - seq >= SEQ_WINDOW {
-            // Too old to remember: new as far as we can tell, and reordered.
-            return Some(true);
-        }
-        let (w, m) = self.bit(seq);
-        if self.seen[w] & m != 0 {
-            return None;
-        }
-        self.seen[w] |= m;
-        Some(true)
+        self.window.mark(seq)
     }
 }
 

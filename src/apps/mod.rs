@@ -6,5 +6,6 @@ pub mod echo;
 pub mod fanout;
 pub mod header;
 pub mod load;
+pub mod mcast;
 pub mod pmtu;
 pub mod reqresp;
