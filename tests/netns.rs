@@ -963,6 +963,44 @@ fn python_receivers_hear_udpring_and_udpring_hears_python_with_the_ttl_set() {
         "50 7",
         "Python heard all 50 with TTL 7"
     );
+    // The same over IPv6: the hop limit set is the one received.
+    let py = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns("h2"),
+            "python3",
+            "-c",
+            PY_RECV6,
+            "ff15::6:6:6",
+            "5009",
+            "e0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = topo.udpring(
+        "h1",
+        &[
+            "mcast",
+            "send",
+            "[ff15::6:6:6%e0]:5009",
+            "-c",
+            "20",
+            "--rate",
+            "500",
+            "--ttl",
+            "9",
+        ],
+    );
+    assert!(out.status.success());
+    let out = py.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "20 9",
+        "Python heard all 20 with hop limit 9"
+    );
     // Python -> udpring listen.
     let listen = topo.spawn(
         "h3",
