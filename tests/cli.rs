@@ -434,3 +434,147 @@ fn ping_against_echo_and_against_nobody() {
         "{out}"
     );
 }
+
+#[test]
+fn multicast_and_fanout_bad_input_is_one_line_with_exit_code_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["mcast", "listen", "10.1.2.3:5000"],
+            "not a multicast group",
+        ),
+        (&["mcast", "listen", "239.1.1.1"], "not GROUP:PORT"),
+        (&["mcast", "listen", "239.1.1.1:0"], "give a port"),
+        (
+            &["mcast", "listen", "239.1.1.1:5000", "--source", "fe80::1"],
+            "does not go with group",
+        ),
+        (
+            &["mcast", "listen", "239.1.1.1:5000", "--iface", "nosuch0"],
+            "no interface nosuch0",
+        ),
+        (
+            &["mcast", "send", "[ff15::1%nosuch0]:5000"],
+            "no interface nosuch0",
+        ),
+        (
+            &["mcast", "send", "239.1.1.1:5000", "--size", "70000"],
+            "--size 70000",
+        ),
+        (
+            &["mcast", "ping", "239.1.1.1:5000", "--rate", "0"],
+            "--rate 0",
+        ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--join",
+                "10.0.0.1",
+            ],
+            "not a multicast group",
+        ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--join",
+                "239.1.1.1@ff02::1",
+            ],
+            "does not go with group",
+        ),
+        (
+            &["fanout", "--listen", "127.0.0.1:0", "--to", "[::1]:9"],
+            "cannot send to IPv6",
+        ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--iface",
+                "nosuch0",
+            ],
+            "no interface nosuch0",
+        ),
+        (&["fanout", "--listen", "127.0.0.1:0"], "--to"),
+    ];
+    for (args, needle) in cases {
+        let (code, _out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: exit code, stderr: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line, got: {err}"
+        );
+        assert!(err.contains(needle), "{args:?}: '{needle}' not in: {err}");
+    }
+}
+
+#[test]
+fn fanout_on_loopback_relays_to_every_destination_and_counts_refusals() {
+    let a = client(false);
+    let b = client(false);
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let to = format!(
+        "{},{},{closed}",
+        a.local_addr().unwrap(),
+        b.local_addr().unwrap()
+    );
+    let mut child = udpring()
+        .args([
+            "fanout",
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            &to,
+            "--duration",
+            "1.5",
+            "-q",
+            "--json",
+        ])
+        .args(["--workers", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let relay: SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let src = client(false);
+    for i in 0..50u8 {
+        src.send_to(&[i], relay).unwrap();
+    }
+    let mut buf = [0u8; 8];
+    for c in [&a, &b] {
+        let mut got: Vec<u8> = (0..50)
+            .map(|_| c.recv_from(&mut buf).map(|_| buf[0]).unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..50).collect::<Vec<u8>>());
+    }
+    assert!(child.wait().unwrap().success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let v: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    assert_eq!(v["received"], 50, "{v}");
+    assert_eq!(v["destinations"][0]["forwarded"], 50);
+    assert!(v["destinations"][2]["refused"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["slots_out"], 0);
+}

@@ -1247,10 +1247,18 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::from(2);
             }
-            // One line: clap's first line, without its own "error: " prefix.
+            // One line: clap's first paragraph (which can list the missing
+            // arguments on lines of their own), joined, without its own
+            // "error: " prefix.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let para: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                .map(str::trim)
+                .collect();
+            let joined = para.join(" ");
+            let first = joined.strip_prefix("error: ").unwrap_or(&joined);
+            let first = if first.is_empty() { "invalid arguments" } else { first };
             eprintln!("udpring: error: {first} (see 'udpring --help')");
             return ExitCode::from(2);
         }
