@@ -1031,3 +1031,62 @@ fn python_receivers_hear_udpring_and_udpring_hears_python_with_the_ttl_set() {
     let v = json_of(&listen.finish());
     assert_eq!(v["received"], 50, "{v}");
 }
+
+#[test]
+fn load_to_a_group_accounts_for_each_responder() {
+    let Some(topo) = Topology::lan("r") else {
+        return;
+    };
+    let pongs: Vec<KillOnDrop> = ["h2", "h3"]
+        .iter()
+        .map(|h| topo.spawn(h, &["mcast", "pong", "239.7.7.7:5010", "--duration", "15"]))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = topo.udpring(
+        "h1",
+        &[
+            "load",
+            "239.7.7.7:5010",
+            "--rate",
+            "2000",
+            "--count",
+            "500",
+            "--warmup",
+            "0",
+            "--flows",
+            "2",
+            "--json",
+            "-q",
+        ],
+    );
+    let v = json_of(&out);
+    assert_eq!(v["sent"], 500, "{v}");
+    let rs = v["responders"].as_array().unwrap();
+    let addrs: Vec<&str> = rs.iter().map(|r| r["addr"].as_str().unwrap()).collect();
+    assert_eq!(addrs, ["10.201.0.2:5010", "10.201.0.3:5010"], "{v}");
+    for r in rs {
+        assert_eq!(
+            (
+                r["received"].as_u64(),
+                r["lost"].as_u64(),
+                r["duplicated"].as_u64()
+            ),
+            (Some(500), Some(0), Some(0)),
+            "{r}"
+        );
+        assert!(r["rtt_us"]["p50"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(
+        v["received"], 1000,
+        "the totals are the sums over responders: {v}"
+    );
+    assert_eq!(
+        (
+            v["lost"].as_u64(),
+            v["duplicated"].as_u64(),
+            v["foreign"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+    drop(pongs);
+}

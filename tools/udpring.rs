@@ -333,6 +333,10 @@ struct LoadArgs {
     /// the first ones to a server on the same host).
     #[arg(long)]
     cpu: Option<usize>,
+    /// TTL / hop limit when the target is a multicast group (each
+    /// responder, e.g. `udpring mcast pong`, is then reported on its own).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
+    ttl: u32,
 }
 
 #[derive(Args)]
@@ -774,6 +778,7 @@ fn load_cmd(a: LoadArgs) -> Result<(), Failure> {
     o.bind = a.bind;
     o.sockperf = a.sockperf;
     o.connect = !a.unconnected;
+    o.multicast_ttl = a.ttl;
     o.first_cpu = a.cpu;
     o.validate().map_err(usage)?;
     udpring::signals::install().map_err(runtime)?;
@@ -1258,7 +1263,11 @@ fn main() -> ExitCode {
                 .collect();
             let joined = para.join(" ");
             let first = joined.strip_prefix("error: ").unwrap_or(&joined);
-            let first = if first.is_empty() { "invalid arguments" } else { first };
+            let first = if first.is_empty() {
+                "invalid arguments"
+            } else {
+                first
+            };
             eprintln!("udpring: error: {first} (see 'udpring --help')");
             return ExitCode::from(2);
         }

@@ -19,6 +19,12 @@
 //!   stalled server shows in the latency (no coordinated omission).
 //!
 //! RTT goes into an HdrHistogram (1 ns .. 60 s, 3 significant digits).
+//!
+//! A multicast group as the target: every datagram reaches every
+//! subscriber, and each responder (`udpring mcast pong`, or any echo joined
+//! to the group, answering by unicast) is accounted for on its own: its own
+//! sequence windows, loss, duplicates and RTT histogram, in
+//! [`LoadReport::responders`]. The totals are the sums over responders.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -88,6 +94,8 @@ pub struct LoadOpts {
     pub drain: Duration,
     /// Ping mode: when a request counts as unanswered and the next goes.
     pub ping_timeout: Duration,
+    /// TTL / hop limit of datagrams sent to a multicast target.
+    pub multicast_ttl: u32,
     /// Connect each flow's socket to the target (as iperf3 does): sends skip
     /// the route lookup, and the kernel itself drops datagrams from other
     /// addresses (counted in the host's UDP NoPorts, not here). Off: every
@@ -119,6 +127,7 @@ impl LoadOpts {
             drain: Duration::from_millis(500),
             ping_timeout: Duration::from_secs(1),
             connect: true,
+            multicast_ttl: 1,
             first_cpu: None,
         }
     }
@@ -283,6 +292,33 @@ impl Flow {
     }
 }
 
+/// One responder to a multicast target, as a worker saw it.
+struct Responder {
+    /// A sequence window per flow of the worker.
+    windows: Vec<SeqWindow>,
+    counts: ResponderReport,
+    hist: Histogram<u64>,
+}
+
+/// What one responder to a multicast target answered.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResponderReport {
+    /// Its address.
+    pub addr: String,
+    /// Distinct replies.
+    pub received: u64,
+    /// Datagrams sent (after the warm-up) it did not answer.
+    pub lost: u64,
+    /// Repeated replies.
+    pub duplicated: u64,
+    /// Replies after a later sequence.
+    pub reordered: u64,
+    /// RTT percentiles.
+    pub rtt_us: RttUs,
+    /// Its RTT histogram, exactly.
+    pub histogram: HistogramData,
+}
+
 /// Counters of one worker (or of all).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
@@ -345,6 +381,8 @@ struct Partial {
     interval: Option<Histogram<u64>>,
     /// All RTTs, set when the worker is done.
     total: Option<Histogram<u64>>,
+    /// Multicast target: per responder (with its histogram), set when done.
+    responders: Vec<(SocketAddr, ResponderReport, Histogram<u64>)>,
     /// From the end of the warm-up to the last measured send (+ one rate
     /// interval), set when done.
     measured_ns: u64,
@@ -390,6 +428,8 @@ struct Worker {
     replies: u64,
     last_replies: u64,
     last_measured_ns: u64,
+    /// Multicast target: replies by responder.
+    responders: std::collections::HashMap<SocketAddr, Responder>,
     shared: Arc<Mutex<Partial>>,
     abort: Arc<AtomicBool>,
 }
@@ -569,6 +609,11 @@ impl Worker {
         self.interval.reset();
         if self.phase == Phase::Done && !p.done {
             p.total = Some(self.hist.clone());
+            p.responders = self
+                .responders
+                .iter()
+                .map(|(a, r)| (*a, r.counts.clone(), r.hist.clone()))
+                .collect();
             p.measured_ns = self.last_measured_ns.saturating_sub(self.measure_at)
                 + self.rate_interval_ns as u64;
             p.done = true;
@@ -617,7 +662,14 @@ impl Worker {
         }
     }
 
-    fn on_reply(&mut self, seg: &[u8], sock: usize, now: u64, tx: &mut Transport<'_>) {
+    fn on_reply(
+        &mut self,
+        seg: &[u8],
+        from: SocketAddr,
+        sock: usize,
+        now: u64,
+        tx: &mut Transport<'_>,
+    ) {
         let Ok(h) = Header::new_checked(&seg[self.opts.header_offset().min(seg.len())..]) else {
             self.counts.invalid += 1;
             return;
@@ -641,7 +693,32 @@ impl Worker {
         if seq < f.first_measured {
             self.counts.warmup_replies += 1;
         } else {
-            match f.mark(seq) {
+            let flows = self.flows.len();
+            let mark = if self.opts.target.ip().is_multicast() {
+                // Each responder has its own windows: one datagram, many
+                // answers, none a duplicate of another responder's.
+                let r = self.responders.entry(from).or_insert_with(|| Responder {
+                    windows: (0..flows).map(|_| SeqWindow::new()).collect(),
+                    counts: ResponderReport {
+                        addr: from.to_string(),
+                        ..Default::default()
+                    },
+                    hist: new_histogram(),
+                });
+                let m = r.windows[fi].mark(seq);
+                match m {
+                    None => r.counts.duplicated += 1,
+                    Some(reordered) => {
+                        r.counts.received += 1;
+                        r.counts.reordered += reordered as u64;
+                        r.hist.saturating_record(now.saturating_sub(sent).max(1));
+                    }
+                }
+                m
+            } else {
+                self.flows[fi].mark(seq)
+            };
+            match mark {
                 None => self.counts.duplicated += 1,
                 Some(reordered) => {
                     self.counts.received += 1;
@@ -692,7 +769,10 @@ impl Handler for Worker {
 
     fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
         let now = self.now_ns();
-        if crate::sys::canonical(dgram.source()) != crate::sys::canonical(self.opts.target) {
+        let from = dgram.source();
+        if !self.opts.target.ip().is_multicast()
+            && crate::sys::canonical(from) != crate::sys::canonical(self.opts.target)
+        {
             self.counts.foreign += dgram.segments() as u64;
             return;
         }
@@ -706,7 +786,7 @@ impl Handler for Worker {
             _ => dgram.payload().len().max(1),
         };
         for chunk in dgram.payload().chunks(seg) {
-            self.on_reply(chunk, sock, now, tx);
+            self.on_reply(chunk, from, sock, now, tx);
         }
         if dgram.payload().is_empty() {
             self.counts.invalid += 1;
@@ -971,6 +1051,9 @@ pub struct LoadReport {
     pub rtt_us: RttUs,
     /// The RTT histogram, exactly.
     pub histogram: HistogramData,
+    /// Multicast target: every responder's own account (empty otherwise).
+    #[serde(default)]
+    pub responders: Vec<ResponderReport>,
 }
 
 impl LoadReport {
@@ -1016,6 +1099,22 @@ impl LoadReport {
             }
             if out.size != r.size {
                 out.size = out.size.max(r.size);
+            }
+            for rr in &r.responders {
+                match out.responders.iter_mut().find(|x| x.addr == rr.addr) {
+                    Some(x) => {
+                        let mut h = x.histogram.to_histogram()?;
+                        h.add(rr.histogram.to_histogram()?)
+                            .map_err(|e| format!("{e:?}"))?;
+                        x.received += rr.received;
+                        x.lost += rr.lost;
+                        x.duplicated += rr.duplicated;
+                        x.reordered += rr.reordered;
+                        x.rtt_us = RttUs::from_histogram(&h);
+                        x.histogram = HistogramData::from_histogram(&h);
+                    }
+                    None => out.responders.push(rr.clone()),
+                }
             }
         }
         out.rtt_us = RttUs::from_histogram(&hist);
@@ -1113,6 +1212,12 @@ impl LoadReport {
                 String::new()
             },
         );
+        for r in &self.responders {
+            s += &format!(
+                "responder {}  received {}  lost {}  duplicated {}  reordered {}  rtt p50 {:.1} p99 {:.1} us\n",
+                r.addr, r.received, r.lost, r.duplicated, r.reordered, r.rtt_us.p50, r.rtt_us.p99
+            );
+        }
         let r = &self.rtt_us;
         s += &format!(
             "rtt us  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  p99.99 {:.1}  max {:.1}  (min {:.1} mean {:.1})\n",
@@ -1179,7 +1284,11 @@ pub fn run_load(
     cfg.workers = workers;
     cfg.sockets_per_worker = per;
     cfg.distinct_ports = true;
-    cfg.connect = opts.connect.then_some(opts.target);
+    // A socket connected to a group would hear no unicast answers.
+    cfg.connect = (opts.connect && !opts.target.ip().is_multicast()).then_some(opts.target);
+    if opts.target.ip().is_multicast() {
+        cfg.multicast.ttl = Some(opts.multicast_ttl);
+    }
     cfg.gro = opts.gso > 1;
     cfg.recv_slots = 1024;
     cfg.send_slots = if opts.gso > 1 { 128 } else { 512 };
@@ -1248,6 +1357,7 @@ pub fn run_load(
             replies: 0,
             last_replies: 0,
             last_measured_ns: 0,
+            responders: std::collections::HashMap::new(),
             shared: s2[w].clone(),
             abort: a2.clone(),
             opts: o2.clone(),
@@ -1298,13 +1408,44 @@ pub fn run_load(
     let after = HostUdp::read();
     let mut counts = Counts::default();
     let mut hist = new_histogram();
+    let mut by_addr: std::collections::BTreeMap<SocketAddr, (ResponderReport, Histogram<u64>)> =
+        std::collections::BTreeMap::new();
     for p in &shared {
         let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
         counts.add(&p.counts);
         if let Some(t) = p.total.take() {
             let _ = hist.add(&t);
         }
+        for (a, r, h) in p.responders.drain(..) {
+            let e = by_addr.entry(a).or_insert_with(|| {
+                (
+                    ResponderReport {
+                        addr: a.to_string(),
+                        ..Default::default()
+                    },
+                    new_histogram(),
+                )
+            });
+            e.0.received += r.received;
+            e.0.duplicated += r.duplicated;
+            e.0.reordered += r.reordered;
+            let _ = e.1.add(&h);
+        }
     }
+    let responders: Vec<ResponderReport> = by_addr
+        .into_values()
+        .map(|(mut r, h)| {
+            r.lost = counts.sent.saturating_sub(r.received);
+            r.rtt_us = RttUs::from_histogram(&h);
+            r.histogram = HistogramData::from_histogram(&h);
+            r
+        })
+        .collect();
+    let lost = if opts.target.ip().is_multicast() {
+        responders.iter().map(|r| r.lost).sum()
+    } else {
+        counts.sent.saturating_sub(counts.received)
+    };
     // The measured interval: the asked duration (sending stops exactly at
     // its end), or, with --count or a cancel, up to the last measured send.
     let span = shared
@@ -1338,7 +1479,7 @@ pub fn run_load(
         runs: 1,
         sent: counts.sent,
         received: counts.received,
-        lost: counts.sent.saturating_sub(counts.received),
+        lost,
         reordered: counts.reordered,
         duplicated: counts.duplicated,
         invalid: counts.invalid,
@@ -1353,6 +1494,7 @@ pub fn run_load(
         rtt_us: RttUs::from_histogram(&hist),
         histogram: HistogramData::from_histogram(&hist),
         counts,
+        responders,
     })
 }
 
