@@ -491,6 +491,22 @@ fn ssm_lets_only_the_chosen_source_through() {
     assert_eq!(got_now[0].0, b"from h1");
     assert_eq!(got_now[0].1.ip().to_string(), "10.201.0.1");
     engine.stop().unwrap();
+    // IPv6 (MCAST_JOIN_SOURCE_GROUP), in the SSM range ff3x::/32.
+    let (engine, got) = recorder(
+        &topo,
+        "h3",
+        group_cfg(
+            "[::]:5012",
+            vec![join("ff35::8:8:8", Some("fd00:201::1"), "e0")],
+        ),
+    );
+    let idx = topo.run_in("h1", || nix::net::if_::if_nametoindex("e0").unwrap());
+    let to: &'static str = Box::leak(format!("[ff35::8:8:8%{idx}]:5012").into_boxed_str());
+    send_from(&topo, "h2", "[fd00:201::2]:0", to, vec!["from h2"]);
+    send_from(&topo, "h1", "[fd00:201::1]:0", to, vec!["from h1"]);
+    settle();
+    assert_eq!(payloads(&got), ["from h1"], "IPv6 SSM");
+    engine.stop().unwrap();
 }
 
 /// Sends to a group on start with the given options, and records what it
