@@ -425,11 +425,8 @@ impl Engine {
         Sender::new(self.shared[i % self.shared.len()].inbox.clone())
     }
 
-    fn shutdown(&mut self) -> io::Result<()> {
-        StopHandle {
-            shared: self.shared.clone(),
-        }
-        .stop();
+    /// Joins every worker thread; the first error any of them returned.
+    fn join_threads(&mut self) -> io::Result<()> {
         let mut first_err = None;
         for t in self.threads.drain(..) {
             let r = t
@@ -445,18 +442,15 @@ impl Engine {
         first_err.map_or(Ok(()), Err)
     }
 
+    fn shutdown(&mut self) -> io::Result<()> {
+        self.stop_handle().stop();
+        self.join_threads()
+    }
+
     /// Waits until every worker has stopped (after [`StopHandle::stop`]).
     pub fn join(mut self) -> io::Result<Stats> {
-        let mut first_err = None;
-        for t in self.threads.drain(..) {
-            let r = t
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("worker panicked")));
-            if let (Err(e), None) = (r, &first_err) {
-                first_err = Some(e);
-            }
-        }
-        first_err.map_or(Ok(self.stats()), Err)
+        self.join_threads()?;
+        Ok(self.stats())
     }
 
     /// Stops the workers, waits for them, and returns the final counters.

@@ -516,3 +516,19 @@ fn several_sockets_per_worker_with_distinct_ports_reply_from_their_own() {
         assert_eq!(s.received, 6);
     }
 }
+
+#[test]
+fn the_port_is_free_as_soon_as_stop_returns() {
+    // io_uring holds registered sockets until the ring is torn down, which
+    // the kernel does asynchronously; stop must not return before the port
+    // is released.
+    for backend in backends() {
+        for _ in 0..20 {
+            let engine = Engine::start(config(backend, false), |_| Echo::new()).unwrap();
+            let addr = engine.local_addr();
+            stop_clean(engine);
+            UdpSocket::bind(addr)
+                .unwrap_or_else(|e| panic!("{backend}: {addr} still bound after stop: {e}"));
+        }
+    }
+}

@@ -1106,3 +1106,38 @@ fn load_to_a_group_accounts_for_each_responder() {
     );
     drop(pongs);
 }
+
+#[test]
+fn two_listeners_share_a_port_and_a_double_join_is_a_typed_error() {
+    let Some(topo) = Topology::lan("d") else {
+        return;
+    };
+    let cfg = || group_cfg("0.0.0.0:5014", vec![join("239.9.9.9", None, "e0")]);
+    // Two engines (as two processes would) on one port: both hear the group.
+    let (e1, g1) = recorder(&topo, "h2", cfg());
+    let (e2, g2) = recorder(&topo, "h2", cfg());
+    send_from(
+        &topo,
+        "h1",
+        "10.201.0.1:0",
+        "239.9.9.9:5014",
+        vec!["to both"],
+    );
+    settle();
+    assert_eq!(payloads(&g1), ["to both"]);
+    assert_eq!(payloads(&g2), ["to both"]);
+    e2.stop().unwrap();
+    // Joining a group the socket is already in: AlreadyJoined, said plainly.
+    let answers = send_from(
+        &topo,
+        "h1",
+        "10.201.0.1:0",
+        "10.201.0.2:5014",
+        vec!["join 239.9.9.9"],
+    );
+    assert!(
+        answers[0].contains("already a member of 239.9.9.9"),
+        "{answers:?}"
+    );
+    e1.stop().unwrap();
+}

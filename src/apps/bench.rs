@@ -243,6 +243,24 @@ pub fn default_cases(backends: &[Backend], compare: bool) -> Vec<Case> {
     v
 }
 
+/// Starts the echo server under test: `case`'s backend, one worker on the
+/// first CPU, GRO when the case has GSO. Returns it and the segments per
+/// GSO send for the case (the largest train under 64 KiB; 1 without GSO).
+fn start_server(case: Case, opts: &BenchOpts, batch: usize) -> io::Result<(Engine, usize)> {
+    let segs = if case.gso {
+        gso_segments(case.size, opts.gso_segments)
+    } else {
+        1
+    };
+    let mut cfg = Config::new(opts.bind);
+    cfg.backend = Some(case.backend);
+    cfg.workers = 1;
+    cfg.gro = case.gso;
+    cfg.batch = batch;
+    cfg.first_cpu = 0;
+    Ok((Engine::start(cfg, |_| Echo::new())?, segs))
+}
+
 /// An echo server and a flood client, running.
 pub struct Pair {
     /// The echo engine under test.
@@ -259,19 +277,7 @@ impl Pair {
     pub fn start(case: Case, opts: &BenchOpts, server_batch: usize) -> io::Result<Pair> {
         let cpus = crate::sys::allowed_cpus();
         let last = cpus.len().saturating_sub(1);
-        // Largest GSO train under 64 KiB for this size.
-        let segs = if case.gso {
-            gso_segments(case.size, opts.gso_segments)
-        } else {
-            1
-        };
-        let mut server_cfg = Config::new(opts.bind);
-        server_cfg.backend = Some(case.backend);
-        server_cfg.workers = 1;
-        server_cfg.gro = case.gso;
-        server_cfg.batch = server_batch;
-        server_cfg.first_cpu = 0;
-        let server = Engine::start(server_cfg, |_| Echo::new())?;
+        let (server, segs) = start_server(case, opts, server_batch)?;
         let target = server.local_addr();
         let mut client_cfg = Config::new(SocketAddr::new(opts.bind.ip(), 0));
         client_cfg.backend = opts.client_backend;
@@ -322,17 +328,7 @@ impl Pair {
 /// generator, stops both, checks the server gave every slot back.
 pub fn run_case(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
     use crate::apps::load::{LoadOpts, Mode, run_load};
-    let segs = if case.gso {
-        gso_segments(case.size, opts.gso_segments)
-    } else {
-        1
-    };
-    let mut server_cfg = Config::new(opts.bind);
-    server_cfg.backend = Some(case.backend);
-    server_cfg.workers = 1;
-    server_cfg.gro = case.gso;
-    server_cfg.first_cpu = 0;
-    let server = Engine::start(server_cfg, |_| Echo::new())?;
+    let (server, segs) = start_server(case, opts, 32)?;
     let mut o = LoadOpts::new(server.local_addr());
     o.mode = match case.workload {
         Workload::Flood => Mode::Flood,

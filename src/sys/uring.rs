@@ -515,6 +515,13 @@ pub(crate) fn run<H: Handler>(
         std::mem::forget(d);
         return result.and(down);
     }
+    // The ring holds a reference to every registered socket, and a closed
+    // ring is torn down asynchronously: without this, a socket would stay
+    // bound (and in its reuseport group, taking datagrams) for a while after
+    // the engine stopped. Unregistering waits until the kernel lets go.
+    if d.fixed {
+        let _ = d.ring.submitter().unregister_files();
+    }
     drop(d);
     result
 }
