@@ -104,6 +104,8 @@ pub(crate) struct LocalStats {
     pub recv_arms: u64,
     pub invalid_completions: u64,
     pub send_errors: [u64; MAX_ERRNO + 1],
+    /// A send error was counted since the last publish.
+    pub send_errors_dirty: bool,
 }
 
 impl Default for LocalStats {
@@ -121,6 +123,7 @@ impl Default for LocalStats {
             recv_arms: 0,
             invalid_completions: 0,
             send_errors: [0; MAX_ERRNO + 1],
+            send_errors_dirty: false,
         }
     }
 }
@@ -436,6 +439,7 @@ impl Core {
     pub fn count_send_error(&mut self, errno: i32) {
         let i = (errno.max(0) as usize).min(MAX_ERRNO);
         self.stats.send_errors[i] += 1;
+        self.stats.send_errors_dirty = true;
     }
 
     pub fn call_later(&mut self, delay: Duration, token: u64) {
@@ -478,8 +482,8 @@ impl Core {
         }
     }
 
-    /// Copies local counters to the shared ones.
-    pub fn publish(&self) {
+    /// Copies local counters to the shared ones (once per loop iteration).
+    pub fn publish(&mut self) {
         let s = &self.shared.stats;
         let l = &self.stats;
         s.received.store(l.received, Ordering::Relaxed);
@@ -497,10 +501,14 @@ impl Core {
         let c = self.pool.counts();
         s.slots_total.store(c.total as u64, Ordering::Relaxed);
         s.slots_out.store(c.out as u64, Ordering::Relaxed);
-        for (a, v) in s.send_errors.iter().zip(l.send_errors.iter()) {
-            if *v != 0 {
-                a.store(*v, Ordering::Relaxed);
+        // The per-errno table only when it changed: it is 135 entries.
+        if l.send_errors_dirty {
+            for (a, v) in s.send_errors.iter().zip(l.send_errors.iter()) {
+                if *v != 0 {
+                    a.store(*v, Ordering::Relaxed);
+                }
             }
+            self.stats.send_errors_dirty = false;
         }
     }
 }
