@@ -118,6 +118,10 @@ pub struct Config {
     pub broadcast: bool,
     /// Multicast settings applied to every socket at start.
     pub multicast: Multicast,
+    /// Never sleep waiting for datagrams: spin on the socket (mmsg) or the
+    /// ring (uring). Lower and steadier latency (no wake-up between CPUs)
+    /// for a whole CPU per worker.
+    pub busy_poll: bool,
 }
 
 /// A group to join at start.
@@ -169,6 +173,7 @@ impl Default for Config {
             reuse_addr: false,
             broadcast: false,
             multicast: Multicast::default(),
+            busy_poll: false,
         }
     }
 }

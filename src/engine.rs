@@ -491,6 +491,7 @@ fn worker_main<H: Handler>(
     let (sockets, addrs): (Vec<Socket>, Vec<SocketAddr>) = sockets.into_iter().unzip();
     let fds = sockets.iter().map(|s| s.as_raw_fd()).collect();
     let mut core = Core::new(pool, addrs, fds, i, cfg.gso, shared);
+    core.busy_poll = cfg.busy_poll;
     if let Some(peer) = cfg.connect {
         let raw = sys::RawAddr::from_socket_addr(peer, core.v6);
         core.connected.iter_mut().for_each(|c| *c = Some(raw));

@@ -153,6 +153,8 @@ pub(crate) struct Core {
     /// without an address, so the kernel uses the socket's cached route.
     pub connected: Vec<Option<RawAddr>>,
     pub index: usize,
+    /// Spin instead of sleeping when idle (Config::busy_poll).
+    pub busy_poll: bool,
     pub inbox: Arc<Inbox>,
     pub shared: Arc<WorkerShared>,
 }
@@ -178,6 +180,7 @@ impl Core {
             local_addrs,
             fds,
             index,
+            busy_poll: false,
             inbox: shared.inbox.clone(),
             shared,
         }

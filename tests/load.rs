@@ -290,3 +290,32 @@ fn connected_flows_only_hear_the_target() {
     );
     stop_clean(s);
 }
+
+#[test]
+fn busy_polling_generator_and_server_lose_nothing() {
+    for backend in backends() {
+        let mut cfg = config(backend, false);
+        cfg.busy_poll = true;
+        let s = Engine::start(cfg, |_| Faulty {
+            fault: Fault::None,
+            n: 0,
+            held: Vec::new(),
+            held_to: None,
+        })
+        .unwrap();
+        let mut o = opts(s.local_addr());
+        o.mode = Mode::Ping;
+        o.count = Some(300);
+        o.busy_poll = true;
+        o.backend = Some(backend);
+        let r = run(&o);
+        assert_eq!(
+            (r.sent, r.received, r.lost),
+            (300, 300, 0),
+            "{backend}: {}",
+            r.table()
+        );
+        let st = stop_clean(s);
+        assert_eq!(st.received, 300);
+    }
+}

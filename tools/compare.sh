@@ -153,6 +153,12 @@ if [ -x "$NETPERF" ]; then
 else
   echo "| udpring echo | netperf UDP_RR | skipped: netperf not available | | |"
 fi
+# Busy polling (neither side sleeps between datagrams): the wake-up between
+# CPUs leaves the round trip.
+start_echo --sockperf --busy-poll
+read -r r a b < <(sockperf_pp "$EPORT"); echo "| udpring echo --sockperf --busy-poll | sockperf ping-pong | $r | $a | $b |"
+read -r r a b < <(udpring_pp "$EPORT" --sockperf --busy-poll); echo "| udpring echo --sockperf --busy-poll | udpring load --mode ping --sockperf --busy-poll | $r | $a | $b |"
+stop_echo
 echo
 
 # 3. Echo throughput under flood: udpring echo against sockperf server.

@@ -333,6 +333,10 @@ struct LoadArgs {
     /// the first ones to a server on the same host).
     #[arg(long)]
     cpu: Option<usize>,
+    /// Never sleep waiting for replies (spin): lower, steadier latency for
+    /// a whole CPU per worker.
+    #[arg(long)]
+    busy_poll: bool,
     /// TTL / hop limit when the target is a multicast group (each
     /// responder, e.g. `udpring mcast pong`, is then reported on its own).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
@@ -389,6 +393,10 @@ struct EngineArgs {
     /// (SO_ATTACH_REUSEPORT_CBPF).
     #[arg(long)]
     steer_cpu: bool,
+    /// Never sleep waiting for datagrams (spin): lower, steadier latency
+    /// for a whole CPU per worker.
+    #[arg(long)]
+    busy_poll: bool,
 }
 
 impl EngineArgs {
@@ -405,6 +413,7 @@ impl EngineArgs {
         c.pin = !self.no_pin;
         c.first_cpu = self.cpu;
         c.steer_by_cpu = self.steer_cpu;
+        c.busy_poll = self.busy_poll;
         c
     }
 }
@@ -779,6 +788,7 @@ fn load_cmd(a: LoadArgs) -> Result<(), Failure> {
     o.sockperf = a.sockperf;
     o.connect = !a.unconnected;
     o.multicast_ttl = a.ttl;
+    o.busy_poll = a.busy_poll;
     o.first_cpu = a.cpu;
     o.validate().map_err(usage)?;
     udpring::signals::install().map_err(runtime)?;

@@ -96,6 +96,8 @@ pub struct LoadOpts {
     pub ping_timeout: Duration,
     /// TTL / hop limit of datagrams sent to a multicast target.
     pub multicast_ttl: u32,
+    /// Spin instead of sleeping between replies (see `Config::busy_poll`).
+    pub busy_poll: bool,
     /// Connect each flow's socket to the target (as iperf3 does): sends skip
     /// the route lookup, and the kernel itself drops datagrams from other
     /// addresses (counted in the host's UDP NoPorts, not here). Off: every
@@ -128,6 +130,7 @@ impl LoadOpts {
             ping_timeout: Duration::from_secs(1),
             connect: true,
             multicast_ttl: 1,
+            busy_poll: false,
             first_cpu: None,
         }
     }
@@ -1284,6 +1287,7 @@ pub fn run_load(
     cfg.workers = workers;
     cfg.sockets_per_worker = per;
     cfg.distinct_ports = true;
+    cfg.busy_poll = opts.busy_poll;
     // A socket connected to a group would hear no unicast answers.
     cfg.connect = (opts.connect && !opts.target.ip().is_multicast()).then_some(opts.target);
     if opts.target.ip().is_multicast() {

@@ -168,7 +168,13 @@ pub(crate) fn run<H: Handler>(
             for p in pollfds.iter_mut() {
                 p.revents = 0;
             }
-            sys::poll(&mut pollfds, core.next_timer())?;
+            // Busy polling checks and goes on: it never sleeps.
+            let timeout = if core.busy_poll {
+                Some(std::time::Duration::ZERO)
+            } else {
+                core.next_timer()
+            };
+            sys::poll(&mut pollfds, timeout)?;
             for (i, p) in pollfds[..fds.len()].iter().enumerate() {
                 if p.revents & libc::POLLERR != 0 {
                     core.drain_errors(h, fds[i]);

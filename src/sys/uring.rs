@@ -494,7 +494,10 @@ pub(crate) fn run<H: Handler>(
             // for one more completion in the same enter, rather than waking
             // once for the sends and entering again. A send that had to wait
             // for socket space must not hold the loop: bound the wait then.
-            let (want, timeout) = if d.in_flight > 0 {
+            let (want, timeout) = if core.busy_poll {
+                // Never sleep: submit, run deferred completions, go on.
+                (1, Some(Duration::ZERO))
+            } else if d.in_flight > 0 {
                 let t = core.next_timer().map_or(SEND_WAIT, |t| t.min(SEND_WAIT));
                 (d.in_flight + 1, Some(t))
             } else {
