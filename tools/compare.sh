@@ -82,11 +82,16 @@ echo "date $(date -u +%Y-%m-%dT%H:%MZ), commit $COMMIT$DIRTY, kernel $(uname -r)
 echo "command: SECS=$SECS tools/compare.sh (servers on CPU $SERVER_CPU, clients on CPU $CLIENT_CPU)"
 echo
 
-# 1. Sender rate into a sink (no replies), 64 and 1400 B.
-echo "## Datagrams sent per second into a sink"
+# 1. Sender rate into a sink (no replies), 64 and 1400 B, $ROUNDS rounds
+# interleaved (the host is noisy: one round can be off by 20%), then the
+# median of each ratio.
+ROUNDS=${ROUNDS:-3}
+echo "## Datagrams sent per second into a sink ($ROUNDS rounds, interleaved)"
 echo
-echo "| sender | size | sent/s | received by sink/s | sender CPU µs per datagram | vs iperf3 |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| round | sender | size | sent/s | received by sink/s | sender CPU µs per datagram | vs iperf3 |"
+echo "|---:|---|---:|---:|---:|---:|---:|"
+declare -A RATIOS
+for round in $(seq 1 "$ROUNDS"); do
 for size in 64 1400; do
   next_port; p=$P
   taskset -c "$SERVER_CPU" iperf3 -s -p "$p" -1 >/dev/null 2>&1 &
@@ -96,7 +101,7 @@ for size in 64 1400; do
   read -r ipps irecv < <(echo "$out" | tail -n +2 | json_get "'%f %f' % (d['end']['sum']['packets']/d['end']['sum']['seconds'], (d['end']['sum']['packets']-d['end']['sum']['lost_packets'])/d['end']['sum']['seconds'])")
   icpu=$(py "print('%.2f' % ($cpu * 1e6 / ($ipps * $SECS)))")
   wait "$!" 2>/dev/null || true
-  printf "| iperf3 -u -b 0 | %d | %.0f | %.0f | %s | 1.00x |\n" "$size" "$ipps" "$irecv" "$icpu"
+  printf "| %d | iperf3 -u -b 0 | %d | %.0f | %.0f | %s | 1.00x |\n" "$round" "$size" "$ipps" "$irecv" "$icpu"
   segs=64; [ "$size" = 1400 ] && segs=46
   for variant in "" "--unconnected" "--gso $segs"; do
     start_echo --discard --gro
@@ -108,8 +113,22 @@ for size in 64 1400; do
     srecv=$(py "print('%.0f' % ($(echo_received) / $SECS))")
     ucpu=$(py "print('%.2f' % ($cpu * 1e6 / ($upps * $SECS)))")
     label="udpring load ${variant:-(connected)}"
-    printf "| %s | %d | %.0f | %s | %s | %.2fx |\n" "$label" "$size" "$upps" "$srecv" "$ucpu" "$(py "print($upps/$ipps)")"
+    ratio=$(py "print('%.2f' % ($upps/$ipps))")
+    RATIOS["$label|$size"]+="$ratio "
+    printf "| %d | %s | %d | %.0f | %s | %s | %sx |\n" "$round" "$label" "$size" "$upps" "$srecv" "$ucpu" "$ratio"
   done
+done
+done
+echo
+echo "Median over the rounds:"
+echo
+echo "| sender | size | vs iperf3 (median) | every round |"
+echo "|---|---:|---:|---|"
+for key in "udpring load (connected)|64" "udpring load --unconnected|64" "udpring load --gso 64|64" \
+           "udpring load (connected)|1400" "udpring load --unconnected|1400" "udpring load --gso 46|1400"; do
+  vals=${RATIOS[$key]}
+  med=$(py "v=sorted(float(x) for x in '$vals'.split()); print('%.2fx' % v[len(v)//2])")
+  echo "| ${key%|*} | ${key#*|} | $med | $vals |"
 done
 echo
 
