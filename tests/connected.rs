@@ -37,8 +37,7 @@ impl Handler for Commanded {
 
 fn short_client() -> UdpSocket {
     let c = client(false);
-    c.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     c
 }
 

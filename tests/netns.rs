@@ -398,7 +398,16 @@ fn payloads(got: &Got) -> Vec<String> {
 }
 
 fn settle() {
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// Waits (up to 5 s) until `g` holds exactly `want`, then checks it.
+fn expect_payloads(g: &Got, want: &[&str], what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while payloads(g) != want && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(payloads(g), want, "{what}");
 }
 
 #[test]
@@ -601,11 +610,7 @@ fn loopback_off_means_the_sender_does_not_hear_itself_and_getters_read_back() {
         );
         tx.stop().unwrap();
     }
-    assert_eq!(
-        payloads(&rx_got),
-        ["hello group", "hello group"],
-        "h2 hears both"
-    );
+    expect_payloads(&rx_got, &["hello group", "hello group"], "h2 hears both");
     rx.stop().unwrap();
 }
 
@@ -630,7 +635,7 @@ fn the_outgoing_interface_chooses_the_link() {
     assert!(
         seen.lock().unwrap()[0].contains("if Addr") || seen.lock().unwrap()[0].contains("if Any")
     );
-    assert_eq!(payloads(&g3), ["hello group"], "h3 on e1's link hears it");
+    expect_payloads(&g3, &["hello group"], "h3 on e1's link hears it");
     assert!(payloads(&g2).is_empty(), "h2, on the other link, does not");
     tx.stop().unwrap();
     r2.stop().unwrap();
@@ -654,8 +659,8 @@ fn broadcast_to_the_subnet_reaches_every_host() {
         vec!["to all"],
     );
     settle();
-    assert_eq!(payloads(&g2), ["to all"]);
-    assert_eq!(payloads(&g3), ["to all"]);
+    expect_payloads(&g2, &["to all"], "h2");
+    expect_payloads(&g3, &["to all"], "h3");
     r2.stop().unwrap();
     r3.stop().unwrap();
 }
@@ -731,7 +736,15 @@ fn fanout_to_three_destinations_delivers_each_datagram_once_to_each() {
             }
         }
     });
-    settle();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while [&g1, &g3, &g3b]
+        .iter()
+        .any(|g| g.lock().unwrap().len() < N as usize)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    settle(); // and nothing more (no duplicates) arrives after
     let seqs = |g: &Got| -> Vec<u32> {
         let mut v: Vec<u32> = g
             .lock()
@@ -1124,8 +1137,8 @@ fn two_listeners_share_a_port_and_a_double_join_is_a_typed_error() {
         vec!["to both"],
     );
     settle();
-    assert_eq!(payloads(&g1), ["to both"]);
-    assert_eq!(payloads(&g2), ["to both"]);
+    expect_payloads(&g1, &["to both"], "first listener");
+    expect_payloads(&g2, &["to both"], "second listener");
     e2.stop().unwrap();
     // Joining a group the socket is already in: AlreadyJoined, said plainly.
     let answers = send_from(
