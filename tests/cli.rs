@@ -25,6 +25,22 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Each `(args, needle)` must exit with 2 and print one line, prefixed
+/// "udpring: error: ", that contains `needle`.
+fn assert_usage_errors(cases: &[(&[&str], &str)]) {
+    for (args, needle) in cases {
+        let (code, _out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: exit code, stderr: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line, got: {err}"
+        );
+        assert!(err.contains(needle), "{args:?}: '{needle}' not in: {err}");
+        assert!(err.starts_with("udpring: error: "), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn usage_errors_are_one_line_with_exit_code_2() {
     let cases: &[(&[&str], &str)] = &[
@@ -47,17 +63,7 @@ fn usage_errors_are_one_line_with_exit_code_2() {
         (&["bench", "--bind", "192.0.2.1:0"], "loopback only"),
         (&["nosuchcommand"], "nosuchcommand"),
     ];
-    for (args, needle) in cases {
-        let (code, _out, err) = run(args);
-        assert_eq!(code, 2, "{args:?}: exit code, stderr: {err}");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{args:?}: one line, got: {err}"
-        );
-        assert!(err.contains(needle), "{args:?}: '{needle}' not in: {err}");
-        assert!(err.starts_with("udpring: error: "), "{args:?}: {err}");
-    }
+    assert_usage_errors(cases);
 }
 
 #[test]
@@ -253,16 +259,7 @@ fn load_usage_errors_are_one_line_with_exit_code_2() {
         ),
         (&["report", "/nonexistent/a.json"], "/nonexistent/a.json"),
     ];
-    for (args, needle) in cases {
-        let (code, _out, err) = run(args);
-        assert_eq!(code, 2, "{args:?}: exit code, stderr: {err}");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{args:?}: one line, got: {err}"
-        );
-        assert!(err.contains(needle), "{args:?}: '{needle}' not in: {err}");
-    }
+    assert_usage_errors(cases);
 }
 
 #[test]
@@ -393,16 +390,7 @@ fn pmtu_and_ping_bad_input_is_one_line_with_exit_code_2() {
         ),
         (&["ping", "127.0.0.1:7", "--attempts", "0"], "--attempts"),
     ];
-    for (args, needle) in cases {
-        let (code, _out, err) = run(args);
-        assert_eq!(code, 2, "{args:?}: exit code, stderr: {err}");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{args:?}: one line, got: {err}"
-        );
-        assert!(err.contains(needle), "{args:?}: '{needle}' not in: {err}");
-    }
+    assert_usage_errors(cases);
 }
 
 #[test]
@@ -506,16 +494,7 @@ fn multicast_and_fanout_bad_input_is_one_line_with_exit_code_2() {
         ),
         (&["fanout", "--listen", "127.0.0.1:0"], "--to"),
     ];
-    for (args, needle) in cases {
-        let (code, _out, err) = run(args);
-        assert_eq!(code, 2, "{args:?}: exit code, stderr: {err}");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{args:?}: one line, got: {err}"
-        );
-        assert!(err.contains(needle), "{args:?}: '{needle}' not in: {err}");
-    }
+    assert_usage_errors(cases);
 }
 
 #[test]

@@ -955,78 +955,39 @@ fn python_receivers_hear_udpring_and_udpring_hears_python_with_the_ttl_set() {
         return;
     };
     let ns = |h: &str| format!("{}-{h}", topo.name);
-    // udpring -> Python, with TTL 7: the receiver sees TTL 7 (IP_RECVTTL).
-    let py = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns("h2"),
-            "python3",
-            "-c",
-            PY_RECV,
-            "239.6.6.6",
-            "5007",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let out = topo.udpring(
-        "h1",
-        &[
-            "mcast",
-            "send",
-            "239.6.6.6:5007",
-            "-c",
-            "50",
-            "--rate",
-            "500",
-            "--ttl",
-            "7",
-        ],
-    );
-    assert!(out.status.success());
-    let out = py.wait_with_output().unwrap();
+    // udpring -> Python receivers: what they print is "<datagrams> <ttl>",
+    // the TTL (IP_RECVTTL) or hop limit (IPV6_RECVHOPLIMIT) they saw.
+    let python_hears = |script: &str, py_args: &[&str], group: &str, count: &str, ttl: &str| {
+        let py = Command::new("ip")
+            .args(["netns", "exec", &ns("h2"), "python3", "-c", script])
+            .args(py_args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let out = topo.udpring(
+            "h1",
+            &[
+                "mcast", "send", group, "-c", count, "--rate", "500", "--ttl", ttl,
+            ],
+        );
+        assert!(out.status.success());
+        let out = py.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        python_hears(PY_RECV, &["239.6.6.6", "5007"], "239.6.6.6:5007", "50", "7"),
         "50 7",
         "Python heard all 50 with TTL 7"
     );
-    // The same over IPv6: the hop limit set is the one received.
-    let py = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns("h2"),
-            "python3",
-            "-c",
-            PY_RECV6,
-            "ff15::6:6:6",
-            "5009",
-            "e0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let out = topo.udpring(
-        "h1",
-        &[
-            "mcast",
-            "send",
-            "[ff15::6:6:6%e0]:5009",
-            "-c",
-            "20",
-            "--rate",
-            "500",
-            "--ttl",
-            "9",
-        ],
-    );
-    assert!(out.status.success());
-    let out = py.wait_with_output().unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        python_hears(
+            PY_RECV6,
+            &["ff15::6:6:6", "5009", "e0"],
+            "[ff15::6:6:6%e0]:5009",
+            "20",
+            "9"
+        ),
         "20 9",
         "Python heard all 20 with hop limit 9"
     );
