@@ -8,7 +8,8 @@ use std::str::FromStr;
 
 use crate::worker::HEADROOM;
 
-/// How workers move datagrams (see [`crate::backend`] for the contract).
+/// How workers move datagrams (the contract every backend meets is written
+/// down in the source, `src/backend/mod.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
