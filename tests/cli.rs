@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -109,14 +109,7 @@ fn spawn_echo(extra: &[&str]) -> (Child, SocketAddr, BufReader<std::process::Chi
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no address in first line: {line:?}"));
+    let addr = listening_addr(&mut out);
     (child, addr, out)
 }
 
@@ -528,14 +521,7 @@ fn fanout_on_loopback_relays_to_every_destination_and_counts_refusals() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let relay: SocketAddr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"));
+    let relay = listening_addr(&mut out);
     let src = client(false);
     for i in 0..50u8 {
         src.send_to(&[i], relay).unwrap();

@@ -5,7 +5,9 @@
 //! A missing peer tool makes a test print why it skips; with
 //! `UDPRING_REQUIRE_PEERS=1` (set by `.ci/run`, which installs them) it fails.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use std::io::BufReader;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
@@ -29,16 +31,7 @@ fn spawn_echo(bind: &str, extra: &[&str]) -> Echo {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = common::listening_addr(&mut BufReader::new(child.stdout.take().unwrap()));
     Echo { child, addr }
 }
 

@@ -77,3 +77,15 @@ pub fn pattern(n: usize, tag: u8) -> Vec<u8> {
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(tag))
         .collect()
 }
+
+/// Reads the first line a udpring command prints ("... listening on ADDR
+/// ...") and returns ADDR.
+pub fn listening_addr(out: &mut impl std::io::BufRead) -> SocketAddr {
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    line.split("listening on ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no address in first line: {line:?}"))
+}
