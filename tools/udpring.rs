@@ -619,6 +619,25 @@ fn totals(s: &Stats) -> String {
     )
 }
 
+/// Waits until SIGINT/SIGTERM or `end` (from now); unless `quiet`, calls
+/// `tick(seconds since start, seconds since the last tick)` about once a
+/// second for a progress line.
+fn run_until(end: Option<Duration>, quiet: bool, mut tick: impl FnMut(f64, f64)) {
+    let start = Instant::now();
+    let mut last = start;
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if udpring::signals::requested() || end.is_some_and(|d| start.elapsed() >= d) {
+            return;
+        }
+        if !quiet && last.elapsed() >= Duration::from_secs(1) {
+            tick(start.elapsed().as_secs_f64(), last.elapsed().as_secs_f64());
+            let _ = std::io::stdout().flush();
+            last = Instant::now();
+        }
+    }
+}
+
 fn echo(a: EchoArgs) -> Result<(), Failure> {
     let cfg = a.engine.config(a.bind);
     cfg.validate().map_err(usage)?;
@@ -647,26 +666,12 @@ fn echo(a: EchoArgs) -> Result<(), Failure> {
         if discard { ", discard" } else { "" },
     );
     let _ = std::io::stdout().flush();
-    let start = Instant::now();
-    let mut last = Instant::now();
     let mut prev = Stats::default();
-    loop {
-        std::thread::sleep(Duration::from_millis(50));
-        if udpring::signals::requested() || a.duration.is_some_and(|d| start.elapsed() >= d) {
-            break;
-        }
-        if !a.quiet && last.elapsed() >= Duration::from_secs(1) {
-            let now = engine.stats();
-            let dt = last.elapsed().as_secs_f64();
-            println!(
-                "{}",
-                rate_line(start.elapsed().as_secs_f64(), &now, &prev, dt)
-            );
-            let _ = std::io::stdout().flush();
-            prev = now;
-            last = Instant::now();
-        }
-    }
+    run_until(a.duration, a.quiet, |t, dt| {
+        let now = engine.stats();
+        println!("{}", rate_line(t, &now, &prev, dt));
+        prev = now;
+    });
     let s = engine.stop().map_err(runtime)?;
     if a.json {
         println!("{}", serde_json::to_string(&s).unwrap_or_default());
@@ -1061,26 +1066,16 @@ fn fanout_cmd(a: FanoutArgs) -> Result<(), Failure> {
             .join(", ")
     );
     let _ = std::io::stdout().flush();
-    let start = Instant::now();
-    let mut last = Instant::now();
     let mut prev = 0;
-    loop {
-        std::thread::sleep(Duration::from_millis(50));
-        if udpring::signals::requested() || a.duration.is_some_and(|d| start.elapsed() >= d) {
-            break;
-        }
-        if !a.quiet && last.elapsed() >= Duration::from_secs(1) {
-            let now = counters.received.load(Relaxed);
-            println!(
-                "t={:>6.1}s in {:>10.0}/s  out {:>10.0}/s",
-                start.elapsed().as_secs_f64(),
-                (now - prev) as f64 / last.elapsed().as_secs_f64(),
-                (now - prev) as f64 * a.to.len() as f64 / last.elapsed().as_secs_f64()
-            );
-            prev = now;
-            last = Instant::now();
-        }
-    }
+    run_until(a.duration, a.quiet, |t, dt| {
+        let now = counters.received.load(Relaxed);
+        println!(
+            "t={t:>6.1}s in {:>10.0}/s  out {:>10.0}/s",
+            (now - prev) as f64 / dt,
+            (now - prev) as f64 * a.to.len() as f64 / dt
+        );
+        prev = now;
+    });
     let s = engine.stop().map_err(runtime)?;
     let per: Vec<serde_json::Value> = a
         .to
@@ -1198,7 +1193,6 @@ fn mcast_cmd(c: McastCmd) -> Result<(), Failure> {
         engine.local_addr(),
         engine.backend()
     );
-    let start = Instant::now();
     // ping and a counted send end by themselves: after the last datagram
     // (plus a drain for replies).
     let natural_end = match (kind, count) {
@@ -1214,12 +1208,7 @@ fn mcast_cmd(c: McastCmd) -> Result<(), Failure> {
         (Some(d), _) => Some(d),
         (None, e) => e,
     };
-    loop {
-        std::thread::sleep(Duration::from_millis(50));
-        if udpring::signals::requested() || end.is_some_and(|d| start.elapsed() >= d) {
-            break;
-        }
-    }
+    run_until(end, true, |_, _| {});
     let stats = engine.stop().map_err(runtime)?;
     let peers = table.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if a.json {
