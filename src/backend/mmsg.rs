@@ -164,7 +164,10 @@ pub(crate) fn run<H: Handler>(
         core.fire_timers(h);
         flush(&fds, core, h, &mut tx, single);
         core.publish();
-        if idle {
+        // The stop flag is set before the eventfd is written: if the drain
+        // above swallowed a stop's wake-up, the flag says so now. Check it
+        // before sleeping, or that wake-up would be lost.
+        if idle && !core.stopping() {
             for p in pollfds.iter_mut() {
                 p.revents = 0;
             }
