@@ -11,6 +11,8 @@
 //!   more sends in flight. A reference count per slot says how many holders
 //!   it has; when it falls to zero the slot goes home.
 //!
+//! A receive slot is laid out as `[HEADROOM][payload]`: see [`HEADROOM`].
+//!
 //! `Pool::out()` counts slots that are not home; it is zero whenever the
 //! worker is idle, and tests check it after every flood.
 //!
@@ -39,10 +41,27 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
+/// Size of the name area reserved in each receive slot for a source
+/// address: a `sockaddr_in6` (28 bytes) rounded up so what follows stays
+/// 8-byte aligned.
+pub const NAME_LEN: usize = 32;
+/// Size of the control area reserved in each receive slot: room for
+/// `UDP_GRO` and `SO_RXQ_OVFL` (`CMSG_SPACE(4)` each is 24 on 64-bit Linux)
+/// plus one more.
+pub const RECV_CMSG_LEN: usize = 72;
+/// Bytes reserved at the start of every slot, before the payload. The uring
+/// backend's kernel writes `io_uring_recvmsg_out` (16 bytes), the name
+/// ([`NAME_LEN`]) and the control data ([`RECV_CMSG_LEN`]) there; the other
+/// backends leave it unused so that every backend truncates at the same
+/// payload size.
+pub const HEADROOM: usize = 16 + NAME_LEN + RECV_CMSG_LEN;
+
 /// Anonymous, page-aligned, zeroed memory from `mmap`.
 struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// Never unmapped: the kernel may still write into it.
+    leaked: bool,
 }
 
 impl Mapping {
@@ -65,12 +84,19 @@ impl Mapping {
         }
         let ptr =
             NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Mapping { ptr, len })
+        Ok(Mapping {
+            ptr,
+            len,
+            leaked: false,
+        })
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if self.leaked {
+            return;
+        }
         // SAFETY: ptr/len are exactly what mmap returned; nothing refers to
         // the mapping any more (see the module doc on how long the kernel
         // holds a buffer: the uring driver is dropped, and has drained, first).
@@ -386,6 +412,16 @@ impl Pool {
         })
     }
 
+    /// Send slots that are home (free for a copy).
+    pub fn send_free(&self) -> usize {
+        self.send_free.len()
+    }
+
+    /// Send slots in all.
+    pub fn send_slots(&self) -> usize {
+        (self.total - self.recv_slots) as usize
+    }
+
     /// Takes a free send slot (for a copy); `None` when all are out.
     pub fn alloc_send(&mut self) -> Option<Lent> {
         let slot = self.send_free.pop()?;
@@ -433,6 +469,15 @@ impl Pool {
         match &mut self.recv {
             RecvHome::Ring(ring) => ring.push(addr, size, slot as u16),
             RecvHome::List(l) => l.push(slot),
+        }
+    }
+
+    /// The kernel may still write into this pool's memory (a ring that
+    /// could not be drained): never unmap it, nor the buffer ring.
+    pub fn leak(&mut self) {
+        self.arena.leaked = true;
+        if let RecvHome::Ring(r) = &mut self.recv {
+            r.mem.leaked = true;
         }
     }
 

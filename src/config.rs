@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::sys::mcast::Interface;
 use std::str::FromStr;
 
-use crate::worker::HEADROOM;
+use crate::bufring::HEADROOM;
 
 /// How workers move datagrams (the contract every backend meets is written
 /// down in the source, `src/backend/mod.rs`).
@@ -123,6 +123,10 @@ pub struct Config {
     /// ring (uring). Lower and steadier latency (no wake-up between CPUs)
     /// for a whole CPU per worker.
     pub busy_poll: bool,
+    /// uring: ask for `IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN` (the
+    /// kernel then runs completions only when the worker waits; fewer
+    /// interruptions). Falls back silently when the kernel lacks them.
+    pub defer_taskrun: bool,
 }
 
 /// A group to join at start.
@@ -175,6 +179,7 @@ impl Default for Config {
             broadcast: false,
             multicast: Multicast::default(),
             busy_poll: false,
+            defer_taskrun: true,
         }
     }
 }
@@ -200,10 +205,10 @@ impl Config {
     /// Checks the numbers; the message says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         if self.workers > 1024 {
-            return Err(format!("--workers {} is more than 1024", self.workers));
+            return Err(format!("workers {} is more than 1024", self.workers));
         }
         if !(1..=1024).contains(&self.batch) {
-            return Err(format!("--batch must be 1..1024, not {}", self.batch));
+            return Err(format!("batch must be 1..1024, not {}", self.batch));
         }
         let slot = self.effective_slot_size();
         if slot <= HEADROOM || slot > (1 << 20) {

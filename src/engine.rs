@@ -1,219 +1,25 @@
-//! The engine: N workers, each with its own `SO_REUSEPORT` socket, buffer
-//! pool, backend loop and handler, pinned to its CPU.
+//! The engine: N workers, each with its own `SO_REUSEPORT` socket(s),
+//! buffer pool, backend loop and handler, optionally pinned to a CPU.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 
+use crate::backend;
 use crate::bufring::Pool;
 use crate::config::{Backend, Config};
-use crate::handler::{Handler, Inbox, Sender};
-use crate::stats::Stats;
+use crate::handler::Handler;
+use crate::sender::{Inbox, Sender};
+use crate::socket::{self, SocketInfo};
+use crate::stats::{SharedStats, Stats};
 use crate::sys;
-use crate::worker::{Core, SharedStats, WorkerShared};
-
-/// Environment variable that forces a backend (`uring`, `mmsg`, `simple`).
-pub const BACKEND_ENV: &str = "UDPRING_BACKEND";
-
-/// Probes io_uring once per process; the error says what is missing.
-pub fn uring_support() -> Result<(), String> {
-    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
-    // On a thread of its own: the probe's ring may leave task work for the
-    // thread that made it, which would interrupt that thread's next blocking
-    // call with EINTR; a thread that exits takes that with it.
-    PROBE
-        .get_or_init(|| {
-            std::thread::spawn(sys::uring::probe)
-                .join()
-                .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
-        })
-        .clone()
-}
-
-/// Picks the backend: an explicit choice, else `UDPRING_BACKEND`, else
-/// `uring` when supported. Returns the backend and, when it fell back, why.
-pub fn choose_backend(requested: Option<Backend>) -> io::Result<(Backend, Option<String>)> {
-    let env = std::env::var(BACKEND_ENV).ok();
-    decide_backend(requested, env.as_deref(), uring_support)
-}
-
-/// The decision of [`choose_backend`], given the environment variable's
-/// value and the io_uring probe (called only if needed).
-fn decide_backend(
-    requested: Option<Backend>,
-    env: Option<&str>,
-    probe: impl FnOnce() -> Result<(), String>,
-) -> io::Result<(Backend, Option<String>)> {
-    let requested = match (requested, env) {
-        (Some(b), _) => Some(b),
-        (None, Some(v)) if !v.is_empty() => Some(v.parse::<Backend>().map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("{BACKEND_ENV}: {e}"))
-        })?),
-        _ => None,
-    };
-    match requested {
-        Some(Backend::Uring) => match probe() {
-            Ok(()) => Ok((Backend::Uring, None)),
-            Err(why) => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("uring backend unavailable: {why}"),
-            )),
-        },
-        Some(b) => Ok((b, None)),
-        None => match probe() {
-            Ok(()) => Ok((Backend::Uring, None)),
-            Err(why) => Ok((
-                Backend::Mmsg,
-                Some(format!("io_uring unavailable ({why}); using mmsg")),
-            )),
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backend_choice_falls_back_forces_and_rejects() {
-        let ok = || Ok(());
-        let missing = || Err("io_uring_setup failed: EPERM".to_string());
-        let d = |r, e, p: &dyn Fn() -> Result<(), String>| decide_backend(r, e, p);
-        assert_eq!(d(None, None, &ok).unwrap(), (Backend::Uring, None));
-        let (b, why) = d(None, None, &missing).unwrap();
-        assert_eq!(b, Backend::Mmsg, "falls back when the probe fails");
-        assert!(why.unwrap().contains("EPERM"), "and says why");
-        assert_eq!(
-            d(None, Some("simple"), &missing).unwrap().0,
-            Backend::Simple
-        );
-        assert_eq!(
-            d(Some(Backend::Mmsg), Some("uring"), &ok).unwrap().0,
-            Backend::Mmsg
-        );
-        assert_eq!(d(None, Some(""), &ok).unwrap().0, Backend::Uring);
-        let forced = d(None, Some("uring"), &missing).unwrap_err();
-        assert_eq!(
-            forced.kind(),
-            io::ErrorKind::Unsupported,
-            "a forced uring does not fall back"
-        );
-        let bad = d(None, Some("dpdk"), &ok).unwrap_err();
-        assert!(bad.to_string().contains(BACKEND_ENV));
-        // The probe is not run when it is not needed.
-        let never = || -> Result<(), String> { panic!("probed") };
-        assert_eq!(
-            d(Some(Backend::Simple), None, &never).unwrap().0,
-            Backend::Simple
-        );
-    }
-}
-
-/// What the kernel granted each socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct SocketInfo {
-    /// `SO_RCVBUF` as read back (the kernel doubles requests).
-    pub recv_buffer: usize,
-    /// `SO_SNDBUF` as read back.
-    pub send_buffer: usize,
-    /// Whether `UDP_GRO` is on.
-    pub gro: bool,
-}
-
-fn open_socket(
-    cfg: &Config,
-    bind: SocketAddr,
-    reuse_port: bool,
-) -> io::Result<(Socket, SocketInfo)> {
-    let domain = if bind.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let s = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
-    if reuse_port || cfg.reuse_addr {
-        s.set_reuse_port(true)?;
-    }
-    if cfg.reuse_addr {
-        s.set_reuse_address(true)?;
-    }
-    if cfg.broadcast {
-        s.set_broadcast(true)?;
-    }
-    let fd = s.as_raw_fd();
-    sys::set_recverr(fd, bind.is_ipv6())?;
-    sys::set_rxq_ovfl(fd)?;
-    if cfg.pmtu_discover {
-        sys::set_pmtu_discover(fd, bind.is_ipv6(), true)?;
-    }
-    if cfg.gro {
-        sys::set_udp_gro(fd, true).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("UDP_GRO not available on this kernel: {e}"),
-            )
-        })?;
-    }
-    let mut info = SocketInfo {
-        recv_buffer: sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)? as usize,
-        send_buffer: sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)? as usize,
-        gro: cfg.gro,
-    };
-    if let Some(n) = cfg.recv_buffer {
-        info.recv_buffer = sys::set_buffer_size(fd, true, n)?;
-    }
-    if let Some(n) = cfg.send_buffer {
-        info.send_buffer = sys::set_buffer_size(fd, false, n)?;
-    }
-    apply_multicast(fd, bind.is_ipv6(), &cfg.multicast)?;
-    s.bind(&bind.into()).map_err(|e| {
-        if e.kind() == io::ErrorKind::AddrInUse {
-            io::Error::new(e.kind(), format!("{bind}: address already in use"))
-        } else if e.kind() == io::ErrorKind::AddrNotAvailable {
-            io::Error::new(
-                e.kind(),
-                format!("{bind}: address not available on this host"),
-            )
-        } else {
-            io::Error::new(e.kind(), format!("bind {bind}: {e}"))
-        }
-    })?;
-    if let Some(peer) = cfg.connect {
-        s.connect(&peer.into())
-            .map_err(|e| io::Error::new(e.kind(), format!("connect to {peer}: {e}")))?;
-    }
-    Ok((s, info))
-}
-
-fn apply_multicast(
-    fd: std::os::fd::RawFd,
-    v6: bool,
-    m: &crate::config::Multicast,
-) -> io::Result<()> {
-    use sys::mcast;
-    if let Some(ttl) = m.ttl {
-        mcast::set_ttl(fd, v6, ttl)?;
-    }
-    if let Some(on) = m.loopback {
-        mcast::set_loop(fd, v6, on)?;
-    }
-    if let Some(i) = &m.interface {
-        mcast::set_interface(fd, v6, i)?;
-    }
-    for j in &m.joins {
-        match j.source {
-            Some(src) => mcast::source_membership(fd, v6, j.group, src, &j.interface, true)?,
-            None => mcast::membership(fd, v6, j.group, &j.interface, true)?,
-        }
-    }
-    Ok(())
-}
+use crate::worker::{Core, Sockets, Worker, WorkerShared};
 
 /// Stops an engine from any thread.
 #[derive(Clone)]
@@ -239,7 +45,7 @@ impl StopHandle {
 fn sum(shared: &[Arc<WorkerShared>]) -> Stats {
     let mut t = Stats::default();
     for w in shared {
-        t.merge(&Stats::load(&w.stats));
+        t.merge(&w.stats.load());
     }
     t
 }
@@ -266,8 +72,8 @@ impl Engine {
     {
         cfg.validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let (backend, fallback) = choose_backend(cfg.backend)?;
-        let cpus = sys::allowed_cpus();
+        let (backend, fallback) = backend::choose_backend(cfg.backend)?;
+        let cpus = sys::cpu::allowed_cpus();
         let workers = if cfg.workers == 0 {
             cpus.len().max(1)
         } else {
@@ -280,10 +86,10 @@ impl Engine {
                 .as_socket()
                 .ok_or_else(|| io::Error::other("bound to a non-IP address"))
         };
-        let (first, socket_info) = open_socket(&cfg, cfg.bind, reuse)?;
+        let (first, socket_info) = socket::open(&cfg, cfg.bind, reuse)?;
         let local_addr = bound(&first)?;
         if cfg.steer_by_cpu && reuse {
-            sys::attach_reuseport_cpu(first.as_raw_fd())?;
+            sys::socket::attach_reuseport_cpu(first.as_raw_fd())?;
         }
         // Socket j of worker i is number i + j * workers, so that the first
         // `workers` sockets of a reuseport group are one per worker (the CPU
@@ -297,7 +103,7 @@ impl Engine {
             } else {
                 local_addr
             };
-            let s = open_socket(&cfg, bind, reuse)?.0;
+            let s = socket::open(&cfg, bind, reuse)?.0;
             let a = bound(&s)?;
             sockets[n % workers].push((s, a));
         }
@@ -331,7 +137,7 @@ impl Engine {
                             let _ = ready_tx.send((i, r));
                         }
                     };
-                    let r = worker_main(i, cpu, socket, &cfg, backend, w, &*factory, &mut ready);
+                    let r = run_worker(i, cpu, socket, &cfg, backend, w, &*factory, &mut ready);
                     if let Err(e) = &r {
                         ready(Err(io::Error::new(e.kind(), e.to_string())));
                     }
@@ -410,7 +216,7 @@ impl Engine {
 
     /// Counters per worker.
     pub fn worker_stats(&self) -> Vec<Stats> {
-        self.shared.iter().map(|w| Stats::load(&w.stats)).collect()
+        self.shared.iter().map(|w| w.stats.load()).collect()
     }
 
     /// A handle that stops the engine from another thread.
@@ -466,8 +272,10 @@ impl Drop for Engine {
     }
 }
 
+/// One worker's thread: pin, build the pool, the state and the handler,
+/// and run the backend's loop.
 #[allow(clippy::too_many_arguments)]
-fn worker_main<H: Handler>(
+fn run_worker<H: Handler>(
     i: usize,
     cpu: Option<usize>,
     sockets: Vec<(Socket, SocketAddr)>,
@@ -479,7 +287,7 @@ fn worker_main<H: Handler>(
 ) -> io::Result<()> {
     if let Some(c) = cpu {
         // Pinning can fail in a restricted cpuset; the worker still runs.
-        let _ = sys::pin_to_cpu(c);
+        let _ = sys::cpu::pin_to_cpu(c);
     }
     let ring = backend == Backend::Uring;
     let recv_slots = if ring {
@@ -488,30 +296,20 @@ fn worker_main<H: Handler>(
         cfg.recv_slots
     };
     let pool = Pool::new(cfg.effective_slot_size(), recv_slots, cfg.send_slots, ring)?;
-    let (sockets, addrs): (Vec<Socket>, Vec<SocketAddr>) = sockets.into_iter().unzip();
-    let fds = sockets.iter().map(|s| s.as_raw_fd()).collect();
-    let mut core = Core::new(pool, addrs, fds, i, cfg.gso, shared);
-    core.busy_poll = cfg.busy_poll;
-    if let Some(peer) = cfg.connect {
-        let raw = sys::RawAddr::from_socket_addr(peer, core.v6);
-        core.connected.iter_mut().for_each(|c| *c = Some(raw));
-    }
-    core.publish();
-    let mut h = factory(i);
-    let r = match backend {
-        Backend::Uring => {
-            let opts = sys::uring::UringOpts {
-                sq_entries: cfg.sq_entries,
-                defer_taskrun: std::env::var("UDPRING_NO_DEFER").is_err(),
-            };
-            sys::uring::run(&sockets, &mut core, &mut h, &opts, ready)
-        }
-        Backend::Mmsg => {
-            crate::backend::mmsg::run(&sockets, &mut core, &mut h, cfg.batch, false, ready)
-        }
-        Backend::Simple => crate::backend::mmsg::run(&sockets, &mut core, &mut h, 1, true, ready),
+    let (sockets, local): (Vec<Socket>, Vec<SocketAddr>) = sockets.into_iter().unzip();
+    let v6 = local[0].is_ipv6();
+    let peer = cfg.connect.map(|p| sys::RawAddr::from_socket_addr(p, v6));
+    let socks = Sockets {
+        fds: sockets.iter().map(|s| s.as_raw_fd()).collect(),
+        connected: vec![peer; local.len()],
+        local,
     };
-    core.inbox.closed.store(true, Ordering::Release);
+    let mut core = Core::new(pool, socks, i, cfg.gso, shared);
+    core.busy_poll = cfg.busy_poll;
     core.publish();
+    let mut w = Worker::new(core, factory(i));
+    let r = backend::run(backend, &sockets, &mut w, cfg, ready);
+    w.core.shared.inbox.closed.store(true, Ordering::Release);
+    w.core.publish();
     r
 }

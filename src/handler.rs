@@ -6,18 +6,17 @@
 //! lends the bytes of a receive buffer for the duration of the call, and
 //! [`Transport::reply`] sends them back from that same buffer.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::io;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU16;
 use std::time::Duration;
 
 use crate::bufring::Lent;
+use crate::error::{ErrorEvent, SendError};
+use crate::sender::Sender;
 use crate::sys::mcast::{self, Interface, McastError};
-use crate::sys::{self, EventFd, QueuedError, RawAddr};
-use crate::worker::Core;
-use std::net::IpAddr;
+use crate::sys::{self, RawAddr, RecvMeta};
+use crate::worker::core::Core;
 
 /// A service running on the engine. One instance per worker thread.
 ///
@@ -46,12 +45,9 @@ pub trait Handler: 'static {
 
 /// A received datagram, lent from the receive buffer ring.
 pub struct Datagram<'a> {
-    pub(crate) sock: u16,
+    pub(crate) meta: RecvMeta,
     pub(crate) lent: &'a mut Lent,
-    pub(crate) src: RawAddr,
     pub(crate) src_addr: SocketAddr,
-    pub(crate) truncated: bool,
-    pub(crate) segment_size: Option<u16>,
 }
 
 impl Datagram<'_> {
@@ -71,23 +67,23 @@ impl Datagram<'_> {
     /// Which of the worker's sockets it arrived on (0 unless the engine
     /// runs several sockets per worker).
     pub fn socket(&self) -> usize {
-        self.sock as usize
+        usize::from(self.meta.sock)
     }
     /// Whether the datagram was larger than the buffer and was cut
     /// (counted in [`crate::Stats::truncated`]).
     pub fn is_truncated(&self) -> bool {
-        self.truncated
+        self.meta.truncated
     }
     /// With GRO on: the size of each segment of a coalesced train; the last
     /// segment may be shorter. `None` for a single datagram.
     pub fn segment_size(&self) -> Option<u16> {
-        self.segment_size
+        self.meta.cmsg.gro_segment.map(|s| s.get())
     }
     /// Number of datagrams the sender sent (1, or the segments of a train).
     pub fn segments(&self) -> usize {
-        match self.segment_size {
-            Some(s) if s > 0 && !self.payload().is_empty() => {
-                self.payload().len().div_ceil(s as usize)
+        match self.meta.cmsg.gro_segment {
+            Some(s) if !self.payload().is_empty() => {
+                self.payload().len().div_ceil(usize::from(s.get()))
             }
             _ => 1,
         }
@@ -99,100 +95,11 @@ impl fmt::Debug for Datagram<'_> {
         f.debug_struct("Datagram")
             .field("source", &self.src_addr)
             .field("len", &self.payload().len())
-            .field("truncated", &self.truncated)
-            .field("segment_size", &self.segment_size)
+            .field("truncated", &self.meta.truncated)
+            .field("segment_size", &self.segment_size())
             .finish()
     }
 }
-
-/// An error the kernel reported for a socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorEvent {
-    /// ICMP port unreachable: nothing listens at `peer`.
-    ConnectionRefused {
-        /// Where the refused datagram went, when the kernel says.
-        peer: Option<SocketAddr>,
-    },
-    /// A datagram was too big for the path (`EMSGSIZE`); `mtu` is what the
-    /// kernel reported, when it did.
-    MessageTooLong {
-        /// Destination of the datagram.
-        peer: Option<SocketAddr>,
-        /// Path MTU from the ICMP message or the local route.
-        mtu: Option<u32>,
-    },
-    /// Host or network unreachable, or another ICMP error.
-    Unreachable {
-        /// Destination of the datagram.
-        peer: Option<SocketAddr>,
-        /// The errno the kernel mapped it to (`EHOSTUNREACH`, `ENETUNREACH`, …).
-        errno: i32,
-    },
-    /// Any other error, with its errno.
-    Other {
-        /// Destination, when known.
-        peer: Option<SocketAddr>,
-        /// The errno.
-        errno: i32,
-    },
-}
-
-impl ErrorEvent {
-    pub(crate) fn from_queued(e: QueuedError) -> Self {
-        let peer = e.peer;
-        match e.errno {
-            libc::ECONNREFUSED => ErrorEvent::ConnectionRefused { peer },
-            libc::EMSGSIZE => ErrorEvent::MessageTooLong {
-                peer,
-                mtu: (e.info != 0).then_some(e.info),
-            },
-            libc::EHOSTUNREACH
-            | libc::ENETUNREACH
-            | libc::EHOSTDOWN
-            | libc::ENETDOWN
-            | libc::EACCES => ErrorEvent::Unreachable {
-                peer,
-                errno: e.errno,
-            },
-            errno => ErrorEvent::Other { peer, errno },
-        }
-    }
-
-    pub(crate) fn from_errno(errno: i32, peer: Option<SocketAddr>) -> Self {
-        ErrorEvent::from_queued(QueuedError {
-            errno,
-            origin: 0,
-            icmp_type: 0,
-            icmp_code: 0,
-            info: 0,
-            peer,
-        })
-    }
-}
-
-/// Why a send was not queued.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SendError {
-    /// The data does not fit in a slot (or in a UDP datagram).
-    TooLarge,
-    /// Every send slot is in flight; counted in [`crate::Stats::send_exhausted`].
-    Exhausted,
-    /// The worker has no socket with that index.
-    NoSuchSocket,
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::TooLarge => f.write_str("datagram larger than a send slot"),
-            SendError::Exhausted => f.write_str("all send slots are in flight"),
-            SendError::NoSuchSocket => f.write_str("no socket with that index in this worker"),
-        }
-    }
-}
-
-impl std::error::Error for SendError {}
 
 /// What a handler can do: send, reply without copying, set timers.
 pub struct Transport<'a> {
@@ -203,7 +110,7 @@ impl Transport<'_> {
     /// Copies `data` into a send slot and queues it for `to`. The batch is
     /// submitted when the handler returns control to the worker loop.
     pub fn send_to(&mut self, data: &[u8], to: SocketAddr) -> Result<(), SendError> {
-        self.core.send_copy(0, data, to, 0)
+        self.core.send_copy(0, data, to, None)
     }
 
     /// Like [`Transport::send_to`], from the worker's socket `sock`
@@ -215,11 +122,11 @@ impl Transport<'_> {
         to: SocketAddr,
     ) -> Result<(), SendError> {
         self.check_sock(sock)?;
-        self.core.send_copy(sock as u16, data, to, 0)
+        self.core.send_copy(sock as u16, data, to, None)
     }
 
     fn check_sock(&self, sock: usize) -> Result<(), SendError> {
-        if sock < self.core.local_addrs.len() {
+        if sock < self.core.socks.local.len() {
             Ok(())
         } else {
             Err(SendError::NoSuchSocket)
@@ -235,7 +142,7 @@ impl Transport<'_> {
         segment: u16,
         to: SocketAddr,
     ) -> Result<(), SendError> {
-        self.core.send_copy(0, data, to, segment)
+        self.core.send_copy(0, data, to, NonZeroU16::new(segment))
     }
 
     /// Like [`Transport::send_segments`], from the worker's socket `sock`.
@@ -247,24 +154,26 @@ impl Transport<'_> {
         to: SocketAddr,
     ) -> Result<(), SendError> {
         self.check_sock(sock)?;
-        self.core.send_copy(sock as u16, data, to, segment)
+        self.core
+            .send_copy(sock as u16, data, to, NonZeroU16::new(segment))
     }
 
     /// Sends the datagram back to its source from its own buffer (no copy).
     /// A GRO train goes back as one GSO send with the same segment size, so
     /// the peer receives the same datagrams with their boundaries.
     pub fn reply(&mut self, dgram: Datagram<'_>) {
-        let src = dgram.src;
+        let m = dgram.meta;
         self.core
-            .send_lent(dgram.sock, dgram.lent, src, dgram.segment_size.unwrap_or(0));
+            .send_lent(m.sock, dgram.lent, m.src, m.cmsg.gro_segment);
     }
 
     /// Sends the datagram's bytes to `to` from its own buffer (no copy); may
     /// be called many times for one datagram (fan-out).
     pub fn forward(&mut self, dgram: &Datagram<'_>, to: SocketAddr) {
         let raw = RawAddr::from_socket_addr(to, self.core.v6);
+        let m = dgram.meta;
         self.core
-            .send_lent(dgram.sock, dgram.lent, raw, dgram.segment_size.unwrap_or(0));
+            .send_lent(m.sock, dgram.lent, raw, m.cmsg.gro_segment);
     }
 
     /// Connects the worker's socket `sock` to `peer` (Twisted's connected
@@ -284,6 +193,7 @@ impl Transport<'_> {
     /// The peer socket `sock` is connected to.
     pub fn peer(&self, sock: usize) -> Option<SocketAddr> {
         self.core
+            .socks
             .connected
             .get(sock)
             .copied()
@@ -295,22 +205,11 @@ impl Transport<'_> {
     /// The path MTU the kernel knows towards socket `sock`'s connected peer
     /// (`IP_MTU`/`IPV6_MTU`); an error on an unconnected socket.
     pub fn path_mtu(&self, sock: usize) -> std::io::Result<u32> {
-        let fd = *self.core.fds.get(sock).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "no socket with that index",
-            )
-        })?;
-        sys::path_mtu(fd, self.core.v6)
+        sys::socket::path_mtu(self.fd(sock)?, self.core.v6)
     }
 
     fn fd(&self, sock: usize) -> std::io::Result<std::os::fd::RawFd> {
-        self.core.fds.get(sock).copied().ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "no socket with that index",
-            )
-        })
+        self.core.fd(sock)
     }
 
     /// Joins multicast `group` on socket `sock` (any source).
@@ -407,92 +306,26 @@ impl Transport<'_> {
 
     /// Calls [`Handler::on_timer`] with `token` after `delay`.
     pub fn call_later(&mut self, delay: Duration, token: u64) {
-        self.core.call_later(delay, token);
+        self.core.timers.add(delay, token);
     }
 
     /// A handle for sending from other threads through this worker.
     pub fn sender(&self) -> Sender {
-        Sender {
-            inbox: self.core.inbox.clone(),
-        }
+        Sender::new(self.core.shared.inbox.clone())
     }
 
     /// The address the worker's (first) socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.core.local_addrs[0]
+        self.core.socks.local[0]
     }
 
     /// The addresses of all the worker's sockets, by index.
     pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.core.local_addrs
+        &self.core.socks.local
     }
 
     /// Index of this worker (0-based).
     pub fn worker(&self) -> usize {
         self.core.index
-    }
-}
-
-/// Datagrams posted from other threads, waiting for the worker.
-pub(crate) struct Inbox {
-    pub(crate) queue: Mutex<VecDeque<(Vec<u8>, SocketAddr)>>,
-    pub(crate) wake: EventFd,
-    pub(crate) capacity: usize,
-    pub(crate) closed: std::sync::atomic::AtomicBool,
-}
-
-impl Inbox {
-    pub(crate) fn new(capacity: usize) -> io::Result<Arc<Self>> {
-        Ok(Arc::new(Inbox {
-            queue: Mutex::new(VecDeque::with_capacity(capacity)),
-            wake: EventFd::new()?,
-            capacity,
-            closed: std::sync::atomic::AtomicBool::new(false),
-        }))
-    }
-}
-
-/// A thread-safe handle that sends through a worker's socket.
-///
-/// Data is copied into a queue and the worker is woken (an eventfd the
-/// worker's ring or poll set watches). Meant for control traffic from code
-/// outside the worker, not for the fast path.
-#[derive(Clone)]
-pub struct Sender {
-    inbox: Arc<Inbox>,
-}
-
-impl Sender {
-    pub(crate) fn new(inbox: Arc<Inbox>) -> Self {
-        Sender { inbox }
-    }
-
-    /// Queues `data` for `to`. Fails with `WouldBlock` when the queue is full
-    /// and with `NotConnected` once the worker has stopped.
-    pub fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<()> {
-        if self.inbox.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "worker stopped",
-            ));
-        }
-        if data.len() > crate::MAX_UDP_PAYLOAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "datagram larger than 65507 bytes",
-            ));
-        }
-        {
-            let mut q = self.inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if q.len() >= self.inbox.capacity {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "worker send queue full",
-                ));
-            }
-            q.push_back((data.to_vec(), sys::canonical(to)));
-        }
-        self.inbox.wake.notify();
-        Ok(())
     }
 }

@@ -45,30 +45,56 @@
 //!
 //! ## Layout
 //!
-//! All code that calls the kernel lives in `sys` (and the io_uring backend
-//! with it, in `sys::uring`); the buffer arena and ring live in `bufring`.
-//! The backends' common contract is written down in `backend`.
+//! From the kernel up; each layer imports only those below it.
+//!
+//! | module | what |
+//! |---|---|
+//! | `bufring` | the slot arena, the provided-buffer ring, slot accounting, the slot layout |
+//! | `sys/` | every kernel call: addresses, control messages, socket options, the error queue, the io_uring ring, `recvmmsg` headers; the records both backends exchange with the worker (`RecvMeta`, `Transmit`) |
+//! | `stats` | every counter, named once |
+//! | `config`, `socket` | what to run; the sockets it opens |
+//! | `worker/` | a worker's state (`Core`), its send queue and timers, and `Worker`, which calls the handler and decides what a send's outcome means |
+//! | `handler`, `error`, `sender` | the API: [`Handler`], [`Datagram`], [`Transport`], [`ErrorEvent`], [`SendError`], [`Sender`] |
+//! | `backend/` | the loops side by side (`uring`, `mmsg`), the written contract they meet, the probe and the choice; one datagram's path, file by file |
+//! | `engine` | [`Engine`]: sockets, worker threads, start and stop |
+//! | `apps/` (feature `cli`) | the command's services and clients: echo, bench, load, pmtu, ping, mcast, fanout |
 
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod apps;
 mod backend;
 mod bufring;
 mod config;
 mod engine;
+mod error;
 mod handler;
+mod sender;
+mod socket;
 mod stats;
 mod sys;
 mod worker;
 
+pub use backend::{BACKEND_ENV, choose_backend, uring_support};
+pub use bufring::HEADROOM;
 pub use config::{Backend, Config, DEFAULT_SLOT_SIZE, GRO_SLOT_SIZE, Join, Multicast};
-pub use engine::{BACKEND_ENV, Engine, SocketInfo, StopHandle, choose_backend, uring_support};
-pub use handler::{Datagram, ErrorEvent, Handler, SendError, Sender, Transport};
+pub use engine::{Engine, StopHandle};
+pub use error::{ErrorEvent, SendError};
+pub use handler::{Datagram, Handler, Transport};
+pub use sender::Sender;
+pub use socket::SocketInfo;
 pub use stats::{Stats, errno_name};
 pub use sys::mcast::{Interface, McastError, if_index as interface_index};
-pub use worker::HEADROOM;
 
-/// Clean stops for command-line programs: SIGINT/SIGTERM set a flag.
+/// Clean stops for command-line programs: SIGINT, SIGTERM and SIGHUP set a
+/// flag.
 pub mod signals {
-    pub use crate::sys::{install_stop_signals as install, stop_signalled as requested};
+    pub use crate::sys::signal::{install_stop_signals as install, stop_signalled as requested};
+}
+
+/// A random 64-bit number from the kernel (`getrandom(2)`), never 0: for
+/// run tokens and request IDs that strangers on the network must not guess.
+pub fn random_u64() -> u64 {
+    sys::random::u64()
 }
 
 /// Largest UDP payload over IPv4 (65535 - 20 - 8).

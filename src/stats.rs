@@ -1,95 +1,217 @@
 //! Counters of a worker, or of all workers added up.
+//!
+//! Every counter is named once, in the [`counters!`] list below, with its
+//! unit and meaning. From that one list come: the worker's plain integers
+//! (`Counters`, bumped on the hot path), their atomic mirror that the worker
+//! publishes once per loop (`SharedCounters`), the public snapshot
+//! [`Stats`] with its `merge`, and [`Stats::counters`], the `(name, value)`
+//! pairs every printer (the CLI's lines, JSON, metrics) walks instead of
+//! spelling the list again.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::worker::{MAX_ERRNO, SharedStats};
+/// Largest errno tracked one by one; larger ones share the last bucket.
+pub(crate) const MAX_ERRNO: usize = 134;
 
-/// A snapshot of a worker's counters (or their sum).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Stats {
-    /// Datagrams received (each segment of a GRO train counts).
-    pub received: u64,
-    /// Datagrams sent (each segment of a GSO train counts).
-    pub sent: u64,
-    /// Payload bytes received.
-    pub bytes_received: u64,
-    /// Payload bytes sent.
-    pub bytes_sent: u64,
-    /// Datagrams larger than a slot, delivered cut.
-    pub truncated: u64,
-    /// Times the buffer ring ran empty (`ENOBUFS`); the datagrams waited in
-    /// the socket and were received after the ring was refilled.
-    pub enobufs: u64,
-    /// Datagrams the kernel dropped because the socket buffer was full
-    /// (`SO_RXQ_OVFL`), as of the last datagram received.
-    pub kernel_drops: u64,
-    /// `send_to` calls refused because every send slot was in flight.
-    pub send_exhausted: u64,
-    /// Error events handed to the handler.
-    pub error_events: u64,
-    /// Times the receive was armed (1 + re-arms after ENOBUFS or errors).
-    pub recv_arms: u64,
-    /// Completions or messages that could not be used (counted, dropped).
-    pub invalid_completions: u64,
-    /// Slots in the pools.
-    pub slots_total: u64,
-    /// Slots not home (lent or in flight); 0 when idle.
-    pub slots_out: u64,
-    /// GSO was turned off after the kernel refused it.
-    pub gso_disabled: bool,
-    /// Failed sends by errno: `(errno, count)`.
-    pub send_errors: Vec<(i32, u64)>,
+macro_rules! counters {
+    ($( $(#[doc = $doc:expr])+ $name:ident, )*) => {
+        /// A worker's own counters, bumped on its thread.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub(crate) struct Counters {
+            $( pub $name: u64, )*
+        }
+
+        /// The counters a worker publishes for other threads.
+        pub(crate) struct SharedCounters {
+            $( $name: AtomicU64, )*
+        }
+
+        impl SharedCounters {
+            fn new() -> Self {
+                SharedCounters { $( $name: AtomicU64::new(0), )* }
+            }
+            fn store(&self, c: &Counters) {
+                $( self.$name.store(c.$name, Ordering::Relaxed); )*
+            }
+            fn load(&self) -> Counters {
+                Counters { $( $name: self.$name.load(Ordering::Relaxed), )* }
+            }
+        }
+
+        /// A snapshot of a worker's counters (or their sum). Counts are in
+        /// datagrams unless a field says otherwise.
+        #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+        pub struct Stats {
+            $( $(#[doc = $doc])+ pub $name: u64, )*
+            /// Slots in the pools.
+            pub slots_total: u64,
+            /// Slots not home (lent or in flight); 0 when idle.
+            pub slots_out: u64,
+            /// GSO was turned off after the kernel refused it.
+            pub gso_disabled: bool,
+            /// Failed sends by errno: `(errno, count)`, sorted by errno.
+            pub send_errors: Vec<(i32, u64)>,
+        }
+
+        impl Stats {
+            /// Every counter's name and one-line meaning, in order.
+            pub const COUNTERS: &'static [(&'static str, &'static str)] =
+                &[ $( (stringify!($name), concat!($($doc),+)) ),* ];
+
+            /// Every counter as `(name, value)`, in the order of
+            /// [`Stats::COUNTERS`].
+            pub fn counters(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+                [ $( (stringify!($name), self.$name) ),* ].into_iter()
+            }
+
+            fn set_counters(&mut self, c: &Counters) {
+                $( self.$name = c.$name; )*
+            }
+
+            fn add_counters(&mut self, o: &Stats) {
+                $( self.$name = self.$name.saturating_add(o.$name); )*
+            }
+        }
+    };
 }
 
-impl Stats {
-    pub(crate) fn load(s: &SharedStats) -> Self {
-        let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        Stats {
-            received: r(&s.received),
-            sent: r(&s.sent),
-            bytes_received: r(&s.bytes_received),
-            bytes_sent: r(&s.bytes_sent),
-            truncated: r(&s.truncated),
-            enobufs: r(&s.enobufs),
-            kernel_drops: r(&s.kernel_drops),
-            send_exhausted: r(&s.send_exhausted),
-            error_events: r(&s.error_events),
-            recv_arms: r(&s.recv_arms),
-            invalid_completions: r(&s.invalid_completions),
-            slots_total: r(&s.slots_total),
-            slots_out: r(&s.slots_out),
-            gso_disabled: s.gso_disabled.load(Ordering::Relaxed),
-            send_errors: s
+counters! {
+    /// Datagrams received (each segment of a GRO train counts).
+    received,
+    /// Datagrams sent (each segment of a GSO train counts).
+    sent,
+    /// Payload bytes received.
+    bytes_received,
+    /// Payload bytes sent.
+    bytes_sent,
+    /// Datagrams larger than a slot, delivered cut.
+    truncated,
+    /// Times the buffer ring ran empty (`ENOBUFS`); the datagrams waited in
+    /// the socket and were received after the ring was refilled.
+    enobufs,
+    /// Datagrams the kernel dropped because the socket buffer was full
+    /// (`SO_RXQ_OVFL`), as of the last datagram received; a GRO train the
+    /// kernel drops counts once.
+    kernel_drops,
+    /// Sends refused because every send slot was in flight.
+    send_exhausted,
+    /// Error events handed to the handler.
+    error_events,
+    /// Times the receive was armed (1 + re-arms after ENOBUFS or errors).
+    recv_arms,
+    /// Completions or messages that could not be used (counted, dropped).
+    invalid_completions,
+}
+
+/// The counters a worker shares with the engine: the list above, the slot
+/// gauges, the GSO flag and the per-errno send failures.
+pub(crate) struct SharedStats {
+    counters: SharedCounters,
+    slots_total: AtomicU64,
+    slots_out: AtomicU64,
+    gso_disabled: AtomicBool,
+    send_errors: [AtomicU64; MAX_ERRNO + 1],
+}
+
+/// A worker's own view: its counters and failed sends by errno, published
+/// to [`SharedStats`] once per loop.
+pub(crate) struct LocalStats {
+    pub c: Counters,
+    send_errors: [u64; MAX_ERRNO + 1],
+    /// A send error was counted since the last publish.
+    send_errors_dirty: bool,
+}
+
+impl Default for LocalStats {
+    fn default() -> Self {
+        LocalStats {
+            c: Counters::default(),
+            send_errors: [0; MAX_ERRNO + 1],
+            send_errors_dirty: false,
+        }
+    }
+}
+
+impl LocalStats {
+    /// All failed sends so far.
+    #[cfg(test)]
+    pub fn send_errors_total(&self) -> u64 {
+        self.send_errors.iter().sum()
+    }
+
+    /// Counts one failed send under its errno.
+    pub fn send_error(&mut self, errno: i32) {
+        let i = (errno.max(0) as usize).min(MAX_ERRNO);
+        self.send_errors[i] += 1;
+        self.send_errors_dirty = true;
+    }
+}
+
+impl SharedStats {
+    pub fn new() -> Self {
+        SharedStats {
+            counters: SharedCounters::new(),
+            slots_total: AtomicU64::new(0),
+            slots_out: AtomicU64::new(0),
+            gso_disabled: AtomicBool::new(false),
+            send_errors: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Copies a worker's local view (and its pool's gauges) out.
+    pub fn publish(&self, l: &mut LocalStats, slots_total: u32, slots_out: u32) {
+        self.counters.store(&l.c);
+        self.slots_total
+            .store(u64::from(slots_total), Ordering::Relaxed);
+        self.slots_out
+            .store(u64::from(slots_out), Ordering::Relaxed);
+        // The per-errno table only when it changed: it is 135 entries.
+        if l.send_errors_dirty {
+            for (a, v) in self.send_errors.iter().zip(l.send_errors.iter()) {
+                if *v != 0 {
+                    a.store(*v, Ordering::Relaxed);
+                }
+            }
+            l.send_errors_dirty = false;
+        }
+    }
+
+    pub fn set_gso_disabled(&self) {
+        self.gso_disabled.store(true, Ordering::Relaxed);
+    }
+
+    /// A snapshot, for any thread.
+    pub fn load(&self) -> Stats {
+        let mut s = Stats {
+            slots_total: self.slots_total.load(Ordering::Relaxed),
+            slots_out: self.slots_out.load(Ordering::Relaxed),
+            gso_disabled: self.gso_disabled.load(Ordering::Relaxed),
+            send_errors: self
                 .send_errors
                 .iter()
                 .enumerate()
                 .filter_map(|(e, a)| {
-                    let v = r(a);
-                    (v > 0).then_some((e.min(MAX_ERRNO) as i32, v))
+                    let v = a.load(Ordering::Relaxed);
+                    (v > 0).then_some((e as i32, v))
                 })
                 .collect(),
-        }
+            ..Stats::default()
+        };
+        s.set_counters(&self.counters.load());
+        s
     }
+}
 
-    /// Adds another worker's counters to these.
+impl Stats {
+    /// Adds another worker's counters to these (saturating).
     pub fn merge(&mut self, o: &Stats) {
-        self.received += o.received;
-        self.sent += o.sent;
-        self.bytes_received += o.bytes_received;
-        self.bytes_sent += o.bytes_sent;
-        self.truncated += o.truncated;
-        self.enobufs += o.enobufs;
-        self.kernel_drops += o.kernel_drops;
-        self.send_exhausted += o.send_exhausted;
-        self.error_events += o.error_events;
-        self.recv_arms += o.recv_arms;
-        self.invalid_completions += o.invalid_completions;
+        self.add_counters(o);
         self.slots_total += o.slots_total;
         self.slots_out += o.slots_out;
         self.gso_disabled |= o.gso_disabled;
         for &(e, v) in &o.send_errors {
             match self.send_errors.iter_mut().find(|(x, _)| *x == e) {
-                Some((_, c)) => *c += v,
+                Some((_, c)) => *c = c.saturating_add(v),
                 None => self.send_errors.push((e, v)),
             }
         }
@@ -128,5 +250,55 @@ pub fn errno_name(e: i32) -> String {
         libc::EPERM => "EPERM".into(),
         libc::EACCES => "EACCES".into(),
         n => format!("errno{n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_load_and_merge_cover_every_counter() {
+        let shared = SharedStats::new();
+        let mut l = LocalStats::default();
+        // A distinct value per counter, through the generated list.
+        let mut s = Stats::default();
+        let n = Stats::COUNTERS.len();
+        assert_eq!(s.counters().count(), n);
+        l.c = Counters {
+            received: 1,
+            sent: 2,
+            bytes_received: 3,
+            bytes_sent: 4,
+            truncated: 5,
+            enobufs: 6,
+            kernel_drops: 7,
+            send_exhausted: 8,
+            error_events: 9,
+            recv_arms: 10,
+            invalid_completions: 11,
+        };
+        l.send_error(libc::EAGAIN);
+        l.send_error(9999);
+        shared.publish(&mut l, 12, 3);
+        let a = shared.load();
+        let values: Vec<u64> = a.counters().map(|(_, v)| v).collect();
+        assert_eq!(values, (1..=n as u64).collect::<Vec<_>>());
+        assert_eq!((a.slots_total, a.slots_out), (12, 3));
+        assert_eq!(
+            a.send_errors,
+            vec![(libc::EAGAIN, 1), (MAX_ERRNO as i32, 1)]
+        );
+        s.merge(&a);
+        s.merge(&a);
+        assert_eq!(s.received, 2);
+        assert_eq!(s.invalid_completions, 22);
+        assert_eq!(s.send_errors_total(), 4);
+        let mut big = Stats {
+            sent: u64::MAX,
+            ..Stats::default()
+        };
+        big.merge(&a);
+        assert_eq!(big.sent, u64::MAX, "merging saturates");
     }
 }

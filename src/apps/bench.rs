@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::apps::echo::Echo;
+use crate::apps::window::InFlight;
 use crate::{Backend, Config, Datagram, Engine, Handler, SendError, Transport};
 
 /// Counters the flood client shares with the thread that measures.
@@ -37,9 +38,7 @@ pub struct Flood {
     size: usize,
     segments: usize,
     window: u64,
-    outstanding: u64,
-    last_echoed: u64,
-    echoed: u64,
+    in_flight: InFlight,
     data: Vec<u8>,
     counters: Arc<FloodCounters>,
 }
@@ -62,9 +61,7 @@ impl Flood {
             size,
             segments,
             window: window.max(segments as u64),
-            outstanding: 0,
-            last_echoed: 0,
-            echoed: 0,
+            in_flight: InFlight::default(),
             data: vec![0x5a; size * segments],
             counters,
         }
@@ -72,7 +69,7 @@ impl Flood {
 
     fn refill(&mut self, tx: &mut Transport<'_>) {
         let segs = self.segments as u64;
-        while self.outstanding + segs <= self.window {
+        while self.in_flight.room_for(segs, self.window) {
             let r = if self.segments > 1 {
                 tx.send_segments(&self.data, self.size as u16, self.target)
             } else {
@@ -80,7 +77,7 @@ impl Flood {
             };
             match r {
                 Ok(()) => {
-                    self.outstanding += segs;
+                    self.in_flight.sent(segs);
                     self.counters.sent.fetch_add(segs, Ordering::Relaxed);
                 }
                 Err(SendError::Exhausted | SendError::TooLarge | SendError::NoSuchSocket) => break,
@@ -97,20 +94,14 @@ impl Handler for Flood {
 
     fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
         let n = dgram.segments() as u64;
-        self.echoed += n;
-        self.outstanding = self.outstanding.saturating_sub(n);
+        self.in_flight.answered(n);
         self.counters.echoed.fetch_add(n, Ordering::Relaxed);
         self.refill(tx);
     }
 
     fn on_timer(&mut self, _token: u64, tx: &mut Transport<'_>) {
-        if self.echoed == self.last_echoed && self.outstanding > 0 {
-            self.counters
-                .written_off
-                .fetch_add(self.outstanding, Ordering::Relaxed);
-            self.outstanding = 0;
-        }
-        self.last_echoed = self.echoed;
+        let lost = self.in_flight.check_stall();
+        self.counters.written_off.fetch_add(lost, Ordering::Relaxed);
         self.refill(tx);
         tx.call_later(STALL_CHECK, 0);
     }
@@ -275,7 +266,7 @@ impl Pair {
     /// Starts the echo server for `case` and a flood client against it.
     /// `server_batch` sets the server's `recvmmsg`/`sendmmsg` batch.
     pub fn start(case: Case, opts: &BenchOpts, server_batch: usize) -> io::Result<Pair> {
-        let cpus = crate::sys::allowed_cpus();
+        let cpus = crate::sys::cpu::allowed_cpus();
         let last = cpus.len().saturating_sub(1);
         let (server, segs) = start_server(case, opts, server_batch)?;
         let target = server.local_addr();

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::apps::header::{HEADER_LEN, Header};
-use crate::apps::load::{RttUs, SeqWindow, new_histogram};
+use crate::apps::load::{RttUs, new_histogram};
+use crate::apps::seq::SeqWindow;
 use crate::{Datagram, Handler, SendError, Transport};
 
 /// What one source (listen) or responder (ping) amounted to.
@@ -227,7 +228,7 @@ impl McastPing {
             sent: 0,
             start: None,
             epoch,
-            token: (std::process::id() << 8) | 0x51,
+            token: (crate::random_u64() as u32) | 1,
             buf: vec![0x50; size.max(HEADER_LEN)],
             peers: HashMap::new(),
             invalid: 0,

@@ -1,5 +1,7 @@
-//! Applications: echo (on the engine), the bench, the load generator,
-//! path MTU discovery and a request/response client.
+//! Applications of the `udpring` command (feature `cli`): echo (on the
+//! engine), the bench, the load generator, path MTU discovery, a
+//! request/response client, multicast tools and the fan-out relay. Not a
+//! stable library API.
 
 pub mod bench;
 pub mod echo;
@@ -9,3 +11,8 @@ pub mod load;
 pub mod mcast;
 pub mod pmtu;
 pub mod reqresp;
+pub mod seq;
+pub mod window;
+
+/// The unspecified address (`0.0.0.0` or `::`) of an address's family.
+pub use crate::sys::unspecified_like;

@@ -116,17 +116,12 @@ struct Prober {
 
 impl Prober {
     fn new(target: SocketAddr, probe_mode: bool) -> io::Result<Self> {
-        let bind: SocketAddr = if target.is_ipv6() {
-            "[::]:0".parse().expect("valid")
-        } else {
-            "0.0.0.0:0".parse().expect("valid")
-        };
-        let sock = UdpSocket::bind(bind)?;
+        let sock = UdpSocket::bind(sys::unspecified_like(target, 0))?;
         let fd = sock.as_raw_fd();
-        sys::set_recverr(fd, target.is_ipv6())?;
-        sys::set_pmtu_mode(fd, target.is_ipv6(), probe_mode)?;
+        sys::socket::set_recverr(fd, target.is_ipv6())?;
+        sys::socket::set_pmtu_mode(fd, target.is_ipv6(), probe_mode)?;
         sock.connect(target)?;
-        let token = (std::process::id() ^ (Instant::now().elapsed().subsec_nanos() << 8)) | 1;
+        let token = (crate::random_u64() as u32) | 1;
         Ok(Prober {
             sock,
             v6: target.is_ipv6(),
@@ -140,7 +135,7 @@ impl Prober {
 
     /// What the kernel believes the path MTU is now.
     fn kernel_mtu(&self) -> io::Result<u32> {
-        sys::path_mtu(self.sock.as_raw_fd(), self.v6)
+        sys::socket::path_mtu(self.sock.as_raw_fd(), self.v6)
     }
 
     /// Sends one probe of `mtu` bytes (IP size) and waits for its fate.
@@ -379,14 +374,7 @@ pub fn discover(opts: &PmtuOpts) -> io::Result<PmtuResult> {
 
 /// The MTU of the interface the route to `target` leaves by.
 fn local_link_mtu(target: SocketAddr) -> Option<u32> {
-    let bind: SocketAddr = if target.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    }
-    .parse()
-    .ok()?;
-    let s = UdpSocket::bind(bind).ok()?;
+    let s = UdpSocket::bind(sys::unspecified_like(target, 0)).ok()?;
     s.connect(target).ok()?;
-    sys::interface_mtu(s.local_addr().ok()?.ip())
+    sys::socket::interface_mtu(s.local_addr().ok()?.ip())
 }

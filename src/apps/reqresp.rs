@@ -132,23 +132,9 @@ impl RequestClient {
                 format!("size must be {HEADER_LEN}..{}", crate::MAX_UDP_PAYLOAD),
             ));
         }
-        let bind: SocketAddr = if server.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        }
-        .parse()
-        .expect("valid");
-        let sock = UdpSocket::bind(bind)?;
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ ((std::process::id() as u64) << 32);
-        // A 64-bit mix (splitmix64) so IDs are not guessable from the time.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
+        let sock = UdpSocket::bind(crate::sys::unspecified_like(server, 0))?;
+        // From the kernel's random pool: IDs a stranger cannot guess.
+        let z = crate::random_u64();
         Ok(RequestClient {
             sock,
             server: crate::sys::canonical(server),

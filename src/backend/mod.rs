@@ -1,38 +1,176 @@
-//! Backends: how a worker moves datagrams between its socket and its handler.
+//! Backends: how a worker moves datagrams between its sockets and its
+//! handler. Both loops live here side by side; this module also owns the
+//! choice between them (the io_uring probe, `UDPRING_BACKEND`) and the
+//! dispatch to the chosen one.
 //!
 //! # The contract
 //!
-//! Every backend runs one worker's loop on the worker's own thread, over the
-//! worker's own socket and [`Pool`](crate::bufring::Pool), and must:
+//! Every backend runs one worker's loop on the worker's own thread, over
+//! the worker's own sockets and [`Pool`](crate::bufring::Pool), and must:
 //!
-//! 1. **Receive into pool slots** and hand each datagram to
-//!    `Core::dispatch` as a lent slot with the payload at
-//!    [`HEADROOM`](crate::worker::HEADROOM), so every backend truncates at
-//!    the same size; report truncation, the source address, and the control
-//!    messages (`UDP_GRO` segment size, `SO_RXQ_OVFL` drop counter).
+//! 1. **Receive into pool slots** with the payload at
+//!    [`HEADROOM`](crate::bufring::HEADROOM) (so every backend truncates at
+//!    the same size), and hand each datagram to [`Worker::dispatch`] as a
+//!    lent slot with its [`RecvMeta`](crate::sys::RecvMeta): socket index,
+//!    source, length, truncation, and the control messages (`UDP_GRO`
+//!    segment size, `SO_RXQ_OVFL` drop counter).
 //! 2. **Never lose a slot**: every slot it takes from the pool goes back,
 //!    whatever happens (truncation, errors, an empty pool, shutdown), so
 //!    that `Pool::counts().out` is zero whenever the worker is idle.
 //! 3. **Send in batches**: after each batch of received datagrams, submit
-//!    everything the handler queued (`Core::queue`) together, count each
-//!    send's outcome (`sent` or `send_errors` by errno), drop the slot
-//!    reference a send held once the kernel is done with it, and turn GSO off
-//!    (resending the train as plain datagrams) when the kernel answers a
-//!    `UDP_SEGMENT` send with `EIO`/`EINVAL`.
-//! 4. **Report errors**: drain the socket error queue when the kernel signals
-//!    one and turn each entry into an [`ErrorEvent`](crate::ErrorEvent);
-//!    nothing is dropped without a counter.
-//! 5. **Wake and stop**: watch the worker's eventfd (posted by `Sender`s and
-//!    by the stop handle), drain the inbox, fire timers on time, and when the
-//!    stop flag is set, stop receiving, call `on_stop`, finish in-flight sends
-//!    and return with nothing of the pool held by the kernel.
+//!    everything the handler queued (`Core::queue`) together, and report
+//!    each send's outcome to [`Worker::complete`] — which counts it, drops
+//!    the send's slot reference, and decides what a failure means (GSO
+//!    fallback, resend after an ICMP report, events): backends do not.
+//! 4. **Report errors**: a receive that fails with an errno goes to
+//!    [`Worker::socket_error`]; readiness for the error queue to
+//!    [`Worker::drain_errors`]; nothing is dropped without a counter.
+//! 5. **Wake and stop**: watch the worker's eventfd (posted by `Sender`s
+//!    and by the stop handle) and call [`Worker::woken`], fire timers on
+//!    time ([`Worker::fire_timers`]), and when the stop flag is set, stop
+//!    receiving, call [`Worker::stop`], finish in-flight sends and return
+//!    with nothing of the pool held by the kernel.
 //! 6. Publish counters (`Core::publish`) at least once per loop iteration.
 //!
+//! # One datagram's path
+//!
+//! | step | where |
+//! |---|---|
+//! | the socket receives; the kernel writes the datagram into a slot (uring: a buffer of the registered ring, chosen by the kernel; mmsg: an iovec into a slot reserved for the call) | `sys/uring.rs` `Ring::arm_recv`; `sys/mmsg.rs` `MmsgBufs::recv` |
+//! | the backend reads the completion / the call's result and the slot's record into a `RecvMeta`, and lends the slot out of the pool | `backend/uring.rs` `on_recv`; `backend/mmsg.rs` `drain_socket`; `bufring.rs` `Pool::lend` |
+//! | the worker counts it and hands the handler a `Datagram` borrowing the slot | `worker/mod.rs` `Worker::dispatch` |
+//! | the handler answers through its `Transport` (`reply`/`forward`: the same slot, one more reference; `send_to`: a copy into a send slot) | `handler.rs` `Transport`; `worker/core.rs` `Core::push` |
+//! | the send waits in the queue (a GSO train whole, or cut when GSO is off) | `worker/queue.rs` `SendQueue::push` |
+//! | after the batch, the backend submits the queue (uring: one SQE per send, submitted with the next wait; mmsg: `sendmmsg` per socket) | `backend/uring.rs` `flush`; `backend/mmsg.rs` `flush` |
+//! | the outcome is counted and the send's reference dropped | `worker/mod.rs` `Worker::complete` |
+//! | the last reference gone, the slot goes home (uring: back into the buffer ring, published once per batch) | `bufring.rs` `Pool::unref`, `Pool::publish` |
+//!
 //! The backends:
-//! - `uring` ([`crate::sys::uring`]): multishot `RecvMsgMulti` on a
-//!   provided-buffer ring, many `SendMsg` SQEs per `io_uring_enter`.
-//! - `mmsg` ([`mmsg`]): `recvmmsg`/`sendmmsg` batches over `poll`.
+//! - `uring` ([`uring`]): multishot `RecvMsgMulti` on a provided-buffer ring,
+//!   many send SQEs per `io_uring_enter`.
+//! - `mmsg` ([`mmsg`]): `recvmmsg`/`sendmmsg` batches over `ppoll`.
 //! - `simple` ([`mmsg`] with one message per call): one `recvmsg`/`sendmsg`
 //!   per datagram, the baseline every figure is compared with.
 
 pub(crate) mod mmsg;
+pub(crate) mod uring;
+
+use std::io;
+use std::sync::OnceLock;
+
+use crate::config::{Backend, Config};
+use crate::handler::Handler;
+use crate::worker::Worker;
+
+/// Environment variable that forces a backend (`uring`, `mmsg`, `simple`).
+pub const BACKEND_ENV: &str = "UDPRING_BACKEND";
+
+/// Runs worker `w` on `backend` until its stop flag is set. Calls `ready`
+/// once the worker receives (or with the setup error).
+pub(crate) fn run<H: Handler>(
+    backend: Backend,
+    sockets: &[socket2::Socket],
+    w: &mut Worker<H>,
+    cfg: &Config,
+    ready: &mut dyn FnMut(io::Result<()>),
+) -> io::Result<()> {
+    match backend {
+        Backend::Uring => uring::run(sockets, w, cfg, ready),
+        Backend::Mmsg => mmsg::run(sockets, w, cfg.batch, false, ready),
+        Backend::Simple => mmsg::run(sockets, w, 1, true, ready),
+    }
+}
+
+/// Probes io_uring once per process; the error says what is missing.
+pub fn uring_support() -> Result<(), String> {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    // On a thread of its own: the probe's ring may leave task work for the
+    // thread that made it, which would interrupt that thread's next blocking
+    // call with EINTR; a thread that exits takes that with it.
+    PROBE
+        .get_or_init(|| {
+            std::thread::spawn(crate::sys::uring::probe)
+                .join()
+                .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
+        })
+        .clone()
+}
+
+/// Picks the backend: an explicit choice, else `UDPRING_BACKEND`, else
+/// `uring` when supported. Returns the backend and, when it fell back, why.
+pub fn choose_backend(requested: Option<Backend>) -> io::Result<(Backend, Option<String>)> {
+    let env = std::env::var(BACKEND_ENV).ok();
+    decide_backend(requested, env.as_deref(), uring_support)
+}
+
+/// The decision of [`choose_backend`], given the environment variable's
+/// value and the io_uring probe (called only if needed).
+fn decide_backend(
+    requested: Option<Backend>,
+    env: Option<&str>,
+    probe: impl FnOnce() -> Result<(), String>,
+) -> io::Result<(Backend, Option<String>)> {
+    let requested = match (requested, env) {
+        (Some(b), _) => Some(b),
+        (None, Some(v)) if !v.is_empty() => Some(v.parse::<Backend>().map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{BACKEND_ENV}: {e}"))
+        })?),
+        _ => None,
+    };
+    match requested {
+        Some(Backend::Uring) => match probe() {
+            Ok(()) => Ok((Backend::Uring, None)),
+            Err(why) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("uring backend unavailable: {why}"),
+            )),
+        },
+        Some(b) => Ok((b, None)),
+        None => match probe() {
+            Ok(()) => Ok((Backend::Uring, None)),
+            Err(why) => Ok((
+                Backend::Mmsg,
+                Some(format!("io_uring unavailable ({why}); using mmsg")),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_choice_falls_back_forces_and_rejects() {
+        let ok = || Ok(());
+        let missing = || Err("io_uring_setup failed: EPERM".to_string());
+        let d = |r, e, p: &dyn Fn() -> Result<(), String>| decide_backend(r, e, p);
+        assert_eq!(d(None, None, &ok).unwrap(), (Backend::Uring, None));
+        let (b, why) = d(None, None, &missing).unwrap();
+        assert_eq!(b, Backend::Mmsg, "falls back when the probe fails");
+        assert!(why.unwrap().contains("EPERM"), "and says why");
+        assert_eq!(
+            d(None, Some("simple"), &missing).unwrap().0,
+            Backend::Simple
+        );
+        assert_eq!(
+            d(Some(Backend::Mmsg), Some("uring"), &ok).unwrap().0,
+            Backend::Mmsg
+        );
+        assert_eq!(d(None, Some(""), &ok).unwrap().0, Backend::Uring);
+        let forced = d(None, Some("uring"), &missing).unwrap_err();
+        assert_eq!(
+            forced.kind(),
+            io::ErrorKind::Unsupported,
+            "a forced uring does not fall back"
+        );
+        let bad = d(None, Some("dpdk"), &ok).unwrap_err();
+        assert!(bad.to_string().contains(BACKEND_ENV));
+        // The probe is not run when it is not needed.
+        let never = || -> Result<(), String> { panic!("probed") };
+        assert_eq!(
+            d(Some(Backend::Simple), None, &never).unwrap().0,
+            Backend::Simple
+        );
+    }
+}

@@ -10,7 +10,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 
 use socket2::SockRef;
 
-use super::RawAddr;
+use super::addr::RawAddr;
 
 /// Which interface a membership or the outgoing multicast uses.
 #[derive(Clone, Debug, PartialEq, Eq)]

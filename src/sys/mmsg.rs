@@ -8,19 +8,18 @@ use std::io;
 use std::mem;
 use std::os::fd::RawFd;
 
-use super::{RawAddr, RecvCmsg, SEND_CMSG_LEN, parse_cmsgs, write_segment_cmsg};
-use crate::bufring::{Lent, Pool};
-use crate::worker::{HEADROOM, Transmit};
-
-const CTRL_WORDS: usize = super::RECV_CMSG_LEN / 8;
+use super::addr::RawAddr;
+use super::cmsg::{CmsgSpace, RecvCmsg, SEND_CMSG_LEN, write_segment};
+use super::meta::{RecvMeta, Transmit};
+use crate::bufring::{HEADROOM, Lent, Pool, RECV_CMSG_LEN};
 
 /// Preallocated headers for up to `batch` messages per call.
 pub(crate) struct MmsgBufs {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     names: Vec<RawAddr>,
-    ctrls: Vec<[u64; CTRL_WORDS]>,
-    send_ctrls: Vec<[u8; SEND_CMSG_LEN]>,
+    ctrls: Vec<CmsgSpace<RECV_CMSG_LEN>>,
+    send_ctrls: Vec<CmsgSpace<SEND_CMSG_LEN>>,
     slots: Vec<u32>,
     reserved: usize,
 }
@@ -39,8 +38,8 @@ impl MmsgBufs {
             hdrs: vec![zero_hdr; batch],
             iovs: vec![zero_iov; batch],
             names: vec![RawAddr::zeroed(); batch],
-            ctrls: vec![[0u64; CTRL_WORDS]; batch],
-            send_ctrls: vec![[0u8; SEND_CMSG_LEN]; batch],
+            ctrls: vec![CmsgSpace::default(); batch],
+            send_ctrls: vec![CmsgSpace::default(); batch],
             slots: vec![0; batch],
             reserved: 0,
         }
@@ -72,8 +71,8 @@ impl MmsgBufs {
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
             h.msg_hdr.msg_iov = &mut self.iovs[n];
             h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = self.ctrls[n].as_mut_ptr().cast();
-            h.msg_hdr.msg_controllen = super::RECV_CMSG_LEN;
+            h.msg_hdr.msg_control = self.ctrls[n].0.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = RECV_CMSG_LEN;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
             n += 1;
@@ -120,23 +119,25 @@ impl MmsgBufs {
         }
     }
 
-    /// Lends the `i`th received datagram: (bytes, source, truncated, cmsgs).
-    /// `None` if the pool refused the slot (cannot happen for a reserved one).
-    pub fn take(&mut self, i: usize, pool: &mut Pool) -> Option<(Lent, RawAddr, bool, RecvCmsg)> {
+    /// Lends the `i`th datagram of the last [`MmsgBufs::recv`] (which
+    /// arrived on socket `sock`) with its record. `None` if the pool refused
+    /// the slot (cannot happen for a reserved one).
+    pub fn take(&mut self, i: usize, sock: u16, pool: &mut Pool) -> Option<(Lent, RecvMeta)> {
         debug_assert!(i < self.reserved);
         let h = &self.hdrs[i];
         let len = h.msg_len.min((pool.slot_size() - HEADROOM) as u32);
-        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        let ctl_len = h.msg_hdr.msg_controllen.min(super::RECV_CMSG_LEN);
-        // SAFETY: ctrls[i] is CTRL_WORDS u64s = RECV_CMSG_LEN bytes; ctl_len
-        // is at most that.
-        let ctl =
-            unsafe { std::slice::from_raw_parts(self.ctrls[i].as_ptr().cast::<u8>(), ctl_len) };
-        let cmsg = parse_cmsgs(ctl);
+        let ctl_len = h.msg_hdr.msg_controllen.min(RECV_CMSG_LEN);
         let mut src = self.names[i];
         src.len = h.msg_hdr.msg_namelen;
+        let meta = RecvMeta {
+            sock,
+            src,
+            len,
+            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            cmsg: RecvCmsg::parse(&self.ctrls[i].0[..ctl_len]),
+        };
         let lent = pool.lend(self.slots[i], HEADROOM as u32, len)?;
-        Some((lent, src, truncated, cmsg))
+        Some((lent, meta))
     }
 
     /// Sends the transmits at the front of `txs` (at most `batch`, all from
@@ -164,9 +165,9 @@ impl MmsgBufs {
             h.msg_hdr.msg_namelen = self.names[i].len();
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
-            if t.segment > 0 {
-                let len = write_segment_cmsg(&mut self.send_ctrls[i], t.segment);
-                h.msg_hdr.msg_control = self.send_ctrls[i].as_mut_ptr().cast();
+            if let Some(seg) = t.segment {
+                let len = write_segment(&mut self.send_ctrls[i], seg);
+                h.msg_hdr.msg_control = self.send_ctrls[i].0.as_mut_ptr().cast();
                 h.msg_hdr.msg_controllen = len;
             } else {
                 h.msg_hdr.msg_control = std::ptr::null_mut();

@@ -1,0 +1,373 @@
+//! `udpring load`: a load generator on the engine, with exact accounting.
+//!
+//! Each flow is one socket with its own source port (the engine's
+//! `distinct_ports`), flows spread over workers. Every datagram carries a
+//! [`Header`](crate::apps::header::Header): the run's token, the flow, a
+//! sequence number and the intended send time. Replies are matched by
+//! source address (anything else is *foreign*), then by token, flow and
+//! sequence (anything that does not parse or does not match is *invalid*).
+//! Per flow a 65536-sequence window tells new, reordered (older than the
+//! highest seen) and duplicated replies apart; after a drain wait,
+//! `lost = sent - unique replies`.
+//!
+//! Modes:
+//! - `flood`: as fast as the engine can send (optionally at most `window`
+//!   datagrams in flight per worker);
+//! - `ping`: closed loop, one request in flight per flow, the next sent when
+//!   the reply arrives or after `ping_timeout`;
+//! - `rate`: open loop at a fixed rate; each datagram is stamped with the
+//!   time it *should* have left, and sending catches up after a stall, so a
+//!   stalled server shows in the latency (no coordinated omission).
+//!
+//! RTT goes into an HdrHistogram (1 ns .. 60 s, 3 significant digits).
+//!
+//! A multicast group as the target: every datagram reaches every
+//! subscriber, and each responder (`udpring mcast pong`, or any echo joined
+//! to the group, answering by unicast) is accounted for on its own: its own
+//! sequence windows, loss, duplicates and RTT histogram, in
+//! [`LoadReport::responders`]. The totals are the sums over responders.
+//!
+//! - `opts.rs`: [`LoadOpts`], [`Mode`] and their checks;
+//! - `worker.rs`: the handler each worker runs;
+//! - `report.rs`: [`LoadReport`] (merge, table, `.hgrm`), [`Progress`];
+//! - `host.rs`: [`HostUdp`], the host's UDP error counters.
+
+mod host;
+mod opts;
+mod report;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+pub use host::HostUdp;
+pub use opts::{LoadOpts, Mode};
+pub use report::{
+    Counts, HistogramData, LoadReport, Progress, ResponderReport, RttUs, new_histogram,
+};
+use worker::{Partial, Worker};
+
+use crate::{Config, Engine, Stats};
+
+/// The engine configuration of a run: `workers` workers with `per` flows
+/// (sockets with their own ports) each.
+fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Config> {
+    let bind = opts
+        .bind
+        .unwrap_or_else(|| crate::sys::unspecified_like(opts.target, 0));
+    if bind.is_ipv6() != opts.target.is_ipv6() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--bind {bind} and target {} are of different families",
+                opts.target
+            ),
+        ));
+    }
+    let mut cfg = Config::new(bind);
+    cfg.backend = opts.backend;
+    cfg.workers = workers;
+    cfg.sockets_per_worker = per;
+    cfg.distinct_ports = true;
+    cfg.busy_poll = opts.busy_poll;
+    // A socket connected to a group would hear no unicast answers.
+    cfg.connect = (opts.connect && !opts.target.ip().is_multicast()).then_some(opts.target);
+    if opts.target.ip().is_multicast() {
+        cfg.multicast.ttl = Some(opts.multicast_ttl);
+    }
+    cfg.gro = opts.gso > 1;
+    cfg.recv_slots = 1024;
+    cfg.send_slots = if opts.gso > 1 { 128 } else { 512 };
+    cfg.first_cpu = opts.first_cpu.unwrap_or_else(|| {
+        let n = crate::sys::cpu::allowed_cpus().len().max(1);
+        n - workers.min(n)
+    });
+    cfg.slot_size = if opts.gso > 1 {
+        // A train needs a slot for the whole train.
+        crate::GRO_SLOT_SIZE
+    } else {
+        (opts.size + crate::HEADROOM).max(crate::DEFAULT_SLOT_SIZE)
+    };
+    Ok(cfg)
+}
+
+/// A worker's partial result. A poisoned lock still holds the last counts
+/// the worker published.
+fn lock(p: &Mutex<Partial>) -> std::sync::MutexGuard<'_, Partial> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits until every worker is done, calling `progress` about once a
+/// second and passing a cancel on to the workers.
+fn watch(
+    shared: &[Arc<Mutex<Partial>>],
+    cancel: &AtomicBool,
+    abort: &AtomicBool,
+    mut progress: impl FnMut(&Progress),
+) {
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut prev = Counts::default();
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        if cancel.load(Ordering::Relaxed) {
+            abort.store(true, Ordering::Relaxed);
+        }
+        if shared.iter().all(|p| lock(p).done) {
+            return;
+        }
+        if last.elapsed() >= Duration::from_secs(1) {
+            let mut now = Counts::default();
+            let mut h = new_histogram();
+            for p in shared {
+                let mut p = lock(p);
+                now.add(&p.counts);
+                if let Some(i) = p.interval.take() {
+                    let _ = h.add(&i);
+                }
+            }
+            let dt = last.elapsed().as_secs_f64();
+            progress(&Progress {
+                elapsed: started.elapsed().as_secs_f64(),
+                pps_sent: (now.sent - prev.sent) as f64 / dt,
+                pps_received: (now.received - prev.received) as f64 / dt,
+                unanswered: now.sent.saturating_sub(now.received),
+                p99_us: if h.is_empty() {
+                    0.0
+                } else {
+                    h.value_at_quantile(0.99) as f64 / 1000.0
+                },
+            });
+            prev = now;
+            last = Instant::now();
+        }
+    }
+}
+
+/// What the workers published when they were done, added up.
+struct Collected {
+    counts: Counts,
+    hist: Histogram<u64>,
+    responders: Vec<(ResponderReport, Histogram<u64>)>,
+    /// The longest measured span of any worker, ns.
+    span: u64,
+}
+
+/// Adds up what the workers published when they were done.
+fn collect(shared: &[Arc<Mutex<Partial>>]) -> Collected {
+    let mut counts = Counts::default();
+    let mut hist = new_histogram();
+    let mut by_addr: BTreeMap<SocketAddr, (ResponderReport, Histogram<u64>)> = BTreeMap::new();
+    let mut span = 0;
+    for p in shared {
+        let mut p = lock(p);
+        counts.add(&p.counts);
+        span = span.max(p.measured_ns);
+        if let Some(t) = p.total.take() {
+            let _ = hist.add(&t);
+        }
+        for (a, r, h) in p.responders.drain(..) {
+            let e = by_addr.entry(a).or_insert_with(|| {
+                (
+                    ResponderReport {
+                        addr: a.to_string(),
+                        ..Default::default()
+                    },
+                    new_histogram(),
+                )
+            });
+            e.0.received += r.received;
+            e.0.duplicated += r.duplicated;
+            e.0.reordered += r.reordered;
+            let _ = e.1.add(&h);
+        }
+    }
+    Collected {
+        counts,
+        hist,
+        responders: by_addr.into_values().collect(),
+        span,
+    }
+}
+
+/// Runs the generator until done (or `cancel` is set); calls `progress`
+/// about once a second.
+pub fn run_load(
+    opts: &LoadOpts,
+    cancel: &AtomicBool,
+    progress: impl FnMut(&Progress),
+) -> io::Result<LoadReport> {
+    opts.validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let workers = opts.workers.min(opts.flows).max(1);
+    let per = opts.flows.div_ceil(workers);
+    let cfg = engine_config(opts, workers, per)?;
+    let token = (crate::random_u64() as u32) | 1;
+    let shared: Vec<Arc<Mutex<Partial>>> = (0..workers).map(|_| Arc::default()).collect();
+    let abort = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
+    let count = opts.count;
+    let per_worker_count = move |w: usize| {
+        count.map(|c| c / workers as u64 + u64::from((w as u64) < c % workers as u64))
+    };
+    let rate_interval_ns = match opts.mode {
+        Mode::Rate(r) => 1e9 / (r / workers as f64),
+        _ => 0.0,
+    };
+    let (o2, s2, a2) = (Arc::new(opts.clone()), shared.clone(), abort.clone());
+    let before = HostUdp::read();
+    let engine = Engine::start(cfg, move |w| {
+        Worker::new(
+            w,
+            workers,
+            per,
+            o2.clone(),
+            token,
+            epoch,
+            per_worker_count(w),
+            rate_interval_ns,
+            s2[w].clone(),
+            a2.clone(),
+        )
+    })?;
+    let backend = engine.backend();
+    watch(&shared, cancel, &abort, progress);
+    let engine_stats = engine.stop()?;
+    let host_udp = HostUdp::read().since(before);
+    let c = collect(&shared);
+    // The measured interval: the asked duration (sending stops exactly at
+    // its end), or, with --count or a cancel, up to the last measured send.
+    let secs = match opts.duration {
+        Some(d) if !cancel.load(Ordering::Relaxed) && opts.count.is_none() => d.as_secs_f64(),
+        _ => c.span as f64 / 1e9,
+    }
+    .max(1e-9);
+    Ok(report(
+        opts,
+        backend,
+        workers,
+        secs,
+        c,
+        &engine_stats,
+        host_udp,
+    ))
+}
+
+/// The report of one run.
+fn report(
+    opts: &LoadOpts,
+    backend: crate::Backend,
+    workers: usize,
+    secs: f64,
+    c: Collected,
+    engine_stats: &Stats,
+    host_udp: HostUdp,
+) -> LoadReport {
+    let Collected {
+        counts,
+        hist,
+        responders,
+        ..
+    } = c;
+    let responders: Vec<ResponderReport> = responders
+        .into_iter()
+        .map(|(mut r, h)| {
+            r.lost = counts.sent.saturating_sub(r.received);
+            r.rtt_us = RttUs::from_histogram(&h);
+            r.histogram = HistogramData::from_histogram(&h);
+            r
+        })
+        .collect();
+    let lost = if opts.target.ip().is_multicast() {
+        responders.iter().map(|r| r.lost).sum()
+    } else {
+        counts.sent.saturating_sub(counts.received)
+    };
+    LoadReport {
+        target: opts.target.to_string(),
+        mode: opts.mode.name().to_string(),
+        rate: match opts.mode {
+            Mode::Rate(r) => Some(r),
+            _ => None,
+        },
+        backend: backend.to_string(),
+        size: opts.size,
+        flows: opts.flows,
+        workers,
+        gso: opts.gso,
+        duration_s: secs,
+        runs: 1,
+        sent: counts.sent,
+        received: counts.received,
+        lost,
+        reordered: counts.reordered,
+        duplicated: counts.duplicated,
+        invalid: counts.invalid,
+        foreign: counts.foreign,
+        send_errors: engine_stats
+            .send_errors
+            .iter()
+            .map(|&(e, v)| (crate::errno_name(e), v))
+            .collect(),
+        kernel_drops: engine_stats.kernel_drops,
+        host_udp,
+        pps_sent: counts.sent as f64 / secs,
+        pps_received: counts.received as f64 / secs,
+        gbps: counts.bytes_received as f64 * 8.0 / secs / 1e9,
+        gbps_sent: counts.bytes_sent as f64 * 8.0 / secs / 1e9,
+        rtt_us: RttUs::from_histogram(&hist),
+        histogram: HistogramData::from_histogram(&hist),
+        counts,
+        responders,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_json_round_trip_is_exact() {
+        let mut h = new_histogram();
+        for v in [1u64, 999, 1000, 1001, 123_456, 987_654_321, 59_000_000_000] {
+            h.record_n(v, v % 7 + 1).unwrap();
+        }
+        let back = HistogramData::from_histogram(&h).to_histogram().unwrap();
+        assert_eq!(back, h);
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(back.value_at_quantile(q), h.value_at_quantile(q));
+        }
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut o = LoadOpts::new("127.0.0.1:9".parse().unwrap());
+        o.size = 10;
+        assert!(o.validate().unwrap_err().contains("--size"));
+        o.size = 65508;
+        assert!(o.validate().unwrap_err().contains("--size"));
+        o.size = 64;
+        o.mode = Mode::Rate(0.0);
+        assert!(o.validate().unwrap_err().contains("--rate"));
+        o.mode = Mode::Rate(f64::INFINITY);
+        assert!(o.validate().is_err());
+        o.mode = Mode::Flood;
+        o.gso = 64;
+        o.size = 1400;
+        assert!(o.validate().unwrap_err().contains("64 KiB"));
+        o.gso = 1;
+        o.target = "127.0.0.1:0".parse().unwrap();
+        assert!(o.validate().unwrap_err().contains("port 0"));
+        let mut v6 = LoadOpts::new("[::1]:9".parse().unwrap());
+        v6.size = 65527;
+        assert!(v6.validate().is_ok(), "IPv6 allows 65527");
+        v6.size = 65528;
+        assert!(v6.validate().is_err());
+    }
+}

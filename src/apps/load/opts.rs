@@ -1,0 +1,166 @@
+//! What a load run is asked to do, and the checks on it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::Backend;
+use crate::apps::header::{HEADER_LEN, sockperf};
+
+/// How the generator sends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    /// As fast as possible (bounded by the window, if any).
+    Flood,
+    /// One request in flight per flow.
+    Ping,
+    /// A fixed total rate in datagrams per second.
+    Rate(f64),
+}
+
+impl Mode {
+    /// `flood`, `ping` or `rate`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Flood => "flood",
+            Mode::Ping => "ping",
+            Mode::Rate(_) => "rate",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct LoadOpts {
+    /// Where to send (an echo server).
+    pub target: SocketAddr,
+    /// Sending mode.
+    pub mode: Mode,
+    /// Payload bytes per datagram (at least the header).
+    pub size: usize,
+    /// Flows: sockets with distinct source ports.
+    pub flows: usize,
+    /// Worker threads.
+    pub workers: usize,
+    /// How long to send (after the warm-up); `None` with `count`.
+    pub duration: Option<Duration>,
+    /// How many datagrams to send (after the warm-up), in all.
+    pub count: Option<u64>,
+    /// Sent and answered but not counted.
+    pub warmup: Duration,
+    /// Datagrams per send: above 1, one GSO send carries that many.
+    pub gso: usize,
+    /// Flood only: most datagrams in flight per worker.
+    pub window: Option<u64>,
+    /// Force a backend.
+    pub backend: Option<Backend>,
+    /// Local address to bind (port 0 for distinct ports); default: the
+    /// unspecified address of the target's family.
+    pub bind: Option<SocketAddr>,
+    /// Put sockperf's header first, so `sockperf server` can be the target.
+    pub sockperf: bool,
+    /// How long to wait for late replies after the last send.
+    pub drain: Duration,
+    /// Ping mode: when a request counts as unanswered and the next goes.
+    pub ping_timeout: Duration,
+    /// TTL / hop limit of datagrams sent to a multicast target.
+    pub multicast_ttl: u32,
+    /// Spin instead of sleeping between replies (see `Config::busy_poll`).
+    pub busy_poll: bool,
+    /// Connect each flow's socket to the target (as iperf3 does): sends skip
+    /// the route lookup, and the kernel itself drops datagrams from other
+    /// addresses (counted in the host's UDP NoPorts, not here). Off: every
+    /// datagram is looked at, and those from elsewhere count as `foreign`.
+    pub connect: bool,
+    /// Index (among the CPUs this process may use) of the first CPU to pin
+    /// workers to; `None`: the last ones, so that a server started with its
+    /// defaults on the same host (from the first CPU up) keeps its own.
+    pub first_cpu: Option<usize>,
+}
+
+impl LoadOpts {
+    /// A flood of 64-byte datagrams for 5 seconds.
+    pub fn new(target: SocketAddr) -> Self {
+        LoadOpts {
+            target,
+            mode: Mode::Flood,
+            size: 64,
+            flows: 1,
+            workers: 1,
+            duration: Some(Duration::from_secs(5)),
+            count: None,
+            warmup: Duration::ZERO,
+            gso: 1,
+            window: None,
+            backend: None,
+            bind: None,
+            sockperf: false,
+            drain: Duration::from_millis(500),
+            ping_timeout: Duration::from_secs(1),
+            connect: true,
+            multicast_ttl: 1,
+            busy_poll: false,
+            first_cpu: None,
+        }
+    }
+
+    pub(crate) fn header_offset(&self) -> usize {
+        if self.sockperf { sockperf::LEN } else { 0 }
+    }
+
+    /// Checks the options; the message says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let min = HEADER_LEN + self.header_offset();
+        let max = if self.target.is_ipv6() {
+            crate::MAX_UDP6_PAYLOAD
+        } else {
+            crate::MAX_UDP_PAYLOAD
+        };
+        if self.size < min || self.size > max {
+            return Err(format!(
+                "--size {} must be {min}..{max} for {} (the header takes {min})",
+                self.size,
+                if self.target.is_ipv6() {
+                    "IPv6"
+                } else {
+                    "IPv4"
+                }
+            ));
+        }
+        if self.target.port() == 0 {
+            return Err("target port 0: give the port the server listens on".into());
+        }
+        if let Mode::Rate(r) = self.mode
+            && !(r.is_finite() && (1.0..=100e6).contains(&r))
+        {
+            return Err(format!("--rate {r} must be 1..100000000 datagrams/s"));
+        }
+        if !(1..=4096).contains(&self.flows) {
+            return Err(format!("--flows {} must be 1..4096", self.flows));
+        }
+        if !(1..=256).contains(&self.workers) {
+            return Err(format!("--workers {} must be 1..256", self.workers));
+        }
+        if !(1..=64).contains(&self.gso) {
+            return Err(format!("--gso {} must be 1..64 segments", self.gso));
+        }
+        if self.gso > 1 && self.size * self.gso > 65000 {
+            return Err(format!(
+                "--gso {} x --size {} is over the 64 KiB a GSO send may carry",
+                self.gso, self.size
+            ));
+        }
+        if self.gso > 1 && self.mode == Mode::Ping {
+            return Err("--gso needs flood or rate mode (ping has one datagram in flight)".into());
+        }
+        match (self.duration, self.count) {
+            (None, None) => return Err("give --duration or --count".into()),
+            (_, Some(0)) => return Err("--count must be at least 1".into()),
+            (Some(d), _) if d.is_zero() => return Err("--duration must be > 0".into()),
+            _ => {}
+        }
+        if self.window == Some(0) {
+            return Err("--window must be at least 1".into());
+        }
+        Ok(())
+    }
+}

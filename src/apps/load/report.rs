@@ -1,0 +1,423 @@
+//! What a run reports: counts, RTT percentiles and the exact histogram, per
+//! responder for a multicast target; merging results of many runs; the
+//! table, the `.hgrm` text and the per-second line.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+
+use super::host::HostUdp;
+
+/// What one responder to a multicast target answered.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResponderReport {
+    /// Its address.
+    pub addr: String,
+    /// Distinct replies.
+    pub received: u64,
+    /// Datagrams sent (after the warm-up) it did not answer.
+    pub lost: u64,
+    /// Repeated replies.
+    pub duplicated: u64,
+    /// Replies after a later sequence.
+    pub reordered: u64,
+    /// RTT percentiles.
+    pub rtt_us: RttUs,
+    /// Its RTT histogram, exactly.
+    pub histogram: HistogramData,
+}
+
+/// Counters of one worker (or of all).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// Datagrams sent after the warm-up.
+    pub sent: u64,
+    /// Distinct replies to those.
+    pub received: u64,
+    /// Replies that arrived after a later sequence of their flow.
+    pub reordered: u64,
+    /// Replies to a sequence already answered.
+    pub duplicated: u64,
+    /// From the target, but not a valid reply (short, bad magic, other run,
+    /// unknown flow or sequence).
+    pub invalid: u64,
+    /// From another address than the target.
+    pub foreign: u64,
+    /// Replies to warm-up datagrams (not counted above).
+    pub warmup_replies: u64,
+    /// Payload bytes sent after the warm-up.
+    pub bytes_sent: u64,
+    /// Payload bytes of distinct replies.
+    pub bytes_received: u64,
+    /// Sends refused for want of a free send slot (the engine's backpressure).
+    pub send_exhausted: u64,
+    /// Ping mode: requests given up on after the timeout.
+    pub timeouts: u64,
+    /// ICMP and local errors reported by the kernel, by kind.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Counts {
+    pub(crate) fn add(&mut self, o: &Counts) {
+        self.sent += o.sent;
+        self.received += o.received;
+        self.reordered += o.reordered;
+        self.duplicated += o.duplicated;
+        self.invalid += o.invalid;
+        self.foreign += o.foreign;
+        self.warmup_replies += o.warmup_replies;
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+        self.send_exhausted += o.send_exhausted;
+        self.timeouts += o.timeouts;
+        for (k, v) in &o.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// A new RTT histogram: 1 ns to 60 s, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Percentiles of RTT in microseconds.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RttUs {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th.
+    pub p99: f64,
+    /// 99.9th.
+    pub p999: f64,
+    /// 99.99th.
+    pub p9999: f64,
+    /// Largest.
+    pub max: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl RttUs {
+    /// From a histogram in nanoseconds.
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return RttUs::default();
+        }
+        let q = |x: f64| h.value_at_quantile(x) as f64 / 1000.0;
+        RttUs {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            p9999: q(0.9999),
+            max: h.max() as f64 / 1000.0,
+            min: h.min() as f64 / 1000.0,
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// A histogram as JSON: every recorded bucket as `[value_ns, count]`.
+/// Recording each value `count` times rebuilds the same histogram, so
+/// results from many processes merge exactly.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistogramData {
+    /// Always "ns".
+    pub unit: String,
+    /// Significant digits of the buckets.
+    pub sigfig: u8,
+    /// `[value, count]` per non-empty bucket.
+    pub counts: Vec<(u64, u64)>,
+}
+
+impl HistogramData {
+    /// Encodes `h`.
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        HistogramData {
+            unit: "ns".into(),
+            sigfig: 3,
+            counts: h
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        }
+    }
+    /// Decodes into a histogram.
+    pub fn to_histogram(&self) -> Result<Histogram<u64>, String> {
+        if self.unit != "ns" || self.sigfig != 3 {
+            return Err(format!(
+                "histogram in {} with {} digits: expected ns, 3",
+                self.unit, self.sigfig
+            ));
+        }
+        let mut h = new_histogram();
+        for &(v, c) in &self.counts {
+            h.record_n(v, c)
+                .map_err(|e| format!("histogram value {v}: {e:?}"))?;
+        }
+        Ok(h)
+    }
+}
+
+/// The result of a run, or of several merged.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoadReport {
+    /// Target address(es).
+    pub target: String,
+    /// `flood`, `ping`, `rate`, or a merge of several.
+    pub mode: String,
+    /// Requested rate (rate mode).
+    pub rate: Option<f64>,
+    /// Backend of the generator.
+    pub backend: String,
+    /// Payload size.
+    pub size: usize,
+    /// Flows.
+    pub flows: usize,
+    /// Workers.
+    pub workers: usize,
+    /// Datagrams per send.
+    pub gso: usize,
+    /// Seconds measured (the longest, after a merge).
+    pub duration_s: f64,
+    /// Runs merged into this one.
+    pub runs: usize,
+    /// Datagrams sent after the warm-up.
+    pub sent: u64,
+    /// Distinct replies.
+    pub received: u64,
+    /// `sent - received`, after the drain wait.
+    pub lost: u64,
+    /// Replies that came after a later sequence of their flow.
+    pub reordered: u64,
+    /// Replies to an already answered sequence.
+    pub duplicated: u64,
+    /// Not a valid reply.
+    pub invalid: u64,
+    /// From another address.
+    pub foreign: u64,
+    /// Send errors by errno name (from the engine).
+    pub send_errors: BTreeMap<String, u64>,
+    /// The generator's own sockets' kernel drops (`SO_RXQ_OVFL`).
+    pub kernel_drops: u64,
+    /// Host-wide UDP error counter deltas over the run.
+    pub host_udp: HostUdp,
+    /// Other counts: errors reported by the kernel, timeouts, backpressure.
+    pub counts: Counts,
+    /// Sent datagrams per second.
+    pub pps_sent: f64,
+    /// Received (distinct) replies per second.
+    pub pps_received: f64,
+    /// Received payload, Gbit/s.
+    pub gbps: f64,
+    /// Sent payload, Gbit/s.
+    pub gbps_sent: f64,
+    /// RTT percentiles.
+    pub rtt_us: RttUs,
+    /// The RTT histogram, exactly.
+    pub histogram: HistogramData,
+    /// Multicast target: every responder's own account (empty otherwise).
+    #[serde(default)]
+    pub responders: Vec<ResponderReport>,
+}
+
+impl LoadReport {
+    /// Merges runs made at the same time (rates add up; the histogram is
+    /// the exact union).
+    pub fn merge(reports: &[LoadReport]) -> Result<LoadReport, String> {
+        let first = reports.first().ok_or("nothing to merge")?;
+        let mut out = first.clone();
+        let mut hist = first.histogram.to_histogram()?;
+        for r in &reports[1..] {
+            hist.add(r.histogram.to_histogram()?)
+                .map_err(|e| format!("{e:?}"))?;
+            out.runs += r.runs;
+            out.sent += r.sent;
+            out.received += r.received;
+            out.lost += r.lost;
+            out.reordered += r.reordered;
+            out.duplicated += r.duplicated;
+            out.invalid += r.invalid;
+            out.foreign += r.foreign;
+            out.kernel_drops += r.kernel_drops;
+            out.host_udp.add(&r.host_udp);
+            out.counts.add(&r.counts);
+            for (k, v) in &r.send_errors {
+                *out.send_errors.entry(k.clone()).or_default() += v;
+            }
+            out.pps_sent += r.pps_sent;
+            out.pps_received += r.pps_received;
+            out.gbps += r.gbps;
+            out.gbps_sent += r.gbps_sent;
+            out.flows += r.flows;
+            out.workers += r.workers;
+            out.duration_s = out.duration_s.max(r.duration_s);
+            for (field, other) in [
+                (&mut out.target, &r.target),
+                (&mut out.mode, &r.mode),
+                (&mut out.backend, &r.backend),
+            ] {
+                if !field.split(',').any(|x| x == other) {
+                    field.push(',');
+                    field.push_str(other);
+                }
+            }
+            if out.size != r.size {
+                out.size = out.size.max(r.size);
+            }
+            for rr in &r.responders {
+                match out.responders.iter_mut().find(|x| x.addr == rr.addr) {
+                    Some(x) => {
+                        let mut h = x.histogram.to_histogram()?;
+                        h.add(rr.histogram.to_histogram()?)
+                            .map_err(|e| format!("{e:?}"))?;
+                        x.received += rr.received;
+                        x.lost += rr.lost;
+                        x.duplicated += rr.duplicated;
+                        x.reordered += rr.reordered;
+                        x.rtt_us = RttUs::from_histogram(&h);
+                        x.histogram = HistogramData::from_histogram(&h);
+                    }
+                    None => out.responders.push(rr.clone()),
+                }
+            }
+        }
+        out.rtt_us = RttUs::from_histogram(&hist);
+        out.histogram = HistogramData::from_histogram(&hist);
+        Ok(out)
+    }
+
+    /// The percentile distribution in HdrHistogram's text form (`.hgrm`),
+    /// values in microseconds, for plotting.
+    pub fn percentile_text(&self) -> Result<String, String> {
+        let h = self.histogram.to_histogram()?;
+        let mut s = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+        for v in h.iter_quantiles(5) {
+            let q = v.quantile_iterated_to();
+            let inv = if q < 1.0 {
+                format!("{:.2}", 1.0 / (1.0 - q))
+            } else {
+                "inf".into()
+            };
+            s.push_str(&format!(
+                "{:12.3} {:14.12} {:10} {:>14}\n",
+                v.value_iterated_to() as f64 / 1000.0,
+                q,
+                v.count_since_last_iteration(),
+                inv
+            ));
+        }
+        s.push_str(&format!(
+            "#[Mean = {:.3}, StdDeviation = {:.3}]\n#[Max = {:.3}, Total count = {}]\n",
+            h.mean() / 1000.0,
+            h.stdev() / 1000.0,
+            h.max() as f64 / 1000.0,
+            h.len()
+        ));
+        Ok(s)
+    }
+
+    /// The final table.
+    pub fn table(&self) -> String {
+        let loss = if self.sent > 0 {
+            100.0 * self.lost as f64 / self.sent as f64
+        } else {
+            0.0
+        };
+        let mut s = format!(
+            "target {}  mode {}{}  size {}  flows {}  workers {}  gso {}  backend {}  {:.2} s\n",
+            self.target,
+            self.mode,
+            self.rate.map_or(String::new(), |r| format!(" {r:.0}/s")),
+            self.size,
+            self.flows,
+            self.workers,
+            self.gso,
+            self.backend,
+            self.duration_s
+        );
+        s += &format!(
+            "sent {:>12}  {:>12.0}/s  {:.3} Gbit/s\nrecv {:>12}  {:>12.0}/s  {:.3} Gbit/s\n",
+            self.sent, self.pps_sent, self.gbps_sent, self.received, self.pps_received, self.gbps
+        );
+        s += &format!(
+            "lost {} ({loss:.3}%)  reordered {}  duplicated {}  invalid {}  foreign {}\n",
+            self.lost, self.reordered, self.duplicated, self.invalid, self.foreign
+        );
+        let errs: Vec<String> = self
+            .send_errors
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let evs: Vec<String> = self
+            .counts
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        s += &format!(
+            "send errors {}  kernel drops {}  host UDP: rcvbuf-errors {} sndbuf-errors {} in-errors {}  icmp/errors {}{}\n",
+            if errs.is_empty() {
+                "none".into()
+            } else {
+                errs.join(" ")
+            },
+            self.kernel_drops,
+            self.host_udp.rcvbuf_errors,
+            self.host_udp.sndbuf_errors,
+            self.host_udp.in_errors,
+            if evs.is_empty() {
+                "none".into()
+            } else {
+                evs.join(" ")
+            },
+            if self.counts.timeouts > 0 {
+                format!("  timeouts {}", self.counts.timeouts)
+            } else {
+                String::new()
+            },
+        );
+        for r in &self.responders {
+            s += &format!(
+                "responder {}  received {}  lost {}  duplicated {}  reordered {}  rtt p50 {:.1} p99 {:.1} us\n",
+                r.addr, r.received, r.lost, r.duplicated, r.reordered, r.rtt_us.p50, r.rtt_us.p99
+            );
+        }
+        let r = &self.rtt_us;
+        s += &format!(
+            "rtt us  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  p99.99 {:.1}  max {:.1}  (min {:.1} mean {:.1})\n",
+            r.p50, r.p90, r.p99, r.p999, r.p9999, r.max, r.min, r.mean
+        );
+        s
+    }
+}
+
+/// A per-second progress line's figures.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// Seconds since the start (warm-up included).
+    pub elapsed: f64,
+    /// Sent per second over the last interval.
+    pub pps_sent: f64,
+    /// Received per second over the last interval.
+    pub pps_received: f64,
+    /// Sent minus received so far (in flight or lost).
+    pub unanswered: u64,
+    /// p99 RTT over the last interval, µs.
+    pub p99_us: f64,
+}
+
+impl Progress {
+    /// As a line.
+    pub fn line(&self) -> String {
+        format!(
+            "t={:>6.1}s out {:>10.0}/s in {:>10.0}/s unanswered {:>8} p99 {:>9.1} us",
+            self.elapsed, self.pps_sent, self.pps_received, self.unanswered, self.p99_us
+        )
+    }
+}

@@ -1,0 +1,569 @@
+//! One load worker: a handler on the engine that sends stamped datagrams
+//! on its flows and accounts for every reply.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::opts::{LoadOpts, Mode};
+use super::report::{Counts, ResponderReport, new_histogram};
+use crate::apps::header::{Header, sockperf};
+use crate::apps::seq::SeqWindow;
+use crate::apps::window::InFlight;
+use crate::{Datagram, ErrorEvent, Handler, SendError, Transport};
+
+pub(super) struct Flow {
+    id: u32,
+    sock: usize,
+    next_seq: u64,
+    /// First sequence sent after the warm-up.
+    first_measured: u64,
+    window: SeqWindow,
+    /// Ping mode: the request in flight and when it was sent.
+    in_flight: Option<(u64, u64)>,
+}
+
+impl Flow {
+    pub(super) fn new(id: u32, sock: usize) -> Self {
+        Flow {
+            id,
+            sock,
+            next_seq: 0,
+            first_measured: u64::MAX,
+            window: SeqWindow::new(),
+            in_flight: None,
+        }
+    }
+}
+
+/// One responder to a multicast target, as a worker saw it.
+struct Responder {
+    /// A sequence window per flow of the worker.
+    windows: Vec<SeqWindow>,
+    counts: ResponderReport,
+    hist: Histogram<u64>,
+}
+
+/// What a worker shares with the thread that reports.
+#[derive(Default)]
+pub(super) struct Partial {
+    pub counts: Counts,
+    /// RTTs since the reporter last took them (for the per-second line).
+    pub interval: Option<Histogram<u64>>,
+    /// All RTTs, set when the worker is done.
+    pub total: Option<Histogram<u64>>,
+    /// Multicast target: per responder (with its histogram), set when done.
+    pub responders: Vec<(SocketAddr, ResponderReport, Histogram<u64>)>,
+    /// From the end of the warm-up to the last measured send (+ one rate
+    /// interval), set when done.
+    pub measured_ns: u64,
+    pub done: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Phase {
+    Warmup,
+    Measure,
+    Drain,
+    Done,
+}
+
+const TICK: u64 = 1;
+const HOUSEKEEPING: u64 = 2;
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(20);
+/// Datagrams a flood worker queues per tick.
+const FLOOD_BURST: usize = 64;
+
+pub(super) struct Worker {
+    opts: Arc<LoadOpts>,
+    token: u32,
+    epoch: Instant,
+    flows: Vec<Flow>,
+    /// Flow index by socket index.
+    by_sock: Vec<Option<usize>>,
+    next_flow: usize,
+    phase: Phase,
+    measure_at: u64,
+    stop_at: Option<u64>,
+    drain_until: u64,
+    count_quota: Option<u64>,
+    rate_interval_ns: f64,
+    rate_sent: u64,
+    rate_start: u64,
+    counts: Counts,
+    hist: Histogram<u64>,
+    interval: Histogram<u64>,
+    scratch: Vec<u8>,
+    /// Valid replies outstanding, warm-up included (the flood window).
+    in_flight: InFlight,
+    last_measured_ns: u64,
+    /// Multicast target: replies by responder.
+    responders: std::collections::HashMap<SocketAddr, Responder>,
+    shared: Arc<Mutex<Partial>>,
+    abort: Arc<AtomicBool>,
+}
+
+impl Worker {
+    /// Worker `w`'s handler: its flows are `w`, `w + workers`, ... (the
+    /// sockets it owns, `per` of them), with `count` datagrams to send if
+    /// the run is counted.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        w: usize,
+        workers: usize,
+        per: usize,
+        opts: Arc<LoadOpts>,
+        token: u32,
+        epoch: Instant,
+        count: Option<u64>,
+        rate_interval_ns: f64,
+        shared: Arc<Mutex<Partial>>,
+        abort: Arc<AtomicBool>,
+    ) -> Self {
+        let mut flows = Vec::new();
+        let mut by_sock = vec![None; per];
+        for (j, slot) in by_sock.iter_mut().enumerate() {
+            let id = w + j * workers;
+            if id < opts.flows {
+                *slot = Some(flows.len());
+                flows.push(Flow::new(id as u32, j));
+            }
+        }
+        Worker {
+            token,
+            epoch,
+            flows,
+            by_sock,
+            next_flow: 0,
+            phase: Phase::Warmup,
+            measure_at: 0,
+            stop_at: None,
+            drain_until: 0,
+            count_quota: count,
+            rate_interval_ns,
+            rate_sent: 0,
+            rate_start: 0,
+            counts: Counts::default(),
+            hist: new_histogram(),
+            interval: new_histogram(),
+            scratch: vec![0x5a; opts.size * opts.gso.max(1)],
+            in_flight: InFlight::default(),
+            last_measured_ns: 0,
+            responders: std::collections::HashMap::new(),
+            shared,
+            abort,
+            opts,
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Moves from warm-up to measuring at the exact time it is due.
+    fn advance(&mut self, now: u64) {
+        if self.phase == Phase::Warmup && now >= self.measure_at {
+            self.phase = Phase::Measure;
+            for f in &mut self.flows {
+                f.first_measured = f.next_seq;
+            }
+        }
+    }
+
+    /// Whether a datagram due at `at` may still go.
+    fn sending(&self, at: u64) -> bool {
+        matches!(self.phase, Phase::Warmup | Phase::Measure)
+            && self.count_quota.is_none_or(|q| q > 0)
+            && self.stop_at.is_none_or(|t| at < t)
+            && !self.abort.load(Ordering::Relaxed)
+    }
+
+    /// Builds `n` datagrams for `flow` stamped `due` and queues them as one
+    /// send; false if the engine had no free send slot.
+    fn send(&mut self, tx: &mut Transport<'_>, fi: usize, n: usize, due: &[u64]) -> bool {
+        let size = self.opts.size;
+        let off = self.opts.header_offset();
+        let seq0 = self.flows[fi].next_seq;
+        let flow_id = self.flows[fi].id;
+        let chunks = self.scratch[..n * size].chunks_mut(size);
+        for (k, (seg, &at)) in chunks.zip(due).enumerate() {
+            let seq = seq0 + k as u64;
+            if self.opts.sockperf {
+                sockperf::fill(seg, seq, size);
+            }
+            Header::new_unchecked(&mut seg[off..]).fill(self.token, flow_id, seq, at);
+        }
+        let sock = self.flows[fi].sock;
+        let r = if n > 1 {
+            tx.send_segments_via(
+                sock,
+                &self.scratch[..n * size],
+                size as u16,
+                self.opts.target,
+            )
+        } else {
+            tx.send_to_via(sock, &self.scratch[..size], self.opts.target)
+        };
+        match r {
+            Ok(()) => {
+                let f = &mut self.flows[fi];
+                f.next_seq += n as u64;
+                if self.phase == Phase::Measure {
+                    self.last_measured_ns = due[n - 1];
+                    self.counts.sent += n as u64;
+                    self.counts.bytes_sent += (n * size) as u64;
+                    if let Some(q) = &mut self.count_quota {
+                        *q = q.saturating_sub(n as u64);
+                    }
+                }
+                self.in_flight.sent(n as u64);
+                true
+            }
+            Err(SendError::Exhausted) => {
+                self.counts.send_exhausted += 1;
+                false
+            }
+            Err(SendError::TooLarge | SendError::NoSuchSocket) => false,
+        }
+    }
+
+    fn batch_len(&self) -> usize {
+        let n = self.opts.gso.max(1);
+        match self.count_quota {
+            Some(q) if self.phase == Phase::Measure => n.min(q as usize).max(1),
+            _ => n,
+        }
+    }
+
+    fn flood(&mut self, tx: &mut Transport<'_>) {
+        let mut queued = 0;
+        let mut due = [0u64; 64];
+        loop {
+            let now = self.now_ns();
+            self.advance(now);
+            if queued >= FLOOD_BURST || !self.sending(now) {
+                break;
+            }
+            if let Some(w) = self.opts.window
+                && self.in_flight.outstanding() >= w
+            {
+                break;
+            }
+            let n = self.batch_len();
+            due[..n].fill(now);
+            let fi = self.next_flow;
+            if !self.send(tx, fi, n, &due[..n]) {
+                break;
+            }
+            self.next_flow = (self.next_flow + 1) % self.flows.len();
+            queued += n;
+        }
+    }
+
+    fn rate(&mut self, tx: &mut Transport<'_>) -> Option<Duration> {
+        let now = self.now_ns();
+        let mut due = [0u64; 64];
+        loop {
+            let n = self.batch_len();
+            // The train leaves when its last datagram is due.
+            let last = self.rate_start
+                + ((self.rate_sent + n as u64 - 1) as f64 * self.rate_interval_ns) as u64;
+            let first = self.rate_start + (self.rate_sent as f64 * self.rate_interval_ns) as u64;
+            self.advance(first.min(now));
+            if !self.sending(first) {
+                return None;
+            }
+            if last > now {
+                return Some(Duration::from_nanos(last - now));
+            }
+            for (k, d) in due[..n].iter_mut().enumerate() {
+                *d = self.rate_start
+                    + ((self.rate_sent + k as u64) as f64 * self.rate_interval_ns) as u64;
+            }
+            let fi = self.next_flow;
+            if !self.send(tx, fi, n, &due[..n]) {
+                // No send slot: try again shortly; the stamps keep the lag.
+                return Some(Duration::from_micros(50));
+            }
+            self.rate_sent += n as u64;
+            self.next_flow = (self.next_flow + 1) % self.flows.len();
+        }
+    }
+
+    fn ping_one(&mut self, tx: &mut Transport<'_>, fi: usize) {
+        let now = self.now_ns();
+        self.advance(now);
+        if !self.sending(now) {
+            return;
+        }
+        let seq = self.flows[fi].next_seq;
+        if self.send(tx, fi, 1, &[now]) {
+            self.flows[fi].in_flight = Some((seq, now));
+        }
+    }
+
+    fn ping_timeouts(&mut self, tx: &mut Transport<'_>) {
+        let now = self.now_ns();
+        let limit = self.opts.ping_timeout.as_nanos() as u64;
+        for fi in 0..self.flows.len() {
+            match self.flows[fi].in_flight {
+                Some((_, t)) if now.saturating_sub(t) >= limit => {
+                    self.counts.timeouts += 1;
+                    self.flows[fi].in_flight = None;
+                    self.ping_one(tx, fi);
+                }
+                None => self.ping_one(tx, fi),
+                _ => {}
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let mut p = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        p.counts = self.counts.clone();
+        match &mut p.interval {
+            Some(h) => {
+                let _ = h.add(&self.interval);
+            }
+            None => p.interval = Some(self.interval.clone()),
+        }
+        self.interval.reset();
+        if self.phase == Phase::Done && !p.done {
+            p.total = Some(self.hist.clone());
+            p.responders = self
+                .responders
+                .iter()
+                .map(|(a, r)| (*a, r.counts.clone(), r.hist.clone()))
+                .collect();
+            p.measured_ns = self.last_measured_ns.saturating_sub(self.measure_at)
+                + self.rate_interval_ns as u64;
+            p.done = true;
+        }
+    }
+
+    fn housekeeping(&mut self, tx: &mut Transport<'_>) {
+        let now = self.now_ns();
+        self.advance(now);
+        // In rate mode what counts is the next datagram's due time: one due
+        // before the end still goes, however late the worker is.
+        let next = match self.opts.mode {
+            Mode::Rate(_) => {
+                self.rate_start + (self.rate_sent as f64 * self.rate_interval_ns) as u64
+            }
+            _ => now,
+        };
+        if matches!(self.phase, Phase::Warmup | Phase::Measure) && !self.sending(next) {
+            self.phase = Phase::Drain;
+            self.drain_until = now + self.opts.drain.as_nanos() as u64;
+        }
+        if self.phase == Phase::Drain {
+            let all_back =
+                self.counts.received >= self.counts.sent && self.in_flight.outstanding() == 0;
+            if now >= self.drain_until || all_back {
+                self.phase = Phase::Done;
+            }
+        }
+        match self.opts.mode {
+            Mode::Ping => self.ping_timeouts(tx),
+            Mode::Flood => {
+                // A window that never drains (lost replies) is written off
+                // after a quiet housekeeping period, so the flood goes on.
+                if self.opts.window.is_some() {
+                    self.in_flight.check_stall();
+                    self.flood(tx);
+                }
+            }
+            Mode::Rate(_) => {}
+        }
+        self.publish();
+        if self.phase != Phase::Done {
+            tx.call_later(HOUSEKEEPING_EVERY, HOUSEKEEPING);
+        }
+    }
+
+    fn on_reply(
+        &mut self,
+        seg: &[u8],
+        from: SocketAddr,
+        sock: usize,
+        now: u64,
+        tx: &mut Transport<'_>,
+    ) {
+        let Ok(h) = Header::new_checked(&seg[self.opts.header_offset().min(seg.len())..]) else {
+            self.counts.invalid += 1;
+            return;
+        };
+        let Some(fi) = self.by_sock.get(sock).copied().flatten() else {
+            self.counts.invalid += 1;
+            return;
+        };
+        let (seq, sent) = (h.seq(), h.sent_ns());
+        let f = &mut self.flows[fi];
+        if h.token() != self.token || h.flow() != f.id || seq >= f.next_seq {
+            self.counts.invalid += 1;
+            return;
+        }
+        self.in_flight.answered(1);
+        let answered_ping = f.in_flight.is_some_and(|(s, _)| s == seq);
+        if answered_ping {
+            f.in_flight = None;
+        }
+        if seq < f.first_measured {
+            self.counts.warmup_replies += 1;
+        } else {
+            let flows = self.flows.len();
+            let mark = if self.opts.target.ip().is_multicast() {
+                // Each responder has its own windows: one datagram, many
+                // answers, none a duplicate of another responder's.
+                let r = self.responders.entry(from).or_insert_with(|| Responder {
+                    windows: (0..flows).map(|_| SeqWindow::new()).collect(),
+                    counts: ResponderReport {
+                        addr: from.to_string(),
+                        ..Default::default()
+                    },
+                    hist: new_histogram(),
+                });
+                let m = r.windows[fi].mark(seq);
+                match m {
+                    None => r.counts.duplicated += 1,
+                    Some(reordered) => {
+                        r.counts.received += 1;
+                        r.counts.reordered += reordered as u64;
+                        r.hist.saturating_record(now.saturating_sub(sent).max(1));
+                    }
+                }
+                m
+            } else {
+                self.flows[fi].window.mark(seq)
+            };
+            match mark {
+                None => self.counts.duplicated += 1,
+                Some(reordered) => {
+                    self.counts.received += 1;
+                    self.counts.bytes_received += seg.len() as u64;
+                    self.counts.reordered += reordered as u64;
+                    let rtt = now.saturating_sub(sent).max(1);
+                    self.hist.saturating_record(rtt);
+                    self.interval.saturating_record(rtt);
+                }
+            }
+        }
+        if answered_ping && self.opts.mode == Mode::Ping {
+            self.ping_one(tx, fi);
+        }
+    }
+}
+
+impl Handler for Worker {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        let now = self.now_ns();
+        self.rate_start = now;
+        self.measure_at = now + self.opts.warmup.as_nanos() as u64;
+        self.stop_at = self
+            .opts
+            .duration
+            .map(|d| self.measure_at + d.as_nanos() as u64);
+        if self.opts.warmup.is_zero() {
+            self.phase = Phase::Measure;
+            for f in &mut self.flows {
+                f.first_measured = 0;
+            }
+        }
+        if self.flows.is_empty() {
+            self.phase = Phase::Done;
+            self.publish();
+            return;
+        }
+        match self.opts.mode {
+            Mode::Ping => {
+                for fi in 0..self.flows.len() {
+                    self.ping_one(tx, fi);
+                }
+            }
+            Mode::Flood | Mode::Rate(_) => tx.call_later(Duration::ZERO, TICK),
+        }
+        tx.call_later(HOUSEKEEPING_EVERY, HOUSEKEEPING);
+    }
+
+    fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
+        let now = self.now_ns();
+        let from = dgram.source();
+        if !self.opts.target.ip().is_multicast()
+            && crate::sys::canonical(from) != crate::sys::canonical(self.opts.target)
+        {
+            self.counts.foreign += dgram.segments() as u64;
+            return;
+        }
+        if dgram.is_truncated() {
+            self.counts.invalid += 1;
+            return;
+        }
+        let sock = dgram.socket();
+        let seg = match dgram.segment_size() {
+            Some(s) if s > 0 => s as usize,
+            _ => dgram.payload().len().max(1),
+        };
+        for chunk in dgram.payload().chunks(seg) {
+            self.on_reply(chunk, from, sock, now, tx);
+        }
+        if dgram.payload().is_empty() {
+            self.counts.invalid += 1;
+        }
+        if self.opts.mode == Mode::Flood && self.opts.window.is_some() {
+            self.flood(tx);
+        }
+    }
+
+    fn on_error(&mut self, event: ErrorEvent, _tx: &mut Transport<'_>) {
+        // A flood into a closed port reports an error per datagram: count
+        // known kinds without building a key each time.
+        let known = match event {
+            ErrorEvent::ConnectionRefused { .. } => Some("refused"),
+            ErrorEvent::MessageTooLong { .. } => Some("message-too-long"),
+            _ => None,
+        };
+        if let Some(k) = known
+            && let Some(v) = self.counts.errors.get_mut(k)
+        {
+            *v += 1;
+            return;
+        }
+        let kind = match event {
+            ErrorEvent::Unreachable { errno, .. } => {
+                format!("unreachable-{}", crate::errno_name(errno))
+            }
+            ErrorEvent::Other { errno, .. } => crate::errno_name(errno),
+            _ => known.unwrap_or("other").to_string(),
+        };
+        *self.counts.errors.entry(kind).or_default() += 1;
+    }
+
+    fn on_timer(&mut self, token: u64, tx: &mut Transport<'_>) {
+        match token {
+            HOUSEKEEPING => self.housekeeping(tx),
+            TICK => match self.opts.mode {
+                Mode::Flood => {
+                    self.flood(tx);
+                    if self.sending(self.now_ns()) && self.opts.window.is_none() {
+                        tx.call_later(Duration::ZERO, TICK);
+                    }
+                }
+                Mode::Rate(_) => {
+                    if let Some(d) = self.rate(tx) {
+                        tx.call_later(d, TICK);
+                    }
+                }
+                Mode::Ping => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn on_stop(&mut self) {
+        self.phase = Phase::Done;
+        self.publish();
+    }
+}

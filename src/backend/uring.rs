@@ -1,0 +1,326 @@
+//! The `uring` backend's loop: one io_uring per worker (the ring itself is
+//! [`crate::sys::uring::Ring`]).
+//!
+//! Each iteration turns the queued sends into SQEs, re-arms what has ended
+//! (a multishot receive whose ring ran empty, the wake-up poll), and enters
+//! the kernel once to submit everything and wait for completions. A
+//! receive completion names the buffer the kernel filled; the slot is lent
+//! to the handler and goes back into the buffer ring (published once per
+//! batch) when the last send that reads it completes. Datagrams left in
+//! the socket while the ring was empty stay there until it is re-armed.
+//!
+//! Shutdown cancels the receives and the poll and reaps until every request
+//! has posted its last completion, so no buffer is held by the kernel when
+//! the ring and then the pool are dropped.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::handler::Handler;
+use crate::sys::uring::{Completion, Op, Ring, RingOpts};
+use crate::worker::Worker;
+
+/// Longest wait while sends are in flight (see the main loop).
+const SEND_WAIT: Duration = Duration::from_millis(1);
+/// Longest the shutdown waits for the kernel to finish.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+
+/// The ring and what this loop knows about its requests.
+struct Driver {
+    ring: Ring,
+    recv_armed: Vec<bool>,
+    wake_armed: bool,
+    in_flight: usize,
+    send_headers: usize,
+    wake_fd: RawFd,
+}
+
+impl Driver {
+    fn arm_recv(&mut self, sock: usize) -> io::Result<()> {
+        self.ring.arm_recv(sock)?;
+        self.recv_armed[sock] = true;
+        Ok(())
+    }
+
+    fn arm_wake(&mut self) -> io::Result<()> {
+        self.ring.arm_wake(self.wake_fd)?;
+        self.wake_armed = true;
+        Ok(())
+    }
+
+    fn any_recv_armed(&self) -> bool {
+        self.recv_armed.iter().any(|&a| a)
+    }
+
+    /// Turns queued sends into SQEs; stops early (leaving the rest queued)
+    /// when every send header is in flight.
+    fn flush<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<()> {
+        let core = &mut w.core;
+        let mut done = 0;
+        for &t in core.queue.as_slice() {
+            // SAFETY: the queue holds a reference on the slot for this send
+            // (taken in SendQueue::push); it is dropped only in
+            // Worker::complete, after `finish_send` reaped the completion.
+            // The slot's bytes are not written while referenced by a send.
+            match unsafe { self.ring.push_send(t, &core.pool)? } {
+                None => done += 1,
+                Some(_) => break,
+            }
+        }
+        self.in_flight += done;
+        core.queue.consume(done);
+        Ok(())
+    }
+
+    /// Handles one receive completion.
+    fn on_recv<H: Handler>(
+        &mut self,
+        w: &mut Worker<H>,
+        sock: usize,
+        c: Completion,
+        dispatch: bool,
+    ) {
+        if sock >= self.recv_armed.len() {
+            w.invalid();
+            return;
+        }
+        if !c.more() {
+            self.recv_armed[sock] = false;
+        }
+        if c.res < 0 {
+            match -c.res {
+                libc::ENOBUFS => w.core.stats.c.enobufs += 1,
+                libc::ECANCELED => {}
+                errno => w.socket_error(sock, errno),
+            }
+            return;
+        }
+        let Some(bid) = c.buffer() else {
+            w.invalid();
+            return;
+        };
+        let Some(mut lent) = w.core.pool.lend(u32::from(bid), 0, c.res as u32) else {
+            w.invalid();
+            return;
+        };
+        let Some(meta) = self.ring.recv_meta(sock as u16, lent.bytes()) else {
+            w.invalid();
+            w.core.pool.release(lent);
+            return;
+        };
+        lent.set_window(crate::bufring::HEADROOM as u32, meta.len);
+        if dispatch {
+            w.dispatch(meta, lent);
+        } else {
+            w.discard(meta, lent);
+        }
+    }
+
+    fn on_send<H: Handler>(&mut self, w: &mut Worker<H>, i: u32, res: i32) {
+        let Some(t) = self.ring.finish_send(i) else {
+            w.invalid();
+            return;
+        };
+        self.in_flight -= 1;
+        w.complete(t, if res >= 0 { Ok(()) } else { Err(-res) });
+    }
+
+    /// The handler has queued so much that its next `send_to` could find
+    /// no free send slot: submit what is queued now, in the middle of the
+    /// batch, and take in the sends that completed (UDP sends complete when
+    /// submitted, so their slots come back at once). Without this a burst
+    /// of up to `recv_slots` datagrams reaches the handler before any send
+    /// goes, and replies copied with `send_to` run out of slots.
+    fn relieve<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<()> {
+        let pool = &w.core.pool;
+        if pool.send_free() > pool.send_slots() / 4 && w.core.queue.len() < self.ring_room() {
+            return Ok(());
+        }
+        self.flush(w)?;
+        self.ring.submit()?;
+        self.ring.reap_more();
+        Ok(())
+    }
+
+    /// Sends that can be queued before relief is due: half the send headers.
+    fn ring_room(&self) -> usize {
+        self.send_headers / 2
+    }
+
+    /// Reaps what completed and hands it on; `dispatch` false once the
+    /// handler has stopped (datagrams are then counted and released).
+    fn handle<H: Handler>(&mut self, w: &mut Worker<H>, dispatch: bool) -> io::Result<()> {
+        let mut n = self.ring.reap();
+        let mut k = 0;
+        while k < n {
+            // Copied out one at a time: handling may push new entries.
+            let c = self.ring.completion(k);
+            k += 1;
+            match c.op {
+                Some(Op::Wake) => {
+                    if !c.more() {
+                        self.wake_armed = false;
+                    }
+                    if dispatch {
+                        w.woken();
+                    } else {
+                        w.core.shared.inbox.wake.drain();
+                    }
+                }
+                Some(Op::Cancel) => {}
+                Some(Op::Recv(sock)) => {
+                    self.on_recv(w, sock as usize, c, dispatch);
+                    self.relieve(w)?;
+                    n = self.ring.len();
+                }
+                Some(Op::Send(i)) => self.on_send(w, i, c.res),
+                None => w.invalid(),
+            }
+        }
+        w.core.pool.publish();
+        Ok(())
+    }
+
+    /// Stops receiving, lets the handler finish, and reaps until the kernel
+    /// holds nothing of ours. Bounded: gives up after `limit`.
+    fn shutdown<H: Handler>(&mut self, w: &mut Worker<H>, limit: Duration) -> io::Result<()> {
+        for i in 0..self.recv_armed.len() {
+            if self.recv_armed[i] {
+                self.ring.cancel(Op::Recv(i as u32))?;
+            }
+        }
+        if self.wake_armed {
+            self.ring.cancel(Op::Wake)?;
+        }
+        let deadline = Instant::now() + limit;
+        let mut stopped = false;
+        loop {
+            if !self.any_recv_armed() && !stopped {
+                // Every datagram the kernel handed over has been handled.
+                stopped = true;
+                w.stop();
+            }
+            self.flush(w)?;
+            if !self.any_recv_armed()
+                && !self.wake_armed
+                && self.in_flight == 0
+                && w.core.queue.is_empty()
+            {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "io_uring requests still in flight at shutdown",
+                ));
+            }
+            self.ring
+                .wait(1, Some(left.min(Duration::from_millis(50))))?;
+            self.handle(w, !stopped)?;
+        }
+    }
+}
+
+/// Runs a worker on io_uring until the stop flag is set. Calls `ready` once
+/// the receive is armed (or with the setup error).
+pub(crate) fn run<H: Handler>(
+    sockets: &[socket2::Socket],
+    w: &mut Worker<H>,
+    cfg: &Config,
+    ready: &mut dyn FnMut(io::Result<()>),
+) -> io::Result<()> {
+    let fds: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    let opts = RingOpts {
+        sq_entries: cfg.sq_entries,
+        defer_taskrun: cfg.defer_taskrun,
+    };
+    // One send header per slot, twice over (a slot can be sent to several
+    // destinations), at least 64.
+    let sends = (w.core.pool.counts().total as usize * 2).max(64);
+    // SAFETY: the pool is owned by `w.core`, which outlives the driver: the
+    // driver is dropped at the end of this function, or leaked when the
+    // kernel may still hold buffers (see below); `w` outlives the call.
+    let ring = match unsafe { Ring::new(&fds, &w.core.pool, sends, &opts) } {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = e.to_string();
+            ready(Err(e));
+            return Err(io::Error::other(msg));
+        }
+    };
+    let mut d = Driver {
+        ring,
+        recv_armed: vec![false; fds.len()],
+        wake_armed: false,
+        in_flight: 0,
+        send_headers: sends,
+        wake_fd: w.core.shared.inbox.wake.fd(),
+    };
+    let setup = d
+        .arm_wake()
+        .and_then(|_| (0..fds.len()).try_for_each(|i| d.arm_recv(i)))
+        .and_then(|_| d.ring.submit());
+    if let Err(e) = setup {
+        let msg = e.to_string();
+        ready(Err(e));
+        // Part may have reached the kernel: leak rather than risk it.
+        w.core.pool.leak();
+        std::mem::forget(d);
+        return Err(io::Error::other(msg));
+    }
+    w.core.stats.c.recv_arms += 1;
+    ready(Ok(()));
+    w.start();
+    let result = (|| -> io::Result<()> {
+        loop {
+            if w.core.stopping() {
+                return Ok(());
+            }
+            d.flush(w)?;
+            for i in 0..fds.len() {
+                if !d.recv_armed[i] && w.core.pool.recv_home() > 0 {
+                    d.arm_recv(i)?;
+                    w.core.stats.c.recv_arms += 1;
+                }
+            }
+            if !d.wake_armed {
+                d.arm_wake()?;
+            }
+            // UDP sends complete inline when submitted: wait for them and
+            // for one more completion in the same enter, rather than waking
+            // once for the sends and entering again. A send that had to wait
+            // for socket space must not hold the loop: bound the wait then.
+            let (want, timeout) = if w.core.busy_poll {
+                // Never sleep: submit, run deferred completions, go on.
+                (1, Some(Duration::ZERO))
+            } else if d.in_flight > 0 {
+                let t = w.core.timers.next().map_or(SEND_WAIT, |t| t.min(SEND_WAIT));
+                (d.in_flight + 1, Some(t))
+            } else {
+                (1, w.core.timers.next())
+            };
+            d.ring.wait(want, timeout)?;
+            d.handle(w, true)?;
+            w.fire_timers();
+            w.core.publish();
+        }
+    })();
+    let down = d.shutdown(w, SHUTDOWN_LIMIT);
+    w.core.publish();
+    if down.is_err() {
+        // The kernel may still hold buffers: keep the ring (and with it the
+        // registrations) and the pool's memory for the life of the process
+        // rather than risk a write into freed memory.
+        w.core.pool.leak();
+        std::mem::forget(d);
+        return result.and(down);
+    }
+    // A closed ring is torn down asynchronously and would keep the sockets
+    // bound for a while; release them before returning.
+    d.ring.release_files();
+    drop(d);
+    result
+}

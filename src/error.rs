@@ -1,0 +1,110 @@
+//! What the API reports: errors the kernel raised for a socket
+//! ([`ErrorEvent`], handed to [`crate::Handler::on_error`]) and why a send
+//! was not queued ([`SendError`]).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::sys::QueuedError;
+
+/// An error the kernel reported for a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorEvent {
+    /// ICMP port unreachable: nothing listens at `peer`.
+    ConnectionRefused {
+        /// Where the refused datagram went, when the kernel says.
+        peer: Option<SocketAddr>,
+    },
+    /// A datagram was too big for the path (`EMSGSIZE`); `mtu` is what the
+    /// kernel reported, when it did.
+    MessageTooLong {
+        /// Destination of the datagram.
+        peer: Option<SocketAddr>,
+        /// Path MTU from the ICMP message or the local route.
+        mtu: Option<u32>,
+    },
+    /// Host or network unreachable, or another ICMP error.
+    Unreachable {
+        /// Destination of the datagram.
+        peer: Option<SocketAddr>,
+        /// The errno the kernel mapped it to (`EHOSTUNREACH`, `ENETUNREACH`, …).
+        errno: i32,
+    },
+    /// Any other error, with its errno.
+    Other {
+        /// Destination, when known.
+        peer: Option<SocketAddr>,
+        /// The errno.
+        errno: i32,
+    },
+}
+
+impl ErrorEvent {
+    pub(crate) fn from_queued(e: QueuedError) -> Self {
+        let peer = e.peer;
+        match e.errno {
+            libc::ECONNREFUSED => ErrorEvent::ConnectionRefused { peer },
+            libc::EMSGSIZE => ErrorEvent::MessageTooLong {
+                peer,
+                mtu: (e.info != 0).then_some(e.info),
+            },
+            libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::EHOSTDOWN
+            | libc::ENETDOWN
+            | libc::EACCES => ErrorEvent::Unreachable {
+                peer,
+                errno: e.errno,
+            },
+            errno => ErrorEvent::Other { peer, errno },
+        }
+    }
+
+    pub(crate) fn from_errno(errno: i32, peer: Option<SocketAddr>) -> Self {
+        ErrorEvent::from_queued(QueuedError {
+            errno,
+            origin: 0,
+            icmp_type: 0,
+            icmp_code: 0,
+            info: 0,
+            peer,
+        })
+    }
+}
+
+/// Why a send was not queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The data does not fit in a slot (or in a UDP datagram).
+    TooLarge,
+    /// Every send slot is in flight; counted in [`crate::Stats::send_exhausted`].
+    Exhausted,
+    /// The worker has no socket with that index.
+    NoSuchSocket,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::TooLarge => f.write_str("datagram larger than a send slot"),
+            SendError::Exhausted => f.write_str("all send slots are in flight"),
+            SendError::NoSuchSocket => f.write_str("no socket with that index in this worker"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Errors the kernel explains in the socket error queue (ICMP, and
+/// `EMSGSIZE` with the path MTU).
+pub(crate) fn is_icmp_errno(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ECONNREFUSED
+            | libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::EMSGSIZE
+            | libc::EHOSTDOWN
+    )
+}

@@ -1,0 +1,107 @@
+//! The sockets an engine opens: every option from [`Config`] applied, the
+//! bind, and what the kernel granted.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::{Config, Multicast};
+use crate::sys;
+
+/// What the kernel granted each socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SocketInfo {
+    /// `SO_RCVBUF` as read back (the kernel doubles requests).
+    pub recv_buffer: usize,
+    /// `SO_SNDBUF` as read back.
+    pub send_buffer: usize,
+    /// Whether `UDP_GRO` is on.
+    pub gro: bool,
+}
+
+pub(crate) fn open(
+    cfg: &Config,
+    bind: SocketAddr,
+    reuse_port: bool,
+) -> io::Result<(Socket, SocketInfo)> {
+    let domain = if bind.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let s = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+    if reuse_port || cfg.reuse_addr {
+        s.set_reuse_port(true)?;
+    }
+    if cfg.reuse_addr {
+        s.set_reuse_address(true)?;
+    }
+    if cfg.broadcast {
+        s.set_broadcast(true)?;
+    }
+    let fd = s.as_raw_fd();
+    sys::socket::set_recverr(fd, bind.is_ipv6())?;
+    sys::socket::set_rxq_ovfl(fd)?;
+    if cfg.pmtu_discover {
+        sys::socket::set_pmtu_discover(fd, bind.is_ipv6(), true)?;
+    }
+    if cfg.gro {
+        sys::socket::set_udp_gro(fd, true).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("UDP_GRO not available on this kernel: {e}"),
+            )
+        })?;
+    }
+    let mut info = SocketInfo {
+        recv_buffer: sys::socket::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)? as usize,
+        send_buffer: sys::socket::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)? as usize,
+        gro: cfg.gro,
+    };
+    if let Some(n) = cfg.recv_buffer {
+        info.recv_buffer = sys::socket::set_buffer_size(fd, true, n)?;
+    }
+    if let Some(n) = cfg.send_buffer {
+        info.send_buffer = sys::socket::set_buffer_size(fd, false, n)?;
+    }
+    apply_multicast(fd, bind.is_ipv6(), &cfg.multicast)?;
+    s.bind(&bind.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(e.kind(), format!("{bind}: address already in use"))
+        } else if e.kind() == io::ErrorKind::AddrNotAvailable {
+            io::Error::new(
+                e.kind(),
+                format!("{bind}: address not available on this host"),
+            )
+        } else {
+            io::Error::new(e.kind(), format!("bind {bind}: {e}"))
+        }
+    })?;
+    if let Some(peer) = cfg.connect {
+        s.connect(&peer.into())
+            .map_err(|e| io::Error::new(e.kind(), format!("connect to {peer}: {e}")))?;
+    }
+    Ok((s, info))
+}
+
+fn apply_multicast(fd: std::os::fd::RawFd, v6: bool, m: &Multicast) -> io::Result<()> {
+    use sys::mcast;
+    if let Some(ttl) = m.ttl {
+        mcast::set_ttl(fd, v6, ttl)?;
+    }
+    if let Some(on) = m.loopback {
+        mcast::set_loop(fd, v6, on)?;
+    }
+    if let Some(i) = &m.interface {
+        mcast::set_interface(fd, v6, i)?;
+    }
+    for j in &m.joins {
+        match j.source {
+            Some(src) => mcast::source_membership(fd, v6, j.group, src, &j.interface, true)?,
+            None => mcast::membership(fd, v6, j.group, &j.interface, true)?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! Control messages (`cmsg(3)`): one reader, one writer.
+//!
+//! A control area is a run of records, each a `cmsghdr` (`cmsg_len`,
+//! `cmsg_level`, `cmsg_type`) followed by its data and padded to the
+//! alignment of a `long` (`CMSG_ALIGN`). [`CmsgIter`] walks an area the
+//! kernel filled (received datagrams, the error queue) and stops at the
+//! first record that does not fit, so a short or hostile area ends the walk
+//! instead of reading past it. [`CmsgWriter`] builds an area for a send.
+
+use std::mem;
+use std::num::NonZeroU16;
+
+/// `SO_RXQ_OVFL` (libc does not export it on every target).
+pub(crate) const SO_RXQ_OVFL: libc::c_int = 40;
+/// `UDP_SEGMENT`: the GSO segment size of a send.
+pub(crate) const UDP_SEGMENT: libc::c_int = 103;
+/// `UDP_GRO`: on a socket, coalesce; on a datagram, its segment size.
+pub(crate) const UDP_GRO: libc::c_int = 104;
+
+/// Size of the control area for sends: one `UDP_SEGMENT` (a u16).
+pub const SEND_CMSG_LEN: usize = 24;
+
+const HDR_LEN: usize = mem::size_of::<libc::cmsghdr>();
+
+/// `CMSG_ALIGN`: records are padded to the size of a `long`.
+const fn align(n: usize) -> usize {
+    (n + mem::size_of::<usize>() - 1) & !(mem::size_of::<usize>() - 1)
+}
+
+/// `CMSG_SPACE(n)`: what a record with `n` bytes of data takes.
+pub const fn space(n: usize) -> usize {
+    align(HDR_LEN) + align(n)
+}
+
+/// A control area with the alignment the kernel's `cmsghdr` has.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+pub struct CmsgSpace<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> Default for CmsgSpace<N> {
+    fn default() -> Self {
+        CmsgSpace([0; N])
+    }
+}
+
+/// One record of a control area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cmsg<'a> {
+    /// `cmsg_level` (`SOL_SOCKET`, `SOL_UDP`, `SOL_IP`, ...).
+    pub level: libc::c_int,
+    /// `cmsg_type`.
+    pub ty: libc::c_int,
+    /// The record's data (without padding).
+    pub data: &'a [u8],
+}
+
+impl Cmsg<'_> {
+    /// The data as a native-endian `i32`/`u32`, when it is at least 4 bytes.
+    pub fn u32(&self) -> Option<u32> {
+        let b = self.data.get(..4)?;
+        Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    /// The data as a native-endian `u16`, when it is at least 2 bytes.
+    pub fn u16(&self) -> Option<u16> {
+        let b = self.data.get(..2)?;
+        Some(u16::from_ne_bytes([b[0], b[1]]))
+    }
+}
+
+/// Walks the records of a control area.
+#[derive(Clone, Debug)]
+pub struct CmsgIter<'a> {
+    buf: &'a [u8],
+    off: usize,
+}
+
+impl<'a> CmsgIter<'a> {
+    /// The records of `buf` (the first `msg_controllen` bytes of an area).
+    pub fn new(buf: &'a [u8]) -> Self {
+        CmsgIter { buf, off: 0 }
+    }
+}
+
+impl<'a> Iterator for CmsgIter<'a> {
+    type Item = Cmsg<'a>;
+
+    fn next(&mut self) -> Option<Cmsg<'a>> {
+        let rest = self.buf.get(self.off..)?;
+        if rest.len() < HDR_LEN {
+            return None;
+        }
+        // SAFETY: `rest` holds at least HDR_LEN bytes; read_unaligned copes
+        // with any alignment of the caller's buffer, and cmsghdr is plain
+        // old data (any bit pattern is a value).
+        let hdr: libc::cmsghdr = unsafe { std::ptr::read_unaligned(rest.as_ptr().cast()) };
+        let len = hdr.cmsg_len;
+        if len < HDR_LEN || len > rest.len() {
+            // Malformed or cut short: end the walk.
+            self.off = self.buf.len();
+            return None;
+        }
+        self.off = self.off.saturating_add(align(len));
+        Some(Cmsg {
+            level: hdr.cmsg_level,
+            ty: hdr.cmsg_type,
+            data: &rest[HDR_LEN..len],
+        })
+    }
+}
+
+/// What the control messages of one received datagram said.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecvCmsg {
+    /// `UDP_GRO`: the datagram is a train of segments of this size.
+    pub gro_segment: Option<NonZeroU16>,
+    /// `SO_RXQ_OVFL`: the socket's cumulative drop counter.
+    pub rxq_ovfl: Option<u32>,
+}
+
+impl RecvCmsg {
+    /// Reads the records the engine asks for; others are skipped.
+    pub fn parse(control: &[u8]) -> Self {
+        let mut out = RecvCmsg::default();
+        for c in CmsgIter::new(control) {
+            match (c.level, c.ty) {
+                // The kernel writes an int; a u16 is accepted too.
+                (libc::SOL_UDP, UDP_GRO) => {
+                    let v = c.u32().map_or(c.u16().map(u32::from), Some);
+                    out.gro_segment = v
+                        .and_then(|v| u16::try_from(v).ok())
+                        .and_then(NonZeroU16::new);
+                }
+                (libc::SOL_SOCKET, SO_RXQ_OVFL) => {
+                    if let Some(v) = c.u32() {
+                        out.rxq_ovfl = Some(v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// Builds a control area in a caller's buffer.
+pub struct CmsgWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> CmsgWriter<'a> {
+    /// An empty area over `buf`.
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        CmsgWriter { buf, len: 0 }
+    }
+
+    /// Appends a record; false (and nothing written) when it does not fit.
+    pub fn push(&mut self, level: libc::c_int, ty: libc::c_int, data: &[u8]) -> bool {
+        let need = space(data.len());
+        let Some(room) = self.buf.get_mut(self.len..self.len + need) else {
+            return false;
+        };
+        room.fill(0);
+        // SAFETY: cmsghdr is plain old data; all-zero is valid.
+        let mut hdr: libc::cmsghdr = unsafe { mem::zeroed() };
+        hdr.cmsg_len = HDR_LEN + data.len();
+        hdr.cmsg_level = level;
+        hdr.cmsg_type = ty;
+        // SAFETY: `room` holds `need` >= HDR_LEN bytes; write_unaligned
+        // needs no alignment.
+        unsafe { std::ptr::write_unaligned(room.as_mut_ptr().cast::<libc::cmsghdr>(), hdr) };
+        room[HDR_LEN..HDR_LEN + data.len()].copy_from_slice(data);
+        self.len += need;
+        true
+    }
+
+    /// Bytes written (for `msg_controllen`).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Writes a `UDP_SEGMENT` control message into `buf`; returns its length
+/// (for `msg_controllen`).
+pub fn write_segment(buf: &mut CmsgSpace<SEND_CMSG_LEN>, segment: NonZeroU16) -> usize {
+    let mut w = CmsgWriter::new(&mut buf.0);
+    let fits = w.push(libc::SOL_UDP, UDP_SEGMENT, &segment.get().to_ne_bytes());
+    debug_assert!(fits, "SEND_CMSG_LEN holds one UDP_SEGMENT");
+    w.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn area(records: &[(i32, i32, &[u8])]) -> Vec<u8> {
+        let mut buf = vec![0u8; 256];
+        let mut w = CmsgWriter::new(&mut buf);
+        for &(l, t, d) in records {
+            assert!(w.push(l, t, d));
+        }
+        let n = w.len();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn reads_gro_and_ovfl_and_survives_garbage() {
+        let a = area(&[
+            (libc::SOL_UDP, UDP_GRO, &1400i32.to_ne_bytes()),
+            (libc::SOL_SOCKET, SO_RXQ_OVFL, &7u32.to_ne_bytes()),
+        ]);
+        assert_eq!(a.len(), 2 * space(4));
+        let c = RecvCmsg::parse(&a);
+        assert_eq!(c.gro_segment, NonZeroU16::new(1400));
+        assert_eq!(c.rxq_ovfl, Some(7));
+        // A length that runs past the area ends the walk without a panic.
+        let mut bad = a.clone();
+        bad[0] = 200;
+        assert_eq!(RecvCmsg::parse(&bad).gro_segment, None);
+        assert_eq!(RecvCmsg::parse(&a[..5]), RecvCmsg::default());
+        // A zero segment size is no segment size.
+        let z = area(&[(libc::SOL_UDP, UDP_GRO, &0i32.to_ne_bytes())]);
+        assert_eq!(RecvCmsg::parse(&z).gro_segment, None);
+    }
+
+    #[test]
+    fn writer_refuses_what_does_not_fit() {
+        let mut s = CmsgSpace::<SEND_CMSG_LEN>::default();
+        assert_eq!(write_segment(&mut s, NonZeroU16::new(1200).unwrap()), 24);
+        let r: Vec<Cmsg<'_>> = CmsgIter::new(&s.0).collect();
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (r[0].level, r[0].ty, r[0].u16()),
+            (libc::SOL_UDP, UDP_SEGMENT, Some(1200))
+        );
+        let mut small = [0u8; 20];
+        let mut w = CmsgWriter::new(&mut small);
+        assert!(!w.push(libc::SOL_UDP, UDP_SEGMENT, &[0, 0]));
+        assert_eq!(w.len(), 0);
+    }
+}

@@ -1,0 +1,84 @@
+//! The two records the engine and the kernel layer exchange: what arrived
+//! ([`RecvMeta`]) and what to send ([`Transmit`]). Both backends produce
+//! the first and consume the second; the worker reads the first and
+//! queues the second.
+
+use std::fmt;
+use std::num::NonZeroU16;
+
+use super::addr::RawAddr;
+use super::cmsg::RecvCmsg;
+
+/// One received datagram (or GRO train), as a backend read it. Its payload
+/// is in a pool slot lent alongside, at [`crate::bufring::HEADROOM`].
+#[derive(Clone, Copy)]
+pub struct RecvMeta {
+    /// Index of the worker's socket it arrived on.
+    pub sock: u16,
+    /// Who sent it.
+    pub src: RawAddr,
+    /// Payload bytes in the slot (at most the slot's payload room).
+    pub len: u32,
+    /// The datagram was longer than the slot and was cut (`MSG_TRUNC`).
+    pub truncated: bool,
+    /// What the control messages said (GRO segment size, drop counter).
+    pub cmsg: RecvCmsg,
+}
+
+impl fmt::Debug for RecvMeta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvMeta")
+            .field("sock", &self.sock)
+            .field("src", &self.src.to_socket_addr())
+            .field("len", &self.len)
+            .field("truncated", &self.truncated)
+            .field("cmsg", &self.cmsg)
+            .finish()
+    }
+}
+
+/// A send the handler asked for, waiting for the backend to submit it.
+/// The slot it reads holds a reference in the pool until the send's outcome
+/// is known.
+#[derive(Clone, Copy)]
+pub struct Transmit {
+    /// Index of the worker's socket to send from.
+    pub sock: u16,
+    /// The pool slot holding the bytes.
+    pub slot: u32,
+    /// Offset of the bytes in the slot.
+    pub off: u32,
+    /// Number of bytes.
+    pub len: u32,
+    /// Destination; the empty address means the socket's connected peer.
+    pub dst: RawAddr,
+    /// GSO segment size: the kernel cuts the bytes into datagrams of this
+    /// size (the last may be shorter). `None`: one datagram.
+    pub segment: Option<NonZeroU16>,
+    /// Sent again after a failure that reported an earlier datagram's error.
+    pub retried: bool,
+}
+
+impl Transmit {
+    /// How many datagrams this send puts on the wire.
+    pub fn datagrams(&self) -> u64 {
+        match self.segment {
+            Some(s) => u64::from(self.len.div_ceil(u32::from(s.get())).max(1)),
+            None => 1,
+        }
+    }
+}
+
+impl fmt::Debug for Transmit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transmit")
+            .field("sock", &self.sock)
+            .field("slot", &self.slot)
+            .field("off", &self.off)
+            .field("len", &self.len)
+            .field("dst", &self.dst.to_socket_addr())
+            .field("segment", &self.segment)
+            .field("retried", &self.retried)
+            .finish()
+    }
+}

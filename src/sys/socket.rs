@@ -1,0 +1,245 @@
+//! Options and calls on one socket: those socket2 and nix do not cover
+//! (`SO_RXQ_OVFL`, `UDP_GRO`, `*_RECVERR`, path MTU discovery, the `FORCE`
+//! buffer sizes, the reuseport CPU steering program), and the few calls the
+//! engine makes on a live descriptor (connect, disconnect, bind).
+
+use std::io;
+use std::mem;
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+
+use super::addr::RawAddr;
+use super::cmsg::{SO_RXQ_OVFL, UDP_GRO};
+
+/// Sets an integer socket option.
+pub fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    syscall!(setsockopt(
+        fd,
+        level,
+        name,
+        (&value as *const libc::c_int).cast(),
+        mem::size_of::<libc::c_int>() as libc::socklen_t,
+    ))
+    .map(drop)
+}
+
+/// Reads an integer socket option.
+pub fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    syscall!(getsockopt(
+        fd,
+        level,
+        name,
+        (&mut value as *mut libc::c_int).cast(),
+        &mut len,
+    ))?;
+    Ok(value)
+}
+
+/// Turns on the kernel's per-socket drop counter, delivered with each datagram.
+pub fn set_rxq_ovfl(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_SOCKET, SO_RXQ_OVFL, 1)
+}
+
+/// Turns on UDP generic receive offload: trains arrive as one buffer.
+pub fn set_udp_gro(fd: RawFd, on: bool) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_UDP, UDP_GRO, on as libc::c_int)
+}
+
+/// Connects a datagram socket to `peer` (only its datagrams arrive; sends
+/// without an address go to it).
+pub fn connect(fd: RawFd, peer: &RawAddr) -> io::Result<()> {
+    // The kernel copies the address during the call.
+    syscall!(connect(fd, peer.as_ptr().cast(), peer.len())).map(drop)
+}
+
+/// Dissolves a datagram socket's association (connect to `AF_UNSPEC`).
+pub fn disconnect(fd: RawFd) -> io::Result<()> {
+    // SAFETY: sockaddr is plain old data; all-zero with family AF_UNSPEC is
+    // the documented way to disconnect.
+    let mut sa: libc::sockaddr = unsafe { mem::zeroed() };
+    sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    syscall!(connect(
+        fd,
+        &sa,
+        mem::size_of::<libc::sockaddr>() as libc::socklen_t
+    ))
+    .map(drop)
+}
+
+/// Binds a socket to `addr`.
+pub fn bind(fd: RawFd, addr: &RawAddr) -> io::Result<()> {
+    // The kernel copies the address during the call.
+    syscall!(bind(fd, addr.as_ptr().cast(), addr.len())).map(drop)
+}
+
+/// The port a socket is bound to now (0 when unbound).
+pub fn local_port(fd: RawFd) -> io::Result<u16> {
+    let mut name = RawAddr::zeroed();
+    let mut len = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    syscall!(getsockname(
+        fd,
+        (&mut name.storage as *mut libc::sockaddr_in6).cast(),
+        &mut len
+    ))?;
+    name.len = len;
+    Ok(name.to_socket_addr().map_or(0, |a| a.port()))
+}
+
+/// The MTU of the local interface that holds `local` (the source address a
+/// connected socket picked), from `getifaddrs` and sysfs.
+#[cfg_attr(not(feature = "cli"), allow(dead_code))] // the pmtu app
+pub fn interface_mtu(local: IpAddr) -> Option<u32> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for ifa in addrs {
+        let Some(a) = ifa.address else { continue };
+        let ip = a
+            .as_sockaddr_in()
+            .map(|s| IpAddr::V4(s.ip()))
+            .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())));
+        if ip == Some(local) {
+            let path = format!("/sys/class/net/{}/mtu", ifa.interface_name);
+            return std::fs::read_to_string(path).ok()?.trim().parse().ok();
+        }
+    }
+    None
+}
+
+/// The path MTU the kernel knows for a connected socket's peer
+/// (`IP_MTU` / `IPV6_MTU`); `ENOTCONN` on an unconnected socket.
+pub fn path_mtu(fd: RawFd, v6: bool) -> io::Result<u32> {
+    let v = if v6 {
+        getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_MTU)?
+    } else {
+        getsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MTU)?
+    };
+    Ok(v as u32)
+}
+
+/// Sets the don't-fragment policy: `IP_PMTUDISC_DO` (never fragment; a
+/// datagram larger than the known path MTU fails with `EMSGSIZE`) or the
+/// kernel's default (`IP_PMTUDISC_WANT`). IPv6 sockets get
+/// `IPV6_MTU_DISCOVER` and `IPV6_DONTFRAG` too.
+pub fn set_pmtu_discover(fd: RawFd, v6: bool, on: bool) -> io::Result<()> {
+    let (v4, v6v) = if on {
+        (libc::IP_PMTUDISC_DO, libc::IPV6_PMTUDISC_DO)
+    } else {
+        (libc::IP_PMTUDISC_WANT, libc::IPV6_PMTUDISC_WANT)
+    };
+    set_pmtu_values(fd, v6, v4, v6v, on)
+}
+
+/// For path MTU probes: don't fragment, and with `probe` also ignore the
+/// path MTU the kernel has learned (`IP_PMTUDISC_PROBE`), so a probe larger
+/// than it still leaves (packetization-layer discovery).
+#[cfg_attr(not(feature = "cli"), allow(dead_code))] // the pmtu app
+pub fn set_pmtu_mode(fd: RawFd, v6: bool, probe: bool) -> io::Result<()> {
+    if probe {
+        set_pmtu_values(
+            fd,
+            v6,
+            libc::IP_PMTUDISC_PROBE,
+            libc::IPV6_PMTUDISC_PROBE,
+            true,
+        )
+    } else {
+        set_pmtu_discover(fd, v6, true)
+    }
+}
+
+fn set_pmtu_values(
+    fd: RawFd,
+    v6: bool,
+    v4: libc::c_int,
+    v6v: libc::c_int,
+    dontfrag: bool,
+) -> io::Result<()> {
+    let on = dontfrag;
+    if v6 {
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, v6v)?;
+        setsockopt_int(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_DONTFRAG,
+            on as libc::c_int,
+        )?;
+        // v4-mapped traffic on an IPv6 socket follows the IPv4 option.
+        let _ = setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, v4);
+        Ok(())
+    } else {
+        setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, v4)
+    }
+}
+
+/// Turns on extended error reporting through the error queue.
+pub fn set_recverr(fd: RawFd, v6: bool) -> io::Result<()> {
+    if v6 {
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)?;
+    }
+    // An IPv6 socket may carry IPv4 traffic (v4-mapped); ask for both.
+    match setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1) {
+        Err(e) if v6 => {
+            let _ = e;
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+/// Sets a socket buffer size, trying the `FORCE` variant (needs
+/// `CAP_NET_ADMIN`, ignores `rmem_max`) first; returns what the kernel
+/// granted (the kernel doubles the request for bookkeeping and reports that).
+pub fn set_buffer_size(fd: RawFd, recv: bool, bytes: usize) -> io::Result<usize> {
+    let bytes = bytes.min(i32::MAX as usize / 2) as libc::c_int;
+    let (force, plain) = if recv {
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)
+    } else {
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)
+    };
+    if setsockopt_int(fd, libc::SOL_SOCKET, force, bytes).is_err() {
+        setsockopt_int(fd, libc::SOL_SOCKET, plain, bytes)?;
+    }
+    Ok(getsockopt_int(fd, libc::SOL_SOCKET, plain)? as usize)
+}
+
+/// Attaches a classic BPF program to a reuseport group that picks the socket
+/// whose index equals the CPU the packet is processed on (sockets join the
+/// group in worker order). Indexes past the group fall back to the hash.
+pub fn attach_reuseport_cpu(fd: RawFd) -> io::Result<()> {
+    // SKF_AD_OFF + SKF_AD_CPU: "load the current CPU" in classic BPF.
+    const SKF_AD_OFF: u32 = (-0x1000i32) as u32;
+    const SKF_AD_CPU: u32 = 36;
+    let code = [
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: SKF_AD_OFF.wrapping_add(SKF_AD_CPU),
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_A) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_ptr() as *mut libc::sock_filter,
+    };
+    // The kernel copies the program during the call.
+    syscall!(setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_REUSEPORT_CBPF,
+        (&prog as *const libc::sock_fprog).cast(),
+        mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+    ))
+    .map(drop)
+}

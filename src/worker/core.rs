@@ -1,0 +1,212 @@
+//! A worker's state, as a handler's [`Transport`](crate::Transport) sees
+//! it: the pool, the queue of sends asked for, timers, counters and the
+//! sockets. Nothing here calls the handler (that is [`super::Worker`]).
+
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::queue::SendQueue;
+use super::timers::Timers;
+use crate::bufring::{Lent, Pool};
+use crate::error::SendError;
+use crate::sender::Inbox;
+use crate::stats::{LocalStats, SharedStats};
+use crate::sys::{self, RawAddr, Transmit};
+
+/// What the engine shares with one worker thread.
+pub(crate) struct WorkerShared {
+    pub stop: AtomicBool,
+    pub stats: SharedStats,
+    pub inbox: Arc<Inbox>,
+}
+
+/// The worker's sockets: descriptor, bound address and connected peer of
+/// each, by index.
+pub(crate) struct Sockets {
+    pub fds: Vec<RawFd>,
+    pub local: Vec<SocketAddr>,
+    /// The peer each socket is connected to, if any: sends to it go
+    /// without an address, so the kernel uses the socket's cached route.
+    pub connected: Vec<Option<RawAddr>>,
+}
+
+/// Backend-independent worker state.
+pub(crate) struct Core {
+    pub pool: Pool,
+    pub queue: SendQueue,
+    pub timers: Timers,
+    pub stats: LocalStats,
+    pub v6: bool,
+    pub socks: Sockets,
+    pub index: usize,
+    /// Spin instead of sleeping when idle (Config::busy_poll).
+    pub busy_poll: bool,
+    pub shared: Arc<WorkerShared>,
+}
+
+impl Core {
+    pub fn new(
+        pool: Pool,
+        socks: Sockets,
+        index: usize,
+        gso: bool,
+        shared: Arc<WorkerShared>,
+    ) -> Self {
+        let total = pool.counts().total as usize;
+        Core {
+            pool,
+            queue: SendQueue::new(total * 2, gso),
+            timers: Timers::new(),
+            stats: LocalStats::default(),
+            v6: socks.local[0].is_ipv6(),
+            socks,
+            index,
+            busy_poll: false,
+            shared,
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
+    }
+
+    /// Descriptor of socket `sock`.
+    pub fn fd(&self, sock: usize) -> std::io::Result<RawFd> {
+        self.socks.fds.get(sock).copied().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no socket with that index",
+            )
+        })
+    }
+
+    /// Copies `data` into a send slot and queues it.
+    pub fn send_copy(
+        &mut self,
+        sock: u16,
+        data: &[u8],
+        to: SocketAddr,
+        segment: Option<NonZeroU16>,
+    ) -> Result<(), SendError> {
+        if data.len() > self.pool.slot_size()
+            || (segment.is_none() && data.len() > crate::MAX_UDP_PAYLOAD)
+        {
+            return Err(SendError::TooLarge);
+        }
+        let Some(mut lent) = self.pool.alloc_send() else {
+            self.stats.c.send_exhausted += 1;
+            return Err(SendError::Exhausted);
+        };
+        lent.set_window(0, data.len() as u32);
+        lent.bytes_mut().copy_from_slice(data);
+        let dst = RawAddr::from_socket_addr(to, self.v6);
+        self.push(sock, lent.slot(), 0, data.len() as u32, dst, segment);
+        self.pool.release(lent);
+        Ok(())
+    }
+
+    /// Queues the bytes of a lent slot (no copy).
+    pub fn send_lent(&mut self, sock: u16, lent: &Lent, dst: RawAddr, segment: Option<NonZeroU16>) {
+        self.push(sock, lent.slot(), lent.off, lent.len, dst, segment);
+    }
+
+    /// Queues one send of a slot's bytes. A send to the socket's connected
+    /// peer goes without an address (the kernel's cached route).
+    pub fn push(
+        &mut self,
+        sock: u16,
+        slot: u32,
+        off: u32,
+        len: u32,
+        dst: RawAddr,
+        segment: Option<NonZeroU16>,
+    ) {
+        let dst = match self.socks.connected.get(usize::from(sock)) {
+            Some(Some(peer)) if peer.same(&dst) => RawAddr::zeroed(),
+            _ => dst,
+        };
+        let t = Transmit {
+            sock,
+            slot,
+            off,
+            len,
+            dst,
+            segment,
+            retried: false,
+        };
+        self.queue.push(&mut self.pool, t);
+    }
+
+    /// Connects socket `sock` to `peer` (`None`: disconnects). Sends already
+    /// queued for the old peer keep its address.
+    pub fn set_peer(&mut self, sock: usize, peer: Option<SocketAddr>) -> std::io::Result<()> {
+        let fd = self.fd(sock)?;
+        if let Some(old) = self.socks.connected[sock] {
+            for t in self
+                .queue
+                .iter_mut()
+                .filter(|t| usize::from(t.sock) == sock)
+            {
+                if t.dst.len() == 0 {
+                    t.dst = old;
+                }
+            }
+        }
+        match peer {
+            Some(p) => {
+                let raw = RawAddr::from_socket_addr(p, self.v6);
+                sys::socket::connect(fd, &raw)?;
+                self.socks.connected[sock] = Some(raw);
+            }
+            None => {
+                sys::socket::disconnect(fd)?;
+                self.socks.connected[sock] = None;
+                // Linux unhashes a socket whose port the kernel picked (bound
+                // to port 0) when it disconnects, and the port is lost: bind
+                // it again to the port it had.
+                if sys::socket::local_port(fd)? == 0 {
+                    let local = RawAddr::from_socket_addr(self.socks.local[sock], self.v6);
+                    sys::socket::bind(fd, &local)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The destination a failed send was for, as the handler knows it.
+    pub fn peer_of(&self, t: &Transmit) -> Option<SocketAddr> {
+        match (t.dst.len(), self.socks.connected[usize::from(t.sock)]) {
+            (0, Some(c)) => c.to_socket_addr(),
+            _ => t.dst.to_socket_addr(),
+        }
+        .map(sys::canonical)
+    }
+
+    /// Moves datagrams posted by [`crate::Sender`]s into send slots.
+    pub fn drain_inbox(&mut self) {
+        loop {
+            let item = {
+                let mut q = self
+                    .shared
+                    .inbox
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                q.pop_front()
+            };
+            let Some((data, to)) = item else { break };
+            // A failure here is already counted (send_exhausted) or cannot
+            // happen (size checked by Sender).
+            let _ = self.send_copy(0, &data, to, None);
+        }
+    }
+
+    /// Copies local counters to the shared ones (once per loop iteration).
+    pub fn publish(&mut self) {
+        let c = self.pool.counts();
+        self.shared.stats.publish(&mut self.stats, c.total, c.out);
+    }
+}

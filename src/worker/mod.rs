@@ -1,0 +1,337 @@
+//! One worker: its state ([`Core`]) and its handler, and everything the
+//! backends ask of them. A backend's loop moves bytes; what a received
+//! datagram or a finished send *means* is decided here, once, for every
+//! backend:
+//!
+//! - [`Worker::dispatch`]: a received datagram becomes a [`Datagram`] for
+//!   the handler, then its slot is released (unless a send holds it).
+//! - [`Worker::complete`]: a send's outcome. Success counts the datagrams;
+//!   `EIO`/`EINVAL` on a GSO train turns GSO off and queues the train again
+//!   as plain datagrams; an ICMP-class error reads the socket error queue
+//!   into events and sends once more (the error was about an earlier
+//!   datagram); anything else is counted under its errno.
+//! - [`Worker::socket_error`]: an error the receive side reported.
+//! - timers, the wake-up (inbox) and start/stop.
+//!
+//! - `core.rs`: [`Core`], the state a [`crate::Transport`] touches.
+//! - `queue.rs`: the send queue (GSO trains kept or cut).
+//! - `timers.rs`: the timer heap.
+
+pub(crate) mod core;
+pub(crate) mod queue;
+pub(crate) mod timers;
+
+use std::time::Instant;
+
+pub(crate) use self::core::{Core, Sockets, WorkerShared};
+use crate::bufring::Lent;
+use crate::error::{ErrorEvent, is_icmp_errno};
+use crate::handler::{Datagram, Handler, Transport};
+use crate::sys::{self, RecvMeta, Transmit};
+
+/// A worker's state and its handler.
+pub(crate) struct Worker<H> {
+    pub core: Core,
+    pub handler: H,
+}
+
+impl<H: Handler> Worker<H> {
+    pub fn new(core: Core, handler: H) -> Self {
+        Worker { core, handler }
+    }
+
+    fn transport(&mut self) -> (&mut H, Transport<'_>) {
+        (
+            &mut self.handler,
+            Transport {
+                core: &mut self.core,
+            },
+        )
+    }
+
+    /// The worker is receiving: `on_start`.
+    pub fn start(&mut self) {
+        let (h, mut tx) = self.transport();
+        h.on_start(&mut tx);
+    }
+
+    /// The worker has stopped receiving: `on_stop`.
+    pub fn stop(&mut self) {
+        self.handler.on_stop();
+    }
+
+    /// Hands a received datagram to the handler, then ends the lending.
+    pub fn dispatch(&mut self, meta: RecvMeta, mut lent: Lent) {
+        let Some(src_addr) = meta.src.to_socket_addr().map(sys::canonical) else {
+            // No usable source address (should not happen for UDP): a
+            // counted drop, not a handler call with a made-up address.
+            self.core.stats.c.invalid_completions += 1;
+            self.core.pool.release(lent);
+            return;
+        };
+        let c = &mut self.core.stats.c;
+        if let Some(d) = meta.cmsg.rxq_ovfl {
+            c.kernel_drops = c.kernel_drops.max(u64::from(d));
+        }
+        c.truncated += u64::from(meta.truncated);
+        let dgram = Datagram {
+            meta,
+            lent: &mut lent,
+            src_addr,
+        };
+        c.received += dgram.segments() as u64;
+        c.bytes_received += dgram.payload().len() as u64;
+        let (h, mut tx) = self.transport();
+        h.on_datagram(dgram, &mut tx);
+        self.core.pool.release(lent);
+    }
+
+    /// A datagram that arrived after `on_stop`: counted, not handed over.
+    pub fn discard(&mut self, _meta: RecvMeta, lent: Lent) {
+        self.core.stats.c.received += 1;
+        self.core.pool.release(lent);
+    }
+
+    /// Something the kernel handed over that cannot be used: counted.
+    pub fn invalid(&mut self) {
+        self.core.stats.c.invalid_completions += 1;
+    }
+
+    /// Hands an error event to the handler.
+    pub fn error_event(&mut self, ev: ErrorEvent) {
+        self.core.stats.c.error_events += 1;
+        let (h, mut tx) = self.transport();
+        h.on_error(ev, &mut tx);
+    }
+
+    /// Drains socket `sock`'s error queue into handler events; returns how
+    /// many entries there were.
+    pub fn drain_errors(&mut self, sock: usize) -> usize {
+        let Ok(fd) = self.core.fd(sock) else {
+            return 0;
+        };
+        let mut n = 0;
+        // Read synchronously; events are few and each is a handler call.
+        while let Some(entry) = sys::read_errqueue(fd) {
+            n += 1;
+            match entry {
+                Some(e) => self.error_event(ErrorEvent::from_queued(e)),
+                None => self.invalid(),
+            }
+        }
+        // A pending SO_ERROR without a queue entry (e.g. no IP_RECVERR on a
+        // v4-mapped path) still becomes an event.
+        if n == 0
+            && let Some(errno) = sys::take_socket_error(fd)
+        {
+            self.error_event(ErrorEvent::from_errno(errno, None));
+            n += 1;
+        }
+        n
+    }
+
+    /// The receive on socket `sock` failed with `errno` (with IP_RECVERR an
+    /// ICMP error ends a receive; the details wait in the error queue).
+    pub fn socket_error(&mut self, sock: usize, errno: i32) {
+        if self.drain_errors(sock) == 0 {
+            self.error_event(ErrorEvent::from_errno(errno, None));
+        }
+    }
+
+    /// A send is done: `Ok` when the kernel took it, `Err(errno)` when it
+    /// refused. Decides what that means (see the module doc) and drops the
+    /// send's reference on its slot.
+    pub fn complete(&mut self, t: Transmit, res: Result<(), i32>) {
+        match res {
+            Ok(()) => {
+                self.core.stats.c.sent += t.datagrams();
+                self.core.stats.c.bytes_sent += u64::from(t.len);
+            }
+            Err(libc::EIO | libc::EINVAL) if t.segment.is_some() && self.core.queue.gso() => {
+                // The kernel (or the device) refuses UDP_SEGMENT: turn GSO
+                // off for good and send the train segment by segment.
+                self.core.queue.disable_gso();
+                self.core.shared.stats.set_gso_disabled();
+                self.core.queue.push(
+                    &mut self.core.pool,
+                    Transmit {
+                        retried: false,
+                        ..t
+                    },
+                );
+            }
+            Err(errno) => self.send_failed(&t, errno),
+        }
+        self.core.pool.unref(t.slot);
+    }
+
+    /// A send failed with `errno`: count it, and for errors the kernel
+    /// explains (ICMP, EMSGSIZE) hand the handler the error queue's account,
+    /// or, if the queue is empty, an event built from the errno (with the
+    /// path MTU of a connected socket for EMSGSIZE).
+    fn send_failed(&mut self, t: &Transmit, errno: i32) {
+        if !is_icmp_errno(errno) {
+            self.core.stats.send_error(errno);
+            return;
+        }
+        let reported = self.drain_errors(usize::from(t.sock));
+        // An unconnected socket reports an ICMP error about one datagram on
+        // the next send, whatever its destination: that send did not go out.
+        // With the error now read, send it once more. (Not EMSGSIZE: that is
+        // about this datagram, and would fail the same way.)
+        if !t.retried && errno != libc::EMSGSIZE {
+            self.core.queue.push(
+                &mut self.core.pool,
+                Transmit {
+                    retried: true,
+                    ..*t
+                },
+            );
+            return;
+        }
+        self.core.stats.send_error(errno);
+        if reported > 0 {
+            return;
+        }
+        let peer = self.core.peer_of(t);
+        let ev = match ErrorEvent::from_errno(errno, peer) {
+            ErrorEvent::MessageTooLong { peer, mtu: None } => ErrorEvent::MessageTooLong {
+                peer,
+                mtu: self
+                    .core
+                    .fd(usize::from(t.sock))
+                    .and_then(|fd| sys::socket::path_mtu(fd, self.core.v6))
+                    .ok(),
+            },
+            ev => ev,
+        };
+        self.error_event(ev);
+    }
+
+    /// Fires every timer that is due.
+    pub fn fire_timers(&mut self) {
+        if self.core.timers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        while let Some(token) = self.core.timers.pop_due(now) {
+            let (h, mut tx) = self.transport();
+            h.on_timer(token, &mut tx);
+        }
+    }
+
+    /// The wake-up eventfd fired: take what `Sender`s posted.
+    pub fn woken(&mut self) {
+        self.core.shared.inbox.wake.drain();
+        self.core.drain_inbox();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bufring::Pool;
+    use crate::sender::Inbox;
+    use crate::stats::SharedStats;
+    use std::num::NonZeroU16;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    #[derive(Default)]
+    struct Events(Vec<ErrorEvent>);
+    impl Handler for Events {
+        fn on_datagram(&mut self, _d: Datagram<'_>, _tx: &mut Transport<'_>) {}
+        fn on_error(&mut self, ev: ErrorEvent, _tx: &mut Transport<'_>) {
+            self.0.push(ev);
+        }
+    }
+
+    /// A worker over a real (unconnected, unbound) UDP socket, so the error
+    /// queue reads find it empty.
+    fn worker() -> (Worker<Events>, std::net::UdpSocket) {
+        use std::os::fd::AsRawFd;
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let socks = Sockets {
+            fds: vec![s.as_raw_fd()],
+            local: vec![s.local_addr().unwrap()],
+            connected: vec![None],
+        };
+        let shared = Arc::new(WorkerShared {
+            stop: AtomicBool::new(false),
+            stats: SharedStats::new(),
+            inbox: Inbox::new(4).unwrap(),
+        });
+        let pool = Pool::new(4096, 1, 4, false).unwrap();
+        (
+            Worker::new(Core::new(pool, socks, 0, true, shared), Events::default()),
+            s,
+        )
+    }
+
+    fn queued_train(w: &mut Worker<Events>, len: usize, seg: u16) -> Transmit {
+        let to = "127.0.0.1:9".parse().unwrap();
+        w.core
+            .send_copy(0, &vec![7u8; len], to, NonZeroU16::new(seg))
+            .unwrap();
+        w.core.queue.pop_front().unwrap()
+    }
+
+    #[test]
+    fn success_counts_every_segment_and_returns_the_slot() {
+        let (mut w, _s) = worker();
+        let t = queued_train(&mut w, 1000, 300);
+        w.complete(t, Ok(()));
+        assert_eq!((w.core.stats.c.sent, w.core.stats.c.bytes_sent), (4, 1000));
+        assert_eq!(w.core.pool.counts().out, 0);
+    }
+
+    #[test]
+    fn gso_refused_turns_gso_off_and_resends_as_datagrams() {
+        let (mut w, _s) = worker();
+        let t = queued_train(&mut w, 1000, 300);
+        w.complete(t, Err(libc::EIO));
+        assert!(!w.core.queue.gso());
+        assert!(w.core.shared.stats.load().gso_disabled);
+        let lens: Vec<u32> = w.core.queue.as_slice().iter().map(|t| t.len).collect();
+        assert_eq!(lens, [300, 300, 300, 100]);
+        assert_eq!(w.core.stats.send_errors_total(), 0, "not a failure: resent");
+        while let Some(t) = w.core.queue.pop_front() {
+            w.complete(t, Ok(()));
+        }
+        assert_eq!(w.core.stats.c.sent, 4);
+        assert_eq!(w.core.pool.counts().out, 0);
+        // With GSO already off an EIO is an ordinary failure.
+        let t = queued_train(&mut w, 100, 0);
+        w.complete(t, Err(libc::EIO));
+        assert_eq!(w.core.stats.send_errors_total(), 1);
+    }
+
+    #[test]
+    fn an_icmp_class_failure_is_resent_once_then_counted_with_an_event() {
+        let (mut w, _s) = worker();
+        let t = queued_train(&mut w, 64, 0);
+        w.complete(t, Err(libc::ECONNREFUSED));
+        assert_eq!(w.core.queue.len(), 1, "sent once more");
+        let again = w.core.queue.pop_front().unwrap();
+        assert!(again.retried);
+        w.complete(again, Err(libc::ECONNREFUSED));
+        assert_eq!(w.core.stats.send_errors_total(), 1);
+        assert_eq!(
+            w.handler.0,
+            [ErrorEvent::ConnectionRefused {
+                peer: Some("127.0.0.1:9".parse().unwrap())
+            }]
+        );
+        // EMSGSIZE is about this datagram: never resent.
+        let t = queued_train(&mut w, 64, 0);
+        w.complete(t, Err(libc::EMSGSIZE));
+        assert!(w.core.queue.is_empty());
+        assert!(matches!(w.handler.0[1], ErrorEvent::MessageTooLong { .. }));
+        // Anything else: counted under its errno, no event.
+        let t = queued_train(&mut w, 64, 0);
+        w.complete(t, Err(libc::EAGAIN));
+        assert_eq!(w.handler.0.len(), 2);
+        assert_eq!(w.core.stats.send_errors_total(), 3);
+        assert_eq!(w.core.pool.counts().out, 0);
+    }
+}

@@ -1,0 +1,133 @@
+//! `udpring bench`: the main job.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use udpring::Backend;
+use udpring::apps::bench::{self, BenchOpts};
+
+use crate::common::{
+    Failure, parse_addr, parse_backend, parse_secs, parse_secs_or_zero, parse_size, runtime, usage,
+};
+
+#[derive(Args)]
+#[command(
+    after_help = "Rows: flood (a window of datagrams in flight: echo throughput) at 64 and\n\
+    1400 B per backend, ping (one in flight: round-trip time) per backend, and\n\
+    floods with GSO/GRO (trains of up to 64 datagrams per send) on uring.\n\
+    'vs simple' compares with the simple backend (one syscall per datagram):\n\
+    echoed/s for floods, median RTT for ping; above 1 is better."
+)]
+pub(crate) struct BenchArgs {
+    /// Seconds measured per row.
+    #[arg(long, default_value = "2", value_parser = parse_secs, allow_negative_numbers = true)]
+    duration: Duration,
+    /// Warm-up per row, not measured.
+    #[arg(long, default_value = "0.3", value_parser = parse_secs_or_zero)]
+    warmup: Duration,
+    /// Run every workload on every backend (GSO/GRO rows included).
+    #[arg(long)]
+    compare: bool,
+    /// Only these server backends (comma-separated); default: all.
+    #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
+    backend: Vec<Backend>,
+    /// Only these payload sizes in bytes (comma-separated; 32..65507);
+    /// replaces 64 and 1400 in the flood rows.
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    size: Vec<usize>,
+    /// Only floods, or only ping.
+    #[arg(long, value_parser = ["flood", "ping"])]
+    only: Option<String>,
+    /// Datagrams kept in flight in flood rows.
+    #[arg(long, default_value_t = 256)]
+    window: u64,
+    /// Segments per GSO send in the GSO/GRO rows (capped so a send stays
+    /// under 64 KiB: 46 at 1400 B).
+    #[arg(long, default_value_t = 64)]
+    gso_segments: usize,
+    /// Loopback address to run on (127.0.0.1 or ::1 style, port ignored).
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
+    bind: SocketAddr,
+    /// Print {"runs":[...]} JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
+    if !a.bind.ip().is_loopback() {
+        return Err(usage(format!(
+            "--bind {}: bench runs on loopback only (127.0.0.0/8 or ::1)",
+            a.bind
+        )));
+    }
+    let backends: Vec<Backend> = if a.backend.is_empty() {
+        let mut v = vec![Backend::Simple, Backend::Mmsg];
+        match udpring::uring_support() {
+            Ok(()) => v.push(Backend::Uring),
+            Err(why) => eprintln!("udpring: note: skipping uring: {why}"),
+        }
+        v
+    } else {
+        a.backend.clone()
+    };
+    let mut cases = bench::default_cases(&backends, a.compare);
+    if !a.size.is_empty() {
+        let mut v = Vec::new();
+        for c in cases.iter().filter(|c| c.size == 64) {
+            for &size in &a.size {
+                if c.workload == bench::Workload::Flood || size == a.size[0] {
+                    v.push(bench::Case { size, ..*c });
+                }
+            }
+        }
+        cases = v;
+    }
+    match a.only.as_deref() {
+        Some("flood") => cases.retain(|c| c.workload == bench::Workload::Flood),
+        Some("ping") => cases.retain(|c| c.workload == bench::Workload::Ping),
+        _ => {}
+    }
+    if let Some(&small) = a
+        .size
+        .iter()
+        .find(|&&s| s < udpring::apps::header::HEADER_LEN)
+    {
+        return Err(usage(format!(
+            "--size {small}: the load generator's header takes {} bytes",
+            udpring::apps::header::HEADER_LEN
+        )));
+    }
+    let opts = BenchOpts {
+        duration: a.duration,
+        warmup: a.warmup,
+        client_backend: None,
+        window: a.window.max(1),
+        gso_segments: a.gso_segments.clamp(1, 64),
+        bind: SocketAddr::new(a.bind.ip(), 0),
+    };
+    let mut results = Vec::new();
+    for c in cases {
+        if !a.json {
+            eprint!(
+                "running {:?} {} {} B{} ... ",
+                c.workload,
+                c.backend,
+                c.size,
+                if c.gso { " gso/gro" } else { "" }
+            );
+        }
+        let r = bench::run_case(c, &opts).map_err(runtime)?;
+        if !a.json {
+            eprintln!("{:.0} echoed/s", r.pps);
+        }
+        results.push(r);
+    }
+    if a.json {
+        let v = serde_json::json!({ "runs": results });
+        println!("{v}");
+    } else {
+        print!("{}", bench::table(&results));
+    }
+    Ok(())
+}

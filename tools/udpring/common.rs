@@ -1,0 +1,264 @@
+//! What every command shares: the failure type and exit codes, argument
+//! parsers, the engine options group, the output group, and the printers of
+//! the engine's counters.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use udpring::{Backend, Config, Stats};
+
+/// A failure: usage errors exit 2, runtime errors 1.
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) msg: String,
+}
+
+pub(crate) fn usage(msg: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        msg: msg.into(),
+    }
+}
+
+pub(crate) fn runtime(e: std::io::Error) -> Failure {
+    let code = if e.kind() == std::io::ErrorKind::InvalidInput {
+        2
+    } else {
+        1
+    };
+    Failure {
+        code,
+        msg: e.to_string(),
+    }
+}
+
+pub(crate) fn parse_backend(s: &str) -> Result<Backend, String> {
+    s.parse()
+}
+
+pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("'{s}' is not an address with a port (expected e.g. 127.0.0.1:9000 or [::1]:9000)")
+    })
+}
+
+pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 86400.0 * 365.0) {
+        return Err(format!("'{s}': seconds must be > 0 and at most a year"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+pub(crate) fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(s)
+}
+
+pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a rate in datagrams per second"))?;
+    if !(v.is_finite() && (1.0..=100e6).contains(&v)) {
+        return Err(format!("rate {s} must be 1..100000000 datagrams/s"));
+    }
+    Ok(v)
+}
+
+/// Resolves HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT).
+pub(crate) fn resolve(target: &str) -> Result<SocketAddr, Failure> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = target.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| usage(format!("target '{target}' needs a port (HOST:PORT)")))?;
+    let _: u16 = port
+        .parse()
+        .map_err(|_| usage(format!("target '{target}': '{port}' is not a port")))?;
+    if host.is_empty() {
+        return Err(usage(format!("target '{target}' has no host")));
+    }
+    let mut addrs = target
+        .to_socket_addrs()
+        .map_err(|e| usage(format!("cannot resolve '{host}': {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| usage(format!("'{host}' resolves to no address")))
+}
+
+pub(crate) fn parse_batch(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if (1..=1024).contains(&v) => Ok(v),
+        _ => Err(format!("--batch must be 1..1024, not {s}")),
+    }
+}
+
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
+    let v: usize = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size in bytes"))?;
+    if v == 0 || v > udpring::MAX_UDP_PAYLOAD {
+        return Err(format!("size {v} must be 1..{}", udpring::MAX_UDP_PAYLOAD));
+    }
+    Ok(v)
+}
+
+/// Options shared by commands that run an engine.
+#[derive(Args, Clone)]
+pub(crate) struct EngineArgs {
+    /// Worker threads, each with its own SO_REUSEPORT socket (0: one per CPU).
+    #[arg(long, short = 'w', default_value_t = 0)]
+    pub(crate) workers: usize,
+    /// Backend: uring (io_uring), mmsg (recvmmsg/sendmmsg) or simple (one
+    /// syscall per datagram). Default: uring if the kernel has it, else mmsg.
+    #[arg(long, value_parser = parse_backend)]
+    pub(crate) backend: Option<Backend>,
+    /// Datagrams per recvmmsg/sendmmsg call (mmsg backend), 1..1024.
+    #[arg(long, default_value_t = 32, value_parser = parse_batch)]
+    pub(crate) batch: usize,
+    /// Turn on UDP_GRO: a train of segments arrives as one buffer and is
+    /// echoed as one GSO send with the same segment size.
+    #[arg(long)]
+    pub(crate) gro: bool,
+    /// Bytes per buffer slot (0: 2048, or 64 KiB + headroom with --gro).
+    /// Larger datagrams are truncated and counted.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) slot_size: usize,
+    /// Receive buffer slots per worker (rounded up to a power of two for uring).
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) recv_slots: usize,
+    /// Socket receive/send buffer request in bytes (FORCE variant when root).
+    #[arg(long, default_value_t = 4 << 20)]
+    pub(crate) socket_buffer: usize,
+    /// Do not pin workers to CPUs.
+    #[arg(long)]
+    pub(crate) no_pin: bool,
+    /// Pin workers from this CPU index up (among the CPUs this process may use).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) cpu: usize,
+    /// Steer each datagram to the worker of the CPU that received it
+    /// (SO_ATTACH_REUSEPORT_CBPF).
+    #[arg(long)]
+    pub(crate) steer_cpu: bool,
+    /// Never sleep waiting for datagrams (spin): lower, steadier latency
+    /// for a whole CPU per worker.
+    #[arg(long)]
+    pub(crate) busy_poll: bool,
+}
+
+impl EngineArgs {
+    /// The engine configuration these flags ask for, bound to `bind`.
+    pub(crate) fn config(&self, bind: SocketAddr) -> Config {
+        let mut c = Config::new(bind);
+        c.workers = self.workers;
+        c.backend = self.backend;
+        c.batch = self.batch;
+        c.gro = self.gro;
+        c.slot_size = self.slot_size;
+        c.recv_slots = self.recv_slots;
+        c.recv_buffer = Some(self.socket_buffer);
+        c.send_buffer = Some(self.socket_buffer);
+        c.pin = !self.no_pin;
+        c.first_cpu = self.cpu;
+        c.steer_by_cpu = self.steer_cpu;
+        c.busy_poll = self.busy_poll;
+        c
+    }
+}
+
+/// How long a server runs and what it prints (echo, fanout).
+#[derive(Args, Clone)]
+pub(crate) struct ServeArgs {
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM/SIGHUP).
+    #[arg(long, value_parser = parse_secs, allow_negative_numbers = true)]
+    pub(crate) duration: Option<Duration>,
+    /// No per-second counter lines.
+    #[arg(long, short = 'q')]
+    pub(crate) quiet: bool,
+    /// Print the final totals as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Counters that are only worth a look when they are not zero.
+fn is_trouble(name: &str) -> bool {
+    !matches!(
+        name,
+        "received" | "sent" | "bytes_received" | "bytes_sent" | "recv_arms"
+    )
+}
+
+/// A counter's name as the lines print it: `kernel-drops`.
+fn label(name: &str) -> String {
+    name.replace('_', "-")
+}
+
+/// A per-second line: rates over the last `dt` seconds, then the running
+/// totals of whatever went wrong so far.
+pub(crate) fn rate_line(t: f64, now: &Stats, prev: &Stats, dt: f64) -> String {
+    let mut s = format!(
+        "t={t:>6.1}s rx {:>10.0}/s tx {:>10.0}/s  rx {:>8.3} Gbit/s",
+        now.received.saturating_sub(prev.received) as f64 / dt,
+        now.sent.saturating_sub(prev.sent) as f64 / dt,
+        now.bytes_received.saturating_sub(prev.bytes_received) as f64 * 8.0 / dt / 1e9,
+    );
+    let trouble: Vec<String> = now
+        .counters()
+        .filter(|&(n, v)| v > 0 && is_trouble(n))
+        .map(|(n, v)| format!("{}={v}", label(n)))
+        .chain(
+            (now.send_errors_total() > 0)
+                .then(|| format!("send-errors=[{}]", now.send_errors_text())),
+        )
+        .collect();
+    if !trouble.is_empty() {
+        s += "  so far: ";
+        s += &trouble.join(" ");
+    }
+    s
+}
+
+/// The final line: every counter, failed sends by errno, the slots.
+pub(crate) fn totals(s: &Stats) -> String {
+    let mut out = String::from("totals:");
+    for (n, v) in s.counters() {
+        out += &format!(" {} {v}", label(n));
+    }
+    out += &format!(
+        " send-errors {} slots-out {}/{}",
+        s.send_errors_text(),
+        s.slots_out,
+        s.slots_total
+    );
+    if s.gso_disabled {
+        out += " (GSO turned off by the kernel)";
+    }
+    out
+}
+
+/// Waits until SIGINT/SIGTERM or `end` (from now); unless `quiet`, calls
+/// `tick(seconds since start, seconds since the last tick)` about once a
+/// second for a progress line.
+pub(crate) fn run_until(end: Option<Duration>, quiet: bool, mut tick: impl FnMut(f64, f64)) {
+    let start = Instant::now();
+    let mut last = start;
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if udpring::signals::requested() || end.is_some_and(|d| start.elapsed() >= d) {
+            return;
+        }
+        if !quiet && last.elapsed() >= Duration::from_secs(1) {
+            tick(start.elapsed().as_secs_f64(), last.elapsed().as_secs_f64());
+            let _ = std::io::stdout().flush();
+            last = Instant::now();
+        }
+    }
+}

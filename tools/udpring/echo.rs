@@ -1,0 +1,73 @@
+//! `udpring echo`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use clap::Args;
+use udpring::apps::echo::Echo;
+use udpring::{Engine, Stats};
+
+use crate::common::{
+    EngineArgs, Failure, ServeArgs, parse_addr, rate_line, run_until, runtime, totals, usage,
+};
+
+#[derive(Args)]
+pub(crate) struct EchoArgs {
+    /// Address to listen on: IPv4 `ADDR:PORT` or IPv6 `[ADDR]:PORT`.
+    #[arg(long, short = 'b', default_value = "0.0.0.0:9000", value_parser = parse_addr)]
+    bind: SocketAddr,
+    /// Clear sockperf's client flag so `sockperf ping-pong` accepts the echoes.
+    #[arg(long)]
+    sockperf: bool,
+    /// Reply to nothing: count and drop, a sink (like iperf3's server) for
+    /// measuring senders.
+    #[arg(long, conflicts_with = "sockperf")]
+    discard: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
+    let cfg = a.engine.config(a.bind);
+    cfg.validate().map_err(usage)?;
+    udpring::signals::install().map_err(runtime)?;
+    let (sockperf, discard) = (a.sockperf, a.discard);
+    let engine = Engine::start(cfg, move |_| Echo {
+        sockperf,
+        discard,
+        ..Echo::default()
+    })
+    .map_err(runtime)?;
+    if let Some(why) = engine.fallback_reason() {
+        eprintln!("udpring: note: {why}");
+    }
+    let info = engine.socket_info();
+    println!(
+        "udpring echo: listening on {} (backend {}, {} worker{}, rcvbuf {} sndbuf {}{}{}{})",
+        engine.local_addr(),
+        engine.backend(),
+        engine.workers(),
+        if engine.workers() == 1 { "" } else { "s" },
+        info.recv_buffer,
+        info.send_buffer,
+        if info.gro { ", gro" } else { "" },
+        if sockperf { ", sockperf" } else { "" },
+        if discard { ", discard" } else { "" },
+    );
+    let _ = std::io::stdout().flush();
+    let mut prev = Stats::default();
+    run_until(a.serve.duration, a.serve.quiet, |t, dt| {
+        let now = engine.stats();
+        println!("{}", rate_line(t, &now, &prev, dt));
+        prev = now;
+    });
+    let s = engine.stop().map_err(runtime)?;
+    if a.serve.json {
+        println!("{}", serde_json::to_string(&s).unwrap_or_default());
+    } else {
+        println!("{}", totals(&s));
+    }
+    Ok(())
+}

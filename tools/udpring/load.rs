@@ -1,0 +1,218 @@
+//! `udpring load` and `udpring report`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use udpring::Backend;
+
+use crate::common::{
+    Failure, parse_addr, parse_backend, parse_rate, parse_secs, parse_secs_or_zero, resolve,
+    runtime, usage,
+};
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    udpring load 127.0.0.1:9000                        # flood 64 B for 5 s\n  \
+    udpring load 127.0.0.1:9000 --mode ping --flows 4  # closed-loop RTT, 4 flows\n  \
+    udpring load [::1]:9000 --rate 100000 --size 512   # paced, latency from intended send time\n  \
+    udpring load host:11111 --sockperf --mode ping     # against `sockperf server`\n  \
+    udpring load 127.0.0.1:9000 --gso 64 --json > a.json")]
+pub(crate) struct LoadArgs {
+    /// The echo server: HOST:PORT (names are resolved; IPv6 as [ADDR]:PORT).
+    target: String,
+    /// flood: as fast as possible; ping: one request in flight per flow.
+    /// With --rate the mode is an open loop at that rate.
+    #[arg(long, default_value = "flood", value_parser = ["flood", "ping"])]
+    mode: String,
+    /// Open loop at this many datagrams per second (all workers together).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Payload bytes per datagram (32..65507; 46.. with --sockperf).
+    #[arg(long, short = 's', default_value_t = 64)]
+    size: usize,
+    /// Flows: sockets with distinct source ports, spread over the workers.
+    #[arg(long, default_value_t = 1)]
+    flows: usize,
+    /// Worker threads (each pinned to a CPU).
+    #[arg(long, short = 'w', default_value_t = 1)]
+    workers: usize,
+    /// Seconds to send, after the warm-up.
+    #[arg(long, short = 't', value_parser = parse_secs, allow_negative_numbers = true)]
+    duration: Option<Duration>,
+    /// Datagrams to send, after the warm-up (instead of --duration).
+    #[arg(long, short = 'n', conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Seconds of traffic before measuring starts.
+    #[arg(long, default_value = "0.2", value_parser = parse_secs_or_zero)]
+    warmup: Duration,
+    /// Datagrams per send as one GSO train (1: no GSO). Replies are received
+    /// with GRO.
+    #[arg(long, default_value_t = 1)]
+    gso: usize,
+    /// Flood: at most this many datagrams in flight per worker.
+    #[arg(long)]
+    window: Option<u64>,
+    /// Seconds to wait for late replies after the last send.
+    #[arg(long, default_value = "0.5", value_parser = parse_secs_or_zero)]
+    drain: Duration,
+    /// Ping mode: seconds before a request counts as unanswered.
+    #[arg(long, default_value = "1", value_parser = parse_secs)]
+    timeout: Duration,
+    /// Backend: uring, mmsg or simple.
+    #[arg(long, value_parser = parse_backend)]
+    backend: Option<Backend>,
+    /// Local address to send from (port 0: a port per flow).
+    #[arg(long, value_parser = parse_addr)]
+    bind: Option<SocketAddr>,
+    /// Prefix sockperf's header so `sockperf server` can be the target.
+    #[arg(long)]
+    sockperf: bool,
+    /// Do not connect the flows' sockets to the target: slower sends, but
+    /// datagrams from other addresses reach udpring and count as foreign
+    /// (connected, the kernel drops them).
+    #[arg(long)]
+    unconnected: bool,
+    /// Print the result as JSON (histogram included; `udpring report` merges).
+    #[arg(long)]
+    json: bool,
+    /// Write the RTT percentile distribution (HdrHistogram .hgrm text, µs).
+    #[arg(long)]
+    hist_out: Option<std::path::PathBuf>,
+    /// No per-second lines.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Pin workers from this CPU index up (default: the last CPUs, leaving
+    /// the first ones to a server on the same host).
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Never sleep waiting for replies (spin): lower, steadier latency for
+    /// a whole CPU per worker.
+    #[arg(long)]
+    busy_poll: bool,
+    /// TTL / hop limit when the target is a multicast group (each
+    /// responder, e.g. `udpring mcast pong`, is then reported on its own).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
+    ttl: u32,
+}
+
+#[derive(Args)]
+pub(crate) struct ReportArgs {
+    /// Result files from `udpring load --json`.
+    #[arg(required = true)]
+    files: Vec<std::path::PathBuf>,
+    /// Print the merged result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write the merged RTT percentile distribution (.hgrm text, µs).
+    #[arg(long)]
+    hist_out: Option<std::path::PathBuf>,
+}
+
+pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
+    use std::sync::atomic::AtomicBool;
+    use udpring::apps::load::{LoadOpts, Mode, run_load};
+    let target = resolve(&a.target)?;
+    let mut o = LoadOpts::new(target);
+    o.mode = match (a.rate, a.mode.as_str()) {
+        (Some(r), "flood") => Mode::Rate(r),
+        (Some(_), _) => {
+            return Err(usage(
+                "--rate is an open loop: it does not go with --mode ping",
+            ));
+        }
+        (None, "ping") => Mode::Ping,
+        _ => Mode::Flood,
+    };
+    o.size = a.size;
+    o.flows = a.flows;
+    o.workers = a.workers;
+    o.count = a.count;
+    o.duration = match (a.duration, a.count) {
+        (Some(d), _) => Some(d),
+        (None, Some(_)) => None,
+        (None, None) => Some(Duration::from_secs(5)),
+    };
+    o.warmup = a.warmup;
+    o.gso = a.gso;
+    o.window = a.window;
+    o.drain = a.drain;
+    o.ping_timeout = a.timeout;
+    o.backend = a.backend;
+    o.bind = a.bind;
+    o.sockperf = a.sockperf;
+    o.connect = !a.unconnected;
+    o.multicast_ttl = a.ttl;
+    o.busy_poll = a.busy_poll;
+    o.first_cpu = a.cpu;
+    o.validate().map_err(usage)?;
+    udpring::signals::install().map_err(runtime)?;
+    let cancel = AtomicBool::new(false);
+    let quiet = a.quiet;
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if udpring::signals::requested() {
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let r = run_load(&o, &cancel, |p| {
+            if !quiet {
+                eprintln!("{}", p.line());
+            }
+        });
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = watcher.join();
+        let report = r.map_err(runtime)?;
+        print_report(&report, a.json, a.hist_out.as_deref())?;
+        if report.sent > 0 && report.received == 0 {
+            eprintln!(
+                "udpring: warning: no replies from {target}: is an echo server listening there?"
+            );
+        }
+        Ok(())
+    })
+}
+
+fn print_report(
+    r: &udpring::apps::load::LoadReport,
+    json: bool,
+    hist_out: Option<&std::path::Path>,
+) -> Result<(), Failure> {
+    if let Some(path) = hist_out {
+        let text = r
+            .percentile_text()
+            .map_err(|e| Failure { code: 1, msg: e })?;
+        std::fs::write(path, text).map_err(|e| Failure {
+            code: 1,
+            msg: format!("{}: {e}", path.display()),
+        })?;
+    }
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+    } else {
+        print!("{}", r.table());
+    }
+    Ok(())
+}
+
+pub(crate) fn report(a: ReportArgs) -> Result<(), Failure> {
+    use udpring::apps::load::LoadReport;
+    let mut reports = Vec::new();
+    for f in &a.files {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| usage(format!("{}: {e}", f.display())))?;
+        let r: LoadReport = serde_json::from_str(text.trim()).map_err(|e| {
+            usage(format!(
+                "{}: not a `udpring load --json` result: {e}",
+                f.display()
+            ))
+        })?;
+        reports.push(r);
+    }
+    let merged = LoadReport::merge(&reports).map_err(usage)?;
+    print_report(&merged, a.json, a.hist_out.as_deref())
+}

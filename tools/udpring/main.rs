@@ -1,0 +1,116 @@
+//! `udpring`: the command-line tool. Run `udpring --help`.
+//!
+//! - `common.rs`: exit codes, argument parsers, the option groups every
+//!   command shares, the counter printers;
+//! - `echo.rs`, `bench.rs`, `load.rs` (load and report), `net.rs` (pmtu and
+//!   ping), `mcast.rs` (mcast and fanout): one module per command family.
+
+mod bench;
+mod common;
+mod echo;
+mod load;
+mod mcast;
+mod net;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use bench::BenchArgs;
+use echo::EchoArgs;
+use load::{LoadArgs, ReportArgs};
+use mcast::{FanoutArgs, McastCmd};
+use net::{PingArgs, PmtuArgs};
+
+/// Zero-copy, high-throughput UDP engine for Linux (io_uring, recvmmsg, GSO/GRO).
+#[derive(Parser)]
+#[command(name = "udpring", version, propagate_version = true)]
+#[command(after_help = "Examples:\n  \
+    udpring bench                      # echo engine + flood on loopback, all backends\n  \
+    udpring echo --bind 0.0.0.0:9000   # an echo server, one worker per CPU\n  \
+    udpring echo --sockperf            # ... that sockperf's ping-pong client accepts\n\n\
+    Environment: UDPRING_BACKEND=uring|mmsg|simple forces a backend.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Echo every datagram back to its sender, from the receive buffer itself.
+    Echo(EchoArgs),
+    /// Measure echo throughput on loopback: an echo engine and a flood
+    /// client in this process, for each backend and size; prints a table.
+    Bench(BenchArgs),
+    /// Send load to an echo server and account for every reply: rates,
+    /// loss, reordering, duplicates, RTT percentiles.
+    Load(LoadArgs),
+    /// Merge JSON results of `load --json` (from many processes or hosts)
+    /// into one: counts and rates add up, histograms merge exactly.
+    Report(ReportArgs),
+    /// Find the path MTU to a host: by ICMP (like tracepath) and, where ICMP
+    /// is filtered, by probes an echo server returns (RFC 8899 style).
+    Pmtu(PmtuArgs),
+    /// Request/response against an echo server: request IDs, retransmission
+    /// with exponential backoff, "server looks down" after the last attempt.
+    Ping(PingArgs),
+    /// Relay every datagram to several destinations (unicast or groups) from
+    /// the receive buffer itself: application-level multicast, or bridging a
+    /// group to other groups and hosts.
+    Fanout(FanoutArgs),
+    /// Multicast: listen (with sequence checks), send, and ping-pong a group.
+    #[command(subcommand)]
+    Mcast(McastCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(2);
+            }
+            // One line: clap's first paragraph (which can list the missing
+            // arguments on lines of their own), joined, without its own
+            // "error: " prefix.
+            let text = e.render().to_string();
+            let para: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                .map(str::trim)
+                .collect();
+            let joined = para.join(" ");
+            let first = joined.strip_prefix("error: ").unwrap_or(&joined);
+            let first = if first.is_empty() {
+                "invalid arguments"
+            } else {
+                first
+            };
+            eprintln!("udpring: error: {first} (see 'udpring --help')");
+            return ExitCode::from(2);
+        }
+    };
+    let r = match cli.cmd {
+        Cmd::Echo(a) => echo::run(a),
+        Cmd::Bench(a) => bench::run(a),
+        Cmd::Load(a) => load::load(a),
+        Cmd::Report(a) => load::report(a),
+        Cmd::Pmtu(a) => net::pmtu(a),
+        Cmd::Ping(a) => net::ping(a),
+        Cmd::Fanout(a) => mcast::fanout(a),
+        Cmd::Mcast(c) => mcast::mcast(c),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("udpring: error: {}", f.msg);
+            ExitCode::from(f.code)
+        }
+    }
+}

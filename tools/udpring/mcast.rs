@@ -1,0 +1,464 @@
+//! `udpring mcast listen|send|pong|ping` and `udpring fanout`.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use udpring::apps::echo::Echo;
+use udpring::apps::fanout::{Fanout, FanoutCounters};
+use udpring::apps::mcast::{McastListen, McastPing, McastSend, PeerCounts, PeerTable};
+use udpring::{Config, Engine, Interface, Join, Stats};
+
+use crate::common::{
+    EngineArgs, Failure, ServeArgs, parse_addr, parse_secs, run_until, runtime, usage,
+};
+
+#[derive(Subcommand)]
+pub(crate) enum McastCmd {
+    /// Join GROUP:PORT and count what arrives per source; --verify checks
+    /// sequences (loss, duplicates, reordering) of `mcast send` traffic.
+    Listen(McastArgs),
+    /// Send sequenced datagrams to GROUP:PORT at a rate.
+    Send(McastArgs),
+    /// Join GROUP:PORT and answer every ping by unicast to its sender.
+    Pong(McastArgs),
+    /// Ping GROUP:PORT and report every responder: replies, loss, RTT.
+    Ping(McastArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct McastArgs {
+    /// GROUP:PORT, e.g. 239.1.2.3:5000 or [ff15::1]:5000 (scope: [ff12::1%eth0]).
+    group: String,
+    /// Only this source (source-specific join; listen and pong).
+    #[arg(long)]
+    source: Option<std::net::IpAddr>,
+    /// Interface name for the join and for sending.
+    #[arg(long)]
+    iface: Option<String>,
+    /// TTL / hop limit of what is sent.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
+    ttl: u32,
+    /// Do not hear our own multicast on this host.
+    #[arg(long)]
+    no_loop: bool,
+    /// Datagrams per second (send, ping).
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Datagrams to send (send, ping; send default: until stopped).
+    #[arg(long, short = 'c')]
+    count: Option<u64>,
+    /// Payload size (32..65507).
+    #[arg(long, short = 's', default_value_t = 64)]
+    size: usize,
+    /// Check sequence numbers (listen).
+    #[arg(long)]
+    verify: bool,
+    /// Stop after this many seconds (listen, pong, send).
+    #[arg(long, value_parser = parse_secs, allow_negative_numbers = true)]
+    duration: Option<Duration>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses GROUP:PORT (an optional %IFACE scope on IPv6 names the interface).
+fn parse_group(s: &str) -> Result<SocketAddr, Failure> {
+    let (text, scope) = match (s.find('%'), s.rfind(']')) {
+        (Some(p), Some(q)) if p < q => (format!("{}{}", &s[..p], &s[q..]), Some(&s[p + 1..q])),
+        _ => (s.to_string(), None),
+    };
+    let mut a: SocketAddr = text.parse().map_err(|_| {
+        usage(format!(
+            "'{s}' is not GROUP:PORT (e.g. 239.1.2.3:5000 or [ff15::1]:5000)"
+        ))
+    })?;
+    if !a.ip().is_multicast() {
+        return Err(usage(format!(
+            "{} is not a multicast group (224.0.0.0/4 or ff00::/8)",
+            a.ip()
+        )));
+    }
+    if a.port() == 0 {
+        return Err(usage(format!("{s}: give a port")));
+    }
+    if let (Some(sc), SocketAddr::V6(v6)) = (scope, &mut a) {
+        let idx = match sc.parse::<u32>() {
+            Ok(i) => i,
+            Err(_) => udpring::interface_index(sc).map_err(|e| usage(e.to_string()))?,
+        };
+        v6.set_scope_id(idx);
+    }
+    Ok(a)
+}
+
+/// What `mcast` and `fanout` share about one group: where, on which
+/// interface, and the checks on the options.
+struct Group {
+    addr: SocketAddr,
+    iface: Interface,
+}
+
+impl Group {
+    fn new(a: &McastArgs) -> Result<Group, Failure> {
+        let addr = parse_group(&a.group)?;
+        let max = if addr.is_ipv6() {
+            udpring::MAX_UDP6_PAYLOAD
+        } else {
+            udpring::MAX_UDP_PAYLOAD
+        };
+        if !(udpring::apps::header::HEADER_LEN..=max).contains(&a.size) {
+            return Err(usage(format!("--size {} must be 32..{max}", a.size)));
+        }
+        if !(a.rate.is_finite() && a.rate > 0.0 && a.rate <= 10e6) {
+            return Err(usage(format!(
+                "--rate {} must be > 0 and at most 10000000",
+                a.rate
+            )));
+        }
+        if let Some(s) = a.source
+            && (s.is_ipv6() != addr.is_ipv6() || s.is_multicast())
+        {
+            return Err(usage(format!(
+                "--source {s} does not go with group {}",
+                addr.ip()
+            )));
+        }
+        let iface = match (&a.iface, addr) {
+            (Some(n), _) => {
+                udpring::interface_index(n).map_err(|e| usage(e.to_string()))?;
+                Interface::Name(n.clone())
+            }
+            (None, SocketAddr::V6(v6)) if v6.scope_id() != 0 => Interface::Index(v6.scope_id()),
+            _ => Interface::Any,
+        };
+        Ok(Group { addr, iface })
+    }
+
+    /// One worker on the group's port (a receiver, joined) or on port 0 (a
+    /// sender).
+    fn config(&self, a: &McastArgs, receiver: bool) -> Config {
+        let port = if receiver { self.addr.port() } else { 0 };
+        let mut cfg = Config::new(udpring::apps::unspecified_like(self.addr, port));
+        cfg.workers = 1;
+        cfg.reuse_addr = receiver;
+        cfg.multicast.ttl = Some(a.ttl);
+        cfg.multicast.loopback = Some(!a.no_loop);
+        if self.iface != Interface::Any {
+            cfg.multicast.interface = Some(self.iface.clone());
+        }
+        if receiver {
+            cfg.multicast.joins.push(Join {
+                group: self.addr.ip(),
+                source: a.source,
+                interface: self.iface.clone(),
+            });
+        }
+        cfg
+    }
+}
+
+pub(crate) fn mcast(c: McastCmd) -> Result<(), Failure> {
+    match c {
+        McastCmd::Listen(a) => listen(&a),
+        McastCmd::Send(a) => send(&a),
+        McastCmd::Pong(a) => pong(&a),
+        McastCmd::Ping(a) => ping(&a),
+    }
+}
+
+fn listen(a: &McastArgs) -> Result<(), Failure> {
+    let g = Group::new(a)?;
+    let table: PeerTable = Arc::default();
+    let (t2, verify) = (table.clone(), a.verify);
+    let engine = start(&g, "listen", g.config(a, true), move |_| {
+        McastListen::new(verify, t2.clone())
+    })?;
+    finish(a, &g, "listen", engine, a.duration, &table)
+}
+
+fn pong(a: &McastArgs) -> Result<(), Failure> {
+    let g = Group::new(a)?;
+    let engine = start(&g, "pong", g.config(a, true), |_| Echo::new())?;
+    finish(a, &g, "pong", engine, a.duration, &PeerTable::default())
+}
+
+fn send(a: &McastArgs) -> Result<(), Failure> {
+    let g = Group::new(a)?;
+    let (to, rate, size, count) = (g.addr, a.rate, a.size, a.count);
+    let engine = start(&g, "send", g.config(a, false), move |_| {
+        McastSend::new(to, rate, size, count)
+    })?;
+    // A counted send ends by itself after its last datagram.
+    let natural =
+        count.map(|c| Duration::from_secs_f64(c as f64 / rate) + Duration::from_millis(100));
+    finish(
+        a,
+        &g,
+        "send",
+        engine,
+        a.duration.or(natural),
+        &PeerTable::default(),
+    )
+}
+
+fn ping(a: &McastArgs) -> Result<(), Failure> {
+    let g = Group::new(a)?;
+    let table: PeerTable = Arc::default();
+    let (t2, to, rate, size) = (table.clone(), g.addr, a.rate, a.size);
+    let count = a.count.unwrap_or(10);
+    let engine = start(&g, "ping", g.config(a, false), move |_| {
+        McastPing::new(to, rate, size, count, t2.clone())
+    })?;
+    // Ends after the last ping and a drain for its replies.
+    let natural = Duration::from_secs_f64(count as f64 / rate) + Duration::from_millis(500);
+    finish(
+        a,
+        &g,
+        "ping",
+        engine,
+        Some(a.duration.unwrap_or(natural)),
+        &table,
+    )
+}
+
+fn start<H: udpring::Handler>(
+    g: &Group,
+    kind: &str,
+    cfg: Config,
+    factory: impl Fn(usize) -> H + Send + Sync + 'static,
+) -> Result<Engine, Failure> {
+    udpring::signals::install().map_err(runtime)?;
+    let engine = Engine::start(cfg, factory).map_err(runtime)?;
+    eprintln!(
+        "udpring mcast {kind}: {} (local {}, backend {})",
+        g.addr,
+        engine.local_addr(),
+        engine.backend()
+    );
+    Ok(engine)
+}
+
+/// Runs until `end` (or a signal), stops, and prints the per-peer table.
+fn finish(
+    a: &McastArgs,
+    g: &Group,
+    kind: &str,
+    engine: Engine,
+    end: Option<Duration>,
+    table: &PeerTable,
+) -> Result<(), Failure> {
+    run_until(end, true, |_, _| {});
+    let stats = engine.stop().map_err(runtime)?;
+    let peers: Vec<(SocketAddr, PeerCounts)> =
+        table.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if a.json {
+        let v = serde_json::json!({
+            "command": kind, "group": g.addr.to_string(), "sent": stats.sent, "received": stats.received,
+            "peers": peers.iter().map(|(p, c)| serde_json::json!({"addr": p.to_string(), "counts": c})).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "{kind} {}: sent {} received {}",
+        g.addr, stats.sent, stats.received
+    );
+    for (p, c) in peers {
+        let rtt = c.rtt_us.as_ref().map_or(String::new(), |r| {
+            format!(
+                "  rtt p50 {:.1} p99 {:.1} max {:.1} us",
+                r.p50, r.p99, r.max
+            )
+        });
+        println!(
+            "  {p}: received {} lost {} duplicated {} reordered {}{rtt}",
+            c.received, c.lost, c.duplicated, c.reordered
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    udpring fanout --listen 0.0.0.0:5000 --to 10.0.0.2:5000,10.0.0.3:5000\n  \
+    udpring fanout --listen 0.0.0.0:5000 --join 239.1.1.1 --to 10.0.0.9:6000   # group -> host\n  \
+    udpring fanout --listen 0.0.0.0:5000 --join 232.1.1.1@10.0.0.1 --to 239.2.2.2:5000 --ttl 4")]
+pub(crate) struct FanoutArgs {
+    /// Address to receive on.
+    #[arg(long, value_parser = parse_addr)]
+    listen: SocketAddr,
+    /// Destinations, comma-separated ADDR:PORT (unicast or multicast).
+    #[arg(long, required = true, value_delimiter = ',', value_parser = parse_addr)]
+    to: Vec<SocketAddr>,
+    /// Join GROUP (or GROUP@SOURCE, source-specific) before receiving; repeatable.
+    #[arg(long, value_parser = parse_join)]
+    join: Vec<(IpAddr, Option<IpAddr>)>,
+    /// Interface (name) for joins and for multicast sent.
+    #[arg(long)]
+    iface: Option<String>,
+    /// TTL / hop limit of multicast sent.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=255))]
+    ttl: Option<u32>,
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+fn parse_join(s: &str) -> Result<(IpAddr, Option<IpAddr>), String> {
+    let (g, src) = match s.split_once('@') {
+        Some((g, src)) => (g, Some(src)),
+        None => (s, None),
+    };
+    let g: IpAddr = g
+        .parse()
+        .map_err(|_| format!("'{g}' is not a group address"))?;
+    if !g.is_multicast() {
+        return Err(format!(
+            "{g} is not a multicast group (224.0.0.0/4 or ff00::/8)"
+        ));
+    }
+    let src = match src {
+        Some(x) => {
+            let a: IpAddr = x
+                .parse()
+                .map_err(|_| format!("'{x}' is not a source address"))?;
+            if a.is_ipv6() != g.is_ipv6() || a.is_multicast() {
+                return Err(format!("source {a} does not go with group {g}"));
+            }
+            Some(a)
+        }
+        None => None,
+    };
+    Ok((g, src))
+}
+
+/// What a fan-out did, in the form `--json` prints and the text is made
+/// from.
+#[derive(serde::Serialize)]
+struct FanoutTotals {
+    received: u64,
+    destinations: Vec<DestTotals>,
+    sent: u64,
+    send_errors: u64,
+    slots_out: u64,
+}
+
+#[derive(serde::Serialize)]
+struct DestTotals {
+    to: String,
+    forwarded: u64,
+    refused: u64,
+}
+
+impl FanoutTotals {
+    fn new(to: &[SocketAddr], c: &FanoutCounters, s: &Stats) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        FanoutTotals {
+            received: c.received.load(Relaxed),
+            destinations: to
+                .iter()
+                .zip(&c.dests)
+                .map(|(d, c)| DestTotals {
+                    to: d.to_string(),
+                    forwarded: c.forwarded.load(Relaxed),
+                    refused: c.refused.load(Relaxed),
+                })
+                .collect(),
+            sent: s.sent,
+            send_errors: s.send_errors_total(),
+            slots_out: s.slots_out,
+        }
+    }
+
+    fn text(&self, s: &Stats) -> String {
+        let mut out = format!(
+            "received {} sent {} send-errors {}\n",
+            self.received,
+            self.sent,
+            s.send_errors_text()
+        );
+        for d in &self.destinations {
+            out += &format!(
+                "  to {} forwarded {} refused {}\n",
+                d.to, d.forwarded, d.refused
+            );
+        }
+        out
+    }
+}
+
+pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut cfg = a.engine.config(a.listen);
+    let iface = match &a.iface {
+        Some(name) => {
+            udpring::interface_index(name).map_err(|e| usage(e.to_string()))?;
+            Interface::Name(name.clone())
+        }
+        None => Interface::Any,
+    };
+    for &(group, source) in &a.join {
+        if group.is_ipv6() != a.listen.is_ipv6() {
+            return Err(usage(format!(
+                "--join {group}: not of --listen {}'s family",
+                a.listen
+            )));
+        }
+        cfg.multicast.joins.push(Join {
+            group,
+            source,
+            interface: iface.clone(),
+        });
+    }
+    if let Some(d) =
+        a.to.iter()
+            .find(|d| d.is_ipv6() != a.listen.is_ipv6() && !a.listen.is_ipv6())
+    {
+        return Err(usage(format!(
+            "--to {d}: an IPv4 socket cannot send to IPv6"
+        )));
+    }
+    if a.iface.is_some() {
+        cfg.multicast.interface = Some(iface.clone());
+    }
+    cfg.multicast.ttl = a.ttl;
+    cfg.reuse_addr = !a.join.is_empty();
+    cfg.validate().map_err(usage)?;
+    udpring::signals::install().map_err(runtime)?;
+    let counters = FanoutCounters::new(a.to.len());
+    let (c2, dests) = (counters.clone(), a.to.clone());
+    let engine =
+        Engine::start(cfg, move |_| Fanout::new(dests.clone(), c2.clone())).map_err(runtime)?;
+    println!(
+        "udpring fanout: listening on {} (backend {}), relaying to {}",
+        engine.local_addr(),
+        engine.backend(),
+        a.to.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = std::io::stdout().flush();
+    let mut prev = 0;
+    run_until(a.serve.duration, a.serve.quiet, |t, dt| {
+        let now = counters.received.load(Relaxed);
+        println!(
+            "t={t:>6.1}s in {:>10.0}/s  out {:>10.0}/s",
+            (now - prev) as f64 / dt,
+            (now - prev) as f64 * a.to.len() as f64 / dt
+        );
+        prev = now;
+    });
+    let s = engine.stop().map_err(runtime)?;
+    let totals = FanoutTotals::new(&a.to, &counters, &s);
+    if a.serve.json {
+        println!("{}", serde_json::to_string(&totals).unwrap_or_default());
+    } else {
+        print!("{}", totals.text(&s));
+    }
+    Ok(())
+}
