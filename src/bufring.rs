@@ -51,7 +51,7 @@ pub const NAME_LEN: usize = 32;
 pub const RECV_CMSG_LEN: usize = 72;
 /// Bytes reserved at the start of every slot, before the payload. The uring
 /// backend's kernel writes `io_uring_recvmsg_out` (16 bytes), the name
-/// ([`NAME_LEN`]) and the control data ([`RECV_CMSG_LEN`]) there; the other
+/// (32 bytes) and the control data (72 bytes) there; the other
 /// backends leave it unused so that every backend truncates at the same
 /// payload size.
 pub const HEADROOM: usize = 16 + NAME_LEN + RECV_CMSG_LEN;

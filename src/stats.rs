@@ -1,6 +1,6 @@
 //! Counters of a worker, or of all workers added up.
 //!
-//! Every counter is named once, in the [`counters!`] list below, with its
+//! Every counter is named once, in the `counters!` list below, with its
 //! unit and meaning. From that one list come: the worker's plain integers
 //! (`Counters`, bumped on the hot path), their atomic mirror that the worker
 //! publishes once per loop (`SharedCounters`), the public snapshot

@@ -2,6 +2,7 @@
 //! Twisted could not do: reconnect and disconnect), and ICMP errors as
 //! events on connected sockets.
 
+#[macro_use]
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -49,9 +50,8 @@ fn ask(c: &UdpSocket, to: SocketAddr, msg: &str) -> Option<String> {
         .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-#[test]
-fn connect_reconnect_and_disconnect() {
-    for backend in backends() {
+per_backend!(
+    fn connect_reconnect_and_disconnect(backend) {
         let engine = Engine::start(config(backend, false), |_| Commanded).unwrap();
         let to = engine.local_addr();
         let (a, b) = (short_client(), short_client());
@@ -100,7 +100,7 @@ fn connect_reconnect_and_disconnect() {
         // reaching the worker.
         assert_eq!(s.received, 7, "{backend}: {s:?}");
     }
-}
+);
 
 /// Connects to a closed port and sends; records error events.
 struct ConnectRefused {
@@ -127,9 +127,8 @@ impl Handler for ConnectRefused {
     }
 }
 
-#[test]
-fn connection_refused_arrives_on_a_connected_socket() {
-    for backend in backends() {
+per_backend!(
+    fn connection_refused_arrives_on_a_connected_socket(backend) {
         let closed = UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -155,4 +154,4 @@ fn connection_refused_arrives_on_a_connected_socket() {
             );
         }
     }
-}
+);

@@ -3,6 +3,7 @@
 //! ring exhaustion under a flood, GRO trains, senders and timers, and
 //! ICMP errors as events. Every test checks that all slots came back.
 
+#[macro_use]
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -15,9 +16,8 @@ use common::*;
 use udpring::apps::echo::Echo;
 use udpring::{Backend, Datagram, Engine, ErrorEvent, GRO_SLOT_SIZE, HEADROOM, Handler, Transport};
 
-#[test]
-fn echoes_0_1_1472_and_65507_bytes_v4_and_v6_on_every_backend() {
-    for backend in backends() {
+per_backend!(
+    fn echoes_0_1_1472_and_65507_bytes_v4_and_v6_on_every_backend(backend) {
         for v6 in [false, true] {
             let mut cfg = config(backend, v6);
             cfg.slot_size = GRO_SLOT_SIZE; // room for a 65507-byte datagram
@@ -49,11 +49,10 @@ fn echoes_0_1_1472_and_65507_bytes_v4_and_v6_on_every_backend() {
             assert_eq!(s.truncated, 0);
         }
     }
-}
+);
 
-#[test]
-fn many_source_ports_spread_over_workers() {
-    for backend in backends() {
+per_backend!(
+    fn many_source_ports_spread_over_workers(backend) {
         let mut cfg = config(backend, false);
         cfg.workers = 2;
         cfg.recv_slots = 64;
@@ -79,11 +78,10 @@ fn many_source_ports_spread_over_workers() {
         }
         stop_clean(engine);
     }
-}
+);
 
-#[test]
-fn datagram_larger_than_a_slot_is_counted_as_truncated() {
-    for backend in backends() {
+per_backend!(
+    fn datagram_larger_than_a_slot_is_counted_as_truncated(backend) {
         let mut cfg = config(backend, false);
         cfg.slot_size = 2048;
         cfg.recv_slots = 16;
@@ -108,7 +106,7 @@ fn datagram_larger_than_a_slot_is_counted_as_truncated() {
         assert_eq!(s.truncated, 1, "{backend}");
         assert_eq!(s.received, 2);
     }
-}
+);
 
 /// Echo that stalls on the first datagram, so a flood piles up.
 struct SlowFirst {
@@ -125,10 +123,9 @@ impl Handler for SlowFirst {
     }
 }
 
-#[test]
-fn ring_exhaustion_under_a_flood_recovers_and_loses_nothing() {
-    const FLOOD: usize = 400;
-    for backend in backends() {
+per_backend!(
+    fn ring_exhaustion_under_a_flood_recovers_and_loses_nothing(backend) {
+        const FLOOD: usize = 400;
         let mut cfg = config(backend, false);
         cfg.recv_slots = 16;
         cfg.recv_buffer = Some(8 << 20);
@@ -167,7 +164,7 @@ fn ring_exhaustion_under_a_flood_recovers_and_loses_nothing() {
             );
         }
     }
-}
+);
 
 /// (payload length, GRO segment size) of each datagram a handler saw.
 type Seen = Arc<Mutex<Vec<(usize, Option<u16>)>>>;
@@ -201,9 +198,8 @@ fn send_gso(sock: &UdpSocket, data: &[u8], segment: u16, to: SocketAddr) {
     .expect("GSO send");
 }
 
-#[test]
-fn gro_train_is_echoed_as_the_same_datagrams() {
-    for backend in backends() {
+per_backend!(
+    fn gro_train_is_echoed_as_the_same_datagrams(backend) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut cfg = config(backend, false);
         cfg.gro = true;
@@ -241,7 +237,7 @@ fn gro_train_is_echoed_as_the_same_datagrams() {
             "{backend}: one buffer for the whole train"
         );
     }
-}
+);
 
 /// Sends through a `Sender` from another thread and uses timers.
 struct Ticker {
@@ -261,9 +257,8 @@ impl Handler for Ticker {
     }
 }
 
-#[test]
-fn timers_fire_in_order_and_senders_work_from_other_threads() {
-    for backend in backends() {
+per_backend!(
+    fn timers_fire_in_order_and_senders_work_from_other_threads(backend) {
         let c = client(false);
         let peer = c.local_addr().unwrap();
         let fired = Arc::new(AtomicU64::new(0));
@@ -296,7 +291,7 @@ fn timers_fire_in_order_and_senders_work_from_other_threads() {
         };
         assert!(sender_after.send_to(b"x", peer).is_err());
     }
-}
+);
 
 /// Sends to a closed port and records the error events.
 struct Refused {
@@ -314,9 +309,8 @@ impl Handler for Refused {
     }
 }
 
-#[test]
-fn icmp_port_unreachable_becomes_a_connection_refused_event() {
-    for backend in backends() {
+per_backend!(
+    fn icmp_port_unreachable_becomes_a_connection_refused_event(backend) {
         let closed = {
             let s = UdpSocket::bind("127.0.0.1:0").unwrap();
             s.local_addr().unwrap()
@@ -346,18 +340,17 @@ fn icmp_port_unreachable_becomes_a_connection_refused_event() {
         let s = stop_clean(engine);
         assert_eq!(s.received, 1, "{backend}: receive re-armed after the error");
     }
-}
+);
 
-#[test]
-fn reuseport_cpu_steering_sends_each_cpu_to_its_worker() {
-    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
-    use nix::unistd::Pid;
-    let allowed = sched_getaffinity(Pid::from_raw(0)).unwrap();
-    if !(allowed.is_set(0).unwrap() && allowed.is_set(1).unwrap()) {
-        eprintln!("skipping: needs CPUs 0 and 1 (reuseport steering maps CPU n to worker n)");
-        return;
-    }
-    for backend in backends() {
+per_backend!(
+    fn reuseport_cpu_steering_sends_each_cpu_to_its_worker(backend) {
+        use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+        use nix::unistd::Pid;
+        let allowed = sched_getaffinity(Pid::from_raw(0)).unwrap();
+        if !(allowed.is_set(0).unwrap() && allowed.is_set(1).unwrap()) {
+            eprintln!("skipping: needs CPUs 0 and 1 (reuseport steering maps CPU n to worker n)");
+            return;
+        }
         let mut cfg = config(backend, false);
         cfg.workers = 2;
         cfg.steer_by_cpu = true;
@@ -398,7 +391,7 @@ fn reuseport_cpu_steering_sends_each_cpu_to_its_worker() {
         }
         stop_clean(engine);
     }
-}
+);
 
 #[test]
 fn backend_env_var_forces_a_backend_and_rejects_unknown_names() {
@@ -435,10 +428,9 @@ fn backend_env_var_forces_a_backend_and_rejects_unknown_names() {
     );
 }
 
-#[test]
-fn kernel_drops_are_counted_so_nothing_is_lost_silently() {
-    const FLOOD: u64 = 300;
-    for backend in backends() {
+per_backend!(
+    fn kernel_drops_are_counted_so_nothing_is_lost_silently(backend) {
+        const FLOOD: u64 = 300;
         let mut cfg = config(backend, false);
         cfg.recv_buffer = Some(1); // the kernel's minimum: a few datagrams
         let engine = Engine::start(cfg, |_| SlowFirst { stalled: false }).unwrap();
@@ -467,7 +459,7 @@ fn kernel_drops_are_counted_so_nothing_is_lost_silently() {
         );
         stop_clean(engine);
     }
-}
+);
 
 /// Echo that tags each reply with the index of the socket it came in on.
 struct TagSocket;
@@ -482,9 +474,8 @@ impl Handler for TagSocket {
     }
 }
 
-#[test]
-fn several_sockets_per_worker_with_distinct_ports_reply_from_their_own() {
-    for backend in backends() {
+per_backend!(
+    fn several_sockets_per_worker_with_distinct_ports_reply_from_their_own(backend) {
         let mut cfg = config(backend, false);
         cfg.workers = 2;
         cfg.sockets_per_worker = 3;
@@ -515,14 +506,13 @@ fn several_sockets_per_worker_with_distinct_ports_reply_from_their_own() {
         let s = stop_clean(engine);
         assert_eq!(s.received, 6);
     }
-}
+);
 
-#[test]
-fn the_port_is_free_as_soon_as_stop_returns() {
-    // io_uring holds registered sockets until the ring is torn down, which
-    // the kernel does asynchronously; stop must not return before the port
-    // is released.
-    for backend in backends() {
+per_backend!(
+    fn the_port_is_free_as_soon_as_stop_returns(backend) {
+        // io_uring holds registered sockets until the ring is torn down, which
+        // the kernel does asynchronously; stop must not return before the port
+        // is released.
         for _ in 0..20 {
             let engine = Engine::start(config(backend, false), |_| Echo::new()).unwrap();
             let addr = engine.local_addr();
@@ -531,4 +521,4 @@ fn the_port_is_free_as_soon_as_stop_returns() {
                 .unwrap_or_else(|e| panic!("{backend}: {addr} still bound after stop: {e}"));
         }
     }
-}
+);

@@ -3,6 +3,7 @@
 //! twice, answer from another port, add malformed replies. And `report`'s
 //! merge against a merge done by hand.
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -293,9 +294,8 @@ fn connected_flows_only_hear_the_target() {
     stop_clean(s);
 }
 
-#[test]
-fn busy_polling_generator_and_server_lose_nothing() {
-    for backend in backends() {
+per_backend!(
+    fn busy_polling_generator_and_server_lose_nothing(backend) {
         let mut cfg = config(backend, false);
         cfg.busy_poll = true;
         let s = Engine::start(cfg, |_| Faulty {
@@ -320,4 +320,4 @@ fn busy_polling_generator_and_server_lose_nothing() {
         let st = stop_clean(s);
         assert_eq!(st.received, 300);
     }
-}
+);

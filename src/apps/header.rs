@@ -148,4 +148,39 @@ mod tests {
             HeaderError::Truncated
         );
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any bytes: a checked view either refuses them with the right
+            /// reason or reads all four fields without panicking.
+            #[test]
+            fn random_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..80)) {
+                match Header::new_checked(&buf[..]) {
+                    Ok(h) => {
+                        prop_assert!(buf.len() >= HEADER_LEN);
+                        let _ = (h.token(), h.flow(), h.seq(), h.sent_ns());
+                    }
+                    Err(HeaderError::Truncated) => prop_assert!(buf.len() < HEADER_LEN),
+                    Err(HeaderError::BadMagic) => prop_assert!(buf[..4] != MAGIC.to_be_bytes()),
+                }
+            }
+
+            /// What is written reads back, whatever follows the header.
+            #[test]
+            fn written_headers_read_back(
+                token in any::<u32>(), flow in any::<u32>(), seq in any::<u64>(), t in any::<u64>(),
+                tail in proptest::collection::vec(any::<u8>(), 0..40),
+            ) {
+                let mut b = vec![0u8; HEADER_LEN];
+                b.extend_from_slice(&tail);
+                Header::new_unchecked(&mut b[..]).fill(token, flow, seq, t);
+                let h = Header::new_checked(&b[..]).unwrap();
+                prop_assert_eq!((h.token(), h.flow(), h.seq(), h.sent_ns()), (token, flow, seq, t));
+                prop_assert_eq!(&b[HEADER_LEN..], &tail[..]);
+            }
+        }
+    }
 }

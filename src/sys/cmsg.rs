@@ -239,4 +239,72 @@ mod tests {
         assert!(!w.push(libc::SOL_UDP, UDP_SEGMENT, &[0, 0]));
         assert_eq!(w.len(), 0);
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any bytes at all: the walk ends, nothing panics, and every
+            /// record it yields lies inside the area.
+            #[test]
+            fn random_areas_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let mut seen = 0;
+                for c in CmsgIter::new(&buf) {
+                    prop_assert!(c.data.len() <= buf.len());
+                    seen += 1;
+                    prop_assert!(seen <= buf.len() / HDR_LEN);
+                }
+                let _ = RecvCmsg::parse(&buf);
+            }
+
+            /// What the writer writes, the reader reads back, record by
+            /// record; any cut of the area yields a prefix of the records.
+            #[test]
+            fn written_records_read_back(
+                recs in proptest::collection::vec(
+                    (any::<i32>(), any::<i32>(), proptest::collection::vec(any::<u8>(), 0..40)),
+                    0..6,
+                ),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut buf = vec![0u8; 512];
+                let mut w = CmsgWriter::new(&mut buf);
+                for (l, t, d) in &recs {
+                    prop_assert!(w.push(*l, *t, d));
+                }
+                let n = w.len();
+                let back: Vec<(i32, i32, Vec<u8>)> = CmsgIter::new(&buf[..n])
+                    .map(|c| (c.level, c.ty, c.data.to_vec()))
+                    .collect();
+                prop_assert_eq!(&back, &recs);
+                let cut = cut.index(n + 1);
+                let part: Vec<(i32, i32, Vec<u8>)> = CmsgIter::new(&buf[..cut])
+                    .map(|c| (c.level, c.ty, c.data.to_vec()))
+                    .collect();
+                prop_assert_eq!(&part[..], &recs[..part.len()]);
+            }
+
+            /// The datagram records the engine reads: a GRO segment size and
+            /// a drop counter, in either order, read back exactly.
+            #[test]
+            fn gro_and_drops_read_back(seg in any::<u16>(), drops in any::<u32>(), swap in any::<bool>()) {
+                let mut buf = vec![0u8; 128];
+                let mut w = CmsgWriter::new(&mut buf);
+                let gro = (libc::SOL_UDP, UDP_GRO, (seg as i32).to_ne_bytes());
+                let ovfl = (libc::SOL_SOCKET, SO_RXQ_OVFL, drops.to_ne_bytes());
+                if swap {
+                    w.push(ovfl.0, ovfl.1, &ovfl.2);
+                    w.push(gro.0, gro.1, &gro.2);
+                } else {
+                    w.push(gro.0, gro.1, &gro.2);
+                    w.push(ovfl.0, ovfl.1, &ovfl.2);
+                }
+                let n = w.len();
+                let c = RecvCmsg::parse(&buf[..n]);
+                prop_assert_eq!(c.gro_segment, NonZeroU16::new(seg));
+                prop_assert_eq!(c.rxq_ovfl, Some(drops));
+            }
+        }
+    }
 }

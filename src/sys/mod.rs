@@ -1,7 +1,7 @@
 //! Everything that talks to the kernel directly.
 //!
 //! The rest of the crate is safe code over the few types defined here and in
-//! [`crate::bufring`]. Each libc call goes through [`syscall!`], which turns
+//! [`crate::bufring`]. Each libc call goes through `syscall!`, which turns
 //! the C convention (`-1` and `errno`) into `io::Result`. Nothing here knows
 //! the engine above it: no worker, handler or engine type is imported; the
 //! records the two sides exchange ([`RecvMeta`], [`Transmit`]) are defined
@@ -10,7 +10,7 @@
 //! | file | what |
 //! |---|---|
 //! | `addr.rs` | [`RawAddr`]: a socket address in kernel form, inline, so a send can point the kernel at it while in flight |
-//! | `cmsg.rs` | control messages: one reader ([`CmsgIter`](cmsg::CmsgIter)), one writer, what a received datagram's say ([`RecvCmsg`]) |
+//! | `cmsg.rs` | control messages: one reader ([`CmsgIter`](cmsg::CmsgIter)), one writer, what a received datagram's say (`RecvCmsg`) |
 //! | `socket.rs` | socket options and calls socket2 and nix do not cover |
 //! | `errqueue.rs` | the socket error queue ([`QueuedError`]) |
 //! | `event.rs` | the worker's eventfd and `ppoll` |

@@ -8,8 +8,8 @@
 //!   when the kernel allows) selecting buffers from the pool's
 //!   provided-buffer ring (group [`BGID`]). The kernel writes
 //!   `io_uring_recvmsg_out`, the source name
-//!   ([`NAME_LEN`](crate::bufring::NAME_LEN) bytes), the control data
-//!   ([`RECV_CMSG_LEN`](crate::bufring::RECV_CMSG_LEN) bytes) and the payload
+//!   ([`crate::bufring::NAME_LEN`] bytes), the control data
+//!   ([`crate::bufring::RECV_CMSG_LEN`] bytes) and the payload
 //!   into the buffer it picks, and names it in the CQE. A CQE without
 //!   `F_MORE` ends the multishot (ring empty: `-ENOBUFS`; an error from the
 //!   socket; cancellation).

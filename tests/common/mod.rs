@@ -16,14 +16,46 @@ pub fn loopback(v6: bool) -> SocketAddr {
     }
 }
 
-/// Every backend this kernel can run; says so when io_uring is missing.
-pub fn backends() -> Vec<Backend> {
-    let mut v = vec![Backend::Simple, Backend::Mmsg];
-    match udpring::uring_support() {
-        Ok(()) => v.push(Backend::Uring),
-        Err(why) => eprintln!("skipping the uring backend: {why}"),
+/// Whether this kernel can run `backend`; says why not when it cannot.
+pub fn can_run(backend: Backend) -> bool {
+    match (backend, udpring::uring_support()) {
+        (Backend::Uring, Err(why)) => {
+            eprintln!("skipping the uring backend: {why}");
+            false
+        }
+        _ => true,
     }
-    v
+}
+
+/// One test per backend, each its own named test so that a failing
+/// backend does not hide the others: `per_backend!(fn name(backend) {...})`
+/// makes `name::uring`, `name::mmsg` and `name::simple`.
+#[macro_export]
+macro_rules! per_backend {
+    ($(#[$meta:meta])* fn $name:ident($b:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn on($b: udpring::Backend) $body
+
+            #[test]
+            fn uring() {
+                if $crate::common::can_run(udpring::Backend::Uring) {
+                    on(udpring::Backend::Uring);
+                }
+            }
+            #[test]
+            fn mmsg() {
+                on(udpring::Backend::Mmsg);
+            }
+            #[test]
+            fn simple() {
+                on(udpring::Backend::Simple);
+            }
+        }
+    };
 }
 
 /// A config for one worker of `backend` on loopback.

@@ -1,0 +1,158 @@
+//! The topologies of tools/netns.sh, built and torn down per test, and the
+//! ways a test runs things inside their namespaces.
+
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+
+/// A topology, torn down on drop.
+pub struct Topology {
+    pub name: String,
+}
+
+impl Topology {
+    /// Builds the PMTU topology, or returns None (having said why) when this
+    /// process cannot.
+    pub fn pmtu(tag: &str) -> Option<Topology> {
+        Topology::build("pmtu-up", tag)
+    }
+
+    /// Builds the LAN (h1, h2, h3 on a bridge; h1, h3 on a second one).
+    pub fn lan(tag: &str) -> Option<Topology> {
+        Topology::build("lan-up", tag)
+    }
+
+    fn build(kind: &str, tag: &str) -> Option<Topology> {
+        let require = std::env::var("UDPRING_REQUIRE_NETNS").as_deref() == Ok("1");
+        if !nix::unistd::geteuid().is_root() {
+            assert!(!require, "UDPRING_REQUIRE_NETNS=1 but not root");
+            eprintln!("skipping: network namespace tests need root (not root)");
+            return None;
+        }
+        let name = format!("ur{}{tag}", std::process::id() % 100_000);
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/netns.sh");
+        let _ = Command::new("bash").args([script, "down", &name]).status();
+        let out = Command::new("bash")
+            .args([script, kind, &name])
+            .output()
+            .unwrap();
+        let topo = Topology { name };
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !require,
+                "UDPRING_REQUIRE_NETNS=1 but the topology failed: {err}"
+            );
+            eprintln!("skipping: could not build the topology: {err}");
+            return None;
+        }
+        Some(topo)
+    }
+
+    /// Runs `f` on a thread inside namespace `ns` (a, r or b); threads it
+    /// starts (engine workers) are in that namespace too.
+    pub fn run_in<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}-{ns}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// `udpring ARGS` as a command that runs inside namespace `ns`.
+    pub fn command(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &format!("{}-{ns}", self.name),
+            env!("CARGO_BIN_EXE_udpring"),
+        ])
+        .args(args);
+        c
+    }
+
+    /// Runs `udpring ARGS` inside namespace `ns` and waits for it.
+    pub fn udpring(&self, ns: &str, args: &[&str]) -> std::process::Output {
+        self.command(ns, args).output().unwrap()
+    }
+
+    /// Starts `udpring ARGS` in namespace `ns` in the background.
+    pub fn spawn(&self, ns: &str, args: &[&str]) -> KillOnDrop {
+        let child = self
+            .command(ns, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        KillOnDrop(child)
+    }
+
+    /// Starts `udpring echo` on [::]:7007 in B (IPv4 and IPv6) until dropped.
+    pub fn echo_in_b(&self) -> KillOnDrop {
+        let child = self
+            .command(
+                "b",
+                &[
+                    "echo",
+                    "--bind",
+                    "[::]:7007",
+                    "--workers",
+                    "1",
+                    "-q",
+                    "--duration",
+                    "60",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut child = KillOnDrop(child);
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.0.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening on"), "{line}");
+        child
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/netns.sh");
+        let _ = Command::new("bash")
+            .args([script, "down", &self.name])
+            .status();
+    }
+}
+
+/// A child process, killed on drop.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// Waits for the process to end by itself and returns its output.
+    pub fn finish(mut self) -> std::process::Output {
+        let child = std::mem::replace(
+            &mut self.0,
+            Command::new("true").spawn().expect("spawn true"),
+        );
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A command's standard output, parsed as one JSON document.
+pub fn json_of(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)))
+}
