@@ -141,28 +141,38 @@ impl<H: Handler> Worker<H> {
     /// A send is done: `Ok` when the kernel took it, `Err(errno)` when it
     /// refused. Decides what that means (see the module doc) and drops the
     /// send's reference on its slot.
+    #[inline]
     pub fn complete(&mut self, t: Transmit, res: Result<(), i32>) {
         match res {
             Ok(()) => {
                 self.core.stats.c.sent += t.datagrams();
                 self.core.stats.c.bytes_sent += u64::from(t.len);
             }
-            Err(libc::EIO | libc::EINVAL) if t.segment.is_some() && self.core.queue.gso() => {
-                // The kernel (or the device) refuses UDP_SEGMENT: turn GSO
-                // off for good and send the train segment by segment.
-                self.core.queue.disable_gso();
-                self.core.shared.stats.set_gso_disabled();
-                self.core.queue.push(
-                    &mut self.core.pool,
-                    Transmit {
-                        retried: false,
-                        ..t
-                    },
-                );
-            }
-            Err(errno) => self.send_failed(&t, errno),
+            Err(errno) => self.refused(&t, errno),
         }
         self.core.pool.unref(t.slot);
+    }
+
+    /// The kernel refused a send with `errno` (the caller drops the send's
+    /// slot reference).
+    #[cold]
+    fn refused(&mut self, t: &Transmit, errno: i32) {
+        if matches!(errno, libc::EIO | libc::EINVAL) && t.segment.is_some() && self.core.queue.gso()
+        {
+            // The kernel (or the device) refuses UDP_SEGMENT: turn GSO off
+            // for good and send the train segment by segment.
+            self.core.queue.disable_gso();
+            self.core.shared.stats.set_gso_disabled();
+            self.core.queue.push(
+                &mut self.core.pool,
+                Transmit {
+                    retried: false,
+                    ..*t
+                },
+            );
+        } else {
+            self.send_failed(t, errno);
+        }
     }
 
     /// A send failed with `errno`: count it, and for errors the kernel
