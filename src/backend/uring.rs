@@ -135,18 +135,24 @@ impl Driver {
     /// goes, and replies copied with `send_to` run out of slots.
     fn relieve<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<()> {
         let pool = &w.core.pool;
-        if pool.send_free() > pool.send_slots() / 4 && w.core.queue.len() < self.ring_room() {
+        if pool.send_free() * 8 >= pool.send_slots() && w.core.queue.len() < self.send_headers / 2
+        {
             return Ok(());
         }
         self.flush(w)?;
         self.ring.submit()?;
-        self.ring.reap_more();
+        // The sends' completions are handled now (that is what frees the
+        // slots); anything else that arrived joins the end of the batch.
+        let from = self.ring.len();
+        let to = self.ring.reap_more();
+        for k in from..to {
+            let c = self.ring.completion(k);
+            if let Some(Op::Send(i)) = c.op {
+                self.on_send(w, i, c.res);
+                self.ring.mark_handled(k);
+            }
+        }
         Ok(())
-    }
-
-    /// Sends that can be queued before relief is due: half the send headers.
-    fn ring_room(&self) -> usize {
-        self.send_headers / 2
     }
 
     /// Reaps what completed and hands it on; `dispatch` false once the

@@ -396,6 +396,12 @@ impl Ring {
         self.completions.len()
     }
 
+    /// Marks completion `k` of the batch as handled out of turn: it reads
+    /// as a cancel's (ignored) from now on.
+    pub fn mark_handled(&mut self, k: usize) {
+        self.completions[k].op = Some(Op::Cancel);
+    }
+
     /// Completions in the batch being handled.
     pub fn len(&self) -> usize {
         self.completions.len()
