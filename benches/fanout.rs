@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use udpring::apps::fanout::{Fanout, FanoutCounters};
-use udpring::{Backend, Config, Engine};
+use udpring::{Backend, Engine};
 
 const BURST: usize = 32;
 
@@ -97,7 +97,7 @@ fn bench_fanout(c: &mut Criterion) {
                 let (a, t) = plain_relay(dests, stop.clone());
                 (a, None, Some(t))
             } else {
-                let mut cfg = Config::new("127.0.0.1:0".parse().unwrap());
+                let mut cfg = udpring::apps::fanout::config("127.0.0.1:0".parse().unwrap());
                 cfg.workers = 1;
                 cfg.backend = udpring::uring_support().ok().map(|_| Backend::Uring);
                 let counters = FanoutCounters::new(n);

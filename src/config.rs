@@ -7,6 +7,7 @@ use crate::sys::mcast::Interface;
 use std::str::FromStr;
 
 use crate::bufring::HEADROOM;
+use crate::guard::Guard;
 
 /// How workers move datagrams (the contract every backend meets is written
 /// down in the source, `src/backend/mod.rs`).
@@ -66,6 +67,11 @@ pub const GRO_SLOT_SIZE: usize = 65536 + HEADROOM;
 pub struct Config {
     /// Address to bind every worker's socket to (port 0 picks one).
     pub bind: SocketAddr,
+    /// More addresses each worker also binds a socket to, after those on
+    /// `bind` (its sockets `sockets_per_worker + k`): another family, a
+    /// second port, or a socket of its own to send from (port 0). They do
+    /// not join `multicast.joins` nor connect to `connect`.
+    pub also_bind: Vec<SocketAddr>,
     /// Number of workers; 0 means one per CPU this process may use.
     pub workers: usize,
     /// Force a backend; `None` picks `uring` when the kernel supports it,
@@ -123,6 +129,9 @@ pub struct Config {
     /// ring (uring). Lower and steadier latency (no wake-up between CPUs)
     /// for a whole CPU per worker.
     pub busy_poll: bool,
+    /// Which datagrams never reach the handler (loops, reflection,
+    /// strangers): see [`Guard`]. On by default.
+    pub guard: Guard,
     /// uring: ask for `IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN` (the
     /// kernel then runs completions only when the worker waits; fewer
     /// interruptions). Falls back silently when the kernel lacks them.
@@ -157,6 +166,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            also_bind: Vec::new(),
             workers: 1,
             backend: None,
             batch: 32,
@@ -179,6 +189,7 @@ impl Default for Config {
             broadcast: false,
             multicast: Multicast::default(),
             busy_poll: false,
+            guard: Guard::default(),
             defer_taskrun: true,
         }
     }
@@ -232,6 +243,13 @@ impl Config {
                 self.sockets_per_worker
             ));
         }
+        if self.also_bind.len() > 64 {
+            return Err(format!(
+                "also_bind has {} addresses; at most 64",
+                self.also_bind.len()
+            ));
+        }
+        self.guard.validate()?;
         if !(8..=32768).contains(&self.sq_entries) {
             return Err(format!(
                 "submission queue entries must be 8..32768, not {}",

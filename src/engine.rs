@@ -14,6 +14,7 @@ use socket2::Socket;
 use crate::backend;
 use crate::bufring::Pool;
 use crate::config::{Backend, Config};
+use crate::guard::{GuardState, HostAddrs};
 use crate::handler::Handler;
 use crate::sender::{Inbox, Sender};
 use crate::socket::{self, SocketInfo};
@@ -79,37 +80,15 @@ impl Engine {
         } else {
             cfg.workers
         };
-        let per = cfg.sockets_per_worker.max(1);
-        let reuse = !cfg.distinct_ports && workers * per > 1;
-        let bound = |s: &Socket| -> io::Result<SocketAddr> {
-            s.local_addr()?
-                .as_socket()
-                .ok_or_else(|| io::Error::other("bound to a non-IP address"))
+        let (sockets, local_addrs, socket_info) = open_sockets(&cfg, workers)?;
+        let local_addr = local_addrs[0];
+        let host = HostAddrs::read();
+        let own_ports: Vec<u16> = {
+            let mut v: Vec<u16> = local_addrs.iter().map(|a| a.port()).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
         };
-        let (first, socket_info) = socket::open(&cfg, cfg.bind, reuse)?;
-        let local_addr = bound(&first)?;
-        if cfg.steer_by_cpu && reuse {
-            sys::socket::attach_reuseport_cpu(first.as_raw_fd())?;
-        }
-        // Socket j of worker i is number i + j * workers, so that the first
-        // `workers` sockets of a reuseport group are one per worker (the CPU
-        // steering program indexes the group by CPU).
-        let mut sockets: Vec<Vec<(Socket, SocketAddr)>> =
-            (0..workers).map(|_| Vec::new()).collect();
-        sockets[0].push((first, local_addr));
-        for n in 1..workers * per {
-            let bind = if cfg.distinct_ports {
-                cfg.bind
-            } else {
-                local_addr
-            };
-            let s = socket::open(&cfg, bind, reuse)?.0;
-            let a = bound(&s)?;
-            sockets[n % workers].push((s, a));
-        }
-        let local_addrs: Vec<SocketAddr> = (0..workers * per)
-            .map(|n| sockets[n % workers][n / workers].1)
-            .collect();
         let factory = Arc::new(factory);
         let mut threads = Vec::with_capacity(workers);
         let mut shared = Vec::with_capacity(workers);
@@ -127,6 +106,7 @@ impl Engine {
             let factory = factory.clone();
             let cfg = cfg.clone();
             let ready_tx = ready_tx.clone();
+            let guard = GuardState::new(&cfg.guard, own_ports.clone(), host.clone());
             let t = std::thread::Builder::new()
                 .name(format!("udpring-w{i}"))
                 .spawn(move || {
@@ -137,7 +117,9 @@ impl Engine {
                             let _ = ready_tx.send((i, r));
                         }
                     };
-                    let r = run_worker(i, cpu, socket, &cfg, backend, w, &*factory, &mut ready);
+                    let r = run_worker(
+                        i, cpu, socket, &cfg, backend, w, guard, &*factory, &mut ready,
+                    );
                     if let Err(e) = &r {
                         ready(Err(io::Error::new(e.kind(), e.to_string())));
                     }
@@ -232,37 +214,90 @@ impl Engine {
     }
 
     /// Joins every worker thread; the first error any of them returned.
-    fn join_threads(&mut self) -> io::Result<()> {
-        let mut first_err = None;
-        for t in self.threads.drain(..) {
-            let r = t
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("worker panicked")));
-            if let (Err(e), None) = (r, &first_err) {
-                first_err = Some(e);
+    fn join_threads(&mut self) -> Vec<(usize, io::Error)> {
+        let mut failures = Vec::new();
+        for (i, t) in self.threads.drain(..).enumerate() {
+            let r = t.join().unwrap_or_else(|p| {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                Err(io::Error::other(format!("panicked: {what}")))
+            });
+            if let Err(e) = r {
+                failures.push((i, e));
             }
         }
         for w in &self.shared {
             w.inbox.closed.store(true, Ordering::Release);
         }
-        first_err.map_or(Ok(()), Err)
+        failures
     }
 
-    fn shutdown(&mut self) -> io::Result<()> {
+    fn shutdown(&mut self) -> Vec<(usize, io::Error)> {
         self.stop_handle().stop();
         self.join_threads()
     }
 
-    /// Waits until every worker has stopped (after [`StopHandle::stop`]).
-    pub fn join(mut self) -> io::Result<Stats> {
-        self.join_threads()?;
-        Ok(self.stats())
+    fn outcome(&self, failures: Vec<(usize, io::Error)>) -> Result<Stats, StopError> {
+        let stats = self.stats();
+        if failures.is_empty() {
+            Ok(stats)
+        } else {
+            Err(StopError {
+                stats: Box::new(stats),
+                failures,
+            })
+        }
     }
 
-    /// Stops the workers, waits for them, and returns the final counters.
-    pub fn stop(mut self) -> io::Result<Stats> {
-        self.shutdown()?;
-        Ok(self.stats())
+    /// Waits until every worker has stopped (after [`StopHandle::stop`]).
+    pub fn join(mut self) -> Result<Stats, StopError> {
+        let f = self.join_threads();
+        self.outcome(f)
+    }
+
+    /// Stops the workers, waits for them, and returns the final counters
+    /// summed over workers. When a worker failed, the error carries the
+    /// counters anyway (every worker's, the failed one's as last published).
+    pub fn stop(mut self) -> Result<Stats, StopError> {
+        let f = self.shutdown();
+        self.outcome(f)
+    }
+}
+
+/// An engine that did not stop cleanly: which workers failed and why, and
+/// the counters of all of them.
+#[derive(Debug)]
+pub struct StopError {
+    /// Counters summed over every worker, as last published.
+    pub stats: Box<Stats>,
+    /// The failed workers: index and error.
+    pub failures: Vec<(usize, io::Error)>,
+}
+
+impl std::fmt::Display for StopError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (k, (i, e)) in self.failures.iter().enumerate() {
+            if k > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "worker {i}: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StopError {}
+
+impl From<StopError> for io::Error {
+    fn from(e: StopError) -> io::Error {
+        let kind = e
+            .failures
+            .first()
+            .map_or(io::ErrorKind::Other, |(_, x)| x.kind());
+        io::Error::new(kind, e.to_string())
     }
 }
 
@@ -270,6 +305,53 @@ impl Drop for Engine {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// Opens every socket of the engine: `sockets_per_worker` per worker on
+/// `bind` (one `SO_REUSEPORT` group, or each on its own port with
+/// `distinct_ports`), then one per worker on each of `also_bind`. Returns
+/// each worker's sockets with their addresses (its socket `j < per` is
+/// entry `i + j * workers` of the list, so that the first `workers`
+/// sockets of the group are one per worker: the CPU steering program
+/// indexes the group by CPU; socket `per + k` is on `also_bind[k]`), every
+/// address in that order, and what the kernel granted the first.
+#[allow(clippy::type_complexity)]
+fn open_sockets(
+    cfg: &Config,
+    workers: usize,
+) -> io::Result<(Vec<Vec<(Socket, SocketAddr)>>, Vec<SocketAddr>, SocketInfo)> {
+    let per = cfg.sockets_per_worker.max(1);
+    let bound = |s: &Socket| -> io::Result<SocketAddr> {
+        s.local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("bound to a non-IP address"))
+    };
+    let mut sockets: Vec<Vec<(Socket, SocketAddr)>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut info = None;
+    let mut all = Vec::new();
+    for (g, &addr) in std::iter::once(&cfg.bind).chain(&cfg.also_bind).enumerate() {
+        let n = if g == 0 { workers * per } else { workers };
+        let reuse = !cfg.distinct_ports && n > 1;
+        let mut group_addr = addr;
+        for k in 0..n {
+            let bind = if cfg.distinct_ports { addr } else { group_addr };
+            let (s, i) = socket::open(cfg, bind, reuse, g == 0)?;
+            let a = bound(&s)?;
+            if k == 0 {
+                group_addr = a;
+                if g == 0 {
+                    info = Some(i);
+                    if cfg.steer_by_cpu && reuse {
+                        sys::socket::attach_reuseport_cpu(s.as_raw_fd())?;
+                    }
+                }
+            }
+            all.push(a);
+            sockets[k % workers].push((s, a));
+        }
+    }
+    let info = info.ok_or_else(|| io::Error::other("no socket opened"))?;
+    Ok((sockets, all, info))
 }
 
 /// One worker's thread: pin, build the pool, the state and the handler,
@@ -282,6 +364,7 @@ fn run_worker<H: Handler>(
     cfg: &Config,
     backend: Backend,
     shared: Arc<WorkerShared>,
+    guard: GuardState,
     factory: &dyn Fn(usize) -> H,
     ready: &mut dyn FnMut(io::Result<()>),
 ) -> io::Result<()> {
@@ -297,19 +380,30 @@ fn run_worker<H: Handler>(
     };
     let pool = Pool::new(cfg.effective_slot_size(), recv_slots, cfg.send_slots, ring)?;
     let (sockets, local): (Vec<Socket>, Vec<SocketAddr>) = sockets.into_iter().unzip();
-    let v6 = local[0].is_ipv6();
-    let peer = cfg.connect.map(|p| sys::RawAddr::from_socket_addr(p, v6));
+    let per = cfg.sockets_per_worker.max(1);
     let socks = Sockets {
         fds: sockets.iter().map(|s| s.as_raw_fd()).collect(),
-        connected: vec![peer; local.len()],
+        // `connect` applies to the sockets on `bind`.
+        connected: local
+            .iter()
+            .enumerate()
+            .map(|(j, a)| {
+                cfg.connect
+                    .filter(|_| j < per)
+                    .map(|p| sys::RawAddr::from_socket_addr(p, a.is_ipv6()))
+            })
+            .collect(),
+        v6: local.iter().map(|a| a.is_ipv6()).collect(),
         local,
     };
-    let mut core = Core::new(pool, socks, i, cfg.gso, shared);
+    let mut core = Core::new(pool, socks, i, cfg.gso, shared, guard);
     core.busy_poll = cfg.busy_poll;
     core.publish();
     let mut w = Worker::new(core, factory(i));
     let r = backend::run(backend, &sockets, &mut w, cfg, ready);
     w.core.shared.inbox.closed.store(true, Ordering::Release);
+    // The last word on drops, while the sockets are still open.
+    w.core.read_drops();
     w.core.publish();
     r
 }

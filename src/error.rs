@@ -31,6 +31,16 @@ pub enum ErrorEvent {
         /// The errno the kernel mapped it to (`EHOSTUNREACH`, `ENETUNREACH`, …).
         errno: i32,
     },
+    /// The kernel refused a send for a reason it does not explain in the
+    /// error queue (`ENOBUFS`, `EAGAIN` after the retries, `EINVAL`,
+    /// `EACCES`, ...). The datagram is counted in
+    /// [`crate::Stats::send_errors`] under `errno` and is not sent.
+    SendFailed {
+        /// Where it was going.
+        peer: Option<SocketAddr>,
+        /// Why.
+        errno: i32,
+    },
     /// Any other error, with its errno.
     Other {
         /// Destination, when known.

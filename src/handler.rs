@@ -64,6 +64,16 @@ impl Datagram<'_> {
     pub fn source(&self) -> SocketAddr {
         self.src_addr
     }
+    /// The address it was sent to (`IP_PKTINFO`/`IPV6_PKTINFO`): one of
+    /// this host's, a group, or a broadcast address. `None` only if the
+    /// kernel did not say. IPv4 on an IPv6 socket appears as IPv4.
+    pub fn destination(&self) -> Option<IpAddr> {
+        self.meta.cmsg.dst
+    }
+    /// Index of the interface it arrived on, when the kernel said.
+    pub fn interface(&self) -> Option<u32> {
+        (self.meta.cmsg.ifindex != 0).then_some(self.meta.cmsg.ifindex)
+    }
     /// Which of the worker's sockets it arrived on (0 unless the engine
     /// runs several sockets per worker).
     pub fn socket(&self) -> usize {
@@ -95,6 +105,7 @@ impl fmt::Debug for Datagram<'_> {
         f.debug_struct("Datagram")
             .field("source", &self.src_addr)
             .field("len", &self.payload().len())
+            .field("destination", &self.destination())
             .field("truncated", &self.meta.truncated)
             .field("segment_size", &self.segment_size())
             .finish()
@@ -170,10 +181,27 @@ impl Transport<'_> {
     /// Sends the datagram's bytes to `to` from its own buffer (no copy); may
     /// be called many times for one datagram (fan-out).
     pub fn forward(&mut self, dgram: &Datagram<'_>, to: SocketAddr) {
-        let raw = RawAddr::from_socket_addr(to, self.core.v6);
         let m = dgram.meta;
+        let raw = RawAddr::from_socket_addr(to, self.core.v6(usize::from(m.sock)));
         self.core
             .send_lent(m.sock, dgram.lent, raw, m.cmsg.gro_segment);
+    }
+
+    /// Like [`Transport::forward`], from the worker's socket `sock` (e.g. a
+    /// socket of its own to send from, bound with
+    /// [`crate::Config::also_bind`], so that answers to it are not taken
+    /// for new datagrams).
+    pub fn forward_via(
+        &mut self,
+        sock: usize,
+        dgram: &Datagram<'_>,
+        to: SocketAddr,
+    ) -> Result<(), SendError> {
+        self.check_sock(sock)?;
+        let raw = RawAddr::from_socket_addr(to, self.core.v6(sock));
+        self.core
+            .send_lent(sock as u16, dgram.lent, raw, dgram.meta.cmsg.gro_segment);
+        Ok(())
     }
 
     /// Connects the worker's socket `sock` to `peer` (Twisted's connected
@@ -205,7 +233,7 @@ impl Transport<'_> {
     /// The path MTU the kernel knows towards socket `sock`'s connected peer
     /// (`IP_MTU`/`IPV6_MTU`); an error on an unconnected socket.
     pub fn path_mtu(&self, sock: usize) -> std::io::Result<u32> {
-        sys::socket::path_mtu(self.fd(sock)?, self.core.v6)
+        sys::socket::path_mtu(self.fd(sock)?, self.core.v6(sock))
     }
 
     fn fd(&self, sock: usize) -> std::io::Result<std::os::fd::RawFd> {
@@ -220,7 +248,7 @@ impl Transport<'_> {
         iface: Interface,
     ) -> Result<(), McastError> {
         let fd = self.fd(sock).map_err(McastError::Os)?;
-        mcast::membership(fd, self.core.v6, group, &iface, true)
+        mcast::membership(fd, self.core.v6(sock), group, &iface, true)
     }
 
     /// Leaves `group` on socket `sock`.
@@ -231,7 +259,7 @@ impl Transport<'_> {
         iface: Interface,
     ) -> Result<(), McastError> {
         let fd = self.fd(sock).map_err(McastError::Os)?;
-        mcast::membership(fd, self.core.v6, group, &iface, false)
+        mcast::membership(fd, self.core.v6(sock), group, &iface, false)
     }
 
     /// Joins (`group`, `source`): only `source`'s datagrams to `group` arrive
@@ -244,7 +272,7 @@ impl Transport<'_> {
         iface: Interface,
     ) -> Result<(), McastError> {
         let fd = self.fd(sock).map_err(McastError::Os)?;
-        mcast::source_membership(fd, self.core.v6, group, source, &iface, true)
+        mcast::source_membership(fd, self.core.v6(sock), group, source, &iface, true)
     }
 
     /// Leaves (`group`, `source`).
@@ -256,27 +284,27 @@ impl Transport<'_> {
         iface: Interface,
     ) -> Result<(), McastError> {
         let fd = self.fd(sock).map_err(McastError::Os)?;
-        mcast::source_membership(fd, self.core.v6, group, source, &iface, false)
+        mcast::source_membership(fd, self.core.v6(sock), group, source, &iface, false)
     }
 
     /// Sets the TTL (IPv4) or hop limit (IPv6) of multicast sent from `sock`.
     pub fn set_multicast_ttl(&mut self, sock: usize, ttl: u32) -> std::io::Result<()> {
-        mcast::set_ttl(self.fd(sock)?, self.core.v6, ttl)
+        mcast::set_ttl(self.fd(sock)?, self.core.v6(sock), ttl)
     }
 
     /// The multicast TTL / hop limit the kernel holds for `sock`.
     pub fn multicast_ttl(&self, sock: usize) -> std::io::Result<u32> {
-        mcast::ttl(self.fd(sock)?, self.core.v6)
+        mcast::ttl(self.fd(sock)?, self.core.v6(sock))
     }
 
     /// Whether this host hears the multicast `sock` sends.
     pub fn set_multicast_loop(&mut self, sock: usize, on: bool) -> std::io::Result<()> {
-        mcast::set_loop(self.fd(sock)?, self.core.v6, on)
+        mcast::set_loop(self.fd(sock)?, self.core.v6(sock), on)
     }
 
     /// The loopback setting the kernel holds for `sock`.
     pub fn multicast_loop(&self, sock: usize) -> std::io::Result<bool> {
-        mcast::loop_enabled(self.fd(sock)?, self.core.v6)
+        mcast::loop_enabled(self.fd(sock)?, self.core.v6(sock))
     }
 
     /// The interface multicast from `sock` leaves by.
@@ -286,12 +314,12 @@ impl Transport<'_> {
         iface: Interface,
     ) -> Result<(), McastError> {
         let fd = self.fd(sock).map_err(McastError::Os)?;
-        mcast::set_interface(fd, self.core.v6, &iface)
+        mcast::set_interface(fd, self.core.v6(sock), &iface)
     }
 
     /// The outgoing multicast interface the kernel holds for `sock`.
     pub fn multicast_interface(&self, sock: usize) -> std::io::Result<Interface> {
-        mcast::interface(self.fd(sock)?, self.core.v6)
+        mcast::interface(self.fd(sock)?, self.core.v6(sock))
     }
 
     /// `SO_BROADCAST` on `sock`.

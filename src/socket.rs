@@ -21,10 +21,14 @@ pub struct SocketInfo {
     pub gro: bool,
 }
 
+/// Opens one socket bound to `bind`. `main`: a socket on `Config::bind`
+/// (it joins the groups and connects to `Config::connect`); the sockets on
+/// `Config::also_bind` do neither.
 pub(crate) fn open(
     cfg: &Config,
     bind: SocketAddr,
     reuse_port: bool,
+    main: bool,
 ) -> io::Result<(Socket, SocketInfo)> {
     let domain = if bind.is_ipv6() {
         Domain::IPV6
@@ -44,6 +48,7 @@ pub(crate) fn open(
     let fd = s.as_raw_fd();
     sys::socket::set_recverr(fd, bind.is_ipv6())?;
     sys::socket::set_rxq_ovfl(fd)?;
+    sys::socket::set_recv_pktinfo(fd, bind.is_ipv6())?;
     if cfg.pmtu_discover {
         sys::socket::set_pmtu_discover(fd, bind.is_ipv6(), true)?;
     }
@@ -66,7 +71,7 @@ pub(crate) fn open(
     if let Some(n) = cfg.send_buffer {
         info.send_buffer = sys::socket::set_buffer_size(fd, false, n)?;
     }
-    apply_multicast(fd, bind.is_ipv6(), &cfg.multicast)?;
+    apply_multicast(fd, bind.is_ipv6(), &cfg.multicast, main)?;
     s.bind(&bind.into()).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
             io::Error::new(e.kind(), format!("{bind}: address already in use"))
@@ -79,14 +84,14 @@ pub(crate) fn open(
             io::Error::new(e.kind(), format!("bind {bind}: {e}"))
         }
     })?;
-    if let Some(peer) = cfg.connect {
+    if let Some(peer) = cfg.connect.filter(|_| main) {
         s.connect(&peer.into())
             .map_err(|e| io::Error::new(e.kind(), format!("connect to {peer}: {e}")))?;
     }
     Ok((s, info))
 }
 
-fn apply_multicast(fd: std::os::fd::RawFd, v6: bool, m: &Multicast) -> io::Result<()> {
+fn apply_multicast(fd: std::os::fd::RawFd, v6: bool, m: &Multicast, join: bool) -> io::Result<()> {
     use sys::mcast;
     if let Some(ttl) = m.ttl {
         mcast::set_ttl(fd, v6, ttl)?;
@@ -97,7 +102,7 @@ fn apply_multicast(fd: std::os::fd::RawFd, v6: bool, m: &Multicast) -> io::Resul
     if let Some(i) = &m.interface {
         mcast::set_interface(fd, v6, i)?;
     }
-    for j in &m.joins {
+    for j in m.joins.iter().filter(|_| join) {
         match j.source {
             Some(src) => mcast::source_membership(fd, v6, j.group, src, &j.interface, true)?,
             None => mcast::membership(fd, v6, j.group, &j.interface, true)?,

@@ -26,6 +26,15 @@ macro_rules! counters {
             $( $name: AtomicU64, )*
         }
 
+        impl Counters {
+            /// Each counter set to its 1-based place in the list.
+            #[cfg(test)]
+            fn numbered() -> Self {
+                let mut i = 0;
+                Counters { $( $name: { i += 1; i }, )* }
+            }
+        }
+
         impl SharedCounters {
             fn new() -> Self {
                 SharedCounters { $( $name: AtomicU64::new(0), )* }
@@ -80,6 +89,12 @@ counters! {
     received,
     /// Datagrams sent (each segment of a GSO train counts).
     sent,
+    /// Buffers received from the kernel: a GRO train counts once. This is
+    /// the kernel's own unit (`/proc/net/snmp` Udp `InDatagrams`).
+    received_bufs,
+    /// Sends the kernel took: a GSO train counts once (`/proc/net/snmp`
+    /// Udp `OutDatagrams`).
+    sent_bufs,
     /// Payload bytes received.
     bytes_received,
     /// Payload bytes sent.
@@ -89,18 +104,41 @@ counters! {
     /// Times the buffer ring ran empty (`ENOBUFS`); the datagrams waited in
     /// the socket and were received after the ring was refilled.
     enobufs,
-    /// Datagrams the kernel dropped because the socket buffer was full
-    /// (`SO_RXQ_OVFL`), as of the last datagram received; a GRO train the
-    /// kernel drops counts once.
+    /// Buffers the kernel dropped at the sockets (receive buffer full):
+    /// `SO_MEMINFO`'s drop counter summed over the sockets, read at least
+    /// every 100 ms and at stop (so a drop after the last datagram counts
+    /// too). Kernel buffers: a GRO train counts once.
     kernel_drops,
     /// Sends refused because every send slot was in flight.
     send_exhausted,
+    /// Times a send found the socket's buffer full and waited in the queue
+    /// while the worker went on receiving.
+    send_blocked,
+    /// Datagrams queued or in flight at shutdown that never went out.
+    cancelled,
     /// Error events handed to the handler.
     error_events,
     /// Times the receive was armed (1 + re-arms after ENOBUFS or errors).
     recv_arms,
     /// Completions or messages that could not be used (counted, dropped).
     invalid_completions,
+    /// Refused by the guard: source port 0 or a source no host sends from
+    /// (unspecified, multicast, broadcast).
+    guard_bad_source,
+    /// Refused by the guard: the source is this engine itself (one of its
+    /// ports on one of this host's addresses): a forged loop.
+    guard_loop,
+    /// Refused by the guard: sent to a broadcast address.
+    guard_broadcast,
+    /// Refused by the guard: from the port of a service that answers
+    /// everything (echo, DNS, NTP, ...).
+    guard_port,
+    /// Refused by the guard: a source outside the allowlist.
+    guard_not_allowed,
+    /// Refused by the guard: a source over its rate.
+    guard_rate,
+    /// Sources the rate limiter stopped tracking to make room for others.
+    guard_evictions,
 }
 
 /// The counters a worker shares with the engine: the list above, the slot
@@ -265,19 +303,7 @@ mod tests {
         let mut s = Stats::default();
         let n = Stats::COUNTERS.len();
         assert_eq!(s.counters().count(), n);
-        l.c = Counters {
-            received: 1,
-            sent: 2,
-            bytes_received: 3,
-            bytes_sent: 4,
-            truncated: 5,
-            enobufs: 6,
-            kernel_drops: 7,
-            send_exhausted: 8,
-            error_events: 9,
-            recv_arms: 10,
-            invalid_completions: 11,
-        };
+        l.c = Counters::numbered();
         l.send_error(libc::EAGAIN);
         l.send_error(9999);
         shared.publish(&mut l, 12, 3);
@@ -292,7 +318,7 @@ mod tests {
         s.merge(&a);
         s.merge(&a);
         assert_eq!(s.received, 2);
-        assert_eq!(s.invalid_completions, 22);
+        assert_eq!(s.guard_evictions, 2 * n as u64, "the last counter");
         assert_eq!(s.send_errors_total(), 4);
         let mut big = Stats {
             sent: u64::MAX,

@@ -71,7 +71,7 @@ impl Handler for Faulty {
                 bad_magic[0] ^= 0xff;
                 tx.send_to(&bad_magic, src).unwrap();
                 let mut other_run = dgram.payload().to_vec();
-                other_run[4] ^= 0xff;
+                other_run[8] ^= 0xff; // the run token
                 tx.send_to(&other_run, src).unwrap();
                 tx.reply(dgram);
             }

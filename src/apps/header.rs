@@ -1,15 +1,16 @@
 //! The load generator's payload header, read and written in place.
 //!
 //! ```text
-//!  0       4       8       12      16              24              32
-//!  +-------+-------+-------+-------+---------------+---------------+
-//!  | magic | token | flow  | rsvd  |   sequence    |  send time ns |
-//!  +-------+-------+-------+-------+---------------+---------------+
+//!  0       4       8               16              24              32
+//!  +-------+-------+---------------+---------------+---------------+
+//!  | magic | flow  |     token     |   sequence    |  send time ns |
+//!  +-------+-------+---------------+---------------+---------------+
 //! ```
 //!
-//! All fields big-endian. `token` is random per run, so replies to another
-//! run (or another tool's datagrams that happen to start with the magic) are
-//! told apart. The send time is the *intended* send time on the sender's
+//! All fields big-endian. `token` is 64 random bits per run (from the
+//! kernel), so replies to another run, another tool's datagrams that happen
+//! to start with the magic, and datagrams a stranger forges without seeing
+//! the run's traffic are told apart. The send time is the *intended* send time on the sender's
 //! monotonic clock, in nanoseconds since the run's start.
 
 use std::fmt;
@@ -73,13 +74,13 @@ impl<T: AsRef<[u8]>> Header<T> {
         Ok(Header { buf })
     }
 
-    /// The run token.
-    pub fn token(&self) -> u32 {
-        be32(self.buf.as_ref(), 4)
-    }
     /// The flow (source socket) id.
     pub fn flow(&self) -> u32 {
-        be32(self.buf.as_ref(), 8)
+        be32(self.buf.as_ref(), 4)
+    }
+    /// The run token.
+    pub fn token(&self) -> u64 {
+        be64(self.buf.as_ref(), 8)
     }
     /// The sequence number within the flow.
     pub fn seq(&self) -> u64 {
@@ -93,12 +94,11 @@ impl<T: AsRef<[u8]>> Header<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
     /// Writes a whole header.
-    pub fn fill(&mut self, token: u32, flow: u32, seq: u64, sent_ns: u64) {
+    pub fn fill(&mut self, token: u64, flow: u32, seq: u64, sent_ns: u64) {
         let b = self.buf.as_mut();
         b[0..4].copy_from_slice(&MAGIC.to_be_bytes());
-        b[4..8].copy_from_slice(&token.to_be_bytes());
-        b[8..12].copy_from_slice(&flow.to_be_bytes());
-        b[12..16].fill(0);
+        b[4..8].copy_from_slice(&flow.to_be_bytes());
+        b[8..16].copy_from_slice(&token.to_be_bytes());
         b[16..24].copy_from_slice(&seq.to_be_bytes());
         b[24..32].copy_from_slice(&sent_ns.to_be_bytes());
     }
@@ -171,7 +171,7 @@ mod tests {
             /// What is written reads back, whatever follows the header.
             #[test]
             fn written_headers_read_back(
-                token in any::<u32>(), flow in any::<u32>(), seq in any::<u64>(), t in any::<u64>(),
+                token in any::<u64>(), flow in any::<u32>(), seq in any::<u64>(), t in any::<u64>(),
                 tail in proptest::collection::vec(any::<u8>(), 0..40),
             ) {
                 let mut b = vec![0u8; HEADER_LEN];

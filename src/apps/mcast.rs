@@ -21,7 +21,7 @@ use hdrhistogram::Histogram;
 
 use crate::apps::header::{HEADER_LEN, Header};
 use crate::apps::load::{RttUs, new_histogram};
-use crate::apps::seq::SeqWindow;
+use crate::apps::seq::{Seen, SeqWindow};
 use crate::{Datagram, Handler, SendError, Transport};
 
 /// What one source (listen) or responder (ping) amounted to.
@@ -38,39 +38,71 @@ pub struct PeerCounts {
     pub lost: u64,
     /// Highest sequence seen.
     pub highest: Option<u64>,
+    /// Sequences too old to tell (more than 65536 below the highest).
+    pub stale: u64,
     /// Ping: round-trip times.
     pub rtt_us: Option<RttUs>,
 }
 
+/// Sources (listen) or responders (ping) tracked at once: each costs a
+/// table entry, and with sequence checks an 8 KiB window. Datagrams from
+/// more are counted in `untracked`, never given state.
+pub const MAX_PEERS: usize = 1024;
+
 struct Peer {
-    window: SeqWindow,
+    /// Only with sequence checks (listen --verify, ping).
+    window: Option<SeqWindow>,
+    /// The run token of the stream being checked (listen --verify).
+    token: u64,
     counts: PeerCounts,
     hist: Option<Histogram<u64>>,
 }
 
 impl Peer {
-    fn new(with_hist: bool) -> Self {
+    fn new(sequenced: bool, with_hist: bool) -> Self {
         Peer {
-            window: SeqWindow::new(),
+            window: sequenced.then(SeqWindow::new),
+            token: 0,
             counts: PeerCounts::default(),
             hist: with_hist.then(new_histogram),
         }
     }
 
+    /// Counts `seq`; true the first time it is seen.
     fn see(&mut self, seq: u64) -> bool {
-        match self.window.mark(seq) {
-            None => {
+        let Some(w) = &mut self.window else {
+            self.counts.received += 1;
+            return true;
+        };
+        match w.mark(seq) {
+            Seen::Duplicate => {
                 self.counts.duplicated += 1;
                 false
             }
-            Some(reordered) => {
+            Seen::Stale => {
+                self.counts.stale += 1;
+                false
+            }
+            first => {
                 self.counts.received += 1;
-                self.counts.reordered += reordered as u64;
-                self.counts.highest = self.window.highest();
+                self.counts.reordered += u64::from(first == Seen::Reordered);
+                self.counts.highest = w.highest();
                 true
             }
         }
     }
+}
+
+/// The peer of `addr` in `peers`, made if there is room (`MAX_PEERS`).
+fn peer_entry(
+    peers: &mut HashMap<SocketAddr, Peer>,
+    addr: SocketAddr,
+    make: impl FnOnce() -> Peer,
+) -> Option<&mut Peer> {
+    if !peers.contains_key(&addr) && peers.len() >= MAX_PEERS {
+        return None;
+    }
+    Some(peers.entry(addr).or_insert_with(make))
 }
 
 /// Results by peer address, shared with whoever reports.
@@ -84,7 +116,7 @@ pub struct McastSend {
     count: Option<u64>,
     sent: u64,
     start: Option<Instant>,
-    token: u32,
+    token: u64,
     buf: Vec<u8>,
     /// Datagrams sent so far, for the reporter.
     pub progress: Arc<std::sync::atomic::AtomicU64>,
@@ -101,7 +133,7 @@ impl McastSend {
             count,
             sent: 0,
             start: None,
-            token: 0x6d63_6173,
+            token: crate::random_u64(),
             buf: vec![0x4d; size.max(HEADER_LEN)],
             progress: Arc::default(),
         }
@@ -134,14 +166,50 @@ impl Handler for McastSend {
     }
 }
 
+/// Answers pings sent to a group, by unicast to the pinger. A datagram is
+/// a ping only if it was sent to the group (its destination as the kernel
+/// reports it, `IP_PKTINFO`/`IPV6_PKTINFO`) and carries a ping header:
+/// unicast datagrams, forged or not, are never answered, so a pong cannot
+/// be set against another responder (a packet loop).
+pub struct McastPong {
+    group: std::net::IpAddr,
+    /// Datagrams not answered: not sent to the group, or not a ping.
+    pub ignored: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl McastPong {
+    /// A responder for pings to `group`.
+    pub fn new(group: std::net::IpAddr, ignored: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        McastPong {
+            group: crate::sys::canonical(std::net::SocketAddr::new(group, 0)).ip(),
+            ignored,
+        }
+    }
+}
+
+impl Handler for McastPong {
+    fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
+        let to_group = d.destination() == Some(self.group);
+        if !to_group || d.segment_size().is_some() || Header::new_checked(d.payload()).is_err() {
+            self.ignored
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        tx.reply(d);
+    }
+}
+
 /// Counts (and with `verify`, checks sequences of) what arrives per source.
 pub struct McastListen {
     verify: bool,
     peers: HashMap<SocketAddr, Peer>,
     /// Datagrams without a valid header (counted, with `verify`).
     pub malformed: u64,
+    /// Datagrams from sources beyond [`MAX_PEERS`] (counted, not kept).
+    pub untracked: Arc<std::sync::atomic::AtomicU64>,
     table: PeerTable,
-    last_publish: Instant,
+    /// Something changed since the last publish.
+    dirty: bool,
 }
 
 impl McastListen {
@@ -151,23 +219,29 @@ impl McastListen {
             verify,
             peers: HashMap::new(),
             malformed: 0,
+            untracked: Arc::default(),
             table,
-            last_publish: Instant::now(),
+            dirty: true,
         }
     }
 
     fn publish(&mut self) {
+        if !self.dirty {
+            return;
+        }
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         t.clear();
         for (a, p) in &self.peers {
             let mut c = p.counts.clone();
             if let Some(h) = c.highest {
-                c.lost = (h + 1).saturating_sub(c.received);
+                // Sequences start at 0: those at or below the highest that
+                // never came.
+                c.lost = h.saturating_add(1).saturating_sub(c.received);
             }
             t.push((*a, c));
         }
         t.sort_by_key(|(a, _)| *a);
-        self.last_publish = Instant::now();
+        self.dirty = false;
     }
 }
 
@@ -177,19 +251,35 @@ impl Handler for McastListen {
     }
     fn on_datagram(&mut self, d: Datagram<'_>, _tx: &mut Transport<'_>) {
         let verify = self.verify;
-        let peer = self
-            .peers
-            .entry(d.source())
-            .or_insert_with(|| Peer::new(false));
-        if !verify {
-            peer.counts.received += d.segments() as u64;
-            return;
-        }
-        match Header::new_checked(d.payload()) {
-            Ok(h) => {
-                peer.see(h.seq());
+        let header = if verify {
+            match Header::new_checked(d.payload()) {
+                Ok(h) => Some((h.token(), h.seq())),
+                Err(_) => {
+                    self.malformed += 1;
+                    return;
+                }
             }
-            Err(_) => self.malformed += 1,
+        } else {
+            None
+        };
+        let Some(peer) = peer_entry(&mut self.peers, d.source(), || Peer::new(verify, false))
+        else {
+            self.untracked
+                .fetch_add(d.segments() as u64, std::sync::atomic::Ordering::Relaxed);
+            return;
+        };
+        self.dirty = true;
+        match header {
+            None => peer.counts.received += d.segments() as u64,
+            Some((token, seq)) => {
+                if peer.token != token {
+                    // A new run of the sender (or the first): a stream of
+                    // its own.
+                    *peer = Peer::new(true, false);
+                    peer.token = token;
+                }
+                peer.see(seq);
+            }
         }
     }
     fn on_timer(&mut self, _t: u64, tx: &mut Transport<'_>) {
@@ -209,11 +299,13 @@ pub struct McastPing {
     sent: u64,
     start: Option<Instant>,
     epoch: Instant,
-    token: u32,
+    token: u64,
     buf: Vec<u8>,
     peers: HashMap<SocketAddr, Peer>,
     /// Replies that were not ours (other token, malformed).
     pub invalid: u64,
+    /// Replies from responders beyond [`MAX_PEERS`] (counted, not kept).
+    pub untracked: u64,
     table: PeerTable,
 }
 
@@ -228,10 +320,11 @@ impl McastPing {
             sent: 0,
             start: None,
             epoch,
-            token: (crate::random_u64() as u32) | 1,
+            token: crate::random_u64(),
             buf: vec![0x50; size.max(HEADER_LEN)],
             peers: HashMap::new(),
             invalid: 0,
+            untracked: 0,
             table,
         }
     }
@@ -265,10 +358,10 @@ impl Handler for McastPing {
             self.invalid += 1;
             return;
         }
-        let peer = self
-            .peers
-            .entry(d.source())
-            .or_insert_with(|| Peer::new(true));
+        let Some(peer) = peer_entry(&mut self.peers, d.source(), || Peer::new(true, true)) else {
+            self.untracked += 1;
+            return;
+        };
         if peer.see(h.seq())
             && let Some(hist) = &mut peer.hist
         {

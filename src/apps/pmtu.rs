@@ -107,7 +107,7 @@ enum Answer {
 struct Prober {
     sock: UdpSocket,
     v6: bool,
-    token: u32,
+    token: u64,
     seq: u64,
     probes: u32,
     icmp_seen: u32,
@@ -121,7 +121,7 @@ impl Prober {
         sys::socket::set_recverr(fd, target.is_ipv6())?;
         sys::socket::set_pmtu_mode(fd, target.is_ipv6(), probe_mode)?;
         sock.connect(target)?;
-        let token = (crate::random_u64() as u32) | 1;
+        let token = crate::random_u64();
         Ok(Prober {
             sock,
             v6: target.is_ipv6(),

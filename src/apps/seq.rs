@@ -2,6 +2,27 @@
 //! duplicated. Shared by the load generator (per flow and per responder)
 //! and the multicast listener and pinger (per source).
 
+/// What a sequence number was, given those seen before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Not seen before, and above every one seen.
+    New,
+    /// Not seen before, below the highest seen: it came late.
+    Reordered,
+    /// Seen before.
+    Duplicate,
+    /// More than [`SEQ_WINDOW`] below the highest seen: too old to tell
+    /// whether it was seen (counted apart, never as new).
+    Stale,
+}
+
+impl Seen {
+    /// New or reordered: the first time this sequence is seen.
+    pub fn is_first(self) -> bool {
+        matches!(self, Seen::New | Seen::Reordered)
+    }
+}
+
 /// Sequences remembered per stream for duplicate and reorder detection.
 pub const SEQ_WINDOW: u64 = 65536;
 
@@ -39,13 +60,11 @@ impl SeqWindow {
         self.any.then_some(self.highest)
     }
 
-    /// Classifies a sequence number: `Some(reordered)` for one not seen
-    /// before (reordered when below the highest), `None` for a duplicate.
-    /// Sequences more than 65536 below the highest count as new and reordered.
-    pub fn mark(&mut self, seq: u64) -> Option<bool> {
+    /// Classifies a sequence number and remembers it.
+    pub fn mark(&mut self, seq: u64) -> Seen {
         if !self.any || seq > self.highest {
             let from = if self.any { self.highest + 1 } else { 0 };
-            if seq - from >= SEQ_WINDOW {
+            if seq.saturating_sub(from) >= SEQ_WINDOW {
                 self.seen.iter_mut().for_each(|w| *w = 0);
             } else {
                 for s in from..seq {
@@ -57,18 +76,17 @@ impl SeqWindow {
             self.seen[w] |= m;
             self.highest = seq;
             self.any = true;
-            return Some(false);
+            return Seen::New;
         }
         if self.highest - seq >= SEQ_WINDOW {
-            // Too old to remember: new as far as we can tell, and reordered.
-            return Some(true);
+            return Seen::Stale;
         }
         let (w, m) = Self::bit(seq);
         if self.seen[w] & m != 0 {
-            return None;
+            return Seen::Duplicate;
         }
         self.seen[w] |= m;
-        Some(true)
+        Seen::Reordered
     }
 }
 
@@ -79,23 +97,25 @@ mod tests {
     #[test]
     fn tells_new_reordered_and_duplicate() {
         let mut f = SeqWindow::new();
-        assert_eq!(f.mark(0), Some(false));
-        assert_eq!(f.mark(2), Some(false));
-        assert_eq!(f.mark(1), Some(true), "older than the highest: reordered");
-        assert_eq!(f.mark(1), None, "seen: duplicate");
-        assert_eq!(f.mark(2), None);
-        assert_eq!(f.mark(70_000), Some(false), "a jump clears the window");
-        assert_eq!(f.mark(70_000 - 10), Some(true));
-        assert_eq!(
-            f.mark(3),
-            Some(true),
-            "too old to remember: counted new, reordered"
-        );
+        assert_eq!(f.mark(0), Seen::New);
+        assert_eq!(f.mark(2), Seen::New);
+        assert_eq!(f.mark(1), Seen::Reordered, "older than the highest");
+        assert_eq!(f.mark(1), Seen::Duplicate);
+        assert_eq!(f.mark(2), Seen::Duplicate);
+        assert_eq!(f.mark(70_000), Seen::New, "a jump clears the window");
+        assert_eq!(f.mark(70_000 - 10), Seen::Reordered);
+        assert_eq!(f.mark(3), Seen::Stale, "too old to remember: not new");
+        assert_eq!(f.mark(3), Seen::Stale, "and never counted new later");
         // Wrap-around of the bitmap: sequence s and s + 65536 are distinct.
         let mut g = SeqWindow::new();
         for s in 0..(SEQ_WINDOW * 2 + 5) {
-            assert_eq!(g.mark(s), Some(false));
+            assert_eq!(g.mark(s), Seen::New);
         }
-        assert_eq!(g.mark(SEQ_WINDOW * 2), None);
+        assert_eq!(g.mark(SEQ_WINDOW * 2), Seen::Duplicate);
+        // The far end of the sequence space does not overflow.
+        let mut h = SeqWindow::new();
+        assert_eq!(h.mark(u64::MAX), Seen::New);
+        assert_eq!(h.mark(u64::MAX), Seen::Duplicate);
+        assert_eq!(h.mark(0), Seen::Stale);
     }
 }

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::is_icmp_errno;
 use crate::handler::Handler;
@@ -16,9 +16,14 @@ use crate::worker::Worker;
 /// Receive calls per socket per loop iteration before timers and the inbox
 /// get a turn.
 const RECV_BUDGET: usize = 16;
-/// How many times a send may wait (1 ms each) for socket buffer space before
-/// it is dropped (and counted under its errno).
-const SEND_RETRIES: usize = 50;
+/// How many times the send at the front of the queue may find the socket's
+/// buffer full (`EAGAIN`, or `ENOBUFS` from a full queue discipline) before
+/// it is dropped and counted under its errno. Tries are at least
+/// [`RETRY_EVERY`] apart, or when `poll` says the socket is writable.
+const SEND_RETRIES: u32 = 50;
+const RETRY_EVERY: Duration = Duration::from_millis(1);
+/// How long sends may still go out after a stop before they are cancelled.
+const SEND_GRACE: Duration = Duration::from_millis(250);
 
 /// The loop's buffers and descriptors.
 struct Loop {
@@ -26,12 +31,23 @@ struct Loop {
     rx: MmsgBufs,
     tx: MmsgBufs,
     single: bool,
+    /// The send at the front found a full buffer at this time: the rest
+    /// waits, and the worker goes on receiving.
+    blocked: Option<Instant>,
+    /// Full-buffer answers to the send at the front so far.
+    front_tries: u32,
 }
 
 impl Loop {
-    /// Sends everything queued, in batches of one socket each.
+    /// Sends what is queued, in batches of one socket each. A full socket
+    /// buffer does not hold the worker: the rest of the queue waits (counted
+    /// in `send_blocked`) and is tried again when the socket is writable or
+    /// a millisecond later, while receiving goes on.
     fn flush<H: Handler>(&mut self, w: &mut Worker<H>) {
-        let mut waits = 0;
+        if self.blocked.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
+            return;
+        }
+        self.blocked = None;
         while let Some(first) = w.core.queue.as_slice().first() {
             let fd = self.fds[usize::from(first.sock)];
             match self
@@ -44,29 +60,53 @@ impl Loop {
                         w.complete(t, Ok(()));
                     }
                     w.core.queue.consume(k);
-                    waits = 0;
+                    self.front_tries = 0;
                 }
                 Err(e) => {
                     let errno = e.raw_os_error().unwrap_or(libc::EIO);
                     if errno == libc::EINTR {
                         continue;
                     }
-                    if matches!(errno, libc::EAGAIN | libc::ENOBUFS) && waits < SEND_RETRIES {
-                        waits += 1;
-                        let mut p = [libc::pollfd {
-                            fd,
-                            events: libc::POLLOUT,
-                            revents: 0,
-                        }];
-                        let _ = sys::poll(&mut p, Some(Duration::from_millis(1)));
-                        continue;
+                    if matches!(errno, libc::EAGAIN | libc::ENOBUFS)
+                        && self.front_tries < SEND_RETRIES
+                    {
+                        if self.front_tries == 0 {
+                            w.core.stats.c.send_blocked += 1;
+                        }
+                        self.front_tries += 1;
+                        self.blocked = Some(Instant::now());
+                        return;
                     }
                     if let Some(t) = w.core.queue.pop_front() {
                         w.complete(t, Err(errno));
                     }
-                    waits = 0;
+                    self.front_tries = 0;
                 }
             }
+        }
+    }
+
+    /// After a stop: sends get [`SEND_GRACE`] to go out, then what is left
+    /// is cancelled (counted), so a stop takes bounded time.
+    fn finish<H: Handler>(&mut self, w: &mut Worker<H>) {
+        let start = Instant::now();
+        loop {
+            self.flush(w);
+            if w.core.queue.is_empty() {
+                return;
+            }
+            if start.elapsed() >= SEND_GRACE {
+                w.cancel_queued();
+                return;
+            }
+            let fd = self.fds[usize::from(w.core.queue.as_slice()[0].sock)];
+            let mut p = [libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            }];
+            let _ = sys::poll(&mut p, Some(RETRY_EVERY));
+            self.blocked = None;
         }
     }
 
@@ -125,6 +165,8 @@ pub(crate) fn run<H: Handler>(
         rx: MmsgBufs::new(batch),
         tx: MmsgBufs::new(batch),
         single,
+        blocked: None,
+        front_tries: 0,
     };
     let wake = w.core.shared.inbox.wake.fd();
     let mut pollfds: Vec<libc::pollfd> = l
@@ -170,12 +212,28 @@ pub(crate) fn run<H: Handler>(
         // above swallowed a stop's wake-up, the flag says so now. Check it
         // before sleeping, or that wake-up would be lost.
         if idle && !w.core.stopping() {
+            // Blocked sends: wake when a socket is writable, or to retry.
+            let blocked = l.blocked.is_some();
             for p in pollfds.iter_mut() {
                 p.revents = 0;
+            }
+            for p in pollfds[..n].iter_mut() {
+                p.events = if blocked {
+                    libc::POLLIN | libc::POLLOUT
+                } else {
+                    libc::POLLIN
+                };
             }
             // Busy polling checks and goes on: it never sleeps.
             let timeout = if w.core.busy_poll {
                 Some(Duration::ZERO)
+            } else if blocked {
+                Some(
+                    w.core
+                        .timers
+                        .next()
+                        .map_or(RETRY_EVERY, |t| t.min(RETRY_EVERY)),
+                )
             } else {
                 w.core.timers.next()
             };
@@ -184,11 +242,14 @@ pub(crate) fn run<H: Handler>(
                 if p.revents & libc::POLLERR != 0 {
                     w.drain_errors(i);
                 }
+                if p.revents & libc::POLLOUT != 0 {
+                    l.blocked = None;
+                }
             }
         }
     };
     w.stop();
-    l.flush(w);
+    l.finish(w);
     w.core.publish();
     result
 }

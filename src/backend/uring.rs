@@ -25,7 +25,9 @@ use crate::worker::Worker;
 /// Longest wait while sends are in flight (see the main loop).
 const SEND_WAIT: Duration = Duration::from_millis(1);
 /// Longest the shutdown waits for the kernel to finish.
-const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(3);
+/// How long sends may still go out after a stop before they are cancelled.
+const SEND_GRACE: Duration = Duration::from_millis(250);
 
 /// The ring and what this loop knows about its requests.
 struct Driver {
@@ -135,8 +137,7 @@ impl Driver {
     /// goes, and replies copied with `send_to` run out of slots.
     fn relieve<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<()> {
         let pool = &w.core.pool;
-        if pool.send_free() * 8 >= pool.send_slots() && w.core.queue.len() < self.send_headers / 2
-        {
+        if pool.send_free() * 8 >= pool.send_slots() && w.core.queue.len() < self.send_headers / 2 {
             return Ok(());
         }
         self.flush(w)?;
@@ -190,7 +191,10 @@ impl Driver {
     }
 
     /// Stops receiving, lets the handler finish, and reaps until the kernel
-    /// holds nothing of ours. Bounded: gives up after `limit`.
+    /// holds nothing of ours. Sends the network has not taken after
+    /// [`SEND_GRACE`] (a congested link, a full queue discipline) are
+    /// cancelled and counted, so a stop takes bounded time whatever the
+    /// network does; the whole is bounded by `limit`.
     fn shutdown<H: Handler>(&mut self, w: &mut Worker<H>, limit: Duration) -> io::Result<()> {
         for i in 0..self.recv_armed.len() {
             if self.recv_armed[i] {
@@ -200,15 +204,29 @@ impl Driver {
         if self.wake_armed {
             self.ring.cancel(Op::Wake)?;
         }
-        let deadline = Instant::now() + limit;
+        let start = Instant::now();
+        let deadline = start + limit;
         let mut stopped = false;
+        let mut sends_cancelled = false;
         loop {
             if !self.any_recv_armed() && !stopped {
                 // Every datagram the kernel handed over has been handled.
                 stopped = true;
                 w.stop();
             }
-            self.flush(w)?;
+            if sends_cancelled {
+                w.cancel_queued();
+            } else {
+                self.flush(w)?;
+                if start.elapsed() >= SEND_GRACE && (self.in_flight > 0 || !w.core.queue.is_empty())
+                {
+                    for i in self.ring.sends_in_flight() {
+                        self.ring.cancel(Op::Send(i))?;
+                    }
+                    w.cancel_queued();
+                    sends_cancelled = true;
+                }
+            }
             if !self.any_recv_armed()
                 && !self.wake_armed
                 && self.in_flight == 0
@@ -224,7 +242,7 @@ impl Driver {
                 ));
             }
             self.ring
-                .wait(1, Some(left.min(Duration::from_millis(50))))?;
+                .wait(1, Some(left.min(Duration::from_millis(20))))?;
             self.handle(w, !stopped)?;
         }
     }

@@ -8,6 +8,7 @@
 //! instead of reading past it. [`CmsgWriter`] builds an area for a send.
 
 use std::mem;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU16;
 
 /// `SO_RXQ_OVFL` (libc does not export it on every target).
@@ -115,6 +116,10 @@ pub struct RecvCmsg {
     pub gro_segment: Option<NonZeroU16>,
     /// `SO_RXQ_OVFL`: the socket's cumulative drop counter.
     pub rxq_ovfl: Option<u32>,
+    /// `IP_PKTINFO` / `IPV6_PKTINFO`: the address the datagram was sent to.
+    pub dst: Option<IpAddr>,
+    /// The interface it arrived on (0 when the kernel did not say).
+    pub ifindex: u32,
 }
 
 impl RecvCmsg {
@@ -134,6 +139,26 @@ impl RecvCmsg {
                     if let Some(v) = c.u32() {
                         out.rxq_ovfl = Some(v);
                     }
+                }
+                (libc::SOL_IP, libc::IP_PKTINFO)
+                    if c.data.len() >= mem::size_of::<libc::in_pktinfo>() =>
+                {
+                    // SAFETY: the record holds a whole in_pktinfo (checked),
+                    // plain old data; read_unaligned copes with alignment.
+                    let p: libc::in_pktinfo =
+                        unsafe { std::ptr::read_unaligned(c.data.as_ptr().cast()) };
+                    out.dst = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))));
+                    out.ifindex = p.ipi_ifindex as u32;
+                }
+                (libc::SOL_IPV6, libc::IPV6_PKTINFO)
+                    if c.data.len() >= mem::size_of::<libc::in6_pktinfo>() =>
+                {
+                    // SAFETY: as above, for in6_pktinfo.
+                    let p: libc::in6_pktinfo =
+                        unsafe { std::ptr::read_unaligned(c.data.as_ptr().cast()) };
+                    let a = Ipv6Addr::from(p.ipi6_addr.s6_addr);
+                    out.dst = Some(a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4));
+                    out.ifindex = p.ipi6_ifindex;
                 }
                 _ => {}
             }

@@ -47,6 +47,45 @@ pub fn set_rxq_ovfl(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_SOCKET, SO_RXQ_OVFL, 1)
 }
 
+/// Asks for each datagram's destination address and interface
+/// (`IP_PKTINFO`; on an IPv6 socket `IPV6_RECVPKTINFO`, and `IP_PKTINFO`
+/// for the IPv4 traffic it may carry).
+pub fn set_recv_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
+    if v6 {
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+        // An IPv6-only socket refuses the IPv4 option; that is fine.
+        let _ = setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1);
+        Ok(())
+    } else {
+        setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+    }
+}
+
+/// The socket's kernel drop counter (`SO_MEMINFO`, `SK_MEMINFO_DROPS`):
+/// every buffer the kernel dropped for this socket since it was made (a
+/// GRO train counts once), readable at any time, unlike `SO_RXQ_OVFL`
+/// which arrives only with a later datagram.
+pub fn drops(fd: RawFd) -> io::Result<u32> {
+    const SK_MEMINFO_DROPS: usize = 8;
+    let mut v = [0u32; 16];
+    let mut len = mem::size_of_val(&v) as libc::socklen_t;
+    // The kernel writes at most `len` bytes into `v`, a local.
+    syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_MEMINFO,
+        v.as_mut_ptr().cast(),
+        &mut len,
+    ))?;
+    if (len as usize) <= SK_MEMINFO_DROPS * 4 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_MEMINFO without a drop counter",
+        ));
+    }
+    Ok(v[SK_MEMINFO_DROPS])
+}
+
 /// Turns on UDP generic receive offload: trains arrive as one buffer.
 pub fn set_udp_gro(fd: RawFd, on: bool) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_UDP, UDP_GRO, on as libc::c_int)

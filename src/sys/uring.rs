@@ -320,6 +320,13 @@ impl Ring {
         Ok(None)
     }
 
+    /// The send headers whose sends are in flight (for cancelling them).
+    pub fn sends_in_flight(&self) -> Vec<u32> {
+        (0..self.hdrs.len() as u32)
+            .filter(|&i| self.hdrs[i as usize].tx.is_some())
+            .collect()
+    }
+
     /// The send whose completion carried `Op::Send(i)`; frees its header.
     /// `None` for a header that has no send (a kernel or driver bug).
     pub fn finish_send(&mut self, i: u32) -> Option<Transmit> {

@@ -7,14 +7,19 @@ use std::num::NonZeroU16;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use super::queue::SendQueue;
 use super::timers::Timers;
 use crate::bufring::{Lent, Pool};
 use crate::error::SendError;
+use crate::guard::GuardState;
 use crate::sender::Inbox;
 use crate::stats::{LocalStats, SharedStats};
 use crate::sys::{self, RawAddr, Transmit};
+
+/// How often the sockets' drop counters are read while running.
+const DROPS_EVERY: Duration = Duration::from_millis(100);
 
 /// What the engine shares with one worker thread.
 pub(crate) struct WorkerShared {
@@ -31,6 +36,8 @@ pub(crate) struct Sockets {
     /// The peer each socket is connected to, if any: sends to it go
     /// without an address, so the kernel uses the socket's cached route.
     pub connected: Vec<Option<RawAddr>>,
+    /// Whether each socket is IPv6 (the engine may bind both families).
+    pub v6: Vec<bool>,
 }
 
 /// Backend-independent worker state.
@@ -39,8 +46,13 @@ pub(crate) struct Core {
     pub queue: SendQueue,
     pub timers: Timers,
     pub stats: LocalStats,
-    pub v6: bool,
     pub socks: Sockets,
+    pub guard: GuardState,
+    /// The kernel's drop counter of each socket as last read (u32, as the
+    /// kernel keeps it; it may wrap).
+    drops_seen: Vec<u32>,
+    /// When `SO_MEMINFO` was last read.
+    drops_read: Instant,
     pub index: usize,
     /// Spin instead of sleeping when idle (Config::busy_poll).
     pub busy_poll: bool,
@@ -54,6 +66,7 @@ impl Core {
         index: usize,
         gso: bool,
         shared: Arc<WorkerShared>,
+        guard: GuardState,
     ) -> Self {
         let total = pool.counts().total as usize;
         Core {
@@ -61,8 +74,10 @@ impl Core {
             queue: SendQueue::new(total * 2, gso),
             timers: Timers::new(),
             stats: LocalStats::default(),
-            v6: socks.local[0].is_ipv6(),
+            drops_seen: vec![0; socks.fds.len()],
+            drops_read: Instant::now(),
             socks,
+            guard,
             index,
             busy_poll: false,
             shared,
@@ -71,6 +86,11 @@ impl Core {
 
     pub fn stopping(&self) -> bool {
         self.shared.stop.load(Ordering::Acquire)
+    }
+
+    /// Whether socket `sock` is IPv6 (false for an unknown index).
+    pub fn v6(&self, sock: usize) -> bool {
+        self.socks.v6.get(sock).copied().unwrap_or(false)
     }
 
     /// Descriptor of socket `sock`.
@@ -102,7 +122,7 @@ impl Core {
         };
         lent.set_window(0, data.len() as u32);
         lent.bytes_mut().copy_from_slice(data);
-        let dst = RawAddr::from_socket_addr(to, self.v6);
+        let dst = RawAddr::from_socket_addr(to, self.v6(usize::from(sock)));
         self.push(sock, lent.slot(), 0, data.len() as u32, dst, segment);
         self.pool.release(lent);
         Ok(())
@@ -157,7 +177,7 @@ impl Core {
         }
         match peer {
             Some(p) => {
-                let raw = RawAddr::from_socket_addr(p, self.v6);
+                let raw = RawAddr::from_socket_addr(p, self.v6(sock));
                 sys::socket::connect(fd, &raw)?;
                 self.socks.connected[sock] = Some(raw);
             }
@@ -168,7 +188,7 @@ impl Core {
                 // to port 0) when it disconnects, and the port is lost: bind
                 // it again to the port it had.
                 if sys::socket::local_port(fd)? == 0 {
-                    let local = RawAddr::from_socket_addr(self.socks.local[sock], self.v6);
+                    let local = RawAddr::from_socket_addr(self.socks.local[sock], self.v6(sock));
                     sys::socket::bind(fd, &local)?;
                 }
             }
@@ -204,8 +224,36 @@ impl Core {
         }
     }
 
-    /// Copies local counters to the shared ones (once per loop iteration).
+    /// Socket `sock`'s kernel drop counter reads `now` (from `SO_RXQ_OVFL`
+    /// or `SO_MEMINFO`): the difference since the last reading is added.
+    pub fn note_drops(&mut self, sock: usize, now: u32) {
+        if let Some(seen) = self.drops_seen.get_mut(sock) {
+            // The counter only grows; a smaller value is a wrap of the u32.
+            let new = now.wrapping_sub(*seen);
+            if new > 0 && new < u32::MAX / 2 {
+                self.stats.c.kernel_drops += u64::from(new);
+                *seen = now;
+            }
+        }
+    }
+
+    /// Reads every socket's drop counter (`SO_MEMINFO`): drops after the
+    /// last datagram a socket delivered are counted too.
+    pub fn read_drops(&mut self) {
+        for sock in 0..self.socks.fds.len() {
+            if let Ok(d) = sys::socket::drops(self.socks.fds[sock]) {
+                self.note_drops(sock, d);
+            }
+        }
+        self.drops_read = Instant::now();
+    }
+
+    /// Copies local counters to the shared ones (once per loop iteration);
+    /// reads the sockets' drop counters when 100 ms have passed.
     pub fn publish(&mut self) {
+        if self.drops_read.elapsed() >= DROPS_EVERY {
+            self.read_drops();
+        }
         let c = self.pool.counts();
         self.shared.stats.publish(&mut self.stats, c.total, c.out);
     }

@@ -26,6 +26,7 @@ use std::time::Instant;
 pub(crate) use self::core::{Core, Sockets, WorkerShared};
 use crate::bufring::Lent;
 use crate::error::{ErrorEvent, is_icmp_errno};
+use crate::guard::Refusal;
 use crate::handler::{Datagram, Handler, Transport};
 use crate::sys::{self, RecvMeta, Transmit};
 
@@ -69,10 +70,28 @@ impl<H: Handler> Worker<H> {
             self.core.pool.release(lent);
             return;
         };
-        let c = &mut self.core.stats.c;
+        let core = &mut self.core;
         if let Some(d) = meta.cmsg.rxq_ovfl {
-            c.kernel_drops = c.kernel_drops.max(u64::from(d));
+            core.note_drops(usize::from(meta.sock), d);
         }
+        core.stats.c.received_bufs += 1;
+        let mut evicted = false;
+        let verdict = core.guard.check(src_addr, meta.cmsg.dst, &mut evicted);
+        core.stats.c.guard_evictions += u64::from(evicted);
+        if let Err(why) = verdict {
+            let c = &mut core.stats.c;
+            *match why {
+                Refusal::BadSource => &mut c.guard_bad_source,
+                Refusal::Loop => &mut c.guard_loop,
+                Refusal::Broadcast => &mut c.guard_broadcast,
+                Refusal::Port => &mut c.guard_port,
+                Refusal::NotAllowed => &mut c.guard_not_allowed,
+                Refusal::Rate => &mut c.guard_rate,
+            } += 1;
+            core.pool.release(lent);
+            return;
+        }
+        let c = &mut core.stats.c;
         c.truncated += u64::from(meta.truncated);
         let dgram = Datagram {
             meta,
@@ -87,8 +106,13 @@ impl<H: Handler> Worker<H> {
     }
 
     /// A datagram that arrived after `on_stop`: counted, not handed over.
-    pub fn discard(&mut self, _meta: RecvMeta, lent: Lent) {
-        self.core.stats.c.received += 1;
+    pub fn discard(&mut self, meta: RecvMeta, lent: Lent) {
+        let c = &mut self.core.stats.c;
+        c.received_bufs += 1;
+        c.received += match meta.cmsg.gro_segment {
+            Some(s) if meta.len > 0 => u64::from(meta.len.div_ceil(u32::from(s.get()))),
+            _ => 1,
+        };
         self.core.pool.release(lent);
     }
 
@@ -145,8 +169,10 @@ impl<H: Handler> Worker<H> {
     pub fn complete(&mut self, t: Transmit, res: Result<(), i32>) {
         match res {
             Ok(()) => {
-                self.core.stats.c.sent += t.datagrams();
-                self.core.stats.c.bytes_sent += u64::from(t.len);
+                let c = &mut self.core.stats.c;
+                c.sent += t.datagrams();
+                c.sent_bufs += 1;
+                c.bytes_sent += u64::from(t.len);
             }
             Err(errno) => self.refused(&t, errno),
         }
@@ -157,6 +183,11 @@ impl<H: Handler> Worker<H> {
     /// slot reference).
     #[cold]
     fn refused(&mut self, t: &Transmit, errno: i32) {
+        if errno == libc::ECANCELED {
+            // Cancelled at shutdown (the network would not take it).
+            self.core.stats.c.cancelled += t.datagrams();
+            return;
+        }
         if matches!(errno, libc::EIO | libc::EINVAL) && t.segment.is_some() && self.core.queue.gso()
         {
             // The kernel (or the device) refuses UDP_SEGMENT: turn GSO off
@@ -182,6 +213,8 @@ impl<H: Handler> Worker<H> {
     fn send_failed(&mut self, t: &Transmit, errno: i32) {
         if !is_icmp_errno(errno) {
             self.core.stats.send_error(errno);
+            let peer = self.core.peer_of(t);
+            self.error_event(ErrorEvent::SendFailed { peer, errno });
             return;
         }
         let reported = self.drain_errors(usize::from(t.sock));
@@ -210,12 +243,21 @@ impl<H: Handler> Worker<H> {
                 mtu: self
                     .core
                     .fd(usize::from(t.sock))
-                    .and_then(|fd| sys::socket::path_mtu(fd, self.core.v6))
+                    .and_then(|fd| sys::socket::path_mtu(fd, self.core.v6(usize::from(t.sock))))
                     .ok(),
             },
             ev => ev,
         };
         self.error_event(ev);
+    }
+
+    /// Shutdown: what is still queued never goes out; counted as
+    /// cancelled, slots given back.
+    pub fn cancel_queued(&mut self) {
+        while let Some(t) = self.core.queue.pop_front() {
+            self.core.stats.c.cancelled += t.datagrams();
+            self.core.pool.unref(t.slot);
+        }
     }
 
     /// Fires every timer that is due.
@@ -241,6 +283,7 @@ impl<H: Handler> Worker<H> {
 mod tests {
     use super::*;
     use crate::bufring::Pool;
+    use crate::guard::{Guard, GuardState, HostAddrs};
     use crate::sender::Inbox;
     use crate::stats::SharedStats;
     use std::num::NonZeroU16;
@@ -265,6 +308,7 @@ mod tests {
             fds: vec![s.as_raw_fd()],
             local: vec![s.local_addr().unwrap()],
             connected: vec![None],
+            v6: vec![false],
         };
         let shared = Arc::new(WorkerShared {
             stop: AtomicBool::new(false),
@@ -272,8 +316,12 @@ mod tests {
             inbox: Inbox::new(4).unwrap(),
         });
         let pool = Pool::new(4096, 1, 4, false).unwrap();
+        let guard = GuardState::new(&Guard::default(), vec![], HostAddrs::default());
         (
-            Worker::new(Core::new(pool, socks, 0, true, shared), Events::default()),
+            Worker::new(
+                Core::new(pool, socks, 0, true, shared, guard),
+                Events::default(),
+            ),
             s,
         )
     }
@@ -337,11 +385,27 @@ mod tests {
         w.complete(t, Err(libc::EMSGSIZE));
         assert!(w.core.queue.is_empty());
         assert!(matches!(w.handler.0[1], ErrorEvent::MessageTooLong { .. }));
-        // Anything else: counted under its errno, no event.
+        // Anything else: counted under its errno, with an event that names
+        // the destination.
         let t = queued_train(&mut w, 64, 0);
         w.complete(t, Err(libc::EAGAIN));
-        assert_eq!(w.handler.0.len(), 2);
+        assert_eq!(
+            w.handler.0[2],
+            ErrorEvent::SendFailed {
+                peer: Some("127.0.0.1:9".parse().unwrap()),
+                errno: libc::EAGAIN
+            }
+        );
         assert_eq!(w.core.stats.send_errors_total(), 3);
+        // Cancelled at shutdown: its own count, no event.
+        let t = queued_train(&mut w, 64, 0);
+        w.complete(t, Err(libc::ECANCELED));
+        let t = queued_train(&mut w, 1000, 300);
+        w.core.queue.push(&mut w.core.pool, t);
+        w.core.pool.unref(t.slot);
+        w.cancel_queued();
+        assert_eq!(w.core.stats.c.cancelled, 1 + 4);
+        assert_eq!(w.handler.0.len(), 3);
         assert_eq!(w.core.pool.counts().out, 0);
     }
 }

@@ -38,7 +38,7 @@ fn fanout_to_three_destinations_delivers_each_datagram_once_to_each() {
     let counters = FanoutCounters::new(dests.len());
     let (c2, d2) = (counters.clone(), dests.clone());
     let relay = topo.run_in("h2", move || {
-        let mut cfg = Config::new("10.201.0.2:6000".parse().unwrap());
+        let mut cfg = udpring::apps::fanout::config("10.201.0.2:6000".parse().unwrap());
         cfg.workers = 1;
         Engine::start(cfg, move |_| Fanout::new(d2.clone(), c2.clone())).unwrap()
     });
@@ -76,14 +76,14 @@ fn fanout_to_three_destinations_delivers_each_datagram_once_to_each() {
         assert_eq!(seqs(g), all, "{name}: every datagram exactly once");
     }
     assert_eq!(counters.received.load(Ordering::Relaxed), N as u64);
+    let s = relay.stop().unwrap();
     for d in &counters.dests {
-        assert_eq!(d.forwarded.load(Ordering::Relaxed), N as u64);
+        assert_eq!(d.forwarded(), N as u64);
     }
     assert!(
         counters.dests[3].refused.load(Ordering::Relaxed) > 0,
         "the closed port is counted as refusing"
     );
-    let s = relay.stop().unwrap();
     assert_eq!(s.slots_out, 0);
     assert_eq!(
         s.sent,

@@ -174,6 +174,69 @@ impl EngineArgs {
     }
 }
 
+/// Who may talk to a server, and how fast (echo, fanout, mcast pong).
+#[derive(Args, Clone)]
+pub(crate) struct GuardArgs {
+    /// Only answer sources inside this prefix, e.g. 10.0.0.0/8,
+    /// 2001:db8::/32 or one address (repeatable; default: any source).
+    #[arg(long = "allow", value_name = "CIDR")]
+    pub(crate) allow: Vec<udpring::Cidr>,
+    /// Answer datagrams from this source port although it belongs to a
+    /// service that answers everything (echo 7, DNS 53, NTP 123, ...:
+    /// refused by default, so this server cannot be one half of a packet
+    /// loop); repeatable.
+    #[arg(long = "allow-port", value_name = "PORT")]
+    pub(crate) allow_port: Vec<u16>,
+    /// At most R datagrams per second from each source address, with a
+    /// burst of R (or R:BURST); sources beyond the table's 4096 are
+    /// tracked by evicting the oldest (counted).
+    #[arg(long, value_name = "R[:BURST]", value_parser = parse_source_rate)]
+    pub(crate) per_source_rate: Option<udpring::RateLimit>,
+    /// Turn the loop and reflection guards off: forged datagrams (from
+    /// this server itself, from broadcast addresses, from echo or DNS
+    /// ports) are then answered too.
+    #[arg(long)]
+    pub(crate) no_guard: bool,
+}
+
+impl GuardArgs {
+    /// The engine's guard these flags ask for.
+    pub(crate) fn guard(&self) -> udpring::Guard {
+        let mut g = if self.no_guard {
+            udpring::Guard::off()
+        } else {
+            udpring::Guard::default()
+        };
+        g.deny_ports.retain(|p| !self.allow_port.contains(p));
+        g.allow = self.allow.clone();
+        g.per_source_rate = self.per_source_rate;
+        g
+    }
+}
+
+fn parse_source_rate(s: &str) -> Result<udpring::RateLimit, String> {
+    let (r, b) = match s.split_once(':') {
+        Some((r, b)) => (r, Some(b)),
+        None => (s, None),
+    };
+    let per_second: f64 = r
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.001 && *v <= 1e9)
+        .ok_or_else(|| {
+            format!("--per-source-rate {s}: the rate must be 0.001..1000000000 per second")
+        })?;
+    let burst = match b {
+        Some(b) => b
+            .parse::<u32>()
+            .ok()
+            .filter(|&b| b >= 1)
+            .ok_or_else(|| format!("--per-source-rate {s}: the burst must be 1..4294967295"))?,
+        None => per_second.ceil().clamp(1.0, u32::MAX as f64) as u32,
+    };
+    Ok(udpring::RateLimit { per_second, burst })
+}
+
 /// How long a server runs and what it prints (echo, fanout).
 #[derive(Args, Clone)]
 pub(crate) struct ServeArgs {
@@ -186,6 +249,24 @@ pub(crate) struct ServeArgs {
     /// Print the final totals as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// Stops an engine. Its totals come back even when a worker failed; the
+/// failure, if any, is returned beside them to be reported after them.
+pub(crate) fn stop(engine: udpring::Engine) -> (Stats, Option<Failure>) {
+    match engine.stop() {
+        Ok(s) => (s, None),
+        Err(e) => {
+            let msg = e.to_string();
+            (
+                *e.stats,
+                Some(Failure {
+                    code: 1,
+                    msg: format!("stopped with errors: {msg}"),
+                }),
+            )
+        }
+    }
 }
 
 /// Counters that are only worth a look when they are not zero.

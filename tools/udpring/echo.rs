@@ -8,7 +8,8 @@ use udpring::apps::echo::Echo;
 use udpring::{Engine, Stats};
 
 use crate::common::{
-    EngineArgs, Failure, ServeArgs, parse_addr, rate_line, run_until, runtime, totals, usage,
+    EngineArgs, Failure, GuardArgs, ServeArgs, parse_addr, rate_line, run_until, runtime, stop,
+    totals, usage,
 };
 
 #[derive(Args)]
@@ -26,11 +27,14 @@ pub(crate) struct EchoArgs {
     #[command(flatten)]
     serve: ServeArgs,
     #[command(flatten)]
+    guard: GuardArgs,
+    #[command(flatten)]
     engine: EngineArgs,
 }
 
 pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
-    let cfg = a.engine.config(a.bind);
+    let mut cfg = a.engine.config(a.bind);
+    cfg.guard = a.guard.guard();
     cfg.validate().map_err(usage)?;
     udpring::signals::install().map_err(runtime)?;
     let (sockperf, discard) = (a.sockperf, a.discard);
@@ -63,11 +67,11 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
         println!("{}", rate_line(t, &now, &prev, dt));
         prev = now;
     });
-    let s = engine.stop().map_err(runtime)?;
+    let (s, failure) = stop(engine);
     if a.serve.json {
         println!("{}", serde_json::to_string(&s).unwrap_or_default());
     } else {
         println!("{}", totals(&s));
     }
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }

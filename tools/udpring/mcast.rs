@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use udpring::apps::echo::Echo;
 use udpring::apps::fanout::{Fanout, FanoutCounters};
-use udpring::apps::mcast::{McastListen, McastPing, McastSend, PeerCounts, PeerTable};
+use udpring::apps::mcast::{McastListen, McastPing, McastPong, McastSend, PeerCounts, PeerTable};
 use udpring::{Config, Engine, Interface, Join, Stats};
 
 use crate::common::{
-    EngineArgs, Failure, ServeArgs, parse_addr, parse_secs, run_until, runtime, usage,
+    EngineArgs, Failure, GuardArgs, ServeArgs, parse_addr, parse_secs, run_until, runtime, usage,
 };
 
 #[derive(Subcommand)]
@@ -62,6 +61,8 @@ pub(crate) struct McastArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    guard: GuardArgs,
 }
 
 /// Parses GROUP:PORT (an optional %IFACE scope on IPv6 names the interface).
@@ -144,6 +145,9 @@ impl Group {
         let mut cfg = Config::new(udpring::apps::unspecified_like(self.addr, port));
         cfg.workers = 1;
         cfg.reuse_addr = receiver;
+        // Listeners answer nothing and pingers talk to responders on any
+        // port; pong sets the server's guard.
+        cfg.guard = udpring::Guard::client();
         cfg.multicast.ttl = Some(a.ttl);
         cfg.multicast.loopback = Some(!a.no_loop);
         if self.iface != Interface::Any {
@@ -181,8 +185,17 @@ fn listen(a: &McastArgs) -> Result<(), Failure> {
 
 fn pong(a: &McastArgs) -> Result<(), Failure> {
     let g = Group::new(a)?;
-    let engine = start(&g, "pong", g.config(a, true), |_| Echo::new())?;
-    finish(a, &g, "pong", engine, a.duration, &PeerTable::default())
+    let ignored = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (i2, group) = (ignored.clone(), g.addr.ip());
+    let mut cfg = g.config(a, true);
+    cfg.guard = a.guard.guard();
+    let engine = start(&g, "pong", cfg, move |_| McastPong::new(group, i2.clone()))?;
+    let r = finish(a, &g, "pong", engine, a.duration, &PeerTable::default());
+    eprintln!(
+        "udpring mcast pong: {} datagrams not answered (not sent to the group, or not a ping)",
+        ignored.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    r
 }
 
 fn send(a: &McastArgs) -> Result<(), Failure> {
@@ -251,7 +264,7 @@ fn finish(
     table: &PeerTable,
 ) -> Result<(), Failure> {
     run_until(end, true, |_, _| {});
-    let stats = engine.stop().map_err(runtime)?;
+    let (stats, failure) = crate::common::stop(engine);
     let peers: Vec<(SocketAddr, PeerCounts)> =
         table.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if a.json {
@@ -260,7 +273,7 @@ fn finish(
             "peers": peers.iter().map(|(p, c)| serde_json::json!({"addr": p.to_string(), "counts": c})).collect::<Vec<_>>(),
         });
         println!("{v}");
-        return Ok(());
+        return failure.map_or(Ok(()), Err);
     }
     println!(
         "{kind} {}: sent {} received {}",
@@ -278,7 +291,7 @@ fn finish(
             c.received, c.lost, c.duplicated, c.reordered
         );
     }
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
 #[derive(Args)]
@@ -304,6 +317,8 @@ pub(crate) struct FanoutArgs {
     ttl: Option<u32>,
     #[command(flatten)]
     serve: ServeArgs,
+    #[command(flatten)]
+    guard: GuardArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -341,7 +356,10 @@ fn parse_join(s: &str) -> Result<(IpAddr, Option<IpAddr>), String> {
 #[derive(serde::Serialize)]
 struct FanoutTotals {
     received: u64,
+    from_destination: u64,
+    answers: u64,
     destinations: Vec<DestTotals>,
+    other_errors: u64,
     sent: u64,
     send_errors: u64,
     slots_out: u64,
@@ -351,6 +369,7 @@ struct FanoutTotals {
 struct DestTotals {
     to: String,
     forwarded: u64,
+    failed: u64,
     refused: u64,
 }
 
@@ -359,15 +378,19 @@ impl FanoutTotals {
         use std::sync::atomic::Ordering::Relaxed;
         FanoutTotals {
             received: c.received.load(Relaxed),
+            from_destination: c.from_destination.load(Relaxed),
+            answers: c.answers.load(Relaxed),
             destinations: to
                 .iter()
                 .zip(&c.dests)
                 .map(|(d, c)| DestTotals {
                     to: d.to_string(),
-                    forwarded: c.forwarded.load(Relaxed),
+                    forwarded: c.forwarded(),
+                    failed: c.failed.load(Relaxed),
                     refused: c.refused.load(Relaxed),
                 })
                 .collect(),
+            other_errors: c.other_errors.load(Relaxed),
             sent: s.sent,
             send_errors: s.send_errors_total(),
             slots_out: s.slots_out,
@@ -376,15 +399,18 @@ impl FanoutTotals {
 
     fn text(&self, s: &Stats) -> String {
         let mut out = format!(
-            "received {} sent {} send-errors {}\n",
+            "received {} sent {} send-errors {}  dropped: {} from a destination, {} answers to our sends; {} errors about no destination\n",
             self.received,
             self.sent,
-            s.send_errors_text()
+            s.send_errors_text(),
+            self.from_destination,
+            self.answers,
+            self.other_errors,
         );
         for d in &self.destinations {
             out += &format!(
-                "  to {} forwarded {} refused {}\n",
-                d.to, d.forwarded, d.refused
+                "  to {} forwarded {} failed {} refused {}\n",
+                d.to, d.forwarded, d.failed, d.refused
             );
         }
         out
@@ -425,8 +451,16 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     if a.iface.is_some() {
         cfg.multicast.interface = Some(iface.clone());
     }
+    if let Some(d) = a.to.iter().find(|d| **d == a.listen) {
+        return Err(usage(format!(
+            "--to {d} is --listen itself: every datagram would come back to be relayed again"
+        )));
+    }
     cfg.multicast.ttl = a.ttl;
     cfg.reuse_addr = !a.join.is_empty();
+    cfg.guard = a.guard.guard();
+    // The relay sends from a socket of its own (see apps::fanout).
+    cfg.also_bind = udpring::apps::fanout::config(a.listen).also_bind;
     cfg.validate().map_err(usage)?;
     udpring::signals::install().map_err(runtime)?;
     let counters = FanoutCounters::new(a.to.len());
@@ -453,12 +487,12 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
         );
         prev = now;
     });
-    let s = engine.stop().map_err(runtime)?;
+    let (s, failure) = crate::common::stop(engine);
     let totals = FanoutTotals::new(&a.to, &counters, &s);
     if a.serve.json {
         println!("{}", serde_json::to_string(&totals).unwrap_or_default());
     } else {
         print!("{}", totals.text(&s));
     }
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }

@@ -60,8 +60,8 @@ impl HostUdp {
     }
 
     pub(crate) fn add(&mut self, o: &HostUdp) {
-        self.rcvbuf_errors += o.rcvbuf_errors;
-        self.sndbuf_errors += o.sndbuf_errors;
-        self.in_errors += o.in_errors;
+        self.rcvbuf_errors = self.rcvbuf_errors.saturating_add(o.rcvbuf_errors);
+        self.sndbuf_errors = self.sndbuf_errors.saturating_add(o.sndbuf_errors);
+        self.in_errors = self.in_errors.saturating_add(o.in_errors);
     }
 }

@@ -71,6 +71,8 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
         ));
     }
     let mut cfg = Config::new(bind);
+    // A client: its targets may well be on the ports of answering services.
+    cfg.guard = crate::Guard::client();
     cfg.backend = opts.backend;
     cfg.workers = workers;
     cfg.sockets_per_worker = per;
@@ -208,7 +210,7 @@ pub fn run_load(
     let workers = opts.workers.min(opts.flows).max(1);
     let per = opts.flows.div_ceil(workers);
     let cfg = engine_config(opts, workers, per)?;
-    let token = (crate::random_u64() as u32) | 1;
+    let token = crate::random_u64();
     let shared: Vec<Arc<Mutex<Partial>>> = (0..workers).map(|_| Arc::default()).collect();
     let abort = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();

@@ -71,6 +71,9 @@ pub struct LoadOpts {
     /// addresses (counted in the host's UDP NoPorts, not here). Off: every
     /// datagram is looked at, and those from elsewhere count as `foreign`.
     pub connect: bool,
+    /// Multicast target: responders tracked per worker (each costs a
+    /// sequence window per flow); replies from more are counted, not kept.
+    pub max_responders: usize,
     /// Index (among the CPUs this process may use) of the first CPU to pin
     /// workers to; `None`: the last ones, so that a server started with its
     /// defaults on the same host (from the first CPU up) keeps its own.
@@ -99,6 +102,7 @@ impl LoadOpts {
             connect: true,
             multicast_ttl: 1,
             busy_poll: false,
+            max_responders: 64,
             first_cpu: None,
         }
     }

@@ -45,6 +45,17 @@ pub struct Counts {
     pub foreign: u64,
     /// Replies to warm-up datagrams (not counted above).
     pub warmup_replies: u64,
+    /// Replies shorter than what was sent (cut on the way, e.g. by a
+    /// server's buffer): not counted as received.
+    #[serde(default)]
+    pub truncated: u64,
+    /// Replies of this run that cannot be new: a sequence more than 65536
+    /// below the highest answered (too old to tell), or one never sent.
+    #[serde(default)]
+    pub stale: u64,
+    /// Replies from responders beyond the tracked maximum (multicast).
+    #[serde(default)]
+    pub untracked_responders: u64,
     /// Payload bytes sent after the warm-up.
     pub bytes_sent: u64,
     /// Payload bytes of distinct replies.
@@ -59,19 +70,25 @@ pub struct Counts {
 
 impl Counts {
     pub(crate) fn add(&mut self, o: &Counts) {
-        self.sent += o.sent;
-        self.received += o.received;
-        self.reordered += o.reordered;
-        self.duplicated += o.duplicated;
-        self.invalid += o.invalid;
-        self.foreign += o.foreign;
-        self.warmup_replies += o.warmup_replies;
-        self.bytes_sent += o.bytes_sent;
-        self.bytes_received += o.bytes_received;
-        self.send_exhausted += o.send_exhausted;
-        self.timeouts += o.timeouts;
+        self.sent = self.sent.saturating_add(o.sent);
+        self.received = self.received.saturating_add(o.received);
+        self.reordered = self.reordered.saturating_add(o.reordered);
+        self.duplicated = self.duplicated.saturating_add(o.duplicated);
+        self.invalid = self.invalid.saturating_add(o.invalid);
+        self.foreign = self.foreign.saturating_add(o.foreign);
+        self.warmup_replies = self.warmup_replies.saturating_add(o.warmup_replies);
+        self.truncated = self.truncated.saturating_add(o.truncated);
+        self.stale = self.stale.saturating_add(o.stale);
+        self.untracked_responders = self
+            .untracked_responders
+            .saturating_add(o.untracked_responders);
+        self.bytes_sent = self.bytes_sent.saturating_add(o.bytes_sent);
+        self.bytes_received = self.bytes_received.saturating_add(o.bytes_received);
+        self.send_exhausted = self.send_exhausted.saturating_add(o.send_exhausted);
+        self.timeouts = self.timeouts.saturating_add(o.timeouts);
         for (k, v) in &o.errors {
-            *self.errors.entry(k.clone()).or_default() += v;
+            let e = self.errors.entry(k.clone()).or_default();
+            *e = e.saturating_add(*v);
         }
     }
 }
@@ -236,26 +253,27 @@ impl LoadReport {
         for r in &reports[1..] {
             hist.add(r.histogram.to_histogram()?)
                 .map_err(|e| format!("{e:?}"))?;
-            out.runs += r.runs;
-            out.sent += r.sent;
-            out.received += r.received;
-            out.lost += r.lost;
-            out.reordered += r.reordered;
-            out.duplicated += r.duplicated;
-            out.invalid += r.invalid;
-            out.foreign += r.foreign;
-            out.kernel_drops += r.kernel_drops;
+            out.runs = out.runs.saturating_add(r.runs);
+            out.sent = out.sent.saturating_add(r.sent);
+            out.received = out.received.saturating_add(r.received);
+            out.lost = out.lost.saturating_add(r.lost);
+            out.reordered = out.reordered.saturating_add(r.reordered);
+            out.duplicated = out.duplicated.saturating_add(r.duplicated);
+            out.invalid = out.invalid.saturating_add(r.invalid);
+            out.foreign = out.foreign.saturating_add(r.foreign);
+            out.kernel_drops = out.kernel_drops.saturating_add(r.kernel_drops);
             out.host_udp.add(&r.host_udp);
             out.counts.add(&r.counts);
             for (k, v) in &r.send_errors {
-                *out.send_errors.entry(k.clone()).or_default() += v;
+                let e = out.send_errors.entry(k.clone()).or_default();
+                *e = e.saturating_add(*v);
             }
             out.pps_sent += r.pps_sent;
             out.pps_received += r.pps_received;
             out.gbps += r.gbps;
             out.gbps_sent += r.gbps_sent;
-            out.flows += r.flows;
-            out.workers += r.workers;
+            out.flows = out.flows.saturating_add(r.flows);
+            out.workers = out.workers.saturating_add(r.workers);
             out.duration_s = out.duration_s.max(r.duration_s);
             for (field, other) in [
                 (&mut out.target, &r.target),
@@ -276,10 +294,10 @@ impl LoadReport {
                         let mut h = x.histogram.to_histogram()?;
                         h.add(rr.histogram.to_histogram()?)
                             .map_err(|e| format!("{e:?}"))?;
-                        x.received += rr.received;
-                        x.lost += rr.lost;
-                        x.duplicated += rr.duplicated;
-                        x.reordered += rr.reordered;
+                        x.received = x.received.saturating_add(rr.received);
+                        x.lost = x.lost.saturating_add(rr.lost);
+                        x.duplicated = x.duplicated.saturating_add(rr.duplicated);
+                        x.reordered = x.reordered.saturating_add(rr.reordered);
                         x.rtt_us = RttUs::from_histogram(&h);
                         x.histogram = HistogramData::from_histogram(&h);
                     }

@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use super::opts::{LoadOpts, Mode};
 use super::report::{Counts, ResponderReport, new_histogram};
 use crate::apps::header::{Header, sockperf};
-use crate::apps::seq::SeqWindow;
+use crate::apps::seq::{Seen, SeqWindow};
 use crate::apps::window::InFlight;
 use crate::{Datagram, ErrorEvent, Handler, SendError, Transport};
 
@@ -79,7 +79,7 @@ const FLOOD_BURST: usize = 64;
 
 pub(super) struct Worker {
     opts: Arc<LoadOpts>,
-    token: u32,
+    token: u64,
     epoch: Instant,
     flows: Vec<Flow>,
     /// Flow index by socket index.
@@ -116,7 +116,7 @@ impl Worker {
         workers: usize,
         per: usize,
         opts: Arc<LoadOpts>,
-        token: u32,
+        token: u64,
         epoch: Instant,
         count: Option<u64>,
         rate_interval_ns: f64,
@@ -384,6 +384,43 @@ impl Worker {
         }
     }
 
+    /// A multicast target's responder answered `seq` of flow `fi`: each
+    /// responder has its own windows (one datagram, many answers, none a
+    /// duplicate of another responder's). At most `max_responders` are
+    /// tracked; `None` (counted) for one beyond them.
+    fn responder_mark(&mut self, from: SocketAddr, fi: usize, seq: u64, rtt: u64) -> Option<Seen> {
+        let flows = self.flows.len();
+        if !self.responders.contains_key(&from) {
+            if self.responders.len() >= self.opts.max_responders {
+                self.counts.untracked_responders += 1;
+                return None;
+            }
+            self.responders.insert(
+                from,
+                Responder {
+                    windows: (0..flows).map(|_| SeqWindow::new()).collect(),
+                    counts: ResponderReport {
+                        addr: from.to_string(),
+                        ..Default::default()
+                    },
+                    hist: new_histogram(),
+                },
+            );
+        }
+        let r = self.responders.get_mut(&from)?;
+        let seen = r.windows[fi].mark(seq);
+        match seen {
+            Seen::Duplicate => r.counts.duplicated += 1,
+            Seen::Stale => {}
+            first => {
+                r.counts.received += 1;
+                r.counts.reordered += u64::from(first == Seen::Reordered);
+                r.hist.saturating_record(rtt);
+            }
+        }
+        Some(seen)
+    }
+
     fn on_reply(
         &mut self,
         seg: &[u8],
@@ -402,8 +439,23 @@ impl Worker {
         };
         let (seq, sent) = (h.seq(), h.sent_ns());
         let f = &mut self.flows[fi];
-        if h.token() != self.token || h.flow() != f.id || seq >= f.next_seq {
+        if h.token() != self.token || h.flow() != f.id {
             self.counts.invalid += 1;
+            return;
+        }
+        if seq >= f.next_seq {
+            // Ours, but never sent: forged, or from a corrupted path.
+            self.counts.stale += 1;
+            return;
+        }
+        if seg.len() != self.opts.size {
+            // Ours, but cut on the way (a server's buffer smaller than the
+            // datagram), or grown: not an answer to what was sent.
+            if seg.len() < self.opts.size {
+                self.counts.truncated += 1;
+            } else {
+                self.counts.invalid += 1;
+            }
             return;
         }
         self.in_flight.answered(1);
@@ -414,37 +466,19 @@ impl Worker {
         if seq < f.first_measured {
             self.counts.warmup_replies += 1;
         } else {
-            let flows = self.flows.len();
-            let mark = if self.opts.target.ip().is_multicast() {
-                // Each responder has its own windows: one datagram, many
-                // answers, none a duplicate of another responder's.
-                let r = self.responders.entry(from).or_insert_with(|| Responder {
-                    windows: (0..flows).map(|_| SeqWindow::new()).collect(),
-                    counts: ResponderReport {
-                        addr: from.to_string(),
-                        ..Default::default()
-                    },
-                    hist: new_histogram(),
-                });
-                let m = r.windows[fi].mark(seq);
-                match m {
-                    None => r.counts.duplicated += 1,
-                    Some(reordered) => {
-                        r.counts.received += 1;
-                        r.counts.reordered += reordered as u64;
-                        r.hist.saturating_record(now.saturating_sub(sent).max(1));
-                    }
-                }
-                m
+            let seen = if self.opts.target.ip().is_multicast() {
+                self.responder_mark(from, fi, seq, now.saturating_sub(sent).max(1))
             } else {
-                self.flows[fi].window.mark(seq)
+                Some(self.flows[fi].window.mark(seq))
             };
-            match mark {
-                None => self.counts.duplicated += 1,
-                Some(reordered) => {
+            match seen {
+                None => {}
+                Some(Seen::Duplicate) => self.counts.duplicated += 1,
+                Some(Seen::Stale) => self.counts.stale += 1,
+                Some(first) => {
                     self.counts.received += 1;
                     self.counts.bytes_received += seg.len() as u64;
-                    self.counts.reordered += reordered as u64;
+                    self.counts.reordered += u64::from(first == Seen::Reordered);
                     let rtt = now.saturating_sub(sent).max(1);
                     self.hist.saturating_record(rtt);
                     self.interval.saturating_record(rtt);
@@ -498,7 +532,8 @@ impl Handler for Worker {
             return;
         }
         if dgram.is_truncated() {
-            self.counts.invalid += 1;
+            // Cut by our own buffer: the reply was longer than we sent.
+            self.counts.invalid += dgram.segments() as u64;
             return;
         }
         let sock = dgram.socket();
@@ -518,6 +553,10 @@ impl Handler for Worker {
     }
 
     fn on_error(&mut self, event: ErrorEvent, _tx: &mut Transport<'_>) {
+        // Failed sends are counted by the engine, by errno (send_errors).
+        if matches!(event, ErrorEvent::SendFailed { .. }) {
+            return;
+        }
         // A flood into a closed port reports an error per datagram: count
         // known kinds without building a key each time.
         let known = match event {

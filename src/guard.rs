@@ -1,0 +1,588 @@
+//! Loop and reflection guards: which datagrams a worker hands its handler.
+//!
+//! A UDP service that answers whatever it is sent can be turned into half
+//! of a packet loop (one forged datagram whose source is another
+//! answering service, or the service itself, and the two answer each other
+//! for ever: "Loop DoS", CVE-2024-2169) or into a reflector that sends a
+//! victim what a stranger asked for. RFC 8085 (section 3.1.x) asks UDP
+//! applications not to amplify, and FreeBSD inetd's built-in UDP services
+//! refuse datagrams from the ports of other answering services and from
+//! their own (`check_loop` in `usr.sbin/inetd/builtins.c`). The engine does
+//! the same before the handler sees a datagram, for every app and library
+//! user alike, and counts each refusal by reason ([`crate::Stats`]
+//! `guard_*`):
+//!
+//! | reason | refused |
+//! |---|---|
+//! | `guard_bad_source` | source port 0, or a source address that no host sends from: unspecified, multicast, the limited broadcast or a local subnet's broadcast |
+//! | `guard_loop` | a source that is this engine itself: one of its ports on one of this host's addresses (a forged datagram "from ourselves") |
+//! | `guard_broadcast` | a datagram sent to a broadcast address (unless [`Guard::broadcast_destinations`]) |
+//! | `guard_port` | a source port of a service that answers whatever it is sent ([`REFLECTOR_PORTS`], or [`Guard::deny_ports`]) |
+//! | `guard_not_allowed` | a source outside [`Guard::allow`] (when it is not empty) |
+//! | `guard_rate` | a source over its share of [`Guard::per_source_rate`] |
+//!
+//! The state strangers can make grow is fixed: the rate limiter's table has
+//! [`Guard::rate_table`] entries, and a new source evicts the oldest of a
+//! few candidates (counted in `guard_evictions`). Nothing is allocated per
+//! datagram.
+//!
+//! Two echo services on different, arbitrary ports can still answer each
+//! other (nothing in a datagram tells a client from a service): the
+//! per-source rate limit bounds what such a loop costs.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::Instant;
+
+/// Source ports of services that answer what they are sent, whose
+/// datagrams a service must never answer (each could be the other half of
+/// a loop or a reflector): the inetd built-ins and the services named in
+/// the Loop DoS advisory (CVE-2024-2169) and in amplification surveys.
+pub const REFLECTOR_PORTS: &[u16] = &[
+    7,     // echo
+    9,     // discard
+    11,    // systat (active users)
+    13,    // daytime
+    17,    // qotd
+    19,    // chargen
+    37,    // time
+    53,    // DNS
+    69,    // TFTP
+    111,   // portmapper
+    123,   // NTP
+    137,   // NetBIOS name service
+    161,   // SNMP
+    162,   // SNMP trap
+    389,   // CLDAP
+    520,   // RIP
+    1434,  // MS SQL resolution
+    1900,  // SSDP
+    3702,  // WS-Discovery
+    5353,  // mDNS
+    5683,  // CoAP
+    11211, // memcached
+];
+
+/// An address prefix: `10.0.0.0/8`, `2001:db8::/32`, or one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    /// `addr/len`; `None` when `len` is longer than the address.
+    pub fn new(addr: IpAddr, len: u8) -> Option<Cidr> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (len <= max).then_some(Cidr { addr, len })
+    }
+
+    /// Whether `ip` lies inside (an IPv4 prefix also holds the v4-mapped
+    /// IPv6 form of its addresses).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => prefix_eq(&a.octets(), &b.octets(), self.len),
+            (IpAddr::V6(a), IpAddr::V6(b)) => prefix_eq(&a.octets(), &b.octets(), self.len),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let (whole, rest) = ((bits / 8) as usize, bits % 8);
+    if a[..whole] != b[..whole] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        a[whole] & mask == b[whole] & mask
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (a, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("'{s}' is not an address or ADDR/LEN prefix"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|&l| l <= max)
+                .ok_or_else(|| format!("'{s}': the prefix length must be 0..{max}"))?,
+            None => max,
+        };
+        Ok(Cidr { addr, len })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// A token bucket per source address.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Datagrams per second each source may send, on average.
+    pub per_second: f64,
+    /// How many it may send at once after a quiet spell.
+    pub burst: u32,
+}
+
+/// Which datagrams the engine refuses before they reach the handler; see
+/// the module documentation for each check. On by default
+/// ([`Guard::default`]); [`Guard::off`] for a library user who does this
+/// itself.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Guard {
+    /// Every check at all. Off: every datagram reaches the handler.
+    pub enabled: bool,
+    /// Source ports refused: by default [`REFLECTOR_PORTS`]. A client of
+    /// services on those ports (a DNS or NTP load generator) empties it.
+    pub deny_ports: Vec<u16>,
+    /// Only sources inside these prefixes (empty: any source).
+    pub allow: Vec<Cidr>,
+    /// A token bucket per source address, or none.
+    pub per_source_rate: Option<RateLimit>,
+    /// Sources the rate limiter tracks at once (a fixed table).
+    pub rate_table: usize,
+    /// Hand over datagrams sent to a broadcast address (a discovery
+    /// responder). Off by default: a reply to a broadcast reaches the
+    /// sender once per host on the subnet.
+    pub broadcast_destinations: bool,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard {
+            enabled: true,
+            deny_ports: REFLECTOR_PORTS.to_vec(),
+            allow: Vec::new(),
+            per_source_rate: None,
+            rate_table: 4096,
+            broadcast_destinations: false,
+        }
+    }
+}
+
+impl Guard {
+    /// No checks at all.
+    pub fn off() -> Self {
+        Guard {
+            enabled: false,
+            ..Guard::default()
+        }
+    }
+
+    /// The checks for a client: sources on the reflector ports are the
+    /// services it talks to, so they are not refused; the rest stays.
+    pub fn client() -> Self {
+        Guard {
+            deny_ports: Vec::new(),
+            ..Guard::default()
+        }
+    }
+
+    /// Checks the numbers; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(r) = self.per_source_rate
+            && !(r.per_second.is_finite() && r.per_second > 0.0 && r.burst >= 1)
+        {
+            return Err(format!(
+                "guard.per_source_rate must be > 0 per second with a burst >= 1, not {}/s burst {}",
+                r.per_second, r.burst
+            ));
+        }
+        if !(1..=1 << 20).contains(&self.rate_table) {
+            return Err(format!(
+                "guard.rate_table must be 1..1048576 sources, not {}",
+                self.rate_table
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a datagram was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    BadSource,
+    Loop,
+    Broadcast,
+    Port,
+    NotAllowed,
+    Rate,
+}
+
+/// What this host looks like from the network, read at start.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HostAddrs {
+    /// Every address of every interface.
+    pub local: Vec<IpAddr>,
+    /// IPv4 subnet broadcast addresses.
+    pub broadcast: Vec<Ipv4Addr>,
+}
+
+impl HostAddrs {
+    /// From `getifaddrs(3)`; loopback is local even if no interface says so.
+    pub fn read() -> HostAddrs {
+        let mut h = HostAddrs::default();
+        if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+            for ifa in addrs {
+                if let Some(a) = ifa.address {
+                    if let Some(s) = a.as_sockaddr_in() {
+                        h.local.push(IpAddr::V4(s.ip()));
+                    } else if let Some(s) = a.as_sockaddr_in6() {
+                        h.local.push(IpAddr::V6(s.ip()));
+                    }
+                }
+                if let Some(b) = ifa.broadcast.as_ref().and_then(|b| b.as_sockaddr_in()) {
+                    h.broadcast.push(b.ip());
+                }
+            }
+        }
+        h.local.sort_unstable();
+        h.local.dedup();
+        h.broadcast.sort_unstable();
+        h.broadcast.dedup();
+        h
+    }
+
+    fn is_local(&self, ip: IpAddr) -> bool {
+        ip.is_loopback() || self.local.contains(&ip)
+    }
+
+    fn is_broadcast(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => v4.is_broadcast() || self.broadcast.contains(&v4),
+            IpAddr::V6(_) => false,
+        }
+    }
+}
+
+/// One slot of the rate limiter's table.
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    /// The source (an IPv4 address as its v4-mapped form); 0 = empty.
+    key: u128,
+    /// Tokens, in millionths of a datagram.
+    tokens: u64,
+    /// When the bucket was last filled, ns since the limiter's epoch.
+    at: u64,
+}
+
+/// Candidate slots per source: a new source takes a free one or evicts the
+/// least recently used of these.
+const PROBES: usize = 8;
+
+/// Per-source token buckets in a fixed table.
+struct Limiter {
+    table: Box<[Bucket]>,
+    mask: usize,
+    /// Refill per ns, in millionths of a datagram.
+    rate_per_ns: f64,
+    burst: u64,
+    epoch: Instant,
+}
+
+impl Limiter {
+    fn new(r: RateLimit, entries: usize) -> Limiter {
+        let n = entries.next_power_of_two().max(PROBES);
+        Limiter {
+            table: vec![Bucket::default(); n].into_boxed_slice(),
+            mask: n - 1,
+            rate_per_ns: r.per_second * 1e6 / 1e9,
+            burst: u64::from(r.burst) * 1_000_000,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn key(ip: IpAddr) -> u128 {
+        let v6 = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        // Never 0 (the empty mark): :: is refused as a bad source earlier.
+        u128::from(v6).max(1)
+    }
+
+    fn hash(key: u128) -> usize {
+        // A multiplicative mix of both halves.
+        let x = (key as u64) ^ ((key >> 64) as u64).rotate_left(32);
+        (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20) as usize
+    }
+
+    /// Takes a token for `ip`; false when it has none. `evicted` is set
+    /// when a tracked source had to make room.
+    fn allow(&mut self, ip: IpAddr, evicted: &mut bool) -> bool {
+        let key = Limiter::key(ip);
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let h = Limiter::hash(key);
+        let mut victim = h & self.mask;
+        let mut slot = None;
+        for p in 0..PROBES {
+            let i = (h + p) & self.mask;
+            let b = &self.table[i];
+            if b.key == key {
+                slot = Some(i);
+                break;
+            }
+            if b.key == 0 {
+                victim = i;
+                break;
+            }
+            if b.at < self.table[victim].at {
+                victim = i;
+            }
+        }
+        let i = match slot {
+            Some(i) => i,
+            None => {
+                *evicted = self.table[victim].key != 0;
+                self.table[victim] = Bucket {
+                    key,
+                    tokens: self.burst,
+                    at: now,
+                };
+                victim
+            }
+        };
+        let b = &mut self.table[i];
+        let refill = (now.saturating_sub(b.at) as f64 * self.rate_per_ns) as u64;
+        b.tokens = b.tokens.saturating_add(refill).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1_000_000 {
+            b.tokens -= 1_000_000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A worker's guard: the configuration, what the host looks like, and the
+/// rate limiter's state.
+pub(crate) struct GuardState {
+    enabled: bool,
+    /// One bit per port: refused source ports.
+    deny: Box<[u64; 1024]>,
+    allow: Vec<Cidr>,
+    broadcast_destinations: bool,
+    /// Every port this engine is bound to (its own sources, in a loop).
+    own_ports: Vec<u16>,
+    host: HostAddrs,
+    limiter: Option<Limiter>,
+}
+
+impl GuardState {
+    pub fn new(g: &Guard, own_ports: Vec<u16>, host: HostAddrs) -> GuardState {
+        let mut deny = Box::new([0u64; 1024]);
+        for &p in &g.deny_ports {
+            deny[usize::from(p) / 64] |= 1 << (p % 64);
+        }
+        GuardState {
+            enabled: g.enabled,
+            deny,
+            allow: g.allow.clone(),
+            broadcast_destinations: g.broadcast_destinations,
+            own_ports,
+            host,
+            limiter: g.per_source_rate.map(|r| Limiter::new(r, g.rate_table)),
+        }
+    }
+
+    /// Whether a datagram from `src` (canonical: v4-mapped shown as IPv4)
+    /// sent to `dst` (when the kernel said) may reach the handler.
+    /// `evicted` is set when the rate limiter dropped a tracked source.
+    pub fn check(
+        &mut self,
+        src: SocketAddr,
+        dst: Option<IpAddr>,
+        evicted: &mut bool,
+    ) -> Result<(), Refusal> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let ip = src.ip();
+        let bad = src.port() == 0
+            || ip.is_unspecified()
+            || ip.is_multicast()
+            || ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            || self.host.is_broadcast(ip);
+        if bad {
+            return Err(Refusal::BadSource);
+        }
+        if self.own_ports.contains(&src.port()) && self.host.is_local(ip) {
+            return Err(Refusal::Loop);
+        }
+        if let Some(d) = dst
+            && !self.broadcast_destinations
+            && self.host.is_broadcast(d)
+        {
+            return Err(Refusal::Broadcast);
+        }
+        let p = src.port();
+        if self.deny[usize::from(p) / 64] & (1 << (p % 64)) != 0 {
+            return Err(Refusal::Port);
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(ip)) {
+            return Err(Refusal::NotAllowed);
+        }
+        if let Some(l) = &mut self.limiter
+            && !l.allow(ip, evicted)
+        {
+            return Err(Refusal::Rate);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(g: &Guard, own: &[u16]) -> GuardState {
+        let host = HostAddrs {
+            local: vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()],
+            broadcast: vec!["10.0.0.255".parse().unwrap()],
+        };
+        GuardState::new(g, own.to_vec(), host)
+    }
+
+    fn check(s: &mut GuardState, src: &str, dst: Option<&str>) -> Result<(), Refusal> {
+        let mut ev = false;
+        s.check(
+            src.parse().unwrap(),
+            dst.map(|d| d.parse().unwrap()),
+            &mut ev,
+        )
+    }
+
+    #[test]
+    fn refuses_each_reason_and_passes_the_rest() {
+        let mut s = state(&Guard::default(), &[9000]);
+        assert_eq!(check(&mut s, "10.0.0.9:5555", None), Ok(()));
+        assert_eq!(check(&mut s, "10.0.0.9:0", None), Err(Refusal::BadSource));
+        assert_eq!(check(&mut s, "0.0.0.0:5", None), Err(Refusal::BadSource));
+        assert_eq!(check(&mut s, "224.0.0.1:5", None), Err(Refusal::BadSource));
+        assert_eq!(
+            check(&mut s, "255.255.255.255:5", None),
+            Err(Refusal::BadSource)
+        );
+        assert_eq!(check(&mut s, "10.0.0.255:5", None), Err(Refusal::BadSource));
+        assert_eq!(check(&mut s, "127.0.0.1:9000", None), Err(Refusal::Loop));
+        assert_eq!(check(&mut s, "10.0.0.5:9000", None), Err(Refusal::Loop));
+        assert_eq!(check(&mut s, "[fd00::5]:9000", None), Err(Refusal::Loop));
+        assert_eq!(
+            check(&mut s, "10.0.0.9:9000", None),
+            Ok(()),
+            "another host may use our port"
+        );
+        assert_eq!(
+            check(&mut s, "10.0.0.9:5555", Some("10.0.0.255")),
+            Err(Refusal::Broadcast)
+        );
+        assert_eq!(
+            check(&mut s, "10.0.0.9:5555", Some("255.255.255.255")),
+            Err(Refusal::Broadcast)
+        );
+        assert_eq!(check(&mut s, "10.0.0.9:5555", Some("10.0.0.5")), Ok(()));
+        for p in [7, 19, 53, 123, 1900, 11211] {
+            assert_eq!(
+                check(&mut s, &format!("10.0.0.9:{p}"), None),
+                Err(Refusal::Port),
+                "port {p}"
+            );
+        }
+        let mut c = state(&Guard::client(), &[9000]);
+        assert_eq!(
+            check(&mut c, "10.0.0.9:53", None),
+            Ok(()),
+            "a client hears DNS"
+        );
+        let mut off = state(&Guard::off(), &[9000]);
+        assert_eq!(check(&mut off, "127.0.0.1:9000", None), Ok(()));
+    }
+
+    #[test]
+    fn allowlist_and_prefixes() {
+        let g = Guard {
+            allow: vec![
+                "10.0.0.0/24".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap(),
+            ],
+            ..Guard::default()
+        };
+        let mut s = state(&g, &[9000]);
+        assert_eq!(check(&mut s, "10.0.0.9:5555", None), Ok(()));
+        assert_eq!(check(&mut s, "[::ffff:10.0.0.9]:5555", None), Ok(()));
+        assert_eq!(
+            check(&mut s, "10.0.1.9:5555", None),
+            Err(Refusal::NotAllowed)
+        );
+        assert_eq!(check(&mut s, "[2001:db8:1::1]:5555", None), Ok(()));
+        assert_eq!(
+            check(&mut s, "[2001:db9::1]:5555", None),
+            Err(Refusal::NotAllowed)
+        );
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nonsense".parse::<Cidr>().is_err());
+        assert_eq!("::1".parse::<Cidr>().unwrap().to_string(), "::1/128");
+        let c: Cidr = "192.168.0.0/17".parse().unwrap();
+        assert!(c.contains("192.168.127.255".parse().unwrap()));
+        assert!(!c.contains("192.168.128.0".parse().unwrap()));
+        assert!(
+            "0.0.0.0/0"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn rate_limit_per_source_with_a_bounded_table() {
+        let g = Guard {
+            per_source_rate: Some(RateLimit {
+                per_second: 0.001,
+                burst: 3,
+            }),
+            rate_table: 16,
+            ..Guard::default()
+        };
+        let mut s = state(&g, &[9000]);
+        for _ in 0..3 {
+            assert_eq!(check(&mut s, "10.0.0.9:5555", None), Ok(()));
+        }
+        assert_eq!(check(&mut s, "10.0.0.9:5555", None), Err(Refusal::Rate));
+        assert_eq!(
+            check(&mut s, "10.0.0.8:5555", None),
+            Ok(()),
+            "others have their own"
+        );
+        // Thousands of forged sources: the table stays at its size, and
+        // evictions are reported.
+        let mut evicted = 0;
+        for i in 0..5000u32 {
+            let ip = Ipv4Addr::from(0x0a01_0000 + i);
+            let mut ev = false;
+            let _ = s.check(SocketAddr::new(ip.into(), 5555), None, &mut ev);
+            evicted += ev as u32;
+        }
+        assert!(evicted >= 5000 - 16, "{evicted} evictions");
+        assert_eq!(s.limiter.as_ref().unwrap().table.len(), 16);
+    }
+}
