@@ -15,7 +15,7 @@
 //! | reason | refused |
 //! |---|---|
 //! | `guard_bad_source` | source port 0, or a source address that no host sends from: unspecified, multicast, the limited broadcast or a local subnet's broadcast |
-//! | `guard_loop` | a source that is this engine itself: one of its ports on one of this host's addresses (a forged datagram "from ourselves") |
+//! | `guard_loop` | a source port that is one of this engine's own ports, on any host: a forged datagram "from ourselves", or from a twin service on another host (inetd's `check_loop` refuses the same) |
 //! | `guard_broadcast` | a datagram sent to a broadcast address (unless [`Guard::broadcast_destinations`]) |
 //! | `guard_port` | a source port of a service that answers whatever it is sent ([`REFLECTOR_PORTS`], or [`Guard::deny_ports`]) |
 //! | `guard_not_allowed` | a source outside [`Guard::allow`] (when it is not empty) |
@@ -231,39 +231,24 @@ pub(crate) enum Refusal {
 /// What this host looks like from the network, read at start.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HostAddrs {
-    /// Every address of every interface.
-    pub local: Vec<IpAddr>,
     /// IPv4 subnet broadcast addresses.
     pub broadcast: Vec<Ipv4Addr>,
 }
 
 impl HostAddrs {
-    /// From `getifaddrs(3)`; loopback is local even if no interface says so.
+    /// From `getifaddrs(3)`.
     pub fn read() -> HostAddrs {
         let mut h = HostAddrs::default();
         if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
             for ifa in addrs {
-                if let Some(a) = ifa.address {
-                    if let Some(s) = a.as_sockaddr_in() {
-                        h.local.push(IpAddr::V4(s.ip()));
-                    } else if let Some(s) = a.as_sockaddr_in6() {
-                        h.local.push(IpAddr::V6(s.ip()));
-                    }
-                }
                 if let Some(b) = ifa.broadcast.as_ref().and_then(|b| b.as_sockaddr_in()) {
                     h.broadcast.push(b.ip());
                 }
             }
         }
-        h.local.sort_unstable();
-        h.local.dedup();
         h.broadcast.sort_unstable();
         h.broadcast.dedup();
         h
-    }
-
-    fn is_local(&self, ip: IpAddr) -> bool {
-        ip.is_loopback() || self.local.contains(&ip)
     }
 
     fn is_broadcast(&self, ip: IpAddr) -> bool {
@@ -382,7 +367,8 @@ pub(crate) struct GuardState {
     deny: Box<[u64; 1024]>,
     allow: Vec<Cidr>,
     broadcast_destinations: bool,
-    /// Every port this engine is bound to (its own sources, in a loop).
+    /// Every port this engine is bound to (a source on one of them is
+    /// ourselves or a twin service: half of a loop).
     own_ports: Vec<u16>,
     host: HostAddrs,
     limiter: Option<Limiter>,
@@ -426,7 +412,7 @@ impl GuardState {
         if bad {
             return Err(Refusal::BadSource);
         }
-        if self.own_ports.contains(&src.port()) && self.host.is_local(ip) {
+        if self.own_ports.contains(&src.port()) {
             return Err(Refusal::Loop);
         }
         if let Some(d) = dst
@@ -457,7 +443,6 @@ mod tests {
 
     fn state(g: &Guard, own: &[u16]) -> GuardState {
         let host = HostAddrs {
-            local: vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()],
             broadcast: vec!["10.0.0.255".parse().unwrap()],
         };
         GuardState::new(g, own.to_vec(), host)
@@ -489,8 +474,8 @@ mod tests {
         assert_eq!(check(&mut s, "[fd00::5]:9000", None), Err(Refusal::Loop));
         assert_eq!(
             check(&mut s, "10.0.0.9:9000", None),
-            Ok(()),
-            "another host may use our port"
+            Err(Refusal::Loop),
+            "a twin service on another host: half of a loop"
         );
         assert_eq!(
             check(&mut s, "10.0.0.9:5555", Some("10.0.0.255")),

@@ -151,6 +151,8 @@ pub struct RunResult {
     pub gbps: f64,
     /// Datagrams without a reply.
     pub lost: u64,
+    /// Echoes that came back shorter than sent (not counted as echoed).
+    pub truncated: u64,
     /// Seconds measured.
     pub secs: f64,
     /// Round-trip times.
@@ -247,6 +249,10 @@ fn start_server(case: Case, opts: &BenchOpts, batch: usize) -> io::Result<(Engin
     cfg.backend = Some(case.backend);
     cfg.workers = 1;
     cfg.gro = case.gso;
+    if !case.gso {
+        // Room for the whole datagram: a cut echo is not an echo.
+        cfg.slot_size = (case.size + crate::HEADROOM).max(crate::DEFAULT_SLOT_SIZE);
+    }
     cfg.batch = batch;
     cfg.first_cpu = 0;
     Ok((Engine::start(cfg, |_| Echo::new())?, segs))
@@ -354,6 +360,7 @@ pub fn run_case(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
         pps: r.pps_received,
         gbps: r.gbps,
         lost: r.lost,
+        truncated: r.counts.truncated,
         secs: r.duration_s,
         rtt_us: r.rtt_us,
     })

@@ -36,6 +36,8 @@ pub struct PeerCounts {
     /// Sequences missing: below the highest seen (listen), or pings without
     /// a reply (ping, after the drain).
     pub lost: u64,
+    /// Lowest sequence seen (listen: where the stream was joined).
+    pub lowest: Option<u64>,
     /// Highest sequence seen.
     pub highest: Option<u64>,
     /// Sequences too old to tell (more than 65536 below the highest).
@@ -87,6 +89,7 @@ impl Peer {
                 self.counts.received += 1;
                 self.counts.reordered += u64::from(first == Seen::Reordered);
                 self.counts.highest = w.highest();
+                self.counts.lowest = Some(self.counts.lowest.map_or(seq, |l| l.min(seq)));
                 true
             }
         }
@@ -105,8 +108,20 @@ fn peer_entry(
     Some(peers.entry(addr).or_insert_with(make))
 }
 
-/// Results by peer address, shared with whoever reports.
-pub type PeerTable = Arc<Mutex<Vec<(SocketAddr, PeerCounts)>>>;
+/// What a listener or pinger publishes for whoever reports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PeerReport {
+    /// Every tracked source or responder, by address.
+    pub peers: Vec<(SocketAddr, PeerCounts)>,
+    /// Datagrams from sources or responders beyond [`MAX_PEERS`]: counted,
+    /// never given state.
+    pub untracked: u64,
+    /// Datagrams that were not ours (malformed, other run's token).
+    pub invalid: u64,
+}
+
+/// Results shared with whoever reports.
+pub type PeerTable = Arc<Mutex<PeerReport>>;
 
 /// Sends sequenced datagrams to a group.
 pub struct McastSend {
@@ -204,9 +219,9 @@ pub struct McastListen {
     verify: bool,
     peers: HashMap<SocketAddr, Peer>,
     /// Datagrams without a valid header (counted, with `verify`).
-    pub malformed: u64,
+    malformed: u64,
     /// Datagrams from sources beyond [`MAX_PEERS`] (counted, not kept).
-    pub untracked: Arc<std::sync::atomic::AtomicU64>,
+    untracked: u64,
     table: PeerTable,
     /// Something changed since the last publish.
     dirty: bool,
@@ -219,7 +234,7 @@ impl McastListen {
             verify,
             peers: HashMap::new(),
             malformed: 0,
-            untracked: Arc::default(),
+            untracked: 0,
             table,
             dirty: true,
         }
@@ -230,17 +245,19 @@ impl McastListen {
             return;
         }
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        t.clear();
+        t.untracked = self.untracked;
+        t.invalid = self.malformed;
+        t.peers.clear();
         for (a, p) in &self.peers {
             let mut c = p.counts.clone();
-            if let Some(h) = c.highest {
-                // Sequences start at 0: those at or below the highest that
-                // never came.
-                c.lost = h.saturating_add(1).saturating_sub(c.received);
+            if let (Some(lo), Some(hi)) = (c.lowest, c.highest) {
+                // Sequences between the first and the highest seen that
+                // never came (a listener may join a stream midway).
+                c.lost = (hi - lo).saturating_add(1).saturating_sub(c.received);
             }
-            t.push((*a, c));
+            t.peers.push((*a, c));
         }
-        t.sort_by_key(|(a, _)| *a);
+        t.peers.sort_by_key(|(a, _)| *a);
         self.dirty = false;
     }
 }
@@ -256,6 +273,7 @@ impl Handler for McastListen {
                 Ok(h) => Some((h.token(), h.seq())),
                 Err(_) => {
                     self.malformed += 1;
+                    self.dirty = true;
                     return;
                 }
             }
@@ -264,8 +282,8 @@ impl Handler for McastListen {
         };
         let Some(peer) = peer_entry(&mut self.peers, d.source(), || Peer::new(verify, false))
         else {
-            self.untracked
-                .fetch_add(d.segments() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.untracked += d.segments() as u64;
+            self.dirty = true;
             return;
         };
         self.dirty = true;
@@ -303,9 +321,9 @@ pub struct McastPing {
     buf: Vec<u8>,
     peers: HashMap<SocketAddr, Peer>,
     /// Replies that were not ours (other token, malformed).
-    pub invalid: u64,
+    invalid: u64,
     /// Replies from responders beyond [`MAX_PEERS`] (counted, not kept).
-    pub untracked: u64,
+    untracked: u64,
     table: PeerTable,
 }
 
@@ -331,14 +349,16 @@ impl McastPing {
 
     fn publish(&mut self) {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        t.clear();
+        t.untracked = self.untracked;
+        t.invalid = self.invalid;
+        t.peers.clear();
         for (a, p) in &self.peers {
             let mut c = p.counts.clone();
             c.lost = self.sent.saturating_sub(c.received);
             c.rtt_us = p.hist.as_ref().map(RttUs::from_histogram);
-            t.push((*a, c));
+            t.peers.push((*a, c));
         }
-        t.sort_by_key(|(a, _)| *a);
+        t.peers.sort_by_key(|(a, _)| *a);
     }
 }
 

@@ -84,6 +84,11 @@ pub struct PmtuResult {
     pub error: Option<String>,
     /// ICMP answers (errors and refusals) seen.
     pub icmp_seen: u32,
+    /// The echo returned probes cut to this many bytes of payload (its
+    /// buffer is smaller than the probes): they reached it whole all the
+    /// same (IP neither fragments a don't-fragment probe nor cuts one), so
+    /// they count as passed; `None` when every echo was whole.
+    pub echo_cut_at: Option<u32>,
 }
 
 fn overhead(v6: bool) -> u32 {
@@ -111,6 +116,8 @@ struct Prober {
     seq: u64,
     probes: u32,
     icmp_seen: u32,
+    /// Shortest cut echo seen (payload bytes).
+    cut: Option<u32>,
     buf: Vec<u8>,
 }
 
@@ -129,6 +136,7 @@ impl Prober {
             seq: 0,
             probes: 0,
             icmp_seen: 0,
+            cut: None,
             buf: vec![0; 65536],
         })
     }
@@ -186,13 +194,15 @@ impl Prober {
                             && h.token() == self.token
                             && h.seq() == seq
                         {
-                            // An echo cut short (the server's buffer is
-                            // smaller than the probe) does not prove the size.
-                            return Ok(if n == payload {
-                                Answer::Through
-                            } else {
-                                Answer::TooBig(None)
-                            });
+                            // An echo cut short: the server's buffer is
+                            // smaller than the probe, which still reached it
+                            // whole (a don't-fragment datagram is never
+                            // cut on the path). It passed; say so.
+                            if n < payload {
+                                let n = n as u32;
+                                self.cut = Some(self.cut.map_or(n, |c| c.min(n)));
+                            }
+                            return Ok(Answer::Through);
                         }
                         // An old probe's echo or something else: keep waiting.
                     }
@@ -341,13 +351,14 @@ pub fn discover(opts: &PmtuOpts) -> io::Result<PmtuResult> {
     let start = Instant::now();
     let mut probes = 0;
     let mut icmp_seen = 0;
-    let finish = |method, r: Result<u32, String>, probes, icmp_seen| PmtuResult {
+    let finish = |method, r: Result<u32, String>, probes, icmp_seen, cut| PmtuResult {
         pmtu: r.as_ref().ok().copied(),
         method,
         probes,
         elapsed_ms: start.elapsed().as_millis() as u64,
         error: r.err(),
         icmp_seen,
+        echo_cut_at: cut,
     };
     if matches!(opts.method, Method::Icmp | Method::Auto) {
         let mut p = Prober::new(opts.target, false)?;
@@ -355,7 +366,7 @@ pub fn discover(opts: &PmtuOpts) -> io::Result<PmtuResult> {
         probes += p.probes;
         icmp_seen += p.icmp_seen;
         if r.is_ok() || opts.method == Method::Icmp {
-            return Ok(finish(Method::Icmp, r, probes, icmp_seen));
+            return Ok(finish(Method::Icmp, r, probes, icmp_seen, p.cut));
         }
     }
     // The search's upper bound is the outgoing link's MTU: IP_MTU would
@@ -369,7 +380,7 @@ pub fn discover(opts: &PmtuOpts) -> io::Result<PmtuResult> {
     let r = plpmtud(opts, &mut p, iface)?;
     probes += p.probes;
     icmp_seen += p.icmp_seen;
-    Ok(finish(Method::Plpmtud, r, probes, icmp_seen))
+    Ok(finish(Method::Plpmtud, r, probes, icmp_seen, p.cut))
 }
 
 /// The MTU of the interface the route to `target` leaves by.

@@ -63,6 +63,7 @@ impl<H: Handler> Worker<H> {
 
     /// Hands a received datagram to the handler, then ends the lending.
     pub fn dispatch(&mut self, meta: RecvMeta, mut lent: Lent) {
+        self.core.stats.c.received_bufs += 1;
         let Some(src_addr) = meta.src.to_socket_addr().map(sys::canonical) else {
             // No usable source address (should not happen for UDP): a
             // counted drop, not a handler call with a made-up address.
@@ -74,7 +75,6 @@ impl<H: Handler> Worker<H> {
         if let Some(d) = meta.cmsg.rxq_ovfl {
             core.note_drops(usize::from(meta.sock), d);
         }
-        core.stats.c.received_bufs += 1;
         let mut evicted = false;
         let verdict = core.guard.check(src_addr, meta.cmsg.dst, &mut evicted);
         core.stats.c.guard_evictions += u64::from(evicted);

@@ -125,9 +125,9 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
     }
     if a.json {
         let v = serde_json::json!({ "runs": results });
-        println!("{v}");
+        say!("{v}");
     } else {
-        print!("{}", bench::table(&results));
+        say_raw!("{}", bench::table(&results));
     }
     Ok(())
 }

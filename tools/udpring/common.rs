@@ -4,10 +4,52 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use udpring::{Backend, Config, Stats};
+
+/// Standard output was closed by its reader (`udpring echo | head -1`).
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Writes to standard output; once its reader has gone (a broken pipe),
+/// to standard error instead, and the run ends quietly (see
+/// [`run_until`]): no panic, the totals still printed.
+pub(crate) fn say_fmt(args: std::fmt::Arguments<'_>, newline: bool) {
+    let write = |w: &mut dyn Write| -> std::io::Result<()> {
+        w.write_fmt(args)?;
+        if newline {
+            w.write_all(b"\n")?;
+        }
+        w.flush()
+    };
+    if !STDOUT_GONE.load(Ordering::Relaxed) {
+        match write(&mut std::io::stdout().lock()) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                STDOUT_GONE.store(true, Ordering::Relaxed);
+            }
+            Err(_) => return,
+        }
+    }
+    let _ = write(&mut std::io::stderr().lock());
+}
+
+/// Whether standard output's reader has gone.
+pub(crate) fn stdout_gone() -> bool {
+    STDOUT_GONE.load(Ordering::Relaxed)
+}
+
+/// `println!` that survives a closed pipe (see [`say_fmt`]).
+macro_rules! say {
+    ($($t:tt)*) => { $crate::common::say_fmt(format_args!($($t)*), true) };
+}
+
+/// `print!` that survives a closed pipe (see [`say_fmt`]).
+macro_rules! say_raw {
+    ($($t:tt)*) => { $crate::common::say_fmt(format_args!($($t)*), false) };
+}
 
 /// A failure: usage errors exit 2, runtime errors 1.
 pub(crate) struct Failure {
@@ -94,6 +136,18 @@ pub(crate) fn resolve(target: &str) -> Result<SocketAddr, Failure> {
         .ok_or_else(|| usage(format!("'{host}' resolves to no address")))
 }
 
+/// 0 (one per CPU) up to the CPUs this process may use: more workers than
+/// CPUs only share them, each with its own buffers.
+pub(crate) fn parse_workers(s: &str) -> Result<usize, String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match s.parse::<usize>() {
+        Ok(v) if v <= cpus => Ok(v),
+        _ => Err(format!(
+            "--workers {s} must be 0..{cpus} (0: one per CPU; this process may use {cpus} CPUs)"
+        )),
+    }
+}
+
 pub(crate) fn parse_batch(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(v) if (1..=1024).contains(&v) => Ok(v),
@@ -114,8 +168,9 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
 /// Options shared by commands that run an engine.
 #[derive(Args, Clone)]
 pub(crate) struct EngineArgs {
-    /// Worker threads, each with its own SO_REUSEPORT socket (0: one per CPU).
-    #[arg(long, short = 'w', default_value_t = 0)]
+    /// Worker threads, each with its own SO_REUSEPORT socket (0: one per
+    /// CPU; at most the CPUs this process may use).
+    #[arg(long, short = 'w', default_value_t = 0, value_parser = parse_workers)]
     pub(crate) workers: usize,
     /// Backend: uring (io_uring), mmsg (recvmmsg/sendmmsg) or simple (one
     /// syscall per datagram). Default: uring if the kernel has it, else mmsg.
@@ -333,12 +388,14 @@ pub(crate) fn run_until(end: Option<Duration>, quiet: bool, mut tick: impl FnMut
     let mut last = start;
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        if udpring::signals::requested() || end.is_some_and(|d| start.elapsed() >= d) {
+        if udpring::signals::requested()
+            || stdout_gone()
+            || end.is_some_and(|d| start.elapsed() >= d)
+        {
             return;
         }
         if !quiet && last.elapsed() >= Duration::from_secs(1) {
             tick(start.elapsed().as_secs_f64(), last.elapsed().as_secs_f64());
-            let _ = std::io::stdout().flush();
             last = Instant::now();
         }
     }

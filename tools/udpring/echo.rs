@@ -1,6 +1,5 @@
 //! `udpring echo`.
 
-use std::io::Write;
 use std::net::SocketAddr;
 
 use clap::Args;
@@ -48,7 +47,7 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
         eprintln!("udpring: note: {why}");
     }
     let info = engine.socket_info();
-    println!(
+    say!(
         "udpring echo: listening on {} (backend {}, {} worker{}, rcvbuf {} sndbuf {}{}{}{})",
         engine.local_addr(),
         engine.backend(),
@@ -60,18 +59,17 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
         if sockperf { ", sockperf" } else { "" },
         if discard { ", discard" } else { "" },
     );
-    let _ = std::io::stdout().flush();
     let mut prev = Stats::default();
     run_until(a.serve.duration, a.serve.quiet, |t, dt| {
         let now = engine.stats();
-        println!("{}", rate_line(t, &now, &prev, dt));
+        say!("{}", rate_line(t, &now, &prev, dt));
         prev = now;
     });
     let (s, failure) = stop(engine);
     if a.serve.json {
-        println!("{}", serde_json::to_string(&s).unwrap_or_default());
+        say!("{}", serde_json::to_string(&s).unwrap_or_default());
     } else {
-        println!("{}", totals(&s));
+        say!("{}", totals(&s));
     }
     failure.map_or(Ok(()), Err)
 }

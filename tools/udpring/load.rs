@@ -31,7 +31,8 @@ pub(crate) struct LoadArgs {
     /// Payload bytes per datagram (32..65507; 46.. with --sockperf).
     #[arg(long, short = 's', default_value_t = 64)]
     size: usize,
-    /// Flows: sockets with distinct source ports, spread over the workers.
+    /// Flows: sockets with distinct source ports, spread over the workers
+    /// (1..1024).
     #[arg(long, default_value_t = 1)]
     flows: usize,
     /// Worker threads (each pinned to a CPU).
@@ -147,6 +148,8 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     o.first_cpu = a.cpu;
     o.validate().map_err(usage)?;
     udpring::signals::install().map_err(runtime)?;
+    // An output file that cannot be written fails now, not after the run.
+    let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
     let cancel = AtomicBool::new(false);
     let quiet = a.quiet;
     let done = AtomicBool::new(false);
@@ -167,7 +170,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = watcher.join();
         let report = r.map_err(runtime)?;
-        print_report(&report, a.json, a.hist_out.as_deref())?;
+        print_report(&report, a.json, hist_out)?;
         if report.sent > 0 && report.received == 0 {
             eprintln!(
                 "udpring: warning: no replies from {target}: is an echo server listening there?"
@@ -177,42 +180,101 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     })
 }
 
+/// A file to write at the end of a run, created (and so checked) before it.
+pub(crate) struct OutFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl OutFile {
+    pub(crate) fn create(path: &std::path::Path) -> Result<OutFile, Failure> {
+        let file = std::fs::File::create(path)
+            .map_err(|e| usage(format!("{}: cannot write here: {e}", path.display())))?;
+        Ok(OutFile {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    fn write(mut self, text: &str) -> Result<(), Failure> {
+        use std::io::Write;
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|_| self.file.flush())
+            .map_err(|e| Failure {
+                code: 1,
+                msg: format!("{}: {e}", self.path.display()),
+            })
+    }
+}
+
 fn print_report(
     r: &udpring::apps::load::LoadReport,
     json: bool,
-    hist_out: Option<&std::path::Path>,
+    hist_out: Option<OutFile>,
 ) -> Result<(), Failure> {
-    if let Some(path) = hist_out {
+    if let Some(out) = hist_out {
         let text = r
             .percentile_text()
             .map_err(|e| Failure { code: 1, msg: e })?;
-        std::fs::write(path, text).map_err(|e| Failure {
-            code: 1,
-            msg: format!("{}: {e}", path.display()),
-        })?;
+        out.write(&text)?;
     }
     if json {
-        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        say!("{}", serde_json::to_string(r).unwrap_or_default());
     } else {
-        print!("{}", r.table());
+        say_raw!("{}", r.table());
     }
     Ok(())
 }
 
+/// Largest result file `report` reads.
+const MAX_REPORT_BYTES: u64 = 64 << 20;
+
+/// Reads a result file: a regular file (not a device or a FIFO, which
+/// could be endless or block), at most [`MAX_REPORT_BYTES`].
+fn read_result(f: &std::path::Path) -> Result<udpring::apps::load::LoadReport, Failure> {
+    use std::io::Read;
+    let file = std::fs::File::open(f).map_err(|e| usage(format!("{}: {e}", f.display())))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
+    if !meta.is_file() {
+        return Err(usage(format!(
+            "{}: not a regular file (give the result of `udpring load --json`)",
+            f.display()
+        )));
+    }
+    if meta.len() > MAX_REPORT_BYTES {
+        return Err(usage(format!(
+            "{}: {} bytes; a result is at most {MAX_REPORT_BYTES}",
+            f.display(),
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_REPORT_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
+    let r: udpring::apps::load::LoadReport = serde_json::from_str(text.trim()).map_err(|e| {
+        usage(format!(
+            "{}: not a `udpring load --json` result: {e}",
+            f.display()
+        ))
+    })?;
+    r.check()
+        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
+    Ok(r)
+}
+
 pub(crate) fn report(a: ReportArgs) -> Result<(), Failure> {
     use udpring::apps::load::LoadReport;
-    let mut reports = Vec::new();
-    for f in &a.files {
-        let text =
-            std::fs::read_to_string(f).map_err(|e| usage(format!("{}: {e}", f.display())))?;
-        let r: LoadReport = serde_json::from_str(text.trim()).map_err(|e| {
-            usage(format!(
-                "{}: not a `udpring load --json` result: {e}",
-                f.display()
-            ))
-        })?;
-        reports.push(r);
-    }
+    let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
+    let reports = a
+        .files
+        .iter()
+        .map(|f| read_result(f))
+        .collect::<Result<Vec<_>, _>>()?;
     let merged = LoadReport::merge(&reports).map_err(usage)?;
-    print_report(&merged, a.json, a.hist_out.as_deref())
+    merged.check().map_err(usage)?;
+    print_report(&merged, a.json, hist_out)
 }

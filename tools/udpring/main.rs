@@ -5,8 +5,9 @@
 //! - `echo.rs`, `bench.rs`, `load.rs` (load and report), `net.rs` (pmtu and
 //!   ping), `mcast.rs` (mcast and fanout): one module per command family.
 
-mod bench;
+#[macro_use]
 mod common;
+mod bench;
 mod echo;
 mod load;
 mod mcast;

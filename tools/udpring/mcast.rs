@@ -1,6 +1,5 @@
 //! `udpring mcast listen|send|pong|ping` and `udpring fanout`.
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +94,11 @@ fn parse_group(s: &str) -> Result<SocketAddr, Failure> {
     Ok(a)
 }
 
+/// Most datagrams `send` and `ping` take a count of.
+const MAX_COUNT: u64 = 1_000_000_000_000;
+/// Longest a counted `send` or `ping` may run, seconds (a year).
+const MAX_SECS: f64 = 365.0 * 86400.0;
+
 /// What `mcast` and `fanout` share about one group: where, on which
 /// interface, and the checks on the options.
 struct Group {
@@ -113,9 +117,22 @@ impl Group {
         if !(udpring::apps::header::HEADER_LEN..=max).contains(&a.size) {
             return Err(usage(format!("--size {} must be 32..{max}", a.size)));
         }
-        if !(a.rate.is_finite() && a.rate > 0.0 && a.rate <= 10e6) {
+        if !(a.rate.is_finite() && (0.001..=10e6).contains(&a.rate)) {
             return Err(usage(format!(
-                "--rate {} must be > 0 and at most 10000000",
+                "--rate {} must be 0.001..10000000 datagrams per second",
+                a.rate
+            )));
+        }
+        if let Some(c) = a.count
+            && !(1..=MAX_COUNT).contains(&c)
+        {
+            return Err(usage(format!("--count {c} must be 1..{MAX_COUNT}")));
+        }
+        if let Some(c) = a.count
+            && c as f64 / a.rate > MAX_SECS
+        {
+            return Err(usage(format!(
+                "--count {c} at --rate {} would take more than a year",
                 a.rate
             )));
         }
@@ -265,19 +282,25 @@ fn finish(
 ) -> Result<(), Failure> {
     run_until(end, true, |_, _| {});
     let (stats, failure) = crate::common::stop(engine);
-    let peers: Vec<(SocketAddr, PeerCounts)> =
-        table.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let report = table.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let peers: Vec<(SocketAddr, PeerCounts)> = report.peers;
     if a.json {
         let v = serde_json::json!({
             "command": kind, "group": g.addr.to_string(), "sent": stats.sent, "received": stats.received,
+            "untracked": report.untracked, "invalid": report.invalid,
             "peers": peers.iter().map(|(p, c)| serde_json::json!({"addr": p.to_string(), "counts": c})).collect::<Vec<_>>(),
         });
-        println!("{v}");
+        say!("{v}");
         return failure.map_or(Ok(()), Err);
     }
-    println!(
-        "{kind} {}: sent {} received {}",
-        g.addr, stats.sent, stats.received
+    say!(
+        "{kind} {}: sent {} received {}  not ours {}  from sources beyond the {} tracked {}",
+        g.addr,
+        stats.sent,
+        stats.received,
+        report.invalid,
+        udpring::apps::mcast::MAX_PEERS,
+        report.untracked
     );
     for (p, c) in peers {
         let rtt = c.rtt_us.as_ref().map_or(String::new(), |r| {
@@ -286,9 +309,12 @@ fn finish(
                 r.p50, r.p99, r.max
             )
         });
-        println!(
+        say!(
             "  {p}: received {} lost {} duplicated {} reordered {}{rtt}",
-            c.received, c.lost, c.duplicated, c.reordered
+            c.received,
+            c.lost,
+            c.duplicated,
+            c.reordered
         );
     }
     failure.map_or(Ok(()), Err)
@@ -467,7 +493,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     let (c2, dests) = (counters.clone(), a.to.clone());
     let engine =
         Engine::start(cfg, move |_| Fanout::new(dests.clone(), c2.clone())).map_err(runtime)?;
-    println!(
+    say!(
         "udpring fanout: listening on {} (backend {}), relaying to {}",
         engine.local_addr(),
         engine.backend(),
@@ -476,11 +502,10 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let _ = std::io::stdout().flush();
     let mut prev = 0;
     run_until(a.serve.duration, a.serve.quiet, |t, dt| {
         let now = counters.received.load(Relaxed);
-        println!(
+        say!(
             "t={t:>6.1}s in {:>10.0}/s  out {:>10.0}/s",
             (now - prev) as f64 / dt,
             (now - prev) as f64 * a.to.len() as f64 / dt
@@ -490,9 +515,9 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     let (s, failure) = crate::common::stop(engine);
     let totals = FanoutTotals::new(&a.to, &counters, &s);
     if a.serve.json {
-        println!("{}", serde_json::to_string(&totals).unwrap_or_default());
+        say!("{}", serde_json::to_string(&totals).unwrap_or_default());
     } else {
-        print!("{}", totals.text(&s));
+        say_raw!("{}", totals.text(&s));
     }
     failure.map_or(Ok(()), Err)
 }

@@ -102,15 +102,23 @@ pub(crate) fn pmtu(a: PmtuArgs) -> Result<(), Failure> {
     o.tries = a.tries;
     o.floor_v4 = a.floor;
     let r = discover(&o).map_err(runtime)?;
+    if let Some(n) = r.echo_cut_at {
+        eprintln!(
+            "udpring: note: the echo at {target} returned probes cut to {n} bytes (its buffer is \
+             smaller); they reached it whole, so they count as passed"
+        );
+    }
     if a.json {
-        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        say!("{}", serde_json::to_string(&r).unwrap_or_default());
     }
     match (r.pmtu, &r.error) {
         (Some(m), _) => {
             if !a.json {
-                println!(
+                say!(
                     "{target}: pmtu {m} (method {:?}, {} probes, {} ms)",
-                    r.method, r.probes, r.elapsed_ms
+                    r.method,
+                    r.probes,
+                    r.elapsed_ms
                 );
             }
             Ok(())
@@ -157,7 +165,7 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
             } => {
                 rtts.push(rtt.as_secs_f64() * 1e3);
                 if !a.json {
-                    println!(
+                    say!(
                         "{len} bytes from {target}: id {seq:#x} time {:.3} ms{}",
                         rtt.as_secs_f64() * 1e3,
                         if attempts > 1 {
@@ -174,7 +182,7 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
                 waited,
             } => {
                 if !a.json {
-                    println!(
+                    say!(
                         "no reply to id {seq:#x} after {attempts} attempts over {:.1} s: {target} looks down",
                         waited.as_secs_f64()
                     );
@@ -196,14 +204,20 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
             "target": target.to_string(), "stats": s,
             "rtt_ms": if rtts.is_empty() { serde_json::Value::Null } else { serde_json::json!({"min": min, "avg": avg, "max": max}) },
         });
-        println!("{v}");
+        say!("{v}");
     } else {
-        println!(
+        say!(
             "--- {target}: {} requests, {} replies, {} retransmissions, {} looked down; discarded: {} wrong id, {} wrong address, {} malformed",
-            s.requests, s.replies, s.retransmits, s.down, s.wrong_id, s.wrong_addr, s.malformed
+            s.requests,
+            s.replies,
+            s.retransmits,
+            s.down,
+            s.wrong_id,
+            s.wrong_addr,
+            s.malformed
         );
         if !rtts.is_empty() {
-            println!("rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms");
+            say!("rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms");
         }
     }
     if s.down > 0 {

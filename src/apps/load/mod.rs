@@ -49,7 +49,8 @@ use hdrhistogram::Histogram;
 pub use host::HostUdp;
 pub use opts::{LoadOpts, Mode};
 pub use report::{
-    Counts, HistogramData, LoadReport, Progress, ResponderReport, RttUs, new_histogram,
+    Counts, HistogramData, KernelCounts, LoadReport, Progress, ResponderReport, RttUs,
+    new_histogram,
 };
 use worker::{Partial, Worker};
 
@@ -319,6 +320,11 @@ fn report(
             .collect(),
         kernel_drops: engine_stats.kernel_drops,
         host_udp,
+        kernel: KernelCounts {
+            received_bufs: engine_stats.received_bufs,
+            sent_bufs: engine_stats.sent_bufs,
+            drops: engine_stats.kernel_drops,
+        },
         pps_sent: counts.sent as f64 / secs,
         pps_received: counts.received as f64 / secs,
         gbps: counts.bytes_received as f64 * 8.0 / secs / 1e9,

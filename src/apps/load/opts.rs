@@ -138,8 +138,8 @@ impl LoadOpts {
         {
             return Err(format!("--rate {r} must be 1..100000000 datagrams/s"));
         }
-        if !(1..=4096).contains(&self.flows) {
-            return Err(format!("--flows {} must be 1..4096", self.flows));
+        if !(1..=1024).contains(&self.flows) {
+            return Err(format!("--flows {} must be 1..1024", self.flows));
         }
         if !(1..=256).contains(&self.workers) {
             return Err(format!("--workers {} must be 1..256", self.workers));

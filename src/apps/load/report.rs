@@ -27,6 +27,28 @@ pub struct ResponderReport {
     pub histogram: HistogramData,
 }
 
+/// What the generator's sockets did, in the kernel's own units (a GSO
+/// send or a GRO train counts once) and over the whole run (warm-up and
+/// drain included): the figures to hold against `/proc/net/snmp`
+/// (`OutDatagrams`, `InDatagrams`, `RcvbufErrors`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelCounts {
+    /// Buffers the sockets received.
+    pub received_bufs: u64,
+    /// Sends the kernel took.
+    pub sent_bufs: u64,
+    /// Buffers the kernel dropped at the sockets (`SO_MEMINFO`).
+    pub drops: u64,
+}
+
+impl KernelCounts {
+    fn add(&mut self, o: &KernelCounts) {
+        self.received_bufs = self.received_bufs.saturating_add(o.received_bufs);
+        self.sent_bufs = self.sent_bufs.saturating_add(o.sent_bufs);
+        self.drops = self.drops.saturating_add(o.drops);
+    }
+}
+
 /// Counters of one worker (or of all).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
@@ -224,6 +246,9 @@ pub struct LoadReport {
     pub kernel_drops: u64,
     /// Host-wide UDP error counter deltas over the run.
     pub host_udp: HostUdp,
+    /// The generator's sockets in the kernel's units, the whole run.
+    #[serde(default)]
+    pub kernel: KernelCounts,
     /// Other counts: errors reported by the kernel, timeouts, backpressure.
     pub counts: Counts,
     /// Sent datagrams per second.
@@ -244,6 +269,35 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// Checks what JSON cannot: every figure a finite number (JSON has no
+    /// infinity; a result with one would not read back), the histogram
+    /// decodable. `report` checks each file it reads and what it writes.
+    pub fn check(&self) -> Result<(), String> {
+        let r = &self.rtt_us;
+        let floats = [
+            ("duration_s", self.duration_s),
+            ("pps_sent", self.pps_sent),
+            ("pps_received", self.pps_received),
+            ("gbps", self.gbps),
+            ("gbps_sent", self.gbps_sent),
+            ("rate", self.rate.unwrap_or(0.0)),
+            ("rtt_us.p50", r.p50),
+            ("rtt_us.p90", r.p90),
+            ("rtt_us.p99", r.p99),
+            ("rtt_us.p999", r.p999),
+            ("rtt_us.p9999", r.p9999),
+            ("rtt_us.max", r.max),
+            ("rtt_us.min", r.min),
+            ("rtt_us.mean", r.mean),
+        ];
+        for (name, v) in floats {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{name} is {v}: not a finite, non-negative number"));
+            }
+        }
+        self.histogram.to_histogram().map(drop)
+    }
+
     /// Merges runs made at the same time (rates add up; the histogram is
     /// the exact union).
     pub fn merge(reports: &[LoadReport]) -> Result<LoadReport, String> {
@@ -263,6 +317,7 @@ impl LoadReport {
             out.foreign = out.foreign.saturating_add(r.foreign);
             out.kernel_drops = out.kernel_drops.saturating_add(r.kernel_drops);
             out.host_udp.add(&r.host_udp);
+            out.kernel.add(&r.kernel);
             out.counts.add(&r.counts);
             for (k, v) in &r.send_errors {
                 let e = out.send_errors.entry(k.clone()).or_default();
