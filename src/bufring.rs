@@ -352,6 +352,12 @@ impl Pool {
         }
     }
 
+    /// Whether receiving is about to starve: fewer than an eighth of the
+    /// receive slots are home (the rest lent or held by sends).
+    pub fn recv_starving(&self) -> bool {
+        self.recv_home() * 8 < self.recv_slots as usize
+    }
+
     /// Receive slots that are home and can be handed to the kernel.
     pub fn recv_home(&self) -> usize {
         match &self.recv {

@@ -111,10 +111,11 @@ counters! {
     kernel_drops,
     /// Sends refused because every send slot was in flight.
     send_exhausted,
-    /// Times a send found the socket's buffer full and waited in the queue
-    /// while the worker went on receiving.
+    /// Datagrams given up because the network would not take them: the
+    /// socket's send buffer (or the queue discipline) stayed full while
+    /// they waited, holding buffers the worker needed to go on receiving.
     send_blocked,
-    /// Datagrams queued or in flight at shutdown that never went out.
+    /// Datagrams queued or in flight at a stop that never went out.
     cancelled,
     /// Error events handed to the handler.
     error_events,

@@ -18,7 +18,7 @@ use crate::worker::Worker;
 const RECV_BUDGET: usize = 16;
 /// How many times the send at the front of the queue may find the socket's
 /// buffer full (`EAGAIN`, or `ENOBUFS` from a full queue discipline) before
-/// it is dropped and counted under its errno. Tries are at least
+/// it is given up (counted in `send_blocked`). Tries are at least
 /// [`RETRY_EVERY`] apart, or when `poll` says the socket is writable.
 const SEND_RETRIES: u32 = 50;
 const RETRY_EVERY: Duration = Duration::from_millis(1);
@@ -40,9 +40,11 @@ struct Loop {
 
 impl Loop {
     /// Sends what is queued, in batches of one socket each. A full socket
-    /// buffer does not hold the worker: the rest of the queue waits (counted
-    /// in `send_blocked`) and is tried again when the socket is writable or
-    /// a millisecond later, while receiving goes on.
+    /// buffer does not hold the worker: the rest of the queue waits and is
+    /// tried again when the socket is writable or a millisecond later,
+    /// while receiving goes on. A send refused [`SEND_RETRIES`] times, or
+    /// while the waiting sends hold the receive slots the worker needs, is
+    /// given up (counted in `send_blocked`).
     fn flush<H: Handler>(&mut self, w: &mut Worker<H>) {
         if self.blocked.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
             return;
@@ -67,17 +69,16 @@ impl Loop {
                     if errno == libc::EINTR {
                         continue;
                     }
-                    if matches!(errno, libc::EAGAIN | libc::ENOBUFS)
-                        && self.front_tries < SEND_RETRIES
-                    {
-                        if self.front_tries == 0 {
-                            w.core.stats.c.send_blocked += 1;
-                        }
+                    if matches!(errno, libc::EAGAIN | libc::ENOBUFS) {
                         self.front_tries += 1;
-                        self.blocked = Some(Instant::now());
-                        return;
-                    }
-                    if let Some(t) = w.core.queue.pop_front() {
+                        if self.front_tries < SEND_RETRIES && !w.core.pool.recv_starving() {
+                            self.blocked = Some(Instant::now());
+                            return;
+                        }
+                        if let Some(t) = w.core.queue.pop_front() {
+                            w.give_up(t);
+                        }
+                    } else if let Some(t) = w.core.queue.pop_front() {
                         w.complete(t, Err(errno));
                     }
                     self.front_tries = 0;

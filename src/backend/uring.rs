@@ -28,6 +28,10 @@ const SEND_WAIT: Duration = Duration::from_millis(1);
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(3);
 /// How long sends may still go out after a stop before they are cancelled.
 const SEND_GRACE: Duration = Duration::from_millis(250);
+/// How long sends may sit in the kernel without one completing, while they
+/// hold the receive slots the worker needs, before they are given up
+/// (cancelled, counted in `send_blocked`).
+const BLOCKED_GIVE_UP: Duration = Duration::from_millis(50);
 
 /// The ring and what this loop knows about its requests.
 struct Driver {
@@ -37,6 +41,8 @@ struct Driver {
     in_flight: usize,
     send_headers: usize,
     wake_fd: RawFd,
+    /// When a send last completed (or sends were last given up).
+    last_send_done: Instant,
 }
 
 impl Driver {
@@ -126,6 +132,7 @@ impl Driver {
             return;
         };
         self.in_flight -= 1;
+        self.last_send_done = Instant::now();
         w.complete(t, if res >= 0 { Ok(()) } else { Err(-res) });
     }
 
@@ -187,6 +194,25 @@ impl Driver {
             }
         }
         w.core.pool.publish();
+        Ok(())
+    }
+
+    /// Sends the network does not take (a full send buffer, a congested
+    /// link) wait in the kernel holding their slots; when they hold so many
+    /// that receiving starves and none has completed for
+    /// [`BLOCKED_GIVE_UP`], they are cancelled (counted in `send_blocked`)
+    /// so that the worker goes on receiving.
+    fn give_up_blocked<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<()> {
+        if self.in_flight == 0
+            || !w.core.pool.recv_starving()
+            || self.last_send_done.elapsed() < BLOCKED_GIVE_UP
+        {
+            return Ok(());
+        }
+        for i in self.ring.sends_in_flight() {
+            self.ring.cancel(Op::Send(i))?;
+        }
+        self.last_send_done = Instant::now();
         Ok(())
     }
 
@@ -282,6 +308,7 @@ pub(crate) fn run<H: Handler>(
         in_flight: 0,
         send_headers: sends,
         wake_fd: w.core.shared.inbox.wake.fd(),
+        last_send_done: Instant::now(),
     };
     let setup = d
         .arm_wake()
@@ -328,6 +355,7 @@ pub(crate) fn run<H: Handler>(
             };
             d.ring.wait(want, timeout)?;
             d.handle(w, true)?;
+            d.give_up_blocked(w)?;
             w.fire_timers();
             w.core.publish();
         }

@@ -184,8 +184,13 @@ impl<H: Handler> Worker<H> {
     #[cold]
     fn refused(&mut self, t: &Transmit, errno: i32) {
         if errno == libc::ECANCELED {
-            // Cancelled at shutdown (the network would not take it).
-            self.core.stats.c.cancelled += t.datagrams();
+            // Cancelled: at a stop, or given up while the network would
+            // not take it (see `give_up`).
+            if self.core.stopping() {
+                self.core.stats.c.cancelled += t.datagrams();
+            } else {
+                self.core.stats.c.send_blocked += t.datagrams();
+            }
             return;
         }
         if matches!(errno, libc::EIO | libc::EINVAL) && t.segment.is_some() && self.core.queue.gso()
@@ -249,6 +254,13 @@ impl<H: Handler> Worker<H> {
             ev => ev,
         };
         self.error_event(ev);
+    }
+
+    /// A queued send the network would not take, given up so that its slot
+    /// can receive again: counted in `send_blocked`, slot given back.
+    pub fn give_up(&mut self, t: Transmit) {
+        self.core.stats.c.send_blocked += t.datagrams();
+        self.core.pool.unref(t.slot);
     }
 
     /// Shutdown: what is still queued never goes out; counted as
@@ -397,7 +409,15 @@ mod tests {
             }
         );
         assert_eq!(w.core.stats.send_errors_total(), 3);
-        // Cancelled at shutdown: its own count, no event.
+        // Cancelled while running: given up as blocked; at a stop:
+        // cancelled. Their own counts, no event.
+        let t = queued_train(&mut w, 64, 0);
+        w.complete(t, Err(libc::ECANCELED));
+        assert_eq!(w.core.stats.c.send_blocked, 1);
+        w.core
+            .shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Release);
         let t = queued_train(&mut w, 64, 0);
         w.complete(t, Err(libc::ECANCELED));
         let t = queued_train(&mut w, 1000, 300);
