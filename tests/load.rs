@@ -25,7 +25,12 @@ enum Fault {
     Twice,
     AlsoFromOtherPort,
     AlsoMalformed,
+    /// After `REPLAY_AFTER` datagrams, sends the very first one back again.
+    ReplayFirstLater,
 }
+
+/// More than the 65536 sequences a flow remembers.
+const REPLAY_AFTER: u64 = 70_000;
 
 struct Faulty {
     fault: Fault,
@@ -64,6 +69,17 @@ impl Handler for Faulty {
             Fault::AlsoFromOtherPort => {
                 tx.send_to_via(1, dgram.payload(), src).unwrap();
                 tx.reply(dgram);
+            }
+            Fault::ReplayFirstLater => {
+                if i == 0 {
+                    self.held = dgram.payload().to_vec();
+                    self.held_to = Some(src);
+                }
+                tx.reply(dgram);
+                if i == REPLAY_AFTER {
+                    let to = self.held_to.expect("held");
+                    tx.send_to(&self.held, to).unwrap();
+                }
             }
             Fault::AlsoMalformed => {
                 tx.send_to(b"junk", src).unwrap();
@@ -321,3 +337,35 @@ per_backend!(
         assert_eq!(st.received, 300);
     }
 );
+
+#[test]
+fn replies_cut_by_the_server_are_truncated_not_received() {
+    // A default echo's slot holds less than 4000 bytes of payload: it
+    // echoes what it kept.
+    let s = Engine::start(Config::new(loopback(false)), |_| {
+        udpring::apps::echo::Echo::new()
+    })
+    .unwrap();
+    let mut o = opts(s.local_addr());
+    o.size = 4000;
+    o.count = Some(200);
+    let r = run(&o);
+    assert_eq!((r.sent, r.received), (200, 0), "{}", r.table());
+    assert_eq!(r.counts.truncated, 200);
+    assert_eq!(r.lost, 200, "a cut echo answers nothing");
+    let st = stop_clean(s);
+    assert_eq!(st.truncated, 200, "the server counted its side");
+}
+
+#[test]
+fn a_reply_older_than_the_window_is_stale_not_new() {
+    let s = server(Fault::ReplayFirstLater, false);
+    let mut o = opts(s.local_addrs()[0]);
+    o.mode = Mode::Flood;
+    o.window = Some(256);
+    o.count = Some(REPLAY_AFTER + 100);
+    let r = run(&o);
+    assert_eq!(r.received, r.sent, "{}", r.table());
+    assert_eq!((r.counts.stale, r.duplicated), (1, 0), "{}", r.table());
+    stop_clean(s);
+}

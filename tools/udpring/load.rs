@@ -234,7 +234,13 @@ const MAX_REPORT_BYTES: u64 = 64 << 20;
 /// could be endless or block), at most [`MAX_REPORT_BYTES`].
 fn read_result(f: &std::path::Path) -> Result<udpring::apps::load::LoadReport, Failure> {
     use std::io::Read;
-    let file = std::fs::File::open(f).map_err(|e| usage(format!("{}: {e}", f.display())))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: opening a FIFO with no writer must not wait.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(f)
+        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
     let meta = file
         .metadata()
         .map_err(|e| usage(format!("{}: {e}", f.display())))?;

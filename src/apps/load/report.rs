@@ -494,3 +494,110 @@ impl Progress {
         )
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A report built from random numbers (floats finite, as a run makes
+    /// them), with a histogram of random values.
+    fn report() -> impl Strategy<Value = LoadReport> {
+        (
+            proptest::collection::vec(any::<u64>(), 12),
+            proptest::collection::vec(0.0f64..1e12, 6),
+            proptest::collection::vec((1u64..60_000_000_000, 1u64..1000), 0..20),
+            any::<bool>(),
+        )
+            .prop_map(|(n, f, hist, with_rate)| {
+                let mut h = new_histogram();
+                for (v, c) in hist {
+                    h.record_n(v, c).unwrap();
+                }
+                LoadReport {
+                    target: "127.0.0.1:9".into(),
+                    mode: "flood".into(),
+                    rate: with_rate.then_some(f[0]),
+                    backend: "uring".into(),
+                    size: (n[0] % 65_000) as usize,
+                    flows: (n[1] % 1024) as usize + 1,
+                    workers: (n[2] % 64) as usize + 1,
+                    gso: 1,
+                    duration_s: f[1],
+                    runs: 1,
+                    sent: n[3],
+                    received: n[4],
+                    lost: n[5],
+                    reordered: n[6],
+                    duplicated: n[7],
+                    invalid: n[8],
+                    foreign: n[9],
+                    send_errors: [("ENOBUFS".to_string(), n[10])].into(),
+                    kernel_drops: n[11],
+                    host_udp: HostUdp::default(),
+                    kernel: KernelCounts {
+                        received_bufs: n[4],
+                        sent_bufs: n[3],
+                        drops: n[11],
+                    },
+                    counts: Counts {
+                        sent: n[3],
+                        received: n[4],
+                        ..Counts::default()
+                    },
+                    pps_sent: f[2],
+                    pps_received: f[3],
+                    gbps: f[4],
+                    gbps_sent: f[5],
+                    rtt_us: RttUs::from_histogram(&h),
+                    histogram: HistogramData::from_histogram(&h),
+                    responders: Vec::new(),
+                }
+            })
+    }
+
+    proptest! {
+        /// What `load --json` writes, `report` reads back exactly.
+        #[test]
+        fn written_results_read_back(r in report()) {
+            r.check().unwrap();
+            let text = serde_json::to_string(&r).unwrap();
+            let back: LoadReport = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(back, r);
+        }
+
+        /// Merging any results never panics; counts saturate, and what a
+        /// merge may not carry (an infinite rate) is refused by check().
+        #[test]
+        fn merges_never_panic(a in report(), b in report()) {
+            if let Ok(m) = LoadReport::merge(&[a.clone(), b.clone()]) {
+                prop_assert_eq!(m.sent, a.sent.saturating_add(b.sent));
+                let _ = m.check();
+            }
+        }
+
+        /// Any bytes as a result file: an error, never a panic.
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let text = String::from_utf8_lossy(&bytes);
+            if let Ok(r) = serde_json::from_str::<LoadReport>(&text) {
+                let _ = r.check();
+            }
+        }
+
+        /// A valid result with one field replaced by junk: an error, never
+        /// a panic, and check() holds for what parses.
+        #[test]
+        fn damaged_results_never_panic(r in report(), cut in 0usize..2000, junk in any::<u8>()) {
+            let mut text = serde_json::to_string(&r).unwrap().into_bytes();
+            let i = cut % text.len();
+            text[i] = junk;
+            if let Ok(s) = std::str::from_utf8(&text)
+                && let Ok(back) = serde_json::from_str::<LoadReport>(s)
+            {
+                let _ = back.check();
+                let _ = LoadReport::merge(&[back.clone(), back]);
+            }
+        }
+    }
+}
