@@ -15,7 +15,7 @@
 //! | reason | refused |
 //! |---|---|
 //! | `guard_bad_source` | source port 0, or a source address that no host sends from: unspecified, multicast, the limited broadcast or a local subnet's broadcast |
-//! | `guard_loop` | a source port that is one of this engine's own ports, on any host: a forged datagram "from ourselves", or from a twin service on another host (inetd's `check_loop` refuses the same) |
+//! | `guard_loop` | a source port that is one of this engine's own ports, on any host, of a datagram not sent to a group: a forged datagram "from ourselves", or from a twin service on another host (inetd's `check_loop` refuses the same) |
 //! | `guard_broadcast` | a datagram sent to a broadcast address (unless [`Guard::broadcast_destinations`]) |
 //! | `guard_port` | a source port of a service that answers whatever it is sent ([`REFLECTOR_PORTS`], or [`Guard::deny_ports`]) |
 //! | `guard_not_allowed` | a source outside [`Guard::allow`] (when it is not empty) |
@@ -236,13 +236,20 @@ pub(crate) struct HostAddrs {
 }
 
 impl HostAddrs {
-    /// From `getifaddrs(3)`.
+    /// From `getifaddrs(3)`: each IPv4 address's subnet broadcast, from
+    /// its address and netmask (what `getifaddrs` reports as the broadcast
+    /// address is the interface's own address when none was configured,
+    /// which would make every unicast datagram look like a broadcast).
     pub fn read() -> HostAddrs {
         let mut h = HostAddrs::default();
         if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
             for ifa in addrs {
-                if let Some(b) = ifa.broadcast.as_ref().and_then(|b| b.as_sockaddr_in()) {
-                    h.broadcast.push(b.ip());
+                let addr = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in());
+                let mask = ifa.netmask.as_ref().and_then(|m| m.as_sockaddr_in());
+                if let (Some(a), Some(m)) = (addr, mask)
+                    && let Some(b) = subnet_broadcast(a.ip(), m.ip())
+                {
+                    h.broadcast.push(b);
                 }
             }
         }
@@ -257,6 +264,13 @@ impl HostAddrs {
             IpAddr::V6(_) => false,
         }
     }
+}
+
+/// The broadcast address of `addr`'s subnet; none for /31 and /32 (a
+/// point-to-point link or a host route has no broadcast address).
+fn subnet_broadcast(addr: Ipv4Addr, mask: Ipv4Addr) -> Option<Ipv4Addr> {
+    let m = u32::from(mask);
+    (m.leading_ones() < 31).then(|| Ipv4Addr::from(u32::from(addr) | !m))
 }
 
 /// One slot of the rate limiter's table.
@@ -412,7 +426,11 @@ impl GuardState {
         if bad {
             return Err(Refusal::BadSource);
         }
-        if self.own_ports.contains(&src.port()) {
+        // Our own port as the source of a datagram sent to a group is our
+        // own multicast heard back (IP_MULTICAST_LOOP) or a peer on the
+        // group's port: answers go by unicast, so no loop. Sent to us, it
+        // is ourselves or a twin: half of a loop.
+        if self.own_ports.contains(&src.port()) && !dst.is_some_and(|d| d.is_multicast()) {
             return Err(Refusal::Loop);
         }
         if let Some(d) = dst
@@ -486,6 +504,11 @@ mod tests {
             Err(Refusal::Broadcast)
         );
         assert_eq!(check(&mut s, "10.0.0.9:5555", Some("10.0.0.5")), Ok(()));
+        assert_eq!(
+            check(&mut s, "10.0.0.9:9000", Some("239.1.2.3")),
+            Ok(()),
+            "to a group on our port: our own multicast heard back, or a peer"
+        );
         for p in [7, 19, 53, 123, 1900, 11211] {
             assert_eq!(
                 check(&mut s, &format!("10.0.0.9:{p}"), None),
@@ -501,6 +524,21 @@ mod tests {
         );
         let mut off = state(&Guard::off(), &[9000]);
         assert_eq!(check(&mut off, "127.0.0.1:9000", None), Ok(()));
+    }
+
+    #[test]
+    fn subnet_broadcasts_come_from_the_netmask() {
+        let b = |a: &str, m: &str| subnet_broadcast(a.parse().unwrap(), m.parse().unwrap());
+        assert_eq!(
+            b("10.201.0.2", "255.255.255.0"),
+            Some("10.201.0.255".parse().unwrap())
+        );
+        assert_eq!(
+            b("192.168.1.77", "255.255.255.192"),
+            Some("192.168.1.127".parse().unwrap())
+        );
+        assert_eq!(b("10.0.0.1", "255.255.255.254"), None, "/31");
+        assert_eq!(b("10.0.0.1", "255.255.255.255"), None, "/32");
     }
 
     #[test]

@@ -17,8 +17,8 @@ use crate::worker::Worker;
 /// get a turn.
 const RECV_BUDGET: usize = 16;
 /// How many times the send at the front of the queue may find the socket's
-/// buffer full (`EAGAIN`, or `ENOBUFS` from a full queue discipline) before
-/// it is given up (counted in `send_blocked`). Tries are at least
+/// buffer full (`EAGAIN`) before it is given up (counted in
+/// `send_blocked`). Tries are at least
 /// [`RETRY_EVERY`] apart, or when `poll` says the socket is writable.
 const SEND_RETRIES: u32 = 50;
 const RETRY_EVERY: Duration = Duration::from_millis(1);
@@ -69,7 +69,10 @@ impl Loop {
                     if errno == libc::EINTR {
                         continue;
                     }
-                    if matches!(errno, libc::EAGAIN | libc::ENOBUFS) {
+                    // A full socket buffer waits (uring's kernel waits
+                    // likewise); ENOBUFS, a queue discipline that dropped
+                    // the datagram, is a refusal like any other errno.
+                    if errno == libc::EAGAIN {
                         self.front_tries += 1;
                         if self.front_tries < SEND_RETRIES && !w.core.pool.recv_starving() {
                             self.blocked = Some(Instant::now());

@@ -13,6 +13,8 @@
 #[macro_use]
 mod common;
 
+mod accounting;
+mod guard;
 mod mcast;
 mod pmtu;
 mod tools;

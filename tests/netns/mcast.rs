@@ -356,6 +356,9 @@ fn broadcast_to_the_subnet_reaches_every_host() {
     };
     let mut cfg = Config::new("0.0.0.0:5004".parse().unwrap());
     cfg.workers = 1;
+    // A listener of broadcasts says so: by default the engine refuses
+    // datagrams sent to a broadcast address (guard_broadcast).
+    cfg.guard.broadcast_destinations = true;
     let (r2, g2) = recorder(&topo, "h2", cfg.clone());
     let (r3, g3) = recorder(&topo, "h3", cfg);
     send_from(

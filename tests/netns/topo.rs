@@ -156,3 +156,62 @@ pub fn json_of(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_str(text.trim())
         .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)))
 }
+
+/// Sends one UDP datagram with a forged source from a raw socket
+/// (`IPPROTO_RAW`: the test writes the IPv4 header; the kernel fills in
+/// the header checksum). Must run inside the namespace (see `run_in`).
+pub fn forge_udp4(src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4, payload: &[u8]) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let raw = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .expect("a raw socket (root, inside the test's namespace)");
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let mut p = Vec::with_capacity(total);
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, libc::IPPROTO_UDP as u8, 0, 0]);
+    p.extend_from_slice(&src.ip().octets());
+    p.extend_from_slice(&dst.ip().octets());
+    p.extend_from_slice(&src.port().to_be_bytes());
+    p.extend_from_slice(&dst.port().to_be_bytes());
+    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
+    p.extend_from_slice(payload);
+    raw.send_to(&p, &std::net::SocketAddr::V4(dst).into())
+        .expect("send the forged datagram");
+}
+
+/// The UDP counters of `/proc/net/snmp` as the calling thread's network
+/// namespace sees them (`/proc/thread-self`: run inside `run_in`).
+pub fn udp_snmp() -> std::collections::HashMap<String, u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
+    lines[0]
+        .split_whitespace()
+        .zip(lines[1].split_whitespace())
+        .skip(1)
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+/// Runs a shell command inside namespace `ns` (e.g. `tc`), failing the
+/// test if it fails.
+pub fn sh_in(topo: &Topology, ns: &str, cmd: &str) {
+    let ok = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}-{ns}", topo.name),
+            "sh",
+            "-c",
+            cmd,
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "in {ns}: {cmd}");
+}

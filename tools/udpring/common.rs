@@ -193,6 +193,9 @@ pub(crate) struct EngineArgs {
     /// Socket receive/send buffer request in bytes (FORCE variant when root).
     #[arg(long, default_value_t = 4 << 20)]
     pub(crate) socket_buffer: usize,
+    /// The send buffer alone, in bytes (default: --socket-buffer).
+    #[arg(long)]
+    pub(crate) send_buffer: Option<usize>,
     /// Do not pin workers to CPUs.
     #[arg(long)]
     pub(crate) no_pin: bool,
@@ -220,7 +223,7 @@ impl EngineArgs {
         c.slot_size = self.slot_size;
         c.recv_slots = self.recv_slots;
         c.recv_buffer = Some(self.socket_buffer);
-        c.send_buffer = Some(self.socket_buffer);
+        c.send_buffer = Some(self.send_buffer.unwrap_or(self.socket_buffer));
         c.pin = !self.no_pin;
         c.first_cpu = self.cpu;
         c.steer_by_cpu = self.steer_cpu;
