@@ -369,6 +369,27 @@ fn load_to_a_group_accounts_for_each_responder() {
         ),
         (Some(0), Some(0), Some(0))
     );
+    // Responders are state strangers can create: bounded, the rest counted.
+    let out = topo.udpring(
+        "h1",
+        &[
+            "load",
+            "239.7.7.7:5010",
+            "--rate",
+            "2000",
+            "--count",
+            "200",
+            "--warmup",
+            "0",
+            "--max-responders",
+            "1",
+            "--json",
+            "-q",
+        ],
+    );
+    let v = json_of(&out);
+    assert_eq!(v["responders"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["counts"]["untracked_responders"], 200, "{v}");
     drop(pongs);
 }
 

@@ -91,6 +91,11 @@ pub(crate) struct LoadArgs {
     /// a whole CPU per worker.
     #[arg(long)]
     busy_poll: bool,
+    /// Multicast target: responders tracked per worker (each costs a
+    /// sequence window per flow); replies from more are counted as
+    /// untracked_responders.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_responders: u32,
     /// TTL / hop limit when the target is a multicast group (each
     /// responder, e.g. `udpring mcast pong`, is then reported on its own).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
@@ -144,6 +149,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     o.sockperf = a.sockperf;
     o.connect = !a.unconnected;
     o.multicast_ttl = a.ttl;
+    o.max_responders = a.max_responders as usize;
     o.busy_poll = a.busy_poll;
     o.first_cpu = a.cpu;
     o.validate().map_err(usage)?;
