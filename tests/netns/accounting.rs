@@ -83,20 +83,35 @@ fn an_echo_counts_what_the_kernel_counts_including_drops_after_its_last_datagram
     if udpring::uring_support().is_ok() {
         backends.push(Backend::Uring);
     }
-    for backend in backends {
-        for gro in [false, true] {
-            let what = format!("{backend} gro={gro}");
+    // Each backend with and without GRO; and two sockets in one worker,
+    // each overflowed, whose drops add up (they used to read as the larger).
+    let mut cases: Vec<(Backend, bool, usize)> = backends
+        .iter()
+        .flat_map(|&b| [(b, false, 1), (b, true, 1)])
+        .collect();
+    cases.push((Backend::Mmsg, false, 2));
+    for (backend, gro, sockets) in cases {
+        {
+            let what = format!("{backend} gro={gro} sockets={sockets}");
             let before = topo.run_in("b", udp_snmp);
             let engine = topo.run_in("b", move || {
                 let mut cfg = Config::new("10.200.2.1:0".parse().unwrap());
                 cfg.backend = Some(backend);
                 cfg.workers = 1;
                 cfg.gro = gro;
+                cfg.sockets_per_worker = sockets;
+                cfg.distinct_ports = sockets > 1;
                 // A small buffer: the burst overflows it while paused.
                 cfg.recv_buffer = Some(32 << 10);
                 Engine::start(cfg, |_| Paused { slept: false }).unwrap()
             });
-            burst(&topo, engine.local_addr(), 3000, gro);
+            let addrs = engine.local_addrs().to_vec();
+            std::thread::scope(|s| {
+                for &a in &addrs {
+                    let topo = &topo;
+                    s.spawn(move || burst(topo, a, 3000, gro));
+                }
+            });
             let s = engine.stop().unwrap();
             let after = topo.run_in("b", udp_snmp);
             assert!(s.kernel_drops > 0, "{what}: the burst overflowed: {s:?}");
