@@ -1,7 +1,10 @@
-//! Engine configuration.
+//! Engine configuration: [`Config`], made with [`Config::builder`] (or
+//! [`Config::new`] and its public fields), checked into [`ConfigError`]s.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
 
 use crate::sys::mcast::Interface;
 use std::str::FromStr;
@@ -56,86 +59,231 @@ impl FromStr for Backend {
     }
 }
 
-/// Default slot size without GRO: a 1500-byte MTU datagram plus headroom,
-/// rounded to 2 KiB.
-pub const DEFAULT_SLOT_SIZE: usize = 2048;
+/// Default slot size without GRO: a 4096-byte payload (a DNS answer with
+/// EDNS0's common 4096-byte limit) plus headroom.
+pub const DEFAULT_SLOT_SIZE: usize = 4096 + HEADROOM;
 /// Slot size with GRO: a whole 64 KiB train plus headroom.
 pub const GRO_SLOT_SIZE: usize = 65536 + HEADROOM;
 
-/// What to run and how.
-#[derive(Clone, Debug)]
-pub struct Config {
+/// A function run on every socket the engine opens, before it is bound:
+/// for socket options udpring does not know (`SO_MARK`, `IP_TOS`, an eBPF
+/// filter, ...). An error fails [`crate::Engine::start`].
+#[derive(Clone)]
+pub struct SocketSetup(pub Arc<SetupFn>);
+
+/// The function inside a [`SocketSetup`]: the socket, and the address it
+/// is about to be bound to.
+pub type SetupFn = dyn Fn(BorrowedFd<'_>, SocketAddr) -> std::io::Result<()> + Send + Sync;
+
+impl fmt::Debug for SocketSetup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SocketSetup(..)")
+    }
+}
+
+/// One field list makes [`Config`], its defaults and [`ConfigBuilder`].
+macro_rules! config {
+    ($( $(#[doc = $doc:expr])+ $name:ident : $ty:ty = $default:expr; )*) => {
+        /// What to run and how. Every field has a default (shown in its
+        /// documentation); [`Config::builder`] sets them one by one and
+        /// checks the whole.
+        #[derive(Clone, Debug)]
+        #[non_exhaustive]
+        pub struct Config {
+            $( $(#[doc = $doc])+ pub $name: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $name: $default, )* }
+            }
+        }
+
+        /// Builds a [`Config`]: `Config::builder(addr).workers(4).gro(true).build()?`.
+        #[derive(Clone, Debug)]
+        pub struct ConfigBuilder {
+            cfg: Config,
+        }
+
+        impl ConfigBuilder {
+            $(
+                $(#[doc = $doc])+
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.cfg.$name = value;
+                    self
+                }
+            )*
+
+            /// The configuration, if its numbers hold together.
+            pub fn build(self) -> Result<Config, ConfigError> {
+                self.cfg.validate()?;
+                Ok(self.cfg)
+            }
+        }
+    };
+}
+
+config! {
     /// Address to bind every worker's socket to (port 0 picks one).
-    pub bind: SocketAddr,
+    /// Default: `127.0.0.1:0`.
+    bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
     /// More addresses each worker also binds a socket to, after those on
     /// `bind` (its sockets `sockets_per_worker + k`): another family, a
     /// second port, or a socket of its own to send from (port 0). They do
-    /// not join `multicast.joins` nor connect to `connect`.
-    pub also_bind: Vec<SocketAddr>,
-    /// Number of workers; 0 means one per CPU this process may use.
-    pub workers: usize,
+    /// not join `multicast.joins` nor connect to `connect`. Default: none.
+    also_bind: Vec<SocketAddr> = Vec::new();
+    /// Number of workers (threads, each with its own sockets, buffers and
+    /// handler); 0 means one per CPU this process may use. Default: 1.
+    workers: usize = 1;
     /// Force a backend; `None` picks `uring` when the kernel supports it,
-    /// else `mmsg`, unless `UDPRING_BACKEND` names one.
-    pub backend: Option<Backend>,
-    /// Datagrams per `recvmmsg`/`sendmmsg` call (mmsg backend).
-    pub batch: usize,
-    /// Bytes per buffer slot; 0 means [`DEFAULT_SLOT_SIZE`], or
-    /// [`GRO_SLOT_SIZE`] with GRO. The payload gets the slot minus
-    /// [`crate::HEADROOM`] bytes; a longer datagram is truncated and counted.
-    pub slot_size: usize,
-    /// Receive slots per worker (a power of two for `uring`).
-    pub recv_slots: usize,
-    /// Send slots per worker, for `send_to` copies.
-    pub send_slots: usize,
-    /// Turn on `UDP_GRO`: trains arrive as one buffer.
-    pub gro: bool,
-    /// Allow `UDP_SEGMENT` sends (turned off by itself if the kernel refuses).
-    pub gso: bool,
+    /// else `mmsg`, unless `UDPRING_BACKEND` names one. Default: `None`.
+    backend: Option<Backend> = None;
+    /// Datagrams per `recvmmsg`/`sendmmsg` call (mmsg backend), 1..1024.
+    /// Default: 32.
+    batch: usize = 32;
+    /// Bytes per buffer slot; 0 means [`DEFAULT_SLOT_SIZE`] (a 4096-byte
+    /// payload), or [`GRO_SLOT_SIZE`] with GRO. The payload gets the slot
+    /// minus [`crate::HEADROOM`] bytes; a longer datagram is truncated and
+    /// counted, and a longer send refused ([`crate::SendError::TooLarge`]).
+    /// Default: 0.
+    slot_size: usize = 0;
+    /// Receive slots per worker (rounded up to a power of two for `uring`):
+    /// the datagrams the kernel can hand over before the handler returns
+    /// any. Default: 1024.
+    recv_slots: usize = 1024;
+    /// Send slots per worker, for the copies `send_to` makes. A slot is
+    /// taken until the kernel has the datagram; the `uring` loop submits in
+    /// the middle of a batch once only an eighth are free, and `mmsg` sends
+    /// after every `recvmmsg`, so they need to cover what the handler copies
+    /// in one call plus a batch in flight. Default: 256.
+    send_slots: usize = 256;
+    /// Sends a worker may have queued at once (replies, forwards and
+    /// copies); beyond it a send is refused with
+    /// [`crate::SendError::Exhausted`] and counted. Default: 65536.
+    max_queued_sends: usize = 65536;
+    /// Datagrams (and posts) a worker's [`crate::Sender`]s may have waiting;
+    /// beyond it `Sender::send_to` answers `WouldBlock`. Default: 1024.
+    sender_queue: usize = 1024;
+    /// Turn on `UDP_GRO`: trains arrive as one buffer. Default: off.
+    gro: bool = false;
+    /// Allow `UDP_SEGMENT` sends (turned off by itself if the kernel
+    /// refuses). Default: on.
+    gso: bool = true;
     /// `SO_RCVBUF` request in bytes (`SO_RCVBUFFORCE` when permitted).
-    pub recv_buffer: Option<usize>,
+    /// Default: 4 MiB.
+    recv_buffer: Option<usize> = Some(4 << 20);
     /// `SO_SNDBUF` request in bytes (`SO_SNDBUFFORCE` when permitted).
-    pub send_buffer: Option<usize>,
-    /// Pin worker `i` to the `(first_cpu + i)`th allowed CPU.
-    pub pin: bool,
-    /// Index (among allowed CPUs) where pinning starts.
-    pub first_cpu: usize,
+    /// Default: 4 MiB.
+    send_buffer: Option<usize> = Some(4 << 20);
+    /// Pin worker `i` to the `(first_cpu + i)`th allowed CPU. Default: off
+    /// (inside an application, the scheduler knows better; two engines in
+    /// one process would pin onto the same CPUs).
+    pin: bool = false;
+    /// Index (among allowed CPUs) where pinning starts. Default: 0.
+    first_cpu: usize = 0;
     /// Steer datagrams to the worker of the CPU that received them
-    /// (`SO_ATTACH_REUSEPORT_CBPF`).
-    pub steer_by_cpu: bool,
-    /// io_uring submission queue entries.
-    pub sq_entries: u32,
-    /// Sockets per worker (each a flow with its own source port when
-    /// `distinct_ports` is set; otherwise more members of the reuseport group).
-    pub sockets_per_worker: usize,
+    /// (`SO_ATTACH_REUSEPORT_CBPF`). Default: off.
+    steer_by_cpu: bool = false;
+    /// io_uring submission queue entries, 8..32768. Default: 1024.
+    sq_entries: u32 = 1024;
+    /// Sockets per worker on `bind` (each a flow with its own source port
+    /// when `distinct_ports` is set; otherwise more members of the
+    /// reuseport group), 1..1024. Default: 1.
+    sockets_per_worker: usize = 1;
     /// Bind every socket to `bind` on its own, so that with port 0 each gets
     /// a distinct port (clients, load generators), instead of one reuseport
-    /// group on one port (servers).
-    pub distinct_ports: bool,
-    /// Connect every socket to this peer after binding: only its datagrams
-    /// arrive, and sends to it skip the per-datagram route lookup.
-    pub connect: Option<SocketAddr>,
+    /// group on one port (servers). Default: off.
+    distinct_ports: bool = false;
+    /// Connect every socket on `bind` to this peer after binding: only its
+    /// datagrams arrive, and sends to it skip the per-datagram route
+    /// lookup. Default: none.
+    connect: Option<SocketAddr> = None;
     /// Never fragment (`IP_PMTUDISC_DO`, `IPV6_DONTFRAG`): a datagram larger
     /// than the path MTU is refused, and the handler gets
-    /// [`crate::ErrorEvent::MessageTooLong`] with the MTU.
-    pub pmtu_discover: bool,
+    /// [`crate::ErrorEvent::MessageTooLong`] with the MTU. Default: off.
+    pmtu_discover: bool = false;
     /// `SO_REUSEADDR` and `SO_REUSEPORT` on every socket, so that several
     /// sockets and processes can listen on one port (multicast receivers).
-    pub reuse_addr: bool,
-    /// `SO_BROADCAST`: allow sending to broadcast addresses.
-    pub broadcast: bool,
-    /// Multicast settings applied to every socket at start.
-    pub multicast: Multicast,
+    /// Default: off.
+    reuse_addr: bool = false;
+    /// `SO_BROADCAST`: allow sending to broadcast addresses. Default: off.
+    broadcast: bool = false;
+    /// Multicast settings applied to every socket at start. Default: none.
+    multicast: Multicast = Multicast::default();
     /// Never sleep waiting for datagrams: spin on the socket (mmsg) or the
     /// ring (uring). Lower and steadier latency (no wake-up between CPUs)
-    /// for a whole CPU per worker.
-    pub busy_poll: bool,
+    /// for a whole CPU per worker. Default: off.
+    busy_poll: bool = false;
     /// Which datagrams never reach the handler (loops, reflection,
-    /// strangers): see [`Guard`]. On by default.
-    pub guard: Guard,
+    /// strangers): see [`Guard`]. Default: [`Guard::default`], on.
+    guard: Guard = Guard::default();
     /// uring: ask for `IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN` (the
     /// kernel then runs completions only when the worker waits; fewer
     /// interruptions). Falls back silently when the kernel lacks them.
-    pub defer_taskrun: bool,
+    /// Default: on.
+    defer_taskrun: bool = true;
+    /// Run on every socket before it is bound (see [`SocketSetup`]).
+    /// Default: none.
+    socket_setup: Option<SocketSetup> = None;
+}
+
+/// Why a [`Config`] was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A number outside its range.
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// What it was.
+        value: u64,
+        /// The smallest allowed.
+        min: u64,
+        /// The largest allowed.
+        max: u64,
+    },
+    /// Something else about a field, in words.
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::OutOfRange {
+                field,
+                value,
+                min,
+                max,
+            } => write!(f, "{field} must be {min}..{max}, not {value}"),
+            ConfigError::Invalid { field, why } => write!(f, "{field}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<ConfigError> for std::io::Error {
+    fn from(e: ConfigError) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+    }
+}
+
+fn range(field: &'static str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange {
+            field,
+            value: value as u64,
+            min: min as u64,
+            max: max as u64,
+        })
+    }
 }
 
 /// A group to join at start.
@@ -162,45 +310,19 @@ pub struct Multicast {
     pub interface: Option<Interface>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            also_bind: Vec::new(),
-            workers: 1,
-            backend: None,
-            batch: 32,
-            slot_size: 0,
-            recv_slots: 1024,
-            send_slots: 256,
-            gro: false,
-            gso: true,
-            recv_buffer: Some(4 << 20),
-            send_buffer: Some(4 << 20),
-            pin: true,
-            first_cpu: 0,
-            steer_by_cpu: false,
-            sq_entries: 1024,
-            sockets_per_worker: 1,
-            distinct_ports: false,
-            connect: None,
-            pmtu_discover: false,
-            reuse_addr: false,
-            broadcast: false,
-            multicast: Multicast::default(),
-            busy_poll: false,
-            guard: Guard::default(),
-            defer_taskrun: true,
-        }
-    }
-}
-
 impl Config {
     /// A configuration bound to `bind`, defaults otherwise.
     pub fn new(bind: SocketAddr) -> Self {
         Config {
             bind,
             ..Config::default()
+        }
+    }
+
+    /// A builder starting from the defaults, bound to `bind`.
+    pub fn builder(bind: SocketAddr) -> ConfigBuilder {
+        ConfigBuilder {
+            cfg: Config::new(bind),
         }
     }
 
@@ -213,49 +335,65 @@ impl Config {
         }
     }
 
-    /// Checks the numbers; the message says what is wrong.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.workers > 1024 {
-            return Err(format!("workers {} is more than 1024", self.workers));
-        }
-        if !(1..=1024).contains(&self.batch) {
-            return Err(format!("batch must be 1..1024, not {}", self.batch));
-        }
-        let slot = self.effective_slot_size();
-        if slot <= HEADROOM || slot > (1 << 20) {
-            return Err(format!(
-                "slot size must be {}..1048576 bytes, not {slot}",
-                HEADROOM + 1
-            ));
-        }
-        if self.recv_slots == 0 || self.recv_slots > 32768 {
-            return Err(format!(
-                "receive slots must be 1..32768, not {}",
-                self.recv_slots
-            ));
-        }
-        if self.recv_slots + self.send_slots > 65535 {
-            return Err("at most 65535 slots per worker".into());
-        }
-        if !(1..=1024).contains(&self.sockets_per_worker) {
-            return Err(format!(
-                "sockets per worker must be 1..1024, not {}",
-                self.sockets_per_worker
-            ));
-        }
-        if self.also_bind.len() > 64 {
-            return Err(format!(
-                "also_bind has {} addresses; at most 64",
-                self.also_bind.len()
-            ));
-        }
-        self.guard.validate()?;
-        if !(8..=32768).contains(&self.sq_entries) {
-            return Err(format!(
-                "submission queue entries must be 8..32768, not {}",
-                self.sq_entries
-            ));
-        }
-        Ok(())
+    /// Checks that the numbers hold together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        range("workers", self.workers, 0, 1024)?;
+        range("batch", self.batch, 1, 1024)?;
+        range(
+            "slot_size",
+            self.effective_slot_size(),
+            HEADROOM + 1,
+            1 << 20,
+        )?;
+        range("recv_slots", self.recv_slots, 1, 32768)?;
+        range("send_slots", self.send_slots, 0, 65535 - self.recv_slots)?;
+        range("max_queued_sends", self.max_queued_sends, 1, 1 << 24)?;
+        range("sender_queue", self.sender_queue, 1, 1 << 20)?;
+        range("sockets_per_worker", self.sockets_per_worker, 1, 1024)?;
+        range("also_bind", self.also_bind.len(), 0, 64)?;
+        range("sq_entries", self.sq_entries as usize, 8, 32768)?;
+        self.guard.validate().map_err(|why| ConfigError::Invalid {
+            field: "guard",
+            why,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builder_sets_fields_and_refuses_what_does_not_hold_together() {
+        let c = Config::builder("127.0.0.1:0".parse().unwrap())
+            .workers(2)
+            .gro(true)
+            .build()
+            .unwrap();
+        assert_eq!((c.workers, c.gro, c.pin), (2, true, false));
+        assert_eq!(c.effective_slot_size(), GRO_SLOT_SIZE);
+        let e = Config::builder("127.0.0.1:0".parse().unwrap())
+            .batch(0)
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::OutOfRange {
+                field: "batch",
+                value: 0,
+                min: 1,
+                max: 1024
+            }
+        );
+        assert_eq!(e.to_string(), "batch must be 1..1024, not 0");
+        assert!(
+            Config::new("127.0.0.1:0".parse().unwrap())
+                .validate()
+                .is_ok()
+        );
+        const _: () = assert!(
+            DEFAULT_SLOT_SIZE - HEADROOM >= 4096,
+            "a 4096-byte DNS answer fits the default slot"
+        );
     }
 }

@@ -65,14 +65,33 @@ pub struct Engine {
 
 impl Engine {
     /// Binds the sockets, starts the workers and returns once every worker
-    /// is receiving. `factory(i)` makes worker `i`'s handler, on its thread.
+    /// is receiving. `factory(i)` makes worker `i`'s handler, on worker
+    /// `i`'s thread. A factory that panics fails the start (every worker is
+    /// stopped) with the panic's message.
     pub fn start<H, F>(cfg: Config, factory: F) -> io::Result<Engine>
     where
         H: Handler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
-        cfg.validate()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let factory = Arc::new(factory);
+        Engine::start_each(cfg, move |i| {
+            let f = factory.clone();
+            move || f(i)
+        })
+    }
+
+    /// Like [`Engine::start`], with a constructor per worker: `make(i)` is
+    /// called on the caller's thread, once per worker in order, and the
+    /// closure it returns is run on worker `i`'s thread to make its
+    /// handler. So each worker can be given what is its own (a channel's
+    /// receiving end, a shard of a table) without a lock.
+    pub fn start_each<H, M, G>(cfg: Config, mut make: M) -> io::Result<Engine>
+    where
+        H: Handler,
+        M: FnMut(usize) -> G,
+        G: FnOnce() -> H + Send + 'static,
+    {
+        cfg.validate()?;
         let (backend, fallback) = backend::choose_backend(cfg.backend)?;
         let cpus = sys::cpu::allowed_cpus();
         let workers = if cfg.workers == 0 {
@@ -89,21 +108,23 @@ impl Engine {
             v.dedup();
             v
         };
-        let factory = Arc::new(factory);
+        let slot_payload = cfg.effective_slot_size() - crate::HEADROOM;
         let mut threads = Vec::with_capacity(workers);
         let mut shared = Vec::with_capacity(workers);
         let mut pinned = Vec::with_capacity(workers);
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<()>)>();
         for (i, socket) in sockets.into_iter().enumerate() {
+            let sock_v6 = socket.iter().map(|(_, a)| a.is_ipv6()).collect();
             let w = Arc::new(WorkerShared {
                 stop: AtomicBool::new(false),
                 stats: SharedStats::new(),
-                inbox: Inbox::new(4096)?,
+                inbox: Inbox::new(cfg.sender_queue, slot_payload, sock_v6)?,
+                failure: std::sync::Mutex::new(None),
             });
             shared.push(w.clone());
             let cpu = (cfg.pin && !cpus.is_empty()).then(|| cpus[(cfg.first_cpu + i) % cpus.len()]);
             pinned.push(cpu);
-            let factory = factory.clone();
+            let make_handler = make(i);
             let cfg = cfg.clone();
             let ready_tx = ready_tx.clone();
             let guard = GuardState::new(&cfg.guard, own_ports.clone(), host.clone());
@@ -118,7 +139,15 @@ impl Engine {
                         }
                     };
                     let r = run_worker(
-                        i, cpu, socket, &cfg, backend, w, guard, &*factory, &mut ready,
+                        i,
+                        cpu,
+                        socket,
+                        &cfg,
+                        backend,
+                        w,
+                        guard,
+                        make_handler,
+                        &mut ready,
                     );
                     if let Err(e) = &r {
                         ready(Err(io::Error::new(e.kind(), e.to_string())));
@@ -152,6 +181,16 @@ impl Engine {
             }
         }
         Ok(engine)
+    }
+
+    /// Workers that failed (their handler panicked) and why; empty while
+    /// all is well. A failed worker has stopped; the others go on.
+    pub fn failures(&self) -> Vec<(usize, String)> {
+        self.shared
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| w.failed().map(|f| (i, f)))
+            .collect()
     }
 
     /// The bound address (the real port when 0 was asked for).
@@ -208,9 +247,10 @@ impl Engine {
         }
     }
 
-    /// A thread-safe sender through worker `i` (modulo the worker count).
-    pub fn sender(&self, i: usize) -> Sender {
-        Sender::new(self.shared[i % self.shared.len()].inbox.clone())
+    /// A thread-safe sender through worker `i`; `None` if there is no
+    /// worker `i`.
+    pub fn sender(&self, i: usize) -> Option<Sender> {
+        self.shared.get(i).map(|w| Sender::new(w.inbox.clone()))
     }
 
     /// Joins every worker thread; the first error any of them returned.
@@ -355,7 +395,9 @@ fn open_sockets(
 }
 
 /// One worker's thread: pin, build the pool, the state and the handler,
-/// and run the backend's loop.
+/// and run the backend's loop. A panic in the handler's constructor fails
+/// the worker before it receives; one in the handler is caught by the
+/// worker (see `Worker::call`) and fails it after an orderly stop.
 #[allow(clippy::too_many_arguments)]
 fn run_worker<H: Handler>(
     i: usize,
@@ -365,7 +407,38 @@ fn run_worker<H: Handler>(
     backend: Backend,
     shared: Arc<WorkerShared>,
     guard: GuardState,
-    factory: &dyn Fn(usize) -> H,
+    make_handler: impl FnOnce() -> H,
+    ready: &mut dyn FnMut(io::Result<()>),
+) -> io::Result<()> {
+    let r = worker_body(
+        i,
+        cpu,
+        sockets,
+        cfg,
+        backend,
+        shared.clone(),
+        guard,
+        make_handler,
+        ready,
+    );
+    // Whatever happened, Senders learn the worker is gone.
+    shared.inbox.close();
+    match (r, shared.failed()) {
+        (Ok(()), Some(why)) => Err(io::Error::other(why)),
+        (r, _) => r,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker_body<H: Handler>(
+    i: usize,
+    cpu: Option<usize>,
+    sockets: Vec<(Socket, SocketAddr)>,
+    cfg: &Config,
+    backend: Backend,
+    shared: Arc<WorkerShared>,
+    guard: GuardState,
+    make_handler: impl FnOnce() -> H,
     ready: &mut dyn FnMut(io::Result<()>),
 ) -> io::Result<()> {
     if let Some(c) = cpu {
@@ -396,12 +469,22 @@ fn run_worker<H: Handler>(
         v6: local.iter().map(|a| a.is_ipv6()).collect(),
         local,
     };
-    let mut core = Core::new(pool, socks, i, cfg.gso, shared, guard);
+    let mut core = Core::new(pool, socks, i, cfg.gso, cfg.max_queued_sends, shared, guard);
     core.busy_poll = cfg.busy_poll;
     core.publish();
-    let mut w = Worker::new(core, factory(i));
+    let handler = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make_handler)) {
+        Ok(h) => h,
+        Err(p) => {
+            let why = format!(
+                "the handler's constructor panicked: {}",
+                crate::worker::panic_text(p.as_ref())
+            );
+            core.shared.fail(why.clone());
+            return Err(io::Error::other(why));
+        }
+    };
+    let mut w = Worker::new(core, handler);
     let r = backend::run(backend, &sockets, &mut w, cfg, ready);
-    w.core.shared.inbox.closed.store(true, Ordering::Release);
     // The last word on drops, while the sockets are still open.
     w.core.read_drops();
     w.core.publish();

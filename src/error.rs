@@ -50,6 +50,40 @@ pub enum ErrorEvent {
     },
 }
 
+impl fmt::Display for ErrorEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let peer =
+            |p: &Option<SocketAddr>| p.map_or("an unknown peer".to_string(), |a| a.to_string());
+        match self {
+            ErrorEvent::ConnectionRefused { peer: p } => {
+                write!(f, "{}: port unreachable (connection refused)", peer(p))
+            }
+            ErrorEvent::MessageTooLong { peer: p, mtu } => match mtu {
+                Some(m) => write!(f, "{}: message too long for the path (MTU {m})", peer(p)),
+                None => write!(f, "{}: message too long for the path", peer(p)),
+            },
+            ErrorEvent::Unreachable { peer: p, errno } => write!(
+                f,
+                "{}: unreachable ({})",
+                peer(p),
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+            ErrorEvent::SendFailed { peer: p, errno } => write!(
+                f,
+                "send to {} refused: {}",
+                peer(p),
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+            ErrorEvent::Other { peer: p, errno } => write!(
+                f,
+                "{}: {}",
+                peer(p),
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+        }
+    }
+}
+
 impl ErrorEvent {
     pub(crate) fn from_queued(e: QueuedError) -> Self {
         let peer = e.peer;
@@ -83,15 +117,26 @@ impl ErrorEvent {
     }
 }
 
-/// Why a send was not queued.
+/// Why a send was not queued. Nothing was queued and nothing will be
+/// sent; every case but `NoSuchSocket` is counted in the engine's
+/// [`crate::Stats`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
-    /// The data does not fit in a slot (or in a UDP datagram).
+    /// The data does not fit in a send slot ([`crate::Config::slot_size`]),
+    /// or, as one datagram, in a UDP datagram.
     TooLarge,
-    /// Every send slot is in flight; counted in [`crate::Stats::send_exhausted`].
+    /// Every send slot is in flight, or the send queue is full
+    /// ([`crate::Config::max_queued_sends`]); counted in
+    /// [`crate::Stats::send_exhausted`]. Try again after the worker loop has
+    /// run (a timer, the next datagram).
     Exhausted,
     /// The worker has no socket with that index.
     NoSuchSocket,
+    /// An IPv6 destination for an IPv4 socket (an IPv4 one on an IPv6
+    /// socket goes as v4-mapped); counted in `send_errors` under
+    /// `EAFNOSUPPORT`.
+    AddressFamily,
 }
 
 impl fmt::Display for SendError {
@@ -100,6 +145,7 @@ impl fmt::Display for SendError {
             SendError::TooLarge => f.write_str("datagram larger than a send slot"),
             SendError::Exhausted => f.write_str("all send slots are in flight"),
             SendError::NoSuchSocket => f.write_str("no socket with that index in this worker"),
+            SendError::AddressFamily => f.write_str("an IPv6 destination for an IPv4 socket"),
         }
     }
 }

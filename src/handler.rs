@@ -6,6 +6,7 @@
 //! lends the bytes of a receive buffer for the duration of the call, and
 //! [`Transport::reply`] sends them back from that same buffer.
 
+use std::any::Any;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU16;
@@ -15,14 +16,19 @@ use crate::bufring::Lent;
 use crate::error::{ErrorEvent, SendError};
 use crate::sender::Sender;
 use crate::sys::mcast::{self, Interface, McastError};
-use crate::sys::{self, RawAddr, RecvMeta};
+use crate::sys::{self, RecvMeta};
 use crate::worker::core::Core;
+use crate::worker::timers::TimerId;
 
 /// A service running on the engine. One instance per worker thread.
 ///
 /// Every method runs on the worker's thread; none may block for long (a slow
 /// handler backs up the socket, and the kernel drops what does not fit,
-/// counted in [`crate::Stats::kernel_drops`]).
+/// counted in [`crate::Stats::kernel_drops`]). A method that panics stops
+/// its worker (not the others, not the process): the engine reports it
+/// ([`crate::Engine::failures`], [`crate::StopError`]), its `Sender`s fail
+/// with `NotConnected`, and the kernel's hold on its buffers is released
+/// in order before they are freed.
 pub trait Handler: 'static {
     /// The worker is bound and about to receive.
     fn on_start(&mut self, tx: &mut Transport<'_>) {
@@ -35,9 +41,15 @@ pub trait Handler: 'static {
     fn on_error(&mut self, event: ErrorEvent, tx: &mut Transport<'_>) {
         let _ = (event, tx);
     }
-    /// A timer set with [`Transport::call_later`] fired.
+    /// A timer set with [`Transport::call_later`] or
+    /// [`Transport::call_every`] fired.
     fn on_timer(&mut self, token: u64, tx: &mut Transport<'_>) {
         let _ = (token, tx);
+    }
+    /// A message posted with [`crate::Sender::message`] arrived (in the
+    /// order it was posted, among the Sender's datagrams and posts).
+    fn on_message(&mut self, msg: Box<dyn Any + Send>, tx: &mut Transport<'_>) {
+        let _ = (msg, tx);
     }
     /// The worker is stopping; no more sends will go out.
     fn on_stop(&mut self) {}
@@ -113,19 +125,35 @@ impl fmt::Debug for Datagram<'_> {
 }
 
 /// What a handler can do: send, reply without copying, set timers.
+///
+/// Every send only *queues*: `Ok` means the datagram is in the worker's
+/// bounded send queue and will go to the kernel when the handler returns
+/// control to the worker loop (with the rest of the batch, one
+/// `io_uring_enter` or `sendmmsg`); what the kernel then says is counted in
+/// [`crate::Stats`] (`sent`, `send_errors`), and refusals it does not
+/// explain are reported as [`crate::ErrorEvent::SendFailed`]. `Err` means
+/// nothing was queued (see [`SendError`]).
+///
+/// Costs: `reply`, `forward` and `forward_via` copy nothing (the receive
+/// buffer is sent; it goes back to the ring once the kernel has it);
+/// `send_to` and `send_segments` copy the data once into a send slot. No
+/// call allocates or makes a system call.
 pub struct Transport<'a> {
     pub(crate) core: &'a mut Core,
 }
 
 impl Transport<'_> {
-    /// Copies `data` into a send slot and queues it for `to`. The batch is
-    /// submitted when the handler returns control to the worker loop.
+    /// Copies `data` into a send slot and queues it for `to`, from the
+    /// worker's first socket. Use it for data the handler builds; use
+    /// [`Transport::reply`] or [`Transport::forward`] to send received
+    /// bytes without a copy.
     pub fn send_to(&mut self, data: &[u8], to: SocketAddr) -> Result<(), SendError> {
         self.core.send_copy(0, data, to, None)
     }
 
     /// Like [`Transport::send_to`], from the worker's socket `sock`
-    /// (see [`crate::Config::sockets_per_worker`]).
+    /// (see [`crate::Config::sockets_per_worker`] and
+    /// [`crate::Config::also_bind`]).
     pub fn send_to_via(
         &mut self,
         sock: usize,
@@ -145,8 +173,11 @@ impl Transport<'_> {
     }
 
     /// Like [`Transport::send_to`], as a GSO train: `data` is cut by the
-    /// kernel into datagrams of `segment` bytes (the last may be shorter).
-    /// Without GSO the engine sends the segments one by one.
+    /// kernel into datagrams of `segment` bytes (the last may be shorter):
+    /// one send, one copy, up to 64 datagrams. The whole train must fit in
+    /// one send slot ([`crate::Config::slot_size`]; 64 KiB with GRO) or the
+    /// call fails with [`SendError::TooLarge`]. Without GSO (the kernel
+    /// refused it once) the engine sends the segments one by one.
     pub fn send_segments(
         &mut self,
         data: &[u8],
@@ -169,22 +200,22 @@ impl Transport<'_> {
             .send_copy(sock as u16, data, to, NonZeroU16::new(segment))
     }
 
-    /// Sends the datagram back to its source from its own buffer (no copy).
-    /// A GRO train goes back as one GSO send with the same segment size, so
-    /// the peer receives the same datagrams with their boundaries.
-    pub fn reply(&mut self, dgram: Datagram<'_>) {
+    /// Sends the datagram back to its source from its own buffer (no copy),
+    /// from the socket it arrived on. A GRO train goes back as one GSO send
+    /// with the same segment size, so the peer receives the same datagrams
+    /// with their boundaries. `Err` only when the send queue is full
+    /// ([`SendError::Exhausted`], counted).
+    pub fn reply(&mut self, dgram: Datagram<'_>) -> Result<(), SendError> {
         let m = dgram.meta;
         self.core
-            .send_lent(m.sock, dgram.lent, m.src, m.cmsg.gro_segment);
+            .send_lent(m.sock, dgram.lent, m.src, m.cmsg.gro_segment)
     }
 
-    /// Sends the datagram's bytes to `to` from its own buffer (no copy); may
-    /// be called many times for one datagram (fan-out).
-    pub fn forward(&mut self, dgram: &Datagram<'_>, to: SocketAddr) {
-        let m = dgram.meta;
-        let raw = RawAddr::from_socket_addr(to, self.core.v6(usize::from(m.sock)));
-        self.core
-            .send_lent(m.sock, dgram.lent, raw, m.cmsg.gro_segment);
+    /// Sends the datagram's bytes to `to` from its own buffer (no copy),
+    /// from the socket it arrived on; may be called many times for one
+    /// datagram (fan-out).
+    pub fn forward(&mut self, dgram: &Datagram<'_>, to: SocketAddr) -> Result<(), SendError> {
+        self.forward_via(usize::from(dgram.meta.sock), dgram, to)
     }
 
     /// Like [`Transport::forward`], from the worker's socket `sock` (e.g. a
@@ -198,10 +229,9 @@ impl Transport<'_> {
         to: SocketAddr,
     ) -> Result<(), SendError> {
         self.check_sock(sock)?;
-        let raw = RawAddr::from_socket_addr(to, self.core.v6(sock));
+        let raw = self.core.dest(sock as u16, to)?;
         self.core
-            .send_lent(sock as u16, dgram.lent, raw, dgram.meta.cmsg.gro_segment);
-        Ok(())
+            .send_lent(sock as u16, dgram.lent, raw, dgram.meta.cmsg.gro_segment)
     }
 
     /// Connects the worker's socket `sock` to `peer` (Twisted's connected
@@ -332,9 +362,22 @@ impl Transport<'_> {
         mcast::broadcast(self.fd(sock)?)
     }
 
-    /// Calls [`Handler::on_timer`] with `token` after `delay`.
-    pub fn call_later(&mut self, delay: Duration, token: u64) {
-        self.core.timers.add(delay, token);
+    /// Calls [`Handler::on_timer`] with `token` once, after `delay`. The
+    /// id cancels it ([`Transport::cancel_timer`]).
+    pub fn call_later(&mut self, delay: Duration, token: u64) -> TimerId {
+        self.core.timers.add(delay, token)
+    }
+
+    /// Calls [`Handler::on_timer`] with `token` every `period`, the first
+    /// time one period from now. Periods the worker missed (a long handler
+    /// call) are skipped, not fired in a burst.
+    pub fn call_every(&mut self, period: Duration, token: u64) -> TimerId {
+        self.core.timers.every(period, token)
+    }
+
+    /// Cancels a timer; false if it had fired (one-shot) or was cancelled.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.core.timers.cancel(id)
     }
 
     /// A handle for sending from other threads through this worker.

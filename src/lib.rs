@@ -77,7 +77,10 @@ mod worker;
 
 pub use backend::{BACKEND_ENV, choose_backend, uring_support};
 pub use bufring::HEADROOM;
-pub use config::{Backend, Config, DEFAULT_SLOT_SIZE, GRO_SLOT_SIZE, Join, Multicast};
+pub use config::{
+    Backend, Config, ConfigBuilder, ConfigError, DEFAULT_SLOT_SIZE, GRO_SLOT_SIZE, Join, Multicast,
+    SocketSetup,
+};
 pub use engine::{Engine, StopError, StopHandle};
 pub use error::{ErrorEvent, SendError};
 pub use guard::{Cidr, Guard, REFLECTOR_PORTS, RateLimit};
@@ -86,6 +89,7 @@ pub use sender::Sender;
 pub use socket::SocketInfo;
 pub use stats::{Stats, errno_name};
 pub use sys::mcast::{Interface, McastError, if_index as interface_index};
+pub use worker::timers::TimerId;
 
 /// Clean stops for command-line programs: SIGINT, SIGTERM and SIGHUP set a
 /// flag.

@@ -1,40 +1,186 @@
 //! Sending from other threads: a worker's inbox and the [`Sender`] handle
 //! that posts into it.
+//!
+//! The inbox is bounded ([`crate::Config::sender_queue`] items). A full
+//! inbox answers `WouldBlock`; the caller can wait for room, blocking
+//! ([`Sender::wait_writable`]) or as a future ([`Sender::writable`], for
+//! any async runtime). Datagram buffers are recycled: once every buffer
+//! has grown to the largest datagram sent, posting allocates nothing. The
+//! worker is woken (an eventfd its loop watches) only when the inbox goes
+//! from empty to not empty, so a burst costs one wake-up. It moves
+//! datagrams into send slots while slots are free; what waits, waits in
+//! the inbox, so `Ok` always means "will be sent" (or counted as refused by
+//! the kernel, like any send).
 
+use std::any::Any;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::num::NonZeroU16;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
+use crate::handler::Transport;
 use crate::sys::{self, EventFd};
 
-/// Datagrams posted from other threads, waiting for the worker.
+/// Work for a worker, posted from another thread.
+pub(crate) enum Item {
+    /// A datagram to copy into a send slot.
+    Datagram {
+        data: Vec<u8>,
+        to: SocketAddr,
+        sock: u16,
+        segment: Option<NonZeroU16>,
+    },
+    /// A closure to run on the worker.
+    Post(Box<dyn FnOnce(&mut Transport<'_>) + Send>),
+    /// A message for `Handler::on_message`.
+    Message(Box<dyn Any + Send>),
+}
+
+pub(crate) struct InboxState {
+    pub queue: VecDeque<Item>,
+    /// Datagram buffers given back, to be reused.
+    free: Vec<Vec<u8>>,
+    /// Futures waiting for room.
+    wakers: Vec<Waker>,
+}
+
+/// What a worker's `Sender`s share with it.
 pub(crate) struct Inbox {
-    pub(crate) queue: Mutex<VecDeque<(Vec<u8>, SocketAddr)>>,
+    state: Mutex<InboxState>,
     pub(crate) wake: EventFd,
-    pub(crate) capacity: usize,
-    pub(crate) closed: std::sync::atomic::AtomicBool,
+    capacity: usize,
+    /// Largest datagram (or train) a send slot holds.
+    slot_payload: usize,
+    /// Whether each socket of the worker is IPv6.
+    sock_v6: Vec<bool>,
+    pub(crate) closed: AtomicBool,
+    room: Condvar,
+    /// Items in the queue (kept under the lock; read without it).
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 impl Inbox {
-    pub(crate) fn new(capacity: usize) -> io::Result<Arc<Self>> {
+    pub(crate) fn new(
+        capacity: usize,
+        slot_payload: usize,
+        sock_v6: Vec<bool>,
+    ) -> io::Result<Arc<Self>> {
         Ok(Arc::new(Inbox {
-            queue: Mutex::new(VecDeque::with_capacity(capacity)),
+            state: Mutex::new(InboxState {
+                queue: VecDeque::with_capacity(capacity),
+                free: Vec::new(),
+                wakers: Vec::new(),
+            }),
             wake: EventFd::new()?,
             capacity,
-            closed: std::sync::atomic::AtomicBool::new(false),
+            slot_payload,
+            sock_v6,
+            closed: AtomicBool::new(false),
+            room: Condvar::new(),
+            queued: std::sync::atomic::AtomicUsize::new(0),
         }))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, InboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether anything waits (no lock taken: the worker asks once per
+    /// loop).
+    pub(crate) fn pending(&self) -> bool {
+        self.queued.load(Ordering::Acquire) > 0
+    }
+
+    /// Takes the front item, if `take` says so (under the lock).
+    pub(crate) fn pop_if(&self, take: impl FnOnce(&Item) -> bool) -> Option<Item> {
+        let mut st = self.lock();
+        let front = st.queue.front()?;
+        if !take(front) {
+            return None;
+        }
+        let item = st.queue.pop_front();
+        self.queued.store(st.queue.len(), Ordering::Release);
+        item
+    }
+
+    /// A datagram buffer goes back for reuse.
+    pub(crate) fn recycle(&self, mut data: Vec<u8>) {
+        data.clear();
+        let mut st = self.lock();
+        if st.free.len() < self.capacity {
+            st.free.push(data);
+        }
+    }
+
+    /// The worker took items: wake whoever waits for room.
+    pub(crate) fn made_room(&self) {
+        let wakers = std::mem::take(&mut self.lock().wakers);
+        for w in wakers {
+            w.wake();
+        }
+        self.room.notify_all();
+    }
+
+    /// The worker stopped: every waiter learns it.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.made_room();
+    }
+
+    fn push(&self, make: impl FnOnce(&mut Vec<Vec<u8>>) -> Item) -> io::Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(stopped());
+        }
+        let was_empty = {
+            let mut st = self.lock();
+            if st.queue.len() >= self.capacity {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "the worker's send queue is full",
+                ));
+            }
+            let item = make(&mut st.free);
+            st.queue.push_back(item);
+            self.queued.store(st.queue.len(), Ordering::Release);
+            st.queue.len() == 1
+        };
+        if was_empty {
+            self.wake.notify();
+        }
+        Ok(())
     }
 }
 
-/// A thread-safe handle that sends through a worker's socket.
+fn stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the worker has stopped")
+}
+
+/// A thread-safe handle that sends through one worker, posts work to it,
+/// or hands its handler messages.
 ///
-/// Data is copied into a queue and the worker is woken (an eventfd the
-/// worker's ring or poll set watches). Meant for control traffic from code
-/// outside the worker, not for the fast path.
+/// Costs: a datagram is copied twice (into the inbox, then into a send
+/// slot by the worker) and takes the inbox's lock; the worker is woken once
+/// per burst (an eventfd write when the inbox was empty). Datagram buffers
+/// are reused: no allocation once they have grown. [`Sender::post`] and
+/// [`Sender::message`] allocate one box each. For the fast path, send from
+/// the handler ([`crate::Transport`]).
 #[derive(Clone)]
 pub struct Sender {
     inbox: Arc<Inbox>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("closed", &self.inbox.closed.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 impl Sender {
@@ -42,32 +188,142 @@ impl Sender {
         Sender { inbox }
     }
 
-    /// Queues `data` for `to`. Fails with `WouldBlock` when the queue is full
-    /// and with `NotConnected` once the worker has stopped.
+    /// Queues `data` for `to`, from the worker's first socket. `Ok`: it
+    /// will be copied into a send slot and sent (what the kernel then says
+    /// is counted like any send). Errors: `WouldBlock` when the inbox is
+    /// full (wait with [`Sender::wait_writable`] or [`Sender::writable`]),
+    /// `InvalidInput` when it cannot be sent at all (larger than a send
+    /// slot, an IPv6 destination for an IPv4 socket), `NotConnected` once
+    /// the worker has stopped.
     pub fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<()> {
-        if self.inbox.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "worker stopped",
+        self.send(0, data, to, None)
+    }
+
+    /// Like [`Sender::send_to`], from the worker's socket `sock`.
+    pub fn send_to_via(&self, sock: usize, data: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.send(sock, data, to, None)
+    }
+
+    /// Like [`Sender::send_to`], as a GSO train of `segment`-byte datagrams
+    /// (see [`crate::Transport::send_segments`]).
+    pub fn send_segments(&self, data: &[u8], segment: u16, to: SocketAddr) -> io::Result<()> {
+        self.send(0, data, to, NonZeroU16::new(segment))
+    }
+
+    fn send(
+        &self,
+        sock: usize,
+        data: &[u8],
+        to: SocketAddr,
+        segment: Option<NonZeroU16>,
+    ) -> io::Result<()> {
+        let invalid = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        let Some(&v6) = self.inbox.sock_v6.get(sock) else {
+            return invalid(format!("the worker has no socket {sock}"));
+        };
+        let max = if segment.is_some() {
+            self.inbox.slot_payload
+        } else {
+            self.inbox.slot_payload.min(crate::MAX_UDP_PAYLOAD)
+        };
+        if data.len() > max {
+            return invalid(format!(
+                "{} bytes: larger than a send slot holds ({max}; Config::slot_size)",
+                data.len()
             ));
         }
-        if data.len() > crate::MAX_UDP_PAYLOAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "datagram larger than 65507 bytes",
-            ));
+        let to = sys::canonical(to);
+        if to.is_ipv6() && !v6 {
+            return invalid(format!("{to}: an IPv6 destination for an IPv4 socket"));
         }
-        {
-            let mut q = self.inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if q.len() >= self.inbox.capacity {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "worker send queue full",
-                ));
+        self.inbox.push(|free| {
+            let mut buf = free.pop().unwrap_or_default();
+            buf.extend_from_slice(data);
+            Item::Datagram {
+                data: buf,
+                to,
+                sock: sock as u16,
+                segment,
             }
-            q.push_back((data.to_vec(), sys::canonical(to)));
+        })
+    }
+
+    /// Runs `f` on the worker's thread, with its transport (in order among
+    /// this Sender's datagrams and posts). Errors as [`Sender::send_to`].
+    pub fn post(&self, f: impl FnOnce(&mut Transport<'_>) + Send + 'static) -> io::Result<()> {
+        let f = Box::new(f);
+        self.inbox.push(move |_| Item::Post(f))
+    }
+
+    /// Hands `msg` to the worker's handler ([`crate::Handler::on_message`]).
+    pub fn message(&self, msg: impl Any + Send) -> io::Result<()> {
+        let m = Box::new(msg);
+        self.inbox.push(move |_| Item::Message(m))
+    }
+
+    /// Whether the worker has stopped (sends fail with `NotConnected`).
+    pub fn is_closed(&self) -> bool {
+        self.inbox.closed.load(Ordering::Acquire)
+    }
+
+    /// Blocks until the inbox has room (or `timeout` passes: `TimedOut`;
+    /// or the worker stops: `NotConnected`).
+    pub fn wait_writable(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.inbox.lock();
+        loop {
+            if self.is_closed() {
+                return Err(stopped());
+            }
+            if st.queue.len() < self.inbox.capacity {
+                return Ok(());
+            }
+            st = match deadline {
+                None => self.inbox.room.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "no room in time"));
+                    }
+                    self.inbox
+                        .room
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
         }
-        self.inbox.wake.notify();
-        Ok(())
+    }
+
+    /// A future that resolves when the inbox has room (or with
+    /// `NotConnected` when the worker stops): the async form of
+    /// [`Sender::wait_writable`], for any runtime.
+    pub fn writable(&self) -> Writable<'_> {
+        Writable { sender: self }
+    }
+}
+
+/// See [`Sender::writable`].
+#[must_use = "a future does nothing unless awaited"]
+pub struct Writable<'a> {
+    sender: &'a Sender,
+}
+
+impl Future for Writable<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let inbox = &self.sender.inbox;
+        let mut st = inbox.lock();
+        if inbox.closed.load(Ordering::Acquire) {
+            return Poll::Ready(Err(stopped()));
+        }
+        if st.queue.len() < inbox.capacity {
+            return Poll::Ready(Ok(()));
+        }
+        if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            st.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }

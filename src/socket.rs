@@ -72,6 +72,10 @@ pub(crate) fn open(
         info.send_buffer = sys::socket::set_buffer_size(fd, false, n)?;
     }
     apply_multicast(fd, bind.is_ipv6(), &cfg.multicast, main)?;
+    if let Some(setup) = &cfg.socket_setup {
+        (setup.0)(std::os::fd::AsFd::as_fd(&s), bind)
+            .map_err(|e| io::Error::new(e.kind(), format!("socket_setup for {bind}: {e}")))?;
+    }
     s.bind(&bind.into()).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
             io::Error::new(e.kind(), format!("{bind}: address already in use"))

@@ -380,7 +380,7 @@ fn bench_does_not_count_cut_echoes() {
         "--backend",
         "mmsg",
         "--size",
-        "4000",
+        "5000",
         "--only",
         "flood",
         "--duration",
@@ -392,7 +392,7 @@ fn bench_does_not_count_cut_echoes() {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let r = &v["runs"][0];
-    assert_eq!(r["size"], 4000);
+    assert_eq!(r["size"], 5000);
     assert_eq!(r["truncated"], 0, "{r}");
     assert!(r["echoed"].as_u64().unwrap() > 0, "{r}");
 }

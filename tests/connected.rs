@@ -25,7 +25,7 @@ impl Handler for Commanded {
         } else if text == "disconnect" {
             tx.disconnect(0)
         } else {
-            tx.reply(dgram);
+            tx.reply(dgram).unwrap();
             return;
         };
         let answer = match result {

@@ -119,7 +119,7 @@ impl Handler for SlowFirst {
             self.stalled = true;
             std::thread::sleep(Duration::from_millis(150));
         }
-        tx.reply(dgram);
+        tx.reply(dgram).unwrap();
     }
 }
 
@@ -180,7 +180,7 @@ impl Handler for GroProbe {
             .lock()
             .unwrap()
             .push((dgram.payload().len(), dgram.segment_size()));
-        tx.reply(dgram);
+        tx.reply(dgram).unwrap();
     }
 }
 
@@ -273,7 +273,7 @@ per_backend!(
         assert_eq!(&buf[..n], &[3, 0], "{backend}: the 10 ms timer fires first");
         let (n, _) = c.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], &[7, 1]);
-        let sender = engine.sender(0);
+        let sender = engine.sender(0).unwrap();
         std::thread::spawn(move || sender.send_to(b"from-thread", peer).unwrap())
             .join()
             .unwrap();
@@ -285,7 +285,7 @@ per_backend!(
         // After the stop, a sender says so instead of queueing into the void.
         let sender_after = {
             let e = Engine::start(config(backend, false), |_| Echo::new()).unwrap();
-            let snd = e.sender(0);
+            let snd = e.sender(0).unwrap();
             e.stop().unwrap();
             snd
         };
@@ -470,7 +470,7 @@ impl Handler for TagSocket {
         if let Some(b) = dgram.payload_mut().first_mut() {
             *b = sock;
         }
-        tx.reply(dgram);
+        tx.reply(dgram).unwrap();
     }
 }
 

@@ -210,7 +210,8 @@ impl Handler for McastPong {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        tx.reply(d);
+        // A full send queue is counted (send_exhausted).
+        let _ = tx.reply(d);
     }
 }
 

@@ -206,8 +206,9 @@ pub(crate) fn run<H: Handler>(
         if let Some(e) = fatal {
             break Err(e);
         }
-        if w.core.shared.inbox.wake.drain() {
-            w.core.drain_inbox();
+        // Posted by Senders (a wake-up), or still waiting for send slots.
+        if w.core.shared.inbox.wake.drain() || w.core.shared.inbox.pending() {
+            w.drain_inbox();
         }
         w.fire_timers();
         l.flush(w);

@@ -356,6 +356,10 @@ pub(crate) fn run<H: Handler>(
             d.ring.wait(want, timeout)?;
             d.handle(w, true)?;
             d.give_up_blocked(w)?;
+            if w.core.shared.inbox.pending() {
+                // Sender datagrams that waited for send slots.
+                w.drain_inbox();
+            }
             w.fire_timers();
             w.core.publish();
         }

@@ -26,6 +26,28 @@ pub(crate) struct WorkerShared {
     pub stop: AtomicBool,
     pub stats: SharedStats,
     pub inbox: Arc<Inbox>,
+    /// Why the worker failed (its handler panicked), if it did.
+    pub failure: std::sync::Mutex<Option<String>>,
+}
+
+impl WorkerShared {
+    /// The worker failed: say why, stop it, close its inbox.
+    pub fn fail(&self, why: String) {
+        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some(why);
+        }
+        self.stop.store(true, Ordering::Release);
+        self.inbox.close();
+    }
+
+    /// Why it failed, if it did.
+    pub fn failed(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// The worker's sockets: descriptor, bound address and connected peer of
@@ -65,13 +87,13 @@ impl Core {
         socks: Sockets,
         index: usize,
         gso: bool,
+        max_queued: usize,
         shared: Arc<WorkerShared>,
         guard: GuardState,
     ) -> Self {
-        let total = pool.counts().total as usize;
         Core {
             pool,
-            queue: SendQueue::new(total * 2, gso),
+            queue: SendQueue::new(max_queued, gso),
             timers: Timers::new(),
             stats: LocalStats::default(),
             drops_seen: vec![0; socks.fds.len()],
@@ -103,6 +125,17 @@ impl Core {
         })
     }
 
+    /// The kernel form of `to` for socket `sock`: an IPv4 destination on an
+    /// IPv6 socket goes v4-mapped; an IPv6 one on an IPv4 socket cannot go.
+    pub fn dest(&mut self, sock: u16, to: SocketAddr) -> Result<RawAddr, SendError> {
+        let v6 = self.v6(usize::from(sock));
+        if !v6 && to.is_ipv6() {
+            self.stats.send_error(libc::EAFNOSUPPORT);
+            return Err(SendError::AddressFamily);
+        }
+        Ok(RawAddr::from_socket_addr(to, v6))
+    }
+
     /// Copies `data` into a send slot and queues it.
     pub fn send_copy(
         &mut self,
@@ -111,30 +144,40 @@ impl Core {
         to: SocketAddr,
         segment: Option<NonZeroU16>,
     ) -> Result<(), SendError> {
+        if usize::from(sock) >= self.socks.fds.len() {
+            return Err(SendError::NoSuchSocket);
+        }
         if data.len() > self.pool.slot_size()
             || (segment.is_none() && data.len() > crate::MAX_UDP_PAYLOAD)
         {
             return Err(SendError::TooLarge);
         }
+        let dst = self.dest(sock, to)?;
         let Some(mut lent) = self.pool.alloc_send() else {
             self.stats.c.send_exhausted += 1;
             return Err(SendError::Exhausted);
         };
         lent.set_window(0, data.len() as u32);
         lent.bytes_mut().copy_from_slice(data);
-        let dst = RawAddr::from_socket_addr(to, self.v6(usize::from(sock)));
-        self.push(sock, lent.slot(), 0, data.len() as u32, dst, segment);
+        let r = self.push(sock, lent.slot(), 0, data.len() as u32, dst, segment);
         self.pool.release(lent);
-        Ok(())
+        r
     }
 
     /// Queues the bytes of a lent slot (no copy).
-    pub fn send_lent(&mut self, sock: u16, lent: &Lent, dst: RawAddr, segment: Option<NonZeroU16>) {
-        self.push(sock, lent.slot(), lent.off, lent.len, dst, segment);
+    pub fn send_lent(
+        &mut self,
+        sock: u16,
+        lent: &Lent,
+        dst: RawAddr,
+        segment: Option<NonZeroU16>,
+    ) -> Result<(), SendError> {
+        self.push(sock, lent.slot(), lent.off, lent.len, dst, segment)
     }
 
-    /// Queues one send of a slot's bytes. A send to the socket's connected
-    /// peer goes without an address (the kernel's cached route).
+    /// Queues one send of a slot's bytes, if the queue has room. A send to
+    /// the socket's connected peer goes without an address (the kernel's
+    /// cached route).
     pub fn push(
         &mut self,
         sock: u16,
@@ -143,7 +186,7 @@ impl Core {
         len: u32,
         dst: RawAddr,
         segment: Option<NonZeroU16>,
-    ) {
+    ) -> Result<(), SendError> {
         let dst = match self.socks.connected.get(usize::from(sock)) {
             Some(Some(peer)) if peer.same(&dst) => RawAddr::zeroed(),
             _ => dst,
@@ -157,7 +200,12 @@ impl Core {
             segment,
             retried: false,
         };
-        self.queue.push(&mut self.pool, t);
+        if self.queue.try_push(&mut self.pool, t) {
+            Ok(())
+        } else {
+            self.stats.c.send_exhausted += 1;
+            Err(SendError::Exhausted)
+        }
     }
 
     /// Connects socket `sock` to `peer` (`None`: disconnects). Sends already
@@ -203,25 +251,6 @@ impl Core {
             _ => t.dst.to_socket_addr(),
         }
         .map(sys::canonical)
-    }
-
-    /// Moves datagrams posted by [`crate::Sender`]s into send slots.
-    pub fn drain_inbox(&mut self) {
-        loop {
-            let item = {
-                let mut q = self
-                    .shared
-                    .inbox
-                    .queue
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                q.pop_front()
-            };
-            let Some((data, to)) = item else { break };
-            // A failure here is already counted (send_exhausted) or cannot
-            // happen (size checked by Sender).
-            let _ = self.send_copy(0, &data, to, None);
-        }
     }
 
     /// Socket `sock`'s kernel drop counter reads `now` (from `SO_RXQ_OVFL`

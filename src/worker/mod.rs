@@ -28,37 +28,69 @@ use crate::bufring::Lent;
 use crate::error::{ErrorEvent, is_icmp_errno};
 use crate::guard::Refusal;
 use crate::handler::{Datagram, Handler, Transport};
+use crate::sender::Item;
 use crate::sys::{self, RecvMeta, Transmit};
 
 /// A worker's state and its handler.
 pub(crate) struct Worker<H> {
     pub core: Core,
     pub handler: H,
+    /// The handler panicked: what it said. It is called no more.
+    failed: Option<String>,
+}
+
+/// What a panic said, as text.
+pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 impl<H: Handler> Worker<H> {
     pub fn new(core: Core, handler: H) -> Self {
-        Worker { core, handler }
+        Worker {
+            core,
+            handler,
+            failed: None,
+        }
     }
 
-    fn transport(&mut self) -> (&mut H, Transport<'_>) {
-        (
-            &mut self.handler,
-            Transport {
-                core: &mut self.core,
-            },
-        )
+    /// Calls the handler with its transport. A panic is caught here: the
+    /// worker records it, stops (its loop winds down in order: the
+    /// kernel's hold on the buffers is released before they are freed) and
+    /// calls the handler no more. Catching costs nothing until a panic.
+    fn call(&mut self, f: impl FnOnce(&mut H, &mut Transport<'_>)) {
+        if self.failed.is_some() {
+            return;
+        }
+        let core = &mut self.core;
+        let h = &mut self.handler;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(h, &mut Transport { core })
+        }));
+        if let Err(p) = r {
+            let why = format!("handler panicked: {}", panic_text(p.as_ref()));
+            self.core.shared.fail(why.clone());
+            self.failed = Some(why);
+        }
     }
 
     /// The worker is receiving: `on_start`.
     pub fn start(&mut self) {
-        let (h, mut tx) = self.transport();
-        h.on_start(&mut tx);
+        self.call(|h, tx| h.on_start(tx));
     }
 
     /// The worker has stopped receiving: `on_stop`.
     pub fn stop(&mut self) {
-        self.handler.on_stop();
+        if self.failed.is_none()
+            && let Err(p) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handler.on_stop()))
+        {
+            let why = format!("handler panicked in on_stop: {}", panic_text(p.as_ref()));
+            self.core.shared.fail(why.clone());
+            self.failed = Some(why);
+        }
     }
 
     /// Hands a received datagram to the handler, then ends the lending.
@@ -100,8 +132,22 @@ impl<H: Handler> Worker<H> {
         };
         c.received += dgram.segments() as u64;
         c.bytes_received += dgram.payload().len() as u64;
-        let (h, mut tx) = self.transport();
-        h.on_datagram(dgram, &mut tx);
+        if self.failed.is_none() {
+            // The datagram borrows the slot for the call only.
+            let lent_ref: &mut Lent = dgram.lent;
+            let meta = dgram.meta;
+            let src_addr = dgram.src_addr;
+            self.call(|h, tx| {
+                h.on_datagram(
+                    Datagram {
+                        meta,
+                        lent: lent_ref,
+                        src_addr,
+                    },
+                    tx,
+                )
+            });
+        }
         self.core.pool.release(lent);
     }
 
@@ -124,8 +170,7 @@ impl<H: Handler> Worker<H> {
     /// Hands an error event to the handler.
     pub fn error_event(&mut self, ev: ErrorEvent) {
         self.core.stats.c.error_events += 1;
-        let (h, mut tx) = self.transport();
-        h.on_error(ev, &mut tx);
+        self.call(|h, tx| h.on_error(ev, tx));
     }
 
     /// Drains socket `sock`'s error queue into handler events; returns how
@@ -279,15 +324,48 @@ impl<H: Handler> Worker<H> {
         }
         let now = Instant::now();
         while let Some(token) = self.core.timers.pop_due(now) {
-            let (h, mut tx) = self.transport();
-            h.on_timer(token, &mut tx);
+            self.call(|h, tx| h.on_timer(token, tx));
         }
     }
 
     /// The wake-up eventfd fired: take what `Sender`s posted.
     pub fn woken(&mut self) {
         self.core.shared.inbox.wake.drain();
-        self.core.drain_inbox();
+        self.drain_inbox();
+    }
+
+    /// Takes what `Sender`s posted, in order: datagrams into send slots
+    /// while slots are free (the rest waits in the inbox, and the loop comes
+    /// back for it), posts run, messages handed to the handler. Wakes whoever
+    /// waits for room.
+    pub fn drain_inbox(&mut self) {
+        let inbox = self.core.shared.inbox.clone();
+        let mut took = false;
+        loop {
+            let slots = self.core.pool.send_free() > 0;
+            let item = inbox.pop_if(|i| slots || !matches!(i, Item::Datagram { .. }));
+            let Some(item) = item else { break };
+            took = true;
+            match Some(item) {
+                Some(Item::Datagram {
+                    data,
+                    to,
+                    sock,
+                    segment,
+                }) => {
+                    // Sizes and families were checked by the Sender; a full
+                    // send queue is counted (send_exhausted) like any send.
+                    let _ = self.core.send_copy(sock, &data, to, segment);
+                    inbox.recycle(data);
+                }
+                Some(Item::Post(f)) => self.call(|_, tx| f(tx)),
+                Some(Item::Message(m)) => self.call(|h, tx| h.on_message(m, tx)),
+                None => break,
+            }
+        }
+        if took {
+            inbox.made_room();
+        }
     }
 }
 
@@ -325,13 +403,14 @@ mod tests {
         let shared = Arc::new(WorkerShared {
             stop: AtomicBool::new(false),
             stats: SharedStats::new(),
-            inbox: Inbox::new(4).unwrap(),
+            inbox: Inbox::new(4, 4000, vec![false]).unwrap(),
+            failure: std::sync::Mutex::new(None),
         });
         let pool = Pool::new(4096, 1, 4, false).unwrap();
         let guard = GuardState::new(&Guard::default(), vec![], HostAddrs::default());
         (
             Worker::new(
-                Core::new(pool, socks, 0, true, shared, guard),
+                Core::new(pool, socks, 0, true, 1024, shared, guard),
                 Events::default(),
             ),
             s,

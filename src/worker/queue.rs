@@ -9,23 +9,46 @@
 use crate::bufring::Pool;
 use crate::sys::Transmit;
 
-/// Transmits in the order they were asked for.
+/// Transmits in the order they were asked for, at most `cap` at once.
 pub(crate) struct SendQueue {
     q: Vec<Transmit>,
     gso: bool,
+    cap: usize,
 }
 
 impl SendQueue {
-    /// An empty queue; `gso`: whether trains may go as one send.
-    pub fn new(capacity: usize, gso: bool) -> Self {
+    /// An empty queue of at most `cap` sends; `gso`: whether trains may go
+    /// as one send.
+    pub fn new(cap: usize, gso: bool) -> Self {
         SendQueue {
-            q: Vec::with_capacity(capacity),
+            q: Vec::with_capacity(cap.min(4096)),
             gso,
+            cap,
         }
     }
 
-    /// Queues `t`, taking a reference on its slot per queued send. A train
-    /// no longer than one segment is a plain datagram; with GSO off a
+    /// Entries `t` takes: one, or with GSO off one per segment.
+    fn entries(&self, t: &Transmit) -> usize {
+        match t.segment {
+            Some(s) if !self.gso && t.len > u32::from(s.get()) => {
+                t.len.div_ceil(u32::from(s.get())) as usize
+            }
+            _ => 1,
+        }
+    }
+
+    /// Queues `t` if there is room (false, nothing queued, otherwise).
+    pub fn try_push(&mut self, pool: &mut Pool, t: Transmit) -> bool {
+        if self.q.len() + self.entries(&t) > self.cap {
+            return false;
+        }
+        self.push(pool, t);
+        true
+    }
+
+    /// Queues `t` whatever the room (a send already accepted, queued again
+    /// after a refusal), taking a reference on its slot per queued send. A
+    /// train no longer than one segment is a plain datagram; with GSO off a
     /// train becomes one datagram per segment.
     pub fn push(&mut self, pool: &mut Pool, t: Transmit) {
         let seg = match t.segment {
@@ -151,6 +174,22 @@ mod tests {
             "an odd last segment keeps its own length"
         );
         refs_back(&mut pool, &mut q, t.slot);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_takes_no_reference() {
+        let mut pool = Pool::new(4096, 1, 3, false).unwrap();
+        let mut q = SendQueue::new(3, false);
+        let a = train(&mut pool, 100, 0);
+        assert!(q.try_push(&mut pool, a));
+        let b = train(&mut pool, 1000, 400);
+        assert!(
+            !q.try_push(&mut pool, b),
+            "3 segments do not fit in 2 entries"
+        );
+        assert_eq!(q.len(), 1);
+        pool.unref(b.slot);
+        refs_back(&mut pool, &mut q, a.slot);
     }
 
     #[test]

@@ -1,50 +1,122 @@
-//! A worker's timers: a min-heap of (due time, token).
+//! A worker's timers: one-shot and periodic, each with an id that cancels
+//! it. A min-heap of (due time, id) with lazy deletion: a cancelled timer
+//! stays in the heap until it comes due and is skipped then. Nothing is
+//! allocated once the heap and the table have grown to the number of
+//! timers a handler keeps.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
+
+/// Names a timer, to cancel it ([`crate::Transport::cancel_timer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerId(u64);
+
+struct Timer {
+    token: u64,
+    /// Periodic: fires again this long after it was due.
+    every: Option<Duration>,
+}
 
 /// Timers set by the handler, fired by the worker loop.
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    live: HashMap<u64, Timer>,
+    next_id: u64,
 }
 
 impl Timers {
     pub fn new() -> Self {
         Timers {
             heap: BinaryHeap::with_capacity(64),
+            live: HashMap::with_capacity(64),
+            next_id: 1,
         }
     }
 
-    /// Fires `token` after `delay`.
-    pub fn add(&mut self, delay: Duration, token: u64) {
-        let at = Instant::now().checked_add(delay).unwrap_or_else(far_future);
-        self.heap.push(Reverse((at, token)));
+    fn insert(&mut self, at: Instant, token: u64, every: Option<Duration>) -> TimerId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.live.insert(id, Timer { token, every });
+        self.heap.push(Reverse((at, id)));
+        TimerId(id)
     }
 
-    /// Time until the next timer, if any.
-    pub fn next(&self) -> Option<Duration> {
+    /// Fires `token` once, after `delay`.
+    pub fn add(&mut self, delay: Duration, token: u64) -> TimerId {
+        self.insert(after(delay), token, None)
+    }
+
+    /// Fires `token` every `period` (at least 1 µs), the first time after
+    /// one period.
+    pub fn every(&mut self, period: Duration, token: u64) -> TimerId {
+        let period = period.max(Duration::from_micros(1));
+        self.insert(after(period), token, Some(period))
+    }
+
+    /// Cancels a timer; false if it already fired (one-shot) or was
+    /// cancelled.
+    pub fn cancel(&mut self, id: TimerId) -> bool {
+        self.live.remove(&id.0).is_some()
+    }
+
+    /// Time until the next live timer, if any.
+    pub fn next(&mut self) -> Option<Duration> {
+        self.skip_dead();
         self.heap
             .peek()
             .map(|Reverse((t, _))| t.saturating_duration_since(Instant::now()))
     }
 
-    /// Takes the next timer due at or before `now`.
+    fn skip_dead(&mut self) {
+        while let Some(Reverse((_, id))) = self.heap.peek() {
+            if self.live.contains_key(id) {
+                return;
+            }
+            self.heap.pop();
+        }
+    }
+
+    /// Takes the next timer due at or before `now`: its token. A periodic
+    /// timer is set again for its next period (skipping periods missed
+    /// while the worker was busy, rather than firing them all at once).
     pub fn pop_due(&mut self, now: Instant) -> Option<u64> {
-        match self.heap.peek() {
-            Some(Reverse((t, _))) if *t <= now => self.heap.pop().map(|Reverse((_, k))| k),
-            _ => None,
+        loop {
+            let Reverse((at, id)) = *self.heap.peek()?;
+            if at > now {
+                return None;
+            }
+            self.heap.pop();
+            let Some(t) = self.live.get(&id) else {
+                continue; // cancelled
+            };
+            let token = t.token;
+            match t.every {
+                Some(p) => {
+                    let mut next = at + p;
+                    if next <= now {
+                        next = now + p;
+                    }
+                    self.heap.push(Reverse((next, id)));
+                }
+                None => {
+                    self.live.remove(&id);
+                }
+            }
+            return Some(token);
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.live.is_empty()
     }
 }
 
-/// A time no timer reaches (a delay too long to add to `now`).
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 86400)
+/// `now + delay`, or a time no timer reaches when that overflows.
+fn after(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86400))
 }
 
 #[cfg(test)]
@@ -62,5 +134,25 @@ mod tests {
         assert_eq!(t.pop_due(later), Some(2));
         assert_eq!(t.pop_due(later), None);
         assert!(t.next().unwrap() > Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn cancelled_timers_never_fire_and_periodic_ones_repeat() {
+        let mut t = Timers::new();
+        let a = t.add(Duration::ZERO, 1);
+        let b = t.every(Duration::from_millis(10), 2);
+        assert!(t.cancel(a));
+        assert!(!t.cancel(a), "twice");
+        let now = Instant::now() + Duration::from_millis(11);
+        assert_eq!(t.pop_due(now), Some(2));
+        assert_eq!(t.pop_due(now), None, "the cancelled one is skipped");
+        assert_eq!(t.pop_due(now + Duration::from_millis(10)), Some(2), "again");
+        // Missed periods are skipped, not fired in a burst.
+        let much_later = now + Duration::from_secs(5);
+        assert_eq!(t.pop_due(much_later), Some(2));
+        assert_eq!(t.pop_due(much_later), None);
+        assert!(t.cancel(b));
+        assert!(t.is_empty());
+        assert_eq!(t.next(), None);
     }
 }

@@ -31,7 +31,7 @@ impl Handler for Paused {
             self.slept = true;
             std::thread::sleep(Duration::from_millis(300));
         }
-        tx.reply(dgram);
+        tx.reply(dgram).unwrap();
     }
 }
 

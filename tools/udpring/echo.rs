@@ -34,7 +34,7 @@ pub(crate) struct EchoArgs {
 pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
     let mut cfg = a.engine.config(a.bind);
     cfg.guard = a.guard.guard();
-    cfg.validate().map_err(usage)?;
+    cfg.validate().map_err(|e| usage(e.to_string()))?;
     udpring::signals::install().map_err(runtime)?;
     let (sockperf, discard) = (a.sockperf, a.discard);
     let engine = Engine::start(cfg, move |_| Echo {

@@ -487,7 +487,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     cfg.guard = a.guard.guard();
     // The relay sends from a socket of its own (see apps::fanout).
     cfg.also_bind = udpring::apps::fanout::config(a.listen).also_bind;
-    cfg.validate().map_err(usage)?;
+    cfg.validate().map_err(|e| usage(e.to_string()))?;
     udpring::signals::install().map_err(runtime)?;
     let counters = FanoutCounters::new(a.to.len());
     let (c2, dests) = (counters.clone(), a.to.clone());

@@ -226,7 +226,7 @@ impl Worker {
                 self.counts.send_exhausted += 1;
                 false
             }
-            Err(SendError::TooLarge | SendError::NoSuchSocket) => false,
+            Err(_) => false,
         }
     }
 
@@ -517,7 +517,9 @@ impl Handler for Worker {
                     self.ping_one(tx, fi);
                 }
             }
-            Mode::Flood | Mode::Rate(_) => tx.call_later(Duration::ZERO, TICK),
+            Mode::Flood | Mode::Rate(_) => {
+                tx.call_later(Duration::ZERO, TICK);
+            }
         }
         tx.call_later(HOUSEKEEPING_EVERY, HOUSEKEEPING);
     }
