@@ -215,8 +215,10 @@ pub(crate) fn run<H: Handler>(
         w.core.publish();
         // The stop flag is set before the eventfd is written: if the drain
         // above swallowed a stop's wake-up, the flag says so now. Check it
-        // before sleeping, or that wake-up would be lost.
-        if idle && !w.core.stopping() {
+        // before sleeping, or that wake-up would be lost. Likewise Sender
+        // datagrams still waiting (for send slots, now free): no eventfd
+        // write will come for them.
+        if idle && !w.core.stopping() && !w.core.shared.inbox.pending() {
             // Blocked sends: wake when a socket is writable, or to retry.
             let blocked = l.blocked.is_some();
             for p in pollfds.iter_mut() {

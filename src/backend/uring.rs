@@ -344,8 +344,9 @@ pub(crate) fn run<H: Handler>(
             // for one more completion in the same enter, rather than waking
             // once for the sends and entering again. A send that had to wait
             // for socket space must not hold the loop: bound the wait then.
-            let (want, timeout) = if w.core.busy_poll {
-                // Never sleep: submit, run deferred completions, go on.
+            let (want, timeout) = if w.core.busy_poll || w.core.shared.inbox.pending() {
+                // Never sleep (busy polling, or Sender datagrams waiting
+                // for send slots): submit, run deferred completions, go on.
                 (1, Some(Duration::ZERO))
             } else if d.in_flight > 0 {
                 let t = w.core.timers.next().map_or(SEND_WAIT, |t| t.min(SEND_WAIT));
