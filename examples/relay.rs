@@ -1,0 +1,147 @@
+//! A subscriber relay: datagrams to the data port go to every subscriber;
+//! subscribers come and go through the control port.
+//!
+//! ```text
+//! control:  SUB    -> SUBSCRIBED   (the sender's address; lasts EXPIRY, a new SUB renews it)
+//!           UNSUB  -> UNSUBSCRIBED
+//! data:     any datagram -> every live subscriber, from the receive buffer
+//! ```
+//!
+//! Run: `cargo run --example relay -- 127.0.0.1:7100 127.0.0.1:7101`.
+//!
+//! What it shows: one engine bound to two ports (`Config::also_bind`:
+//! socket 0 data, socket 1 control), fan-out without a copy
+//! (`Transport::forward`, the receive buffer sent to every subscriber),
+//! state shared by the workers, a periodic timer expiring subscribers, and
+//! bounded state (at most `MAX_SUBSCRIBERS`; beyond, `FULL`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use udpring::{Config, Datagram, Engine, Handler, Transport};
+
+/// Subscribers at most.
+pub const MAX_SUBSCRIBERS: usize = 1024;
+/// How long a subscription lasts without a renewing SUB.
+pub const EXPIRY: Duration = Duration::from_secs(10);
+
+/// Subscribers by address, with when each expires.
+#[derive(Clone, Default)]
+pub struct Subscribers(Arc<RwLock<HashMap<SocketAddr, Instant>>>);
+
+impl Subscribers {
+    /// Live subscribers.
+    pub fn list(&self) -> Vec<SocketAddr> {
+        let now = Instant::now();
+        let s = self.0.read().unwrap_or_else(|e| e.into_inner());
+        s.iter()
+            .filter(|(_, t)| **t > now)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+}
+
+const DATA: usize = 0;
+const CONTROL: usize = 1;
+const EXPIRE: u64 = 1;
+
+/// One worker's handler.
+pub struct Relay {
+    subs: Subscribers,
+    /// The live subscribers of the datagram being relayed (kept, so that
+    /// relaying allocates nothing).
+    cache: Vec<SocketAddr>,
+    expirer: bool,
+}
+
+impl Handler for Relay {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        if self.expirer {
+            tx.call_every(Duration::from_millis(100), EXPIRE);
+        }
+    }
+
+    fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
+        match d.socket() {
+            CONTROL => {
+                let reply: &[u8] = match d.payload() {
+                    b"SUB" => {
+                        let mut s = self.subs.0.write().unwrap_or_else(|e| e.into_inner());
+                        if s.len() >= MAX_SUBSCRIBERS && !s.contains_key(&d.source()) {
+                            b"FULL"
+                        } else {
+                            s.insert(d.source(), Instant::now() + EXPIRY);
+                            b"SUBSCRIBED"
+                        }
+                    }
+                    b"UNSUB" => {
+                        let mut s = self.subs.0.write().unwrap_or_else(|e| e.into_inner());
+                        s.remove(&d.source());
+                        b"UNSUBSCRIBED"
+                    }
+                    _ => b"ERROR expected SUB or UNSUB",
+                };
+                let _ = tx.send_to_via(CONTROL, reply, d.source());
+            }
+            DATA => {
+                // Read the table once per datagram (a shared lock, no
+                // allocation), then send the receive buffer itself to each
+                // subscriber.
+                self.cache.clear();
+                {
+                    let now = Instant::now();
+                    let s = self.subs.0.read().unwrap_or_else(|e| e.into_inner());
+                    self.cache
+                        .extend(s.iter().filter(|(_, t)| **t > now).map(|(a, _)| *a));
+                }
+                for &to in &self.cache {
+                    // A full send queue is counted by the engine.
+                    let _ = tx.forward(&d, to);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self, _token: u64, _tx: &mut Transport<'_>) {
+        let now = Instant::now();
+        let mut s = self.subs.0.write().unwrap_or_else(|e| e.into_inner());
+        s.retain(|_, &mut t| t > now);
+    }
+}
+
+/// Starts the relay: data on `data`, control on `control`.
+pub fn start(data: SocketAddr, control: SocketAddr) -> std::io::Result<(Engine, Subscribers)> {
+    let subs = Subscribers::default();
+    let s2 = subs.clone();
+    let cfg = Config::builder(data).also_bind(vec![control]).build()?;
+    let engine = Engine::start(cfg, move |i| Relay {
+        subs: s2.clone(),
+        cache: Vec::with_capacity(MAX_SUBSCRIBERS),
+        expirer: i == 0,
+    })?;
+    Ok((engine, subs))
+}
+
+#[allow(dead_code)]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let data: SocketAddr = args.next().as_deref().unwrap_or("127.0.0.1:0").parse()?;
+    let control: SocketAddr = args.next().as_deref().unwrap_or("127.0.0.1:0").parse()?;
+    udpring::signals::install()?;
+    let (engine, subs) = start(data, control)?;
+    let a = engine.local_addrs();
+    println!("relay: listening on {} (control {})", a[0], a[1]);
+    while !udpring::signals::requested() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let n = subs.list().len();
+    let s = engine.stop()?;
+    println!(
+        "relay: {} received, {} sent, {n} subscribers left",
+        s.received, s.sent
+    );
+    Ok(())
+}

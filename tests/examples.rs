@@ -1,0 +1,156 @@
+//! The examples, run as their users would run them, on loopback: their
+//! answers checked, their stop clean.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// An example's binary (cargo test builds the examples beside the tests).
+fn example(name: &str) -> Command {
+    let mut p = std::env::current_exe().unwrap();
+    p.pop(); // the test binary
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    p.push("examples");
+    p.push(name);
+    assert!(p.exists(), "{} is built by cargo test", p.display());
+    Command::new(p)
+}
+
+struct Running {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+    addrs: Vec<SocketAddr>,
+}
+
+/// Starts an example and reads the addresses of its first line
+/// ("... listening on ADDR (control ADDR)").
+fn run(name: &str, args: &[&str]) -> Running {
+    let mut child = example(name)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addrs = line
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    Running { child, out, addrs }
+}
+
+impl Running {
+    /// SIGTERM, then the rest of its output; it must exit 0.
+    fn stop(mut self) -> String {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        let mut rest = String::new();
+        self.out.read_to_string(&mut rest).unwrap();
+        assert!(status.success(), "{status:?}: {rest}");
+        rest
+    }
+}
+
+fn sock() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s
+}
+
+fn ask(s: &UdpSocket, to: SocketAddr, q: &str) -> String {
+    s.send_to(q.as_bytes(), to).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = s.recv_from(&mut buf).unwrap_or_else(|e| panic!("{q}: {e}"));
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn kv_stores_expires_and_deletes() {
+    let kv = run("kv", &["127.0.0.1:0", "2"]);
+    let to = kv.addrs[0];
+    let c = sock();
+    assert_eq!(ask(&c, to, "SET a one"), "OK");
+    assert_eq!(ask(&c, to, "GET a"), "VALUE one");
+    assert_eq!(ask(&c, to, "SET b two 100"), "OK");
+    assert_eq!(ask(&c, to, "GET b"), "VALUE two");
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(ask(&c, to, "GET b"), "NOTFOUND", "expired");
+    assert_eq!(ask(&c, to, "DEL a"), "DELETED");
+    assert_eq!(ask(&c, to, "GET a"), "NOTFOUND");
+    assert!(ask(&c, to, "FLY away").starts_with("ERROR"));
+    assert!(ask(&c, to, "SET x 1 soon").starts_with("ERROR"));
+    // Both workers share the table: from many source ports, one answer.
+    for i in 0..20 {
+        let s = sock();
+        assert_eq!(ask(&s, to, &format!("SET k{i} v{i}")), "OK");
+        assert_eq!(
+            ask(&sock(), to, &format!("GET k{i}")),
+            format!("VALUE v{i}")
+        );
+    }
+    let tail = kv.stop();
+    assert!(tail.contains("20 keys left"), "{tail}");
+}
+
+#[test]
+fn relay_sends_to_live_subscribers_only() {
+    let relay = run("relay", &["127.0.0.1:0", "127.0.0.1:0"]);
+    let (data, control) = (relay.addrs[0], relay.addrs[1]);
+    let (a, b, outsider) = (sock(), sock(), sock());
+    assert_eq!(ask(&a, control, "SUB"), "SUBSCRIBED");
+    assert_eq!(ask(&b, control, "SUB"), "SUBSCRIBED");
+    let src = sock();
+    src.send_to(b"first", data).unwrap();
+    let mut buf = [0u8; 64];
+    for s in [&a, &b] {
+        let (n, _) = s.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"first");
+    }
+    assert_eq!(ask(&b, control, "UNSUB"), "UNSUBSCRIBED");
+    src.send_to(b"second", data).unwrap();
+    let (n, _) = a.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"second");
+    b.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(b.recv_from(&mut buf).is_err(), "unsubscribed");
+    outsider
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(outsider.recv_from(&mut buf).is_err(), "never subscribed");
+    assert!(ask(&a, control, "JOIN").starts_with("ERROR"));
+    let tail = relay.stop();
+    assert!(tail.contains("1 subscribers left"), "{tail}");
+}
+
+#[test]
+fn the_tokio_bridge_answers_every_request_and_accounts_for_all() {
+    let bridge = run("tokio_bridge", &["127.0.0.1:0"]);
+    let to = bridge.addrs[0];
+    let c = sock();
+    assert_eq!(ask(&c, to, "hello"), "HELLO");
+    // A window of requests in flight, all answered.
+    let mut buf = [0u8; 64];
+    for round in 0..10 {
+        for i in 0..50 {
+            c.send_to(format!("r{round}-{i}").as_bytes(), to).unwrap();
+        }
+        for _ in 0..50 {
+            let (n, _) = c.recv_from(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"R"), "{:?}", &buf[..n]);
+        }
+    }
+    let tail = bridge.stop();
+    assert!(tail.contains("received: 501"), "{tail}");
+    assert!(tail.contains("answered: 501"), "{tail}");
+    assert!(tail.contains("dropped_full: 0"), "{tail}");
+}
