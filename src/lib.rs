@@ -3,18 +3,23 @@
 //! A zero-copy, high-throughput UDP packet engine for Linux.
 //!
 //! - **Backends**: `uring` (io_uring multishot `RecvMsgMulti` into a
-//!   registered provided-buffer ring, many `SendMsg` per submit), `mmsg`
+//!   registered provided-buffer ring, many sends per submit), `mmsg`
 //!   (`recvmmsg`/`sendmmsg` batches) and `simple` (one syscall per datagram,
 //!   the baseline). The kernel is probed at start; without io_uring the
 //!   engine falls back to `mmsg` and says why ([`Engine::fallback_reason`]).
 //!   `UDPRING_BACKEND=uring|mmsg|simple` forces one.
-//! - **Workers**: one per CPU by default, each with its own `SO_REUSEPORT`
-//!   socket, ring, buffers and [`Handler`] instance, pinned to its CPU.
+//! - **Workers**: [`Config::workers`] threads (one by default; 0 for one
+//!   per CPU), each with its own `SO_REUSEPORT` socket(s), ring, buffers
+//!   and [`Handler`] instance; pinned to CPUs only when asked
+//!   ([`Config::pin`]).
 //! - **Zero copy**: a [`Datagram`] lends its payload as a slice of the
 //!   receive buffer; [`Transport::reply`] sends it back from that buffer.
 //!   GRO trains arrive as one buffer and go back as one GSO send.
-//! - **Accounting**: every buffer taken from the pool comes back;
-//!   [`Stats::slots_out`] is zero whenever a worker is idle.
+//! - **Safe to expose**: loop and reflection guards, an allowlist and a
+//!   per-source rate limit before any handler sees a datagram ([`Guard`]).
+//! - **Accounting**: every buffer taken from the pool comes back
+//!   ([`Stats::slots_out`] is zero whenever a worker is idle); counters in
+//!   the kernel's units match `/proc/net/snmp` and `SO_MEMINFO`.
 //!
 //! ## An echo server in a few lines
 //!
@@ -25,7 +30,9 @@
 //!
 //! impl Handler for Echo {
 //!     fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
-//!         tx.reply(dgram); // from the same buffer: no copy
+//!         // From the same buffer: no copy. Err only if the send queue is
+//!         // full, and the engine counts that.
+//!         let _ = tx.reply(dgram);
 //!     }
 //! }
 //!
@@ -42,6 +49,65 @@
 //! assert_eq!((stats.received, stats.sent, stats.slots_out), (1, 1, 0));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! ## Writing a service
+//!
+//! `examples/kv.rs` is a key-value responder (`SET key value [ttl_ms]`,
+//! `GET key`, `DEL key`, one datagram each way) with state every worker
+//! shares and entries that expire. Its parts, in the order a service is
+//! built:
+//!
+//! **A handler per worker.** [`Engine::start`] calls the factory once per
+//! worker, on that worker's thread; whatever the handlers share, they share
+//! through the factory's captures (here an `Arc<RwLock<HashMap>>`: readers
+//! in parallel). What each worker must own alone (a channel's receiving
+//! end, a shard), [`Engine::start_each`] hands over without a lock.
+//!
+//! ```ignore
+//! let table = Table::default();
+//! let cfg = Config::builder(bind).workers(workers).build()?;   // typed errors
+//! let engine = Engine::start(cfg, move |i| Kv::new(table.clone(), i == 0))?;
+//! ```
+//!
+//! **Answering.** `on_datagram` gets the datagram lent from the receive
+//! ring: read it, build the reply into a buffer the handler keeps (no
+//! allocation per request), and queue it with [`Transport::send_to`] (one
+//! copy into a send slot; no system call: the worker submits the batch
+//! when the handler returns). `Ok` means queued in a bounded queue that
+//! will be sent or counted; `Err` means nothing was queued
+//! ([`SendError`]: too large for a slot, no slot or queue room, wrong
+//! family), and the engine counts it too. Never block in a handler: the
+//! socket backs up and the kernel drops what does not fit
+//! ([`Stats::kernel_drops`]).
+//!
+//! ```ignore
+//! fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
+//!     self.answer(d.payload());                      // into self.reply
+//!     let _ = tx.send_to(&self.reply, d.source());
+//! }
+//! ```
+//!
+//! **Time.** [`Transport::call_every`] and [`Transport::call_later`] set
+//! timers on the worker's own loop (no thread, no lock); the returned
+//! [`TimerId`] cancels one. In kv, worker 0 sweeps expired entries every
+//! 50 ms and reads check expiry as they go.
+//!
+//! **Bounds.** Anything a stranger can make a service keep must have a
+//! limit: kv refuses keys past `MAX_KEYS` and values past `MAX_LEN`. The
+//! engine's own state is bounded the same way (slots, send queue,
+//! [`Sender`] inbox, guard tables).
+//!
+//! **From other threads.** An engine's [`Sender`] sends through a worker,
+//! posts a closure to run on it, or hands its handler a message
+//! ([`Handler::on_message`]); its inbox is bounded and answers
+//! `WouldBlock`, with a blocking and an async wait for room
+//! (`examples/tokio_bridge.rs` bridges to tokio with no allocation per
+//! message).
+//!
+//! **Stopping and failing.** [`Engine::stop`] returns the totals of every
+//! worker. A handler that panics stops its own worker in order (the others
+//! go on); [`Engine::failures`] reports it and `stop` returns a
+//! [`StopError`] that still carries every total.
 //!
 //! ## Layout
 //!
