@@ -46,7 +46,7 @@ impl StopHandle {
 fn sum(shared: &[Arc<WorkerShared>]) -> Stats {
     let mut t = Stats::default();
     for w in shared {
-        t.merge(&w.stats.load());
+        t.merge(&w.snapshot());
     }
     t
 }
@@ -115,10 +115,11 @@ impl Engine {
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<()>)>();
         for (i, socket) in sockets.into_iter().enumerate() {
             let sock_v6 = socket.iter().map(|(_, a)| a.is_ipv6()).collect();
+            let fds = socket.iter().map(|(s, _)| s.as_raw_fd()).collect();
             let w = Arc::new(WorkerShared {
                 stop: AtomicBool::new(false),
                 stats: SharedStats::new(),
-                inbox: Inbox::new(cfg.sender_queue, slot_payload, sock_v6)?,
+                inbox: Inbox::new(cfg.sender_queue, slot_payload, sock_v6, fds)?,
                 failure: std::sync::Mutex::new(None),
             });
             shared.push(w.clone());
@@ -237,7 +238,7 @@ impl Engine {
 
     /// Counters per worker.
     pub fn worker_stats(&self) -> Vec<Stats> {
-        self.shared.iter().map(|w| w.stats.load()).collect()
+        self.shared.iter().map(|w| w.snapshot()).collect()
     }
 
     /// A handle that stops the engine from another thread.
@@ -485,8 +486,10 @@ fn worker_body<H: Handler>(
     };
     let mut w = Worker::new(core, handler);
     let r = backend::run(backend, &sockets, &mut w, cfg, ready);
-    // The last word on drops, while the sockets are still open.
+    // The last word on drops, while the sockets are still open; direct
+    // sends end before they close.
     w.core.read_drops();
     w.core.publish();
+    w.core.shared.inbox.close();
     r
 }

@@ -63,6 +63,13 @@ pub(crate) struct Inbox {
     room: Condvar,
     /// Items in the queue (kept under the lock; read without it).
     queued: std::sync::atomic::AtomicUsize,
+    /// The worker's sockets, for [`Sender::send_now`]; emptied (under the
+    /// write lock) before the worker closes them, so a direct send never
+    /// reaches a closed or reused descriptor.
+    direct_fds: std::sync::RwLock<Vec<std::os::fd::RawFd>>,
+    /// What direct sends put on the wire: datagrams, bytes.
+    pub(crate) direct_sent: std::sync::atomic::AtomicU64,
+    pub(crate) direct_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Inbox {
@@ -70,6 +77,7 @@ impl Inbox {
         capacity: usize,
         slot_payload: usize,
         sock_v6: Vec<bool>,
+        fds: Vec<std::os::fd::RawFd>,
     ) -> io::Result<Arc<Self>> {
         Ok(Arc::new(Inbox {
             state: Mutex::new(InboxState {
@@ -84,6 +92,9 @@ impl Inbox {
             closed: AtomicBool::new(false),
             room: Condvar::new(),
             queued: std::sync::atomic::AtomicUsize::new(0),
+            direct_fds: std::sync::RwLock::new(fds),
+            direct_sent: std::sync::atomic::AtomicU64::new(0),
+            direct_bytes: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -127,9 +138,14 @@ impl Inbox {
         self.room.notify_all();
     }
 
-    /// The worker stopped: every waiter learns it.
+    /// The worker stopped: every waiter learns it, and direct sends end
+    /// before its sockets close.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.direct_fds
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.made_room();
     }
 
@@ -246,6 +262,43 @@ impl Sender {
                 segment,
             }
         })
+    }
+
+    /// Sends `data` to `to` now, from the calling thread, on the worker's
+    /// socket `sock` (0 for the first): one `sendto` system call, no copy in
+    /// userspace, no wake-up of the worker (the lowest latency from another
+    /// thread; [`Sender::send_to`] instead batches with the worker's sends).
+    /// Counted in the worker's `sent`. `WouldBlock` when the socket's send
+    /// buffer is full; the kernel's other refusals come back as they are;
+    /// `NotConnected` once the worker has stopped.
+    pub fn send_now(&self, sock: usize, data: &[u8], to: SocketAddr) -> io::Result<()> {
+        let fds = self
+            .inbox
+            .direct_fds
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let (Some(&fd), Some(&v6)) = (fds.get(sock), self.inbox.sock_v6.get(sock)) else {
+            return Err(if fds.is_empty() {
+                stopped()
+            } else {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("no socket {sock}"))
+            });
+        };
+        let to = sys::canonical(to);
+        if to.is_ipv6() && !v6 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{to}: an IPv6 destination for an IPv4 socket"),
+            ));
+        }
+        // The descriptor stays open while the read lock is held (see
+        // `direct_fds`).
+        sys::socket::send_to(fd, data, &sys::RawAddr::from_socket_addr(to, v6))?;
+        self.inbox.direct_sent.fetch_add(1, Ordering::Relaxed);
+        self.inbox
+            .direct_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Runs `f` on the worker's thread, with its transport (in order among

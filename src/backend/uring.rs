@@ -22,7 +22,10 @@ use crate::handler::Handler;
 use crate::sys::uring::{Completion, Op, Ring, RingOpts};
 use crate::worker::Worker;
 
-/// Longest wait while sends are in flight (see the main loop).
+/// Sends in flight from which the loop waits for all of them and one more
+/// completion in one enter (see the main loop).
+const BATCH_WAIT: usize = 8;
+/// Longest such a wait lasts.
 const SEND_WAIT: Duration = Duration::from_millis(1);
 /// Longest the shutdown waits for the kernel to finish.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(3);
@@ -340,15 +343,19 @@ pub(crate) fn run<H: Handler>(
             if !d.wake_armed {
                 d.arm_wake()?;
             }
-            // UDP sends complete inline when submitted: wait for them and
-            // for one more completion in the same enter, rather than waking
-            // once for the sends and entering again. A send that had to wait
-            // for socket space must not hold the loop: bound the wait then.
+            // A batch of sends (a flood): submit them and wait for them and
+            // one more completion in the same enter, rather than waking once
+            // for the sends and entering again; bounded, since a send that
+            // waits for socket space must not hold the loop. A few sends (a
+            // server answering requests as they come): wait for one
+            // completion only. Waiting for several there held each
+            // request's turnaround by ~90 µs on this machine kind (PERF.md,
+            // issue 12).
             let (want, timeout) = if w.core.busy_poll || w.core.shared.inbox.pending() {
                 // Never sleep (busy polling, or Sender datagrams waiting
                 // for send slots): submit, run deferred completions, go on.
                 (1, Some(Duration::ZERO))
-            } else if d.in_flight > 0 {
+            } else if d.in_flight >= BATCH_WAIT {
                 let t = w.core.timers.next().map_or(SEND_WAIT, |t| t.min(SEND_WAIT));
                 (d.in_flight + 1, Some(t))
             } else {

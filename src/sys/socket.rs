@@ -112,6 +112,20 @@ pub fn disconnect(fd: RawFd) -> io::Result<()> {
     .map(drop)
 }
 
+/// Sends one datagram without blocking (`sendto`, `MSG_DONTWAIT`).
+pub fn send_to(fd: RawFd, data: &[u8], to: &RawAddr) -> io::Result<()> {
+    // The kernel reads `data` and the address during the call.
+    syscall!(sendto(
+        fd,
+        data.as_ptr().cast(),
+        data.len(),
+        libc::MSG_DONTWAIT,
+        to.as_ptr().cast(),
+        to.len(),
+    ))
+    .map(drop)
+}
+
 /// Binds a socket to `addr`.
 pub fn bind(fd: RawFd, addr: &RawAddr) -> io::Result<()> {
     // The kernel copies the address during the call.

@@ -41,6 +41,16 @@ impl WorkerShared {
         self.inbox.close();
     }
 
+    /// The worker's counters, its Senders' direct sends included.
+    pub fn snapshot(&self) -> crate::Stats {
+        let mut s = self.stats.load();
+        let direct = self.inbox.direct_sent.load(Ordering::Relaxed);
+        s.sent += direct;
+        s.sent_bufs += direct;
+        s.bytes_sent += self.inbox.direct_bytes.load(Ordering::Relaxed);
+        s
+    }
+
     /// Why it failed, if it did.
     pub fn failed(&self) -> Option<String> {
         self.failure

@@ -403,7 +403,7 @@ mod tests {
         let shared = Arc::new(WorkerShared {
             stop: AtomicBool::new(false),
             stats: SharedStats::new(),
-            inbox: Inbox::new(4, 4000, vec![false]).unwrap(),
+            inbox: Inbox::new(4, 4000, vec![false], vec![]).unwrap(),
             failure: std::sync::Mutex::new(None),
         });
         let pool = Pool::new(4096, 1, 4, false).unwrap();

@@ -1,0 +1,160 @@
+//! The tokio bridge (`examples/tokio_bridge.rs`: engine handler -> bounded
+//! channel -> async task -> Sender) beside the plain tokio server a user
+//! would write (one task: `recv_from`, work, `send_to` on a tokio
+//! `UdpSocket`), doing the same work (upper-case the payload), in one run,
+//! interleaved round by round. The client is the same blocking socket for
+//! both, on this thread.
+//!
+//! - ping-pong: one request in flight; round-trip p50 and p99 (µs);
+//! - throughput: 32 requests in flight; answers per second.
+//!
+//! Run: `cargo bench --bench bridge` (prints a table; `ROUNDS=n` to
+//! change the 5 rounds).
+
+#[path = "../examples/tokio_bridge.rs"]
+#[allow(dead_code)]
+mod bridge;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+const PING: usize = 3000;
+const FLOOD_SECS: f64 = 1.5;
+const WINDOW: usize = 32;
+
+fn plain_tokio(rt: &tokio::runtime::Runtime) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let sock = rt
+        .block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = sock.local_addr().unwrap();
+    let task = rt.spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            buf[..n].make_ascii_uppercase();
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    (addr, task)
+}
+
+fn ping(c: &UdpSocket, to: SocketAddr) -> (f64, f64) {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
+    let mut buf = [0u8; 128];
+    let msg = [b'p'; 64];
+    for _ in 0..PING {
+        let t = Instant::now();
+        c.send_to(&msg, to).unwrap();
+        c.recv_from(&mut buf).expect("an answer");
+        h.saturating_record(t.elapsed().as_nanos() as u64);
+    }
+    (
+        h.value_at_quantile(0.5) as f64 / 1e3,
+        h.value_at_quantile(0.99) as f64 / 1e3,
+    )
+}
+
+fn flood(c: &UdpSocket, to: SocketAddr) -> f64 {
+    let mut buf = [0u8; 128];
+    let msg = [b'f'; 64];
+    let mut answered = 0u64;
+    for _ in 0..WINDOW {
+        c.send_to(&msg, to).unwrap();
+    }
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < FLOOD_SECS {
+        match c.recv_from(&mut buf) {
+            Ok(_) => {
+                answered += 1;
+                c.send_to(&msg, to).unwrap();
+            }
+            // A lost one: put another in flight.
+            Err(_) => c.send_to(&msg, to).map(drop).unwrap(),
+        }
+    }
+    let rate = answered as f64 / start.elapsed().as_secs_f64();
+    // Drain what is still in flight.
+    while c.recv_from(&mut buf).is_ok() {}
+    rate
+}
+
+fn main() {
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let b = bridge::start("127.0.0.1:0".parse().unwrap(), 1, 1024).unwrap();
+    let bridge_addr = b.engine.local_addr();
+    let counts = b.counts.clone();
+    let server = rt.spawn(bridge::serve(b.requests, b.senders, b.pool, counts));
+    let (plain_addr, plain) = plain_tokio(&rt);
+    // The engine answering in its own handler: what the hop to tokio adds.
+    struct Upper;
+    impl udpring::Handler for Upper {
+        fn on_datagram(&mut self, mut d: udpring::Datagram<'_>, tx: &mut udpring::Transport<'_>) {
+            d.payload_mut().make_ascii_uppercase();
+            let _ = tx.reply(d);
+        }
+    }
+    let engine_only =
+        udpring::Engine::start(udpring::Config::new("127.0.0.1:0".parse().unwrap()), |_| {
+            Upper
+        })
+        .unwrap();
+    let engine_addr = engine_only.local_addr();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // Per server: (ping p50, ping p99, answers/s) of each round.
+    type Rounds = Vec<(f64, f64, f64)>;
+    let mut rows: Vec<(&str, Rounds)> = vec![
+        ("udpring engine + tokio bridge", vec![]),
+        ("tokio UdpSocket, one task", vec![]),
+        ("udpring engine alone (the handler answers)", vec![]),
+    ];
+    for r in 0..rounds {
+        for (i, to) in [bridge_addr, plain_addr, engine_addr]
+            .into_iter()
+            .enumerate()
+        {
+            let (p50, p99) = ping(&c, to);
+            let rate = flood(&c, to);
+            rows[i].1.push((p50, p99, rate));
+        }
+        eprintln!("round {}/{rounds}", r + 1);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mut m = Vec::new();
+    for (name, v) in &rows {
+        let mut p50: Vec<f64> = v.iter().map(|x| x.0).collect();
+        let mut p99: Vec<f64> = v.iter().map(|x| x.1).collect();
+        let mut rate: Vec<f64> = v.iter().map(|x| x.2).collect();
+        m.push((*name, med(&mut p50), med(&mut p99), med(&mut rate)));
+    }
+    println!(
+        "{rounds} rounds interleaved; medians; 64-byte requests on 127.0.0.1; one tokio worker thread\n"
+    );
+    println!(
+        "| server | ping p50 µs | ping p99 µs | answers/s, {WINDOW} in flight | vs tokio UdpSocket (rate) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (name, p50, p99, rate) in &m {
+        println!(
+            "| {name} | {p50:.1} | {p99:.1} | {rate:.0} | {:.2}x |",
+            rate / m[1].3
+        );
+    }
+    b.engine.stop().unwrap();
+    engine_only.stop().unwrap();
+    rt.block_on(server).unwrap();
+    plain.abort();
+}
