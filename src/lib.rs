@@ -125,6 +125,8 @@
 //! | `engine` | [`Engine`]: sockets, worker threads, start and stop |
 //! | `apps/` (feature `cli`) | the command's services and clients: echo, bench, load, pmtu, ping, mcast, fanout |
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod apps;
