@@ -231,12 +231,15 @@ impl Engine {
         self.shared.len()
     }
 
-    /// Counters summed over workers.
+    /// Counters summed over workers: relaxed atomic loads, no lock, no
+    /// system call; it allocates only the per-errno list of failed sends
+    /// when there are any. Each worker publishes its counters
+    /// once per batch, so a figure may trail the worker by one batch.
     pub fn stats(&self) -> Stats {
         sum(&self.shared)
     }
 
-    /// Counters per worker.
+    /// Counters per worker (one allocation: the `Vec`).
     pub fn worker_stats(&self) -> Vec<Stats> {
         self.shared.iter().map(|w| w.snapshot()).collect()
     }

@@ -136,8 +136,14 @@ impl fmt::Debug for Datagram<'_> {
 ///
 /// Costs: `reply`, `forward` and `forward_via` copy nothing (the receive
 /// buffer is sent; it goes back to the ring once the kernel has it);
-/// `send_to` and `send_segments` copy the data once into a send slot. No
-/// call allocates or makes a system call.
+/// `send_to` and `send_segments` copy the data once into a send slot; no
+/// send allocates or makes a system call. The socket methods (`connect`,
+/// `join_group`, `set_multicast_*`, `path_mtu`, ...) are one system call
+/// each (`connect`/`setsockopt`/`getsockopt`), made at once on the worker's
+/// thread, and allocate nothing. Timers cost a heap push and a table
+/// entry; storage grows to the most timers the handler keeps at once (a
+/// cancelled timer's entry is reclaimed when it would have come due).
+/// `sender()` clones one `Arc`.
 pub struct Transport<'a> {
     pub(crate) core: &'a mut Core,
 }
