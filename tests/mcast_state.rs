@@ -34,10 +34,16 @@ fn datagram(token: u64, seq: u64) -> Vec<u8> {
     b
 }
 
-/// Waits until the engine has taken `n` datagrams, then stops it.
-fn drain(e: Engine, n: u64) {
-    wait_workers(&e, |s| s.iter().map(|w| w.received_bufs).sum::<u64>() >= n);
-    stop_clean(e);
+/// Waits until the engine has taken or the kernel has dropped `n`
+/// datagrams, then stops it; its totals.
+fn drain(e: Engine, n: u64) -> udpring::Stats {
+    wait_workers(&e, |s| {
+        s.iter()
+            .map(|w| w.received_bufs + w.kernel_drops)
+            .sum::<u64>()
+            >= n
+    });
+    stop_clean(e)
 }
 
 #[test]
@@ -47,14 +53,29 @@ fn a_flood_of_sources_fills_a_bounded_table_and_the_rest_is_counted() {
         let (e, t) = listener(verify);
         let to = e.local_addr();
         for i in 0..n {
-            // A source address of its own each time (ports get reused).
-            let s = UdpSocket::bind(format!("127.1.{}.{}:0", i / 250, i % 250 + 1)).unwrap();
+            // A source address of its own each time (ports get reused). Not
+            // the listener's own port: the loop guard drops those.
+            let ip = format!("127.1.{}.{}", i / 250, i % 250 + 1);
+            let mut s = UdpSocket::bind(format!("{ip}:0")).unwrap();
+            while s.local_addr().unwrap().port() == to.port() {
+                let again = UdpSocket::bind(format!("{ip}:0")).unwrap();
+                s = again;
+            }
             s.send_to(&datagram(7, i as u64), to).unwrap();
         }
-        drain(e, n as u64);
+        let st = drain(e, n as u64);
+        // A busy host may drop some at the socket (counted by the kernel);
+        // every datagram that arrived is in the table or counted outside.
+        assert_eq!(st.received + st.kernel_drops, n as u64, "{st:?}");
+        assert_eq!(st.guard_loop, 0, "{st:?}");
         let r = report(&t);
         assert_eq!(r.peers.len(), MAX_PEERS, "verify={verify}");
-        assert_eq!(r.untracked, 300, "verify={verify}");
+        assert_eq!(
+            r.untracked,
+            st.received - MAX_PEERS as u64,
+            "verify={verify}, {} dropped by the kernel",
+            st.kernel_drops
+        );
         assert_eq!(
             r.peers.iter().map(|(_, c)| c.received).sum::<u64>(),
             MAX_PEERS as u64
