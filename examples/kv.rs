@@ -15,7 +15,8 @@
 //! - a handler per worker sharing one table (`Arc<RwLock<..>>`: readers in
 //!   parallel, writers alone);
 //! - replies built into a buffer the handler keeps (no allocation per
-//!   request) and sent with `send_to` (one copy into a send slot);
+//!   request) and sent with `reply_with` (one copy into a send slot; from
+//!   the address the request was sent to);
 //! - a periodic timer on worker 0 sweeping expired entries, and a lazy
 //!   check on every read;
 //! - bounded state: at most `MAX_KEYS` keys, so a stranger cannot make it
@@ -146,9 +147,10 @@ impl Handler for Kv {
 
     fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
         self.answer(d.payload());
-        // A refusal (the send queue full) is counted by the engine; the
-        // client asks again.
-        let _ = tx.send_to(&self.reply, d.source());
+        // To the asker, from the address it asked (several addresses,
+        // a wildcard bind). A refusal (the send queue full) is counted by
+        // the engine; the client asks again.
+        let _ = tx.reply_with(&d, &self.reply);
     }
 
     fn on_timer(&mut self, token: u64, _tx: &mut Transport<'_>) {

@@ -83,7 +83,8 @@ impl Handler for Relay {
                     }
                     _ => b"ERROR expected SUB or UNSUB",
                 };
-                let _ = tx.send_to_via(CONTROL, reply, d.source());
+                // From the control socket and the address it was asked on.
+                let _ = tx.reply_with(&d, reply);
             }
             DATA => {
                 // Read the table once per datagram (a shared lock, no

@@ -1,21 +1,22 @@
 //! A tokio application that owns an engine: requests go from the engine's
 //! handler to async code through a bounded channel, replies go straight
-//! onto the worker's socket through its `Sender` (`send_now`: one system
-//! call from the async task, no copy, no wake-up of the worker), waiting
+//! onto the worker's socket through its `Sender` (`send_now_from`: one
+//! system call from the async task, no copy, no wake-up of the worker,
+//! from the address the client asked), waiting
 //! when the socket's buffer is full.
 //! Nothing is dropped without a count, and in steady state nothing is
 //! allocated per request (buffers are recycled; see `tests/examples.rs`).
 //!
 //! ```text
 //! worker thread:  datagram -> pooled buffer -> try_send -> (channel full: counted)
-//! async task:     recv -> work (here: upper-case) -> Sender::send_now -> (buffer full: wait, retry)
+//! async task:     recv -> work (here: upper-case) -> Sender::send_now_from -> (buffer full: wait, retry)
 //! ```
 //!
 //! Run: `cargo run --example tokio_bridge -- 127.0.0.1:7200`, then
 //! `echo -n hello | nc -u -w1 127.0.0.1 7200` answers `HELLO`.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +29,8 @@ pub struct Request {
     pub buf: Vec<u8>,
     /// Who asked.
     pub from: SocketAddr,
+    /// The address it asked (the answer leaves from it).
+    pub asked: Option<IpAddr>,
     /// Which worker it came through (its `Sender` answers).
     pub worker: usize,
 }
@@ -92,6 +95,7 @@ impl Handler for Forward {
         let req = Request {
             buf,
             from: d.source(),
+            asked: d.answer_from(),
             worker: self.worker,
         };
         match self.tx.try_send(req) {
@@ -161,8 +165,9 @@ pub async fn serve(
         let s = &senders[req.worker];
         loop {
             // Straight onto the worker's socket from this thread: no copy,
-            // no wake-up of the worker. A full socket buffer waits.
-            match s.send_now(0, &req.buf, req.from) {
+            // no wake-up of the worker; from the address the client asked.
+            // A full socket buffer waits.
+            match s.send_now_from(0, &req.buf, req.from, req.asked) {
                 Ok(()) => {
                     counts.answered.fetch_add(1, Ordering::Relaxed);
                     break;

@@ -16,7 +16,7 @@ use crate::bufring::Lent;
 use crate::error::{ErrorEvent, SendError};
 use crate::sender::Sender;
 use crate::sys::mcast::{self, Interface, McastError};
-use crate::sys::{self, RecvMeta};
+use crate::sys::{self, RecvMeta, SrcIp};
 use crate::worker::core::Core;
 use crate::worker::timers::TimerId;
 
@@ -81,6 +81,15 @@ impl Datagram<'_> {
     /// kernel did not say. IPv4 on an IPv6 socket appears as IPv4.
     pub fn destination(&self) -> Option<IpAddr> {
         self.meta.cmsg.dst
+    }
+    /// The address an answer should leave from: the destination when it
+    /// is one of this host's unicast addresses; for an IPv4 group or
+    /// broadcast, the receiving interface's address; `None` (the kernel's
+    /// choice) for an IPv6 group or when the kernel did not say. What
+    /// [`Transport::reply`] and [`Transport::reply_with`] use; pass it to
+    /// [`crate::Sender::send_now_from`] to answer from another thread.
+    pub fn answer_from(&self) -> Option<IpAddr> {
+        self.meta.cmsg.answer_from()
     }
     /// Index of the interface it arrived on, when the kernel said.
     pub fn interface(&self) -> Option<u32> {
@@ -207,19 +216,44 @@ impl Transport<'_> {
     }
 
     /// Sends the datagram back to its source from its own buffer (no copy),
-    /// from the socket it arrived on. A GRO train goes back as one GSO send
-    /// with the same segment size, so the peer receives the same datagrams
-    /// with their boundaries. `Err` only when the send queue is full
-    /// ([`SendError::Exhausted`], counted).
+    /// from the socket it arrived on and from the address it was sent to
+    /// (see [`Transport::reply_with`]). A GRO train goes back as one GSO
+    /// send with the same segment size, so the peer receives the same
+    /// datagrams with their boundaries. `Err` only when the send queue is
+    /// full ([`SendError::Exhausted`], counted).
     pub fn reply(&mut self, dgram: Datagram<'_>) -> Result<(), SendError> {
         let m = dgram.meta;
+        let src = self.core.reply_source(m.sock, &m.cmsg);
         self.core
-            .send_lent(m.sock, dgram.lent, m.src, m.cmsg.gro_segment)
+            .send_lent(m.sock, dgram.lent, m.src, m.cmsg.gro_segment, src)
+    }
+
+    /// Answers `dgram` with `data` (copied once into a send slot): to its
+    /// source, from the socket it arrived on, and from the address it was
+    /// sent to. On a socket bound to the wildcard address (`0.0.0.0`,
+    /// `[::]`) of a host with several addresses, the kernel would otherwise
+    /// pick the source by route, and a client that asked another of the
+    /// host's addresses would drop the answer (a connected socket, a
+    /// resolver checking the source). The source goes in an
+    /// `IP_PKTINFO`/`IPV6_PKTINFO` control message, so such sends use
+    /// `sendmsg` (`IORING_OP_SENDMSG`); on a socket bound to one address
+    /// the kernel already sends from it and nothing is added. A group or
+    /// broadcast destination is answered from the receiving interface's
+    /// address (IPv4) or the kernel's choice (IPv6).
+    pub fn reply_with(&mut self, dgram: &Datagram<'_>, data: &[u8]) -> Result<(), SendError> {
+        let m = dgram.meta;
+        if data.len() > crate::MAX_UDP_PAYLOAD {
+            return Err(SendError::TooLarge);
+        }
+        let src = self.core.reply_source(m.sock, &m.cmsg);
+        self.core.send_copy_raw(m.sock, data, m.src, None, src)
     }
 
     /// Sends the datagram's bytes to `to` from its own buffer (no copy),
     /// from the socket it arrived on; may be called many times for one
-    /// datagram (fan-out).
+    /// datagram (fan-out). The source address is the kernel's choice for
+    /// `to` (a relay's next hop may sit on another network than the
+    /// datagram's source).
     pub fn forward(&mut self, dgram: &Datagram<'_>, to: SocketAddr) -> Result<(), SendError> {
         self.forward_via(usize::from(dgram.meta.sock), dgram, to)
     }
@@ -236,8 +270,13 @@ impl Transport<'_> {
     ) -> Result<(), SendError> {
         self.check_sock(sock)?;
         let raw = self.core.dest(sock as u16, to)?;
-        self.core
-            .send_lent(sock as u16, dgram.lent, raw, dgram.meta.cmsg.gro_segment)
+        self.core.send_lent(
+            sock as u16,
+            dgram.lent,
+            raw,
+            dgram.meta.cmsg.gro_segment,
+            SrcIp::Any,
+        )
     }
 
     /// Connects the worker's socket `sock` to `peer` (Twisted's connected

@@ -71,9 +71,12 @@
 //!
 //! **Answering.** `on_datagram` gets the datagram lent from the receive
 //! ring: read it, build the reply into a buffer the handler keeps (no
-//! allocation per request), and queue it with [`Transport::send_to`] (one
-//! copy into a send slot; no system call: the worker submits the batch
-//! when the handler returns). `Ok` means queued in a bounded queue that
+//! allocation per request), and queue it with [`Transport::reply_with`]
+//! (one copy into a send slot; no system call: the worker submits the
+//! batch when the handler returns). It answers from the address the
+//! request was sent to, which matters on a host with several addresses
+//! and a wildcard bind: clients that check the source (connected sockets,
+//! resolvers) drop an answer from another one. `Ok` means queued in a bounded queue that
 //! will be sent or counted; `Err` means nothing was queued
 //! ([`SendError`]: too large for a slot, no slot or queue room, wrong
 //! family), and the engine counts it too. Never block in a handler: the
@@ -83,7 +86,7 @@
 //! ```ignore
 //! fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
 //!     self.answer(d.payload());                      // into self.reply
-//!     let _ = tx.send_to(&self.reply, d.source());
+//!     let _ = tx.reply_with(&d, &self.reply);
 //! }
 //! ```
 //!

@@ -16,7 +16,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU16;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +25,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::handler::Transport;
-use crate::sys::{self, EventFd};
+use crate::sys::{self, EventFd, SrcIp};
 
 /// Work for a worker, posted from another thread.
 pub(crate) enum Item {
@@ -272,6 +272,22 @@ impl Sender {
     /// buffer is full; the kernel's other refusals come back as they are;
     /// `NotConnected` once the worker has stopped.
     pub fn send_now(&self, sock: usize, data: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.send_now_from(sock, data, to, None)
+    }
+
+    /// [`Sender::send_now`] from the source address `from`: the answer to
+    /// a datagram goes from [`crate::Datagram::answer_from`], so that a
+    /// client that asked one of several addresses of this host gets its
+    /// answer from that one. With `Some`, one `sendmsg` with an
+    /// `IP_PKTINFO`/`IPV6_PKTINFO` control message; with `None`, as
+    /// `send_now`.
+    pub fn send_now_from(
+        &self,
+        sock: usize,
+        data: &[u8],
+        to: SocketAddr,
+        from: Option<IpAddr>,
+    ) -> io::Result<()> {
         let fds = self
             .inbox
             .direct_fds
@@ -291,9 +307,21 @@ impl Sender {
                 format!("{to}: an IPv6 destination for an IPv4 socket"),
             ));
         }
+        let src = match from.map(|a| (a, v6)) {
+            None => SrcIp::Any,
+            Some((IpAddr::V4(a), false)) if to.is_ipv4() => SrcIp::V4(a),
+            Some((IpAddr::V4(a), true)) if to.is_ipv4() => SrcIp::V6(a.to_ipv6_mapped(), 0),
+            Some((IpAddr::V6(a), true)) if to.is_ipv6() => SrcIp::V6(a, 0),
+            Some((a, _)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{to}: cannot be sent from {a} (another family)"),
+                ));
+            }
+        };
         // The descriptor stays open while the read lock is held (see
         // `direct_fds`).
-        sys::socket::send_to(fd, data, &sys::RawAddr::from_socket_addr(to, v6))?;
+        sys::socket::send_from(fd, data, &sys::RawAddr::from_socket_addr(to, v6), src)?;
         self.inbox.direct_sent.fetch_add(1, Ordering::Relaxed);
         self.inbox
             .direct_bytes

@@ -11,6 +11,8 @@ use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU16;
 
+use super::meta::SrcIp;
+
 /// `SO_RXQ_OVFL` (libc does not export it on every target).
 pub(crate) const SO_RXQ_OVFL: libc::c_int = 40;
 /// `UDP_SEGMENT`: the GSO segment size of a send.
@@ -18,8 +20,9 @@ pub(crate) const UDP_SEGMENT: libc::c_int = 103;
 /// `UDP_GRO`: on a socket, coalesce; on a datagram, its segment size.
 pub(crate) const UDP_GRO: libc::c_int = 104;
 
-/// Size of the control area for sends: one `UDP_SEGMENT` (a u16).
-pub const SEND_CMSG_LEN: usize = 24;
+/// Size of the control area for sends: a `UDP_SEGMENT` (a u16) and an
+/// `in6_pktinfo` (20 bytes, the larger of the two PKTINFOs).
+pub const SEND_CMSG_LEN: usize = space(2) + space(20);
 
 const HDR_LEN: usize = mem::size_of::<libc::cmsghdr>();
 
@@ -118,11 +121,31 @@ pub struct RecvCmsg {
     pub rxq_ovfl: Option<u32>,
     /// `IP_PKTINFO` / `IPV6_PKTINFO`: the address the datagram was sent to.
     pub dst: Option<IpAddr>,
+    /// `IP_PKTINFO`'s `ipi_spec_dst`: the local address the kernel would
+    /// answer from (the destination for unicast; the receiving
+    /// interface's address for a broadcast or a group).
+    pub spec_dst: Option<Ipv4Addr>,
     /// The interface it arrived on (0 when the kernel did not say).
     pub ifindex: u32,
 }
 
 impl RecvCmsg {
+    /// The address an answer to this datagram should leave from: the
+    /// address it was sent to when that is one of this host's unicast
+    /// addresses; for an IPv4 group or broadcast, the receiving
+    /// interface's address (`ipi_spec_dst`); otherwise (an IPv6 group, or
+    /// the kernel did not say) `None`: the kernel's choice.
+    pub fn answer_from(&self) -> Option<IpAddr> {
+        match self.dst? {
+            IpAddr::V4(d) => self
+                .spec_dst
+                .filter(|a| !a.is_unspecified())
+                .or_else(|| (!d.is_multicast() && !d.is_broadcast()).then_some(d))
+                .map(IpAddr::V4),
+            IpAddr::V6(d) => (!d.is_multicast() && !d.is_unspecified()).then_some(IpAddr::V6(d)),
+        }
+    }
+
     /// Reads the records the engine asks for; others are skipped.
     pub fn parse(control: &[u8]) -> Self {
         let mut out = RecvCmsg::default();
@@ -148,6 +171,7 @@ impl RecvCmsg {
                     let p: libc::in_pktinfo =
                         unsafe { std::ptr::read_unaligned(c.data.as_ptr().cast()) };
                     out.dst = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))));
+                    out.spec_dst = Some(Ipv4Addr::from(u32::from_be(p.ipi_spec_dst.s_addr)));
                     out.ifindex = p.ipi_ifindex as u32;
                 }
                 (libc::SOL_IPV6, libc::IPV6_PKTINFO)
@@ -205,12 +229,41 @@ impl<'a> CmsgWriter<'a> {
     }
 }
 
-/// Writes a `UDP_SEGMENT` control message into `buf`; returns its length
-/// (for `msg_controllen`).
-pub fn write_segment(buf: &mut CmsgSpace<SEND_CMSG_LEN>, segment: NonZeroU16) -> usize {
+/// Writes a send's control messages into `buf`: `UDP_SEGMENT` for a GSO
+/// train, `IP_PKTINFO`/`IPV6_PKTINFO` for a chosen source. Returns their
+/// length (for `msg_controllen`; 0: none, send without a control area).
+pub fn write_send(
+    buf: &mut CmsgSpace<SEND_CMSG_LEN>,
+    segment: Option<NonZeroU16>,
+    src: SrcIp,
+) -> usize {
     let mut w = CmsgWriter::new(&mut buf.0);
-    let fits = w.push(libc::SOL_UDP, UDP_SEGMENT, &segment.get().to_ne_bytes());
-    debug_assert!(fits, "SEND_CMSG_LEN holds one UDP_SEGMENT");
+    if let Some(seg) = segment {
+        let fits = w.push(libc::SOL_UDP, UDP_SEGMENT, &seg.get().to_ne_bytes());
+        debug_assert!(fits, "SEND_CMSG_LEN holds a UDP_SEGMENT");
+    }
+    let fits = match src {
+        SrcIp::Any => true,
+        SrcIp::V4(a) => {
+            // struct in_pktinfo { int ipi_ifindex; struct in_addr
+            // ipi_spec_dst; struct in_addr ipi_addr; }: on send,
+            // ipi_spec_dst is "the local address of the packet" (ip(7));
+            // the interface is left to the route (0).
+            let mut p = [0u8; 12];
+            p[4..8].copy_from_slice(&a.octets());
+            w.push(libc::SOL_IP, libc::IP_PKTINFO, &p)
+        }
+        SrcIp::V6(a, ifindex) => {
+            // struct in6_pktinfo { struct in6_addr ipi6_addr; int
+            // ipi6_ifindex; }: the source address and outgoing interface
+            // (ipv6(7)).
+            let mut p = [0u8; 20];
+            p[..16].copy_from_slice(&a.octets());
+            p[16..].copy_from_slice(&ifindex.to_ne_bytes());
+            w.push(libc::SOL_IPV6, libc::IPV6_PKTINFO, &p)
+        }
+    };
+    debug_assert!(fits, "SEND_CMSG_LEN holds a UDP_SEGMENT and a PKTINFO");
     w.len()
 }
 
@@ -252,7 +305,7 @@ mod tests {
     #[test]
     fn writer_refuses_what_does_not_fit() {
         let mut s = CmsgSpace::<SEND_CMSG_LEN>::default();
-        assert_eq!(write_segment(&mut s, NonZeroU16::new(1200).unwrap()), 24);
+        assert_eq!(write_send(&mut s, NonZeroU16::new(1200), SrcIp::Any), 24);
         let r: Vec<Cmsg<'_>> = CmsgIter::new(&s.0).collect();
         assert_eq!(r.len(), 1);
         assert_eq!(
@@ -263,6 +316,34 @@ mod tests {
         let mut w = CmsgWriter::new(&mut small);
         assert!(!w.push(libc::SOL_UDP, UDP_SEGMENT, &[0, 0]));
         assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn a_send_area_carries_the_segment_and_the_source() {
+        let mut s = CmsgSpace::<SEND_CMSG_LEN>::default();
+        assert_eq!(write_send(&mut s, None, SrcIp::Any), 0, "nothing to say");
+        let a6: Ipv6Addr = "fe80::12".parse().unwrap();
+        let n = write_send(&mut s, NonZeroU16::new(1200), SrcIp::V6(a6, 7));
+        assert_eq!(n, SEND_CMSG_LEN, "both records fill the area exactly");
+        let r: Vec<Cmsg<'_>> = CmsgIter::new(&s.0[..n]).collect();
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].level, r[0].ty, r[0].u16()),
+            (libc::SOL_UDP, UDP_SEGMENT, Some(1200))
+        );
+        assert_eq!((r[1].level, r[1].ty), (libc::SOL_IPV6, libc::IPV6_PKTINFO));
+        // The kernel's own layout, read back as the receive side reads it.
+        let back = RecvCmsg::parse(&s.0[n - space(20)..n]);
+        assert_eq!((back.dst, back.ifindex), (Some(IpAddr::V6(a6)), 7));
+
+        let a4 = Ipv4Addr::new(198, 18, 5, 2);
+        let n = write_send(&mut s, None, SrcIp::V4(a4));
+        let back = RecvCmsg::parse(&s.0[..n]);
+        assert_eq!(
+            (back.spec_dst, back.dst, back.ifindex),
+            (Some(a4), Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0),
+            "ipi_spec_dst carries the source; ipi_addr and the interface are left to the kernel"
+        );
     }
 
     mod props {

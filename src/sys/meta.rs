@@ -4,6 +4,7 @@
 //! queues the second.
 
 use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU16;
 
 use super::addr::RawAddr;
@@ -57,6 +58,25 @@ pub struct Transmit {
     pub segment: Option<NonZeroU16>,
     /// Sent again after a failure that reported an earlier datagram's error.
     pub retried: bool,
+    /// The source address to send from (a `PKTINFO` control message), or
+    /// the kernel's choice.
+    pub src: SrcIp,
+}
+
+/// The source address of a send, in the sending socket's family: what a
+/// `IP_PKTINFO` (`ipi_spec_dst`) or `IPV6_PKTINFO` (`ipi6_addr`,
+/// `ipi6_ifindex`) control message carries. IPv4 sources of an IPv6
+/// socket are IPv4-mapped `V6` addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SrcIp {
+    /// Let the kernel choose (the bound address, or the route's).
+    #[default]
+    Any,
+    /// From this IPv4 address (an IPv4 socket).
+    V4(Ipv4Addr),
+    /// From this IPv6 address (an IPv6 socket), out of this interface
+    /// (0: the route's; needed for link-local addresses).
+    V6(Ipv6Addr, u32),
 }
 
 impl Transmit {
@@ -79,6 +99,7 @@ impl fmt::Debug for Transmit {
             .field("dst", &self.dst.to_socket_addr())
             .field("segment", &self.segment)
             .field("retried", &self.retried)
+            .field("src", &self.src)
             .finish()
     }
 }

@@ -9,7 +9,7 @@ use std::mem;
 use std::os::fd::RawFd;
 
 use super::addr::RawAddr;
-use super::cmsg::{CmsgSpace, RecvCmsg, SEND_CMSG_LEN, write_segment};
+use super::cmsg::{CmsgSpace, RecvCmsg, SEND_CMSG_LEN, write_send};
 use super::meta::{RecvMeta, Transmit};
 use crate::bufring::{HEADROOM, Lent, Pool, RECV_CMSG_LEN};
 
@@ -165,8 +165,8 @@ impl MmsgBufs {
             h.msg_hdr.msg_namelen = self.names[i].len();
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
-            if let Some(seg) = t.segment {
-                let len = write_segment(&mut self.send_ctrls[i], seg);
+            let len = write_send(&mut self.send_ctrls[i], t.segment, t.src);
+            if len > 0 {
                 h.msg_hdr.msg_control = self.send_ctrls[i].0.as_mut_ptr().cast();
                 h.msg_hdr.msg_controllen = len;
             } else {

@@ -56,4 +56,4 @@ pub use addr::unspecified_like;
 pub(crate) use addr::{RawAddr, canonical};
 pub(crate) use errqueue::{QueuedError, read_errqueue, take_socket_error};
 pub(crate) use event::{EventFd, poll};
-pub(crate) use meta::{RecvMeta, Transmit};
+pub(crate) use meta::{RecvMeta, SrcIp, Transmit};

@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use super::addr::RawAddr;
-use super::cmsg::{SO_RXQ_OVFL, UDP_GRO};
+use super::cmsg::{CmsgSpace, SEND_CMSG_LEN, SO_RXQ_OVFL, UDP_GRO, write_send};
+use super::meta::SrcIp;
 
 /// Sets an integer socket option.
 pub fn setsockopt_int(
@@ -124,6 +125,32 @@ pub fn send_to(fd: RawFd, data: &[u8], to: &RawAddr) -> io::Result<()> {
         to.len(),
     ))
     .map(drop)
+}
+
+/// Sends `data` to `to` from the source `src` (a `PKTINFO` control
+/// message; [`SrcIp::Any`] sends plainly) without blocking.
+pub fn send_from(fd: RawFd, data: &[u8], to: &RawAddr, src: SrcIp) -> io::Result<()> {
+    if src == SrcIp::Any {
+        return send_to(fd, data, to);
+    }
+    let mut ctl = CmsgSpace::<SEND_CMSG_LEN>::default();
+    let ctl_len = write_send(&mut ctl, None, src);
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = to.as_ptr().cast_mut().cast();
+    msg.msg_namelen = to.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.0.as_mut_ptr().cast();
+    msg.msg_controllen = ctl_len;
+    // sendmsg(2): the kernel reads the name, the iovec's bytes (which it
+    // does not write: iov_base is only read for a send) and the control
+    // area during the call; all live on this frame or in `data`.
+    syscall!(sendmsg(fd, &msg, libc::MSG_DONTWAIT)).map(drop)
 }
 
 /// Binds a socket to `addr`.

@@ -14,8 +14,9 @@
 //!   `F_MORE` ends the multishot (ring empty: `-ENOBUFS`; an error from the
 //!   socket; cancellation).
 //! - Send: a plain datagram is `IORING_OP_SEND` with a destination address
-//!   (no msghdr for the kernel to copy); a GSO train is `IORING_OP_SENDMSG`
-//!   with its `UDP_SEGMENT` control message. The msghdr, iovec, address and
+//!   (no msghdr for the kernel to copy); a GSO train or a send from a
+//!   chosen source is `IORING_OP_SENDMSG` with its `UDP_SEGMENT` and
+//!   `IP_PKTINFO`/`IPV6_PKTINFO` control messages. The msghdr, iovec, address and
 //!   control data of each send live in a [`SendHdr`] owned here, one per
 //!   send in flight, taken off a free list when pushed and given back when
 //!   its CQE is reaped.
@@ -34,7 +35,7 @@ use io_uring::types::{Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::addr::RawAddr;
-use super::cmsg::{CmsgSpace, RecvCmsg, SEND_CMSG_LEN, write_segment};
+use super::cmsg::{CmsgSpace, RecvCmsg, SEND_CMSG_LEN, write_send};
 use super::meta::{RecvMeta, Transmit};
 use crate::bufring::{NAME_LEN, Pool, RECV_CMSG_LEN};
 
@@ -283,35 +284,34 @@ impl Ring {
         h.msg.msg_namelen = h.addr.len();
         h.msg.msg_iov = &mut h.iov;
         h.msg.msg_iovlen = 1;
-        match t.segment {
-            Some(seg) => {
-                h.msg.msg_controllen = write_segment(&mut h.cmsg, seg);
-                h.msg.msg_control = h.cmsg.0.as_mut_ptr().cast();
-            }
-            None => {
-                h.msg.msg_control = std::ptr::null_mut();
-                h.msg.msg_controllen = 0;
-            }
+        let ctl = write_send(&mut h.cmsg, t.segment, t.src);
+        if ctl > 0 {
+            h.msg.msg_controllen = ctl;
+            h.msg.msg_control = h.cmsg.0.as_mut_ptr().cast();
+        } else {
+            h.msg.msg_control = std::ptr::null_mut();
+            h.msg.msg_controllen = 0;
         }
         h.tx = Some(t);
         let msg = &h.msg as *const libc::msghdr;
         let buf = h.iov.iov_base as *const u8;
         let (name, name_len) = (h.addr.name_ptr().cast_const().cast(), h.addr.len());
         let sock = usize::from(t.sock);
-        let e = match (t.segment, self.fixed) {
+        let e = match (ctl > 0, self.fixed) {
             // A plain datagram: IORING_OP_SEND with a destination address
             // spares the kernel copying a msghdr and iovec.
-            (None, true) => opcode::Send::new(Fixed(sock as u32), buf, t.len)
+            (false, true) => opcode::Send::new(Fixed(sock as u32), buf, t.len)
                 .dest_addr(name)
                 .dest_addr_len(name_len)
                 .build(),
-            (None, false) => opcode::Send::new(Fd(self.fds[sock]), buf, t.len)
+            (false, false) => opcode::Send::new(Fd(self.fds[sock]), buf, t.len)
                 .dest_addr(name)
                 .dest_addr_len(name_len)
                 .build(),
-            // A GSO train needs its UDP_SEGMENT control message.
-            (Some(_), true) => opcode::SendMsg::new(Fixed(sock as u32), msg).build(),
-            (Some(_), false) => opcode::SendMsg::new(Fd(self.fds[sock]), msg).build(),
+            // A GSO train (UDP_SEGMENT) or a chosen source (PKTINFO)
+            // needs its control messages: IORING_OP_SENDMSG.
+            (true, true) => opcode::SendMsg::new(Fixed(sock as u32), msg).build(),
+            (true, false) => opcode::SendMsg::new(Fd(self.fds[sock]), msg).build(),
         };
         // SAFETY: the entry points at the send header (owned by the ring,
         // off the free list until `finish_send`) and at the slot bytes,

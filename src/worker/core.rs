@@ -2,7 +2,7 @@
 //! it: the pool, the queue of sends asked for, timers, counters and the
 //! sockets. Nothing here calls the handler (that is [`super::Worker`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU16;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -16,7 +16,8 @@ use crate::error::SendError;
 use crate::guard::GuardState;
 use crate::sender::Inbox;
 use crate::stats::{LocalStats, SharedStats};
-use crate::sys::{self, RawAddr, Transmit};
+use crate::sys::cmsg::RecvCmsg;
+use crate::sys::{self, RawAddr, SrcIp, Transmit};
 
 /// How often the sockets' drop counters are read while running.
 const DROPS_EVERY: Duration = Duration::from_millis(100);
@@ -163,15 +164,71 @@ impl Core {
             return Err(SendError::TooLarge);
         }
         let dst = self.dest(sock, to)?;
+        self.send_copy_raw(sock, data, dst, segment, SrcIp::Any)
+    }
+
+    /// [`Core::send_copy`] to a destination already in kernel form, from
+    /// `src`.
+    pub fn send_copy_raw(
+        &mut self,
+        sock: u16,
+        data: &[u8],
+        dst: RawAddr,
+        segment: Option<NonZeroU16>,
+        src: SrcIp,
+    ) -> Result<(), SendError> {
+        if data.len() > self.pool.slot_size() {
+            return Err(SendError::TooLarge);
+        }
         let Some(mut lent) = self.pool.alloc_send() else {
             self.stats.c.send_exhausted += 1;
             return Err(SendError::Exhausted);
         };
         lent.set_window(0, data.len() as u32);
         lent.bytes_mut().copy_from_slice(data);
-        let r = self.push(sock, lent.slot(), 0, data.len() as u32, dst, segment);
+        let r = self.push(Transmit {
+            sock,
+            slot: lent.slot(),
+            off: 0,
+            len: data.len() as u32,
+            dst,
+            segment,
+            retried: false,
+            src,
+        });
         self.pool.release(lent);
         r
+    }
+
+    /// The source a reply to a datagram that arrived on socket `sock`
+    /// should leave from: the address the datagram was sent to, so that a
+    /// client that sent to one of several addresses of this host (and
+    /// checks, as connected sockets and resolvers do) gets its answer from
+    /// that address. Only for a socket bound to the wildcard address and
+    /// not connected (otherwise the kernel already sends from the bound
+    /// address). Not from a group or a broadcast address: IPv4 uses the
+    /// kernel's `ipi_spec_dst` (the receiving interface's address for
+    /// those), IPv6 lets the kernel choose. A link-local IPv6 source goes
+    /// out of the interface the datagram came in on.
+    pub fn reply_source(&self, sock: u16, cmsg: &RecvCmsg) -> SrcIp {
+        let i = usize::from(sock);
+        let wildcard = self
+            .socks
+            .local
+            .get(i)
+            .is_some_and(|a| a.ip().is_unspecified());
+        if !wildcard || self.socks.connected.get(i).is_some_and(|c| c.is_some()) {
+            return SrcIp::Any;
+        }
+        match cmsg.answer_from() {
+            Some(IpAddr::V4(a)) if self.v6(i) => SrcIp::V6(a.to_ipv6_mapped(), 0),
+            Some(IpAddr::V4(a)) => SrcIp::V4(a),
+            Some(IpAddr::V6(a)) if self.v6(i) => {
+                let link_local = a.segments()[0] & 0xffc0 == 0xfe80;
+                SrcIp::V6(a, if link_local { cmsg.ifindex } else { 0 })
+            }
+            _ => SrcIp::Any,
+        }
     }
 
     /// Queues the bytes of a lent slot (no copy).
@@ -181,35 +238,29 @@ impl Core {
         lent: &Lent,
         dst: RawAddr,
         segment: Option<NonZeroU16>,
+        src: SrcIp,
     ) -> Result<(), SendError> {
-        self.push(sock, lent.slot(), lent.off, lent.len, dst, segment)
+        self.push(Transmit {
+            sock,
+            slot: lent.slot(),
+            off: lent.off,
+            len: lent.len,
+            dst,
+            segment,
+            retried: false,
+            src,
+        })
     }
 
     /// Queues one send of a slot's bytes, if the queue has room. A send to
     /// the socket's connected peer goes without an address (the kernel's
     /// cached route).
-    pub fn push(
-        &mut self,
-        sock: u16,
-        slot: u32,
-        off: u32,
-        len: u32,
-        dst: RawAddr,
-        segment: Option<NonZeroU16>,
-    ) -> Result<(), SendError> {
-        let dst = match self.socks.connected.get(usize::from(sock)) {
-            Some(Some(peer)) if peer.same(&dst) => RawAddr::zeroed(),
-            _ => dst,
-        };
-        let t = Transmit {
-            sock,
-            slot,
-            off,
-            len,
-            dst,
-            segment,
-            retried: false,
-        };
+    pub fn push(&mut self, mut t: Transmit) -> Result<(), SendError> {
+        if let Some(Some(peer)) = self.socks.connected.get(usize::from(t.sock))
+            && peer.same(&t.dst)
+        {
+            t.dst = RawAddr::zeroed();
+        }
         if self.queue.try_push(&mut self.pool, t) {
             Ok(())
         } else {

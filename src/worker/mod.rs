@@ -426,6 +426,80 @@ mod tests {
     }
 
     #[test]
+    fn replies_leave_from_the_address_asked_on_a_wildcard_socket_only() {
+        use crate::sys::SrcIp;
+        use crate::sys::cmsg::RecvCmsg;
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let (mut w, _s) = worker();
+        let v4 = |d: [u8; 4], spec: [u8; 4]| RecvCmsg {
+            dst: Some(IpAddr::from(d)),
+            spec_dst: Some(Ipv4Addr::from(spec)),
+            ifindex: 3,
+            ..RecvCmsg::default()
+        };
+        let v6 = |d: &str| RecvCmsg {
+            dst: Some(d.parse::<Ipv6Addr>().unwrap().into()),
+            ifindex: 3,
+            ..RecvCmsg::default()
+        };
+        let asked = v4([198, 18, 5, 2], [198, 18, 5, 2]);
+        let c = &mut w.core;
+        assert_eq!(
+            c.reply_source(0, &asked),
+            SrcIp::Any,
+            "bound to one address"
+        );
+        c.socks.local[0] = "0.0.0.0:7".parse().unwrap();
+        assert_eq!(c.reply_source(0, &asked), SrcIp::V4([198, 18, 5, 2].into()));
+        assert_eq!(
+            c.reply_source(0, &v4([224, 1, 2, 3], [198, 18, 5, 1])),
+            SrcIp::V4([198, 18, 5, 1].into()),
+            "a group is answered from the interface's address"
+        );
+        assert_eq!(
+            c.reply_source(0, &v4([255, 255, 255, 255], [0, 0, 0, 0])),
+            SrcIp::Any,
+            "never from a broadcast address"
+        );
+        c.socks.connected[0] = Some(crate::sys::RawAddr::from_socket_addr(
+            "198.18.5.9:1".parse().unwrap(),
+            false,
+        ));
+        assert_eq!(
+            c.reply_source(0, &asked),
+            SrcIp::Any,
+            "connected: the kernel knows"
+        );
+        c.socks.connected[0] = None;
+        c.socks.local[0] = "[::]:7".parse().unwrap();
+        c.socks.v6[0] = true;
+        assert_eq!(
+            c.reply_source(0, &asked),
+            SrcIp::V6("::ffff:198.18.5.2".parse().unwrap(), 0),
+            "IPv4 on a dual-stack socket: v4-mapped"
+        );
+        assert_eq!(
+            c.reply_source(0, &v6("fd18:5::2")),
+            SrcIp::V6("fd18:5::2".parse().unwrap(), 0)
+        );
+        assert_eq!(
+            c.reply_source(0, &v6("fe80::2")),
+            SrcIp::V6("fe80::2".parse().unwrap(), 3),
+            "link-local: out of the interface it came in on"
+        );
+        assert_eq!(
+            c.reply_source(0, &v6("ff02::1")),
+            SrcIp::Any,
+            "not from a group"
+        );
+        assert_eq!(
+            c.reply_source(0, &RecvCmsg::default()),
+            SrcIp::Any,
+            "the kernel did not say"
+        );
+    }
+
+    #[test]
     fn success_counts_every_segment_and_returns_the_slot() {
         let (mut w, _s) = worker();
         let t = queued_train(&mut w, 1000, 300);

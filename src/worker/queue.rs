@@ -134,6 +134,7 @@ mod tests {
             dst: RawAddr::zeroed(),
             segment: std::num::NonZeroU16::new(seg),
             retried: false,
+            src: crate::sys::SrcIp::Any,
         }
     }
 

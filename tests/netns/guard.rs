@@ -9,16 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::topo::{KillOnDrop, Topology, forge_udp4, json_of, sh_in};
 
-/// Starts `udpring ARGS` in `ns` and waits until it listens.
 fn server(topo: &Topology, ns: &str, args: &[&str]) -> KillOnDrop {
-    let mut k = topo.spawn(ns, args);
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(k.0.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "{args:?}: {line}");
-    k
+    topo.server(ns, args)
 }
 
 fn v4(s: &str) -> SocketAddrV4 {

@@ -6,7 +6,7 @@
 //!
 //! One test binary; `topo.rs` builds the topologies, then one file per
 //! subject: `pmtu.rs` (path MTU), `mcast.rs` (the multicast and broadcast
-//! API on the LAN), `tools.rs` (the command's multicast tools and fan-out
+//! API on the LAN), `source.rs` (replies from the address asked), `tools.rs` (the command's multicast tools and fan-out
 //! across hosts).
 
 #[path = "../common/mod.rs"]
@@ -17,5 +17,6 @@ mod accounting;
 mod guard;
 mod mcast;
 mod pmtu;
+mod source;
 mod tools;
 mod topo;

@@ -90,6 +90,18 @@ impl Topology {
         KillOnDrop(child)
     }
 
+    /// Starts `udpring ARGS` in `ns` and waits until it says it listens.
+    pub fn server(&self, ns: &str, args: &[&str]) -> KillOnDrop {
+        let mut k = self.spawn(ns, args);
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(k.0.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening on"), "{args:?}: {line}");
+        k
+    }
+
     /// Starts `udpring echo` on [::]:7007 in B (IPv4 and IPv6) until dropped.
     pub fn echo_in_b(&self) -> KillOnDrop {
         let child = self

@@ -1,0 +1,152 @@
+//! Replies leave from the address asked (issue 13, item 1), on loopback:
+//! every 127.0.0.0/8 address is this host's, so an engine bound to
+//! 0.0.0.0 asked on 127.0.0.7 by a client on 127.0.0.1 would answer from
+//! 127.0.0.1 (the route's choice) unless it says otherwise. The clients
+//! are connected to 127.0.0.7 and drop anything from another source. The
+//! traffic stays on loopback; the namespace test (tests/netns/source.rs)
+//! does the same with two addresses per family on a real link.
+
+#[macro_use]
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use common::{pattern, stop_clean};
+use udpring::{Config, Datagram, Engine, Handler, Transport};
+
+/// Answers with `reply` (a zero-copy echo) or `reply_with` (a copy of
+/// the payload with its first byte changed).
+struct Answer {
+    copy: bool,
+}
+
+impl Handler for Answer {
+    fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
+        if self.copy {
+            let mut out = d.payload().to_vec();
+            out[0] = b'!';
+            tx.reply_with(&d, &out).unwrap();
+        } else {
+            tx.reply(d).unwrap();
+        }
+    }
+}
+
+fn wildcard_engine(backend: udpring::Backend, copy: bool) -> (Engine, SocketAddr) {
+    let mut cfg = Config::new("0.0.0.0:0".parse().unwrap());
+    cfg.backend = Some(backend);
+    cfg.workers = 1;
+    cfg.gro = true;
+    let engine = Engine::start(cfg, move |_| Answer { copy }).unwrap();
+    let port = engine.local_addr().port();
+    (engine, SocketAddr::from(([127, 0, 0, 7], port)))
+}
+
+fn connected_client(to: SocketAddr) -> UdpSocket {
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.connect(to).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    c
+}
+
+per_backend!(
+    fn a_gro_train_goes_back_from_the_address_asked(backend) {
+        let (engine, to) = wildcard_engine(backend, false);
+        let c = connected_client(to);
+        let mut train = Vec::new();
+        for i in 0..6u8 {
+            train.extend(pattern(200, i));
+        }
+        // UDP_SEGMENT on the client: one send, six datagrams; the engine
+        // (GRO on) may take them as one train and answer with one GSO send
+        // carrying both UDP_SEGMENT and IP_PKTINFO.
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        let iov = [std::io::IoSlice::new(&train)];
+        sendmsg::<()>(
+            c.as_raw_fd(),
+            &iov,
+            &[ControlMessage::UdpGsoSegments(&200)],
+            MsgFlags::empty(),
+            None,
+        )
+        .expect("GSO send");
+        let mut buf = [0u8; 2048];
+        for i in 0..6u8 {
+            let n = c
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("{backend}: segment {i} from {to}: {e}"));
+            assert_eq!(&buf[..n], &pattern(200, i)[..], "{backend}: segment {i}");
+        }
+        let s = stop_clean(engine);
+        assert_eq!((s.received, s.sent), (6, 6), "{backend}");
+        assert!(s.send_errors.is_empty(), "{backend}: {:?}", s.send_errors);
+    }
+);
+
+per_backend!(
+    fn reply_with_answers_from_the_address_asked(backend) {
+        let (engine, to) = wildcard_engine(backend, true);
+        let c = connected_client(to);
+        let mut buf = [0u8; 128];
+        for i in 0..20u8 {
+            c.send(&[b'a' + i % 26, i]).unwrap();
+            let n = c
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("{backend}: answer {i} from {to}: {e}"));
+            assert_eq!(&buf[..n], &[b'!', i], "{backend}");
+        }
+        let s = stop_clean(engine);
+        assert_eq!((s.received, s.sent), (20, 20), "{backend}");
+    }
+);
+
+/// Hands each request to another thread, which answers through a Sender.
+struct Hand {
+    tx: std::sync::mpsc::SyncSender<(Vec<u8>, SocketAddr, Option<std::net::IpAddr>)>,
+}
+
+impl Handler for Hand {
+    fn on_datagram(&mut self, d: Datagram<'_>, _tx: &mut Transport<'_>) {
+        let _ = self
+            .tx
+            .try_send((d.payload().to_vec(), d.source(), d.answer_from()));
+    }
+}
+
+#[test]
+fn a_sender_answers_from_the_address_asked_from_another_thread() {
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    let mut cfg = Config::new("0.0.0.0:0".parse().unwrap());
+    cfg.workers = 1;
+    let engine = Engine::start(cfg, move |_| Hand { tx: tx.clone() }).unwrap();
+    let to = SocketAddr::from(([127, 0, 0, 7], engine.local_addr().port()));
+    let sender = engine.sender(0).unwrap();
+    let answerer = std::thread::spawn(move || {
+        let v6: std::net::IpAddr = "::1".parse().unwrap();
+        let e = sender
+            .send_now_from(0, b"x", "127.0.0.1:9".parse().unwrap(), Some(v6))
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        let mut n = 0;
+        while let Ok((data, from, asked)) = rx.recv_timeout(Duration::from_secs(2)) {
+            assert_eq!(asked, Some(to.ip()), "answer_from names the address asked");
+            sender.send_now_from(0, &data, from, asked).unwrap();
+            n += 1;
+        }
+        n
+    });
+    let c = connected_client(to);
+    let mut buf = [0u8; 64];
+    for i in 0..10u8 {
+        c.send(&[i]).unwrap();
+        let n = c
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("answer {i} from {to}: {e}"));
+        assert_eq!(&buf[..n], &[i]);
+    }
+    let s = stop_clean(engine);
+    assert_eq!(answerer.join().unwrap(), 10);
+    assert_eq!((s.received, s.sent), (10, 10), "direct sends are counted");
+}
