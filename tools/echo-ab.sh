@@ -7,6 +7,11 @@
 # VM the rate moves with the neighbours, CPU per echo much less.
 #
 #   tools/echo-ab.sh OLD_UDPRING NEW_UDPRING [ROUNDS] [SECS] [SIZE]
+#
+# BACKENDS picks the backends (default: simple mmsg uring); BIND the
+# server's bind address (default 127.0.0.1; 0.0.0.0 for a wildcard
+# server, which answers from the address asked). The client always sends
+# to 127.0.0.1.
 set -euo pipefail
 a=${1:?old udpring binary}
 b=${2:?new udpring binary}
@@ -14,6 +19,7 @@ rounds=${3:-5}
 secs=${4:-3}
 size=${5:-64}
 backends=${BACKENDS:-simple mmsg uring}
+bind=${BIND:-127.0.0.1}
 hz=$(getconf CLK_TCK)
 out=$(mktemp -d)
 trap 'rm -rf "$out"; [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true' EXIT
@@ -23,7 +29,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 one() { # side binary backend round
   local side=$1 bin=$2 be=$3 r=$4 port
   port=$((20000 + RANDOM % 20000))
-  "$bin" echo --bind "127.0.0.1:$port" --backend "$be" --workers 1 --cpu 0 -q \
+  "$bin" echo --bind "$bind:$port" --backend "$be" --workers 1 --cpu 0 -q \
     > "$out/srv.txt" 2>&1 &
   srv=$!
   for _ in $(seq 50); do grep -q "listening on" "$out/srv.txt" 2>/dev/null && break; sleep 0.05; done
