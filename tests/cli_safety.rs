@@ -69,15 +69,25 @@ fn spawn(
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let addr = listening_addr(&mut out);
+    // With --json the banner is on standard error (standard output holds
+    // the JSON document alone).
+    let addr = if args.contains(&"--json") {
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let a = listening_addr(&mut err);
+        // Keep draining standard error so the child never blocks on it.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        a
+    } else {
+        listening_addr(&mut out)
+    };
     (child, addr, out)
 }
 
+/// Standard output, which must be one JSON document and nothing else.
 fn last_json(out: &mut BufReader<std::process::ChildStdout>) -> serde_json::Value {
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
-    let line = rest.lines().last().unwrap_or_default().to_string();
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {rest}"))
+    serde_json::from_str(&rest).unwrap_or_else(|e| panic!("{e}: {rest}"))
 }
 
 #[test]

@@ -155,8 +155,8 @@ pub struct RunResult {
     pub truncated: u64,
     /// Seconds measured.
     pub secs: f64,
-    /// Round-trip times.
-    pub rtt_us: crate::apps::load::RttUs,
+    /// Round-trip times; `null` when nothing came back.
+    pub rtt_us: Option<crate::apps::load::RttUs>,
 }
 
 /// How to run the bench.
@@ -182,7 +182,7 @@ impl Default for BenchOpts {
             duration: Duration::from_secs(2),
             warmup: Duration::from_millis(300),
             client_backend: None,
-            window: 256,
+            window: crate::apps::window::DEFAULT_WINDOW,
             gso_segments: 64,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -375,7 +375,10 @@ pub fn ratio_to_simple(r: &RunResult, all: &[RunResult]) -> Option<f64> {
     })?;
     match r.workload {
         Workload::Flood if base.pps > 0.0 => Some(r.pps / base.pps),
-        Workload::Ping if r.rtt_us.p50 > 0.0 => Some(base.rtt_us.p50 / r.rtt_us.p50),
+        Workload::Ping => match (&base.rtt_us, &r.rtt_us) {
+            (Some(b), Some(x)) if x.p50 > 0.0 => Some(b.p50 / x.p50),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -395,10 +398,11 @@ pub fn table(results: &[RunResult]) -> String {
         "vs simple",
         "lost"
     );
+    let us = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     for r in results {
         let ratio = ratio_to_simple(r, results).map_or("-".to_string(), |x| format!("{x:.2}x"));
         s.push_str(&format!(
-            "{:<8} {:<8} {:>6} {:>8} {:>13.0} {:>9.3} {:>9.1} {:>9.1} {:>10} {:>8}\n",
+            "{:<8} {:<8} {:>6} {:>8} {:>13.0} {:>9.3} {:>9} {:>9} {:>10} {:>8}\n",
             match r.workload {
                 Workload::Flood => "flood",
                 Workload::Ping => "ping",
@@ -408,8 +412,8 @@ pub fn table(results: &[RunResult]) -> String {
             if r.gso { "on" } else { "off" },
             r.pps,
             r.gbps,
-            r.rtt_us.p50,
-            r.rtt_us.p99,
+            us(r.rtt_us.as_ref().map(|x| x.p50)),
+            us(r.rtt_us.as_ref().map(|x| x.p99)),
             ratio,
             r.lost
         ));

@@ -356,7 +356,7 @@ impl McastPing {
         for (a, p) in &self.peers {
             let mut c = p.counts.clone();
             c.lost = self.sent.saturating_sub(c.received);
-            c.rtt_us = p.hist.as_ref().map(RttUs::from_histogram);
+            c.rtt_us = p.hist.as_ref().and_then(RttUs::from_histogram);
             t.peers.push((*a, c));
         }
         t.peers.sort_by_key(|(a, _)| *a);

@@ -1,6 +1,12 @@
 //! Datagrams in flight of a closed loop, and the stall rule both floods
 //! (the load generator's `--window` and the bench pair's client) use.
 
+/// Datagrams a flood keeps in flight per worker unless told otherwise
+/// (`udpring load` and `udpring bench`). Enough to keep a server on this
+/// host busy; more only queues in its socket buffer, and what overflows
+/// that is lost, which measures the buffer, not the server.
+pub const DEFAULT_WINDOW: u64 = 256;
+
 /// What a closed loop has in flight. When a whole check period passes
 /// without a reply (lost datagrams never come back), what is outstanding is
 /// written off, so the loop sends again instead of waiting for ever.

@@ -127,7 +127,19 @@ fn mcast_ping_pong_reports_all_three_responders_v4_and_v6() {
                 "{group}: {p}"
             );
         }
+        assert!(out.status.success(), "{group}");
         drop(pongs);
+        // Nobody answers now: the ping failed its purpose, exit 1 (as
+        // `ping` and `load` do), the result still printed.
+        let out = topo.udpring(
+            "h1",
+            &["mcast", "ping", group, "-c", "5", "--rate", "100", "--json"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{group}: no responders");
+        let v = json_of(&out);
+        assert_eq!(v["peers"].as_array().unwrap().len(), 0, "{v}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no responder answered"), "{err}");
     }
 }
 

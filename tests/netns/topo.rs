@@ -79,25 +79,32 @@ impl Topology {
         self.command(ns, args).output().unwrap()
     }
 
-    /// Starts `udpring ARGS` in namespace `ns` in the background.
+    /// Starts `udpring ARGS` in namespace `ns` in the background. With
+    /// `--json` the banner goes to stderr (stdout is JSON only), so stderr
+    /// is piped too.
     pub fn spawn(&self, ns: &str, args: &[&str]) -> KillOnDrop {
+        let json = args.contains(&"--json");
         let child = self
             .command(ns, args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if json { Stdio::piped() } else { Stdio::null() })
             .spawn()
             .unwrap();
         KillOnDrop(child)
     }
 
-    /// Starts `udpring ARGS` in `ns` and waits until it says it listens.
+    /// Starts `udpring ARGS` in `ns` and waits until it says it listens
+    /// (on stdout, or on stderr with `--json`).
     pub fn server(&self, ns: &str, args: &[&str]) -> KillOnDrop {
         let mut k = self.spawn(ns, args);
         let mut line = String::new();
         use std::io::BufRead;
-        std::io::BufReader::new(k.0.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        if args.contains(&"--json") {
+            std::io::BufReader::new(k.0.stderr.as_mut().unwrap()).read_line(&mut line)
+        } else {
+            std::io::BufReader::new(k.0.stdout.as_mut().unwrap()).read_line(&mut line)
+        }
+        .unwrap();
         assert!(line.contains("listening on"), "{args:?}: {line}");
         k
     }

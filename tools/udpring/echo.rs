@@ -47,7 +47,17 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
         eprintln!("udpring: note: {why}");
     }
     let info = engine.socket_info();
-    say!(
+    // With --json, standard output carries the JSON document alone: the
+    // banner and the live lines go to standard error.
+    let json = a.serve.json;
+    let line = |text: String| {
+        if json {
+            eprintln!("{text}");
+        } else {
+            say!("{text}");
+        }
+    };
+    line(format!(
         "udpring echo: listening on {} (backend {}, {} worker{}, rcvbuf {} sndbuf {}{}{}{})",
         engine.local_addr(),
         engine.backend(),
@@ -58,11 +68,11 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
         if info.gro { ", gro" } else { "" },
         if sockperf { ", sockperf" } else { "" },
         if discard { ", discard" } else { "" },
-    );
+    ));
     let mut prev = Stats::default();
     run_until(a.serve.duration, a.serve.quiet, |t, dt| {
         let now = engine.stats();
-        say!("{}", rate_line(t, &now, &prev, dt));
+        line(rate_line(t, &now, &prev, dt));
         prev = now;
     });
     let (s, failure) = stop(engine);

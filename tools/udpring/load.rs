@@ -13,7 +13,8 @@ use crate::common::{
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
-    udpring load 127.0.0.1:9000                        # flood 64 B for 5 s\n  \
+    udpring load 127.0.0.1:9000                        # flood 64 B for 5 s, 256 in flight\n  \
+    udpring load 127.0.0.1:9000 --unbounded            # flood with no window: the ceiling\n  \
     udpring load 127.0.0.1:9000 --mode ping --flows 4  # closed-loop RTT, 4 flows\n  \
     udpring load [::1]:9000 --rate 100000 --size 512   # paced, latency from intended send time\n  \
     udpring load host:11111 --sockperf --mode ping     # against `sockperf server`\n  \
@@ -51,9 +52,16 @@ pub(crate) struct LoadArgs {
     /// with GRO.
     #[arg(long, default_value_t = 1)]
     gso: usize,
-    /// Flood: at most this many datagrams in flight per worker.
-    #[arg(long)]
+    /// Flood: at most this many datagrams in flight per worker (default
+    /// 256). A bigger window only queues in the server's socket buffer, and
+    /// what overflows it is lost: the run then measures the buffer, not
+    /// the server. Raise it for long paths (window >= rate x RTT).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     window: Option<u64>,
+    /// Flood with no window: as fast as this host can send, replies or
+    /// not (expect loss at the server's socket; finds the ceiling).
+    #[arg(long, conflicts_with = "window")]
+    unbounded: bool,
     /// Seconds to wait for late replies after the last send.
     #[arg(long, default_value = "0.5", value_parser = parse_secs_or_zero)]
     drain: Duration,
@@ -80,7 +88,10 @@ pub(crate) struct LoadArgs {
     /// Write the RTT percentile distribution (HdrHistogram .hgrm text, µs).
     #[arg(long)]
     hist_out: Option<std::path::PathBuf>,
-    /// No per-second lines.
+    /// Seconds between live lines (like iperf3's -i; at least 0.1).
+    #[arg(long, short = 'i', default_value = "1", value_parser = parse_secs)]
+    interval: Duration,
+    /// No live lines.
     #[arg(long, short = 'q')]
     quiet: bool,
     /// Pin workers from this CPU index up (default: the last CPUs, leaving
@@ -141,7 +152,17 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     };
     o.warmup = a.warmup;
     o.gso = a.gso;
-    o.window = a.window;
+    o.window = match (&o.mode, a.window, a.unbounded) {
+        (Mode::Flood, _, true) => None,
+        (Mode::Flood, w, false) => Some(w.unwrap_or(udpring::apps::window::DEFAULT_WINDOW)),
+        (_, None, false) => None,
+        _ => {
+            return Err(usage(
+                "--window and --unbounded shape a flood; --mode ping keeps one request in \
+                 flight per flow and --rate paces the sends",
+            ));
+        }
+    };
     o.drain = a.drain;
     o.ping_timeout = a.timeout;
     o.backend = a.backend;
@@ -152,6 +173,10 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     o.max_responders = a.max_responders as usize;
     o.busy_poll = a.busy_poll;
     o.first_cpu = a.cpu;
+    if a.interval < Duration::from_millis(100) {
+        return Err(usage("--interval must be at least 0.1 s"));
+    }
+    o.progress_every = a.interval;
     o.validate().map_err(usage)?;
     udpring::signals::install().map_err(runtime)?;
     // An output file that cannot be written fails now, not after the run.
@@ -177,13 +202,76 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         let _ = watcher.join();
         let report = r.map_err(runtime)?;
         print_report(&report, a.json, hist_out)?;
-        if report.sent > 0 && report.received == 0 {
+        if report.received == 0 {
+            // The measurement failed its purpose: exit 1.
+            let msg = if report.sent > 0 {
+                format!(
+                    "no replies from {target} to {} datagrams: is an echo server listening there?",
+                    report.sent
+                )
+            } else {
+                format!(
+                    "nothing measured: no datagram to {target} was sent after the warm-up \
+                     (a request was still waiting for its reply or its --timeout)"
+                )
+            };
+            return Err(Failure { code: 1, msg });
+        }
+        if let Some(rate) = report.rate
+            && report.pps_sent < 0.95 * rate
+        {
             eprintln!(
-                "udpring: warning: no replies from {target}: is an echo server listening there?"
+                "udpring: warning: asked for {rate:.0}/s but this host sent {:.0}/s (the schedule \
+                 ran {:.2} s late); latencies include that lateness. More --workers or --gso \
+                 send faster",
+                report.pps_sent,
+                report.duration_s - o.duration.map_or(report.duration_s, |d| d.as_secs_f64()),
             );
+        }
+        if let Some(h) = loss_hint(&report, &o) {
+            eprintln!("udpring: hint: {h}");
         }
         Ok(())
     })
+}
+
+/// What to try after a run that lost datagrams, or `None`.
+fn loss_hint(
+    r: &udpring::apps::load::LoadReport,
+    o: &udpring::apps::load::LoadOpts,
+) -> Option<String> {
+    use udpring::apps::load::Mode;
+    if r.lost == 0 || r.sent == 0 {
+        return None;
+    }
+    let pct = 100.0 * r.lost as f64 / r.sent as f64;
+    let buffer = if r.host_udp.rcvbuf_errors > 0 {
+        format!(
+            " (this host's kernel dropped {} at full socket buffers: RcvbufErrors)",
+            r.host_udp.rcvbuf_errors
+        )
+    } else {
+        String::new()
+    };
+    let what = match (&o.mode, o.window) {
+        (Mode::Flood, None) => "a flood with no window overruns the server's socket buffer; \
+             drop --unbounded (256 in flight) to measure the server instead"
+            .to_string(),
+        (Mode::Flood, Some(w)) => format!(
+            "with {w} in flight per worker; a smaller --window, or a paced --rate \
+             below {:.0}/s (what came back), shows where loss starts",
+            r.pps_received
+        ),
+        (Mode::Rate(rate), _) => format!(
+            "at {rate:.0}/s the server or the path does not keep up; \
+             try a lower --rate"
+        ),
+        (Mode::Ping, _) => format!(
+            "{} requests went unanswered within --timeout {:?}",
+            r.counts.timeouts, o.ping_timeout
+        ),
+    };
+    Some(format!("{pct:.3}% lost{buffer}: {what}"))
 }
 
 /// A file to write at the end of a run, created (and so checked) before it.

@@ -29,7 +29,15 @@ use net::{PingArgs, PmtuArgs};
 #[command(after_help = "Examples:\n  \
     udpring bench                      # echo engine + flood on loopback, all backends\n  \
     udpring echo --bind 0.0.0.0:9000   # an echo server, one worker per CPU\n  \
-    udpring echo --sockperf            # ... that sockperf's ping-pong client accepts\n\n\
+    udpring echo --sockperf            # ... that sockperf's ping-pong client accepts\n  \
+    udpring load 127.0.0.1:9000        # load it: 256 in flight, every reply accounted for\n\n\
+    Exit codes (every subcommand):\n  \
+    0  success\n  \
+    1  the run failed its purpose (no replies at all, no responder, no path MTU found)\n     \
+    or the system refused (a socket, a file); the result is still printed\n  \
+    2  usage: a bad flag, address, size or file, one line on standard error\n\n\
+    With --json, standard output holds the JSON document alone; banners, live\n\
+    lines, warnings and hints go to standard error.\n\n\
     Environment: UDPRING_BACKEND=uring|mmsg|simple forces a backend.")]
 struct Cli {
     #[command(subcommand)]

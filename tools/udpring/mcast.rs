@@ -284,6 +284,22 @@ fn finish(
     let (stats, failure) = crate::common::stop(engine);
     let report = table.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let peers: Vec<(SocketAddr, PeerCounts)> = report.peers;
+    // A ping no responder answered failed its purpose: exit 1 (after the
+    // report), as `ping` and `load` do.
+    let failure = failure.map(Err).or_else(|| {
+        (kind == "ping" && stats.sent > 0 && peers.iter().all(|(_, c)| c.received == 0)).then(
+            || {
+                Err(Failure {
+                    code: 1,
+                    msg: format!(
+                        "no responder answered {} pings to {} (is `udpring mcast pong` \
+                     joined there, and the TTL enough?)",
+                        stats.sent, g.addr
+                    ),
+                })
+            },
+        )
+    });
     if a.json {
         let v = serde_json::json!({
             "command": kind, "group": g.addr.to_string(), "sent": stats.sent, "received": stats.received,
@@ -291,7 +307,7 @@ fn finish(
             "peers": peers.iter().map(|(p, c)| serde_json::json!({"addr": p.to_string(), "counts": c})).collect::<Vec<_>>(),
         });
         say!("{v}");
-        return failure.map_or(Ok(()), Err);
+        return failure.unwrap_or(Ok(()));
     }
     say!(
         "{kind} {}: sent {} received {}  not ours {}  from sources beyond the {} tracked {}",
@@ -317,7 +333,7 @@ fn finish(
             c.reordered
         );
     }
-    failure.map_or(Ok(()), Err)
+    failure.unwrap_or(Ok(()))
 }
 
 #[derive(Args)]
@@ -493,7 +509,17 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     let (c2, dests) = (counters.clone(), a.to.clone());
     let engine =
         Engine::start(cfg, move |_| Fanout::new(dests.clone(), c2.clone())).map_err(runtime)?;
-    say!(
+    // With --json, standard output carries the JSON document alone: the
+    // banner and the live lines go to standard error.
+    let json = a.serve.json;
+    let line = |text: String| {
+        if json {
+            eprintln!("{text}");
+        } else {
+            say!("{text}");
+        }
+    };
+    line(format!(
         "udpring fanout: listening on {} (backend {}), relaying to {}",
         engine.local_addr(),
         engine.backend(),
@@ -501,15 +527,15 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
             .map(|d| d.to_string())
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    ));
     let mut prev = 0;
     run_until(a.serve.duration, a.serve.quiet, |t, dt| {
         let now = counters.received.load(Relaxed);
-        say!(
+        line(format!(
             "t={t:>6.1}s in {:>10.0}/s  out {:>10.0}/s",
             (now - prev) as f64 / dt,
             (now - prev) as f64 * a.to.len() as f64 / dt
-        );
+        ));
         prev = now;
     });
     let (s, failure) = crate::common::stop(engine);

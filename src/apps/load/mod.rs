@@ -29,12 +29,16 @@
 //!
 //! - `opts.rs`: [`LoadOpts`], [`Mode`] and their checks;
 //! - `worker.rs`: the handler each worker runs;
-//! - `report.rs`: [`LoadReport`] (merge, table, `.hgrm`), [`Progress`];
+//! - `report.rs`: [`LoadReport`] and its merge;
+//! - `text.rs`: the table, the `.hgrm` text, the live line ([`Progress`]);
+//! - `responders.rs`: a multicast target's responders, each on its own;
 //! - `host.rs`: [`HostUdp`], the host's UDP error counters.
 
 mod host;
 mod opts;
 mod report;
+mod responders;
+mod text;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -49,9 +53,9 @@ use hdrhistogram::Histogram;
 pub use host::HostUdp;
 pub use opts::{LoadOpts, Mode};
 pub use report::{
-    Counts, HistogramData, KernelCounts, LoadReport, Progress, ResponderReport, RttUs,
-    new_histogram,
+    Counts, HistogramData, KernelCounts, LoadReport, ResponderReport, RttUs, new_histogram,
 };
+pub use text::Progress;
 use worker::{Partial, Worker};
 
 use crate::{Config, Engine, Stats};
@@ -106,16 +110,20 @@ fn lock(p: &Mutex<Partial>) -> std::sync::MutexGuard<'_, Partial> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Waits until every worker is done, calling `progress` about once a
-/// second and passing a cancel on to the workers.
+/// Waits until every worker is done, calling `progress` once per
+/// `every` of measurement (the first call `every` after the warm-up,
+/// which is left out of the clock as of the counts), and passing a cancel
+/// on to the workers.
 fn watch(
     shared: &[Arc<Mutex<Partial>>],
     cancel: &AtomicBool,
     abort: &AtomicBool,
+    opts: &LoadOpts,
     mut progress: impl FnMut(&Progress),
 ) {
-    let started = Instant::now();
-    let mut last = Instant::now();
+    let measure_from = Instant::now() + opts.warmup;
+    let every = opts.progress_every.max(Duration::from_millis(100));
+    let mut last = measure_from;
     let mut prev = Counts::default();
     loop {
         std::thread::sleep(Duration::from_millis(10));
@@ -125,31 +133,34 @@ fn watch(
         if shared.iter().all(|p| lock(p).done) {
             return;
         }
-        if last.elapsed() >= Duration::from_secs(1) {
-            let mut now = Counts::default();
-            let mut h = new_histogram();
-            for p in shared {
-                let mut p = lock(p);
-                now.add(&p.counts);
-                if let Some(i) = p.interval.take() {
-                    let _ = h.add(&i);
-                }
-            }
-            let dt = last.elapsed().as_secs_f64();
-            progress(&Progress {
-                elapsed: started.elapsed().as_secs_f64(),
-                pps_sent: (now.sent - prev.sent) as f64 / dt,
-                pps_received: (now.received - prev.received) as f64 / dt,
-                unanswered: now.sent.saturating_sub(now.received),
-                p99_us: if h.is_empty() {
-                    0.0
-                } else {
-                    h.value_at_quantile(0.99) as f64 / 1000.0
-                },
-            });
-            prev = now;
-            last = Instant::now();
+        let now = Instant::now();
+        if now < measure_from || now.duration_since(last) < every {
+            continue;
         }
+        let mut counts = Counts::default();
+        let mut h = new_histogram();
+        let mut sending = false;
+        for p in shared {
+            let mut p = lock(p);
+            counts.add(&p.counts);
+            sending |= p.sending;
+            if let Some(i) = p.interval.take() {
+                let _ = h.add(&i);
+            }
+        }
+        let dt = now.duration_since(last).as_secs_f64();
+        let elapsed = now.duration_since(measure_from).as_secs_f64();
+        progress(&Progress {
+            elapsed,
+            draining: !sending,
+            pps_sent: counts.sent.saturating_sub(prev.sent) as f64 / dt,
+            pps_received: counts.received.saturating_sub(prev.received) as f64 / dt,
+            p99_us: (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0),
+            sent: counts.sent,
+            unanswered: counts.sent.saturating_sub(counts.received),
+        });
+        prev = counts;
+        last = now;
     }
 }
 
@@ -200,7 +211,7 @@ fn collect(shared: &[Arc<Mutex<Partial>>]) -> Collected {
 }
 
 /// Runs the generator until done (or `cancel` is set); calls `progress`
-/// about once a second.
+/// once per [`LoadOpts::progress_every`] of measurement.
 pub fn run_load(
     opts: &LoadOpts,
     cancel: &AtomicBool,
@@ -240,14 +251,18 @@ pub fn run_load(
         )
     })?;
     let backend = engine.backend();
-    watch(&shared, cancel, &abort, progress);
+    watch(&shared, cancel, &abort, opts, progress);
     let engine_stats = engine.stop()?;
     let host_udp = HostUdp::read().since(before);
     let c = collect(&shared);
-    // The measured interval: the asked duration (sending stops exactly at
-    // its end), or, with --count or a cancel, up to the last measured send.
+    // The measured interval: the asked duration (a flood stops sending
+    // exactly at its end; a paced run that fell behind its schedule sends
+    // on until it has sent what was due, and then the span is longer), or,
+    // with --count or a cancel, up to the last measured send.
     let secs = match opts.duration {
-        Some(d) if !cancel.load(Ordering::Relaxed) && opts.count.is_none() => d.as_secs_f64(),
+        Some(d) if !cancel.load(Ordering::Relaxed) && opts.count.is_none() => {
+            d.as_secs_f64().max(c.span as f64 / 1e9)
+        }
         _ => c.span as f64 / 1e9,
     }
     .max(1e-9);

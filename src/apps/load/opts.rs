@@ -49,7 +49,9 @@ pub struct LoadOpts {
     pub warmup: Duration,
     /// Datagrams per send: above 1, one GSO send carries that many.
     pub gso: usize,
-    /// Flood only: most datagrams in flight per worker.
+    /// Flood only: most datagrams in flight per worker (default
+    /// [`DEFAULT_WINDOW`](crate::apps::window::DEFAULT_WINDOW)); `None`:
+    /// unbounded, as fast as the engine can send.
     pub window: Option<u64>,
     /// Force a backend.
     pub backend: Option<Backend>,
@@ -74,6 +76,8 @@ pub struct LoadOpts {
     /// Multicast target: responders tracked per worker (each costs a
     /// sequence window per flow); replies from more are counted, not kept.
     pub max_responders: usize,
+    /// How often the live line reports (at least every 100 ms).
+    pub progress_every: Duration,
     /// Index (among the CPUs this process may use) of the first CPU to pin
     /// workers to; `None`: the last ones, so that a server started with its
     /// defaults on the same host (from the first CPU up) keeps its own.
@@ -81,7 +85,7 @@ pub struct LoadOpts {
 }
 
 impl LoadOpts {
-    /// A flood of 64-byte datagrams for 5 seconds.
+    /// A flood of 64-byte datagrams for 5 seconds, 256 in flight.
     pub fn new(target: SocketAddr) -> Self {
         LoadOpts {
             target,
@@ -93,8 +97,9 @@ impl LoadOpts {
             count: None,
             warmup: Duration::ZERO,
             gso: 1,
-            window: None,
+            window: Some(crate::apps::window::DEFAULT_WINDOW),
             backend: None,
+            progress_every: Duration::from_secs(1),
             bind: None,
             sockperf: false,
             drain: Duration::from_millis(500),

@@ -21,8 +21,8 @@ pub struct ResponderReport {
     pub duplicated: u64,
     /// Replies after a later sequence.
     pub reordered: u64,
-    /// RTT percentiles.
-    pub rtt_us: RttUs,
+    /// RTT percentiles; `null` when it never answered.
+    pub rtt_us: Option<RttUs>,
     /// Its RTT histogram, exactly.
     pub histogram: HistogramData,
 }
@@ -65,7 +65,9 @@ pub struct Counts {
     pub invalid: u64,
     /// From another address than the target.
     pub foreign: u64,
-    /// Replies to warm-up datagrams (not counted above).
+    /// Datagrams of the warm-up, kept out of every other count: replies
+    /// to warm-up datagrams, and whatever arrived during the warm-up
+    /// (invalid, foreign or not).
     pub warmup_replies: u64,
     /// Replies shorter than what was sent (cut on the way, e.g. by a
     /// server's buffer): not counted as received.
@@ -142,13 +144,14 @@ pub struct RttUs {
 }
 
 impl RttUs {
-    /// From a histogram in nanoseconds.
-    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+    /// From a histogram in nanoseconds; `None` when it is empty (no
+    /// figure rather than a 0.0 that reads as a measurement).
+    pub fn from_histogram(h: &Histogram<u64>) -> Option<Self> {
         if h.is_empty() {
-            return RttUs::default();
+            return None;
         }
         let q = |x: f64| h.value_at_quantile(x) as f64 / 1000.0;
-        RttUs {
+        Some(RttUs {
             p50: q(0.5),
             p90: q(0.9),
             p99: q(0.99),
@@ -157,7 +160,7 @@ impl RttUs {
             max: h.max() as f64 / 1000.0,
             min: h.min() as f64 / 1000.0,
             mean: h.mean() / 1000.0,
-        }
+        })
     }
 }
 
@@ -259,8 +262,8 @@ pub struct LoadReport {
     pub gbps: f64,
     /// Sent payload, Gbit/s.
     pub gbps_sent: f64,
-    /// RTT percentiles.
-    pub rtt_us: RttUs,
+    /// RTT percentiles; `null` when no reply came.
+    pub rtt_us: Option<RttUs>,
     /// The RTT histogram, exactly.
     pub histogram: HistogramData,
     /// Multicast target: every responder's own account (empty otherwise).
@@ -273,7 +276,7 @@ impl LoadReport {
     /// infinity; a result with one would not read back), the histogram
     /// decodable. `report` checks each file it reads and what it writes.
     pub fn check(&self) -> Result<(), String> {
-        let r = &self.rtt_us;
+        let r = self.rtt_us.clone().unwrap_or_default();
         let floats = [
             ("duration_s", self.duration_s),
             ("pps_sent", self.pps_sent),
@@ -363,135 +366,6 @@ impl LoadReport {
         out.rtt_us = RttUs::from_histogram(&hist);
         out.histogram = HistogramData::from_histogram(&hist);
         Ok(out)
-    }
-
-    /// The percentile distribution in HdrHistogram's text form (`.hgrm`),
-    /// values in microseconds, for plotting.
-    pub fn percentile_text(&self) -> Result<String, String> {
-        let h = self.histogram.to_histogram()?;
-        let mut s = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
-        for v in h.iter_quantiles(5) {
-            let q = v.quantile_iterated_to();
-            let inv = if q < 1.0 {
-                format!("{:.2}", 1.0 / (1.0 - q))
-            } else {
-                "inf".into()
-            };
-            s.push_str(&format!(
-                "{:12.3} {:14.12} {:10} {:>14}\n",
-                v.value_iterated_to() as f64 / 1000.0,
-                q,
-                v.count_since_last_iteration(),
-                inv
-            ));
-        }
-        s.push_str(&format!(
-            "#[Mean = {:.3}, StdDeviation = {:.3}]\n#[Max = {:.3}, Total count = {}]\n",
-            h.mean() / 1000.0,
-            h.stdev() / 1000.0,
-            h.max() as f64 / 1000.0,
-            h.len()
-        ));
-        Ok(s)
-    }
-
-    /// The final table.
-    pub fn table(&self) -> String {
-        let loss = if self.sent > 0 {
-            100.0 * self.lost as f64 / self.sent as f64
-        } else {
-            0.0
-        };
-        let mut s = format!(
-            "target {}  mode {}{}  size {}  flows {}  workers {}  gso {}  backend {}  {:.2} s\n",
-            self.target,
-            self.mode,
-            self.rate.map_or(String::new(), |r| format!(" {r:.0}/s")),
-            self.size,
-            self.flows,
-            self.workers,
-            self.gso,
-            self.backend,
-            self.duration_s
-        );
-        s += &format!(
-            "sent {:>12}  {:>12.0}/s  {:.3} Gbit/s\nrecv {:>12}  {:>12.0}/s  {:.3} Gbit/s\n",
-            self.sent, self.pps_sent, self.gbps_sent, self.received, self.pps_received, self.gbps
-        );
-        s += &format!(
-            "lost {} ({loss:.3}%)  reordered {}  duplicated {}  invalid {}  foreign {}\n",
-            self.lost, self.reordered, self.duplicated, self.invalid, self.foreign
-        );
-        let errs: Vec<String> = self
-            .send_errors
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let evs: Vec<String> = self
-            .counts
-            .errors
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        s += &format!(
-            "send errors {}  kernel drops {}  host UDP: rcvbuf-errors {} sndbuf-errors {} in-errors {}  icmp/errors {}{}\n",
-            if errs.is_empty() {
-                "none".into()
-            } else {
-                errs.join(" ")
-            },
-            self.kernel_drops,
-            self.host_udp.rcvbuf_errors,
-            self.host_udp.sndbuf_errors,
-            self.host_udp.in_errors,
-            if evs.is_empty() {
-                "none".into()
-            } else {
-                evs.join(" ")
-            },
-            if self.counts.timeouts > 0 {
-                format!("  timeouts {}", self.counts.timeouts)
-            } else {
-                String::new()
-            },
-        );
-        for r in &self.responders {
-            s += &format!(
-                "responder {}  received {}  lost {}  duplicated {}  reordered {}  rtt p50 {:.1} p99 {:.1} us\n",
-                r.addr, r.received, r.lost, r.duplicated, r.reordered, r.rtt_us.p50, r.rtt_us.p99
-            );
-        }
-        let r = &self.rtt_us;
-        s += &format!(
-            "rtt us  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  p99.99 {:.1}  max {:.1}  (min {:.1} mean {:.1})\n",
-            r.p50, r.p90, r.p99, r.p999, r.p9999, r.max, r.min, r.mean
-        );
-        s
-    }
-}
-
-/// A per-second progress line's figures.
-#[derive(Clone, Debug, Default)]
-pub struct Progress {
-    /// Seconds since the start (warm-up included).
-    pub elapsed: f64,
-    /// Sent per second over the last interval.
-    pub pps_sent: f64,
-    /// Received per second over the last interval.
-    pub pps_received: f64,
-    /// Sent minus received so far (in flight or lost).
-    pub unanswered: u64,
-    /// p99 RTT over the last interval, µs.
-    pub p99_us: f64,
-}
-
-impl Progress {
-    /// As a line.
-    pub fn line(&self) -> String {
-        format!(
-            "t={:>6.1}s out {:>10.0}/s in {:>10.0}/s unanswered {:>8} p99 {:>9.1} us",
-            self.elapsed, self.pps_sent, self.pps_received, self.unanswered, self.p99_us
-        )
     }
 }
 

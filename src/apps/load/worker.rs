@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 
 use super::opts::{LoadOpts, Mode};
 use super::report::{Counts, ResponderReport, new_histogram};
+use super::responders::Responders;
 use crate::apps::header::{Header, sockperf};
 use crate::apps::seq::{Seen, SeqWindow};
 use crate::apps::window::InFlight;
@@ -39,14 +40,6 @@ impl Flow {
     }
 }
 
-/// One responder to a multicast target, as a worker saw it.
-struct Responder {
-    /// A sequence window per flow of the worker.
-    windows: Vec<SeqWindow>,
-    counts: ResponderReport,
-    hist: Histogram<u64>,
-}
-
 /// What a worker shares with the thread that reports.
 #[derive(Default)]
 pub(super) struct Partial {
@@ -60,6 +53,8 @@ pub(super) struct Partial {
     /// From the end of the warm-up to the last measured send (+ one rate
     /// interval), set when done.
     pub measured_ns: u64,
+    /// Still sending (warm-up or measuring); false once draining.
+    pub sending: bool,
     pub done: bool,
 }
 
@@ -101,7 +96,7 @@ pub(super) struct Worker {
     in_flight: InFlight,
     last_measured_ns: u64,
     /// Multicast target: replies by responder.
-    responders: std::collections::HashMap<SocketAddr, Responder>,
+    responders: Responders,
     shared: Arc<Mutex<Partial>>,
     abort: Arc<AtomicBool>,
 }
@@ -152,7 +147,7 @@ impl Worker {
             scratch: vec![0x5a; opts.size * opts.gso.max(1)],
             in_flight: InFlight::default(),
             last_measured_ns: 0,
-            responders: std::collections::HashMap::new(),
+            responders: Responders::new(opts.max_responders),
             shared,
             abort,
             opts,
@@ -163,13 +158,11 @@ impl Worker {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// Moves from warm-up to measuring at the exact time it is due.
+    /// Moves from warm-up to measuring at the exact time it is due. (Which
+    /// datagrams are measured goes by when they were due, see `send`.)
     fn advance(&mut self, now: u64) {
         if self.phase == Phase::Warmup && now >= self.measure_at {
             self.phase = Phase::Measure;
-            for f in &mut self.flows {
-                f.first_measured = f.next_seq;
-            }
         }
     }
 
@@ -211,8 +204,17 @@ impl Worker {
             Ok(()) => {
                 let f = &mut self.flows[fi];
                 f.next_seq += n as u64;
-                if self.phase == Phase::Measure {
-                    self.last_measured_ns = due[n - 1];
+                // Measured: due after the warm-up (a paced run that fell
+                // behind may send warm-up datagrams after it ended; those
+                // stay warm-up).
+                if self.phase == Phase::Measure && due[0] >= self.measure_at {
+                    if f.first_measured == u64::MAX {
+                        f.first_measured = seq0;
+                    }
+                    // When it really left (a paced run that fell behind
+                    // sends after its due time): the measured span is
+                    // what it took, not what was asked.
+                    self.last_measured_ns = self.now_ns().max(due[n - 1]);
                     self.counts.sent += n as u64;
                     self.counts.bytes_sent += (n * size) as u64;
                     if let Some(q) = &mut self.count_quota {
@@ -310,8 +312,11 @@ impl Worker {
         let limit = self.opts.ping_timeout.as_nanos() as u64;
         for fi in 0..self.flows.len() {
             match self.flows[fi].in_flight {
-                Some((_, t)) if now.saturating_sub(t) >= limit => {
-                    self.counts.timeouts += 1;
+                Some((seq, t)) if now.saturating_sub(t) >= limit => {
+                    // A warm-up request is not counted, lost or not.
+                    if seq >= self.flows[fi].first_measured {
+                        self.counts.timeouts += 1;
+                    }
                     self.flows[fi].in_flight = None;
                     self.ping_one(tx, fi);
                 }
@@ -324,6 +329,7 @@ impl Worker {
     fn publish(&mut self) {
         let mut p = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         p.counts = self.counts.clone();
+        p.sending = matches!(self.phase, Phase::Warmup | Phase::Measure);
         match &mut p.interval {
             Some(h) => {
                 let _ = h.add(&self.interval);
@@ -333,11 +339,7 @@ impl Worker {
         self.interval.reset();
         if self.phase == Phase::Done && !p.done {
             p.total = Some(self.hist.clone());
-            p.responders = self
-                .responders
-                .iter()
-                .map(|(a, r)| (*a, r.counts.clone(), r.hist.clone()))
-                .collect();
+            p.responders = self.responders.reports();
             p.measured_ns = self.last_measured_ns.saturating_sub(self.measure_at)
                 + self.rate_interval_ns as u64;
             p.done = true;
@@ -384,41 +386,17 @@ impl Worker {
         }
     }
 
-    /// A multicast target's responder answered `seq` of flow `fi`: each
-    /// responder has its own windows (one datagram, many answers, none a
-    /// duplicate of another responder's). At most `max_responders` are
-    /// tracked; `None` (counted) for one beyond them.
-    fn responder_mark(&mut self, from: SocketAddr, fi: usize, seq: u64, rtt: u64) -> Option<Seen> {
-        let flows = self.flows.len();
-        if !self.responders.contains_key(&from) {
-            if self.responders.len() >= self.opts.max_responders {
-                self.counts.untracked_responders += 1;
-                return None;
-            }
-            self.responders.insert(
-                from,
-                Responder {
-                    windows: (0..flows).map(|_| SeqWindow::new()).collect(),
-                    counts: ResponderReport {
-                        addr: from.to_string(),
-                        ..Default::default()
-                    },
-                    hist: new_histogram(),
-                },
-            );
-        }
-        let r = self.responders.get_mut(&from)?;
-        let seen = r.windows[fi].mark(seq);
-        match seen {
-            Seen::Duplicate => r.counts.duplicated += 1,
-            Seen::Stale => {}
-            first => {
-                r.counts.received += 1;
-                r.counts.reordered += u64::from(first == Seen::Reordered);
-                r.hist.saturating_record(rtt);
-            }
-        }
-        Some(seen)
+    /// Counts `n` of something that is not an answer (invalid, foreign,
+    /// stale, truncated) in `field`, or, while warming up, among the
+    /// warm-up's datagrams: the warm-up is kept out of every count but
+    /// its own.
+    fn tally(&mut self, field: fn(&mut Counts) -> &mut u64, n: u64) {
+        let c = if self.phase == Phase::Warmup {
+            &mut self.counts.warmup_replies
+        } else {
+            field(&mut self.counts)
+        };
+        *c = c.saturating_add(n);
     }
 
     fn on_reply(
@@ -430,34 +408,30 @@ impl Worker {
         tx: &mut Transport<'_>,
     ) {
         let Ok(h) = Header::new_checked(&seg[self.opts.header_offset().min(seg.len())..]) else {
-            self.counts.invalid += 1;
-            return;
+            return self.tally(|c| &mut c.invalid, 1);
         };
         let Some(fi) = self.by_sock.get(sock).copied().flatten() else {
-            self.counts.invalid += 1;
-            return;
+            return self.tally(|c| &mut c.invalid, 1);
         };
         let (seq, sent) = (h.seq(), h.sent_ns());
-        let f = &mut self.flows[fi];
+        let f = &self.flows[fi];
         if h.token() != self.token || h.flow() != f.id {
-            self.counts.invalid += 1;
-            return;
+            return self.tally(|c| &mut c.invalid, 1);
         }
         if seq >= f.next_seq {
             // Ours, but never sent: forged, or from a corrupted path.
-            self.counts.stale += 1;
-            return;
+            return self.tally(|c| &mut c.stale, 1);
         }
         if seg.len() != self.opts.size {
             // Ours, but cut on the way (a server's buffer smaller than the
             // datagram), or grown: not an answer to what was sent.
-            if seg.len() < self.opts.size {
-                self.counts.truncated += 1;
+            return if seg.len() < self.opts.size {
+                self.tally(|c| &mut c.truncated, 1)
             } else {
-                self.counts.invalid += 1;
-            }
-            return;
+                self.tally(|c| &mut c.invalid, 1)
+            };
         }
+        let f = &mut self.flows[fi];
         self.in_flight.answered(1);
         let answered_ping = f.in_flight.is_some_and(|(s, _)| s == seq);
         if answered_ping {
@@ -467,7 +441,13 @@ impl Worker {
             self.counts.warmup_replies += 1;
         } else {
             let seen = if self.opts.target.ip().is_multicast() {
-                self.responder_mark(from, fi, seq, now.saturating_sub(sent).max(1))
+                let flows = self.flows.len();
+                let rtt = now.saturating_sub(sent).max(1);
+                let seen = self.responders.mark(from, flows, fi, seq, rtt);
+                if seen.is_none() {
+                    self.counts.untracked_responders += 1;
+                }
+                seen
             } else {
                 Some(self.flows[fi].window.mark(seq))
             };
@@ -526,17 +506,16 @@ impl Handler for Worker {
 
     fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
         let now = self.now_ns();
+        self.advance(now);
         let from = dgram.source();
         if !self.opts.target.ip().is_multicast()
             && crate::sys::canonical(from) != crate::sys::canonical(self.opts.target)
         {
-            self.counts.foreign += dgram.segments() as u64;
-            return;
+            return self.tally(|c| &mut c.foreign, dgram.segments() as u64);
         }
         if dgram.is_truncated() {
             // Cut by our own buffer: the reply was longer than we sent.
-            self.counts.invalid += dgram.segments() as u64;
-            return;
+            return self.tally(|c| &mut c.invalid, dgram.segments() as u64);
         }
         let sock = dgram.socket();
         let seg = match dgram.segment_size() {
@@ -547,7 +526,7 @@ impl Handler for Worker {
             self.on_reply(chunk, from, sock, now, tx);
         }
         if dgram.payload().is_empty() {
-            self.counts.invalid += 1;
+            self.tally(|c| &mut c.invalid, 1);
         }
         if self.opts.mode == Mode::Flood && self.opts.window.is_some() {
             self.flood(tx);

@@ -1,0 +1,158 @@
+//! A result for people: the final table, the `.hgrm` percentile text
+//! HdrHistogram's plotter reads, and the live line printed once a second.
+
+use super::report::LoadReport;
+
+impl LoadReport {
+    /// The percentile distribution in HdrHistogram's text form (`.hgrm`),
+    /// values in microseconds, for plotting.
+    pub fn percentile_text(&self) -> Result<String, String> {
+        let h = self.histogram.to_histogram()?;
+        let mut s = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+        // TotalCount is the running total up to this value (what
+        // HdrHistogram's outputPercentileDistribution writes and its
+        // plotter reads), not the count of this step alone.
+        let mut total = 0u64;
+        for v in h.iter_quantiles(5) {
+            total = total.saturating_add(v.count_since_last_iteration());
+            let q = v.quantile_iterated_to();
+            let inv = if q < 1.0 {
+                format!("{:.2}", 1.0 / (1.0 - q))
+            } else {
+                "inf".into()
+            };
+            s.push_str(&format!(
+                "{:12.3} {:14.12} {:10} {:>14}\n",
+                v.value_iterated_to() as f64 / 1000.0,
+                q,
+                total,
+                inv
+            ));
+        }
+        s.push_str(&format!(
+            "#[Mean = {:.3}, StdDeviation = {:.3}]\n#[Max = {:.3}, Total count = {}]\n",
+            h.mean() / 1000.0,
+            h.stdev() / 1000.0,
+            h.max() as f64 / 1000.0,
+            h.len()
+        ));
+        Ok(s)
+    }
+
+    /// The final table.
+    pub fn table(&self) -> String {
+        let loss = if self.sent > 0 {
+            format!("{:.3}%", 100.0 * self.lost as f64 / self.sent as f64)
+        } else {
+            "-".to_string()
+        };
+        let mut s = format!(
+            "target {}  mode {}{}  size {}  flows {}  workers {}  gso {}  backend {}  {:.2} s\n",
+            self.target,
+            self.mode,
+            self.rate.map_or(String::new(), |r| format!(" {r:.0}/s")),
+            self.size,
+            self.flows,
+            self.workers,
+            self.gso,
+            self.backend,
+            self.duration_s
+        );
+        s += &format!(
+            "sent {:>12}  {:>12.0}/s  {:.3} Gbit/s\nrecv {:>12}  {:>12.0}/s  {:.3} Gbit/s\n",
+            self.sent, self.pps_sent, self.gbps_sent, self.received, self.pps_received, self.gbps
+        );
+        s += &format!(
+            "lost {} ({loss})  reordered {}  duplicated {}  invalid {}  foreign {}\n",
+            self.lost, self.reordered, self.duplicated, self.invalid, self.foreign
+        );
+        let errs: Vec<String> = self
+            .send_errors
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let evs: Vec<String> = self
+            .counts
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        s += &format!(
+            "send errors {}  kernel drops {}  host UDP: rcvbuf-errors {} sndbuf-errors {} in-errors {}  icmp/errors {}{}\n",
+            if errs.is_empty() {
+                "none".into()
+            } else {
+                errs.join(" ")
+            },
+            self.kernel_drops,
+            self.host_udp.rcvbuf_errors,
+            self.host_udp.sndbuf_errors,
+            self.host_udp.in_errors,
+            if evs.is_empty() {
+                "none".into()
+            } else {
+                evs.join(" ")
+            },
+            if self.counts.timeouts > 0 {
+                format!("  timeouts {}", self.counts.timeouts)
+            } else {
+                String::new()
+            },
+        );
+        for r in &self.responders {
+            let rtt = r.rtt_us.as_ref().map_or("rtt -".to_string(), |x| {
+                format!("rtt p50 {:.1} p99 {:.1} us", x.p50, x.p99)
+            });
+            s += &format!(
+                "responder {}  received {}  lost {}  duplicated {}  reordered {}  {rtt}\n",
+                r.addr, r.received, r.lost, r.duplicated, r.reordered
+            );
+        }
+        s += &match &self.rtt_us {
+            Some(r) => format!(
+                "rtt us  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  p99.99 {:.1}  max {:.1}  (min {:.1} mean {:.1})\n",
+                r.p50, r.p90, r.p99, r.p999, r.p9999, r.max, r.min, r.mean
+            ),
+            None => "rtt us  - (no replies)\n".to_string(),
+        };
+        s
+    }
+}
+
+/// The figures of one live line (one interval, by default a second).
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// Seconds since measuring began (the warm-up is not in the clock,
+    /// as it is not in the counts).
+    pub elapsed: f64,
+    /// Sending is over; replies are being waited for.
+    pub draining: bool,
+    /// Sent per second over the interval.
+    pub pps_sent: f64,
+    /// Received per second over the interval.
+    pub pps_received: f64,
+    /// p99 RTT over the interval, µs; `None` when no reply came in it.
+    pub p99_us: Option<f64>,
+    /// Running total: datagrams sent since measuring began.
+    pub sent: u64,
+    /// Running total: sent and not (yet) answered (in flight or lost).
+    pub unanswered: u64,
+}
+
+impl Progress {
+    /// As a line: this interval's rates and p99, then the running totals.
+    pub fn line(&self) -> String {
+        let when = if self.draining {
+            " drain".to_string()
+        } else {
+            format!("{:>5.1}s", self.elapsed)
+        };
+        let p99 = self
+            .p99_us
+            .map_or("        -".to_string(), |v| format!("{v:>9.1}"));
+        format!(
+            "{when}  sent/s {:>10.0}  recv/s {:>10.0}  p99 {p99} us  | total sent {:>11}  unanswered {:>9}",
+            self.pps_sent, self.pps_received, self.sent, self.unanswered
+        )
+    }
+}
