@@ -58,7 +58,9 @@ macro_rules! counters {
             pub slots_out: u64,
             /// GSO was turned off after the kernel refused it.
             pub gso_disabled: bool,
-            /// Failed sends by errno: `(errno, count)`, sorted by errno.
+            /// Failed sends by errno: `(errno, count)`, sorted by errno (in
+            /// JSON, an object from errno name to count).
+            #[serde(serialize_with = "errno_counts")]
             pub send_errors: Vec<(i32, u64)>,
         }
 
@@ -275,21 +277,19 @@ impl Stats {
     }
 }
 
-/// A short name for common errnos, the number otherwise.
+/// The errno's symbolic name (`ECONNREFUSED`), or `errnoN` for a number
+/// the C library does not name.
 pub fn errno_name(e: i32) -> String {
-    match e {
-        libc::EAGAIN => "EAGAIN".into(),
-        libc::ENOBUFS => "ENOBUFS".into(),
-        libc::ECONNREFUSED => "ECONNREFUSED".into(),
-        libc::EMSGSIZE => "EMSGSIZE".into(),
-        libc::EHOSTUNREACH => "EHOSTUNREACH".into(),
-        libc::ENETUNREACH => "ENETUNREACH".into(),
-        libc::EINVAL => "EINVAL".into(),
-        libc::EIO => "EIO".into(),
-        libc::EPERM => "EPERM".into(),
-        libc::EACCES => "EACCES".into(),
-        n => format!("errno{n}"),
+    match nix::errno::Errno::from_raw(e) {
+        nix::errno::Errno::UnknownErrno => format!("errno{e}"),
+        known => format!("{known:?}"),
     }
+}
+
+/// Serializes `(errno, count)` pairs as `{"ECONNREFUSED": count, ...}`: the
+/// shape every udpring JSON document gives errors.
+fn errno_counts<S: serde::Serializer>(v: &[(i32, u64)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|&(e, n)| (errno_name(e), n)))
 }
 
 #[cfg(test)]

@@ -188,10 +188,10 @@ fn bench_json_has_a_run_per_case() {
     ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let runs = v["runs"].as_array().unwrap();
+    let runs = v["rows"].as_array().unwrap();
     let rows = |workload: &str, gso: bool| -> Vec<&serde_json::Value> {
         runs.iter()
-            .filter(|r| r["workload"] == workload && r["gso"] == gso)
+            .filter(|r| r["workload"] == workload && (r["gso_segments"].as_u64() > Some(1)) == gso)
             .collect()
     };
     let floods = rows("flood", false);
@@ -199,9 +199,9 @@ fn bench_json_has_a_run_per_case() {
     for (r, b) in floods.iter().zip(["simple", "mmsg"]) {
         assert_eq!(r["backend"], b);
         assert_eq!(r["size"], 64);
-        let (sent, echoed) = (r["sent"].as_u64().unwrap(), r["echoed"].as_u64().unwrap());
+        let (sent, echoed) = (r["sent"].as_u64().unwrap(), r["received"].as_u64().unwrap());
         assert!(echoed > 0 && echoed <= sent, "{r}");
-        for k in ["pps", "gbps"] {
+        for k in ["pps_received", "gbps_received"] {
             assert!(r[k].as_f64().unwrap() > 0.0, "{r}");
         }
     }
@@ -213,7 +213,7 @@ fn bench_json_has_a_run_per_case() {
     let gso = rows("flood", true);
     assert_eq!(gso.len(), 1, "GSO/GRO on the best listed backend only: {v}");
     assert_eq!(gso[0]["backend"], "mmsg");
-    assert!(gso[0]["echoed"].as_u64().unwrap() > 0, "{v}");
+    assert!(gso[0]["received"].as_u64().unwrap() > 0, "{v}");
     let _ = Duration::ZERO;
 }
 
@@ -298,7 +298,7 @@ fn load_against_a_closed_port_counts_refusals_and_exits_1() {
     assert!(v["sent"].as_u64().unwrap() > 0);
     assert_eq!(v["lost"], v["sent"]);
     assert!(
-        v["counts"]["errors"]["refused"].as_u64().unwrap() > 0,
+        v["counts"]["errors"]["ECONNREFUSED"].as_u64().unwrap() > 0,
         "{v}"
     );
     assert!(err.contains("no replies"), "{err}");
@@ -336,7 +336,7 @@ fn load_json_report_merge_and_histogram_file() {
             "invalid",
             "pps_sent",
             "pps_received",
-            "gbps",
+            "gbps_received",
         ] {
             assert!(!v[k].is_null(), "{k} missing in {v}");
         }
@@ -357,6 +357,7 @@ fn load_json_report_merge_and_histogram_file() {
         "report",
         files[0].to_str().unwrap(),
         files[1].to_str().unwrap(),
+        "--allow-mixed",
         "--json",
         "--hist-out",
         hgrm.to_str().unwrap(),
@@ -407,7 +408,7 @@ fn ping_against_echo_and_against_nobody() {
     let (code, out, err) = run(&["ping", &addr.to_string(), "-c", "3", "-i", "0", "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["stats"]["replies"], 3, "{v}");
+    assert_eq!(v["replies"], 3, "{v}");
     let _ = child.kill();
     let _ = child.wait();
     let closed = UdpSocket::bind("127.0.0.1:0")

@@ -50,7 +50,9 @@ impl Drop for Echo {
 }
 
 fn json(out: &str) -> serde_json::Value {
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    let v = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    common::vocab::check_any(&v);
+    v
 }
 
 #[test]

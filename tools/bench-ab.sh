@@ -33,10 +33,13 @@ hz = os.sysconf("SC_CLK_TCK")
 rows = {}
 for side in "ab":
     for r in range(1, rounds + 1):
-        for x in json.load(open(f"{out}/{side}-{r}.json"))["runs"]:
-            k = (x["workload"], x["backend"], x["size"], "on" if x["gso"] else "off")
+        for x in (lambda d: d.get("rows", d.get("runs")))(json.load(open(f"{out}/{side}-{r}.json"))):
+            # Older binaries wrote gso (a bool) and pps; newer gso_segments
+            # and pps_received (one JSON vocabulary, tools/json-vocabulary.json).
+            gso = x["gso_segments"] > 1 if "gso_segments" in x else x["gso"]
+            k = (x["workload"], x["backend"], x["size"], "on" if gso else "off")
             # Floods: echoed/s (higher is better); ping: p50 RTT (lower).
-            v = x["pps"] if x["workload"] == "flood" else x["rtt_us"]["p50"]
+            v = x.get("pps_received", x.get("pps")) if x["workload"] == "flood" else x["rtt_us"]["p50"]
             rows.setdefault(k, {"a": [], "b": []})[side].append(v)
 print(f"A = {a}\nB = {b}\n{rounds} rounds interleaved, {secs} s, "
       f"steal {steal / hz / max(secs, 1) / os.cpu_count() * 100:.0f}% of CPU time\n")

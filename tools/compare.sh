@@ -64,7 +64,7 @@ start_echo() {
 }
 stop_echo() { kill -TERM "$EP" 2>/dev/null || true; wait "$EP" 2>/dev/null || true; }
 # What the last echo server received (after stop_echo).
-echo_received() { tail -1 "$EOUT" | json_get "d['received']"; rm -f "$EOUT"; }
+echo_received() { json_get "d['received']" <"$EOUT"; rm -f "$EOUT"; }
 
 # Seconds of CPU (user + system) a command used, then its stdout.
 cpu_of() {

@@ -41,7 +41,7 @@ row() { # label target family
 import json, sys
 d = json.load(sys.stdin)
 p = d['pmtu'] if d['pmtu'] is not None else 'cannot tell'
-print('| $label | udpring pmtu --method $m | %s | %d probes | %d |' % (p, d['probes'], d['elapsed_ms']))"
+print('| $label | udpring pmtu --method $m | %s | %d probes | %d |' % (p, d['probes'], d['duration_s'] * 1000))"
   done
 }
 

@@ -139,22 +139,22 @@ pub struct RunResult {
     pub backend: Backend,
     /// Payload size.
     pub size: usize,
-    /// Whether GSO/GRO was on.
-    pub gso: bool,
+    /// Datagrams per send (1: GSO and GRO off).
+    pub gso_segments: usize,
     /// Datagrams sent in the measured interval.
     pub sent: u64,
     /// Datagrams echoed back.
-    pub echoed: u64,
+    pub received: u64,
     /// Echoed datagrams per second.
-    pub pps: f64,
+    pub pps_received: f64,
     /// Echoed payload, Gbit/s.
-    pub gbps: f64,
+    pub gbps_received: f64,
     /// Datagrams without a reply.
     pub lost: u64,
     /// Echoes that came back shorter than sent (not counted as echoed).
     pub truncated: u64,
     /// Seconds measured.
-    pub secs: f64,
+    pub duration_s: f64,
     /// Round-trip times; `null` when nothing came back.
     pub rtt_us: Option<crate::apps::load::RttUs>,
 }
@@ -354,14 +354,14 @@ pub fn run_case(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
         workload: case.workload,
         backend: case.backend,
         size: case.size,
-        gso: case.gso,
+        gso_segments: segs,
         sent: r.sent,
-        echoed: r.received,
-        pps: r.pps_received,
-        gbps: r.gbps,
+        received: r.received,
+        pps_received: r.pps_received,
+        gbps_received: r.gbps_received,
         lost: r.lost,
         truncated: r.counts.truncated,
-        secs: r.duration_s,
+        duration_s: r.duration_s,
         rtt_us: r.rtt_us,
     })
 }
@@ -371,10 +371,13 @@ pub fn run_case(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
 /// ping (above 1 is better either way).
 pub fn ratio_to_simple(r: &RunResult, all: &[RunResult]) -> Option<f64> {
     let base = all.iter().find(|b| {
-        b.backend == Backend::Simple && !b.gso && b.size == r.size && b.workload == r.workload
+        b.backend == Backend::Simple
+            && b.gso_segments == 1
+            && b.size == r.size
+            && b.workload == r.workload
     })?;
     match r.workload {
-        Workload::Flood if base.pps > 0.0 => Some(r.pps / base.pps),
+        Workload::Flood if base.pps_received > 0.0 => Some(r.pps_received / base.pps_received),
         Workload::Ping => match (&base.rtt_us, &r.rtt_us) {
             (Some(b), Some(x)) if x.p50 > 0.0 => Some(b.p50 / x.p50),
             _ => None,
@@ -409,9 +412,9 @@ pub fn table(results: &[RunResult]) -> String {
             },
             r.backend.name(),
             r.size,
-            if r.gso { "on" } else { "off" },
-            r.pps,
-            r.gbps,
+            if r.gso_segments > 1 { "on" } else { "off" },
+            r.pps_received,
+            r.gbps_received,
             us(r.rtt_us.as_ref().map(|x| x.p50)),
             us(r.rtt_us.as_ref().map(|x| x.p99)),
             ratio,

@@ -39,6 +39,18 @@ pub enum Method {
     Auto,
 }
 
+impl Method {
+    /// The name the command line takes and JSON writes: `icmp`, `plpmtud`,
+    /// `auto`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Icmp => "icmp",
+            Method::Plpmtud => "plpmtud",
+            Method::Auto => "auto",
+        }
+    }
+}
+
 /// Options.
 #[derive(Clone, Debug)]
 pub struct PmtuOpts {
@@ -78,8 +90,8 @@ pub struct PmtuResult {
     pub method: Method,
     /// Probes sent.
     pub probes: u32,
-    /// Time taken.
-    pub elapsed_ms: u64,
+    /// Seconds taken.
+    pub duration_s: f64,
     /// Why there is no answer, when there is none.
     pub error: Option<String>,
     /// ICMP answers (errors and refusals) seen.
@@ -355,7 +367,7 @@ pub fn discover(opts: &PmtuOpts) -> io::Result<PmtuResult> {
         pmtu: r.as_ref().ok().copied(),
         method,
         probes,
-        elapsed_ms: start.elapsed().as_millis() as u64,
+        duration_s: start.elapsed().as_secs_f64(),
         error: r.err(),
         icmp_seen,
         echo_cut_at: cut,

@@ -2,6 +2,8 @@
 //! engines per backend, and waiting for a worker to go idle.
 #![allow(dead_code)]
 
+pub mod vocab;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 

@@ -133,7 +133,7 @@ fn a_relay_listening_on_loopback_reaches_the_lan() {
     }
     let t = json_of(&relay.finish());
     assert_eq!(t["destinations"][0]["forwarded"], 10, "{t}");
-    assert_eq!(t["send_errors"], 0, "{t}");
+    assert_eq!(t["send_errors"], serde_json::json!({}), "{t}");
 }
 
 /// An echo on h2 whose replies leave through an 80 kbit/s queue
@@ -206,7 +206,8 @@ fn congested_stop(backend: &str, tag: &str, full_socket: bool) {
         .unwrap()
         .read_to_string(&mut text)
         .unwrap();
-    let t: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let t: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    crate::common::vocab::check("echo", &t);
     eprintln!("{backend}: stopped in {took:?}: {t}");
     assert!(status.success(), "{backend}: {status:?} {t}");
     assert!(
@@ -223,10 +224,10 @@ fn congested_stop(backend: &str, tag: &str, full_socket: bool) {
     // What the link could not carry is said: refused by the queue
     // discipline (ENOBUFS), given up while blocked, or cancelled at the stop.
     let refused: u64 = t["send_errors"]
-        .as_array()
+        .as_object()
         .unwrap()
-        .iter()
-        .map(|e| e[1].as_u64().unwrap())
+        .values()
+        .map(|n| n.as_u64().unwrap())
         .sum();
     let not_sent = refused + t["send_blocked"].as_u64().unwrap() + t["cancelled"].as_u64().unwrap();
     assert!(

@@ -172,8 +172,10 @@ impl Drop for KillOnDrop {
 /// A command's standard output, parsed as one JSON document.
 pub fn json_of(out: &std::process::Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)))
+    let v: serde_json::Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
+    crate::common::vocab::check_any(&v);
+    v
 }
 
 /// Sends one UDP datagram with a forged source from a raw socket

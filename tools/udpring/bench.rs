@@ -49,7 +49,7 @@ pub(crate) struct BenchArgs {
     /// Loopback address to run on (127.0.0.1 or ::1 style, port ignored).
     #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
     bind: SocketAddr,
-    /// Print {"runs":[...]} JSON instead of the table.
+    /// Print {"command":"bench","rows":[...]} JSON instead of the table.
     #[arg(long)]
     json: bool,
 }
@@ -119,12 +119,12 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
         }
         let r = bench::run_case(c, &opts).map_err(runtime)?;
         if !a.json {
-            eprintln!("{:.0} echoed/s", r.pps);
+            eprintln!("{:.0} echoed/s", r.pps_received);
         }
         results.push(r);
     }
     if a.json {
-        let v = serde_json::json!({ "runs": results });
+        let v = serde_json::json!({ "command": "bench", "rows": results });
         say!("{v}");
     } else {
         say_raw!("{}", bench::table(&results));

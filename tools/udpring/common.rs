@@ -51,6 +51,20 @@ macro_rules! say_raw {
     ($($t:tt)*) => { $crate::common::say_fmt(format_args!($($t)*), false) };
 }
 
+/// Prints `body` as the one JSON document of a run, with the names every
+/// document shares (tools/json-vocabulary.json): `command`, and
+/// `duration_s` when the run has a length.
+pub(crate) fn say_json(command: &str, duration_s: Option<f64>, body: impl serde::Serialize) {
+    let mut v = serde_json::to_value(body).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("command".into(), command.into());
+        if let Some(d) = duration_s {
+            m.insert("duration_s".into(), d.into());
+        }
+    }
+    say!("{v}");
+}
+
 /// A failure: usage errors exit 2, runtime errors 1.
 pub(crate) struct Failure {
     pub(crate) code: u8,
@@ -386,7 +400,8 @@ pub(crate) fn totals(s: &Stats) -> String {
 /// Waits until SIGINT/SIGTERM or `end` (from now); unless `quiet`, calls
 /// `tick(seconds since start, seconds since the last tick)` about once a
 /// second for a progress line.
-pub(crate) fn run_until(end: Option<Duration>, quiet: bool, mut tick: impl FnMut(f64, f64)) {
+/// Returns the seconds it ran.
+pub(crate) fn run_until(end: Option<Duration>, quiet: bool, mut tick: impl FnMut(f64, f64)) -> f64 {
     let start = Instant::now();
     let mut last = start;
     loop {
@@ -395,7 +410,7 @@ pub(crate) fn run_until(end: Option<Duration>, quiet: bool, mut tick: impl FnMut
             || stdout_gone()
             || end.is_some_and(|d| start.elapsed() >= d)
         {
-            return;
+            return start.elapsed().as_secs_f64();
         }
         if !quiet && last.elapsed() >= Duration::from_secs(1) {
             tick(start.elapsed().as_secs_f64(), last.elapsed().as_secs_f64());

@@ -70,14 +70,14 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
         if discard { ", discard" } else { "" },
     ));
     let mut prev = Stats::default();
-    run_until(a.serve.duration, a.serve.quiet, |t, dt| {
+    let secs = run_until(a.serve.duration, a.serve.quiet, |t, dt| {
         let now = engine.stats();
         line(rate_line(t, &now, &prev, dt));
         prev = now;
     });
     let (s, failure) = stop(engine);
     if a.serve.json {
-        say!("{}", serde_json::to_string(&s).unwrap_or_default());
+        crate::common::say_json("echo", Some(secs), &s);
     } else {
         say!("{}", totals(&s));
     }

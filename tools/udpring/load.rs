@@ -115,10 +115,23 @@ pub(crate) struct LoadArgs {
 
 #[derive(Args)]
 pub(crate) struct ReportArgs {
-    /// Result files from `udpring load --json`.
-    #[arg(required = true)]
+    /// Result files from `udpring load --json`, merged into one (runs made
+    /// at the same time, e.g. from several hosts: counts and rates add up).
+    #[arg(required_unless_present = "diff")]
     files: Vec<std::path::PathBuf>,
-    /// Print the merged result as JSON.
+    /// Compare two results instead: each figure of A and B side by side,
+    /// with the change from A to B.
+    #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with_all = ["files", "hist_out"])]
+    diff: Option<Vec<std::path::PathBuf>>,
+    /// Merge a result whose run token is already in another file (the same
+    /// run would count twice); refused by default.
+    #[arg(long)]
+    allow_duplicates: bool,
+    /// Merge results of different modes, sizes or targets into one RTT
+    /// distribution; refused by default.
+    #[arg(long)]
+    allow_mixed: bool,
+    /// Print the merged result (or the diff) as JSON.
     #[arg(long)]
     json: bool,
     /// Write the merged RTT percentile distribution (.hgrm text, µs).
@@ -368,12 +381,41 @@ fn read_result(f: &std::path::Path) -> Result<udpring::apps::load::LoadReport, F
 
 pub(crate) fn report(a: ReportArgs) -> Result<(), Failure> {
     use udpring::apps::load::LoadReport;
+    if let Some(d) = &a.diff {
+        let (x, y) = (read_result(&d[0])?, read_result(&d[1])?);
+        let rows = udpring::apps::load::diff(&x, &y);
+        if a.json {
+            let v = serde_json::json!({
+                "command": "report", "a": d[0].display().to_string(),
+                "b": d[1].display().to_string(), "diff": rows,
+            });
+            say!("{v}");
+        } else {
+            let name = |p: &std::path::Path| {
+                p.file_name().map_or(p.display().to_string(), |n| {
+                    n.to_string_lossy().into_owned()
+                })
+            };
+            say_raw!(
+                "{}",
+                udpring::apps::load::diff_text(&rows, &name(&d[0]), &name(&d[1]))
+            );
+        }
+        return Ok(());
+    }
     let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
     let reports = a
         .files
         .iter()
         .map(|f| read_result(f))
         .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = a.files.iter().map(|f| f.display().to_string()).collect();
+    let named: Vec<(&str, &LoadReport)> = names.iter().map(String::as_str).zip(&reports).collect();
+    if let Some(why) =
+        udpring::apps::load::merge_conflict(&named, a.allow_duplicates, a.allow_mixed)
+    {
+        return Err(usage(why));
+    }
     let merged = LoadReport::merge(&reports).map_err(usage)?;
     merged.check().map_err(usage)?;
     print_report(&merged, a.json, hist_out)

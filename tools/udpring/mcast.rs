@@ -280,7 +280,7 @@ fn finish(
     end: Option<Duration>,
     table: &PeerTable,
 ) -> Result<(), Failure> {
-    run_until(end, true, |_, _| {});
+    let secs = run_until(end, true, |_, _| {});
     let (stats, failure) = crate::common::stop(engine);
     let report = table.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let peers: Vec<(SocketAddr, PeerCounts)> = report.peers;
@@ -301,12 +301,28 @@ fn finish(
         )
     });
     if a.json {
-        let v = serde_json::json!({
-            "command": kind, "group": g.addr.to_string(), "sent": stats.sent, "received": stats.received,
+        // Per peer: its address and its counts, side by side (the shape of
+        // `load`'s responders). Responders answer a ping; sources are heard.
+        let list: Vec<serde_json::Value> = peers
+            .iter()
+            .map(|(p, c)| {
+                let mut v = serde_json::to_value(c).unwrap_or_default();
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("addr".into(), p.to_string().into());
+                }
+                v
+            })
+            .collect();
+        let mut v = serde_json::json!({
+            "group": g.addr.to_string(), "sent": stats.sent, "received": stats.received,
             "untracked": report.untracked, "invalid": report.invalid,
-            "peers": peers.iter().map(|(p, c)| serde_json::json!({"addr": p.to_string(), "counts": c})).collect::<Vec<_>>(),
         });
-        say!("{v}");
+        v[if kind == "ping" {
+            "responders"
+        } else {
+            "sources"
+        }] = list.into();
+        crate::common::say_json(&format!("mcast {kind}"), Some(secs), v);
         return failure.unwrap_or(Ok(()));
     }
     say!(
@@ -403,7 +419,7 @@ struct FanoutTotals {
     destinations: Vec<DestTotals>,
     other_errors: u64,
     sent: u64,
-    send_errors: u64,
+    send_errors: std::collections::BTreeMap<String, u64>,
     slots_out: u64,
 }
 
@@ -434,7 +450,11 @@ impl FanoutTotals {
                 .collect(),
             other_errors: c.other_errors.load(Relaxed),
             sent: s.sent,
-            send_errors: s.send_errors_total(),
+            send_errors: s
+                .send_errors
+                .iter()
+                .map(|&(e, n)| (udpring::errno_name(e), n))
+                .collect(),
             slots_out: s.slots_out,
         }
     }
@@ -529,7 +549,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
             .join(", ")
     ));
     let mut prev = 0;
-    run_until(a.serve.duration, a.serve.quiet, |t, dt| {
+    let secs = run_until(a.serve.duration, a.serve.quiet, |t, dt| {
         let now = counters.received.load(Relaxed);
         line(format!(
             "t={t:>6.1}s in {:>10.0}/s  out {:>10.0}/s",
@@ -541,7 +561,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     let (s, failure) = crate::common::stop(engine);
     let totals = FanoutTotals::new(&a.to, &counters, &s);
     if a.serve.json {
-        say!("{}", serde_json::to_string(&totals).unwrap_or_default());
+        crate::common::say_json("fanout", Some(secs), &totals);
     } else {
         say_raw!("{}", totals.text(&s));
     }

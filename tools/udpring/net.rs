@@ -68,7 +68,7 @@ pub(crate) struct PmtuArgs {
     /// IPv4 floor for plpmtud (known to pass; IPv6 uses 1280).
     #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(68..=65535))]
     floor: u32,
-    /// Print {pmtu, method, probes, elapsed_ms} as JSON.
+    /// Print {pmtu, method, probes, duration_s, ...} as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -109,16 +109,16 @@ pub(crate) fn pmtu(a: PmtuArgs) -> Result<(), Failure> {
         );
     }
     if a.json {
-        say!("{}", serde_json::to_string(&r).unwrap_or_default());
+        crate::common::say_json("pmtu", None, &r);
     }
     match (r.pmtu, &r.error) {
         (Some(m), _) => {
             if !a.json {
                 say!(
-                    "{target}: pmtu {m} (method {:?}, {} probes, {} ms)",
-                    r.method,
+                    "{target}: pmtu {m} (method {}, {} probes, {:.3} s)",
+                    r.method.name(),
                     r.probes,
-                    r.elapsed_ms
+                    r.duration_s
                 );
             }
             Ok(())
@@ -126,8 +126,8 @@ pub(crate) fn pmtu(a: PmtuArgs) -> Result<(), Failure> {
         (None, why) => Err(Failure {
             code: 1,
             msg: format!(
-                "{target}: path MTU not found by {:?} after {} probes: {}",
-                r.method,
+                "{target}: path MTU not found by {} after {} probes: {}",
+                r.method.name(),
                 r.probes,
                 why.as_deref().unwrap_or("no answer")
             ),
@@ -152,6 +152,8 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
     };
     let mut c = RequestClient::new(target, backoff, a.size).map_err(runtime)?;
     let mut rtts = Vec::new();
+    let mut hist = udpring::apps::load::new_histogram();
+    let started = std::time::Instant::now();
     for i in 0..a.count {
         if i > 0 {
             std::thread::sleep(a.interval);
@@ -164,6 +166,8 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
                 len,
             } => {
                 rtts.push(rtt.as_secs_f64() * 1e3);
+                // Clamped into the histogram's range (1 ns .. 60 s).
+                let _ = hist.record((rtt.as_nanos() as u64).clamp(1, 60_000_000_000));
                 if !a.json {
                     say!(
                         "{len} bytes from {target}: id {seq:#x} time {:.3} ms{}",
@@ -200,11 +204,11 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
         rtts.iter().sum::<f64>() / rtts.len() as f64
     };
     if a.json {
-        let v = serde_json::json!({
-            "target": target.to_string(), "stats": s,
-            "rtt_ms": if rtts.is_empty() { serde_json::Value::Null } else { serde_json::json!({"min": min, "avg": avg, "max": max}) },
-        });
-        say!("{v}");
+        let mut v = serde_json::to_value(s).unwrap_or_default();
+        v["target"] = target.to_string().into();
+        v["rtt_us"] = serde_json::to_value(udpring::apps::load::RttUs::from_histogram(&hist))
+            .unwrap_or_default();
+        crate::common::say_json("ping", Some(started.elapsed().as_secs_f64()), v);
     } else {
         say!(
             "--- {target}: {} requests, {} replies, {} retransmissions, {} looked down; discarded: {} wrong id, {} wrong address, {} malformed",

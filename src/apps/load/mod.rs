@@ -34,6 +34,7 @@
 //! - `responders.rs`: a multicast target's responders, each on its own;
 //! - `host.rs`: [`HostUdp`], the host's UDP error counters.
 
+mod diff;
 mod host;
 mod opts;
 mod report;
@@ -50,10 +51,12 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+pub use diff::{DiffRow, diff, diff_text};
 pub use host::HostUdp;
 pub use opts::{LoadOpts, Mode};
 pub use report::{
-    Counts, HistogramData, KernelCounts, LoadReport, ResponderReport, RttUs, new_histogram,
+    Counts, HistogramData, KernelCounts, LoadReport, ResponderReport, RttUs, merge_conflict,
+    new_histogram,
 };
 pub use text::Progress;
 use worker::{Partial, Worker};
@@ -266,15 +269,9 @@ pub fn run_load(
         _ => c.span as f64 / 1e9,
     }
     .max(1e-9);
-    Ok(report(
-        opts,
-        backend,
-        workers,
-        secs,
-        c,
-        &engine_stats,
-        host_udp,
-    ))
+    let mut r = report(opts, backend, workers, secs, c, &engine_stats, host_udp);
+    r.run_tokens = vec![format!("{token:016x}")];
+    Ok(r)
 }
 
 /// The report of one run.
@@ -308,6 +305,9 @@ fn report(
         counts.sent.saturating_sub(counts.received)
     };
     LoadReport {
+        command: "load".into(),
+        generator: concat!("udpring ", env!("CARGO_PKG_VERSION")).into(),
+        run_tokens: Vec::new(),
         target: opts.target.to_string(),
         mode: opts.mode.name().to_string(),
         rate: match opts.mode {
@@ -318,7 +318,7 @@ fn report(
         size: opts.size,
         flows: opts.flows,
         workers,
-        gso: opts.gso,
+        gso_segments: opts.gso,
         duration_s: secs,
         runs: 1,
         sent: counts.sent,
@@ -342,7 +342,7 @@ fn report(
         },
         pps_sent: counts.sent as f64 / secs,
         pps_received: counts.received as f64 / secs,
-        gbps: counts.bytes_received as f64 * 8.0 / secs / 1e9,
+        gbps_received: counts.bytes_received as f64 * 8.0 / secs / 1e9,
         gbps_sent: counts.bytes_sent as f64 * 8.0 / secs / 1e9,
         rtt_us: RttUs::from_histogram(&hist),
         histogram: HistogramData::from_histogram(&hist),

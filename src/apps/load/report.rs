@@ -88,7 +88,9 @@ pub struct Counts {
     pub send_exhausted: u64,
     /// Ping mode: requests given up on after the timeout.
     pub timeouts: u64,
-    /// ICMP and local errors reported by the kernel, by kind.
+    /// ICMP and local errors the kernel reported (the error queue), by
+    /// errno name: `ECONNREFUSED` (port unreachable), `EMSGSIZE` (too big
+    /// for the path), `EHOSTUNREACH`, ...
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -115,6 +117,10 @@ impl Counts {
             *e = e.saturating_add(*v);
         }
     }
+}
+
+fn load_command() -> String {
+    "load".into()
 }
 
 /// A new RTT histogram: 1 ns to 60 s, 3 significant digits.
@@ -207,8 +213,19 @@ impl HistogramData {
 }
 
 /// The result of a run, or of several merged.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoadReport {
+    /// The subcommand that wrote it: `load`, or `report` for a merge.
+    #[serde(default = "load_command")]
+    pub command: String,
+    /// What wrote it: `udpring` and its version.
+    #[serde(default)]
+    pub generator: String,
+    /// Each run's random token (hex), the one its datagrams carry: two
+    /// results with a token in common are the same run, counted twice if
+    /// merged.
+    #[serde(default)]
+    pub run_tokens: Vec<String>,
     /// Target address(es).
     pub target: String,
     /// `flood`, `ping`, `rate`, or a merge of several.
@@ -223,8 +240,9 @@ pub struct LoadReport {
     pub flows: usize,
     /// Workers.
     pub workers: usize,
-    /// Datagrams per send.
-    pub gso: usize,
+    /// Datagrams per send (1: no GSO).
+    #[serde(alias = "gso")]
+    pub gso_segments: usize,
     /// Seconds measured (the longest, after a merge).
     pub duration_s: f64,
     /// Runs merged into this one.
@@ -259,7 +277,8 @@ pub struct LoadReport {
     /// Received (distinct) replies per second.
     pub pps_received: f64,
     /// Received payload, Gbit/s.
-    pub gbps: f64,
+    #[serde(alias = "gbps")]
+    pub gbps_received: f64,
     /// Sent payload, Gbit/s.
     pub gbps_sent: f64,
     /// RTT percentiles; `null` when no reply came.
@@ -281,7 +300,7 @@ impl LoadReport {
             ("duration_s", self.duration_s),
             ("pps_sent", self.pps_sent),
             ("pps_received", self.pps_received),
-            ("gbps", self.gbps),
+            ("gbps_received", self.gbps_received),
             ("gbps_sent", self.gbps_sent),
             ("rate", self.rate.unwrap_or(0.0)),
             ("rtt_us.p50", r.p50),
@@ -306,8 +325,10 @@ impl LoadReport {
     pub fn merge(reports: &[LoadReport]) -> Result<LoadReport, String> {
         let first = reports.first().ok_or("nothing to merge")?;
         let mut out = first.clone();
+        out.command = "report".into();
         let mut hist = first.histogram.to_histogram()?;
         for r in &reports[1..] {
+            out.run_tokens.extend(r.run_tokens.iter().cloned());
             hist.add(r.histogram.to_histogram()?)
                 .map_err(|e| format!("{e:?}"))?;
             out.runs = out.runs.saturating_add(r.runs);
@@ -328,7 +349,7 @@ impl LoadReport {
             }
             out.pps_sent += r.pps_sent;
             out.pps_received += r.pps_received;
-            out.gbps += r.gbps;
+            out.gbps_received += r.gbps_received;
             out.gbps_sent += r.gbps_sent;
             out.flows = out.flows.saturating_add(r.flows);
             out.workers = out.workers.saturating_add(r.workers);
@@ -369,6 +390,46 @@ impl LoadReport {
     }
 }
 
+/// Why two results should not be merged: the same run twice, or two
+/// different experiments (mode, size or target) whose RTTs would become one
+/// distribution. `names` label the results in the message (file names).
+/// `allow_duplicates` and `allow_mixed` waive each rule.
+pub fn merge_conflict(
+    reports: &[(&str, &LoadReport)],
+    allow_duplicates: bool,
+    allow_mixed: bool,
+) -> Option<String> {
+    for (i, (na, a)) in reports.iter().enumerate() {
+        for (nb, b) in &reports[..i] {
+            if !allow_duplicates
+                && a.generator == b.generator
+                && let Some(t) = a.run_tokens.iter().find(|t| b.run_tokens.contains(t))
+            {
+                return Some(format!(
+                    "{na} and {nb} hold the same run (token {t}): merged, it would count \
+                     twice (--allow-duplicates to merge anyway)"
+                ));
+            }
+            if allow_mixed {
+                continue;
+            }
+            for (what, x, y) in [
+                ("mode", &a.mode, &b.mode),
+                ("target", &a.target, &b.target),
+                ("size", &a.size.to_string(), &b.size.to_string()),
+            ] {
+                if x != y {
+                    return Some(format!(
+                        "{na} has {what} {x} and {nb} {what} {y}: two experiments would \
+                         make one RTT distribution (--allow-mixed to merge anyway)"
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod props {
     use super::*;
@@ -389,6 +450,9 @@ mod props {
                     h.record_n(v, c).unwrap();
                 }
                 LoadReport {
+                    command: "load".into(),
+                    generator: "udpring test".into(),
+                    run_tokens: vec![format!("{:016x}", n[3])],
                     target: "127.0.0.1:9".into(),
                     mode: "flood".into(),
                     rate: with_rate.then_some(f[0]),
@@ -396,7 +460,7 @@ mod props {
                     size: (n[0] % 65_000) as usize,
                     flows: (n[1] % 1024) as usize + 1,
                     workers: (n[2] % 64) as usize + 1,
-                    gso: 1,
+                    gso_segments: 1,
                     duration_s: f[1],
                     runs: 1,
                     sent: n[3],
@@ -421,7 +485,7 @@ mod props {
                     },
                     pps_sent: f[2],
                     pps_received: f[3],
-                    gbps: f[4],
+                    gbps_received: f[4],
                     gbps_sent: f[5],
                     rtt_us: RttUs::from_histogram(&h),
                     histogram: HistogramData::from_histogram(&h),

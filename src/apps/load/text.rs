@@ -54,13 +54,18 @@ impl LoadReport {
             self.size,
             self.flows,
             self.workers,
-            self.gso,
+            self.gso_segments,
             self.backend,
             self.duration_s
         );
         s += &format!(
             "sent {:>12}  {:>12.0}/s  {:.3} Gbit/s\nrecv {:>12}  {:>12.0}/s  {:.3} Gbit/s\n",
-            self.sent, self.pps_sent, self.gbps_sent, self.received, self.pps_received, self.gbps
+            self.sent,
+            self.pps_sent,
+            self.gbps_sent,
+            self.received,
+            self.pps_received,
+            self.gbps_received
         );
         s += &format!(
             "lost {} ({loss})  reordered {}  duplicated {}  invalid {}  foreign {}\n",

@@ -541,8 +541,8 @@ impl Handler for Worker {
         // A flood into a closed port reports an error per datagram: count
         // known kinds without building a key each time.
         let known = match event {
-            ErrorEvent::ConnectionRefused { .. } => Some("refused"),
-            ErrorEvent::MessageTooLong { .. } => Some("message-too-long"),
+            ErrorEvent::ConnectionRefused { .. } => Some("ECONNREFUSED"),
+            ErrorEvent::MessageTooLong { .. } => Some("EMSGSIZE"),
             _ => None,
         };
         if let Some(k) = known
@@ -552,11 +552,10 @@ impl Handler for Worker {
             return;
         }
         let kind = match event {
-            ErrorEvent::Unreachable { errno, .. } => {
-                format!("unreachable-{}", crate::errno_name(errno))
-            }
-            ErrorEvent::Other { errno, .. } => crate::errno_name(errno),
-            _ => known.unwrap_or("other").to_string(),
+            ErrorEvent::Unreachable { errno, .. }
+            | ErrorEvent::SendFailed { errno, .. }
+            | ErrorEvent::Other { errno, .. } => crate::errno_name(errno),
+            _ => known.unwrap_or("EIO").to_string(),
         };
         *self.counts.errors.entry(kind).or_default() += 1;
     }
