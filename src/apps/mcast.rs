@@ -44,6 +44,10 @@ pub struct PeerCounts {
     pub stale: u64,
     /// Ping: round-trip times.
     pub rtt_us: Option<RttUs>,
+    /// Listen with sequence checks: RFC 3550 interarrival jitter, in
+    /// microseconds (the smoothed variation of transit time, from the
+    /// sender's stamp to arrival); `null` before two datagrams.
+    pub jitter_us: Option<f64>,
 }
 
 /// Sources (listen) or responders (ping) tracked at once: each costs a
@@ -54,6 +58,11 @@ pub const MAX_PEERS: usize = 1024;
 struct Peer {
     /// Only with sequence checks (listen --verify, ping).
     window: Option<SeqWindow>,
+    /// Transit time (arrival minus the sender's stamp, in ns on two
+    /// unrelated clocks: only its changes mean something) of the last
+    /// datagram, and the RFC 3550 jitter estimate in ns.
+    last_transit: Option<i64>,
+    jitter_ns: f64,
     /// The run token of the stream being checked (listen --verify).
     token: u64,
     counts: PeerCounts,
@@ -64,6 +73,8 @@ impl Peer {
     fn new(sequenced: bool, with_hist: bool) -> Self {
         Peer {
             window: sequenced.then(SeqWindow::new),
+            last_transit: None,
+            jitter_ns: 0.0,
             token: 0,
             counts: PeerCounts::default(),
             hist: with_hist.then(new_histogram),
@@ -93,6 +104,20 @@ impl Peer {
                 true
             }
         }
+    }
+}
+
+impl Peer {
+    /// RFC 3550 section 6.4.1: J += (|D| - J) / 16, D the change in transit
+    /// time between two datagrams in arrival order.
+    fn transit(&mut self, arrival_ns: u64, sent_ns: u64) {
+        let t = (arrival_ns as i64).wrapping_sub(sent_ns as i64);
+        if let Some(prev) = self.last_transit {
+            let d = t.wrapping_sub(prev).unsigned_abs() as f64;
+            self.jitter_ns += (d - self.jitter_ns) / 16.0;
+            self.counts.jitter_us = Some(self.jitter_ns / 1000.0);
+        }
+        self.last_transit = Some(t);
     }
 }
 
@@ -165,7 +190,10 @@ impl Handler for McastSend {
         let start = self.start.unwrap_or_else(Instant::now);
         let due = (start.elapsed().as_secs_f64() / self.interval.as_secs_f64()) as u64 + 1;
         while self.sent < due && self.count.is_none_or(|c| self.sent < c) {
-            Header::new_unchecked(&mut self.buf[..]).fill(self.token, 0, self.sent, 0);
+            // The intended send time, as `load` stamps it: a receiver's
+            // jitter is measured against it.
+            let at = self.interval.mul_f64(self.sent as f64).as_nanos() as u64;
+            Header::new_unchecked(&mut self.buf[..]).fill(self.token, 0, self.sent, at);
             match tx.send_to(&self.buf[..self.size], self.to) {
                 Ok(()) => self.sent += 1,
                 Err(SendError::Exhausted) => break,
@@ -218,6 +246,7 @@ impl Handler for McastPong {
 /// Counts (and with `verify`, checks sequences of) what arrives per source.
 pub struct McastListen {
     verify: bool,
+    epoch: Instant,
     peers: HashMap<SocketAddr, Peer>,
     /// Datagrams without a valid header (counted, with `verify`).
     malformed: u64,
@@ -233,6 +262,7 @@ impl McastListen {
     pub fn new(verify: bool, table: PeerTable) -> Self {
         McastListen {
             verify,
+            epoch: Instant::now(),
             peers: HashMap::new(),
             malformed: 0,
             untracked: 0,
@@ -271,7 +301,7 @@ impl Handler for McastListen {
         let verify = self.verify;
         let header = if verify {
             match Header::new_checked(d.payload()) {
-                Ok(h) => Some((h.token(), h.seq())),
+                Ok(h) => Some((h.token(), h.seq(), h.sent_ns())),
                 Err(_) => {
                     self.malformed += 1;
                     self.dirty = true;
@@ -290,14 +320,16 @@ impl Handler for McastListen {
         self.dirty = true;
         match header {
             None => peer.counts.received += d.segments() as u64,
-            Some((token, seq)) => {
+            Some((token, seq, sent_ns)) => {
                 if peer.token != token {
                     // A new run of the sender (or the first): a stream of
                     // its own.
                     *peer = Peer::new(true, false);
                     peer.token = token;
                 }
-                peer.see(seq);
+                if peer.see(seq) {
+                    peer.transit(self.epoch.elapsed().as_nanos() as u64, sent_ns);
+                }
             }
         }
     }

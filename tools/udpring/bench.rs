@@ -39,13 +39,13 @@ pub(crate) struct BenchArgs {
     /// Only floods, or only ping.
     #[arg(long, value_parser = ["flood", "ping"])]
     only: Option<String>,
-    /// Datagrams kept in flight in flood rows.
-    #[arg(long, default_value_t = 256)]
+    /// Datagrams kept in flight in flood rows (1..1000000).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     window: u64,
     /// Segments per GSO send in the GSO/GRO rows (capped so a send stays
     /// under 64 KiB: 46 at 1400 B).
-    #[arg(long, default_value_t = 64)]
-    gso_segments: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    gso_segments: u64,
     /// Loopback address to run on (127.0.0.1 or ::1 style, port ignored).
     #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
     bind: SocketAddr,
@@ -88,22 +88,12 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
         Some("ping") => cases.retain(|c| c.workload == bench::Workload::Ping),
         _ => {}
     }
-    if let Some(&small) = a
-        .size
-        .iter()
-        .find(|&&s| s < udpring::apps::header::HEADER_LEN)
-    {
-        return Err(usage(format!(
-            "--size {small}: the load generator's header takes {} bytes",
-            udpring::apps::header::HEADER_LEN
-        )));
-    }
     let opts = BenchOpts {
         duration: a.duration,
         warmup: a.warmup,
         client_backend: None,
-        window: a.window.max(1),
-        gso_segments: a.gso_segments.clamp(1, 64),
+        window: a.window,
+        gso_segments: a.gso_segments as usize,
         bind: SocketAddr::new(a.bind.ip(), 0),
     };
     let mut results = Vec::new();

@@ -117,12 +117,37 @@ pub(crate) fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
     parse_secs(s)
 }
 
+/// A number with an optional SI suffix, as iperf3 takes them: `10k` is
+/// 10000, `2.5M` 2500000, `1G` 10^9 (k, M, G; either case).
+pub(crate) fn parse_si(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last()? {
+        'k' | 'K' => (&t[..t.len() - 1], 1e3),
+        'm' | 'M' => (&t[..t.len() - 1], 1e6),
+        'g' | 'G' => (&t[..t.len() - 1], 1e9),
+        _ => (t, 1.0),
+    };
+    num.parse::<f64>().ok().map(|v| v * mult)
+}
+
+/// Datagrams per second: `100000`, `100k`, `1.5M`.
 pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a rate in datagrams per second"))?;
+    let v = parse_si(s).ok_or_else(|| {
+        format!("'{s}' is not a rate in datagrams per second (e.g. 20000, 20k, 1.5M)")
+    })?;
     if !(v.is_finite() && (1.0..=100e6).contains(&v)) {
-        return Err(format!("rate {s} must be 1..100000000 datagrams/s"));
+        return Err(format!("rate {s} must be 1..100M datagrams/s"));
+    }
+    Ok(v)
+}
+
+/// Payload bits per second: `100M`, `1G`, `500k`.
+pub(crate) fn parse_bitrate(s: &str) -> Result<f64, String> {
+    let v = parse_si(s).ok_or_else(|| {
+        format!("'{s}' is not a bitrate in bits per second (e.g. 100M, 1G, 500k)")
+    })?;
+    if !(v.is_finite() && (1e3..=1e12).contains(&v)) {
+        return Err(format!("bitrate {s} must be 1k..1000G bits/s"));
     }
     Ok(v)
 }
@@ -169,12 +194,18 @@ pub(crate) fn parse_batch(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A payload size for the load generator's datagrams: at least its header
+/// (32 bytes), at most what one IPv4 datagram carries.
 pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let v: usize = s
         .parse()
         .map_err(|_| format!("'{s}' is not a size in bytes"))?;
-    if v == 0 || v > udpring::MAX_UDP_PAYLOAD {
-        return Err(format!("size {v} must be 1..{}", udpring::MAX_UDP_PAYLOAD));
+    let min = udpring::apps::header::HEADER_LEN;
+    if !(min..=udpring::MAX_UDP_PAYLOAD).contains(&v) {
+        return Err(format!(
+            "size {v} must be {min}..{} (the load generator's header takes {min} bytes)",
+            udpring::MAX_UDP_PAYLOAD
+        ));
     }
     Ok(v)
 }

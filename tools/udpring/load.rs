@@ -7,8 +7,8 @@ use clap::Args;
 use udpring::Backend;
 
 use crate::common::{
-    Failure, parse_addr, parse_backend, parse_rate, parse_secs, parse_secs_or_zero, resolve,
-    runtime, usage,
+    Failure, parse_addr, parse_backend, parse_bitrate, parse_rate, parse_secs, parse_secs_or_zero,
+    resolve, runtime, usage,
 };
 
 #[derive(Args)]
@@ -26,12 +26,31 @@ pub(crate) struct LoadArgs {
     /// With --rate the mode is an open loop at that rate.
     #[arg(long, default_value = "flood", value_parser = ["flood", "ping"])]
     mode: String,
-    /// Open loop at this many datagrams per second (all workers together).
-    #[arg(long, value_parser = parse_rate)]
+    /// Open loop at this many datagrams per second (all workers together):
+    /// 20000, 20k, 1.5M.
+    #[arg(long, value_parser = parse_rate, conflicts_with_all = ["bitrate", "burst"])]
     rate: Option<f64>,
-    /// Payload bytes per datagram (32..65507; 46.. with --sockperf).
-    #[arg(long, short = 's', default_value_t = 64)]
-    size: usize,
+    /// Open loop at this many payload bits per second (like iperf3 -b):
+    /// 100M, 1G, 500k. The datagram rate is this over 8 x --size.
+    #[arg(long, value_parser = parse_bitrate, conflicts_with = "burst")]
+    bitrate: Option<f64>,
+    /// Open loop in bursts: this many datagrams back to back (all workers
+    /// together) every --burst-interval.
+    #[arg(long, requires = "burst_interval")]
+    burst: Option<u64>,
+    /// Time between the starts of two bursts, seconds (0.001 = 1 ms).
+    #[arg(long, value_parser = parse_secs, requires = "burst")]
+    burst_interval: Option<Duration>,
+    /// How replies are matched to requests. header: udpring's own header,
+    /// echoed back (an echo server); none: one-way load to a sink (`udpring
+    /// sink`, or any service that answers nothing): what was sent and what
+    /// the kernel refused are counted, nothing is lost.
+    #[arg(long = "match", default_value = "header", value_parser = ["header", "none"])]
+    match_: String,
+    /// Payload bytes per datagram (32..65507; 46.. with --sockperf). A list
+    /// (64,512,1400) runs one measurement per size, one after the other.
+    #[arg(long, short = 's', default_value = "64", value_delimiter = ',', num_args = 1..)]
+    size: Vec<usize>,
     /// Flows: sockets with distinct source ports, spread over the workers
     /// (1..1024).
     #[arg(long, default_value_t = 1)]
@@ -46,8 +65,10 @@ pub(crate) struct LoadArgs {
     #[arg(long, short = 'n', conflicts_with = "duration")]
     count: Option<u64>,
     /// Seconds of traffic before measuring starts.
-    #[arg(long, default_value = "0.2", value_parser = parse_secs_or_zero)]
-    warmup: Duration,
+    /// [default: 0.2; 0 with --match none, so that what the sink counts
+    /// is what was sent]
+    #[arg(long, value_parser = parse_secs_or_zero)]
+    warmup: Option<Duration>,
     /// Datagrams per send as one GSO train (1: no GSO). Replies are received
     /// with GRO.
     #[arg(long, default_value_t = 1)]
@@ -105,12 +126,14 @@ pub(crate) struct LoadArgs {
     /// Multicast target: responders tracked per worker (each costs a
     /// sequence window per flow); replies from more are counted as
     /// untracked_responders.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    max_responders: u32,
+    /// [default: 64]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_responders: Option<u32>,
     /// TTL / hop limit when the target is a multicast group (each
     /// responder, e.g. `udpring mcast pong`, is then reported on its own).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
-    ttl: u32,
+    /// [default: 1]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=255))]
+    ttl: Option<u32>,
 }
 
 #[derive(Args)]
@@ -140,21 +163,28 @@ pub(crate) struct ReportArgs {
 }
 
 pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
-    use std::sync::atomic::AtomicBool;
-    use udpring::apps::load::{LoadOpts, Mode, run_load};
+    use udpring::apps::load::{LoadOpts, Mode};
     let target = resolve(&a.target)?;
     let mut o = LoadOpts::new(target);
-    o.mode = match (a.rate, a.mode.as_str()) {
-        (Some(r), "flood") => Mode::Rate(r),
-        (Some(_), _) => {
+    let paced = a.rate.is_some() || a.bitrate.is_some() || a.burst.is_some();
+    o.mode = match (paced, a.mode.as_str()) {
+        (true, "flood") => Mode::Rate(a.rate.unwrap_or(1.0)),
+        (true, _) => {
             return Err(usage(
-                "--rate is an open loop: it does not go with --mode ping",
+                "--rate, --bitrate and --burst are an open loop: they do not go with --mode ping",
             ));
         }
-        (None, "ping") => Mode::Ping,
+        (false, "ping") => Mode::Ping,
         _ => Mode::Flood,
     };
-    o.size = a.size;
+    if let (Some(n), Some(every)) = (a.burst, a.burst_interval) {
+        o.burst = Some((n, every));
+        o.mode = Mode::Rate(n as f64 / every.as_secs_f64());
+    }
+    if a.size.len() > 16 {
+        return Err(usage("--size takes at most 16 sizes"));
+    }
+    o.size = a.size[0];
     o.flows = a.flows;
     o.workers = a.workers;
     o.count = a.count;
@@ -163,9 +193,15 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         (None, Some(_)) => None,
         (None, None) => Some(Duration::from_secs(5)),
     };
-    o.warmup = a.warmup;
+    o.warmup = a.warmup.unwrap_or(if a.match_ == "none" {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(200)
+    });
     o.gso = a.gso;
+    o.one_way = a.match_ == "none";
     o.window = match (&o.mode, a.window, a.unbounded) {
+        (Mode::Flood, None, false) if o.one_way => None,
         (Mode::Flood, _, true) => None,
         (Mode::Flood, w, false) => Some(w.unwrap_or(udpring::apps::window::DEFAULT_WINDOW)),
         (_, None, false) => None,
@@ -176,26 +212,109 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
             ));
         }
     };
-    o.drain = a.drain;
+    // One-way: no reply to wait for.
+    o.drain = if o.one_way { Duration::ZERO } else { a.drain };
     o.ping_timeout = a.timeout;
     o.backend = a.backend;
     o.bind = a.bind;
     o.sockperf = a.sockperf;
     o.connect = !a.unconnected;
-    o.multicast_ttl = a.ttl;
-    o.max_responders = a.max_responders as usize;
+    if !target.ip().is_multicast() {
+        for (flag, given) in [
+            ("--ttl", a.ttl.is_some()),
+            ("--max-responders", a.max_responders.is_some()),
+        ] {
+            if given {
+                return Err(usage(format!(
+                    "{flag} is for a multicast target; {target} is unicast"
+                )));
+            }
+        }
+    }
+    if let Some(b) = a.bind
+        && b.port() != 0
+        && a.flows > 1
+    {
+        return Err(usage(format!(
+            "--bind {b} with --flows {}: each flow is a socket with its own source port, \
+             so several flows need port 0 (--bind {})",
+            a.flows,
+            SocketAddr::new(b.ip(), 0)
+        )));
+    }
+    o.multicast_ttl = a.ttl.unwrap_or(1);
+    o.max_responders = a.max_responders.unwrap_or(64) as usize;
     o.busy_poll = a.busy_poll;
     o.first_cpu = a.cpu;
     if a.interval < Duration::from_millis(100) {
         return Err(usage("--interval must be at least 0.1 s"));
     }
     o.progress_every = a.interval;
-    o.validate().map_err(usage)?;
+    // Every size's options, checked before the first run.
+    let runs: Vec<LoadOpts> = a
+        .size
+        .iter()
+        .map(|&size| {
+            let mut x = o.clone();
+            x.size = size;
+            if let Some(bits) = a.bitrate {
+                x.mode = Mode::Rate(bits / (size as f64 * 8.0));
+            }
+            x.validate().map(|()| x)
+        })
+        .collect::<Result<_, _>>()
+        .map_err(usage)?;
+    if runs.len() > 1 && a.hist_out.is_some() {
+        return Err(usage(
+            "--hist-out writes one distribution: give one --size (or write each size's \
+             --json and merge nothing)",
+        ));
+    }
     udpring::signals::install().map_err(runtime)?;
     // An output file that cannot be written fails now, not after the run.
     let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
+    if runs.len() == 1 {
+        let report = run_one(&runs[0], a.quiet)?;
+        print_report(&report, a.json, hist_out)?;
+        return judge(&report, &runs[0]);
+    }
+    // A size sweep: one run per size; with --json one document holding
+    // every result.
+    let mut results = Vec::new();
+    let mut verdict = Ok(());
+    for x in &runs {
+        if udpring::signals::requested() {
+            break;
+        }
+        if !a.json {
+            say!("== size {} B", x.size);
+        }
+        let report = run_one(x, a.quiet)?;
+        if !a.json {
+            say_raw!("{}", report.table());
+        }
+        if let Err(f) = judge(&report, x) {
+            eprintln!("udpring: size {} B: {}", x.size, f.msg);
+            verdict = Err(Failure {
+                code: f.code,
+                msg: format!("size {} B failed its measurement", x.size),
+            });
+        }
+        results.push(report);
+    }
+    if a.json {
+        crate::common::say_json("load", None, serde_json::json!({ "results": results }));
+    }
+    verdict
+}
+
+/// One run, with the live lines on standard error and a stop on a signal.
+fn run_one(
+    o: &udpring::apps::load::LoadOpts,
+    quiet: bool,
+) -> Result<udpring::apps::load::LoadReport, Failure> {
+    use std::sync::atomic::AtomicBool;
     let cancel = AtomicBool::new(false);
-    let quiet = a.quiet;
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         let watcher = s.spawn(|| {
@@ -206,46 +325,61 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        let r = run_load(&o, &cancel, |p| {
+        let r = udpring::apps::load::run_load(o, &cancel, |p| {
             if !quiet {
                 eprintln!("{}", p.line());
             }
         });
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = watcher.join();
-        let report = r.map_err(runtime)?;
-        print_report(&report, a.json, hist_out)?;
-        if report.received == 0 {
-            // The measurement failed its purpose: exit 1.
-            let msg = if report.sent > 0 {
-                format!(
-                    "no replies from {target} to {} datagrams: is an echo server listening there?",
-                    report.sent
-                )
-            } else {
-                format!(
-                    "nothing measured: no datagram to {target} was sent after the warm-up \
-                     (a request was still waiting for its reply or its --timeout)"
-                )
-            };
-            return Err(Failure { code: 1, msg });
-        }
-        if let Some(rate) = report.rate
-            && report.pps_sent < 0.95 * rate
-        {
-            eprintln!(
-                "udpring: warning: asked for {rate:.0}/s but this host sent {:.0}/s (the schedule \
-                 ran {:.2} s late); latencies include that lateness. More --workers or --gso \
-                 send faster",
-                report.pps_sent,
-                report.duration_s - o.duration.map_or(report.duration_s, |d| d.as_secs_f64()),
-            );
-        }
-        if let Some(h) = loss_hint(&report, &o) {
-            eprintln!("udpring: hint: {h}");
-        }
-        Ok(())
+        r.map_err(runtime)
     })
+}
+
+/// After a run: exit 1 when it measured nothing, a warning when a paced
+/// run fell behind, a hint when it lost datagrams.
+fn judge(
+    report: &udpring::apps::load::LoadReport,
+    o: &udpring::apps::load::LoadOpts,
+) -> Result<(), Failure> {
+    let target = o.target;
+    if o.one_way && report.sent == 0 {
+        return Err(Failure {
+            code: 1,
+            msg: format!("nothing sent to {target} after the warm-up"),
+        });
+    }
+    if !o.one_way && report.received == 0 {
+        // The measurement failed its purpose: exit 1.
+        let msg = if report.sent > 0 {
+            format!(
+                "no replies from {target} to {} datagrams: is an echo server listening there? \
+                 (to a sink that answers nothing, send with --match none)",
+                report.sent
+            )
+        } else {
+            format!(
+                "nothing measured: no datagram to {target} was sent after the warm-up \
+                 (a request was still waiting for its reply or its --timeout)"
+            )
+        };
+        return Err(Failure { code: 1, msg });
+    }
+    if let Some(rate) = report.rate
+        && report.pps_sent < 0.95 * rate
+    {
+        eprintln!(
+            "udpring: warning: asked for {rate:.0}/s but this host sent {:.0}/s (the schedule \
+             ran {:.2} s late); latencies include that lateness. More --workers or --gso \
+             send faster",
+            report.pps_sent,
+            report.duration_s - o.duration.map_or(report.duration_s, |d| d.as_secs_f64()),
+        );
+    }
+    if let Some(h) = loss_hint(report, o) {
+        eprintln!("udpring: hint: {h}");
+    }
+    Ok(())
 }
 
 /// What to try after a run that lost datagrams, or `None`.

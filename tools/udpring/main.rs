@@ -12,6 +12,7 @@ mod echo;
 mod load;
 mod mcast;
 mod net;
+mod sink;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,7 @@ use echo::EchoArgs;
 use load::{LoadArgs, ReportArgs};
 use mcast::{FanoutArgs, McastCmd};
 use net::{PingArgs, PmtuArgs};
+use sink::SinkArgs;
 
 /// Zero-copy, high-throughput UDP engine for Linux (io_uring, recvmmsg, GSO/GRO).
 #[derive(Parser)]
@@ -30,7 +32,9 @@ use net::{PingArgs, PmtuArgs};
     udpring bench                      # echo engine + flood on loopback, all backends\n  \
     udpring echo --bind 0.0.0.0:9000   # an echo server, one worker per CPU\n  \
     udpring echo --sockperf            # ... that sockperf's ping-pong client accepts\n  \
-    udpring load 127.0.0.1:9000        # load it: 256 in flight, every reply accounted for\n\n\
+    udpring load 127.0.0.1:9000        # load it: 256 in flight, every reply accounted for\n  \
+    udpring sink --bind 0.0.0.0:9001   # one-way: loss, reordering, jitter per sender...\n  \
+    udpring load 127.0.0.1:9001 --match none --bitrate 100M   # ...of this\n\n\
     Exit codes (every subcommand):\n  \
     0  success\n  \
     1  the run failed its purpose (no replies at all, no responder, no path MTU found)\n     \
@@ -54,6 +58,10 @@ enum Cmd {
     /// Send load to an echo server and account for every reply: rates,
     /// loss, reordering, duplicates, RTT percentiles.
     Load(LoadArgs),
+    /// Receive one-way udpring traffic (`load --match none`, `mcast send`)
+    /// and report per sender: loss, reordering, duplicates, RFC 3550
+    /// jitter. Like iperf3's server.
+    Sink(SinkArgs),
     /// Merge JSON results of `load --json` (from many processes or hosts)
     /// into one: counts and rates add up, histograms merge exactly.
     Report(ReportArgs),
@@ -101,12 +109,13 @@ fn main() -> ExitCode {
             } else {
                 first
             };
-            eprintln!("udpring: error: {first} (see 'udpring --help')");
+            eprintln!("udpring: error: {first} (see '{} --help')", help_path());
             return ExitCode::from(2);
         }
     };
     let r = match cli.cmd {
         Cmd::Echo(a) => echo::run(a),
+        Cmd::Sink(a) => sink::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Load(a) => load::load(a),
         Cmd::Report(a) => load::report(a),
@@ -122,4 +131,21 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// `udpring`, or the subcommand the arguments name (`udpring mcast send`),
+/// whose `--help` lists the options that subcommand takes.
+fn help_path() -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = String::from("udpring");
+    for a in std::env::args().skip(1) {
+        let Some(sub) = cmd.find_subcommand(&a).cloned() else {
+            break;
+        };
+        path.push(' ');
+        path.push_str(&a);
+        cmd = sub;
+    }
+    path
 }

@@ -17,51 +17,125 @@ use crate::common::{
 pub(crate) enum McastCmd {
     /// Join GROUP:PORT and count what arrives per source; --verify checks
     /// sequences (loss, duplicates, reordering) of `mcast send` traffic.
-    Listen(McastArgs),
+    Listen(ListenArgs),
     /// Send sequenced datagrams to GROUP:PORT at a rate.
-    Send(McastArgs),
+    Send(SendArgs),
     /// Join GROUP:PORT and answer every ping by unicast to its sender.
-    Pong(McastArgs),
+    Pong(PongArgs),
     /// Ping GROUP:PORT and report every responder: replies, loss, RTT.
-    Ping(McastArgs),
+    Ping(SendArgs),
 }
 
+/// What every `mcast` subcommand takes.
 #[derive(Args)]
-pub(crate) struct McastArgs {
+pub(crate) struct CommonArgs {
     /// GROUP:PORT, e.g. 239.1.2.3:5000 or [ff15::1]:5000 (scope: [ff12::1%eth0]).
     group: String,
-    /// Only this source (source-specific join; listen and pong).
-    #[arg(long)]
-    source: Option<std::net::IpAddr>,
     /// Interface name for the join and for sending.
     #[arg(long)]
     iface: Option<String>,
+    /// Stop after this many seconds (ping: default, after the last ping and
+    /// a drain; send with -c: after the last datagram).
+    #[arg(long, value_parser = parse_secs, allow_negative_numbers = true)]
+    duration: Option<Duration>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `mcast listen`.
+#[derive(Args)]
+pub(crate) struct ListenArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Only this source (a source-specific join).
+    #[arg(long)]
+    source: Option<std::net::IpAddr>,
+    /// Check sequence numbers (loss, duplicates, reordering) of `mcast send`
+    /// traffic.
+    #[arg(long)]
+    verify: bool,
+}
+
+/// `mcast pong`.
+#[derive(Args)]
+pub(crate) struct PongArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Only this source (a source-specific join).
+    #[arg(long)]
+    source: Option<std::net::IpAddr>,
+    #[command(flatten)]
+    guard: GuardArgs,
+}
+
+/// `mcast send` and `mcast ping`.
+#[derive(Args)]
+pub(crate) struct SendArgs {
+    #[command(flatten)]
+    common: CommonArgs,
     /// TTL / hop limit of what is sent.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
     ttl: u32,
     /// Do not hear our own multicast on this host.
     #[arg(long)]
     no_loop: bool,
-    /// Datagrams per second (send, ping).
+    /// Datagrams per second (0.001..10000000).
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
-    /// Datagrams to send (send, ping; send default: until stopped).
+    /// Datagrams to send (send default: until stopped; ping default: 10).
     #[arg(long, short = 'c')]
     count: Option<u64>,
-    /// Payload size (32..65507).
+    /// Payload size (32..65507; 65527 over IPv6).
     #[arg(long, short = 's', default_value_t = 64)]
     size: usize,
-    /// Check sequence numbers (listen).
-    #[arg(long)]
+}
+
+/// Every `mcast` option in one place, each subcommand's own set filled in
+/// and the rest at defaults: one set of checks ([`Group::new`]).
+struct McastArgs {
+    group: String,
+    source: Option<std::net::IpAddr>,
+    iface: Option<String>,
+    ttl: u32,
+    no_loop: bool,
+    rate: f64,
+    count: Option<u64>,
+    size: usize,
     verify: bool,
-    /// Stop after this many seconds (listen, pong, send).
-    #[arg(long, value_parser = parse_secs, allow_negative_numbers = true)]
     duration: Option<Duration>,
-    /// Print the result as JSON.
-    #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    guard: GuardArgs,
+    guard: Option<GuardArgs>,
+}
+
+impl McastArgs {
+    fn new(c: CommonArgs) -> Self {
+        McastArgs {
+            group: c.group,
+            source: None,
+            iface: c.iface,
+            ttl: 1,
+            no_loop: false,
+            rate: 10.0,
+            count: None,
+            size: 64,
+            verify: false,
+            duration: c.duration,
+            json: c.json,
+            guard: None,
+        }
+    }
+
+    fn sending(s: SendArgs) -> Self {
+        McastArgs {
+            ttl: s.ttl,
+            no_loop: s.no_loop,
+            rate: s.rate,
+            count: s.count,
+            size: s.size,
+            ..McastArgs::new(s.common)
+        }
+    }
 }
 
 /// Parses GROUP:PORT (an optional %IFACE scope on IPv6 names the interface).
@@ -183,10 +257,18 @@ impl Group {
 
 pub(crate) fn mcast(c: McastCmd) -> Result<(), Failure> {
     match c {
-        McastCmd::Listen(a) => listen(&a),
-        McastCmd::Send(a) => send(&a),
-        McastCmd::Pong(a) => pong(&a),
-        McastCmd::Ping(a) => ping(&a),
+        McastCmd::Listen(l) => listen(&McastArgs {
+            source: l.source,
+            verify: l.verify,
+            ..McastArgs::new(l.common)
+        }),
+        McastCmd::Send(s) => send(&McastArgs::sending(s)),
+        McastCmd::Pong(p) => pong(&McastArgs {
+            source: p.source,
+            guard: Some(p.guard),
+            ..McastArgs::new(p.common)
+        }),
+        McastCmd::Ping(s) => ping(&McastArgs::sending(s)),
     }
 }
 
@@ -205,7 +287,9 @@ fn pong(a: &McastArgs) -> Result<(), Failure> {
     let ignored = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (i2, group) = (ignored.clone(), g.addr.ip());
     let mut cfg = g.config(a, true);
-    cfg.guard = a.guard.guard();
+    if let Some(g) = &a.guard {
+        cfg.guard = g.guard();
+    }
     let engine = start(&g, "pong", cfg, move |_| McastPong::new(group, i2.clone()))?;
     let r = finish(a, &g, "pong", engine, a.duration, &PeerTable::default());
     eprintln!(

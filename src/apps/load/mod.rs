@@ -55,7 +55,7 @@ pub use diff::{DiffRow, diff, diff_text};
 pub use host::HostUdp;
 pub use opts::{LoadOpts, Mode};
 pub use report::{
-    Counts, HistogramData, KernelCounts, LoadReport, ResponderReport, RttUs, merge_conflict,
+    Burst, Counts, HistogramData, KernelCounts, LoadReport, ResponderReport, RttUs, merge_conflict,
     new_histogram,
 };
 pub use text::Progress;
@@ -299,7 +299,9 @@ fn report(
             r
         })
         .collect();
-    let lost = if opts.target.ip().is_multicast() {
+    let lost = if opts.one_way {
+        0
+    } else if opts.target.ip().is_multicast() {
         responders.iter().map(|r| r.lost).sum()
     } else {
         counts.sent.saturating_sub(counts.received)
@@ -314,6 +316,11 @@ fn report(
             Mode::Rate(r) => Some(r),
             _ => None,
         },
+        one_way: opts.one_way,
+        burst: opts.burst.map(|(n, t)| Burst {
+            datagrams: n,
+            interval_s: t.as_secs_f64(),
+        }),
         backend: backend.to_string(),
         size: opts.size,
         flows: opts.flows,

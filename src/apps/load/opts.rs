@@ -82,6 +82,13 @@ pub struct LoadOpts {
     /// workers to; `None`: the last ones, so that a server started with its
     /// defaults on the same host (from the first CPU up) keeps its own.
     pub first_cpu: Option<usize>,
+    /// Rate mode in bursts: this many datagrams back to back (all workers
+    /// together), every this long, instead of evenly spaced. The mode's
+    /// rate must then be their quotient.
+    pub burst: Option<(u64, Duration)>,
+    /// One-way load to a sink (`--match none`): nothing is expected back,
+    /// so nothing is lost; a flood then has no window.
+    pub one_way: bool,
 }
 
 impl LoadOpts {
@@ -109,6 +116,8 @@ impl LoadOpts {
             busy_poll: false,
             max_responders: 64,
             first_cpu: None,
+            burst: None,
+            one_way: false,
         }
     }
 
@@ -138,10 +147,32 @@ impl LoadOpts {
         if self.target.port() == 0 {
             return Err("target port 0: give the port the server listens on".into());
         }
-        if let Mode::Rate(r) = self.mode
-            && !(r.is_finite() && (1.0..=100e6).contains(&r))
-        {
-            return Err(format!("--rate {r} must be 1..100000000 datagrams/s"));
+        match (self.mode, self.burst) {
+            (Mode::Rate(_), Some((n, every))) => {
+                if !(2..=1_000_000).contains(&n) {
+                    return Err(format!("--burst {n} must be 2..1000000 datagrams"));
+                }
+                if !(Duration::from_micros(10)..=Duration::from_secs(3600)).contains(&every) {
+                    return Err(format!("--burst-interval {every:?} must be 10 us..1 hour"));
+                }
+                if n < self.workers as u64 {
+                    return Err(format!(
+                        "--burst {n} is fewer datagrams than --workers {}: each worker sends \
+                         its share of every burst",
+                        self.workers
+                    ));
+                }
+                if n as f64 / every.as_secs_f64() > 100e6 {
+                    return Err(format!(
+                        "--burst {n} every {every:?} is over 100M datagrams/s"
+                    ));
+                }
+            }
+            (_, Some(_)) => return Err("--burst goes with a paced run only".into()),
+            (Mode::Rate(r), None) if !(r.is_finite() && (1.0..=100e6).contains(&r)) => {
+                return Err(format!("--rate {r} must be 1..100000000 datagrams/s"));
+            }
+            _ => {}
         }
         if !(1..=1024).contains(&self.flows) {
             return Err(format!("--flows {} must be 1..1024", self.flows));
@@ -166,6 +197,12 @@ impl LoadOpts {
             (_, Some(0)) => return Err("--count must be at least 1".into()),
             (Some(d), _) if d.is_zero() => return Err("--duration must be > 0".into()),
             _ => {}
+        }
+        if self.one_way && self.mode == Mode::Ping {
+            return Err("--match none is one-way: --mode ping waits for replies".into());
+        }
+        if self.one_way && self.window.is_some() && self.mode == Mode::Flood {
+            return Err("--match none is one-way: no reply comes back to open a --window".into());
         }
         if self.window == Some(0) {
             return Err("--window must be at least 1".into());

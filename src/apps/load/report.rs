@@ -212,6 +212,15 @@ impl HistogramData {
     }
 }
 
+/// Bursts of a paced run (`load --burst N --burst-interval T`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Burst {
+    /// Datagrams back to back per burst (all workers together).
+    pub datagrams: u64,
+    /// Seconds from one burst's start to the next.
+    pub interval_s: f64,
+}
+
 /// The result of a run, or of several merged.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoadReport {
@@ -232,6 +241,13 @@ pub struct LoadReport {
     pub mode: String,
     /// Requested rate (rate mode).
     pub rate: Option<f64>,
+    /// One-way (`--match none`): nothing was expected back; `lost` is 0
+    /// and `rtt_us` null by design. The sink reports what arrived.
+    #[serde(default)]
+    pub one_way: bool,
+    /// A paced run in bursts: how many datagrams, how often.
+    #[serde(default)]
+    pub burst: Option<Burst>,
     /// Backend of the generator.
     pub backend: String,
     /// Payload size.
@@ -456,6 +472,8 @@ mod props {
                     target: "127.0.0.1:9".into(),
                     mode: "flood".into(),
                     rate: with_rate.then_some(f[0]),
+                    one_way: false,
+                    burst: None,
                     backend: "uring".into(),
                     size: (n[0] % 65_000) as usize,
                     flows: (n[1] % 1024) as usize + 1,

@@ -50,7 +50,14 @@ impl LoadReport {
             "target {}  mode {}{}  size {}  flows {}  workers {}  gso {}  backend {}  {:.2} s\n",
             self.target,
             self.mode,
-            self.rate.map_or(String::new(), |r| format!(" {r:.0}/s")),
+            match (self.rate, self.burst) {
+                (Some(r), Some(b)) => format!(
+                    " {r:.0}/s in bursts of {} every {} s",
+                    b.datagrams, b.interval_s
+                ),
+                (Some(r), None) => format!(" {r:.0}/s"),
+                _ => String::new(),
+            },
             self.size,
             self.flows,
             self.workers,
@@ -67,10 +74,15 @@ impl LoadReport {
             self.pps_received,
             self.gbps_received
         );
-        s += &format!(
-            "lost {} ({loss})  reordered {}  duplicated {}  invalid {}  foreign {}\n",
-            self.lost, self.reordered, self.duplicated, self.invalid, self.foreign
-        );
+        if self.one_way {
+            s += "one-way (--match none): nothing is expected back; what arrived, lost and \
+                  jitter are the sink's to report (`udpring sink`)\n";
+        } else {
+            s += &format!(
+                "lost {} ({loss})  reordered {}  duplicated {}  invalid {}  foreign {}\n",
+                self.lost, self.reordered, self.duplicated, self.invalid, self.foreign
+            );
+        }
         let errs: Vec<String> = self
             .send_errors
             .iter()

@@ -86,6 +86,10 @@ pub(super) struct Worker {
     drain_until: u64,
     count_quota: Option<u64>,
     rate_interval_ns: f64,
+    /// Bursts: this worker's datagrams per burst (0: evenly spaced), and
+    /// the time between bursts.
+    burst: u64,
+    burst_every_ns: f64,
     rate_sent: u64,
     rate_start: u64,
     counts: Counts,
@@ -139,6 +143,10 @@ impl Worker {
             drain_until: 0,
             count_quota: count,
             rate_interval_ns,
+            burst: opts.burst.map_or(0, |(n, _)| {
+                n / workers as u64 + u64::from((w as u64) < n % workers as u64)
+            }),
+            burst_every_ns: opts.burst.map_or(0.0, |(_, t)| t.as_nanos() as f64),
             rate_sent: 0,
             rate_start: 0,
             counts: Counts::default(),
@@ -265,15 +273,23 @@ impl Worker {
         }
     }
 
+    /// When the paced run's datagram `i` (of this worker) is due: evenly
+    /// spaced, or in bursts.
+    fn due_at(&self, i: u64) -> u64 {
+        match i.checked_div(self.burst) {
+            Some(b) => self.rate_start + (b as f64 * self.burst_every_ns) as u64,
+            None => self.rate_start + (i as f64 * self.rate_interval_ns) as u64,
+        }
+    }
+
     fn rate(&mut self, tx: &mut Transport<'_>) -> Option<Duration> {
         let now = self.now_ns();
         let mut due = [0u64; 64];
         loop {
             let n = self.batch_len();
             // The train leaves when its last datagram is due.
-            let last = self.rate_start
-                + ((self.rate_sent + n as u64 - 1) as f64 * self.rate_interval_ns) as u64;
-            let first = self.rate_start + (self.rate_sent as f64 * self.rate_interval_ns) as u64;
+            let last = self.due_at(self.rate_sent + n as u64 - 1);
+            let first = self.due_at(self.rate_sent);
             self.advance(first.min(now));
             if !self.sending(first) {
                 return None;
@@ -282,8 +298,7 @@ impl Worker {
                 return Some(Duration::from_nanos(last - now));
             }
             for (k, d) in due[..n].iter_mut().enumerate() {
-                *d = self.rate_start
-                    + ((self.rate_sent + k as u64) as f64 * self.rate_interval_ns) as u64;
+                *d = self.due_at(self.rate_sent + k as u64);
             }
             let fi = self.next_flow;
             if !self.send(tx, fi, n, &due[..n]) {
@@ -341,7 +356,11 @@ impl Worker {
             p.total = Some(self.hist.clone());
             p.responders = self.responders.reports();
             p.measured_ns = self.last_measured_ns.saturating_sub(self.measure_at)
-                + self.rate_interval_ns as u64;
+                + if self.burst > 0 {
+                    self.burst_every_ns
+                } else {
+                    self.rate_interval_ns
+                } as u64;
             p.done = true;
         }
     }
@@ -352,9 +371,7 @@ impl Worker {
         // In rate mode what counts is the next datagram's due time: one due
         // before the end still goes, however late the worker is.
         let next = match self.opts.mode {
-            Mode::Rate(_) => {
-                self.rate_start + (self.rate_sent as f64 * self.rate_interval_ns) as u64
-            }
+            Mode::Rate(_) => self.due_at(self.rate_sent),
             _ => now,
         };
         if matches!(self.phase, Phase::Warmup | Phase::Measure) && !self.sending(next) {

@@ -1,0 +1,349 @@
+//! Issue 15: what iperf3 users reach for, and options that are either
+//! honoured or refused. One-way load into `udpring sink` (loss,
+//! reordering, duplicates and jitter per sender), rates and bitrates with
+//! units, bursts, size lists; per-subcommand `mcast` help; one-line errors
+//! with the true ranges and hints. All on loopback.
+
+mod common;
+
+use std::io::BufReader;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{listening_addr, vocab};
+use udpring::apps::header::{HEADER_LEN, Header};
+
+fn udpring() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_udpring"))
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = udpring().args(args).output().expect("run udpring");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(out: &str) -> serde_json::Value {
+    let v = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    vocab::check_any(&v);
+    v
+}
+
+/// A `udpring sink --json` on loopback for `secs`; its document at the end.
+struct Sink(Child, SocketAddr);
+
+impl Sink {
+    fn start(secs: &str) -> Sink {
+        let mut child = udpring()
+            .args([
+                "sink",
+                "--bind",
+                "127.0.0.1:0",
+                "-q",
+                "--json",
+                "--duration",
+                secs,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let addr = listening_addr(&mut BufReader::new(child.stderr.take().unwrap()));
+        Sink(child, addr)
+    }
+
+    fn finish(mut self) -> serde_json::Value {
+        let child = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap());
+        let out = child.wait_with_output().unwrap();
+        json(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A datagram with udpring's header: `seq`, stamped `sent_ns`.
+fn stamped(token: u64, seq: u64, sent_ns: u64) -> Vec<u8> {
+    let mut b = vec![0u8; HEADER_LEN + 8];
+    Header::new_unchecked(&mut b[..]).fill(token, 0, seq, sent_ns);
+    b
+}
+
+#[test]
+fn the_sink_reports_gaps_reordering_duplicates_and_jitter_per_sender() {
+    let sink = Sink::start("3");
+    // Sender A: sequences 0 1 2 4 6 5 5 (3 never sent, 5 late, then again)
+    // stamped 1 ms apart and sent 1 ms apart: little jitter.
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in [0u64, 1, 2, 4, 6, 5, 5] {
+        a.send_to(&stamped(7, seq, seq * 1_000_000), sink.1)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Sender B: 40 datagrams all stamped 0 but sent 2 ms apart: each
+    // transit is 2 ms longer than the last, so |D| >= 2 ms every time and
+    // RFC 3550's estimate climbs towards it (after 40, >= 90% of the way).
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in 0..40u64 {
+        b.send_to(&stamped(8, seq, 0), sink.1).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Not ours: counted as invalid.
+    b.send_to(b"hello", sink.1).unwrap();
+    let v = sink.finish();
+    let src = |s: &UdpSocket| {
+        let addr = s.local_addr().unwrap().to_string();
+        v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["addr"] == addr.as_str())
+            .unwrap_or_else(|| panic!("{addr} missing: {v}"))
+            .clone()
+    };
+    let sa = src(&a);
+    assert_eq!(
+        (
+            sa["received"].as_u64(),
+            sa["lost"].as_u64(),
+            sa["reordered"].as_u64(),
+            sa["duplicated"].as_u64()
+        ),
+        (Some(6), Some(1), Some(1), Some(1)),
+        "{sa}"
+    );
+    let sb = src(&b);
+    assert_eq!(sb["received"], 40, "{sb}");
+    let (ja, jb) = (
+        sa["jitter_us"].as_f64().unwrap(),
+        sb["jitter_us"].as_f64().unwrap(),
+    );
+    assert!(jb > 1500.0, "B's transit grows 2 ms a datagram: {jb} us");
+    assert!(ja < jb, "A is paced as stamped: {ja} us vs B's {jb} us");
+    assert_eq!(v["invalid"], 1, "{v}");
+}
+
+#[test]
+fn one_way_load_into_the_sink_counts_the_same_datagrams() {
+    let sink = Sink::start("4");
+    let target = sink.1.to_string();
+    // Paced with units, two flows: the sink sees two senders whose counts
+    // add up to what load sent (no warm-up with --match none).
+    let (code, out, err) = run(&[
+        "load", &target, "--match", "none", "--rate", "2k", "-t", "0.5", "--flows", "2", "--json",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let l = json(&out);
+    assert_eq!(
+        (l["one_way"].as_bool(), l["lost"].as_u64()),
+        (Some(true), Some(0))
+    );
+    assert!(l["rtt_us"].is_null());
+    let sent = l["sent"].as_u64().unwrap();
+    assert_eq!(sent, 1000, "2k/s for 0.5 s: {l}");
+    // A bitrate: 800 kbit/s of 100-byte payloads is 1000 datagrams/s.
+    let (code, out, err) = run(&[
+        "load",
+        &target,
+        "--match",
+        "none",
+        "--bitrate",
+        "800k",
+        "-s",
+        "100",
+        "-t",
+        "0.5",
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(r["rate"].as_f64(), Some(1000.0), "{r}");
+    assert_eq!(r["sent"], 500, "{r}");
+    // Bursts: 50 back to back every 100 ms for 0.5 s: 5 bursts.
+    let (code, out, err) = run(&[
+        "load",
+        &target,
+        "--match",
+        "none",
+        "--burst",
+        "50",
+        "--burst-interval",
+        "0.1",
+        "-t",
+        "0.5",
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let b = json(&out);
+    assert_eq!(b["sent"], 250, "{b}");
+    assert_eq!(b["burst"]["datagrams"], 50, "{b}");
+    let v = sink.finish();
+    let sources = v["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 4, "2 flows, then one, then one: {v}");
+    let total: u64 = sources
+        .iter()
+        .map(|s| s["received"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, sent + 500 + 250, "{v}");
+    for s in sources {
+        assert_eq!(s["lost"], 0, "{s}");
+    }
+    // Into a sink without --match none: exit 1 and the hint.
+    let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (code, _, err) = run(&[
+        "load",
+        &closed.local_addr().unwrap().to_string(),
+        "-t",
+        "0.2",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--match none"), "{err}");
+}
+
+#[test]
+fn a_size_list_runs_one_measurement_per_size() {
+    let sink = Sink::start("3");
+    let (code, out, err) = run(&[
+        "load",
+        &sink.1.to_string(),
+        "--match",
+        "none",
+        "--size",
+        "64,512,1400",
+        "-n",
+        "100",
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    let sizes: Vec<u64> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [64, 512, 1400], "{v}");
+    for r in v["results"].as_array().unwrap() {
+        assert_eq!(r["sent"], 100, "{r}");
+    }
+    let (code, _, err) = run(&[
+        "load",
+        "127.0.0.1:9",
+        "--size",
+        "64,512",
+        "--hist-out",
+        "/tmp/x.hgrm",
+    ]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn options_are_honoured_where_accepted_or_refused_in_one_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["load", "127.0.0.1:9", "--ttl", "4"],
+            "--ttl is for a multicast target",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--max-responders", "8"],
+            "--max-responders is for a multicast target",
+        ),
+        (
+            &[
+                "load",
+                "127.0.0.1:9",
+                "--bind",
+                "127.0.0.1:5555",
+                "--flows",
+                "2",
+            ],
+            "several flows need port 0",
+        ),
+        (&["load", "127.0.0.1:9", "--rate", "5x"], "e.g. 20000, 20k"),
+        (
+            &["load", "127.0.0.1:9", "--rate", "1k", "--bitrate", "1M"],
+            "cannot be used",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--burst", "10"],
+            "--burst-interval",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--mode", "ping", "--bitrate", "1M"],
+            "open loop",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--match", "none", "--window", "8"],
+            "no reply comes back",
+        ),
+        (&["bench", "--window", "0"], "1..=1000000"),
+        (&["bench", "--size", "70000"], "must be 32..65507"),
+        (&["bench", "--size", "8"], "must be 32..65507"),
+        (&["bench", "--gso-segments", "100"], "1..=64"),
+        (
+            &["mcast", "send", "239.1.1.1:5000", "--verify"],
+            "udpring mcast send --help",
+        ),
+        (
+            &["mcast", "send", "239.1.1.1:5000", "--source", "10.0.0.1"],
+            "--source",
+        ),
+        (
+            &["mcast", "listen", "239.1.1.1:5000", "--rate", "5"],
+            "--rate",
+        ),
+        (&["mcast", "listen", "239.1.1.1:5000", "-c", "5"], "-c"),
+        (&["mcast", "pong", "239.1.1.1:5000", "--ttl", "5"], "--ttl"),
+    ];
+    for (args, want) in cases {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // Each mcast subcommand shows its own options only.
+    for (sub, has, lacks) in [
+        (
+            "listen",
+            &["--verify", "--source"][..],
+            &["--rate", "--ttl", "--count", "--allow"][..],
+        ),
+        (
+            "send",
+            &["--rate", "--ttl", "--count"][..],
+            &["--verify", "--source", "--allow"][..],
+        ),
+        (
+            "pong",
+            &["--source", "--allow"][..],
+            &["--rate", "--verify", "--count"][..],
+        ),
+        (
+            "ping",
+            &["--rate", "--count"][..],
+            &["--verify", "--source", "--allow"][..],
+        ),
+    ] {
+        let (code, help, _) = run(&["mcast", sub, "--help"]);
+        assert_eq!(code, 0);
+        for h in has {
+            assert!(help.contains(h), "mcast {sub} --help lacks {h}");
+        }
+        for l in lacks {
+            assert!(!help.contains(l), "mcast {sub} --help shows {l}");
+        }
+    }
+}
