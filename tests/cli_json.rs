@@ -143,6 +143,13 @@ fn every_subcommand_speaks_one_json_vocabulary() {
     assert_eq!(code, 0, "{v}");
     vocab::check("pmtu", &v);
     assert_eq!(v["method"], "icmp");
+    // The text spells the method as the flag and the JSON do.
+    let out = udpring()
+        .args(["pmtu", "127.0.0.1", "--method", "icmp"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("method icmp,"), "{text}");
 
     // fanout to the echo, fed by hand.
     let fan = Server::start(&[

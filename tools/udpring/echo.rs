@@ -19,8 +19,9 @@ pub(crate) struct EchoArgs {
     /// Clear sockperf's client flag so `sockperf ping-pong` accepts the echoes.
     #[arg(long)]
     sockperf: bool,
-    /// Reply to nothing: count and drop, a sink (like iperf3's server) for
-    /// measuring senders.
+    /// Reply to nothing: count and drop, at the engine's full speed (a
+    /// sender's ceiling). For loss, reordering and jitter per sender, use
+    /// `udpring sink`; either way send with `load --match none`.
     #[arg(long, conflicts_with = "sockperf")]
     discard: bool,
     #[command(flatten)]
