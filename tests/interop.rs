@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::have;
+
 use std::io::BufReader;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -33,20 +35,6 @@ fn spawn_echo(bind: &str, extra: &[&str]) -> Echo {
         .unwrap();
     let addr = common::listening_addr(&mut BufReader::new(child.stdout.take().unwrap()));
     Echo { child, addr }
-}
-
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var("UDPRING_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("{tool} is not installed and UDPRING_REQUIRE_PEERS=1");
-        }
-        eprintln!("skipping: {tool} is not installed (apt-get install {tool})");
-    }
-    found
 }
 
 const PY_CLIENT: &str = r#"

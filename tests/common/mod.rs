@@ -123,3 +123,20 @@ pub fn listening_addr(out: &mut impl std::io::BufRead) -> SocketAddr {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no address in first line: {line:?}"))
 }
+
+/// Whether peer `tool` is installed; without it the test skips, saying so,
+/// or fails when `UDPRING_REQUIRE_PEERS=1` (set by `.ci/run`, which
+/// installs every peer).
+pub fn have(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("UDPRING_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("{tool} is not installed and UDPRING_REQUIRE_PEERS=1");
+        }
+        eprintln!("skipping: {tool} is not installed (apt-get install {tool})");
+    }
+    found
+}

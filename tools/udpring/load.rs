@@ -41,15 +41,23 @@ pub(crate) struct LoadArgs {
     /// Time between the starts of two bursts, seconds (0.001 = 1 ms).
     #[arg(long, value_parser = parse_secs, requires = "burst")]
     burst_interval: Option<Duration>,
-    /// How replies are matched to requests. header: udpring's own header,
-    /// echoed back (an echo server); none: one-way load to a sink (`udpring
-    /// sink`, or any service that answers nothing): what was sent and what
-    /// the kernel refused are counted, nothing is lost.
-    #[arg(long = "match", default_value = "header", value_parser = ["header", "none"])]
-    match_: String,
+    /// How replies are matched to requests. header (the default without a
+    /// payload): udpring's own header, echoed back (an echo server);
+    /// id:OFFSET:LEN: an ID of LEN bytes (1..8) udpring writes into each
+    /// request at OFFSET and the service copies back there (DNS and
+    /// memcached's UDP frame: id:0:2; the default with --dns-queries);
+    /// flow: one request in flight per flow, any reply answers it; none:
+    /// one-way load to a sink (`udpring sink`, or any service that answers
+    /// nothing): what was sent and what the kernel refused are counted,
+    /// nothing is lost.
+    #[arg(long = "match", value_name = "HOW")]
+    match_: Option<String>,
+    #[command(flatten)]
+    payload: crate::payload::PayloadArgs,
     /// Payload bytes per datagram (32..65507; 46.. with --sockperf). A list
     /// (64,512,1400) runs one measurement per size, one after the other.
-    #[arg(long, short = 's', default_value = "64", value_delimiter = ',', num_args = 1..)]
+    /// [default: 64]
+    #[arg(long, short = 's', value_delimiter = ',', num_args = 1..)]
     size: Vec<usize>,
     /// Flows: sockets with distinct source ports, spread over the workers
     /// (1..1024).
@@ -86,9 +94,12 @@ pub(crate) struct LoadArgs {
     /// Seconds to wait for late replies after the last send.
     #[arg(long, default_value = "0.5", value_parser = parse_secs_or_zero)]
     drain: Duration,
-    /// Ping mode: seconds before a request counts as unanswered.
+    /// Seconds before a request counts as unanswered (ping mode; with ID
+    /// matching, before its ID may be reused).
     #[arg(long, default_value = "1", value_parser = parse_secs)]
     timeout: Duration,
+    #[command(flatten)]
+    limits: crate::limits::Limits,
     /// Backend: uring, mmsg or simple.
     #[arg(long, value_parser = parse_backend)]
     backend: Option<Backend>,
@@ -184,7 +195,12 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     if a.size.len() > 16 {
         return Err(usage("--size takes at most 16 sizes"));
     }
-    o.size = a.size[0];
+    let sizes = if a.size.is_empty() {
+        vec![64]
+    } else {
+        a.size.clone()
+    };
+    o.size = sizes[0];
     o.flows = a.flows;
     o.workers = a.workers;
     o.count = a.count;
@@ -193,15 +209,34 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         (None, Some(_)) => None,
         (None, None) => Some(Duration::from_secs(5)),
     };
-    o.warmup = a.warmup.unwrap_or(if a.match_ == "none" {
+    o.warmup = a.warmup.unwrap_or(if a.match_.as_deref() == Some("none") {
         Duration::ZERO
     } else {
         Duration::from_millis(200)
     });
     o.gso = a.gso;
-    o.one_way = a.match_ == "none";
+    let payloads = crate::payload::payloads(&a.payload)?;
+    o.matching = match (&a.match_, &payloads) {
+        (Some(m), _) => udpring::apps::load::Match::parse(m).map_err(usage)?,
+        (None, Some((_, true))) => udpring::apps::load::Match::Id { offset: 0, len: 2 },
+        (None, _) => udpring::apps::load::Match::Header,
+    };
+    if let Some((p, dns)) = payloads {
+        o.size = p.size_range().1;
+        o.dns = dns;
+        o.payloads = Some(std::sync::Arc::new(p));
+        if !a.size.is_empty() {
+            return Err(usage(
+                "--size does not go with a payload: the payloads set it",
+            ));
+        }
+    }
+    // One request in flight per flow: a closed loop.
+    if o.matching == udpring::apps::load::Match::Flow && !paced {
+        o.mode = Mode::Ping;
+    }
     o.window = match (&o.mode, a.window, a.unbounded) {
-        (Mode::Flood, None, false) if o.one_way => None,
+        (Mode::Flood, None, false) if o.one_way() => None,
         (Mode::Flood, _, true) => None,
         (Mode::Flood, w, false) => Some(w.unwrap_or(udpring::apps::window::DEFAULT_WINDOW)),
         (_, None, false) => None,
@@ -213,7 +248,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         }
     };
     // One-way: no reply to wait for.
-    o.drain = if o.one_way { Duration::ZERO } else { a.drain };
+    o.drain = if o.one_way() { Duration::ZERO } else { a.drain };
     o.ping_timeout = a.timeout;
     o.backend = a.backend;
     o.bind = a.bind;
@@ -251,12 +286,13 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     }
     o.progress_every = a.interval;
     // Every size's options, checked before the first run.
-    let runs: Vec<LoadOpts> = a
-        .size
+    let runs: Vec<LoadOpts> = sizes
         .iter()
         .map(|&size| {
             let mut x = o.clone();
-            x.size = size;
+            if x.payloads.is_none() {
+                x.size = size;
+            }
             if let Some(bits) = a.bitrate {
                 x.mode = Mode::Rate(bits / (size as f64 * 8.0));
             }
@@ -276,7 +312,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     if runs.len() == 1 {
         let report = run_one(&runs[0], a.quiet)?;
         print_report(&report, a.json, hist_out)?;
-        return judge(&report, &runs[0]);
+        return judge(&report, &runs[0], &a.limits);
     }
     // A size sweep: one run per size; with --json one document holding
     // every result.
@@ -293,7 +329,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         if !a.json {
             say_raw!("{}", report.table());
         }
-        if let Err(f) = judge(&report, x) {
+        if let Err(f) = judge(&report, x, &a.limits) {
             eprintln!("udpring: size {} B: {}", x.size, f.msg);
             verdict = Err(Failure {
                 code: f.code,
@@ -341,15 +377,16 @@ fn run_one(
 fn judge(
     report: &udpring::apps::load::LoadReport,
     o: &udpring::apps::load::LoadOpts,
+    limits: &crate::limits::Limits,
 ) -> Result<(), Failure> {
     let target = o.target;
-    if o.one_way && report.sent == 0 {
+    if o.one_way() && report.sent == 0 {
         return Err(Failure {
             code: 1,
             msg: format!("nothing sent to {target} after the warm-up"),
         });
     }
-    if !o.one_way && report.received == 0 {
+    if !o.one_way() && report.received == 0 {
         // The measurement failed its purpose: exit 1.
         let msg = if report.sent > 0 {
             format!(
@@ -379,7 +416,13 @@ fn judge(
     if let Some(h) = loss_hint(report, o) {
         eprintln!("udpring: hint: {h}");
     }
-    Ok(())
+    match limits.violated(report) {
+        Some(line) => Err(Failure {
+            code: 1,
+            msg: format!("threshold: {line}"),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// What to try after a run that lost datagrams, or `None`.
@@ -474,34 +517,8 @@ const MAX_REPORT_BYTES: u64 = 64 << 20;
 /// Reads a result file: a regular file (not a device or a FIFO, which
 /// could be endless or block), at most [`MAX_REPORT_BYTES`].
 fn read_result(f: &std::path::Path) -> Result<udpring::apps::load::LoadReport, Failure> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking: opening a FIFO with no writer must not wait.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(f)
-        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
-    if !meta.is_file() {
-        return Err(usage(format!(
-            "{}: not a regular file (give the result of `udpring load --json`)",
-            f.display()
-        )));
-    }
-    if meta.len() > MAX_REPORT_BYTES {
-        return Err(usage(format!(
-            "{}: {} bytes; a result is at most {MAX_REPORT_BYTES}",
-            f.display(),
-            meta.len()
-        )));
-    }
-    let mut text = String::new();
-    file.take(MAX_REPORT_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
+    let buf = crate::payload::read_bounded(f, MAX_REPORT_BYTES)?;
+    let text = String::from_utf8_lossy(&buf);
     let r: udpring::apps::load::LoadReport = serde_json::from_str(text.trim()).map_err(|e| {
         usage(format!(
             "{}: not a `udpring load --json` result: {e}",

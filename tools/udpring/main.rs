@@ -9,9 +9,11 @@
 mod common;
 mod bench;
 mod echo;
+mod limits;
 mod load;
 mod mcast;
 mod net;
+mod payload;
 mod sink;
 
 use std::process::ExitCode;
@@ -57,7 +59,7 @@ enum Cmd {
     Bench(BenchArgs),
     /// Send load to an echo server and account for every reply: rates,
     /// loss, reordering, duplicates, RTT percentiles.
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
     /// Receive one-way udpring traffic (`load --match none`, `mcast send`)
     /// and report per sender: loss, reordering, duplicates, RFC 3550
     /// jitter. Like iperf3's server.
@@ -117,7 +119,7 @@ fn main() -> ExitCode {
         Cmd::Echo(a) => echo::run(a),
         Cmd::Sink(a) => sink::run(a),
         Cmd::Bench(a) => bench::run(a),
-        Cmd::Load(a) => load::load(a),
+        Cmd::Load(a) => load::load(*a),
         Cmd::Report(a) => load::report(a),
         Cmd::Pmtu(a) => net::pmtu(a),
         Cmd::Ping(a) => net::ping(a),

@@ -35,7 +35,9 @@
 //! - `host.rs`: [`HostUdp`], the host's UDP error counters.
 
 mod diff;
+pub mod dns;
 mod host;
+mod matcher;
 mod opts;
 mod report;
 mod responders;
@@ -53,6 +55,7 @@ use hdrhistogram::Histogram;
 
 pub use diff::{DiffRow, diff, diff_text};
 pub use host::HostUdp;
+pub use matcher::{Match, Payloads};
 pub use opts::{LoadOpts, Mode};
 pub use report::{
     Burst, Counts, HistogramData, KernelCounts, LoadReport, ResponderReport, RttUs, merge_conflict,
@@ -299,7 +302,7 @@ fn report(
             r
         })
         .collect();
-    let lost = if opts.one_way {
+    let lost = if opts.one_way() {
         0
     } else if opts.target.ip().is_multicast() {
         responders.iter().map(|r| r.lost).sum()
@@ -316,7 +319,8 @@ fn report(
             Mode::Rate(r) => Some(r),
             _ => None,
         },
-        one_way: opts.one_way,
+        one_way: opts.one_way(),
+        matching: opts.matching.name(),
         burst: opts.burst.map(|(n, t)| Burst {
             datagrams: n,
             interval_s: t.as_secs_f64(),

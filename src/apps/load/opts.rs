@@ -1,7 +1,10 @@
 //! What a load run is asked to do, and the checks on it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::matcher::{Match, Payloads};
 
 use crate::Backend;
 use crate::apps::header::{HEADER_LEN, sockperf};
@@ -86,9 +89,15 @@ pub struct LoadOpts {
     /// together), every this long, instead of evenly spaced. The mode's
     /// rate must then be their quotient.
     pub burst: Option<(u64, Duration)>,
-    /// One-way load to a sink (`--match none`): nothing is expected back,
-    /// so nothing is lost; a flood then has no window.
-    pub one_way: bool,
+    /// How replies are matched to requests: udpring's header (an echo
+    /// server), an ID in the payload, the flow, or not at all (one-way to
+    /// a sink: nothing is lost; a flood then has no window).
+    pub matching: Match,
+    /// What to send instead of udpring's header (with `Match::Id`,
+    /// `Match::Flow` or `Match::None`): cycled per flow.
+    pub payloads: Option<Arc<Payloads>>,
+    /// Read each reply as DNS: count response codes and truncated answers.
+    pub dns: bool,
 }
 
 impl LoadOpts {
@@ -117,16 +126,66 @@ impl LoadOpts {
             max_responders: 64,
             first_cpu: None,
             burst: None,
-            one_way: false,
+            matching: Match::Header,
+            payloads: None,
+            dns: false,
         }
+    }
+
+    /// One-way: nothing is expected back (`--match none`).
+    pub fn one_way(&self) -> bool {
+        self.matching == Match::None
     }
 
     pub(crate) fn header_offset(&self) -> usize {
         if self.sockperf { sockperf::LEN } else { 0 }
     }
 
+    fn validate_payloads(&self) -> Result<(), String> {
+        let Some(p) = &self.payloads else {
+            return match self.matching {
+                Match::Id { .. } | Match::Flow => Err(format!(
+                    "--match {} needs a payload to send (--payload, --payload-file or \
+                     --dns-queries): udpring's own header is matched with --match header",
+                    self.matching.name()
+                )),
+                _ => Ok(()),
+            };
+        };
+        if self.matching == Match::Header {
+            return Err(
+                "a payload of your own is not udpring's header: say how replies \
+                        match requests (--match id:OFFSET:LEN, flow or none)"
+                    .into(),
+            );
+        }
+        if self.gso > 1 || self.sockperf {
+            return Err("--gso and --sockperf send udpring's header, not a payload".into());
+        }
+        if self.target.ip().is_multicast() {
+            return Err("payloads go to one service: a multicast target takes the header".into());
+        }
+        if let Match::Id { offset, len } = self.matching {
+            let (min, _) = p.size_range();
+            if min < offset + len {
+                return Err(format!(
+                    "--match id:{offset}:{len} needs payloads of at least {} bytes; the \
+                     shortest is {min}",
+                    offset + len
+                ));
+            }
+        }
+        if self.matching == Match::Flow && self.mode != Mode::Ping {
+            return Err("--match flow keeps one request in flight per flow: --mode ping".into());
+        }
+        Ok(())
+    }
+
     /// Checks the options; the message says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
+        if self.payloads.is_some() {
+            return self.validate_common();
+        }
         let min = HEADER_LEN + self.header_offset();
         let max = if self.target.is_ipv6() {
             crate::MAX_UDP6_PAYLOAD
@@ -144,6 +203,10 @@ impl LoadOpts {
                 }
             ));
         }
+        self.validate_common()
+    }
+
+    fn validate_common(&self) -> Result<(), String> {
         if self.target.port() == 0 {
             return Err("target port 0: give the port the server listens on".into());
         }
@@ -198,10 +261,11 @@ impl LoadOpts {
             (Some(d), _) if d.is_zero() => return Err("--duration must be > 0".into()),
             _ => {}
         }
-        if self.one_way && self.mode == Mode::Ping {
+        self.validate_payloads()?;
+        if self.one_way() && self.mode == Mode::Ping {
             return Err("--match none is one-way: --mode ping waits for replies".into());
         }
-        if self.one_way && self.window.is_some() && self.mode == Mode::Flood {
+        if self.one_way() && self.window.is_some() && self.mode == Mode::Flood {
             return Err("--match none is one-way: no reply comes back to open a --window".into());
         }
         if self.window == Some(0) {

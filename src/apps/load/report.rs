@@ -86,8 +86,22 @@ pub struct Counts {
     pub bytes_received: u64,
     /// Sends refused for want of a free send slot (the engine's backpressure).
     pub send_exhausted: u64,
-    /// Ping mode: requests given up on after the timeout.
+    /// Requests given up on after the timeout (ping mode, and ID
+    /// matching when an ID's slot is needed again).
     pub timeouts: u64,
+    /// Replies from the target that answer no request: an ID no request
+    /// carries, a reply on a flow with nothing in flight, too short to
+    /// hold the ID.
+    #[serde(default)]
+    pub unmatched: u64,
+    /// DNS (`--dns-queries`): answers by response code (NOERROR, NXDOMAIN,
+    /// SERVFAIL, REFUSED, ...).
+    #[serde(default)]
+    pub dns_rcodes: BTreeMap<String, u64>,
+    /// DNS: answers with the TC bit (truncated: the client would retry
+    /// over TCP).
+    #[serde(default)]
+    pub dns_truncated: u64,
     /// ICMP and local errors the kernel reported (the error queue), by
     /// errno name: `ECONNREFUSED` (port unreachable), `EMSGSIZE` (too big
     /// for the path), `EHOSTUNREACH`, ...
@@ -112,11 +126,21 @@ impl Counts {
         self.bytes_received = self.bytes_received.saturating_add(o.bytes_received);
         self.send_exhausted = self.send_exhausted.saturating_add(o.send_exhausted);
         self.timeouts = self.timeouts.saturating_add(o.timeouts);
+        self.unmatched = self.unmatched.saturating_add(o.unmatched);
+        self.dns_truncated = self.dns_truncated.saturating_add(o.dns_truncated);
+        for (k, v) in &o.dns_rcodes {
+            let e = self.dns_rcodes.entry(k.clone()).or_default();
+            *e = e.saturating_add(*v);
+        }
         for (k, v) in &o.errors {
             let e = self.errors.entry(k.clone()).or_default();
             *e = e.saturating_add(*v);
         }
     }
+}
+
+fn header_match() -> String {
+    "header".into()
 }
 
 fn load_command() -> String {
@@ -241,6 +265,9 @@ pub struct LoadReport {
     pub mode: String,
     /// Requested rate (rate mode).
     pub rate: Option<f64>,
+    /// How replies were matched: `header`, `id:OFFSET:LEN`, `flow`, `none`.
+    #[serde(default = "header_match", rename = "match")]
+    pub matching: String,
     /// One-way (`--match none`): nothing was expected back; `lost` is 0
     /// and `rtt_us` null by design. The sink reports what arrived.
     #[serde(default)]
@@ -473,6 +500,7 @@ mod props {
                     mode: "flood".into(),
                     rate: with_rate.then_some(f[0]),
                     one_way: false,
+                    matching: "header".into(),
                     burst: None,
                     backend: "uring".into(),
                     size: (n[0] % 65_000) as usize,

@@ -116,6 +116,25 @@ impl LoadReport {
                 String::new()
             },
         );
+        if self.matching != "header" && self.matching != "none" {
+            s += &format!(
+                "matched by {}: unmatched replies {}\n",
+                self.matching, self.counts.unmatched
+            );
+        }
+        if !self.counts.dns_rcodes.is_empty() || self.counts.dns_truncated > 0 {
+            let codes: Vec<String> = self
+                .counts
+                .dns_rcodes
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            s += &format!(
+                "dns answers: {}  truncated (TC) {}\n",
+                codes.join("  "),
+                self.counts.dns_truncated
+            );
+        }
         for r in &self.responders {
             let rtt = r.rtt_us.as_ref().map_or("rtt -".to_string(), |x| {
                 format!("rtt p50 {:.1} p99 {:.1} us", x.p50, x.p99)

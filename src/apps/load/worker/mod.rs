@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+mod reply;
+mod send;
+
+use super::matcher::{Found, IdRing, Match, read_id, write_id};
 use super::opts::{LoadOpts, Mode};
 use super::report::{Counts, ResponderReport, new_histogram};
 use super::responders::Responders;
@@ -25,6 +29,8 @@ pub(super) struct Flow {
     window: SeqWindow,
     /// Ping mode: the request in flight and when it was sent.
     in_flight: Option<(u64, u64)>,
+    /// ID matching: the requests remembered by ID.
+    ids: Option<IdRing>,
 }
 
 impl Flow {
@@ -36,9 +42,13 @@ impl Flow {
             first_measured: u64::MAX,
             window: SeqWindow::new(),
             in_flight: None,
+            ids: None,
         }
     }
 }
+
+/// One of the counters a reply that answers nothing goes to.
+type Field = fn(&mut Counts) -> &mut u64;
 
 /// What a worker shares with the thread that reports.
 #[derive(Default)]
@@ -128,7 +138,11 @@ impl Worker {
             let id = w + j * workers;
             if id < opts.flows {
                 *slot = Some(flows.len());
-                flows.push(Flow::new(id as u32, j));
+                let mut f = Flow::new(id as u32, j);
+                if let Match::Id { len, .. } = opts.matching {
+                    f.ids = Some(IdRing::new(len));
+                }
+                flows.push(f);
             }
         }
         Worker {
@@ -184,70 +198,6 @@ impl Worker {
 
     /// Builds `n` datagrams for `flow` stamped `due` and queues them as one
     /// send; false if the engine had no free send slot.
-    fn send(&mut self, tx: &mut Transport<'_>, fi: usize, n: usize, due: &[u64]) -> bool {
-        let size = self.opts.size;
-        let off = self.opts.header_offset();
-        let seq0 = self.flows[fi].next_seq;
-        let flow_id = self.flows[fi].id;
-        let chunks = self.scratch[..n * size].chunks_mut(size);
-        for (k, (seg, &at)) in chunks.zip(due).enumerate() {
-            let seq = seq0 + k as u64;
-            if self.opts.sockperf {
-                sockperf::fill(seg, seq, size);
-            }
-            Header::new_unchecked(&mut seg[off..]).fill(self.token, flow_id, seq, at);
-        }
-        let sock = self.flows[fi].sock;
-        let r = if n > 1 {
-            tx.send_segments_via(
-                sock,
-                &self.scratch[..n * size],
-                size as u16,
-                self.opts.target,
-            )
-        } else {
-            tx.send_to_via(sock, &self.scratch[..size], self.opts.target)
-        };
-        match r {
-            Ok(()) => {
-                let f = &mut self.flows[fi];
-                f.next_seq += n as u64;
-                // Measured: due after the warm-up (a paced run that fell
-                // behind may send warm-up datagrams after it ended; those
-                // stay warm-up).
-                if self.phase == Phase::Measure && due[0] >= self.measure_at {
-                    if f.first_measured == u64::MAX {
-                        f.first_measured = seq0;
-                    }
-                    // When it really left (a paced run that fell behind
-                    // sends after its due time): the measured span is
-                    // what it took, not what was asked.
-                    self.last_measured_ns = self.now_ns().max(due[n - 1]);
-                    self.counts.sent += n as u64;
-                    self.counts.bytes_sent += (n * size) as u64;
-                    if let Some(q) = &mut self.count_quota {
-                        *q = q.saturating_sub(n as u64);
-                    }
-                }
-                self.in_flight.sent(n as u64);
-                true
-            }
-            Err(SendError::Exhausted) => {
-                self.counts.send_exhausted += 1;
-                false
-            }
-            Err(_) => false,
-        }
-    }
-
-    fn batch_len(&self) -> usize {
-        let n = self.opts.gso.max(1);
-        match self.count_quota {
-            Some(q) if self.phase == Phase::Measure => n.min(q as usize).max(1),
-            _ => n,
-        }
-    }
-
     fn flood(&mut self, tx: &mut Transport<'_>) {
         let mut queued = 0;
         let mut due = [0u64; 64];
@@ -400,90 +350,6 @@ impl Worker {
         self.publish();
         if self.phase != Phase::Done {
             tx.call_later(HOUSEKEEPING_EVERY, HOUSEKEEPING);
-        }
-    }
-
-    /// Counts `n` of something that is not an answer (invalid, foreign,
-    /// stale, truncated) in `field`, or, while warming up, among the
-    /// warm-up's datagrams: the warm-up is kept out of every count but
-    /// its own.
-    fn tally(&mut self, field: fn(&mut Counts) -> &mut u64, n: u64) {
-        let c = if self.phase == Phase::Warmup {
-            &mut self.counts.warmup_replies
-        } else {
-            field(&mut self.counts)
-        };
-        *c = c.saturating_add(n);
-    }
-
-    fn on_reply(
-        &mut self,
-        seg: &[u8],
-        from: SocketAddr,
-        sock: usize,
-        now: u64,
-        tx: &mut Transport<'_>,
-    ) {
-        let Ok(h) = Header::new_checked(&seg[self.opts.header_offset().min(seg.len())..]) else {
-            return self.tally(|c| &mut c.invalid, 1);
-        };
-        let Some(fi) = self.by_sock.get(sock).copied().flatten() else {
-            return self.tally(|c| &mut c.invalid, 1);
-        };
-        let (seq, sent) = (h.seq(), h.sent_ns());
-        let f = &self.flows[fi];
-        if h.token() != self.token || h.flow() != f.id {
-            return self.tally(|c| &mut c.invalid, 1);
-        }
-        if seq >= f.next_seq {
-            // Ours, but never sent: forged, or from a corrupted path.
-            return self.tally(|c| &mut c.stale, 1);
-        }
-        if seg.len() != self.opts.size {
-            // Ours, but cut on the way (a server's buffer smaller than the
-            // datagram), or grown: not an answer to what was sent.
-            return if seg.len() < self.opts.size {
-                self.tally(|c| &mut c.truncated, 1)
-            } else {
-                self.tally(|c| &mut c.invalid, 1)
-            };
-        }
-        let f = &mut self.flows[fi];
-        self.in_flight.answered(1);
-        let answered_ping = f.in_flight.is_some_and(|(s, _)| s == seq);
-        if answered_ping {
-            f.in_flight = None;
-        }
-        if seq < f.first_measured {
-            self.counts.warmup_replies += 1;
-        } else {
-            let seen = if self.opts.target.ip().is_multicast() {
-                let flows = self.flows.len();
-                let rtt = now.saturating_sub(sent).max(1);
-                let seen = self.responders.mark(from, flows, fi, seq, rtt);
-                if seen.is_none() {
-                    self.counts.untracked_responders += 1;
-                }
-                seen
-            } else {
-                Some(self.flows[fi].window.mark(seq))
-            };
-            match seen {
-                None => {}
-                Some(Seen::Duplicate) => self.counts.duplicated += 1,
-                Some(Seen::Stale) => self.counts.stale += 1,
-                Some(first) => {
-                    self.counts.received += 1;
-                    self.counts.bytes_received += seg.len() as u64;
-                    self.counts.reordered += u64::from(first == Seen::Reordered);
-                    let rtt = now.saturating_sub(sent).max(1);
-                    self.hist.saturating_record(rtt);
-                    self.interval.saturating_record(rtt);
-                }
-            }
-        }
-        if answered_ping && self.opts.mode == Mode::Ping {
-            self.ping_one(tx, fi);
         }
     }
 }

@@ -1,0 +1,142 @@
+//! Matching a reply to its request (udpring's header, an ID, the flow)
+//! and accounting for it.
+
+use super::*;
+
+impl Worker {
+    /// Counts `n` of something that is not an answer (invalid, foreign,
+    /// stale, truncated) in `field`, or, while warming up, among the
+    /// warm-up's datagrams: the warm-up is kept out of every count but
+    /// its own.
+    pub(super) fn tally(&mut self, field: Field, n: u64) {
+        let c = if self.phase == Phase::Warmup {
+            &mut self.counts.warmup_replies
+        } else {
+            field(&mut self.counts)
+        };
+        *c = c.saturating_add(n);
+    }
+
+    /// The request a reply of udpring's header answers, or the count the
+    /// reply goes to instead.
+    fn by_header(&self, seg: &[u8], fi: usize) -> Result<(u64, u64), Field> {
+        let Ok(h) = Header::new_checked(&seg[self.opts.header_offset().min(seg.len())..]) else {
+            return Err(|c| &mut c.invalid);
+        };
+        let f = &self.flows[fi];
+        if h.token() != self.token || h.flow() != f.id {
+            return Err(|c| &mut c.invalid);
+        }
+        if h.seq() >= f.next_seq {
+            // Ours, but never sent: forged, or from a corrupted path.
+            return Err(|c| &mut c.stale);
+        }
+        if seg.len() < self.opts.size {
+            // Ours, but cut on the way (a server's buffer smaller than the
+            // datagram): not an answer to what was sent.
+            return Err(|c| &mut c.truncated);
+        }
+        if seg.len() > self.opts.size {
+            return Err(|c| &mut c.invalid);
+        }
+        Ok((h.seq(), h.sent_ns()))
+    }
+
+    pub(super) fn on_reply(
+        &mut self,
+        seg: &[u8],
+        from: SocketAddr,
+        sock: usize,
+        now: u64,
+        tx: &mut Transport<'_>,
+    ) {
+        let Some(fi) = self.by_sock.get(sock).copied().flatten() else {
+            return self.tally(|c| &mut c.invalid, 1);
+        };
+        let (seq, sent) = match self.opts.matching {
+            Match::Header => match self.by_header(seg, fi) {
+                Ok(x) => x,
+                Err(field) => return self.tally(field, 1),
+            },
+            Match::Id { offset, len } => {
+                let Some(id) = read_id(seg, offset, len) else {
+                    return self.tally(|c| &mut c.unmatched, 1);
+                };
+                let next = self.flows[fi].next_seq;
+                match self.flows[fi].ids.as_mut().map(|r| r.find(id, next)) {
+                    Some(Found::Answer { seq, sent_ns }) => (seq, sent_ns),
+                    Some(Found::Duplicate { seq }) => {
+                        // A repeat of a warm-up request is the warm-up's.
+                        return if seq < self.flows[fi].first_measured {
+                            self.counts.warmup_replies += 1;
+                        } else {
+                            self.tally(|c| &mut c.duplicated, 1)
+                        };
+                    }
+                    Some(Found::Stale) | None => return self.tally(|c| &mut c.unmatched, 1),
+                }
+            }
+            Match::Flow => match self.flows[fi].in_flight {
+                Some(x) => x,
+                None => return self.tally(|c| &mut c.unmatched, 1),
+            },
+            // One-way: whatever comes back answers nothing.
+            Match::None => return self.tally(|c| &mut c.unmatched, 1),
+        };
+        let f = &mut self.flows[fi];
+        self.in_flight.answered(1);
+        let answered_ping = f.in_flight.is_some_and(|(s, _)| s == seq);
+        if answered_ping {
+            f.in_flight = None;
+        }
+        if seq < f.first_measured {
+            self.counts.warmup_replies += 1;
+        } else {
+            let seen = if self.opts.target.ip().is_multicast() {
+                let flows = self.flows.len();
+                let rtt = now.saturating_sub(sent).max(1);
+                let seen = self.responders.mark(from, flows, fi, seq, rtt);
+                if seen.is_none() {
+                    self.counts.untracked_responders += 1;
+                }
+                seen
+            } else {
+                Some(self.flows[fi].window.mark(seq))
+            };
+            match seen {
+                None => {}
+                Some(Seen::Duplicate) => self.counts.duplicated += 1,
+                Some(Seen::Stale) => self.counts.stale += 1,
+                Some(first) => {
+                    self.counts.received += 1;
+                    self.counts.bytes_received += seg.len() as u64;
+                    if self.opts.dns {
+                        self.count_dns(seg);
+                    }
+                    self.counts.reordered += u64::from(first == Seen::Reordered);
+                    let rtt = now.saturating_sub(sent).max(1);
+                    self.hist.saturating_record(rtt);
+                    self.interval.saturating_record(rtt);
+                }
+            }
+        }
+        if answered_ping && self.opts.mode == Mode::Ping {
+            self.ping_one(tx, fi);
+        }
+    }
+
+    /// Counts a DNS answer's response code and TC bit.
+    fn count_dns(&mut self, seg: &[u8]) {
+        let Some((rcode, tc)) = crate::apps::load::dns::answer(seg) else {
+            return;
+        };
+        self.counts.dns_truncated += u64::from(tc);
+        let name = crate::apps::load::dns::rcode_name(rcode);
+        match self.counts.dns_rcodes.get_mut(name) {
+            Some(v) => *v += 1,
+            None => {
+                self.counts.dns_rcodes.insert(name.to_string(), 1);
+            }
+        }
+    }
+}
