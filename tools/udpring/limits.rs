@@ -6,7 +6,7 @@ use clap::Args;
 
 /// Pass/fail thresholds for CI: a run over any exits 1, the line saying
 /// which.
-#[derive(Args)]
+#[derive(Args, Clone, Default)]
 pub(crate) struct Limits {
     /// Fail (exit 1) when more than PCT percent of what was sent was lost.
     #[arg(long, value_name = "PCT", value_parser = parse_pct)]
@@ -84,5 +84,29 @@ impl Limits {
             }
         }
         None
+    }
+
+    /// These limits, or, when none is set, a loss limit of `pct`.
+    pub(crate) fn or_default_loss(&self, pct: f64) -> Limits {
+        let mut l = self.clone();
+        if l.max_loss.is_none() && l.max_p99.is_none() && l.max_p999.is_none() {
+            l.max_loss = Some(pct);
+        }
+        l
+    }
+
+    /// The limits in words: `loss <= 1%, p99 <= 2000 us`.
+    pub(crate) fn describe(&self) -> String {
+        let mut v = Vec::new();
+        if let Some(x) = self.max_loss {
+            v.push(format!("loss <= {x}%"));
+        }
+        if let Some(x) = self.max_p99 {
+            v.push(format!("p99 <= {:.0} us", x.as_secs_f64() * 1e6));
+        }
+        if let Some(x) = self.max_p999 {
+            v.push(format!("p99.9 <= {:.0} us", x.as_secs_f64() * 1e6));
+        }
+        v.join(", ")
     }
 }

@@ -1,4 +1,4 @@
-//! `udpring load` and `udpring report`.
+//! `udpring load`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -98,6 +98,20 @@ pub(crate) struct LoadArgs {
     /// matching, before its ID may be reused).
     #[arg(long, default_value = "1", value_parser = parse_secs)]
     timeout: Duration,
+    /// Open-loop steps of rising rate, START:END:STEP (units allowed:
+    /// 10k:100k:10k), one table row each, and the knee: the highest step
+    /// within --max-loss / --max-p99 (1% loss when neither is given).
+    #[arg(long, value_name = "START:END:STEP", value_parser = crate::steps::parse_steps,
+          conflicts_with_all = ["rate", "bitrate", "burst", "pcap_timing"])]
+    rate_steps: Option<crate::steps::Steps>,
+    /// Seconds per step of --rate-steps.
+    #[arg(long, value_parser = parse_secs, requires = "rate_steps", default_value = "2")]
+    step_duration: Duration,
+    /// Record each request that got no answer at --timeout in the latency
+    /// histogram: percentiles then cover every request, not only the
+    /// answered ones (loss is still reported apart).
+    #[arg(long)]
+    timeouts_as_latency: bool,
     #[command(flatten)]
     limits: crate::limits::Limits,
     /// Backend: uring, mmsg or simple.
@@ -145,32 +159,6 @@ pub(crate) struct LoadArgs {
     /// [default: 1]
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=255))]
     ttl: Option<u32>,
-}
-
-#[derive(Args)]
-pub(crate) struct ReportArgs {
-    /// Result files from `udpring load --json`, merged into one (runs made
-    /// at the same time, e.g. from several hosts: counts and rates add up).
-    #[arg(required_unless_present = "diff")]
-    files: Vec<std::path::PathBuf>,
-    /// Compare two results instead: each figure of A and B side by side,
-    /// with the change from A to B.
-    #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with_all = ["files", "hist_out"])]
-    diff: Option<Vec<std::path::PathBuf>>,
-    /// Merge a result whose run token is already in another file (the same
-    /// run would count twice); refused by default.
-    #[arg(long)]
-    allow_duplicates: bool,
-    /// Merge results of different modes, sizes or targets into one RTT
-    /// distribution; refused by default.
-    #[arg(long)]
-    allow_mixed: bool,
-    /// Print the merged result (or the diff) as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Write the merged RTT percentile distribution (.hgrm text, µs).
-    #[arg(long)]
-    hist_out: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
@@ -222,6 +210,12 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         (None, _) => udpring::apps::load::Match::Header,
     };
     if let Some((p, dns)) = payloads {
+        if a.payload.pcap_timing {
+            let (times, cycle) = p.times().unwrap_or((&[], 1));
+            o.replay_speed = Some(a.payload.speed);
+            o.mode = Mode::Rate(times.len() as f64 * a.payload.speed / (cycle as f64 / 1e9));
+            o.window = None;
+        }
         o.size = p.size_range().1;
         o.dns = dns;
         o.payloads = Some(std::sync::Arc::new(p));
@@ -285,6 +279,18 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         return Err(usage("--interval must be at least 0.1 s"));
     }
     o.progress_every = a.interval;
+    o.timeouts_as_latency = a.timeouts_as_latency;
+    if let Some(rates) = &a.rate_steps {
+        if sizes.len() > 1 || a.hist_out.is_some() || a.mode == "ping" || a.count.is_some() {
+            return Err(usage(
+                "--rate-steps runs paced steps of one size for --step-duration each: not with \
+                 a size list, --hist-out, --mode ping or --count",
+            ));
+        }
+        o.duration = Some(a.step_duration);
+        udpring::signals::install().map_err(runtime)?;
+        return crate::steps::run(&o, &rates.0, a.json, a.quiet, &a.limits);
+    }
     // Every size's options, checked before the first run.
     let runs: Vec<LoadOpts> = sizes
         .iter()
@@ -345,7 +351,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
 }
 
 /// One run, with the live lines on standard error and a stop on a signal.
-fn run_one(
+pub(crate) fn run_one(
     o: &udpring::apps::load::LoadOpts,
     quiet: bool,
 ) -> Result<udpring::apps::load::LoadReport, Failure> {
@@ -492,7 +498,7 @@ impl OutFile {
     }
 }
 
-fn print_report(
+pub(crate) fn print_report(
     r: &udpring::apps::load::LoadReport,
     json: bool,
     hist_out: Option<OutFile>,
@@ -509,65 +515,4 @@ fn print_report(
         say_raw!("{}", r.table());
     }
     Ok(())
-}
-
-/// Largest result file `report` reads.
-const MAX_REPORT_BYTES: u64 = 64 << 20;
-
-/// Reads a result file: a regular file (not a device or a FIFO, which
-/// could be endless or block), at most [`MAX_REPORT_BYTES`].
-fn read_result(f: &std::path::Path) -> Result<udpring::apps::load::LoadReport, Failure> {
-    let buf = crate::payload::read_bounded(f, MAX_REPORT_BYTES)?;
-    let text = String::from_utf8_lossy(&buf);
-    let r: udpring::apps::load::LoadReport = serde_json::from_str(text.trim()).map_err(|e| {
-        usage(format!(
-            "{}: not a `udpring load --json` result: {e}",
-            f.display()
-        ))
-    })?;
-    r.check()
-        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
-    Ok(r)
-}
-
-pub(crate) fn report(a: ReportArgs) -> Result<(), Failure> {
-    use udpring::apps::load::LoadReport;
-    if let Some(d) = &a.diff {
-        let (x, y) = (read_result(&d[0])?, read_result(&d[1])?);
-        let rows = udpring::apps::load::diff(&x, &y);
-        if a.json {
-            let v = serde_json::json!({
-                "command": "report", "a": d[0].display().to_string(),
-                "b": d[1].display().to_string(), "diff": rows,
-            });
-            say!("{v}");
-        } else {
-            let name = |p: &std::path::Path| {
-                p.file_name().map_or(p.display().to_string(), |n| {
-                    n.to_string_lossy().into_owned()
-                })
-            };
-            say_raw!(
-                "{}",
-                udpring::apps::load::diff_text(&rows, &name(&d[0]), &name(&d[1]))
-            );
-        }
-        return Ok(());
-    }
-    let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
-    let reports = a
-        .files
-        .iter()
-        .map(|f| read_result(f))
-        .collect::<Result<Vec<_>, _>>()?;
-    let names: Vec<String> = a.files.iter().map(|f| f.display().to_string()).collect();
-    let named: Vec<(&str, &LoadReport)> = names.iter().map(String::as_str).zip(&reports).collect();
-    if let Some(why) =
-        udpring::apps::load::merge_conflict(&named, a.allow_duplicates, a.allow_mixed)
-    {
-        return Err(usage(why));
-    }
-    let merged = LoadReport::merge(&reports).map_err(usage)?;
-    merged.check().map_err(usage)?;
-    print_report(&merged, a.json, hist_out)
 }

@@ -14,7 +14,9 @@ mod load;
 mod mcast;
 mod net;
 mod payload;
+mod report;
 mod sink;
+mod steps;
 
 use std::process::ExitCode;
 
@@ -22,9 +24,10 @@ use clap::{Parser, Subcommand};
 
 use bench::BenchArgs;
 use echo::EchoArgs;
-use load::{LoadArgs, ReportArgs};
+use load::LoadArgs;
 use mcast::{FanoutArgs, McastCmd};
 use net::{PingArgs, PmtuArgs};
+use report::ReportArgs;
 use sink::SinkArgs;
 
 /// Zero-copy, high-throughput UDP engine for Linux (io_uring, recvmmsg, GSO/GRO).
@@ -120,7 +123,7 @@ fn main() -> ExitCode {
         Cmd::Sink(a) => sink::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Load(a) => load::load(*a),
-        Cmd::Report(a) => load::report(a),
+        Cmd::Report(a) => report::report(a),
         Cmd::Pmtu(a) => net::pmtu(a),
         Cmd::Ping(a) => net::ping(a),
         Cmd::Fanout(a) => mcast::fanout(a),

@@ -17,8 +17,22 @@ pub(crate) struct PayloadArgs {
     /// Send the payloads of FILE in turn (per flow, cycled): one per line
     /// as hex (blank lines and # comments skipped), or with --payload-format
     /// raw, records of a u16 big-endian length and that many bytes.
-    #[arg(long, value_name = "FILE", conflicts_with = "dns_queries")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dns_queries", "pcap"])]
     pub(crate) payload_file: Option<std::path::PathBuf>,
+    /// Send the UDP payloads of a capture (pcap or pcapng; Ethernet, Linux
+    /// cooked SLL/SLL2, raw IP; IPv4 and IPv6), in order, cycled.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dns_queries", "payload"])]
+    pub(crate) pcap: Option<std::path::PathBuf>,
+    /// With --pcap: only datagrams to this destination port.
+    #[arg(long, value_name = "PORT", requires = "pcap")]
+    pub(crate) pcap_port: Option<u16>,
+    /// With --pcap: replay with the capture's gaps between datagrams (a
+    /// paced run on one worker; --rate and --burst do not apply).
+    #[arg(long, requires = "pcap", conflicts_with_all = ["rate", "bitrate", "burst"])]
+    pub(crate) pcap_timing: bool,
+    /// With --pcap-timing: this many times faster (0.5: half speed).
+    #[arg(long, default_value_t = 1.0, requires = "pcap_timing")]
+    pub(crate) speed: f64,
     /// How --payload-file is written.
     #[arg(long, default_value = "hex", value_parser = ["hex", "raw"], requires = "payload_file")]
     pub(crate) payload_format: String,
@@ -129,6 +143,28 @@ pub(crate) fn payloads(a: &PayloadArgs) -> Result<Option<(Payloads, bool)>, Fail
                 .map_err(named)?
         };
         (list, false)
+    } else if let Some(f) = &a.pcap {
+        let buf = read_bounded(f, MAX_FILE_BYTES)?;
+        let named = |e: String| usage(format!("{}: {e}", f.display()));
+        let cap = udpring::apps::load::pcap::parse(&buf).map_err(named)?;
+        let kept: Vec<_> = cap
+            .datagrams
+            .into_iter()
+            .filter(|d| a.pcap_port.is_none_or(|p| d.dst_port == p))
+            .collect();
+        if kept.is_empty() {
+            return Err(named(format!(
+                "no UDP datagram{} to send ({} packets were not UDP or were fragments)",
+                a.pcap_port
+                    .map_or(String::new(), |p| format!(" to port {p}")),
+                cap.skipped
+            )));
+        }
+        let times: Vec<u64> = kept.iter().map(|d| d.ts_ns).collect();
+        let p = Payloads::new(kept.into_iter().map(|d| d.payload))
+            .and_then(|p| p.with_times(&times))
+            .map_err(named)?;
+        return Ok(Some((p, false)));
     } else if let Some(f) = &a.dns_queries {
         let buf = read_bounded(f, MAX_FILE_BYTES)?;
         let named = |e: String| usage(format!("{}: {e}", f.display()));

@@ -89,6 +89,9 @@ pub const RING: usize = 4096;
 pub struct Payloads {
     buf: Vec<u8>,
     spans: Vec<(usize, usize)>,
+    /// A capture's timing: each payload's time from the first, in ns
+    /// (never decreasing), and the length of one pass.
+    times: Option<(Vec<u64>, u64)>,
 }
 
 /// Most payloads one run takes.
@@ -122,6 +125,34 @@ impl Payloads {
             return Err("no payload: the source is empty".into());
         }
         Ok(p)
+    }
+
+    /// With a capture's timing: `times[i]` is payload `i`'s capture time
+    /// in ns (any origin; out-of-order times are taken as simultaneous).
+    /// One pass lasts from the first to the last plus the mean gap, so a
+    /// replay that cycles keeps the capture's rate.
+    pub fn with_times(mut self, times: &[u64]) -> Result<Payloads, String> {
+        if times.len() != self.spans.len() {
+            return Err("one time per payload".into());
+        }
+        let t0 = times[0];
+        let mut last = 0;
+        let rel: Vec<u64> = times
+            .iter()
+            .map(|&t| {
+                last = t.saturating_sub(t0).max(last);
+                last
+            })
+            .collect();
+        let n = rel.len() as u64;
+        let cycle = last + if n > 1 { last / (n - 1) } else { 1_000_000 };
+        self.times = Some((rel, cycle.max(1)));
+        Ok(self)
+    }
+
+    /// The capture's timing, if any: offsets and the length of one pass.
+    pub fn times(&self) -> Option<(&[u64], u64)> {
+        self.times.as_ref().map(|(t, c)| (&t[..], *c))
     }
 
     /// How many.

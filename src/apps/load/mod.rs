@@ -39,6 +39,7 @@ pub mod dns;
 mod host;
 mod matcher;
 mod opts;
+pub mod pcap;
 mod report;
 mod responders;
 mod text;
@@ -289,7 +290,7 @@ fn report(
 ) -> LoadReport {
     let Collected {
         counts,
-        hist,
+        mut hist,
         responders,
         ..
     } = c;
@@ -309,6 +310,12 @@ fn report(
     } else {
         counts.sent.saturating_sub(counts.received)
     };
+    if opts.timeouts_as_latency && lost > 0 {
+        // Every request that got no answer, at the timeout: percentiles
+        // then cover all requests, not only the answered ones.
+        let t = (opts.ping_timeout.as_nanos() as u64).clamp(1, 60_000_000_000);
+        let _ = hist.record_n(t, lost);
+    }
     LoadReport {
         command: "load".into(),
         generator: concat!("udpring ", env!("CARGO_PKG_VERSION")).into(),
@@ -320,6 +327,7 @@ fn report(
             _ => None,
         },
         one_way: opts.one_way(),
+        timeouts_as_latency: opts.timeouts_as_latency,
         matching: opts.matching.name(),
         burst: opts.burst.map(|(n, t)| Burst {
             datagrams: n,

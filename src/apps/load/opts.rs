@@ -98,6 +98,12 @@ pub struct LoadOpts {
     pub payloads: Option<Arc<Payloads>>,
     /// Read each reply as DNS: count response codes and truncated answers.
     pub dns: bool,
+    /// Replay the payloads' capture timing, this many times faster (paced
+    /// mode; the payloads must carry times).
+    pub replay_speed: Option<f64>,
+    /// Record a request that got no answer at the timeout (`ping_timeout`)
+    /// in the latency histogram, so percentiles include them.
+    pub timeouts_as_latency: bool,
 }
 
 impl LoadOpts {
@@ -129,6 +135,8 @@ impl LoadOpts {
             matching: Match::Header,
             payloads: None,
             dns: false,
+            replay_speed: None,
+            timeouts_as_latency: false,
         }
     }
 
@@ -232,6 +240,21 @@ impl LoadOpts {
                 }
             }
             (_, Some(_)) => return Err("--burst goes with a paced run only".into()),
+            (Mode::Rate(_), None) if self.replay_speed.is_some() => {
+                let ok = self.payloads.as_ref().is_some_and(|p| p.times().is_some());
+                if !ok {
+                    return Err("--pcap-timing needs a capture's times (--pcap)".into());
+                }
+                if self.workers != 1 {
+                    return Err("--pcap-timing replays one schedule: --workers 1".into());
+                }
+                if !self
+                    .replay_speed
+                    .is_some_and(|s| s.is_finite() && (0.001..=1e6).contains(&s))
+                {
+                    return Err("--speed must be 0.001..1000000".into());
+                }
+            }
             (Mode::Rate(r), None) if !(r.is_finite() && (1.0..=100e6).contains(&r)) => {
                 return Err(format!("--rate {r} must be 1..100000000 datagrams/s"));
             }

@@ -268,6 +268,10 @@ pub struct LoadReport {
     /// How replies were matched: `header`, `id:OFFSET:LEN`, `flow`, `none`.
     #[serde(default = "header_match", rename = "match")]
     pub matching: String,
+    /// `--timeouts-as-latency`: requests without an answer are in the
+    /// histogram at the timeout.
+    #[serde(default)]
+    pub timeouts_as_latency: bool,
     /// One-way (`--match none`): nothing was expected back; `lost` is 0
     /// and `rtt_us` null by design. The sink reports what arrived.
     #[serde(default)]
@@ -500,6 +504,7 @@ mod props {
                     mode: "flood".into(),
                     rate: with_rate.then_some(f[0]),
                     one_way: false,
+                    timeouts_as_latency: false,
                     matching: "header".into(),
                     burst: None,
                     backend: "uring".into(),

@@ -101,6 +101,9 @@ pub(super) struct Worker {
     burst: u64,
     burst_every_ns: f64,
     rate_sent: u64,
+    /// The next payload (of `opts.payloads`) this worker sends: the
+    /// capture's order across all flows.
+    payload_next: u64,
     rate_start: u64,
     counts: Counts,
     hist: Histogram<u64>,
@@ -162,6 +165,7 @@ impl Worker {
             }),
             burst_every_ns: opts.burst.map_or(0.0, |(_, t)| t.as_nanos() as f64),
             rate_sent: 0,
+            payload_next: 0,
             rate_start: 0,
             counts: Counts::default(),
             hist: new_histogram(),
@@ -226,6 +230,14 @@ impl Worker {
     /// When the paced run's datagram `i` (of this worker) is due: evenly
     /// spaced, or in bursts.
     fn due_at(&self, i: u64) -> u64 {
+        if let (Some(speed), Some(p)) = (self.opts.replay_speed, &self.opts.payloads)
+            && let Some((times, cycle)) = p.times()
+        {
+            // The capture's own schedule, pass after pass.
+            let n = times.len() as u64;
+            let t = (i / n) as f64 * cycle as f64 + times[(i % n) as usize] as f64;
+            return self.rate_start + (t / speed) as u64;
+        }
         match i.checked_div(self.burst) {
             Some(b) => self.rate_start + (b as f64 * self.burst_every_ns) as u64,
             None => self.rate_start + (i as f64 * self.rate_interval_ns) as u64,

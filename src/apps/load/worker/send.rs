@@ -52,7 +52,7 @@ impl Worker {
         let p = self.opts.payloads.as_ref()?;
         let f = &mut self.flows[fi];
         let seq = f.next_seq;
-        let data = p.get(seq);
+        let data = p.get(self.payload_next);
         let len = data.len();
         self.scratch[..len].copy_from_slice(data);
         let mut written_off = false;
@@ -75,10 +75,11 @@ impl Worker {
                 self.counts.timeouts += 1;
             }
         }
-        if r.is_ok()
-            && let Some(ring) = &mut self.flows[fi].ids
-        {
-            ring.sent(seq, at);
+        if r.is_ok() {
+            self.payload_next += 1;
+            if let Some(ring) = &mut self.flows[fi].ids {
+                ring.sent(seq, at);
+            }
         }
         Some((r, len))
     }

@@ -1,0 +1,93 @@
+//! `udpring report`: merge results, or compare two.
+
+use clap::Args;
+
+use crate::common::{Failure, usage};
+use crate::load::{OutFile, print_report};
+
+#[derive(Args)]
+pub(crate) struct ReportArgs {
+    /// Result files from `udpring load --json`, merged into one (runs made
+    /// at the same time, e.g. from several hosts: counts and rates add up).
+    #[arg(required_unless_present = "diff")]
+    files: Vec<std::path::PathBuf>,
+    /// Compare two results instead: each figure of A and B side by side,
+    /// with the change from A to B.
+    #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with_all = ["files", "hist_out"])]
+    diff: Option<Vec<std::path::PathBuf>>,
+    /// Merge a result whose run token is already in another file (the same
+    /// run would count twice); refused by default.
+    #[arg(long)]
+    allow_duplicates: bool,
+    /// Merge results of different modes, sizes or targets into one RTT
+    /// distribution; refused by default.
+    #[arg(long)]
+    allow_mixed: bool,
+    /// Print the merged result (or the diff) as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write the merged RTT percentile distribution (.hgrm text, µs).
+    #[arg(long)]
+    hist_out: Option<std::path::PathBuf>,
+}
+
+/// Largest result file `report` reads.
+const MAX_REPORT_BYTES: u64 = 64 << 20;
+
+/// Reads a result file: a regular file (not a device or a FIFO, which
+/// could be endless or block), at most [`MAX_REPORT_BYTES`].
+fn read_result(f: &std::path::Path) -> Result<udpring::apps::load::LoadReport, Failure> {
+    let buf = crate::payload::read_bounded(f, MAX_REPORT_BYTES)?;
+    let text = String::from_utf8_lossy(&buf);
+    let r: udpring::apps::load::LoadReport = serde_json::from_str(text.trim()).map_err(|e| {
+        usage(format!(
+            "{}: not a `udpring load --json` result: {e}",
+            f.display()
+        ))
+    })?;
+    r.check()
+        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
+    Ok(r)
+}
+
+pub(crate) fn report(a: ReportArgs) -> Result<(), Failure> {
+    use udpring::apps::load::LoadReport;
+    if let Some(d) = &a.diff {
+        let (x, y) = (read_result(&d[0])?, read_result(&d[1])?);
+        let rows = udpring::apps::load::diff(&x, &y);
+        if a.json {
+            let v = serde_json::json!({
+                "command": "report", "a": d[0].display().to_string(),
+                "b": d[1].display().to_string(), "diff": rows,
+            });
+            say!("{v}");
+        } else {
+            let name = |p: &std::path::Path| {
+                p.file_name().map_or(p.display().to_string(), |n| {
+                    n.to_string_lossy().into_owned()
+                })
+            };
+            say_raw!(
+                "{}",
+                udpring::apps::load::diff_text(&rows, &name(&d[0]), &name(&d[1]))
+            );
+        }
+        return Ok(());
+    }
+    let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
+    let reports = a
+        .files
+        .iter()
+        .map(|f| read_result(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = a.files.iter().map(|f| f.display().to_string()).collect();
+    let named: Vec<(&str, &LoadReport)> = names.iter().map(String::as_str).zip(&reports).collect();
+    if let Some(why) =
+        udpring::apps::load::merge_conflict(&named, a.allow_duplicates, a.allow_mixed)
+    {
+        return Err(usage(why));
+    }
+    let merged = LoadReport::merge(&reports).map_err(usage)?;
+    merged.check().map_err(usage)?;
+    print_report(&merged, a.json, hist_out)
+}
