@@ -330,6 +330,48 @@ mod tests {
         assert_eq!(c.datagrams[1].payload, b"yz");
     }
 
+    /// An IPv6 + UDP packet (with a hop-by-hop header) to `port`.
+    fn v6(port: u16, p: &[u8]) -> Vec<u8> {
+        let udp_len = (8 + p.len()) as u16;
+        let mut ip = vec![0x60, 0, 0, 0];
+        ip.extend_from_slice(&(8 + udp_len).to_be_bytes());
+        ip.extend_from_slice(&[0, 64]); // next: hop-by-hop
+        ip.extend_from_slice(&[0; 32]);
+        ip.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 0]); // hop-by-hop: next UDP
+        ip.extend_from_slice(&1u16.to_be_bytes());
+        ip.extend_from_slice(&port.to_be_bytes());
+        ip.extend_from_slice(&udp_len.to_be_bytes());
+        ip.extend_from_slice(&[0, 0]);
+        ip.extend_from_slice(p);
+        ip
+    }
+
+    #[test]
+    fn ipv6_over_linux_cooked_captures_and_raw_ip() {
+        // SLL2: protocol first, 20-byte header.
+        let mut sll2 = vec![0x86, 0xdd];
+        sll2.resize(20, 0);
+        sll2.extend(v6(53, b"six"));
+        // SLL (v1): protocol at 14, 16-byte header.
+        let mut sll = vec![0u8; 14];
+        sll.extend_from_slice(&[0x86, 0xdd]);
+        sll.extend(v6(54, b"cooked"));
+        for (link, frame, port, want) in [
+            (276u32, sll2, 53u16, &b"six"[..]),
+            (113, sll, 54, &b"cooked"[..]),
+            (101, v6(55, b"raw"), 55, &b"raw"[..]),
+        ] {
+            let mut b = classic_file(&[(0, frame)]);
+            b[20..24].copy_from_slice(&link.to_le_bytes());
+            let c = parse(&b).unwrap();
+            assert_eq!(c.datagrams.len(), 1, "link {link}");
+            assert_eq!(
+                (c.datagrams[0].dst_port, &c.datagrams[0].payload[..]),
+                (port, want)
+            );
+        }
+    }
+
     #[test]
     fn fragments_and_other_protocols_are_skipped_and_junk_is_an_error() {
         let mut frag = eth_v4(53, b"frag");
