@@ -41,6 +41,11 @@ impl StopHandle {
     pub fn stats(&self) -> Stats {
         sum(&self.shared)
     }
+
+    /// Counters per worker, now (for [`metrics::prometheus`](crate::metrics::prometheus)).
+    pub fn worker_stats(&self) -> Vec<Stats> {
+        self.shared.iter().map(|w| w.snapshot()).collect()
+    }
 }
 
 fn sum(shared: &[Arc<WorkerShared>]) -> Stats {

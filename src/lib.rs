@@ -140,6 +140,7 @@ mod engine;
 mod error;
 mod guard;
 mod handler;
+pub mod metrics;
 mod sender;
 mod socket;
 mod stats;

@@ -352,6 +352,22 @@ pub(crate) struct ServeArgs {
     /// Print the final totals as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Serve the engine's counters at http://ADDR/metrics in Prometheus'
+    /// text format (per worker; e.g. 127.0.0.1:9464, port 0 picks one).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub(crate) metrics: Option<SocketAddr>,
+}
+
+/// Starts `--metrics` for `engine` if asked, saying where on stderr.
+pub(crate) fn start_metrics(
+    addr: Option<SocketAddr>,
+    engine: &udpring::Engine,
+) -> Result<(), Failure> {
+    if let Some(a) = addr {
+        let bound = crate::metrics::serve(a, engine.stop_handle())?;
+        eprintln!("udpring: metrics on http://{bound}/metrics");
+    }
+    Ok(())
 }
 
 /// Stops an engine. Its totals come back even when a worker failed; the

@@ -9,9 +9,11 @@
 mod common;
 mod bench;
 mod echo;
+mod fanout;
 mod limits;
 mod load;
 mod mcast;
+mod metrics;
 mod net;
 mod payload;
 mod report;
@@ -24,8 +26,9 @@ use clap::{Parser, Subcommand};
 
 use bench::BenchArgs;
 use echo::EchoArgs;
+use fanout::FanoutArgs;
 use load::LoadArgs;
-use mcast::{FanoutArgs, McastCmd};
+use mcast::McastCmd;
 use net::{PingArgs, PmtuArgs};
 use report::ReportArgs;
 use sink::SinkArgs;
@@ -126,7 +129,7 @@ fn main() -> ExitCode {
         Cmd::Report(a) => report::report(a),
         Cmd::Pmtu(a) => net::pmtu(a),
         Cmd::Ping(a) => net::ping(a),
-        Cmd::Fanout(a) => mcast::fanout(a),
+        Cmd::Fanout(a) => fanout::fanout(a),
         Cmd::Mcast(c) => mcast::mcast(c),
     };
     match r {
