@@ -217,7 +217,7 @@ fn the_checker_refuses_the_old_names_and_wrong_types() {
     }
     vocab::check(
         "load",
-        &serde_json::json!({"command": "load", "sent": 3, "rtt_us": null,
+        &serde_json::json!({"schema": 1, "command": "load", "sent": 3, "rtt_us": null,
             "send_errors": {"ECONNREFUSED": 2, "errno200": 1}}),
     );
 }

@@ -386,6 +386,34 @@ pub fn ratio_to_simple(r: &RunResult, all: &[RunResult]) -> Option<f64> {
     }
 }
 
+/// The table as CSV: a header row, then one row per result (empty fields
+/// where there is no figure).
+pub fn csv(results: &[RunResult]) -> String {
+    let mut s = String::from(
+        "workload,backend,size,gso_segments,pps_received,gbps_received,p50_us,p99_us,vs_simple,lost\n",
+    );
+    let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+    for r in results {
+        s.push_str(&format!(
+            "{},{},{},{},{:.1},{:.6},{},{},{},{}\n",
+            match r.workload {
+                Workload::Flood => "flood",
+                Workload::Ping => "ping",
+            },
+            r.backend.name(),
+            r.size,
+            r.gso_segments,
+            r.pps_received,
+            r.gbps_received,
+            o(r.rtt_us.as_ref().map(|x| x.p50)),
+            o(r.rtt_us.as_ref().map(|x| x.p99)),
+            o(ratio_to_simple(r, results)),
+            r.lost
+        ));
+    }
+    s
+}
+
 /// Formats results as the table `udpring bench` prints.
 pub fn table(results: &[RunResult]) -> String {
     let mut s = format!(

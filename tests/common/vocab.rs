@@ -90,6 +90,13 @@ pub fn check(command: &str, doc: &Value) {
             errs.push(format!("no `{k}`"));
         }
     }
+    if doc.get("schema") != voc.get("schema") {
+        errs.push(format!(
+            "schema is {:?}, the vocabulary's is {}",
+            doc.get("schema"),
+            voc["schema"]
+        ));
+    }
     if let Some(c) = doc.get("command")
         && c != command
     {

@@ -52,6 +52,9 @@ pub(crate) struct BenchArgs {
     /// Print {"command":"bench","rows":[...]} JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// Print the table as CSV (a header row, then one row per workload).
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
 }
 
 pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
@@ -114,8 +117,9 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
         results.push(r);
     }
     if a.json {
-        let v = serde_json::json!({ "command": "bench", "rows": results });
-        say!("{v}");
+        crate::common::say_json("bench", None, serde_json::json!({ "rows": results }));
+    } else if a.csv {
+        say_raw!("{}", bench::csv(&results));
     } else {
         say_raw!("{}", bench::table(&results));
     }

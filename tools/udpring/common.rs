@@ -51,12 +51,17 @@ macro_rules! say_raw {
     ($($t:tt)*) => { $crate::common::say_fmt(format_args!($($t)*), false) };
 }
 
+/// The version of the JSON documents' shape (tools/json-vocabulary.json):
+/// raised when a name changes meaning or type, or goes away.
+pub(crate) const SCHEMA: u64 = 1;
+
 /// Prints `body` as the one JSON document of a run, with the names every
-/// document shares (tools/json-vocabulary.json): `command`, and
+/// document shares (tools/json-vocabulary.json): `schema`, `command`, and
 /// `duration_s` when the run has a length.
 pub(crate) fn say_json(command: &str, duration_s: Option<f64>, body: impl serde::Serialize) {
     let mut v = serde_json::to_value(body).unwrap_or_default();
     if let Some(m) = v.as_object_mut() {
+        m.insert("schema".into(), SCHEMA.into());
         m.insert("command".into(), command.into());
         if let Some(d) = duration_s {
             m.insert("duration_s".into(), d.into());

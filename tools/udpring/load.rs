@@ -134,6 +134,15 @@ pub(crate) struct LoadArgs {
     /// Write the RTT percentile distribution (HdrHistogram .hgrm text, µs).
     #[arg(long)]
     hist_out: Option<std::path::PathBuf>,
+    /// Write one RTT histogram per interval (-i) in HdrHistogram's interval
+    /// log format (V2, compressed, base64; values in ns), which
+    /// HdrHistogram's own tools read.
+    #[arg(long, value_name = "FILE")]
+    hist_log: Option<std::path::PathBuf>,
+    /// The per-interval lines as CSV on standard output (a header row,
+    /// then one row per interval); the final table goes to standard error.
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
     /// Seconds between live lines (like iperf3's -i; at least 0.1).
     #[arg(long, short = 'i', default_value = "1", value_parser = parse_secs)]
     interval: Duration,
@@ -315,9 +324,42 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     udpring::signals::install().map_err(runtime)?;
     // An output file that cannot be written fails now, not after the run.
     let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
+    if runs.len() > 1 && (a.hist_log.is_some() || a.csv) {
+        return Err(usage(
+            "--hist-log and --csv follow one run: give one --size",
+        ));
+    }
     if runs.len() == 1 {
-        let report = run_one(&runs[0], a.quiet)?;
-        print_report(&report, a.json, hist_out)?;
+        let mut log = a
+            .hist_log
+            .as_deref()
+            .map(|p| crate::histlog::HistLog::create(p, runs[0].warmup))
+            .transpose()?;
+        let (csv, quiet) = (a.csv, a.quiet);
+        if csv {
+            say!("{}", udpring::apps::load::Progress::CSV_HEADER);
+        }
+        let report = run_one(&runs[0], &mut |p| {
+            if csv {
+                say!("{}", p.csv());
+            } else if !quiet {
+                eprintln!("{}", p.line());
+            }
+            if let Some(l) = &mut log {
+                l.write(p);
+            }
+        })?;
+        if let Some(l) = log {
+            l.finish()?;
+        }
+        if csv {
+            eprint!("{}", report.table());
+            if let Some(h) = hist_out {
+                print_report(&report, false, Some(h))?;
+            }
+        } else {
+            print_report(&report, a.json, hist_out)?;
+        }
         return judge(&report, &runs[0], &a.limits);
     }
     // A size sweep: one run per size; with --json one document holding
@@ -331,7 +373,11 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         if !a.json {
             say!("== size {} B", x.size);
         }
-        let report = run_one(x, a.quiet)?;
+        let report = run_one(x, &mut |p| {
+            if !a.quiet {
+                eprintln!("{}", p.line());
+            }
+        })?;
         if !a.json {
             say_raw!("{}", report.table());
         }
@@ -350,10 +396,11 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     verdict
 }
 
-/// One run, with the live lines on standard error and a stop on a signal.
+/// One run, each interval's progress given to `live`, and a stop on a
+/// signal.
 pub(crate) fn run_one(
     o: &udpring::apps::load::LoadOpts,
-    quiet: bool,
+    live: &mut dyn FnMut(&udpring::apps::load::Progress),
 ) -> Result<udpring::apps::load::LoadReport, Failure> {
     use std::sync::atomic::AtomicBool;
     let cancel = AtomicBool::new(false);
@@ -367,11 +414,7 @@ pub(crate) fn run_one(
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        let r = udpring::apps::load::run_load(o, &cancel, |p| {
-            if !quiet {
-                eprintln!("{}", p.line());
-            }
-        });
+        let r = udpring::apps::load::run_load(o, &cancel, live);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = watcher.join();
         r.map_err(runtime)
@@ -510,7 +553,9 @@ pub(crate) fn print_report(
         out.write(&text)?;
     }
     if json {
-        say!("{}", serde_json::to_string(r).unwrap_or_default());
+        // Its own `command` (load, or report for a merge) and duration.
+        let command = r.command.clone();
+        crate::common::say_json(&command, None, r);
     } else {
         say_raw!("{}", r.table());
     }

@@ -10,6 +10,7 @@ mod common;
 mod bench;
 mod echo;
 mod fanout;
+mod histlog;
 mod limits;
 mod load;
 mod mcast;

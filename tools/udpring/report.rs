@@ -57,10 +57,10 @@ pub(crate) fn report(a: ReportArgs) -> Result<(), Failure> {
         let rows = udpring::apps::load::diff(&x, &y);
         if a.json {
             let v = serde_json::json!({
-                "command": "report", "a": d[0].display().to_string(),
+                "a": d[0].display().to_string(),
                 "b": d[1].display().to_string(), "diff": rows,
             });
-            say!("{v}");
+            crate::common::say_json("report", None, v);
         } else {
             let name = |p: &std::path::Path| {
                 p.file_name().map_or(p.display().to_string(), |n| {

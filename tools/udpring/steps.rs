@@ -72,7 +72,11 @@ pub(crate) fn run(
         if udpring::signals::requested() {
             break;
         }
-        let r = crate::load::run_one(o, quiet)?;
+        let r = crate::load::run_one(o, &mut |p| {
+            if !quiet {
+                eprintln!("{}", p.line());
+            }
+        })?;
         let ok = limits.violated(&r).is_none() && r.received > 0;
         if ok {
             knee = Some(rate);

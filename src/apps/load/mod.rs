@@ -119,8 +119,8 @@ fn lock(p: &Mutex<Partial>) -> std::sync::MutexGuard<'_, Partial> {
 
 /// Waits until every worker is done, calling `progress` once per
 /// `every` of measurement (the first call `every` after the warm-up,
-/// which is left out of the clock as of the counts), and passing a cancel
-/// on to the workers.
+/// which is left out of the clock as of the counts) and once more at the
+/// end for the tail, and passing a cancel on to the workers.
 fn watch(
     shared: &[Arc<Mutex<Partial>>],
     cancel: &AtomicBool,
@@ -137,11 +137,15 @@ fn watch(
         if cancel.load(Ordering::Relaxed) {
             abort.store(true, Ordering::Relaxed);
         }
-        if shared.iter().all(|p| lock(p).done) {
+        // When every worker is done, one last call covers the tail since
+        // the last one (the end of sending and the drain), so the calls
+        // together hold every measured reply.
+        let finished = shared.iter().all(|p| lock(p).done);
+        let now = Instant::now();
+        if finished && now <= last {
             return;
         }
-        let now = Instant::now();
-        if now < measure_from || now.duration_since(last) < every {
+        if !finished && (now < measure_from || now.duration_since(last) < every) {
             continue;
         }
         let mut counts = Counts::default();
@@ -159,15 +163,21 @@ fn watch(
         let elapsed = now.duration_since(measure_from).as_secs_f64();
         progress(&Progress {
             elapsed,
+            interval_s: dt,
             draining: !sending,
             pps_sent: counts.sent.saturating_sub(prev.sent) as f64 / dt,
             pps_received: counts.received.saturating_sub(prev.received) as f64 / dt,
+            p50_us: (!h.is_empty()).then(|| h.value_at_quantile(0.5) as f64 / 1000.0),
             p99_us: (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0),
+            histogram: h,
             sent: counts.sent,
             unanswered: counts.sent.saturating_sub(counts.received),
         });
         prev = counts;
         last = now;
+        if finished {
+            return;
+        }
     }
 }
 

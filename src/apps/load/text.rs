@@ -1,6 +1,8 @@
 //! A result for people: the final table, the `.hgrm` percentile text
 //! HdrHistogram's plotter reads, and the live line printed once a second.
 
+use hdrhistogram::Histogram;
+
 use super::report::LoadReport;
 
 impl LoadReport {
@@ -156,19 +158,25 @@ impl LoadReport {
 }
 
 /// The figures of one live line (one interval, by default a second).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Progress {
     /// Seconds since measuring began (the warm-up is not in the clock,
     /// as it is not in the counts).
     pub elapsed: f64,
+    /// Seconds this interval lasted (it ended at `elapsed`).
+    pub interval_s: f64,
     /// Sending is over; replies are being waited for.
     pub draining: bool,
     /// Sent per second over the interval.
     pub pps_sent: f64,
     /// Received per second over the interval.
     pub pps_received: f64,
+    /// Median RTT over the interval, µs; `None` when no reply came in it.
+    pub p50_us: Option<f64>,
     /// p99 RTT over the interval, µs; `None` when no reply came in it.
     pub p99_us: Option<f64>,
+    /// The interval's RTTs, ns (for interval logs).
+    pub histogram: Histogram<u64>,
     /// Running total: datagrams sent since measuring began.
     pub sent: u64,
     /// Running total: sent and not (yet) answered (in flight or lost).
@@ -176,6 +184,26 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// The header of [`Progress::csv`]'s rows.
+    pub const CSV_HEADER: &'static str =
+        "elapsed_s,draining,pps_sent,pps_received,p50_us,p99_us,sent,unanswered";
+
+    /// As a CSV row (empty fields for no data).
+    pub fn csv(&self) -> String {
+        let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
+        format!(
+            "{:.3},{},{:.0},{:.0},{},{},{},{}",
+            self.elapsed,
+            u8::from(self.draining),
+            self.pps_sent,
+            self.pps_received,
+            o(self.p50_us),
+            o(self.p99_us),
+            self.sent,
+            self.unanswered
+        )
+    }
+
     /// As a line: this interval's rates and p99, then the running totals.
     pub fn line(&self) -> String {
         let when = if self.draining {

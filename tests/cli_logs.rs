@@ -1,0 +1,221 @@
+//! Issue 14, items 2 and 3: HdrHistogram interval logs written as a run
+//! goes, read back exactly (by the hdrhistogram crate and by the
+//! `hdrhistogram` PyPI package's reader), `schema` in every document, and
+//! CSV for the per-interval lines and the bench table. Loopback only.
+
+mod common;
+
+use std::io::BufReader;
+use std::process::{Command, Stdio};
+
+use common::{have, vocab};
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+fn udpring() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_udpring"))
+}
+
+struct Echo(std::process::Child, std::net::SocketAddr);
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn echo() -> Echo {
+    let mut c = udpring()
+        .args([
+            "echo",
+            "--bind",
+            "127.0.0.1:0",
+            "-w",
+            "1",
+            "-q",
+            "--duration",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let a = common::listening_addr(&mut BufReader::new(c.stdout.take().unwrap()));
+    Echo(c, a)
+}
+
+/// Every interval histogram of a log, decoded.
+fn intervals(log: &[u8]) -> Vec<(f64, Histogram<u64>)> {
+    let mut d = Deserializer::new();
+    IntervalLogIterator::new(log)
+        .filter_map(|e| match e.expect("a well-formed log") {
+            LogEntry::Interval(i) => {
+                let bytes = base64_decode(i.encoded_histogram());
+                let h: Histogram<u64> = d.deserialize(&mut &bytes[..]).expect("a histogram");
+                Some((i.start_timestamp().as_secs_f64(), h))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Standard base64 (the log's alphabet), without a crate for it.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let b: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(val).collect();
+    b.chunks(4)
+        .flat_map(|c| {
+            let n = c.iter().fold(0u32, |a, &x| (a << 6) | u32::from(x)) << (6 * (4 - c.len()));
+            n.to_be_bytes()[1..c.len()].to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn an_interval_log_holds_every_reply_and_reads_back_exactly() {
+    let e = echo();
+    let dir = std::env::temp_dir().join(format!("udpring-hlog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("rtt.hlog");
+    let out = udpring()
+        .args([
+            "load",
+            &e.1.to_string(),
+            "-t",
+            "2.5",
+            "--rate",
+            "2000",
+            "-i",
+            "0.5",
+        ])
+        .args(["--hist-log", log.to_str().unwrap(), "--json", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    vocab::check("load", &v);
+    let text = std::fs::read(&log).unwrap();
+    let t = String::from_utf8_lossy(&text);
+    assert!(
+        t.contains("#[StartTime: ") && t.contains("#[BaseTime: "),
+        "{t}"
+    );
+    let iv = intervals(&text);
+    assert!(
+        iv.len() >= 5,
+        "an interval every 0.5 s of 2.5 s, and the tail: {}",
+        iv.len()
+    );
+    // In time order, and together exactly the run's histogram.
+    assert!(iv.windows(2).all(|w| w[0].0 <= w[1].0));
+    let mut union = udpring::apps::load::new_histogram();
+    for (_, h) in &iv {
+        union.add(h).unwrap();
+    }
+    let whole = udpring::apps::load::HistogramData::from_histogram(&union);
+    assert_eq!(serde_json::to_value(&whole).unwrap(), v["histogram"]);
+    assert_eq!(union.len(), v["received"].as_u64().unwrap());
+    // HdrHistogram's Python reader reads the same counts.
+    if have("python3")
+        && Command::new("python3")
+            .args(["-c", "import hdrh"])
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        let py = Command::new("python3")
+            .args([
+                "-c",
+                "import sys\nfrom hdrh.log import HistogramLogReader\n\
+                 from hdrh.histogram import HdrHistogram\n\
+                 r = HistogramLogReader(sys.argv[1], HdrHistogram(1, 60_000_000_000, 3))\n\
+                 n = []\nwhile True:\n    h = r.get_next_interval_histogram()\n    \
+                 if h is None: break\n    n.append(h.get_total_count())\nprint(n)",
+                log.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let counts: Vec<u64> = iv.iter().map(|(_, h)| h.len()).collect();
+        assert_eq!(
+            String::from_utf8_lossy(&py.stdout).trim(),
+            format!("{counts:?}"),
+            "{}",
+            String::from_utf8_lossy(&py.stderr)
+        );
+    } else if std::env::var("UDPRING_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("python's hdrhistogram package is missing and UDPRING_REQUIRE_PEERS=1");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn csv_for_the_interval_lines_and_the_bench_table() {
+    let e = echo();
+    let out = udpring()
+        .args([
+            "load",
+            &e.1.to_string(),
+            "-t",
+            "1.2",
+            "--rate",
+            "1000",
+            "-i",
+            "0.5",
+            "--csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows[0], udpring::apps::load::Progress::CSV_HEADER);
+    assert!(rows.len() >= 3, "{text}");
+    for r in &rows[1..] {
+        assert_eq!(r.split(',').count(), 8, "{r}");
+    }
+    // The last row's running total is what the table (on stderr) says.
+    let last_sent = rows.last().unwrap().split(',').nth(6).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let table_sent = err
+        .lines()
+        .find_map(|l| l.strip_prefix("sent"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    assert_eq!(last_sent, table_sent, "{text}\n{err}");
+    let out = udpring()
+        .args([
+            "bench",
+            "--duration",
+            "0.1",
+            "--warmup",
+            "0.05",
+            "--backend",
+            "simple",
+        ])
+        .args(["--only", "ping", "--csv"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().collect();
+    assert!(rows[0].starts_with("workload,backend,size,"), "{text}");
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[1].starts_with("ping,simple,64,1,"), "{text}");
+    let out = udpring()
+        .args(["load", "127.0.0.1:9", "--csv", "--json"])
+        .output()
+        .unwrap();
+    let code = out.status.code();
+    assert_eq!(code, Some(2));
+}
