@@ -347,3 +347,60 @@ fn options_are_honoured_where_accepted_or_refused_in_one_line() {
         }
     }
 }
+
+/// Issue 14, item 5: a generator that could not keep its schedule makes a
+/// merge not valid (exit 1, the reason said), instead of being averaged
+/// away; --shard and --start-at refuse what they cannot mean.
+#[test]
+fn a_saturated_generator_makes_the_merged_run_not_valid() {
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = sink.local_addr().unwrap().to_string();
+    let dir = std::env::temp_dir().join(format!("udpring-sat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    // One paced at a rate it keeps, one at 20M/s on one worker for 10 ms
+    // (no host here sends that: it falls behind and says so).
+    for (name, rate) in [("ok.json", "1000"), ("behind.json", "20M")] {
+        let (code, out, err) = run(&[
+            "load", &target, "--match", "none", "--rate", rate, "-t", "0.01", "--json", "-q",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let v = json(&out);
+        assert_eq!(v["saturated"], rate == "20M", "{v}");
+        if rate == "20M" {
+            assert!(err.contains("asked for 20000000/s"), "{err}");
+        }
+        let f = dir.join(name);
+        std::fs::write(&f, out).unwrap();
+        files.push(f.display().to_string());
+    }
+    let (code, out, err) = run(&["report", &files[0], &files[1], "--allow-mixed"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        out.starts_with("NOT VALID: a generator could not keep its schedule"),
+        "{out}"
+    );
+    assert!(err.contains("not valid"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    for (args, want) in [
+        (
+            &["load", "127.0.0.1:9", "--shard", "3/3"][..],
+            "I must be 0..N-1",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--start-at", "tomorrow"][..],
+            "RFC 3339",
+        ),
+        (
+            &["load", "127.0.0.1:9", "-n", "2", "--shard", "2/3"][..],
+            "leaves none",
+        ),
+    ] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains(want) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+}

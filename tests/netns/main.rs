@@ -14,6 +14,7 @@
 mod common;
 
 mod accounting;
+mod fleet;
 mod guard;
 mod mcast;
 mod pmtu;

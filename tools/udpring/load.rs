@@ -107,6 +107,17 @@ pub(crate) struct LoadArgs {
     /// Seconds per step of --rate-steps.
     #[arg(long, value_parser = parse_secs, requires = "rate_steps", default_value = "2")]
     step_duration: Duration,
+    /// Generator I of N (0-based, as Kubernetes' JOB_COMPLETION_INDEX):
+    /// 1/N of --rate, --bitrate, --burst and --count, and payloads I, I+N,
+    /// I+2N, ... of the payload source, so N generators together are one
+    /// load; `udpring report` merges their results.
+    #[arg(long, value_name = "I/N", value_parser = crate::fleet::parse_shard)]
+    shard: Option<(usize, usize)>,
+    /// Wait and start measuring at this instant (RFC 3339, e.g.
+    /// 2026-11-23T10:00:00Z, or Unix seconds), so generators on many hosts
+    /// start together; one that is late says by how much.
+    #[arg(long, value_name = "TIME", value_parser = crate::fleet::parse_time)]
+    start_at: Option<std::time::SystemTime>,
     /// Record each request that got no answer at --timeout in the latency
     /// histogram: percentiles then cover every request, not only the
     /// answered ones (loss is still reported apart).
@@ -289,6 +300,9 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     }
     o.progress_every = a.interval;
     o.timeouts_as_latency = a.timeouts_as_latency;
+    if let Some((i, n)) = a.shard {
+        crate::fleet::shard(&mut o, i, n)?;
+    }
     if let Some(rates) = &a.rate_steps {
         if sizes.len() > 1 || a.hist_out.is_some() || a.mode == "ping" || a.count.is_some() {
             return Err(usage(
@@ -329,6 +343,10 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
             "--hist-log and --csv follow one run: give one --size",
         ));
     }
+    if let Some(t) = a.start_at {
+        // Measuring begins after the warm-up: start that much earlier.
+        crate::fleet::wait_until(t, runs[0].warmup)?;
+    }
     if runs.len() == 1 {
         let mut log = a
             .hist_log
@@ -339,6 +357,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         if csv {
             say!("{}", udpring::apps::load::Progress::CSV_HEADER);
         }
+        let began = std::time::SystemTime::now() + runs[0].warmup;
         let report = run_one(&runs[0], &mut |p| {
             if csv {
                 say!("{}", p.csv());
@@ -351,6 +370,10 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         })?;
         if let Some(l) = log {
             l.finish()?;
+        }
+        let mut report = report;
+        if let Some(t) = a.start_at {
+            crate::fleet::mark_start(&mut report, t, began);
         }
         if csv {
             eprint!("{}", report.table());
@@ -452,7 +475,7 @@ fn judge(
         return Err(Failure { code: 1, msg });
     }
     if let Some(rate) = report.rate
-        && report.pps_sent < 0.95 * rate
+        && report.saturated
     {
         eprintln!(
             "udpring: warning: asked for {rate:.0}/s but this host sent {:.0}/s (the schedule \

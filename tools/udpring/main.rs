@@ -10,6 +10,7 @@ mod common;
 mod bench;
 mod echo;
 mod fanout;
+mod fleet;
 mod histlog;
 mod limits;
 mod load;

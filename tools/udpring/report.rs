@@ -89,5 +89,13 @@ pub(crate) fn report(a: ReportArgs) -> Result<(), Failure> {
     }
     let merged = LoadReport::merge(&reports).map_err(usage)?;
     merged.check().map_err(usage)?;
-    print_report(&merged, a.json, hist_out)
+    print_report(&merged, a.json, hist_out)?;
+    match &merged.invalid_because {
+        // The merge measured the generators, not the target: exit 1.
+        Some(why) if !merged.valid => Err(Failure {
+            code: 1,
+            msg: format!("the merged run is not valid: {why}"),
+        }),
+        _ => Ok(()),
+    }
 }

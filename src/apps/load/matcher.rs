@@ -150,6 +150,27 @@ impl Payloads {
         Ok(self)
     }
 
+    /// Generator `i` of `n`'s share (`load --shard I/N`): payloads `i`,
+    /// `i + n`, `i + 2n`, ... (with their times); `None` when that leaves
+    /// none.
+    pub fn shard(&self, i: usize, n: usize) -> Option<Payloads> {
+        let keep: Vec<usize> = (i..self.spans.len()).step_by(n.max(1)).collect();
+        if keep.is_empty() {
+            return None;
+        }
+        let p = Payloads::new(keep.iter().map(|&k| {
+            let (s, l) = self.spans[k];
+            self.buf[s..s + l].to_vec()
+        }))
+        .ok()?;
+        match &self.times {
+            Some((t, _)) => p
+                .with_times(&keep.iter().map(|&k| t[k]).collect::<Vec<_>>())
+                .ok(),
+            None => Some(p),
+        }
+    }
+
     /// The capture's timing, if any: offsets and the length of one pass.
     pub fn times(&self) -> Option<(&[u64], u64)> {
         self.times.as_ref().map(|(t, c)| (&t[..], *c))

@@ -38,6 +38,7 @@ mod diff;
 pub mod dns;
 mod host;
 mod matcher;
+mod merge;
 mod opts;
 pub mod pcap;
 mod report;
@@ -57,10 +58,10 @@ use hdrhistogram::Histogram;
 pub use diff::{DiffRow, diff, diff_text};
 pub use host::HostUdp;
 pub use matcher::{Match, Payloads};
+pub use merge::merge_conflict;
 pub use opts::{LoadOpts, Mode};
 pub use report::{
-    Burst, Counts, HistogramData, KernelCounts, LoadReport, ResponderReport, RttUs, merge_conflict,
-    new_histogram,
+    Burst, Counts, HistogramData, KernelCounts, LoadReport, ResponderReport, RttUs, new_histogram,
 };
 pub use text::Progress;
 use worker::{Partial, Worker};
@@ -183,6 +184,8 @@ fn watch(
 
 /// What the workers published when they were done, added up.
 struct Collected {
+    /// Paced runs: the furthest any send fell behind its due time, ns.
+    max_lag_ns: u64,
     counts: Counts,
     hist: Histogram<u64>,
     responders: Vec<(ResponderReport, Histogram<u64>)>,
@@ -196,10 +199,12 @@ fn collect(shared: &[Arc<Mutex<Partial>>]) -> Collected {
     let mut hist = new_histogram();
     let mut by_addr: BTreeMap<SocketAddr, (ResponderReport, Histogram<u64>)> = BTreeMap::new();
     let mut span = 0;
+    let mut max_lag_ns = 0;
     for p in shared {
         let mut p = lock(p);
         counts.add(&p.counts);
         span = span.max(p.measured_ns);
+        max_lag_ns = max_lag_ns.max(p.max_lag_ns);
         if let Some(t) = p.total.take() {
             let _ = hist.add(&t);
         }
@@ -220,6 +225,7 @@ fn collect(shared: &[Arc<Mutex<Partial>>]) -> Collected {
         }
     }
     Collected {
+        max_lag_ns,
         counts,
         hist,
         responders: by_addr.into_values().collect(),
@@ -302,6 +308,7 @@ fn report(
         counts,
         mut hist,
         responders,
+        max_lag_ns,
         ..
     } = c;
     let responders: Vec<ResponderReport> = responders
@@ -336,6 +343,19 @@ fn report(
             Mode::Rate(r) => Some(r),
             _ => None,
         },
+        schedule_lag_max_us: matches!(opts.mode, Mode::Rate(_)).then(|| max_lag_ns as f64 / 1e3),
+        saturated: match opts.mode {
+            // Fell behind its schedule: what it sent took longer than the
+            // schedule allowed by more than 5% (and 10 ms).
+            Mode::Rate(r) => {
+                let due = counts.sent as f64 / r;
+                secs - due > (0.05 * due).max(0.010)
+            }
+            _ => false,
+        },
+        start_unix_s: None,
+        valid: true,
+        invalid_because: None,
         one_way: opts.one_way(),
         timeouts_as_latency: opts.timeouts_as_latency,
         matching: opts.matching.name(),

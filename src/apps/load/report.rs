@@ -42,7 +42,7 @@ pub struct KernelCounts {
 }
 
 impl KernelCounts {
-    fn add(&mut self, o: &KernelCounts) {
+    pub(super) fn add(&mut self, o: &KernelCounts) {
         self.received_bufs = self.received_bufs.saturating_add(o.received_bufs);
         self.sent_bufs = self.sent_bufs.saturating_add(o.sent_bufs);
         self.drops = self.drops.saturating_add(o.drops);
@@ -137,6 +137,10 @@ impl Counts {
             *e = e.saturating_add(*v);
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn header_match() -> String {
@@ -268,6 +272,24 @@ pub struct LoadReport {
     /// How replies were matched: `header`, `id:OFFSET:LEN`, `flow`, `none`.
     #[serde(default = "header_match", rename = "match")]
     pub matching: String,
+    /// Paced runs: the furthest a send fell behind its intended time, µs
+    /// (`null` for floods and ping).
+    #[serde(default)]
+    pub schedule_lag_max_us: Option<f64>,
+    /// A paced run that could not keep its schedule (sent under 95% of
+    /// the asked rate): its figures describe this generator's limit, not
+    /// the target's. A merge with one such generator is not valid.
+    #[serde(default)]
+    pub saturated: bool,
+    /// When measuring began, wall clock (Unix seconds), with `--start-at`.
+    #[serde(default)]
+    pub start_unix_s: Option<f64>,
+    /// A merge: false when a generator was saturated (see `invalid_because`).
+    #[serde(default = "yes")]
+    pub valid: bool,
+    /// Why a merge is not valid.
+    #[serde(default)]
+    pub invalid_because: Option<String>,
     /// `--timeouts-as-latency`: requests without an answer are in the
     /// histogram at the timeout.
     #[serde(default)]
@@ -366,115 +388,6 @@ impl LoadReport {
         }
         self.histogram.to_histogram().map(drop)
     }
-
-    /// Merges runs made at the same time (rates add up; the histogram is
-    /// the exact union).
-    pub fn merge(reports: &[LoadReport]) -> Result<LoadReport, String> {
-        let first = reports.first().ok_or("nothing to merge")?;
-        let mut out = first.clone();
-        out.command = "report".into();
-        let mut hist = first.histogram.to_histogram()?;
-        for r in &reports[1..] {
-            out.run_tokens.extend(r.run_tokens.iter().cloned());
-            hist.add(r.histogram.to_histogram()?)
-                .map_err(|e| format!("{e:?}"))?;
-            out.runs = out.runs.saturating_add(r.runs);
-            out.sent = out.sent.saturating_add(r.sent);
-            out.received = out.received.saturating_add(r.received);
-            out.lost = out.lost.saturating_add(r.lost);
-            out.reordered = out.reordered.saturating_add(r.reordered);
-            out.duplicated = out.duplicated.saturating_add(r.duplicated);
-            out.invalid = out.invalid.saturating_add(r.invalid);
-            out.foreign = out.foreign.saturating_add(r.foreign);
-            out.kernel_drops = out.kernel_drops.saturating_add(r.kernel_drops);
-            out.host_udp.add(&r.host_udp);
-            out.kernel.add(&r.kernel);
-            out.counts.add(&r.counts);
-            for (k, v) in &r.send_errors {
-                let e = out.send_errors.entry(k.clone()).or_default();
-                *e = e.saturating_add(*v);
-            }
-            out.pps_sent += r.pps_sent;
-            out.pps_received += r.pps_received;
-            out.gbps_received += r.gbps_received;
-            out.gbps_sent += r.gbps_sent;
-            out.flows = out.flows.saturating_add(r.flows);
-            out.workers = out.workers.saturating_add(r.workers);
-            out.duration_s = out.duration_s.max(r.duration_s);
-            for (field, other) in [
-                (&mut out.target, &r.target),
-                (&mut out.mode, &r.mode),
-                (&mut out.backend, &r.backend),
-            ] {
-                if !field.split(',').any(|x| x == other) {
-                    field.push(',');
-                    field.push_str(other);
-                }
-            }
-            if out.size != r.size {
-                out.size = out.size.max(r.size);
-            }
-            for rr in &r.responders {
-                match out.responders.iter_mut().find(|x| x.addr == rr.addr) {
-                    Some(x) => {
-                        let mut h = x.histogram.to_histogram()?;
-                        h.add(rr.histogram.to_histogram()?)
-                            .map_err(|e| format!("{e:?}"))?;
-                        x.received = x.received.saturating_add(rr.received);
-                        x.lost = x.lost.saturating_add(rr.lost);
-                        x.duplicated = x.duplicated.saturating_add(rr.duplicated);
-                        x.reordered = x.reordered.saturating_add(rr.reordered);
-                        x.rtt_us = RttUs::from_histogram(&h);
-                        x.histogram = HistogramData::from_histogram(&h);
-                    }
-                    None => out.responders.push(rr.clone()),
-                }
-            }
-        }
-        out.rtt_us = RttUs::from_histogram(&hist);
-        out.histogram = HistogramData::from_histogram(&hist);
-        Ok(out)
-    }
-}
-
-/// Why two results should not be merged: the same run twice, or two
-/// different experiments (mode, size or target) whose RTTs would become one
-/// distribution. `names` label the results in the message (file names).
-/// `allow_duplicates` and `allow_mixed` waive each rule.
-pub fn merge_conflict(
-    reports: &[(&str, &LoadReport)],
-    allow_duplicates: bool,
-    allow_mixed: bool,
-) -> Option<String> {
-    for (i, (na, a)) in reports.iter().enumerate() {
-        for (nb, b) in &reports[..i] {
-            if !allow_duplicates
-                && a.generator == b.generator
-                && let Some(t) = a.run_tokens.iter().find(|t| b.run_tokens.contains(t))
-            {
-                return Some(format!(
-                    "{na} and {nb} hold the same run (token {t}): merged, it would count \
-                     twice (--allow-duplicates to merge anyway)"
-                ));
-            }
-            if allow_mixed {
-                continue;
-            }
-            for (what, x, y) in [
-                ("mode", &a.mode, &b.mode),
-                ("target", &a.target, &b.target),
-                ("size", &a.size.to_string(), &b.size.to_string()),
-            ] {
-                if x != y {
-                    return Some(format!(
-                        "{na} has {what} {x} and {nb} {what} {y}: two experiments would \
-                         make one RTT distribution (--allow-mixed to merge anyway)"
-                    ));
-                }
-            }
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -504,6 +417,11 @@ mod props {
                     mode: "flood".into(),
                     rate: with_rate.then_some(f[0]),
                     one_way: false,
+                    schedule_lag_max_us: None,
+                    saturated: false,
+                    start_unix_s: None,
+                    valid: true,
+                    invalid_because: None,
                     timeouts_as_latency: false,
                     matching: "header".into(),
                     burst: None,

@@ -48,7 +48,11 @@ impl LoadReport {
         } else {
             "-".to_string()
         };
-        let mut s = format!(
+        let mut s = match &self.invalid_because {
+            Some(why) if !self.valid => format!("NOT VALID: {why}\n"),
+            _ => String::new(),
+        };
+        s += &format!(
             "target {}  mode {}{}  size {}  flows {}  workers {}  gso {}  backend {}  {:.2} s\n",
             self.target,
             self.mode,

@@ -65,6 +65,8 @@ pub(super) struct Partial {
     pub measured_ns: u64,
     /// Still sending (warm-up or measuring); false once draining.
     pub sending: bool,
+    /// Paced runs: the furthest a measured send fell behind its due time.
+    pub max_lag_ns: u64,
     pub done: bool,
 }
 
@@ -101,6 +103,8 @@ pub(super) struct Worker {
     burst: u64,
     burst_every_ns: f64,
     rate_sent: u64,
+    /// Paced runs: the furthest a measured send fell behind its due time.
+    max_lag_ns: u64,
     /// The next payload (of `opts.payloads`) this worker sends: the
     /// capture's order across all flows.
     payload_next: u64,
@@ -166,6 +170,7 @@ impl Worker {
             burst_every_ns: opts.burst.map_or(0.0, |(_, t)| t.as_nanos() as f64),
             rate_sent: 0,
             payload_next: 0,
+            max_lag_ns: 0,
             rate_start: 0,
             counts: Counts::default(),
             hist: new_histogram(),
@@ -262,6 +267,9 @@ impl Worker {
             for (k, d) in due[..n].iter_mut().enumerate() {
                 *d = self.due_at(self.rate_sent + k as u64);
             }
+            if self.phase == Phase::Measure {
+                self.max_lag_ns = self.max_lag_ns.max(now.saturating_sub(first));
+            }
             let fi = self.next_flow;
             if !self.send(tx, fi, n, &due[..n]) {
                 // No send slot: try again shortly; the stamps keep the lag.
@@ -307,6 +315,7 @@ impl Worker {
         let mut p = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         p.counts = self.counts.clone();
         p.sending = matches!(self.phase, Phase::Warmup | Phase::Measure);
+        p.max_lag_ns = self.max_lag_ns;
         match &mut p.interval {
             Some(h) => {
                 let _ = h.add(&self.interval);

@@ -1,0 +1,150 @@
+//! Merging results of runs made at the same time (many processes or
+//! hosts), and the rules that refuse a merge that would mislead.
+
+use super::report::{HistogramData, LoadReport, RttUs};
+
+impl LoadReport {
+    /// Merges runs made at the same time (rates add up; the histogram is
+    /// the exact union).
+    pub fn merge(reports: &[LoadReport]) -> Result<LoadReport, String> {
+        let first = reports.first().ok_or("nothing to merge")?;
+        let mut out = first.clone();
+        out.command = "report".into();
+        let mut hist = first.histogram.to_histogram()?;
+        for r in &reports[1..] {
+            out.run_tokens.extend(r.run_tokens.iter().cloned());
+            out.saturated |= r.saturated;
+            // Generators of one load: their rates add up.
+            out.rate = match (out.rate, r.rate) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            out.schedule_lag_max_us = match (out.schedule_lag_max_us, r.schedule_lag_max_us) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            hist.add(r.histogram.to_histogram()?)
+                .map_err(|e| format!("{e:?}"))?;
+            out.runs = out.runs.saturating_add(r.runs);
+            out.sent = out.sent.saturating_add(r.sent);
+            out.received = out.received.saturating_add(r.received);
+            out.lost = out.lost.saturating_add(r.lost);
+            out.reordered = out.reordered.saturating_add(r.reordered);
+            out.duplicated = out.duplicated.saturating_add(r.duplicated);
+            out.invalid = out.invalid.saturating_add(r.invalid);
+            out.foreign = out.foreign.saturating_add(r.foreign);
+            out.kernel_drops = out.kernel_drops.saturating_add(r.kernel_drops);
+            out.host_udp.add(&r.host_udp);
+            out.kernel.add(&r.kernel);
+            out.counts.add(&r.counts);
+            for (k, v) in &r.send_errors {
+                let e = out.send_errors.entry(k.clone()).or_default();
+                *e = e.saturating_add(*v);
+            }
+            out.pps_sent += r.pps_sent;
+            out.pps_received += r.pps_received;
+            out.gbps_received += r.gbps_received;
+            out.gbps_sent += r.gbps_sent;
+            out.flows = out.flows.saturating_add(r.flows);
+            out.workers = out.workers.saturating_add(r.workers);
+            out.duration_s = out.duration_s.max(r.duration_s);
+            for (field, other) in [
+                (&mut out.target, &r.target),
+                (&mut out.mode, &r.mode),
+                (&mut out.backend, &r.backend),
+            ] {
+                if !field.split(',').any(|x| x == other) {
+                    field.push(',');
+                    field.push_str(other);
+                }
+            }
+            if out.size != r.size {
+                out.size = out.size.max(r.size);
+            }
+            for rr in &r.responders {
+                match out.responders.iter_mut().find(|x| x.addr == rr.addr) {
+                    Some(x) => {
+                        let mut h = x.histogram.to_histogram()?;
+                        h.add(rr.histogram.to_histogram()?)
+                            .map_err(|e| format!("{e:?}"))?;
+                        x.received = x.received.saturating_add(rr.received);
+                        x.lost = x.lost.saturating_add(rr.lost);
+                        x.duplicated = x.duplicated.saturating_add(rr.duplicated);
+                        x.reordered = x.reordered.saturating_add(rr.reordered);
+                        x.rtt_us = RttUs::from_histogram(&h);
+                        x.histogram = HistogramData::from_histogram(&h);
+                    }
+                    None => out.responders.push(rr.clone()),
+                }
+            }
+        }
+        out.rtt_us = RttUs::from_histogram(&hist);
+        out.histogram = HistogramData::from_histogram(&hist);
+        let behind: Vec<String> = reports
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.saturated)
+            .map(|(i, r)| {
+                format!(
+                    "result {} ({:.0}/s of {:.0}/s asked)",
+                    i + 1,
+                    r.pps_sent,
+                    r.rate.unwrap_or(0.0)
+                )
+            })
+            .collect();
+        out.valid = behind.is_empty() && reports.iter().all(|r| r.valid);
+        if !out.valid {
+            out.invalid_because = Some(if behind.is_empty() {
+                "a merged result was itself not valid".into()
+            } else {
+                format!(
+                    "a generator could not keep its schedule: {}; the sum measures the \
+                     generators, not the target",
+                    behind.join(", ")
+                )
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Why two results should not be merged: the same run twice, or two
+/// different experiments (mode, size or target) whose RTTs would become one
+/// distribution. `names` label the results in the message (file names).
+/// `allow_duplicates` and `allow_mixed` waive each rule.
+pub fn merge_conflict(
+    reports: &[(&str, &LoadReport)],
+    allow_duplicates: bool,
+    allow_mixed: bool,
+) -> Option<String> {
+    for (i, (na, a)) in reports.iter().enumerate() {
+        for (nb, b) in &reports[..i] {
+            if !allow_duplicates
+                && a.generator == b.generator
+                && let Some(t) = a.run_tokens.iter().find(|t| b.run_tokens.contains(t))
+            {
+                return Some(format!(
+                    "{na} and {nb} hold the same run (token {t}): merged, it would count \
+                     twice (--allow-duplicates to merge anyway)"
+                ));
+            }
+            if allow_mixed {
+                continue;
+            }
+            for (what, x, y) in [
+                ("mode", &a.mode, &b.mode),
+                ("target", &a.target, &b.target),
+                ("size", &a.size.to_string(), &b.size.to_string()),
+            ] {
+                if x != y {
+                    return Some(format!(
+                        "{na} has {what} {x} and {nb} {what} {y}: two experiments would \
+                         make one RTT distribution (--allow-mixed to merge anyway)"
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
