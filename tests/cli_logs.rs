@@ -219,3 +219,26 @@ fn csv_for_the_interval_lines_and_the_bench_table() {
     let code = out.status.code();
     assert_eq!(code, Some(2));
 }
+
+/// Issue 14, item 6: bench says which row and how long is left on a
+/// terminal (a pseudo-terminal from util-linux's `script`), and nothing of
+/// the kind in a pipe.
+#[test]
+fn progress_shows_on_a_terminal_and_not_in_a_pipe() {
+    let bench = format!(
+        "{} bench --duration 0.1 --warmup 0.05 --backend simple --only ping",
+        env!("CARGO_BIN_EXE_udpring")
+    );
+    let piped = Command::new("sh").args(["-c", &bench]).output().unwrap();
+    assert!(piped.status.success());
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains("[1/1]"));
+    if !have("script") {
+        return;
+    }
+    let tty = Command::new("script")
+        .args(["-qec", &bench, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert!(text.contains("[1/1] Ping simple 64 B (about"), "{text}");
+}

@@ -24,6 +24,11 @@ fn three_sharded_generators_start_together_and_merge_exactly() {
             "20",
         ],
     );
+    // In the target directory: `ip netns exec` may give /tmp a mount of
+    // its own.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("udpring-fleet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     let start = SystemTime::now() + Duration::from_secs(2);
     let at = format!(
         "{:.3}",
@@ -35,6 +40,7 @@ fn three_sharded_generators_start_together_and_merge_exactly() {
         .enumerate()
         .map(|(i, h)| {
             let (topo, at, h) = (topo.clone(), at.clone(), h.to_string());
+            let log = dir.join(format!("g{i}.hlog")).display().to_string();
             std::thread::spawn(move || {
                 let shard = format!("{i}/3");
                 topo.udpring(
@@ -50,6 +56,8 @@ fn three_sharded_generators_start_together_and_merge_exactly() {
                         &shard,
                         "--start-at",
                         &at,
+                        "--hist-log",
+                        &log,
                         "--json",
                         "-q",
                     ],
@@ -85,8 +93,6 @@ fn three_sharded_generators_start_together_and_merge_exactly() {
         - starts.iter().cloned().fold(f64::MAX, f64::min);
     assert!(spread < 0.1, "starts {starts:?} spread {spread} s");
     // Merged: counts add up, the histogram is the union.
-    let dir = std::env::temp_dir().join(format!("udpring-fleet-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let files: Vec<String> = docs
         .iter()
         .enumerate()
@@ -122,5 +128,24 @@ fn three_sharded_generators_start_together_and_merge_exactly() {
     }
     let want = udpring::apps::load::HistogramData::from_histogram(&union);
     assert_eq!(m["histogram"], serde_json::to_value(&want).unwrap());
+    // The three interval logs on one timeline say the same of the whole.
+    let logs: Vec<String> = (0..3)
+        .map(|i| dir.join(format!("g{i}.hlog")).display().to_string())
+        .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_udpring"))
+        .args(["report", "--interval-logs", "--json"])
+        .args(&logs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    crate::common::vocab::check("report", &t);
+    assert_eq!(t["received"], m["received"], "{t}");
+    assert_eq!(t["rtt_us"], m["rtt_us"], "{t}");
+    assert!(t["results"].as_array().unwrap().len() >= 2, "{t}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -100,18 +100,25 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
         bind: SocketAddr::new(a.bind.ip(), 0),
     };
     let mut results = Vec::new();
-    for c in cases {
-        if !a.json {
+    // Progress (which row, how long is left) on a terminal only: quiet in
+    // pipes, in scripts and under --json or --csv.
+    let show = !a.json && !a.csv && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let per_row = a.duration + a.warmup + Duration::from_millis(300);
+    let total = cases.len();
+    for (k, c) in cases.into_iter().enumerate() {
+        if show {
             eprint!(
-                "running {:?} {} {} B{} ... ",
+                "[{}/{total}] {:?} {} {} B{} (about {:.0} s left) ... ",
+                k + 1,
                 c.workload,
                 c.backend,
                 c.size,
-                if c.gso { " gso/gro" } else { "" }
+                if c.gso { " gso/gro" } else { "" },
+                (per_row * (total - k) as u32).as_secs_f64()
             );
         }
         let r = bench::run_case(c, &opts).map_err(runtime)?;
-        if !a.json {
+        if show {
             eprintln!("{:.0} echoed/s", r.pps_received);
         }
         results.push(r);

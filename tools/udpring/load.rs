@@ -358,11 +358,20 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
             say!("{}", udpring::apps::load::Progress::CSV_HEADER);
         }
         let began = std::time::SystemTime::now() + runs[0].warmup;
+        // On a terminal, how long is left (a counted or cancelled run
+        // cannot tell).
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let total = runs[0].duration.map(|d| d.as_secs_f64());
         let report = run_one(&runs[0], &mut |p| {
             if csv {
                 say!("{}", p.csv());
             } else if !quiet {
-                eprintln!("{}", p.line());
+                match total {
+                    Some(t) if tty && !p.draining => {
+                        eprintln!("{}  ({:.0} s left)", p.line(), (t - p.elapsed).max(0.0))
+                    }
+                    _ => eprintln!("{}", p.line()),
+                }
             }
             if let Some(l) = &mut log {
                 l.write(p);

@@ -29,6 +29,87 @@ pub(crate) struct ReportArgs {
     /// Write the merged RTT percentile distribution (.hgrm text, µs).
     #[arg(long)]
     hist_out: Option<std::path::PathBuf>,
+    /// The files are HdrHistogram interval logs (`load --hist-log`, from
+    /// many hosts): merge them on one timeline, slot by slot (--slot), and
+    /// print each slot's count and percentiles, and the whole run's.
+    #[arg(long, conflicts_with_all = ["diff", "hist_out"])]
+    interval_logs: bool,
+    /// With --interval-logs: seconds per slot of the merged timeline (the
+    /// logs' own interval).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 1.0,
+        requires = "interval_logs"
+    )]
+    slot: f64,
+}
+
+/// `report --interval-logs`: interval logs of many generators on one
+/// timeline.
+fn interval_logs(a: &ReportArgs, step: f64) -> Result<(), Failure> {
+    use udpring::apps::load::{RttUs, histlog, new_histogram};
+    if !(step.is_finite() && (0.001..=3600.0).contains(&step)) {
+        return Err(usage(format!("--slot {step}: a slot is 0.001..3600 s")));
+    }
+    let logs = a
+        .files
+        .iter()
+        .map(|f| {
+            let buf = crate::payload::read_bounded(f, MAX_REPORT_BYTES)?;
+            histlog::read(&buf).map_err(|e| usage(format!("{}: {e}", f.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let slots = histlog::merge_by_time(logs, step);
+    let mut total = new_histogram();
+    for s in &slots {
+        let _ = total.add(&s.histogram);
+    }
+    let t0 = slots.first().map_or(0.0, |s| s.start_unix_s);
+    if a.json {
+        let rows: Vec<serde_json::Value> = slots
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "start_unix_s": s.start_unix_s, "duration_s": s.length_s,
+                    "received": s.histogram.len(), "rtt_us": RttUs::from_histogram(&s.histogram),
+                })
+            })
+            .collect();
+        crate::common::say_json(
+            "report",
+            None,
+            serde_json::json!({
+                "runs": a.files.len(), "received": total.len(),
+                "rtt_us": RttUs::from_histogram(&total), "results": rows,
+            }),
+        );
+        return Ok(());
+    }
+    say!(
+        "{:>8} {:>10} {:>10} {:>10} {:>10}",
+        "t s",
+        "replies",
+        "p50 us",
+        "p99 us",
+        "max us"
+    );
+    let row = |t: String, h: &hdrhistogram::Histogram<u64>| {
+        let r = RttUs::from_histogram(h);
+        let f = |g: fn(&RttUs) -> f64| r.as_ref().map_or("-".into(), |r| format!("{:.1}", g(r)));
+        say!(
+            "{t:>8} {:>10} {:>10} {:>10} {:>10}",
+            h.len(),
+            f(|r| r.p50),
+            f(|r| r.p99),
+            f(|r| r.max)
+        );
+    };
+    for s in &slots {
+        row(format!("{:.1}", s.start_unix_s - t0), &s.histogram);
+    }
+    row("all".into(), &total);
+    Ok(())
 }
 
 /// Largest result file `report` reads.
@@ -51,6 +132,9 @@ fn read_result(f: &std::path::Path) -> Result<udpring::apps::load::LoadReport, F
 }
 
 pub(crate) fn report(a: ReportArgs) -> Result<(), Failure> {
+    if a.interval_logs {
+        return interval_logs(&a, a.slot);
+    }
     use udpring::apps::load::LoadReport;
     if let Some(d) = &a.diff {
         let (x, y) = (read_result(&d[0])?, read_result(&d[1])?);

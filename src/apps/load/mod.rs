@@ -36,6 +36,7 @@
 
 mod diff;
 pub mod dns;
+pub mod histlog;
 mod host;
 mod matcher;
 mod merge;
