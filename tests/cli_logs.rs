@@ -242,3 +242,92 @@ fn progress_shows_on_a_terminal_and_not_in_a_pipe() {
     let text = String::from_utf8_lossy(&tty.stdout);
     assert!(text.contains("[1/1] Ping simple 64 B (about"), "{text}");
 }
+
+/// Counts, in an SVG parsed as XML by Python's standard library, the data
+/// curves (polylines 2 px wide) and collects the text.
+const SVG_CHECK: &str = r#"
+import sys, json, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+ns = "{http://www.w3.org/2000/svg}"
+curves = [p for p in root.iter(ns + "polyline") if p.get("stroke-width") == "2"]
+texts = [t.text or "" for t in root.iter(ns + "text")]
+print(json.dumps({"curves": len(curves), "texts": texts}))
+"#;
+
+/// Issue 14, item 1: --plot draws well-formed SVG: one curve per result,
+/// labelled axes; a run also gets its per-interval panels.
+#[test]
+fn plots_are_svg_with_a_curve_per_result_and_labelled_axes() {
+    if !have("python3") {
+        return;
+    }
+    let e = echo();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("udpring-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |n: &str| dir.join(n).display().to_string();
+    for (name, rate) in [("before.json", "2000"), ("after.json", "4000")] {
+        let out = udpring()
+            .args([
+                "load",
+                &e.1.to_string(),
+                "-t",
+                "1",
+                "-i",
+                "0.5",
+                "--rate",
+                rate,
+            ])
+            .args(["--json", "-q", "--plot", &p(&format!("{name}.svg"))])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(p(name), &out.stdout).unwrap();
+    }
+    let st = udpring()
+        .args([
+            "report",
+            &p("before.json"),
+            &p("after.json"),
+            "--plot",
+            &p("ab.svg"),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let check = |f: &str| -> serde_json::Value {
+        let out = Command::new("python3")
+            .args(["-c", SVG_CHECK, f])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "not well-formed XML: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let ab = check(&p("ab.svg"));
+    assert_eq!(ab["curves"], 2, "{ab}");
+    let texts = ab["texts"].to_string();
+    for want in [
+        "before.json",
+        "after.json",
+        "round-trip time (us)",
+        "1/(1-q)",
+    ] {
+        assert!(texts.contains(want), "{want} not in {texts}");
+    }
+    // One run: its distribution, and sent/received and p50/p99 per interval.
+    let one = check(&p("before.json.svg"));
+    assert_eq!(one["curves"], 5, "{one}");
+    let texts = one["texts"].to_string();
+    for want in ["datagrams per second", "time (s)", "p99", "received"] {
+        assert!(texts.contains(want), "{want} not in {texts}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -150,6 +150,10 @@ pub(crate) struct LoadArgs {
     /// HdrHistogram's own tools read.
     #[arg(long, value_name = "FILE")]
     hist_log: Option<std::path::PathBuf>,
+    /// Draw the run as an SVG: the RTT percentile distribution, and the
+    /// per-interval rates and p50/p99 below it.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
     /// The per-interval lines as CSV on standard output (a header row,
     /// then one row per interval); the final table goes to standard error.
     #[arg(long, conflicts_with = "json")]
@@ -362,7 +366,15 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         // cannot tell).
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let total = runs[0].duration.map(|d| d.as_secs_f64());
+        let mut points = Vec::new();
         let report = run_one(&runs[0], &mut |p| {
+            points.push(crate::plot::Point {
+                t: p.elapsed,
+                sent: p.pps_sent,
+                received: p.pps_received,
+                p50: p.p50_us,
+                p99: p.p99_us,
+            });
             if csv {
                 say!("{}", p.csv());
             } else if !quiet {
@@ -380,6 +392,12 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         if let Some(l) = log {
             l.finish()?;
         }
+        if let Some(svg) = &a.plot {
+            let h = report.histogram.to_histogram().map_err(usage)?;
+            let title = format!("udpring load {} ({})", report.target, report.mode);
+            let label = format!("{} B {}", report.size, report.mode);
+            crate::plot::plot(svg, &title, &[(label, &h)], Some(&points))?;
+        }
         let mut report = report;
         if let Some(t) = a.start_at {
             crate::fleet::mark_start(&mut report, t, began);
@@ -392,7 +410,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         } else {
             print_report(&report, a.json, hist_out)?;
         }
-        return judge(&report, &runs[0], &a.limits);
+        return crate::verdict::judge(&report, &runs[0], &a.limits);
     }
     // A size sweep: one run per size; with --json one document holding
     // every result.
@@ -413,7 +431,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         if !a.json {
             say_raw!("{}", report.table());
         }
-        if let Err(f) = judge(&report, x, &a.limits) {
+        if let Err(f) = crate::verdict::judge(&report, x, &a.limits) {
             eprintln!("udpring: size {} B: {}", x.size, f.msg);
             verdict = Err(Failure {
                 code: f.code,
@@ -451,98 +469,6 @@ pub(crate) fn run_one(
         let _ = watcher.join();
         r.map_err(runtime)
     })
-}
-
-/// After a run: exit 1 when it measured nothing, a warning when a paced
-/// run fell behind, a hint when it lost datagrams.
-fn judge(
-    report: &udpring::apps::load::LoadReport,
-    o: &udpring::apps::load::LoadOpts,
-    limits: &crate::limits::Limits,
-) -> Result<(), Failure> {
-    let target = o.target;
-    if o.one_way() && report.sent == 0 {
-        return Err(Failure {
-            code: 1,
-            msg: format!("nothing sent to {target} after the warm-up"),
-        });
-    }
-    if !o.one_way() && report.received == 0 {
-        // The measurement failed its purpose: exit 1.
-        let msg = if report.sent > 0 {
-            format!(
-                "no replies from {target} to {} datagrams: is an echo server listening there? \
-                 (to a sink that answers nothing, send with --match none)",
-                report.sent
-            )
-        } else {
-            format!(
-                "nothing measured: no datagram to {target} was sent after the warm-up \
-                 (a request was still waiting for its reply or its --timeout)"
-            )
-        };
-        return Err(Failure { code: 1, msg });
-    }
-    if let Some(rate) = report.rate
-        && report.saturated
-    {
-        eprintln!(
-            "udpring: warning: asked for {rate:.0}/s but this host sent {:.0}/s (the schedule \
-             ran {:.2} s late); latencies include that lateness. More --workers or --gso \
-             send faster",
-            report.pps_sent,
-            report.duration_s - o.duration.map_or(report.duration_s, |d| d.as_secs_f64()),
-        );
-    }
-    if let Some(h) = loss_hint(report, o) {
-        eprintln!("udpring: hint: {h}");
-    }
-    match limits.violated(report) {
-        Some(line) => Err(Failure {
-            code: 1,
-            msg: format!("threshold: {line}"),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// What to try after a run that lost datagrams, or `None`.
-fn loss_hint(
-    r: &udpring::apps::load::LoadReport,
-    o: &udpring::apps::load::LoadOpts,
-) -> Option<String> {
-    use udpring::apps::load::Mode;
-    if r.lost == 0 || r.sent == 0 {
-        return None;
-    }
-    let pct = 100.0 * r.lost as f64 / r.sent as f64;
-    let buffer = if r.host_udp.rcvbuf_errors > 0 {
-        format!(
-            " (this host's kernel dropped {} at full socket buffers: RcvbufErrors)",
-            r.host_udp.rcvbuf_errors
-        )
-    } else {
-        String::new()
-    };
-    let what = match (&o.mode, o.window) {
-        (Mode::Flood, None) => "a flood with no window overruns the server's socket buffer; \
-             drop --unbounded (256 in flight) to measure the server instead"
-            .to_string(),
-        (Mode::Flood, Some(w)) => format!(
-            "with {w} in flight per worker; a smaller --window, or a paced --rate \
-             below {:.0}/s (what came back), shows where loss starts",
-            r.pps_received
-        ),
-        (Mode::Rate(rate), _) => format!(
-            "at {rate:.0}/s the server or the path does not keep up; \
-             try a lower --rate"
-        ),
-        (Mode::Ping, _) => format!(
-            "{} requests went unanswered within --timeout {:?}",
-            r.counts.timeouts, o.ping_timeout
-        ),
-    };
-    Some(format!("{pct:.3}% lost{buffer}: {what}"))
 }
 
 /// A file to write at the end of a run, created (and so checked) before it.

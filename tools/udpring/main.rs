@@ -18,9 +18,11 @@ mod mcast;
 mod metrics;
 mod net;
 mod payload;
+mod plot;
 mod report;
 mod sink;
 mod steps;
+mod verdict;
 
 use std::process::ExitCode;
 

@@ -29,6 +29,10 @@ pub(crate) struct ReportArgs {
     /// Write the merged RTT percentile distribution (.hgrm text, µs).
     #[arg(long)]
     hist_out: Option<std::path::PathBuf>,
+    /// Draw each result's RTT percentile distribution as one curve of an
+    /// SVG (before/after comparisons: give both files).
+    #[arg(long, value_name = "FILE.svg", conflicts_with_all = ["diff", "interval_logs"])]
+    plot: Option<std::path::PathBuf>,
     /// The files are HdrHistogram interval logs (`load --hist-log`, from
     /// many hosts): merge them on one timeline, slot by slot (--slot), and
     /// print each slot's count and percentiles, and the whole run's.
@@ -164,6 +168,24 @@ pub(crate) fn report(a: ReportArgs) -> Result<(), Failure> {
         .iter()
         .map(|f| read_result(f))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(svg) = &a.plot {
+        // One curve per file: different runs side by side, not merged.
+        let hists = reports
+            .iter()
+            .map(|r| r.histogram.to_histogram().map_err(usage))
+            .collect::<Result<Vec<_>, _>>()?;
+        let curves: Vec<(String, &hdrhistogram::Histogram<u64>)> = a
+            .files
+            .iter()
+            .map(|f| {
+                f.file_name().map_or(f.display().to_string(), |n| {
+                    n.to_string_lossy().into_owned()
+                })
+            })
+            .zip(&hists)
+            .collect();
+        return crate::plot::plot(svg, "udpring report: round-trip time", &curves, None);
+    }
     let names: Vec<String> = a.files.iter().map(|f| f.display().to_string()).collect();
     let named: Vec<(&str, &LoadReport)> = names.iter().map(String::as_str).zip(&reports).collect();
     if let Some(why) =
