@@ -191,8 +191,9 @@ config! {
     /// reuseport group), 1..1024. Default: 1.
     sockets_per_worker: usize = 1;
     /// Bind every socket to `bind` on its own, so that with port 0 each gets
-    /// a distinct port (clients, load generators), instead of one reuseport
-    /// group on one port (servers). Default: off.
+    /// a distinct port (clients, load generators), and with port P socket
+    /// k gets port P + k (a range of source ports), instead of one
+    /// reuseport group on one port (servers). Default: off.
     distinct_ports: bool = false;
     /// Connect every socket on `bind` to this peer after binding: only its
     /// datagrams arrive, and sends to it skip the per-datagram route

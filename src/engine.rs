@@ -383,7 +383,16 @@ fn open_sockets(
         let reuse = !cfg.distinct_ports && n > 1;
         let mut group_addr = addr;
         for k in 0..n {
-            let bind = if cfg.distinct_ports { addr } else { group_addr };
+            let bind = match (cfg.distinct_ports, addr.port()) {
+                // A port given: socket k takes the k-th port from it.
+                (true, p) if p != 0 && g == 0 => {
+                    let port = u16::try_from(usize::from(p) + k)
+                        .map_err(|_| io::Error::other(format!("port {p} + {k} is past 65535")))?;
+                    SocketAddr::new(addr.ip(), port)
+                }
+                (true, _) => addr,
+                (false, _) => group_addr,
+            };
             let (s, i) = socket::open(cfg, bind, reuse, g == 0)?;
             let a = bound(&s)?;
             if k == 0 {

@@ -265,11 +265,11 @@ fn options_are_honoured_where_accepted_or_refused_in_one_line() {
                 "load",
                 "127.0.0.1:9",
                 "--bind",
-                "127.0.0.1:5555",
+                "127.0.0.1:65535",
                 "--flows",
                 "2",
             ],
-            "several flows need port 0",
+            "past 65535",
         ),
         (&["load", "127.0.0.1:9", "--rate", "5x"], "e.g. 20000, 20k"),
         (
@@ -403,4 +403,55 @@ fn a_saturated_generator_makes_the_merged_run_not_valid() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// A fixed --bind port with several flows is a range of source ports
+/// (flow k from port P + k), and --shard gives each generator its own
+/// slice of it. The sink sees the senders' ports.
+#[test]
+fn a_bind_port_with_several_flows_is_a_range_and_shards_take_slices() {
+    let sink = Sink::start("3");
+    let target = sink.1.to_string();
+    // A base port free for 4 in a row: try a few.
+    let base = (0..50)
+        .map(|k| 40_000 + k * 97)
+        .find(|&p| (0..4).all(|i| UdpSocket::bind(("127.0.0.1", p + i)).is_ok()))
+        .expect("four free ports");
+    for shard in ["0/2", "1/2"] {
+        let (code, _, err) = run(&[
+            "load",
+            &target,
+            "--match",
+            "none",
+            "--bind",
+            &format!("127.0.0.1:{base}"),
+            "--flows",
+            "2",
+            "-n",
+            "10",
+            "--shard",
+            shard,
+            "-q",
+        ]);
+        assert_eq!(code, 0, "{shard}: {err}");
+    }
+    let v = sink.finish();
+    let mut ports: Vec<u64> = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["addr"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    ports.sort_unstable();
+    let b = u64::from(base);
+    assert_eq!(ports, [b, b + 1, b + 2, b + 3], "{v}");
 }

@@ -89,7 +89,8 @@ fn rfc3339(s: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_secs_f64(frac))
 }
 
-/// Generator `i` of `n`'s share of `o`.
+/// Generator `i` of `n`'s share of `o`: of the rate, bursts, count,
+/// payloads, and (with a fixed `--bind` port) of the source ports.
 pub(crate) fn shard(o: &mut LoadOpts, i: usize, n: usize) -> Result<(), Failure> {
     let nf = n as f64;
     if let Mode::Rate(r) = o.mode {
@@ -113,6 +114,23 @@ pub(crate) fn shard(o: &mut LoadOpts, i: usize, n: usize) -> Result<(), Failure>
             )));
         }
         o.count = Some(share);
+    }
+    if let Some(b) = o.bind
+        && b.port() != 0
+    {
+        // Its own slice of the source ports: flows x generators ports
+        // from the one given.
+        let first = usize::from(b.port()) + i * o.flows;
+        let port = u16::try_from(first)
+            .ok()
+            .filter(|_| first + o.flows <= 65536)
+            .ok_or_else(|| {
+                usage(format!(
+                    "--bind {b}: generator {i}'s {} ports start at {first}, past 65535",
+                    o.flows
+                ))
+            })?;
+        o.bind = Some(std::net::SocketAddr::new(b.ip(), port));
     }
     if let Some(p) = &o.payloads {
         let mine = p.shard(i, n).ok_or_else(|| {

@@ -128,7 +128,9 @@ pub(crate) struct LoadArgs {
     /// Backend: uring, mmsg or simple.
     #[arg(long, value_parser = parse_backend)]
     backend: Option<Backend>,
-    /// Local address to send from (port 0: a port per flow).
+    /// Local address to send from. Port 0: the kernel picks a port per
+    /// flow; port P: flow k sends from port P + k (with --shard I/N,
+    /// generator I's flows take the I-th slice of that range).
     #[arg(long, value_parser = parse_addr)]
     bind: Option<SocketAddr>,
     /// Prefix sockperf's header so `sockperf server` can be the target.
@@ -286,13 +288,12 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     }
     if let Some(b) = a.bind
         && b.port() != 0
-        && a.flows > 1
+        && usize::from(b.port()) + a.flows > 65536
     {
         return Err(usage(format!(
-            "--bind {b} with --flows {}: each flow is a socket with its own source port, \
-             so several flows need port 0 (--bind {})",
+            "--bind {b} with --flows {}: flow k sends from port {} + k, past 65535",
             a.flows,
-            SocketAddr::new(b.ip(), 0)
+            b.port()
         )));
     }
     o.multicast_ttl = a.ttl.unwrap_or(1);
