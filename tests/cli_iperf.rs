@@ -455,3 +455,27 @@ fn a_bind_port_with_several_flows_is_a_range_and_shards_take_slices() {
     let b = u64::from(base);
     assert_eq!(ports, [b, b + 1, b + 2, b + 3], "{v}");
 }
+
+/// A generator whose --start-at has passed starts at once, says how late
+/// it is, and its result carries it.
+#[test]
+fn a_late_start_is_said_and_marked() {
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = sink.local_addr().unwrap().to_string();
+    let (code, out, err) = run(&[
+        "load",
+        &target,
+        "--match",
+        "none",
+        "-n",
+        "5",
+        "--start-at",
+        "2026-01-01T00:00:00Z",
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("ms after --start-at"), "{err}");
+    let v = json(&out);
+    assert!(v["start_late_s"].as_f64().unwrap() > 86_400.0, "{v}");
+}

@@ -75,6 +75,7 @@ fn three_sharded_generators_start_together_and_merge_exactly() {
             "a third of the rate each: {d}"
         );
         assert_eq!(d["saturated"], false, "{d}");
+        assert!(d["start_late_s"].as_f64().unwrap() < 0.1, "{d}");
     }
     // Measuring began at the asked instant on all three (same host clock),
     // none before it.

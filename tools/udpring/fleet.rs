@@ -177,6 +177,7 @@ pub(crate) fn mark_start(r: &mut LoadReport, asked: SystemTime, began: SystemTim
     };
     r.start_unix_s = Some(unix(began));
     let late = unix(began) - unix(asked);
+    r.start_late_s = Some(late.max(0.0));
     if late > 0.010 {
         eprintln!(
             "udpring: warning: started {:.1} ms after --start-at (its result says when: \

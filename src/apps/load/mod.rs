@@ -355,6 +355,7 @@ fn report(
             _ => false,
         },
         start_unix_s: None,
+        start_late_s: None,
         valid: true,
         invalid_because: None,
         one_way: opts.one_way(),

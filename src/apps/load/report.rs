@@ -284,6 +284,10 @@ pub struct LoadReport {
     /// When measuring began, wall clock (Unix seconds), with `--start-at`.
     #[serde(default)]
     pub start_unix_s: Option<f64>,
+    /// With `--start-at`: how late measuring began, seconds (0 when on
+    /// time; above 0.01 the generator also says so).
+    #[serde(default)]
+    pub start_late_s: Option<f64>,
     /// A merge: false when a generator was saturated (see `invalid_because`).
     #[serde(default = "yes")]
     pub valid: bool,
@@ -420,6 +424,7 @@ mod props {
                     schedule_lag_max_us: None,
                     saturated: false,
                     start_unix_s: None,
+                    start_late_s: None,
                     valid: true,
                     invalid_because: None,
                     timeouts_as_latency: false,
