@@ -169,6 +169,17 @@ config! {
     /// Allow `UDP_SEGMENT` sends (turned off by itself if the kernel
     /// refuses). Default: on.
     gso: bool = true;
+    /// `SO_BINDTODEVICE`: every socket sends and receives on this
+    /// interface only (needs CAP_NET_RAW unless it is already the only
+    /// route). Default: none.
+    bind_device: Option<String> = None;
+    /// `SO_MARK`: the firewall mark of every datagram sent, for policy
+    /// routing and filtering (needs CAP_NET_ADMIN). Default: none.
+    mark: Option<u32> = None;
+    /// `IPV6_V6ONLY` on IPv6 sockets: `Some(true)` IPv6 only, `Some(false)`
+    /// dual-stack (IPv4 as v4-mapped addresses), `None` the system's
+    /// default (`net.ipv6.bindv6only`). Default: none.
+    only_v6: Option<bool> = None;
     /// `SO_RCVBUF` request in bytes (`SO_RCVBUFFORCE` when permitted).
     /// Default: 4 MiB.
     recv_buffer: Option<usize> = Some(4 << 20);

@@ -45,6 +45,17 @@ pub(crate) fn open(
     if cfg.broadcast {
         s.set_broadcast(true)?;
     }
+    if let Some(dev) = &cfg.bind_device {
+        s.bind_device(Some(dev.as_bytes()))
+            .map_err(|e| io::Error::new(e.kind(), format!("SO_BINDTODEVICE {dev}: {e}")))?;
+    }
+    if let Some(m) = cfg.mark {
+        s.set_mark(m)
+            .map_err(|e| io::Error::new(e.kind(), format!("SO_MARK {m}: {e}")))?;
+    }
+    if let (Some(v6only), true) = (cfg.only_v6, bind.is_ipv6()) {
+        s.set_only_v6(v6only)?;
+    }
     let fd = s.as_raw_fd();
     sys::socket::set_recverr(fd, bind.is_ipv6())?;
     sys::socket::set_rxq_ovfl(fd)?;

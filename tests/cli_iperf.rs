@@ -479,3 +479,37 @@ fn a_late_start_is_said_and_marked() {
     let v = json(&out);
     assert!(v["start_late_s"].as_f64().unwrap() > 86_400.0, "{v}");
 }
+
+/// Issue 13, item 4: IPv6-only against dual-stack, explicit either way.
+#[test]
+fn v6only_and_dual_stack_are_explicit() {
+    for (flag, v4_answered) in [("--dual-stack", true), ("--v6only", false)] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_udpring"))
+            .args([
+                "echo",
+                "--bind",
+                "[::]:0",
+                "-w",
+                "1",
+                "-q",
+                "--duration",
+                "5",
+                flag,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = common::listening_addr(&mut BufReader::new(child.stdout.take().unwrap()));
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        s.send_to(b"v4?", ("127.0.0.1", addr.port())).unwrap();
+        let got = s.recv(&mut [0u8; 16]).is_ok();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(got, v4_answered, "{flag}");
+    }
+    let (code, _, err) = run(&["echo", "--v6only", "--dual-stack"]);
+    assert_eq!(code, 2, "{err}");
+}

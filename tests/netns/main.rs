@@ -18,6 +18,7 @@ mod fleet;
 mod guard;
 mod mcast;
 mod pmtu;
+mod socket_controls;
 mod source;
 mod tools;
 mod topo;

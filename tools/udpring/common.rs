@@ -99,10 +99,39 @@ pub(crate) fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse()
 }
 
+/// `ADDR:PORT`, `[ADDR]:PORT`, or a scoped IPv6 address
+/// `[fe80::1%eth0]:PORT` (the interface by name or index).
 pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Some(a) = scoped_v6(s)? {
+        return Ok(a);
+    }
     s.parse::<SocketAddr>().map_err(|_| {
         format!("'{s}' is not an address with a port (expected e.g. 127.0.0.1:9000 or [::1]:9000)")
     })
+}
+
+/// `[ADDR%IFACE]:PORT` with IFACE a name or an index; `None` without a
+/// `%` scope.
+pub(crate) fn scoped_v6(s: &str) -> Result<Option<SocketAddr>, String> {
+    let (Some(pct), Some(close)) = (s.find('%'), s.rfind(']')) else {
+        return Ok(None);
+    };
+    if !s.starts_with('[') || pct > close {
+        return Ok(None);
+    }
+    let iface = &s[pct + 1..close];
+    let plain = format!("{}{}", &s[..pct], &s[close..]);
+    let mut a: SocketAddr = plain
+        .parse()
+        .map_err(|_| format!("'{s}' is not [IPV6%IFACE]:PORT"))?;
+    let index = match iface.parse::<u32>() {
+        Ok(i) => i,
+        Err(_) => udpring::interface_index(iface).map_err(|e| e.to_string())?,
+    };
+    if let SocketAddr::V6(v6) = &mut a {
+        v6.set_scope_id(index);
+    }
+    Ok(Some(a))
 }
 
 pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -160,6 +189,9 @@ pub(crate) fn parse_bitrate(s: &str) -> Result<f64, String> {
 /// Resolves HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT).
 pub(crate) fn resolve(target: &str) -> Result<SocketAddr, Failure> {
     use std::net::ToSocketAddrs;
+    if let Some(a) = scoped_v6(target).map_err(usage)? {
+        return Ok(a);
+    }
     if let Ok(a) = target.parse::<SocketAddr>() {
         return Ok(a);
     }
@@ -215,9 +247,54 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     Ok(v)
 }
 
+/// Socket controls every command that opens sockets takes.
+#[derive(Args, Clone, Default)]
+pub(crate) struct SocketArgs {
+    /// Send and receive on this interface only (SO_BINDTODEVICE; needs
+    /// CAP_NET_RAW).
+    #[arg(long, value_name = "IFACE", value_parser = parse_iface)]
+    pub(crate) bind_device: Option<String>,
+    /// Firewall mark of every datagram sent (SO_MARK; needs CAP_NET_ADMIN),
+    /// for policy routing and filtering.
+    #[arg(long, value_name = "N")]
+    pub(crate) mark: Option<u32>,
+    /// IPv6 sockets take IPv6 only (IPV6_V6ONLY on).
+    #[arg(long, conflicts_with = "dual_stack")]
+    pub(crate) v6only: bool,
+    /// IPv6 sockets also take IPv4, as v4-mapped addresses (IPV6_V6ONLY
+    /// off). Neither flag: the system's default (net.ipv6.bindv6only).
+    #[arg(long)]
+    pub(crate) dual_stack: bool,
+}
+
+fn parse_iface(s: &str) -> Result<String, String> {
+    udpring::interface_index(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
+impl SocketArgs {
+    /// `IPV6_V6ONLY` as asked: on, off, or the system's.
+    pub(crate) fn only_v6(&self) -> Option<bool> {
+        match (self.v6only, self.dual_stack) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Sets these controls on `c`.
+    pub(crate) fn apply(&self, c: &mut Config) {
+        c.bind_device = self.bind_device.clone();
+        c.mark = self.mark;
+        c.only_v6 = self.only_v6();
+    }
+}
+
 /// Options shared by commands that run an engine.
 #[derive(Args, Clone)]
 pub(crate) struct EngineArgs {
+    #[command(flatten)]
+    pub(crate) socket: SocketArgs,
     /// Worker threads, each with its own SO_REUSEPORT socket (0: one per
     /// CPU; at most the CPUs this process may use).
     #[arg(long, short = 'w', default_value_t = 0, value_parser = parse_workers)]
@@ -266,6 +343,7 @@ impl EngineArgs {
     /// The engine configuration these flags ask for, bound to `bind`.
     pub(crate) fn config(&self, bind: SocketAddr) -> Config {
         let mut c = Config::new(bind);
+        self.socket.apply(&mut c);
         c.workers = self.workers;
         c.backend = self.backend;
         c.batch = self.batch;

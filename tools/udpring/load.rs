@@ -54,6 +54,8 @@ pub(crate) struct LoadArgs {
     match_: Option<String>,
     #[command(flatten)]
     payload: crate::payload::PayloadArgs,
+    #[command(flatten)]
+    socket: crate::common::SocketArgs,
     /// Payload bytes per datagram (32..65507; 46.. with --sockperf). A list
     /// (64,512,1400) runs one measurement per size, one after the other.
     /// [default: 64]
@@ -299,6 +301,9 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     o.multicast_ttl = a.ttl.unwrap_or(1);
     o.max_responders = a.max_responders.unwrap_or(64) as usize;
     o.busy_poll = a.busy_poll;
+    o.bind_device = a.socket.bind_device.clone();
+    o.mark = a.socket.mark;
+    o.only_v6 = a.socket.only_v6();
     o.first_cpu = a.cpu;
     if a.interval < Duration::from_millis(100) {
         return Err(usage("--interval must be at least 0.1 s"));

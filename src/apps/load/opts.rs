@@ -101,6 +101,12 @@ pub struct LoadOpts {
     /// Replay the payloads' capture timing, this many times faster (paced
     /// mode; the payloads must carry times).
     pub replay_speed: Option<f64>,
+    /// `SO_BINDTODEVICE` for every flow.
+    pub bind_device: Option<String>,
+    /// `SO_MARK` for every flow.
+    pub mark: Option<u32>,
+    /// `IPV6_V6ONLY` for IPv6 flows (`None`: the system's default).
+    pub only_v6: Option<bool>,
     /// Record a request that got no answer at the timeout (`ping_timeout`)
     /// in the latency histogram, so percentiles include them.
     pub timeouts_as_latency: bool,
@@ -136,6 +142,9 @@ impl LoadOpts {
             payloads: None,
             dns: false,
             replay_speed: None,
+            bind_device: None,
+            mark: None,
+            only_v6: None,
             timeouts_as_latency: false,
         }
     }
