@@ -176,6 +176,10 @@ config! {
     /// `SO_MARK`: the firewall mark of every datagram sent, for policy
     /// routing and filtering (needs CAP_NET_ADMIN). Default: none.
     mark: Option<u32> = None;
+    /// The TOS byte (IPv4 `IP_TOS`) or traffic class (IPv6 `IPV6_TCLASS`)
+    /// of every datagram sent: DSCP in the upper six bits, ECN in the
+    /// lower two. Default: none (0).
+    tos: Option<u8> = None;
     /// `IPV6_V6ONLY` on IPv6 sockets: `Some(true)` IPv6 only, `Some(false)`
     /// dual-stack (IPv4 as v4-mapped addresses), `None` the system's
     /// default (`net.ipv6.bindv6only`). Default: none.

@@ -53,6 +53,15 @@ pub(crate) fn open(
         s.set_mark(m)
             .map_err(|e| io::Error::new(e.kind(), format!("SO_MARK {m}: {e}")))?;
     }
+    if let Some(tos) = cfg.tos {
+        if bind.is_ipv6() {
+            s.set_tclass_v6(u32::from(tos))?;
+            // A dual-stack socket sends IPv4 too: mark those as well.
+            let _ = s.set_tos_v4(u32::from(tos));
+        } else {
+            s.set_tos_v4(u32::from(tos))?;
+        }
+    }
     if let (Some(v6only), true) = (cfg.only_v6, bind.is_ipv6()) {
         s.set_only_v6(v6only)?;
     }

@@ -513,3 +513,58 @@ fn v6only_and_dual_stack_are_explicit() {
     let (code, _, err) = run(&["echo", "--v6only", "--dual-stack"]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// A Python receiver that reads each datagram's TOS byte (IP_RECVTOS) or
+/// traffic class (IPV6_RECVTCLASS) and prints the set of values seen.
+const TOS_SINK: &str = r#"
+import socket, sys
+v6 = sys.argv[1] == "6"
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+if v6:
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+else:
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+s.bind(("::1" if v6 else "127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+s.settimeout(1.5)
+seen = set()
+while True:
+    try:
+        d, anc, _, _ = s.recvmsg(2048, 64)
+    except socket.timeout:
+        break
+    for level, kind, data in anc:
+        seen.add(data[0])
+print(sorted(seen), flush=True)
+"#;
+
+/// Issue 13, item 3 (send side): --dscp and --ecn mark every datagram, as
+/// a receiver that reads the marks sees them, IPv4 and IPv6.
+#[test]
+fn dscp_and_ecn_marks_are_seen_by_a_receiver() {
+    if !common::have("python3") {
+        return;
+    }
+    for (fam, host) in [("4", "127.0.0.1"), ("6", "[::1]")] {
+        let mut py = Command::new("python3")
+            .args(["-c", TOS_SINK, fam])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(py.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let target = format!("{host}:{}", line.trim());
+        let (code, _, err) = run(&[
+            "load", &target, "--match", "none", "-n", "20", "--dscp", "46", "--ecn", "ect0", "-q",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let mut seen = String::new();
+        std::io::BufRead::read_line(&mut out, &mut seen).unwrap();
+        let _ = py.wait();
+        // EF (46) << 2 | ECT(0) (2) = 186.
+        assert_eq!(seen.trim(), "[186]", "IPv{fam}");
+    }
+    let (code, _, _) = run(&["load", "127.0.0.1:9", "--dscp", "64"]);
+    assert_eq!(code, 2);
+}

@@ -258,6 +258,14 @@ pub(crate) struct SocketArgs {
     /// for policy routing and filtering.
     #[arg(long, value_name = "N")]
     pub(crate) mark: Option<u32>,
+    /// DSCP of every datagram sent, 0..63 (46: EF, expedited forwarding;
+    /// 34: AF41), in the IPv4 TOS byte or the IPv6 traffic class.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=63))]
+    pub(crate) dscp: Option<u8>,
+    /// ECN codepoint of every datagram sent: ect0, ect1 or ce (not-ect is
+    /// the default).
+    #[arg(long, value_name = "CODEPOINT", value_parser = ["not-ect", "ect0", "ect1", "ce"])]
+    pub(crate) ecn: Option<String>,
     /// IPv6 sockets take IPv6 only (IPV6_V6ONLY on).
     #[arg(long, conflicts_with = "dual_stack")]
     pub(crate) v6only: bool,
@@ -282,8 +290,20 @@ impl SocketArgs {
         }
     }
 
+    /// The TOS byte / traffic class asked for: DSCP << 2 | ECN.
+    pub(crate) fn tos(&self) -> Option<u8> {
+        let ecn = match self.ecn.as_deref() {
+            Some("ect1") => 1,
+            Some("ect0") => 2,
+            Some("ce") => 3,
+            _ => 0,
+        };
+        (self.dscp.is_some() || ecn != 0).then(|| (self.dscp.unwrap_or(0) << 2) | ecn)
+    }
+
     /// Sets these controls on `c`.
     pub(crate) fn apply(&self, c: &mut Config) {
+        c.tos = self.tos();
         c.bind_device = self.bind_device.clone();
         c.mark = self.mark;
         c.only_v6 = self.only_v6();

@@ -303,6 +303,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     o.busy_poll = a.busy_poll;
     o.bind_device = a.socket.bind_device.clone();
     o.mark = a.socket.mark;
+    o.tos = a.socket.tos();
     o.only_v6 = a.socket.only_v6();
     o.first_cpu = a.cpu;
     if a.interval < Duration::from_millis(100) {

@@ -87,6 +87,7 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
     let mut cfg = Config::new(bind);
     cfg.bind_device = opts.bind_device.clone();
     cfg.mark = opts.mark;
+    cfg.tos = opts.tos;
     cfg.only_v6 = opts.only_v6;
     // A client: its targets may well be on the ports of answering services.
     cfg.guard = crate::Guard::client();

@@ -105,6 +105,8 @@ pub struct LoadOpts {
     pub bind_device: Option<String>,
     /// `SO_MARK` for every flow.
     pub mark: Option<u32>,
+    /// TOS byte / traffic class (DSCP and ECN) of every datagram sent.
+    pub tos: Option<u8>,
     /// `IPV6_V6ONLY` for IPv6 flows (`None`: the system's default).
     pub only_v6: Option<bool>,
     /// Record a request that got no answer at the timeout (`ping_timeout`)
@@ -144,6 +146,7 @@ impl LoadOpts {
             replay_speed: None,
             bind_device: None,
             mark: None,
+            tos: None,
             only_v6: None,
             timeouts_as_latency: false,
         }
