@@ -3,27 +3,14 @@
 
 mod common;
 
+use common::{run, udpring};
+
 use std::io::{BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-fn udpring() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_udpring"));
-    c.env_remove("UDPRING_BACKEND");
-    c
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = udpring().args(args).output().expect("run udpring");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Each `(args, needle)` must exit with 2 and print one line, prefixed
 /// "udpring: error: ", that contains `needle`.

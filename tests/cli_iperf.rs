@@ -6,32 +6,15 @@
 
 mod common;
 
+use common::{json, run, udpring};
+
 use std::io::BufReader;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{listening_addr, vocab};
+use common::listening_addr;
 use udpring::apps::header::{HEADER_LEN, Header};
-
-fn udpring() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_udpring"))
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = udpring().args(args).output().expect("run udpring");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn json(out: &str) -> serde_json::Value {
-    let v = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-    vocab::check_any(&v);
-    v
-}
 
 /// A `udpring sink --json` on loopback for `secs`; its document at the end.
 struct Sink(Child, SocketAddr);

@@ -7,16 +7,14 @@
 
 mod common;
 
+use common::udpring;
+
 use std::io::BufReader;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{listening_addr, vocab};
-
-fn udpring() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_udpring"))
-}
 
 /// Runs `udpring ARGS`; stdout must be exactly one JSON document.
 fn doc(args: &[&str]) -> (i32, serde_json::Value) {

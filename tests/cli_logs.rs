@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::udpring;
+
 use std::io::BufReader;
 use std::process::{Command, Stdio};
 
@@ -12,10 +14,6 @@ use common::{have, vocab};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-
-fn udpring() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_udpring"))
-}
 
 struct Echo(std::process::Child, std::net::SocketAddr);
 

@@ -5,27 +5,14 @@
 
 mod common;
 
+use common::{run, udpring};
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn udpring() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_udpring"));
-    c.env_remove("UDPRING_BACKEND");
-    c
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = udpring().args(args).output().expect("run udpring");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn usage_error(args: &[&str], needle: &str) {
     let (code, _out, err) = run(args);

@@ -6,24 +6,13 @@
 
 mod common;
 
+use common::{json, run, udpring};
+
 use std::io::BufReader;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use common::listening_addr;
-
-fn udpring() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_udpring"))
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = udpring().args(args).output().expect("run udpring");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// `udpring echo` on loopback, killed on drop.
 struct Echo(Child, SocketAddr);
@@ -47,12 +36,6 @@ impl Drop for Echo {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn json(out: &str) -> serde_json::Value {
-    let v = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-    common::vocab::check_any(&v);
-    v
 }
 
 #[test]

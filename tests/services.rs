@@ -6,30 +6,13 @@
 
 mod common;
 
+use common::{json, run, udpring};
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{have, vocab};
-
-fn udpring() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_udpring"))
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = udpring().args(args).output().expect("run udpring");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn json(out: &str) -> serde_json::Value {
-    let v = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-    vocab::check_any(&v);
-    v
-}
+use common::have;
 
 /// A child killed and reaped on drop, with a directory removed.
 struct Peer(Child, Option<std::path::PathBuf>);

@@ -140,3 +140,28 @@ pub fn have(tool: &str) -> bool {
     }
     found
 }
+
+/// The `udpring` command, without a backend forced from the environment.
+pub fn udpring() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_udpring"));
+    c.env_remove("UDPRING_BACKEND");
+    c
+}
+
+/// Runs `udpring ARGS`: exit code, stdout, stderr.
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = udpring().args(args).output().expect("run udpring");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `out` as the one JSON document it must be, checked against the
+/// vocabulary (tools/json-vocabulary.json).
+pub fn json(out: &str) -> serde_json::Value {
+    let v = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    vocab::check_any(&v);
+    v
+}
