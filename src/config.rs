@@ -180,6 +180,10 @@ config! {
     /// of every datagram sent: DSCP in the upper six bits, ECN in the
     /// lower two. Default: none (0).
     tos: Option<u8> = None;
+    /// Read each datagram's TOS byte / traffic class on receive
+    /// ([`crate::Datagram::tos`]): `IP_RECVTOS` / `IPV6_RECVTCLASS`, one
+    /// more control record per datagram. Default: off.
+    recv_tos: bool = false;
     /// `IPV6_V6ONLY` on IPv6 sockets: `Some(true)` IPv6 only, `Some(false)`
     /// dual-stack (IPv4 as v4-mapped addresses), `None` the system's
     /// default (`net.ipv6.bindv6only`). Default: none.

@@ -91,6 +91,13 @@ impl Datagram<'_> {
     pub fn answer_from(&self) -> Option<IpAddr> {
         self.meta.cmsg.answer_from()
     }
+    /// The TOS byte (IPv4) or traffic class (IPv6) it arrived with: DSCP
+    /// in the upper six bits, ECN in the lower two. `None` unless
+    /// [`Config::recv_tos`](crate::Config) is on.
+    pub fn tos(&self) -> Option<u8> {
+        self.meta.cmsg.tos
+    }
+
     /// Index of the interface it arrived on, when the kernel said.
     pub fn interface(&self) -> Option<u32> {
         (self.meta.cmsg.ifindex != 0).then_some(self.meta.cmsg.ifindex)

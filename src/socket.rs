@@ -69,6 +69,9 @@ pub(crate) fn open(
     sys::socket::set_recverr(fd, bind.is_ipv6())?;
     sys::socket::set_rxq_ovfl(fd)?;
     sys::socket::set_recv_pktinfo(fd, bind.is_ipv6())?;
+    if cfg.recv_tos {
+        sys::socket::set_recv_tos(fd, bind.is_ipv6())?;
+    }
     if cfg.pmtu_discover {
         sys::socket::set_pmtu_discover(fd, bind.is_ipv6(), true)?;
     }

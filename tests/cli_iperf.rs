@@ -548,6 +548,22 @@ fn dscp_and_ecn_marks_are_seen_by_a_receiver() {
         // EF (46) << 2 | ECT(0) (2) = 186.
         assert_eq!(seen.trim(), "[186]", "IPv{fam}");
     }
+    // udpring reads the marks back: the sink reports each sender's.
+    let sink = Sink::start("2");
+    let (code, _, err) = run(&[
+        "load",
+        &sink.1.to_string(),
+        "--match",
+        "none",
+        "-n",
+        "5",
+        "--dscp",
+        "34",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v = sink.finish();
+    assert_eq!(v["sources"][0]["tos"], 34 << 2, "{v}");
     let (code, _, _) = run(&["load", "127.0.0.1:9", "--dscp", "64"]);
     assert_eq!(code, 2);
 }

@@ -48,6 +48,9 @@ pub struct PeerCounts {
     /// microseconds (the smoothed variation of transit time, from the
     /// sender's stamp to arrival); `null` before two datagrams.
     pub jitter_us: Option<f64>,
+    /// The TOS byte / traffic class (DSCP and ECN) of the last datagram,
+    /// when the engine reads it (`Config::recv_tos`).
+    pub tos: Option<u8>,
 }
 
 /// Sources (listen) or responders (ping) tracked at once: each costs a
@@ -318,6 +321,9 @@ impl Handler for McastListen {
             return;
         };
         self.dirty = true;
+        if let Some(t) = d.tos() {
+            peer.counts.tos = Some(t);
+        }
         match header {
             None => peer.counts.received += d.segments() as u64,
             Some((token, seq, sent_ns)) => {

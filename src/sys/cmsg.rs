@@ -127,6 +127,9 @@ pub struct RecvCmsg {
     pub spec_dst: Option<Ipv4Addr>,
     /// The interface it arrived on (0 when the kernel did not say).
     pub ifindex: u32,
+    /// `IP_TOS` / `IPV6_TCLASS` (with `recv_tos`): DSCP and ECN as the
+    /// datagram arrived.
+    pub tos: Option<u8>,
 }
 
 impl RecvCmsg {
@@ -183,6 +186,11 @@ impl RecvCmsg {
                     let a = Ipv6Addr::from(p.ipi6_addr.s6_addr);
                     out.dst = Some(a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4));
                     out.ifindex = p.ipi6_ifindex;
+                }
+                // The kernel writes IP_TOS as one byte, IPV6_TCLASS as an int.
+                (libc::SOL_IP, libc::IP_TOS) => out.tos = c.data.first().copied(),
+                (libc::SOL_IPV6, libc::IPV6_TCLASS) => {
+                    out.tos = c.u32().and_then(|v| u8::try_from(v).ok());
                 }
                 _ => {}
             }

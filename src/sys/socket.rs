@@ -62,6 +62,20 @@ pub fn set_recv_pktinfo(fd: RawFd, v6: bool) -> io::Result<()> {
     }
 }
 
+/// Asks for each datagram's TOS byte (`IP_RECVTOS`) or, on an IPv6 socket,
+/// traffic class (`IPV6_RECVTCLASS`, and `IP_RECVTOS` for the IPv4 it may
+/// carry): DSCP and ECN as they arrived.
+pub fn set_recv_tos(fd: RawFd, v6: bool) -> io::Result<()> {
+    if v6 {
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 1)?;
+        // An IPv6-only socket refuses the IPv4 option; that is fine.
+        let _ = setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVTOS, 1);
+        Ok(())
+    } else {
+        setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVTOS, 1)
+    }
+}
+
 /// The socket's kernel drop counter (`SO_MEMINFO`, `SK_MEMINFO_DROPS`):
 /// every buffer the kernel dropped for this socket since it was made (a
 /// GRO train counts once), readable at any time, unlike `SO_RXQ_OVFL`

@@ -34,6 +34,8 @@ pub(crate) struct SinkArgs {
 pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
     let mut cfg = udpring::Config::new(a.bind);
     cfg.workers = 1;
+    // Each sender's DSCP/ECN marks, as they arrived.
+    cfg.recv_tos = true;
     // A sink answers nothing, so it can be no half of a loop: any source.
     cfg.guard = udpring::Guard::client();
     cfg.validate().map_err(|e| usage(e.to_string()))?;
@@ -98,7 +100,7 @@ pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
         for (p, c) in &report.peers {
             let expected = c.received + c.lost;
             say!(
-                "  from {p}: received {} lost {} ({:.3}%) reordered {} duplicated {} jitter {}",
+                "  from {p}: received {} lost {} ({:.3}%) reordered {} duplicated {} jitter {}{}",
                 c.received,
                 c.lost,
                 if expected > 0 {
@@ -109,7 +111,12 @@ pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
                 c.reordered,
                 c.duplicated,
                 c.jitter_us
-                    .map_or("-".to_string(), |j| format!("{j:.1} us"))
+                    .map_or("-".to_string(), |j| format!("{j:.1} us")),
+                c.tos.map_or(String::new(), |t| format!(
+                    "  dscp {} ecn {}",
+                    t >> 2,
+                    t & 3
+                ))
             );
         }
     }
