@@ -184,6 +184,10 @@ config! {
     /// ([`crate::Datagram::tos`]): `IP_RECVTOS` / `IPV6_RECVTCLASS`, one
     /// more control record per datagram. Default: off.
     recv_tos: bool = false;
+    /// Answers ([`crate::Transport::reply`], `reply_with`) carry the
+    /// TOS byte / traffic class their datagram arrived with (DSCP and ECN
+    /// reflected, per send); needs `recv_tos`. Default: off.
+    reflect_tos: bool = false;
     /// `IPV6_V6ONLY` on IPv6 sockets: `Some(true)` IPv6 only, `Some(false)`
     /// dual-stack (IPv4 as v4-mapped addresses), `None` the system's
     /// default (`net.ipv6.bindv6only`). Default: none.

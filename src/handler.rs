@@ -231,8 +231,9 @@ impl Transport<'_> {
     pub fn reply(&mut self, dgram: Datagram<'_>) -> Result<(), SendError> {
         let m = dgram.meta;
         let src = self.core.reply_source(m.sock, &m.cmsg);
+        let tos = self.core.reply_tos(&m.cmsg);
         self.core
-            .send_lent(m.sock, dgram.lent, m.src, m.cmsg.gro_segment, src)
+            .send_lent(m.sock, dgram.lent, m.src, m.cmsg.gro_segment, src, tos)
     }
 
     /// Answers `dgram` with `data` (copied once into a send slot): to its
@@ -253,7 +254,8 @@ impl Transport<'_> {
             return Err(SendError::TooLarge);
         }
         let src = self.core.reply_source(m.sock, &m.cmsg);
-        self.core.send_copy_raw(m.sock, data, m.src, None, src)
+        let tos = self.core.reply_tos(&m.cmsg);
+        self.core.send_copy_raw(m.sock, data, m.src, None, src, tos)
     }
 
     /// Sends the datagram's bytes to `to` from its own buffer (no copy),
@@ -283,6 +285,7 @@ impl Transport<'_> {
             raw,
             dgram.meta.cmsg.gro_segment,
             SrcIp::Any,
+            None,
         )
     }
 

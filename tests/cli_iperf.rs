@@ -567,3 +567,54 @@ fn dscp_and_ecn_marks_are_seen_by_a_receiver() {
     let (code, _, _) = run(&["load", "127.0.0.1:9", "--dscp", "64"]);
     assert_eq!(code, 2);
 }
+
+/// A client that sends with a mark, and prints the mark of each answer.
+const TOS_CLIENT: &str = r#"
+import socket, sys
+v6, port = sys.argv[1] == "6", int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+lvl, opt, rcv = ((socket.IPPROTO_IPV6, socket.IPV6_TCLASS, socket.IPV6_RECVTCLASS) if v6
+                 else (socket.IPPROTO_IP, socket.IP_TOS, socket.IP_RECVTOS))
+s.setsockopt(lvl, rcv, 1)
+s.settimeout(2)
+out = []
+for mark in (0xb8, 0x28, 0x01):
+    s.setsockopt(lvl, opt, mark)
+    s.sendto(b"mark me", ("::1" if v6 else "127.0.0.1", port))
+    d, anc, _, _ = s.recvmsg(2048, 64)
+    out.append([data[0] for (_, _, data) in anc][:1])
+print(out)
+"#;
+
+/// Issue 13, item 3: `echo --reflect-tos` answers each datagram with the
+/// mark it arrived with, per reply, both backends, IPv4 and IPv6.
+#[test]
+fn echo_reflects_each_datagrams_mark() {
+    if !common::have("python3") {
+        return;
+    }
+    for backend in ["uring", "mmsg"] {
+        for (fam, bind) in [("4", "127.0.0.1:0"), ("6", "[::1]:0")] {
+            let mut echo = Command::new(env!("CARGO_BIN_EXE_udpring"))
+                .args(["echo", "--bind", bind, "-w", "1", "-q", "--duration", "5"])
+                .args(["--reflect-tos", "--backend", backend])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let addr = common::listening_addr(&mut BufReader::new(echo.stdout.take().unwrap()));
+            let out = Command::new("python3")
+                .args(["-c", TOS_CLIENT, fam, &addr.port().to_string()])
+                .output()
+                .unwrap();
+            let _ = echo.kill();
+            let _ = echo.wait();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "[[184], [40], [1]]",
+                "{backend} IPv{fam}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

@@ -22,7 +22,7 @@ pub(crate) const UDP_GRO: libc::c_int = 104;
 
 /// Size of the control area for sends: a `UDP_SEGMENT` (a u16) and an
 /// `in6_pktinfo` (20 bytes, the larger of the two PKTINFOs).
-pub const SEND_CMSG_LEN: usize = space(2) + space(20);
+pub const SEND_CMSG_LEN: usize = space(2) + space(20) + space(4);
 
 const HDR_LEN: usize = mem::size_of::<libc::cmsghdr>();
 
@@ -238,12 +238,15 @@ impl<'a> CmsgWriter<'a> {
 }
 
 /// Writes a send's control messages into `buf`: `UDP_SEGMENT` for a GSO
-/// train, `IP_PKTINFO`/`IPV6_PKTINFO` for a chosen source. Returns their
-/// length (for `msg_controllen`; 0: none, send without a control area).
+/// train, `IP_PKTINFO`/`IPV6_PKTINFO` for a chosen source, `IP_TOS` or
+/// `IPV6_TCLASS` for a mark (`tos`, with `v4_path`: the datagram goes out
+/// as IPv4, a v4-mapped destination included). Returns their length (for
+/// `msg_controllen`; 0: none, send without a control area).
 pub fn write_send(
     buf: &mut CmsgSpace<SEND_CMSG_LEN>,
     segment: Option<NonZeroU16>,
     src: SrcIp,
+    tos: Option<(u8, bool)>,
 ) -> usize {
     let mut w = CmsgWriter::new(&mut buf.0);
     if let Some(seg) = segment {
@@ -272,6 +275,15 @@ pub fn write_send(
         }
     };
     debug_assert!(fits, "SEND_CMSG_LEN holds a UDP_SEGMENT and a PKTINFO");
+    if let Some((t, v4_path)) = tos {
+        let (level, ty) = if v4_path {
+            (libc::SOL_IP, libc::IP_TOS)
+        } else {
+            (libc::SOL_IPV6, libc::IPV6_TCLASS)
+        };
+        let fits = w.push(level, ty, &libc::c_int::from(t).to_ne_bytes());
+        debug_assert!(fits, "SEND_CMSG_LEN holds a TOS too");
+    }
     w.len()
 }
 
@@ -313,7 +325,10 @@ mod tests {
     #[test]
     fn writer_refuses_what_does_not_fit() {
         let mut s = CmsgSpace::<SEND_CMSG_LEN>::default();
-        assert_eq!(write_send(&mut s, NonZeroU16::new(1200), SrcIp::Any), 24);
+        assert_eq!(
+            write_send(&mut s, NonZeroU16::new(1200), SrcIp::Any, None),
+            24
+        );
         let r: Vec<Cmsg<'_>> = CmsgIter::new(&s.0).collect();
         assert_eq!(r.len(), 1);
         assert_eq!(
@@ -329,23 +344,36 @@ mod tests {
     #[test]
     fn a_send_area_carries_the_segment_and_the_source() {
         let mut s = CmsgSpace::<SEND_CMSG_LEN>::default();
-        assert_eq!(write_send(&mut s, None, SrcIp::Any), 0, "nothing to say");
+        assert_eq!(
+            write_send(&mut s, None, SrcIp::Any, None),
+            0,
+            "nothing to say"
+        );
         let a6: Ipv6Addr = "fe80::12".parse().unwrap();
-        let n = write_send(&mut s, NonZeroU16::new(1200), SrcIp::V6(a6, 7));
-        assert_eq!(n, SEND_CMSG_LEN, "both records fill the area exactly");
+        let n = write_send(
+            &mut s,
+            NonZeroU16::new(1200),
+            SrcIp::V6(a6, 7),
+            Some((0xb8, false)),
+        );
+        assert_eq!(n, SEND_CMSG_LEN, "the three records fill the area exactly");
         let r: Vec<Cmsg<'_>> = CmsgIter::new(&s.0[..n]).collect();
-        assert_eq!(r.len(), 2);
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            (r[2].level, r[2].ty, r[2].u32()),
+            (libc::SOL_IPV6, libc::IPV6_TCLASS, Some(0xb8))
+        );
         assert_eq!(
             (r[0].level, r[0].ty, r[0].u16()),
             (libc::SOL_UDP, UDP_SEGMENT, Some(1200))
         );
         assert_eq!((r[1].level, r[1].ty), (libc::SOL_IPV6, libc::IPV6_PKTINFO));
         // The kernel's own layout, read back as the receive side reads it.
-        let back = RecvCmsg::parse(&s.0[n - space(20)..n]);
+        let back = RecvCmsg::parse(&s.0[n - space(4) - space(20)..n - space(4)]);
         assert_eq!((back.dst, back.ifindex), (Some(IpAddr::V6(a6)), 7));
 
         let a4 = Ipv4Addr::new(198, 18, 5, 2);
-        let n = write_send(&mut s, None, SrcIp::V4(a4));
+        let n = write_send(&mut s, None, SrcIp::V4(a4), None);
         let back = RecvCmsg::parse(&s.0[..n]);
         assert_eq!(
             (back.spec_dst, back.dst, back.ifindex),

@@ -61,6 +61,9 @@ pub struct Transmit {
     /// The source address to send from (a `PKTINFO` control message), or
     /// the kernel's choice.
     pub src: SrcIp,
+    /// This send's TOS byte / traffic class (an `IP_TOS` or `IPV6_TCLASS`
+    /// control message), or the socket's.
+    pub tos: Option<u8>,
 }
 
 /// The source address of a send, in the sending socket's family: what a
@@ -80,6 +83,23 @@ pub enum SrcIp {
 }
 
 impl Transmit {
+    /// The mark for [`write_send`](crate::sys::cmsg::write_send): this
+    /// send's TOS and whether it leaves as IPv4 (by its destination, or,
+    /// to a connected peer, by its source; unknown: the socket's own mark).
+    pub fn tos_cmsg(&self) -> Option<(u8, bool)> {
+        let t = self.tos?;
+        let v4 = match self.dst.to_socket_addr() {
+            Some(std::net::SocketAddr::V4(_)) => true,
+            Some(std::net::SocketAddr::V6(a)) => a.ip().to_ipv4_mapped().is_some(),
+            None => match self.src {
+                SrcIp::V4(_) => true,
+                SrcIp::V6(a, _) => a.to_ipv4_mapped().is_some(),
+                SrcIp::Any => return None,
+            },
+        };
+        Some((t, v4))
+    }
+
     /// How many datagrams this send puts on the wire.
     pub fn datagrams(&self) -> u64 {
         match self.segment {

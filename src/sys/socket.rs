@@ -148,7 +148,7 @@ pub fn send_from(fd: RawFd, data: &[u8], to: &RawAddr, src: SrcIp) -> io::Result
         return send_to(fd, data, to);
     }
     let mut ctl = CmsgSpace::<SEND_CMSG_LEN>::default();
-    let ctl_len = write_send(&mut ctl, None, src);
+    let ctl_len = write_send(&mut ctl, None, src, None);
     let mut iov = libc::iovec {
         iov_base: data.as_ptr().cast_mut().cast(),
         iov_len: data.len(),

@@ -89,6 +89,9 @@ pub(crate) struct Core {
     pub index: usize,
     /// Spin instead of sleeping when idle (Config::busy_poll).
     pub busy_poll: bool,
+    /// Answers carry the mark their datagram arrived with
+    /// (`Config::reflect_tos`).
+    pub reflect_tos: bool,
     pub shared: Arc<WorkerShared>,
 }
 
@@ -113,6 +116,7 @@ impl Core {
             guard,
             index,
             busy_poll: false,
+            reflect_tos: false,
             shared,
         }
     }
@@ -164,7 +168,7 @@ impl Core {
             return Err(SendError::TooLarge);
         }
         let dst = self.dest(sock, to)?;
-        self.send_copy_raw(sock, data, dst, segment, SrcIp::Any)
+        self.send_copy_raw(sock, data, dst, segment, SrcIp::Any, None)
     }
 
     /// [`Core::send_copy`] to a destination already in kernel form, from
@@ -176,6 +180,7 @@ impl Core {
         dst: RawAddr,
         segment: Option<NonZeroU16>,
         src: SrcIp,
+        tos: Option<u8>,
     ) -> Result<(), SendError> {
         if data.len() > self.pool.slot_size() {
             return Err(SendError::TooLarge);
@@ -195,9 +200,16 @@ impl Core {
             segment,
             retried: false,
             src,
+            tos,
         });
         self.pool.release(lent);
         r
+    }
+
+    /// The mark an answer to a datagram carries: the one it arrived with
+    /// when `Config::reflect_tos` is on, else the socket's.
+    pub fn reply_tos(&self, cmsg: &RecvCmsg) -> Option<u8> {
+        if self.reflect_tos { cmsg.tos } else { None }
     }
 
     /// The source a reply to a datagram that arrived on socket `sock`
@@ -239,6 +251,7 @@ impl Core {
         dst: RawAddr,
         segment: Option<NonZeroU16>,
         src: SrcIp,
+        tos: Option<u8>,
     ) -> Result<(), SendError> {
         self.push(Transmit {
             sock,
@@ -249,6 +262,7 @@ impl Core {
             segment,
             retried: false,
             src,
+            tos,
         })
     }
 

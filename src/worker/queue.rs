@@ -135,6 +135,7 @@ mod tests {
             segment: std::num::NonZeroU16::new(seg),
             retried: false,
             src: crate::sys::SrcIp::Any,
+            tos: None,
         }
     }
 

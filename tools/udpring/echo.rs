@@ -19,6 +19,10 @@ pub(crate) struct EchoArgs {
     /// Clear sockperf's client flag so `sockperf ping-pong` accepts the echoes.
     #[arg(long)]
     sockperf: bool,
+    /// Answer each datagram with the DSCP and ECN it arrived with (read
+    /// per datagram, set per reply), instead of the socket's marking.
+    #[arg(long)]
+    reflect_tos: bool,
     /// Reply to nothing: count and drop, at the engine's full speed (a
     /// sender's ceiling). For loss, reordering and jitter per sender, use
     /// `udpring sink`; either way send with `load --match none`.
@@ -35,6 +39,8 @@ pub(crate) struct EchoArgs {
 pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
     let mut cfg = a.engine.config(a.bind);
     cfg.guard = a.guard.guard();
+    cfg.recv_tos |= a.reflect_tos;
+    cfg.reflect_tos = a.reflect_tos;
     cfg.validate().map_err(|e| usage(e.to_string()))?;
     udpring::signals::install().map_err(runtime)?;
     let (sockperf, discard) = (a.sockperf, a.discard);
