@@ -173,6 +173,24 @@ impl Transport<'_> {
         self.core.send_copy(0, data, to, None)
     }
 
+    /// Like [`Transport::send_to`], with this datagram's own TOS byte /
+    /// traffic class (DSCP in the upper six bits, ECN in the lower two) in
+    /// place of the socket's: an `IP_TOS` or `IPV6_TCLASS` control message,
+    /// so the send goes by `sendmsg`.
+    pub fn send_to_marked(
+        &mut self,
+        data: &[u8],
+        to: SocketAddr,
+        tos: u8,
+    ) -> Result<(), SendError> {
+        if data.len() > crate::MAX_UDP_PAYLOAD {
+            return Err(SendError::TooLarge);
+        }
+        let dst = self.core.dest(0, to)?;
+        self.core
+            .send_copy_raw(0, data, dst, None, SrcIp::Any, Some(tos))
+    }
+
     /// Like [`Transport::send_to`], from the worker's socket `sock`
     /// (see [`crate::Config::sockets_per_worker`] and
     /// [`crate::Config::also_bind`]).

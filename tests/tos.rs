@@ -67,3 +67,42 @@ per_backend!(
         assert_eq!(seen(backend, "127.0.0.1:0", false, 0xba), vec![None; 5]);
     }
 );
+
+/// Sends three datagrams to `to` at start, each with its own mark.
+struct Marker(SocketAddr);
+
+impl Handler for Marker {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        for tos in [0xb8u8, 0x28, 0x01] {
+            tx.send_to_marked(b"marked", self.0, tos).unwrap();
+        }
+    }
+    fn on_datagram(&mut self, _d: Datagram<'_>, _tx: &mut Transport<'_>) {}
+}
+
+per_backend!(
+    fn each_send_carries_its_own_mark(backend) {
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let mut cfg = Config::new(bind.parse().unwrap());
+            cfg.backend = Some(backend);
+            cfg.workers = 1;
+            cfg.recv_tos = true;
+            let got = Arc::new(Mutex::new(Vec::new()));
+            let g2 = got.clone();
+            let rx = Engine::start(cfg.clone(), move |_| Keep(g2.clone())).unwrap();
+            let to = rx.local_addr();
+            let tx = Engine::start(cfg, move |_| Marker(to)).unwrap();
+            let t = Instant::now();
+            while got.lock().unwrap().len() < 3 && t.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            tx.stop().unwrap();
+            rx.stop().unwrap();
+            assert_eq!(
+                *got.lock().unwrap(),
+                vec![Some(0xb8), Some(0x28), Some(0x01)],
+                "{bind}"
+            );
+        }
+    }
+);
