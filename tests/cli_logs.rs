@@ -7,42 +7,12 @@ mod common;
 
 use common::udpring;
 
-use std::io::BufReader;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{have, vocab};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-
-struct Echo(std::process::Child, std::net::SocketAddr);
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn echo() -> Echo {
-    let mut c = udpring()
-        .args([
-            "echo",
-            "--bind",
-            "127.0.0.1:0",
-            "-w",
-            "1",
-            "-q",
-            "--duration",
-            "30",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let a = common::listening_addr(&mut BufReader::new(c.stdout.take().unwrap()));
-    Echo(c, a)
-}
 
 /// Every interval histogram of a log, decoded.
 fn intervals(log: &[u8]) -> Vec<(f64, Histogram<u64>)> {
@@ -80,7 +50,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 #[test]
 fn an_interval_log_holds_every_reply_and_reads_back_exactly() {
-    let e = echo();
+    let e = common::Echo::start();
     let dir = std::env::temp_dir().join(format!("udpring-hlog-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("rtt.hlog");
@@ -160,7 +130,7 @@ fn an_interval_log_holds_every_reply_and_reads_back_exactly() {
 
 #[test]
 fn csv_for_the_interval_lines_and_the_bench_table() {
-    let e = echo();
+    let e = common::Echo::start();
     let out = udpring()
         .args([
             "load",
@@ -259,7 +229,7 @@ fn plots_are_svg_with_a_curve_per_result_and_labelled_axes() {
     if !have("python3") {
         return;
     }
-    let e = echo();
+    let e = common::Echo::start();
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("udpring-plot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -6,37 +6,9 @@
 
 mod common;
 
-use common::{json, run, udpring};
+use std::net::UdpSocket;
 
-use std::io::BufReader;
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Stdio};
-
-use common::listening_addr;
-
-/// `udpring echo` on loopback, killed on drop.
-struct Echo(Child, SocketAddr);
-
-impl Echo {
-    fn start() -> Echo {
-        let mut child = udpring()
-            .args(["echo", "--bind", "127.0.0.1:0", "--workers", "1", "-q"])
-            .args(["--duration", "30"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = listening_addr(&mut BufReader::new(child.stdout.take().unwrap()));
-        Echo(child, addr)
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Echo, json, run};
 
 #[test]
 fn the_quick_start_loses_nothing_on_loopback() {

@@ -255,6 +255,21 @@ fn memcached_udp_frames_are_matched_by_request_id_and_by_flow() {
     let _ = std::fs::remove_file(&file);
 }
 
+/// Starts a Python responder that prints its port first; it and its
+/// address.
+fn py_responder(script: &str) -> (Peer, String) {
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Peer(child, None), format!("127.0.0.1:{}", line.trim()))
+}
+
 /// A responder (Python) that answers each request twice, and once more
 /// with an ID no request carries.
 const QUIRKY: &str = r#"
@@ -279,17 +294,7 @@ fn duplicates_and_invented_ids_are_counted_not_credited() {
     if !have("python3") {
         return;
     }
-    let mut child = Command::new("python3")
-        .args(["-c", QUIRKY])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _py = Peer(child, None);
-    let target = format!("127.0.0.1:{}", line.trim());
+    let (_py, target) = py_responder(QUIRKY);
     // The ID sits at offset 2 of an 8-byte payload. No warm-up: what
     // arrives during one is the warm-up's, whatever it is.
     let (code, out, err) = run(&[
@@ -763,17 +768,7 @@ fn timeouts_can_be_kept_in_the_latency_picture() {
     if !have("python3") {
         return;
     }
-    let mut child = Command::new("python3")
-        .args(["-c", HALF])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _py = Peer(child, None);
-    let target = format!("127.0.0.1:{}", line.trim());
+    let (_py, target) = py_responder(HALF);
     let base = [
         "load",
         &target,

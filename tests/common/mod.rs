@@ -165,3 +165,28 @@ pub fn json(out: &str) -> serde_json::Value {
     vocab::check_any(&v);
     v
 }
+
+/// `udpring echo` on 127.0.0.1 (one worker, quiet, 30 s at most), killed
+/// and reaped on drop; `.1` is its address.
+pub struct Echo(pub std::process::Child, pub SocketAddr);
+
+impl Echo {
+    pub fn start() -> Echo {
+        let mut child = udpring()
+            .args(["echo", "--bind", "127.0.0.1:0", "-w", "1", "-q"])
+            .args(["--duration", "30"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = listening_addr(&mut std::io::BufReader::new(child.stdout.take().unwrap()));
+        Echo(child, addr)
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

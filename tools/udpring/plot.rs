@@ -130,69 +130,64 @@ pub(crate) fn plot(
     std::fs::write(path, svg).map_err(|e| fail(e.to_string()))
 }
 
+/// One series of a lower panel: its label, colour, and value per point
+/// (`None`: no figure for that interval).
+type Series = (&'static str, RGBColor, fn(&Point) -> Option<f64>);
+
 /// The per-interval panels: rates, and p50/p99.
 fn lower(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     s: &[Point],
 ) -> Result<(), String> {
     let (left, right) = area.split_horizontally(480);
+    panel(
+        &left,
+        s,
+        "datagrams per second",
+        "per second",
+        SeriesLabelPosition::LowerRight,
+        &[
+            ("sent", COLORS[0], |p| Some(p.sent)),
+            ("received", COLORS[1], |p| Some(p.received)),
+        ],
+    )?;
+    panel(
+        &right,
+        s,
+        "round-trip time per interval",
+        "us",
+        SeriesLabelPosition::UpperRight,
+        &[("p50", COLORS[2], |p| p.p50), ("p99", COLORS[3], |p| p.p99)],
+    )
+}
+
+/// A panel of `series` against time, from 0 to the largest value.
+fn panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    s: &[Point],
+    caption: &str,
+    y_desc: &str,
+    legend: SeriesLabelPosition,
+    series: &[Series],
+) -> Result<(), String> {
     let t_max = s.iter().map(|p| p.t).fold(1e-3, f64::max);
-    let r_max = s.iter().map(|p| p.sent.max(p.received)).fold(1.0, f64::max);
-    let mut c = ChartBuilder::on(&left)
-        .caption("datagrams per second", ("sans-serif", 16))
+    let y_max = s
+        .iter()
+        .flat_map(|p| series.iter().filter_map(move |(_, _, get)| get(p)))
+        .fold(1.0, f64::max);
+    let mut c = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(35)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..t_max, 0f64..r_max * 1.1)
+        .build_cartesian_2d(0f64..t_max, 0f64..y_max * 1.1)
         .map_err(draw_err)?;
     c.configure_mesh()
         .x_desc("time (s)")
-        .y_desc("per second")
+        .y_desc(y_desc)
         .draw()
         .map_err(draw_err)?;
-    for (k, (label, get)) in [
-        ("sent", (|p: &Point| p.sent) as fn(&Point) -> f64),
-        ("received", |p: &Point| p.received),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let color = COLORS[k];
-        c.draw_series(LineSeries::new(
-            s.iter().map(|p| (p.t, get(p))),
-            color.stroke_width(2),
-        ))
-        .map_err(draw_err)?
-        .label(label)
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-    }
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(draw_err)?;
-    let l_max = s.iter().filter_map(|p| p.p99.or(p.p50)).fold(1.0, f64::max);
-    let mut c = ChartBuilder::on(&right)
-        .caption("round-trip time per interval", ("sans-serif", 16))
-        .margin(12)
-        .x_label_area_size(35)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..t_max, 0f64..l_max * 1.1)
-        .map_err(draw_err)?;
-    c.configure_mesh()
-        .x_desc("time (s)")
-        .y_desc("us")
-        .draw()
-        .map_err(draw_err)?;
-    for (k, (label, get)) in [
-        ("p50", (|p: &Point| p.p50) as fn(&Point) -> Option<f64>),
-        ("p99", |p: &Point| p.p99),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let color = COLORS[k + 2];
+    for &(label, color, get) in series {
         c.draw_series(LineSeries::new(
             s.iter().filter_map(|p| get(p).map(|v| (p.t, v))),
             color.stroke_width(2),
@@ -204,7 +199,7 @@ fn lower(
     c.configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend)
         .draw()
         .map_err(draw_err)?;
     Ok(())

@@ -38,8 +38,8 @@ impl Worker {
         }
     }
 
-    /// Copies the flow's next payload into the scratch buffer, writes its
-    /// ID (ID matching), and sends it. `None`: the ID's slot is still held
+    /// Sends the next payload: with ID matching a copy with the flow's ID
+    /// written in, otherwise the payload as laid out. `None`: the ID's slot is still held
     /// by an unanswered request younger than the timeout.
     fn put_payload(
         &mut self,
@@ -54,9 +54,8 @@ impl Worker {
         let seq = f.next_seq;
         let data = p.get(self.payload_next);
         let len = data.len();
-        self.scratch[..len].copy_from_slice(data);
         let mut written_off = false;
-        if let (
+        let r = if let (
             Match::Id {
                 offset,
                 len: id_len,
@@ -64,10 +63,16 @@ impl Worker {
             Some(ring),
         ) = (self.opts.matching, &mut f.ids)
         {
+            // The ID goes into a copy; the payload itself stays as laid out.
             written_off = ring.may_send(seq, now, timeout)?;
+            self.scratch[..len].copy_from_slice(data);
             write_id(&mut self.scratch[..len], offset, id_len, ring.id_of(seq));
-        }
-        let r = tx.send_to_via(f.sock, &self.scratch[..len], self.opts.target);
+            tx.send_to_via(f.sock, &self.scratch[..len], self.opts.target)
+        } else {
+            // Nothing to write: sent from where it lies (one copy, into
+            // the send slot, not two).
+            tx.send_to_via(f.sock, data, self.opts.target)
+        };
         if written_off {
             // Its request is given up on: it leaves the window too.
             self.in_flight.answered(1);
