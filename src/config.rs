@@ -188,6 +188,19 @@ config! {
     /// TOS byte / traffic class their datagram arrived with (DSCP and ECN
     /// reflected, per send); needs `recv_tos`. Default: off.
     reflect_tos: bool = false;
+    /// Software receive timestamps (`SO_TIMESTAMPNS`): every datagram
+    /// carries the time the kernel received it
+    /// ([`crate::Datagram::rx_timestamp`]), so a service can tell time
+    /// spent in the socket queue from time in its handler. One more
+    /// control record per datagram; nothing when off. Default: off.
+    rx_timestamps: bool = false;
+    /// Software TX timestamps on request: a send queued after
+    /// [`crate::Transport::timestamp_next`] asks the kernel for the time it
+    /// handed the datagram to the device, delivered to
+    /// [`crate::Handler::on_tx_timestamp`] (`SO_TIMESTAMPING` with
+    /// `SCM_TS_OPT_ID`, Linux 6.13; read from the error queue). Sends that
+    /// do not ask cost nothing more. Default: off.
+    tx_timestamps: bool = false;
     /// `IPV6_V6ONLY` on IPv6 sockets: `Some(true)` IPv6 only, `Some(false)`
     /// dual-stack (IPv4 as v4-mapped addresses), `None` the system's
     /// default (`net.ipv6.bindv6only`). Default: none.

@@ -490,6 +490,7 @@ fn worker_body<H: Handler>(
     let mut core = Core::new(pool, socks, i, cfg.gso, cfg.max_queued_sends, shared, guard);
     core.busy_poll = cfg.busy_poll;
     core.reflect_tos = cfg.reflect_tos;
+    core.tx_timestamps = cfg.tx_timestamps;
     core.publish();
     let handler = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make_handler)) {
         Ok(h) => h,

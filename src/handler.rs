@@ -10,7 +10,7 @@ use std::any::Any;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU16;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::bufring::Lent;
 use crate::error::{ErrorEvent, SendError};
@@ -40,6 +40,14 @@ pub trait Handler: 'static {
     /// from the error queue, refused sends).
     fn on_error(&mut self, event: ErrorEvent, tx: &mut Transport<'_>) {
         let _ = (event, tx);
+    }
+    /// The kernel's software TX timestamp of a send queued after
+    /// [`Transport::timestamp_next`]`(id)`: when it handed the datagram
+    /// to the device (`CLOCK_REALTIME`). Needs
+    /// [`Config::tx_timestamps`](crate::Config). A GSO train cut into
+    /// single sends (GSO off) reports once per datagram.
+    fn on_tx_timestamp(&mut self, id: u32, at: SystemTime, tx: &mut Transport<'_>) {
+        let _ = (id, at, tx);
     }
     /// A timer set with [`Transport::call_later`] or
     /// [`Transport::call_every`] fired.
@@ -96,6 +104,17 @@ impl Datagram<'_> {
     /// [`Config::recv_tos`](crate::Config) is on.
     pub fn tos(&self) -> Option<u8> {
         self.meta.cmsg.tos
+    }
+
+    /// When the kernel received it (software timestamp, `CLOCK_REALTIME`,
+    /// compare with [`SystemTime::now`]): the time before the handler saw
+    /// it is `SystemTime::now() - rx_timestamp()`. `None` unless
+    /// [`Config::rx_timestamps`](crate::Config) is on.
+    pub fn rx_timestamp(&self) -> Option<SystemTime> {
+        self.meta
+            .cmsg
+            .rx_ns
+            .map(|ns| UNIX_EPOCH + Duration::from_nanos(ns))
     }
 
     /// Index of the interface it arrived on, when the kernel said.
@@ -165,6 +184,18 @@ pub struct Transport<'a> {
 }
 
 impl Transport<'_> {
+    /// Asks for the kernel's TX timestamp of the next datagram this
+    /// handler queues (any send: `send_to`, `reply`, `forward`, ...); it
+    /// arrives as [`Handler::on_tx_timestamp`] with `id`. False (nothing
+    /// asked) unless [`Config::tx_timestamps`](crate::Config) is on. The
+    /// request costs the send a control message (it goes by `sendmsg`).
+    pub fn timestamp_next(&mut self, id: u32) -> bool {
+        if self.core.tx_timestamps {
+            self.core.stamp_next = Some(id);
+        }
+        self.core.tx_timestamps
+    }
+
     /// Copies `data` into a send slot and queues it for `to`, from the
     /// worker's first socket. Use it for data the handler builds; use
     /// [`Transport::reply`] or [`Transport::forward`] to send received

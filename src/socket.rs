@@ -72,6 +72,13 @@ pub(crate) fn open(
     if cfg.recv_tos {
         sys::socket::set_recv_tos(fd, bind.is_ipv6())?;
     }
+    if cfg.rx_timestamps {
+        sys::socket::set_rx_timestamps(fd)?;
+    }
+    if cfg.tx_timestamps {
+        sys::socket::set_tx_timestamps(fd)
+            .map_err(|e| io::Error::new(e.kind(), format!("SO_TIMESTAMPING: {e}")))?;
+    }
     if cfg.pmtu_discover {
         sys::socket::set_pmtu_discover(fd, bind.is_ipv6(), true)?;
     }

@@ -121,6 +121,8 @@ counters! {
     cancelled,
     /// Error events handed to the handler.
     error_events,
+    /// TX timestamps handed to the handler (`on_tx_timestamp`).
+    tx_timestamps,
     /// Times the receive was armed (1 + re-arms after ENOBUFS or errors).
     recv_arms,
     /// Completions or messages that could not be used (counted, dropped).

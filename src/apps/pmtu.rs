@@ -243,7 +243,9 @@ impl Prober {
     fn drain_errors(&mut self) -> Option<Answer> {
         let mut answer = None;
         while let Some(entry) = sys::read_errqueue(self.sock.as_raw_fd()) {
-            let Some(e) = entry else { continue };
+            let sys::Queued::Error(e) = entry else {
+                continue;
+            };
             self.icmp_seen += 1;
             answer = match e.errno {
                 libc::EMSGSIZE => Some(Answer::TooBig((e.info != 0).then_some(e.info))),

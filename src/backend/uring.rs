@@ -40,6 +40,9 @@ const BLOCKED_GIVE_UP: Duration = Duration::from_millis(50);
 struct Driver {
     ring: Ring,
     recv_armed: Vec<bool>,
+    /// The error-queue polls, per socket (empty when TX timestamps are
+    /// off: errors then end the receive, which is enough).
+    errors_armed: Vec<bool>,
     wake_armed: bool,
     in_flight: usize,
     send_headers: usize,
@@ -63,6 +66,17 @@ impl Driver {
 
     fn any_recv_armed(&self) -> bool {
         self.recv_armed.iter().any(|&a| a)
+    }
+
+    /// Arms every error-queue poll that has ended.
+    fn arm_errors(&mut self) -> io::Result<()> {
+        for i in 0..self.errors_armed.len() {
+            if !self.errors_armed[i] {
+                self.ring.arm_errors(i)?;
+                self.errors_armed[i] = true;
+            }
+        }
+        Ok(())
     }
 
     /// Turns queued sends into SQEs; stops early (leaving the rest queued)
@@ -187,6 +201,17 @@ impl Driver {
                     }
                 }
                 Some(Op::Cancel) => {}
+                Some(Op::Errors(sock)) => {
+                    let sock = sock as usize;
+                    match self.errors_armed.get_mut(sock) {
+                        Some(armed) if !c.more() => *armed = false,
+                        Some(_) => {}
+                        None => w.invalid(),
+                    }
+                    if dispatch && c.res >= 0 && sock < self.errors_armed.len() {
+                        w.drain_errors(sock);
+                    }
+                }
                 Some(Op::Recv(sock)) => {
                     self.on_recv(w, sock as usize, c, dispatch);
                     self.relieve(w)?;
@@ -233,6 +258,11 @@ impl Driver {
         if self.wake_armed {
             self.ring.cancel(Op::Wake)?;
         }
+        for i in 0..self.errors_armed.len() {
+            if self.errors_armed[i] {
+                self.ring.cancel(Op::Errors(i as u32))?;
+            }
+        }
         let start = Instant::now();
         let deadline = start + limit;
         let mut stopped = false;
@@ -258,6 +288,7 @@ impl Driver {
             }
             if !self.any_recv_armed()
                 && !self.wake_armed
+                && !self.errors_armed.iter().any(|&a| a)
                 && self.in_flight == 0
                 && w.core.queue.is_empty()
             {
@@ -307,6 +338,7 @@ pub(crate) fn run<H: Handler>(
     let mut d = Driver {
         ring,
         recv_armed: vec![false; fds.len()],
+        errors_armed: vec![false; if cfg.tx_timestamps { fds.len() } else { 0 }],
         wake_armed: false,
         in_flight: 0,
         send_headers: sends,
@@ -316,6 +348,7 @@ pub(crate) fn run<H: Handler>(
     let setup = d
         .arm_wake()
         .and_then(|_| (0..fds.len()).try_for_each(|i| d.arm_recv(i)))
+        .and_then(|_| d.arm_errors())
         .and_then(|_| d.ring.submit());
     if let Err(e) = setup {
         let msg = e.to_string();
@@ -343,6 +376,7 @@ pub(crate) fn run<H: Handler>(
             if !d.wake_armed {
                 d.arm_wake()?;
             }
+            d.arm_errors()?;
             // A batch of sends (a flood): submit them and wait for them and
             // one more completion in the same enter, rather than waking once
             // for the sends and entering again; bounded, since a send that

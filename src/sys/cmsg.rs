@@ -20,9 +20,19 @@ pub(crate) const UDP_SEGMENT: libc::c_int = 103;
 /// `UDP_GRO`: on a socket, coalesce; on a datagram, its segment size.
 pub(crate) const UDP_GRO: libc::c_int = 104;
 
-/// Size of the control area for sends: a `UDP_SEGMENT` (a u16) and an
-/// `in6_pktinfo` (20 bytes, the larger of the two PKTINFOs).
-pub const SEND_CMSG_LEN: usize = space(2) + space(20) + space(4);
+/// `SO_TIMESTAMPNS` / `SCM_TIMESTAMPNS` (asm-generic/socket.h, the
+/// 64-bit `timespec` layout): a software receive timestamp per datagram.
+pub(crate) const SO_TIMESTAMPNS: libc::c_int = 35;
+/// `SO_TIMESTAMPING` / `SCM_TIMESTAMPING`: `struct scm_timestamping`
+/// (three timespecs; the first is the software one).
+pub(crate) const SO_TIMESTAMPING: libc::c_int = 37;
+/// `SCM_TS_OPT_ID` (Linux 6.13): the ID a send's TX timestamp carries.
+pub(crate) const SCM_TS_OPT_ID: libc::c_int = 81;
+
+/// Size of the control area for sends: a `UDP_SEGMENT` (a u16), an
+/// `in6_pktinfo` (20 bytes, the larger of the two PKTINFOs), a TOS, and
+/// a TX timestamp request (`SO_TIMESTAMPING` flags and `SCM_TS_OPT_ID`).
+pub const SEND_CMSG_LEN: usize = space(2) + space(20) + space(4) + 2 * space(4);
 
 const HDR_LEN: usize = mem::size_of::<libc::cmsghdr>();
 
@@ -130,6 +140,9 @@ pub struct RecvCmsg {
     /// `IP_TOS` / `IPV6_TCLASS` (with `recv_tos`): DSCP and ECN as the
     /// datagram arrived.
     pub tos: Option<u8>,
+    /// `SCM_TIMESTAMPNS` (with `rx_timestamps`): when the kernel received
+    /// it, nanoseconds since the Unix epoch (`CLOCK_REALTIME`).
+    pub rx_ns: Option<u64>,
 }
 
 impl RecvCmsg {
@@ -192,11 +205,27 @@ impl RecvCmsg {
                 (libc::SOL_IPV6, libc::IPV6_TCLASS) => {
                     out.tos = c.u32().and_then(|v| u8::try_from(v).ok());
                 }
+                (libc::SOL_SOCKET, SO_TIMESTAMPNS) => out.rx_ns = timespec_ns(c.data),
                 _ => {}
             }
         }
         out
     }
+}
+
+/// A kernel `timespec` (two native-endian i64: seconds, nanoseconds) at
+/// the start of `b`, as nanoseconds since the epoch; `None` when short,
+/// zero (the kernel had none) or out of range.
+pub(crate) fn timespec_ns(b: &[u8]) -> Option<u64> {
+    let sec = i64::from_ne_bytes(b.get(..8)?.try_into().ok()?);
+    let nsec = i64::from_ne_bytes(b.get(8..16)?.try_into().ok()?);
+    if !(0..1_000_000_000).contains(&nsec) || sec <= 0 {
+        return None;
+    }
+    u64::try_from(sec)
+        .ok()?
+        .checked_mul(1_000_000_000)?
+        .checked_add(nsec as u64)
 }
 
 /// Builds a control area in a caller's buffer.
@@ -240,13 +269,16 @@ impl<'a> CmsgWriter<'a> {
 /// Writes a send's control messages into `buf`: `UDP_SEGMENT` for a GSO
 /// train, `IP_PKTINFO`/`IPV6_PKTINFO` for a chosen source, `IP_TOS` or
 /// `IPV6_TCLASS` for a mark (`tos`, with `v4_path`: the datagram goes out
-/// as IPv4, a v4-mapped destination included). Returns their length (for
-/// `msg_controllen`; 0: none, send without a control area).
+/// as IPv4, a v4-mapped destination included), and a software TX
+/// timestamp request with its ID (`ts_id`: `SO_TIMESTAMPING` with
+/// `SOF_TIMESTAMPING_TX_SOFTWARE`, `SCM_TS_OPT_ID`). Returns their length
+/// (for `msg_controllen`; 0: none, send without a control area).
 pub fn write_send(
     buf: &mut CmsgSpace<SEND_CMSG_LEN>,
     segment: Option<NonZeroU16>,
     src: SrcIp,
     tos: Option<(u8, bool)>,
+    ts_id: Option<u32>,
 ) -> usize {
     let mut w = CmsgWriter::new(&mut buf.0);
     if let Some(seg) = segment {
@@ -283,6 +315,12 @@ pub fn write_send(
         };
         let fits = w.push(level, ty, &libc::c_int::from(t).to_ne_bytes());
         debug_assert!(fits, "SEND_CMSG_LEN holds a TOS too");
+    }
+    if let Some(id) = ts_id {
+        let flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE;
+        let fits = w.push(libc::SOL_SOCKET, SO_TIMESTAMPING, &flags.to_ne_bytes())
+            && w.push(libc::SOL_SOCKET, SCM_TS_OPT_ID, &id.to_ne_bytes());
+        debug_assert!(fits, "SEND_CMSG_LEN holds a timestamp request too");
     }
     w.len()
 }
@@ -323,10 +361,31 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_receive_timestamp_and_refuses_a_bad_one() {
+        let ts = |sec: i64, nsec: i64| {
+            let mut d = sec.to_ne_bytes().to_vec();
+            d.extend_from_slice(&nsec.to_ne_bytes());
+            d
+        };
+        let good = ts(1_700_000_000, 123_456_789);
+        let a = area(&[(libc::SOL_SOCKET, SO_TIMESTAMPNS, &good)]);
+        assert_eq!(RecvCmsg::parse(&a).rx_ns, Some(1_700_000_000_123_456_789));
+        for bad in [
+            ts(1, 1_000_000_000),
+            ts(0, 0),
+            ts(-5, 1),
+            good[..12].to_vec(),
+        ] {
+            let a = area(&[(libc::SOL_SOCKET, SO_TIMESTAMPNS, &bad)]);
+            assert_eq!(RecvCmsg::parse(&a).rx_ns, None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn writer_refuses_what_does_not_fit() {
         let mut s = CmsgSpace::<SEND_CMSG_LEN>::default();
         assert_eq!(
-            write_send(&mut s, NonZeroU16::new(1200), SrcIp::Any, None),
+            write_send(&mut s, NonZeroU16::new(1200), SrcIp::Any, None, None),
             24
         );
         let r: Vec<Cmsg<'_>> = CmsgIter::new(&s.0).collect();
@@ -345,7 +404,7 @@ mod tests {
     fn a_send_area_carries_the_segment_and_the_source() {
         let mut s = CmsgSpace::<SEND_CMSG_LEN>::default();
         assert_eq!(
-            write_send(&mut s, None, SrcIp::Any, None),
+            write_send(&mut s, None, SrcIp::Any, None, None),
             0,
             "nothing to say"
         );
@@ -355,10 +414,20 @@ mod tests {
             NonZeroU16::new(1200),
             SrcIp::V6(a6, 7),
             Some((0xb8, false)),
+            Some(0xdead_beef),
         );
-        assert_eq!(n, SEND_CMSG_LEN, "the three records fill the area exactly");
+        assert_eq!(n, SEND_CMSG_LEN, "the five records fill the area exactly");
         let r: Vec<Cmsg<'_>> = CmsgIter::new(&s.0[..n]).collect();
-        assert_eq!(r.len(), 3);
+        assert_eq!(r.len(), 5);
+        assert_eq!(
+            (r[3].ty, r[3].u32(), r[4].ty, r[4].u32()),
+            (
+                SO_TIMESTAMPING,
+                Some(libc::SOF_TIMESTAMPING_TX_SOFTWARE),
+                SCM_TS_OPT_ID,
+                Some(0xdead_beef)
+            )
+        );
         assert_eq!(
             (r[2].level, r[2].ty, r[2].u32()),
             (libc::SOL_IPV6, libc::IPV6_TCLASS, Some(0xb8))
@@ -369,11 +438,11 @@ mod tests {
         );
         assert_eq!((r[1].level, r[1].ty), (libc::SOL_IPV6, libc::IPV6_PKTINFO));
         // The kernel's own layout, read back as the receive side reads it.
-        let back = RecvCmsg::parse(&s.0[n - space(4) - space(20)..n - space(4)]);
+        let back = RecvCmsg::parse(&s.0[n - 3 * space(4) - space(20)..n - 3 * space(4)]);
         assert_eq!((back.dst, back.ifindex), (Some(IpAddr::V6(a6)), 7));
 
         let a4 = Ipv4Addr::new(198, 18, 5, 2);
-        let n = write_send(&mut s, None, SrcIp::V4(a4), None);
+        let n = write_send(&mut s, None, SrcIp::V4(a4), None, None);
         let back = RecvCmsg::parse(&s.0[..n]);
         assert_eq!(
             (back.spec_dst, back.dst, back.ifindex),

@@ -64,6 +64,9 @@ pub struct Transmit {
     /// This send's TOS byte / traffic class (an `IP_TOS` or `IPV6_TCLASS`
     /// control message), or the socket's.
     pub tos: Option<u8>,
+    /// Ask the kernel for this send's software TX timestamp, reported on
+    /// the error queue with this ID (`SO_TIMESTAMPING`, `SCM_TS_OPT_ID`).
+    pub ts_id: Option<u32>,
 }
 
 /// The source address of a send, in the sending socket's family: what a

@@ -165,7 +165,13 @@ impl MmsgBufs {
             h.msg_hdr.msg_namelen = self.names[i].len();
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
-            let len = write_send(&mut self.send_ctrls[i], t.segment, t.src, t.tos_cmsg());
+            let len = write_send(
+                &mut self.send_ctrls[i],
+                t.segment,
+                t.src,
+                t.tos_cmsg(),
+                t.ts_id,
+            );
             if len > 0 {
                 h.msg_hdr.msg_control = self.send_ctrls[i].0.as_mut_ptr().cast();
                 h.msg_hdr.msg_controllen = len;

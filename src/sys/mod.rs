@@ -54,6 +54,6 @@ pub(crate) mod uring;
 #[cfg(feature = "cli")]
 pub use addr::unspecified_like;
 pub(crate) use addr::{RawAddr, canonical};
-pub(crate) use errqueue::{QueuedError, read_errqueue, take_socket_error};
+pub(crate) use errqueue::{Queued, QueuedError, read_errqueue, take_socket_error};
 pub(crate) use event::{EventFd, poll};
 pub(crate) use meta::{RecvMeta, SrcIp, Transmit};

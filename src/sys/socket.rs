@@ -76,6 +76,33 @@ pub fn set_recv_tos(fd: RawFd, v6: bool) -> io::Result<()> {
     }
 }
 
+/// Software receive timestamps (`SO_TIMESTAMPNS`): every datagram carries
+/// an `SCM_TIMESTAMPNS` with the `CLOCK_REALTIME` time the kernel took it.
+pub fn set_rx_timestamps(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_SOCKET, super::cmsg::SO_TIMESTAMPNS, 1)
+}
+
+/// Software TX timestamps on request (`SO_TIMESTAMPING`): the socket
+/// reports (`SOFTWARE`) with an ID (`OPT_ID`; each send that asks gives
+/// its own with `SCM_TS_OPT_ID`), without the payload (`OPT_TSONLY`);
+/// nothing is recorded unless a send's own `SO_TIMESTAMPING` control
+/// message asks (`TX_SOFTWARE` per send), and received datagrams carry no
+/// `SCM_TIMESTAMPING` (`OPT_RX_FILTER`). The stamps arrive on the error
+/// queue. `SCM_TS_OPT_ID` needs Linux 6.13: an older kernel refuses the
+/// first send that asks (`EINVAL`).
+pub fn set_tx_timestamps(fd: RawFd) -> io::Result<()> {
+    let flags = libc::SOF_TIMESTAMPING_SOFTWARE
+        | libc::SOF_TIMESTAMPING_OPT_ID
+        | libc::SOF_TIMESTAMPING_OPT_TSONLY
+        | libc::SOF_TIMESTAMPING_OPT_RX_FILTER;
+    setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        super::cmsg::SO_TIMESTAMPING,
+        flags as libc::c_int,
+    )
+}
+
 /// The socket's kernel drop counter (`SO_MEMINFO`, `SK_MEMINFO_DROPS`):
 /// every buffer the kernel dropped for this socket since it was made (a
 /// GRO train counts once), readable at any time, unlike `SO_RXQ_OVFL`
@@ -148,7 +175,7 @@ pub fn send_from(fd: RawFd, data: &[u8], to: &RawAddr, src: SrcIp) -> io::Result
         return send_to(fd, data, to);
     }
     let mut ctl = CmsgSpace::<SEND_CMSG_LEN>::default();
-    let ctl_len = write_send(&mut ctl, None, src, None);
+    let ctl_len = write_send(&mut ctl, None, src, None, None);
     let mut iov = libc::iovec {
         iov_base: data.as_ptr().cast_mut().cast(),
         iov_len: data.len(),

@@ -54,6 +54,9 @@ pub enum Op {
     Wake,
     /// An `AsyncCancel` (its own completion carries nothing we need).
     Cancel,
+    /// The multishot poll for the error queue of socket `n` (armed when
+    /// TX timestamps are on: they do not fail a receive as errors do).
+    Errors(u32),
 }
 
 impl Op {
@@ -65,6 +68,7 @@ impl Op {
             Op::Send(n) => (2, n),
             Op::Wake => (3, 0),
             Op::Cancel => (4, 0),
+            Op::Errors(n) => (5, n),
         };
         tag << Self::TAG_SHIFT | u64::from(n)
     }
@@ -76,6 +80,7 @@ impl Op {
             2 => Some(Op::Send(n)),
             3 if n == 0 => Some(Op::Wake),
             4 if n == 0 => Some(Op::Cancel),
+            5 => Some(Op::Errors(n)),
             _ => None,
         }
     }
@@ -253,6 +258,21 @@ impl Ring {
         unsafe { self.push(&e.user_data(Op::Wake.encode())) }
     }
 
+    /// Arms a multishot poll for `POLLERR` on socket `sock`: an entry on
+    /// its error queue (a TX timestamp, an ICMP error).
+    pub fn arm_errors(&mut self, sock: usize) -> io::Result<()> {
+        let ev = libc::POLLERR as u32;
+        let e = if self.fixed {
+            opcode::PollAdd::new(Fixed(sock as u32), ev)
+        } else {
+            opcode::PollAdd::new(Fd(self.fds[sock]), ev)
+        }
+        .multi(true)
+        .build();
+        // SAFETY: a poll points at no memory of ours.
+        unsafe { self.push(&e.user_data(Op::Errors(sock as u32).encode())) }
+    }
+
     /// Asks the kernel to cancel the request `op`.
     pub fn cancel(&mut self, op: Op) -> io::Result<()> {
         let e = opcode::AsyncCancel::new(op.encode()).build();
@@ -284,7 +304,7 @@ impl Ring {
         h.msg.msg_namelen = h.addr.len();
         h.msg.msg_iov = &mut h.iov;
         h.msg.msg_iovlen = 1;
-        let ctl = write_send(&mut h.cmsg, t.segment, t.src, t.tos_cmsg());
+        let ctl = write_send(&mut h.cmsg, t.segment, t.src, t.tos_cmsg(), t.ts_id);
         if ctl > 0 {
             h.msg.msg_controllen = ctl;
             h.msg.msg_control = h.cmsg.0.as_mut_ptr().cast();
@@ -532,6 +552,7 @@ mod tests {
             Op::Send(u32::MAX),
             Op::Wake,
             Op::Cancel,
+            Op::Errors(3),
         ] {
             assert_eq!(Op::decode(op.encode()), Some(op));
         }

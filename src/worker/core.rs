@@ -92,6 +92,11 @@ pub(crate) struct Core {
     /// Answers carry the mark their datagram arrived with
     /// (`Config::reflect_tos`).
     pub reflect_tos: bool,
+    /// TX timestamps may be asked for (`Config::tx_timestamps`).
+    pub tx_timestamps: bool,
+    /// The ID the next queued send asks its TX timestamp under
+    /// ([`crate::Transport::timestamp_next`]).
+    pub stamp_next: Option<u32>,
     pub shared: Arc<WorkerShared>,
 }
 
@@ -117,6 +122,8 @@ impl Core {
             index,
             busy_poll: false,
             reflect_tos: false,
+            tx_timestamps: false,
+            stamp_next: None,
             shared,
         }
     }
@@ -201,6 +208,7 @@ impl Core {
             retried: false,
             src,
             tos,
+            ts_id: None,
         });
         self.pool.release(lent);
         r
@@ -263,6 +271,7 @@ impl Core {
             retried: false,
             src,
             tos,
+            ts_id: None,
         })
     }
 
@@ -270,6 +279,9 @@ impl Core {
     /// the socket's connected peer goes without an address (the kernel's
     /// cached route).
     pub fn push(&mut self, mut t: Transmit) -> Result<(), SendError> {
+        if t.ts_id.is_none() {
+            t.ts_id = self.stamp_next.take();
+        }
         if let Some(Some(peer)) = self.socks.connected.get(usize::from(t.sock))
             && peer.same(&t.dst)
         {

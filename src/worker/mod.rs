@@ -184,8 +184,13 @@ impl<H: Handler> Worker<H> {
         while let Some(entry) = sys::read_errqueue(fd) {
             n += 1;
             match entry {
-                Some(e) => self.error_event(ErrorEvent::from_queued(e)),
-                None => self.invalid(),
+                sys::Queued::Error(e) => self.error_event(ErrorEvent::from_queued(e)),
+                sys::Queued::TxTimestamp { id, ns } => {
+                    self.core.stats.c.tx_timestamps += 1;
+                    let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
+                    self.call(|h, tx| h.on_tx_timestamp(id, at, tx));
+                }
+                sys::Queued::Unknown => self.invalid(),
             }
         }
         // A pending SO_ERROR without a queue entry (e.g. no IP_RECVERR on a

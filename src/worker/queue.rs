@@ -136,6 +136,7 @@ mod tests {
             retried: false,
             src: crate::sys::SrcIp::Any,
             tos: None,
+            ts_id: None,
         }
     }
 
