@@ -147,7 +147,7 @@ mod stats;
 mod sys;
 mod worker;
 
-pub use backend::{BACKEND_ENV, choose_backend, uring_support};
+pub use backend::{BACKEND_ENV, choose_backend, uring_support, uring_tx_timestamps};
 pub use bufring::HEADROOM;
 pub use config::{
     Backend, Config, ConfigBuilder, ConfigError, DEFAULT_SLOT_SIZE, GRO_SLOT_SIZE, Join, Multicast,

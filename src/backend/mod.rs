@@ -96,6 +96,21 @@ pub fn uring_support() -> Result<(), String> {
         .clone()
 }
 
+/// Whether the `uring` backend reads TX timestamps with io_uring's own
+/// command (`SOCKET_URING_OP_TX_TIMESTAMP`, Linux 6.15; no system call per
+/// timestamp) or, without it, from the error queue with `recvmsg` (one
+/// each). Probed once per process; the error says why not.
+pub fn uring_tx_timestamps() -> Result<(), String> {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            std::thread::spawn(crate::sys::txstamp::probe)
+                .join()
+                .unwrap_or_else(|_| Err("the timestamp probe panicked".into()))
+        })
+        .clone()
+}
+
 /// Picks the backend: an explicit choice, else `UDPRING_BACKEND`, else
 /// `uring` when supported. Returns the backend and, when it fell back, why.
 pub fn choose_backend(requested: Option<Backend>) -> io::Result<(Backend, Option<String>)> {

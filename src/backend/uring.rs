@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::handler::Handler;
+use crate::sys::txstamp::TxStampRing;
 use crate::sys::uring::{Completion, Op, Ring, RingOpts};
 use crate::worker::Worker;
 
@@ -43,6 +44,9 @@ struct Driver {
     /// The error-queue polls, per socket (empty when TX timestamps are
     /// off: errors then end the receive, which is enough).
     errors_armed: Vec<bool>,
+    /// TX timestamps by io_uring command, where the kernel has it (else
+    /// the error queue is read with `recvmsg`).
+    stamps: Option<TxStampRing>,
     wake_armed: bool,
     in_flight: usize,
     send_headers: usize,
@@ -209,7 +213,16 @@ impl Driver {
                         None => w.invalid(),
                     }
                     if dispatch && c.res >= 0 && sock < self.errors_armed.len() {
-                        w.drain_errors(sock);
+                        match &mut self.stamps {
+                            // ICMP errors still end the receive (and are
+                            // read then); the stamps are the command's.
+                            Some(r) => {
+                                r.take(true, |_, id, ns| w.tx_timestamp(id, ns));
+                            }
+                            None => {
+                                w.drain_errors(sock);
+                            }
+                        }
                     }
                 }
                 Some(Op::Recv(sock)) => {
@@ -339,6 +352,11 @@ pub(crate) fn run<H: Handler>(
         ring,
         recv_armed: vec![false; fds.len()],
         errors_armed: vec![false; if cfg.tx_timestamps { fds.len() } else { 0 }],
+        stamps: if cfg.tx_timestamps && crate::backend::uring_tx_timestamps().is_ok() {
+            TxStampRing::new(&fds).ok()
+        } else {
+            None
+        },
         wake_armed: false,
         in_flight: 0,
         send_headers: sends,
@@ -397,6 +415,10 @@ pub(crate) fn run<H: Handler>(
             };
             d.ring.wait(want, timeout)?;
             d.handle(w, true)?;
+            if let Some(r) = &mut d.stamps {
+                // Posted by task work during the wait: memory reads only.
+                r.take(false, |_, id, ns| w.tx_timestamp(id, ns));
+            }
             d.give_up_blocked(w)?;
             if w.core.shared.inbox.pending() {
                 // Sender datagrams that waited for send slots.

@@ -21,6 +21,7 @@
 //! | `mcast.rs` | multicast and broadcast options |
 //! | `mmsg.rs` | header arrays for `recvmmsg`/`sendmmsg` |
 //! | `uring.rs` | the io_uring ring: setup, registration, entries, completions |
+//! | `txstamp.rs` | TX timestamps by io_uring command, where the kernel has it |
 
 /// Calls a libc function and turns `-1` into the thread's `errno`.
 macro_rules! syscall {
@@ -49,6 +50,7 @@ pub(crate) mod mmsg;
 pub(crate) mod random;
 pub(crate) mod signal;
 pub(crate) mod socket;
+pub(crate) mod txstamp;
 pub(crate) mod uring;
 
 #[cfg(feature = "cli")]

@@ -174,8 +174,26 @@ pub fn send_from(fd: RawFd, data: &[u8], to: &RawAddr, src: SrcIp) -> io::Result
     if src == SrcIp::Any {
         return send_to(fd, data, to);
     }
+    send_msg(fd, data, to, src, None)
+}
+
+/// Sends `data` to a connected socket's peer asking for its software TX
+/// timestamp under `id` (see [`set_tx_timestamps`]), without blocking.
+pub fn send_stamped(fd: RawFd, data: &[u8], id: u32) -> io::Result<()> {
+    send_msg(fd, data, &RawAddr::zeroed(), SrcIp::Any, Some(id))
+}
+
+/// `sendmsg` with the control messages of [`write_send`] (the empty
+/// address: the connected peer).
+fn send_msg(
+    fd: RawFd,
+    data: &[u8],
+    to: &RawAddr,
+    src: SrcIp,
+    ts_id: Option<u32>,
+) -> io::Result<()> {
     let mut ctl = CmsgSpace::<SEND_CMSG_LEN>::default();
-    let ctl_len = write_send(&mut ctl, None, src, None, None);
+    let ctl_len = write_send(&mut ctl, None, src, None, ts_id);
     let mut iov = libc::iovec {
         iov_base: data.as_ptr().cast_mut().cast(),
         iov_len: data.len(),

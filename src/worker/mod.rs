@@ -185,11 +185,7 @@ impl<H: Handler> Worker<H> {
             n += 1;
             match entry {
                 sys::Queued::Error(e) => self.error_event(ErrorEvent::from_queued(e)),
-                sys::Queued::TxTimestamp { id, ns } => {
-                    self.core.stats.c.tx_timestamps += 1;
-                    let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
-                    self.call(|h, tx| h.on_tx_timestamp(id, at, tx));
-                }
+                sys::Queued::TxTimestamp { id, ns } => self.tx_timestamp(id, ns),
                 sys::Queued::Unknown => self.invalid(),
             }
         }
@@ -202,6 +198,13 @@ impl<H: Handler> Worker<H> {
             n += 1;
         }
         n
+    }
+
+    /// A TX timestamp for the send that asked under `id`: to the handler.
+    pub fn tx_timestamp(&mut self, id: u32, ns: u64) {
+        self.core.stats.c.tx_timestamps += 1;
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
+        self.call(|h, tx| h.on_tx_timestamp(id, at, tx));
     }
 
     /// The receive on socket `sock` failed with `errno` (with IP_RECVERR an
