@@ -9,12 +9,10 @@ mod common;
 
 use common::udpring;
 
-use std::io::BufReader;
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::{listening_addr, vocab};
+use common::{JsonServer as Server, vocab};
 
 /// Runs `udpring ARGS`; stdout must be exactly one JSON document.
 fn doc(args: &[&str]) -> (i32, serde_json::Value) {
@@ -27,43 +25,6 @@ fn doc(args: &[&str]) -> (i32, serde_json::Value) {
         )
     });
     (out.status.code().unwrap_or(-1), v)
-}
-
-/// A background `udpring` with `--json` whose banner (on stderr) names its
-/// address; its document is read at the end.
-struct Server(Child, SocketAddr);
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = udpring()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let addr = listening_addr(&mut BufReader::new(child.stderr.take().unwrap()));
-        Server(child, addr)
-    }
-
-    /// Waits for its end (it was given a duration) and returns its document.
-    fn finish(mut self) -> serde_json::Value {
-        let out = std::mem::replace(
-            &mut self.0,
-            Command::new("true").spawn().expect("a placeholder child"),
-        )
-        .wait_with_output()
-        .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.trim())
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {text}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -2,6 +2,10 @@
 //! buffer. With `sockperf` on, the client flag of sockperf's header is
 //! cleared first, so `sockperf ping-pong` accepts the replies.
 
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::apps::stages::{Stages, ns_of, realtime_ns};
 use crate::{Datagram, Handler, Transport};
 
 /// Length of sockperf's message header: u64 sequence, u16 flags, u32 length.
@@ -65,6 +69,82 @@ impl Handler for Echo {
         }
         // A full send queue is counted (send_exhausted).
         let _ = tx.reply(dgram);
+    }
+}
+
+/// The server's stages with `--kernel-timestamps`, in order.
+pub const SERVER_STAGES: &[&str] = &["receive_queue", "reply_path"];
+/// Replies remembered while their TX stamp is on its way.
+const STAMP_RING: usize = 4096;
+
+/// An echo that splits its own time at the kernel's stamps (needs
+/// `Config::rx_timestamps` and `Config::tx_timestamps`):
+/// `receive_queue` (the kernel received the request -> the handler ran)
+/// and `reply_path` (the handler queued the reply -> the kernel handed it
+/// to the device). Each worker adds its stages into `out` when it stops.
+pub struct TimedEcho {
+    /// What to echo, and how.
+    pub echo: Echo,
+    stages: Stages,
+    /// By ID modulo the ring: (ID, kernel RX, handler) of a reply whose
+    /// TX stamp is awaited.
+    ring: Vec<Option<(u32, u64, u64)>>,
+    next_id: u32,
+    out: Arc<Mutex<Option<Stages>>>,
+}
+
+impl TimedEcho {
+    /// An echo whose stages go into `out` at stop.
+    pub fn new(echo: Echo, out: Arc<Mutex<Option<Stages>>>) -> Self {
+        TimedEcho {
+            echo,
+            stages: Stages::new(SERVER_STAGES),
+            ring: vec![None; STAMP_RING],
+            next_id: 0,
+            out,
+        }
+    }
+}
+
+impl Handler for TimedEcho {
+    fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
+        let now = realtime_ns();
+        let rx = dgram.rx_timestamp().map(ns_of);
+        if !self.echo.discard
+            && let Some(rx) = rx
+            && tx.timestamp_next(self.next_id)
+        {
+            let slot = &mut self.ring[self.next_id as usize % STAMP_RING];
+            if slot.is_some() {
+                // Its stamp never came: the kernel did not stamp it (the
+                // reply was refused) or it is that late.
+                self.stages.missing += 1;
+            }
+            *slot = Some((self.next_id, rx, now));
+            self.next_id = self.next_id.wrapping_add(1);
+        } else {
+            self.stages.missing += 1;
+        }
+        self.echo.on_datagram(dgram, tx);
+    }
+
+    fn on_tx_timestamp(&mut self, id: u32, at: SystemTime, _tx: &mut Transport<'_>) {
+        let slot = &mut self.ring[id as usize % STAMP_RING];
+        if let Some((sid, rx, handler)) = *slot
+            && sid == id
+        {
+            self.stages.record(&[rx, handler, ns_of(at)]);
+            *slot = None;
+        }
+    }
+
+    fn on_stop(&mut self) {
+        self.stages.missing += self.ring.iter().filter(|s| s.is_some()).count() as u64;
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *out {
+            Some(all) => all.merge(&self.stages),
+            None => *out = Some(self.stages.clone()),
+        }
     }
 }
 

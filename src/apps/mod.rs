@@ -12,6 +12,7 @@ pub mod mcast;
 pub mod pmtu;
 pub mod reqresp;
 pub mod seq;
+pub mod stages;
 pub mod window;
 
 /// The unspecified address (`0.0.0.0` or `::`) of an address's family.

@@ -190,3 +190,42 @@ impl Drop for Echo {
         let _ = self.0.wait();
     }
 }
+
+/// A background `udpring` with `--json` whose banner (on stderr) names its
+/// address; its document is read at the end.
+pub struct JsonServer(pub std::process::Child, pub SocketAddr);
+
+impl JsonServer {
+    pub fn start(args: &[&str]) -> JsonServer {
+        let mut child = udpring()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let addr = listening_addr(&mut std::io::BufReader::new(child.stderr.take().unwrap()));
+        JsonServer(child, addr)
+    }
+
+    /// Waits for its end (it was given a duration) and returns its document.
+    pub fn finish(mut self) -> serde_json::Value {
+        let out = std::mem::replace(
+            &mut self.0,
+            std::process::Command::new("true")
+                .spawn()
+                .expect("a placeholder child"),
+        )
+        .wait_with_output()
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {text}"))
+    }
+}
+
+impl Drop for JsonServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -42,6 +42,21 @@ fn has_type(ty: &str, v: &Value) -> Result<(), String> {
             })
         }),
         "row_list" => v.as_array().is_some_and(|a| a.iter().all(Value::is_object)),
+        "kernel_stages_or_null" => {
+            v.is_null()
+                || ["samples", "missing", "clock_steps"]
+                    .iter()
+                    .all(|k| v.get(*k).is_some_and(is_count))
+                    && v["stages"].as_array().is_some_and(|a| {
+                        !a.is_empty()
+                            && a.iter().all(|s| {
+                                s["stage"].is_string()
+                                    && ["p50", "p90", "p99", "p999", "max", "mean"]
+                                        .iter()
+                                        .all(|k| s.get(*k).is_some_and(is_number))
+                            })
+                    })
+        }
         "peer_list" => v.as_array().is_some_and(|a| {
             a.iter()
                 .all(|p| p.get("addr").is_some_and(Value::is_string))

@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 use clap::Args;
-use udpring::apps::echo::Echo;
+use std::sync::{Arc, Mutex};
+
+use udpring::apps::echo::{Echo, TimedEcho};
 use udpring::{Engine, Stats};
 
 use crate::common::{
@@ -28,6 +30,13 @@ pub(crate) struct EchoArgs {
     /// `udpring sink`; either way send with `load --match none`.
     #[arg(long, conflicts_with = "sockperf")]
     discard: bool,
+    /// Split the server's own time at the kernel's timestamps:
+    /// receive_queue (kernel RX -> handler) and reply_path (handler ->
+    /// kernel TX of the reply), printed at exit (JSON: kernel_timestamps).
+    /// Costs a control message per reply. Pair with `udpring load --mode
+    /// ping --kernel-timestamps`.
+    #[arg(long, conflicts_with = "discard")]
+    kernel_timestamps: bool,
     #[command(flatten)]
     serve: ServeArgs,
     #[command(flatten)]
@@ -42,13 +51,22 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
     cfg.recv_tos |= a.reflect_tos;
     cfg.reflect_tos = a.reflect_tos;
     cfg.validate().map_err(|e| usage(e.to_string()))?;
+    cfg.rx_timestamps = a.kernel_timestamps;
+    cfg.tx_timestamps = a.kernel_timestamps;
     udpring::signals::install().map_err(runtime)?;
     let (sockperf, discard) = (a.sockperf, a.discard);
-    let engine = Engine::start(cfg, move |_| Echo {
+    let echo = Echo {
         sockperf,
         discard,
         ..Echo::default()
-    })
+    };
+    let stages = Arc::new(Mutex::new(None));
+    let engine = if a.kernel_timestamps {
+        let out = stages.clone();
+        Engine::start(cfg, move |_| TimedEcho::new(echo, out.clone()))
+    } else {
+        Engine::start(cfg, move |_| echo)
+    }
     .map_err(runtime)?;
     if let Some(why) = engine.fallback_reason() {
         eprintln!("udpring: note: {why}");
@@ -84,10 +102,29 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
         prev = now;
     });
     let (s, failure) = stop(engine);
+    let stages = stages
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .map(|st| st.report());
     if a.serve.json {
-        crate::common::say_json("echo", Some(secs), &s);
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            stats: &'a Stats,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kernel_timestamps: Option<udpring::apps::stages::KernelStages>,
+        }
+        let out = Out {
+            stats: &s,
+            kernel_timestamps: stages,
+        };
+        crate::common::say_json("echo", Some(secs), &out);
     } else {
         say!("{}", totals(&s));
+        if let Some(k) = stages {
+            say!("{}", k.text().trim_end());
+        }
     }
     failure.map_or(Ok(()), Err)
 }

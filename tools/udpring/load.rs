@@ -125,6 +125,14 @@ pub(crate) struct LoadArgs {
     /// answered ones (loss is still reported apart).
     #[arg(long)]
     timeouts_as_latency: bool,
+    /// With --mode ping: split each round trip at the kernel's own
+    /// timestamps (software TX stamp of the request, RX stamp of the
+    /// reply): send_path (app -> kernel TX), wire_and_server (kernel TX ->
+    /// kernel RX) and receive_queue (kernel RX -> app), each with its
+    /// percentiles. Pair with `udpring echo --kernel-timestamps` for the
+    /// server's own split.
+    #[arg(long)]
+    kernel_timestamps: bool,
     #[command(flatten)]
     limits: crate::limits::Limits,
     /// Backend: uring, mmsg or simple.
@@ -311,6 +319,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     }
     o.progress_every = a.interval;
     o.timeouts_as_latency = a.timeouts_as_latency;
+    o.kernel_timestamps = a.kernel_timestamps;
     if let Some((i, n)) = a.shard {
         crate::fleet::shard(&mut o, i, n)?;
     }

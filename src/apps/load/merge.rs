@@ -10,6 +10,10 @@ impl LoadReport {
         let first = reports.first().ok_or("nothing to merge")?;
         let mut out = first.clone();
         out.command = "report".into();
+        // Stage percentiles do not add up without their histograms.
+        if reports.len() > 1 {
+            out.kernel_timestamps = None;
+        }
         let mut hist = first.histogram.to_histogram()?;
         for r in &reports[1..] {
             out.run_tokens.extend(r.run_tokens.iter().cloned());

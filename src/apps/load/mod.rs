@@ -96,6 +96,8 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
     cfg.sockets_per_worker = per;
     cfg.distinct_ports = true;
     cfg.busy_poll = opts.busy_poll;
+    cfg.rx_timestamps = opts.kernel_timestamps;
+    cfg.tx_timestamps = opts.kernel_timestamps;
     // A socket connected to a group would hear no unicast answers.
     cfg.connect = (opts.connect && !opts.target.ip().is_multicast()).then_some(opts.target);
     if opts.target.ip().is_multicast() {
@@ -196,6 +198,8 @@ struct Collected {
     responders: Vec<(ResponderReport, Histogram<u64>)>,
     /// The longest measured span of any worker, ns.
     span: u64,
+    /// `--kernel-timestamps`: every worker's stages.
+    stages: Option<crate::apps::stages::Stages>,
 }
 
 /// Adds up what the workers published when they were done.
@@ -205,8 +209,15 @@ fn collect(shared: &[Arc<Mutex<Partial>>]) -> Collected {
     let mut by_addr: BTreeMap<SocketAddr, (ResponderReport, Histogram<u64>)> = BTreeMap::new();
     let mut span = 0;
     let mut max_lag_ns = 0;
+    let mut stages: Option<crate::apps::stages::Stages> = None;
     for p in shared {
         let mut p = lock(p);
+        if let Some(st) = p.stages.take() {
+            match &mut stages {
+                Some(all) => all.merge(&st),
+                None => stages = Some(st),
+            }
+        }
         counts.add(&p.counts);
         span = span.max(p.measured_ns);
         max_lag_ns = max_lag_ns.max(p.max_lag_ns);
@@ -235,6 +246,7 @@ fn collect(shared: &[Arc<Mutex<Partial>>]) -> Collected {
         hist,
         responders: by_addr.into_values().collect(),
         span,
+        stages,
     }
 }
 
@@ -294,7 +306,9 @@ pub fn run_load(
         _ => c.span as f64 / 1e9,
     }
     .max(1e-9);
+    let stages = c.stages.as_ref().map(|s| s.report());
     let mut r = report(opts, backend, workers, secs, c, &engine_stats, host_udp);
+    r.kernel_timestamps = stages;
     r.run_tokens = vec![format!("{token:016x}")];
     Ok(r)
 }
@@ -342,6 +356,7 @@ fn report(
         command: "load".into(),
         generator: concat!("udpring ", env!("CARGO_PKG_VERSION")).into(),
         run_tokens: Vec::new(),
+        kernel_timestamps: None,
         target: opts.target.to_string(),
         mode: opts.mode.name().to_string(),
         rate: match opts.mode {

@@ -112,6 +112,10 @@ pub struct LoadOpts {
     /// Record a request that got no answer at the timeout (`ping_timeout`)
     /// in the latency histogram, so percentiles include them.
     pub timeouts_as_latency: bool,
+    /// Ping mode: split each round trip at the kernel's TX stamp of the
+    /// request and RX stamp of the reply (`send_path`, `wire_and_server`,
+    /// `receive_queue`).
+    pub kernel_timestamps: bool,
 }
 
 impl LoadOpts {
@@ -149,6 +153,7 @@ impl LoadOpts {
             tos: None,
             only_v6: None,
             timeouts_as_latency: false,
+            kernel_timestamps: false,
         }
     }
 
@@ -229,6 +234,22 @@ impl LoadOpts {
     fn validate_common(&self) -> Result<(), String> {
         if self.target.port() == 0 {
             return Err("target port 0: give the port the server listens on".into());
+        }
+        if self.kernel_timestamps {
+            if self.mode != Mode::Ping {
+                return Err(
+                    "--kernel-timestamps splits round trips one at a time: --mode ping".into(),
+                );
+            }
+            if self.target.ip().is_multicast() {
+                return Err("--kernel-timestamps needs one server (a unicast target)".into());
+            }
+            if self.flows > super::worker::KSTAMP_MAX_FLOWS {
+                return Err(format!(
+                    "--kernel-timestamps takes at most {} flows",
+                    super::worker::KSTAMP_MAX_FLOWS
+                ));
+            }
         }
         match (self.mode, self.burst) {
             (Mode::Rate(_), Some((n, every))) => {

@@ -298,6 +298,11 @@ pub struct LoadReport {
     /// histogram at the timeout.
     #[serde(default)]
     pub timeouts_as_latency: bool,
+    /// `--kernel-timestamps`: each round trip split at the kernel's stamps
+    /// (`send_path`, `wire_and_server`, `receive_queue`), µs; `null`
+    /// without it (and in a merge).
+    #[serde(default)]
+    pub kernel_timestamps: Option<crate::apps::stages::KernelStages>,
     /// One-way (`--match none`): nothing was expected back; `lost` is 0
     /// and `rtt_us` null by design. The sink reports what arrived.
     #[serde(default)]
@@ -417,6 +422,7 @@ mod props {
                     command: "load".into(),
                     generator: "udpring test".into(),
                     run_tokens: vec![format!("{:016x}", n[3])],
+                    kernel_timestamps: None,
                     target: "127.0.0.1:9".into(),
                     mode: "flood".into(),
                     rate: with_rate.then_some(f[0]),

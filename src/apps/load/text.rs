@@ -157,6 +157,9 @@ impl LoadReport {
             ),
             None => "rtt us  - (no replies)\n".to_string(),
         };
+        if let Some(k) = &self.kernel_timestamps {
+            s += &k.text();
+        }
         s
     }
 }

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+mod kstamp;
 mod reply;
 mod send;
+
+pub use kstamp::MAX_FLOWS as KSTAMP_MAX_FLOWS;
 
 use super::matcher::{Found, IdRing, Match, read_id, write_id};
 use super::opts::{LoadOpts, Mode};
@@ -67,6 +70,8 @@ pub(super) struct Partial {
     pub sending: bool,
     /// Paced runs: the furthest a measured send fell behind its due time.
     pub max_lag_ns: u64,
+    /// `--kernel-timestamps`: the round trips' stages, set when done.
+    pub stages: Option<crate::apps::stages::Stages>,
     pub done: bool,
 }
 
@@ -118,6 +123,8 @@ pub(super) struct Worker {
     last_measured_ns: u64,
     /// Multicast target: replies by responder.
     responders: Responders,
+    /// `--kernel-timestamps`: the stamps of requests and replies.
+    ks: Option<kstamp::KStamps>,
     shared: Arc<Mutex<Partial>>,
     abort: Arc<AtomicBool>,
 }
@@ -152,6 +159,7 @@ impl Worker {
                 flows.push(f);
             }
         }
+        let nflows = flows.len();
         Worker {
             token,
             epoch,
@@ -179,6 +187,7 @@ impl Worker {
             in_flight: InFlight::default(),
             last_measured_ns: 0,
             responders: Responders::new(opts.max_responders),
+            ks: opts.kernel_timestamps.then(|| kstamp::KStamps::new(nflows)),
             shared,
             abort,
             opts,
@@ -287,8 +296,12 @@ impl Worker {
             return;
         }
         let seq = self.flows[fi].next_seq;
+        let t0 = self.ks.as_ref().map(|k| k.before_send(tx, fi, seq));
         if self.send(tx, fi, 1, &[now]) {
             self.flows[fi].in_flight = Some((seq, now));
+            if let (Some(k), Some(t0)) = (&mut self.ks, t0) {
+                k.sent(fi, seq, t0);
+            }
         }
     }
 
@@ -324,6 +337,7 @@ impl Worker {
         }
         self.interval.reset();
         if self.phase == Phase::Done && !p.done {
+            p.stages = self.ks.as_mut().map(|k| k.finish());
             p.total = Some(self.hist.clone());
             p.responders = self.responders.reports();
             p.measured_ns = self.last_measured_ns.saturating_sub(self.measure_at)
@@ -409,6 +423,9 @@ impl Handler for Worker {
     }
 
     fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
+        if let Some(k) = &mut self.ks {
+            k.reply = kstamp::reply_times(&dgram);
+        }
         let now = self.now_ns();
         self.advance(now);
         let from = dgram.source();
@@ -434,6 +451,12 @@ impl Handler for Worker {
         }
         if self.opts.mode == Mode::Flood && self.opts.window.is_some() {
             self.flood(tx);
+        }
+    }
+
+    fn on_tx_timestamp(&mut self, id: u32, at: std::time::SystemTime, _tx: &mut Transport<'_>) {
+        if let Some(k) = &mut self.ks {
+            k.tx_stamp(id, crate::apps::stages::ns_of(at));
         }
     }
 

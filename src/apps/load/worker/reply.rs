@@ -88,6 +88,10 @@ impl Worker {
         let answered_ping = f.in_flight.is_some_and(|(s, _)| s == seq);
         if answered_ping {
             f.in_flight = None;
+            let measured = seq >= f.first_measured;
+            if let Some(k) = &mut self.ks {
+                k.replied(fi, seq, measured);
+            }
         }
         if seq < f.first_measured {
             self.counts.warmup_replies += 1;
