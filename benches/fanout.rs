@@ -1,12 +1,13 @@
-//! Fan-out: one datagram in, N out. udpring's `Fanout` handler (every
-//! destination sent from the receive buffer, all sends of a batch in one
-//! submit) against the plain loop a user would write: `recv_from`, then
-//! `send_to` once per destination, one syscall each.
+//! Fan-out: one datagram in, N out, for N = 1, 10, 100 and 1000
+//! subscribers. udpring's `Fanout` handler (every destination sent from
+//! the receive buffer, all sends of a batch in one submit: many SQEs per
+//! `io_uring_enter`) against the plain loop a user would write:
+//! `recv_from`, then `send_to` once per subscriber, one syscall each.
 //!
-//! Each iteration a client sends 32 datagrams to the relay and the N sinks
-//! wait for their 32 each; throughput is in datagrams delivered (32 x N).
-//! The client and the sinks are the same for both relays. Group names:
-//! `fanout/<relay>/<size>B/to<N>`.
+//! Each iteration a client sends a burst (32 datagrams; 4 to 1000
+//! subscribers) to the relay and the N sinks wait for theirs; throughput
+//! is in datagrams delivered (burst x N). The client and the sinks are the
+//! same for both relays, 64 B. Group names: `fanout/<relay>/<size>B/to<N>`.
 //!
 //! Run: `cargo bench --bench fanout`
 
@@ -16,17 +17,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use udpring::apps::fanout::{Fanout, FanoutCounters};
+use udpring::apps::fanout::{Fanout, Relay, RelayOpts};
 use udpring::{Backend, Engine};
 
-const BURST: usize = 32;
+/// Datagrams per iteration to `n` subscribers.
+fn burst(n: usize) -> usize {
+    if n >= 1000 { 4 } else { 32 }
+}
 
 fn sinks(n: usize) -> Vec<UdpSocket> {
     (0..n)
         .map(|_| {
             let s =
                 socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-            let _ = s.set_recv_buffer_size(4 << 20);
+            let _ = s.set_recv_buffer_size(256 << 10);
             s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
                 .unwrap();
             let s: UdpSocket = s.into();
@@ -68,12 +72,13 @@ fn round(
     payload: &[u8],
     buf: &mut [u8],
 ) -> usize {
-    for _ in 0..BURST {
+    let burst = burst(sinks.len());
+    for _ in 0..burst {
         let _ = client.send_to(payload, relay);
     }
     let mut got = 0;
     for s in sinks {
-        for _ in 0..BURST {
+        for _ in 0..burst {
             if s.recv_from(buf).is_err() {
                 break;
             }
@@ -84,8 +89,8 @@ fn round(
 }
 
 fn bench_fanout(c: &mut Criterion) {
-    let n = 3;
-    for size in [64usize, 1400] {
+    let size = 64usize;
+    for n in [1usize, 10, 100, 1000] {
         let payload = vec![0x42u8; size];
         let mut buf = vec![0u8; 2048];
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -97,17 +102,17 @@ fn bench_fanout(c: &mut Criterion) {
                 let (a, t) = plain_relay(dests, stop.clone());
                 (a, None, Some(t))
             } else {
-                let mut cfg = udpring::apps::fanout::config("127.0.0.1:0".parse().unwrap());
+                let mut cfg = udpring::apps::fanout::config("127.0.0.1:0".parse().unwrap(), None);
                 cfg.workers = 1;
                 cfg.backend = udpring::uring_support().ok().map(|_| Backend::Uring);
-                let counters = FanoutCounters::new(n);
-                let e = Engine::start(cfg, move |_| Fanout::new(dests.clone(), counters.clone()))
-                    .unwrap();
+                let relay = Relay::new(RelayOpts::new(dests));
+                let e = Engine::start(cfg, move |_| Fanout::new(relay.clone())).unwrap();
                 (e.local_addr(), Some(e), None)
             };
             let mut lost = 0usize;
             let mut g = c.benchmark_group(format!("fanout/{relay}/{size}B/to{n}"));
-            g.throughput(Throughput::Elements((BURST * n) as u64));
+            let per = burst(n) * n;
+            g.throughput(Throughput::Elements(per as u64));
             g.sample_size(20);
             g.warm_up_time(Duration::from_millis(500));
             g.measurement_time(Duration::from_secs(2));
@@ -115,7 +120,7 @@ fn bench_fanout(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     let t = Instant::now();
                     for _ in 0..iters {
-                        lost += BURST * n - round(&client, addr, &out, &payload, &mut buf);
+                        lost += per - round(&client, addr, &out, &payload, &mut buf);
                     }
                     t.elapsed()
                 })

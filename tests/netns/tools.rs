@@ -12,8 +12,7 @@ use crate::topo::{KillOnDrop, Topology, json_of};
 
 #[test]
 fn fanout_to_three_destinations_delivers_each_datagram_once_to_each() {
-    use std::sync::atomic::Ordering;
-    use udpring::apps::fanout::{Fanout, FanoutCounters};
+    use udpring::apps::fanout::{Fanout, Relay, RelayOpts};
     let Some(topo) = Topology::lan("f") else {
         return;
     };
@@ -35,12 +34,12 @@ fn fanout_to_three_destinations_delivers_each_datagram_once_to_each() {
     .iter()
     .map(|a| a.parse().unwrap())
     .collect();
-    let counters = FanoutCounters::new(dests.len());
-    let (c2, d2) = (counters.clone(), dests.clone());
+    let counters = Relay::new(RelayOpts::new(dests.clone()));
+    let c2 = counters.clone();
     let relay = topo.run_in("h2", move || {
-        let mut cfg = udpring::apps::fanout::config("10.201.0.2:6000".parse().unwrap());
+        let mut cfg = udpring::apps::fanout::config("10.201.0.2:6000".parse().unwrap(), None);
         cfg.workers = 1;
-        Engine::start(cfg, move |_| Fanout::new(d2.clone(), c2.clone())).unwrap()
+        Engine::start(cfg, move |_| Fanout::new(c2.clone())).unwrap()
     });
     const N: u32 = 200;
     topo.run_in("h1", || {
@@ -75,13 +74,14 @@ fn fanout_to_three_destinations_delivers_each_datagram_once_to_each() {
     for (name, g) in [("h1", &g1), ("h3", &g3), ("h3:6002", &g3b)] {
         assert_eq!(seqs(g), all, "{name}: every datagram exactly once");
     }
-    assert_eq!(counters.received.load(Ordering::Relaxed), N as u64);
+    assert_eq!(counters.table().received, N as u64);
     let s = relay.stop().unwrap();
-    for d in &counters.dests {
+    let t = counters.table();
+    for d in &t.dests {
         assert_eq!(d.forwarded(), N as u64);
     }
     assert!(
-        counters.dests[3].refused.load(Ordering::Relaxed) > 0,
+        t.dests[3].refused > 0,
         "the closed port is counted as refusing"
     );
     assert_eq!(s.slots_out, 0);

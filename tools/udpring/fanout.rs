@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use clap::Args;
-use udpring::apps::fanout::{Fanout, FanoutCounters};
+use udpring::apps::fanout::{ControlCounts, Fanout, Kind, Relay, RelayOpts, State, Table};
 use udpring::{Engine, Interface, Join, Stats};
 
 use crate::common::{
@@ -14,14 +14,31 @@ use crate::common::{
 #[command(after_help = "Examples:\n  \
     udpring fanout --listen 0.0.0.0:5000 --to 10.0.0.2:5000,10.0.0.3:5000\n  \
     udpring fanout --listen 0.0.0.0:5000 --join 239.1.1.1 --to 10.0.0.9:6000   # group -> host\n  \
-    udpring fanout --listen 0.0.0.0:5000 --join 232.1.1.1@10.0.0.1 --to 239.2.2.2:5000 --ttl 4")]
+    udpring fanout --listen 0.0.0.0:5000 --join 232.1.1.1@10.0.0.1 --to 239.2.2.2:5000 --ttl 4\n  \
+    udpring fanout --listen 0.0.0.0:5000 --control 0.0.0.0:5001   # live subscribers\n\n\
+Subscribing (--control): send, from the address that should receive,\n  \
+    'SUB' padded with spaces to 32 bytes   -> answer 'TOKEN <16 hex>'\n  \
+    'SUB <token>'                          -> 'OK <expiry s>' (or 'FULL'); again to refresh\n  \
+    'UNSUB <token>'                        -> 'BYE'\n\
+A subscriber that does not refresh within --expiry is dropped. The token\n\
+proves the subscriber receives at its address (sources can be forged).")]
 pub(crate) struct FanoutArgs {
     /// Address to receive on.
     #[arg(long, value_parser = parse_addr)]
     listen: SocketAddr,
-    /// Destinations, comma-separated ADDR:PORT (unicast or multicast).
-    #[arg(long, required = true, value_delimiter = ',', value_parser = parse_addr)]
+    /// Destinations, comma-separated ADDR:PORT (unicast or multicast);
+    /// static: they never expire.
+    #[arg(long, required_unless_present = "control", value_delimiter = ',', value_parser = parse_addr)]
     to: Vec<SocketAddr>,
+    /// Address where peers subscribe and unsubscribe (protocol below).
+    #[arg(long, value_parser = parse_addr)]
+    control: Option<SocketAddr>,
+    /// Seconds a subscription lasts without a refresh.
+    #[arg(long, default_value = "30", value_parser = crate::common::parse_secs)]
+    expiry: std::time::Duration,
+    /// Most live subscribers; more are answered FULL (counted).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_subscribers: u32,
     /// Join GROUP (or GROUP@SOURCE, source-specific) before receiving; repeatable.
     #[arg(long, value_parser = parse_join)]
     join: Vec<(IpAddr, Option<IpAddr>)>,
@@ -74,7 +91,13 @@ struct FanoutTotals {
     received: u64,
     from_destination: u64,
     answers: u64,
+    /// Live destinations, then those that left.
     destinations: Vec<DestTotals>,
+    /// Live subscribers at the end.
+    subscribers: u64,
+    /// Destinations that left beyond those listed.
+    departed_not_listed: u64,
+    control: ControlCounts,
     other_errors: u64,
     sent: u64,
     send_errors: std::collections::BTreeMap<String, u64>,
@@ -84,29 +107,46 @@ struct FanoutTotals {
 #[derive(serde::Serialize)]
 struct DestTotals {
     to: String,
+    kind: Kind,
+    state: State,
     forwarded: u64,
     failed: u64,
+    errors: std::collections::BTreeMap<String, u64>,
     refused: u64,
 }
 
 impl FanoutTotals {
-    fn new(to: &[SocketAddr], c: &FanoutCounters, s: &Stats) -> Self {
-        use std::sync::atomic::Ordering::Relaxed;
+    fn new(t: &Table, s: &Stats) -> Self {
         FanoutTotals {
-            received: c.received.load(Relaxed),
-            from_destination: c.from_destination.load(Relaxed),
-            answers: c.answers.load(Relaxed),
-            destinations: to
+            received: t.received,
+            from_destination: t.from_destination,
+            answers: t.answers,
+            destinations: t
+                .dests
                 .iter()
-                .zip(&c.dests)
-                .map(|(d, c)| DestTotals {
-                    to: d.to_string(),
-                    forwarded: c.forwarded(),
-                    failed: c.failed.load(Relaxed),
-                    refused: c.refused.load(Relaxed),
+                .chain(&t.departed)
+                .map(|d| DestTotals {
+                    to: d.addr.to_string(),
+                    kind: d.kind,
+                    state: d.state,
+                    forwarded: d.forwarded(),
+                    failed: d.failed,
+                    errors: d
+                        .errors
+                        .iter()
+                        .map(|(&e, &n)| (udpring::errno_name(e), n))
+                        .collect(),
+                    refused: d.refused,
                 })
                 .collect(),
-            other_errors: c.other_errors.load(Relaxed),
+            subscribers: t
+                .dests
+                .iter()
+                .filter(|d| d.kind == Kind::Subscriber)
+                .count() as u64,
+            departed_not_listed: t.departed_dropped,
+            control: t.control,
+            other_errors: t.other_errors,
             sent: s.sent,
             send_errors: s
                 .send_errors
@@ -118,6 +158,7 @@ impl FanoutTotals {
     }
 
     fn text(&self, s: &Stats) -> String {
+        let c = &self.control;
         let mut out = format!(
             "received {} sent {} send-errors {}  dropped: {} from a destination, {} answers to our sends; {} errors about no destination\n",
             self.received,
@@ -127,10 +168,26 @@ impl FanoutTotals {
             self.answers,
             self.other_errors,
         );
+        if c.tokens + c.malformed + c.too_short + c.bad_token > 0 {
+            out += &format!(
+                "control: tokens {} subscribed {} refreshed {} unsubscribed {} expired {} full {} bad-token {} not-subscribed {} malformed {} too-short {}; {} subscribers now\n",
+                c.tokens,
+                c.subscribed,
+                c.refreshed,
+                c.unsubscribed,
+                c.expired,
+                c.full,
+                c.bad_token,
+                c.not_subscribed,
+                c.malformed,
+                c.too_short,
+                self.subscribers
+            );
+        }
         for d in &self.destinations {
             out += &format!(
-                "  to {} forwarded {} failed {} refused {}\n",
-                d.to, d.forwarded, d.failed, d.refused
+                "  to {} ({:?}, {:?}) forwarded {} failed {} refused {}\n",
+                d.to, d.kind, d.state, d.forwarded, d.failed, d.refused
             );
         }
         out
@@ -138,7 +195,6 @@ impl FanoutTotals {
 }
 
 pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
-    use std::sync::atomic::Ordering::Relaxed;
     let mut cfg = a.engine.config(a.listen);
     let iface = match &a.iface {
         Some(name) => {
@@ -176,17 +232,34 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
             "--to {d} is --listen itself: every datagram would come back to be relayed again"
         )));
     }
+    if let Some(c) = a.control {
+        if c == a.listen || c.port() == a.listen.port() && c.port() != 0 {
+            return Err(usage(format!(
+                "--control {c}: must be another port than --listen {}",
+                a.listen
+            )));
+        }
+        if c.is_ipv6() != a.listen.is_ipv6() {
+            return Err(usage(format!(
+                "--control {c}: not of --listen {}'s family",
+                a.listen
+            )));
+        }
+    }
     cfg.multicast.ttl = a.ttl;
     cfg.reuse_addr = !a.join.is_empty();
     cfg.guard = a.guard.guard();
     // The relay sends from a socket of its own (see apps::fanout).
-    cfg.also_bind = udpring::apps::fanout::config(a.listen).also_bind;
+    cfg.also_bind = udpring::apps::fanout::config(a.listen, a.control).also_bind;
     cfg.validate().map_err(|e| usage(e.to_string()))?;
     udpring::signals::install().map_err(runtime)?;
-    let counters = FanoutCounters::new(a.to.len());
-    let (c2, dests) = (counters.clone(), a.to.clone());
-    let engine =
-        Engine::start(cfg, move |_| Fanout::new(dests.clone(), c2.clone())).map_err(runtime)?;
+    let mut opts = RelayOpts::new(a.to.clone());
+    opts.expiry = a.expiry;
+    opts.max_subscribers = a.max_subscribers as usize;
+    opts.max_departed = a.max_subscribers as usize;
+    let relay = Relay::new(opts);
+    let r2 = relay.clone();
+    let engine = Engine::start(cfg, move |_| Fanout::new(r2.clone())).map_err(runtime)?;
     // With --json, standard output carries the JSON document alone: the
     // banner and the live lines go to standard error.
     let json = a.serve.json;
@@ -197,8 +270,19 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
             say!("{text}");
         }
     };
+    let control = match a.control {
+        Some(_) => format!(
+            ", subscribers on {}",
+            engine
+                .local_addrs()
+                .get(2 * engine.workers())
+                .copied()
+                .unwrap_or(engine.local_addr())
+        ),
+        None => String::new(),
+    };
     line(format!(
-        "udpring fanout: listening on {} (backend {}), relaying to {}",
+        "udpring fanout: listening on {} (backend {}), relaying to {}{control}",
         engine.local_addr(),
         engine.backend(),
         a.to.iter()
@@ -207,18 +291,22 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
             .join(", ")
     ));
     crate::common::start_metrics(a.serve.metrics, &engine)?;
-    let mut prev = 0;
+    let (mut prev, mut prev_out) = (0, 0);
     let secs = run_until(a.serve.duration, a.serve.quiet, |t, dt| {
-        let now = counters.received.load(Relaxed);
+        let (now, out, dests) = {
+            let t = relay.table();
+            let out: u64 = t.dests.iter().chain(&t.departed).map(|d| d.queued).sum();
+            (t.received, out, t.dests.len())
+        };
         line(format!(
-            "t={t:>6.1}s in {:>10.0}/s  out {:>10.0}/s",
+            "t={t:>6.1}s in {:>10.0}/s  out {:>10.0}/s  destinations {dests}",
             (now - prev) as f64 / dt,
-            (now - prev) as f64 * a.to.len() as f64 / dt
+            (out - prev_out) as f64 / dt
         ));
-        prev = now;
+        (prev, prev_out) = (now, out);
     });
     let (s, failure) = crate::common::stop(engine);
-    let totals = FanoutTotals::new(&a.to, &counters, &s);
+    let totals = FanoutTotals::new(&relay.table(), &s);
     if a.serve.json {
         crate::common::say_json("fanout", Some(secs), &totals);
     } else {
