@@ -8,37 +8,12 @@
 #[macro_use]
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use common::*;
 use udpring::Engine;
 use udpring::apps::echo::Echo;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// Held for the whole of each test: one counts at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -68,9 +43,9 @@ per_backend!(
             let c = client(false);
             let mut buf = [0u8; 2048];
             rounds(&c, to, 512, &mut buf); // warm up
-            let before = ALLOCS.load(Ordering::SeqCst);
+            let before = counting::total();
             rounds(&c, to, 4096, &mut buf);
-            let after = ALLOCS.load(Ordering::SeqCst);
+            let after = counting::total();
             let s = stop_clean(engine);
             assert_eq!(s.received, 512 + 4096);
             assert_eq!(

@@ -8,42 +8,14 @@
 #[macro_use]
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use udpring::{Config, Datagram, Engine, Handler, Transport};
 
-/// The system allocator, counting allocations per thread.
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; the
-// counter is a const-initialised thread-local (no allocation to reach it).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: the caller's contract is passed on as is.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: as above.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static A: common::counting::Counting = common::counting::Counting;
 
 const N: usize = 300;
 
@@ -59,7 +31,7 @@ impl Handler for Note {
     fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
         let now = SystemTime::now();
         let stamp = d.rx_timestamp();
-        let allocs = ALLOCS.with(|c| c.get());
+        let allocs = common::counting::this_thread();
         let mut v = self.0.lock().unwrap();
         if v.len() < v.capacity() {
             v.push((stamp, now, allocs));

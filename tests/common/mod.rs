@@ -2,6 +2,7 @@
 //! engines per backend, and waiting for a worker to go idle.
 #![allow(dead_code)]
 
+pub mod counting;
 pub mod vocab;
 
 use std::net::{SocketAddr, UdpSocket};
