@@ -9,6 +9,16 @@ mod common;
 
 use common::{JsonServer, run, vocab};
 
+/// The stages' names, in order.
+fn names(k: &serde_json::Value) -> Vec<&str> {
+    k["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect()
+}
+
 fn stage<'a>(k: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     k["stages"]
         .as_array()
@@ -61,12 +71,7 @@ fn round_trips_split_at_the_kernels_stamps_both_sides() {
             k["missing"].as_u64().unwrap() <= received / 100,
             "stamps went missing: {k}"
         );
-        let names: Vec<&str> = k["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["stage"].as_str().unwrap())
-            .collect();
+        let names = names(k);
         assert_eq!(names, ["send_path", "wire_and_server", "receive_queue"]);
         // The stages of a round trip add up to it: their means to the mean
         // RTT the generator measured itself (its clock reads a little
@@ -87,13 +92,8 @@ fn round_trips_split_at_the_kernels_stamps_both_sides() {
         let s = echo.finish();
         vocab::check("echo", &s);
         let ks = &s["kernel_timestamps"];
-        let names: Vec<&str> = ks["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["stage"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ["receive_queue", "reply_path"]);
+        let server_names = self::names(ks);
+        assert_eq!(server_names, ["receive_queue", "reply_path"]);
         // The server stamped every reply it sent (the generator's warm-up
         // and drain included).
         assert_eq!(
@@ -103,7 +103,7 @@ fn round_trips_split_at_the_kernels_stamps_both_sides() {
         );
         assert_eq!(s["tx_timestamps"], s["sent"], "{s}");
         // The server's own time fits inside the client's wire_and_server.
-        let server_p50: f64 = names
+        let server_p50: f64 = server_names
             .iter()
             .map(|n| stage(ks, n)["p50"].as_f64().unwrap())
             .sum();

@@ -84,16 +84,23 @@ pub(crate) fn run<H: Handler>(
 /// Probes io_uring once per process; the error says what is missing.
 pub fn uring_support() -> Result<(), String> {
     static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
-    // On a thread of its own: the probe's ring may leave task work for the
-    // thread that made it, which would interrupt that thread's next blocking
-    // call with EINTR; a thread that exits takes that with it.
-    PROBE
-        .get_or_init(|| {
-            std::thread::spawn(crate::sys::uring::probe)
-                .join()
-                .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
-        })
-        .clone()
+    probe_once(&PROBE, crate::sys::uring::probe)
+}
+
+/// Runs `probe` once per process, on a thread of its own: a probe's ring
+/// may leave task work for the thread that made it, which would interrupt
+/// that thread's next blocking call with EINTR; a thread that exits takes
+/// that with it.
+fn probe_once(
+    cell: &'static OnceLock<Result<(), String>>,
+    probe: fn() -> Result<(), String>,
+) -> Result<(), String> {
+    cell.get_or_init(|| {
+        std::thread::spawn(probe)
+            .join()
+            .unwrap_or_else(|_| Err("the probe panicked".into()))
+    })
+    .clone()
 }
 
 /// Whether the `uring` backend reads TX timestamps with io_uring's own
@@ -102,13 +109,7 @@ pub fn uring_support() -> Result<(), String> {
 /// each). Probed once per process; the error says why not.
 pub fn uring_tx_timestamps() -> Result<(), String> {
     static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            std::thread::spawn(crate::sys::txstamp::probe)
-                .join()
-                .unwrap_or_else(|_| Err("the timestamp probe panicked".into()))
-        })
-        .clone()
+    probe_once(&PROBE, crate::sys::txstamp::probe)
 }
 
 /// Picks the backend: an explicit choice, else `UDPRING_BACKEND`, else
