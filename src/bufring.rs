@@ -266,6 +266,9 @@ pub struct Pool {
     total: u32,
     refs: Vec<u16>,
     send_free: Vec<u32>,
+    /// Per send slot (by slot - recv_slots): what its last writer said its
+    /// bytes are ([`Pool::tag`]); 0: unknown.
+    send_tags: Vec<u64>,
     out: u32,
     recv_out: u32,
 }
@@ -318,6 +321,7 @@ impl Pool {
             total: total as u32,
             refs: vec![0; total],
             send_free: (recv_slots as u32..total as u32).rev().collect(),
+            send_tags: vec![0; send_slots],
             out: 0,
             recv_out: 0,
         };
@@ -442,6 +446,27 @@ impl Pool {
             cap: self.slot_size,
             _not_send: PhantomData,
         })
+    }
+
+    /// The tag of send slot `slot`: what the handler that last built a
+    /// datagram in it said its bytes are (0: unknown; receive slots are
+    /// always 0). Send slots are written only by sends, so the bytes stay
+    /// as that handler left them.
+    pub fn tag(&self, slot: u32) -> u64 {
+        slot.checked_sub(self.recv_slots)
+            .and_then(|i| self.send_tags.get(i as usize))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Sets send slot `slot`'s tag (see [`Pool::tag`]).
+    pub fn set_tag(&mut self, slot: u32, tag: u64) {
+        if let Some(t) = slot
+            .checked_sub(self.recv_slots)
+            .and_then(|i| self.send_tags.get_mut(i as usize))
+        {
+            *t = tag;
+        }
     }
 
     /// Adds a reference to an out slot (a send is about to read it).

@@ -159,6 +159,45 @@ impl fmt::Debug for Datagram<'_> {
     }
 }
 
+/// A send slot lent to a handler to build a datagram (or a GSO train) in
+/// place ([`Transport::send_with`]): the bytes the kernel will send, no
+/// copy between. They are not zeroed: they hold what this slot's last
+/// send left there, so write every byte that goes out, or use the
+/// [`SendBuf::tag`] to know what is already there (a load generator
+/// writes its payload once per slot and then only its header).
+pub struct SendBuf<'a> {
+    pub(crate) bytes: &'a mut [u8],
+    pub(crate) tag: u64,
+}
+
+impl SendBuf<'_> {
+    /// What the handler that last built a datagram in this slot said its
+    /// bytes are ([`SendBuf::set_tag`]); 0 when unknown (a fresh slot, or
+    /// one a copying send wrote).
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+    /// Says what these bytes are, for whoever gets this slot next (0:
+    /// nothing to rely on). Left unchanged, the old tag stays: set it to 0
+    /// when the bytes no longer match it.
+    pub fn set_tag(&mut self, tag: u64) {
+        self.tag = tag;
+    }
+}
+
+impl std::ops::Deref for SendBuf<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl std::ops::DerefMut for SendBuf<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.bytes
+    }
+}
+
 /// What a handler can do: send, reply without copying, set timers.
 ///
 /// Every send only *queues*: `Ok` means the datagram is in the worker's
@@ -171,8 +210,15 @@ impl fmt::Debug for Datagram<'_> {
 ///
 /// Costs: `reply`, `forward` and `forward_via` copy nothing (the receive
 /// buffer is sent; it goes back to the ring once the kernel has it);
-/// `send_to` and `send_segments` copy the data once into a send slot; no
-/// send allocates or makes a system call. The socket methods (`connect`,
+/// `send_with` and `send_segments_with` copy nothing either (the handler
+/// builds the datagram in the send slot the kernel reads); `send_to` and
+/// `send_segments` copy the data once into a send slot. No send allocates
+/// or makes a system call.
+///
+/// Which send: received bytes go back or on with `reply`/`forward`; bytes
+/// the handler serializes (a reply it builds, a load generator's request)
+/// go with `send_with` (written in place); bytes that already sit in a
+/// buffer of the handler's go with `send_to` (one copy, simplest). The socket methods (`connect`,
 /// `join_group`, `set_multicast_*`, `path_mtu`, ...) are one system call
 /// each (`connect`/`setsockopt`/`getsockopt`), made at once on the worker's
 /// thread, and allocate nothing. Timers cost a heap push and a table
@@ -241,6 +287,53 @@ impl Transport<'_> {
         } else {
             Err(SendError::NoSuchSocket)
         }
+    }
+
+    /// Builds a datagram of `len` bytes in place and queues it for `to`,
+    /// from the worker's first socket: `fill` gets the send slot's first
+    /// `len` bytes (see [`SendBuf`]: not zeroed) and what it returns comes
+    /// back in `Ok`. No copy: prefer it to [`Transport::send_to`] for
+    /// bytes the handler writes anyway. `Err` (and `fill` not called)
+    /// when `len` is over [`crate::MAX_UDP_PAYLOAD`] or the slot size, or
+    /// when every send slot is out ([`SendError::Exhausted`], counted in
+    /// `send_exhausted`; nothing was queued and nothing is held).
+    pub fn send_with<R>(
+        &mut self,
+        len: usize,
+        to: SocketAddr,
+        fill: impl FnOnce(&mut SendBuf<'_>) -> R,
+    ) -> Result<R, SendError> {
+        self.core.send_in_place(0, len, to, None, fill)
+    }
+
+    /// Like [`Transport::send_with`], from the worker's socket `sock`.
+    pub fn send_with_via<R>(
+        &mut self,
+        sock: usize,
+        len: usize,
+        to: SocketAddr,
+        fill: impl FnOnce(&mut SendBuf<'_>) -> R,
+    ) -> Result<R, SendError> {
+        self.check_sock(sock)?;
+        self.core.send_in_place(sock as u16, len, to, None, fill)
+    }
+
+    /// Like [`Transport::send_with_via`], as a GSO train: the `len` bytes
+    /// built in place are cut by the kernel into datagrams of `segment`
+    /// bytes (the last may be shorter), as [`Transport::send_segments`]
+    /// does, without its copy.
+    pub fn send_segments_with<R>(
+        &mut self,
+        sock: usize,
+        segment: u16,
+        len: usize,
+        to: SocketAddr,
+        fill: impl FnOnce(&mut SendBuf<'_>) -> R,
+    ) -> Result<R, SendError> {
+        self.check_sock(sock)?;
+        let seg = NonZeroU16::new(segment).ok_or(SendError::TooLarge)?;
+        self.core
+            .send_in_place(sock as u16, len, to, Some(seg), fill)
     }
 
     /// Like [`Transport::send_to`], as a GSO train: `data` is cut by the

@@ -156,7 +156,7 @@ pub use config::{
 pub use engine::{Engine, StopError, StopHandle};
 pub use error::{ErrorEvent, SendError};
 pub use guard::{Cidr, Guard, REFLECTOR_PORTS, RateLimit};
-pub use handler::{Datagram, Handler, Transport};
+pub use handler::{Datagram, Handler, SendBuf, Transport};
 pub use sender::Sender;
 pub use socket::SocketInfo;
 pub use stats::{Stats, errno_name};

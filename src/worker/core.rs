@@ -198,6 +198,7 @@ impl Core {
         };
         lent.set_window(0, data.len() as u32);
         lent.bytes_mut().copy_from_slice(data);
+        self.pool.set_tag(lent.slot(), 0);
         let r = self.push(Transmit {
             sock,
             slot: lent.slot(),
@@ -212,6 +213,54 @@ impl Core {
         });
         self.pool.release(lent);
         r
+    }
+
+    /// Lends a send slot's first `len` bytes to `fill` and queues them
+    /// (one datagram, or a train of `segment`-byte datagrams): the bytes
+    /// are built where the kernel reads them. `fill` is not called when
+    /// no slot is free or `len` is too large.
+    pub fn send_in_place<R>(
+        &mut self,
+        sock: u16,
+        len: usize,
+        to: SocketAddr,
+        segment: Option<NonZeroU16>,
+        fill: impl FnOnce(&mut crate::SendBuf<'_>) -> R,
+    ) -> Result<R, SendError> {
+        if usize::from(sock) >= self.socks.fds.len() {
+            return Err(SendError::NoSuchSocket);
+        }
+        if len > self.pool.slot_size() || (segment.is_none() && len > crate::MAX_UDP_PAYLOAD) {
+            return Err(SendError::TooLarge);
+        }
+        let dst = self.dest(sock, to)?;
+        let Some(mut lent) = self.pool.alloc_send() else {
+            self.stats.c.send_exhausted += 1;
+            return Err(SendError::Exhausted);
+        };
+        lent.set_window(0, len as u32);
+        let slot = lent.slot();
+        let mut buf = crate::SendBuf {
+            bytes: lent.bytes_mut(),
+            tag: self.pool.tag(slot),
+        };
+        let r = fill(&mut buf);
+        let tag = buf.tag;
+        self.pool.set_tag(slot, tag);
+        let pushed = self.push(Transmit {
+            sock,
+            slot,
+            off: 0,
+            len: len as u32,
+            dst,
+            segment,
+            retried: false,
+            src: SrcIp::Any,
+            tos: None,
+            ts_id: None,
+        });
+        self.pool.release(lent);
+        pushed.map(|()| r)
     }
 
     /// The mark an answer to a datagram carries: the one it arrived with

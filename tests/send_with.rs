@@ -1,0 +1,131 @@
+//! Issue 11, item 1: datagrams built in place. `send_with` sends exactly
+//! the bytes written into the lent slot; `send_segments_with` a GSO train
+//! whose last segment is short; into a full pool the call fails clearly,
+//! without calling the closure, and nothing queued before is lost; a
+//! slot's tag and bytes are still there when it is lent again, and a
+//! copying send clears the tag.
+
+#[macro_use]
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use udpring::{Datagram, Engine, Handler, SendError, Transport};
+
+#[derive(Default)]
+struct Seen {
+    results: Vec<Result<(), SendError>>,
+    tags: Vec<(u64, bool)>,
+}
+
+struct Builder {
+    to: SocketAddr,
+    seen: Arc<Mutex<Seen>>,
+    step: u32,
+}
+
+/// `n` bytes of a pattern of its own per `tag`.
+fn pattern(n: usize, tag: u8) -> Vec<u8> {
+    common::pattern(n, tag)
+}
+
+const TIMER: u64 = 1;
+
+impl Handler for Builder {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        let mut seen = self.seen.lock().unwrap();
+        // One datagram, one train of 100-byte segments with a 50-byte last.
+        let one = tx.send_with(300, self.to, |b| b.copy_from_slice(&pattern(300, 1)));
+        seen.results.push(one);
+        let train = tx.send_segments_with(0, 100, 350, self.to, |b| {
+            b.copy_from_slice(&pattern(350, 2));
+            b.set_tag(7);
+        });
+        seen.results.push(train);
+        // The pool has 4 send slots: two more fit, the third does not and
+        // its closure is never run.
+        for k in 0..3u8 {
+            let mut called = false;
+            let r = tx.send_with(10, self.to, |b| {
+                called = true;
+                b.copy_from_slice(&pattern(10, 3 + k));
+            });
+            assert_eq!(called, r.is_ok());
+            seen.results.push(r);
+        }
+        tx.call_later(Duration::from_millis(100), TIMER);
+    }
+
+    fn on_timer(&mut self, _t: u64, tx: &mut Transport<'_>) {
+        // The slots are home again. One of them kept the train's tag and
+        // bytes; a send that copies clears the tag of the slot it uses.
+        let mut seen = self.seen.lock().unwrap();
+        self.step += 1;
+        let want = pattern(350, 2);
+        if self.step == 2 {
+            for _ in 0..4 {
+                tx.send_to(&pattern(350, 9), self.to).unwrap();
+            }
+        } else {
+            for _ in 0..4 {
+                let r = tx.send_with(350, self.to, |b| (b.tag(), b[..] == want[..]));
+                seen.tags.push(r.unwrap());
+            }
+        }
+        if self.step < 3 {
+            drop(seen);
+            tx.call_later(Duration::from_millis(100), TIMER);
+        }
+    }
+
+    fn on_datagram(&mut self, _d: Datagram<'_>, _tx: &mut Transport<'_>) {}
+}
+
+per_backend!(
+    fn sends_exactly_what_was_written_in_place(backend) {
+        let sink = common::client(false);
+        let mut cfg = common::config(backend, false);
+        cfg.send_slots = 4;
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let h = Mutex::new(Some(Builder {
+            to: sink.local_addr().unwrap(),
+            seen: seen.clone(),
+            step: 0,
+        }));
+        let engine = Engine::start(cfg, move |_| h.lock().unwrap().take().unwrap()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        // 1 + 4 segments + 2 small, then 12 of 350 bytes from the timers.
+        for _ in 0..19 {
+            let (n, _) = sink.recv_from(&mut buf).unwrap();
+            got.push(buf[..n].to_vec());
+        }
+        let s = common::stop_clean(engine);
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.results,
+            vec![Ok(()), Ok(()), Ok(()), Ok(()), Err(SendError::Exhausted)]
+        );
+        assert_eq!(s.send_exhausted, 1, "the refusal is counted");
+        assert_eq!(got[0], pattern(300, 1), "the single datagram, byte for byte");
+        let train = pattern(350, 2);
+        for (k, seg) in got[1..5].iter().enumerate() {
+            let end = (100 * (k + 1)).min(350);
+            assert_eq!(seg[..], train[100 * k..end], "segment {k}");
+        }
+        assert_eq!(got[4].len(), 50, "the odd last segment");
+        assert_eq!((got[5].clone(), got[6].clone()), (pattern(10, 3), pattern(10, 4)));
+        // The train's slot, and only it, came back with its tag and bytes.
+        let kept: Vec<_> = seen.tags[..4].iter().filter(|t| t.0 == 7).collect();
+        assert_eq!(kept, vec![&(7, true)], "{:?}", seen.tags);
+        assert!(
+            seen.tags[4..].iter().all(|t| t.0 == 0),
+            "copies cleared every tag: {:?}",
+            seen.tags
+        );
+        assert_eq!(s.sent, 1 + 4 + 2 + 12);
+    }
+);
