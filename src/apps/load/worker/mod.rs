@@ -117,7 +117,6 @@ pub(super) struct Worker {
     counts: Counts,
     hist: Histogram<u64>,
     interval: Histogram<u64>,
-    scratch: Vec<u8>,
     /// Valid replies outstanding, warm-up included (the flood window).
     in_flight: InFlight,
     last_measured_ns: u64,
@@ -183,7 +182,6 @@ impl Worker {
             counts: Counts::default(),
             hist: new_histogram(),
             interval: new_histogram(),
-            scratch: vec![0x5a; opts.size * opts.gso.max(1)],
             in_flight: InFlight::default(),
             last_measured_ns: 0,
             responders: Responders::new(opts.max_responders),

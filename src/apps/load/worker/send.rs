@@ -3,9 +3,18 @@
 
 use super::*;
 
+/// The upper bits of a send slot's tag when it holds the load template
+/// (see `put_header`); below them, the segment size and the count.
+const TEMPLATE: u64 = 0x5a5a_u64 << 48;
+/// The upper bits of a send slot's tag when it holds payload number
+/// (lower bits) - 1 of the run's list, its ID aside.
+const PAYLOAD: u64 = 0x9a9a_u64 << 48;
+
 impl Worker {
     /// Stamps `n` datagrams of udpring's header for `flow` and queues them
-    /// as one send.
+    /// as one send, built in the send slot itself: the payload around the
+    /// headers (0x5a) is written once per slot, marked by the slot's tag,
+    /// and only the headers are written per datagram.
     fn put_header(
         &mut self,
         tx: &mut Transport<'_>,
@@ -17,24 +26,29 @@ impl Worker {
         let off = self.opts.header_offset();
         let seq0 = self.flows[fi].next_seq;
         let flow_id = self.flows[fi].id;
-        let chunks = self.scratch[..n * size].chunks_mut(size);
-        for (k, (seg, &at)) in chunks.zip(due).enumerate() {
-            let seq = seq0 + k as u64;
-            if self.opts.sockperf {
-                sockperf::fill(seg, seq, size);
+        let (token, sockperf) = (self.token, self.opts.sockperf);
+        let build = |b: &mut crate::SendBuf<'_>| {
+            // The tag: this run's template for `size`-byte segments, and
+            // how many segments of it the slot holds.
+            let template = TEMPLATE | (size as u64) << 16;
+            let t = b.tag();
+            if t & !0xffff != template || ((t & 0xffff) as usize) < n {
+                b.fill(0x5a);
+                b.set_tag(template | n as u64);
             }
-            Header::new_unchecked(&mut seg[off..]).fill(self.token, flow_id, seq, at);
-        }
+            for (k, (seg, &at)) in b.chunks_mut(size).zip(due).enumerate() {
+                let seq = seq0 + k as u64;
+                if sockperf {
+                    sockperf::fill(seg, seq, size);
+                }
+                Header::new_unchecked(&mut seg[off..]).fill(token, flow_id, seq, at);
+            }
+        };
         let sock = self.flows[fi].sock;
         if n > 1 {
-            tx.send_segments_via(
-                sock,
-                &self.scratch[..n * size],
-                size as u16,
-                self.opts.target,
-            )
+            tx.send_segments_with(sock, size as u16, n * size, self.opts.target, build)
         } else {
-            tx.send_to_via(sock, &self.scratch[..size], self.opts.target)
+            tx.send_with_via(sock, size, self.opts.target, build)
         }
     }
 
@@ -63,15 +77,29 @@ impl Worker {
             Some(ring),
         ) = (self.opts.matching, &mut f.ids)
         {
-            // The ID goes into a copy; the payload itself stays as laid out.
+            // The payload is built in the send slot (copied once, unless
+            // the slot still holds this payload: its tag says which), then
+            // the request's ID is written over it.
             written_off = ring.may_send(seq, now, timeout)?;
-            self.scratch[..len].copy_from_slice(data);
-            write_id(&mut self.scratch[..len], offset, id_len, ring.id_of(seq));
-            tx.send_to_via(f.sock, &self.scratch[..len], self.opts.target)
+            let id = ring.id_of(seq);
+            let tag = PAYLOAD | (self.payload_next % p.len() as u64 + 1);
+            tx.send_with_via(f.sock, len, self.opts.target, |b| {
+                if b.tag() != tag {
+                    b.copy_from_slice(data);
+                    b.set_tag(tag);
+                }
+                write_id(b, offset, id_len, id);
+            })
         } else {
-            // Nothing to write: sent from where it lies (one copy, into
-            // the send slot, not two).
-            tx.send_to_via(f.sock, data, self.opts.target)
+            // Nothing to write: built in the send slot unless the slot
+            // still holds this payload.
+            let tag = PAYLOAD | (self.payload_next % p.len() as u64 + 1);
+            tx.send_with_via(f.sock, len, self.opts.target, |b| {
+                if b.tag() != tag {
+                    b.copy_from_slice(data);
+                    b.set_tag(tag);
+                }
+            })
         };
         if written_off {
             // Its request is given up on: it leaves the window too.

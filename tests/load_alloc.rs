@@ -1,0 +1,49 @@
+//! Issue 11: the templated load path allocates nothing per datagram. The
+//! same run is made twice in this process against an echo server in
+//! another, once with 2 000 and once with 20 000 requests (udpring's
+//! header: built in the send slot, the payload once per slot); a counting
+//! allocator sees the whole process, and the second run may allocate
+//! only what a longer run's housekeeping does, not one more allocation
+//! per datagram.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+
+use udpring::apps::load::{LoadOpts, Mode, run_load};
+
+#[global_allocator]
+static A: common::counting::Counting = common::counting::Counting;
+
+fn allocations_for(target: std::net::SocketAddr, count: u64, gso: usize) -> (u64, u64) {
+    let mut o = LoadOpts::new(target);
+    o.mode = Mode::Flood;
+    o.duration = None;
+    o.count = Some(count);
+    o.window = Some(64);
+    o.gso = gso;
+    o.backend = Some(udpring::Backend::Mmsg);
+    let cancel = AtomicBool::new(false);
+    let before = common::counting::total();
+    let r = run_load(&o, &cancel, |_| {}).unwrap();
+    (common::counting::total() - before, r.received)
+}
+
+#[test]
+fn the_templated_load_path_allocates_nothing_per_datagram() {
+    let echo = common::Echo::start();
+    for gso in [1, 8] {
+        let (small, got_small) = allocations_for(echo.1, 2_000, gso);
+        let (large, got_large) = allocations_for(echo.1, 20_000, gso);
+        assert!(
+            got_small >= 1_900 && got_large >= 19_000,
+            "{got_small} {got_large}"
+        );
+        eprintln!("gso {gso}: {small} allocations for 2000 requests, {large} for 20000");
+        assert!(
+            large <= small + 64,
+            "gso {gso}: 18 000 more requests cost {} more allocations",
+            large as i64 - small as i64
+        );
+    }
+}
