@@ -201,6 +201,14 @@ config! {
     /// `SCM_TS_OPT_ID`, Linux 6.13; read from the error queue). Sends that
     /// do not ask cost nothing more. Default: off.
     tx_timestamps: bool = false;
+    /// `UDP_SEGMENT` on every socket: a send longer than this many bytes
+    /// is cut by the kernel into datagrams of this size (udp(7)). Trains
+    /// of this segment size then go as plain sends, without a control
+    /// message (`IORING_OP_SEND` instead of `SENDMSG`: no msghdr, iovec
+    /// and control area for the kernel to copy and parse); trains of
+    /// another size still carry their own. For a sender of one size (a
+    /// load generator). Default: none.
+    udp_segment: Option<u16> = None;
     /// `IPV6_V6ONLY` on IPv6 sockets: `Some(true)` IPv6 only, `Some(false)`
     /// dual-stack (IPv4 as v4-mapped addresses), `None` the system's
     /// default (`net.ipv6.bindv6only`). Default: none.

@@ -491,6 +491,7 @@ fn worker_body<H: Handler>(
     core.busy_poll = cfg.busy_poll;
     core.reflect_tos = cfg.reflect_tos;
     core.tx_timestamps = cfg.tx_timestamps;
+    core.socket_segment = cfg.udp_segment.and_then(std::num::NonZeroU16::new);
     core.publish();
     let handler = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make_handler)) {
         Ok(h) => h,

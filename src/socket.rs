@@ -72,6 +72,10 @@ pub(crate) fn open(
     if cfg.recv_tos {
         sys::socket::set_recv_tos(fd, bind.is_ipv6())?;
     }
+    if let Some(seg) = cfg.udp_segment {
+        sys::socket::setsockopt_int(fd, libc::SOL_UDP, sys::cmsg::UDP_SEGMENT, i32::from(seg))
+            .map_err(|e| io::Error::new(e.kind(), format!("UDP_SEGMENT {seg}: {e}")))?;
+    }
     if cfg.rx_timestamps {
         sys::socket::set_rx_timestamps(fd)?;
     }

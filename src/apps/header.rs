@@ -102,6 +102,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
         b[16..24].copy_from_slice(&seq.to_be_bytes());
         b[24..32].copy_from_slice(&sent_ns.to_be_bytes());
     }
+
+    /// Writes only the sequence and the time, over a header whose magic,
+    /// flow and token are already in place.
+    pub fn fill_seq_time(&mut self, seq: u64, sent_ns: u64) {
+        let b = self.buf.as_mut();
+        b[16..24].copy_from_slice(&seq.to_be_bytes());
+        b[24..32].copy_from_slice(&sent_ns.to_be_bytes());
+    }
 }
 
 /// sockperf's message header: u64 sequence, u16 flags, u32 length.

@@ -10,6 +10,7 @@ pub mod header;
 pub mod load;
 pub mod mcast;
 pub mod pmtu;
+pub mod reference;
 pub mod reqresp;
 pub mod seq;
 pub mod stages;

@@ -67,6 +67,9 @@ pub struct Transmit {
     /// Ask the kernel for this send's software TX timestamp, reported on
     /// the error queue with this ID (`SO_TIMESTAMPING`, `SCM_TS_OPT_ID`).
     pub ts_id: Option<u32>,
+    /// The socket's own `UDP_SEGMENT` (set to `segment`) cuts this train:
+    /// no control message, so a plain send.
+    pub socket_segments: bool,
 }
 
 /// The source address of a send, in the sending socket's family: what a
@@ -101,6 +104,12 @@ impl Transmit {
             },
         };
         Some((t, v4))
+    }
+
+    /// The `UDP_SEGMENT` control message this send needs: its segment
+    /// size, unless the socket's own option already cuts it.
+    pub fn segment_cmsg(&self) -> Option<NonZeroU16> {
+        self.segment.filter(|_| !self.socket_segments)
     }
 
     /// How many datagrams this send puts on the wire.

@@ -21,6 +21,7 @@
 //! | `mcast.rs` | multicast and broadcast options |
 //! | `mmsg.rs` | header arrays for `recvmmsg`/`sendmmsg` |
 //! | `uring.rs` | the io_uring ring: setup, registration, entries, completions |
+//! | `reference.rs` | the C loops udpring is measured against (`send`, `sendmsg` + `UDP_SEGMENT`, a `recvmmsg` + GRO sink) |
 //! | `txstamp.rs` | TX timestamps by io_uring command, where the kernel has it |
 
 /// Calls a libc function and turns `-1` into the thread's `errno`.
@@ -48,6 +49,8 @@ pub mod mcast;
 pub(crate) mod meta;
 pub(crate) mod mmsg;
 pub(crate) mod random;
+#[cfg(feature = "cli")]
+pub(crate) mod reference;
 pub(crate) mod signal;
 pub(crate) mod socket;
 pub(crate) mod txstamp;

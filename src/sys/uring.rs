@@ -304,7 +304,7 @@ impl Ring {
         h.msg.msg_namelen = h.addr.len();
         h.msg.msg_iov = &mut h.iov;
         h.msg.msg_iovlen = 1;
-        let ctl = write_send(&mut h.cmsg, t.segment, t.src, t.tos_cmsg(), t.ts_id);
+        let ctl = write_send(&mut h.cmsg, t.segment_cmsg(), t.src, t.tos_cmsg(), t.ts_id);
         if ctl > 0 {
             h.msg.msg_controllen = ctl;
             h.msg.msg_control = h.cmsg.0.as_mut_ptr().cast();

@@ -94,6 +94,8 @@ pub(crate) struct Core {
     pub reflect_tos: bool,
     /// TX timestamps may be asked for (`Config::tx_timestamps`).
     pub tx_timestamps: bool,
+    /// The `UDP_SEGMENT` every socket has (`Config::udp_segment`).
+    pub socket_segment: Option<NonZeroU16>,
     /// The ID the next queued send asks its TX timestamp under
     /// ([`crate::Transport::timestamp_next`]).
     pub stamp_next: Option<u32>,
@@ -123,6 +125,7 @@ impl Core {
             busy_poll: false,
             reflect_tos: false,
             tx_timestamps: false,
+            socket_segment: None,
             stamp_next: None,
             shared,
         }
@@ -210,6 +213,7 @@ impl Core {
             src,
             tos,
             ts_id: None,
+            socket_segments: false,
         });
         self.pool.release(lent);
         r
@@ -258,6 +262,7 @@ impl Core {
             src: SrcIp::Any,
             tos: None,
             ts_id: None,
+            socket_segments: false,
         });
         self.pool.release(lent);
         pushed.map(|()| r)
@@ -321,6 +326,7 @@ impl Core {
             src,
             tos,
             ts_id: None,
+            socket_segments: false,
         })
     }
 
@@ -331,6 +337,7 @@ impl Core {
         if t.ts_id.is_none() {
             t.ts_id = self.stamp_next.take();
         }
+        t.socket_segments = t.segment.is_some() && t.segment == self.socket_segment;
         if let Some(Some(peer)) = self.socks.connected.get(usize::from(t.sock))
             && peer.same(&t.dst)
         {

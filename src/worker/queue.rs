@@ -137,6 +137,7 @@ mod tests {
             src: crate::sys::SrcIp::Any,
             tos: None,
             ts_id: None,
+            socket_segments: false,
         }
     }
 

@@ -19,6 +19,7 @@ mod metrics;
 mod net;
 mod payload;
 mod plot;
+mod reference;
 mod report;
 mod sink;
 mod steps;
@@ -90,6 +91,11 @@ enum Cmd {
     /// Multicast: listen (with sequence checks), send, and ping-pong a group.
     #[command(subcommand)]
     Mcast(McastCmd),
+    /// The kernel-level references: a sender and a sink making the system
+    /// calls a C program would (send, sendmsg + UDP_SEGMENT, recvmmsg +
+    /// GRO), for the "C limit" beside udpring's figures.
+    #[command(subcommand)]
+    Reference(reference::RefCmd),
 }
 
 fn main() -> ExitCode {
@@ -135,6 +141,7 @@ fn main() -> ExitCode {
         Cmd::Ping(a) => net::ping(a),
         Cmd::Fanout(a) => fanout::fanout(a),
         Cmd::Mcast(c) => mcast::mcast(c),
+        Cmd::Reference(c) => reference::reference(c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -104,6 +104,9 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
         cfg.multicast.ttl = Some(opts.multicast_ttl);
     }
     cfg.gro = opts.gso > 1;
+    // Every train is of `size`-byte segments: the sockets cut them
+    // themselves, and each train goes as a plain send.
+    cfg.udp_segment = (opts.gso > 1).then_some(opts.size as u16);
     cfg.recv_slots = 1024;
     cfg.send_slots = if opts.gso > 1 { 128 } else { 512 };
     cfg.first_cpu = opts.first_cpu.unwrap_or_else(|| {

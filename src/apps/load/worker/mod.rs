@@ -86,8 +86,9 @@ pub(super) enum Phase {
 const TICK: u64 = 1;
 const HOUSEKEEPING: u64 = 2;
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(20);
-/// Datagrams a flood worker queues per tick.
-const FLOOD_BURST: usize = 64;
+/// Sends (datagrams, or GSO trains) a flood worker queues per tick: one
+/// submit carries them all.
+const FLOOD_SENDS: usize = 64;
 
 pub(super) struct Worker {
     opts: Arc<LoadOpts>,
@@ -212,15 +213,16 @@ impl Worker {
             && !self.abort.load(Ordering::Relaxed)
     }
 
-    /// Builds `n` datagrams for `flow` stamped `due` and queues them as one
-    /// send; false if the engine had no free send slot.
+    /// Queues up to [`FLOOD_SENDS`] sends (datagrams or GSO trains), one
+    /// flow after the other, all stamped with one reading of the clock:
+    /// they leave in the same submit.
     fn flood(&mut self, tx: &mut Transport<'_>) {
         let mut queued = 0;
         let mut due = [0u64; 64];
+        let now = self.now_ns();
+        self.advance(now);
         loop {
-            let now = self.now_ns();
-            self.advance(now);
-            if queued >= FLOOD_BURST || !self.sending(now) {
+            if queued >= FLOOD_SENDS || !self.sending(now) {
                 break;
             }
             if let Some(w) = self.opts.window
@@ -231,11 +233,11 @@ impl Worker {
             let n = self.batch_len();
             due[..n].fill(now);
             let fi = self.next_flow;
-            if !self.send(tx, fi, n, &due[..n]) {
+            if !self.send(tx, fi, n, &due[..n], now) {
                 break;
             }
             self.next_flow = (self.next_flow + 1) % self.flows.len();
-            queued += n;
+            queued += 1;
         }
     }
 
@@ -278,7 +280,7 @@ impl Worker {
                 self.max_lag_ns = self.max_lag_ns.max(now.saturating_sub(first));
             }
             let fi = self.next_flow;
-            if !self.send(tx, fi, n, &due[..n]) {
+            if !self.send(tx, fi, n, &due[..n], now) {
                 // No send slot: try again shortly; the stamps keep the lag.
                 return Some(Duration::from_micros(50));
             }
@@ -295,7 +297,7 @@ impl Worker {
         }
         let seq = self.flows[fi].next_seq;
         let t0 = self.ks.as_ref().map(|k| k.before_send(tx, fi, seq));
-        if self.send(tx, fi, 1, &[now]) {
+        if self.send(tx, fi, 1, &[now], now) {
             self.flows[fi].in_flight = Some((seq, now));
             if let (Some(k), Some(t0)) = (&mut self.ks, t0) {
                 k.sent(fi, seq, t0);

@@ -1,0 +1,112 @@
+//! The kernel-level references (`udpring reference`): what a C program
+//! making the same system calls gets on this host, for the `C limit` rows
+//! beside udpring's own (see `crate::sys::reference` for the loops).
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::sys::reference::{gso_loop, send_loop, sink_loop};
+
+/// What a reference loop did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RefReport {
+    /// Datagrams sent or received (each segment of a train counts).
+    pub datagrams: u64,
+    /// System calls that succeeded (sends) or buffers received (sink).
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Seconds it ran (the sink: from its first datagram to its last).
+    pub duration_s: f64,
+    /// Datagrams per second over `duration_s`.
+    pub pps: f64,
+}
+
+fn pin(cpu: Option<usize>) -> io::Result<()> {
+    match cpu {
+        Some(c) => {
+            let cpus = crate::sys::cpu::allowed_cpus();
+            let c = cpus.get(c).copied().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("no CPU index {c} here"),
+                )
+            })?;
+            crate::sys::cpu::pin_to_cpu(c)
+        }
+        None => Ok(()),
+    }
+}
+
+/// Sends to `to` for `secs` from a connected socket: one `send` per
+/// datagram of `size` bytes, or with `gso` segments per `sendmsg`
+/// (`UDP_SEGMENT`). On CPU index `cpu` if given.
+pub fn send(
+    to: SocketAddr,
+    size: usize,
+    gso: usize,
+    secs: Duration,
+    cpu: Option<usize>,
+) -> io::Result<RefReport> {
+    pin(cpu)?;
+    let s = UdpSocket::bind(crate::sys::unspecified_like(to, 0))?;
+    s.connect(to)?;
+    let _ = crate::sys::socket::set_buffer_size(s.as_raw_fd(), false, 4 << 20);
+    let buf = vec![0x5au8; size * gso.max(1)];
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let timer = std::thread::spawn(move || {
+        std::thread::sleep(secs);
+        st.store(true, Ordering::Relaxed);
+    });
+    let start = Instant::now();
+    let c = if gso > 1 {
+        let seg = u16::try_from(size).map_err(|_| io::ErrorKind::InvalidInput)?;
+        gso_loop(s.as_raw_fd(), &buf, seg, &stop)?
+    } else {
+        send_loop(s.as_raw_fd(), &buf, &stop)
+    };
+    let d = start.elapsed().as_secs_f64();
+    let _ = timer.join();
+    Ok(RefReport {
+        datagrams: c.datagrams,
+        calls: c.calls,
+        errors: c.errors,
+        duration_s: d,
+        pps: c.datagrams as f64 / d.max(1e-9),
+    })
+}
+
+/// A sink on `bind` (`UDP_GRO` on, `recvmmsg`): `ready` gets its address,
+/// then it counts until `stop`. The rate is over the time from the first
+/// datagram to the last.
+pub fn sink(
+    bind: SocketAddr,
+    cpu: Option<usize>,
+    stop: &AtomicBool,
+    ready: impl FnOnce(SocketAddr),
+) -> io::Result<RefReport> {
+    pin(cpu)?;
+    let s = UdpSocket::bind(bind)?;
+    let fd = s.as_raw_fd();
+    crate::sys::socket::set_udp_gro(fd, true)?;
+    let _ = crate::sys::socket::set_buffer_size(fd, true, 32 << 20);
+    s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    ready(s.local_addr()?);
+    let (c, first, last) = sink_loop(fd, stop);
+    let d = match (first, last) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    Ok(RefReport {
+        datagrams: c.datagrams,
+        calls: c.calls,
+        errors: c.errors,
+        duration_s: d,
+        pps: if d > 0.0 { c.datagrams as f64 / d } else { 0.0 },
+    })
+}

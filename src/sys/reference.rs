@@ -1,0 +1,155 @@
+//! The kernel-level references udpring is measured against: the loops a
+//! C program would run, one system call at a time, with nothing of the
+//! engine's (no ring, no pool, no handler). In Rust over raw libc, so the
+//! bench needs no C compiler at run time; each call is the one named.
+//!
+//! - [`send_loop`]: `send(2)` on a connected socket, one datagram per call
+//!   (the plain sender's limit).
+//! - [`gso_loop`]: `sendmsg(2)` on a connected socket with a `UDP_SEGMENT`
+//!   control message, `segs` datagrams of `size` bytes per call (the GSO
+//!   sender's limit).
+//! - [`sink_loop`]: `recvmmsg(2)` of up to 64 messages with `UDP_GRO` on,
+//!   counting datagrams (segments of a train each) and buffers.
+//!
+//! All stop when `stop` is set (checked between calls; the sockets have a
+//! receive timeout so the sink wakes to see it).
+
+use std::io;
+use std::mem;
+use std::num::NonZeroU16;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::cmsg::{CmsgSpace, RecvCmsg, SEND_CMSG_LEN, write_send};
+use super::meta::SrcIp;
+
+/// What a loop counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counted {
+    /// Datagrams (each segment of a train counts).
+    pub datagrams: u64,
+    /// System calls that succeeded (sends) or buffers received (sink).
+    pub calls: u64,
+    /// Calls that failed (`ENOBUFS`, `EAGAIN`, refused, ...).
+    pub errors: u64,
+}
+
+/// `send(fd, buf, len, 0)` until `stop`: the C loop
+/// `for (;;) send(fd, buf, len, 0);` on a connected socket.
+pub fn send_loop(fd: RawFd, buf: &[u8], stop: &AtomicBool) -> Counted {
+    let mut c = Counted::default();
+    while !stop.load(Ordering::Relaxed) {
+        // send(2): "The only difference between send() and write(2) is
+        // the presence of flags"; the kernel reads `len` bytes of `buf`
+        // during the call.
+        match syscall!(send(fd, buf.as_ptr().cast(), buf.len(), 0)) {
+            Ok(_) => {
+                c.datagrams += 1;
+                c.calls += 1;
+            }
+            Err(_) => c.errors += 1,
+        }
+    }
+    c
+}
+
+/// `sendmsg` with `UDP_SEGMENT` = `size` of `buf` (`buf.len() / size`
+/// segments, the last may be shorter) until `stop`.
+pub fn gso_loop(fd: RawFd, buf: &[u8], size: u16, stop: &AtomicBool) -> io::Result<Counted> {
+    let seg = NonZeroU16::new(size).ok_or(io::ErrorKind::InvalidInput)?;
+    let segs = buf.len().div_ceil(usize::from(size)) as u64;
+    let mut ctl = CmsgSpace::<SEND_CMSG_LEN>::default();
+    let ctl_len = write_send(&mut ctl, Some(seg), SrcIp::Any, None, None);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.0.as_mut_ptr().cast();
+    msg.msg_controllen = ctl_len;
+    let mut c = Counted::default();
+    while !stop.load(Ordering::Relaxed) {
+        // sendmsg(2) on a connected socket (no msg_name): the kernel reads
+        // the iovec's bytes and the control area (UDP_SEGMENT, udp(7):
+        // "the payload is split into segments of the given size") during
+        // the call; all live on this frame or in `buf`.
+        match syscall!(sendmsg(fd, &msg, 0)) {
+            Ok(_) => {
+                c.datagrams += segs;
+                c.calls += 1;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                return Err(io::Error::other("the kernel refused UDP_SEGMENT (EIO)"));
+            }
+            Err(_) => c.errors += 1,
+        }
+    }
+    Ok(c)
+}
+
+/// Messages per `recvmmsg` of the sink.
+const SINK_BATCH: usize = 64;
+/// Bytes per message of the sink: a whole GRO train.
+const SINK_BUF: usize = 65536;
+
+/// Receives with `recvmmsg` until `stop` (the socket should have `UDP_GRO`
+/// on and a receive timeout); counts datagrams by their GRO segment size.
+/// Also returns when the first and the last batch arrived.
+pub fn sink_loop(fd: RawFd, stop: &AtomicBool) -> (Counted, Option<Instant>, Option<Instant>) {
+    let mut bufs = vec![0u8; SINK_BATCH * SINK_BUF];
+    let mut ctls = vec![CmsgSpace::<64>::default(); SINK_BATCH];
+    // SAFETY: mmsghdr is plain old data; all-zero is valid.
+    let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { mem::zeroed() }; SINK_BATCH];
+    let mut iovs: Vec<libc::iovec> = bufs
+        .chunks_mut(SINK_BUF)
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut c = Counted::default();
+    let (mut first, mut last) = (None, None);
+    while !stop.load(Ordering::Relaxed) {
+        for (i, h) in hdrs.iter_mut().enumerate() {
+            h.msg_hdr.msg_iov = &mut iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = ctls[i].0.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = 64;
+            h.msg_hdr.msg_name = std::ptr::null_mut();
+            h.msg_hdr.msg_namelen = 0;
+        }
+        // recvmmsg(2): "receive multiple messages on a socket"; vlen =
+        // SINK_BATCH headers, each pointing at its own iovec and control
+        // area, all owned by this frame and alive for the call; flags 0
+        // and no timeout: blocks for the first, as the socket's
+        // SO_RCVTIMEO allows.
+        let n = match syscall!(recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            SINK_BATCH as libc::c_uint,
+            0,
+            std::ptr::null_mut()
+        )) {
+            Ok(n) => n as usize,
+            Err(_) => continue,
+        };
+        let now = Instant::now();
+        first.get_or_insert(now);
+        last = Some(now);
+        for (h, ctl) in hdrs[..n].iter().zip(&ctls) {
+            let len = h.msg_len as usize;
+            let clen = h.msg_hdr.msg_controllen.min(64);
+            let seg = RecvCmsg::parse(&ctl.0[..clen]).gro_segment;
+            c.calls += 1;
+            c.datagrams += match seg {
+                Some(s) if len > 0 => len.div_ceil(usize::from(s.get())) as u64,
+                _ => 1,
+            };
+        }
+    }
+    (c, first, last)
+}

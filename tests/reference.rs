@@ -1,0 +1,71 @@
+//! `udpring reference`: the C-equivalent sender and sink count what they
+//! did, agree with each other on loopback, and refuse bad input.
+
+mod common;
+
+use common::{JsonServer, run, vocab};
+
+#[test]
+fn the_reference_sender_and_sink_agree() {
+    for gso in ["1", "8"] {
+        let sink = JsonServer::start(&[
+            "reference",
+            "sink",
+            "--bind",
+            "127.0.0.1:0",
+            "--duration",
+            "1.5",
+            "--json",
+        ]);
+        let (code, out, err) = run(&[
+            "reference",
+            "send",
+            &sink.1.to_string(),
+            "-t",
+            "0.3",
+            "-s",
+            "100",
+            "--gso",
+            gso,
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let s = common::json(&out);
+        vocab::check("reference", &s);
+        let r = sink.finish();
+        vocab::check("reference", &r);
+        let (sent, got) = (s["sent"].as_u64().unwrap(), r["received"].as_u64().unwrap());
+        assert!(sent > 1000, "{s}");
+        assert!(
+            got <= sent && got * 10 >= sent * 9,
+            "gso {gso}: the sink counted {got} of {sent}: {r}"
+        );
+        if gso == "8" {
+            assert!(
+                r["received_bufs"].as_u64().unwrap() < got,
+                "trains arrive whole (GRO): {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_reference_refuses_bad_input() {
+    for args in [
+        &[
+            "reference",
+            "send",
+            "127.0.0.1:9",
+            "-s",
+            "2000",
+            "--gso",
+            "64",
+        ][..],
+        &["reference", "send", "127.0.0.1:0"][..],
+        &["reference", "send", "127.0.0.1:9", "--gso", "65"][..],
+    ] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Senders into one sink: udpring load (one-way, --match none) beside the
+# kernel-level references (`udpring reference send`: one send(2) per
+# datagram, or sendmsg(2) + UDP_SEGMENT), every sender on CPU 1 into the
+# same sink on CPU 0 (`udpring reference sink`: recvmmsg of 64 with
+# UDP_GRO on, the loop a C program would run), SECS seconds each,
+# interleaved for ROUNDS rounds. The figure is what the sink counted per
+# second, from its first datagram to its last: datagrams, each segment of
+# a GSO train counted (on loopback a train sent to a GRO socket arrives
+# whole: these are segments, not packets on a wire).
+#
+#   tools/send-compare.sh [UDPRING] [ROUNDS] [SECS]
+#
+# Prints one row per workload and round with udpring / reference (the
+# denominator: the reference sender of the same workload, same round).
+set -euo pipefail
+bin=${1:-target/release/udpring}
+rounds=${2:-3}
+secs=${3:-3}
+port=$((20000 + RANDOM % 20000))
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+sink_rate() { # sender command...
+  "$bin" reference sink --bind "127.0.0.1:$port" --cpu 0 --json \
+    --duration "$(python3 -c "print($secs + 1.5)")" > "$out/sink.json" 2>/dev/null &
+  local s=$!
+  sleep 0.3
+  "$@" > /dev/null 2>&1 || true
+  wait "$s"
+  python3 -c "import json;print(int(json.load(open('$out/sink.json'))['pps_received']))"
+}
+
+echo "| workload | round | reference (sink datagrams/s) | udpring load | udpring / reference |"
+echo "|---|---:|---:|---:|---:|"
+for r in $(seq "$rounds"); do
+  for w in "64 1" "64 64" "1400 46"; do
+    set -- $w
+    size=$1 gso=$2
+    ref=$(sink_rate "$bin" reference send "127.0.0.1:$port" --cpu 1 -t "$secs" -s "$size" --gso "$gso")
+    us=$(sink_rate "$bin" load "127.0.0.1:$port" --match none --cpu 1 -t "$secs" -q -s "$size" --gso "$gso")
+    name="$size B"
+    [ "$gso" -gt 1 ] && name="$size B, GSO $gso"
+    echo "| $name | $r | $ref | $us | $(python3 -c "print(f'{$us/$ref:.2f}x')") |"
+  done
+done
