@@ -129,3 +129,43 @@ per_backend!(
         assert_eq!(s.sent, 1 + 4 + 2 + 12);
     }
 );
+
+/// Trains for a socket with `Config::udp_segment`: of that size (a plain
+/// send the socket cuts), of another size (their own control message),
+/// and a single datagram shorter than the segment.
+struct Mixed(SocketAddr);
+
+impl Handler for Mixed {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        tx.send_segments_with(0, 100, 350, self.0, |b| b.copy_from_slice(&pattern(350, 5)))
+            .unwrap();
+        tx.send_segments_with(0, 50, 120, self.0, |b| b.copy_from_slice(&pattern(120, 6)))
+            .unwrap();
+        tx.send_with(80, self.0, |b| b.copy_from_slice(&pattern(80, 7)))
+            .unwrap();
+    }
+    fn on_datagram(&mut self, _d: Datagram<'_>, _tx: &mut Transport<'_>) {}
+}
+
+per_backend!(
+    fn a_sockets_own_segment_size_cuts_its_trains(backend) {
+        let sink = common::client(false);
+        let mut cfg = common::config(backend, false);
+        cfg.udp_segment = Some(100);
+        let to = sink.local_addr().unwrap();
+        let h = Mutex::new(Some(Mixed(to)));
+        let engine = Engine::start(cfg, move |_| h.lock().unwrap().take().unwrap()).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        for _ in 0..8 {
+            let (n, _) = sink.recv_from(&mut buf).unwrap();
+            got.push(buf[..n].to_vec());
+        }
+        let s = common::stop_clean(engine);
+        let mut want: Vec<Vec<u8>> = pattern(350, 5).chunks(100).map(<[u8]>::to_vec).collect();
+        want.extend(pattern(120, 6).chunks(50).map(<[u8]>::to_vec));
+        want.push(pattern(80, 7));
+        assert_eq!(got, want);
+        assert_eq!((s.sent, s.sent_bufs), (8, 3));
+    }
+);
