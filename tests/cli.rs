@@ -178,6 +178,7 @@ fn bench_json_has_a_run_per_case() {
     let runs = v["rows"].as_array().unwrap();
     let rows = |workload: &str, gso: bool| -> Vec<&serde_json::Value> {
         runs.iter()
+            .filter(|r| r["client"] == "udpring")
             .filter(|r| r["workload"] == workload && (r["gso_segments"].as_u64() > Some(1)) == gso)
             .collect()
     };
@@ -201,6 +202,17 @@ fn bench_json_has_a_run_per_case() {
     assert_eq!(gso.len(), 1, "GSO/GRO on the best listed backend only: {v}");
     assert_eq!(gso[0]["backend"], "mmsg");
     assert!(gso[0]["received"].as_u64().unwrap() > 0, "{v}");
+    // One C limit row per flood workload, on the same (best) echo.
+    let c: Vec<&serde_json::Value> = runs.iter().filter(|r| r["client"] == "C limit").collect();
+    assert_eq!(c.len(), 2, "{v}");
+    for (r, segs) in c.iter().zip([1, gso[0]["gso_segments"].as_u64().unwrap()]) {
+        assert_eq!(
+            (r["backend"].as_str(), r["size"].as_u64()),
+            (Some("mmsg"), Some(64))
+        );
+        assert_eq!(r["gso_segments"].as_u64(), Some(segs), "{r}");
+        assert!(r["received"].as_u64().unwrap() > 0, "{r}");
+    }
     let _ = Duration::ZERO;
 }
 

@@ -133,6 +133,11 @@ pub struct Case {
 /// The result of one case.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RunResult {
+    /// Who drove the echo: `udpring` (the load generator, the row's
+    /// figure) or `C limit` (the kernel-level reference flood,
+    /// `udpring reference`, against the same echo: what that echo gives a
+    /// C program).
+    pub client: &'static str,
     /// Throughput or latency.
     pub workload: Workload,
     /// Server backend.
@@ -168,7 +173,7 @@ pub struct BenchOpts {
     pub warmup: Duration,
     /// Backend of the client.
     pub client_backend: Option<Backend>,
-    /// Datagrams in flight in flood rows (GSO rows: at least 8 trains).
+    /// Datagrams in flight in flood rows (GSO rows: at least 32 trains).
     pub window: u64,
     /// Segments per GSO send.
     pub gso_segments: usize,
@@ -334,7 +339,7 @@ pub fn run_case(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
     o.size = case.size.max(crate::apps::header::HEADER_LEN);
     o.gso = segs;
     o.window = match case.workload {
-        Workload::Flood => Some(opts.window.max(segs as u64 * 8)),
+        Workload::Flood => Some(opts.window.max(segs as u64 * 32)),
         Workload::Ping => None,
     };
     o.duration = Some(opts.duration);
@@ -351,6 +356,7 @@ pub fn run_case(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
         )));
     }
     Ok(RunResult {
+        client: "udpring",
         workload: case.workload,
         backend: case.backend,
         size: case.size,
@@ -366,12 +372,68 @@ pub fn run_case(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
     })
 }
 
+/// The `C limit` rows for `cases`: one per flood workload (size, GSO or
+/// not), against the echo of its best backend there (uring when listed,
+/// else the last listed).
+pub fn c_limit_cases(cases: &[Case]) -> Vec<Case> {
+    let mut v: Vec<Case> = Vec::new();
+    for c in cases.iter().filter(|c| c.workload == Workload::Flood) {
+        // The backends come in the order simple, mmsg, uring: the last
+        // listed is the best.
+        match v.iter_mut().find(|x| x.size == c.size && x.gso == c.gso) {
+            Some(x) if x.backend != Backend::Uring => *x = *c,
+            Some(_) => {}
+            None => v.push(*c),
+        }
+    }
+    v
+}
+
+/// Runs `case`'s echo driven by the C flood (open loop, `send` or
+/// `sendmsg` + `UDP_SEGMENT`, echoes read with `recvmmsg` + GRO, on the
+/// client's CPU): the row that says what this echo gives a C program.
+pub fn run_c_limit(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
+    let (server, segs) = start_server(case, opts, 32)?;
+    let cpus = crate::sys::cpu::allowed_cpus().len();
+    let f = crate::apps::reference::flood_echo(
+        server.local_addr(),
+        case.size.max(crate::apps::header::HEADER_LEN),
+        segs,
+        opts.warmup + opts.duration,
+        Some(cpus.saturating_sub(1)),
+    );
+    let stats = server.stop()?;
+    let f = f?;
+    if stats.slots_out != 0 {
+        return Err(io::Error::other(format!(
+            "server left {} slots out",
+            stats.slots_out
+        )));
+    }
+    Ok(RunResult {
+        client: "C limit",
+        workload: case.workload,
+        backend: case.backend,
+        size: case.size,
+        gso_segments: segs,
+        sent: f.sent,
+        received: f.echoed,
+        pps_received: f.pps_echoed,
+        gbps_received: f.pps_echoed * case.size as f64 * 8.0 / 1e9,
+        lost: f.sent.saturating_sub(f.echoed),
+        truncated: 0,
+        duration_s: f.duration_s,
+        rtt_us: None,
+    })
+}
+
 /// `r` against the `simple` row of the same workload and size: echoed
 /// rate over simple's for floods, simple's median RTT over this one's for
 /// ping (above 1 is better either way).
 pub fn ratio_to_simple(r: &RunResult, all: &[RunResult]) -> Option<f64> {
     let base = all.iter().find(|b| {
-        b.backend == Backend::Simple
+        b.client == "udpring"
+            && b.backend == Backend::Simple
             && b.gso_segments == 1
             && b.size == r.size
             && b.workload == r.workload
@@ -390,12 +452,13 @@ pub fn ratio_to_simple(r: &RunResult, all: &[RunResult]) -> Option<f64> {
 /// where there is no figure).
 pub fn csv(results: &[RunResult]) -> String {
     let mut s = String::from(
-        "workload,backend,size,gso_segments,pps_received,gbps_received,p50_us,p99_us,vs_simple,lost\n",
+        "client,workload,backend,size,gso_segments,pps_received,gbps_received,p50_us,p99_us,vs_simple,lost\n",
     );
     let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
     for r in results {
         s.push_str(&format!(
-            "{},{},{},{},{:.1},{:.6},{},{},{},{}\n",
+            "{},{},{},{},{},{:.1},{:.6},{},{},{},{}\n",
+            r.client,
             match r.workload {
                 Workload::Flood => "flood",
                 Workload::Ping => "ping",
@@ -417,7 +480,8 @@ pub fn csv(results: &[RunResult]) -> String {
 /// Formats results as the table `udpring bench` prints.
 pub fn table(results: &[RunResult]) -> String {
     let mut s = format!(
-        "{:<8} {:<8} {:>6} {:>8} {:>13} {:>9} {:>9} {:>9} {:>10} {:>8}\n",
+        "{:<8} {:<8} {:<8} {:>6} {:>8} {:>13} {:>9} {:>9} {:>9} {:>10} {:>8}\n",
+        "client",
         "workload",
         "backend",
         "size",
@@ -433,7 +497,8 @@ pub fn table(results: &[RunResult]) -> String {
     for r in results {
         let ratio = ratio_to_simple(r, results).map_or("-".to_string(), |x| format!("{x:.2}x"));
         s.push_str(&format!(
-            "{:<8} {:<8} {:>6} {:>8} {:>13.0} {:>9.3} {:>9} {:>9} {:>10} {:>8}\n",
+            "{:<8} {:<8} {:<8} {:>6} {:>8} {:>13.0} {:>9.3} {:>9} {:>9} {:>10} {:>8}\n",
+            r.client,
             match r.workload {
                 Workload::Flood => "flood",
                 Workload::Ping => "ping",
@@ -448,6 +513,30 @@ pub fn table(results: &[RunResult]) -> String {
             ratio,
             r.lost
         ));
+    }
+    for c in results.iter().filter(|r| r.client == "C limit") {
+        let ours = results.iter().find(|r| {
+            r.client == "udpring"
+                && r.workload == c.workload
+                && r.backend == c.backend
+                && r.size == c.size
+                && r.gso_segments == c.gso_segments
+        });
+        if let Some(o) = ours.filter(|_| c.pps_received > 0.0) {
+            s.push_str(&format!(
+                "{} B{} on the {} echo: udpring's client gets {:.2}x of the C flood's echoes\n",
+                c.size,
+                if c.gso_segments > 1 { " GSO/GRO" } else { "" },
+                c.backend.name(),
+                o.pps_received / c.pps_received
+            ));
+        }
+    }
+    if results.iter().any(|r| r.gso_segments > 1) {
+        s.push_str(
+            "echoed/s counts datagrams; with GSO/GRO on loopback a train is never split into \
+             packets, so those are segments\n",
+        );
     }
     s
 }

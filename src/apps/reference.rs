@@ -110,3 +110,81 @@ pub fn sink(
         pps: if d > 0.0 { c.datagrams as f64 / d } else { 0.0 },
     })
 }
+
+/// What the C flood got from an echo server.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FloodEcho {
+    /// Datagrams sent (segments counted).
+    pub sent: u64,
+    /// Datagrams echoed back (segments counted).
+    pub echoed: u64,
+    /// Echoed datagrams per second, from the first echo to the last.
+    pub pps_echoed: f64,
+    /// Seconds it sent.
+    pub duration_s: f64,
+}
+
+/// The external C flood against an echo server at `to`: an open-loop
+/// sender (`send`, or `sendmsg` + `UDP_SEGMENT` of `gso` segments) and a
+/// `recvmmsg` + GRO receiver of the echoes on the same connected socket,
+/// two threads, both on CPU index `cpu`, for `secs`.
+pub fn flood_echo(
+    to: SocketAddr,
+    size: usize,
+    gso: usize,
+    secs: Duration,
+    cpu: Option<usize>,
+) -> io::Result<FloodEcho> {
+    let s = UdpSocket::bind(crate::sys::unspecified_like(to, 0))?;
+    s.connect(to)?;
+    let fd = s.as_raw_fd();
+    crate::sys::socket::set_udp_gro(fd, true)?;
+    let _ = crate::sys::socket::set_buffer_size(fd, true, 32 << 20);
+    let _ = crate::sys::socket::set_buffer_size(fd, false, 4 << 20);
+    s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let buf = vec![0x5au8; size * gso.max(1)];
+    let (stop_send, stop_sink) = (AtomicBool::new(false), AtomicBool::new(false));
+    std::thread::scope(|sc| {
+        let sink = sc.spawn(|| {
+            pin(cpu)?;
+            Ok::<_, io::Error>(sink_loop(fd, &stop_sink))
+        });
+        let sender = sc.spawn(|| {
+            pin(cpu)?;
+            let start = Instant::now();
+            let c = if gso > 1 {
+                let seg = u16::try_from(size).map_err(|_| io::ErrorKind::InvalidInput)?;
+                gso_loop(fd, &buf, seg, &stop_send)?
+            } else {
+                send_loop(fd, &buf, &stop_send)
+            };
+            Ok::<_, io::Error>((c, start.elapsed().as_secs_f64()))
+        });
+        std::thread::sleep(secs);
+        stop_send.store(true, Ordering::Relaxed);
+        let sent = sender
+            .join()
+            .map_err(|_| io::Error::other("the sender panicked"))?;
+        // The last echoes of what is in flight.
+        std::thread::sleep(Duration::from_millis(100));
+        stop_sink.store(true, Ordering::Relaxed);
+        let (got, first, last) = sink
+            .join()
+            .map_err(|_| io::Error::other("the sink panicked"))??;
+        let (c, d) = sent?;
+        let span = match (first, last) {
+            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        };
+        Ok(FloodEcho {
+            sent: c.datagrams,
+            echoed: got.datagrams,
+            pps_echoed: if span > 0.0 {
+                got.datagrams as f64 / span
+            } else {
+                0.0
+            },
+            duration_s: d,
+        })
+    })
+}

@@ -29,6 +29,10 @@ pub(crate) struct BenchArgs {
     /// Run every workload on every backend (GSO/GRO rows included).
     #[arg(long)]
     compare: bool,
+    /// Leave out the C limit rows (each flood workload's echo driven by
+    /// the kernel-level reference flood, `udpring reference`).
+    #[arg(long)]
+    no_c_limit: bool,
     /// Only these server backends (comma-separated); default: all.
     #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
     backend: Vec<Backend>,
@@ -105,6 +109,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
     let show = !a.json && !a.csv && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let per_row = a.duration + a.warmup + Duration::from_millis(300);
     let total = cases.len();
+    let done = cases.clone();
     for (k, c) in cases.into_iter().enumerate() {
         if show {
             eprint!(
@@ -122,6 +127,25 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
             eprintln!("{:.0} echoed/s", r.pps_received);
         }
         results.push(r);
+    }
+    // The C limit of each flood workload: the same echo under the
+    // kernel-level reference flood.
+    if !a.no_c_limit {
+        for c in bench::c_limit_cases(&done) {
+            if show {
+                eprint!(
+                    "[C limit] {} {} B{} ... ",
+                    c.backend,
+                    c.size,
+                    if c.gso { " gso/gro" } else { "" }
+                );
+            }
+            let r = bench::run_c_limit(c, &opts).map_err(runtime)?;
+            if show {
+                eprintln!("{:.0} echoed/s", r.pps_received);
+            }
+            results.push(r);
+        }
     }
     if a.json {
         crate::common::say_json("bench", None, serde_json::json!({ "rows": results }));

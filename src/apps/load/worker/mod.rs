@@ -125,6 +125,8 @@ pub(super) struct Worker {
     responders: Responders,
     /// `--kernel-timestamps`: the stamps of requests and replies.
     ks: Option<kstamp::KStamps>,
+    /// RTTs not yet in the histograms: a value and how many in a row.
+    rtt_run: (u64, u64),
     shared: Arc<Mutex<Partial>>,
     abort: Arc<AtomicBool>,
 }
@@ -187,6 +189,7 @@ impl Worker {
             last_measured_ns: 0,
             responders: Responders::new(opts.max_responders),
             ks: opts.kernel_timestamps.then(|| kstamp::KStamps::new(nflows)),
+            rtt_run: (0, 0),
             shared,
             abort,
             opts,
@@ -446,6 +449,7 @@ impl Handler for Worker {
         for chunk in dgram.payload().chunks(seg) {
             self.on_reply(chunk, from, sock, now, tx);
         }
+        self.flush_rtt();
         if dgram.payload().is_empty() {
             self.tally(|c| &mut c.invalid, 1);
         }

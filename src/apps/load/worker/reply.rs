@@ -119,13 +119,36 @@ impl Worker {
                     }
                     self.counts.reordered += u64::from(first == Seen::Reordered);
                     let rtt = now.saturating_sub(sent).max(1);
-                    self.hist.saturating_record(rtt);
-                    self.interval.saturating_record(rtt);
+                    self.record_rtt(rtt);
                 }
             }
         }
         if answered_ping && self.opts.mode == Mode::Ping {
             self.ping_one(tx, fi);
+        }
+    }
+
+    /// Records one RTT: equal RTTs in a row (the segments of one train,
+    /// sent and received together) go into the histograms as one run.
+    fn record_rtt(&mut self, rtt: u64) {
+        match &mut self.rtt_run {
+            (r, n) if *r == rtt => *n += 1,
+            run => {
+                let (r, n) = std::mem::replace(run, (rtt, 1));
+                if n > 0 {
+                    self.hist.saturating_record_n(r, n);
+                    self.interval.saturating_record_n(r, n);
+                }
+            }
+        }
+    }
+
+    /// Puts the pending run of RTTs into the histograms.
+    pub(super) fn flush_rtt(&mut self) {
+        let (r, n) = std::mem::take(&mut self.rtt_run);
+        if n > 0 {
+            self.hist.saturating_record_n(r, n);
+            self.interval.saturating_record_n(r, n);
         }
     }
 
