@@ -69,3 +69,43 @@ fn the_reference_refuses_bad_input() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn the_reference_echo_returns_trains_whole_to_the_reference_flood() {
+    let echo = JsonServer::start(&[
+        "reference",
+        "echo",
+        "--bind",
+        "127.0.0.1:0",
+        "--duration",
+        "1.5",
+        "--json",
+    ]);
+    let (code, out, err) = run(&[
+        "reference",
+        "flood",
+        &echo.1.to_string(),
+        "-t",
+        "0.3",
+        "-s",
+        "200",
+        "--gso",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let f = common::json(&out);
+    vocab::check("reference", &f);
+    let e = echo.finish();
+    vocab::check("reference", &e);
+    let (sent, back, echoed) = (
+        f["sent"].as_u64().unwrap(),
+        f["received"].as_u64().unwrap(),
+        e["sent"].as_u64().unwrap(),
+    );
+    assert!(back > 0 && back <= echoed && echoed <= sent, "{f} {e}");
+    assert!(
+        e["sent_bufs"].as_u64().unwrap() * 2 < echoed,
+        "trains echoed as trains: {e}"
+    );
+}

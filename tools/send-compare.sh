@@ -13,6 +13,13 @@
 #
 # Prints one row per workload and round with udpring / reference (the
 # denominator: the reference sender of the same workload, same round).
+#
+# Then the echo under a GSO flood: `udpring echo --backend uring --gro`
+# and the C GRO -> GSO echo (`udpring reference echo`: recvmmsg + GRO,
+# sendmmsg back with UDP_SEGMENT), each on CPU 0, driven by the same C
+# flood (`udpring reference flood`: open-loop sendmsg + UDP_SEGMENT and a
+# recvmmsg + GRO reader of the echoes, CPU 1); the figure is echoes
+# counted per second (segments). Denominator: the C echo, same round.
 set -euo pipefail
 bin=${1:-target/release/udpring}
 rounds=${2:-3}
@@ -42,5 +49,29 @@ for r in $(seq "$rounds"); do
     name="$size B"
     [ "$gso" -gt 1 ] && name="$size B, GSO $gso"
     echo "| $name | $r | $ref | $us | $(python3 -c "print(f'{$us/$ref:.2f}x')") |"
+  done
+done
+
+echo_rate() { # server command...
+  "$@" > /dev/null 2>&1 &
+  local s=$!
+  sleep 0.4
+  "$bin" reference flood "127.0.0.1:$port" --cpu 1 -t "$secs" -s "$size" --gso "$gso" --json \
+    > "$out/flood.json" 2>/dev/null || true
+  kill -INT "$s" 2>/dev/null || true
+  wait "$s" 2>/dev/null || true
+  python3 -c "import json;print(int(json.load(open('$out/flood.json'))['pps_received']))"
+}
+
+echo
+echo "| echo under a C GSO flood | round | C GRO->GSO echo (echoes/s) | udpring echo --gro (uring) | udpring / C |"
+echo "|---|---:|---:|---:|---:|"
+for r in $(seq "$rounds"); do
+  for w in "64 64" "1400 46"; do
+    set -- $w
+    size=$1 gso=$2
+    c=$(echo_rate "$bin" reference echo --bind "127.0.0.1:$port" --cpu 0)
+    us=$(echo_rate "$bin" echo --bind "127.0.0.1:$port" --backend uring --gro -w 1 --cpu 0 -q)
+    echo "| $size B, GSO $gso | $r | $c | $us | $(python3 -c "print(f'{$us/$c:.2f}x')") |"
   done
 done

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sys::reference::{gso_loop, send_loop, sink_loop};
+use crate::sys::reference::{echo_loop, gso_loop, send_loop, sink_loop};
 
 /// What a reference loop did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -186,5 +186,34 @@ pub fn flood_echo(
             },
             duration_s: d,
         })
+    })
+}
+
+/// The C GRO -> GSO echo on `bind` (`recvmmsg` + `UDP_GRO`, `sendmmsg`
+/// back with `UDP_SEGMENT`): `ready` gets its address, then it echoes
+/// until `stop`. Returns datagrams echoed (segments) and buffers.
+pub fn echo(
+    bind: SocketAddr,
+    cpu: Option<usize>,
+    stop: &AtomicBool,
+    ready: impl FnOnce(SocketAddr),
+) -> io::Result<RefReport> {
+    pin(cpu)?;
+    let s = UdpSocket::bind(bind)?;
+    let fd = s.as_raw_fd();
+    crate::sys::socket::set_udp_gro(fd, true)?;
+    let _ = crate::sys::socket::set_buffer_size(fd, true, 4 << 20);
+    let _ = crate::sys::socket::set_buffer_size(fd, false, 4 << 20);
+    s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    ready(s.local_addr()?);
+    let start = Instant::now();
+    let c = echo_loop(fd, stop);
+    let d = start.elapsed().as_secs_f64();
+    Ok(RefReport {
+        datagrams: c.datagrams,
+        calls: c.calls,
+        errors: c.errors,
+        duration_s: d,
+        pps: c.datagrams as f64 / d.max(1e-9),
     })
 }

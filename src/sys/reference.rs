@@ -11,6 +11,10 @@
 //! - [`sink_loop`]: `recvmmsg(2)` of up to 64 messages with `UDP_GRO` on,
 //!   counting datagrams (segments of a train each) and buffers.
 //!
+//! - [`echo_loop`]: `recvmmsg` of up to 64 messages with `UDP_GRO`, then
+//!   one `sendmmsg` of them back to their sources, each train with its
+//!   segment size as `UDP_SEGMENT` (the C GRO -> GSO echo).
+//!
 //! All stop when `stop` is set (checked between calls; the sockets have a
 //! receive timeout so the sink wakes to see it).
 
@@ -152,4 +156,83 @@ pub fn sink_loop(fd: RawFd, stop: &AtomicBool) -> (Counted, Option<Instant>, Opt
         }
     }
     (c, first, last)
+}
+
+/// The C GRO -> GSO echo: `recvmmsg` a batch (GRO trains whole), then
+/// `sendmmsg` each back to its source, a train as a train, until `stop`.
+/// Counts datagrams echoed (segments) and buffers.
+pub fn echo_loop(fd: RawFd, stop: &AtomicBool) -> Counted {
+    let mut bufs = vec![0u8; SINK_BATCH * SINK_BUF];
+    let mut ctls = vec![CmsgSpace::<64>::default(); SINK_BATCH];
+    let mut send_ctls = vec![CmsgSpace::<SEND_CMSG_LEN>::default(); SINK_BATCH];
+    let mut names = vec![super::addr::RawAddr::zeroed(); SINK_BATCH];
+    // SAFETY: mmsghdr is plain old data; all-zero is valid.
+    let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { mem::zeroed() }; SINK_BATCH];
+    let mut iovs: Vec<libc::iovec> = bufs
+        .chunks_mut(SINK_BUF)
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut c = Counted::default();
+    while !stop.load(Ordering::Relaxed) {
+        for (i, h) in hdrs.iter_mut().enumerate() {
+            iovs[i].iov_len = SINK_BUF;
+            h.msg_hdr.msg_iov = &mut iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = ctls[i].0.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = 64;
+            h.msg_hdr.msg_name = (&mut names[i].storage as *mut libc::sockaddr_in6).cast();
+            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        }
+        // recvmmsg(2), as in `sink_loop`, with each message's source
+        // address written into its own `names` entry.
+        let n = match syscall!(recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            SINK_BATCH as libc::c_uint,
+            0,
+            std::ptr::null_mut()
+        )) {
+            Ok(n) => n as usize,
+            Err(_) => continue,
+        };
+        let mut segs = 0;
+        for i in 0..n {
+            let h = &mut hdrs[i];
+            let len = h.msg_len as usize;
+            let clen = h.msg_hdr.msg_controllen.min(64);
+            let seg = RecvCmsg::parse(&ctls[i].0[..clen]).gro_segment;
+            segs += match seg {
+                Some(s) if len > 0 => len.div_ceil(usize::from(s.get())) as u64,
+                _ => 1,
+            };
+            // The same header goes back: the source as the destination,
+            // the bytes received, the train's segment size.
+            iovs[i].iov_len = len;
+            let l = write_send(&mut send_ctls[i], seg, SrcIp::Any, None, None);
+            h.msg_hdr.msg_control = if l > 0 {
+                send_ctls[i].0.as_mut_ptr().cast()
+            } else {
+                std::ptr::null_mut()
+            };
+            h.msg_hdr.msg_controllen = l;
+            h.msg_hdr.msg_flags = 0;
+        }
+        // sendmmsg(2): "send multiple messages on a socket"; the first n
+        // headers, each naming its source, bytes and control area, all
+        // owned by this frame for the call.
+        if let Ok(k) = syscall!(sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, 0)) {
+            c.calls += k as u64;
+            if k as usize == n {
+                c.datagrams += segs;
+            } else {
+                c.errors += (n - k as usize) as u64;
+            }
+        } else {
+            c.errors += n as u64;
+        }
+    }
+    c
 }

@@ -20,6 +20,14 @@ pub(crate) enum RefCmd {
     /// datagrams until SIGINT or --duration; the rate is from the first
     /// datagram to the last.
     Sink(RefSinkArgs),
+    /// Echo as a C program would: recvmmsg of 64 with UDP_GRO, then one
+    /// sendmmsg of them back, each train with its segment size as
+    /// UDP_SEGMENT (the GRO -> GSO echo), until SIGINT or --duration.
+    Echo(RefSinkArgs),
+    /// Flood an echo server as a C program would (open loop: send, or
+    /// sendmsg + UDP_SEGMENT with --gso) and count its echoes on the same
+    /// socket (recvmmsg + GRO, a second thread on the same CPU).
+    Flood(RefSendArgs),
 }
 
 #[derive(Args)]
@@ -98,49 +106,91 @@ pub(crate) fn reference(c: RefCmd) -> Result<(), Failure> {
             }
             Ok(())
         }
-        RefCmd::Sink(a) => {
-            udpring::signals::install().map_err(runtime)?;
-            let stop = AtomicBool::new(false);
-            let r = std::thread::scope(|s| {
-                let h = s.spawn(|| {
-                    reference::sink(a.bind, a.cpu, &stop, |addr| {
-                        eprintln!("udpring reference sink: listening on {addr}");
-                    })
-                });
-                let start = std::time::Instant::now();
-                while !h.is_finished()
-                    && !udpring::signals::requested()
-                    && a.duration.is_none_or(|d| start.elapsed() < d)
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                stop.store(true, Ordering::Relaxed);
-                h.join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("the sink panicked")))
+        RefCmd::Sink(a) => serve(&a, "sink", |stop| {
+            reference::sink(a.bind, a.cpu, stop, |addr| {
+                eprintln!("udpring reference sink: listening on {addr}");
             })
-            .map_err(runtime)?;
+        }),
+        RefCmd::Echo(a) => serve(&a, "echo", |stop| {
+            reference::echo(a.bind, a.cpu, stop, |addr| {
+                eprintln!("udpring reference echo: listening on {addr}");
+            })
+        }),
+        RefCmd::Flood(a) => {
+            let to = resolve(&a.target)?;
+            if to.port() == 0 {
+                return Err(usage("port 0: give the port the echo listens on"));
+            }
+            let f = reference::flood_echo(to, a.size as usize, a.gso as usize, a.duration, a.cpu)
+                .map_err(runtime)?;
             if a.json {
-                // The sink's duration is from its first datagram to its
-                // last.
                 crate::common::say_json(
                     "reference",
-                    Some(r.duration_s),
+                    Some(f.duration_s),
                     serde_json::json!({
-                        "received": r.datagrams,
-                        "received_bufs": r.calls,
-                        "pps_received": r.pps,
+                        "target": to.to_string(),
+                        "sent": f.sent,
+                        "received": f.echoed,
+                        "pps_received": f.pps_echoed,
                     }),
                 );
             } else {
                 say!(
-                    "reference sink: {} datagrams in {} buffers over {:.2} s = {:.0}/s",
-                    r.datagrams,
-                    r.calls,
-                    r.duration_s,
-                    r.pps
+                    "reference flood of {to}: sent {} echoed {} ({:.0}/s echoed)",
+                    f.sent,
+                    f.echoed,
+                    f.pps_echoed
                 );
             }
             Ok(())
         }
     }
+}
+
+/// Runs a receiving reference loop until SIGINT or `--duration`, then
+/// prints what it counted.
+fn serve(
+    a: &RefSinkArgs,
+    what: &str,
+    run: impl FnOnce(&AtomicBool) -> std::io::Result<reference::RefReport> + Send,
+) -> Result<(), Failure> {
+    udpring::signals::install().map_err(runtime)?;
+    let stop = AtomicBool::new(false);
+    let r = std::thread::scope(|s| {
+        let h = s.spawn(|| run(&stop));
+        let start = std::time::Instant::now();
+        while !h.is_finished()
+            && !udpring::signals::requested()
+            && a.duration.is_none_or(|d| start.elapsed() < d)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::Relaxed);
+        h.join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the loop panicked")))
+    })
+    .map_err(runtime)?;
+    if a.json {
+        // The sink's duration is from its first datagram to its last; the
+        // echo's, its whole run.
+        let (count, bufs, rate) = if what == "echo" {
+            ("sent", "sent_bufs", "pps_sent")
+        } else {
+            ("received", "received_bufs", "pps_received")
+        };
+        crate::common::say_json(
+            "reference",
+            Some(r.duration_s),
+            serde_json::json!({ count: r.datagrams, bufs: r.calls, rate: r.pps }),
+        );
+    } else {
+        say!(
+            "reference {what}: {} datagrams in {} buffers over {:.2} s = {:.0}/s",
+            r.datagrams,
+            r.calls,
+            r.duration_s,
+            r.pps
+        );
+    }
+    Ok(())
 }
