@@ -465,9 +465,9 @@ fn worker_body<H: Handler>(
     }
     let ring = backend == Backend::Uring;
     let recv_slots = if ring {
-        cfg.recv_slots.next_power_of_two().min(32768)
+        cfg.effective_recv_slots().next_power_of_two().min(32768)
     } else {
-        cfg.recv_slots
+        cfg.effective_recv_slots()
     };
     let pool = Pool::new(cfg.effective_slot_size(), recv_slots, cfg.send_slots, ring)?;
     let (sockets, local): (Vec<Socket>, Vec<SocketAddr>) = sockets.into_iter().unzip();
