@@ -84,50 +84,91 @@ echo
 
 # 1. Sender rate into a sink (no replies), 64 and 1400 B, $ROUNDS rounds
 # interleaved (the host is noisy: one round can be off by 20%), then the
-# median of each ratio.
+# median of each ratio. On loopback the sender's CPU pays for waking the
+# receiver, so the sink changes the sender's figure: udpring and the C
+# references (`udpring reference send`: send(2) per datagram, or sendmsg(2)
+# + UDP_SEGMENT) all send into ONE sink, `udpring reference sink` (the C
+# loop: recvmmsg + UDP_GRO) on the server CPU. iperf3 needs its own server
+# (its client talks to it over TCP): its row is into that server, not the
+# common sink, and says so.
 ROUNDS=${ROUNDS:-3}
 echo "## Datagrams sent per second into a sink ($ROUNDS rounds, interleaved)"
 echo
-echo "| round | sender | size | sent/s | received by sink/s | sender CPU µs per datagram | vs iperf3 |"
-echo "|---:|---|---:|---:|---:|---:|---:|"
+echo "Denominator of 'vs C': the C reference of the same kind (send(2) loop for"
+echo "plain senders, sendmsg + UDP_SEGMENT for --gso) into the same sink, same"
+echo "round. 'received by sink/s' counts datagrams (a GSO train's segments each)."
+echo
+echo "| round | sender | sink | size | sent/s | received by sink/s | sender CPU µs per datagram | vs C |"
+echo "|---:|---|---|---:|---:|---:|---:|---:|"
 declare -A RATIOS
+# Starts the common sink on the server CPU; sets SINKP (pid), SPORT, SOUT.
+start_sink() {
+  next_port; SPORT=$P
+  SOUT=$(mktemp)
+  taskset -c "$SERVER_CPU" $U reference sink --bind 127.0.0.1:$SPORT --json >"$SOUT" 2>/dev/null &
+  SINKP=$!
+  sleep 0.3
+}
+# Stops it and prints what it received per second.
+sink_rate() {
+  kill -INT "$SINKP" 2>/dev/null || true; wait "$SINKP" 2>/dev/null || true
+  json_get "'%.0f' % d['pps_received']" <"$SOUT"; rm -f "$SOUT"
+}
 for round in $(seq 1 "$ROUNDS"); do
 for size in 64 1400; do
+  segs=64; [ "$size" = 1400 ] && segs=46
+  # The C references into the common sink: the denominators.
+  declare -A CREF
+  for kind in send gso; do
+    start_sink
+    g=1; [ "$kind" = gso ] && g=$segs
+    out=$(cpu_of $U reference send 127.0.0.1:$SPORT --cpu "$CLIENT_CPU" -s "$size" --gso "$g" -t "$SECS" --json)
+    cpu=$(echo "$out" | head -1)
+    cpps=$(echo "$out" | tail -n +2 | json_get "d['pps_sent']")
+    recv=$(sink_rate)
+    CREF[$kind]=$recv
+    ccpu=$(py "print('%.3f' % ($cpu * 1e6 / ($cpps * $SECS)))")
+    label="C send(2) loop"; [ "$kind" = gso ] && label="C sendmsg + UDP_SEGMENT x$segs"
+    printf "| %d | %s | C sink | %d | %.0f | %s | %s | 1.00x |\n" "$round" "$label" "$size" "$cpps" "$recv" "$ccpu"
+  done
+  # iperf3 into its own server.
   next_port; p=$P
   taskset -c "$SERVER_CPU" iperf3 -s -p "$p" -1 >/dev/null 2>&1 &
   sleep 0.4
   out=$(cpu_of taskset -c "$CLIENT_CPU" iperf3 -c 127.0.0.1 -p "$p" -u -b 0 -l "$size" -t "$SECS" -J)
   cpu=$(echo "$out" | head -1)
   read -r ipps irecv < <(echo "$out" | tail -n +2 | json_get "'%f %f' % (d['end']['sum']['packets']/d['end']['sum']['seconds'], (d['end']['sum']['packets']-d['end']['sum']['lost_packets'])/d['end']['sum']['seconds'])")
-  icpu=$(py "print('%.2f' % ($cpu * 1e6 / ($ipps * $SECS)))")
+  icpu=$(py "print('%.3f' % ($cpu * 1e6 / ($ipps * $SECS)))")
   wait "$!" 2>/dev/null || true
-  printf "| %d | iperf3 -u -b 0 | %d | %.0f | %.0f | %s | 1.00x |\n" "$round" "$size" "$ipps" "$irecv" "$icpu"
-  segs=64; [ "$size" = 1400 ] && segs=46
+  ratio=$(py "print('%.2f' % ($irecv/${CREF[send]}))")
+  RATIOS["iperf3 -u -b 0 (own server)|$size"]+="$ratio "
+  printf "| %d | iperf3 -u -b 0 | iperf3 server | %d | %.0f | %.0f | %s | %sx |\n" "$round" "$size" "$ipps" "$irecv" "$icpu" "$ratio"
   for variant in "" "--unconnected" "--gso $segs"; do
-    start_echo --discard --gro
+    start_sink
     # shellcheck disable=SC2086
-    # Into a sink: one-way (--match none: no window, no drain, no warm-up,
-    # nothing counted lost).
-    out=$(cpu_of $U load 127.0.0.1:$EPORT --cpu "$CLIENT_CPU" -s "$size" -t "$SECS" --match none $variant --json -q)
+    # One-way (--match none: no window, no drain, nothing counted lost).
+    out=$(cpu_of $U load 127.0.0.1:$SPORT --cpu "$CLIENT_CPU" -s "$size" -t "$SECS" --match none $variant --json -q)
     cpu=$(echo "$out" | head -1)
     upps=$(echo "$out" | tail -n +2 | json_get "d['pps_sent']")
-    stop_echo
-    srecv=$(py "print('%.0f' % ($(echo_received) / $SECS))")
-    ucpu=$(py "print('%.2f' % ($cpu * 1e6 / ($upps * $SECS)))")
+    srecv=$(sink_rate)
+    ucpu=$(py "print('%.3f' % ($cpu * 1e6 / ($upps * $SECS)))")
     label="udpring load ${variant:-(connected)}"
-    ratio=$(py "print('%.2f' % ($upps/$ipps))")
+    base=${CREF[send]}; [ -n "$variant" ] && [ "${variant#--gso}" != "$variant" ] && base=${CREF[gso]}
+    ratio=$(py "print('%.2f' % ($srecv/$base))")
     RATIOS["$label|$size"]+="$ratio "
-    printf "| %d | %s | %d | %.0f | %s | %s | %sx |\n" "$round" "$label" "$size" "$upps" "$srecv" "$ucpu" "$ratio"
+    printf "| %d | %s | C sink | %d | %.0f | %s | %s | %sx |\n" "$round" "$label" "$size" "$upps" "$srecv" "$ucpu" "$ratio"
   done
 done
 done
 echo
-echo "Median over the rounds:"
+echo "Median over the rounds (received by the sink, over the C reference's):"
 echo
-echo "| sender | size | vs iperf3 (median) | every round |"
+echo "| sender | size | vs C (median) | every round |"
 echo "|---|---:|---:|---|"
 for key in "udpring load (connected)|64" "udpring load --unconnected|64" "udpring load --gso 64|64" \
-           "udpring load (connected)|1400" "udpring load --unconnected|1400" "udpring load --gso 46|1400"; do
+           "iperf3 -u -b 0 (own server)|64" \
+           "udpring load (connected)|1400" "udpring load --unconnected|1400" "udpring load --gso 46|1400" \
+           "iperf3 -u -b 0 (own server)|1400"; do
   vals=${RATIOS[$key]}
   med=$(py "v=sorted(float(x) for x in '$vals'.split()); print('%.2fx' % v[len(v)//2])")
   echo "| ${key%|*} | ${key#*|} | $med | $vals |"
