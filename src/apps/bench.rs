@@ -431,6 +431,9 @@ pub fn run_c_limit(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
 /// rate over simple's for floods, simple's median RTT over this one's for
 /// ping (above 1 is better either way).
 pub fn ratio_to_simple(r: &RunResult, all: &[RunResult]) -> Option<f64> {
+    if r.client != "udpring" {
+        return None;
+    }
     let base = all.iter().find(|b| {
         b.client == "udpring"
             && b.backend == Backend::Simple

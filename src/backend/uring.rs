@@ -51,8 +51,11 @@ struct Driver {
     in_flight: usize,
     send_headers: usize,
     wake_fd: RawFd,
-    /// When a send last completed (or sends were last given up).
-    last_send_done: Instant,
+    /// Sends completed so far.
+    sends_done: u64,
+    /// `sends_done` as last seen while receiving starved, and since when
+    /// it has not moved (the clock is read only while starving).
+    stalled: (u64, Instant),
 }
 
 impl Driver {
@@ -153,7 +156,7 @@ impl Driver {
             return;
         };
         self.in_flight -= 1;
-        self.last_send_done = Instant::now();
+        self.sends_done += 1;
         w.complete(t, if res >= 0 { Ok(()) } else { Err(-res) });
     }
 
@@ -244,16 +247,20 @@ impl Driver {
     /// [`BLOCKED_GIVE_UP`], they are cancelled (counted in `send_blocked`)
     /// so that the worker goes on receiving.
     fn give_up_blocked<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<()> {
-        if self.in_flight == 0
-            || !w.core.pool.recv_starving()
-            || self.last_send_done.elapsed() < BLOCKED_GIVE_UP
-        {
+        if self.in_flight == 0 || !w.core.pool.recv_starving() {
+            return Ok(());
+        }
+        if self.stalled.0 != self.sends_done {
+            self.stalled = (self.sends_done, Instant::now());
+            return Ok(());
+        }
+        if self.stalled.1.elapsed() < BLOCKED_GIVE_UP {
             return Ok(());
         }
         for i in self.ring.sends_in_flight() {
             self.ring.cancel(Op::Send(i))?;
         }
-        self.last_send_done = Instant::now();
+        self.stalled.1 = Instant::now();
         Ok(())
     }
 
@@ -361,7 +368,8 @@ pub(crate) fn run<H: Handler>(
         in_flight: 0,
         send_headers: sends,
         wake_fd: w.core.shared.inbox.wake.fd(),
-        last_send_done: Instant::now(),
+        sends_done: 0,
+        stalled: (0, Instant::now()),
     };
     let setup = d
         .arm_wake()
