@@ -335,6 +335,12 @@ impl Pool {
         Ok(pool)
     }
 
+    /// The arena: its address and length, for registering it with the
+    /// kernel as one fixed buffer (zero-copy sends read slots from it).
+    pub fn arena(&self) -> (*mut u8, usize) {
+        (self.arena.ptr.as_ptr(), self.arena.len)
+    }
+
     /// Size of each slot in bytes.
     pub fn slot_size(&self) -> usize {
         self.slot_size as usize

@@ -212,6 +212,15 @@ config! {
     /// another size still carry their own. For a sender of one size (a
     /// load generator). Default: none.
     udp_segment: Option<u16> = None;
+    /// `uring` only: sends of at least this many bytes (without control
+    /// messages: a datagram, or a train the socket's `udp_segment` cuts)
+    /// go as `IORING_OP_SEND_ZC` from the pool's arena, registered as a
+    /// fixed buffer: the kernel sends from the slot and says when it is
+    /// done with it (the slot stays held until then); `zc_sent` and
+    /// `zc_copied` count what its notifications said. Loopback and
+    /// delivery to a local socket always copy (PERF.md: the threshold).
+    /// Default: none (plain sends).
+    send_zero_copy_min: Option<usize> = None;
     /// `IPV6_V6ONLY` on IPv6 sockets: `Some(true)` IPv6 only, `Some(false)`
     /// dual-stack (IPv4 as v4-mapped addresses), `None` the system's
     /// default (`net.ipv6.bindv6only`). Default: none.

@@ -119,6 +119,12 @@ counters! {
     send_blocked,
     /// Datagrams queued or in flight at a stop that never went out.
     cancelled,
+    /// Zero-copy sends (`Config::send_zero_copy_min`) the kernel sent from
+    /// the slot itself (sends, a GSO train once).
+    zc_sent,
+    /// Zero-copy sends the kernel copied after all (its notification said
+    /// so: loopback and local delivery always copy).
+    zc_copied,
     /// Error events handed to the handler.
     error_events,
     /// TX timestamps handed to the handler (`on_tx_timestamp`).

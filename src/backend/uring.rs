@@ -150,14 +150,36 @@ impl Driver {
         }
     }
 
-    fn on_send<H: Handler>(&mut self, w: &mut Worker<H>, i: u32, res: i32) {
+    fn on_send<H: Handler>(&mut self, w: &mut Worker<H>, i: u32, c: Completion) {
+        let notif = io_uring::cqueue::notif(c.flags);
+        // A notification's `res` is a bit set (its top bit: copied), not
+        // a result.
+        let res = if notif || c.res >= 0 {
+            Ok(())
+        } else {
+            Err(c.res.saturating_neg())
+        };
+        if c.more() && !notif {
+            // A zero-copy send's result; its header and slot stay taken
+            // until the notification.
+            match self.ring.send_of(i) {
+                Some(t) => w.account(&t, res),
+                None => w.invalid(),
+            }
+            return;
+        }
         let Some(t) = self.ring.finish_send(i) else {
             w.invalid();
             return;
         };
         self.in_flight -= 1;
         self.sends_done += 1;
-        w.complete(t, if res >= 0 { Ok(()) } else { Err(-res) });
+        if notif {
+            let copied = (c.res as u32) & crate::sys::uring::sys_zc::COPIED != 0;
+            w.zero_copy_done(t, copied);
+        } else {
+            w.complete(t, res);
+        }
     }
 
     /// The handler has queued so much that its next `send_to` could find
@@ -180,7 +202,7 @@ impl Driver {
         for k in from..to {
             let c = self.ring.completion(k);
             if let Some(Op::Send(i)) = c.op {
-                self.on_send(w, i, c.res);
+                self.on_send(w, i, c);
                 self.ring.mark_handled(k);
             }
         }
@@ -233,7 +255,7 @@ impl Driver {
                     self.relieve(w)?;
                     n = self.ring.len();
                 }
-                Some(Op::Send(i)) => self.on_send(w, i, c.res),
+                Some(Op::Send(i)) => self.on_send(w, i, c),
                 None => w.invalid(),
             }
         }
@@ -347,7 +369,7 @@ pub(crate) fn run<H: Handler>(
     // SAFETY: the pool is owned by `w.core`, which outlives the driver: the
     // driver is dropped at the end of this function, or leaked when the
     // kernel may still hold buffers (see below); `w` outlives the call.
-    let ring = match unsafe { Ring::new(&fds, &w.core.pool, sends, &opts) } {
+    let mut ring = match unsafe { Ring::new(&fds, &w.core.pool, sends, &opts) } {
         Ok(r) => r,
         Err(e) => {
             let msg = e.to_string();
@@ -355,6 +377,11 @@ pub(crate) fn run<H: Handler>(
             return Err(io::Error::other(msg));
         }
     };
+    if let Some(min) = cfg.send_zero_copy_min {
+        // SAFETY: the same pool as the ring's buffer ring, with the same
+        // lifetime (see Ring::new above).
+        unsafe { ring.enable_zero_copy(&w.core.pool, u32::try_from(min).unwrap_or(u32::MAX)) };
+    }
     let mut d = Driver {
         ring,
         recv_armed: vec![false; fds.len()],

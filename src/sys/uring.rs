@@ -20,6 +20,12 @@
 //!   control data of each send live in a [`SendHdr`] owned here, one per
 //!   send in flight, taken off a free list when pushed and given back when
 //!   its CQE is reaped.
+//!   With zero copy on, a plain send of at least the threshold is
+//!   `IORING_OP_SEND_ZC` from the pool's arena (registered as fixed
+//!   buffer 0): its first CQE says the result (`F_MORE`: a notification
+//!   follows), the second (`F_NOTIF`) that the kernel no longer reads the
+//!   slot, and whether it copied after all (`SEND_ZC_REPORT_USAGE`); the
+//!   send header, and the slot, stay taken until then.
 //! - Wake: a multishot poll on the worker's eventfd.
 //! - `SINGLE_ISSUER` + `DEFER_TASKRUN` when the kernel has them:
 //!   completions are produced only when the worker enters the ring to wait.
@@ -38,6 +44,15 @@ use super::addr::RawAddr;
 use super::cmsg::{CmsgSpace, RecvCmsg, SEND_CMSG_LEN, write_send};
 use super::meta::{RecvMeta, Transmit};
 use crate::bufring::{NAME_LEN, Pool, RECV_CMSG_LEN};
+
+/// `IORING_SEND_ZC_REPORT_USAGE` and the bit its notification sets when
+/// the kernel copied (`IORING_NOTIF_USAGE_ZC_COPIED`).
+pub mod sys_zc {
+    /// Asks the notification to say whether the bytes were copied.
+    pub const REPORT_USAGE: u16 = 8;
+    /// In the notification's `res`: they were.
+    pub const COPIED: u32 = 1 << 31;
+}
 
 /// Buffer group id of the receive ring.
 pub const BGID: u16 = 0;
@@ -137,6 +152,10 @@ pub struct Ring {
     fds: Vec<RawFd>,
     fixed: bool,
     completions: Vec<Completion>,
+    /// Sends of at least this many bytes go zero-copy (and whether the
+    /// arena is registered as fixed buffer 0).
+    zc_min: Option<u32>,
+    zc_fixed: bool,
 }
 
 fn build(opts: &RingOpts) -> io::Result<IoUring> {
@@ -214,6 +233,8 @@ impl Ring {
             recv_msg,
             hdrs,
             hdr_free: (0..sends as u32).rev().collect(),
+            zc_min: None,
+            zc_fixed: false,
             fds: fds.to_vec(),
             fixed,
         })
@@ -317,6 +338,24 @@ impl Ring {
         let buf = h.iov.iov_base as *const u8;
         let (name, name_len) = (h.addr.name_ptr().cast_const().cast(), h.addr.len());
         let sock = usize::from(t.sock);
+        if ctl == 0 && self.zc_min.is_some_and(|m| t.len >= m) {
+            let zc = |e: opcode::SendZc| {
+                e.dest_addr(name)
+                    .dest_addr_len(name_len)
+                    .buf_index(self.zc_fixed.then_some(0))
+                    .zc_flags(sys_zc::REPORT_USAGE)
+                    .build()
+            };
+            let e = if self.fixed {
+                zc(opcode::SendZc::new(Fixed(sock as u32), buf, t.len))
+            } else {
+                zc(opcode::SendZc::new(Fd(self.fds[sock]), buf, t.len))
+            };
+            // SAFETY: as below; the slot stays referenced until the
+            // notification (the backend keeps the header until then).
+            unsafe { self.push(&e.user_data(Op::Send(i).encode()))? };
+            return Ok(None);
+        }
         let e = match (ctl > 0, self.fixed) {
             // A plain datagram: IORING_OP_SEND with a destination address
             // spares the kernel copying a msghdr and iovec.
@@ -345,6 +384,32 @@ impl Ring {
         (0..self.hdrs.len() as u32)
             .filter(|&i| self.hdrs[i as usize].tx.is_some())
             .collect()
+    }
+
+    /// Sends of at least `min` bytes go as `IORING_OP_SEND_ZC`, from the
+    /// pool's arena registered as a fixed buffer when the kernel lets it
+    /// (else from plain memory, pinned per send).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Ring::new`]: `pool` (whose arena the kernel may read for
+    /// any send in flight) outlives the ring, or both are leaked.
+    pub unsafe fn enable_zero_copy(&mut self, pool: &Pool, min: u32) {
+        let (base, len) = pool.arena();
+        let iov = libc::iovec {
+            iov_base: base.cast(),
+            iov_len: len,
+        };
+        // SAFETY: the arena lives as long as the ring (# Safety); the
+        // kernel only reads it, for sends we submit.
+        self.zc_fixed = unsafe { self.ring.submitter().register_buffers(&[iov]) }.is_ok();
+        self.zc_min = Some(min);
+    }
+
+    /// The send of header `i`, left in flight (the first completion of a
+    /// zero-copy send: its notification follows).
+    pub fn send_of(&self, i: u32) -> Option<Transmit> {
+        self.hdrs.get(i as usize)?.tx
     }
 
     /// The send whose completion carried `Op::Send(i)`; frees its header.

@@ -220,6 +220,14 @@ impl<H: Handler> Worker<H> {
     /// send's reference on its slot.
     #[inline]
     pub fn complete(&mut self, t: Transmit, res: Result<(), i32>) {
+        self.account(&t, res);
+        self.core.pool.unref(t.slot);
+    }
+
+    /// What a send's result means, without giving its slot back (a
+    /// zero-copy send keeps it until the kernel's notification).
+    #[inline]
+    pub fn account(&mut self, t: &Transmit, res: Result<(), i32>) {
         match res {
             Ok(()) => {
                 let c = &mut self.core.stats.c;
@@ -227,7 +235,18 @@ impl<H: Handler> Worker<H> {
                 c.sent_bufs += 1;
                 c.bytes_sent += u64::from(t.len);
             }
-            Err(errno) => self.refused(&t, errno),
+            Err(errno) => self.refused(t, errno),
+        }
+    }
+
+    /// A zero-copy send's notification: the kernel is done with the slot
+    /// (`copied`: it copied the bytes after all, `SEND_ZC_REPORT_USAGE`).
+    pub fn zero_copy_done(&mut self, t: Transmit, copied: bool) {
+        let c = &mut self.core.stats.c;
+        if copied {
+            c.zc_copied += 1;
+        } else {
+            c.zc_sent += 1;
         }
         self.core.pool.unref(t.slot);
     }

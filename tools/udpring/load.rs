@@ -133,6 +133,12 @@ pub(crate) struct LoadArgs {
     /// server's own split.
     #[arg(long)]
     kernel_timestamps: bool,
+    /// uring: send datagrams (or GSO trains) of at least BYTES zero-copy
+    /// (IORING_OP_SEND_ZC from registered buffers); the JSON's
+    /// kernel.zc_sent / zc_copied say what the kernel did (loopback and
+    /// local delivery always copy).
+    #[arg(long, value_name = "BYTES")]
+    zerocopy_min: Option<usize>,
     #[command(flatten)]
     limits: crate::limits::Limits,
     /// Backend: uring, mmsg or simple.
@@ -320,6 +326,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     o.progress_every = a.interval;
     o.timeouts_as_latency = a.timeouts_as_latency;
     o.kernel_timestamps = a.kernel_timestamps;
+    o.zero_copy_min = a.zerocopy_min;
     if let Some((i, n)) = a.shard {
         crate::fleet::shard(&mut o, i, n)?;
     }

@@ -96,6 +96,7 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
     cfg.sockets_per_worker = per;
     cfg.distinct_ports = true;
     cfg.busy_poll = opts.busy_poll;
+    cfg.send_zero_copy_min = opts.zero_copy_min;
     cfg.rx_timestamps = opts.kernel_timestamps;
     cfg.tx_timestamps = opts.kernel_timestamps;
     // A socket connected to a group would hear no unicast answers.
@@ -412,6 +413,8 @@ fn report(
             received_bufs: engine_stats.received_bufs,
             sent_bufs: engine_stats.sent_bufs,
             drops: engine_stats.kernel_drops,
+            zc_sent: engine_stats.zc_sent,
+            zc_copied: engine_stats.zc_copied,
         },
         pps_sent: counts.sent as f64 / secs,
         pps_received: counts.received as f64 / secs,

@@ -116,6 +116,9 @@ pub struct LoadOpts {
     /// request and RX stamp of the reply (`send_path`, `wire_and_server`,
     /// `receive_queue`).
     pub kernel_timestamps: bool,
+    /// `uring`: sends of at least this many bytes go zero-copy
+    /// (`IORING_OP_SEND_ZC`, see `Config::send_zero_copy_min`).
+    pub zero_copy_min: Option<usize>,
 }
 
 impl LoadOpts {
@@ -154,6 +157,7 @@ impl LoadOpts {
             only_v6: None,
             timeouts_as_latency: false,
             kernel_timestamps: false,
+            zero_copy_min: None,
         }
     }
 

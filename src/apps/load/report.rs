@@ -39,6 +39,12 @@ pub struct KernelCounts {
     pub sent_bufs: u64,
     /// Buffers the kernel dropped at the sockets (`SO_MEMINFO`).
     pub drops: u64,
+    /// `--zerocopy-min`: sends the kernel made from the slot itself.
+    #[serde(default)]
+    pub zc_sent: u64,
+    /// `--zerocopy-min`: zero-copy sends the kernel copied after all.
+    #[serde(default)]
+    pub zc_copied: u64,
 }
 
 impl KernelCounts {
@@ -46,6 +52,8 @@ impl KernelCounts {
         self.received_bufs = self.received_bufs.saturating_add(o.received_bufs);
         self.sent_bufs = self.sent_bufs.saturating_add(o.sent_bufs);
         self.drops = self.drops.saturating_add(o.drops);
+        self.zc_sent = self.zc_sent.saturating_add(o.zc_sent);
+        self.zc_copied = self.zc_copied.saturating_add(o.zc_copied);
     }
 }
 
