@@ -465,6 +465,8 @@ mod props {
                         received_bufs: n[4],
                         sent_bufs: n[3],
                         drops: n[11],
+                        zc_sent: n[5],
+                        zc_copied: n[6],
                     },
                     counts: Counts {
                         sent: n[3],
