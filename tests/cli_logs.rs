@@ -177,9 +177,12 @@ fn csv_for_the_interval_lines_and_the_bench_table() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<&str> = text.lines().collect();
-    assert!(rows[0].starts_with("workload,backend,size,"), "{text}");
+    assert!(
+        rows[0].starts_with("client,workload,backend,size,"),
+        "{text}"
+    );
     assert_eq!(rows.len(), 2, "{text}");
-    assert!(rows[1].starts_with("ping,simple,64,1,"), "{text}");
+    assert!(rows[1].starts_with("udpring,ping,simple,64,1,"), "{text}");
     let out = udpring()
         .args(["load", "127.0.0.1:9", "--csv", "--json"])
         .output()

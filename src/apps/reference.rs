@@ -81,6 +81,16 @@ pub fn send(
     })
 }
 
+/// A socket bound to `bind` with `UDP_GRO` on, a receive buffer of
+/// `rcvbuf` bytes and a short receive timeout (so its loop sees a stop).
+fn gro_socket(bind: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
+    let s = UdpSocket::bind(bind)?;
+    crate::sys::socket::set_udp_gro(s.as_raw_fd(), true)?;
+    let _ = crate::sys::socket::set_buffer_size(s.as_raw_fd(), true, rcvbuf);
+    s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    Ok(s)
+}
+
 /// A sink on `bind` (`UDP_GRO` on, `recvmmsg`): `ready` gets its address,
 /// then it counts until `stop`. The rate is over the time from the first
 /// datagram to the last.
@@ -91,13 +101,9 @@ pub fn sink(
     ready: impl FnOnce(SocketAddr),
 ) -> io::Result<RefReport> {
     pin(cpu)?;
-    let s = UdpSocket::bind(bind)?;
-    let fd = s.as_raw_fd();
-    crate::sys::socket::set_udp_gro(fd, true)?;
-    let _ = crate::sys::socket::set_buffer_size(fd, true, 32 << 20);
-    s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let s = gro_socket(bind, 32 << 20)?;
     ready(s.local_addr()?);
-    let (c, first, last) = sink_loop(fd, stop);
+    let (c, first, last) = sink_loop(s.as_raw_fd(), stop);
     let d = match (first, last) {
         (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
         _ => 0.0,
@@ -199,15 +205,11 @@ pub fn echo(
     ready: impl FnOnce(SocketAddr),
 ) -> io::Result<RefReport> {
     pin(cpu)?;
-    let s = UdpSocket::bind(bind)?;
-    let fd = s.as_raw_fd();
-    crate::sys::socket::set_udp_gro(fd, true)?;
-    let _ = crate::sys::socket::set_buffer_size(fd, true, 4 << 20);
-    let _ = crate::sys::socket::set_buffer_size(fd, false, 4 << 20);
-    s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let s = gro_socket(bind, 4 << 20)?;
+    let _ = crate::sys::socket::set_buffer_size(s.as_raw_fd(), false, 4 << 20);
     ready(s.local_addr()?);
     let start = Instant::now();
-    let c = echo_loop(fd, stop);
+    let c = echo_loop(s.as_raw_fd(), stop);
     let d = start.elapsed().as_secs_f64();
     Ok(RefReport {
         datagrams: c.datagrams,

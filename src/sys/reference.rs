@@ -95,64 +95,107 @@ pub fn gso_loop(fd: RawFd, buf: &[u8], size: u16, stop: &AtomicBool) -> io::Resu
     Ok(c)
 }
 
-/// Messages per `recvmmsg` of the sink.
-const SINK_BATCH: usize = 64;
-/// Bytes per message of the sink: a whole GRO train.
-const SINK_BUF: usize = 65536;
+/// Messages per `recvmmsg` of the sink and the echo.
+const BATCH: usize = 64;
+/// Bytes per message: a whole GRO train.
+const BUF: usize = 65536;
+
+/// The buffers, control areas, source names and headers of one
+/// `recvmmsg` of up to [`BATCH`] messages. The headers point into the
+/// other vectors' heap memory, which moving this does not move.
+struct RecvBatch {
+    _bufs: Vec<u8>,
+    ctls: Vec<CmsgSpace<64>>,
+    names: Vec<super::addr::RawAddr>,
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+}
+
+impl RecvBatch {
+    fn new() -> Self {
+        let mut bufs = vec![0u8; BATCH * BUF];
+        let iovs = bufs
+            .chunks_mut(BUF)
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        RecvBatch {
+            _bufs: bufs,
+            ctls: vec![CmsgSpace::<64>::default(); BATCH],
+            names: vec![super::addr::RawAddr::zeroed(); BATCH],
+            // SAFETY: mmsghdr is plain old data; all-zero is valid.
+            hdrs: vec![unsafe { mem::zeroed() }; BATCH],
+            iovs,
+        }
+    }
+
+    /// One `recvmmsg` (blocking for the first message, as the socket's
+    /// `SO_RCVTIMEO` allows); `names`: also each source address. Returns
+    /// how many arrived (0 on a timeout or an error).
+    fn recv(&mut self, fd: RawFd, names: bool) -> usize {
+        for (i, h) in self.hdrs.iter_mut().enumerate() {
+            self.iovs[i].iov_len = BUF;
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = self.ctls[i].0.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = 64;
+            if names {
+                h.msg_hdr.msg_name = (&mut self.names[i].storage as *mut libc::sockaddr_in6).cast();
+                h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            } else {
+                h.msg_hdr.msg_name = std::ptr::null_mut();
+                h.msg_hdr.msg_namelen = 0;
+            }
+        }
+        // recvmmsg(2): "receive multiple messages on a socket"; vlen =
+        // BATCH headers, each pointing at its own iovec, control area and
+        // (with `names`) name, all owned by `self` and alive for the call;
+        // flags 0 and no timeout.
+        syscall!(recvmmsg(
+            fd,
+            self.hdrs.as_mut_ptr(),
+            BATCH as libc::c_uint,
+            0,
+            std::ptr::null_mut()
+        ))
+        .map_or(0, |n| n as usize)
+    }
+
+    /// Message `i` of the last `recv`: its length, its GRO segment size,
+    /// and how many datagrams it holds.
+    fn message(&self, i: usize) -> (usize, Option<NonZeroU16>, u64) {
+        let h = &self.hdrs[i];
+        let len = h.msg_len as usize;
+        let clen = h.msg_hdr.msg_controllen.min(64);
+        let seg = RecvCmsg::parse(&self.ctls[i].0[..clen]).gro_segment;
+        let n = match seg {
+            Some(s) if len > 0 => len.div_ceil(usize::from(s.get())) as u64,
+            _ => 1,
+        };
+        (len, seg, n)
+    }
+}
 
 /// Receives with `recvmmsg` until `stop` (the socket should have `UDP_GRO`
 /// on and a receive timeout); counts datagrams by their GRO segment size.
 /// Also returns when the first and the last batch arrived.
 pub fn sink_loop(fd: RawFd, stop: &AtomicBool) -> (Counted, Option<Instant>, Option<Instant>) {
-    let mut bufs = vec![0u8; SINK_BATCH * SINK_BUF];
-    let mut ctls = vec![CmsgSpace::<64>::default(); SINK_BATCH];
-    // SAFETY: mmsghdr is plain old data; all-zero is valid.
-    let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { mem::zeroed() }; SINK_BATCH];
-    let mut iovs: Vec<libc::iovec> = bufs
-        .chunks_mut(SINK_BUF)
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        })
-        .collect();
+    let mut b = RecvBatch::new();
     let mut c = Counted::default();
     let (mut first, mut last) = (None, None);
     while !stop.load(Ordering::Relaxed) {
-        for (i, h) in hdrs.iter_mut().enumerate() {
-            h.msg_hdr.msg_iov = &mut iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = ctls[i].0.as_mut_ptr().cast();
-            h.msg_hdr.msg_controllen = 64;
-            h.msg_hdr.msg_name = std::ptr::null_mut();
-            h.msg_hdr.msg_namelen = 0;
+        let n = b.recv(fd, false);
+        if n == 0 {
+            continue;
         }
-        // recvmmsg(2): "receive multiple messages on a socket"; vlen =
-        // SINK_BATCH headers, each pointing at its own iovec and control
-        // area, all owned by this frame and alive for the call; flags 0
-        // and no timeout: blocks for the first, as the socket's
-        // SO_RCVTIMEO allows.
-        let n = match syscall!(recvmmsg(
-            fd,
-            hdrs.as_mut_ptr(),
-            SINK_BATCH as libc::c_uint,
-            0,
-            std::ptr::null_mut()
-        )) {
-            Ok(n) => n as usize,
-            Err(_) => continue,
-        };
         let now = Instant::now();
         first.get_or_insert(now);
         last = Some(now);
-        for (h, ctl) in hdrs[..n].iter().zip(&ctls) {
-            let len = h.msg_len as usize;
-            let clen = h.msg_hdr.msg_controllen.min(64);
-            let seg = RecvCmsg::parse(&ctl.0[..clen]).gro_segment;
+        for i in 0..n {
             c.calls += 1;
-            c.datagrams += match seg {
-                Some(s) if len > 0 => len.div_ceil(usize::from(s.get())) as u64,
-                _ => 1,
-            };
+            c.datagrams += b.message(i).2;
         }
     }
     (c, first, last)
@@ -162,76 +205,44 @@ pub fn sink_loop(fd: RawFd, stop: &AtomicBool) -> (Counted, Option<Instant>, Opt
 /// `sendmmsg` each back to its source, a train as a train, until `stop`.
 /// Counts datagrams echoed (segments) and buffers.
 pub fn echo_loop(fd: RawFd, stop: &AtomicBool) -> Counted {
-    let mut bufs = vec![0u8; SINK_BATCH * SINK_BUF];
-    let mut ctls = vec![CmsgSpace::<64>::default(); SINK_BATCH];
-    let mut send_ctls = vec![CmsgSpace::<SEND_CMSG_LEN>::default(); SINK_BATCH];
-    let mut names = vec![super::addr::RawAddr::zeroed(); SINK_BATCH];
-    // SAFETY: mmsghdr is plain old data; all-zero is valid.
-    let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { mem::zeroed() }; SINK_BATCH];
-    let mut iovs: Vec<libc::iovec> = bufs
-        .chunks_mut(SINK_BUF)
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        })
-        .collect();
+    let mut b = RecvBatch::new();
+    let mut send_ctls = vec![CmsgSpace::<SEND_CMSG_LEN>::default(); BATCH];
     let mut c = Counted::default();
     while !stop.load(Ordering::Relaxed) {
-        for (i, h) in hdrs.iter_mut().enumerate() {
-            iovs[i].iov_len = SINK_BUF;
-            h.msg_hdr.msg_iov = &mut iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = ctls[i].0.as_mut_ptr().cast();
-            h.msg_hdr.msg_controllen = 64;
-            h.msg_hdr.msg_name = (&mut names[i].storage as *mut libc::sockaddr_in6).cast();
-            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        let n = b.recv(fd, true);
+        if n == 0 {
+            continue;
         }
-        // recvmmsg(2), as in `sink_loop`, with each message's source
-        // address written into its own `names` entry.
-        let n = match syscall!(recvmmsg(
-            fd,
-            hdrs.as_mut_ptr(),
-            SINK_BATCH as libc::c_uint,
-            0,
-            std::ptr::null_mut()
-        )) {
-            Ok(n) => n as usize,
-            Err(_) => continue,
-        };
         let mut segs = 0;
-        for i in 0..n {
-            let h = &mut hdrs[i];
-            let len = h.msg_len as usize;
-            let clen = h.msg_hdr.msg_controllen.min(64);
-            let seg = RecvCmsg::parse(&ctls[i].0[..clen]).gro_segment;
-            segs += match seg {
-                Some(s) if len > 0 => len.div_ceil(usize::from(s.get())) as u64,
-                _ => 1,
-            };
+        for (i, ctl) in send_ctls[..n].iter_mut().enumerate() {
+            let (len, seg, k) = b.message(i);
+            segs += k;
             // The same header goes back: the source as the destination,
             // the bytes received, the train's segment size.
-            iovs[i].iov_len = len;
-            let l = write_send(&mut send_ctls[i], seg, SrcIp::Any, None, None);
-            h.msg_hdr.msg_control = if l > 0 {
-                send_ctls[i].0.as_mut_ptr().cast()
+            b.iovs[i].iov_len = len;
+            let l = write_send(ctl, seg, SrcIp::Any, None, None);
+            let h = &mut b.hdrs[i].msg_hdr;
+            h.msg_control = if l > 0 {
+                ctl.0.as_mut_ptr().cast()
             } else {
                 std::ptr::null_mut()
             };
-            h.msg_hdr.msg_controllen = l;
-            h.msg_hdr.msg_flags = 0;
+            h.msg_controllen = l;
+            h.msg_flags = 0;
         }
         // sendmmsg(2): "send multiple messages on a socket"; the first n
         // headers, each naming its source, bytes and control area, all
-        // owned by this frame for the call.
-        if let Ok(k) = syscall!(sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, 0)) {
-            c.calls += k as u64;
-            if k as usize == n {
-                c.datagrams += segs;
-            } else {
-                c.errors += (n - k as usize) as u64;
+        // alive for the call.
+        match syscall!(sendmmsg(fd, b.hdrs.as_mut_ptr(), n as libc::c_uint, 0)) {
+            Ok(k) => {
+                c.calls += k as u64;
+                if k as usize == n {
+                    c.datagrams += segs;
+                } else {
+                    c.errors += (n - k as usize) as u64;
+                }
             }
-        } else {
-            c.errors += n as u64;
+            Err(_) => c.errors += n as u64,
         }
     }
     c
