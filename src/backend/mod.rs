@@ -84,7 +84,7 @@ pub(crate) fn run<H: Handler>(
 /// Probes io_uring once per process; the error says what is missing.
 pub fn uring_support() -> Result<(), String> {
     static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
-    probe_once(&PROBE, crate::sys::uring::probe)
+    probe_once(&PROBE, crate::sys::uring_probe::probe)
 }
 
 /// Runs `probe` once per process, on a thread of its own: a probe's ring

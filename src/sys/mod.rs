@@ -21,6 +21,7 @@
 //! | `mcast.rs` | multicast and broadcast options |
 //! | `mmsg.rs` | header arrays for `recvmmsg`/`sendmmsg` |
 //! | `uring.rs` | the io_uring ring: setup, registration, entries, completions |
+//! | `uring_probe.rs` | whether this kernel can run the `uring` backend |
 //! | `reference.rs` | the C loops udpring is measured against (`send`, `sendmsg` + `UDP_SEGMENT`, a `recvmmsg` + GRO sink) |
 //! | `txstamp.rs` | TX timestamps by io_uring command, where the kernel has it |
 
@@ -55,6 +56,7 @@ pub(crate) mod signal;
 pub(crate) mod socket;
 pub(crate) mod txstamp;
 pub(crate) mod uring;
+pub(crate) mod uring_probe;
 
 #[cfg(feature = "cli")]
 pub use addr::unspecified_like;

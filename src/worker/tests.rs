@@ -1,0 +1,211 @@
+//! The worker's own tests: sends, refusals and retries, without a kernel ring.
+use super::*;
+use crate::bufring::Pool;
+use crate::guard::{Guard, GuardState, HostAddrs};
+use crate::sender::Inbox;
+use crate::stats::SharedStats;
+use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+#[derive(Default)]
+struct Events(Vec<ErrorEvent>);
+impl Handler for Events {
+    fn on_datagram(&mut self, _d: Datagram<'_>, _tx: &mut Transport<'_>) {}
+    fn on_error(&mut self, ev: ErrorEvent, _tx: &mut Transport<'_>) {
+        self.0.push(ev);
+    }
+}
+
+/// A worker over a real (unconnected, unbound) UDP socket, so the error
+/// queue reads find it empty.
+fn worker() -> (Worker<Events>, std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let socks = Sockets {
+        fds: vec![s.as_raw_fd()],
+        local: vec![s.local_addr().unwrap()],
+        connected: vec![None],
+        v6: vec![false],
+    };
+    let shared = Arc::new(WorkerShared {
+        stop: AtomicBool::new(false),
+        stats: SharedStats::new(),
+        inbox: Inbox::new(4, 4000, vec![false], vec![]).unwrap(),
+        failure: std::sync::Mutex::new(None),
+    });
+    let pool = Pool::new(4096, 1, 4, false).unwrap();
+    let guard = GuardState::new(&Guard::default(), vec![], HostAddrs::default());
+    (
+        Worker::new(
+            Core::new(pool, socks, 0, true, 1024, shared, guard),
+            Events::default(),
+        ),
+        s,
+    )
+}
+
+fn queued_train(w: &mut Worker<Events>, len: usize, seg: u16) -> Transmit {
+    let to = "127.0.0.1:9".parse().unwrap();
+    w.core
+        .send_copy(0, &vec![7u8; len], to, NonZeroU16::new(seg))
+        .unwrap();
+    w.core.queue.pop_front().unwrap()
+}
+
+#[test]
+fn replies_leave_from_the_address_asked_on_a_wildcard_socket_only() {
+    use crate::sys::SrcIp;
+    use crate::sys::cmsg::RecvCmsg;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let (mut w, _s) = worker();
+    let v4 = |d: [u8; 4], spec: [u8; 4]| RecvCmsg {
+        dst: Some(IpAddr::from(d)),
+        spec_dst: Some(Ipv4Addr::from(spec)),
+        ifindex: 3,
+        ..RecvCmsg::default()
+    };
+    let v6 = |d: &str| RecvCmsg {
+        dst: Some(d.parse::<Ipv6Addr>().unwrap().into()),
+        ifindex: 3,
+        ..RecvCmsg::default()
+    };
+    let asked = v4([198, 18, 5, 2], [198, 18, 5, 2]);
+    let c = &mut w.core;
+    assert_eq!(
+        c.reply_source(0, &asked),
+        SrcIp::Any,
+        "bound to one address"
+    );
+    c.socks.local[0] = "0.0.0.0:7".parse().unwrap();
+    assert_eq!(c.reply_source(0, &asked), SrcIp::V4([198, 18, 5, 2].into()));
+    assert_eq!(
+        c.reply_source(0, &v4([224, 1, 2, 3], [198, 18, 5, 1])),
+        SrcIp::V4([198, 18, 5, 1].into()),
+        "a group is answered from the interface's address"
+    );
+    assert_eq!(
+        c.reply_source(0, &v4([255, 255, 255, 255], [0, 0, 0, 0])),
+        SrcIp::Any,
+        "never from a broadcast address"
+    );
+    c.socks.connected[0] = Some(crate::sys::RawAddr::from_socket_addr(
+        "198.18.5.9:1".parse().unwrap(),
+        false,
+    ));
+    assert_eq!(
+        c.reply_source(0, &asked),
+        SrcIp::Any,
+        "connected: the kernel knows"
+    );
+    c.socks.connected[0] = None;
+    c.socks.local[0] = "[::]:7".parse().unwrap();
+    c.socks.v6[0] = true;
+    assert_eq!(
+        c.reply_source(0, &asked),
+        SrcIp::V6("::ffff:198.18.5.2".parse().unwrap(), 0),
+        "IPv4 on a dual-stack socket: v4-mapped"
+    );
+    assert_eq!(
+        c.reply_source(0, &v6("fd18:5::2")),
+        SrcIp::V6("fd18:5::2".parse().unwrap(), 0)
+    );
+    assert_eq!(
+        c.reply_source(0, &v6("fe80::2")),
+        SrcIp::V6("fe80::2".parse().unwrap(), 3),
+        "link-local: out of the interface it came in on"
+    );
+    assert_eq!(
+        c.reply_source(0, &v6("ff02::1")),
+        SrcIp::Any,
+        "not from a group"
+    );
+    assert_eq!(
+        c.reply_source(0, &RecvCmsg::default()),
+        SrcIp::Any,
+        "the kernel did not say"
+    );
+}
+
+#[test]
+fn success_counts_every_segment_and_returns_the_slot() {
+    let (mut w, _s) = worker();
+    let t = queued_train(&mut w, 1000, 300);
+    w.complete(t, Ok(()));
+    assert_eq!((w.core.stats.c.sent, w.core.stats.c.bytes_sent), (4, 1000));
+    assert_eq!(w.core.pool.counts().out, 0);
+}
+
+#[test]
+fn gso_refused_turns_gso_off_and_resends_as_datagrams() {
+    let (mut w, _s) = worker();
+    let t = queued_train(&mut w, 1000, 300);
+    w.complete(t, Err(libc::EIO));
+    assert!(!w.core.queue.gso());
+    assert!(w.core.shared.stats.load().gso_disabled);
+    let lens: Vec<u32> = w.core.queue.as_slice().iter().map(|t| t.len).collect();
+    assert_eq!(lens, [300, 300, 300, 100]);
+    assert_eq!(w.core.stats.send_errors_total(), 0, "not a failure: resent");
+    while let Some(t) = w.core.queue.pop_front() {
+        w.complete(t, Ok(()));
+    }
+    assert_eq!(w.core.stats.c.sent, 4);
+    assert_eq!(w.core.pool.counts().out, 0);
+    // With GSO already off an EIO is an ordinary failure.
+    let t = queued_train(&mut w, 100, 0);
+    w.complete(t, Err(libc::EIO));
+    assert_eq!(w.core.stats.send_errors_total(), 1);
+}
+
+#[test]
+fn an_icmp_class_failure_is_resent_once_then_counted_with_an_event() {
+    let (mut w, _s) = worker();
+    let t = queued_train(&mut w, 64, 0);
+    w.complete(t, Err(libc::ECONNREFUSED));
+    assert_eq!(w.core.queue.len(), 1, "sent once more");
+    let again = w.core.queue.pop_front().unwrap();
+    assert!(again.retried);
+    w.complete(again, Err(libc::ECONNREFUSED));
+    assert_eq!(w.core.stats.send_errors_total(), 1);
+    assert_eq!(
+        w.handler.0,
+        [ErrorEvent::ConnectionRefused {
+            peer: Some("127.0.0.1:9".parse().unwrap())
+        }]
+    );
+    // EMSGSIZE is about this datagram: never resent.
+    let t = queued_train(&mut w, 64, 0);
+    w.complete(t, Err(libc::EMSGSIZE));
+    assert!(w.core.queue.is_empty());
+    assert!(matches!(w.handler.0[1], ErrorEvent::MessageTooLong { .. }));
+    // Anything else: counted under its errno, with an event that names
+    // the destination.
+    let t = queued_train(&mut w, 64, 0);
+    w.complete(t, Err(libc::EAGAIN));
+    assert_eq!(
+        w.handler.0[2],
+        ErrorEvent::SendFailed {
+            peer: Some("127.0.0.1:9".parse().unwrap()),
+            errno: libc::EAGAIN
+        }
+    );
+    assert_eq!(w.core.stats.send_errors_total(), 3);
+    // Cancelled while running: given up as blocked; at a stop:
+    // cancelled. Their own counts, no event.
+    let t = queued_train(&mut w, 64, 0);
+    w.complete(t, Err(libc::ECANCELED));
+    assert_eq!(w.core.stats.c.send_blocked, 1);
+    w.core
+        .shared
+        .stop
+        .store(true, std::sync::atomic::Ordering::Release);
+    let t = queued_train(&mut w, 64, 0);
+    w.complete(t, Err(libc::ECANCELED));
+    let t = queued_train(&mut w, 1000, 300);
+    w.core.queue.push(&mut w.core.pool, t);
+    w.core.pool.unref(t.slot);
+    w.cancel_queued();
+    assert_eq!(w.core.stats.c.cancelled, 1 + 4);
+    assert_eq!(w.handler.0.len(), 3);
+    assert_eq!(w.core.pool.counts().out, 0);
+}
