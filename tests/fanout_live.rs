@@ -170,11 +170,14 @@ per_backend!(
         let t = relay.table();
         assert_eq!(t.received, u64::from(total));
         assert_eq!(stat.seqs, (0..total).collect::<Vec<_>>(), "static: every datagram once");
-        // A: from its join to its leave (a datagram may be on its way to
-        // the relay as a control request is: one of slack each side).
+        // A: from its join to its leave. Nothing sent after the relay's
+        // answer can be missed (after OK) or delivered (after BYE); what
+        // was sent just before a request may still wait in the relay's
+        // socket when the request is handled (a few datagrams of slack on
+        // a loaded host).
         let (a0, a1) = a.run("A");
-        assert!(a0 + 1 >= a_before && a0 <= a_joined, "A began at {a0}: joined between {a_before} and {a_joined}");
-        assert!(a1 + 1 >= a_leaving && a1 < a_left, "A ended at {a1}: left between {a_leaving} and {a_left}");
+        assert!(a0 + 8 >= a_before && a0 <= a_joined, "A began at {a0}: joined between {a_before} and {a_joined}");
+        assert!(a1 + 8 >= a_leaving && a1 < a_left, "A ended at {a1}: left between {a_leaving} and {a_left}");
         // B: from its join to the end.
         let (_, b1) = b.run("B");
         assert_eq!(b1, total - 1, "B stays to the end");
