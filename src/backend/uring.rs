@@ -94,7 +94,9 @@ impl Driver {
         for &t in core.queue.as_slice() {
             // SAFETY: the queue holds a reference on the slot for this send
             // (taken in SendQueue::push); it is dropped only in
-            // Worker::complete, after `finish_send` reaped the completion.
+            // Worker::complete (or, for a zero-copy send, in
+            // Worker::zero_copy_done after its notification), after
+            // `finish_send` reaped the completion.
             // The slot's bytes are not written while referenced by a send.
             match unsafe { self.ring.push_send(t, &core.pool)? } {
                 None => done += 1,
