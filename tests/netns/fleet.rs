@@ -50,8 +50,10 @@ fn three_sharded_generators_start_together_and_merge_exactly() {
                         "10.201.0.1:7100",
                         "--rate",
                         "3000",
+                        // Two seconds: at least two one-second intervals in
+                        // every log, whatever the phase of the ticks.
                         "-t",
-                        "1",
+                        "2",
                         "--shard",
                         &shard,
                         "--start-at",
