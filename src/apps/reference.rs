@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sys::reference::{echo_loop, gso_loop, send_loop, sink_loop};
+use crate::sys::reference::{Counted, echo_loop, gso_loop, send_loop, sink_loop};
 
 /// What a reference loop did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -24,6 +24,48 @@ pub struct RefReport {
     pub duration_s: f64,
     /// Datagrams per second over `duration_s`.
     pub pps: f64,
+}
+
+impl RefReport {
+    fn new(c: Counted, duration_s: f64) -> Self {
+        RefReport {
+            datagrams: c.datagrams,
+            calls: c.calls,
+            errors: c.errors,
+            duration_s,
+            pps: rate(c.datagrams, duration_s),
+        }
+    }
+}
+
+/// `n` per second over `secs` (0 when no time passed).
+fn rate(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+/// Seconds from the first arrival to the last (0 with fewer than two).
+fn span(first: Option<Instant>, last: Option<Instant>) -> f64 {
+    match (first, last) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    }
+}
+
+/// The sender loop of `gso` (1: `send`; more: `sendmsg` + `UDP_SEGMENT`
+/// of `size`-byte segments) on `fd` until `stop`.
+fn send_any(
+    fd: std::os::fd::RawFd,
+    buf: &[u8],
+    size: usize,
+    gso: usize,
+    stop: &AtomicBool,
+) -> io::Result<Counted> {
+    if gso > 1 {
+        let seg = u16::try_from(size).map_err(|_| io::ErrorKind::InvalidInput)?;
+        gso_loop(fd, buf, seg, stop)
+    } else {
+        Ok(send_loop(fd, buf, stop))
+    }
 }
 
 fn pin(cpu: Option<usize>) -> io::Result<()> {
@@ -64,21 +106,10 @@ pub fn send(
         st.store(true, Ordering::Relaxed);
     });
     let start = Instant::now();
-    let c = if gso > 1 {
-        let seg = u16::try_from(size).map_err(|_| io::ErrorKind::InvalidInput)?;
-        gso_loop(s.as_raw_fd(), &buf, seg, &stop)?
-    } else {
-        send_loop(s.as_raw_fd(), &buf, &stop)
-    };
+    let c = send_any(s.as_raw_fd(), &buf, size, gso, &stop)?;
     let d = start.elapsed().as_secs_f64();
     let _ = timer.join();
-    Ok(RefReport {
-        datagrams: c.datagrams,
-        calls: c.calls,
-        errors: c.errors,
-        duration_s: d,
-        pps: c.datagrams as f64 / d.max(1e-9),
-    })
+    Ok(RefReport::new(c, d))
 }
 
 /// A socket bound to `bind` with `UDP_GRO` on, a receive buffer of
@@ -104,17 +135,7 @@ pub fn sink(
     let s = gro_socket(bind, 32 << 20)?;
     ready(s.local_addr()?);
     let (c, first, last) = sink_loop(s.as_raw_fd(), stop);
-    let d = match (first, last) {
-        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
-        _ => 0.0,
-    };
-    Ok(RefReport {
-        datagrams: c.datagrams,
-        calls: c.calls,
-        errors: c.errors,
-        duration_s: d,
-        pps: if d > 0.0 { c.datagrams as f64 / d } else { 0.0 },
-    })
+    Ok(RefReport::new(c, span(first, last)))
 }
 
 /// What the C flood got from an echo server.
@@ -158,12 +179,7 @@ pub fn flood_echo(
         let sender = sc.spawn(|| {
             pin(cpu)?;
             let start = Instant::now();
-            let c = if gso > 1 {
-                let seg = u16::try_from(size).map_err(|_| io::ErrorKind::InvalidInput)?;
-                gso_loop(fd, &buf, seg, &stop_send)?
-            } else {
-                send_loop(fd, &buf, &stop_send)
-            };
+            let c = send_any(fd, &buf, size, gso, &stop_send)?;
             Ok::<_, io::Error>((c, start.elapsed().as_secs_f64()))
         });
         std::thread::sleep(secs);
@@ -178,18 +194,10 @@ pub fn flood_echo(
             .join()
             .map_err(|_| io::Error::other("the sink panicked"))??;
         let (c, d) = sent?;
-        let span = match (first, last) {
-            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
-            _ => 0.0,
-        };
         Ok(FloodEcho {
             sent: c.datagrams,
             echoed: got.datagrams,
-            pps_echoed: if span > 0.0 {
-                got.datagrams as f64 / span
-            } else {
-                0.0
-            },
+            pps_echoed: rate(got.datagrams, span(first, last)),
             duration_s: d,
         })
     })
@@ -210,12 +218,5 @@ pub fn echo(
     ready(s.local_addr()?);
     let start = Instant::now();
     let c = echo_loop(s.as_raw_fd(), stop);
-    let d = start.elapsed().as_secs_f64();
-    Ok(RefReport {
-        datagrams: c.datagrams,
-        calls: c.calls,
-        errors: c.errors,
-        duration_s: d,
-        pps: c.datagrams as f64 / d.max(1e-9),
-    })
+    Ok(RefReport::new(c, start.elapsed().as_secs_f64()))
 }
