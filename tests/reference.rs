@@ -5,18 +5,23 @@ mod common;
 
 use common::{JsonServer, run, vocab};
 
+/// `udpring reference KIND` on loopback for 1.5 s, with `--json`.
+fn server(kind: &str) -> JsonServer {
+    JsonServer::start(&[
+        "reference",
+        kind,
+        "--bind",
+        "127.0.0.1:0",
+        "--duration",
+        "1.5",
+        "--json",
+    ])
+}
+
 #[test]
 fn the_reference_sender_and_sink_agree() {
     for gso in ["1", "8"] {
-        let sink = JsonServer::start(&[
-            "reference",
-            "sink",
-            "--bind",
-            "127.0.0.1:0",
-            "--duration",
-            "1.5",
-            "--json",
-        ]);
+        let sink = server("sink");
         let (code, out, err) = run(&[
             "reference",
             "send",
@@ -72,15 +77,7 @@ fn the_reference_refuses_bad_input() {
 
 #[test]
 fn the_reference_echo_returns_trains_whole_to_the_reference_flood() {
-    let echo = JsonServer::start(&[
-        "reference",
-        "echo",
-        "--bind",
-        "127.0.0.1:0",
-        "--duration",
-        "1.5",
-        "--json",
-    ]);
+    let echo = server("echo");
     let (code, out, err) = run(&[
         "reference",
         "flood",
