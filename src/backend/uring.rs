@@ -446,7 +446,10 @@ pub(crate) fn run<H: Handler>(
                 (1, Some(Duration::ZERO))
             } else if d.in_flight >= BATCH_WAIT {
                 let t = w.core.timers.next().map_or(SEND_WAIT, |t| t.min(SEND_WAIT));
-                (d.in_flight + 1, Some(t))
+                // The one more is a receive: with none armed (the ring ran
+                // dry, ENOBUFS) it cannot come, and waiting for it would
+                // hold the slots' return, and the re-arm, to the timeout.
+                (d.in_flight + usize::from(d.any_recv_armed()), Some(t))
             } else {
                 (1, w.core.timers.next())
             };
