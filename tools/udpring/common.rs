@@ -335,7 +335,7 @@ pub(crate) struct EngineArgs {
     #[arg(long, default_value_t = 0)]
     pub(crate) slot_size: usize,
     /// Receive buffer slots per worker (rounded up to a power of two for
-    /// uring; 0: 1024, or 256 with --gro's 64 KiB slots).
+    /// uring; 0: 1024, or 64 with --gro's 64 KiB slots).
     #[arg(long, default_value_t = 0)]
     pub(crate) recv_slots: usize,
     /// Socket receive/send buffer request in bytes (FORCE variant when root).
