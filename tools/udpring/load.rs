@@ -141,7 +141,9 @@ pub(crate) struct LoadArgs {
     zerocopy_min: Option<usize>,
     #[command(flatten)]
     limits: crate::limits::Limits,
-    /// Backend: uring, mmsg or simple.
+    /// Backend: uring, mmsg or simple. Default: mmsg for a flood (sendmmsg
+    /// of a batch measured the faster sender here, PERF.md), uring
+    /// otherwise (ping, rate, --zerocopy-min, --kernel-timestamps).
     #[arg(long, value_parser = parse_backend)]
     backend: Option<Backend>,
     /// Local address to send from. Port 0: the kernel picks a port per

@@ -91,7 +91,7 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
     cfg.only_v6 = opts.only_v6;
     // A client: its targets may well be on the ports of answering services.
     cfg.guard = crate::Guard::client();
-    cfg.backend = opts.backend;
+    cfg.backend = opts.backend.or_else(|| default_backend(opts));
     cfg.workers = workers;
     cfg.sockets_per_worker = per;
     cfg.distinct_ports = true;
@@ -108,7 +108,7 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
     // Every train is of `size`-byte segments: the sockets cut them
     // themselves, and each train goes as a plain send.
     cfg.udp_segment = (opts.gso > 1).then_some(opts.size as u16);
-    cfg.recv_slots = 0; // 1024, or 256 of the 64 KiB GRO slots
+    cfg.recv_slots = 0; // 1024, or 64 of the 64 KiB GRO slots
     cfg.send_slots = if opts.gso > 1 { 128 } else { 512 };
     cfg.first_cpu = opts.first_cpu.unwrap_or_else(|| {
         let n = crate::sys::cpu::allowed_cpus().len().max(1);
@@ -121,6 +121,22 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
         (opts.size + crate::HEADROOM).max(crate::DEFAULT_SLOT_SIZE)
     };
     Ok(cfg)
+}
+
+/// The backend a run takes when none is forced: `sendmmsg` for a flood,
+/// where the sending is the work: into one C sink, the same runs, it sent
+/// 0.89-0.98x of a C `send()` loop at 64 B against io_uring's 0.85-0.92x,
+/// and 0.96x of a C `UDP_SEGMENT` sender with --gso 64 against
+/// 0.93-0.94x (PERF.md, "The send side against the kernel's limit");
+/// against a C echo it also received as much or more. io_uring holds a poll entry on the socket for
+/// its multishot receive, which every datagram sent pays a wake-up walk
+/// for, and a submission and a completion per datagram in userspace. The
+/// engine's default (io_uring) otherwise: a ping's turnaround, kernel
+/// timestamps (read with io_uring's own command) and zero-copy sends.
+pub(crate) fn default_backend(opts: &LoadOpts) -> Option<crate::Backend> {
+    let flood = matches!(opts.mode, Mode::Flood);
+    (flood && opts.zero_copy_min.is_none() && !opts.kernel_timestamps)
+        .then_some(crate::Backend::Mmsg)
 }
 
 /// A worker's partial result. A poisoned lock still holds the last counts
