@@ -11,8 +11,10 @@
 #
 #   tools/send-compare.sh [UDPRING] [ROUNDS] [SECS]
 #
-# Prints one row per workload and round with udpring / reference (the
-# denominator: the reference sender of the same workload, same round).
+# Prints one row per workload and round: `udpring load` as it runs by
+# default (a flood: the sendmmsg backend) and with --backend uring, each
+# over the reference (the denominator: the reference sender of the same
+# workload, same round).
 #
 # Then the echo under a GSO flood: `udpring echo --backend uring --gro`
 # and the C GRO -> GSO echo (`udpring reference echo`: recvmmsg + GRO,
@@ -38,17 +40,20 @@ sink_rate() { # sender command...
   python3 -c "import json;print(int(json.load(open('$out/sink.json'))['pps_received']))"
 }
 
-echo "| workload | round | reference (sink datagrams/s) | udpring load | udpring / reference |"
-echo "|---|---:|---:|---:|---:|"
+ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
+echo "| workload | round | reference (sink datagrams/s) | udpring load (default: mmsg) | / reference | load --backend uring | / reference |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 for r in $(seq "$rounds"); do
   for w in "64 1" "64 64" "1400 46"; do
     set -- $w
     size=$1 gso=$2
+    load=("$bin" load "127.0.0.1:$port" --match none --cpu 1 -t "$secs" -q -s "$size" --gso "$gso")
     ref=$(sink_rate "$bin" reference send "127.0.0.1:$port" --cpu 1 -t "$secs" -s "$size" --gso "$gso")
-    us=$(sink_rate "$bin" load "127.0.0.1:$port" --match none --cpu 1 -t "$secs" -q -s "$size" --gso "$gso")
+    us=$(sink_rate "${load[@]}")
+    ur=$(sink_rate "${load[@]}" --backend uring)
     name="$size B"
     [ "$gso" -gt 1 ] && name="$size B, GSO $gso"
-    echo "| $name | $r | $ref | $us | $(python3 -c "print(f'{$us/$ref:.2f}x')") |"
+    echo "| $name | $r | $ref | $us | $(ratio "$us" "$ref") | $ur | $(ratio "$ur" "$ref") |"
   done
 done
 
