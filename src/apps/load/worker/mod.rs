@@ -86,9 +86,17 @@ pub(super) enum Phase {
 const TICK: u64 = 1;
 const HOUSEKEEPING: u64 = 2;
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(20);
-/// Sends (datagrams, or GSO trains) a flood worker queues per tick: one
-/// submit carries them all.
-const FLOOD_SENDS: usize = 64;
+/// Datagrams a flood worker queues per tick (one submit, or a few
+/// `sendmmsg` calls, carries them all), within the load's 512 send slots.
+/// Between ticks the sender is in userspace, the receiver drains its
+/// socket and sleeps, and the next datagram pays for waking it: fewer,
+/// longer ticks wake it less. 256 against 64, 5 interleaved rounds into
+/// the C sink (mmsg, 64 B): 0.86-1.03x (mean 0.94x) of the C `send()`
+/// loop against 0.87-0.92x (mean 0.90x).
+const FLOOD_DATAGRAMS: usize = 256;
+/// GSO trains a flood worker queues per tick, within the load's 128
+/// send slots (a train per slot).
+const FLOOD_TRAINS: usize = 64;
 
 pub(super) struct Worker {
     opts: Arc<LoadOpts>,
@@ -216,16 +224,21 @@ impl Worker {
             && !self.abort.load(Ordering::Relaxed)
     }
 
-    /// Queues up to [`FLOOD_SENDS`] sends (datagrams or GSO trains), one
-    /// flow after the other, all stamped with one reading of the clock:
-    /// they leave in the same submit.
+    /// Queues up to [`FLOOD_DATAGRAMS`] datagrams or [`FLOOD_TRAINS`] GSO
+    /// trains, one flow after the other, all stamped with one reading of
+    /// the clock: they leave in the same submit.
     fn flood(&mut self, tx: &mut Transport<'_>) {
         let mut queued = 0;
+        let per_tick = if self.opts.gso > 1 {
+            FLOOD_TRAINS
+        } else {
+            FLOOD_DATAGRAMS
+        };
         let mut due = [0u64; 64];
         let now = self.now_ns();
         self.advance(now);
         loop {
-            if queued >= FLOOD_SENDS || !self.sending(now) {
+            if queued >= per_tick || !self.sending(now) {
                 break;
             }
             if let Some(w) = self.opts.window
