@@ -17,7 +17,8 @@
 # workload, same round).
 #
 # Then the echo under a GSO flood: `udpring echo --backend uring --gro`
-# and the C GRO -> GSO echo (`udpring reference echo`: recvmmsg + GRO,
+# (and the same on the mmsg backend with the C echo's batch of 64) and
+# the C GRO -> GSO echo (`udpring reference echo`: recvmmsg + GRO,
 # sendmmsg back with UDP_SEGMENT), each on CPU 0, driven by the same C
 # flood (`udpring reference flood`: open-loop sendmsg + UDP_SEGMENT and a
 # recvmmsg + GRO reader of the echoes, CPU 1); the figure is echoes
@@ -69,14 +70,16 @@ echo_rate() { # server command...
 }
 
 echo
-echo "| echo under a C GSO flood | round | C GRO->GSO echo (echoes/s) | udpring echo --gro (uring) | udpring / C |"
-echo "|---|---:|---:|---:|---:|"
+echo "| echo under a C GSO flood | round | C GRO->GSO echo (echoes/s) | udpring echo --gro (uring) | / C | echo --gro --backend mmsg --batch 64 | / C |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 for r in $(seq "$rounds"); do
   for w in "64 64" "1400 46"; do
     set -- $w
     size=$1 gso=$2
+    echo=("$bin" echo --bind "127.0.0.1:$port" --gro -w 1 --cpu 0 -q)
     c=$(echo_rate "$bin" reference echo --bind "127.0.0.1:$port" --cpu 0)
-    us=$(echo_rate "$bin" echo --bind "127.0.0.1:$port" --backend uring --gro -w 1 --cpu 0 -q)
-    echo "| $size B, GSO $gso | $r | $c | $us | $(python3 -c "print(f'{$us/$c:.2f}x')") |"
+    us=$(echo_rate "${echo[@]}" --backend uring)
+    um=$(echo_rate "${echo[@]}" --backend mmsg --batch 64)
+    echo "| $size B, GSO $gso | $r | $c | $us | $(ratio "$us" "$c") | $um | $(ratio "$um" "$c") |"
   done
 done
