@@ -485,6 +485,7 @@ fn worker_body<H: Handler>(
             })
             .collect(),
         v6: local.iter().map(|a| a.is_ipv6()).collect(),
+        fixed_dst: local.iter().map(|&a| sys::fixed_destination(a)).collect(),
         local,
     };
     let mut core = Core::new(pool, socks, i, cfg.gso, cfg.max_queued_sends, shared, guard);

@@ -85,8 +85,9 @@ impl Datagram<'_> {
         self.src_addr
     }
     /// The address it was sent to (`IP_PKTINFO`/`IPV6_PKTINFO`): one of
-    /// this host's, a group, or a broadcast address. `None` only if the
-    /// kernel did not say. IPv4 on an IPv6 socket appears as IPv4.
+    /// this host's, a group, or a broadcast address; on a socket bound to
+    /// one unicast address, that address (nothing else arrives there).
+    /// `None` only if the kernel did not say. IPv4 on IPv6 shows as IPv4.
     pub fn destination(&self) -> Option<IpAddr> {
         self.meta.cmsg.dst
     }
@@ -117,7 +118,9 @@ impl Datagram<'_> {
             .map(|ns| UNIX_EPOCH + Duration::from_nanos(ns))
     }
 
-    /// Index of the interface it arrived on, when the kernel said.
+    /// Index of the interface it arrived on, when the kernel said (a
+    /// socket bound to one unicast address does not ask: then the scope
+    /// of the IPv6 link-local address it is bound to, or `None`).
     pub fn interface(&self) -> Option<u32> {
         (self.meta.cmsg.ifindex != 0).then_some(self.meta.cmsg.ifindex)
     }
@@ -576,7 +579,6 @@ impl Transport<'_> {
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
         self.core.timers.cancel(id)
     }
-
     /// A handle for sending from other threads through this worker.
     pub fn sender(&self) -> Sender {
         Sender::new(self.core.shared.inbox.clone())
@@ -586,7 +588,6 @@ impl Transport<'_> {
     pub fn local_addr(&self) -> SocketAddr {
         self.core.socks.local[0]
     }
-
     /// The addresses of all the worker's sockets, by index.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.core.socks.local

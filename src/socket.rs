@@ -67,8 +67,13 @@ pub(crate) fn open(
     }
     let fd = s.as_raw_fd();
     sys::socket::set_recverr(fd, bind.is_ipv6())?;
-    sys::socket::set_rxq_ovfl(fd)?;
-    sys::socket::set_recv_pktinfo(fd, bind.is_ipv6())?;
+    // Each datagram's destination from the kernel only where it can differ
+    // from the bound address (a control message per datagram costs the
+    // kernel a put_cmsg: see sys::fixed_destination, PERF.md). Drops are
+    // read with SO_MEMINFO, not SO_RXQ_OVFL's control message per datagram.
+    if sys::fixed_destination(bind).is_none() {
+        sys::socket::set_recv_pktinfo(fd, bind.is_ipv6())?;
+    }
     if cfg.recv_tos {
         sys::socket::set_recv_tos(fd, bind.is_ipv6())?;
     }

@@ -150,3 +150,48 @@ fn a_sender_answers_from_the_address_asked_from_another_thread() {
     assert_eq!(answerer.join().unwrap(), 10);
     assert_eq!((s.received, s.sent), (10, 10), "direct sends are counted");
 }
+
+/// Tells each datagram's destination and interface.
+struct Tell {
+    tx: std::sync::mpsc::SyncSender<(Option<std::net::IpAddr>, Option<u32>)>,
+}
+
+impl Handler for Tell {
+    fn on_datagram(&mut self, d: Datagram<'_>, _tx: &mut Transport<'_>) {
+        let _ = self.tx.try_send((d.destination(), d.interface()));
+    }
+}
+
+per_backend!(
+    /// Where each datagram was sent: on a wildcard socket the kernel says
+    /// (`IP_PKTINFO`: the address asked and the interface); a socket bound
+    /// to one address is not asked (no control message per datagram) and
+    /// its datagrams name that address, with no interface.
+    fn each_datagram_names_where_it_was_sent(backend) {
+        // SAFETY: if_nametoindex reads a NUL-terminated string.
+        let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        assert!(lo > 0);
+        let cases = [
+            ("0.0.0.0:0", "127.0.0.7", Some(lo)),
+            ("127.0.0.9:0", "127.0.0.9", None),
+            ("[::]:0", "::1", Some(lo)),
+            ("[::1]:0", "::1", None),
+        ];
+        for (bind, ask, interface) in cases {
+            let (tx, rx) = std::sync::mpsc::sync_channel(8);
+            let mut cfg = Config::new(bind.parse().unwrap());
+            cfg.backend = Some(backend);
+            cfg.workers = 1;
+            let engine = Engine::start(cfg, move |_| Tell { tx: tx.clone() }).unwrap();
+            let ask: std::net::IpAddr = ask.parse().unwrap();
+            let to = SocketAddr::new(ask, engine.local_addr().port());
+            let from = if ask.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+            let c = UdpSocket::bind(from).unwrap();
+            c.send_to(b"where", to).unwrap();
+            let told = rx.recv_timeout(Duration::from_secs(2));
+            let s = stop_clean(engine);
+            assert_eq!(told, Ok((Some(ask), interface)), "{backend} bound to {bind}");
+            assert_eq!(s.received, 1);
+        }
+    }
+);

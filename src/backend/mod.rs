@@ -13,7 +13,8 @@
 //!    the same size), and hand each datagram to [`Worker::dispatch`] as a
 //!    lent slot with its [`RecvMeta`](crate::sys::RecvMeta): socket index,
 //!    source, length, truncation, and the control messages (`UDP_GRO`
-//!    segment size, `SO_RXQ_OVFL` drop counter).
+//!    segment size; `IP_PKTINFO` where the socket asked for it; a
+//!    `SO_RXQ_OVFL` drop counter if a `socket_setup` hook turned it on).
 //! 2. **Never lose a slot**: every slot it takes from the pool goes back,
 //!    whatever happens (truncation, errors, an empty pool, shutdown), so
 //!    that `Pool::counts().out` is zero whenever the worker is idle.

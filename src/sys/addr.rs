@@ -156,6 +156,24 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The destination of every datagram a socket bound to `bound` receives,
+/// with the interface its address names (an IPv6 scope; 0: none), when
+/// there is a single one: the kernel delivers to a socket bound to one
+/// unicast address only what was sent to that address. `None` for the
+/// wildcard, groups and IPv4's limited broadcast, where each datagram's
+/// own destination (and the receiving interface) must come from the
+/// kernel (`IP_PKTINFO`).
+pub fn fixed_destination(bound: SocketAddr) -> Option<(IpAddr, u32)> {
+    let ip = canonical(bound).ip();
+    let many =
+        ip.is_unspecified() || ip.is_multicast() || matches!(ip, IpAddr::V4(a) if a.is_broadcast());
+    let scope = match bound {
+        SocketAddr::V6(a) => a.scope_id(),
+        SocketAddr::V4(_) => 0,
+    };
+    (!many).then_some((ip, scope))
+}
+
 /// The unspecified address (`0.0.0.0` or `::`) of `like`'s family, with
 /// `port`: what a client binds to when it sends to `like`.
 #[cfg_attr(not(feature = "cli"), allow(dead_code))]
@@ -170,6 +188,28 @@ pub fn unspecified_like(like: SocketAddr, port: u16) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_destination_only_where_one_address_arrives() {
+        let f = |a: &str| fixed_destination(a.parse().unwrap());
+        assert_eq!(f("127.0.0.9:53"), Some(("127.0.0.9".parse().unwrap(), 0)));
+        assert_eq!(f("[::1]:53"), Some(("::1".parse().unwrap(), 0)));
+        assert_eq!(f("[fe80::1%7]:53"), Some(("fe80::1".parse().unwrap(), 7)));
+        assert_eq!(
+            f("[::ffff:10.0.0.1]:53"),
+            Some(("10.0.0.1".parse().unwrap(), 0))
+        );
+        for many in [
+            "0.0.0.0:53",
+            "[::]:53",
+            "239.1.2.3:5000",
+            "[ff02::fb]:5353",
+            "255.255.255.255:67",
+            "[::ffff:0.0.0.0]:53",
+        ] {
+            assert_eq!(f(many), None, "{many}");
+        }
+    }
 
     #[test]
     fn raw_addr_round_trips_v4_v6_and_mapped() {

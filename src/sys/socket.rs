@@ -1,5 +1,5 @@
 //! Options and calls on one socket: those socket2 and nix do not cover
-//! (`SO_RXQ_OVFL`, `UDP_GRO`, `*_RECVERR`, path MTU discovery, the `FORCE`
+//! (`SO_MEMINFO`, `UDP_GRO`, `*_RECVERR`, path MTU discovery, the `FORCE`
 //! buffer sizes, the reuseport CPU steering program), and the few calls the
 //! engine makes on a live descriptor (connect, disconnect, bind).
 
@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use super::addr::RawAddr;
-use super::cmsg::{CmsgSpace, SEND_CMSG_LEN, SO_RXQ_OVFL, UDP_GRO, write_send};
+use super::cmsg::{CmsgSpace, SEND_CMSG_LEN, UDP_GRO, write_send};
 use super::meta::SrcIp;
 
 /// Sets an integer socket option.
@@ -41,11 +41,6 @@ pub fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::R
         &mut len,
     ))?;
     Ok(value)
-}
-
-/// Turns on the kernel's per-socket drop counter, delivered with each datagram.
-pub fn set_rxq_ovfl(fd: RawFd) -> io::Result<()> {
-    setsockopt_int(fd, libc::SOL_SOCKET, SO_RXQ_OVFL, 1)
 }
 
 /// Asks for each datagram's destination address and interface

@@ -66,6 +66,11 @@ impl WorkerShared {
 pub(crate) struct Sockets {
     pub fds: Vec<RawFd>,
     pub local: Vec<SocketAddr>,
+    /// The destination (and interface) of every datagram each socket
+    /// receives when its bound address fixes it (see
+    /// [`sys::fixed_destination`]): such a socket does not ask the kernel
+    /// for `IP_PKTINFO`, and its datagrams get this instead.
+    pub fixed_dst: Vec<Option<(std::net::IpAddr, u32)>>,
     /// The peer each socket is connected to, if any: sends to it go
     /// without an address, so the kernel uses the socket's cached route.
     pub connected: Vec<Option<RawAddr>>,

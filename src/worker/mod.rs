@@ -94,7 +94,7 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Hands a received datagram to the handler, then ends the lending.
-    pub fn dispatch(&mut self, meta: RecvMeta, mut lent: Lent) {
+    pub fn dispatch(&mut self, mut meta: RecvMeta, mut lent: Lent) {
         self.core.stats.c.received_bufs += 1;
         let Some(src_addr) = meta.src.to_socket_addr().map(sys::canonical) else {
             // No usable source address (should not happen for UDP): a
@@ -104,6 +104,13 @@ impl<H: Handler> Worker<H> {
             return;
         };
         let core = &mut self.core;
+        if meta.cmsg.dst.is_none()
+            && let Some(&Some((ip, ifindex))) = core.socks.fixed_dst.get(usize::from(meta.sock))
+        {
+            // A socket bound to one address: that is where it was sent.
+            meta.cmsg.dst = Some(ip);
+            meta.cmsg.ifindex = ifindex;
+        }
         if let Some(d) = meta.cmsg.rxq_ovfl {
             core.note_drops(usize::from(meta.sock), d);
         }

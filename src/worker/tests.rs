@@ -25,6 +25,7 @@ fn worker() -> (Worker<Events>, std::net::UdpSocket) {
     let socks = Sockets {
         fds: vec![s.as_raw_fd()],
         local: vec![s.local_addr().unwrap()],
+        fixed_dst: vec![crate::sys::fixed_destination(s.local_addr().unwrap())],
         connected: vec![None],
         v6: vec![false],
     };

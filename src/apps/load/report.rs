@@ -349,7 +349,7 @@ pub struct LoadReport {
     pub foreign: u64,
     /// Send errors by errno name (from the engine).
     pub send_errors: BTreeMap<String, u64>,
-    /// The generator's own sockets' kernel drops (`SO_RXQ_OVFL`).
+    /// The generator's own sockets' kernel drops (`SO_MEMINFO`).
     pub kernel_drops: u64,
     /// Host-wide UDP error counter deltas over the run.
     pub host_udp: HostUdp,
