@@ -11,7 +11,12 @@ use crate::sys::Transmit;
 
 /// Transmits in the order they were asked for, at most `cap` at once.
 pub(crate) struct SendQueue {
+    /// The transmits; the first `head` are gone (submitted) and are
+    /// dropped lazily, so that taking a batch off the front does not move
+    /// the rest (a `drain` per `sendmmsg` moved every transmit behind it:
+    /// 1.1% of a 64 B flood's samples in memmove).
     q: Vec<Transmit>,
+    head: usize,
     gso: bool,
     cap: usize,
 }
@@ -22,6 +27,7 @@ impl SendQueue {
     pub fn new(cap: usize, gso: bool) -> Self {
         SendQueue {
             q: Vec::with_capacity(cap.min(4096)),
+            head: 0,
             gso,
             cap,
         }
@@ -39,7 +45,7 @@ impl SendQueue {
 
     /// Queues `t` if there is room (false, nothing queued, otherwise).
     pub fn try_push(&mut self, pool: &mut Pool, t: Transmit) -> bool {
-        if self.q.len() + self.entries(&t) > self.cap {
+        if self.len() + self.entries(&t) > self.cap {
             return false;
         }
         self.push(pool, t);
@@ -55,13 +61,13 @@ impl SendQueue {
             Some(s) if t.len > u32::from(s.get()) => s,
             _ => {
                 pool.hold(t.slot);
-                self.q.push(Transmit { segment: None, ..t });
+                self.append(Transmit { segment: None, ..t });
                 return;
             }
         };
         if self.gso {
             pool.hold(t.slot);
-            self.q.push(t);
+            self.append(t);
             return;
         }
         let seg = u32::from(seg.get());
@@ -69,7 +75,7 @@ impl SendQueue {
         while o < t.len {
             let l = seg.min(t.len - o);
             pool.hold(t.slot);
-            self.q.push(Transmit {
+            self.append(Transmit {
                 off: t.off + o,
                 len: l,
                 segment: None,
@@ -91,30 +97,47 @@ impl SendQueue {
 
     /// The queued transmits, oldest first.
     pub fn as_slice(&self) -> &[Transmit] {
-        &self.q
+        &self.q[self.head..]
     }
 
     /// Mutable access (to rewrite destinations when a socket's peer changes).
     pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Transmit> {
-        self.q.iter_mut()
+        self.q[self.head..].iter_mut()
     }
 
-    /// Removes the `n` oldest (they were submitted).
+    /// Removes the `n` oldest (they were submitted). The storage is
+    /// reused once empty, or compacted when a push would otherwise grow it.
     pub fn consume(&mut self, n: usize) {
-        self.q.drain(..n);
+        self.head += n.min(self.len());
+        if self.head == self.q.len() {
+            self.q.clear();
+            self.head = 0;
+        }
+    }
+
+    /// Appends `t`, first dropping the consumed ones if the storage is
+    /// full (rather than growing it).
+    fn append(&mut self, t: Transmit) {
+        if self.head > 0 && self.q.len() == self.q.capacity() {
+            self.q.drain(..self.head);
+            self.head = 0;
+        }
+        self.q.push(t);
     }
 
     /// Removes and returns the oldest.
     pub fn pop_front(&mut self) -> Option<Transmit> {
-        (!self.q.is_empty()).then(|| self.q.remove(0))
+        let t = *self.as_slice().first()?;
+        self.consume(1);
+        Some(t)
     }
 
     pub fn len(&self) -> usize {
-        self.q.len()
+        self.q.len() - self.head
     }
 
     pub fn is_empty(&self) -> bool {
-        self.q.is_empty()
+        self.len() == 0
     }
 }
 
@@ -127,17 +150,9 @@ mod tests {
         // The lending's own reference stays until `refs_back` drops it.
         let slot = pool.alloc_send().unwrap().slot();
         Transmit {
-            sock: 0,
-            slot,
-            off: 0,
             len,
-            dst: RawAddr::zeroed(),
             segment: std::num::NonZeroU16::new(seg),
-            retried: false,
-            src: crate::sys::SrcIp::Any,
-            tos: None,
-            ts_id: None,
-            socket_segments: false,
+            ..train_at(slot)
         }
     }
 
@@ -206,6 +221,64 @@ mod tests {
             assert_eq!(q.as_slice()[0].segment, None);
             assert_eq!(q.as_slice()[0].datagrams(), 1);
             refs_back(&mut pool, &mut q, t.slot);
+        }
+    }
+
+    /// Taking sends off the front keeps the rest in order and counts only
+    /// what is queued; a push into full storage drops the consumed ones
+    /// instead of growing it; every reference comes back.
+    #[test]
+    fn the_front_goes_without_moving_the_rest() {
+        let mut pool = Pool::new(4096, 1, 1, false).unwrap();
+        let mut q = SendQueue::new(6, false);
+        let slot = pool.alloc_send().unwrap().slot();
+        let t = |off: u32| Transmit {
+            off,
+            len: 1,
+            ..train_at(slot)
+        };
+        for off in 0..6 {
+            assert!(q.try_push(&mut pool, t(off)));
+        }
+        assert!(!q.try_push(&mut pool, t(99)), "full: 6 queued");
+        q.consume(4);
+        assert_eq!(q.len(), 2);
+        let offs = |q: &SendQueue| q.as_slice().iter().map(|x| x.off).collect::<Vec<_>>();
+        assert_eq!(offs(&q), [4, 5]);
+        let cap = q.q.capacity();
+        for off in 6..10 {
+            assert!(
+                q.try_push(&mut pool, t(off)),
+                "the consumed ones do not count"
+            );
+        }
+        assert!(!q.try_push(&mut pool, t(99)));
+        assert_eq!(offs(&q), [4, 5, 6, 7, 8, 9]);
+        assert_eq!(q.q.capacity(), cap, "compacted, not grown");
+        assert_eq!(q.pop_front().map(|x| x.off), Some(4));
+        q.consume(100);
+        assert!(q.is_empty());
+        assert_eq!((q.q.len(), q.head), (0, 0), "storage reused once empty");
+        for _ in 0..10 {
+            pool.unref(slot);
+        }
+        pool.unref(slot);
+        assert_eq!(pool.counts().out, 0, "every reference came back");
+    }
+
+    fn train_at(slot: u32) -> Transmit {
+        Transmit {
+            sock: 0,
+            slot,
+            off: 0,
+            len: 0,
+            dst: RawAddr::zeroed(),
+            segment: None,
+            retried: false,
+            src: crate::sys::SrcIp::Any,
+            tos: None,
+            ts_id: None,
+            socket_segments: false,
         }
     }
 }
