@@ -124,15 +124,16 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
 }
 
 /// The backend a run takes when none is forced: `sendmmsg` for a flood,
-/// where the sending is the work: into one C sink, the same runs, it sent
-/// 0.89-0.98x of a C `send()` loop at 64 B against io_uring's 0.85-0.92x,
-/// and 0.96x of a C `UDP_SEGMENT` sender with --gso 64 against
-/// 0.93-0.94x (PERF.md, "The send side against the kernel's limit");
-/// against a C echo it also received as much or more. io_uring holds a poll entry on the socket for
-/// its multishot receive, which every datagram sent pays a wake-up walk
-/// for, and a submission and a completion per datagram in userspace. The
-/// engine's default (io_uring) otherwise: a ping's turnaround, kernel
-/// timestamps (read with io_uring's own command) and zero-copy sends.
+/// where the sending is the work. Into one C sink, interleaved with
+/// io_uring, it sent more at 64 B (0.95-0.97x of a C `send()` loop, mean
+/// of 5 rounds, against io_uring's 0.91x) and with --gso 64 (0.95x against
+/// 0.93-0.94x), and against a C echo it received as much or more (PERF.md,
+/// "The send side against the kernel's limit"). io_uring keeps a poll
+/// entry on the socket for its multishot receive, which every datagram
+/// sent pays a wait-queue walk for, and costs a submission and a
+/// completion per datagram in userspace. Otherwise the engine's default
+/// (io_uring): a ping's turnaround, kernel timestamps (read with io_uring's
+/// own command) and zero-copy sends.
 pub(crate) fn default_backend(opts: &LoadOpts) -> Option<crate::Backend> {
     let flood = matches!(opts.mode, Mode::Flood);
     (flood && opts.zero_copy_min.is_none() && !opts.kernel_timestamps)
