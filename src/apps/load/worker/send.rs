@@ -84,38 +84,27 @@ impl Worker {
         let data = p.get(self.payload_next);
         let len = data.len();
         let mut written_off = false;
-        let r = if let (
-            Match::Id {
-                offset,
-                len: id_len,
-            },
-            Some(ring),
-        ) = (self.opts.matching, &mut f.ids)
-        {
-            // The payload is built in the send slot (copied once, unless
-            // the slot still holds this payload: its tag says which), then
-            // the request's ID is written over it.
-            written_off = ring.may_send(seq, now, timeout)?;
-            let id = ring.id_of(seq);
-            let tag = PAYLOAD | (self.payload_next % p.len() as u64 + 1);
-            tx.send_with_via(f.sock, len, self.opts.target, |b| {
-                if b.tag() != tag {
-                    b.copy_from_slice(data);
-                    b.set_tag(tag);
-                }
-                write_id(b, offset, id_len, id);
-            })
-        } else {
-            // Nothing to write: built in the send slot unless the slot
-            // still holds this payload.
-            let tag = PAYLOAD | (self.payload_next % p.len() as u64 + 1);
-            tx.send_with_via(f.sock, len, self.opts.target, |b| {
-                if b.tag() != tag {
-                    b.copy_from_slice(data);
-                    b.set_tag(tag);
-                }
-            })
+        // The request's ID, when replies are matched by one.
+        let id = match (self.opts.matching, &mut f.ids) {
+            (Match::Id { offset, len }, Some(ring)) => {
+                written_off = ring.may_send(seq, now, timeout)?;
+                Some((offset, len, ring.id_of(seq)))
+            }
+            _ => None,
         };
+        // The payload is built in the send slot (copied once, unless the
+        // slot still holds this payload: its tag says which), then the ID,
+        // if any, is written over it.
+        let tag = PAYLOAD | (self.payload_next % p.len() as u64 + 1);
+        let r = tx.send_with_via(f.sock, len, self.opts.target, |b| {
+            if b.tag() != tag {
+                b.copy_from_slice(data);
+                b.set_tag(tag);
+            }
+            if let Some((offset, id_len, id)) = id {
+                write_id(b, offset, id_len, id);
+            }
+        });
         if written_off {
             // Its request is given up on: it leaves the window too.
             self.in_flight.answered(1);
