@@ -89,6 +89,25 @@ pub enum SrcIp {
 }
 
 impl Transmit {
+    /// A first send of the `len` bytes at `off` in `slot`, from socket
+    /// `sock` to `dst`: one datagram, from the kernel's choice of source,
+    /// with the socket's mark (the rest by struct update).
+    pub fn new(sock: u16, slot: u32, off: u32, len: u32, dst: RawAddr) -> Self {
+        Transmit {
+            sock,
+            slot,
+            off,
+            len,
+            dst,
+            segment: None,
+            retried: false,
+            src: SrcIp::Any,
+            tos: None,
+            ts_id: None,
+            socket_segments: false,
+        }
+    }
+
     /// The mark for [`write_send`](crate::sys::cmsg::write_send): this
     /// send's TOS and whether it leaves as IPv4 (by its destination, or,
     /// to a connected peer, by its source; unknown: the socket's own mark).

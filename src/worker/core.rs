@@ -208,17 +208,10 @@ impl Core {
         lent.bytes_mut().copy_from_slice(data);
         self.pool.set_tag(lent.slot(), 0);
         let r = self.push(Transmit {
-            sock,
-            slot: lent.slot(),
-            off: 0,
-            len: data.len() as u32,
-            dst,
             segment,
-            retried: false,
             src,
             tos,
-            ts_id: None,
-            socket_segments: false,
+            ..Transmit::new(sock, lent.slot(), 0, data.len() as u32, dst)
         });
         self.pool.release(lent);
         r
@@ -257,17 +250,8 @@ impl Core {
         let tag = buf.tag;
         self.pool.set_tag(slot, tag);
         let pushed = self.push(Transmit {
-            sock,
-            slot,
-            off: 0,
-            len: len as u32,
-            dst,
             segment,
-            retried: false,
-            src: SrcIp::Any,
-            tos: None,
-            ts_id: None,
-            socket_segments: false,
+            ..Transmit::new(sock, slot, 0, len as u32, dst)
         });
         self.pool.release(lent);
         pushed.map(|()| r)
@@ -321,17 +305,10 @@ impl Core {
         tos: Option<u8>,
     ) -> Result<(), SendError> {
         self.push(Transmit {
-            sock,
-            slot: lent.slot(),
-            off: lent.off,
-            len: lent.len,
-            dst,
             segment,
-            retried: false,
             src,
             tos,
-            ts_id: None,
-            socket_segments: false,
+            ..Transmit::new(sock, lent.slot(), lent.off, lent.len, dst)
         })
     }
 

@@ -267,18 +267,6 @@ mod tests {
     }
 
     fn train_at(slot: u32) -> Transmit {
-        Transmit {
-            sock: 0,
-            slot,
-            off: 0,
-            len: 0,
-            dst: RawAddr::zeroed(),
-            segment: None,
-            retried: false,
-            src: crate::sys::SrcIp::Any,
-            tos: None,
-            ts_id: None,
-            socket_segments: false,
-        }
+        Transmit::new(0, slot, 0, 0, RawAddr::zeroed())
     }
 }
