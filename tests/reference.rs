@@ -20,7 +20,7 @@ fn server(kind: &str) -> JsonServer {
 
 #[test]
 fn the_reference_sender_and_sink_agree() {
-    for gso in ["1", "8"] {
+    for (gso, mmsg) in [("1", "1"), ("8", "1"), ("1", "32"), ("8", "4")] {
         let sink = server("sink");
         let (code, out, err) = run(&[
             "reference",
@@ -32,10 +32,26 @@ fn the_reference_sender_and_sink_agree() {
             "100",
             "--gso",
             gso,
+            "--mmsg",
+            mmsg,
             "--json",
         ]);
         assert_eq!(code, 0, "{err}");
         let s = common::json(&out);
+        // Each call carries `mmsg` messages of `gso` datagrams (sendmmsg
+        // may take fewer than asked, never more).
+        let per_call = gso.parse::<u64>().unwrap() * mmsg.parse::<u64>().unwrap();
+        let calls = s["calls"].as_u64().unwrap();
+        assert!(
+            calls > 0 && s["sent"].as_u64().unwrap() <= calls * per_call,
+            "gso {gso} mmsg {mmsg}: {s}"
+        );
+        if mmsg != "1" {
+            assert!(
+                s["sent"].as_u64().unwrap() > calls * per_call / 2,
+                "sendmmsg sent most of each batch: {s}"
+            );
+        }
         vocab::check("reference", &s);
         let r = sink.finish();
         vocab::check("reference", &r);
@@ -43,7 +59,7 @@ fn the_reference_sender_and_sink_agree() {
         assert!(sent > 1000, "{s}");
         assert!(
             got <= sent && got * 10 >= sent * 9,
-            "gso {gso}: the sink counted {got} of {sent}: {r}"
+            "gso {gso} mmsg {mmsg}: the sink counted {got} of {sent}: {r}"
         );
         if gso == "8" {
             assert!(
@@ -68,6 +84,9 @@ fn the_reference_refuses_bad_input() {
         ][..],
         &["reference", "send", "127.0.0.1:0"][..],
         &["reference", "send", "127.0.0.1:9", "--gso", "65"][..],
+        &["reference", "send", "127.0.0.1:9", "--mmsg", "0"][..],
+        &["reference", "send", "127.0.0.1:9", "--mmsg", "1025"][..],
+        &["reference", "flood", "127.0.0.1:9", "--mmsg", "2"][..],
     ] {
         let (code, _, err) = run(args);
         assert_eq!(code, 2, "{args:?}: {err}");

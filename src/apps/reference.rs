@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sys::reference::{Counted, echo_loop, gso_loop, send_loop, sink_loop};
+use crate::sys::reference::{Counted, echo_loop, gso_loop, mmsg_loop, send_loop, sink_loop};
 
 /// What a reference loop did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -52,19 +52,22 @@ fn span(first: Option<Instant>, last: Option<Instant>) -> f64 {
 }
 
 /// The sender loop of `gso` (1: `send`; more: `sendmsg` + `UDP_SEGMENT`
-/// of `size`-byte segments) on `fd` until `stop`.
+/// of `size`-byte segments) on `fd` until `stop`; with `mmsg` > 1, the
+/// same messages `mmsg` at a time by `sendmmsg`.
 fn send_any(
     fd: std::os::fd::RawFd,
     buf: &[u8],
     size: usize,
     gso: usize,
+    mmsg: usize,
     stop: &AtomicBool,
 ) -> io::Result<Counted> {
-    if gso > 1 {
-        let seg = u16::try_from(size).map_err(|_| io::ErrorKind::InvalidInput)?;
-        gso_loop(fd, buf, seg, stop)
-    } else {
-        Ok(send_loop(fd, buf, stop))
+    let seg = u16::try_from(size).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let segment = std::num::NonZeroU16::new(seg).filter(|_| gso > 1);
+    match (segment, mmsg) {
+        (_, 2..) => mmsg_loop(fd, buf, segment, mmsg, stop),
+        (Some(s), _) => gso_loop(fd, buf, s.get(), stop),
+        (None, _) => Ok(send_loop(fd, buf, stop)),
     }
 }
 
@@ -86,11 +89,13 @@ fn pin(cpu: Option<usize>) -> io::Result<()> {
 
 /// Sends to `to` for `secs` from a connected socket: one `send` per
 /// datagram of `size` bytes, or with `gso` segments per `sendmsg`
-/// (`UDP_SEGMENT`). On CPU index `cpu` if given.
+/// (`UDP_SEGMENT`); with `mmsg` > 1, `mmsg` of those messages per
+/// `sendmmsg`. On CPU index `cpu` if given.
 pub fn send(
     to: SocketAddr,
     size: usize,
     gso: usize,
+    mmsg: usize,
     secs: Duration,
     cpu: Option<usize>,
 ) -> io::Result<RefReport> {
@@ -106,7 +111,7 @@ pub fn send(
         st.store(true, Ordering::Relaxed);
     });
     let start = Instant::now();
-    let c = send_any(s.as_raw_fd(), &buf, size, gso, &stop)?;
+    let c = send_any(s.as_raw_fd(), &buf, size, gso, mmsg, &stop)?;
     let d = start.elapsed().as_secs_f64();
     let _ = timer.join();
     Ok(RefReport::new(c, d))
@@ -179,7 +184,7 @@ pub fn flood_echo(
         let sender = sc.spawn(|| {
             pin(cpu)?;
             let start = Instant::now();
-            let c = send_any(fd, &buf, size, gso, &stop_send)?;
+            let c = send_any(fd, &buf, size, gso, 1, &stop_send)?;
             Ok::<_, io::Error>((c, start.elapsed().as_secs_f64()))
         });
         std::thread::sleep(secs);

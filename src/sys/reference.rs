@@ -8,6 +8,9 @@
 //! - [`gso_loop`]: `sendmsg(2)` on a connected socket with a `UDP_SEGMENT`
 //!   control message, `segs` datagrams of `size` bytes per call (the GSO
 //!   sender's limit).
+//! - [`mmsg_loop`]: `sendmmsg(2)` of `n` messages per call on a connected
+//!   socket, each the same buffer (with `UDP_SEGMENT` if given): the
+//!   limit of the system call udpring's `mmsg` backend makes.
 //! - [`sink_loop`]: `recvmmsg(2)` of up to 64 messages with `UDP_GRO` on,
 //!   counting datagrams (segments of a train each) and buffers.
 //!
@@ -84,6 +87,59 @@ pub fn gso_loop(fd: RawFd, buf: &[u8], size: u16, stop: &AtomicBool) -> io::Resu
         match syscall!(sendmsg(fd, &msg, 0)) {
             Ok(_) => {
                 c.datagrams += segs;
+                c.calls += 1;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                return Err(io::Error::other("the kernel refused UDP_SEGMENT (EIO)"));
+            }
+            Err(_) => c.errors += 1,
+        }
+    }
+    Ok(c)
+}
+
+/// `sendmmsg` of `n` messages per call until `stop`, every message the
+/// whole of `buf` (a train of `segment`-byte segments when given), on a
+/// connected socket: the C loop `for (;;) sendmmsg(fd, msgs, n, 0);`.
+pub fn mmsg_loop(
+    fd: RawFd,
+    buf: &[u8],
+    segment: Option<NonZeroU16>,
+    n: usize,
+    stop: &AtomicBool,
+) -> io::Result<Counted> {
+    if n == 0 || n > 1024 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "sendmmsg takes 1..1024 messages (UIO_MAXIOV)",
+        ));
+    }
+    let segs = segment.map_or(1, |s| buf.len().div_ceil(usize::from(s.get())) as u64);
+    let mut ctl = CmsgSpace::<SEND_CMSG_LEN>::default();
+    let ctl_len = write_send(&mut ctl, segment, SrcIp::Any, None, None);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: mmsghdr is plain old data; all-zero is valid.
+    let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { mem::zeroed() }; n];
+    for h in &mut hdrs {
+        h.msg_hdr.msg_iov = &mut iov;
+        h.msg_hdr.msg_iovlen = 1;
+        if ctl_len > 0 {
+            h.msg_hdr.msg_control = ctl.0.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = ctl_len;
+        }
+    }
+    let mut c = Counted::default();
+    while !stop.load(Ordering::Relaxed) {
+        // sendmmsg(sockfd, msgvec, vlen, flags): "returns the number of
+        // messages sent from msgvec"; the kernel reads every header, its
+        // iovec, the bytes and the control area during the call, and
+        // writes each msg_len: all live in `hdrs`, `iov`, `ctl` and `buf`.
+        match syscall!(sendmmsg(fd, hdrs.as_mut_ptr(), n as u32, 0)) {
+            Ok(k) => {
+                c.datagrams += k as u64 * segs;
                 c.calls += 1;
             }
             Err(e) if e.raw_os_error() == Some(libc::EIO) => {

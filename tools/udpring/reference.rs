@@ -14,7 +14,8 @@ use crate::common::{Failure, parse_addr, parse_secs, resolve, runtime, usage};
 pub(crate) enum RefCmd {
     /// Send for --duration as a C program would: one send(2) per datagram
     /// on a connected socket, or with --gso N one sendmsg(2) of N segments
-    /// (UDP_SEGMENT) per call.
+    /// (UDP_SEGMENT) per call; with --mmsg M, M such messages per
+    /// sendmmsg(2) (the system call of udpring's mmsg backend).
     Send(RefSendArgs),
     /// Receive as a C program would (recvmmsg of 64, UDP_GRO on) and count
     /// datagrams until SIGINT or --duration; the rate is from the first
@@ -40,6 +41,10 @@ pub(crate) struct RefSendArgs {
     /// Segments per sendmsg (UDP_SEGMENT); 1: plain send(2).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     gso: u32,
+    /// Messages per sendmmsg(2) (each a datagram, or a train with --gso);
+    /// 1: one send(2) or sendmsg(2) per message. Only for `send`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    mmsg: u32,
     /// Seconds to send.
     #[arg(long, short = 't', default_value = "3", value_parser = parse_secs)]
     duration: Duration,
@@ -80,8 +85,15 @@ pub(crate) fn reference(c: RefCmd) -> Result<(), Failure> {
                     a.size, a.gso
                 )));
             }
-            let r = reference::send(to, a.size as usize, a.gso as usize, a.duration, a.cpu)
-                .map_err(runtime)?;
+            let r = reference::send(
+                to,
+                a.size as usize,
+                a.gso as usize,
+                a.mmsg as usize,
+                a.duration,
+                a.cpu,
+            )
+            .map_err(runtime)?;
             if a.json {
                 crate::common::say_json(
                     "reference",
@@ -120,6 +132,11 @@ pub(crate) fn reference(c: RefCmd) -> Result<(), Failure> {
             let to = resolve(&a.target)?;
             if to.port() == 0 {
                 return Err(usage("port 0: give the port the echo listens on"));
+            }
+            if a.mmsg > 1 {
+                return Err(usage(
+                    "--mmsg is for `reference send`; the flood sends one call at a time",
+                ));
             }
             let f = reference::flood_echo(to, a.size as usize, a.gso as usize, a.duration, a.cpu)
                 .map_err(runtime)?;
