@@ -10,7 +10,7 @@ use std::os::fd::RawFd;
 
 use super::addr::RawAddr;
 use super::cmsg::{CmsgSpace, RecvCmsg, SEND_CMSG_LEN, write_send};
-use super::meta::{RecvMeta, Transmit};
+use super::meta::{RecvMeta, SrcIp, Transmit};
 use crate::bufring::{HEADROOM, Lent, Pool, RECV_CMSG_LEN};
 
 /// Preallocated headers for up to `batch` messages per call.
@@ -165,13 +165,21 @@ impl MmsgBufs {
             h.msg_hdr.msg_namelen = self.names[i].len();
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
-            let len = write_send(
-                &mut self.send_ctrls[i],
-                t.segment,
-                t.src,
-                t.tos_cmsg(),
-                t.ts_id,
-            );
+            // Most sends carry no control message (a train the socket's
+            // own UDP_SEGMENT cuts needs none): no writer for them.
+            let segment = t.segment_cmsg();
+            let plain = segment.is_none() && t.src == SrcIp::Any && t.tos.is_none();
+            let len = if plain && t.ts_id.is_none() {
+                0
+            } else {
+                write_send(
+                    &mut self.send_ctrls[i],
+                    segment,
+                    t.src,
+                    t.tos_cmsg(),
+                    t.ts_id,
+                )
+            };
             if len > 0 {
                 h.msg_hdr.msg_control = self.send_ctrls[i].0.as_mut_ptr().cast();
                 h.msg_hdr.msg_controllen = len;

@@ -104,6 +104,11 @@ pub(crate) struct Core {
     /// The ID the next queued send asks its TX timestamp under
     /// ([`crate::Transport::timestamp_next`]).
     pub stamp_next: Option<u32>,
+    /// The last destination [`Core::dest`] gave, for its socket and
+    /// address: a flood to one peer converts it once, and sends to the
+    /// connected peer go without an address (see [`Core::push`]).
+    /// Forgotten when a socket's peer changes.
+    last_dest: Option<(u16, SocketAddr, RawAddr)>,
     pub shared: Arc<WorkerShared>,
 }
 
@@ -132,6 +137,7 @@ impl Core {
             tx_timestamps: false,
             socket_segment: None,
             stamp_next: None,
+            last_dest: None,
             shared,
         }
     }
@@ -157,13 +163,29 @@ impl Core {
 
     /// The kernel form of `to` for socket `sock`: an IPv4 destination on an
     /// IPv6 socket goes v4-mapped; an IPv6 one on an IPv4 socket cannot go.
+    /// The socket's connected peer comes back as the empty address (the
+    /// kernel's cached route); the last answer is remembered.
     pub fn dest(&mut self, sock: u16, to: SocketAddr) -> Result<RawAddr, SendError> {
-        let v6 = self.v6(usize::from(sock));
+        if let Some((s, a, raw)) = self.last_dest
+            && s == sock
+            && a == to
+        {
+            return Ok(raw);
+        }
+        let i = usize::from(sock);
+        let v6 = self.v6(i);
         if !v6 && to.is_ipv6() {
             self.stats.send_error(libc::EAFNOSUPPORT);
             return Err(SendError::AddressFamily);
         }
-        Ok(RawAddr::from_socket_addr(to, v6))
+        let mut raw = RawAddr::from_socket_addr(to, v6);
+        if let Some(Some(peer)) = self.socks.connected.get(i)
+            && peer.same(&raw)
+        {
+            raw = RawAddr::zeroed();
+        }
+        self.last_dest = Some((sock, to, raw));
+        Ok(raw)
     }
 
     /// Copies `data` into a send slot and queues it.
@@ -320,7 +342,8 @@ impl Core {
             t.ts_id = self.stamp_next.take();
         }
         t.socket_segments = t.segment.is_some() && t.segment == self.socket_segment;
-        if let Some(Some(peer)) = self.socks.connected.get(usize::from(t.sock))
+        if t.dst.len() != 0
+            && let Some(Some(peer)) = self.socks.connected.get(usize::from(t.sock))
             && peer.same(&t.dst)
         {
             t.dst = RawAddr::zeroed();
@@ -337,6 +360,7 @@ impl Core {
     /// queued for the old peer keep its address.
     pub fn set_peer(&mut self, sock: usize, peer: Option<SocketAddr>) -> std::io::Result<()> {
         let fd = self.fd(sock)?;
+        self.last_dest = None;
         if let Some(old) = self.socks.connected[sock] {
             for t in self
                 .queue

@@ -210,3 +210,32 @@ fn an_icmp_class_failure_is_resent_once_then_counted_with_an_event() {
     assert_eq!(w.handler.0.len(), 3);
     assert_eq!(w.core.pool.counts().out, 0);
 }
+
+#[test]
+fn sends_to_the_connected_peer_go_without_an_address_whatever_came_before() {
+    let (mut w, _s) = worker();
+    let (a, b): (std::net::SocketAddr, std::net::SocketAddr) = (
+        "127.0.0.1:9".parse().unwrap(),
+        "127.0.0.2:9".parse().unwrap(),
+    );
+    let c = &mut w.core;
+    let named = |c: &mut Core, to| c.dest(0, to).unwrap().to_socket_addr();
+    assert_eq!(
+        named(c, a),
+        Some(a),
+        "not connected: every send names its peer"
+    );
+    c.set_peer(0, Some(a)).unwrap();
+    assert_eq!(named(c, a), None, "the connected peer: the kernel's route");
+    assert_eq!(named(c, a), None, "and again, remembered");
+    assert_eq!(named(c, b), Some(b), "another peer is named");
+    c.set_peer(0, Some(b)).unwrap();
+    assert_eq!(named(c, b), None, "the new peer");
+    assert_eq!(named(c, a), Some(a), "the old one is named again");
+    c.set_peer(0, None).unwrap();
+    assert_eq!(named(c, b), Some(b), "disconnected");
+    assert!(
+        c.dest(0, "[::1]:9".parse().unwrap()).is_err(),
+        "IPv6 on an IPv4 socket"
+    );
+}
