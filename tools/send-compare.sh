@@ -14,7 +14,10 @@
 # Prints one row per workload and round: `udpring load` as it runs by
 # default (a flood: the sendmmsg backend) and with --backend uring, each
 # over the reference (the denominator: the reference sender of the same
-# workload, same round).
+# workload, same round), and the C loop of the system call the default
+# backend makes (`udpring reference send --mmsg 32`: sendmmsg of 32
+# messages, each a datagram or a train, as the mmsg backend's batch),
+# over the reference and as the denominator of the default load.
 #
 # Then the echo under a GSO flood: `udpring echo --backend uring --gro`
 # (and the same on the mmsg backend with the C echo's batch of 64) and
@@ -42,19 +45,20 @@ sink_rate() { # sender command...
 }
 
 ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
-echo "| workload | round | reference (sink datagrams/s) | udpring load (default: mmsg) | / reference | load --backend uring | / reference |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| workload | round | reference (sink datagrams/s) | C sendmmsg of 32 | / reference | udpring load (default: mmsg) | / reference | / C sendmmsg | load --backend uring | / reference |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for r in $(seq "$rounds"); do
   for w in "64 1" "64 64" "1400 46"; do
     set -- $w
     size=$1 gso=$2
     load=("$bin" load "127.0.0.1:$port" --match none --cpu 1 -t "$secs" -q -s "$size" --gso "$gso")
     ref=$(sink_rate "$bin" reference send "127.0.0.1:$port" --cpu 1 -t "$secs" -s "$size" --gso "$gso")
+    mm=$(sink_rate "$bin" reference send "127.0.0.1:$port" --cpu 1 -t "$secs" -s "$size" --gso "$gso" --mmsg 32)
     us=$(sink_rate "${load[@]}")
     ur=$(sink_rate "${load[@]}" --backend uring)
     name="$size B"
     [ "$gso" -gt 1 ] && name="$size B, GSO $gso"
-    echo "| $name | $r | $ref | $us | $(ratio "$us" "$ref") | $ur | $(ratio "$ur" "$ref") |"
+    echo "| $name | $r | $ref | $mm | $(ratio "$mm" "$ref") | $us | $(ratio "$us" "$ref") | $(ratio "$us" "$mm") | $ur | $(ratio "$ur" "$ref") |"
   done
 done
 
