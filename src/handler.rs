@@ -15,9 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::bufring::Lent;
 use crate::error::{ErrorEvent, SendError};
 use crate::sender::Sender;
-use crate::sys::mcast::{self, Interface, McastError};
 use crate::sys::{self, RecvMeta, SrcIp};
-use crate::worker::core::Core;
+use crate::worker::core::{Core, Cut};
 use crate::worker::timers::TimerId;
 
 /// A service running on the engine. One instance per worker thread.
@@ -213,8 +212,9 @@ impl std::ops::DerefMut for SendBuf<'_> {
 ///
 /// Costs: `reply`, `forward` and `forward_via` copy nothing (the receive
 /// buffer is sent; it goes back to the ring once the kernel has it);
-/// `send_with` and `send_segments_with` copy nothing either (the handler
-/// builds the datagram in the send slot the kernel reads); `send_to` and
+/// `send_with`, `send_segments_with` and `send_each_with` copy nothing
+/// either (the handler builds the datagram in the send slot the kernel
+/// reads); `send_to` and
 /// `send_segments` copy the data once into a send slot. No send allocates
 /// or makes a system call.
 ///
@@ -306,7 +306,7 @@ impl Transport<'_> {
         to: SocketAddr,
         fill: impl FnOnce(&mut SendBuf<'_>) -> R,
     ) -> Result<R, SendError> {
-        self.core.send_in_place(0, len, to, None, fill)
+        self.core.send_in_place(0, len, to, Cut::Whole, fill)
     }
 
     /// Like [`Transport::send_with`], from the worker's socket `sock`.
@@ -318,7 +318,8 @@ impl Transport<'_> {
         fill: impl FnOnce(&mut SendBuf<'_>) -> R,
     ) -> Result<R, SendError> {
         self.check_sock(sock)?;
-        self.core.send_in_place(sock as u16, len, to, None, fill)
+        self.core
+            .send_in_place(sock as u16, len, to, Cut::Whole, fill)
     }
 
     /// Like [`Transport::send_with_via`], as a GSO train: the `len` bytes
@@ -336,7 +337,26 @@ impl Transport<'_> {
         self.check_sock(sock)?;
         let seg = NonZeroU16::new(segment).ok_or(SendError::TooLarge)?;
         self.core
-            .send_in_place(sock as u16, len, to, Some(seg), fill)
+            .send_in_place(sock as u16, len, to, Cut::Train(seg), fill)
+    }
+
+    /// Like [`Transport::send_segments_with`], but each `size`-byte piece
+    /// goes as a datagram of its own (one `sendmmsg` message or SQE each),
+    /// never as a GSO train: many datagrams built with one call in one
+    /// slot, for a receiver that is to see each one sent by itself. All
+    /// of them are queued, or none ([`SendError::Exhausted`]).
+    pub fn send_each_with<R>(
+        &mut self,
+        sock: usize,
+        size: u16,
+        len: usize,
+        to: SocketAddr,
+        fill: impl FnOnce(&mut SendBuf<'_>) -> R,
+    ) -> Result<R, SendError> {
+        self.check_sock(sock)?;
+        let size = NonZeroU16::new(size).ok_or(SendError::TooLarge)?;
+        self.core
+            .send_in_place(sock as u16, len, to, Cut::Each(size), fill)
     }
 
     /// Like [`Transport::send_to`], as a GSO train: `data` is cut by the
@@ -466,100 +486,8 @@ impl Transport<'_> {
         sys::socket::path_mtu(self.fd(sock)?, self.core.v6(sock))
     }
 
-    fn fd(&self, sock: usize) -> std::io::Result<std::os::fd::RawFd> {
+    pub(crate) fn fd(&self, sock: usize) -> std::io::Result<std::os::fd::RawFd> {
         self.core.fd(sock)
-    }
-
-    /// Joins multicast `group` on socket `sock` (any source).
-    pub fn join_group(
-        &mut self,
-        sock: usize,
-        group: IpAddr,
-        iface: Interface,
-    ) -> Result<(), McastError> {
-        let fd = self.fd(sock).map_err(McastError::Os)?;
-        mcast::membership(fd, self.core.v6(sock), group, &iface, true)
-    }
-
-    /// Leaves `group` on socket `sock`.
-    pub fn leave_group(
-        &mut self,
-        sock: usize,
-        group: IpAddr,
-        iface: Interface,
-    ) -> Result<(), McastError> {
-        let fd = self.fd(sock).map_err(McastError::Os)?;
-        mcast::membership(fd, self.core.v6(sock), group, &iface, false)
-    }
-
-    /// Joins (`group`, `source`): only `source`'s datagrams to `group` arrive
-    /// (IPv4 `IP_ADD_SOURCE_MEMBERSHIP`, IPv6 `MCAST_JOIN_SOURCE_GROUP`).
-    pub fn join_source_group(
-        &mut self,
-        sock: usize,
-        group: IpAddr,
-        source: IpAddr,
-        iface: Interface,
-    ) -> Result<(), McastError> {
-        let fd = self.fd(sock).map_err(McastError::Os)?;
-        mcast::source_membership(fd, self.core.v6(sock), group, source, &iface, true)
-    }
-
-    /// Leaves (`group`, `source`).
-    pub fn leave_source_group(
-        &mut self,
-        sock: usize,
-        group: IpAddr,
-        source: IpAddr,
-        iface: Interface,
-    ) -> Result<(), McastError> {
-        let fd = self.fd(sock).map_err(McastError::Os)?;
-        mcast::source_membership(fd, self.core.v6(sock), group, source, &iface, false)
-    }
-
-    /// Sets the TTL (IPv4) or hop limit (IPv6) of multicast sent from `sock`.
-    pub fn set_multicast_ttl(&mut self, sock: usize, ttl: u32) -> std::io::Result<()> {
-        mcast::set_ttl(self.fd(sock)?, self.core.v6(sock), ttl)
-    }
-
-    /// The multicast TTL / hop limit the kernel holds for `sock`.
-    pub fn multicast_ttl(&self, sock: usize) -> std::io::Result<u32> {
-        mcast::ttl(self.fd(sock)?, self.core.v6(sock))
-    }
-
-    /// Whether this host hears the multicast `sock` sends.
-    pub fn set_multicast_loop(&mut self, sock: usize, on: bool) -> std::io::Result<()> {
-        mcast::set_loop(self.fd(sock)?, self.core.v6(sock), on)
-    }
-
-    /// The loopback setting the kernel holds for `sock`.
-    pub fn multicast_loop(&self, sock: usize) -> std::io::Result<bool> {
-        mcast::loop_enabled(self.fd(sock)?, self.core.v6(sock))
-    }
-
-    /// The interface multicast from `sock` leaves by.
-    pub fn set_multicast_interface(
-        &mut self,
-        sock: usize,
-        iface: Interface,
-    ) -> Result<(), McastError> {
-        let fd = self.fd(sock).map_err(McastError::Os)?;
-        mcast::set_interface(fd, self.core.v6(sock), &iface)
-    }
-
-    /// The outgoing multicast interface the kernel holds for `sock`.
-    pub fn multicast_interface(&self, sock: usize) -> std::io::Result<Interface> {
-        mcast::interface(self.fd(sock)?, self.core.v6(sock))
-    }
-
-    /// `SO_BROADCAST` on `sock`.
-    pub fn set_broadcast(&mut self, sock: usize, on: bool) -> std::io::Result<()> {
-        mcast::set_broadcast(self.fd(sock)?, on)
-    }
-
-    /// Whether `sock` may send to broadcast addresses.
-    pub fn broadcast(&self, sock: usize) -> std::io::Result<bool> {
-        mcast::broadcast(self.fd(sock)?)
     }
 
     /// Calls [`Handler::on_timer`] with `token` once, after `delay`. The

@@ -145,6 +145,7 @@ mod sender;
 mod socket;
 mod stats;
 mod sys;
+mod transport_mcast;
 mod worker;
 
 pub use backend::{BACKEND_ENV, choose_backend, uring_support, uring_tx_timestamps};

@@ -3,7 +3,8 @@
 //! whose last segment is short; into a full pool the call fails clearly,
 //! without calling the closure, and nothing queued before is lost; a
 //! slot's tag and bytes are still there when it is lent again, and a
-//! copying send clears the tag.
+//! copying send clears the tag. `send_each_with` sends each piece as a
+//! datagram of its own, all or none.
 
 #[macro_use]
 mod common;
@@ -167,5 +168,60 @@ per_backend!(
         want.push(pattern(80, 7));
         assert_eq!(got, want);
         assert_eq!((s.sent, s.sent_bufs), (8, 3));
+    }
+);
+
+/// `send_each_with`: pieces built in one slot, each its own datagram even
+/// where trains would go whole (a socket with `UDP_SEGMENT` of that very
+/// size), all of them queued or none.
+struct Each(SocketAddr, Arc<Mutex<Vec<Result<(), SendError>>>>);
+
+impl Handler for Each {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        let mut r = self.1.lock().unwrap();
+        r.push(tx.send_each_with(0, 100, 350, self.0, |b| b.copy_from_slice(&pattern(350, 8))));
+        // Five more do not fit in a queue of six: none is queued.
+        r.push(tx.send_each_with(0, 100, 500, self.0, |b| b.copy_from_slice(&pattern(500, 9))));
+        r.push(tx.send_each_with(0, 40, 80, self.0, |b| b.copy_from_slice(&pattern(80, 10))));
+        r.push(tx.send_each_with(0, 0, 80, self.0, |_| ()));
+        r.push(tx.send_each_with(3, 40, 80, self.0, |_| ()));
+    }
+    fn on_datagram(&mut self, _d: Datagram<'_>, _tx: &mut Transport<'_>) {}
+}
+
+per_backend!(
+    fn each_piece_goes_as_its_own_datagram(backend) {
+        let sink = common::client(false);
+        let mut cfg = common::config(backend, false);
+        cfg.udp_segment = Some(100);
+        cfg.max_queued_sends = 6;
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let h = Mutex::new(Some(Each(sink.local_addr().unwrap(), results.clone())));
+        let engine = Engine::start(cfg, move |_| h.lock().unwrap().take().unwrap()).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        for _ in 0..6 {
+            let (n, _) = sink.recv_from(&mut buf).unwrap();
+            got.push(buf[..n].to_vec());
+        }
+        sink.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        assert!(sink.recv_from(&mut buf).is_err(), "nothing of the refused batch went");
+        let s = common::stop_clean(engine);
+        let mut want: Vec<Vec<u8>> = pattern(350, 8).chunks(100).map(<[u8]>::to_vec).collect();
+        want.extend(pattern(80, 10).chunks(40).map(<[u8]>::to_vec));
+        assert_eq!(got, want, "every piece, byte for byte, the odd last one too");
+        assert_eq!(
+            *results.lock().unwrap(),
+            vec![
+                Ok(()),
+                Err(SendError::Exhausted),
+                Ok(()),
+                Err(SendError::TooLarge),
+                Err(SendError::NoSuchSocket)
+            ]
+        );
+        assert_eq!((s.sent, s.sent_bufs), (6, 6), "six sends, not trains");
+        assert_eq!(s.send_exhausted, 1, "the refusal is counted");
     }
 );

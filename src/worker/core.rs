@@ -61,6 +61,18 @@ impl WorkerShared {
     }
 }
 
+/// How the bytes a handler built in one send slot leave.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Cut {
+    /// As one datagram.
+    Whole,
+    /// As a GSO train of datagrams of this size (cut by the kernel).
+    Train(NonZeroU16),
+    /// As datagrams of this size (the last may be shorter), each its own
+    /// send: one `sendmmsg` message or SQE per datagram.
+    Each(NonZeroU16),
+}
+
 /// The worker's sockets: descriptor, bound address and connected peer of
 /// each, by index.
 pub(crate) struct Sockets {
@@ -239,22 +251,26 @@ impl Core {
         r
     }
 
-    /// Lends a send slot's first `len` bytes to `fill` and queues them
-    /// (one datagram, or a train of `segment`-byte datagrams): the bytes
-    /// are built where the kernel reads them. `fill` is not called when
-    /// no slot is free or `len` is too large.
+    /// Lends a send slot's first `len` bytes to `fill` and queues them, cut
+    /// as `cut` says: the bytes are built where the kernel reads them.
+    /// `fill` is not called when no slot is free or `len` is too large.
     pub fn send_in_place<R>(
         &mut self,
         sock: u16,
         len: usize,
         to: SocketAddr,
-        segment: Option<NonZeroU16>,
+        cut: Cut,
         fill: impl FnOnce(&mut crate::SendBuf<'_>) -> R,
     ) -> Result<R, SendError> {
         if usize::from(sock) >= self.socks.fds.len() {
             return Err(SendError::NoSuchSocket);
         }
-        if len > self.pool.slot_size() || (segment.is_none() && len > crate::MAX_UDP_PAYLOAD) {
+        let datagram = match cut {
+            Cut::Whole => len,
+            Cut::Train(_) => 0,
+            Cut::Each(s) => usize::from(s.get()).min(len),
+        };
+        if len > self.pool.slot_size() || datagram > crate::MAX_UDP_PAYLOAD {
             return Err(SendError::TooLarge);
         }
         let dst = self.dest(sock, to)?;
@@ -271,10 +287,15 @@ impl Core {
         let r = fill(&mut buf);
         let tag = buf.tag;
         self.pool.set_tag(slot, tag);
-        let pushed = self.push(Transmit {
-            segment,
-            ..Transmit::new(sock, slot, 0, len as u32, dst)
-        });
+        let t = Transmit::new(sock, slot, 0, len as u32, dst);
+        let pushed = match cut {
+            Cut::Whole => self.push(t),
+            Cut::Train(s) => self.push(Transmit {
+                segment: Some(s),
+                ..t
+            }),
+            Cut::Each(s) => self.push_each(t, s),
+        };
         self.pool.release(lent);
         pushed.map(|()| r)
     }
@@ -337,7 +358,32 @@ impl Core {
     /// Queues one send of a slot's bytes, if the queue has room. A send to
     /// the socket's connected peer goes without an address (the kernel's
     /// cached route).
-    pub fn push(&mut self, mut t: Transmit) -> Result<(), SendError> {
+    pub fn push(&mut self, t: Transmit) -> Result<(), SendError> {
+        let t = self.prepare(t);
+        if self.queue.try_push(&mut self.pool, t) {
+            Ok(())
+        } else {
+            self.stats.c.send_exhausted += 1;
+            Err(SendError::Exhausted)
+        }
+    }
+
+    /// [`Core::push`] of `t`'s bytes as datagrams of `size` bytes, each its
+    /// own send: all of them, or none ([`SendError::Exhausted`]).
+    pub fn push_each(&mut self, t: Transmit, size: NonZeroU16) -> Result<(), SendError> {
+        let t = self.prepare(t);
+        if self.queue.try_push_each(&mut self.pool, t, size) {
+            Ok(())
+        } else {
+            self.stats.c.send_exhausted += 1;
+            Err(SendError::Exhausted)
+        }
+    }
+
+    /// What every queued send gets: the asked-for timestamp ID, whether the
+    /// socket's own `UDP_SEGMENT` cuts it, and the empty address for the
+    /// connected peer.
+    fn prepare(&mut self, mut t: Transmit) -> Transmit {
         if t.ts_id.is_none() {
             t.ts_id = self.stamp_next.take();
         }
@@ -348,12 +394,7 @@ impl Core {
         {
             t.dst = RawAddr::zeroed();
         }
-        if self.queue.try_push(&mut self.pool, t) {
-            Ok(())
-        } else {
-            self.stats.c.send_exhausted += 1;
-            Err(SendError::Exhausted)
-        }
+        t
     }
 
     /// Connects socket `sock` to `peer` (`None`: disconnects). Sends already

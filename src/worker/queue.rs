@@ -6,6 +6,8 @@
 //! `UDP_SEGMENT`; once it has refused (GSO off), a train is cut here into
 //! plain datagrams of the segment size, each holding its own reference.
 
+use std::num::NonZeroU16;
+
 use crate::bufring::Pool;
 use crate::sys::Transmit;
 
@@ -70,7 +72,24 @@ impl SendQueue {
             self.append(t);
             return;
         }
-        let seg = u32::from(seg.get());
+        self.split(pool, t, u32::from(seg.get()));
+    }
+
+    /// Queues `t`'s bytes as datagrams of `size` bytes each (the last may
+    /// be shorter), one transmit per datagram whether or not trains go as
+    /// GSO sends, if all of them fit (false, nothing queued, otherwise).
+    pub fn try_push_each(&mut self, pool: &mut Pool, t: Transmit, size: NonZeroU16) -> bool {
+        let size = u32::from(size.get());
+        if self.len() + t.len.div_ceil(size) as usize > self.cap {
+            return false;
+        }
+        self.split(pool, t, size);
+        true
+    }
+
+    /// `t` cut into datagrams of `seg` bytes, each holding a reference on
+    /// the slot; a timestamp ID goes with the first only.
+    fn split(&mut self, pool: &mut Pool, t: Transmit, seg: u32) {
         let mut o = 0;
         while o < t.len {
             let l = seg.min(t.len - o);
@@ -79,6 +98,7 @@ impl SendQueue {
                 off: t.off + o,
                 len: l,
                 segment: None,
+                ts_id: t.ts_id.filter(|_| o == 0),
                 ..t
             });
             o += l;
@@ -192,6 +212,38 @@ mod tests {
             ],
             "an odd last segment keeps its own length"
         );
+        refs_back(&mut pool, &mut q, t.slot);
+    }
+
+    #[test]
+    fn each_piece_is_a_datagram_even_with_gso_and_all_or_none_fit() {
+        let mut pool = Pool::new(4096, 1, 2, false).unwrap();
+        let mut q = SendQueue::new(5, true);
+        let size = NonZeroU16::new(300).unwrap();
+        let t = Transmit {
+            ts_id: Some(9),
+            ..train(&mut pool, 1000, 0)
+        };
+        assert!(q.try_push_each(&mut pool, t, size));
+        let parts: Vec<_> = q
+            .as_slice()
+            .iter()
+            .map(|x| (x.off, x.len, x.segment, x.ts_id))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                (0, 300, None, Some(9)),
+                (300, 300, None, None),
+                (600, 300, None, None),
+                (900, 100, None, None)
+            ],
+            "one timestamp request, on the first"
+        );
+        let u = train(&mut pool, 600, 0);
+        assert!(!q.try_push_each(&mut pool, u, size), "2 do not fit in 1");
+        assert_eq!(q.len(), 4, "and none was queued");
+        pool.unref(u.slot);
         refs_back(&mut pool, &mut q, t.slot);
     }
 

@@ -87,7 +87,9 @@ const TICK: u64 = 1;
 const HOUSEKEEPING: u64 = 2;
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(20);
 /// Datagrams a flood worker queues per tick (one submit, or a few
-/// `sendmmsg` calls, carries them all), within the load's 512 send slots.
+/// `sendmmsg` calls, carries them all): 4 send slots of [`FLOOD_EACH`]
+/// of udpring's header, or 256 of the load's 512 with payloads of the
+/// user's.
 /// Between ticks the sender is in userspace, the receiver drains its
 /// socket and sleeps, and the next datagram pays for waking it: fewer,
 /// longer ticks wake it less. 256 against 64, 5 interleaved rounds into
@@ -97,6 +99,11 @@ const FLOOD_DATAGRAMS: usize = 256;
 /// GSO trains a flood worker queues per tick, within the load's 128
 /// send slots (a train per slot).
 const FLOOD_TRAINS: usize = 64;
+/// Datagrams of udpring's header a flood without GSO builds per call, in
+/// one send slot (each still its own datagram: one `sendmmsg` message or
+/// SQE each): the handler's work per datagram is its 16 bytes of stamp,
+/// not a call, a slot and its bookkeeping. (As many as fit in 4 KiB.)
+const FLOOD_EACH: usize = 64;
 
 pub(super) struct Worker {
     opts: Arc<LoadOpts>,
@@ -229,10 +236,11 @@ impl Worker {
     /// the clock: they leave in the same submit.
     fn flood(&mut self, tx: &mut Transport<'_>) {
         let mut queued = 0;
-        let per_tick = if self.opts.gso > 1 {
-            FLOOD_TRAINS
+        // Counted in sends: trains, or datagrams.
+        let (per_tick, each) = if self.opts.gso > 1 {
+            (FLOOD_TRAINS, 1)
         } else {
-            FLOOD_DATAGRAMS
+            (FLOOD_DATAGRAMS, 0)
         };
         let mut due = [0u64; 64];
         let now = self.now_ns();
@@ -246,14 +254,17 @@ impl Worker {
             {
                 break;
             }
-            let n = self.batch_len();
+            let n = self.flood_len();
             due[..n].fill(now);
             let fi = self.next_flow;
             if !self.send(tx, fi, n, &due[..n], now) {
                 break;
             }
-            self.next_flow = (self.next_flow + 1) % self.flows.len();
-            queued += 1;
+            self.next_flow += 1;
+            if self.next_flow == self.flows.len() {
+                self.next_flow = 0;
+            }
+            queued += if each == 1 { 1 } else { n };
         }
     }
 

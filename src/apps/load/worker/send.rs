@@ -60,10 +60,12 @@ impl Worker {
             }
         };
         let sock = self.flows[fi].sock;
-        if n > 1 {
+        if n == 1 {
+            tx.send_with_via(sock, size, self.opts.target, build)
+        } else if self.opts.gso > 1 {
             tx.send_segments_with(sock, size as u16, n * size, self.opts.target, build)
         } else {
-            tx.send_with_via(sock, size, self.opts.target, build)
+            tx.send_each_with(sock, size as u16, n * size, self.opts.target, build)
         }
     }
 
@@ -174,7 +176,41 @@ impl Worker {
     }
 
     pub(super) fn batch_len(&self) -> usize {
-        let n = self.opts.gso.max(1);
+        self.within_quota(self.opts.gso.max(1))
+    }
+
+    /// Datagrams a flood queues per call: a GSO train, or without GSO
+    /// [`FLOOD_EACH`] datagrams of the header built in one slot (as many
+    /// as fit in 4 KiB). One at a time with payloads of the user's, and
+    /// once a window's room or the count left is less than a batch for
+    /// every flow: the flows then take turns datagram by datagram, and
+    /// share the tail of a run as evenly as they did the rest.
+    pub(super) fn flood_len(&self) -> usize {
+        if self.opts.gso > 1 {
+            return self.within_quota(self.opts.gso);
+        }
+        if self.opts.payloads.is_some() {
+            return 1;
+        }
+        let n =
+            FLOOD_EACH.min((crate::DEFAULT_SLOT_SIZE - crate::HEADROOM) / self.opts.size.max(1));
+        let all = (n * self.flows.len()) as u64;
+        let room = self
+            .opts
+            .window
+            .map_or(u64::MAX, |w| w.saturating_sub(self.in_flight.outstanding()));
+        let left = match self.count_quota {
+            Some(q) if self.phase == Phase::Measure => q,
+            _ => u64::MAX,
+        };
+        if room < all || left < all {
+            1
+        } else {
+            n.max(1)
+        }
+    }
+
+    fn within_quota(&self, n: usize) -> usize {
         match self.count_quota {
             Some(q) if self.phase == Phase::Measure => n.min(q as usize).max(1),
             _ => n,
