@@ -294,7 +294,7 @@ impl Core {
                 segment: Some(s),
                 ..t
             }),
-            Cut::Each(s) => self.push_each(t, s),
+            Cut::Each(s) => self.enqueue(t, Some(s)),
         };
         self.pool.release(lent);
         pushed.map(|()| r)
@@ -359,31 +359,14 @@ impl Core {
     /// the socket's connected peer goes without an address (the kernel's
     /// cached route).
     pub fn push(&mut self, t: Transmit) -> Result<(), SendError> {
-        let t = self.prepare(t);
-        if self.queue.try_push(&mut self.pool, t) {
-            Ok(())
-        } else {
-            self.stats.c.send_exhausted += 1;
-            Err(SendError::Exhausted)
-        }
+        self.enqueue(t, None)
     }
 
-    /// [`Core::push`] of `t`'s bytes as datagrams of `size` bytes, each its
-    /// own send: all of them, or none ([`SendError::Exhausted`]).
-    pub fn push_each(&mut self, t: Transmit, size: NonZeroU16) -> Result<(), SendError> {
-        let t = self.prepare(t);
-        if self.queue.try_push_each(&mut self.pool, t, size) {
-            Ok(())
-        } else {
-            self.stats.c.send_exhausted += 1;
-            Err(SendError::Exhausted)
-        }
-    }
-
-    /// What every queued send gets: the asked-for timestamp ID, whether the
-    /// socket's own `UDP_SEGMENT` cuts it, and the empty address for the
-    /// connected peer.
-    fn prepare(&mut self, mut t: Transmit) -> Transmit {
+    /// [`Core::push`], or with `each` its bytes as datagrams of that size,
+    /// each its own send (all of them, or none). Every queued send gets
+    /// the asked-for timestamp ID, whether the socket's own `UDP_SEGMENT`
+    /// cuts it, and the empty address for the connected peer.
+    fn enqueue(&mut self, mut t: Transmit, each: Option<NonZeroU16>) -> Result<(), SendError> {
         if t.ts_id.is_none() {
             t.ts_id = self.stamp_next.take();
         }
@@ -394,7 +377,16 @@ impl Core {
         {
             t.dst = RawAddr::zeroed();
         }
-        t
+        let queued = match each {
+            None => self.queue.try_push(&mut self.pool, t),
+            Some(size) => self.queue.try_push_each(&mut self.pool, t, size),
+        };
+        if queued {
+            Ok(())
+        } else {
+            self.stats.c.send_exhausted += 1;
+            Err(SendError::Exhausted)
+        }
     }
 
     /// Connects socket `sock` to `peer` (`None`: disconnects). Sends already
