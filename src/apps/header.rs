@@ -203,6 +203,19 @@ mod tests {
                 assert_eq!(seg, &before[k * size..], "the short last segment");
             }
         }
+        // An odd last segment long enough for a header gets one.
+        let mut t4 = vec![0u8; 2 * size + off + HEADER_LEN + 5];
+        let copy = t4.clone();
+        stamp_train(&mut t4, size, off, 40, &[1, 2, 3]);
+        let last = Header::new_unchecked(&mut t4[2 * size + off..]);
+        assert_eq!((last.seq(), last.sent_ns()), (42, 3));
+        let mut t5 = copy.clone();
+        stamp_train(&mut t5, size, off, 40, &[1, 2]);
+        assert_eq!(
+            t5[2 * size..],
+            copy[2 * size..],
+            "no time for it: left alone"
+        );
         // Fewer times than segments: only that many are stamped.
         let mut t2 = before.clone();
         stamp_train(&mut t2, size, off, 5, &[1]);
