@@ -43,7 +43,8 @@ pub(crate) struct BenchArgs {
     /// Only floods, or only ping.
     #[arg(long, value_parser = ["flood", "ping"])]
     only: Option<String>,
-    /// Datagrams kept in flight in flood rows (1..1000000).
+    /// Datagrams kept in flight in flood rows (1..1000000); the GSO/GRO
+    /// rows keep at least 128 trains (at most 6 MiB of them) in flight.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     window: u64,
     /// Segments per GSO send in the GSO/GRO rows (capped so a send stays
