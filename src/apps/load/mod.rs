@@ -126,9 +126,10 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
 /// The backend a run takes when none is forced: `sendmmsg` for a flood,
 /// where the sending is the work. Into one C sink, interleaved with
 /// io_uring, it sent more at 64 B (0.95-0.97x of a C `send()` loop, mean
-/// of 5 rounds, against io_uring's 0.91x) and with --gso 64 (0.95x against
-/// 0.93-0.94x), and against a C echo it received as much or more (PERF.md,
-/// "The send side against the kernel's limit"). io_uring keeps a poll
+/// of 5 rounds, against io_uring's 0.91x; since the 64-per-call build,
+/// 0.97x against 0.92x) and with --gso 64 (0.94-0.95x against 0.91-0.94x),
+/// and against a C echo it received as much or more (PERF.md, "The send
+/// side against the kernel's limit", parts 2 and 3). io_uring keeps a poll
 /// entry on the socket for its multishot receive, which every datagram
 /// sent pays a wait-queue walk for, and costs a submission and a
 /// completion per datagram in userspace. Otherwise the engine's default
