@@ -344,7 +344,8 @@ impl Transport<'_> {
     /// goes as a datagram of its own (one `sendmmsg` message or SQE each),
     /// never as a GSO train: many datagrams built with one call in one
     /// slot, for a receiver that is to see each one sent by itself. All
-    /// of them are queued, or none ([`SendError::Exhausted`]).
+    /// of them are queued, or none ([`SendError::Exhausted`]); `len` 0 is
+    /// no piece and queues nothing.
     pub fn send_each_with<R>(
         &mut self,
         sock: usize,

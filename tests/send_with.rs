@@ -183,6 +183,7 @@ impl Handler for Each {
         // Five more do not fit in a queue of six: none is queued.
         r.push(tx.send_each_with(0, 100, 500, self.0, |b| b.copy_from_slice(&pattern(500, 9))));
         r.push(tx.send_each_with(0, 40, 80, self.0, |b| b.copy_from_slice(&pattern(80, 10))));
+        r.push(tx.send_each_with(0, 40, 0, self.0, |_| ()));
         r.push(tx.send_each_with(0, 0, 80, self.0, |_| ()));
         r.push(tx.send_each_with(3, 40, 80, self.0, |_| ()));
     }
@@ -216,6 +217,7 @@ per_backend!(
             vec![
                 Ok(()),
                 Err(SendError::Exhausted),
+                Ok(()),
                 Ok(()),
                 Err(SendError::TooLarge),
                 Err(SendError::NoSuchSocket)
