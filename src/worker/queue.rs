@@ -5,6 +5,8 @@
 //! known. A GSO train is queued as one transmit while the kernel accepts
 //! `UDP_SEGMENT`; once it has refused (GSO off), a train is cut here into
 //! plain datagrams of the segment size, each holding its own reference.
+//! Datagrams built together in one slot (`Transport::send_each_with`) are
+//! always cut here, so the backends see only whole datagrams and trains.
 
 use std::num::NonZeroU16;
 
