@@ -168,8 +168,9 @@ impl MmsgBufs {
             // Most sends carry no control message (a train the socket's
             // own UDP_SEGMENT cuts needs none): no writer for them.
             let segment = t.segment_cmsg();
-            let plain = segment.is_none() && t.src == SrcIp::Any && t.tos.is_none();
-            let len = if plain && t.ts_id.is_none() {
+            let plain =
+                segment.is_none() && t.src == SrcIp::Any && t.tos.is_none() && t.ts_id.is_none();
+            let len = if plain {
                 0
             } else {
                 write_send(

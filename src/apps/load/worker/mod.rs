@@ -236,11 +236,12 @@ impl Worker {
     /// the clock: they leave in the same submit.
     fn flood(&mut self, tx: &mut Transport<'_>) {
         let mut queued = 0;
-        // Counted in sends: trains, or datagrams.
-        let (per_tick, each) = if self.opts.gso > 1 {
-            (FLOOD_TRAINS, 1)
+        // A tick is counted in trains with GSO, in datagrams without.
+        let trains = self.opts.gso > 1;
+        let per_tick = if trains {
+            FLOOD_TRAINS
         } else {
-            (FLOOD_DATAGRAMS, 0)
+            FLOOD_DATAGRAMS
         };
         let mut due = [0u64; 64];
         let now = self.now_ns();
@@ -264,7 +265,7 @@ impl Worker {
             if self.next_flow == self.flows.len() {
                 self.next_flow = 0;
             }
-            queued += if each == 1 { 1 } else { n };
+            queued += if trains { 1 } else { n };
         }
     }
 
