@@ -9,7 +9,7 @@
 use std::any::Any;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU16;
+use std::num::{NonZeroU16, NonZeroU32};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::bufring::Lent;
@@ -212,16 +212,19 @@ impl std::ops::DerefMut for SendBuf<'_> {
 ///
 /// Costs: `reply`, `forward` and `forward_via` copy nothing (the receive
 /// buffer is sent; it goes back to the ring once the kernel has it);
-/// `send_with`, `send_segments_with` and `send_each_with` copy nothing
-/// either (the handler builds the datagram in the send slot the kernel
-/// reads); `send_to` and
+/// `send_with`, `send_segments_with`, `send_each_with` and
+/// `send_trains_with` copy nothing either (the handler builds the
+/// datagram in the send slot the kernel reads); `send_to` and
 /// `send_segments` copy the data once into a send slot. No send allocates
 /// or makes a system call.
 ///
 /// Which send: received bytes go back or on with `reply`/`forward`; bytes
 /// the handler serializes (a reply it builds, a load generator's request)
-/// go with `send_with` (written in place); bytes that already sit in a
-/// buffer of the handler's go with `send_to` (one copy, simplest). The socket methods (`connect`,
+/// go with `send_with` (written in place; many small datagrams or trains
+/// built at once, each its own send, with `send_each_with` or
+/// `send_trains_with`: one call and one slot for them all); bytes that
+/// already sit in a buffer of the handler's go with `send_to` (one copy,
+/// simplest). The socket methods (`connect`,
 /// `join_group`, `set_multicast_*`, `path_mtu`, ...) are one system call
 /// each (`connect`/`setsockopt`/`getsockopt`), made at once on the worker's
 /// thread, and allocate nothing. Timers cost a heap push and a table
@@ -358,6 +361,33 @@ impl Transport<'_> {
         let size = NonZeroU16::new(size).ok_or(SendError::TooLarge)?;
         self.core
             .send_in_place(sock as u16, len, to, Cut::Each(size), fill)
+    }
+
+    /// Like [`Transport::send_segments_with`], for many trains built in one
+    /// slot with one call: the `len` bytes are cut into trains of `train`
+    /// bytes (the last may be shorter), each its own GSO send of datagrams
+    /// of `segment` bytes. For small trains (64 datagrams of 64 B are
+    /// 4 KiB; a slot holds 64 KiB with GRO) this is one call, one slot and
+    /// one address check for several sends. All are queued, or none
+    /// ([`SendError::Exhausted`]); `len` 0 queues nothing. Without GSO
+    /// (the kernel refused it once) every segment goes as a datagram.
+    pub fn send_trains_with<R>(
+        &mut self,
+        sock: usize,
+        segment: u16,
+        train: usize,
+        len: usize,
+        to: SocketAddr,
+        fill: impl FnOnce(&mut SendBuf<'_>) -> R,
+    ) -> Result<R, SendError> {
+        self.check_sock(sock)?;
+        let segment = NonZeroU16::new(segment).ok_or(SendError::TooLarge)?;
+        let train = u32::try_from(train)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or(SendError::TooLarge)?;
+        self.core
+            .send_in_place(sock as u16, len, to, Cut::Trains { train, segment }, fill)
     }
 
     /// Like [`Transport::send_to`], as a GSO train: `data` is cut by the

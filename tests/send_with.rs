@@ -4,7 +4,8 @@
 //! without calling the closure, and nothing queued before is lost; a
 //! slot's tag and bytes are still there when it is lent again, and a
 //! copying send clears the tag. `send_each_with` sends each piece as a
-//! datagram of its own, all or none.
+//! datagram of its own, all or none; `send_trains_with` each train as a
+//! send of its own, all or none.
 
 #[macro_use]
 mod common;
@@ -224,6 +225,79 @@ per_backend!(
             ]
         );
         assert_eq!((s.sent, s.sent_bufs), (6, 6), "six sends, not trains");
+        assert_eq!(s.send_exhausted, 1, "the refusal is counted");
+    }
+);
+
+/// `send_trains_with`: trains built in one slot, each its own GSO send (a
+/// plain send where the socket's own `UDP_SEGMENT` is that size, a control
+/// message otherwise, a plain datagram for a piece of one segment), all
+/// of them queued or none.
+struct Trains(SocketAddr, Arc<Mutex<Vec<Result<(), SendError>>>>);
+
+impl Handler for Trains {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        let mut r = self.1.lock().unwrap();
+        // 250 + 250 + 100 bytes: two trains of 100 + 100 + 50, one datagram.
+        r.push(tx.send_trains_with(0, 100, 250, 600, self.0, |b| {
+            b.copy_from_slice(&pattern(600, 11))
+        }));
+        // 120 + 80 bytes of 40-byte segments: 3 and 2 datagrams.
+        r.push(tx.send_trains_with(0, 40, 120, 200, self.0, |b| {
+            b.copy_from_slice(&pattern(200, 12))
+        }));
+        // Two more sends do not fit in a queue of six: none is queued.
+        r.push(tx.send_trains_with(0, 100, 200, 400, self.0, |b| {
+            b.copy_from_slice(&pattern(400, 13))
+        }));
+        r.push(tx.send_trains_with(0, 100, 200, 0, self.0, |_| ()));
+        r.push(tx.send_trains_with(0, 0, 200, 400, self.0, |_| ()));
+        r.push(tx.send_trains_with(0, 100, 0, 400, self.0, |_| ()));
+        r.push(tx.send_trains_with(3, 100, 200, 400, self.0, |_| ()));
+    }
+    fn on_datagram(&mut self, _d: Datagram<'_>, _tx: &mut Transport<'_>) {}
+}
+
+per_backend!(
+    fn each_train_goes_as_its_own_send(backend) {
+        let sink = common::client(false);
+        let mut cfg = common::config(backend, false);
+        cfg.udp_segment = Some(100);
+        cfg.max_queued_sends = 6;
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let h = Mutex::new(Some(Trains(sink.local_addr().unwrap(), results.clone())));
+        let engine = Engine::start(cfg, move |_| h.lock().unwrap().take().unwrap()).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        for _ in 0..12 {
+            let (n, _) = sink.recv_from(&mut buf).unwrap();
+            got.push(buf[..n].to_vec());
+        }
+        sink.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        assert!(sink.recv_from(&mut buf).is_err(), "nothing of the refused trains went");
+        let s = common::stop_clean(engine);
+        let a = pattern(600, 11);
+        let mut want: Vec<Vec<u8>> = [(0, 100), (100, 200), (200, 250), (250, 350)]
+            .into_iter()
+            .chain([(350, 450), (450, 500), (500, 600)])
+            .map(|(x, y)| a[x..y].to_vec())
+            .collect();
+        want.extend(pattern(200, 12).chunks(40).map(<[u8]>::to_vec));
+        assert_eq!(got, want, "every segment, byte for byte, each train's odd last one too");
+        assert_eq!(
+            *results.lock().unwrap(),
+            vec![
+                Ok(()),
+                Ok(()),
+                Err(SendError::Exhausted),
+                Ok(()),
+                Err(SendError::TooLarge),
+                Err(SendError::TooLarge),
+                Err(SendError::NoSuchSocket)
+            ]
+        );
+        assert_eq!((s.sent, s.sent_bufs), (12, 5), "five sends: four trains, one datagram");
         assert_eq!(s.send_exhausted, 1, "the refusal is counted");
     }
 );

@@ -3,7 +3,7 @@
 //! sockets. Nothing here calls the handler (that is [`super::Worker`]).
 
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU16;
+use std::num::{NonZeroU16, NonZeroU32};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,6 +71,12 @@ pub(crate) enum Cut {
     /// As datagrams of this size (the last may be shorter), each its own
     /// send: one `sendmmsg` message or SQE per datagram.
     Each(NonZeroU16),
+    /// As GSO trains of `train` bytes (the last may be shorter), each its
+    /// own send, of datagrams of `segment` bytes.
+    Trains {
+        train: NonZeroU32,
+        segment: NonZeroU16,
+    },
 }
 
 /// The worker's sockets: descriptor, bound address and connected peer of
@@ -267,7 +273,7 @@ impl Core {
         }
         let datagram = match cut {
             Cut::Whole => len,
-            Cut::Train(_) => 0,
+            Cut::Train(_) | Cut::Trains { .. } => 0,
             Cut::Each(s) => usize::from(s.get()).min(len),
         };
         if len > self.pool.slot_size() || datagram > crate::MAX_UDP_PAYLOAD {
@@ -294,7 +300,14 @@ impl Core {
                 segment: Some(s),
                 ..t
             }),
-            Cut::Each(s) => self.enqueue(t, Some(s)),
+            Cut::Each(s) => self.enqueue(t, Some(s.into())),
+            Cut::Trains { train, segment } => self.enqueue(
+                Transmit {
+                    segment: Some(segment),
+                    ..t
+                },
+                Some(train),
+            ),
         };
         self.pool.release(lent);
         pushed.map(|()| r)
@@ -362,11 +375,12 @@ impl Core {
         self.enqueue(t, None)
     }
 
-    /// [`Core::push`], or with `each` its bytes as datagrams of that size,
-    /// each its own send (all of them, or none). Every queued send gets
+    /// [`Core::push`], or with `pieces` its bytes cut into pieces of that
+    /// size, each its own send: a datagram, or with a segment size a
+    /// train (all of them, or none). Every queued send gets
     /// the asked-for timestamp ID, whether the socket's own `UDP_SEGMENT`
     /// cuts it, and the empty address for the connected peer.
-    fn enqueue(&mut self, mut t: Transmit, each: Option<NonZeroU16>) -> Result<(), SendError> {
+    fn enqueue(&mut self, mut t: Transmit, pieces: Option<NonZeroU32>) -> Result<(), SendError> {
         if t.ts_id.is_none() {
             t.ts_id = self.stamp_next.take();
         }
@@ -377,9 +391,9 @@ impl Core {
         {
             t.dst = RawAddr::zeroed();
         }
-        let queued = match each {
+        let queued = match pieces {
             None => self.queue.try_push(&mut self.pool, t),
-            Some(size) => self.queue.try_push_each(&mut self.pool, t, size),
+            Some(size) => self.queue.try_push_pieces(&mut self.pool, t, size),
         };
         if queued {
             Ok(())

@@ -5,10 +5,12 @@
 //! known. A GSO train is queued as one transmit while the kernel accepts
 //! `UDP_SEGMENT`; once it has refused (GSO off), a train is cut here into
 //! plain datagrams of the segment size, each holding its own reference.
-//! Datagrams built together in one slot (`Transport::send_each_with`) are
-//! always cut here, so the backends see only whole datagrams and trains.
+//! Datagrams or trains built together in one slot
+//! (`Transport::send_each_with`, `Transport::send_trains_with`) are always
+//! cut here into their own sends, so the backends see only whole
+//! datagrams and trains.
 
-use std::num::NonZeroU16;
+use std::num::NonZeroU32;
 
 use crate::bufring::Pool;
 use crate::sys::Transmit;
@@ -77,15 +79,33 @@ impl SendQueue {
         self.split(pool, t, u32::from(seg.get()));
     }
 
-    /// Queues `t`'s bytes as datagrams of `size` bytes each (the last may
-    /// be shorter), one transmit per datagram whether or not trains go as
-    /// GSO sends, if all of them fit (false, nothing queued, otherwise).
-    pub fn try_push_each(&mut self, pool: &mut Pool, t: Transmit, size: NonZeroU16) -> bool {
-        let size = u32::from(size.get());
-        if self.len() + t.len.div_ceil(size) as usize > self.cap {
+    /// Queues `t`'s bytes as pieces of `piece` bytes each (the last may
+    /// be shorter), each its own send, if all of them fit (false, nothing
+    /// queued, otherwise). A piece is a datagram, or with `t.segment` a
+    /// GSO train of its own, cut like any train ([`SendQueue::push`]); a
+    /// timestamp ID goes with the first piece only.
+    pub fn try_push_pieces(&mut self, pool: &mut Pool, t: Transmit, piece: NonZeroU32) -> bool {
+        let piece = piece.get();
+        let (full, last) = (t.len / piece, t.len % piece);
+        let entries = |len: u32| self.entries(&Transmit { len, ..t });
+        let need = full as usize * entries(piece) + if last > 0 { entries(last) } else { 0 };
+        if self.len() + need > self.cap {
             return false;
         }
-        self.split(pool, t, size);
+        let mut o = 0;
+        while o < t.len {
+            let l = piece.min(t.len - o);
+            self.push(
+                pool,
+                Transmit {
+                    off: t.off + o,
+                    len: l,
+                    ts_id: t.ts_id.filter(|_| o == 0),
+                    ..t
+                },
+            );
+            o += l;
+        }
         true
     }
 
@@ -221,12 +241,12 @@ mod tests {
     fn each_piece_is_a_datagram_even_with_gso_and_all_or_none_fit() {
         let mut pool = Pool::new(4096, 1, 2, false).unwrap();
         let mut q = SendQueue::new(5, true);
-        let size = NonZeroU16::new(300).unwrap();
+        let size = NonZeroU32::new(300).unwrap();
         let t = Transmit {
             ts_id: Some(9),
             ..train(&mut pool, 1000, 0)
         };
-        assert!(q.try_push_each(&mut pool, t, size));
+        assert!(q.try_push_pieces(&mut pool, t, size));
         let parts: Vec<_> = q
             .as_slice()
             .iter()
@@ -243,8 +263,70 @@ mod tests {
             "one timestamp request, on the first"
         );
         let u = train(&mut pool, 600, 0);
-        assert!(!q.try_push_each(&mut pool, u, size), "2 do not fit in 1");
+        assert!(!q.try_push_pieces(&mut pool, u, size), "2 do not fit in 1");
         assert_eq!(q.len(), 4, "and none was queued");
+        pool.unref(u.slot);
+        refs_back(&mut pool, &mut q, t.slot);
+    }
+
+    #[test]
+    fn pieces_of_a_train_are_trains_with_gso_and_datagrams_without() {
+        let mut pool = Pool::new(4096, 1, 2, false).unwrap();
+        let mut q = SendQueue::new(9, true);
+        // Trains of 700 bytes (300 + 300 + 100) out of 1500 bytes: two
+        // whole trains, and 100 bytes left, a plain datagram.
+        let piece = NonZeroU32::new(700).unwrap();
+        let t = Transmit {
+            ts_id: Some(3),
+            ..train(&mut pool, 1500, 300)
+        };
+        assert!(q.try_push_pieces(&mut pool, t, piece));
+        let parts: Vec<_> = q
+            .as_slice()
+            .iter()
+            .map(|x| (x.off, x.len, x.segment.map(|s| s.get()), x.ts_id))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                (0, 700, Some(300), Some(3)),
+                (700, 700, Some(300), None),
+                (1400, 100, None, None)
+            ]
+        );
+        refs_back(&mut pool, &mut q, t.slot);
+
+        // GSO off: every segment its own datagram, 3 + 3 + 1 of them; a
+        // timestamp ID on the first only; all or none fit.
+        q.disable_gso();
+        let t = Transmit {
+            ts_id: Some(4),
+            ..train(&mut pool, 1500, 300)
+        };
+        assert!(q.try_push_pieces(&mut pool, t, piece));
+        let parts: Vec<_> = q
+            .as_slice()
+            .iter()
+            .map(|x| (x.off, x.len, x.segment.is_none(), x.ts_id))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                (0, 300, true, Some(4)),
+                (300, 300, true, None),
+                (600, 100, true, None),
+                (700, 300, true, None),
+                (1000, 300, true, None),
+                (1300, 100, true, None),
+                (1400, 100, true, None)
+            ]
+        );
+        let u = train(&mut pool, 1400, 300);
+        assert!(
+            !q.try_push_pieces(&mut pool, u, piece),
+            "6 datagrams do not fit in the 2 left"
+        );
+        assert_eq!(q.len(), 7, "and none was queued");
         pool.unref(u.slot);
         refs_back(&mut pool, &mut q, t.slot);
     }
