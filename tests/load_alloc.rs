@@ -38,8 +38,9 @@ fn allocations_for(
 fn the_templated_load_path_allocates_nothing_per_datagram() {
     let echo = common::Echo::start();
     // A window of 64: one datagram (or train) per call; of 1024: without
-    // GSO, 64 datagrams built per call in one slot (`send_each_with`).
-    for (gso, window) in [(1, 64), (1, 1024), (8, 64)] {
+    // GSO, 64 datagrams built per call in one slot (`send_each_with`),
+    // with it 16 trains (`send_trains_with`).
+    for (gso, window) in [(1, 64), (1, 1024), (8, 64), (8, 1024)] {
         let (small, got_small) = allocations_for(echo.1, 2_000, gso, window);
         let (large, got_large) = allocations_for(echo.1, 20_000, gso, window);
         assert!(
