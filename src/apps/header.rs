@@ -261,6 +261,30 @@ mod tests {
                 prop_assert_eq!((h.token(), h.flow(), h.seq(), h.sent_ns()), (token, flow, seq, t));
                 prop_assert_eq!(&b[HEADER_LEN..], &tail[..]);
             }
+
+            /// The stride loop writes what a segment-by-segment stamp
+            /// would, and nothing else, for any train, segment size,
+            /// header offset and number of times (odd last segments, too
+            /// short ones, segments without room for a header).
+            #[test]
+            fn stamp_train_is_a_stamp_per_segment(
+                train in proptest::collection::vec(any::<u8>(), 0..700),
+                size in 0usize..120, off in 0usize..40, seq0 in any::<u64>(),
+                due in proptest::collection::vec(any::<u64>(), 0..20),
+            ) {
+                let mut want = train.clone();
+                if size > 0 {
+                    for (k, (seg, &t)) in want.chunks_mut(size).zip(&due).enumerate() {
+                        if let Some(h) = seg.get_mut(off + 16..off + 32) {
+                            h[..8].copy_from_slice(&seq0.wrapping_add(k as u64).to_be_bytes());
+                            h[8..].copy_from_slice(&t.to_be_bytes());
+                        }
+                    }
+                }
+                let mut got = train.clone();
+                stamp_train(&mut got, size, off, seq0, &due);
+                prop_assert_eq!(got, want);
+            }
         }
     }
 }
