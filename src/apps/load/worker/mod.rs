@@ -100,15 +100,15 @@ const FLOOD_DATAGRAMS: usize = 256;
 /// send slots (up to [`FLOOD_TRAINS_EACH`] trains per slot), and at most
 /// [`FLOOD_TRAIN_BYTES`] of them.
 const FLOOD_TRAINS: usize = 64;
-/// Bytes of GSO trains a flood worker queues per tick: 32 trains of
-/// 64 x 64 B, 2 of 46 x 1400 B. A tick's trains are written, then the
+/// Bytes of GSO trains a flood worker queues per tick: 64 trains of
+/// 64 x 64 B, 4 of 46 x 1400 B. A tick's trains are written, then the
 /// kernel copies them; the slots of one tick are those of the next (the
 /// free list is a stack), so a small tick is copied from a warm cache.
-/// Into the C sink at 46 x 1400 B (8 interleaved rounds each): 4 trains
-/// a tick (256 KiB) sent 1.24x of what 64 did; 2 (128 KiB) 0.96x of the
-/// C `send()` loop, 1 train 0.83x. At 64 x 64 B, 32 trains a tick sent
-/// 0.995x of what 64 did.
-const FLOOD_TRAIN_BYTES: usize = 128 * 1024;
+/// Into the C sink at 46 x 1400 B (8 interleaved rounds): 4 trains a
+/// tick sent 1.24x of what 64 did. Smaller ticks cost the small trains:
+/// at 64 x 64 B, 32 trains a tick echoed 0.96x of 64 in `udpring bench`
+/// (0.95-1.00x, 5 rounds), and sent 0.995x of 64 into the C sink (8).
+const FLOOD_TRAIN_BYTES: usize = 256 * 1024;
 /// Datagrams of udpring's header a flood without GSO builds per call, in
 /// one send slot (each still its own datagram: one `sendmmsg` message or
 /// SQE each): the handler's work per datagram is its 16 bytes of stamp,
