@@ -7,7 +7,11 @@ use common::{JsonServer, run, vocab};
 
 /// `udpring reference KIND` on loopback for 1.5 s, with `--json`.
 fn server(kind: &str) -> JsonServer {
-    JsonServer::start(&[
+    server_with(kind, &[])
+}
+
+fn server_with(kind: &str, extra: &[&str]) -> JsonServer {
+    let mut args = vec![
         "reference",
         kind,
         "--bind",
@@ -15,13 +19,22 @@ fn server(kind: &str) -> JsonServer {
         "--duration",
         "1.5",
         "--json",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    JsonServer::start(&args)
 }
 
 #[test]
 fn the_reference_sender_and_sink_agree() {
-    for (gso, mmsg) in [("1", "1"), ("8", "1"), ("1", "32"), ("8", "4")] {
-        let sink = server("sink");
+    // The last one into a sink that never sleeps (--spin).
+    for (gso, mmsg, spin) in [
+        ("1", "1", false),
+        ("8", "1", false),
+        ("1", "32", false),
+        ("8", "4", false),
+        ("8", "4", true),
+    ] {
+        let sink = server_with("sink", if spin { &["--spin"] } else { &[] });
         let (code, out, err) = run(&[
             "reference",
             "send",
@@ -59,7 +72,7 @@ fn the_reference_sender_and_sink_agree() {
         assert!(sent > 1000, "{s}");
         assert!(
             got <= sent && got * 10 >= sent * 9,
-            "gso {gso} mmsg {mmsg}: the sink counted {got} of {sent}: {r}"
+            "gso {gso} mmsg {mmsg} spin {spin}: the sink counted {got} of {sent}: {r}"
         );
         if gso == "8" {
             assert!(
@@ -87,6 +100,7 @@ fn the_reference_refuses_bad_input() {
         &["reference", "send", "127.0.0.1:9", "--mmsg", "0"][..],
         &["reference", "send", "127.0.0.1:9", "--mmsg", "1025"][..],
         &["reference", "flood", "127.0.0.1:9", "--mmsg", "2"][..],
+        &["reference", "echo", "--spin"][..],
     ] {
         let (code, _, err) = run(args);
         assert_eq!(code, 2, "{args:?}: {err}");

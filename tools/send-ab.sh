@@ -15,6 +15,8 @@
 #
 # LOAD ARGS default to `-s 64` (add e.g. `--gso 64 -s 64`; the C loops get
 # the same -s and --gso). The C loops are B's `udpring reference`.
+# SINK_ARGS (environment) go to the sink, e.g. SINK_ARGS=--spin: a sink
+# that never sleeps, so that no sender pays for waking it.
 set -euo pipefail
 a=${1:?old udpring binary}
 b=${2:?new udpring binary}
@@ -39,7 +41,8 @@ perf stat -e sched:sched_wakeup -C 0 -o /dev/null -- true > /dev/null 2>&1 && pe
 run() {
   local name=$1; shift
   local port=$((20000 + RANDOM % 20000))
-  "$b" reference sink --bind "127.0.0.1:$port" --cpu 0 --json \
+  # shellcheck disable=SC2086 # SINK_ARGS is a list of words
+  "$b" reference sink --bind "127.0.0.1:$port" --cpu 0 --json ${SINK_ARGS:-} \
     --duration "$(python3 -c "print($secs + 1.5)")" > "$out/sink.json" 2>/dev/null &
   local s=$!
   sleep 0.3

@@ -133,13 +133,14 @@ fn gro_socket(bind: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
 pub fn sink(
     bind: SocketAddr,
     cpu: Option<usize>,
+    spin: bool,
     stop: &AtomicBool,
     ready: impl FnOnce(SocketAddr),
 ) -> io::Result<RefReport> {
     pin(cpu)?;
     let s = gro_socket(bind, 32 << 20)?;
     ready(s.local_addr()?);
-    let (c, first, last) = sink_loop(s.as_raw_fd(), stop);
+    let (c, first, last) = sink_loop(s.as_raw_fd(), stop, spin);
     Ok(RefReport::new(c, span(first, last)))
 }
 
@@ -179,7 +180,7 @@ pub fn flood_echo(
     std::thread::scope(|sc| {
         let sink = sc.spawn(|| {
             pin(cpu)?;
-            Ok::<_, io::Error>(sink_loop(fd, &stop_sink))
+            Ok::<_, io::Error>(sink_loop(fd, &stop_sink, false))
         });
         let sender = sc.spawn(|| {
             pin(cpu)?;

@@ -188,9 +188,10 @@ impl RecvBatch {
     }
 
     /// One `recvmmsg` (blocking for the first message, as the socket's
-    /// `SO_RCVTIMEO` allows); `names`: also each source address. Returns
-    /// how many arrived (0 on a timeout or an error).
-    fn recv(&mut self, fd: RawFd, names: bool) -> usize {
+    /// `SO_RCVTIMEO` allows, or with `flags` `MSG_DONTWAIT` not at all);
+    /// `names`: also each source address. Returns how many arrived (0 on
+    /// a timeout, nothing queued, or an error).
+    fn recv(&mut self, fd: RawFd, names: bool, flags: libc::c_int) -> usize {
         for (i, h) in self.hdrs.iter_mut().enumerate() {
             self.iovs[i].iov_len = BUF;
             h.msg_hdr.msg_iov = &mut self.iovs[i];
@@ -208,12 +209,13 @@ impl RecvBatch {
         // recvmmsg(2): "receive multiple messages on a socket"; vlen =
         // BATCH headers, each pointing at its own iovec, control area and
         // (with `names`) name, all owned by `self` and alive for the call;
-        // flags 0 and no timeout.
+        // flags 0 (or MSG_DONTWAIT: return at once when nothing is queued)
+        // and no timeout.
         syscall!(recvmmsg(
             fd,
             self.hdrs.as_mut_ptr(),
             BATCH as libc::c_uint,
-            0,
+            flags,
             std::ptr::null_mut()
         ))
         .map_or(0, |n| n as usize)
@@ -236,13 +238,20 @@ impl RecvBatch {
 
 /// Receives with `recvmmsg` until `stop` (the socket should have `UDP_GRO`
 /// on and a receive timeout); counts datagrams by their GRO segment size.
-/// Also returns when the first and the last batch arrived.
-pub fn sink_loop(fd: RawFd, stop: &AtomicBool) -> (Counted, Option<Instant>, Option<Instant>) {
+/// Also returns when the first and the last batch arrived. `spin`: never
+/// sleep (`MSG_DONTWAIT`, called again at once when nothing is queued),
+/// so that no sender pays for waking it.
+pub fn sink_loop(
+    fd: RawFd,
+    stop: &AtomicBool,
+    spin: bool,
+) -> (Counted, Option<Instant>, Option<Instant>) {
     let mut b = RecvBatch::new();
     let mut c = Counted::default();
     let (mut first, mut last) = (None, None);
+    let flags = if spin { libc::MSG_DONTWAIT } else { 0 };
     while !stop.load(Ordering::Relaxed) {
-        let n = b.recv(fd, false);
+        let n = b.recv(fd, false, flags);
         if n == 0 {
             continue;
         }
@@ -265,7 +274,7 @@ pub fn echo_loop(fd: RawFd, stop: &AtomicBool) -> Counted {
     let mut send_ctls = vec![CmsgSpace::<SEND_CMSG_LEN>::default(); BATCH];
     let mut c = Counted::default();
     while !stop.load(Ordering::Relaxed) {
-        let n = b.recv(fd, true);
+        let n = b.recv(fd, true, 0);
         if n == 0 {
             continue;
         }

@@ -70,6 +70,11 @@ pub(crate) struct RefSinkArgs {
     /// Print {received, received_bufs, duration_s, pps_received} as JSON.
     #[arg(long)]
     json: bool,
+    /// Sink only: never sleep (recvmmsg with MSG_DONTWAIT, again at once
+    /// when nothing is queued; its CPU at 100%), so that no sender pays
+    /// for waking it
+    #[arg(long)]
+    spin: bool,
 }
 
 pub(crate) fn reference(c: RefCmd) -> Result<(), Failure> {
@@ -119,10 +124,11 @@ pub(crate) fn reference(c: RefCmd) -> Result<(), Failure> {
             Ok(())
         }
         RefCmd::Sink(a) => serve(&a, "sink", |stop| {
-            reference::sink(a.bind, a.cpu, stop, |addr| {
+            reference::sink(a.bind, a.cpu, a.spin, stop, |addr| {
                 eprintln!("udpring reference sink: listening on {addr}");
             })
         }),
+        RefCmd::Echo(a) if a.spin => Err(usage("--spin is for the sink only")),
         RefCmd::Echo(a) => serve(&a, "echo", |stop| {
             reference::echo(a.bind, a.cpu, stop, |addr| {
                 eprintln!("udpring reference echo: listening on {addr}");
