@@ -156,6 +156,8 @@ pub(super) struct Worker {
     interval: Histogram<u64>,
     /// Valid replies outstanding, warm-up included (the flood window).
     in_flight: InFlight,
+    /// A flood tick's due times (allocated once, [`FLOOD_CALL_MAX`]).
+    flood_due: Vec<u64>,
     last_measured_ns: u64,
     /// Multicast target: replies by responder.
     responders: Responders,
@@ -222,6 +224,7 @@ impl Worker {
             hist: new_histogram(),
             interval: new_histogram(),
             in_flight: InFlight::default(),
+            flood_due: vec![0; FLOOD_CALL_MAX],
             last_measured_ns: 0,
             responders: Responders::new(opts.max_responders),
             ks: opts.kernel_timestamps.then(|| kstamp::KStamps::new(nflows)),
@@ -265,8 +268,10 @@ impl Worker {
             FLOOD_DATAGRAMS
         };
         let now = self.now_ns();
-        // A flood's datagrams are all due now.
-        let due = [now; FLOOD_CALL_MAX];
+        // A flood's datagrams are all due now: the times are written
+        // once per tick, as far as the longest call needs.
+        let mut due = std::mem::take(&mut self.flood_due);
+        let mut filled = 0;
         self.advance(now);
         loop {
             if queued >= per_tick || !self.sending(now) {
@@ -277,7 +282,11 @@ impl Worker {
             {
                 break;
             }
-            let n = self.flood_len().min(FLOOD_CALL_MAX);
+            let n = self.flood_len().min(due.len());
+            if n > filled {
+                due[filled..n].fill(now);
+                filled = n;
+            }
             let fi = self.next_flow;
             if !self.send(tx, fi, n, &due[..n], now) {
                 break;
@@ -288,6 +297,7 @@ impl Worker {
             }
             queued += if trains { n.div_ceil(self.opts.gso) } else { n };
         }
+        self.flood_due = due;
     }
 
     /// When the paced run's datagram `i` (of this worker) is due: evenly
