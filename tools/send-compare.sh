@@ -11,6 +11,8 @@
 #
 #   tools/send-compare.sh [UDPRING] [ROUNDS] [SECS]
 #
+# SINK_ARGS (environment) go to the sink: SINK_ARGS=--spin for a sink that
+# never sleeps, so that no sender pays for waking it.
 # Prints one row per workload and round: `udpring load` as it runs by
 # default (a flood: the sendmmsg backend) and with --backend uring, each
 # over the reference (the denominator: the reference sender of the same
@@ -35,7 +37,8 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 sink_rate() { # sender command...
-  "$bin" reference sink --bind "127.0.0.1:$port" --cpu 0 --json \
+  # shellcheck disable=SC2086 # SINK_ARGS is a list of words
+  "$bin" reference sink --bind "127.0.0.1:$port" --cpu 0 --json ${SINK_ARGS:-} \
     --duration "$(python3 -c "print($secs + 1.5)")" > "$out/sink.json" 2>/dev/null &
   local s=$!
   sleep 0.3
