@@ -358,9 +358,12 @@ impl Transport<'_> {
         fill: impl FnOnce(&mut SendBuf<'_>) -> R,
     ) -> Result<R, SendError> {
         self.check_sock(sock)?;
-        let size = NonZeroU16::new(size).ok_or(SendError::TooLarge)?;
-        self.core
-            .send_in_place(sock as u16, len, to, Cut::Each(size), fill)
+        let piece = NonZeroU32::from(NonZeroU16::new(size).ok_or(SendError::TooLarge)?);
+        let cut = Cut::Pieces {
+            piece,
+            segment: None,
+        };
+        self.core.send_in_place(sock as u16, len, to, cut, fill)
     }
 
     /// Like [`Transport::send_segments_with`], for many trains built in one
@@ -381,13 +384,13 @@ impl Transport<'_> {
         fill: impl FnOnce(&mut SendBuf<'_>) -> R,
     ) -> Result<R, SendError> {
         self.check_sock(sock)?;
-        let segment = NonZeroU16::new(segment).ok_or(SendError::TooLarge)?;
-        let train = u32::try_from(train)
+        let segment = Some(NonZeroU16::new(segment).ok_or(SendError::TooLarge)?);
+        let piece = u32::try_from(train)
             .ok()
             .and_then(NonZeroU32::new)
             .ok_or(SendError::TooLarge)?;
-        self.core
-            .send_in_place(sock as u16, len, to, Cut::Trains { train, segment }, fill)
+        let cut = Cut::Pieces { piece, segment };
+        self.core.send_in_place(sock as u16, len, to, cut, fill)
     }
 
     /// Like [`Transport::send_to`], as a GSO train: `data` is cut by the

@@ -68,14 +68,12 @@ pub(crate) enum Cut {
     Whole,
     /// As a GSO train of datagrams of this size (cut by the kernel).
     Train(NonZeroU16),
-    /// As datagrams of this size (the last may be shorter), each its own
-    /// send: one `sendmmsg` message or SQE per datagram.
-    Each(NonZeroU16),
-    /// As GSO trains of `train` bytes (the last may be shorter), each its
-    /// own send, of datagrams of `segment` bytes.
-    Trains {
-        train: NonZeroU32,
-        segment: NonZeroU16,
+    /// As pieces of `piece` bytes (the last may be shorter), each its own
+    /// send: without `segment` a datagram (one `sendmmsg` message or SQE
+    /// each), with it a GSO train of datagrams of that size.
+    Pieces {
+        piece: NonZeroU32,
+        segment: Option<NonZeroU16>,
     },
 }
 
@@ -273,8 +271,11 @@ impl Core {
         }
         let datagram = match cut {
             Cut::Whole => len,
-            Cut::Train(_) | Cut::Trains { .. } => 0,
-            Cut::Each(s) => usize::from(s.get()).min(len),
+            Cut::Train(_)
+            | Cut::Pieces {
+                segment: Some(_), ..
+            } => 0,
+            Cut::Pieces { piece, .. } => (piece.get() as usize).min(len),
         };
         if len > self.pool.slot_size() || datagram > crate::MAX_UDP_PAYLOAD {
             return Err(SendError::TooLarge);
@@ -300,14 +301,7 @@ impl Core {
                 segment: Some(s),
                 ..t
             }),
-            Cut::Each(s) => self.enqueue(t, Some(s.into())),
-            Cut::Trains { train, segment } => self.enqueue(
-                Transmit {
-                    segment: Some(segment),
-                    ..t
-                },
-                Some(train),
-            ),
+            Cut::Pieces { piece, segment } => self.enqueue(Transmit { segment, ..t }, Some(piece)),
         };
         self.pool.release(lent);
         pushed.map(|()| r)
