@@ -508,6 +508,64 @@ per_backend!(
     }
 );
 
+/// Takes its time over socket 0's datagrams (50 us each, no reply) and
+/// echoes socket 1's at once.
+struct SlowOnFirst;
+
+impl Handler for SlowOnFirst {
+    fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
+        if dgram.socket() == 0 {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(50) {}
+        } else {
+            tx.reply(dgram).unwrap();
+        }
+    }
+}
+
+per_backend!(
+    fn a_socket_under_a_flood_does_not_starve_its_neighbour(backend) {
+        // The flood keeps the worker busy on socket 0 without a pause, so
+        // the loop never waits in poll: socket 1 must still be read every
+        // turn (the mmsg loop reads only what its last poll found readable
+        // right after that poll, and everything on the other turns).
+        let mut cfg = config(backend, false);
+        cfg.sockets_per_worker = 2;
+        cfg.distinct_ports = true;
+        let engine = Engine::start(cfg, |_| SlowOnFirst).unwrap();
+        let addrs = engine.local_addrs().to_vec();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood = {
+            let (stop, to) = (stop.clone(), addrs[0]);
+            std::thread::spawn(move || {
+                let c = client(false);
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    sent += u64::from(c.send_to(&[0u8; 64], to).is_ok());
+                }
+                sent
+            })
+        };
+        // Well past the point where socket 0 is never empty (20k/s served).
+        std::thread::sleep(Duration::from_millis(200));
+        let c = client(false);
+        c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut buf = [0u8; 8];
+        let mut answered = 0;
+        for k in 0..10u8 {
+            c.send_to(&[k], addrs[1]).unwrap();
+            if let Ok((1, _)) = c.recv_from(&mut buf) {
+                answered += usize::from(buf[0] == k);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let flooded = flood.join().unwrap();
+        assert!(flooded > 20_000, "{backend}: the flood sent only {flooded}");
+        assert_eq!(answered, 10, "{backend}: socket 1 starved under socket 0's flood");
+        stop_clean(engine);
+    }
+);
+
 per_backend!(
     fn the_port_is_free_as_soon_as_stop_returns(backend) {
         // io_uring holds registered sockets until the ring is torn down, which

@@ -184,6 +184,13 @@ pub(crate) fn run<H: Handler>(
         })
         .collect();
     let n = l.fds.len();
+    // What the last `ppoll` found readable (the sockets, then the
+    // eventfd), for the turn right after it; every other turn tries them
+    // all. A flood's turn is then one `sendmmsg` and one zero-timeout
+    // `ppoll`, not also a `recvmmsg` and an eventfd `read` that find
+    // nothing (both are level-triggered: what arrives after the poll is
+    // seen by the next one).
+    let mut readable = vec![true; n + 1];
     w.core.stats.c.recv_arms += n as u64;
     ready(Ok(()));
     w.start();
@@ -194,7 +201,7 @@ pub(crate) fn run<H: Handler>(
         }
         let mut idle = true;
         let mut fatal = None;
-        for i in 0..n {
+        for i in (0..n).filter(|&i| readable[i]) {
             match l.drain_socket(i, w) {
                 Ok(got) => idle &= !got,
                 Err(e) => {
@@ -207,9 +214,11 @@ pub(crate) fn run<H: Handler>(
             break Err(e);
         }
         // Posted by Senders (a wake-up), or still waiting for send slots.
-        if w.core.shared.inbox.wake.drain() || w.core.shared.inbox.pending() {
+        let woken = readable[n] && w.core.shared.inbox.wake.drain();
+        if woken || w.core.shared.inbox.pending() {
             w.drain_inbox();
         }
+        readable.fill(true);
         w.fire_timers();
         l.flush(w);
         w.core.publish();
@@ -245,6 +254,9 @@ pub(crate) fn run<H: Handler>(
                 w.core.timers.next()
             };
             sys::poll(&mut pollfds, timeout)?;
+            for (r, p) in readable.iter_mut().zip(&pollfds) {
+                *r = p.revents != 0;
+            }
             for (i, p) in pollfds[..n].iter().enumerate() {
                 if p.revents & libc::POLLERR != 0 {
                     w.drain_errors(i);
