@@ -21,12 +21,9 @@ shift $(( $# < 3 ? $# : 3 ))
 [ "${1:-}" = "--" ] && shift
 args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(--gso 46 -s 1400)
-ref_args=()
-for ((i = 0; i < ${#args[@]}; i++)); do
-  case "${args[i]}" in
-    -s|--size|--gso) ref_args+=("${args[i]}" "${args[i+1]}"); i=$((i + 1)) ;;
-  esac
-done
+# shellcheck source=tools/send-lib.sh
+source "$(dirname "$0")/send-lib.sh"
+ref_args_of "${args[@]}"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 perf_ok=0
