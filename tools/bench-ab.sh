@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Before/after on one host in one run: `udpring bench` from two builds,
-# interleaved round by round (A B A B ...), then per row the median of each
+# interleaved round by round (A B, B A, A B, ...), then per row the median of each
 # and the ratio B/A. On a shared VM one round moves by +-30%; interleaving
 # spreads that noise over both sides, and the medians and the spread of
 # the per-round ratios say what moved and what is noise.
@@ -21,8 +21,14 @@ trap 'rm -rf "$out"' EXIT
 steal() { awk '/^cpu /{print $9}' /proc/stat; }
 s0=$(steal); t0=$(date +%s)
 for r in $(seq 1 "$rounds"); do
-  "$a" bench --json "$@" > "$out/a-$r.json"
-  "$b" bench --json "$@" > "$out/b-$r.json"
+  # A and B take turns at running first (a fixed order can favour one).
+  if ((r % 2)); then
+    "$a" bench --json "$@" > "$out/a-$r.json"
+    "$b" bench --json "$@" > "$out/b-$r.json"
+  else
+    "$b" bench --json "$@" > "$out/b-$r.json"
+    "$a" bench --json "$@" > "$out/a-$r.json"
+  fi
   echo "round $r/$rounds done" >&2
 done
 s1=$(steal); t1=$(date +%s)

@@ -52,8 +52,14 @@ EOF
 
 for r in $(seq 1 "$rounds"); do
   for be in $backends; do
-    one a "$a" "$be" "$r"
-    one b "$b" "$be" "$r"
+    # A and B take turns at running first (a fixed order can favour one).
+    if ((r % 2)); then
+      one a "$a" "$be" "$r"
+      one b "$b" "$be" "$r"
+    else
+      one b "$b" "$be" "$r"
+      one a "$a" "$be" "$r"
+    fi
   done
   echo "round $r/$rounds done" >&2
 done

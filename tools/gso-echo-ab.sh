@@ -44,8 +44,14 @@ echo "|---:|---:|---:|---:|---:|---:|---:|"
 for r in $(seq 1 "$rounds"); do
   port=$((20000 + RANDOM % 20000))
   c=$(rate "$port" "$b" reference echo --bind "127.0.0.1:$port" --cpu 0)
-  x=$(rate $((port + 1)) "$a" echo --bind "127.0.0.1:$((port + 1))" --gro -w 1 --cpu 0 -q "${extra[@]}")
-  y=$(rate $((port + 2)) "$b" echo --bind "127.0.0.1:$((port + 2))" --gro -w 1 --cpu 0 -q "${extra[@]}")
+  # A and B take turns at running first (a fixed order can favour one).
+  if ((r % 2)); then
+    x=$(rate $((port + 1)) "$a" echo --bind "127.0.0.1:$((port + 1))" --gro -w 1 --cpu 0 -q "${extra[@]}")
+    y=$(rate $((port + 2)) "$b" echo --bind "127.0.0.1:$((port + 2))" --gro -w 1 --cpu 0 -q "${extra[@]}")
+  else
+    y=$(rate $((port + 2)) "$b" echo --bind "127.0.0.1:$((port + 2))" --gro -w 1 --cpu 0 -q "${extra[@]}")
+    x=$(rate $((port + 1)) "$a" echo --bind "127.0.0.1:$((port + 1))" --gro -w 1 --cpu 0 -q "${extra[@]}")
+  fi
   echo "$c $x $y" >> "$out/rows"
   python3 -c "c,x,y=$c,$x,$y;print(f'| $r | {c} | {x} | {x/c:.3f}x | {y} | {y/c:.3f}x | {y/x:.3f} |')"
 done

@@ -2,7 +2,8 @@
 # Before/after of `udpring load` as a sender, in one run: two builds (A, B)
 # into the same C sink (`udpring reference sink` on CPU 0: recvmmsg of 64,
 # UDP_GRO on), each sender on CPU 1, SECS seconds, interleaved round by
-# round beside the C loops (`udpring reference send`: one send(2) per
+# round (A first in odd rounds, B first in even ones) beside the C loops
+# (`udpring reference send`: one send(2) per
 # datagram, the denominator; and sendmmsg(2) of 32, the call A and B
 # make on their default backend). The figure is what the sink counted per
 # second. With perf, also the sink's wake-ups and the IPIs its CPU took,
@@ -67,8 +68,14 @@ EOF
 for r in $(seq 1 "$rounds"); do
   run "$r send" "$b" reference send 127.0.0.1:PORT --cpu 1 -t "$secs" "${ref_args[@]}"
   run "$r mmsg" "$b" reference send 127.0.0.1:PORT --cpu 1 -t "$secs" --mmsg 32 "${ref_args[@]}"
-  run "$r A" "$a" load 127.0.0.1:PORT --match none --cpu 1 -t "$secs" -q "${args[@]}"
-  run "$r B" "$b" load 127.0.0.1:PORT --match none --cpu 1 -t "$secs" -q "${args[@]}"
+  # A and B take turns at running first: the run right after the C loops
+  # does worse at 46 x 1400 B (PERF.md, part 5), and a fixed order would
+  # give that to A every round.
+  for who in $( ((r % 2)) && echo A B || echo B A); do
+    bin=$a
+    [ "$who" = B ] && bin=$b
+    run "$r $who" "$bin" load 127.0.0.1:PORT --match none --cpu 1 -t "$secs" -q "${args[@]}"
+  done
   echo "round $r/$rounds done" >&2
 done
 python3 - "$out/rows" "$rounds" "${args[*]}" <<'EOF'
