@@ -142,8 +142,10 @@ pub(crate) struct LoadArgs {
     #[command(flatten)]
     limits: crate::limits::Limits,
     /// Backend: uring, mmsg or simple. Default: mmsg for a flood (sendmmsg
-    /// of a batch measured the faster sender here, PERF.md), uring
-    /// otherwise (ping, rate, --zerocopy-min, --kernel-timestamps).
+    /// of a batch measured the faster sender here, PERF.md) unless it is
+    /// one-way (--match none) with GSO trains of 32 KiB or more (--gso x
+    /// --size: there io_uring sent more), uring otherwise (ping, rate,
+    /// --zerocopy-min, --kernel-timestamps).
     #[arg(long, value_parser = parse_backend)]
     backend: Option<Backend>,
     /// Local address to send from. Port 0: the kernel picks a port per

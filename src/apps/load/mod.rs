@@ -127,19 +127,33 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
 /// where the sending is the work. Into one C sink, interleaved with
 /// io_uring, it sent more at 64 B (0.95-0.97x of a C `send()` loop, mean
 /// of 5 rounds, against io_uring's 0.91x; since the 64-per-call build,
-/// 0.97x against 0.92x) and with --gso 64 (0.94-0.95x against 0.91-0.94x),
-/// and against a C echo it received as much or more (PERF.md, "The send
-/// side against the kernel's limit", parts 2 and 3). io_uring keeps a poll
-/// entry on the socket for its multishot receive, which every datagram
-/// sent pays a wait-queue walk for, and costs a submission and a
-/// completion per datagram in userspace. Otherwise the engine's default
-/// (io_uring): a ping's turnaround, kernel timestamps (read with io_uring's
-/// own command) and zero-copy sends.
+/// 0.97x against 0.92x) and with --gso 64 (0.973x against 0.918x, 12
+/// rounds), and against a C echo it received as much or more (PERF.md,
+/// "The send side against the kernel's limit", parts 2, 3 and 5).
+/// io_uring keeps a poll entry on the socket for its multishot receive,
+/// which every datagram sent pays a wait-queue walk for, and costs a
+/// submission and a completion per datagram in userspace. Except a
+/// one-way flood (`--match none`) of GSO trains of [`URING_TRAIN_BYTES`]
+/// or more: at 46 x 1400 B into the C sink io_uring sent 0.958x and
+/// 0.985x of the C loop where `sendmmsg` sent 0.858x and 0.954x (12 and
+/// 10 rounds; it falls into the slow state of part 5 far less often), at
+/// 64 x 512 B the two were level (0.993x, 0.995x). With replies to
+/// receive (`bench`'s 46 x 1400 B GSO row) the io_uring client echoed
+/// 0.96x (0.87-1.01x, 4 rounds) of the `sendmmsg` one, so those stay.
+/// Otherwise the engine's default (io_uring): a ping's turnaround, kernel
+/// timestamps (read with io_uring's own command) and zero-copy sends.
 pub(crate) fn default_backend(opts: &LoadOpts) -> Option<crate::Backend> {
     let flood = matches!(opts.mode, Mode::Flood);
-    (flood && opts.zero_copy_min.is_none() && !opts.kernel_timestamps)
+    let big_trains =
+        opts.one_way() && opts.gso > 1 && opts.gso.saturating_mul(opts.size) >= URING_TRAIN_BYTES;
+    (flood && !big_trains && opts.zero_copy_min.is_none() && !opts.kernel_timestamps)
         .then_some(crate::Backend::Mmsg)
 }
+
+/// A one-way flood of GSO trains of at least this many bytes runs on the
+/// engine's default backend (io_uring) rather than `sendmmsg`
+/// ([`default_backend`]).
+pub(crate) const URING_TRAIN_BYTES: usize = 32 * 1024;
 
 /// A worker's partial result. A poisoned lock still holds the last counts
 /// the worker published.
@@ -460,6 +474,29 @@ mod tests {
         for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
             assert_eq!(back.value_at_quantile(q), h.value_at_quantile(q));
         }
+    }
+
+    #[test]
+    fn a_flood_sends_with_sendmmsg_unless_its_trains_are_large() {
+        let mut o = LoadOpts::new("127.0.0.1:9".parse().unwrap());
+        o.matching = Match::None;
+        let pick = |o: &LoadOpts| default_backend(o);
+        assert_eq!(pick(&o), Some(crate::Backend::Mmsg), "64 B flood");
+        (o.gso, o.size) = (64, 64);
+        assert_eq!(pick(&o), Some(crate::Backend::Mmsg), "4 KiB trains");
+        (o.gso, o.size) = (64, URING_TRAIN_BYTES / 64 - 1);
+        assert_eq!(pick(&o), Some(crate::Backend::Mmsg), "just below");
+        (o.gso, o.size) = (64, URING_TRAIN_BYTES / 64);
+        assert_eq!(pick(&o), None, "at the threshold: the engine's default");
+        (o.gso, o.size) = (46, 1400);
+        assert_eq!(pick(&o), None, "64 KiB trains");
+        o.matching = Match::Header;
+        assert_eq!(pick(&o), Some(crate::Backend::Mmsg), "with replies");
+        o.matching = Match::None;
+        (o.gso, o.size) = (1, 1400);
+        assert_eq!(pick(&o), Some(crate::Backend::Mmsg), "no GSO");
+        o.mode = Mode::Ping;
+        assert_eq!(pick(&o), None, "a ping");
     }
 
     #[test]
