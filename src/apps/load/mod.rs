@@ -134,10 +134,11 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
 /// which every datagram sent pays a wait-queue walk for, and costs a
 /// submission and a completion per datagram in userspace. Except a
 /// one-way flood (`--match none`) of GSO trains of [`URING_TRAIN_BYTES`]
-/// or more: at 46 x 1400 B into the C sink io_uring sent 0.958x and
-/// 0.985x of the C loop where `sendmmsg` sent 0.858x and 0.954x (12 and
-/// 10 rounds; it falls into the slow state of part 5 far less often), at
-/// 64 x 512 B the two were level (0.993x, 0.995x). With replies to
+/// or more: at 46 x 1400 B into the C sink io_uring sent 0.993x of the C
+/// loop where `sendmmsg` sent 0.947x (16 rounds, the two taking turns at
+/// running first; `sendmmsg` fell into the slow state of part 5 in 4,
+/// io_uring in none), at 64 x 512 B the two were level (0.993x, 0.995x).
+/// With replies to
 /// receive (`bench`'s 46 x 1400 B GSO row) the io_uring client echoed
 /// 0.96x (0.87-1.01x, 4 rounds) of the `sendmmsg` one, so those stay.
 /// Otherwise the engine's default (io_uring): a ping's turnaround, kernel
