@@ -10,11 +10,39 @@
 #[macro_use]
 mod common;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use udpring::{Datagram, Engine, Handler, SendError, Transport};
+use udpring::{Config, Datagram, Engine, Handler, SendError, Transport};
+
+/// Starts an engine whose one worker runs `handler`, and reads `n`
+/// datagrams at `sink` (each within 2 s).
+fn start_and_read<H: Handler + Send + 'static>(
+    sink: &UdpSocket,
+    cfg: Config,
+    handler: H,
+    n: usize,
+) -> (Engine, Vec<Vec<u8>>) {
+    let h = Mutex::new(Some(handler));
+    let engine = Engine::start(cfg, move |_| h.lock().unwrap().take().unwrap()).unwrap();
+    let mut buf = [0u8; 2048];
+    sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let got = (0..n)
+        .map(|_| {
+            let (len, _) = sink.recv_from(&mut buf).unwrap();
+            buf[..len].to_vec()
+        })
+        .collect();
+    (engine, got)
+}
+
+/// Whether nothing more arrives at `sink` within 200 ms.
+fn nothing_more(sink: &UdpSocket) -> bool {
+    sink.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    sink.recv_from(&mut [0u8; 2048]).is_err()
+}
 
 #[derive(Default)]
 struct Seen {
@@ -91,20 +119,13 @@ per_backend!(
         let mut cfg = common::config(backend, false);
         cfg.send_slots = 4;
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let h = Mutex::new(Some(Builder {
+        let builder = Builder {
             to: sink.local_addr().unwrap(),
             seen: seen.clone(),
             step: 0,
-        }));
-        let engine = Engine::start(cfg, move |_| h.lock().unwrap().take().unwrap()).unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 2048];
-        sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        };
         // 1 + 4 segments + 2 small, then 12 of 350 bytes from the timers.
-        for _ in 0..19 {
-            let (n, _) = sink.recv_from(&mut buf).unwrap();
-            got.push(buf[..n].to_vec());
-        }
+        let (engine, got) = start_and_read(&sink, cfg, builder, 19);
         let s = common::stop_clean(engine);
         let seen = seen.lock().unwrap();
         assert_eq!(
@@ -155,14 +176,7 @@ per_backend!(
         let mut cfg = common::config(backend, false);
         cfg.udp_segment = Some(100);
         let to = sink.local_addr().unwrap();
-        let h = Mutex::new(Some(Mixed(to)));
-        let engine = Engine::start(cfg, move |_| h.lock().unwrap().take().unwrap()).unwrap();
-        let mut buf = [0u8; 2048];
-        let mut got = Vec::new();
-        for _ in 0..8 {
-            let (n, _) = sink.recv_from(&mut buf).unwrap();
-            got.push(buf[..n].to_vec());
-        }
+        let (engine, got) = start_and_read(&sink, cfg, Mixed(to), 8);
         let s = common::stop_clean(engine);
         let mut want: Vec<Vec<u8>> = pattern(350, 5).chunks(100).map(<[u8]>::to_vec).collect();
         want.extend(pattern(120, 6).chunks(50).map(<[u8]>::to_vec));
@@ -198,17 +212,9 @@ per_backend!(
         cfg.udp_segment = Some(100);
         cfg.max_queued_sends = 6;
         let results = Arc::new(Mutex::new(Vec::new()));
-        let h = Mutex::new(Some(Each(sink.local_addr().unwrap(), results.clone())));
-        let engine = Engine::start(cfg, move |_| h.lock().unwrap().take().unwrap()).unwrap();
-        let mut buf = [0u8; 2048];
-        let mut got = Vec::new();
-        sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        for _ in 0..6 {
-            let (n, _) = sink.recv_from(&mut buf).unwrap();
-            got.push(buf[..n].to_vec());
-        }
-        sink.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        assert!(sink.recv_from(&mut buf).is_err(), "nothing of the refused batch went");
+        let handler = Each(sink.local_addr().unwrap(), results.clone());
+        let (engine, got) = start_and_read(&sink, cfg, handler, 6);
+        assert!(nothing_more(&sink), "nothing of the refused batch went");
         let s = common::stop_clean(engine);
         let mut want: Vec<Vec<u8>> = pattern(350, 8).chunks(100).map(<[u8]>::to_vec).collect();
         want.extend(pattern(80, 10).chunks(40).map(<[u8]>::to_vec));
@@ -265,17 +271,9 @@ per_backend!(
         cfg.udp_segment = Some(100);
         cfg.max_queued_sends = 6;
         let results = Arc::new(Mutex::new(Vec::new()));
-        let h = Mutex::new(Some(Trains(sink.local_addr().unwrap(), results.clone())));
-        let engine = Engine::start(cfg, move |_| h.lock().unwrap().take().unwrap()).unwrap();
-        let mut buf = [0u8; 2048];
-        let mut got = Vec::new();
-        sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        for _ in 0..12 {
-            let (n, _) = sink.recv_from(&mut buf).unwrap();
-            got.push(buf[..n].to_vec());
-        }
-        sink.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        assert!(sink.recv_from(&mut buf).is_err(), "nothing of the refused trains went");
+        let handler = Trains(sink.local_addr().unwrap(), results.clone());
+        let (engine, got) = start_and_read(&sink, cfg, handler, 12);
+        assert!(nothing_more(&sink), "nothing of the refused trains went");
         let s = common::stop_clean(engine);
         let a = pattern(600, 11);
         let mut want: Vec<Vec<u8>> = [(0, 100), (100, 200), (200, 250), (250, 350)]
