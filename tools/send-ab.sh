@@ -10,7 +10,8 @@
 # per datagram (sched:sched_wakeup, irq_vectors:call_function_single_entry
 # on CPU 0): on loopback the sender's CPU pays for waking the sink, and
 # the sink sleeps more often the longer the sender is away from the
-# socket.
+# socket. Each round also gives the steal time on CPU 1 during each run,
+# and the summary the medians beside the means.
 #
 #   tools/send-ab.sh OLD_UDPRING NEW_UDPRING [ROUNDS] [SECS] [-- LOAD ARGS...]
 #
@@ -45,23 +46,29 @@ run() {
   local s=$!
   sleep 0.3
   local cmd=("${@//PORT/$port}")
+  local st0
+  st0=$(steal_ticks)
   if [ $perf_ok = 1 ]; then
     perf stat -x, -e sched:sched_wakeup,irq_vectors:call_function_single_entry -C 0 \
       -o "$out/stat.txt" -- "${cmd[@]}" > /dev/null 2>&1 || true
   else
     "${cmd[@]}" > /dev/null 2>&1 || true
   fi
+  local st1
+  st1=$(steal_ticks)
   wait "$s"
-  python3 - "$out" "$name" "$perf_ok" <<'EOF' >> "$out/rows"
-import json, sys
+  python3 - "$out" "$name" "$perf_ok" "$st0" "$st1" "$secs" <<'EOF' >> "$out/rows"
+import json, os, sys
 out, name, perf = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+# Steal on the sender's CPU while it ran: % of its time.
+steal = (int(sys.argv[5]) - int(sys.argv[4])) / os.sysconf("SC_CLK_TCK") / float(sys.argv[6]) * 100
 s = json.load(open(f"{out}/sink.json"))
 w = i = -1.0
 if perf and s["received"]:
     v = [int(l.split(",")[0]) for l in open(f"{out}/stat.txt") if l[:1].isdigit()]
     if len(v) == 2:
         w, i = v[0] / s["received"], v[1] / s["received"]
-print(name, s["pps_received"], w, i)
+print(name, s["pps_received"], w, i, f"{steal:.1f}")
 EOF
 }
 
@@ -82,12 +89,12 @@ python3 - "$out/rows" "$rounds" "${args[*]}" <<'EOF'
 import statistics, sys
 rows = {}
 for l in open(sys.argv[1]):
-    r, name, pps, w, i = l.split()
-    rows[(int(r), name)] = (float(pps), float(w), float(i))
+    r, name, pps, w, i, st = l.split()
+    rows[(int(r), name)] = (float(pps), float(w), float(i), float(st))
 n = int(sys.argv[2])
 print(f"load {sys.argv[3]}: sink datagrams/s, each over the C send() loop of the same round")
-print("| round | C send() | C sendmmsg 32 | / send | A | / send | B | / send | B / A | wake-ups per datagram: send, sendmmsg, A, B | IPIs per datagram: send, sendmmsg, A, B |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+print("| round | C send() | C sendmmsg 32 | / send | A | / send | B | / send | B / A | wake-ups per datagram: send, sendmmsg, A, B | IPIs per datagram: send, sendmmsg, A, B | steal % on CPU 1: send, sendmmsg, A, B |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
 ratios = {"mmsg": [], "A": [], "B": [], "BA": []}
 for r in range(1, n + 1):
     s, m, a, b = (rows[(r, k)] for k in ("send", "mmsg", "A", "B"))
@@ -95,7 +102,10 @@ for r in range(1, n + 1):
     ratios["B"].append(b[0] / s[0]); ratios["BA"].append(b[0] / a[0])
     wk = ", ".join(f"{x[1]:.4f}" if x[1] >= 0 else "-" for x in (s, m, a, b))
     ip = ", ".join(f"{x[2]:.4f}" if x[2] >= 0 else "-" for x in (s, m, a, b))
-    print(f"| {r} | {s[0]:.0f} | {m[0]:.0f} | {m[0]/s[0]:.3f}x | {a[0]:.0f} | {a[0]/s[0]:.3f}x | {b[0]:.0f} | {b[0]/s[0]:.3f}x | {b[0]/a[0]:.3f} | {wk} | {ip} |")
+    stl = ", ".join(f"{x[3]:.1f}" for x in (s, m, a, b))
+    print(f"| {r} | {s[0]:.0f} | {m[0]:.0f} | {m[0]/s[0]:.3f}x | {a[0]:.0f} | {a[0]/s[0]:.3f}x | {b[0]:.0f} | {b[0]/s[0]:.3f}x | {b[0]/a[0]:.3f} | {wk} | {ip} | {stl} |")
 m = {k: statistics.mean(v) for k, v in ratios.items()}
+md = {k: statistics.median(v) for k, v in ratios.items()}
 print(f"means over {n} rounds: C sendmmsg {m['mmsg']:.3f}x, A {m['A']:.3f}x, B {m['B']:.3f}x of C send(); B/A {m['BA']:.3f}")
+print(f"medians: C sendmmsg {md['mmsg']:.3f}x, A {md['A']:.3f}x, B {md['B']:.3f}x of C send(); B/A {md['BA']:.3f}")
 EOF

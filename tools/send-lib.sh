@@ -13,3 +13,11 @@ ref_args_of() {
     esac
   done
 }
+
+# steal_ticks: the steal time CPU 1 (the senders' CPU) has had since boot,
+# in clock ticks (/proc/stat, the cpu1 line's eighth value): on a shared
+# host another guest's work shows here, and a round that had much of it
+# says less.
+steal_ticks() {
+  awk '$1 == "cpu1" { print $9 }' /proc/stat
+}
