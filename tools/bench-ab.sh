@@ -22,13 +22,11 @@ steal() { awk '/^cpu /{print $9}' /proc/stat; }
 s0=$(steal); t0=$(date +%s)
 for r in $(seq 1 "$rounds"); do
   # A and B take turns at running first (a fixed order can favour one).
-  if ((r % 2)); then
-    "$a" bench --json "$@" > "$out/a-$r.json"
-    "$b" bench --json "$@" > "$out/b-$r.json"
-  else
-    "$b" bench --json "$@" > "$out/b-$r.json"
-    "$a" bench --json "$@" > "$out/a-$r.json"
-  fi
+  for who in $( ((r % 2)) && echo a b || echo b a); do
+    bin=$a
+    [ "$who" = b ] && bin=$b
+    "$bin" bench --json "$@" > "$out/$who-$r.json"
+  done
   echo "round $r/$rounds done" >&2
 done
 s1=$(steal); t1=$(date +%s)

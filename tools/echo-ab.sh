@@ -53,13 +53,11 @@ EOF
 for r in $(seq 1 "$rounds"); do
   for be in $backends; do
     # A and B take turns at running first (a fixed order can favour one).
-    if ((r % 2)); then
-      one a "$a" "$be" "$r"
-      one b "$b" "$be" "$r"
-    else
-      one b "$b" "$be" "$r"
-      one a "$a" "$be" "$r"
-    fi
+    for who in $( ((r % 2)) && echo a b || echo b a); do
+      bin=$a
+      [ "$who" = b ] && bin=$b
+      one "$who" "$bin" "$be" "$r"
+    done
   done
   echo "round $r/$rounds done" >&2
 done

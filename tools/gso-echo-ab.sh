@@ -38,6 +38,10 @@ rate() { # port server command...
   python3 -c "import json;print(int(json.load(open('$out/flood.json'))['pps_received']))"
 }
 
+udpring_echo() { # port udpring -> the flood's echoes/s through that build's echo
+  rate "$1" "$2" echo --bind "127.0.0.1:$1" --gro -w 1 --cpu 0 -q "${extra[@]}"
+}
+
 echo "echo under a C flood of $size B x $gso: echoes/s, A and B over the C echo of the same round"
 echo "| round | C GRO->GSO echo | A | / C | B | / C | B / A |"
 echo "|---:|---:|---:|---:|---:|---:|---:|"
@@ -45,13 +49,13 @@ for r in $(seq 1 "$rounds"); do
   port=$((20000 + RANDOM % 20000))
   c=$(rate "$port" "$b" reference echo --bind "127.0.0.1:$port" --cpu 0)
   # A and B take turns at running first (a fixed order can favour one).
-  if ((r % 2)); then
-    x=$(rate $((port + 1)) "$a" echo --bind "127.0.0.1:$((port + 1))" --gro -w 1 --cpu 0 -q "${extra[@]}")
-    y=$(rate $((port + 2)) "$b" echo --bind "127.0.0.1:$((port + 2))" --gro -w 1 --cpu 0 -q "${extra[@]}")
-  else
-    y=$(rate $((port + 2)) "$b" echo --bind "127.0.0.1:$((port + 2))" --gro -w 1 --cpu 0 -q "${extra[@]}")
-    x=$(rate $((port + 1)) "$a" echo --bind "127.0.0.1:$((port + 1))" --gro -w 1 --cpu 0 -q "${extra[@]}")
-  fi
+  for who in $( ((r % 2)) && echo a b || echo b a); do
+    if [ "$who" = a ]; then
+      x=$(udpring_echo $((port + 1)) "$a")
+    else
+      y=$(udpring_echo $((port + 2)) "$b")
+    fi
+  done
   echo "$c $x $y" >> "$out/rows"
   python3 -c "c,x,y=$c,$x,$y;print(f'| $r | {c} | {x} | {x/c:.3f}x | {y} | {y/c:.3f}x | {y/x:.3f} |')"
 done
