@@ -123,26 +123,28 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
     Ok(cfg)
 }
 
-/// The backend a run takes when none is forced: `sendmmsg` for a flood,
-/// where the sending is the work. Into one C sink, interleaved with
-/// io_uring, it sent more at 64 B (0.95-0.97x of a C `send()` loop, mean
-/// of 5 rounds, against io_uring's 0.91x; since the 64-per-call build,
-/// 0.97x against 0.92x) and with --gso 64 (0.973x against 0.918x, 12
-/// rounds), and against a C echo it received as much or more (PERF.md,
-/// "The send side against the kernel's limit", parts 2, 3 and 5).
-/// io_uring keeps a poll entry on the socket for its multishot receive,
-/// which every datagram sent pays a wait-queue walk for, and costs a
-/// submission and a completion per datagram in userspace. Except a
-/// one-way flood (`--match none`) of GSO trains of [`URING_TRAIN_BYTES`]
-/// or more: at 46 x 1400 B into the C sink io_uring sent 0.993x of the C
-/// loop where `sendmmsg` sent 0.947x (16 rounds, the two taking turns at
-/// running first; `sendmmsg` fell into the slow state of part 5 in 4,
-/// io_uring in none), at 64 x 512 B the two were level (0.993x, 0.995x).
-/// With replies to
-/// receive (`bench`'s 46 x 1400 B GSO row) the io_uring client echoed
-/// 0.96x (0.87-1.01x, 4 rounds) of the `sendmmsg` one, so those stay.
-/// Otherwise the engine's default (io_uring): a ping's turnaround, kernel
-/// timestamps (read with io_uring's own command) and zero-copy sends.
+/// The backend a run takes when none is forced (PERF.md, "The send side
+/// against the kernel's limit", parts 2, 3, 5 and 6):
+///
+/// - a flood: `sendmmsg`, where the sending is the work. Into one C sink,
+///   interleaved with io_uring, it sent more at 64 B (0.97x of a C
+///   `send()` loop against 0.92x) and with --gso 64 (0.973x against
+///   0.918x, 12 rounds), and against a C echo it received as much or
+///   more. io_uring keeps a poll entry on the socket for its multishot
+///   receive, which every datagram sent pays a wait-queue walk for, and
+///   costs a submission and a completion per datagram in userspace.
+/// - but a one-way flood (`--match none`) of GSO trains of
+///   [`URING_TRAIN_BYTES`] or more: io_uring. At 46 x 1400 B it sent
+///   0.993x of the C loop where `sendmmsg` fell into part 5's slow state
+///   and sent 0.947x (16 rounds, alternating); at 64 x 512 B the two were
+///   level. On part 6's slower, noisier host `sendmmsg` read 1.185x
+///   against io_uring's 1.106x there, within that host's noise. With
+///   replies to receive (`bench`'s 46 x 1400 B GSO row) the io_uring
+///   client echoed 0.96x of the `sendmmsg` one, so those stay on
+///   `sendmmsg`.
+/// - everything else: the engine's default (io_uring): a ping's
+///   turnaround, kernel timestamps (read with io_uring's own command) and
+///   zero-copy sends.
 pub(crate) fn default_backend(opts: &LoadOpts) -> Option<crate::Backend> {
     let flood = matches!(opts.mode, Mode::Flood);
     let big_trains =
