@@ -269,6 +269,9 @@ pub struct Pool {
     /// Per send slot (by slot - recv_slots): what its last writer said its
     /// bytes are ([`Pool::tag`]); 0: unknown.
     send_tags: Vec<u64>,
+    /// Per send slot: how many of its first bytes may hold something a
+    /// send wrote (past them it is still zero, as mapped).
+    send_dirty: Vec<u32>,
     out: u32,
     recv_out: u32,
 }
@@ -322,6 +325,7 @@ impl Pool {
             refs: vec![0; total],
             send_free: (recv_slots as u32..total as u32).rev().collect(),
             send_tags: vec![0; send_slots],
+            send_dirty: vec![0; send_slots],
             out: 0,
             recv_out: 0,
         };
@@ -472,6 +476,38 @@ impl Pool {
             .and_then(|i| self.send_tags.get_mut(i as usize))
         {
             *t = tag;
+        }
+    }
+
+    /// Makes the first `cap` bytes of the lent send slot `lent` safe to
+    /// hand to a handler that builds a datagram there: unless the slot's
+    /// tag says what they are (the handler kept them on purpose), the
+    /// bytes any earlier send wrote are zeroed, so nothing of an earlier
+    /// datagram can go out with this one. Returns the tag. The slot then
+    /// counts `cap` bytes as written (the handler may write them all).
+    pub fn scrub_send(&mut self, lent: &mut Lent, cap: u32) -> u64 {
+        let tag = self.tag(lent.slot);
+        let Some(i) = lent.slot.checked_sub(self.recv_slots).map(|i| i as usize) else {
+            return 0;
+        };
+        let dirty = &mut self.send_dirty[i];
+        if tag == 0 {
+            let n = (*dirty).min(cap);
+            lent.set_window(0, n);
+            lent.bytes_mut().fill(0);
+        }
+        *dirty = (*dirty).max(cap);
+        lent.set_window(0, cap);
+        tag
+    }
+
+    /// A copy of `len` bytes was written at the start of send slot `slot`.
+    pub fn note_written(&mut self, slot: u32, len: u32) {
+        if let Some(d) = slot
+            .checked_sub(self.recv_slots)
+            .and_then(|i| self.send_dirty.get_mut(i as usize))
+        {
+            *d = (*d).max(len);
         }
     }
 

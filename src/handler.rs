@@ -163,10 +163,15 @@ impl fmt::Debug for Datagram<'_> {
 
 /// A send slot lent to a handler to build a datagram (or a GSO train) in
 /// place ([`Transport::send_with`]): the bytes the kernel will send, no
-/// copy between. They are not zeroed: they hold what this slot's last
-/// send left there, so write every byte that goes out, or use the
-/// [`SendBuf::tag`] to know what is already there (a load generator
-/// writes its payload once per slot and then only its header).
+/// copy between. It derefs to the whole capacity asked for; the closure
+/// that builds in it returns how many of the first bytes it wrote, and
+/// only those go out.
+///
+/// The bytes start as zero, with one exception the handler asks for: a
+/// slot whose [`SendBuf::tag`] is not 0 holds what this worker's handler
+/// left there when it set that tag (a load generator writes its payload
+/// once per slot and then only its header). Nothing any other datagram
+/// left in the slot is ever visible or sent.
 pub struct SendBuf<'a> {
     pub(crate) bytes: &'a mut [u8],
     pub(crate) tag: u64,
@@ -174,8 +179,8 @@ pub struct SendBuf<'a> {
 
 impl SendBuf<'_> {
     /// What the handler that last built a datagram in this slot said its
-    /// bytes are ([`SendBuf::set_tag`]); 0 when unknown (a fresh slot, or
-    /// one a copying send wrote).
+    /// bytes are ([`SendBuf::set_tag`]); 0 when it said nothing (a fresh
+    /// slot, or one a copying send wrote): then the bytes are all zero.
     pub fn tag(&self) -> u64 {
         self.tag
     }
@@ -295,94 +300,99 @@ impl Transport<'_> {
         }
     }
 
-    /// Builds a datagram of `len` bytes in place and queues it for `to`,
-    /// from the worker's first socket: `fill` gets the send slot's first
-    /// `len` bytes (see [`SendBuf`]: not zeroed) and what it returns comes
-    /// back in `Ok`. No copy: prefer it to [`Transport::send_to`] for
-    /// bytes the handler writes anyway. `Err` (and `fill` not called)
-    /// when `len` is over [`crate::MAX_UDP_PAYLOAD`] or the slot size, or
-    /// when every send slot is out ([`SendError::Exhausted`], counted in
-    /// `send_exhausted`; nothing was queued and nothing is held).
-    pub fn send_with<R>(
+    /// Builds a datagram of up to `cap` bytes in place and queues it for
+    /// `to`, from the worker's first socket: `fill` gets the send slot's
+    /// first `cap` bytes (zero, unless the handler kept its own bytes
+    /// there: see [`SendBuf`]) and returns how many of them it wrote; those
+    /// go out, and their count comes back in `Ok`. No copy: prefer it to
+    /// [`Transport::send_to`] for bytes the handler writes anyway, and for
+    /// a reply whose length is known only once it is written.
+    ///
+    /// `Err` (and `fill` not called) when `cap` is over
+    /// [`crate::MAX_UDP_PAYLOAD`] or the slot size, or when every send slot
+    /// is out ([`SendError::Exhausted`], counted in `send_exhausted`;
+    /// nothing was queued and nothing is held). `Err(TooLarge)` after
+    /// `fill` when it says it wrote more than `cap`: nothing is sent.
+    pub fn send_with(
         &mut self,
-        len: usize,
+        cap: usize,
         to: SocketAddr,
-        fill: impl FnOnce(&mut SendBuf<'_>) -> R,
-    ) -> Result<R, SendError> {
-        self.core.send_in_place(0, len, to, Cut::Whole, fill)
+        fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
+    ) -> Result<usize, SendError> {
+        self.core.send_in_place(0, cap, to, Cut::Whole, fill)
     }
 
     /// Like [`Transport::send_with`], from the worker's socket `sock`.
-    pub fn send_with_via<R>(
+    pub fn send_with_via(
         &mut self,
         sock: usize,
-        len: usize,
+        cap: usize,
         to: SocketAddr,
-        fill: impl FnOnce(&mut SendBuf<'_>) -> R,
-    ) -> Result<R, SendError> {
+        fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
+    ) -> Result<usize, SendError> {
         self.check_sock(sock)?;
         self.core
-            .send_in_place(sock as u16, len, to, Cut::Whole, fill)
+            .send_in_place(sock as u16, cap, to, Cut::Whole, fill)
     }
 
-    /// Like [`Transport::send_with_via`], as a GSO train: the `len` bytes
-    /// built in place are cut by the kernel into datagrams of `segment`
-    /// bytes (the last may be shorter), as [`Transport::send_segments`]
-    /// does, without its copy.
-    pub fn send_segments_with<R>(
+    /// Like [`Transport::send_with_via`], as a GSO train: the bytes
+    /// `fill` says it wrote (of `cap`) are cut by the kernel into
+    /// datagrams of `segment` bytes (the last may be shorter), as
+    /// [`Transport::send_segments`] does, without its copy.
+    pub fn send_segments_with(
         &mut self,
         sock: usize,
         segment: u16,
-        len: usize,
+        cap: usize,
         to: SocketAddr,
-        fill: impl FnOnce(&mut SendBuf<'_>) -> R,
-    ) -> Result<R, SendError> {
+        fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
+    ) -> Result<usize, SendError> {
         self.check_sock(sock)?;
         let seg = NonZeroU16::new(segment).ok_or(SendError::TooLarge)?;
         self.core
-            .send_in_place(sock as u16, len, to, Cut::Train(seg), fill)
+            .send_in_place(sock as u16, cap, to, Cut::Train(seg), fill)
     }
 
     /// Like [`Transport::send_segments_with`], but each `size`-byte piece
     /// goes as a datagram of its own (one `sendmmsg` message or SQE each),
     /// never as a GSO train: many datagrams built with one call in one
     /// slot, for a receiver that is to see each one sent by itself. All
-    /// of them are queued, or none ([`SendError::Exhausted`]); `len` 0 is
-    /// no piece and queues nothing.
-    pub fn send_each_with<R>(
+    /// of them are queued, or none ([`SendError::Exhausted`]); 0 bytes
+    /// written is no piece and queues nothing.
+    pub fn send_each_with(
         &mut self,
         sock: usize,
         size: u16,
-        len: usize,
+        cap: usize,
         to: SocketAddr,
-        fill: impl FnOnce(&mut SendBuf<'_>) -> R,
-    ) -> Result<R, SendError> {
+        fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
+    ) -> Result<usize, SendError> {
         self.check_sock(sock)?;
         let piece = NonZeroU32::from(NonZeroU16::new(size).ok_or(SendError::TooLarge)?);
         let cut = Cut::Pieces {
             piece,
             segment: None,
         };
-        self.core.send_in_place(sock as u16, len, to, cut, fill)
+        self.core.send_in_place(sock as u16, cap, to, cut, fill)
     }
 
     /// Like [`Transport::send_segments_with`], for many trains built in one
-    /// slot with one call: the `len` bytes are cut into trains of `train`
+    /// slot with one call: the bytes written are cut into trains of `train`
     /// bytes (the last may be shorter), each its own GSO send of datagrams
     /// of `segment` bytes. For small trains (64 datagrams of 64 B are
     /// 4 KiB; a slot holds 64 KiB with GRO) this is one call, one slot and
     /// one address check for several sends. All are queued, or none
-    /// ([`SendError::Exhausted`]); `len` 0 queues nothing. Without GSO
-    /// (the kernel refused it once) every segment goes as a datagram.
-    pub fn send_trains_with<R>(
+    /// ([`SendError::Exhausted`]); 0 bytes written queues nothing. Without
+    /// GSO (the kernel refused it once) every segment goes as a datagram.
+    pub fn send_trains_with(
         &mut self,
         sock: usize,
         segment: u16,
         train: usize,
-        len: usize,
+        cap: usize,
         to: SocketAddr,
-        fill: impl FnOnce(&mut SendBuf<'_>) -> R,
-    ) -> Result<R, SendError> {
+        fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
+    ) -> Result<usize, SendError> {
         self.check_sock(sock)?;
         let segment = Some(NonZeroU16::new(segment).ok_or(SendError::TooLarge)?);
         let piece = u32::try_from(train)
@@ -390,7 +400,7 @@ impl Transport<'_> {
             .and_then(NonZeroU32::new)
             .ok_or(SendError::TooLarge)?;
         let cut = Cut::Pieces { piece, segment };
-        self.core.send_in_place(sock as u16, len, to, cut, fill)
+        self.core.send_in_place(sock as u16, cap, to, cut, fill)
     }
 
     /// Like [`Transport::send_to`], as a GSO train: `data` is cut by the

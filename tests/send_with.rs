@@ -1,11 +1,12 @@
-//! Issue 11, item 1: datagrams built in place. `send_with` sends exactly
-//! the bytes written into the lent slot; `send_segments_with` a GSO train
-//! whose last segment is short; into a full pool the call fails clearly,
-//! without calling the closure, and nothing queued before is lost; a
-//! slot's tag and bytes are still there when it is lent again, and a
-//! copying send clears the tag. `send_each_with` sends each piece as a
-//! datagram of its own, all or none; `send_trains_with` each train as a
-//! send of its own, all or none.
+//! Datagrams built in place. `send_with` sends exactly the bytes its
+//! closure says it wrote into the lent slot, and never anything an earlier
+//! datagram left there; `send_segments_with` a GSO train whose last
+//! segment is short; into a full pool the call fails clearly, without
+//! calling the closure, and nothing queued before is lost; a slot's tag and
+//! bytes are still there when it is lent again, and a copying send clears
+//! the tag. `send_each_with` sends each piece as a datagram of its own, all
+//! or none; `send_trains_with` each train as a send of its own, all or
+//! none.
 
 #[macro_use]
 mod common;
@@ -46,7 +47,7 @@ fn nothing_more(sink: &UdpSocket) -> bool {
 
 #[derive(Default)]
 struct Seen {
-    results: Vec<Result<(), SendError>>,
+    results: Vec<Result<usize, SendError>>,
     tags: Vec<(u64, bool)>,
 }
 
@@ -61,17 +62,27 @@ fn pattern(n: usize, tag: u8) -> Vec<u8> {
     common::pattern(n, tag)
 }
 
+/// Writes `data` at the start of `b`; says how many bytes it wrote.
+fn write(b: &mut udpring::SendBuf<'_>, data: &[u8]) -> usize {
+    b[..data.len()].copy_from_slice(data);
+    data.len()
+}
+
 const TIMER: u64 = 1;
 
 impl Handler for Builder {
     fn on_start(&mut self, tx: &mut Transport<'_>) {
         let mut seen = self.seen.lock().unwrap();
         // One datagram, one train of 100-byte segments with a 50-byte last.
-        let one = tx.send_with(300, self.to, |b| b.copy_from_slice(&pattern(300, 1)));
+        let one = tx.send_with(300, self.to, |b| {
+            b.copy_from_slice(&pattern(300, 1));
+            300
+        });
         seen.results.push(one);
         let train = tx.send_segments_with(0, 100, 350, self.to, |b| {
             b.copy_from_slice(&pattern(350, 2));
             b.set_tag(7);
+            350
         });
         seen.results.push(train);
         // The pool has 4 send slots: two more fit, the third does not and
@@ -81,6 +92,7 @@ impl Handler for Builder {
             let r = tx.send_with(10, self.to, |b| {
                 called = true;
                 b.copy_from_slice(&pattern(10, 3 + k));
+                10
             });
             assert_eq!(called, r.is_ok());
             seen.results.push(r);
@@ -100,8 +112,13 @@ impl Handler for Builder {
             }
         } else {
             for _ in 0..4 {
-                let r = tx.send_with(350, self.to, |b| (b.tag(), b[..] == want[..]));
-                seen.tags.push(r.unwrap());
+                let mut saw = (0, false);
+                tx.send_with(350, self.to, |b| {
+                    saw = (b.tag(), b[..] == want[..]);
+                    350
+                })
+                .unwrap();
+                seen.tags.push(saw);
             }
         }
         if self.step < 3 {
@@ -130,7 +147,7 @@ per_backend!(
         let seen = seen.lock().unwrap();
         assert_eq!(
             seen.results,
-            vec![Ok(()), Ok(()), Ok(()), Ok(()), Err(SendError::Exhausted)]
+            vec![Ok(300), Ok(350), Ok(10), Ok(10), Err(SendError::Exhausted)]
         );
         assert_eq!(s.send_exhausted, 1, "the refusal is counted");
         assert_eq!(got[0], pattern(300, 1), "the single datagram, byte for byte");
@@ -160,11 +177,11 @@ struct Mixed(SocketAddr);
 
 impl Handler for Mixed {
     fn on_start(&mut self, tx: &mut Transport<'_>) {
-        tx.send_segments_with(0, 100, 350, self.0, |b| b.copy_from_slice(&pattern(350, 5)))
+        tx.send_segments_with(0, 100, 350, self.0, |b| write(b, &pattern(350, 5)))
             .unwrap();
-        tx.send_segments_with(0, 50, 120, self.0, |b| b.copy_from_slice(&pattern(120, 6)))
+        tx.send_segments_with(0, 50, 120, self.0, |b| write(b, &pattern(120, 6)))
             .unwrap();
-        tx.send_with(80, self.0, |b| b.copy_from_slice(&pattern(80, 7)))
+        tx.send_with(80, self.0, |b| write(b, &pattern(80, 7)))
             .unwrap();
     }
     fn on_datagram(&mut self, _d: Datagram<'_>, _tx: &mut Transport<'_>) {}
@@ -189,18 +206,20 @@ per_backend!(
 /// `send_each_with`: pieces built in one slot, each its own datagram even
 /// where trains would go whole (a socket with `UDP_SEGMENT` of that very
 /// size), all of them queued or none.
-struct Each(SocketAddr, Arc<Mutex<Vec<Result<(), SendError>>>>);
+struct Each(SocketAddr, Arc<Mutex<Vec<Result<usize, SendError>>>>);
 
 impl Handler for Each {
     fn on_start(&mut self, tx: &mut Transport<'_>) {
         let mut r = self.1.lock().unwrap();
-        r.push(tx.send_each_with(0, 100, 350, self.0, |b| b.copy_from_slice(&pattern(350, 8))));
+        r.push(tx.send_each_with(0, 100, 350, self.0, |b| write(b, &pattern(350, 8))));
         // Five more do not fit in a queue of six: none is queued.
-        r.push(tx.send_each_with(0, 100, 500, self.0, |b| b.copy_from_slice(&pattern(500, 9))));
-        r.push(tx.send_each_with(0, 40, 80, self.0, |b| b.copy_from_slice(&pattern(80, 10))));
-        r.push(tx.send_each_with(0, 40, 0, self.0, |_| ()));
-        r.push(tx.send_each_with(0, 0, 80, self.0, |_| ()));
-        r.push(tx.send_each_with(3, 40, 80, self.0, |_| ()));
+        r.push(tx.send_each_with(0, 100, 500, self.0, |b| write(b, &pattern(500, 9))));
+        r.push(tx.send_each_with(0, 40, 80, self.0, |b| write(b, &pattern(80, 10))));
+        r.push(tx.send_each_with(0, 40, 0, self.0, |_| 0));
+        // Nothing written of a capacity: no piece.
+        r.push(tx.send_each_with(0, 40, 80, self.0, |_| 0));
+        r.push(tx.send_each_with(0, 0, 80, self.0, |_| 0));
+        r.push(tx.send_each_with(3, 40, 80, self.0, |_| 0));
     }
     fn on_datagram(&mut self, _d: Datagram<'_>, _tx: &mut Transport<'_>) {}
 }
@@ -222,10 +241,11 @@ per_backend!(
         assert_eq!(
             *results.lock().unwrap(),
             vec![
-                Ok(()),
+                Ok(350),
                 Err(SendError::Exhausted),
-                Ok(()),
-                Ok(()),
+                Ok(80),
+                Ok(0),
+                Ok(0),
                 Err(SendError::TooLarge),
                 Err(SendError::NoSuchSocket)
             ]
@@ -239,27 +259,27 @@ per_backend!(
 /// plain send where the socket's own `UDP_SEGMENT` is that size, a control
 /// message otherwise, a plain datagram for a piece of one segment), all
 /// of them queued or none.
-struct Trains(SocketAddr, Arc<Mutex<Vec<Result<(), SendError>>>>);
+struct Trains(SocketAddr, Arc<Mutex<Vec<Result<usize, SendError>>>>);
 
 impl Handler for Trains {
     fn on_start(&mut self, tx: &mut Transport<'_>) {
         let mut r = self.1.lock().unwrap();
         // 250 + 250 + 100 bytes: two trains of 100 + 100 + 50, one datagram.
         r.push(tx.send_trains_with(0, 100, 250, 600, self.0, |b| {
-            b.copy_from_slice(&pattern(600, 11))
+            write(b, &pattern(600, 11))
         }));
         // 120 + 80 bytes of 40-byte segments: 3 and 2 datagrams.
         r.push(tx.send_trains_with(0, 40, 120, 200, self.0, |b| {
-            b.copy_from_slice(&pattern(200, 12))
+            write(b, &pattern(200, 12))
         }));
         // Two more sends do not fit in a queue of six: none is queued.
         r.push(tx.send_trains_with(0, 100, 200, 400, self.0, |b| {
-            b.copy_from_slice(&pattern(400, 13))
+            write(b, &pattern(400, 13))
         }));
-        r.push(tx.send_trains_with(0, 100, 200, 0, self.0, |_| ()));
-        r.push(tx.send_trains_with(0, 0, 200, 400, self.0, |_| ()));
-        r.push(tx.send_trains_with(0, 100, 0, 400, self.0, |_| ()));
-        r.push(tx.send_trains_with(3, 100, 200, 400, self.0, |_| ()));
+        r.push(tx.send_trains_with(0, 100, 200, 0, self.0, |_| 0));
+        r.push(tx.send_trains_with(0, 0, 200, 400, self.0, |_| 0));
+        r.push(tx.send_trains_with(0, 100, 0, 400, self.0, |_| 0));
+        r.push(tx.send_trains_with(3, 100, 200, 400, self.0, |_| 0));
     }
     fn on_datagram(&mut self, _d: Datagram<'_>, _tx: &mut Transport<'_>) {}
 }
@@ -286,10 +306,10 @@ per_backend!(
         assert_eq!(
             *results.lock().unwrap(),
             vec![
-                Ok(()),
-                Ok(()),
+                Ok(600),
+                Ok(200),
                 Err(SendError::Exhausted),
-                Ok(()),
+                Ok(0),
                 Err(SendError::TooLarge),
                 Err(SendError::TooLarge),
                 Err(SendError::NoSuchSocket)
@@ -297,5 +317,90 @@ per_backend!(
         );
         assert_eq!((s.sent, s.sent_bufs), (12, 5), "five sends: four trains, one datagram");
         assert_eq!(s.send_exhausted, 1, "the refusal is counted");
+    }
+);
+
+/// With one send slot, every send uses the same bytes. After a copy of
+/// someone's 64-byte secret: a datagram built in place that writes 4
+/// bytes of a 64-byte capacity goes out as those 4 bytes; one that claims
+/// all 64 goes out as its 4 bytes and zeros, never the secret; one that
+/// claims more than its capacity sends nothing. A tag keeps the
+/// handler's own bytes on purpose, and a copy ends that.
+struct Stale(SocketAddr, Arc<Mutex<Vec<Result<usize, SendError>>>>, u32);
+
+const SECRET: &[u8; 64] = b"another client's answer: do not send this to anybody else, ever.";
+
+impl Handler for Stale {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        tx.call_every(Duration::from_millis(20), 0);
+    }
+    fn on_timer(&mut self, _t: u64, tx: &mut Transport<'_>) {
+        // One send a tick: the one slot is home again at the next.
+        let mut r = self.1.lock().unwrap();
+        let to = self.0;
+        self.2 += 1;
+        let out = match self.2 {
+            1 | 4 | 6 => tx.send_to(SECRET, to).map(|()| 64),
+            2 => tx.send_with(64, to, |b| write(b, b"four")),
+            3 => tx.send_with(64, to, |b| {
+                b[..4].copy_from_slice(b"FOUR");
+                b.set_tag(0);
+                64
+            }),
+            5 => tx.send_with(64, to, |b| {
+                b[..4].copy_from_slice(b"kept");
+                b.set_tag(99);
+                4
+            }),
+            7 => tx.send_with(64, to, |b| {
+                // The copy cleared the tag: zeros again, and an answer
+                // longer than its capacity goes nowhere.
+                assert_eq!((b.tag(), &b[..]), (0, &[0u8; 64][..]));
+                65
+            }),
+            8 => tx.send_with(64, to, |b| {
+                assert_eq!(b.tag(), 0);
+                b.set_tag(5);
+                write(b, b"tagged")
+            }),
+            9 => tx.send_with(64, to, |b| {
+                assert_eq!((b.tag(), &b[..6]), (5, &b"tagged"[..]), "kept on purpose");
+                6
+            }),
+            _ => return,
+        };
+        r.push(out);
+    }
+    fn on_datagram(&mut self, _d: Datagram<'_>, _tx: &mut Transport<'_>) {}
+}
+
+per_backend!(
+    fn nothing_stale_goes_out_with_one_send_slot(backend) {
+        let sink = common::client(false);
+        let mut cfg = common::config(backend, false);
+        cfg.send_slots = 1;
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let handler = Stale(sink.local_addr().unwrap(), results.clone(), 0);
+        let (engine, got) = start_and_read(&sink, cfg, handler, 8);
+        assert!(nothing_more(&sink), "the over-long answer went nowhere");
+        let s = common::stop_clean(engine);
+        let mut zeros = b"FOUR".to_vec();
+        zeros.resize(64, 0);
+        let want: Vec<Vec<u8>> = vec![
+            SECRET.to_vec(),
+            b"four".to_vec(),
+            zeros,
+            SECRET.to_vec(),
+            b"kept".to_vec(),
+            SECRET.to_vec(),
+            b"tagged".to_vec(),
+            b"tagged".to_vec(),
+        ];
+        assert_eq!(got[..], want[..]);
+        assert_eq!(
+            *results.lock().unwrap(),
+            vec![Ok(64), Ok(4), Ok(64), Ok(64), Ok(4), Ok(64), Err(SendError::TooLarge), Ok(6), Ok(6)]
+        );
+        assert_eq!(s.sent, 8);
     }
 );

@@ -20,14 +20,18 @@ impl Handler for Sender {
             // Alternately above and below the threshold of 600 bytes (and
             // not over the socket's segment size, which would cut them).
             let n = if k % 2 == 0 { 800 } else { 500 };
-            tx.send_with(n, self.0, |b| b.copy_from_slice(&common::pattern(n, k)))
-                .unwrap();
+            tx.send_with(n, self.0, |b| {
+                b.copy_from_slice(&common::pattern(n, k));
+                n
+            })
+            .unwrap();
         }
         // Trains of the socket's segment size go as plain sends too: zero
         // copy, cut by the socket.
         for k in 20..24u8 {
             tx.send_segments_with(0, 1000, 3500, self.0, |b| {
-                b.copy_from_slice(&common::pattern(3500, k))
+                b.copy_from_slice(&common::pattern(3500, k));
+                3500
             })
             .unwrap();
         }

@@ -245,6 +245,7 @@ impl Core {
         lent.set_window(0, data.len() as u32);
         lent.bytes_mut().copy_from_slice(data);
         self.pool.set_tag(lent.slot(), 0);
+        self.pool.note_written(lent.slot(), data.len() as u32);
         let r = self.push(Transmit {
             segment,
             src,
@@ -255,29 +256,27 @@ impl Core {
         r
     }
 
-    /// Lends a send slot's first `len` bytes to `fill` and queues them, cut
-    /// as `cut` says: the bytes are built where the kernel reads them.
-    /// `fill` is not called when no slot is free or `len` is too large.
-    pub fn send_in_place<R>(
+    /// Lends a send slot's first `cap` bytes to `fill` and queues the
+    /// first `n` of them, `n` being what `fill` returns (the bytes it
+    /// wrote), cut as `cut` says: the bytes are built where the kernel
+    /// reads them. The lent bytes are zero, or what this handler kept
+    /// there under the slot's tag ([`crate::SendBuf::tag`]): nothing an
+    /// earlier datagram left. `fill` is not called when no slot is free or
+    /// `cap` is too large; an `n` over `cap` (or over the largest datagram)
+    /// sends nothing.
+    pub fn send_in_place(
         &mut self,
         sock: u16,
-        len: usize,
+        cap: usize,
         to: SocketAddr,
         cut: Cut,
-        fill: impl FnOnce(&mut crate::SendBuf<'_>) -> R,
-    ) -> Result<R, SendError> {
+        fill: impl FnOnce(&mut crate::SendBuf<'_>) -> usize,
+    ) -> Result<usize, SendError> {
         if usize::from(sock) >= self.socks.fds.len() {
             return Err(SendError::NoSuchSocket);
         }
-        let datagram = match cut {
-            Cut::Whole => len,
-            Cut::Train(_)
-            | Cut::Pieces {
-                segment: Some(_), ..
-            } => 0,
-            Cut::Pieces { piece, .. } => (piece.get() as usize).min(len),
-        };
-        if len > self.pool.slot_size() || datagram > crate::MAX_UDP_PAYLOAD {
+        let whole = matches!(cut, Cut::Whole);
+        if cap > self.pool.slot_size() || (whole && cap > crate::MAX_UDP_PAYLOAD) {
             return Err(SendError::TooLarge);
         }
         let dst = self.dest(sock, to)?;
@@ -285,16 +284,29 @@ impl Core {
             self.stats.c.send_exhausted += 1;
             return Err(SendError::Exhausted);
         };
-        lent.set_window(0, len as u32);
         let slot = lent.slot();
+        let tag = self.pool.scrub_send(&mut lent, cap as u32);
         let mut buf = crate::SendBuf {
             bytes: lent.bytes_mut(),
-            tag: self.pool.tag(slot),
+            tag,
         };
-        let r = fill(&mut buf);
+        let n = fill(&mut buf);
         let tag = buf.tag;
         self.pool.set_tag(slot, tag);
-        let t = Transmit::new(sock, slot, 0, len as u32, dst);
+        let datagram = match cut {
+            Cut::Whole => n,
+            Cut::Train(_)
+            | Cut::Pieces {
+                segment: Some(_), ..
+            } => 0,
+            Cut::Pieces { piece, .. } => (piece.get() as usize).min(n),
+        };
+        if n > cap || datagram > crate::MAX_UDP_PAYLOAD {
+            self.pool.release(lent);
+            return Err(SendError::TooLarge);
+        }
+        lent.set_window(0, n as u32);
+        let t = Transmit::new(sock, slot, 0, n as u32, dst);
         let pushed = match cut {
             Cut::Whole => self.push(t),
             Cut::Train(s) => self.push(Transmit {
@@ -304,7 +316,7 @@ impl Core {
             Cut::Pieces { piece, segment } => self.enqueue(Transmit { segment, ..t }, Some(piece)),
         };
         self.pool.release(lent);
-        pushed.map(|()| r)
+        pushed.map(|()| n)
     }
 
     /// The mark an answer to a datagram carries: the one it arrived with

@@ -34,6 +34,7 @@ impl Worker {
         // mark; a flow beyond 20 bits gets no template.
         let template =
             (flow_id < 1 << 20).then(|| TEMPLATE | u64::from(flow_id) << 27 | (size as u64) << 11);
+        let len = n * size;
         let build = |b: &mut crate::SendBuf<'_>| {
             let t = b.tag();
             let ready = template.is_some_and(|m| t & !0x7ff == m && (t & 0x7ff) as usize >= n);
@@ -44,7 +45,7 @@ impl Worker {
             if ready && !sockperf {
                 // The hot path: 16 bytes per datagram.
                 crate::apps::header::stamp_train(b, size, off, seq0, due);
-                return;
+                return len;
             }
             for (k, (seg, &at)) in b.chunks_mut(size).zip(due).enumerate() {
                 let seq = seq0 + k as u64;
@@ -58,19 +59,21 @@ impl Worker {
                     Header::new_unchecked(&mut seg[off..]).fill(token, flow_id, seq, at);
                 }
             }
+            len
         };
         let sock = self.flows[fi].sock;
         let gso = self.opts.gso;
-        if n == 1 {
+        let r = if n == 1 {
             tx.send_with_via(sock, size, self.opts.target, build)
         } else if gso > 1 && n > gso {
             let train = gso * size;
-            tx.send_trains_with(sock, size as u16, train, n * size, self.opts.target, build)
+            tx.send_trains_with(sock, size as u16, train, len, self.opts.target, build)
         } else if gso > 1 {
-            tx.send_segments_with(sock, size as u16, n * size, self.opts.target, build)
+            tx.send_segments_with(sock, size as u16, len, self.opts.target, build)
         } else {
-            tx.send_each_with(sock, size as u16, n * size, self.opts.target, build)
-        }
+            tx.send_each_with(sock, size as u16, len, self.opts.target, build)
+        };
+        r.map(drop)
     }
 
     /// Sends the next payload: with ID matching a copy with the flow's ID
@@ -110,7 +113,9 @@ impl Worker {
             if let Some((offset, id_len, id)) = id {
                 write_id(b, offset, id_len, id);
             }
-        });
+            len
+        })
+        .map(drop);
         if written_off {
             // Its request is given up on: it leaves the window too.
             self.in_flight.answered(1);
