@@ -275,7 +275,11 @@ config! {
     /// for a whole CPU per worker. Default: off.
     busy_poll: bool = false;
     /// Which datagrams never reach the handler (loops, reflection,
-    /// strangers): see [`Guard`]. Default: [`Guard::default`], on.
+    /// strangers): see [`Guard`]. Default: [`Guard::default`], a
+    /// server's: its sends carry the server mark and it refuses what other
+    /// udpring servers send. An engine that sends requests to servers (a
+    /// client, a load generator) takes [`Guard::client`], or a udpring
+    /// server will not answer it.
     guard: Guard = Guard::default();
     /// uring: ask for `IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN` (the
     /// kernel then runs completions only when the worker waits; fewer

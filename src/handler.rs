@@ -106,6 +106,13 @@ impl Datagram<'_> {
         self.meta.cmsg.tos
     }
 
+    /// The IP TTL (IPv6 hop limit) it arrived with. `None` unless the
+    /// engine reads it: a server's guard does, to refuse what other
+    /// udpring servers send ([`crate::Guard::refuse_marked`]).
+    pub fn hops(&self) -> Option<u8> {
+        self.meta.cmsg.hops
+    }
+
     /// When the kernel received it (software timestamp, `CLOCK_REALTIME`,
     /// compare with [`SystemTime::now`]): the time before the handler saw
     /// it is `SystemTime::now() - rx_timestamp()`. `None` unless

@@ -156,7 +156,7 @@ pub use config::{
 };
 pub use engine::{Engine, StopError, StopHandle};
 pub use error::{ErrorEvent, SendError};
-pub use guard::{Cidr, Guard, REFLECTOR_PORTS, RateLimit};
+pub use guard::{Cidr, Guard, MARK_HOPS, MARK_SPAN, REFLECTOR_PORTS, RateLimit};
 pub use handler::{Datagram, Handler, SendBuf, Transport};
 pub use sender::Sender;
 pub use socket::SocketInfo;

@@ -77,6 +77,14 @@ pub(crate) fn open(
     if cfg.recv_tos {
         sys::socket::set_recv_tos(fd, bind.is_ipv6())?;
     }
+    // The server mark (see the guard's module doc): what this engine sends
+    // says it is a udpring server, and what other servers sent is read.
+    if cfg.guard.marks() {
+        sys::socket::set_unicast_hops(fd, bind.is_ipv6(), crate::guard::MARK_HOPS)?;
+    }
+    if cfg.guard.reads_marks() {
+        sys::socket::set_recv_hops(fd, bind.is_ipv6())?;
+    }
     if let Some(seg) = cfg.udp_segment {
         sys::socket::setsockopt_int(fd, libc::SOL_UDP, sys::cmsg::UDP_SEGMENT, i32::from(seg))
             .map_err(|e| io::Error::new(e.kind(), format!("UDP_SEGMENT {seg}: {e}")))?;

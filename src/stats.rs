@@ -136,6 +136,10 @@ counters! {
     /// Refused by the guard: source port 0 or a source no host sends from
     /// (unspecified, multicast, broadcast).
     guard_bad_source,
+    /// Refused by the guard: sent by another udpring server (it arrived
+    /// with the server mark, a TTL of 160..=200): answering it could
+    /// close a loop between two servers.
+    guard_marked,
     /// Refused by the guard: the source is this engine itself (one of its
     /// ports on one of this host's addresses): a forged loop.
     guard_loop,

@@ -1,10 +1,10 @@
-//! Issue 13, item 5: `fanout` with live subscribers. Subscribers that join
-//! and leave mid-stream receive exactly the datagrams the relay handled
-//! from their join to their leave (contiguous, each once, as many as the
-//! relay counts for them); one that stops refreshing expires; a static
-//! destination gets everything; the control socket refuses forged tokens,
-//! short first requests, garbage and more subscribers than allowed, and
-//! the guard's allowlist applies to it.
+//! `fanout` with live subscribers. Subscribers that join and leave
+//! mid-stream receive exactly the datagrams the relay handled from their
+//! join to their leave (contiguous, each once, as many as the relay counts
+//! for them); one that stops refreshing expires; a static destination gets
+//! everything; the control socket refuses forged tokens, short first
+//! requests, garbage, revoked tokens and more subscribers than allowed (in
+//! all, per address, per prefix), and the guard's allowlist applies to it.
 
 #[macro_use]
 mod common;
@@ -49,7 +49,12 @@ struct Sub {
 
 impl Sub {
     fn new() -> Sub {
-        let sock = common::client(false);
+        Sub::on("127.0.0.1")
+    }
+
+    /// A subscriber at `ip` (one of loopback's 127.0.0.0/8).
+    fn on(ip: &str) -> Sub {
+        let sock = common::client_on(SocketAddr::new(ip.parse().unwrap(), 0));
         sock.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         Sub {
@@ -309,4 +314,70 @@ fn the_command_takes_subscribers_and_reports_each_in_json() {
     assert_eq!(d["forwarded"], 20);
     assert_eq!(v["control"]["subscribed"], 1);
     assert_eq!(v["subscribers"], 0);
+}
+
+#[test]
+fn unsubscribing_revokes_the_token() {
+    let (engine, relay, listen, control) = relay(Backend::Mmsg, RelayOpts::new(Vec::new()), None);
+    let mut a = Sub::new();
+    assert!(a.join(control).starts_with("OK "));
+    let old = a.token;
+    assert_eq!(a.leave(control).as_deref(), Some("BYE"));
+    // The old token subscribes no more, even within its lifetime.
+    assert_eq!(a.ask(control, format!("SUB {old:016x}").as_bytes()), None);
+    let src = UdpSocket::bind("127.0.0.1:0").unwrap();
+    src.send_to(&7u32.to_be_bytes(), listen).unwrap();
+    a.drain();
+    assert!(
+        a.seqs.is_empty(),
+        "nothing relayed to a revoked token's owner"
+    );
+    // A fresh hello gives a new token, which works.
+    assert!(a.join(control).starts_with("OK "));
+    assert_ne!(a.token, old);
+    common::stop_clean(engine);
+    let k = relay.table().control;
+    assert_eq!(
+        (k.subscribed, k.unsubscribed, k.bad_token, k.tokens),
+        (2, 1, 1, 2),
+        "{k:?}"
+    );
+}
+
+#[test]
+fn one_host_or_prefix_cannot_take_the_whole_relay() {
+    let mut opts = RelayOpts::new(Vec::new());
+    opts.max_per_host = 3;
+    opts.max_per_prefix = 4;
+    let (engine, relay, listen, control) = relay(Backend::Mmsg, opts, None);
+    let mut subs: Vec<Sub> = (0..4).map(|_| Sub::new()).collect();
+    let answers: Vec<String> = subs.iter_mut().map(|s| s.join(control)).collect();
+    assert!(
+        answers[..3].iter().all(|a| a.starts_with("OK ")),
+        "{answers:?}"
+    );
+    assert_eq!(answers[3], "FULL", "a fourth from one address");
+    // Another address of the same /24: one more fits, then the prefix is full.
+    let mut b = Sub::on("127.0.0.2");
+    let mut c = Sub::on("127.0.0.3");
+    assert!(b.join(control).starts_with("OK "));
+    assert_eq!(c.join(control), "FULL", "a fifth from one /24");
+    // One datagram makes four copies, not one per request a host made.
+    let src = UdpSocket::bind("127.0.0.9:0").unwrap();
+    src.send_to(&1u32.to_be_bytes(), listen).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // Leaving makes room again.
+    assert_eq!(subs[0].leave(control).as_deref(), Some("BYE"));
+    assert!(c.join(control).starts_with("OK "));
+    let s = common::stop_clean(engine);
+    let t = relay.table();
+    let k = t.control;
+    assert_eq!(
+        (k.host_full, k.prefix_full, k.subscribed),
+        (1, 1, 5),
+        "{k:?}"
+    );
+    assert_eq!(t.received, 1);
+    // 4 copies; answers: 7 tokens, 5 OKs, 2 FULLs, 1 BYE.
+    assert_eq!(s.sent, 4 + 7 + 5 + 2 + 1, "{s:?}");
 }

@@ -265,17 +265,11 @@ impl Handler for Trains {
     fn on_start(&mut self, tx: &mut Transport<'_>) {
         let mut r = self.1.lock().unwrap();
         // 250 + 250 + 100 bytes: two trains of 100 + 100 + 50, one datagram.
-        r.push(tx.send_trains_with(0, 100, 250, 600, self.0, |b| {
-            write(b, &pattern(600, 11))
-        }));
+        r.push(tx.send_trains_with(0, 100, 250, 600, self.0, |b| write(b, &pattern(600, 11))));
         // 120 + 80 bytes of 40-byte segments: 3 and 2 datagrams.
-        r.push(tx.send_trains_with(0, 40, 120, 200, self.0, |b| {
-            write(b, &pattern(200, 12))
-        }));
+        r.push(tx.send_trains_with(0, 40, 120, 200, self.0, |b| write(b, &pattern(200, 12))));
         // Two more sends do not fit in a queue of six: none is queued.
-        r.push(tx.send_trains_with(0, 100, 200, 400, self.0, |b| {
-            write(b, &pattern(400, 13))
-        }));
+        r.push(tx.send_trains_with(0, 100, 200, 400, self.0, |b| write(b, &pattern(400, 13))));
         r.push(tx.send_trains_with(0, 100, 200, 0, self.0, |_| 0));
         r.push(tx.send_trains_with(0, 0, 200, 400, self.0, |_| 0));
         r.push(tx.send_trains_with(0, 100, 0, 400, self.0, |_| 0));

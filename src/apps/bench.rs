@@ -284,6 +284,8 @@ impl Pair {
         let mut client_cfg = Config::new(SocketAddr::new(opts.bind.ip(), 0));
         client_cfg.backend = opts.client_backend;
         client_cfg.workers = 1;
+        // A client: its requests go unmarked and it takes marked answers.
+        client_cfg.guard = crate::Guard::client();
         client_cfg.gro = case.gso;
         client_cfg.first_cpu = last;
         if case.gso {

@@ -15,6 +15,7 @@
 //! | reason | refused |
 //! |---|---|
 //! | `guard_bad_source` | source port 0, or a source address that no host sends from: unspecified, multicast, the limited broadcast or a local subnet's broadcast |
+//! | `guard_marked` | a datagram another udpring server sent (it carries the server mark, below): answering it is how two servers make a loop |
 //! | `guard_loop` | a source port that is one of this engine's own ports, on any host, of a datagram not sent to a group: a forged datagram "from ourselves", or from a twin service on another host (inetd's `check_loop` refuses the same) |
 //! | `guard_broadcast` | a datagram sent to a broadcast address (unless [`Guard::broadcast_destinations`]) |
 //! | `guard_port` | a source port of a service that answers whatever it is sent ([`REFLECTOR_PORTS`], or [`Guard::deny_ports`]) |
@@ -26,14 +27,71 @@
 //! few candidates (counted in `guard_evictions`). Nothing is allocated per
 //! datagram.
 //!
-//! Two echo services on different, arbitrary ports can still answer each
-//! other (nothing in a datagram tells a client from a service): the
-//! per-source rate limit bounds what such a loop costs.
+//! # Two servers never make a loop: the server mark
+//!
+//! Nothing in a datagram tells a client from a service: an echo server
+//! on port 9000 sent one datagram forged from another on port 9100 answers
+//! it, the other answers the answer, and so on for ever. The ports can be
+//! any two, on any hosts, and the two can be of different kinds (an echo
+//! and a relay, two relays sending to each other's listening ports from
+//! ports of their own). The checks above cannot see that, and content
+//! cannot either: a client that sends the same bytes again after each
+//! answer (netperf's `UDP_RR`) looks exactly like a second echo server.
+//!
+//! So a udpring server says what it is outside the payload: every
+//! unicast datagram it sends leaves with the IP TTL (IPv6 hop limit)
+//! [`MARK_HOPS`] (200) instead of the system's 64, set once per socket
+//! (`IP_TTL`, `IPV6_UNICAST_HOPS`): no cost per datagram. A udpring server
+//! reads each datagram's TTL (`IP_RECVTTL`, `IPV6_RECVHOPLIMIT`: a control
+//! message per datagram, or per GRO train) and hands its handler none
+//! that arrives with 200 or up to [`MARK_SPAN`] (40) routers less: that
+//! is another udpring server's answer or relay. Of any two udpring
+//! servers, whichever answers first sends a marked datagram, and the other
+//! refuses it: one forged datagram makes at most two handled datagrams and
+//! one answer, on any ports and hosts, whatever the servers are (echo,
+//! pong, relays, a library handler that replies).
+//!
+//! Its costs and its false positives, plainly:
+//! - A sender whose datagrams arrive with a TTL from 160 to 200 is taken
+//!   for a udpring server and not answered (counted). Systems send with 64
+//!   (Linux, the BSDs, macOS, Android, iOS), 128 (Windows) or 255 (some
+//!   routers and embedded stacks: those arrive above 200 unless they are
+//!   over 55 routers away), so only a sender that sets such a TTL on
+//!   purpose is refused, or one with a default of 255 that far away.
+//! - Answers travel with TTL 200: further than 64 routers, which no path
+//!   has. A client that insists on a TTL of 255 (mDNS, GTSM) needs
+//!   [`Guard::mark_sends`] off.
+//! - A middlebox that rewrites TTLs removes the mark: two servers on either
+//!   side of it are guarded only by [`Guard::per_source_rate`].
+//! - A udpring server and a server that is not udpring (on a port outside
+//!   [`REFLECTOR_PORTS`]) can still answer each other: the mark needs
+//!   udpring at one end. [`Guard::per_source_rate`] bounds what that
+//!   costs.
+//! - A client built on the engine sends requests to servers: it takes
+//!   [`Guard::client`], which neither marks nor refuses marked datagrams,
+//!   or a udpring server would not answer it. A service that is itself the
+//!   client of another udpring server on the same engine (a forwarder)
+//!   turns [`Guard::refuse_marked`] off and must not answer what those
+//!   servers send.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Instant;
+
+/// The IP TTL / IPv6 hop limit of every unicast datagram a udpring server
+/// sends (see the module doc).
+pub const MARK_HOPS: u8 = 200;
+/// A datagram that arrives with a TTL from `MARK_HOPS - MARK_SPAN` to
+/// `MARK_HOPS` is taken for a udpring server's: 200 after at most 40
+/// routers.
+pub const MARK_SPAN: u8 = 40;
+
+/// Whether a datagram that arrived with TTL / hop limit `hops` carries the
+/// server mark.
+pub fn is_marked(hops: u8) -> bool {
+    (MARK_HOPS - MARK_SPAN..=MARK_HOPS).contains(&hops)
+}
 
 /// Source ports of services that answer what they are sent, whose
 /// datagrams a service must never answer (each could be the other half of
@@ -164,6 +222,14 @@ pub struct Guard {
     /// responder). Off by default: a reply to a broadcast reaches the
     /// sender once per host on the subnet.
     pub broadcast_destinations: bool,
+    /// Send every unicast datagram with the server mark (TTL / hop limit
+    /// [`MARK_HOPS`]), so that other udpring servers do not answer it.
+    /// On for a server ([`Guard::default`]), off for a client.
+    pub mark_sends: bool,
+    /// Refuse datagrams that carry the server mark (`guard_marked`): other
+    /// udpring servers' answers and relays. On for a server, off for a
+    /// client.
+    pub refuse_marked: bool,
 }
 
 impl Default for Guard {
@@ -175,6 +241,8 @@ impl Default for Guard {
             per_source_rate: None,
             rate_table: 4096,
             broadcast_destinations: false,
+            mark_sends: true,
+            refuse_marked: true,
         }
     }
 }
@@ -189,12 +257,26 @@ impl Guard {
     }
 
     /// The checks for a client: sources on the reflector ports are the
-    /// services it talks to, so they are not refused; the rest stays.
+    /// services it talks to, so they are not refused, nor are the marked
+    /// answers of udpring servers, and its requests go unmarked (a udpring
+    /// server answers them); the rest stays.
     pub fn client() -> Self {
         Guard {
             deny_ports: Vec::new(),
+            mark_sends: false,
+            refuse_marked: false,
             ..Guard::default()
         }
+    }
+
+    /// Whether the engine's sockets send with the server mark.
+    pub(crate) fn marks(&self) -> bool {
+        self.enabled && self.mark_sends
+    }
+
+    /// Whether the engine reads each datagram's TTL to refuse marked ones.
+    pub(crate) fn reads_marks(&self) -> bool {
+        self.enabled && self.refuse_marked
     }
 
     /// Checks the numbers; the message names the field.
@@ -221,6 +303,7 @@ impl Guard {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
     BadSource,
+    Marked,
     Loop,
     Broadcast,
     Port,
@@ -381,6 +464,7 @@ pub(crate) struct GuardState {
     deny: Box<[u64; 1024]>,
     allow: Vec<Cidr>,
     broadcast_destinations: bool,
+    refuse_marked: bool,
     /// Every port this engine is bound to (a source on one of them is
     /// ourselves or a twin service: half of a loop).
     own_ports: Vec<u16>,
@@ -399,6 +483,7 @@ impl GuardState {
             deny,
             allow: g.allow.clone(),
             broadcast_destinations: g.broadcast_destinations,
+            refuse_marked: g.refuse_marked,
             own_ports,
             host,
             limiter: g.per_source_rate.map(|r| Limiter::new(r, g.rate_table)),
@@ -406,12 +491,14 @@ impl GuardState {
     }
 
     /// Whether a datagram from `src` (canonical: v4-mapped shown as IPv4)
-    /// sent to `dst` (when the kernel said) may reach the handler.
-    /// `evicted` is set when the rate limiter dropped a tracked source.
+    /// sent to `dst` (when the kernel said), arrived with TTL / hop limit
+    /// `hops` (when asked), may reach the handler. `evicted` is set when
+    /// the rate limiter dropped a tracked source.
     pub fn check(
         &mut self,
         src: SocketAddr,
         dst: Option<IpAddr>,
+        hops: Option<u8>,
         evicted: &mut bool,
     ) -> Result<(), Refusal> {
         if !self.enabled {
@@ -425,6 +512,9 @@ impl GuardState {
             || self.host.is_broadcast(ip);
         if bad {
             return Err(Refusal::BadSource);
+        }
+        if self.refuse_marked && hops.is_some_and(is_marked) {
+            return Err(Refusal::Marked);
         }
         // Our own port as the source of a datagram sent to a group is our
         // own multicast heard back (IP_MULTICAST_LOOP) or a peer on the

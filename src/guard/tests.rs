@@ -10,12 +10,48 @@ fn state(g: &Guard, own: &[u16]) -> GuardState {
 }
 
 fn check(s: &mut GuardState, src: &str, dst: Option<&str>) -> Result<(), Refusal> {
+    check_hops(s, src, dst, Some(64))
+}
+
+fn check_hops(
+    s: &mut GuardState,
+    src: &str,
+    dst: Option<&str>,
+    hops: Option<u8>,
+) -> Result<(), Refusal> {
     let mut ev = false;
     s.check(
         src.parse().unwrap(),
         dst.map(|d| d.parse().unwrap()),
+        hops,
         &mut ev,
     )
+}
+
+#[test]
+fn a_server_refuses_what_another_server_sent_and_a_client_takes_it() {
+    let mut s = state(&Guard::default(), &[9000]);
+    for hops in [200, 199, 180, 160] {
+        assert_eq!(
+            check_hops(&mut s, "10.0.0.9:9100", None, Some(hops)),
+            Err(Refusal::Marked),
+            "TTL {hops}: the mark after {} routers",
+            200 - hops
+        );
+    }
+    for hops in [1, 30, 64, 63, 128, 100, 159, 201, 255, 254, 230] {
+        assert_eq!(
+            check_hops(&mut s, "10.0.0.9:9100", None, Some(hops)),
+            Ok(()),
+            "TTL {hops}: a system's default after some routers"
+        );
+    }
+    assert_eq!(check_hops(&mut s, "10.0.0.9:9100", None, None), Ok(()));
+    let mut c = state(&Guard::client(), &[9000]);
+    assert_eq!(check_hops(&mut c, "10.0.0.9:9100", None, Some(200)), Ok(()));
+    assert!(Guard::default().marks() && Guard::default().reads_marks());
+    assert!(!Guard::client().marks() && !Guard::client().reads_marks());
+    assert!(!Guard::off().marks() && !Guard::off().reads_marks());
 }
 
 #[test]
@@ -145,7 +181,7 @@ fn rate_limit_per_source_with_a_bounded_table() {
     for i in 0..5000u32 {
         let ip = Ipv4Addr::from(0x0a01_0000 + i);
         let mut ev = false;
-        let _ = s.check(SocketAddr::new(ip.into(), 5555), None, &mut ev);
+        let _ = s.check(SocketAddr::new(ip.into(), 5555), None, None, &mut ev);
         evicted += ev as u32;
     }
     assert!(evicted >= 5000 - 16, "{evicted} evictions");

@@ -156,6 +156,14 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// `ip` with a v4-mapped IPv6 address shown as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// The destination of every datagram a socket bound to `bound` receives,
 /// with the interface its address names (an IPv6 scope; 0: none), when
 /// there is a single one: the kernel delivers to a socket bound to one

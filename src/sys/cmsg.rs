@@ -143,6 +143,9 @@ pub struct RecvCmsg {
     /// `SCM_TIMESTAMPNS` (with `rx_timestamps`): when the kernel received
     /// it, nanoseconds since the Unix epoch (`CLOCK_REALTIME`).
     pub rx_ns: Option<u64>,
+    /// `IP_TTL` / `IPV6_HOPLIMIT` (when the guard reads the server mark):
+    /// the TTL or hop limit it arrived with.
+    pub hops: Option<u8>,
 }
 
 impl RecvCmsg {
@@ -206,6 +209,10 @@ impl RecvCmsg {
                     out.tos = c.u32().and_then(|v| u8::try_from(v).ok());
                 }
                 (libc::SOL_SOCKET, SO_TIMESTAMPNS) => out.rx_ns = timespec_ns(c.data),
+                // Both an int.
+                (libc::SOL_IP, libc::IP_TTL) | (libc::SOL_IPV6, libc::IPV6_HOPLIMIT) => {
+                    out.hops = c.u32().and_then(|v| u8::try_from(v).ok());
+                }
                 _ => {}
             }
         }
@@ -358,6 +365,18 @@ mod tests {
         // A zero segment size is no segment size.
         let z = area(&[(libc::SOL_UDP, UDP_GRO, &0i32.to_ne_bytes())]);
         assert_eq!(RecvCmsg::parse(&z).gro_segment, None);
+    }
+
+    #[test]
+    fn reads_the_ttl_and_the_hop_limit() {
+        let a = area(&[(libc::SOL_IP, libc::IP_TTL, &200i32.to_ne_bytes())]);
+        assert_eq!(RecvCmsg::parse(&a).hops, Some(200));
+        let a = area(&[(libc::SOL_IPV6, libc::IPV6_HOPLIMIT, &64i32.to_ne_bytes())]);
+        assert_eq!(RecvCmsg::parse(&a).hops, Some(64));
+        let a = area(&[(libc::SOL_IP, libc::IP_TTL, &300i32.to_ne_bytes())]);
+        assert_eq!(RecvCmsg::parse(&a).hops, None, "not a TTL");
+        let a = area(&[(libc::SOL_IP, libc::IP_TTL, &[200u8][..])]);
+        assert_eq!(RecvCmsg::parse(&a).hops, None, "too short");
     }
 
     #[test]

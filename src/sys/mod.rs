@@ -60,7 +60,7 @@ pub(crate) mod uring_probe;
 
 #[cfg(feature = "cli")]
 pub use addr::unspecified_like;
-pub(crate) use addr::{RawAddr, canonical, fixed_destination};
+pub(crate) use addr::{RawAddr, canonical, canonical_ip, fixed_destination};
 pub(crate) use errqueue::{Queued, QueuedError, read_errqueue, take_socket_error};
 pub(crate) use event::{EventFd, poll};
 pub(crate) use meta::{RecvMeta, SrcIp, Transmit};

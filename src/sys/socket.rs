@@ -71,6 +71,34 @@ pub fn set_recv_tos(fd: RawFd, v6: bool) -> io::Result<()> {
     }
 }
 
+/// Sends every unicast datagram with TTL / hop limit `hops` (`IP_TTL`; on
+/// an IPv6 socket `IPV6_UNICAST_HOPS`, and `IP_TTL` for the IPv4 it may
+/// carry as v4-mapped).
+pub fn set_unicast_hops(fd: RawFd, v6: bool, hops: u8) -> io::Result<()> {
+    let h = libc::c_int::from(hops);
+    if v6 {
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, h)?;
+        // An IPv6-only socket may refuse the IPv4 option; that is fine.
+        let _ = setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_TTL, h);
+        Ok(())
+    } else {
+        setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_TTL, h)
+    }
+}
+
+/// Asks for each datagram's TTL (`IP_RECVTTL`) or, on an IPv6 socket, hop
+/// limit (`IPV6_RECVHOPLIMIT`, and `IP_RECVTTL` for the IPv4 it may
+/// carry).
+pub fn set_recv_hops(fd: RawFd, v6: bool) -> io::Result<()> {
+    if v6 {
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
+        let _ = setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVTTL, 1);
+        Ok(())
+    } else {
+        setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)
+    }
+}
+
 /// Software receive timestamps (`SO_TIMESTAMPNS`): every datagram carries
 /// an `SCM_TIMESTAMPNS` with the `CLOCK_REALTIME` time the kernel took it.
 pub fn set_rx_timestamps(fd: RawFd) -> io::Result<()> {

@@ -115,12 +115,15 @@ impl<H: Handler> Worker<H> {
             core.note_drops(usize::from(meta.sock), d);
         }
         let mut evicted = false;
-        let verdict = core.guard.check(src_addr, meta.cmsg.dst, &mut evicted);
+        let verdict = core
+            .guard
+            .check(src_addr, meta.cmsg.dst, meta.cmsg.hops, &mut evicted);
         core.stats.c.guard_evictions += u64::from(evicted);
         if let Err(why) = verdict {
             let c = &mut core.stats.c;
             *match why {
                 Refusal::BadSource => &mut c.guard_bad_source,
+                Refusal::Marked => &mut c.guard_marked,
                 Refusal::Loop => &mut c.guard_loop,
                 Refusal::Broadcast => &mut c.guard_broadcast,
                 Refusal::Port => &mut c.guard_port,

@@ -71,14 +71,19 @@ pub fn config(backend: Backend, v6: bool) -> Config {
 
 /// A client socket on loopback with a generous receive buffer and a timeout.
 pub fn client(v6: bool) -> UdpSocket {
-    let domain = if v6 {
+    client_on(loopback(v6))
+}
+
+/// [`client`] bound to `bind` (a loopback address, port 0 for any).
+pub fn client_on(bind: SocketAddr) -> UdpSocket {
+    let domain = if bind.is_ipv6() {
         socket2::Domain::IPV6
     } else {
         socket2::Domain::IPV4
     };
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, None).unwrap();
     let _ = s.set_recv_buffer_size(8 << 20);
-    s.bind(&loopback(v6).into()).unwrap();
+    s.bind(&bind.into()).unwrap();
     let s: UdpSocket = s.into();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s

@@ -206,6 +206,47 @@ pub fn forge_udp4(src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4, payl
         .expect("send the forged datagram");
 }
 
+/// Sends one UDP datagram from port `src_port` of this host (the kernel
+/// picks the source address by route) to `dst`, from a raw socket: a
+/// datagram "from" a port a server holds, which no UDP socket could send.
+/// IPv4 or IPv6 (the kernel computes the IPv6 UDP checksum). Must run
+/// inside the namespace (see `run_in`).
+pub fn forge_from_port(src_port: u16, dst: std::net::SocketAddr, payload: &[u8]) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if dst.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let raw = Socket::new(domain, Type::RAW, Some(Protocol::UDP))
+        .expect("a raw socket (root, inside the test's namespace)");
+    if dst.is_ipv6() {
+        // IPV6_CHECKSUM: the kernel fills the UDP checksum at offset 6.
+        let off: libc::c_int = 6;
+        // SAFETY: a valid descriptor and a c_int option value.
+        let r = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&raw),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_CHECKSUM,
+                (&off as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "IPV6_CHECKSUM");
+    }
+    let mut p = Vec::with_capacity(8 + payload.len());
+    p.extend_from_slice(&src_port.to_be_bytes());
+    p.extend_from_slice(&dst.port().to_be_bytes());
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    // A raw socket's destination port must be 0 (or its protocol).
+    let to = std::net::SocketAddr::new(dst.ip(), 0);
+    raw.send_to(&p, &to.into())
+        .expect("send the forged datagram");
+}
+
 /// The UDP counters of `/proc/net/snmp` as the calling thread's network
 /// namespace sees them (`/proc/thread-self`: run inside `run_in`).
 pub fn udp_snmp() -> std::collections::HashMap<String, u64> {

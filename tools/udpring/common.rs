@@ -399,9 +399,17 @@ pub(crate) struct GuardArgs {
     /// tracked by evicting the oldest (counted).
     #[arg(long, value_name = "R[:BURST]", value_parser = parse_source_rate)]
     pub(crate) per_source_rate: Option<udpring::RateLimit>,
+    /// Take datagrams that other udpring servers sent (they carry the
+    /// server mark: TTL 160..200), refused by default so that no two
+    /// udpring servers can answer each other for ever; e.g. a relay placed
+    /// below another relay. Two servers that both take them and send to
+    /// each other make a loop.
+    #[arg(long)]
+    pub(crate) accept_marked: bool,
     /// Turn the loop and reflection guards off: forged datagrams (from
     /// this server itself, from broadcast addresses, from echo or DNS
-    /// ports) are then answered too.
+    /// ports, from other udpring servers) are then answered too, and this
+    /// server's sends go without the server mark.
     #[arg(long)]
     pub(crate) no_guard: bool,
 }
@@ -417,6 +425,7 @@ impl GuardArgs {
         g.deny_ports.retain(|p| !self.allow_port.contains(p));
         g.allow = self.allow.clone();
         g.per_source_rate = self.per_source_rate;
+        g.refuse_marked &= !self.accept_marked;
         g
     }
 }

@@ -19,9 +19,13 @@ use crate::common::{
 Subscribing (--control): send, from the address that should receive,\n  \
     'SUB' padded with spaces to 32 bytes   -> answer 'TOKEN <16 hex>'\n  \
     'SUB <token>'                          -> 'OK <expiry s>' (or 'FULL'); again to refresh\n  \
-    'UNSUB <token>'                        -> 'BYE'\n\
+    'UNSUB <token>'                        -> 'BYE' (the token is revoked)\n\
 A subscriber that does not refresh within --expiry is dropped. The token\n\
-proves the subscriber receives at its address (sources can be forged).")]
+proves the subscriber receives at its address (sources can be forged).\n\n\
+Loops: everything the relay sends carries the server mark (TTL 200), and it\n\
+relays nothing that carries it, so two relays sent to each other, or an\n\
+echo among the destinations, stop after one copy (counted: guard_marked).\n\
+A relay below another relay takes --accept-marked.")]
 pub(crate) struct FanoutArgs {
     /// Address to receive on.
     #[arg(long, value_parser = parse_addr)]
@@ -39,6 +43,14 @@ pub(crate) struct FanoutArgs {
     /// Most live subscribers; more are answered FULL (counted).
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_subscribers: u32,
+    /// Most live subscribers at one address (any port); more are answered
+    /// FULL (counted): one host cannot take the whole relay.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_per_host: u32,
+    /// Most live subscribers in one /24 (IPv4) or /48 (IPv6); more are
+    /// answered FULL (counted).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_per_prefix: u32,
     /// Join GROUP (or GROUP@SOURCE, source-specific) before receiving; repeatable.
     #[arg(long, value_parser = parse_join)]
     join: Vec<(IpAddr, Option<IpAddr>)>,
@@ -102,6 +114,10 @@ struct FanoutTotals {
     sent: u64,
     send_errors: std::collections::BTreeMap<String, u64>,
     slots_out: u64,
+    /// The engine's guard: what it refused before the relay saw it, by
+    /// reason (`guard_marked`, `guard_loop`, ...), named as in `echo`.
+    #[serde(flatten)]
+    guard: std::collections::BTreeMap<&'static str, u64>,
 }
 
 #[derive(serde::Serialize)]
@@ -154,6 +170,10 @@ impl FanoutTotals {
                 .map(|&(e, n)| (udpring::errno_name(e), n))
                 .collect(),
             slots_out: s.slots_out,
+            guard: s
+                .counters()
+                .filter(|(n, _)| n.starts_with("guard_"))
+                .collect(),
         }
     }
 
@@ -168,15 +188,26 @@ impl FanoutTotals {
             self.answers,
             self.other_errors,
         );
+        let refused: Vec<String> = self
+            .guard
+            .iter()
+            .filter(|&(_, &v)| v > 0)
+            .map(|(n, v)| format!("{} {v}", n.trim_start_matches("guard_").replace('_', "-")))
+            .collect();
+        if !refused.is_empty() {
+            out += &format!("refused by the guard: {}\n", refused.join(" "));
+        }
         if c.tokens + c.malformed + c.too_short + c.bad_token > 0 {
             out += &format!(
-                "control: tokens {} subscribed {} refreshed {} unsubscribed {} expired {} full {} bad-token {} not-subscribed {} malformed {} too-short {}; {} subscribers now\n",
+                "control: tokens {} subscribed {} refreshed {} unsubscribed {} expired {} full {} host-full {} prefix-full {} bad-token {} not-subscribed {} malformed {} too-short {}; {} subscribers now\n",
                 c.tokens,
                 c.subscribed,
                 c.refreshed,
                 c.unsubscribed,
                 c.expired,
                 c.full,
+                c.host_full,
+                c.prefix_full,
                 c.bad_token,
                 c.not_subscribed,
                 c.malformed,
@@ -257,6 +288,8 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     opts.expiry = a.expiry;
     opts.max_subscribers = a.max_subscribers as usize;
     opts.max_departed = a.max_subscribers as usize;
+    opts.max_per_host = a.max_per_host as usize;
+    opts.max_per_prefix = a.max_per_prefix as usize;
     let relay = Relay::new(opts);
     let r2 = relay.clone();
     let engine = Engine::start(cfg, move |_| Fanout::new(r2.clone())).map_err(runtime)?;

@@ -3,11 +3,22 @@
 //! prove a subscriber can receive at the address it claims.
 //!
 //! A token is a keyed SipHash (the standard library's `RandomState`: a
-//! key drawn at random per relay) of the subscriber's address and the
-//! current time bucket; it is valid in its bucket and the next, so it
-//! lives between one and two expiry periods. The relay keeps nothing per
-//! token: a stranger who sends `SUB` from forged addresses makes it send
-//! one answer no longer than the request and allocate nothing.
+//! key drawn at random per relay) of the subscriber's address, its
+//! generation and the current time bucket; it is valid in its bucket and
+//! the next, so it lives between one and two expiry periods. An address's
+//! generation is 0 until it unsubscribes; `UNSUB` raises it, which revokes
+//! every token minted for that address before (a fresh `SUB` gets a new
+//! one). The relay keeps nothing per token, and per address only the
+//! generations of addresses that unsubscribed within the last two buckets
+//! (a bounded table, [`Generations`]): a stranger who sends `SUB` from
+//! forged addresses makes it send one answer no longer than the request
+//! and allocate nothing.
+//!
+//! The token proves that *someone* reads the claimed address, and another
+//! relay's listening address is read by all that relay's subscribers: a
+//! token sent there would be relayed to them. A udpring relay does not
+//! relay what another udpring server sent (the server mark, see the
+//! engine's guard), so a token sent to a udpring relay goes no further.
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
@@ -84,22 +95,89 @@ impl Tokens {
         }
     }
 
-    fn mac(&self, who: SocketAddr, bucket: u64) -> u64 {
+    fn mac(&self, who: SocketAddr, generation: u64, bucket: u64) -> u64 {
         let mut h = self.key.build_hasher();
         h.write(crate::sys::canonical(who).to_string().as_bytes());
+        h.write_u64(generation);
         h.write_u64(bucket);
         h.finish()
     }
 
-    /// The token for `who` at `now_s` (seconds on any steady clock).
-    pub fn mint(&self, who: SocketAddr, now_s: u64) -> u64 {
-        self.mac(who, now_s / self.bucket_s)
+    /// The token for `who` of `generation` at `now_s` (seconds on any
+    /// steady clock).
+    pub fn mint(&self, who: SocketAddr, generation: u64, now_s: u64) -> u64 {
+        self.mac(who, generation, now_s / self.bucket_s)
     }
 
-    /// Whether `token` is `who`'s, minted in this bucket or the last.
-    pub fn check(&self, who: SocketAddr, token: u64, now_s: u64) -> bool {
+    /// Whether `token` is `who`'s of `generation`, minted in this bucket
+    /// or the last.
+    pub fn check(&self, who: SocketAddr, generation: u64, token: u64, now_s: u64) -> bool {
         let b = now_s / self.bucket_s;
-        token == self.mac(who, b) || (b > 0 && token == self.mac(who, b - 1))
+        token == self.mac(who, generation, b)
+            || (b > 0 && token == self.mac(who, generation, b - 1))
+    }
+
+    /// Seconds a token lives at most: two buckets.
+    pub fn lifetime_s(&self) -> u64 {
+        2 * self.bucket_s
+    }
+}
+
+/// The generation of each address that unsubscribed lately (see the module
+/// doc): at most `max` addresses, each kept while a token of its old
+/// generation could still be valid. Full, the oldest entry goes (counted
+/// by the caller): its old tokens would be valid again until they expire.
+#[derive(Clone, Debug, Default)]
+pub struct Generations {
+    by_addr: std::collections::HashMap<SocketAddr, (u64, u64)>,
+    max: usize,
+}
+
+impl Generations {
+    /// A table of at most `max` addresses.
+    pub fn new(max: usize) -> Self {
+        Generations {
+            by_addr: std::collections::HashMap::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// `who`'s generation (0 unless it unsubscribed lately).
+    pub fn of(&self, who: SocketAddr) -> u64 {
+        self.by_addr
+            .get(&crate::sys::canonical(who))
+            .map_or(0, |g| g.0)
+    }
+
+    /// Revokes `who`'s tokens at `now_s`: its generation goes up. Entries
+    /// older than `lifetime_s` are forgotten first; returns whether a
+    /// younger one had to go to make room.
+    pub fn revoke(&mut self, who: SocketAddr, now_s: u64, lifetime_s: u64) -> bool {
+        let who = crate::sys::canonical(who);
+        let mut evicted = false;
+        if !self.by_addr.contains_key(&who) && self.by_addr.len() >= self.max {
+            self.by_addr
+                .retain(|_, (_, at)| now_s.saturating_sub(*at) <= lifetime_s);
+            if self.by_addr.len() >= self.max
+                && let Some(oldest) = self.by_addr.iter().min_by_key(|e| e.1.1).map(|e| *e.0)
+            {
+                self.by_addr.remove(&oldest);
+                evicted = true;
+            }
+        }
+        let g = self.by_addr.entry(who).or_insert((0, now_s));
+        *g = (g.0 + 1, now_s);
+        evicted
+    }
+
+    /// Addresses held.
+    pub fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_addr.is_empty()
     }
 }
 
@@ -140,15 +218,37 @@ mod tests {
         let t = Tokens::new(30);
         let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:4001".parse().unwrap();
-        let k = t.mint(a, 100);
-        assert!(t.check(a, k, 100));
-        assert!(t.check(a, k, 119), "the next bucket still takes it");
-        assert!(!t.check(a, k, 150), "two buckets on it has expired");
-        assert!(!t.check(b, k, 100), "another port's token differs");
+        let k = t.mint(a, 0, 100);
+        assert!(t.check(a, 0, k, 100));
+        assert!(t.check(a, 0, k, 119), "the next bucket still takes it");
+        assert!(!t.check(a, 0, k, 150), "two buckets on it has expired");
+        assert!(!t.check(b, 0, k, 100), "another port's token differs");
+        assert!(!t.check(a, 1, k, 100), "another generation's differs");
         // The same address as v4-mapped is the same subscriber.
         let m: SocketAddr = "[::ffff:127.0.0.1]:4000".parse().unwrap();
-        assert!(t.check(m, k, 100));
-        assert_ne!(Tokens::new(30).mint(a, 100), k, "each relay its own key");
+        assert!(t.check(m, 0, k, 100));
+        assert_ne!(Tokens::new(30).mint(a, 0, 100), k, "each relay its own key");
+    }
+
+    #[test]
+    fn revoking_raises_the_generation_and_the_table_stays_bounded() {
+        let mut g = Generations::new(2);
+        let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+        let c: SocketAddr = "127.0.0.1:4002".parse().unwrap();
+        assert_eq!(g.of(a), 0);
+        assert!(!g.revoke(a, 10, 60));
+        assert!(!g.revoke(a, 11, 60));
+        assert_eq!(g.of(a), 2);
+        assert!(!g.revoke(b, 12, 60));
+        assert!(
+            g.revoke(c, 13, 60),
+            "full of young entries: the oldest goes"
+        );
+        assert_eq!((g.of(a), g.of(b), g.of(c), g.len()), (0, 1, 1, 2));
+        // Entries past the tokens' lifetime are forgotten before any other.
+        assert!(!g.revoke(a, 100, 60));
+        assert_eq!(g.len(), 1);
     }
 
     proptest! {

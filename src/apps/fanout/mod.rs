@@ -22,13 +22,27 @@
 //! |---|---|---|
 //! | `SUB` padded with spaces to 32 bytes | `TOKEN <16 hex>` | none: the token proves the next request comes from this address |
 //! | `SUB <token>` | `OK <expiry seconds>` (or `FULL`) | subscribes, or refreshes: a subscriber that does not refresh within the expiry is dropped |
-//! | `UNSUB <token>` | `BYE` | leaves at once |
+//! | `UNSUB <token>` | `BYE` | leaves at once, and its token (every token of that address so far) is revoked |
 //!
 //! Anything else is counted and not answered. Sources can be forged, so a
 //! subscription needs the token, which only a host that receives at the
 //! claimed address can read; the relay keeps no state per token, answers
 //! a first `SUB` with fewer bytes than it was sent, and holds at most
-//! `max_subscribers` subscribers (refusals counted). The engine's guard
+//! `max_subscribers` subscribers, `max_per_host` of one address and
+//! `max_per_prefix` of one /24 (IPv4) or /48 (IPv6) (refusals counted,
+//! answered `FULL`).
+//!
+//! # Loops
+//!
+//! Two relays sending to each other (statically, or one subscribed to the
+//! other by a stranger who forged its `SUB`s) would pass one datagram back
+//! and forth for ever. A udpring relay is a server: everything it sends
+//! carries the server mark, and it relays nothing that carries it (the
+//! engine's guard, `guard_marked`). So X's copy reaches Y and stops there,
+//! and a token X sends to Y's listening address is never relayed to Y's
+//! subscribers. A relay placed below another on purpose (a relay tree)
+//! takes marked datagrams (`Guard::refuse_marked` off, `--accept-marked`):
+//! such a relay must not be pointed back at its parent. The engine's guard
 //! (`--allow` and the rest) applies to control datagrams as to the others.
 //! A subscriber receives every datagram the relay receives from the moment
 //! its `SUB <token>` is handled until its `UNSUB` is (or it expires), and
@@ -37,11 +51,11 @@
 pub mod control;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use control::{Refusal, Request, Tokens};
+use control::{Generations, Refusal, Request, Tokens};
 
 use crate::{Datagram, ErrorEvent, Handler, SendError, Transport};
 
@@ -139,6 +153,13 @@ pub struct ControlCounts {
     pub bad_token: u64,
     /// `SUB`s refused because `max_subscribers` were live.
     pub full: u64,
+    /// `SUB`s refused because the address had `max_per_host` live.
+    pub host_full: u64,
+    /// `SUB`s refused because the prefix had `max_per_prefix` live.
+    pub prefix_full: u64,
+    /// Revocations forgotten early to keep the table bounded (their old
+    /// tokens were valid again until they expired).
+    pub revocations_forgotten: u64,
     /// `UNSUB`s from no subscriber.
     pub not_subscribed: u64,
     /// Not a request of the protocol.
@@ -167,16 +188,49 @@ pub struct Table {
     pub other_errors: u64,
     /// The control socket's requests.
     pub control: ControlCounts,
+    /// Live subscribers per address and per prefix.
+    per_host: HashMap<IpAddr, usize>,
+    per_prefix: HashMap<IpAddr, usize>,
+    /// Addresses whose tokens were revoked lately.
+    generations: Generations,
+}
+
+/// The prefix a subscriber's address is counted under: its /24 (IPv4) or
+/// /48 (IPv6).
+pub fn prefix_of(ip: IpAddr) -> IpAddr {
+    match crate::sys::canonical_ip(ip) {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & 0xffff_ff00)),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & !((1u128 << 80) - 1))),
+    }
 }
 
 impl Table {
     fn add(&mut self, d: Dest) {
+        if d.kind == Kind::Subscriber {
+            let ip = crate::sys::canonical_ip(d.addr.ip());
+            *self.per_host.entry(ip).or_default() += 1;
+            *self.per_prefix.entry(prefix_of(ip)).or_default() += 1;
+        }
         self.index.insert(d.addr, self.dests.len());
         self.dests.push(d);
     }
 
     fn remove(&mut self, i: usize, why: State, max_departed: usize) {
         let mut d = self.dests.swap_remove(i);
+        if d.kind == Kind::Subscriber {
+            let ip = crate::sys::canonical_ip(d.addr.ip());
+            for (map, key) in [
+                (&mut self.per_host, ip),
+                (&mut self.per_prefix, prefix_of(ip)),
+            ] {
+                if let Some(n) = map.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        map.remove(&key);
+                    }
+                }
+            }
+        }
         self.index.remove(&d.addr);
         if let Some(moved) = self.dests.get(i) {
             self.index.insert(moved.addr, i);
@@ -187,6 +241,19 @@ impl Table {
         } else {
             self.departed_dropped += 1;
         }
+    }
+
+    /// Live subscribers at `ip` (any port).
+    pub fn hosted(&self, ip: IpAddr) -> usize {
+        self.per_host
+            .get(&crate::sys::canonical_ip(ip))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Live subscribers in `ip`'s prefix ([`prefix_of`]).
+    pub fn in_prefix(&self, ip: IpAddr) -> usize {
+        self.per_prefix.get(&prefix_of(ip)).copied().unwrap_or(0)
     }
 
     /// Live destination `addr`, if any.
@@ -208,16 +275,23 @@ pub struct RelayOpts {
     pub max_subscribers: usize,
     /// Most departed destinations kept for the totals.
     pub max_departed: usize,
+    /// Most live subscribers at one address (any port).
+    pub max_per_host: usize,
+    /// Most live subscribers in one /24 (IPv4) or /48 (IPv6).
+    pub max_per_prefix: usize,
 }
 
 impl RelayOpts {
-    /// A relay to `to`, with room for 4096 subscribers expiring after 30 s.
+    /// A relay to `to`, with room for 4096 subscribers expiring after 30 s,
+    /// 16 per address and 256 per prefix.
     pub fn new(to: Vec<SocketAddr>) -> Self {
         RelayOpts {
             to,
             expiry: Duration::from_secs(30),
             max_subscribers: 4096,
             max_departed: 4096,
+            max_per_host: 16,
+            max_per_prefix: 256,
         }
     }
 }
@@ -233,7 +307,10 @@ pub struct Relay {
 impl Relay {
     /// A relay to `opts.to` (and subscribers, with a control socket).
     pub fn new(opts: RelayOpts) -> Arc<Self> {
-        let mut t = Table::default();
+        let mut t = Table {
+            generations: Generations::new(opts.max_subscribers.max(1024)),
+            ..Table::default()
+        };
         for a in &opts.to {
             let a = crate::sys::canonical(*a);
             if !t.index.contains_key(&a) {
@@ -316,10 +393,11 @@ impl Fanout {
             }
             Ok(Request::Hello) => {
                 t.control.tokens += 1;
-                Some(format!("TOKEN {:016x}", relay.tokens.mint(from, now)))
+                let g = t.generations.of(from);
+                Some(format!("TOKEN {:016x}", relay.tokens.mint(from, g, now)))
             }
             Ok(Request::Subscribe(k) | Request::Unsubscribe(k))
-                if !relay.tokens.check(from, k, now) =>
+                if !relay.tokens.check(from, t.generations.of(from), k, now) =>
             {
                 t.control.bad_token += 1;
                 None
@@ -343,6 +421,14 @@ impl Fanout {
                         t.control.full += 1;
                         Some("FULL".into())
                     }
+                    None if t.hosted(from.ip()) >= relay.opts.max_per_host => {
+                        t.control.host_full += 1;
+                        Some("FULL".into())
+                    }
+                    None if t.in_prefix(from.ip()) >= relay.opts.max_per_prefix => {
+                        t.control.prefix_full += 1;
+                        Some("FULL".into())
+                    }
                     None => {
                         t.add(Dest::new(from, Kind::Subscriber, expires));
                         t.control.subscribed += 1;
@@ -354,6 +440,9 @@ impl Fanout {
                 Some(i) if t.dests[i].kind == Kind::Subscriber => {
                     t.remove(i, State::Unsubscribed, relay.opts.max_departed);
                     t.control.unsubscribed += 1;
+                    if t.generations.revoke(from, now, relay.tokens.lifetime_s()) {
+                        t.control.revocations_forgotten += 1;
+                    }
                     Some("BYE".into())
                 }
                 _ => {

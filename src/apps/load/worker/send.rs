@@ -105,17 +105,18 @@ impl Worker {
         // slot still holds this payload: its tag says which), then the ID,
         // if any, is written over it.
         let tag = PAYLOAD | (self.payload_next % p.len() as u64 + 1);
-        let r = tx.send_with_via(f.sock, len, self.opts.target, |b| {
-            if b.tag() != tag {
-                b.copy_from_slice(data);
-                b.set_tag(tag);
-            }
-            if let Some((offset, id_len, id)) = id {
-                write_id(b, offset, id_len, id);
-            }
-            len
-        })
-        .map(drop);
+        let r = tx
+            .send_with_via(f.sock, len, self.opts.target, |b| {
+                if b.tag() != tag {
+                    b.copy_from_slice(data);
+                    b.set_tag(tag);
+                }
+                if let Some((offset, id_len, id)) = id {
+                    write_id(b, offset, id_len, id);
+                }
+                len
+            })
+            .map(drop);
         if written_off {
             // Its request is given up on: it leaves the window too.
             self.in_flight.answered(1);
