@@ -167,7 +167,9 @@ pub use worker::timers::TimerId;
 /// Clean stops for command-line programs: SIGINT, SIGTERM and SIGHUP set a
 /// flag.
 pub mod signals {
-    pub use crate::sys::signal::{install_stop_signals as install, stop_signalled as requested};
+    pub use crate::sys::signal::{
+        install_stop_signals as install, request_stop as request, stop_signalled as requested,
+    };
 }
 
 /// A random 64-bit number from the kernel (`getrandom(2)`), never 0: for

@@ -35,7 +35,7 @@ impl Sink {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let addr = listening_addr(&mut BufReader::new(child.stderr.take().unwrap()));
+        let addr = common::banner_then_drain(child.stderr.take().unwrap());
         Sink(child, addr)
     }
 
@@ -483,7 +483,7 @@ fn v6only_and_dual_stack_are_explicit() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let addr = common::listening_addr(&mut BufReader::new(child.stdout.take().unwrap()));
+        let addr = common::banner_then_drain(child.stdout.take().unwrap());
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
@@ -602,7 +602,7 @@ fn echo_reflects_each_datagrams_mark() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            let addr = common::listening_addr(&mut BufReader::new(echo.stdout.take().unwrap()));
+            let addr = common::banner_then_drain(echo.stdout.take().unwrap());
             let out = Command::new("python3")
                 .args(["-c", TOS_CLIENT, fam, &addr.port().to_string()])
                 .output()

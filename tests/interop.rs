@@ -33,7 +33,7 @@ fn spawn_echo(bind: &str, extra: &[&str]) -> Echo {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let addr = common::listening_addr(&mut BufReader::new(child.stdout.take().unwrap()));
+    let addr = common::banner_then_drain(child.stdout.take().unwrap());
     Echo { child, addr }
 }
 

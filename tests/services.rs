@@ -713,7 +713,7 @@ fn rate_steps_find_the_knee_of_a_rate_limited_echo() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let addr = common::listening_addr(&mut BufReader::new(echo.stdout.take().unwrap()));
+    let addr = common::banner_then_drain(echo.stdout.take().unwrap());
     let _e = Peer(echo, None);
     let (code, out, err) = run(&[
         "load",

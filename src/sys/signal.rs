@@ -26,7 +26,14 @@ pub fn install_stop_signals() -> io::Result<()> {
     Ok(())
 }
 
-/// Whether SIGINT, SIGTERM or SIGHUP arrived since [`install_stop_signals`].
+/// Asks for the same clean stop a signal asks for (a command whose output
+/// went away stops as if interrupted).
+pub fn request_stop() {
+    STOP_SIGNALLED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether SIGINT, SIGTERM or SIGHUP arrived since [`install_stop_signals`]
+/// (or [`request_stop`] was called).
 pub fn stop_signalled() -> bool {
     STOP_SIGNALLED.load(std::sync::atomic::Ordering::SeqCst)
 }

@@ -130,6 +130,22 @@ pub fn listening_addr(out: &mut impl std::io::BufRead) -> SocketAddr {
         .unwrap_or_else(|| panic!("no address in first line: {line:?}"))
 }
 
+/// Reads the "listening on ADDR" banner from `r`, then keeps reading it to
+/// its end on a thread of its own: a command whose reader goes away stops
+/// (tests/closed_output.rs), so a server's stream is read for as long as
+/// it runs.
+pub fn banner_then_drain(r: impl std::io::Read + Send + 'static) -> SocketAddr {
+    let mut r = std::io::BufReader::new(r);
+    let addr = listening_addr(&mut r);
+    keep_reading(r);
+    addr
+}
+
+/// Reads `r` to its end on a thread of its own (see [`banner_then_drain`]).
+pub fn keep_reading(mut r: impl std::io::Read + Send + 'static) {
+    std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
+}
+
 /// Whether peer `tool` is installed; without it the test skips, saying so,
 /// or fails when `UDPRING_REQUIRE_PEERS=1` (set by `.ci/run`, which
 /// installs every peer).
@@ -185,7 +201,7 @@ impl Echo {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let addr = listening_addr(&mut std::io::BufReader::new(child.stdout.take().unwrap()));
+        let addr = banner_then_drain(child.stdout.take().unwrap());
         Echo(child, addr)
     }
 }
@@ -209,7 +225,7 @@ impl JsonServer {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let addr = listening_addr(&mut std::io::BufReader::new(child.stderr.take().unwrap()));
+        let addr = banner_then_drain(child.stderr.take().unwrap());
         JsonServer(child, addr)
     }
 

@@ -73,7 +73,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
         let mut v = vec![Backend::Simple, Backend::Mmsg];
         match udpring::uring_support() {
             Ok(()) => v.push(Backend::Uring),
-            Err(why) => eprintln!("udpring: note: skipping uring: {why}"),
+            Err(why) => note!("udpring: note: skipping uring: {why}"),
         }
         v
     } else {
@@ -113,7 +113,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
     let done = cases.clone();
     for (k, c) in cases.into_iter().enumerate() {
         if show {
-            eprint!(
+            note_raw!(
                 "[{}/{total}] {:?} {} {} B{} (about {:.0} s left) ... ",
                 k + 1,
                 c.workload,
@@ -125,7 +125,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
         }
         let r = bench::run_case(c, &opts).map_err(runtime)?;
         if show {
-            eprintln!("{:.0} echoed/s", r.pps_received);
+            note!("{:.0} echoed/s", r.pps_received);
         }
         results.push(r);
     }
@@ -134,7 +134,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
     if !a.no_c_limit {
         for c in bench::c_limit_cases(&done) {
             if show {
-                eprint!(
+                note_raw!(
                     "[C limit] {} {} B{} ... ",
                     c.backend,
                     c.size,
@@ -143,7 +143,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
             }
             let r = bench::run_c_limit(c, &opts).map_err(runtime)?;
             if show {
-                eprintln!("{:.0} echoed/s", r.pps_received);
+                note!("{:.0} echoed/s", r.pps_received);
             }
             results.push(r);
         }

@@ -12,33 +12,90 @@ use udpring::{Backend, Config, Stats};
 
 /// Standard output was closed by its reader (`udpring echo | head -1`).
 static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+/// Standard error was closed by its reader (`udpring load ... 2>&1 | head -1`).
+static STDERR_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Writes `args` (and a newline) to `w`, flushed.
+fn write_to(
+    w: &mut dyn Write,
+    args: std::fmt::Arguments<'_>,
+    newline: bool,
+) -> std::io::Result<()> {
+    w.write_fmt(args)?;
+    if newline {
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+}
+
+/// A stream's reader went away: note it, and ask the run to stop as a
+/// signal would (every phase that honours SIGINT honours this), so that a
+/// pipeline like `udpring load ... | head -1` ends instead of running on
+/// for nobody.
+fn gone(flag: &AtomicBool) {
+    if !flag.swap(true, Ordering::Relaxed) {
+        udpring::signals::request();
+    }
+}
 
 /// Writes to standard output; once its reader has gone (a broken pipe),
 /// to standard error instead, and the run ends quietly (see
-/// [`run_until`]): no panic, the totals still printed.
+/// [`run_until`]): no panic, the totals still printed where they can be.
 pub(crate) fn say_fmt(args: std::fmt::Arguments<'_>, newline: bool) {
-    let write = |w: &mut dyn Write| -> std::io::Result<()> {
-        w.write_fmt(args)?;
-        if newline {
-            w.write_all(b"\n")?;
-        }
-        w.flush()
-    };
     if !STDOUT_GONE.load(Ordering::Relaxed) {
-        match write(&mut std::io::stdout().lock()) {
+        match write_to(&mut std::io::stdout().lock(), args, newline) {
             Ok(()) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                STDOUT_GONE.store(true, Ordering::Relaxed);
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => gone(&STDOUT_GONE),
             Err(_) => return,
         }
     }
-    let _ = write(&mut std::io::stderr().lock());
+    note_fmt(args, newline);
 }
 
-/// Whether standard output's reader has gone.
-pub(crate) fn stdout_gone() -> bool {
-    STDOUT_GONE.load(Ordering::Relaxed)
+/// Writes to standard error (banners, live lines, notes, warnings);
+/// nothing once its reader has gone, and the run ends as above. Never
+/// panics, unlike `eprintln!`.
+pub(crate) fn note_fmt(args: std::fmt::Arguments<'_>, newline: bool) {
+    if STDERR_GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = write_to(&mut std::io::stderr().lock(), args, newline)
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        gone(&STDERR_GONE);
+    }
+}
+
+/// Whether standard output's or standard error's reader has gone: seen
+/// by a write that failed, or now, by `poll(2)` (a pipe whose reader
+/// closed reports `POLLERR` on its writing end), so a run ends when its
+/// reader goes, not at its next line.
+pub(crate) fn output_gone() -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    for (flag, fd) in [
+        (&STDOUT_GONE, std::io::stdout().as_fd()),
+        (&STDERR_GONE, std::io::stderr().as_fd()),
+    ] {
+        if flag.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut p = [PollFd::new(fd, PollFlags::empty())];
+        if poll(&mut p, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+            && p[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLERR))
+        {
+            gone(flag);
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the run should stop: a signal, or its output went away.
+pub(crate) fn stop_requested() -> bool {
+    udpring::signals::requested() || output_gone()
 }
 
 /// `println!` that survives a closed pipe (see [`say_fmt`]).
@@ -49,6 +106,16 @@ macro_rules! say {
 /// `print!` that survives a closed pipe (see [`say_fmt`]).
 macro_rules! say_raw {
     ($($t:tt)*) => { $crate::common::say_fmt(format_args!($($t)*), false) };
+}
+
+/// `eprintln!` that survives a closed pipe (see [`note_fmt`]).
+macro_rules! note {
+    ($($t:tt)*) => { $crate::common::note_fmt(format_args!($($t)*), true) };
+}
+
+/// `eprint!` that survives a closed pipe (see [`note_fmt`]).
+macro_rules! note_raw {
+    ($($t:tt)*) => { $crate::common::note_fmt(format_args!($($t)*), false) };
 }
 
 /// The version of the JSON documents' shape (tools/json-vocabulary.json):
@@ -478,7 +545,7 @@ pub(crate) fn start_metrics(
 ) -> Result<(), Failure> {
     if let Some(a) = addr {
         let bound = crate::metrics::serve(a, engine.stop_handle())?;
-        eprintln!("udpring: metrics on http://{bound}/metrics");
+        note!("udpring: metrics on http://{bound}/metrics");
     }
     Ok(())
 }
@@ -566,10 +633,7 @@ pub(crate) fn run_until(end: Option<Duration>, quiet: bool, mut tick: impl FnMut
     let mut last = start;
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        if udpring::signals::requested()
-            || stdout_gone()
-            || end.is_some_and(|d| start.elapsed() >= d)
-        {
+        if stop_requested() || end.is_some_and(|d| start.elapsed() >= d) {
             return start.elapsed().as_secs_f64();
         }
         if !quiet && last.elapsed() >= Duration::from_secs(1) {

@@ -69,7 +69,7 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
     }
     .map_err(runtime)?;
     if let Some(why) = engine.fallback_reason() {
-        eprintln!("udpring: note: {why}");
+        note!("udpring: note: {why}");
     }
     let info = engine.socket_info();
     // With --json, standard output carries the JSON document alone: the
@@ -77,7 +77,7 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
     let json = a.serve.json;
     let line = |text: String| {
         if json {
-            eprintln!("{text}");
+            note!("{text}");
         } else {
             say!("{text}");
         }

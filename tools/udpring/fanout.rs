@@ -298,7 +298,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     let json = a.serve.json;
     let line = |text: String| {
         if json {
-            eprintln!("{text}");
+            note!("{text}");
         } else {
             say!("{text}");
         }

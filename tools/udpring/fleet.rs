@@ -155,7 +155,7 @@ pub(crate) fn wait_until(t: SystemTime, warmup: Duration) -> Result<(), Failure>
         return Err(usage("--start-at is more than a week away"));
     }
     loop {
-        if udpring::signals::requested() {
+        if crate::common::stop_requested() {
             return Err(Failure {
                 code: 1,
                 msg: "stopped while waiting for --start-at".into(),
@@ -179,7 +179,7 @@ pub(crate) fn mark_start(r: &mut LoadReport, asked: SystemTime, began: SystemTim
     let late = unix(began) - unix(asked);
     r.start_late_s = Some(late.max(0.0));
     if late > 0.010 {
-        eprintln!(
+        note!(
             "udpring: warning: started {:.1} ms after --start-at (its result says when: \
              start_unix_s)",
             late * 1e3

@@ -407,9 +407,9 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
             } else if !quiet {
                 match total {
                     Some(t) if tty && !p.draining => {
-                        eprintln!("{}  ({:.0} s left)", p.line(), (t - p.elapsed).max(0.0))
+                        note!("{}  ({:.0} s left)", p.line(), (t - p.elapsed).max(0.0))
                     }
-                    _ => eprintln!("{}", p.line()),
+                    _ => note!("{}", p.line()),
                 }
             }
             if let Some(l) = &mut log {
@@ -430,7 +430,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
             crate::fleet::mark_start(&mut report, t, began);
         }
         if csv {
-            eprint!("{}", report.table());
+            note_raw!("{}", report.table());
             if let Some(h) = hist_out {
                 print_report(&report, false, Some(h))?;
             }
@@ -444,7 +444,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     let mut results = Vec::new();
     let mut verdict = Ok(());
     for x in &runs {
-        if udpring::signals::requested() {
+        if crate::common::stop_requested() {
             break;
         }
         if !a.json {
@@ -452,14 +452,14 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         }
         let report = run_one(x, &mut |p| {
             if !a.quiet {
-                eprintln!("{}", p.line());
+                note!("{}", p.line());
             }
         })?;
         if !a.json {
             say_raw!("{}", report.table());
         }
         if let Err(f) = crate::verdict::judge(&report, x, &a.limits) {
-            eprintln!("udpring: size {} B: {}", x.size, f.msg);
+            note!("udpring: size {} B: {}", x.size, f.msg);
             verdict = Err(Failure {
                 code: f.code,
                 msg: format!("size {} B failed its measurement", x.size),
@@ -474,27 +474,34 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
 }
 
 /// One run, each interval's progress given to `live`, and a stop on a
-/// signal.
+/// signal or when the output goes away. The watcher thread ends with the
+/// run however the run ends (a panic included: `Done` is dropped on the
+/// way out), so no thread outlives it.
 pub(crate) fn run_one(
     o: &udpring::apps::load::LoadOpts,
     live: &mut dyn FnMut(&udpring::apps::load::Progress),
 ) -> Result<udpring::apps::load::LoadReport, Failure> {
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Says "done" when dropped.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     let cancel = AtomicBool::new(false);
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let watcher = s.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                if udpring::signals::requested() {
-                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                if crate::common::stop_requested() {
+                    cancel.store(true, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        let r = udpring::apps::load::run_load(o, &cancel, live);
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = watcher.join();
-        r.map_err(runtime)
+        let _done = Done(&done);
+        udpring::apps::load::run_load(o, &cancel, live).map_err(runtime)
     })
 }
 

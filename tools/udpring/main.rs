@@ -127,7 +127,7 @@ fn main() -> ExitCode {
             } else {
                 first
             };
-            eprintln!("udpring: error: {first} (see '{} --help')", help_path());
+            note!("udpring: error: {first} (see '{} --help')", help_path());
             return ExitCode::from(2);
         }
     };
@@ -146,7 +146,7 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("udpring: error: {}", f.msg);
+            note!("udpring: error: {}", f.msg);
             ExitCode::from(f.code)
         }
     }

@@ -297,7 +297,7 @@ fn pong(a: &McastArgs) -> Result<(), Failure> {
     let engine = start(&g, "pong", cfg, move |_| McastPong::new(group, i2.clone()))?;
     crate::common::start_metrics(a.metrics, &engine)?;
     let r = finish(a, &g, "pong", engine, a.duration, &PeerTable::default());
-    eprintln!(
+    note!(
         "udpring mcast pong: {} datagrams not answered (not sent to the group, or not a ping)",
         ignored.load(std::sync::atomic::Ordering::Relaxed)
     );
@@ -351,7 +351,7 @@ fn start<H: udpring::Handler>(
 ) -> Result<Engine, Failure> {
     udpring::signals::install().map_err(runtime)?;
     let engine = Engine::start(cfg, factory).map_err(runtime)?;
-    eprintln!(
+    note!(
         "udpring mcast {kind}: {} (local {}, backend {})",
         g.addr,
         engine.local_addr(),

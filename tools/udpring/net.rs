@@ -103,7 +103,7 @@ pub(crate) fn pmtu(a: PmtuArgs) -> Result<(), Failure> {
     o.floor_v4 = a.floor;
     let r = discover(&o).map_err(runtime)?;
     if let Some(n) = r.echo_cut_at {
-        eprintln!(
+        note!(
             "udpring: note: the echo at {target} returned probes cut to {n} bytes (its buffer is \
              smaller); they reached it whole, so they count as passed"
         );

@@ -125,13 +125,13 @@ pub(crate) fn reference(c: RefCmd) -> Result<(), Failure> {
         }
         RefCmd::Sink(a) => serve(&a, "sink", |stop| {
             reference::sink(a.bind, a.cpu, a.spin, stop, |addr| {
-                eprintln!("udpring reference sink: listening on {addr}");
+                note!("udpring reference sink: listening on {addr}");
             })
         }),
         RefCmd::Echo(a) if a.spin => Err(usage("--spin is for the sink only")),
         RefCmd::Echo(a) => serve(&a, "echo", |stop| {
             reference::echo(a.bind, a.cpu, stop, |addr| {
-                eprintln!("udpring reference echo: listening on {addr}");
+                note!("udpring reference echo: listening on {addr}");
             })
         }),
         RefCmd::Flood(a) => {
@@ -183,7 +183,7 @@ fn serve(
         let h = s.spawn(|| run(&stop));
         let start = std::time::Instant::now();
         while !h.is_finished()
-            && !udpring::signals::requested()
+            && !crate::common::stop_requested()
             && a.duration.is_none_or(|d| start.elapsed() < d)
         {
             std::thread::sleep(Duration::from_millis(20));

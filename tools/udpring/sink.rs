@@ -51,7 +51,7 @@ pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
     );
     let json = a.serve.json;
     if json {
-        eprintln!("{banner}");
+        note!("{banner}");
     } else {
         say!("{banner}");
     }
@@ -61,7 +61,7 @@ pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
         let now = engine.stats().received;
         let line = format!("t={t:>6.1}s in {:>10.0}/s", (now - prev) as f64 / dt);
         if json {
-            eprintln!("{line}");
+            note!("{line}");
         } else {
             say!("{line}");
         }

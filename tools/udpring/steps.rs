@@ -69,12 +69,12 @@ pub(crate) fn run(
         );
     }
     for (o, &rate) in runs.iter().zip(rates) {
-        if udpring::signals::requested() {
+        if crate::common::stop_requested() {
             break;
         }
         let r = crate::load::run_one(o, &mut |p| {
             if !quiet {
-                eprintln!("{}", p.line());
+                note!("{}", p.line());
             }
         })?;
         let ok = limits.violated(&r).is_none() && r.received > 0;

@@ -36,7 +36,7 @@ pub(crate) fn judge(
     if let Some(rate) = report.rate
         && report.saturated
     {
-        eprintln!(
+        note!(
             "udpring: warning: asked for {rate:.0}/s but this host sent {:.0}/s (the schedule \
              ran {:.2} s late); latencies include that lateness. More --workers or --gso \
              send faster",
@@ -45,7 +45,7 @@ pub(crate) fn judge(
         );
     }
     if let Some(h) = loss_hint(report, o) {
-        eprintln!("udpring: hint: {h}");
+        note!("udpring: hint: {h}");
     }
     match limits.violated(report) {
         Some(line) => Err(Failure {
