@@ -13,7 +13,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::listening_addr;
 use udpring::apps::header::{HEADER_LEN, Header};
 
 /// A `udpring sink --json` on loopback for `secs`; its document at the end.

@@ -9,7 +9,6 @@ mod common;
 
 use common::have;
 
-use std::io::BufReader;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
