@@ -14,8 +14,9 @@ use crate::guard::Guard;
 
 /// How workers move datagrams (the contract every backend meets is written
 /// down in the source, `src/backend/mod.rs`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum Backend {
     /// io_uring: multishot receive on a provided-buffer ring, batched sends.
     Uring,

@@ -126,13 +126,10 @@
 //! | `handler`, `error`, `sender` | the API: [`Handler`], [`Datagram`], [`Transport`], [`ErrorEvent`], [`SendError`], [`Sender`] |
 //! | `backend/` | the loops side by side (`uring`, `mmsg`), the written contract they meet, the probe and the choice; one datagram's path, file by file |
 //! | `engine` | [`Engine`]: sockets, worker threads, start and stop |
-//! | `apps/` (feature `cli`) | the command's services and clients: echo, bench, load, pmtu, ping, mcast, fanout |
+//! | `os` | what a program needs beside the engine: canonical addresses, CPUs, socket options (forced buffer sizes, GRO, path MTU, the error queue) |
 
 #![warn(missing_docs)]
 
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod apps;
 mod backend;
 mod bufring;
 mod config;
@@ -141,6 +138,7 @@ mod error;
 mod guard;
 mod handler;
 pub mod metrics;
+pub mod os;
 mod sender;
 mod socket;
 mod stats;
@@ -164,8 +162,9 @@ pub use stats::{Stats, errno_name};
 pub use sys::mcast::{Interface, McastError, if_index as interface_index};
 pub use worker::timers::TimerId;
 
-/// Clean stops for command-line programs: SIGINT, SIGTERM and SIGHUP set a
-/// flag.
+/// Clean stops for programs on the engine: SIGINT, SIGTERM and SIGHUP set
+/// a flag instead of killing the process, so a service can stop its
+/// engine and report its totals.
 pub mod signals {
     pub use crate::sys::signal::{
         install_stop_signals as install, request_stop as request, stop_signalled as requested,

@@ -11,7 +11,8 @@ use crate::config::{Config, Multicast};
 use crate::sys;
 
 /// What the kernel granted each socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SocketInfo {
     /// `SO_RCVBUF` as read back (the kernel doubles requests).
     pub recv_buffer: usize,

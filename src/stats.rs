@@ -49,7 +49,8 @@ macro_rules! counters {
 
         /// A snapshot of a worker's counters (or their sum). Counts are in
         /// datagrams unless a field says otherwise.
-        #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize))]
         pub struct Stats {
             $( $(#[doc = $doc])+ pub $name: u64, )*
             /// Slots in the pools.
@@ -60,7 +61,7 @@ macro_rules! counters {
             pub gso_disabled: bool,
             /// Failed sends by errno: `(errno, count)`, sorted by errno (in
             /// JSON, an object from errno name to count).
-            #[serde(serialize_with = "errno_counts")]
+            #[cfg_attr(feature = "serde", serde(serialize_with = "errno_counts"))]
             pub send_errors: Vec<(i32, u64)>,
         }
 
@@ -300,6 +301,7 @@ pub fn errno_name(e: i32) -> String {
 
 /// Serializes `(errno, count)` pairs as `{"ECONNREFUSED": count, ...}`: the
 /// shape every udpring JSON document gives errors.
+#[cfg(feature = "serde")]
 fn errno_counts<S: serde::Serializer>(v: &[(i32, u64)], s: S) -> Result<S::Ok, S::Error> {
     s.collect_map(v.iter().map(|&(e, n)| (errno_name(e), n)))
 }

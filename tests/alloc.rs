@@ -6,11 +6,11 @@
 //! allocates while one counts.
 
 #[macro_use]
-mod common;
+mod util;
 
-use common::*;
 use udpring::Engine;
-use udpring::apps::echo::Echo;
+use util::Echo;
+use util::*;
 
 #[global_allocator]
 static GLOBAL: counting::Counting = counting::Counting;

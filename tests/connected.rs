@@ -3,14 +3,14 @@
 //! events on connected sockets.
 
 #[macro_use]
-mod common;
+mod util;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
 use udpring::{Datagram, Engine, ErrorEvent, Handler, Transport};
+use util::*;
 
 /// Echo that obeys commands: "connect ADDR", "disconnect", anything else is
 /// echoed. Replies "ok <peer>" to commands.

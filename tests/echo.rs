@@ -4,7 +4,7 @@
 //! ICMP errors as events. Every test checks that all slots came back.
 
 #[macro_use]
-mod common;
+mod util;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
-use udpring::apps::echo::Echo;
 use udpring::{Backend, Datagram, Engine, ErrorEvent, GRO_SLOT_SIZE, HEADROOM, Handler, Transport};
+use util::Echo;
+use util::*;
 
 per_backend!(
     fn echoes_0_1_1472_and_65507_bytes_v4_and_v6_on_every_backend(backend) {
@@ -392,41 +392,6 @@ per_backend!(
         stop_clean(engine);
     }
 );
-
-#[test]
-fn backend_env_var_forces_a_backend_and_rejects_unknown_names() {
-    // Run in a child process so the environment of this one is untouched.
-    let exe = env!("CARGO_BIN_EXE_udpring");
-    for (val, want) in [("simple", "backend simple"), ("mmsg", "backend mmsg")] {
-        let out = std::process::Command::new(exe)
-            .args([
-                "echo",
-                "--bind",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-                "--duration",
-                "0.2",
-                "-q",
-            ])
-            .env("UDPRING_BACKEND", val)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains(want), "{val}: {text}");
-    }
-    let out = std::process::Command::new(exe)
-        .args(["echo", "--bind", "127.0.0.1:0", "--duration", "0.2"])
-        .env("UDPRING_BACKEND", "bogus")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("UDPRING_BACKEND") && err.contains("bogus"),
-        "{err}"
-    );
-}
 
 per_backend!(
     fn kernel_drops_are_counted_so_nothing_is_lost_silently(backend) {

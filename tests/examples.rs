@@ -1,7 +1,7 @@
 //! The examples, run as their users would run them, on loopback: their
 //! answers checked, their stop clean.
 
-mod common;
+mod util;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};

@@ -4,14 +4,14 @@
 //! need namespaces: tests/netns/guard.rs.)
 
 #[macro_use]
-mod common;
+mod util;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::*;
-use udpring::apps::echo::Echo;
 use udpring::{Engine, Guard, RateLimit, Stats};
+use util::Echo;
+use util::*;
 
 /// A client socket bound to `bind`, with a short read timeout.
 fn client_at(bind: &str) -> UdpSocket {

@@ -9,7 +9,7 @@
 //! none.
 
 #[macro_use]
-mod common;
+mod util;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -59,7 +59,7 @@ struct Builder {
 
 /// `n` bytes of a pattern of its own per `tag`.
 fn pattern(n: usize, tag: u8) -> Vec<u8> {
-    common::pattern(n, tag)
+    util::pattern(n, tag)
 }
 
 /// Writes `data` at the start of `b`; says how many bytes it wrote.
@@ -132,8 +132,8 @@ impl Handler for Builder {
 
 per_backend!(
     fn sends_exactly_what_was_written_in_place(backend) {
-        let sink = common::client(false);
-        let mut cfg = common::config(backend, false);
+        let sink = util::client(false);
+        let mut cfg = util::config(backend, false);
         cfg.send_slots = 4;
         let seen = Arc::new(Mutex::new(Seen::default()));
         let builder = Builder {
@@ -143,7 +143,7 @@ per_backend!(
         };
         // 1 + 4 segments + 2 small, then 12 of 350 bytes from the timers.
         let (engine, got) = start_and_read(&sink, cfg, builder, 19);
-        let s = common::stop_clean(engine);
+        let s = util::stop_clean(engine);
         let seen = seen.lock().unwrap();
         assert_eq!(
             seen.results,
@@ -189,12 +189,12 @@ impl Handler for Mixed {
 
 per_backend!(
     fn a_sockets_own_segment_size_cuts_its_trains(backend) {
-        let sink = common::client(false);
-        let mut cfg = common::config(backend, false);
+        let sink = util::client(false);
+        let mut cfg = util::config(backend, false);
         cfg.udp_segment = Some(100);
         let to = sink.local_addr().unwrap();
         let (engine, got) = start_and_read(&sink, cfg, Mixed(to), 8);
-        let s = common::stop_clean(engine);
+        let s = util::stop_clean(engine);
         let mut want: Vec<Vec<u8>> = pattern(350, 5).chunks(100).map(<[u8]>::to_vec).collect();
         want.extend(pattern(120, 6).chunks(50).map(<[u8]>::to_vec));
         want.push(pattern(80, 7));
@@ -226,15 +226,15 @@ impl Handler for Each {
 
 per_backend!(
     fn each_piece_goes_as_its_own_datagram(backend) {
-        let sink = common::client(false);
-        let mut cfg = common::config(backend, false);
+        let sink = util::client(false);
+        let mut cfg = util::config(backend, false);
         cfg.udp_segment = Some(100);
         cfg.max_queued_sends = 6;
         let results = Arc::new(Mutex::new(Vec::new()));
         let handler = Each(sink.local_addr().unwrap(), results.clone());
         let (engine, got) = start_and_read(&sink, cfg, handler, 6);
         assert!(nothing_more(&sink), "nothing of the refused batch went");
-        let s = common::stop_clean(engine);
+        let s = util::stop_clean(engine);
         let mut want: Vec<Vec<u8>> = pattern(350, 8).chunks(100).map(<[u8]>::to_vec).collect();
         want.extend(pattern(80, 10).chunks(40).map(<[u8]>::to_vec));
         assert_eq!(got, want, "every piece, byte for byte, the odd last one too");
@@ -280,15 +280,15 @@ impl Handler for Trains {
 
 per_backend!(
     fn each_train_goes_as_its_own_send(backend) {
-        let sink = common::client(false);
-        let mut cfg = common::config(backend, false);
+        let sink = util::client(false);
+        let mut cfg = util::config(backend, false);
         cfg.udp_segment = Some(100);
         cfg.max_queued_sends = 6;
         let results = Arc::new(Mutex::new(Vec::new()));
         let handler = Trains(sink.local_addr().unwrap(), results.clone());
         let (engine, got) = start_and_read(&sink, cfg, handler, 12);
         assert!(nothing_more(&sink), "nothing of the refused trains went");
-        let s = common::stop_clean(engine);
+        let s = util::stop_clean(engine);
         let a = pattern(600, 11);
         let mut want: Vec<Vec<u8>> = [(0, 100), (100, 200), (200, 250), (250, 350)]
             .into_iter()
@@ -370,14 +370,14 @@ impl Handler for Stale {
 
 per_backend!(
     fn nothing_stale_goes_out_with_one_send_slot(backend) {
-        let sink = common::client(false);
-        let mut cfg = common::config(backend, false);
+        let sink = util::client(false);
+        let mut cfg = util::config(backend, false);
         cfg.send_slots = 1;
         let results = Arc::new(Mutex::new(Vec::new()));
         let handler = Stale(sink.local_addr().unwrap(), results.clone(), 0);
         let (engine, got) = start_and_read(&sink, cfg, handler, 8);
         assert!(nothing_more(&sink), "the over-long answer went nowhere");
-        let s = common::stop_clean(engine);
+        let s = util::stop_clean(engine);
         let mut zeros = b"FOUR".to_vec();
         zeros.resize(64, 0);
         let want: Vec<Vec<u8>> = vec![

@@ -6,7 +6,7 @@
 //! addresses, the socket hook.
 
 #[macro_use]
-mod common;
+mod util;
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use common::*;
-use udpring::apps::echo::Echo;
 use udpring::{
     Backend, Config, Datagram, Engine, ErrorEvent, Handler, SendError, SocketSetup, TimerId,
     Transport,
 };
+use util::Echo;
+use util::*;
 
 /// Runs `f` on a thread and fails the test if it takes longer than `t`:
 /// for calls that used to hang.

@@ -7,14 +7,14 @@
 //! does the same with two addresses per family on a real link.
 
 #[macro_use]
-mod common;
+mod util;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use common::{pattern, stop_clean};
 use udpring::{Config, Datagram, Engine, Handler, Transport};
+use util::{pattern, stop_clean};
 
 /// Answers with `reply` (a zero-copy echo) or `reply_with` (a copy of
 /// the payload with its first byte changed).

@@ -6,7 +6,7 @@
 //! ID, and sends that did not ask get none.
 
 #[macro_use]
-mod common;
+mod util;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use udpring::{Config, Datagram, Engine, Handler, Transport};
 
 #[global_allocator]
-static A: common::counting::Counting = common::counting::Counting;
+static A: util::counting::Counting = util::counting::Counting;
 
 const N: usize = 300;
 
@@ -31,7 +31,7 @@ impl Handler for Note {
     fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
         let now = SystemTime::now();
         let stamp = d.rx_timestamp();
-        let allocs = common::counting::this_thread();
+        let allocs = util::counting::this_thread();
         let mut v = self.0.lock().unwrap();
         if v.len() < v.capacity() {
             v.push((stamp, now, allocs));
@@ -42,13 +42,13 @@ impl Handler for Note {
 }
 
 fn run_rx(backend: udpring::Backend, v6: bool, on: bool) -> Vec<Seen> {
-    let mut cfg = common::config(backend, v6);
+    let mut cfg = util::config(backend, v6);
     cfg.rx_timestamps = on;
     let seen = Arc::new(Mutex::new(Vec::with_capacity(N)));
     let s2 = seen.clone();
     let engine = Engine::start(cfg, move |_| Note(s2.clone())).unwrap();
     let to = engine.local_addr();
-    let c = common::client(v6);
+    let c = util::client(v6);
     c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut buf = [0u8; 64];
     for i in 0..N {
@@ -56,7 +56,7 @@ fn run_rx(backend: udpring::Backend, v6: bool, on: bool) -> Vec<Seen> {
         // One at a time: each datagram is the only one in the socket.
         let _ = c.recv_from(&mut buf);
     }
-    common::stop_clean(engine);
+    util::stop_clean(engine);
     seen.lock().unwrap().clone()
 }
 
@@ -120,8 +120,8 @@ per_backend!(
     fn transmit_timestamps_match_their_sends(backend) {
         for v6 in [false, true] {
             for on in [true, false] {
-                let sink = common::client(v6);
-                let mut cfg: Config = common::config(backend, v6);
+                let sink = util::client(v6);
+                let mut cfg: Config = util::config(backend, v6);
                 cfg.tx_timestamps = on;
                 let (sent, stamps, asked) = Default::default();
                 let h = Stamper {
@@ -144,7 +144,7 @@ per_backend!(
                 }
                 // Time for a stray stamp to show up.
                 std::thread::sleep(Duration::from_millis(50));
-                let st = common::stop_clean(engine);
+                let st = util::stop_clean(engine);
                 let asked = asked.lock().unwrap().clone();
                 let mut got = stamps.lock().unwrap().clone();
                 got.sort();

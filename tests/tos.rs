@@ -3,7 +3,7 @@
 //! ECN), IPv4 and IPv6, on every backend; without it, nothing is read.
 
 #[macro_use]
-mod common;
+mod util;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};

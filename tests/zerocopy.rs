@@ -5,7 +5,7 @@
 //! notifications are counted: on loopback the kernel always copies, and
 //! says so (`zc_copied`).
 
-mod common;
+mod util;
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -21,7 +21,7 @@ impl Handler for Sender {
             // not over the socket's segment size, which would cut them).
             let n = if k % 2 == 0 { 800 } else { 500 };
             tx.send_with(n, self.0, |b| {
-                b.copy_from_slice(&common::pattern(n, k));
+                b.copy_from_slice(&util::pattern(n, k));
                 n
             })
             .unwrap();
@@ -30,7 +30,7 @@ impl Handler for Sender {
         // copy, cut by the socket.
         for k in 20..24u8 {
             tx.send_segments_with(0, 1000, 3500, self.0, |b| {
-                b.copy_from_slice(&common::pattern(3500, k));
+                b.copy_from_slice(&util::pattern(3500, k));
                 3500
             })
             .unwrap();
@@ -41,11 +41,11 @@ impl Handler for Sender {
 
 #[test]
 fn zero_copy_sends_arrive_whole_and_are_counted() {
-    if !common::can_run(Backend::Uring) {
+    if !util::can_run(Backend::Uring) {
         return;
     }
-    let sink = common::client(false);
-    let mut cfg = common::config(Backend::Uring, false);
+    let sink = util::client(false);
+    let mut cfg = util::config(Backend::Uring, false);
     cfg.send_zero_copy_min = Some(600);
     cfg.udp_segment = Some(1000);
     let h = Mutex::new(Some(Sender(sink.local_addr().unwrap())));
@@ -56,12 +56,12 @@ fn zero_copy_sends_arrive_whole_and_are_counted() {
         let (n, _) = sink.recv_from(&mut buf).unwrap();
         got.push(buf[..n].to_vec());
     }
-    let s = common::stop_clean(engine);
+    let s = util::stop_clean(engine);
     let mut want: Vec<Vec<u8>> = (0..20u8)
-        .map(|k| common::pattern(if k % 2 == 0 { 800 } else { 500 }, k))
+        .map(|k| util::pattern(if k % 2 == 0 { 800 } else { 500 }, k))
         .collect();
     for k in 20..24u8 {
-        want.extend(common::pattern(3500, k).chunks(1000).map(<[u8]>::to_vec));
+        want.extend(util::pattern(3500, k).chunks(1000).map(<[u8]>::to_vec));
     }
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -80,14 +80,14 @@ fn zero_copy_sends_arrive_whole_and_are_counted() {
 
 #[test]
 fn without_a_threshold_nothing_is_zero_copy() {
-    let sink = common::client(false);
-    let cfg = common::config(Backend::Mmsg, false);
+    let sink = util::client(false);
+    let cfg = util::config(Backend::Mmsg, false);
     let h = Mutex::new(Some(Sender(sink.local_addr().unwrap())));
     let engine = Engine::start(cfg, move |_| h.lock().unwrap().take().unwrap()).unwrap();
     let mut buf = [0u8; 4096];
     for _ in 0..24 {
         sink.recv_from(&mut buf).unwrap();
     }
-    let s = common::stop_clean(engine);
+    let s = util::stop_clean(engine);
     assert_eq!((s.zc_sent, s.zc_copied), (0, 0));
 }

@@ -184,7 +184,6 @@ pub fn fixed_destination(bound: SocketAddr) -> Option<(IpAddr, u32)> {
 
 /// The unspecified address (`0.0.0.0` or `::`) of `like`'s family, with
 /// `port`: what a client binds to when it sends to `like`.
-#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 pub fn unspecified_like(like: SocketAddr, port: u16) -> SocketAddr {
     if like.is_ipv6() {
         SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))

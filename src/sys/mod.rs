@@ -22,7 +22,6 @@
 //! | `mmsg.rs` | header arrays for `recvmmsg`/`sendmmsg` |
 //! | `uring.rs` | the io_uring ring: setup, registration, entries, completions |
 //! | `uring_probe.rs` | whether this kernel can run the `uring` backend |
-//! | `reference.rs` | the C loops udpring is measured against (`send`, `sendmsg` + `UDP_SEGMENT`, a `recvmmsg` + GRO sink) |
 //! | `txstamp.rs` | TX timestamps by io_uring command, where the kernel has it |
 
 /// Calls a libc function and turns `-1` into the thread's `errno`.
@@ -50,17 +49,13 @@ pub mod mcast;
 pub(crate) mod meta;
 pub(crate) mod mmsg;
 pub(crate) mod random;
-#[cfg(feature = "cli")]
-pub(crate) mod reference;
 pub(crate) mod signal;
 pub(crate) mod socket;
 pub(crate) mod txstamp;
 pub(crate) mod uring;
 pub(crate) mod uring_probe;
 
-#[cfg(feature = "cli")]
-pub use addr::unspecified_like;
-pub(crate) use addr::{RawAddr, canonical, canonical_ip, fixed_destination};
+pub(crate) use addr::{RawAddr, canonical, canonical_ip, fixed_destination, unspecified_like};
 pub(crate) use errqueue::{Queued, QueuedError, read_errqueue, take_socket_error};
 pub(crate) use event::{EventFd, poll};
 pub(crate) use meta::{RecvMeta, SrcIp, Transmit};

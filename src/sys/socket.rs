@@ -256,7 +256,6 @@ pub fn local_port(fd: RawFd) -> io::Result<u16> {
 
 /// The MTU of the local interface that holds `local` (the source address a
 /// connected socket picked), from `getifaddrs` and sysfs.
-#[cfg_attr(not(feature = "cli"), allow(dead_code))] // the pmtu app
 pub fn interface_mtu(local: IpAddr) -> Option<u32> {
     let addrs = nix::ifaddrs::getifaddrs().ok()?;
     for ifa in addrs {
@@ -300,7 +299,6 @@ pub fn set_pmtu_discover(fd: RawFd, v6: bool, on: bool) -> io::Result<()> {
 /// For path MTU probes: don't fragment, and with `probe` also ignore the
 /// path MTU the kernel has learned (`IP_PMTUDISC_PROBE`), so a probe larger
 /// than it still leaves (packetization-layer discovery).
-#[cfg_attr(not(feature = "cli"), allow(dead_code))] // the pmtu app
 pub fn set_pmtu_mode(fd: RawFd, v6: bool, probe: bool) -> io::Result<()> {
     if probe {
         set_pmtu_values(

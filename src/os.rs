@@ -1,0 +1,109 @@
+//! What a program on the engine needs from the host beside the engine:
+//! the engine's own helpers for addresses, CPUs and the socket options
+//! that neither the standard library nor `socket2` sets, on any socket the
+//! program holds (a probe, a client of its own). Each is one system call
+//! or none, made at once.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
+
+use crate::error::ErrorEvent;
+use crate::sys;
+
+/// `addr` with a v4-mapped IPv6 address (`[::ffff:10.0.0.1]:9`) shown as
+/// IPv4 (`10.0.0.1:9`), as the engine shows every source.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    sys::canonical(addr)
+}
+
+/// `ip` with a v4-mapped IPv6 address shown as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    sys::canonical_ip(ip)
+}
+
+/// The unspecified address (`0.0.0.0` or `::`) of `like`'s family, with
+/// `port`.
+pub fn unspecified_like(like: SocketAddr, port: u16) -> SocketAddr {
+    sys::unspecified_like(like, port)
+}
+
+/// The CPUs this process may run on (its affinity mask), in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    sys::cpu::allowed_cpus()
+}
+
+/// Pins the calling thread to CPU `cpu`.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    sys::cpu::pin_to_cpu(cpu)
+}
+
+/// Sets a socket's receive (`recv`) or send buffer to `bytes`: the
+/// `FORCE` variant where allowed (root, `CAP_NET_ADMIN`: past the sysctl
+/// maximum), else the plain one. Returns what the kernel granted, read
+/// back (it doubles requests).
+pub fn set_buffer_size(sock: &impl AsFd, recv: bool, bytes: usize) -> io::Result<usize> {
+    sys::socket::set_buffer_size(sock.as_fd().as_raw_fd(), recv, bytes)
+}
+
+/// Turns UDP generic receive offload on or off (`UDP_GRO`): trains of
+/// segments arrive as one buffer with their segment size.
+pub fn set_udp_gro(sock: &impl AsFd, on: bool) -> io::Result<()> {
+    sys::socket::set_udp_gro(sock.as_fd().as_raw_fd(), on)
+}
+
+/// Asks for the kernel's error reports on the socket's error queue
+/// (`IP_RECVERR`, and `IPV6_RECVERR` on an IPv6 socket): ICMP errors
+/// about datagrams sent, read with [`read_error`].
+pub fn set_recv_errors(sock: &impl AsFd, v6: bool) -> io::Result<()> {
+    sys::socket::set_recverr(sock.as_fd().as_raw_fd(), v6)
+}
+
+/// How a socket treats the path MTU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathMtu {
+    /// Never fragment, and refuse sends over the path MTU the kernel
+    /// knows (`EMSGSIZE`): `IP_PMTUDISC_DO`.
+    Discover,
+    /// Never fragment, and send whatever size is asked: probes over the
+    /// known path MTU go out (`IP_PMTUDISC_PROBE`), as RFC 8899 wants.
+    Probe,
+    /// The kernel's default (`IP_PMTUDISC_WANT`).
+    Default,
+}
+
+/// Sets how the socket treats the path MTU (`IP_MTU_DISCOVER`, and
+/// `IPV6_MTU_DISCOVER` on an IPv6 socket).
+pub fn set_path_mtu(sock: &impl AsFd, v6: bool, mode: PathMtu) -> io::Result<()> {
+    let fd = sock.as_fd().as_raw_fd();
+    match mode {
+        PathMtu::Discover => sys::socket::set_pmtu_discover(fd, v6, true),
+        PathMtu::Default => sys::socket::set_pmtu_discover(fd, v6, false),
+        PathMtu::Probe => sys::socket::set_pmtu_mode(fd, v6, true),
+    }
+}
+
+/// The path MTU the kernel knows towards a connected socket's peer
+/// (`IP_MTU` / `IPV6_MTU`); an error on an unconnected socket.
+pub fn path_mtu(sock: &impl AsFd, v6: bool) -> io::Result<u32> {
+    sys::socket::path_mtu(sock.as_fd().as_raw_fd(), v6)
+}
+
+/// The MTU of the interface that holds the local address `local`.
+pub fn interface_mtu(local: IpAddr) -> Option<u32> {
+    sys::socket::interface_mtu(local)
+}
+
+/// Reads one report from the socket's error queue (`MSG_ERRQUEUE`,
+/// without waiting), as the event a handler would get; `None` when the
+/// queue is empty. Entries that are not errors (TX timestamps) are
+/// skipped.
+pub fn read_error(sock: &impl AsFd) -> Option<ErrorEvent> {
+    let fd = sock.as_fd().as_raw_fd();
+    loop {
+        match sys::read_errqueue(fd)? {
+            sys::Queued::Error(e) => return Some(ErrorEvent::from_queued(e)),
+            sys::Queued::TxTimestamp { .. } | sys::Queued::Unknown => {}
+        }
+    }
+}

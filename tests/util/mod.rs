@@ -1,0 +1,138 @@
+//! Helpers shared by the engine's integration tests: loopback sockets on
+//! port 0, engines per backend, an echo handler, and waiting for a worker
+//! to go idle. The command's tests (tools/udpring/tests/util) include
+//! this file too.
+#![allow(dead_code)]
+
+pub mod counting;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use udpring::{Backend, Config, Engine, Stats};
+
+/// Loopback with port 0, IPv4 or IPv6.
+pub fn loopback(v6: bool) -> SocketAddr {
+    if v6 {
+        "[::1]:0".parse().unwrap()
+    } else {
+        "127.0.0.1:0".parse().unwrap()
+    }
+}
+
+/// Whether this kernel can run `backend`; says why not when it cannot.
+pub fn can_run(backend: Backend) -> bool {
+    match (backend, udpring::uring_support()) {
+        (Backend::Uring, Err(why)) => {
+            eprintln!("skipping the uring backend: {why}");
+            false
+        }
+        _ => true,
+    }
+}
+
+/// One test per backend, each its own named test so that a failing
+/// backend does not hide the others: `per_backend!(fn name(backend) {...})`
+/// makes `name::uring`, `name::mmsg` and `name::simple`.
+#[macro_export]
+macro_rules! per_backend {
+    ($(#[$meta:meta])* fn $name:ident($b:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn on($b: udpring::Backend) $body
+
+            #[test]
+            fn uring() {
+                if $crate::util::can_run(udpring::Backend::Uring) {
+                    on(udpring::Backend::Uring);
+                }
+            }
+            #[test]
+            fn mmsg() {
+                on(udpring::Backend::Mmsg);
+            }
+            #[test]
+            fn simple() {
+                on(udpring::Backend::Simple);
+            }
+        }
+    };
+}
+
+/// A config for one worker of `backend` on loopback.
+pub fn config(backend: Backend, v6: bool) -> Config {
+    let mut c = Config::new(loopback(v6));
+    c.backend = Some(backend);
+    c.workers = 1;
+    c
+}
+
+/// A client socket on loopback with a generous receive buffer and a timeout.
+pub fn client(v6: bool) -> UdpSocket {
+    client_on(loopback(v6))
+}
+
+/// [`client`] bound to `bind` (a loopback address, port 0 for any).
+pub fn client_on(bind: SocketAddr) -> UdpSocket {
+    let domain = if bind.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, None).unwrap();
+    let _ = s.set_recv_buffer_size(8 << 20);
+    s.bind(&bind.into()).unwrap();
+    let s: UdpSocket = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Waits (bounded) until per-worker counters satisfy `done` (workers
+/// publish counters once per loop, a moment after their sends).
+pub fn wait_workers(engine: &Engine, done: impl Fn(&[Stats]) -> bool) -> Vec<Stats> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = engine.worker_stats();
+        if done(&s) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Stops the engine and checks that every slot came back.
+pub fn stop_clean(engine: Engine) -> Stats {
+    let s = engine.stop().expect("engine stops cleanly");
+    assert_eq!(s.slots_out, 0, "slots still out after stop: {s:?}");
+    assert!(s.slots_total > 0);
+    assert_eq!(s.invalid_completions, 0, "invalid completions: {s:?}");
+    s
+}
+
+/// Deterministic payload of `n` bytes, different per `tag`.
+pub fn pattern(n: usize, tag: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(tag))
+        .collect()
+}
+
+/// The plainest server: every datagram goes back to its sender from its
+/// own buffer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Echo;
+
+impl Echo {
+    pub fn new() -> Echo {
+        Echo
+    }
+}
+
+impl udpring::Handler for Echo {
+    fn on_datagram(&mut self, d: udpring::Datagram<'_>, tx: &mut udpring::Transport<'_>) {
+        // A full send queue is counted by the engine (send_exhausted).
+        let _ = tx.reply(d);
+    }
+}

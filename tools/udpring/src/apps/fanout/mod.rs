@@ -1,0 +1,518 @@
+//! `udpring fanout`: every datagram received is sent on to every
+//! destination (unicast addresses or multicast groups) from its own receive
+//! buffer: one buffer, N sends, no copy, all submitted with the batch (one
+//! `io_uring_enter` for many SQEs, or `sendmmsg` batches on `mmsg`).
+//!
+//! The relay listens on socket 0 and sends from socket 1, a socket of its
+//! own (bound to the unspecified address: it can reach any destination,
+//! and what destinations answer arrives there, where it is counted and
+//! dropped, never relayed). A datagram whose source is one of the
+//! destinations is dropped too (counted): two relays, or a relay and an
+//! echo, cannot make a loop. A destination that refuses (ICMP port
+//! unreachable) or whose sends fail is counted and does not hold up the
+//! others.
+//!
+//! # Live subscribers (`--control ADDR`, socket 2)
+//!
+//! Destinations come from a static list (`--to`, never expiring) and from
+//! subscribers, who send text datagrams to the control address and
+//! receive the relayed stream at the address they sent from:
+//!
+//! | request | answer | effect |
+//! |---|---|---|
+//! | `SUB` padded with spaces to 32 bytes | `TOKEN <16 hex>` | none: the token proves the next request comes from this address |
+//! | `SUB <token>` | `OK <expiry seconds>` (or `FULL`) | subscribes, or refreshes: a subscriber that does not refresh within the expiry is dropped |
+//! | `UNSUB <token>` | `BYE` | leaves at once, and its token (every token of that address so far) is revoked |
+//!
+//! Anything else is counted and not answered. Sources can be forged, so a
+//! subscription needs the token, which only a host that receives at the
+//! claimed address can read; the relay keeps no state per token, answers
+//! a first `SUB` with fewer bytes than it was sent, and holds at most
+//! `max_subscribers` subscribers, `max_per_host` of one address and
+//! `max_per_prefix` of one /24 (IPv4) or /48 (IPv6) (refusals counted,
+//! answered `FULL`).
+//!
+//! # Loops
+//!
+//! Two relays sending to each other (statically, or one subscribed to the
+//! other by a stranger who forged its `SUB`s) would pass one datagram back
+//! and forth for ever. A udpring relay is a server: everything it sends
+//! carries the server mark, and it relays nothing that carries it (the
+//! engine's guard, `guard_marked`). So X's copy reaches Y and stops there,
+//! and a token X sends to Y's listening address is never relayed to Y's
+//! subscribers. A relay placed below another on purpose (a relay tree)
+//! takes marked datagrams (`Guard::refuse_marked` off, `--accept-marked`):
+//! such a relay must not be pointed back at its parent. The engine's guard
+//! (`--allow` and the rest) applies to control datagrams as to the others.
+//! A subscriber receives every datagram the relay receives from the moment
+//! its `SUB <token>` is handled until its `UNSUB` is (or it expires), and
+//! each destination's sends, failures by errno and refusals are counted.
+
+pub mod control;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use control::{Generations, Refusal, Request, Tokens};
+
+use udpring::{Datagram, ErrorEvent, Handler, SendError, Transport};
+
+/// The socket the relay sends from (see the module doc).
+pub const SEND_SOCKET: usize = 1;
+/// The control socket, with `--control`.
+pub const CONTROL_SOCKET: usize = 2;
+/// Timer token of the expiry sweep.
+const SWEEP: u64 = 1;
+
+/// Where a destination came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The static list: never expires.
+    Static,
+    /// A subscriber on the control socket.
+    Subscriber,
+}
+
+/// Whether a destination still receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// It does.
+    Live,
+    /// It sent `UNSUB`.
+    Unsubscribed,
+    /// It did not refresh within the expiry.
+    Expired,
+}
+
+/// One destination and what was sent to it.
+#[derive(Clone, Debug)]
+pub struct Dest {
+    /// Where its datagrams go.
+    pub addr: SocketAddr,
+    /// Static or subscriber.
+    pub kind: Kind,
+    /// Live, or why not.
+    pub state: State,
+    /// Datagrams queued for it.
+    pub queued: u64,
+    /// Of those, refused by the kernel or by a full send queue (each
+    /// errno in `errors`).
+    pub failed: u64,
+    /// Reports from the network about datagrams that left for it (ICMP
+    /// port, host or network unreachable).
+    pub refused: u64,
+    /// Failed sends by errno (`ENOBUFS`: no send slot was free).
+    pub errors: BTreeMap<i32, u64>,
+    expires: Option<Instant>,
+}
+
+impl Dest {
+    fn new(addr: SocketAddr, kind: Kind, expires: Option<Instant>) -> Self {
+        Dest {
+            addr,
+            kind,
+            state: State::Live,
+            queued: 0,
+            failed: 0,
+            refused: 0,
+            errors: BTreeMap::new(),
+            expires,
+        }
+    }
+
+    /// Datagrams the kernel took for it: queued minus failed. Exact once
+    /// the engine has stopped (every send's outcome is then known).
+    pub fn forwarded(&self) -> u64 {
+        self.queued.saturating_sub(self.failed)
+    }
+
+    fn fail(&mut self, errno: i32, n: u64) {
+        self.failed += n;
+        *self.errors.entry(errno).or_default() += n;
+    }
+}
+
+/// What the control socket was sent, by outcome (counts of datagrams).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct ControlCounts {
+    /// First `SUB`s answered with a token.
+    pub tokens: u64,
+    /// Subscriptions made.
+    pub subscribed: u64,
+    /// Subscriptions refreshed (and `SUB` from a static destination).
+    pub refreshed: u64,
+    /// `UNSUB`s that ended a subscription.
+    pub unsubscribed: u64,
+    /// Subscriptions dropped for want of a refresh.
+    pub expired: u64,
+    /// Requests with a token that is not the sender's (or too old).
+    pub bad_token: u64,
+    /// `SUB`s refused because `max_subscribers` were live.
+    pub full: u64,
+    /// `SUB`s refused because the address had `max_per_host` live.
+    pub host_full: u64,
+    /// `SUB`s refused because the prefix had `max_per_prefix` live.
+    pub prefix_full: u64,
+    /// Revocations forgotten early to keep the table bounded (their old
+    /// tokens were valid again until they expired).
+    pub revocations_forgotten: u64,
+    /// `UNSUB`s from no subscriber.
+    pub not_subscribed: u64,
+    /// Not a request of the protocol.
+    pub malformed: u64,
+    /// First `SUB`s shorter than the answer would be.
+    pub too_short: u64,
+}
+
+/// The relay's destinations and counters, shared by its workers.
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    /// Live destinations.
+    pub dests: Vec<Dest>,
+    index: HashMap<SocketAddr, usize>,
+    /// Destinations that left (oldest first), at most `max_departed`.
+    pub departed: Vec<Dest>,
+    /// Departed destinations not kept (beyond `max_departed`).
+    pub departed_dropped: u64,
+    /// Datagrams received on the listening socket and relayed.
+    pub received: u64,
+    /// Received from one of the destinations: dropped, not relayed.
+    pub from_destination: u64,
+    /// Arrived on the sending socket (answers of destinations): dropped.
+    pub answers: u64,
+    /// Error reports about no live destination.
+    pub other_errors: u64,
+    /// The control socket's requests.
+    pub control: ControlCounts,
+    /// Live subscribers per address and per prefix.
+    per_host: HashMap<IpAddr, usize>,
+    per_prefix: HashMap<IpAddr, usize>,
+    /// Addresses whose tokens were revoked lately.
+    generations: Generations,
+}
+
+/// The prefix a subscriber's address is counted under: its /24 (IPv4) or
+/// /48 (IPv6).
+pub fn prefix_of(ip: IpAddr) -> IpAddr {
+    match udpring::os::canonical_ip(ip) {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & 0xffff_ff00)),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) & !((1u128 << 80) - 1))),
+    }
+}
+
+impl Table {
+    fn add(&mut self, d: Dest) {
+        if d.kind == Kind::Subscriber {
+            let ip = udpring::os::canonical_ip(d.addr.ip());
+            *self.per_host.entry(ip).or_default() += 1;
+            *self.per_prefix.entry(prefix_of(ip)).or_default() += 1;
+        }
+        self.index.insert(d.addr, self.dests.len());
+        self.dests.push(d);
+    }
+
+    fn remove(&mut self, i: usize, why: State, max_departed: usize) {
+        let mut d = self.dests.swap_remove(i);
+        if d.kind == Kind::Subscriber {
+            let ip = udpring::os::canonical_ip(d.addr.ip());
+            for (map, key) in [
+                (&mut self.per_host, ip),
+                (&mut self.per_prefix, prefix_of(ip)),
+            ] {
+                if let Some(n) = map.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        map.remove(&key);
+                    }
+                }
+            }
+        }
+        self.index.remove(&d.addr);
+        if let Some(moved) = self.dests.get(i) {
+            self.index.insert(moved.addr, i);
+        }
+        d.state = why;
+        if self.departed.len() < max_departed {
+            self.departed.push(d);
+        } else {
+            self.departed_dropped += 1;
+        }
+    }
+
+    /// Live subscribers at `ip` (any port).
+    pub fn hosted(&self, ip: IpAddr) -> usize {
+        self.per_host
+            .get(&udpring::os::canonical_ip(ip))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Live subscribers in `ip`'s prefix ([`prefix_of`]).
+    pub fn in_prefix(&self, ip: IpAddr) -> usize {
+        self.per_prefix.get(&prefix_of(ip)).copied().unwrap_or(0)
+    }
+
+    /// Live destination `addr`, if any.
+    pub fn live(&self, addr: SocketAddr) -> Option<&Dest> {
+        self.index
+            .get(&udpring::os::canonical(addr))
+            .map(|&i| &self.dests[i])
+    }
+}
+
+/// How a relay runs.
+#[derive(Clone, Debug)]
+pub struct RelayOpts {
+    /// Static destinations.
+    pub to: Vec<SocketAddr>,
+    /// Subscribers that do not refresh are dropped after this long.
+    pub expiry: Duration,
+    /// Most live subscribers (static destinations not counted).
+    pub max_subscribers: usize,
+    /// Most departed destinations kept for the totals.
+    pub max_departed: usize,
+    /// Most live subscribers at one address (any port).
+    pub max_per_host: usize,
+    /// Most live subscribers in one /24 (IPv4) or /48 (IPv6).
+    pub max_per_prefix: usize,
+}
+
+impl RelayOpts {
+    /// A relay to `to`, with room for 4096 subscribers expiring after 30 s,
+    /// 16 per address and 256 per prefix.
+    pub fn new(to: Vec<SocketAddr>) -> Self {
+        RelayOpts {
+            to,
+            expiry: Duration::from_secs(30),
+            max_subscribers: 4096,
+            max_departed: 4096,
+            max_per_host: 16,
+            max_per_prefix: 256,
+        }
+    }
+}
+
+/// A relay's state, shared by its workers and whoever reports.
+pub struct Relay {
+    table: Mutex<Table>,
+    opts: RelayOpts,
+    tokens: Tokens,
+    epoch: Instant,
+}
+
+impl Relay {
+    /// A relay to `opts.to` (and subscribers, with a control socket).
+    pub fn new(opts: RelayOpts) -> Arc<Self> {
+        let mut t = Table {
+            generations: Generations::new(opts.max_subscribers.max(1024)),
+            ..Table::default()
+        };
+        for a in &opts.to {
+            let a = udpring::os::canonical(*a);
+            if !t.index.contains_key(&a) {
+                t.add(Dest::new(a, Kind::Static, None));
+            }
+        }
+        Arc::new(Relay {
+            table: Mutex::new(t),
+            tokens: Tokens::new(opts.expiry.as_secs().max(1)),
+            opts,
+            epoch: Instant::now(),
+        })
+    }
+
+    /// The destinations and counters now.
+    pub fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_s(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+}
+
+/// An engine configuration for a relay listening on `listen`: the socket
+/// to send from ([`SEND_SOCKET`]) is bound to the unspecified address,
+/// and `control`, if any, is [`CONTROL_SOCKET`].
+pub fn config(listen: SocketAddr, control: Option<SocketAddr>) -> udpring::Config {
+    let mut cfg = udpring::Config::new(listen);
+    cfg.also_bind = vec![udpring::os::unspecified_like(listen, 0)];
+    cfg.also_bind.extend(control);
+    cfg
+}
+
+/// The fan-out handler. Its engine needs a second socket to send from
+/// (and a third for control; see [`config`]).
+pub struct Fanout {
+    relay: Arc<Relay>,
+}
+
+impl Fanout {
+    /// A worker of `relay`.
+    pub fn new(relay: Arc<Relay>) -> Self {
+        Fanout { relay }
+    }
+
+    fn relay_data(&mut self, dgram: &Datagram<'_>, tx: &mut Transport<'_>) {
+        let n = dgram.segments() as u64;
+        let mut t = self.relay.table();
+        if t.index.contains_key(&dgram.source()) {
+            t.from_destination += n;
+            return;
+        }
+        t.received += n;
+        for d in t.dests.iter_mut() {
+            d.queued += n;
+            match tx.forward_via(SEND_SOCKET, dgram, d.addr) {
+                Ok(()) => {}
+                Err(SendError::Exhausted) => d.fail(libc::ENOBUFS, n),
+                Err(SendError::AddressFamily) => d.fail(libc::EAFNOSUPPORT, n),
+                Err(_) => d.fail(libc::EINVAL, n),
+            }
+        }
+    }
+
+    fn control(&mut self, dgram: &Datagram<'_>, tx: &mut Transport<'_>) {
+        let from = dgram.source();
+        let now = self.relay.now_s();
+        let req = control::parse(dgram.payload());
+        let relay = self.relay.clone();
+        let mut t = relay.table();
+        let answer: Option<String> = match req {
+            Err(Refusal::Malformed) => {
+                t.control.malformed += 1;
+                None
+            }
+            Err(Refusal::TooShort) => {
+                t.control.too_short += 1;
+                None
+            }
+            Ok(Request::Hello) => {
+                t.control.tokens += 1;
+                let g = t.generations.of(from);
+                Some(format!("TOKEN {:016x}", relay.tokens.mint(from, g, now)))
+            }
+            Ok(Request::Subscribe(k) | Request::Unsubscribe(k))
+                if !relay.tokens.check(from, t.generations.of(from), k, now) =>
+            {
+                t.control.bad_token += 1;
+                None
+            }
+            Ok(Request::Subscribe(_)) => {
+                let expires = Some(Instant::now() + relay.opts.expiry);
+                let subs = t
+                    .dests
+                    .iter()
+                    .filter(|d| d.kind == Kind::Subscriber)
+                    .count();
+                match t.index.get(&from).copied() {
+                    Some(i) => {
+                        if t.dests[i].kind == Kind::Subscriber {
+                            t.dests[i].expires = expires;
+                        }
+                        t.control.refreshed += 1;
+                        Some(format!("OK {}", relay.opts.expiry.as_secs()))
+                    }
+                    None if subs >= relay.opts.max_subscribers => {
+                        t.control.full += 1;
+                        Some("FULL".into())
+                    }
+                    None if t.hosted(from.ip()) >= relay.opts.max_per_host => {
+                        t.control.host_full += 1;
+                        Some("FULL".into())
+                    }
+                    None if t.in_prefix(from.ip()) >= relay.opts.max_per_prefix => {
+                        t.control.prefix_full += 1;
+                        Some("FULL".into())
+                    }
+                    None => {
+                        t.add(Dest::new(from, Kind::Subscriber, expires));
+                        t.control.subscribed += 1;
+                        Some(format!("OK {}", relay.opts.expiry.as_secs()))
+                    }
+                }
+            }
+            Ok(Request::Unsubscribe(_)) => match t.index.get(&from).copied() {
+                Some(i) if t.dests[i].kind == Kind::Subscriber => {
+                    t.remove(i, State::Unsubscribed, relay.opts.max_departed);
+                    t.control.unsubscribed += 1;
+                    if t.generations.revoke(from, now, relay.tokens.lifetime_s()) {
+                        t.control.revocations_forgotten += 1;
+                    }
+                    Some("BYE".into())
+                }
+                _ => {
+                    t.control.not_subscribed += 1;
+                    None
+                }
+            },
+        };
+        drop(t);
+        if let Some(a) = answer {
+            // A full send queue is counted by the engine (send_exhausted);
+            // the subscriber asks again.
+            let _ = tx.send_to_via(CONTROL_SOCKET, a.as_bytes(), from);
+        }
+    }
+
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let max = self.relay.opts.max_departed;
+        let mut t = self.relay.table();
+        let mut i = 0;
+        while i < t.dests.len() {
+            if t.dests[i].expires.is_some_and(|e| e <= now) {
+                t.remove(i, State::Expired, max);
+                t.control.expired += 1;
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+impl Handler for Fanout {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        let every =
+            (self.relay.opts.expiry / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        tx.call_every(every, SWEEP);
+    }
+
+    fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
+        match dgram.socket() {
+            SEND_SOCKET => self.relay.table().answers += dgram.segments() as u64,
+            CONTROL_SOCKET => self.control(&dgram, tx),
+            _ => self.relay_data(&dgram, tx),
+        }
+    }
+
+    fn on_timer(&mut self, token: u64, _tx: &mut Transport<'_>) {
+        if token == SWEEP {
+            self.sweep();
+        }
+    }
+
+    fn on_error(&mut self, event: ErrorEvent, _tx: &mut Transport<'_>) {
+        let (peer, errno) = match event {
+            ErrorEvent::ConnectionRefused { peer } | ErrorEvent::Unreachable { peer, .. } => {
+                (peer, None)
+            }
+            ErrorEvent::SendFailed { peer, errno } => (peer, Some(errno)),
+            ErrorEvent::MessageTooLong { peer, .. } => (peer, Some(libc::EMSGSIZE)),
+            ErrorEvent::Other { peer, .. } => (peer, None),
+            // Events of kinds a later engine adds: about no destination.
+            _ => (None, None),
+        };
+        let mut t = self.relay.table();
+        let i = peer.and_then(|p| t.index.get(&udpring::os::canonical(p)).copied());
+        match (i, errno) {
+            (Some(i), Some(e)) => t.dests[i].fail(e, 1),
+            (Some(i), None) => t.dests[i].refused += 1,
+            (None, _) => t.other_errors += 1,
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! `udpring bench`: the main job.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::apps::bench::{self, BenchOpts};
+use clap::Args;
+use udpring::Backend;
+
+use crate::common::{
+    Failure, parse_addr, parse_backend, parse_secs, parse_secs_or_zero, parse_size, runtime, usage,
+};
+
+#[derive(Args)]
+#[command(
+    after_help = "Rows: flood (a window of datagrams in flight: echo throughput) at 64 and\n\
+    1400 B per backend, ping (one in flight: round-trip time) per backend, and\n\
+    floods with GSO/GRO (trains of up to 64 datagrams per send) on uring.\n\
+    'vs simple' compares with the simple backend (one syscall per datagram):\n\
+    echoed/s for floods, median RTT for ping; above 1 is better."
+)]
+pub(crate) struct BenchArgs {
+    /// Seconds measured per row.
+    #[arg(long, default_value = "2", value_parser = parse_secs, allow_negative_numbers = true)]
+    duration: Duration,
+    /// Warm-up per row, not measured.
+    #[arg(long, default_value = "0.3", value_parser = parse_secs_or_zero)]
+    warmup: Duration,
+    /// Run every workload on every backend (GSO/GRO rows included).
+    #[arg(long)]
+    compare: bool,
+    /// Leave out the C limit rows (each flood workload's echo driven by
+    /// the kernel-level reference flood, `udpring reference`).
+    #[arg(long)]
+    no_c_limit: bool,
+    /// Only these server backends (comma-separated); default: all.
+    #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
+    backend: Vec<Backend>,
+    /// Only these payload sizes in bytes (comma-separated; 32..65507);
+    /// replaces 64 and 1400 in the flood rows.
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    size: Vec<usize>,
+    /// Only floods, or only ping.
+    #[arg(long, value_parser = ["flood", "ping"])]
+    only: Option<String>,
+    /// Datagrams kept in flight in flood rows (1..1000000); the GSO/GRO
+    /// rows keep at least 128 trains (at most 6 MiB of them) in flight.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    window: u64,
+    /// Segments per GSO send in the GSO/GRO rows (capped so a send stays
+    /// under 64 KiB: 46 at 1400 B).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    gso_segments: u64,
+    /// Loopback address to run on (127.0.0.1 or ::1 style, port ignored).
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
+    bind: SocketAddr,
+    /// Print {"command":"bench","rows":[...]} JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Print the table as CSV (a header row, then one row per workload).
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
+}
+
+pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
+    if !a.bind.ip().is_loopback() {
+        return Err(usage(format!(
+            "--bind {}: bench runs on loopback only (127.0.0.0/8 or ::1)",
+            a.bind
+        )));
+    }
+    let backends: Vec<Backend> = if a.backend.is_empty() {
+        let mut v = vec![Backend::Simple, Backend::Mmsg];
+        match udpring::uring_support() {
+            Ok(()) => v.push(Backend::Uring),
+            Err(why) => note!("udpring: note: skipping uring: {why}"),
+        }
+        v
+    } else {
+        a.backend.clone()
+    };
+    let mut cases = bench::default_cases(&backends, a.compare);
+    if !a.size.is_empty() {
+        let mut v = Vec::new();
+        for c in cases.iter().filter(|c| c.size == 64) {
+            for &size in &a.size {
+                if c.workload == bench::Workload::Flood || size == a.size[0] {
+                    v.push(bench::Case { size, ..*c });
+                }
+            }
+        }
+        cases = v;
+    }
+    match a.only.as_deref() {
+        Some("flood") => cases.retain(|c| c.workload == bench::Workload::Flood),
+        Some("ping") => cases.retain(|c| c.workload == bench::Workload::Ping),
+        _ => {}
+    }
+    let opts = BenchOpts {
+        duration: a.duration,
+        warmup: a.warmup,
+        client_backend: None,
+        window: a.window,
+        gso_segments: a.gso_segments as usize,
+        bind: SocketAddr::new(a.bind.ip(), 0),
+    };
+    let mut results = Vec::new();
+    // Progress (which row, how long is left) on a terminal only: quiet in
+    // pipes, in scripts and under --json or --csv.
+    let show = !a.json && !a.csv && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let per_row = a.duration + a.warmup + Duration::from_millis(300);
+    let total = cases.len();
+    let done = cases.clone();
+    for (k, c) in cases.into_iter().enumerate() {
+        if show {
+            note_raw!(
+                "[{}/{total}] {:?} {} {} B{} (about {:.0} s left) ... ",
+                k + 1,
+                c.workload,
+                c.backend,
+                c.size,
+                if c.gso { " gso/gro" } else { "" },
+                (per_row * (total - k) as u32).as_secs_f64()
+            );
+        }
+        let r = bench::run_case(c, &opts).map_err(runtime)?;
+        if show {
+            note!("{:.0} echoed/s", r.pps_received);
+        }
+        results.push(r);
+    }
+    // The C limit of each flood workload: the same echo under the
+    // kernel-level reference flood.
+    if !a.no_c_limit {
+        for c in bench::c_limit_cases(&done) {
+            if show {
+                note_raw!(
+                    "[C limit] {} {} B{} ... ",
+                    c.backend,
+                    c.size,
+                    if c.gso { " gso/gro" } else { "" }
+                );
+            }
+            let r = bench::run_c_limit(c, &opts).map_err(runtime)?;
+            if show {
+                note!("{:.0} echoed/s", r.pps_received);
+            }
+            results.push(r);
+        }
+    }
+    if a.json {
+        crate::common::say_json("bench", None, serde_json::json!({ "rows": results }));
+    } else if a.csv {
+        say_raw!("{}", bench::csv(&results));
+    } else {
+        say_raw!("{}", bench::table(&results));
+    }
+    Ok(())
+}

@@ -1,0 +1,644 @@
+//! What every command shares: the failure type and exit codes, argument
+//! parsers, the engine options group, the output group, and the printers of
+//! the engine's counters.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use udpring::{Backend, Config, Stats};
+
+/// Standard output was closed by its reader (`udpring echo | head -1`).
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+/// Standard error was closed by its reader (`udpring load ... 2>&1 | head -1`).
+static STDERR_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Writes `args` (and a newline) to `w`, flushed.
+fn write_to(
+    w: &mut dyn Write,
+    args: std::fmt::Arguments<'_>,
+    newline: bool,
+) -> std::io::Result<()> {
+    w.write_fmt(args)?;
+    if newline {
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+}
+
+/// A stream's reader went away: note it, and ask the run to stop as a
+/// signal would (every phase that honours SIGINT honours this), so that a
+/// pipeline like `udpring load ... | head -1` ends instead of running on
+/// for nobody.
+fn gone(flag: &AtomicBool) {
+    if !flag.swap(true, Ordering::Relaxed) {
+        udpring::signals::request();
+    }
+}
+
+/// Writes to standard output; once its reader has gone (a broken pipe),
+/// to standard error instead, and the run ends quietly (see
+/// [`run_until`]): no panic, the totals still printed where they can be.
+pub(crate) fn say_fmt(args: std::fmt::Arguments<'_>, newline: bool) {
+    if !STDOUT_GONE.load(Ordering::Relaxed) {
+        match write_to(&mut std::io::stdout().lock(), args, newline) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => gone(&STDOUT_GONE),
+            Err(_) => return,
+        }
+    }
+    note_fmt(args, newline);
+}
+
+/// Writes to standard error (banners, live lines, notes, warnings);
+/// nothing once its reader has gone, and the run ends as above. Never
+/// panics, unlike `eprintln!`.
+pub(crate) fn note_fmt(args: std::fmt::Arguments<'_>, newline: bool) {
+    if STDERR_GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = write_to(&mut std::io::stderr().lock(), args, newline)
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        gone(&STDERR_GONE);
+    }
+}
+
+/// Whether standard output's or standard error's reader has gone: seen
+/// by a write that failed, or now, by `poll(2)` (a pipe whose reader
+/// closed reports `POLLERR` on its writing end), so a run ends when its
+/// reader goes, not at its next line.
+pub(crate) fn output_gone() -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    for (flag, fd) in [
+        (&STDOUT_GONE, std::io::stdout().as_fd()),
+        (&STDERR_GONE, std::io::stderr().as_fd()),
+    ] {
+        if flag.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut p = [PollFd::new(fd, PollFlags::empty())];
+        if poll(&mut p, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+            && p[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLERR))
+        {
+            gone(flag);
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the run should stop: a signal, or its output went away.
+pub(crate) fn stop_requested() -> bool {
+    udpring::signals::requested() || output_gone()
+}
+
+/// `println!` that survives a closed pipe (see [`say_fmt`]).
+macro_rules! say {
+    ($($t:tt)*) => { $crate::common::say_fmt(format_args!($($t)*), true) };
+}
+
+/// `print!` that survives a closed pipe (see [`say_fmt`]).
+macro_rules! say_raw {
+    ($($t:tt)*) => { $crate::common::say_fmt(format_args!($($t)*), false) };
+}
+
+/// `eprintln!` that survives a closed pipe (see [`note_fmt`]).
+macro_rules! note {
+    ($($t:tt)*) => { $crate::common::note_fmt(format_args!($($t)*), true) };
+}
+
+/// `eprint!` that survives a closed pipe (see [`note_fmt`]).
+macro_rules! note_raw {
+    ($($t:tt)*) => { $crate::common::note_fmt(format_args!($($t)*), false) };
+}
+
+/// The version of the JSON documents' shape (tools/json-vocabulary.json):
+/// raised when a name changes meaning or type, or goes away.
+pub(crate) const SCHEMA: u64 = 1;
+
+/// Prints `body` as the one JSON document of a run, with the names every
+/// document shares (tools/json-vocabulary.json): `schema`, `command`, and
+/// `duration_s` when the run has a length.
+pub(crate) fn say_json(command: &str, duration_s: Option<f64>, body: impl serde::Serialize) {
+    let mut v = serde_json::to_value(body).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("schema".into(), SCHEMA.into());
+        m.insert("command".into(), command.into());
+        if let Some(d) = duration_s {
+            m.insert("duration_s".into(), d.into());
+        }
+    }
+    say!("{v}");
+}
+
+/// A failure: usage errors exit 2, runtime errors 1.
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) msg: String,
+}
+
+pub(crate) fn usage(msg: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        msg: msg.into(),
+    }
+}
+
+pub(crate) fn runtime(e: std::io::Error) -> Failure {
+    let code = if e.kind() == std::io::ErrorKind::InvalidInput {
+        2
+    } else {
+        1
+    };
+    Failure {
+        code,
+        msg: e.to_string(),
+    }
+}
+
+pub(crate) fn parse_backend(s: &str) -> Result<Backend, String> {
+    s.parse()
+}
+
+/// `ADDR:PORT`, `[ADDR]:PORT`, or a scoped IPv6 address
+/// `[fe80::1%eth0]:PORT` (the interface by name or index).
+pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Some(a) = scoped_v6(s)? {
+        return Ok(a);
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("'{s}' is not an address with a port (expected e.g. 127.0.0.1:9000 or [::1]:9000)")
+    })
+}
+
+/// `[ADDR%IFACE]:PORT` with IFACE a name or an index; `None` without a
+/// `%` scope.
+pub(crate) fn scoped_v6(s: &str) -> Result<Option<SocketAddr>, String> {
+    let (Some(pct), Some(close)) = (s.find('%'), s.rfind(']')) else {
+        return Ok(None);
+    };
+    if !s.starts_with('[') || pct > close {
+        return Ok(None);
+    }
+    let iface = &s[pct + 1..close];
+    let plain = format!("{}{}", &s[..pct], &s[close..]);
+    let mut a: SocketAddr = plain
+        .parse()
+        .map_err(|_| format!("'{s}' is not [IPV6%IFACE]:PORT"))?;
+    let index = match iface.parse::<u32>() {
+        Ok(i) => i,
+        Err(_) => udpring::interface_index(iface).map_err(|e| e.to_string())?,
+    };
+    if let SocketAddr::V6(v6) = &mut a {
+        v6.set_scope_id(index);
+    }
+    Ok(Some(a))
+}
+
+pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 86400.0 * 365.0) {
+        return Err(format!("'{s}': seconds must be > 0 and at most a year"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+pub(crate) fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(s)
+}
+
+/// A number with an optional SI suffix, as iperf3 takes them: `10k` is
+/// 10000, `2.5M` 2500000, `1G` 10^9 (k, M, G; either case).
+pub(crate) fn parse_si(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last()? {
+        'k' | 'K' => (&t[..t.len() - 1], 1e3),
+        'm' | 'M' => (&t[..t.len() - 1], 1e6),
+        'g' | 'G' => (&t[..t.len() - 1], 1e9),
+        _ => (t, 1.0),
+    };
+    num.parse::<f64>().ok().map(|v| v * mult)
+}
+
+/// Datagrams per second: `100000`, `100k`, `1.5M`.
+pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
+    let v = parse_si(s).ok_or_else(|| {
+        format!("'{s}' is not a rate in datagrams per second (e.g. 20000, 20k, 1.5M)")
+    })?;
+    if !(v.is_finite() && (1.0..=100e6).contains(&v)) {
+        return Err(format!("rate {s} must be 1..100M datagrams/s"));
+    }
+    Ok(v)
+}
+
+/// Payload bits per second: `100M`, `1G`, `500k`.
+pub(crate) fn parse_bitrate(s: &str) -> Result<f64, String> {
+    let v = parse_si(s).ok_or_else(|| {
+        format!("'{s}' is not a bitrate in bits per second (e.g. 100M, 1G, 500k)")
+    })?;
+    if !(v.is_finite() && (1e3..=1e12).contains(&v)) {
+        return Err(format!("bitrate {s} must be 1k..1000G bits/s"));
+    }
+    Ok(v)
+}
+
+/// Resolves HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT).
+pub(crate) fn resolve(target: &str) -> Result<SocketAddr, Failure> {
+    use std::net::ToSocketAddrs;
+    if let Some(a) = scoped_v6(target).map_err(usage)? {
+        return Ok(a);
+    }
+    if let Ok(a) = target.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| usage(format!("target '{target}' needs a port (HOST:PORT)")))?;
+    let _: u16 = port
+        .parse()
+        .map_err(|_| usage(format!("target '{target}': '{port}' is not a port")))?;
+    if host.is_empty() {
+        return Err(usage(format!("target '{target}' has no host")));
+    }
+    let mut addrs = target
+        .to_socket_addrs()
+        .map_err(|e| usage(format!("cannot resolve '{host}': {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| usage(format!("'{host}' resolves to no address")))
+}
+
+/// 0 (one per CPU) up to the CPUs this process may use: more workers than
+/// CPUs only share them, each with its own buffers.
+pub(crate) fn parse_workers(s: &str) -> Result<usize, String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match s.parse::<usize>() {
+        Ok(v) if v <= cpus => Ok(v),
+        _ => Err(format!(
+            "--workers {s} must be 0..{cpus} (0: one per CPU; this process may use {cpus} CPUs)"
+        )),
+    }
+}
+
+pub(crate) fn parse_batch(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if (1..=1024).contains(&v) => Ok(v),
+        _ => Err(format!("--batch must be 1..1024, not {s}")),
+    }
+}
+
+/// A payload size for the load generator's datagrams: at least its header
+/// (32 bytes), at most what one IPv4 datagram carries.
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
+    let v: usize = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size in bytes"))?;
+    let min = crate::apps::header::HEADER_LEN;
+    if !(min..=udpring::MAX_UDP_PAYLOAD).contains(&v) {
+        return Err(format!(
+            "size {v} must be {min}..{} (the load generator's header takes {min} bytes)",
+            udpring::MAX_UDP_PAYLOAD
+        ));
+    }
+    Ok(v)
+}
+
+/// Socket controls every command that opens sockets takes.
+#[derive(Args, Clone, Default)]
+pub(crate) struct SocketArgs {
+    /// Send and receive on this interface only (SO_BINDTODEVICE; needs
+    /// CAP_NET_RAW).
+    #[arg(long, value_name = "IFACE", value_parser = parse_iface)]
+    pub(crate) bind_device: Option<String>,
+    /// Firewall mark of every datagram sent (SO_MARK; needs CAP_NET_ADMIN),
+    /// for policy routing and filtering.
+    #[arg(long, value_name = "N")]
+    pub(crate) mark: Option<u32>,
+    /// DSCP of every datagram sent, 0..63 (46: EF, expedited forwarding;
+    /// 34: AF41), in the IPv4 TOS byte or the IPv6 traffic class.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=63))]
+    pub(crate) dscp: Option<u8>,
+    /// ECN codepoint of every datagram sent: ect0, ect1 or ce (not-ect is
+    /// the default).
+    #[arg(long, value_name = "CODEPOINT", value_parser = ["not-ect", "ect0", "ect1", "ce"])]
+    pub(crate) ecn: Option<String>,
+    /// IPv6 sockets take IPv6 only (IPV6_V6ONLY on).
+    #[arg(long, conflicts_with = "dual_stack")]
+    pub(crate) v6only: bool,
+    /// IPv6 sockets also take IPv4, as v4-mapped addresses (IPV6_V6ONLY
+    /// off). Neither flag: the system's default (net.ipv6.bindv6only).
+    #[arg(long)]
+    pub(crate) dual_stack: bool,
+}
+
+fn parse_iface(s: &str) -> Result<String, String> {
+    udpring::interface_index(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
+impl SocketArgs {
+    /// `IPV6_V6ONLY` as asked: on, off, or the system's.
+    pub(crate) fn only_v6(&self) -> Option<bool> {
+        match (self.v6only, self.dual_stack) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The TOS byte / traffic class asked for: DSCP << 2 | ECN.
+    pub(crate) fn tos(&self) -> Option<u8> {
+        let ecn = match self.ecn.as_deref() {
+            Some("ect1") => 1,
+            Some("ect0") => 2,
+            Some("ce") => 3,
+            _ => 0,
+        };
+        (self.dscp.is_some() || ecn != 0).then(|| (self.dscp.unwrap_or(0) << 2) | ecn)
+    }
+
+    /// Sets these controls on `c`.
+    pub(crate) fn apply(&self, c: &mut Config) {
+        c.tos = self.tos();
+        c.bind_device = self.bind_device.clone();
+        c.mark = self.mark;
+        c.only_v6 = self.only_v6();
+    }
+}
+
+/// Options shared by commands that run an engine.
+#[derive(Args, Clone)]
+pub(crate) struct EngineArgs {
+    #[command(flatten)]
+    pub(crate) socket: SocketArgs,
+    /// Worker threads, each with its own SO_REUSEPORT socket (0: one per
+    /// CPU; at most the CPUs this process may use).
+    #[arg(long, short = 'w', default_value_t = 0, value_parser = parse_workers)]
+    pub(crate) workers: usize,
+    /// Backend: uring (io_uring), mmsg (recvmmsg/sendmmsg) or simple (one
+    /// syscall per datagram). Default: uring if the kernel has it, else mmsg.
+    #[arg(long, value_parser = parse_backend)]
+    pub(crate) backend: Option<Backend>,
+    /// Datagrams per recvmmsg/sendmmsg call (mmsg backend), 1..1024.
+    #[arg(long, default_value_t = 32, value_parser = parse_batch)]
+    pub(crate) batch: usize,
+    /// Turn on UDP_GRO: a train of segments arrives as one buffer and is
+    /// echoed as one GSO send with the same segment size.
+    #[arg(long)]
+    pub(crate) gro: bool,
+    /// Bytes per buffer slot (0: 2048, or 64 KiB + headroom with --gro).
+    /// Larger datagrams are truncated and counted.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) slot_size: usize,
+    /// Receive buffer slots per worker (rounded up to a power of two for
+    /// uring; 0: 1024, or 64 with --gro's 64 KiB slots).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) recv_slots: usize,
+    /// Socket receive/send buffer request in bytes (FORCE variant when root).
+    #[arg(long, default_value_t = 4 << 20)]
+    pub(crate) socket_buffer: usize,
+    /// The send buffer alone, in bytes (default: --socket-buffer).
+    #[arg(long)]
+    pub(crate) send_buffer: Option<usize>,
+    /// Do not pin workers to CPUs.
+    #[arg(long)]
+    pub(crate) no_pin: bool,
+    /// Pin workers from this CPU index up (among the CPUs this process may use).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) cpu: usize,
+    /// Steer each datagram to the worker of the CPU that received it
+    /// (SO_ATTACH_REUSEPORT_CBPF).
+    #[arg(long)]
+    pub(crate) steer_cpu: bool,
+    /// Never sleep waiting for datagrams (spin): lower, steadier latency
+    /// for a whole CPU per worker.
+    #[arg(long)]
+    pub(crate) busy_poll: bool,
+}
+
+impl EngineArgs {
+    /// The engine configuration these flags ask for, bound to `bind`.
+    pub(crate) fn config(&self, bind: SocketAddr) -> Config {
+        let mut c = Config::new(bind);
+        self.socket.apply(&mut c);
+        c.workers = self.workers;
+        c.backend = self.backend;
+        c.batch = self.batch;
+        c.gro = self.gro;
+        c.slot_size = self.slot_size;
+        c.recv_slots = self.recv_slots;
+        c.recv_buffer = Some(self.socket_buffer);
+        c.send_buffer = Some(self.send_buffer.unwrap_or(self.socket_buffer));
+        c.pin = !self.no_pin;
+        c.first_cpu = self.cpu;
+        c.steer_by_cpu = self.steer_cpu;
+        c.busy_poll = self.busy_poll;
+        c
+    }
+}
+
+/// Who may talk to a server, and how fast (echo, fanout, mcast pong).
+#[derive(Args, Clone)]
+pub(crate) struct GuardArgs {
+    /// Only answer sources inside this prefix, e.g. 10.0.0.0/8,
+    /// 2001:db8::/32 or one address (repeatable; default: any source).
+    #[arg(long = "allow", value_name = "CIDR")]
+    pub(crate) allow: Vec<udpring::Cidr>,
+    /// Answer datagrams from this source port although it belongs to a
+    /// service that answers everything (echo 7, DNS 53, NTP 123, ...:
+    /// refused by default, so this server cannot be one half of a packet
+    /// loop); repeatable.
+    #[arg(long = "allow-port", value_name = "PORT")]
+    pub(crate) allow_port: Vec<u16>,
+    /// At most R datagrams per second from each source address, with a
+    /// burst of R (or R:BURST); sources beyond the table's 4096 are
+    /// tracked by evicting the oldest (counted).
+    #[arg(long, value_name = "R[:BURST]", value_parser = parse_source_rate)]
+    pub(crate) per_source_rate: Option<udpring::RateLimit>,
+    /// Take datagrams that other udpring servers sent (they carry the
+    /// server mark: TTL 160..200), refused by default so that no two
+    /// udpring servers can answer each other for ever; e.g. a relay placed
+    /// below another relay. Two servers that both take them and send to
+    /// each other make a loop.
+    #[arg(long)]
+    pub(crate) accept_marked: bool,
+    /// Turn the loop and reflection guards off: forged datagrams (from
+    /// this server itself, from broadcast addresses, from echo or DNS
+    /// ports, from other udpring servers) are then answered too, and this
+    /// server's sends go without the server mark.
+    #[arg(long)]
+    pub(crate) no_guard: bool,
+}
+
+impl GuardArgs {
+    /// The engine's guard these flags ask for.
+    pub(crate) fn guard(&self) -> udpring::Guard {
+        let mut g = if self.no_guard {
+            udpring::Guard::off()
+        } else {
+            udpring::Guard::default()
+        };
+        g.deny_ports.retain(|p| !self.allow_port.contains(p));
+        g.allow = self.allow.clone();
+        g.per_source_rate = self.per_source_rate;
+        g.refuse_marked &= !self.accept_marked;
+        g
+    }
+}
+
+fn parse_source_rate(s: &str) -> Result<udpring::RateLimit, String> {
+    let (r, b) = match s.split_once(':') {
+        Some((r, b)) => (r, Some(b)),
+        None => (s, None),
+    };
+    let per_second: f64 = r
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.001 && *v <= 1e9)
+        .ok_or_else(|| {
+            format!("--per-source-rate {s}: the rate must be 0.001..1000000000 per second")
+        })?;
+    let burst = match b {
+        Some(b) => b
+            .parse::<u32>()
+            .ok()
+            .filter(|&b| b >= 1)
+            .ok_or_else(|| format!("--per-source-rate {s}: the burst must be 1..4294967295"))?,
+        None => per_second.ceil().clamp(1.0, u32::MAX as f64) as u32,
+    };
+    Ok(udpring::RateLimit { per_second, burst })
+}
+
+/// How long a server runs and what it prints (echo, fanout).
+#[derive(Args, Clone)]
+pub(crate) struct ServeArgs {
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM/SIGHUP).
+    #[arg(long, value_parser = parse_secs, allow_negative_numbers = true)]
+    pub(crate) duration: Option<Duration>,
+    /// No per-second counter lines.
+    #[arg(long, short = 'q')]
+    pub(crate) quiet: bool,
+    /// Print the final totals as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Serve the engine's counters at http://ADDR/metrics in Prometheus'
+    /// text format (per worker; e.g. 127.0.0.1:9464, port 0 picks one).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub(crate) metrics: Option<SocketAddr>,
+}
+
+/// Starts `--metrics` for `engine` if asked, saying where on stderr.
+pub(crate) fn start_metrics(
+    addr: Option<SocketAddr>,
+    engine: &udpring::Engine,
+) -> Result<(), Failure> {
+    if let Some(a) = addr {
+        let bound = crate::metrics::serve(a, engine.stop_handle())?;
+        note!("udpring: metrics on http://{bound}/metrics");
+    }
+    Ok(())
+}
+
+/// Stops an engine. Its totals come back even when a worker failed; the
+/// failure, if any, is returned beside them to be reported after them.
+pub(crate) fn stop(engine: udpring::Engine) -> (Stats, Option<Failure>) {
+    match engine.stop() {
+        Ok(s) => (s, None),
+        Err(e) => {
+            let msg = e.to_string();
+            (
+                *e.stats,
+                Some(Failure {
+                    code: 1,
+                    msg: format!("stopped with errors: {msg}"),
+                }),
+            )
+        }
+    }
+}
+
+/// Counters that are only worth a look when they are not zero.
+fn is_trouble(name: &str) -> bool {
+    !matches!(
+        name,
+        "received" | "sent" | "bytes_received" | "bytes_sent" | "recv_arms"
+    )
+}
+
+/// A counter's name as the lines print it: `kernel-drops`.
+fn label(name: &str) -> String {
+    name.replace('_', "-")
+}
+
+/// A per-second line: rates over the last `dt` seconds, then the running
+/// totals of whatever went wrong so far.
+pub(crate) fn rate_line(t: f64, now: &Stats, prev: &Stats, dt: f64) -> String {
+    let mut s = format!(
+        "t={t:>6.1}s rx {:>10.0}/s tx {:>10.0}/s  rx {:>8.3} Gbit/s",
+        now.received.saturating_sub(prev.received) as f64 / dt,
+        now.sent.saturating_sub(prev.sent) as f64 / dt,
+        now.bytes_received.saturating_sub(prev.bytes_received) as f64 * 8.0 / dt / 1e9,
+    );
+    let trouble: Vec<String> = now
+        .counters()
+        .filter(|&(n, v)| v > 0 && is_trouble(n))
+        .map(|(n, v)| format!("{}={v}", label(n)))
+        .chain(
+            (now.send_errors_total() > 0)
+                .then(|| format!("send-errors=[{}]", now.send_errors_text())),
+        )
+        .collect();
+    if !trouble.is_empty() {
+        s += "  so far: ";
+        s += &trouble.join(" ");
+    }
+    s
+}
+
+/// The final line: every counter, failed sends by errno, the slots.
+pub(crate) fn totals(s: &Stats) -> String {
+    let mut out = String::from("totals:");
+    for (n, v) in s.counters() {
+        out += &format!(" {} {v}", label(n));
+    }
+    out += &format!(
+        " send-errors {} slots-out {}/{}",
+        s.send_errors_text(),
+        s.slots_out,
+        s.slots_total
+    );
+    if s.gso_disabled {
+        out += " (GSO turned off by the kernel)";
+    }
+    out
+}
+
+/// Waits until SIGINT/SIGTERM or `end` (from now); unless `quiet`, calls
+/// `tick(seconds since start, seconds since the last tick)` about once a
+/// second for a progress line.
+/// Returns the seconds it ran.
+pub(crate) fn run_until(end: Option<Duration>, quiet: bool, mut tick: impl FnMut(f64, f64)) -> f64 {
+    let start = Instant::now();
+    let mut last = start;
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if stop_requested() || end.is_some_and(|d| start.elapsed() >= d) {
+            return start.elapsed().as_secs_f64();
+        }
+        if !quiet && last.elapsed() >= Duration::from_secs(1) {
+            tick(start.elapsed().as_secs_f64(), last.elapsed().as_secs_f64());
+            last = Instant::now();
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! `udpring`: the command-line tool. Run `udpring --help`.
+
+fn main() -> std::process::ExitCode {
+    udpring_cli::main()
+}

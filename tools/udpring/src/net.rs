@@ -1,0 +1,237 @@
+//! `udpring pmtu` and `udpring ping`: one path, one server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::common::{Failure, parse_secs, parse_secs_or_zero, resolve, runtime, usage};
+
+#[derive(Args)]
+#[command(
+    after_help = "Each request carries a random ID; only a reply with that ID from the\n\
+    server's address counts (others are counted as wrong-id / wrong-address).\n\
+    An unanswered request is sent again after --timeout, then --timeout x --backoff,\n\
+    ... up to --max-timeout, --attempts sends in all. Exit code 1 if the server\n\
+    looked down for any request."
+)]
+pub(crate) struct PingArgs {
+    /// HOST:PORT of an echo server.
+    target: String,
+    /// Requests to make.
+    #[arg(long, short = 'c', default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    count: u64,
+    /// Seconds between requests.
+    #[arg(long, short = 'i', default_value = "0.2", value_parser = parse_secs_or_zero)]
+    interval: Duration,
+    /// Seconds to wait after the first send of a request.
+    #[arg(long, default_value = "0.1", value_parser = parse_secs)]
+    timeout: Duration,
+    /// Each retransmission waits this many times longer (>= 1).
+    #[arg(long, default_value_t = 2.0)]
+    backoff: f64,
+    /// Longest wait between sends, seconds.
+    #[arg(long, default_value = "2", value_parser = parse_secs)]
+    max_timeout: Duration,
+    /// Sends per request before the server looks down.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    attempts: u32,
+    /// Request size in bytes (32..65507).
+    #[arg(long, short = 's', default_value_t = 64)]
+    size: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(after_help = "Methods:\n  \
+    icmp     probes with don't-fragment; routers' 'fragmentation needed' / 'packet too big'\n           \
+    give the MTU; the target's echo or 'port unreachable' confirms. Says it cannot tell\n           \
+    when the path drops ICMP (a black hole) instead of guessing.\n  \
+    plpmtud  binary search between 1280 (IPv6) or --floor (IPv4) and the link MTU; a size\n           \
+    passes when an echo server at the target returns it. Needs an echo; not ICMP.\n  \
+    auto     icmp, then plpmtud if icmp cannot tell.\n\n\
+    Sizes are IP packet sizes, as tracepath prints them.")]
+pub(crate) struct PmtuArgs {
+    /// HOST[:PORT] (port default 7, echo; IPv6 as [ADDR]:PORT).
+    target: String,
+    /// auto, icmp or plpmtud.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "icmp", "plpmtud"])]
+    method: String,
+    /// Seconds to wait for one probe's answer.
+    #[arg(long, default_value = "0.3", value_parser = parse_secs)]
+    timeout: Duration,
+    /// Tries per size.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    tries: u32,
+    /// IPv4 floor for plpmtud (known to pass; IPv6 uses 1280).
+    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(68..=65535))]
+    floor: u32,
+    /// Print {pmtu, method, probes, duration_s, ...} as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn pmtu(a: PmtuArgs) -> Result<(), Failure> {
+    use crate::apps::pmtu::{Method, PmtuOpts, discover};
+    let target = if a.target.parse::<SocketAddr>().is_ok()
+        || a.target
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.ends_with(':') && !h.contains(':') && p.parse::<u16>().is_ok())
+        || a.target.starts_with('[')
+    {
+        resolve(&a.target)?
+    } else {
+        // No port given: the echo port.
+        let host = a.target.trim_start_matches('[').trim_end_matches(']');
+        let with_port = if host.contains(':') {
+            format!("[{host}]:7")
+        } else {
+            format!("{host}:7")
+        };
+        resolve(&with_port)?
+    };
+    let mut o = PmtuOpts::new(target);
+    o.method = match a.method.as_str() {
+        "icmp" => Method::Icmp,
+        "plpmtud" => Method::Plpmtud,
+        _ => Method::Auto,
+    };
+    o.timeout = a.timeout;
+    o.tries = a.tries;
+    o.floor_v4 = a.floor;
+    let r = discover(&o).map_err(runtime)?;
+    if let Some(n) = r.echo_cut_at {
+        note!(
+            "udpring: note: the echo at {target} returned probes cut to {n} bytes (its buffer is \
+             smaller); they reached it whole, so they count as passed"
+        );
+    }
+    if a.json {
+        crate::common::say_json("pmtu", None, &r);
+    }
+    match (r.pmtu, &r.error) {
+        (Some(m), _) => {
+            if !a.json {
+                say!(
+                    "{target}: pmtu {m} (method {}, {} probes, {:.3} s)",
+                    r.method.name(),
+                    r.probes,
+                    r.duration_s
+                );
+            }
+            Ok(())
+        }
+        (None, why) => Err(Failure {
+            code: 1,
+            msg: format!(
+                "{target}: path MTU not found by {} after {} probes: {}",
+                r.method.name(),
+                r.probes,
+                why.as_deref().unwrap_or("no answer")
+            ),
+        }),
+    }
+}
+
+pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
+    use crate::apps::reqresp::{Backoff, Outcome, RequestClient};
+    let target = resolve(&a.target)?;
+    if target.port() == 0 {
+        return Err(usage("port 0: give the port the echo server listens on"));
+    }
+    if !(a.backoff.is_finite() && a.backoff >= 1.0 && a.backoff <= 100.0) {
+        return Err(usage(format!("--backoff {} must be 1..100", a.backoff)));
+    }
+    let backoff = Backoff {
+        initial: a.timeout,
+        factor: a.backoff,
+        max: a.max_timeout.max(a.timeout),
+        attempts: a.attempts,
+    };
+    let mut c = RequestClient::new(target, backoff, a.size).map_err(runtime)?;
+    let mut rtts = Vec::new();
+    let mut hist = crate::apps::load::new_histogram();
+    let started = std::time::Instant::now();
+    for i in 0..a.count {
+        if i > 0 {
+            std::thread::sleep(a.interval);
+        }
+        match c.request().map_err(runtime)? {
+            Outcome::Reply {
+                seq,
+                rtt,
+                attempts,
+                len,
+            } => {
+                rtts.push(rtt.as_secs_f64() * 1e3);
+                // Clamped into the histogram's range (1 ns .. 60 s).
+                let _ = hist.record((rtt.as_nanos() as u64).clamp(1, 60_000_000_000));
+                if !a.json {
+                    say!(
+                        "{len} bytes from {target}: id {seq:#x} time {:.3} ms{}",
+                        rtt.as_secs_f64() * 1e3,
+                        if attempts > 1 {
+                            format!(" (attempt {attempts})")
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+            }
+            Outcome::ServerDown {
+                seq,
+                attempts,
+                waited,
+            } => {
+                if !a.json {
+                    say!(
+                        "no reply to id {seq:#x} after {attempts} attempts over {:.1} s: {target} looks down",
+                        waited.as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+    let s = c.stats;
+    let (min, max) = rtts
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let avg = if rtts.is_empty() {
+        0.0
+    } else {
+        rtts.iter().sum::<f64>() / rtts.len() as f64
+    };
+    if a.json {
+        let mut v = serde_json::to_value(s).unwrap_or_default();
+        v["target"] = target.to_string().into();
+        v["rtt_us"] = serde_json::to_value(crate::apps::load::RttUs::from_histogram(&hist))
+            .unwrap_or_default();
+        crate::common::say_json("ping", Some(started.elapsed().as_secs_f64()), v);
+    } else {
+        say!(
+            "--- {target}: {} requests, {} replies, {} retransmissions, {} looked down; discarded: {} wrong id, {} wrong address, {} malformed",
+            s.requests,
+            s.replies,
+            s.retransmits,
+            s.down,
+            s.wrong_id,
+            s.wrong_addr,
+            s.malformed
+        );
+        if !rtts.is_empty() {
+            say!("rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms");
+        }
+    }
+    if s.down > 0 {
+        return Err(Failure {
+            code: 1,
+            msg: format!(
+                "{target} looked down for {} of {} requests",
+                s.down, s.requests
+            ),
+        });
+    }
+    Ok(())
+}

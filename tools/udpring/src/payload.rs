@@ -1,0 +1,201 @@
+//! `load`'s payload sources: a fixed hex payload, a file of payloads (hex
+//! lines or length-prefixed records), or a dnsperf query file. Everything is
+//! read, parsed and laid out once, before the run.
+
+use crate::apps::load::{Payloads, dns};
+use clap::Args;
+
+use crate::common::{Failure, usage};
+
+#[derive(Args, Default)]
+pub(crate) struct PayloadArgs {
+    /// Send this payload (hex, e.g. 0001000000010000 for a memcached UDP
+    /// frame header) instead of udpring's header; say how replies match
+    /// with --match.
+    #[arg(long, value_name = "HEX", conflicts_with_all = ["payload_file", "dns_queries"])]
+    pub(crate) payload: Option<String>,
+    /// Send the payloads of FILE in turn (per flow, cycled): one per line
+    /// as hex (blank lines and # comments skipped), or with --payload-format
+    /// raw, records of a u16 big-endian length and that many bytes.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dns_queries", "pcap"])]
+    pub(crate) payload_file: Option<std::path::PathBuf>,
+    /// Send the UDP payloads of a capture (pcap or pcapng; Ethernet, Linux
+    /// cooked SLL/SLL2, raw IP; IPv4 and IPv6), in order, cycled.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dns_queries", "payload"])]
+    pub(crate) pcap: Option<std::path::PathBuf>,
+    /// With --pcap: only datagrams to this destination port.
+    #[arg(long, value_name = "PORT", requires = "pcap")]
+    pub(crate) pcap_port: Option<u16>,
+    /// With --pcap: replay with the capture's gaps between datagrams (a
+    /// paced run on one worker; --rate and --burst do not apply).
+    #[arg(long, requires = "pcap", conflicts_with_all = ["rate", "bitrate", "burst"])]
+    pub(crate) pcap_timing: bool,
+    /// With --pcap-timing: this many times faster (0.5: half speed).
+    #[arg(long, default_value_t = 1.0, requires = "pcap_timing")]
+    pub(crate) speed: f64,
+    /// How --payload-file is written.
+    #[arg(long, default_value = "hex", value_parser = ["hex", "raw"], requires = "payload_file")]
+    pub(crate) payload_format: String,
+    /// DNS queries from FILE in dnsperf's format (`www.example.com A` per
+    /// line), RD set; replies are matched by the DNS ID (--match id:0:2)
+    /// and counted by response code and TC bit.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) dns_queries: Option<std::path::PathBuf>,
+    /// With --dns-queries: add an EDNS0 OPT record advertising this UDP
+    /// payload size (512..65535; 1232 is the DNS flag day's).
+    #[arg(long, value_name = "SIZE", requires = "dns_queries",
+          value_parser = clap::value_parser!(u16).range(512..))]
+    pub(crate) edns: Option<u16>,
+}
+
+/// Largest payload or query file read.
+pub(crate) const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads `f`: a regular file (not a device or a FIFO, which could be
+/// endless or block), at most `max` bytes; errors are usage errors naming
+/// the file.
+pub(crate) fn read_bounded(f: &std::path::Path, max: u64) -> Result<Vec<u8>, Failure> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: opening a FIFO with no writer must not wait.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(f)
+        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
+    if !meta.is_file() {
+        return Err(usage(format!("{}: not a regular file", f.display())));
+    }
+    if meta.len() > max {
+        return Err(usage(format!(
+            "{}: {} bytes; at most {max} are read",
+            f.display(),
+            meta.len()
+        )));
+    }
+    let mut buf = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
+    Ok(buf)
+}
+
+fn hex(s: &str) -> Result<Vec<u8>, String> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let s = s.strip_prefix("0x").unwrap_or(&s);
+    if s.len() % 2 != 0 {
+        return Err(format!("'{s}': an odd number of hex digits"));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&s[i..i + 2], 16)
+                .map_err(|_| format!("'{}' is not a hex byte", &s[i..i + 2]))
+        })
+        .collect()
+}
+
+fn raw_records(buf: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let [a, b, tail @ ..] = rest else {
+            return Err(format!("record {}: a length needs 2 bytes", out.len() + 1));
+        };
+        let n = usize::from(u16::from_be_bytes([*a, *b]));
+        if tail.len() < n {
+            return Err(format!(
+                "record {}: {n} bytes announced, {} left",
+                out.len() + 1,
+                tail.len()
+            ));
+        }
+        out.push(tail[..n].to_vec());
+        rest = &tail[n..];
+    }
+    Ok(out)
+}
+
+/// The payloads asked for, and whether they are DNS queries; `None` when
+/// no payload option was given (udpring's header is sent).
+pub(crate) fn payloads(a: &PayloadArgs) -> Result<Option<(Payloads, bool)>, Failure> {
+    let (list, dns) = if let Some(h) = &a.payload {
+        (
+            vec![hex(h).map_err(|e| usage(format!("--payload: {e}")))?],
+            false,
+        )
+    } else if let Some(f) = &a.payload_file {
+        let buf = read_bounded(f, MAX_FILE_BYTES)?;
+        let named = |e: String| usage(format!("{}: {e}", f.display()));
+        let list = if a.payload_format == "raw" {
+            raw_records(&buf).map_err(named)?
+        } else {
+            let text = std::str::from_utf8(&buf)
+                .map_err(|_| named("not text: hex lines (or --payload-format raw)".into()))?;
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                .map(|(n, l)| hex(l).map_err(|e| format!("line {}: {e}", n + 1)))
+                .collect::<Result<_, _>>()
+                .map_err(named)?
+        };
+        (list, false)
+    } else if let Some(f) = &a.pcap {
+        let buf = read_bounded(f, MAX_FILE_BYTES)?;
+        let named = |e: String| usage(format!("{}: {e}", f.display()));
+        let cap = crate::apps::load::pcap::parse(&buf).map_err(named)?;
+        let kept: Vec<_> = cap
+            .datagrams
+            .into_iter()
+            .filter(|d| a.pcap_port.is_none_or(|p| d.dst_port == p))
+            .collect();
+        if kept.is_empty() {
+            return Err(named(format!(
+                "no UDP datagram{} to send ({} packets were not UDP or were fragments)",
+                a.pcap_port
+                    .map_or(String::new(), |p| format!(" to port {p}")),
+                cap.skipped
+            )));
+        }
+        let times: Vec<u64> = kept.iter().map(|d| d.ts_ns).collect();
+        let p = Payloads::new(kept.into_iter().map(|d| d.payload))
+            .and_then(|p| p.with_times(&times))
+            .map_err(named)?;
+        return Ok(Some((p, false)));
+    } else if let Some(f) = &a.dns_queries {
+        let buf = read_bounded(f, MAX_FILE_BYTES)?;
+        let named = |e: String| usage(format!("{}: {e}", f.display()));
+        let text = std::str::from_utf8(&buf).map_err(|_| named("not text".into()))?;
+        (dns::queries(text, a.edns).map_err(named)?, true)
+    } else {
+        return Ok(None);
+    };
+    let p = Payloads::new(list).map_err(usage)?;
+    Ok(Some((p, dns)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_and_raw_records_parse_or_say_why() {
+        assert_eq!(hex("0a0B 0c"), Ok(vec![10, 11, 12]));
+        assert_eq!(hex("0x00ff"), Ok(vec![0, 255]));
+        assert!(hex("abc").is_err());
+        assert!(hex("zz").is_err());
+        assert_eq!(
+            raw_records(&[0, 2, 7, 8, 0, 1, 9]),
+            Ok(vec![vec![7, 8], vec![9]])
+        );
+        assert!(
+            raw_records(&[0, 5, 1])
+                .unwrap_err()
+                .contains("5 bytes announced")
+        );
+        assert!(raw_records(&[0]).is_err());
+    }
+}

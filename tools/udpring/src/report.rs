@@ -1,0 +1,206 @@
+//! `udpring report`: merge results, or compare two.
+
+use clap::Args;
+
+use crate::common::{Failure, usage};
+use crate::load::{OutFile, print_report};
+
+#[derive(Args)]
+pub(crate) struct ReportArgs {
+    /// Result files from `udpring load --json`, merged into one (runs made
+    /// at the same time, e.g. from several hosts: counts and rates add up).
+    #[arg(required_unless_present = "diff")]
+    files: Vec<std::path::PathBuf>,
+    /// Compare two results instead: each figure of A and B side by side,
+    /// with the change from A to B.
+    #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with_all = ["files", "hist_out"])]
+    diff: Option<Vec<std::path::PathBuf>>,
+    /// Merge a result whose run token is already in another file (the same
+    /// run would count twice); refused by default.
+    #[arg(long)]
+    allow_duplicates: bool,
+    /// Merge results of different modes, sizes or targets into one RTT
+    /// distribution; refused by default.
+    #[arg(long)]
+    allow_mixed: bool,
+    /// Print the merged result (or the diff) as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write the merged RTT percentile distribution (.hgrm text, µs).
+    #[arg(long)]
+    hist_out: Option<std::path::PathBuf>,
+    /// Draw each result's RTT percentile distribution as one curve of an
+    /// SVG (before/after comparisons: give both files).
+    #[arg(long, value_name = "FILE.svg", conflicts_with_all = ["diff", "interval_logs"])]
+    plot: Option<std::path::PathBuf>,
+    /// The files are HdrHistogram interval logs (`load --hist-log`, from
+    /// many hosts): merge them on one timeline, slot by slot (--slot), and
+    /// print each slot's count and percentiles, and the whole run's.
+    #[arg(long, conflicts_with_all = ["diff", "hist_out"])]
+    interval_logs: bool,
+    /// With --interval-logs: seconds per slot of the merged timeline (the
+    /// logs' own interval).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 1.0,
+        requires = "interval_logs"
+    )]
+    slot: f64,
+}
+
+/// `report --interval-logs`: interval logs of many generators on one
+/// timeline.
+fn interval_logs(a: &ReportArgs, step: f64) -> Result<(), Failure> {
+    use crate::apps::load::{RttUs, histlog, new_histogram};
+    if !(step.is_finite() && (0.001..=3600.0).contains(&step)) {
+        return Err(usage(format!("--slot {step}: a slot is 0.001..3600 s")));
+    }
+    let logs = a
+        .files
+        .iter()
+        .map(|f| {
+            let buf = crate::payload::read_bounded(f, MAX_REPORT_BYTES)?;
+            histlog::read(&buf).map_err(|e| usage(format!("{}: {e}", f.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let slots = histlog::merge_by_time(logs, step);
+    let mut total = new_histogram();
+    for s in &slots {
+        let _ = total.add(&s.histogram);
+    }
+    let t0 = slots.first().map_or(0.0, |s| s.start_unix_s);
+    if a.json {
+        let rows: Vec<serde_json::Value> = slots
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "start_unix_s": s.start_unix_s, "duration_s": s.length_s,
+                    "received": s.histogram.len(), "rtt_us": RttUs::from_histogram(&s.histogram),
+                })
+            })
+            .collect();
+        crate::common::say_json(
+            "report",
+            None,
+            serde_json::json!({
+                "runs": a.files.len(), "received": total.len(),
+                "rtt_us": RttUs::from_histogram(&total), "results": rows,
+            }),
+        );
+        return Ok(());
+    }
+    say!(
+        "{:>8} {:>10} {:>10} {:>10} {:>10}",
+        "t s",
+        "replies",
+        "p50 us",
+        "p99 us",
+        "max us"
+    );
+    let row = |t: String, h: &hdrhistogram::Histogram<u64>| {
+        let r = RttUs::from_histogram(h);
+        let f = |g: fn(&RttUs) -> f64| r.as_ref().map_or("-".into(), |r| format!("{:.1}", g(r)));
+        say!(
+            "{t:>8} {:>10} {:>10} {:>10} {:>10}",
+            h.len(),
+            f(|r| r.p50),
+            f(|r| r.p99),
+            f(|r| r.max)
+        );
+    };
+    for s in &slots {
+        row(format!("{:.1}", s.start_unix_s - t0), &s.histogram);
+    }
+    row("all".into(), &total);
+    Ok(())
+}
+
+/// Largest result file `report` reads.
+const MAX_REPORT_BYTES: u64 = 64 << 20;
+
+/// Reads a result file: a regular file (not a device or a FIFO, which
+/// could be endless or block), at most [`MAX_REPORT_BYTES`].
+fn read_result(f: &std::path::Path) -> Result<crate::apps::load::LoadReport, Failure> {
+    let buf = crate::payload::read_bounded(f, MAX_REPORT_BYTES)?;
+    let text = String::from_utf8_lossy(&buf);
+    let r: crate::apps::load::LoadReport = serde_json::from_str(text.trim()).map_err(|e| {
+        usage(format!(
+            "{}: not a `udpring load --json` result: {e}",
+            f.display()
+        ))
+    })?;
+    r.check()
+        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
+    Ok(r)
+}
+
+pub(crate) fn report(a: ReportArgs) -> Result<(), Failure> {
+    if a.interval_logs {
+        return interval_logs(&a, a.slot);
+    }
+    use crate::apps::load::LoadReport;
+    if let Some(d) = &a.diff {
+        let (x, y) = (read_result(&d[0])?, read_result(&d[1])?);
+        let rows = crate::apps::load::diff(&x, &y);
+        if a.json {
+            let v = serde_json::json!({
+                "a": d[0].display().to_string(),
+                "b": d[1].display().to_string(), "diff": rows,
+            });
+            crate::common::say_json("report", None, v);
+        } else {
+            let name = |p: &std::path::Path| {
+                p.file_name().map_or(p.display().to_string(), |n| {
+                    n.to_string_lossy().into_owned()
+                })
+            };
+            say_raw!(
+                "{}",
+                crate::apps::load::diff_text(&rows, &name(&d[0]), &name(&d[1]))
+            );
+        }
+        return Ok(());
+    }
+    let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
+    let reports = a
+        .files
+        .iter()
+        .map(|f| read_result(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(svg) = &a.plot {
+        // One curve per file: different runs side by side, not merged.
+        let hists = reports
+            .iter()
+            .map(|r| r.histogram.to_histogram().map_err(usage))
+            .collect::<Result<Vec<_>, _>>()?;
+        let curves: Vec<(String, &hdrhistogram::Histogram<u64>)> = a
+            .files
+            .iter()
+            .map(|f| {
+                f.file_name().map_or(f.display().to_string(), |n| {
+                    n.to_string_lossy().into_owned()
+                })
+            })
+            .zip(&hists)
+            .collect();
+        return crate::plot::plot(svg, "udpring report: round-trip time", &curves, None);
+    }
+    let names: Vec<String> = a.files.iter().map(|f| f.display().to_string()).collect();
+    let named: Vec<(&str, &LoadReport)> = names.iter().map(String::as_str).zip(&reports).collect();
+    if let Some(why) = crate::apps::load::merge_conflict(&named, a.allow_duplicates, a.allow_mixed)
+    {
+        return Err(usage(why));
+    }
+    let merged = LoadReport::merge(&reports).map_err(usage)?;
+    merged.check().map_err(usage)?;
+    print_report(&merged, a.json, hist_out)?;
+    match &merged.invalid_because {
+        // The merge measured the generators, not the target: exit 1.
+        Some(why) if !merged.valid => Err(Failure {
+            code: 1,
+            msg: format!("the merged run is not valid: {why}"),
+        }),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,93 @@
+//! After a `load` run: whether it measured what it was for (exit 1 when
+//! not, or when a threshold was missed), and what to try after a loss.
+
+use crate::common::Failure;
+
+/// After a run: exit 1 when it measured nothing, a warning when a paced
+/// run fell behind, a hint when it lost datagrams.
+pub(crate) fn judge(
+    report: &crate::apps::load::LoadReport,
+    o: &crate::apps::load::LoadOpts,
+    limits: &crate::limits::Limits,
+) -> Result<(), Failure> {
+    let target = o.target;
+    if o.one_way() && report.sent == 0 {
+        return Err(Failure {
+            code: 1,
+            msg: format!("nothing sent to {target} after the warm-up"),
+        });
+    }
+    if !o.one_way() && report.received == 0 {
+        // The measurement failed its purpose: exit 1.
+        let msg = if report.sent > 0 {
+            format!(
+                "no replies from {target} to {} datagrams: is an echo server listening there? \
+                 (to a sink that answers nothing, send with --match none)",
+                report.sent
+            )
+        } else {
+            format!(
+                "nothing measured: no datagram to {target} was sent after the warm-up \
+                 (a request was still waiting for its reply or its --timeout)"
+            )
+        };
+        return Err(Failure { code: 1, msg });
+    }
+    if let Some(rate) = report.rate
+        && report.saturated
+    {
+        note!(
+            "udpring: warning: asked for {rate:.0}/s but this host sent {:.0}/s (the schedule \
+             ran {:.2} s late); latencies include that lateness. More --workers or --gso \
+             send faster",
+            report.pps_sent,
+            report.duration_s - o.duration.map_or(report.duration_s, |d| d.as_secs_f64()),
+        );
+    }
+    if let Some(h) = loss_hint(report, o) {
+        note!("udpring: hint: {h}");
+    }
+    match limits.violated(report) {
+        Some(line) => Err(Failure {
+            code: 1,
+            msg: format!("threshold: {line}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// What to try after a run that lost datagrams, or `None`.
+fn loss_hint(r: &crate::apps::load::LoadReport, o: &crate::apps::load::LoadOpts) -> Option<String> {
+    use crate::apps::load::Mode;
+    if r.lost == 0 || r.sent == 0 {
+        return None;
+    }
+    let pct = 100.0 * r.lost as f64 / r.sent as f64;
+    let buffer = if r.host_udp.rcvbuf_errors > 0 {
+        format!(
+            " (this host's kernel dropped {} at full socket buffers: RcvbufErrors)",
+            r.host_udp.rcvbuf_errors
+        )
+    } else {
+        String::new()
+    };
+    let what = match (&o.mode, o.window) {
+        (Mode::Flood, None) => "a flood with no window overruns the server's socket buffer; \
+             drop --unbounded (256 in flight) to measure the server instead"
+            .to_string(),
+        (Mode::Flood, Some(w)) => format!(
+            "with {w} in flight per worker; a smaller --window, or a paced --rate \
+             below {:.0}/s (what came back), shows where loss starts",
+            r.pps_received
+        ),
+        (Mode::Rate(rate), _) => format!(
+            "at {rate:.0}/s the server or the path does not keep up; \
+             try a lower --rate"
+        ),
+        (Mode::Ping, _) => format!(
+            "{} requests went unanswered within --timeout {:?}",
+            r.counts.timeouts, o.ping_timeout
+        ),
+    };
+    Some(format!("{pct:.3}% lost{buffer}: {what}"))
+}

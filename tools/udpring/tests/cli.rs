@@ -1,0 +1,598 @@
+//! The `udpring` command: usage errors, a port in use, the echo server's
+//! output and clean stop on SIGINT, and `bench --json`.
+
+mod util;
+
+use util::{run, udpring};
+
+use std::io::{BufReader, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use util::*;
+
+/// Each `(args, needle)` must exit with 2 and print one line, prefixed
+/// "udpring: error: ", that contains `needle`.
+fn assert_usage_errors(cases: &[(&[&str], &str)]) {
+    for (args, needle) in cases {
+        let (code, _out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: exit code, stderr: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line, got: {err}"
+        );
+        assert!(err.contains(needle), "{args:?}: '{needle}' not in: {err}");
+        assert!(err.starts_with("udpring: error: "), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn usage_errors_are_one_line_with_exit_code_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["echo", "--workers", "many"], "--workers"),
+        (
+            &["echo", "--bind", "127.0.0.1"],
+            "not an address with a port",
+        ),
+        (
+            &["echo", "--bind", "300.0.0.1:5"],
+            "not an address with a port",
+        ),
+        (&["echo", "--bind", "[::1]"], "not an address with a port"),
+        (&["echo", "--backend", "dpdk"], "unknown backend"),
+        (&["echo", "--batch", "0"], "--batch must be 1..1024"),
+        (&["echo", "--batch", "5000"], "--batch must be 1..1024"),
+        (&["echo", "--duration", "-1"], "seconds must be > 0"),
+        (&["echo", "--frobnicate"], "--frobnicate"),
+        (&["bench", "--size", "65508"], "must be 32..65507"),
+        (&["bench", "--bind", "192.0.2.1:0"], "loopback only"),
+        (&["nosuchcommand"], "nosuchcommand"),
+    ];
+    assert_usage_errors(cases);
+}
+
+#[test]
+fn help_teaches_the_commands() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for word in ["echo", "bench", "UDPRING_BACKEND", "Examples"] {
+        assert!(out.contains(word), "--help lacks {word}: {out}");
+    }
+    let (code, out, _) = run(&["echo", "--help"]);
+    assert_eq!(code, 0);
+    for word in [
+        "--bind",
+        "--backend",
+        "--gro",
+        "--sockperf",
+        "--workers",
+        "--batch",
+    ] {
+        assert!(out.contains(word), "echo --help lacks {word}");
+    }
+}
+
+#[test]
+fn a_port_in_use_says_so() {
+    let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let bind = format!("127.0.0.1:{port}");
+    let (code, _out, err) = run(&["echo", "--bind", &bind, "--duration", "1", "--workers", "1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("address already in use"), "{err}");
+    assert!(err.contains(&bind), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+/// Starts `udpring echo` and returns it with the address it printed.
+fn spawn_echo(extra: &[&str]) -> (Child, SocketAddr, BufReader<std::process::ChildStdout>) {
+    let mut child = udpring()
+        .args(["echo", "--bind", "127.0.0.1:0", "--workers", "1"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let addr = listening_addr(&mut out);
+    (child, addr, out)
+}
+
+#[test]
+fn echo_prints_its_address_and_stops_cleanly_on_sigint_with_totals() {
+    let (mut child, addr, mut out) = spawn_echo(&["-q"]);
+    let c = client(false);
+    for i in 0..5u8 {
+        c.send_to(&[i; 10], addr).unwrap();
+        let mut buf = [0u8; 32];
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[i; 10]);
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("totals: received 5 sent 5"), "{rest}");
+    assert!(rest.contains("slots-out 0/"), "{rest}");
+}
+
+#[test]
+fn echo_duration_json_and_per_second_lines() {
+    let mut child = udpring()
+        .args(["echo", "--bind", "127.0.0.1:0", "--workers", "1"])
+        .args(["--duration", "1.5", "--json", "--backend", "mmsg"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // With --json the banner and the live lines are on standard error;
+    // standard output holds the JSON document alone.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let addr = listening_addr(&mut err);
+    let mut out = child.stdout.take().unwrap();
+    let c = client(false);
+    c.send_to(b"abc", addr).unwrap();
+    let mut buf = [0u8; 8];
+    assert_eq!(c.recv_from(&mut buf).unwrap().0, 3);
+    assert!(child.wait().unwrap().success());
+    let mut lines = String::new();
+    err.read_to_string(&mut lines).unwrap();
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.starts_with("t=") && l.contains("rx")),
+        "{lines}"
+    );
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&rest).unwrap_or_else(|e| panic!("stdout is not JSON: {e}: {rest}"));
+    assert_eq!(json["received"], 1);
+    assert_eq!(json["sent"], 1);
+    assert_eq!(json["slots_out"], 0);
+}
+
+#[test]
+fn bench_json_has_a_run_per_case() {
+    let (code, out, err) = run(&[
+        "bench",
+        "--duration",
+        "0.2",
+        "--warmup",
+        "0.05",
+        "--backend",
+        "simple,mmsg",
+        "--size",
+        "64",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let runs = v["rows"].as_array().unwrap();
+    let rows = |workload: &str, gso: bool| -> Vec<&serde_json::Value> {
+        runs.iter()
+            .filter(|r| r["client"] == "udpring")
+            .filter(|r| r["workload"] == workload && (r["gso_segments"].as_u64() > Some(1)) == gso)
+            .collect()
+    };
+    let floods = rows("flood", false);
+    assert_eq!(floods.len(), 2, "{v}");
+    for (r, b) in floods.iter().zip(["simple", "mmsg"]) {
+        assert_eq!(r["backend"], b);
+        assert_eq!(r["size"], 64);
+        let (sent, echoed) = (r["sent"].as_u64().unwrap(), r["received"].as_u64().unwrap());
+        assert!(echoed > 0 && echoed <= sent, "{r}");
+        for k in ["pps_received", "gbps_received"] {
+            assert!(r[k].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
+    let pings = rows("ping", false);
+    assert_eq!(pings.len(), 2, "{v}");
+    for r in pings {
+        assert!(r["rtt_us"]["p50"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let gso = rows("flood", true);
+    assert_eq!(gso.len(), 1, "GSO/GRO on the best listed backend only: {v}");
+    assert_eq!(gso[0]["backend"], "mmsg");
+    assert!(gso[0]["received"].as_u64().unwrap() > 0, "{v}");
+    // One C limit row per flood workload, on the same (best) echo.
+    let c: Vec<&serde_json::Value> = runs.iter().filter(|r| r["client"] == "C limit").collect();
+    assert_eq!(c.len(), 2, "{v}");
+    for (r, segs) in c.iter().zip([1, gso[0]["gso_segments"].as_u64().unwrap()]) {
+        assert_eq!(
+            (r["backend"].as_str(), r["size"].as_u64()),
+            (Some("mmsg"), Some(64))
+        );
+        assert_eq!(r["gso_segments"].as_u64(), Some(segs), "{r}");
+        assert!(r["received"].as_u64().unwrap() > 0, "{r}");
+    }
+    let _ = Duration::ZERO;
+}
+
+#[test]
+fn load_usage_errors_are_one_line_with_exit_code_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["load", "127.0.0.1:9", "--rate", "0"], "rate 0 must be"),
+        (
+            &["load", "127.0.0.1:9", "--rate", "1e12"],
+            "must be 1..100M",
+        ),
+        (&["load", "127.0.0.1:9", "--rate", "fast"], "not a rate"),
+        (
+            &["load", "127.0.0.1:9", "--size", "65508"],
+            "--size 65508 must be 32..65507",
+        ),
+        (
+            &["load", "[::1]:9", "--size", "65528"],
+            "32..65527 for IPv6",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--size", "8"],
+            "the header takes 32",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--sockperf", "--size", "40"],
+            "the header takes 46",
+        ),
+        (
+            &["load", "no-such-host.invalid:9000"],
+            "cannot resolve 'no-such-host.invalid'",
+        ),
+        (&["load", "127.0.0.1"], "needs a port"),
+        (&["load", "127.0.0.1:0"], "port 0"),
+        (
+            &["load", "127.0.0.1:9", "--mode", "ping", "--rate", "10"],
+            "do not go with --mode ping",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--gso", "64", "--size", "1400"],
+            "64 KiB",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--count", "0"],
+            "--count must be at least 1",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--bind", "[::1]:0"],
+            "different families",
+        ),
+        (&["report", "/nonexistent/a.json"], "/nonexistent/a.json"),
+    ];
+    assert_usage_errors(cases);
+}
+
+#[test]
+fn load_against_a_closed_port_counts_refusals_and_exits_1() {
+    let closed = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let (code, out, err) = run(&[
+        "load",
+        &closed.to_string(),
+        "--rate",
+        "2000",
+        "-t",
+        "0.3",
+        "--warmup",
+        "0",
+        "--drain",
+        "0.1",
+        "--json",
+        "-q",
+    ]);
+    // The result is still written; the exit code says it failed its
+    // purpose (no replies at all).
+    assert_eq!(code, 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["received"], 0);
+    assert!(v["rtt_us"].is_null(), "no replies: no RTT, not 0.0: {v}");
+    assert!(v["sent"].as_u64().unwrap() > 0);
+    assert_eq!(v["lost"], v["sent"]);
+    assert!(
+        v["counts"]["errors"]["ECONNREFUSED"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    assert!(err.contains("no replies"), "{err}");
+}
+
+#[test]
+fn load_json_report_merge_and_histogram_file() {
+    let (mut child, addr, _out) = spawn_echo(&["-q", "--duration", "20"]);
+    let dir = std::env::temp_dir().join(format!("udpring-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for (i, mode) in ["ping", "flood"].iter().enumerate() {
+        let (code, out, err) = run(&[
+            "load",
+            &addr.to_string(),
+            "--mode",
+            mode,
+            "--count",
+            "500",
+            "--warmup",
+            "0",
+            "--json",
+            "-q",
+            "--flows",
+            "2",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        for k in [
+            "sent",
+            "received",
+            "lost",
+            "reordered",
+            "duplicated",
+            "invalid",
+            "pps_sent",
+            "pps_received",
+            "gbps_received",
+        ] {
+            assert!(!v[k].is_null(), "{k} missing in {v}");
+        }
+        for k in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+            assert!(v["rtt_us"][k].as_f64().unwrap() > 0.0, "rtt_us.{k} in {v}");
+        }
+        assert_eq!(
+            (v["sent"].as_u64(), v["received"].as_u64()),
+            (Some(500), Some(500)),
+            "{v}"
+        );
+        let f = dir.join(format!("r{i}.json"));
+        std::fs::write(&f, out).unwrap();
+        files.push(f);
+    }
+    let hgrm = dir.join("merged.hgrm");
+    let (code, out, err) = run(&[
+        "report",
+        files[0].to_str().unwrap(),
+        files[1].to_str().unwrap(),
+        "--allow-mixed",
+        "--json",
+        "--hist-out",
+        hgrm.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let m: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(m["sent"], 1000);
+    assert_eq!(m["runs"], 2);
+    assert_eq!(m["mode"], "ping,flood");
+    let text = std::fs::read_to_string(&hgrm).unwrap();
+    assert!(
+        text.contains("Percentile") && text.contains("Total count = 1000"),
+        "{text}"
+    );
+    let (code, table, _) = run(&["report", files[0].to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(table.contains("rtt us  p50"), "{table}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn pmtu_and_ping_bad_input_is_one_line_with_exit_code_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["pmtu", "no-such-host.invalid"], "cannot resolve"),
+        (&["pmtu", "127.0.0.1:0"], "port 0"),
+        (&["pmtu", "127.0.0.1:7", "--method", "guess"], "guess"),
+        (&["pmtu", "127.0.0.1:7", "--floor", "20"], "--floor"),
+        (&["ping", "no-such-host.invalid:7"], "cannot resolve"),
+        (&["ping", "127.0.0.1:0"], "port 0"),
+        (
+            &["ping", "127.0.0.1:7", "--size", "70000"],
+            "size must be 32..65507",
+        ),
+        (
+            &["ping", "127.0.0.1:7", "--backoff", "0.5"],
+            "--backoff 0.5 must be 1..100",
+        ),
+        (&["ping", "127.0.0.1:7", "--attempts", "0"], "--attempts"),
+    ];
+    assert_usage_errors(cases);
+}
+
+#[test]
+fn ping_against_echo_and_against_nobody() {
+    let (mut child, addr, _out) = spawn_echo(&["-q", "--duration", "20"]);
+    let (code, out, err) = run(&["ping", &addr.to_string(), "-c", "3", "-i", "0", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["replies"], 3, "{v}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, out, err) = run(&[
+        "ping",
+        &closed.to_string(),
+        "-c",
+        "1",
+        "--timeout",
+        "0.01",
+        "--attempts",
+        "3",
+    ]);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(
+        out.contains("looks down") && out.contains("2 retransmissions"),
+        "{out}"
+    );
+}
+
+#[test]
+fn multicast_and_fanout_bad_input_is_one_line_with_exit_code_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["mcast", "listen", "10.1.2.3:5000"],
+            "not a multicast group",
+        ),
+        (&["mcast", "listen", "239.1.1.1"], "not GROUP:PORT"),
+        (&["mcast", "listen", "239.1.1.1:0"], "give a port"),
+        (
+            &["mcast", "listen", "239.1.1.1:5000", "--source", "fe80::1"],
+            "does not go with group",
+        ),
+        (
+            &["mcast", "listen", "239.1.1.1:5000", "--iface", "nosuch0"],
+            "no interface nosuch0",
+        ),
+        (
+            &["mcast", "send", "[ff15::1%nosuch0]:5000"],
+            "no interface nosuch0",
+        ),
+        (
+            &["mcast", "send", "239.1.1.1:5000", "--size", "70000"],
+            "--size 70000",
+        ),
+        (
+            &["mcast", "ping", "239.1.1.1:5000", "--rate", "0"],
+            "--rate 0",
+        ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--join",
+                "10.0.0.1",
+            ],
+            "not a multicast group",
+        ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--join",
+                "239.1.1.1@ff02::1",
+            ],
+            "does not go with group",
+        ),
+        (
+            &["fanout", "--listen", "127.0.0.1:0", "--to", "[::1]:9"],
+            "cannot send to IPv6",
+        ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--iface",
+                "nosuch0",
+            ],
+            "no interface nosuch0",
+        ),
+        (&["fanout", "--listen", "127.0.0.1:0"], "--to"),
+    ];
+    assert_usage_errors(cases);
+}
+
+#[test]
+fn fanout_on_loopback_relays_to_every_destination_and_counts_refusals() {
+    let a = client(false);
+    let b = client(false);
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let to = format!(
+        "{},{},{closed}",
+        a.local_addr().unwrap(),
+        b.local_addr().unwrap()
+    );
+    let mut child = udpring()
+        .args([
+            "fanout",
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            &to,
+            "--duration",
+            "1.5",
+            "-q",
+            "--json",
+        ])
+        .args(["--workers", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // With --json the banner is on standard error; standard output holds
+    // the JSON document alone.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let relay = listening_addr(&mut err);
+    let mut out = child.stdout.take().unwrap();
+    let src = client(false);
+    for i in 0..50u8 {
+        src.send_to(&[i], relay).unwrap();
+    }
+    let mut buf = [0u8; 8];
+    for c in [&a, &b] {
+        let mut got: Vec<u8> = (0..50)
+            .map(|_| c.recv_from(&mut buf).map(|_| buf[0]).unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..50).collect::<Vec<u8>>());
+    }
+    assert!(child.wait().unwrap().success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&rest).unwrap_or_else(|e| panic!("stdout is not JSON: {e}: {rest}"));
+    assert_eq!(v["received"], 50, "{v}");
+    assert_eq!(v["destinations"][0]["forwarded"], 50);
+    assert!(v["destinations"][2]["refused"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["slots_out"], 0);
+}
+#[test]
+fn backend_env_var_forces_a_backend_and_rejects_unknown_names() {
+    // Run in a child process so the environment of this one is untouched.
+    let exe = env!("CARGO_BIN_EXE_udpring");
+    for (val, want) in [("simple", "backend simple"), ("mmsg", "backend mmsg")] {
+        let out = std::process::Command::new(exe)
+            .args([
+                "echo",
+                "--bind",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+                "--duration",
+                "0.2",
+                "-q",
+            ])
+            .env("UDPRING_BACKEND", val)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(want), "{val}: {text}");
+    }
+    let out = std::process::Command::new(exe)
+        .args(["echo", "--bind", "127.0.0.1:0", "--duration", "0.2"])
+        .env("UDPRING_BACKEND", "bogus")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("UDPRING_BACKEND") && err.contains("bogus"),
+        "{err}"
+    );
+}

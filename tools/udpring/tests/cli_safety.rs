@@ -1,0 +1,435 @@
+//! The command on a hostile or careless input, on loopback: a relay that
+//! must not loop, sends that fail per destination, a broken pipe, inputs
+//! the code cannot represent, result files that are not files, figures
+//! that would not read back, a truncating echo under `pmtu` and `bench`.
+
+mod util;
+
+use util::{run, udpring};
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::*;
+
+fn usage_error(args: &[&str], needle: &str) {
+    let (code, _out, err) = run(args);
+    assert_eq!(code, 2, "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: '{needle}' not in {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+}
+
+/// A scratch directory for this test binary, removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("udpring-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts `udpring ARGS` (a server that prints "listening on ADDR" first).
+fn spawn(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    SocketAddr,
+    BufReader<std::process::ChildStdout>,
+) {
+    let mut child = udpring()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    // With --json the banner is on standard error (standard output holds
+    // the JSON document alone).
+    let addr = if args.contains(&"--json") {
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let a = listening_addr(&mut err);
+        // Keep draining standard error so the child never blocks on it.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        a
+    } else {
+        listening_addr(&mut out)
+    };
+    (child, addr, out)
+}
+
+/// Standard output, which must be one JSON document and nothing else.
+fn last_json(out: &mut BufReader<std::process::ChildStdout>) -> serde_json::Value {
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    serde_json::from_str(&rest).unwrap_or_else(|e| panic!("{e}: {rest}"))
+}
+
+#[test]
+fn a_relay_to_an_echo_does_not_loop() {
+    let (mut echo, echo_addr, mut echo_out) = spawn(&[
+        "echo",
+        "--bind",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "-q",
+        "--json",
+        "--duration",
+        "2",
+    ]);
+    let sink = client(false);
+    let to = format!("{echo_addr},{}", sink.local_addr().unwrap());
+    let (mut relay, relay_addr, mut out) = spawn(&[
+        "fanout",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        &to,
+        "--duration",
+        "1.5",
+        "-q",
+        "--json",
+        "-w",
+        "1",
+    ]);
+    client(false).send_to(b"once", relay_addr).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = sink.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"once");
+    sink.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    assert!(
+        sink.recv_from(&mut buf).is_err(),
+        "the sink got a second copy"
+    );
+    assert!(relay.wait().unwrap().success());
+    let v = last_json(&mut out);
+    assert_eq!(v["received"], 1, "{v}");
+    assert_eq!(v["answers"], 0, "the echo did not answer the relay: {v}");
+    assert_eq!(v["sent"], 2, "{v}");
+    assert!(echo.wait().unwrap().success());
+    let e = last_json(&mut echo_out);
+    assert_eq!(
+        (e["guard_marked"].as_u64(), e["sent"].as_u64()),
+        (Some(1), Some(0)),
+        "the relay's copy carried the server mark: {e}"
+    );
+}
+
+#[test]
+fn a_relay_counts_failed_sends_per_destination_and_other_errors() {
+    let sink = client(false);
+    // The limited broadcast without SO_BROADCAST: every send refused.
+    let to = format!("255.255.255.255:9,{}", sink.local_addr().unwrap());
+    let (mut relay, relay_addr, mut out) = spawn(&[
+        "fanout",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        &to,
+        "--duration",
+        "1",
+        "-q",
+        "--json",
+        "-w",
+        "1",
+    ]);
+    let src = client(false);
+    for i in 0..20u8 {
+        src.send_to(&[i], relay_addr).unwrap();
+    }
+    let mut buf = [0u8; 4];
+    for _ in 0..20 {
+        sink.recv_from(&mut buf).unwrap();
+    }
+    assert!(relay.wait().unwrap().success());
+    let v = last_json(&mut out);
+    let d = &v["destinations"];
+    assert_eq!(
+        (d[0]["forwarded"].as_u64(), d[0]["failed"].as_u64()),
+        (Some(0), Some(20)),
+        "{v}"
+    );
+    assert_eq!(
+        (d[1]["forwarded"].as_u64(), d[1]["failed"].as_u64()),
+        (Some(20), Some(0)),
+        "{v}"
+    );
+    assert_eq!(v["send_errors"], serde_json::json!({"EACCES": 20}), "{v}");
+}
+
+#[test]
+fn a_relay_to_itself_is_refused() {
+    usage_error(
+        &[
+            "fanout",
+            "--listen",
+            "127.0.0.1:7777",
+            "--to",
+            "127.0.0.1:7777",
+        ],
+        "is --listen itself",
+    );
+}
+
+#[test]
+fn a_closed_pipe_ends_the_server_quietly_with_totals() {
+    let mut child = udpring()
+        .args([
+            "echo",
+            "--bind",
+            "127.0.0.1:0",
+            "-w",
+            "1",
+            "--duration",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    drop(out); // like `| head -1`
+    let start = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "ends at the next line it writes"
+    );
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("totals:"), "the totals go to stderr: {err}");
+    assert!(status.success(), "{status:?} {err}");
+}
+
+#[test]
+fn sighup_stops_with_totals_like_sigterm() {
+    let (mut child, addr, mut out) = spawn(&["echo", "--bind", "127.0.0.1:0", "-w", "1", "-q"]);
+    let c = client(false);
+    c.send_to(b"x", addr).unwrap();
+    let mut buf = [0u8; 4];
+    c.recv_from(&mut buf).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("totals: received 1 sent 1"), "{rest}");
+}
+
+#[test]
+fn numbers_the_code_cannot_represent_are_refused() {
+    for (args, needle) in [
+        (
+            &["mcast", "send", "239.1.1.1:5000", "--count", "0"][..],
+            "--count 0",
+        ),
+        (
+            &[
+                "mcast",
+                "ping",
+                "239.1.1.1:5000",
+                "--count",
+                "18446744073709551615",
+            ],
+            "--count 18446744073709551615",
+        ),
+        (
+            &["mcast", "send", "239.1.1.1:5000", "--rate", "1e-9"],
+            "--rate",
+        ),
+        (
+            &[
+                "mcast",
+                "send",
+                "239.1.1.1:5000",
+                "--rate",
+                "0.001",
+                "--count",
+                "100000",
+            ],
+            "more than a year",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--flows", "1025"],
+            "--flows 1025 must be 1..1024",
+        ),
+        (&["load", "127.0.0.1:9", "--count", "0"], "--count"),
+        (&["echo", "--workers", "4096"], "--workers 4096"),
+        (&["echo", "--per-source-rate", "0"], "--per-source-rate"),
+        (&["echo", "--allow", "10.0.0.0/40"], "prefix length"),
+    ] {
+        usage_error(args, needle);
+    }
+}
+
+#[test]
+fn an_unwritable_output_file_fails_before_the_run() {
+    let start = Instant::now();
+    let (code, _o, err) = run(&[
+        "load",
+        "127.0.0.1:9",
+        "-t",
+        "30",
+        "--hist-out",
+        "/nonexistent/dir/x.hgrm",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/dir/x.hgrm"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "it did not run the 30 s first"
+    );
+}
+
+#[test]
+fn report_reads_only_regular_files_it_can_read_back() {
+    let d = Scratch::new("report");
+    usage_error(&["report", "/dev/zero"], "not a regular file");
+    let fifo = d.path("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let start = Instant::now();
+    usage_error(&["report", &fifo], "not a regular file");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "a FIFO must not block"
+    );
+
+    // A real result to vary.
+    let (mut echo, addr, _o) = spawn(&["echo", "--bind", "127.0.0.1:0", "-w", "1", "-q"]);
+    let (code, out, err) = run(&["load", &addr.to_string(), "-n", "100", "--json", "-q"]);
+    assert_eq!(code, 0, "{err}");
+    let _ = echo.kill();
+    let _ = echo.wait();
+    let mut v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // Counts near the top of u64: merged, they saturate instead of wrapping.
+    v["sent"] = serde_json::json!(u64::MAX - 5);
+    let big = d.path("big.json");
+    std::fs::write(&big, v.to_string()).unwrap();
+    let (code, out, err) = run(&["report", &big, &big, "--allow-duplicates", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let m: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(m["sent"].as_u64(), Some(u64::MAX));
+    // Rates that add up to infinity cannot be written as JSON: refused.
+    v["pps_sent"] = serde_json::json!(1.5e308);
+    let huge = d.path("huge.json");
+    std::fs::write(&huge, v.to_string()).unwrap();
+    usage_error(&["report", &huge, &huge, "--allow-duplicates"], "pps_sent");
+    // A file too large to be a result.
+    let fat = d.path("fat.json");
+    std::fs::File::create(&fat)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    usage_error(&["report", &fat], "at most");
+}
+
+#[test]
+fn pmtu_through_an_echo_that_cuts_says_so_and_finds_the_path() {
+    let (mut echo, addr, _o) = spawn(&["echo", "--bind", "127.0.0.1:0", "-w", "1", "-q"]);
+    let (code, out, err) = run(&[
+        "pmtu",
+        &addr.to_string(),
+        "--method",
+        "plpmtud",
+        "--json",
+        "--timeout",
+        "0.2",
+    ]);
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let lo_mtu: u64 = std::fs::read_to_string("/sys/class/net/lo/mtu")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // An IP packet is at most 65535 bytes, whatever lo's MTU says.
+    let path = lo_mtu.min(65535);
+    assert_eq!(
+        v["pmtu"].as_u64(),
+        Some(path),
+        "the path, not the echo's slot: {v}"
+    );
+    assert!(v["echo_cut_at"].as_u64().is_some(), "{v}");
+    assert!(err.contains("cut"), "{err}");
+}
+
+#[test]
+fn bench_does_not_count_cut_echoes() {
+    let (code, out, err) = run(&[
+        "bench",
+        "--backend",
+        "mmsg",
+        "--size",
+        "5000",
+        "--only",
+        "flood",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let r = &v["rows"][0];
+    assert_eq!(r["size"], 5000);
+    assert_eq!(r["truncated"], 0, "{r}");
+    assert!(r["received"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
+fn guard_flags_reach_the_engine() {
+    let (mut child, addr, mut out) = spawn(&[
+        "echo",
+        "--bind",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "-q",
+        "--duration",
+        "1",
+        "--json",
+        "--allow",
+        "127.0.0.2",
+    ]);
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        c.send_to(b"x", addr).unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    let v = last_json(&mut out);
+    assert_eq!(
+        (v["guard_not_allowed"].as_u64(), v["sent"].as_u64()),
+        (Some(3), Some(0)),
+        "{v}"
+    );
+}

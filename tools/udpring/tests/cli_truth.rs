@@ -1,0 +1,219 @@
+//! Issue 15: a first run that tells the truth. The quick start loses
+//! nothing on loopback; a run that measured nothing exits 1; figures with
+//! no data are null, not 0.0; the `.hgrm` TotalCount is a running total;
+//! the warm-up is kept out of every count; live lines leave the warm-up
+//! out of their clock and say which figures are totals. All on loopback.
+
+mod util;
+
+use std::net::UdpSocket;
+
+use util::{EchoProcess, json, run};
+
+#[test]
+fn the_quick_start_loses_nothing_on_loopback() {
+    let echo = EchoProcess::start();
+    // What the README says to run: a flood with the default window.
+    let (code, out, err) = run(&["load", &echo.1.to_string(), "-t", "1", "--json", "-q"]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert!(v["sent"].as_u64().unwrap() > 1000, "{v}");
+    assert_eq!(
+        v["lost"], 0,
+        "a bounded window on loopback loses nothing: {v}"
+    );
+    assert_eq!(v["received"], v["sent"]);
+    assert!(!err.contains("hint"), "no loss, no hint: {err}");
+}
+
+#[test]
+fn window_options_belong_to_a_flood() {
+    for args in [
+        &["--mode", "ping", "--window", "8"][..],
+        &["--rate", "100", "--window", "8"],
+        &["--mode", "ping", "--unbounded"],
+    ] {
+        let (code, _, err) = run(&[&["load", "127.0.0.1:9"][..], args].concat());
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("shape a flood"), "{args:?}: {err}");
+    }
+    let (code, _, err) = run(&["load", "127.0.0.1:9", "--window", "0"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(&["load", "127.0.0.1:9", "--window", "8", "--unbounded"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn a_run_with_no_replies_exits_1_and_has_no_rtt() {
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    // A flood at a dead port.
+    let (code, out, err) = run(&[
+        "load", &closed, "-t", "0.3", "--warmup", "0", "--drain", "0.1", "--json", "-q",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let v = json(&out);
+    assert!(v["rtt_us"].is_null(), "{v}");
+    assert!(err.contains("no replies"), "{err}");
+    // Ping mode whose one request outlives the run: nothing measured.
+    let (code, out, err) = run(&["load", &closed, "--mode", "ping", "-t", "0.3", "-q"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nothing measured"), "{err}");
+    assert!(
+        out.contains("lost 0 (-)"),
+        "no percentage of nothing: {out}"
+    );
+    assert!(out.contains("rtt us  - (no replies)"), "{out}");
+}
+
+#[test]
+fn the_hgrm_total_count_is_a_running_total() {
+    let echo = EchoProcess::start();
+    let dir = std::env::temp_dir().join(format!("udpring-truth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hgrm = dir.join("rtt.hgrm");
+    let (code, _, err) = run(&[
+        "load",
+        &echo.1.to_string(),
+        "--mode",
+        "ping",
+        "--count",
+        "300",
+        "-q",
+        "--hist-out",
+        hgrm.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&hgrm).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    // Rows: Value Percentile TotalCount 1/(1-Percentile).
+    let totals: Vec<u64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.contains("Percentile"))
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+        .collect();
+    assert!(totals.len() > 5, "{text}");
+    assert!(
+        totals.windows(2).all(|w| w[0] <= w[1]),
+        "TotalCount never decreases: {totals:?}"
+    );
+    assert_eq!(*totals.last().unwrap(), 300, "the last row counts them all");
+    assert!(text.contains("Total count = 300"), "{text}");
+}
+
+#[test]
+fn the_warm_up_is_kept_out_of_every_count() {
+    // A responder that answers every datagram with junk: nothing it sends
+    // is a valid reply. Junk answering warm-up datagrams must not be
+    // counted as invalid while the warm-up's sends are not counted as sent.
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = junk.local_addr().unwrap();
+    junk.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let responder = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((_, from)) = junk.recv_from(&mut buf) {
+            let _ = junk.send_to(b"not an echo", from);
+        }
+    });
+    let (code, out, err) = run(&[
+        "load",
+        &to.to_string(),
+        "--rate",
+        "2000",
+        "-t",
+        "0.5",
+        "--warmup",
+        "0.3",
+        "--json",
+        "-q",
+    ]);
+    responder.join().unwrap();
+    assert_eq!(code, 1, "nothing valid came back: {err}");
+    let v = json(&out);
+    let (sent, invalid) = (v["sent"].as_u64().unwrap(), v["invalid"].as_u64().unwrap());
+    assert_eq!(sent, 1000, "the schedule: 2000/s for 0.5 s");
+    assert!(
+        invalid.abs_diff(sent) <= 50,
+        "one junk answer per measured datagram (those in flight at the end of the \
+         warm-up cannot be told apart; at 2000/s a busy host has a few dozen): {v}"
+    );
+    assert!(
+        v["counts"]["warmup_replies"].as_u64().unwrap() >= 500,
+        "the warm-up's answers are counted as such: {v}"
+    );
+}
+
+#[test]
+fn live_lines_leave_the_warm_up_out_of_the_clock_and_label_totals() {
+    let echo = EchoProcess::start();
+    let (code, _, err) = run(&[
+        "load",
+        &echo.1.to_string(),
+        "--rate",
+        "5000",
+        "-t",
+        "1",
+        "--warmup",
+        "0.5",
+        "-i",
+        "0.25",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("sent/s")).collect();
+    assert!(lines.len() >= 3, "{err}");
+    for l in &lines {
+        assert!(l.contains("recv/s") && l.contains("| total sent"), "{l}");
+    }
+    let first: f64 = lines[0]
+        .split_whitespace()
+        .next()
+        .and_then(|t| t.trim_end_matches('s').parse().ok())
+        .unwrap_or_else(|| panic!("a time first: {}", lines[0]));
+    assert!(
+        (0.2..0.5).contains(&first),
+        "the first line comes one interval after the warm-up, not 0.5 s + 0.25: {}",
+        lines[0]
+    );
+    // At 5000/s the first quarter second sends about 1250: the rate of the
+    // first line is not diluted by the warm-up.
+    let rate: f64 = lines[0]
+        .split("sent/s")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.parse().ok())
+        .unwrap();
+    assert!(rate > 3000.0, "{}", lines[0]);
+}
+
+#[test]
+fn a_paced_run_that_falls_behind_says_so_and_keeps_its_schedule() {
+    let echo = EchoProcess::start();
+    // Far more than one worker sends here: the schedule runs late.
+    let (code, out, err) = run(&[
+        "load",
+        &echo.1.to_string(),
+        "--rate",
+        "2000000",
+        "-t",
+        "0.05",
+        "--warmup",
+        "0",
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(
+        v["sent"], 100_000,
+        "every datagram of the schedule, late or not"
+    );
+    assert!(
+        v["duration_s"].as_f64().unwrap() > 0.05,
+        "the span is what it took: {v}"
+    );
+    assert!(err.contains("but this host sent"), "{err}");
+}

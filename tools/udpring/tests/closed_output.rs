@@ -1,0 +1,223 @@
+//! The command when its reader goes away (`udpring load ... | head -1`):
+//! every subcommand ends within a second of its run's end, or sooner,
+//! without a panic and without being killed, whether standard output or
+//! standard error was closed; and a SIGTERM ends a run in any phase.
+
+mod util;
+
+use std::io::Write;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use util::{JsonServer, udpring};
+
+/// Which stream's reader is gone before the command writes anything.
+#[derive(Clone, Copy, Debug)]
+enum Closed {
+    Stdout,
+    Stderr,
+}
+
+/// Runs `udpring ARGS` with one stream's pipe closed at its reading end
+/// (the other read to its end), and returns how long it took, its exit
+/// status and what the open stream said. Killed after `limit`.
+fn run_closed(args: &[&str], closed: Closed, limit: Duration) -> (Duration, Option<i32>, String) {
+    let start = Instant::now();
+    let mut child: Child = udpring()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away at once: writes fail with EPIPE.
+    let open = match closed {
+        Closed::Stdout => {
+            drop(child.stdout.take());
+            child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>)
+        }
+        Closed::Stderr => {
+            drop(child.stderr.take());
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>)
+        }
+    };
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut r) = open {
+            let _ = r.read_to_string(&mut text);
+        }
+        text
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} with {closed:?} closed still ran after {limit:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = start.elapsed();
+    (took, status.code(), reader.join().unwrap())
+}
+
+/// `args`, whose run lasts `run`, ends within a second of that with either
+/// stream closed, exits by itself (not by a signal) and says nothing of a
+/// panic.
+fn ends_promptly(args: &[&str], run: Duration) {
+    for closed in [Closed::Stdout, Closed::Stderr] {
+        let (took, code, said) = run_closed(args, closed, run + Duration::from_secs(5));
+        eprintln!("{args:?} {closed:?} closed: {took:?} exit {code:?}");
+        assert!(
+            took <= run + Duration::from_secs(1),
+            "{args:?} with {closed:?} closed took {took:?} (its run: {run:?})"
+        );
+        assert!(code.is_some(), "{args:?} {closed:?}: ended by a signal");
+        assert!(!said.contains("panicked"), "{args:?} {closed:?}: {said}");
+    }
+}
+
+#[test]
+fn servers_end_when_their_output_closes() {
+    let two = Duration::from_secs(2);
+    for args in [
+        &[
+            "echo",
+            "--bind",
+            "127.0.0.1:0",
+            "-w",
+            "1",
+            "--duration",
+            "2",
+        ][..],
+        &["sink", "--bind", "127.0.0.1:0", "--duration", "2"],
+        &[
+            "fanout",
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "127.0.0.1:9",
+            "-w",
+            "1",
+            "--duration",
+            "2",
+        ],
+        &[
+            "mcast",
+            "listen",
+            "239.1.1.1:5900",
+            "--iface",
+            "lo",
+            "--duration",
+            "2",
+        ],
+    ] {
+        ends_promptly(args, two);
+    }
+}
+
+#[test]
+fn load_and_report_end_when_their_output_closes() {
+    let echo = JsonServer::start(&[
+        "echo",
+        "--bind",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "-q",
+        "--json",
+        "--duration",
+        "30",
+    ]);
+    let target = echo.1.to_string();
+    ends_promptly(
+        &["load", &target, "--rate", "2k", "-t", "2", "--warmup", "0"],
+        Duration::from_secs(2),
+    );
+    ends_promptly(
+        &[
+            "load", &target, "--rate", "2k", "-t", "2", "--warmup", "0", "--json",
+        ],
+        Duration::from_secs(2),
+    );
+    // A result to merge, then report with each stream closed.
+    let (code, out, err) =
+        util::run(&["load", &target, "-n", "200", "--rate", "2k", "--json", "-q"]);
+    assert_eq!(code, 0, "{err}");
+    let path = std::env::temp_dir().join(format!("udpring-closed-{}.json", std::process::id()));
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(out.as_bytes())
+        .unwrap();
+    let p = path.to_string_lossy().into_owned();
+    ends_promptly(&["report", &p, &p], Duration::ZERO);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// SIGTERM while `load --start-at` waits for its start, and during the
+/// run: each ends at once with its totals.
+#[test]
+fn a_signal_ends_load_in_every_phase() {
+    let echo = JsonServer::start(&[
+        "echo",
+        "--bind",
+        "127.0.0.1:0",
+        "-w",
+        "1",
+        "-q",
+        "--json",
+        "--duration",
+        "30",
+    ]);
+    let target = echo.1.to_string();
+    let later = (std::time::SystemTime::now() + Duration::from_secs(20))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    for args in [
+        vec!["load", &target, "-t", "20", "--start-at", &later, "-q"],
+        vec!["load", &target, "-t", "20", "--rate", "1k", "-q"],
+    ] {
+        let mut child = udpring()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        let sent = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let t = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if t.elapsed() > Duration::from_secs(5) {
+                let _ = child.kill();
+                panic!("{args:?}: SIGTERM did not end it");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let took = sent.elapsed();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            took < Duration::from_secs(1),
+            "{args:?}: {took:?} after SIGTERM"
+        );
+        assert!(
+            out.status.code().is_some(),
+            "{args:?}: ended by the signal itself, without totals"
+        );
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!text.contains("panicked"), "{args:?}: {text}");
+    }
+}

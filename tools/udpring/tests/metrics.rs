@@ -1,0 +1,156 @@
+//! Issue 14, item 4: `--metrics ADDR` serves the engine's counters in
+//! Prometheus' text format. The scrape is parsed by the `prometheus-client`
+//! PyPI package's own parser (installed by `.ci/run`) and its numbers are
+//! held against the `--json` totals. Loopback only.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::{have, vocab};
+
+/// Whether Python has `module`; skips (or fails under
+/// `UDPRING_REQUIRE_PEERS=1`) without it.
+fn have_py(module: &str) -> bool {
+    if !have("python3") {
+        return false;
+    }
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("UDPRING_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("python module {module} is missing and UDPRING_REQUIRE_PEERS=1");
+        }
+        eprintln!("skipping: pip install {module}");
+    }
+    ok
+}
+
+fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+/// Sums every sample of the scrape by sample name, with prometheus-client's
+/// parser (which refuses text that is not valid exposition format).
+const PARSE: &str = r#"
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+sums = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        sums[s.name] = sums.get(s.name, 0) + s.value
+print(json.dumps(sums))
+"#;
+
+#[test]
+fn a_scrape_parses_and_matches_the_json_totals() {
+    if !have_py("prometheus_client") {
+        return;
+    }
+    let mut echo = Command::new(env!("CARGO_BIN_EXE_udpring"))
+        .args([
+            "echo",
+            "--bind",
+            "127.0.0.1:0",
+            "-w",
+            "2",
+            "-q",
+            "--duration",
+            "4",
+        ])
+        .args(["--json", "--metrics", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(echo.stderr.take().unwrap());
+    let udp = util::listening_addr(&mut err);
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let metrics: SocketAddr = line
+        .trim()
+        .strip_prefix("udpring: metrics on http://")
+        .and_then(|s| s.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    // 200 datagrams, every echo read back (the socket stays open, so no
+    // send of the echo fails).
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    for _ in 0..200 {
+        s.send_to(b"count me", udp).unwrap();
+        s.recv(&mut [0u8; 64]).unwrap();
+    }
+    // A client that connects and says nothing holds the endpoint a second
+    // at most.
+    let _silent = TcpStream::connect(metrics).unwrap();
+    let t = Instant::now();
+    let (head, body) = get(metrics, "/metrics");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let mut py = Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parser refused the scrape:\n{body}"
+    );
+    let sums: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sums["udpring_received_total"], 200.0, "{sums}");
+    assert_eq!(sums["udpring_sent_total"], 200.0, "{sums}");
+    assert!(sums["udpring_slots"].as_f64().unwrap() > 0.0, "{sums}");
+    // Per worker: one sample each.
+    assert_eq!(body.matches("udpring_received_total{worker=").count(), 2);
+    let (head, _) = get(metrics, "/other");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    // The totals at exit say the same.
+    let out = echo.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    vocab::check("echo", &v);
+    assert_eq!(v["received"], 200, "{v}");
+    assert_eq!(
+        sums["udpring_bytes_received_total"].as_f64(),
+        v["bytes_received"].as_f64()
+    );
+}
+
+#[test]
+fn a_metrics_address_in_use_is_an_error_before_the_run() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_udpring"))
+        .args([
+            "echo",
+            "--bind",
+            "127.0.0.1:0",
+            "-w",
+            "1",
+            "-q",
+            "--duration",
+            "5",
+        ])
+        .args(["--metrics", &addr])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--metrics") && err.contains("in use"), "{err}");
+}

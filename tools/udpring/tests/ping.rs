@@ -1,0 +1,126 @@
+//! The request/response client: IDs, backoff, "server looks down", and
+//! replies with the wrong ID or from the wrong address discarded.
+
+mod util;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use udpring::Engine;
+use udpring_cli::apps::echo::Echo;
+use udpring_cli::apps::header::Header;
+use udpring_cli::apps::reqresp::{Backoff, Outcome, RequestClient};
+use util::*;
+
+fn backoff(attempts: u32) -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(20),
+        factor: 2.0,
+        max: Duration::from_millis(80),
+        attempts,
+    }
+}
+
+#[test]
+fn replies_from_an_echo_server_need_one_attempt() {
+    let engine = Engine::start(config(udpring::Backend::Mmsg, false), |_| Echo::new()).unwrap();
+    let mut c = RequestClient::new(engine.local_addr(), backoff(3), 100).unwrap();
+    for _ in 0..5 {
+        match c.request().unwrap() {
+            Outcome::Reply { attempts, len, .. } => assert_eq!((attempts, len), (1, 100)),
+            o => panic!("{o:?}"),
+        }
+    }
+    assert_eq!(
+        (c.stats.replies, c.stats.retransmits, c.stats.down),
+        (5, 0, 0)
+    );
+    stop_clean(engine);
+}
+
+#[test]
+fn total_loss_follows_the_backoff_schedule_then_the_server_looks_down() {
+    // A "server" that reads and never answers, noting when requests arrive.
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let b = backoff(5);
+    let mut c = RequestClient::new(sink.local_addr().unwrap(), b, 64).unwrap();
+    let t = std::thread::spawn(move || {
+        let mut arrivals = Vec::new();
+        let mut buf = [0u8; 128];
+        while arrivals.len() < 5 {
+            match sink.recv_from(&mut buf) {
+                Ok(_) => arrivals.push(Instant::now()),
+                Err(_) => break,
+            }
+        }
+        arrivals
+    });
+    let out = c.request().unwrap();
+    let arrivals = t.join().unwrap();
+    let Outcome::ServerDown {
+        attempts, waited, ..
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(attempts, 5);
+    assert_eq!(arrivals.len(), 5, "five sends of the same request");
+    assert!(
+        waited >= b.total(),
+        "gave up only after the whole schedule: {waited:?}"
+    );
+    // Retransmissions never come before their delay is over (a timer cannot
+    // fire early; later is the machine's business, not checked).
+    let delays = b.delays();
+    for k in 1..arrivals.len() {
+        let gap = arrivals[k] - arrivals[k - 1];
+        assert!(
+            gap + Duration::from_millis(1) >= delays[k - 1],
+            "gap {k}: {gap:?} < {:?}",
+            delays[k - 1]
+        );
+    }
+    assert_eq!((c.stats.sent, c.stats.retransmits, c.stats.down), (5, 4, 1));
+}
+
+#[test]
+fn wrong_ids_and_wrong_addresses_are_discarded_and_retransmission_recovers() {
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let impostor = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        // First copy: answer with a wrong ID, then the right ID from another
+        // address, and nothing valid: the client must retransmit.
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        let mut wrong = buf[..n].to_vec();
+        let seq = Header::new_checked(&wrong[..]).unwrap().seq();
+        wrong[16..24].copy_from_slice(&(seq ^ 1).to_be_bytes());
+        server.send_to(&wrong, from).unwrap();
+        impostor.send_to(&buf[..n], from).unwrap();
+        server.send_to(b"short", from).unwrap();
+        // Second copy: the real answer.
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        server.send_to(&buf[..n], from).unwrap();
+    });
+    let mut c = RequestClient::new(addr, backoff(4), 64).unwrap();
+    let out = c.request().unwrap();
+    t.join().unwrap();
+    let Outcome::Reply { attempts, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(attempts, 2);
+    let s = c.stats;
+    assert_eq!(
+        (
+            s.wrong_id,
+            s.wrong_addr,
+            s.malformed,
+            s.retransmits,
+            s.replies
+        ),
+        (1, 1, 1, 1, 1),
+        "{s:?}"
+    );
+}

@@ -1,0 +1,821 @@
+//! Issue 10: load real services, not only echo servers. NSD answers a
+//! dnsperf query file (response codes and TC counted), memcached's UDP
+//! frame is matched by its request ID, a responder that duplicates and
+//! invents IDs is accounted for exactly, and CI thresholds exit 1. All on
+//! loopback; NSD and memcached are peers (`.ci/run` installs them).
+
+mod util;
+
+use util::{json, run, udpring};
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use util::have;
+
+/// A child killed and reaped on drop, with a directory removed.
+struct Peer(Child, Option<std::path::PathBuf>);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        if let Some(d) = &self.1 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// A free UDP port on loopback (bound, then released).
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something answers a DNS query at `port`.
+fn wait_dns(port: u16) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let q = udpring_cli::apps::load::dns::query("ns.example.com", "A", None).unwrap();
+    for _ in 0..50 {
+        let _ = s.send_to(&q, ("127.0.0.1", port));
+        if s.recv(&mut [0u8; 512]).is_ok() {
+            return;
+        }
+    }
+    panic!("nothing answers DNS on port {port}");
+}
+
+const ZONE: &str = "$ORIGIN example.com.\n$TTL 300\n\
+@ IN SOA ns.example.com. admin.example.com. 1 3600 600 86400 300\n\
+@ IN NS ns.example.com.\nns IN A 127.0.0.1\nwww IN A 192.0.2.1\n";
+
+fn nsd() -> Option<(Peer, u16)> {
+    if !have("nsd") {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("udpring-nsd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A TXT record over 512 bytes: without EDNS its answer is truncated.
+    let big = format!(
+        "big IN TXT {}\n",
+        vec![format!("\"{}\"", "a".repeat(250)); 3].join(" ")
+    );
+    std::fs::write(dir.join("example.com.zone"), format!("{ZONE}{big}")).unwrap();
+    let port = free_port();
+    let d = dir.display();
+    let conf = format!(
+        "server:\n  ip-address: 127.0.0.1@{port}\n  do-ip6: no\n  username: \"\"\n  \
+         chroot: \"\"\n  zonesdir: \"{d}\"\n  database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  \
+         xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  \
+         logfile: \"{d}/nsd.log\"\n  server-count: 1\n  \
+         rrl-ratelimit: 0\n\
+         remote-control:\n  control-enable: no\n\
+         zone:\n  name: example.com\n  zonefile: example.com.zone\n"
+    );
+    std::fs::write(dir.join("nsd.conf"), conf).unwrap();
+    let child = Command::new("nsd")
+        .args(["-d", "-c"])
+        .arg(dir.join("nsd.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let peer = Peer(child, Some(dir));
+    wait_dns(port);
+    Some((peer, port))
+}
+
+#[test]
+fn a_dnsperf_query_file_against_nsd_counts_every_response_code() {
+    let Some((nsd, port)) = nsd() else { return };
+    let qfile = nsd.1.as_ref().unwrap().join("queries.txt");
+    std::fs::write(
+        &qfile,
+        "# dnsperf's format\nwww.example.com A\nnope.example.com A\n\
+         big.example.com TXT\nwww.other.org A\n",
+    )
+    .unwrap();
+    let target = format!("127.0.0.1:{port}");
+    let q = qfile.to_str().unwrap();
+    let (code, out, err) = run(&[
+        "load",
+        &target,
+        "--dns-queries",
+        q,
+        "-n",
+        "400",
+        "--rate",
+        "2000",
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(v["match"], "id:0:2", "--dns-queries implies the DNS ID");
+    assert_eq!(
+        (v["sent"].as_u64(), v["lost"].as_u64()),
+        (Some(400), Some(0)),
+        "{v}"
+    );
+    let c = &v["counts"];
+    // Each line is sent 100 times: www and big exist (NOERROR), nope does
+    // not (NXDOMAIN), other.org is not NSD's zone (REFUSED); big's answer
+    // does not fit 512 bytes (TC).
+    assert_eq!(
+        c["dns_rcodes"],
+        serde_json::json!({"NOERROR": 200, "NXDOMAIN": 100, "REFUSED": 100}),
+        "{v}"
+    );
+    assert_eq!(c["dns_truncated"], 100, "{v}");
+    assert_eq!(c["unmatched"], 0, "{v}");
+    // With EDNS0 advertising 4096 bytes the big answer fits.
+    let (code, out, err) = run(&[
+        "load",
+        &target,
+        "--dns-queries",
+        q,
+        "--edns",
+        "4096",
+        "-n",
+        "400",
+        "--rate",
+        "2000",
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(v["counts"]["dns_truncated"], 0, "{v}");
+    assert_eq!(v["counts"]["dns_rcodes"]["NOERROR"], 200, "{v}");
+}
+
+#[test]
+fn memcached_udp_frames_are_matched_by_request_id_and_by_flow() {
+    if !have("memcached") {
+        return;
+    }
+    let port = free_port();
+    let child = Command::new("memcached")
+        .args([
+            "-U",
+            &port.to_string(),
+            "-p",
+            "0",
+            "-l",
+            "127.0.0.1",
+            "-u",
+            "root",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _mc = Peer(child, None);
+    // The UDP frame: request ID (udpring's), sequence 0, 1 datagram, 0;
+    // then the text command.
+    let payload = format!(
+        "0000000000010000{}",
+        b"get foo\r\n"
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let target = format!("127.0.0.1:{port}");
+    // Until memcached listens.
+    let mut up = false;
+    for _ in 0..50 {
+        let (code, _, _) = run(&[
+            "load",
+            &target,
+            "--payload",
+            &payload,
+            "--match",
+            "flow",
+            "-n",
+            "1",
+            "--timeout",
+            "0.1",
+            "-q",
+        ]);
+        if code == 0 {
+            up = true;
+            break;
+        }
+    }
+    assert!(up, "memcached did not answer");
+    // Requests from a payload file: two gets, hex, with a comment. (One
+    // key each: memcached answers a multi-key get in several datagrams,
+    // and the ones after the first count as duplicated.) Paced, as a
+    // flood overruns memcached's socket buffer.
+    let file = std::env::temp_dir().join(format!("udpring-mc-{}.hex", std::process::id()));
+    let hex = |t: &[u8]| t.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    std::fs::write(
+        &file,
+        format!(
+            "# memcached UDP frames\n0000000000010000{}\n0000000000010000{}\n",
+            hex(b"get foo\r\n"),
+            hex(b"get bar\r\n")
+        ),
+    )
+    .unwrap();
+    let file_s = file.display().to_string();
+    // By ID, paced; by flow, one in flight per flow (a closed loop).
+    for (how, src, what, pace) in [
+        ("id:0:2", "--payload-file", &file_s, "5000"),
+        ("flow", "--payload", &payload, ""),
+    ] {
+        let pace: &[&str] = if pace.is_empty() {
+            &[]
+        } else {
+            &["--rate", pace]
+        };
+        let base = [
+            "load", &target, src, what, "--match", how, "-n", "500", "--flows", "2", "--json", "-q",
+        ];
+        let (code, out, err) = run(&[&base[..], pace].concat());
+        assert_eq!(code, 0, "{how}: {err}");
+        let v = json(&out);
+        assert_eq!(
+            (
+                v["sent"].as_u64(),
+                v["received"].as_u64(),
+                v["counts"]["unmatched"].as_u64()
+            ),
+            (Some(500), Some(500), Some(0)),
+            "{how}: {v}"
+        );
+        assert!(v["rtt_us"]["p50"].as_f64().unwrap() > 0.0);
+    }
+    let _ = std::fs::remove_file(&file);
+}
+
+/// Starts a Python responder that prints its port first; it and its
+/// address.
+fn py_responder(script: &str) -> (Peer, String) {
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Peer(child, None), format!("127.0.0.1:{}", line.trim()))
+}
+
+/// A responder (Python) that answers each request twice, and once more
+/// with an ID no request carries.
+const QUIRKY: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+s.settimeout(10)
+while True:
+    try:
+        q, a = s.recvfrom(2048)
+    except socket.timeout:
+        break
+    s.sendto(q, a)
+    s.sendto(q, a)
+    i = (int.from_bytes(q[2:4], "big") + 30000) & 0xffff
+    s.sendto(q[:2] + i.to_bytes(2, "big") + q[4:], a)
+"#;
+
+#[test]
+fn duplicates_and_invented_ids_are_counted_not_credited() {
+    if !have("python3") {
+        return;
+    }
+    let (_py, target) = py_responder(QUIRKY);
+    // The ID sits at offset 2 of an 8-byte payload. No warm-up: what
+    // arrives during one is the warm-up's, whatever it is.
+    let (code, out, err) = run(&[
+        "load",
+        &target,
+        "--payload",
+        "a5a5000000000000",
+        "--match",
+        "id:2:2",
+        "--mode",
+        "ping",
+        "-n",
+        "100",
+        "--warmup",
+        "0",
+        "--drain",
+        "0.3",
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(
+        (
+            v["sent"].as_u64(),
+            v["received"].as_u64(),
+            v["duplicated"].as_u64(),
+            v["counts"]["unmatched"].as_u64()
+        ),
+        (Some(100), Some(100), Some(100), Some(100)),
+        "{v}"
+    );
+    // Thresholds: met, exit 0; missed, exit 1 with the line.
+    let (code, _, err) = run(&[
+        "load",
+        &target,
+        "--payload",
+        "a5a5000000000000",
+        "--match",
+        "id:2:2",
+        "-n",
+        "200",
+        "--max-loss",
+        "50",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&[
+        "load",
+        &target,
+        "--payload",
+        "a5a5000000000000",
+        "--match",
+        "id:2:2",
+        "-n",
+        "200",
+        "--max-p99",
+        "1ns",
+        "-q",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("threshold: p99") && err.contains("--max-p99"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_payloads_and_matches_are_one_line_with_exit_code_2() {
+    let dir = std::env::temp_dir().join(format!("udpring-payloads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = dir.join("cut.bin");
+    std::fs::write(&raw, [0u8, 9, 1, 2]).unwrap();
+    let badq = dir.join("q.txt");
+    std::fs::write(&badq, "www.example.com A\nwww.example.com\n").unwrap();
+    let hexf = dir.join("p.hex");
+    std::fs::write(&hexf, "# two\n00ff\n0g\n").unwrap();
+    let zero = dir.join("zero.bin");
+    std::fs::write(&zero, [0u8, 1, 7, 0, 0]).unwrap();
+    let zero = zero.to_str().unwrap();
+    let (raw, badq, hexf) = (
+        raw.to_str().unwrap(),
+        badq.to_str().unwrap(),
+        hexf.to_str().unwrap(),
+    );
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["load", "127.0.0.1:9", "--payload", "abc", "--match", "flow"],
+            "odd number",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--payload", "00ff"],
+            "--match id:OFFSET:LEN",
+        ),
+        (&["load", "127.0.0.1:9", "--match", "id:0:9"], "1..8 bytes"),
+        (
+            &["load", "127.0.0.1:9", "--match", "id:0:2"],
+            "needs a payload",
+        ),
+        (
+            &[
+                "load",
+                "127.0.0.1:9",
+                "--payload",
+                "00ff",
+                "--match",
+                "id:4:2",
+            ],
+            "at least 6 bytes",
+        ),
+        (
+            &[
+                "load",
+                "127.0.0.1:9",
+                "--payload-file",
+                raw,
+                "--payload-format",
+                "raw",
+                "--match",
+                "flow",
+            ],
+            "9 bytes announced",
+        ),
+        (
+            &[
+                "load",
+                "127.0.0.1:9",
+                "--payload-file",
+                hexf,
+                "--match",
+                "flow",
+            ],
+            "line 3",
+        ),
+        (&["load", "127.0.0.1:9", "--dns-queries", badq], "line 2"),
+        (
+            &["load", "127.0.0.1:9", "--dns-queries", "/nonexistent/q"],
+            "/nonexistent/q",
+        ),
+        (&["load", "127.0.0.1:9", "--edns", "1232"], "--dns-queries"),
+        (
+            &[
+                "load",
+                "127.0.0.1:9",
+                "--payload",
+                "00ff",
+                "--match",
+                "flow",
+                "--gso",
+                "4",
+            ],
+            "--gso",
+        ),
+        (
+            &[
+                "load",
+                "127.0.0.1:9",
+                "--payload",
+                "00ff",
+                "--match",
+                "flow",
+                "-s",
+                "100",
+            ],
+            "--size does not go with a payload",
+        ),
+        (&["load", "127.0.0.1:9", "--max-loss", "120"], "0..100"),
+        (
+            &["load", "127.0.0.1:9", "--payload", "", "--match", "flow"],
+            "is 0 bytes",
+        ),
+        (
+            &[
+                "load",
+                "127.0.0.1:9",
+                "--payload-file",
+                zero,
+                "--payload-format",
+                "raw",
+                "--match",
+                "flow",
+            ],
+            "is 0 bytes",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--rate-steps", "5k:1k:1k"],
+            "END is below START",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--rate-steps", "1:1000:1"],
+            "at most 100",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--max-p99", "soon"],
+            "not a duration",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A plain Python sink: counts datagrams (and keeps each payload's first
+/// bytes and arrival time) until 1.5 s of silence, then prints them.
+const PY_SINK: &str = r#"
+import socket, time, json
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+s.settimeout(1.5)
+got = []
+while True:
+    try:
+        d, a = s.recvfrom(65535)
+    except socket.timeout:
+        if got: break
+        continue
+    got.append((time.monotonic(), d[:16].hex()))
+print(json.dumps({"count": len(got), "t": [g[0] for g in got], "p": [g[1] for g in got]}), flush=True)
+"#;
+
+/// Starts the Python sink; returns it and its port.
+fn py_sink() -> Option<(Child, BufReader<std::process::ChildStdout>, u16)> {
+    if !have("python3") {
+        return None;
+    }
+    let mut child = Command::new("python3")
+        .args(["-c", PY_SINK])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    Some((child, out, line.trim().parse().unwrap()))
+}
+
+fn py_sink_result(
+    mut child: Child,
+    mut out: BufReader<std::process::ChildStdout>,
+) -> serde_json::Value {
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let _ = child.wait();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[test]
+fn one_way_into_a_python_sink_arrives_as_sent() {
+    let Some((child, out, port)) = py_sink() else {
+        return;
+    };
+    let (code, o, err) = run(&[
+        "load",
+        &format!("127.0.0.1:{port}"),
+        "--match",
+        "none",
+        "--rate",
+        "2000",
+        "-t",
+        "0.5",
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&o);
+    let got = py_sink_result(child, out);
+    assert_eq!(got["count"].as_u64(), v["sent"].as_u64(), "{got} vs {v}");
+    assert_eq!(v["sent"], 1000);
+}
+
+/// A capture (written with Python's struct, no packages): five UDP
+/// requests 100 ms apart to port 5300, a TCP packet between them, and one
+/// datagram to another port.
+const MAKE_PCAP: &str = r#"
+import struct, sys
+def frame(dport, payload, proto=17):
+    udp = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, proto, 0,
+                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    return b"\x00" * 12 + b"\x08\x00" + ip + udp
+only_tcp = sys.argv[2] == "tcp"
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<IHHiIII", 0xa1b2c3d4, 2, 4, 0, 0, 65535, 1))
+    if only_tcp:
+        pkts = [(0, frame(5300, b"x", proto=6))]
+    else:
+        pkts = [(i * 100_000, frame(5300, b"req-%d" % i)) for i in range(5)]
+        pkts.insert(2, (150_000, frame(5300, b"tcp", proto=6)))
+        pkts.append((450_000, frame(5301, b"other-port")))
+    for usec, fr in pkts:
+        f.write(struct.pack("<IIII", usec // 1_000_000, usec % 1_000_000, len(fr), len(fr)))
+        f.write(fr)
+"#;
+
+#[test]
+fn a_capture_is_replayed_in_order_with_and_without_its_timing() {
+    if !have("python3") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("udpring-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pcap, tcp) = (dir.join("reqs.pcap"), dir.join("tcp.pcap"));
+    for (f, kind) in [(&pcap, "udp"), (&tcp, "tcp")] {
+        let st = Command::new("python3")
+            .args(["-c", MAKE_PCAP, f.to_str().unwrap(), kind])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let pcap_s = pcap.to_str().unwrap().to_string();
+    let mut spans = Vec::new();
+    for timing in [
+        &[][..],
+        &["--pcap-timing"][..],
+        &["--pcap-timing", "--speed", "4"][..],
+    ] {
+        let Some((child, out, port)) = py_sink() else {
+            return;
+        };
+        let target = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            "load",
+            &target,
+            "--pcap",
+            &pcap_s,
+            "--pcap-port",
+            "5300",
+            "--match",
+            "none",
+            "-n",
+            "5",
+            "--json",
+            "-q",
+        ];
+        args.extend_from_slice(timing);
+        let (code, o, err) = run(&args);
+        assert_eq!(code, 0, "{timing:?}: {err}");
+        let v = json(&o);
+        let got = py_sink_result(child, out);
+        // In the capture's order; the TCP packet and the other port left out.
+        let want: Vec<String> = (0..5)
+            .map(|i| {
+                format!("req-{i}")
+                    .bytes()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(got["p"], serde_json::json!(want), "{timing:?}");
+        let t: Vec<f64> = got["t"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        if timing.len() == 1 {
+            // The capture's 100 ms gaps. One late datagram makes the next
+            // gap short (lateness is the host's), so: the median gap, and
+            // the whole span of 4 gaps.
+            let mut gaps: Vec<f64> = t.windows(2).map(|w| w[1] - w[0]).collect();
+            let span = t[t.len() - 1] - t[0];
+            gaps.sort_by(f64::total_cmp);
+            assert!(
+                gaps[gaps.len() / 2] > 0.09 && span > 0.39,
+                "{gaps:?} {span}"
+            );
+        }
+        spans.push(v["duration_s"].as_f64().unwrap());
+    }
+    // As fast as possible, at the capture's pace, and 4 times faster.
+    assert!(
+        spans[0] < 0.1 && spans[1] >= 0.4 && spans[2] < spans[1] / 2.0,
+        "{spans:?}"
+    );
+    let (code, _, err) = run(&[
+        "load",
+        "127.0.0.1:9",
+        "--pcap",
+        tcp.to_str().unwrap(),
+        "--match",
+        "none",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no UDP datagram") && err.lines().count() == 1,
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn rate_steps_find_the_knee_of_a_rate_limited_echo() {
+    // An echo that answers each source at most 2000/s (a burst of 400
+    // absorbs a generator's stall of up to 0.2 s at the 2000/s step; at
+    // 3000/s the loss is 20% or more).
+    let mut echo = udpring()
+        .args([
+            "echo",
+            "--bind",
+            "127.0.0.1:0",
+            "-w",
+            "1",
+            "-q",
+            "--duration",
+            "30",
+        ])
+        .args(["--per-source-rate", "2000:400"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = util::banner_then_drain(echo.stdout.take().unwrap());
+    let _e = Peer(echo, None);
+    let (code, out, err) = run(&[
+        "load",
+        &addr.to_string(),
+        "--rate-steps",
+        "1000:4000:1000",
+        "--step-duration",
+        "0.5",
+        "--max-loss",
+        "3",
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(v["knee_rate"].as_f64(), Some(2000.0), "{v}");
+    let rates: Vec<f64> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rate"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates, [1000.0, 2000.0, 3000.0, 4000.0]);
+    // Above the limit it loses; a threshold nothing meets exits 1.
+    assert!(v["results"][3]["lost"].as_u64().unwrap() > 0, "{v}");
+    let (code, _, err) = run(&[
+        "load",
+        &addr.to_string(),
+        "--rate-steps",
+        "3000:4000:1000",
+        "--step-duration",
+        "0.3",
+        "--max-loss",
+        "5",
+        "-q",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no step stayed within loss <= 5%"), "{err}");
+}
+
+/// Answers only requests with an even ID (offset 0, 2 bytes).
+const HALF: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+s.settimeout(10)
+while True:
+    try:
+        q, a = s.recvfrom(2048)
+    except socket.timeout:
+        break
+    if int.from_bytes(q[0:2], "big") % 2 == 0:
+        s.sendto(q, a)
+"#;
+
+#[test]
+fn timeouts_can_be_kept_in_the_latency_picture() {
+    if !have("python3") {
+        return;
+    }
+    let (_py, target) = py_responder(HALF);
+    let base = [
+        "load",
+        &target,
+        "--payload",
+        "00000000",
+        "--match",
+        "id:0:2",
+        "-n",
+        "100",
+        "--rate",
+        "1000",
+        "--warmup",
+        "0",
+        "--timeout",
+        "0.05",
+        "--json",
+        "-q",
+    ];
+    let (code, out, err) = run(&base);
+    assert_eq!(code, 0, "{err}");
+    let plain = json(&out);
+    assert_eq!(
+        (plain["received"].as_u64(), plain["lost"].as_u64()),
+        (Some(50), Some(50))
+    );
+    let mut args = base.to_vec();
+    args.push("--timeouts-as-latency");
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(v["timeouts_as_latency"], true);
+    // Half the requests are in the histogram at the 50 ms timeout: the
+    // p90 is there, and the count is every request.
+    let p90 = v["rtt_us"]["p90"].as_f64().unwrap();
+    assert!((49_900.0..=50_100.0).contains(&p90), "{v}");
+    let total: u64 = v["histogram"]["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 100);
+}
