@@ -144,7 +144,7 @@ config! {
     batch: usize = 32;
     /// Bytes per buffer slot; 0 means [`DEFAULT_SLOT_SIZE`] (a 4096-byte
     /// payload), or [`GRO_SLOT_SIZE`] with GRO. The payload gets the slot
-    /// minus [`crate::HEADROOM`] bytes; a longer datagram is truncated and
+    /// minus [`crate::limits::HEADROOM`] bytes; a longer datagram is truncated and
     /// counted, and a longer send refused ([`crate::SendError::TooLarge`]).
     /// Default: 0.
     slot_size: usize = 0;

@@ -12,15 +12,16 @@ use std::thread::JoinHandle;
 use socket2::Socket;
 
 use crate::backend;
+use crate::backend::worker::Worker;
 use crate::bufring::Pool;
 use crate::config::{Backend, Config};
 use crate::guard::{GuardState, HostAddrs};
-use crate::handler::Handler;
-use crate::sender::{Inbox, Sender};
 use crate::socket::{self, SocketInfo};
 use crate::stats::{SharedStats, Stats};
 use crate::sys;
-use crate::worker::{Core, Sockets, Worker, WorkerShared};
+use crate::worker::handler::Handler;
+use crate::worker::sender::{Inbox, Sender};
+use crate::worker::{Core, Sockets, WorkerShared};
 
 /// Stops an engine from any thread.
 #[derive(Clone)]
@@ -113,7 +114,7 @@ impl Engine {
             v.dedup();
             v
         };
-        let slot_payload = cfg.effective_slot_size() - crate::HEADROOM;
+        let slot_payload = cfg.effective_slot_size() - crate::limits::HEADROOM;
         let mut threads = Vec::with_capacity(workers);
         let mut shared = Vec::with_capacity(workers);
         let mut pinned = Vec::with_capacity(workers);
@@ -499,7 +500,7 @@ fn worker_body<H: Handler>(
         Err(p) => {
             let why = format!(
                 "the handler's constructor panicked: {}",
-                crate::worker::panic_text(p.as_ref())
+                crate::backend::worker::panic_text(p.as_ref())
             );
             core.shared.fail(why.clone());
             return Err(io::Error::other(why));

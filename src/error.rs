@@ -152,6 +152,22 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// So that `?` works across the whole API in a function returning
+/// `io::Result`: [`crate::Engine::start`] and [`crate::Sender`] already
+/// give `io::Error`, a [`crate::StopError`] converts too. `Exhausted` is
+/// `WouldBlock` (try again later), `TooLarge` and `AddressFamily` are
+/// `InvalidInput`, `NoSuchSocket` is `NotFound`.
+impl From<SendError> for std::io::Error {
+    fn from(e: SendError) -> Self {
+        let kind = match e {
+            SendError::Exhausted => std::io::ErrorKind::WouldBlock,
+            SendError::NoSuchSocket => std::io::ErrorKind::NotFound,
+            SendError::TooLarge | SendError::AddressFamily => std::io::ErrorKind::InvalidInput,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
 /// Errors the kernel explains in the socket error queue (ICMP, and
 /// `EMSGSIZE` with the path MTU).
 pub(crate) fn is_icmp_errno(errno: i32) -> bool {
@@ -163,4 +179,29 @@ pub(crate) fn is_icmp_errno(errno: i32) -> bool {
             | libc::EMSGSIZE
             | libc::EHOSTDOWN
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SendError;
+
+    #[test]
+    fn a_send_error_converts_to_an_io_error_of_its_kind() {
+        fn queue(e: SendError) -> std::io::Result<()> {
+            Err(e)?
+        }
+        let kinds: Vec<std::io::ErrorKind> = [
+            SendError::Exhausted,
+            SendError::TooLarge,
+            SendError::NoSuchSocket,
+            SendError::AddressFamily,
+        ]
+        .into_iter()
+        .map(|e| queue(e).unwrap_err().kind())
+        .collect();
+        use std::io::ErrorKind::*;
+        assert_eq!(kinds, [WouldBlock, InvalidInput, NotFound, InvalidInput]);
+        let text = queue(SendError::Exhausted).unwrap_err().to_string();
+        assert_eq!(text, "all send slots are in flight");
+    }
 }

@@ -112,21 +112,25 @@
 //! go on); [`Engine::failures`] reports it and `stop` returns a
 //! [`StopError`] that still carries every total.
 //!
+//! **Errors.** Starting and a [`Sender`] give `io::Error`; a [`SendError`]
+//! and a [`StopError`] convert into one, so `?` works across the whole API
+//! in a function returning `io::Result` (a full send queue is
+//! `WouldBlock`).
+//!
 //! ## Layout
 //!
-//! From the kernel up; each layer imports only those below it.
+//! From the kernel up; each layer imports only those below it (the one
+//! circle is inside `worker/`: a [`Sender`] posts closures that take a
+//! [`Transport`], and a `Transport` hands out `Sender`s).
 //!
 //! | module | what |
 //! |---|---|
-//! | `bufring` | the slot arena, the provided-buffer ring, slot accounting, the slot layout |
+//! | `limits`, `stats`, `guard/`, `bufring` | the sizes; every counter, named once; the loop and reflection guards; the slot arena, the provided-buffer ring and slot accounting |
 //! | `sys/` | every kernel call: addresses, control messages, socket options, the error queue, the io_uring ring, `recvmmsg` headers; the records both backends exchange with the worker (`RecvMeta`, `Transmit`) |
-//! | `stats` | every counter, named once |
-//! | `config`, `socket` | what to run; the sockets it opens |
-//! | `worker/` | a worker's state (`Core`), its send queue and timers, and `Worker`, which calls the handler and decides what a send's outcome means |
-//! | `handler`, `error`, `sender` | the API: [`Handler`], [`Datagram`], [`Transport`], [`ErrorEvent`], [`SendError`], [`Sender`] |
-//! | `backend/` | the loops side by side (`uring`, `mmsg`), the written contract they meet, the probe and the choice; one datagram's path, file by file |
+//! | `config`, `socket`, `error`, `os` | what to run; the sockets it opens; [`ErrorEvent`] and [`SendError`]; what a program needs beside the engine (canonical addresses, CPUs, socket options) |
+//! | `worker/` | one worker as its handler sees it: [`Handler`], [`Datagram`], [`Transport`], [`Sender`], and the state behind them (`Core`, the send queue, timers) |
+//! | `backend/` | `worker` (calls the handler and decides what a send's outcome means), the loops side by side (`uring`, `mmsg`), the written contract they meet, the probe and the choice; one datagram's path, file by file |
 //! | `engine` | [`Engine`]: sockets, worker threads, start and stop |
-//! | `os` | what a program needs beside the engine: canonical addresses, CPUs, socket options (forced buffer sizes, GRO, path MTU, the error queue) |
 
 #![warn(missing_docs)]
 
@@ -136,18 +140,15 @@ mod config;
 mod engine;
 mod error;
 mod guard;
-mod handler;
+mod limits;
 pub mod metrics;
 pub mod os;
-mod sender;
 mod socket;
 mod stats;
 mod sys;
-mod transport_mcast;
 mod worker;
 
 pub use backend::{BACKEND_ENV, choose_backend, uring_support, uring_tx_timestamps};
-pub use bufring::HEADROOM;
 pub use config::{
     Backend, Config, ConfigBuilder, ConfigError, DEFAULT_SLOT_SIZE, GRO_SLOT_SIZE, Join, Multicast,
     SocketSetup,
@@ -155,11 +156,12 @@ pub use config::{
 pub use engine::{Engine, StopError, StopHandle};
 pub use error::{ErrorEvent, SendError};
 pub use guard::{Cidr, Guard, MARK_HOPS, MARK_SPAN, REFLECTOR_PORTS, RateLimit};
-pub use handler::{Datagram, Handler, SendBuf, Transport};
-pub use sender::Sender;
+pub use limits::{HEADROOM, MAX_UDP_PAYLOAD, MAX_UDP6_PAYLOAD};
 pub use socket::SocketInfo;
 pub use stats::{Stats, errno_name};
 pub use sys::mcast::{Interface, McastError, if_index as interface_index};
+pub use worker::handler::{Datagram, Handler, SendBuf, Transport};
+pub use worker::sender::Sender;
 pub use worker::timers::TimerId;
 
 /// Clean stops for programs on the engine: SIGINT, SIGTERM and SIGHUP set
@@ -176,8 +178,3 @@ pub mod signals {
 pub fn random_u64() -> u64 {
     sys::random::u64()
 }
-
-/// Largest UDP payload over IPv4 (65535 - 20 - 8).
-pub const MAX_UDP_PAYLOAD: usize = 65507;
-/// Largest UDP payload over IPv6 without jumbograms (65535 - 8).
-pub const MAX_UDP6_PAYLOAD: usize = 65527;

@@ -7,11 +7,11 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use crate::backend::worker::Worker;
 use crate::error::is_icmp_errno;
-use crate::handler::Handler;
 use crate::sys;
 use crate::sys::mmsg::MmsgBufs;
-use crate::worker::Worker;
+use crate::worker::handler::Handler;
 
 /// Receive calls per socket per loop iteration before timers and the inbox
 /// get a turn.

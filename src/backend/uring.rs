@@ -17,11 +17,11 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use crate::backend::worker::Worker;
 use crate::config::Config;
-use crate::handler::Handler;
 use crate::sys::txstamp::TxStampRing;
 use crate::sys::uring::{Completion, Op, Ring, RingOpts};
-use crate::worker::Worker;
+use crate::worker::handler::Handler;
 
 /// Sends in flight from which the loop waits for all of them and one more
 /// completion in one enter (see the main loop).

@@ -192,6 +192,22 @@ pub fn unspecified_like(like: SocketAddr, port: u16) -> SocketAddr {
     }
 }
 
+/// The source address of a send, in the sending socket's family: what a
+/// `IP_PKTINFO` (`ipi_spec_dst`) or `IPV6_PKTINFO` (`ipi6_addr`,
+/// `ipi6_ifindex`) control message carries. IPv4 sources of an IPv6
+/// socket are IPv4-mapped `V6` addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SrcIp {
+    /// Let the kernel choose (the bound address, or the route's).
+    #[default]
+    Any,
+    /// From this IPv4 address (an IPv4 socket).
+    V4(Ipv4Addr),
+    /// From this IPv6 address (an IPv6 socket), out of this interface
+    /// (0: the route's; needed for link-local addresses).
+    V6(Ipv6Addr, u32),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU16;
 
-use super::meta::SrcIp;
+use super::addr::SrcIp;
 
 /// `SO_RXQ_OVFL` (libc does not export it on every target).
 pub(crate) const SO_RXQ_OVFL: libc::c_int = 40;

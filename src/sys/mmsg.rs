@@ -9,8 +9,9 @@ use std::mem;
 use std::os::fd::RawFd;
 
 use super::addr::RawAddr;
+use super::addr::SrcIp;
 use super::cmsg::{CmsgSpace, RecvCmsg, SEND_CMSG_LEN, write_send};
-use super::meta::{RecvMeta, SrcIp, Transmit};
+use super::meta::{RecvMeta, Transmit};
 use crate::bufring::{HEADROOM, Lent, Pool, RECV_CMSG_LEN};
 
 /// Preallocated headers for up to `batch` messages per call.

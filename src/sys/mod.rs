@@ -55,7 +55,9 @@ pub(crate) mod txstamp;
 pub(crate) mod uring;
 pub(crate) mod uring_probe;
 
-pub(crate) use addr::{RawAddr, canonical, canonical_ip, fixed_destination, unspecified_like};
+pub(crate) use addr::{
+    RawAddr, SrcIp, canonical, canonical_ip, fixed_destination, unspecified_like,
+};
 pub(crate) use errqueue::{Queued, QueuedError, read_errqueue, take_socket_error};
 pub(crate) use event::{EventFd, poll};
-pub(crate) use meta::{RecvMeta, SrcIp, Transmit};
+pub(crate) use meta::{RecvMeta, Transmit};

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use super::addr::RawAddr;
+use super::addr::SrcIp;
 use super::cmsg::{CmsgSpace, SEND_CMSG_LEN, UDP_GRO, write_send};
-use super::meta::SrcIp;
 
 /// Sets an integer socket option.
 pub fn setsockopt_int(

@@ -14,10 +14,10 @@ use super::timers::Timers;
 use crate::bufring::{Lent, Pool};
 use crate::error::SendError;
 use crate::guard::GuardState;
-use crate::sender::Inbox;
 use crate::stats::{LocalStats, SharedStats};
 use crate::sys::cmsg::RecvCmsg;
 use crate::sys::{self, RawAddr, SrcIp, Transmit};
+use crate::worker::sender::Inbox;
 
 /// How often the sockets' drop counters are read while running.
 const DROPS_EVERY: Duration = Duration::from_millis(100);
@@ -43,7 +43,7 @@ impl WorkerShared {
     }
 
     /// The worker's counters, its Senders' direct sends included.
-    pub fn snapshot(&self) -> crate::Stats {
+    pub fn snapshot(&self) -> crate::stats::Stats {
         let mut s = self.stats.load();
         let direct = self.inbox.direct_sent.load(Ordering::Relaxed);
         s.sent += direct;
@@ -216,7 +216,7 @@ impl Core {
             return Err(SendError::NoSuchSocket);
         }
         if data.len() > self.pool.slot_size()
-            || (segment.is_none() && data.len() > crate::MAX_UDP_PAYLOAD)
+            || (segment.is_none() && data.len() > crate::limits::MAX_UDP_PAYLOAD)
         {
             return Err(SendError::TooLarge);
         }
@@ -260,7 +260,7 @@ impl Core {
     /// first `n` of them, `n` being what `fill` returns (the bytes it
     /// wrote), cut as `cut` says: the bytes are built where the kernel
     /// reads them. The lent bytes are zero, or what this handler kept
-    /// there under the slot's tag ([`crate::SendBuf::tag`]): nothing an
+    /// there under the slot's tag ([`crate::worker::handler::SendBuf::tag`]): nothing an
     /// earlier datagram left. `fill` is not called when no slot is free or
     /// `cap` is too large; an `n` over `cap` (or over the largest datagram)
     /// sends nothing.
@@ -270,13 +270,13 @@ impl Core {
         cap: usize,
         to: SocketAddr,
         cut: Cut,
-        fill: impl FnOnce(&mut crate::SendBuf<'_>) -> usize,
+        fill: impl FnOnce(&mut crate::worker::handler::SendBuf<'_>) -> usize,
     ) -> Result<usize, SendError> {
         if usize::from(sock) >= self.socks.fds.len() {
             return Err(SendError::NoSuchSocket);
         }
         let whole = matches!(cut, Cut::Whole);
-        if cap > self.pool.slot_size() || (whole && cap > crate::MAX_UDP_PAYLOAD) {
+        if cap > self.pool.slot_size() || (whole && cap > crate::limits::MAX_UDP_PAYLOAD) {
             return Err(SendError::TooLarge);
         }
         let dst = self.dest(sock, to)?;
@@ -286,7 +286,7 @@ impl Core {
         };
         let slot = lent.slot();
         let tag = self.pool.scrub_send(&mut lent, cap as u32);
-        let mut buf = crate::SendBuf {
+        let mut buf = crate::worker::handler::SendBuf {
             bytes: lent.bytes_mut(),
             tag,
         };
@@ -301,7 +301,7 @@ impl Core {
             } => 0,
             Cut::Pieces { piece, .. } => (piece.get() as usize).min(n),
         };
-        if n > cap || datagram > crate::MAX_UDP_PAYLOAD {
+        if n > cap || datagram > crate::limits::MAX_UDP_PAYLOAD {
             self.pool.release(lent);
             return Err(SendError::TooLarge);
         }

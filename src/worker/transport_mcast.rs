@@ -4,9 +4,9 @@
 
 use std::net::IpAddr;
 
-use crate::handler::Transport;
 use crate::sys::mcast;
 use crate::sys::mcast::{Interface, McastError};
+use crate::worker::handler::Transport;
 
 impl Transport<'_> {
     /// Joins multicast `group` on socket `sock` (any source).

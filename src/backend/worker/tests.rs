@@ -2,8 +2,9 @@
 use super::*;
 use crate::bufring::Pool;
 use crate::guard::{Guard, GuardState, HostAddrs};
-use crate::sender::Inbox;
 use crate::stats::SharedStats;
+use crate::worker::sender::Inbox;
+use crate::worker::{Sockets, WorkerShared};
 use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

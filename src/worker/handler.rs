@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::bufring::Lent;
 use crate::error::{ErrorEvent, SendError};
-use crate::sender::Sender;
 use crate::sys::{self, RecvMeta, SrcIp};
 use crate::worker::core::{Core, Cut};
+use crate::worker::sender::Sender;
 use crate::worker::timers::TimerId;
 
 /// A service running on the engine. One instance per worker thread.
@@ -278,7 +278,7 @@ impl Transport<'_> {
         to: SocketAddr,
         tos: u8,
     ) -> Result<(), SendError> {
-        if data.len() > crate::MAX_UDP_PAYLOAD {
+        if data.len() > crate::limits::MAX_UDP_PAYLOAD {
             return Err(SendError::TooLarge);
         }
         let dst = self.core.dest(0, to)?;
@@ -316,7 +316,7 @@ impl Transport<'_> {
     /// a reply whose length is known only once it is written.
     ///
     /// `Err` (and `fill` not called) when `cap` is over
-    /// [`crate::MAX_UDP_PAYLOAD`] or the slot size, or when every send slot
+    /// [`crate::limits::MAX_UDP_PAYLOAD`] or the slot size, or when every send slot
     /// is out ([`SendError::Exhausted`], counted in `send_exhausted`;
     /// nothing was queued and nothing is held). `Err(TooLarge)` after
     /// `fill` when it says it wrote more than `cap`: nothing is sent.
@@ -466,7 +466,7 @@ impl Transport<'_> {
     /// address (IPv4) or the kernel's choice (IPv6).
     pub fn reply_with(&mut self, dgram: &Datagram<'_>, data: &[u8]) -> Result<(), SendError> {
         let m = dgram.meta;
-        if data.len() > crate::MAX_UDP_PAYLOAD {
+        if data.len() > crate::limits::MAX_UDP_PAYLOAD {
             return Err(SendError::TooLarge);
         }
         let src = self.core.reply_source(m.sock, &m.cmsg);

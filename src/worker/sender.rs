@@ -24,8 +24,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::handler::Transport;
 use crate::sys::{self, EventFd, SrcIp};
+use crate::worker::handler::Transport;
 
 /// Work for a worker, posted from another thread.
 pub(crate) enum Item {
@@ -240,7 +240,7 @@ impl Sender {
         let max = if segment.is_some() {
             self.inbox.slot_payload
         } else {
-            self.inbox.slot_payload.min(crate::MAX_UDP_PAYLOAD)
+            self.inbox.slot_payload.min(crate::limits::MAX_UDP_PAYLOAD)
         };
         if data.len() > max {
             return invalid(format!(

@@ -1,0 +1,405 @@
+//! One worker: its state ([`Core`]) and its handler, and everything the
+//! backends ask of them. A backend's loop moves bytes; what a received
+//! datagram or a finished send *means* is decided here, once, for every
+//! backend:
+//!
+//! - [`Worker::dispatch`]: a received datagram becomes a [`Datagram`] for
+//!   the handler, then its slot is released (unless a send holds it).
+//! - [`Worker::complete`]: a send's outcome. Success counts the datagrams;
+//!   `EIO`/`EINVAL` on a GSO train turns GSO off and queues the train again
+//!   as plain datagrams; an ICMP-class error reads the socket error queue
+//!   into events and sends once more (the error was about an earlier
+//!   datagram); anything else is counted under its errno.
+//! - [`Worker::socket_error`]: an error the receive side reported.
+//! - timers, the wake-up (inbox) and start/stop.
+//!
+//! The state itself ([`Core`]) and the API the handler sees live one floor
+//! down, in `worker/`.
+
+use std::time::Instant;
+
+use crate::bufring::Lent;
+use crate::error::{ErrorEvent, is_icmp_errno};
+use crate::guard::Refusal;
+use crate::sys::{self, RecvMeta, Transmit};
+use crate::worker::Core;
+use crate::worker::handler::{Datagram, Handler, Transport};
+use crate::worker::sender::Item;
+
+/// A worker's state and its handler.
+pub(crate) struct Worker<H> {
+    pub core: Core,
+    pub handler: H,
+    /// The handler panicked: what it said. It is called no more.
+    failed: Option<String>,
+}
+
+/// What a panic said, as text.
+pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+impl<H: Handler> Worker<H> {
+    pub fn new(core: Core, handler: H) -> Self {
+        Worker {
+            core,
+            handler,
+            failed: None,
+        }
+    }
+
+    /// Calls the handler with its transport. A panic is caught here: the
+    /// worker records it, stops (its loop winds down in order: the
+    /// kernel's hold on the buffers is released before they are freed) and
+    /// calls the handler no more. Catching costs nothing until a panic.
+    fn call(&mut self, f: impl FnOnce(&mut H, &mut Transport<'_>)) {
+        if self.failed.is_some() {
+            return;
+        }
+        let core = &mut self.core;
+        let h = &mut self.handler;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(h, &mut Transport { core })
+        }));
+        if let Err(p) = r {
+            let why = format!("handler panicked: {}", panic_text(p.as_ref()));
+            self.core.shared.fail(why.clone());
+            self.failed = Some(why);
+        }
+    }
+
+    /// The worker is receiving: `on_start`.
+    pub fn start(&mut self) {
+        self.call(|h, tx| h.on_start(tx));
+    }
+
+    /// The worker has stopped receiving: `on_stop`.
+    pub fn stop(&mut self) {
+        if self.failed.is_none()
+            && let Err(p) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handler.on_stop()))
+        {
+            let why = format!("handler panicked in on_stop: {}", panic_text(p.as_ref()));
+            self.core.shared.fail(why.clone());
+            self.failed = Some(why);
+        }
+    }
+
+    /// Hands a received datagram to the handler, then ends the lending.
+    pub fn dispatch(&mut self, mut meta: RecvMeta, mut lent: Lent) {
+        self.core.stats.c.received_bufs += 1;
+        let Some(src_addr) = meta.src.to_socket_addr().map(sys::canonical) else {
+            // No usable source address (should not happen for UDP): a
+            // counted drop, not a handler call with a made-up address.
+            self.core.stats.c.invalid_completions += 1;
+            self.core.pool.release(lent);
+            return;
+        };
+        let core = &mut self.core;
+        if meta.cmsg.dst.is_none()
+            && let Some(&Some((ip, ifindex))) = core.socks.fixed_dst.get(usize::from(meta.sock))
+        {
+            // A socket bound to one address: that is where it was sent.
+            meta.cmsg.dst = Some(ip);
+            meta.cmsg.ifindex = ifindex;
+        }
+        if let Some(d) = meta.cmsg.rxq_ovfl {
+            core.note_drops(usize::from(meta.sock), d);
+        }
+        let mut evicted = false;
+        let verdict = core
+            .guard
+            .check(src_addr, meta.cmsg.dst, meta.cmsg.hops, &mut evicted);
+        core.stats.c.guard_evictions += u64::from(evicted);
+        if let Err(why) = verdict {
+            let c = &mut core.stats.c;
+            *match why {
+                Refusal::BadSource => &mut c.guard_bad_source,
+                Refusal::Marked => &mut c.guard_marked,
+                Refusal::Loop => &mut c.guard_loop,
+                Refusal::Broadcast => &mut c.guard_broadcast,
+                Refusal::Port => &mut c.guard_port,
+                Refusal::NotAllowed => &mut c.guard_not_allowed,
+                Refusal::Rate => &mut c.guard_rate,
+            } += 1;
+            core.pool.release(lent);
+            return;
+        }
+        let c = &mut core.stats.c;
+        c.truncated += u64::from(meta.truncated);
+        let dgram = Datagram {
+            meta,
+            lent: &mut lent,
+            src_addr,
+        };
+        c.received += dgram.segments() as u64;
+        c.bytes_received += dgram.payload().len() as u64;
+        if self.failed.is_none() {
+            // The datagram borrows the slot for the call only.
+            let lent_ref: &mut Lent = dgram.lent;
+            let meta = dgram.meta;
+            let src_addr = dgram.src_addr;
+            self.call(|h, tx| {
+                h.on_datagram(
+                    Datagram {
+                        meta,
+                        lent: lent_ref,
+                        src_addr,
+                    },
+                    tx,
+                )
+            });
+        }
+        self.core.pool.release(lent);
+    }
+
+    /// A datagram that arrived after `on_stop`: counted, not handed over.
+    pub fn discard(&mut self, meta: RecvMeta, lent: Lent) {
+        let c = &mut self.core.stats.c;
+        c.received_bufs += 1;
+        c.received += match meta.cmsg.gro_segment {
+            Some(s) if meta.len > 0 => u64::from(meta.len.div_ceil(u32::from(s.get()))),
+            _ => 1,
+        };
+        self.core.pool.release(lent);
+    }
+
+    /// Something the kernel handed over that cannot be used: counted.
+    pub fn invalid(&mut self) {
+        self.core.stats.c.invalid_completions += 1;
+    }
+
+    /// Hands an error event to the handler.
+    pub fn error_event(&mut self, ev: ErrorEvent) {
+        self.core.stats.c.error_events += 1;
+        self.call(|h, tx| h.on_error(ev, tx));
+    }
+
+    /// Drains socket `sock`'s error queue into handler events; returns how
+    /// many entries there were.
+    pub fn drain_errors(&mut self, sock: usize) -> usize {
+        let Ok(fd) = self.core.fd(sock) else {
+            return 0;
+        };
+        let mut n = 0;
+        // Read synchronously; events are few and each is a handler call.
+        while let Some(entry) = sys::read_errqueue(fd) {
+            n += 1;
+            match entry {
+                sys::Queued::Error(e) => self.error_event(ErrorEvent::from_queued(e)),
+                sys::Queued::TxTimestamp { id, ns } => self.tx_timestamp(id, ns),
+                sys::Queued::Unknown => self.invalid(),
+            }
+        }
+        // A pending SO_ERROR without a queue entry (e.g. no IP_RECVERR on a
+        // v4-mapped path) still becomes an event.
+        if n == 0
+            && let Some(errno) = sys::take_socket_error(fd)
+        {
+            self.error_event(ErrorEvent::from_errno(errno, None));
+            n += 1;
+        }
+        n
+    }
+
+    /// A TX timestamp for the send that asked under `id`: to the handler.
+    pub fn tx_timestamp(&mut self, id: u32, ns: u64) {
+        self.core.stats.c.tx_timestamps += 1;
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
+        self.call(|h, tx| h.on_tx_timestamp(id, at, tx));
+    }
+
+    /// The receive on socket `sock` failed with `errno` (with IP_RECVERR an
+    /// ICMP error ends a receive; the details wait in the error queue).
+    pub fn socket_error(&mut self, sock: usize, errno: i32) {
+        if self.drain_errors(sock) == 0 {
+            self.error_event(ErrorEvent::from_errno(errno, None));
+        }
+    }
+
+    /// A send is done: `Ok` when the kernel took it, `Err(errno)` when it
+    /// refused. Decides what that means (see the module doc) and drops the
+    /// send's reference on its slot.
+    #[inline]
+    pub fn complete(&mut self, t: Transmit, res: Result<(), i32>) {
+        self.account(&t, res);
+        self.core.pool.unref(t.slot);
+    }
+
+    /// What a send's result means, without giving its slot back (a
+    /// zero-copy send keeps it until the kernel's notification).
+    #[inline]
+    pub fn account(&mut self, t: &Transmit, res: Result<(), i32>) {
+        match res {
+            Ok(()) => {
+                let c = &mut self.core.stats.c;
+                c.sent += t.datagrams();
+                c.sent_bufs += 1;
+                c.bytes_sent += u64::from(t.len);
+            }
+            Err(errno) => self.refused(t, errno),
+        }
+    }
+
+    /// A zero-copy send's notification: the kernel is done with the slot
+    /// (`copied`: it copied the bytes after all, `SEND_ZC_REPORT_USAGE`).
+    pub fn zero_copy_done(&mut self, t: Transmit, copied: bool) {
+        let c = &mut self.core.stats.c;
+        if copied {
+            c.zc_copied += 1;
+        } else {
+            c.zc_sent += 1;
+        }
+        self.core.pool.unref(t.slot);
+    }
+
+    /// The kernel refused a send with `errno` (the caller drops the send's
+    /// slot reference).
+    #[cold]
+    fn refused(&mut self, t: &Transmit, errno: i32) {
+        if errno == libc::ECANCELED {
+            // Cancelled: at a stop, or given up while the network would
+            // not take it (see `give_up`).
+            if self.core.stopping() {
+                self.core.stats.c.cancelled += t.datagrams();
+            } else {
+                self.core.stats.c.send_blocked += t.datagrams();
+            }
+            return;
+        }
+        if matches!(errno, libc::EIO | libc::EINVAL) && t.segment.is_some() && self.core.queue.gso()
+        {
+            // The kernel (or the device) refuses UDP_SEGMENT: turn GSO off
+            // for good and send the train segment by segment.
+            self.core.queue.disable_gso();
+            self.core.shared.stats.set_gso_disabled();
+            self.core.queue.push(
+                &mut self.core.pool,
+                Transmit {
+                    retried: false,
+                    ..*t
+                },
+            );
+        } else {
+            self.send_failed(t, errno);
+        }
+    }
+
+    /// A send failed with `errno`: count it, and for errors the kernel
+    /// explains (ICMP, EMSGSIZE) hand the handler the error queue's account,
+    /// or, if the queue is empty, an event built from the errno (with the
+    /// path MTU of a connected socket for EMSGSIZE).
+    fn send_failed(&mut self, t: &Transmit, errno: i32) {
+        if !is_icmp_errno(errno) {
+            self.core.stats.send_error(errno);
+            let peer = self.core.peer_of(t);
+            self.error_event(ErrorEvent::SendFailed { peer, errno });
+            return;
+        }
+        let reported = self.drain_errors(usize::from(t.sock));
+        // An unconnected socket reports an ICMP error about one datagram on
+        // the next send, whatever its destination: that send did not go out.
+        // With the error now read, send it once more. (Not EMSGSIZE: that is
+        // about this datagram, and would fail the same way.)
+        if !t.retried && errno != libc::EMSGSIZE {
+            self.core.queue.push(
+                &mut self.core.pool,
+                Transmit {
+                    retried: true,
+                    ..*t
+                },
+            );
+            return;
+        }
+        self.core.stats.send_error(errno);
+        if reported > 0 {
+            return;
+        }
+        let peer = self.core.peer_of(t);
+        let ev = match ErrorEvent::from_errno(errno, peer) {
+            ErrorEvent::MessageTooLong { peer, mtu: None } => ErrorEvent::MessageTooLong {
+                peer,
+                mtu: self
+                    .core
+                    .fd(usize::from(t.sock))
+                    .and_then(|fd| sys::socket::path_mtu(fd, self.core.v6(usize::from(t.sock))))
+                    .ok(),
+            },
+            ev => ev,
+        };
+        self.error_event(ev);
+    }
+
+    /// A queued send the network would not take, given up so that its slot
+    /// can receive again: counted in `send_blocked`, slot given back.
+    pub fn give_up(&mut self, t: Transmit) {
+        self.core.stats.c.send_blocked += t.datagrams();
+        self.core.pool.unref(t.slot);
+    }
+
+    /// Shutdown: what is still queued never goes out; counted as
+    /// cancelled, slots given back.
+    pub fn cancel_queued(&mut self) {
+        while let Some(t) = self.core.queue.pop_front() {
+            self.core.stats.c.cancelled += t.datagrams();
+            self.core.pool.unref(t.slot);
+        }
+    }
+
+    /// Fires every timer that is due.
+    pub fn fire_timers(&mut self) {
+        if self.core.timers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        while let Some(token) = self.core.timers.pop_due(now) {
+            self.call(|h, tx| h.on_timer(token, tx));
+        }
+    }
+
+    /// The wake-up eventfd fired: take what `Sender`s posted.
+    pub fn woken(&mut self) {
+        self.core.shared.inbox.wake.drain();
+        self.drain_inbox();
+    }
+
+    /// Takes what `Sender`s posted, in order: datagrams into send slots
+    /// while slots are free (the rest waits in the inbox, and the loop comes
+    /// back for it), posts run, messages handed to the handler. Wakes whoever
+    /// waits for room.
+    pub fn drain_inbox(&mut self) {
+        let inbox = self.core.shared.inbox.clone();
+        let mut took = false;
+        loop {
+            let slots = self.core.pool.send_free() > 0;
+            let item = inbox.pop_if(|i| slots || !matches!(i, Item::Datagram { .. }));
+            let Some(item) = item else { break };
+            took = true;
+            match Some(item) {
+                Some(Item::Datagram {
+                    data,
+                    to,
+                    sock,
+                    segment,
+                }) => {
+                    // Sizes and families were checked by the Sender; a full
+                    // send queue is counted (send_exhausted) like any send.
+                    let _ = self.core.send_copy(sock, &data, to, segment);
+                    inbox.recycle(data);
+                }
+                Some(Item::Post(f)) => self.call(|_, tx| f(tx)),
+                Some(Item::Message(m)) => self.call(|h, tx| h.on_message(m, tx)),
+                None => break,
+            }
+        }
+        if took {
+            inbox.made_room();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
