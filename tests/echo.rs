@@ -108,28 +108,13 @@ per_backend!(
     }
 );
 
-/// Echo that stalls on the first datagram, so a flood piles up.
-struct SlowFirst {
-    stalled: bool,
-}
-
-impl Handler for SlowFirst {
-    fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
-        if !self.stalled {
-            self.stalled = true;
-            std::thread::sleep(Duration::from_millis(150));
-        }
-        tx.reply(dgram).unwrap();
-    }
-}
-
 per_backend!(
     fn ring_exhaustion_under_a_flood_recovers_and_loses_nothing(backend) {
         const FLOOD: usize = 400;
         let mut cfg = config(backend, false);
         cfg.recv_slots = 16;
         cfg.recv_buffer = Some(8 << 20);
-        let engine = Engine::start(cfg, |_| SlowFirst { stalled: false }).unwrap();
+        let engine = Engine::start(cfg, |_| util::SlowFirst::new(Duration::from_millis(150))).unwrap();
         let to = engine.local_addr();
         let c = client(false);
         c.send_to(b"first", to).unwrap();
@@ -398,7 +383,7 @@ per_backend!(
         const FLOOD: u64 = 300;
         let mut cfg = config(backend, false);
         cfg.recv_buffer = Some(1); // the kernel's minimum: a few datagrams
-        let engine = Engine::start(cfg, |_| SlowFirst { stalled: false }).unwrap();
+        let engine = Engine::start(cfg, |_| util::SlowFirst::new(Duration::from_millis(150))).unwrap();
         let to = engine.local_addr();
         let c = client(false);
         c.send_to(b"first", to).unwrap();

@@ -1,4 +1,4 @@
-//! The library as a service author uses it (issue 12): a start that
+//! The library as a service author uses it: a start that
 //! cannot hang, no silent drops under a burst, a Sender that refuses what
 //! it cannot send and pushes back when full, panics contained to their
 //! worker, the wrong address family refused, no pinning unless asked,

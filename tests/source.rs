@@ -1,4 +1,4 @@
-//! Replies leave from the address asked (issue 13, item 1), on loopback:
+//! Replies leave from the address asked, on loopback:
 //! every 127.0.0.0/8 address is this host's, so an engine bound to
 //! 0.0.0.0 asked on 127.0.0.7 by a client on 127.0.0.1 would answer from
 //! 127.0.0.1 (the route's choice) unless it says otherwise. The clients

@@ -1,4 +1,4 @@
-//! Issue 13, item 2: kernel timestamps. With `Config::rx_timestamps`
+//! Kernel timestamps. With `Config::rx_timestamps`
 //! every datagram carries the time the kernel received it (at or before
 //! the handler's own clock), without it none; either way the worker
 //! allocates nothing per datagram. With `Config::tx_timestamps` a send

@@ -1,4 +1,4 @@
-//! Issue 13, item 3 (receive side): with `Config::recv_tos`, every
+//! With `Config::recv_tos`, every
 //! datagram tells the TOS byte / traffic class it arrived with (DSCP and
 //! ECN), IPv4 and IPv6, on every backend; without it, nothing is read.
 

@@ -1,4 +1,4 @@
-//! Issue 11, item 2: zero-copy sends (`Config::send_zero_copy_min`, uring).
+//! Zero-copy sends (`Config::send_zero_copy_min`, uring).
 //! Sends at or above the threshold go as `IORING_OP_SEND_ZC` and arrive
 //! exactly as sent, below it as plain sends; every slot comes back only
 //! after the kernel's notification (none is out at stop), and the

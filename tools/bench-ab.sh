@@ -39,7 +39,7 @@ for side in "ab":
     for r in range(1, rounds + 1):
         for x in (lambda d: d.get("rows", d.get("runs")))(json.load(open(f"{out}/{side}-{r}.json"))):
             # Older binaries wrote gso (a bool) and pps; newer gso_segments
-            # and pps_received (one JSON vocabulary, tools/json-vocabulary.json).
+            # and pps_received (one JSON vocabulary, tools/udpring/json-vocabulary.json).
             gso = x["gso_segments"] > 1 if "gso_segments" in x else x["gso"]
             k = (x["workload"], x["backend"], x["size"], "on" if gso else "off")
             # Floods: echoed/s (higher is better); ping: p50 RTT (lower).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The two steady states of a GSO sender into a sink that sleeps when its
-# socket is empty (PERF.md, issue 11 part 5): round by round, what the
+# socket is empty (PERF.md): round by round, what the
 # sender sent per interval (its own count), what the sink received, how
 # often the sink went to sleep, and the sender's page allocations per
 # train (the kernel's copy target: new pages, or pages the sink just

@@ -439,7 +439,7 @@ pub(crate) fn run<H: Handler>(
             // server answering requests as they come): wait for one
             // completion only. Waiting for several there held each
             // request's turnaround by ~90 µs on this machine kind (PERF.md,
-            // issue 12).
+            // the service tests).
             let (want, timeout) = if w.core.busy_poll || w.core.shared.inbox.pending() {
                 // Never sleep (busy polling, or Sender datagrams waiting
                 // for send slots): submit, run deferred completions, go on.

@@ -136,3 +136,37 @@ impl udpring::Handler for Echo {
         let _ = tx.reply(d);
     }
 }
+
+/// The first line a child process writes to `r` (its banner); the rest is
+/// left unread and `r` closed, as `| head -1` would.
+pub fn first_line(r: impl std::io::Read) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(r), &mut line).unwrap();
+    line
+}
+
+/// An echo that stalls `pause` on its first datagram, so that what
+/// follows piles up in the socket (or the ring) meanwhile.
+pub struct SlowFirst {
+    pub pause: std::time::Duration,
+    stalled: bool,
+}
+
+impl SlowFirst {
+    pub fn new(pause: std::time::Duration) -> SlowFirst {
+        SlowFirst {
+            pause,
+            stalled: false,
+        }
+    }
+}
+
+impl udpring::Handler for SlowFirst {
+    fn on_datagram(&mut self, d: udpring::Datagram<'_>, tx: &mut udpring::Transport<'_>) {
+        if !self.stalled {
+            self.stalled = true;
+            std::thread::sleep(self.pause);
+        }
+        tx.reply(d).unwrap();
+    }
+}

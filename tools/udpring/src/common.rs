@@ -118,12 +118,12 @@ macro_rules! note_raw {
     ($($t:tt)*) => { $crate::common::note_fmt(format_args!($($t)*), false) };
 }
 
-/// The version of the JSON documents' shape (tools/json-vocabulary.json):
+/// The version of the JSON documents' shape (tools/udpring/json-vocabulary.json):
 /// raised when a name changes meaning or type, or goes away.
 pub(crate) const SCHEMA: u64 = 1;
 
 /// Prints `body` as the one JSON document of a run, with the names every
-/// document shares (tools/json-vocabulary.json): `schema`, `command`, and
+/// document shares (tools/udpring/json-vocabulary.json): `schema`, `command`, and
 /// `duration_s` when the run has a length.
 pub(crate) fn say_json(command: &str, duration_s: Option<f64>, body: impl serde::Serialize) {
     let mut v = serde_json::to_value(body).unwrap_or_default();

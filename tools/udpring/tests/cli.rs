@@ -3,11 +3,7 @@
 
 mod util;
 
-use util::{run, udpring};
-
-use std::io::{BufReader, Read};
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Stdio};
+use std::net::UdpSocket;
 use std::time::Duration;
 
 use util::*;
@@ -86,74 +82,43 @@ fn a_port_in_use_says_so() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
-/// Starts `udpring echo` and returns it with the address it printed.
-fn spawn_echo(extra: &[&str]) -> (Child, SocketAddr, BufReader<std::process::ChildStdout>) {
-    let mut child = udpring()
-        .args(["echo", "--bind", "127.0.0.1:0", "--workers", "1"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let addr = listening_addr(&mut out);
-    (child, addr, out)
-}
-
 #[test]
 fn echo_prints_its_address_and_stops_cleanly_on_sigint_with_totals() {
-    let (mut child, addr, mut out) = spawn_echo(&["-q"]);
+    let echo = Server::start(&words("echo --bind 127.0.0.1:0 --workers 1 -q"));
     let c = client(false);
     for i in 0..5u8 {
-        c.send_to(&[i; 10], addr).unwrap();
+        c.send_to(&[i; 10], echo.addr).unwrap();
         let mut buf = [0u8; 32];
         let (n, _) = c.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], &[i; 10]);
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).unwrap();
+    util::signal(&echo.child, nix::sys::signal::Signal::SIGINT);
+    let (code, rest, err) = echo.finish();
+    assert_eq!(code, 0, "{err}");
     assert!(rest.contains("totals: received 5 sent 5"), "{rest}");
     assert!(rest.contains("slots-out 0/"), "{rest}");
 }
 
 #[test]
 fn echo_duration_json_and_per_second_lines() {
-    let mut child = udpring()
-        .args(["echo", "--bind", "127.0.0.1:0", "--workers", "1"])
-        .args(["--duration", "1.5", "--json", "--backend", "mmsg"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // With --json the banner and the live lines are on standard error;
     // standard output holds the JSON document alone.
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let addr = listening_addr(&mut err);
-    let mut out = child.stdout.take().unwrap();
+    let echo = Server::start(&util::words(
+        "echo --bind 127.0.0.1:0 --workers 1 --duration 1.5 --json --backend mmsg",
+    ));
     let c = client(false);
-    c.send_to(b"abc", addr).unwrap();
+    c.send_to(b"abc", echo.addr).unwrap();
     let mut buf = [0u8; 8];
     assert_eq!(c.recv_from(&mut buf).unwrap().0, 3);
-    assert!(child.wait().unwrap().success());
-    let mut lines = String::new();
-    err.read_to_string(&mut lines).unwrap();
+    let (code, out, lines) = echo.finish();
+    assert_eq!(code, 0, "{lines}");
     assert!(
         lines
             .lines()
             .any(|l| l.starts_with("t=") && l.contains("rx")),
         "{lines}"
     );
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).unwrap();
-    let json: serde_json::Value =
-        serde_json::from_str(&rest).unwrap_or_else(|e| panic!("stdout is not JSON: {e}: {rest}"));
+    let json = util::json(&out);
     assert_eq!(json["received"], 1);
     assert_eq!(json["sent"], 1);
     assert_eq!(json["slots_out"], 0);
@@ -161,20 +126,11 @@ fn echo_duration_json_and_per_second_lines() {
 
 #[test]
 fn bench_json_has_a_run_per_case() {
-    let (code, out, err) = run(&[
-        "bench",
-        "--duration",
-        "0.2",
-        "--warmup",
-        "0.05",
-        "--backend",
-        "simple,mmsg",
-        "--size",
-        "64",
-        "--json",
-    ]);
+    let (code, out, err) = run(&util::words(
+        "bench --duration 0.2 --warmup 0.05 --backend simple,mmsg --size 64 --json",
+    ));
     assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = util::json(&out);
     let runs = v["rows"].as_array().unwrap();
     let rows = |workload: &str, gso: bool| -> Vec<&serde_json::Value> {
         runs.iter()
@@ -274,20 +230,10 @@ fn load_against_a_closed_port_counts_refusals_and_exits_1() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap()
     };
-    let (code, out, err) = run(&[
-        "load",
-        &closed.to_string(),
-        "--rate",
-        "2000",
-        "-t",
-        "0.3",
-        "--warmup",
-        "0",
-        "--drain",
-        "0.1",
-        "--json",
-        "-q",
-    ]);
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --rate 2000 -t 0.3 --warmup 0 --drain 0.1 --json -q",
+        closed
+    )));
     // The result is still written; the exit code says it failed its
     // purpose (no replies at all).
     assert_eq!(code, 1, "{err}");
@@ -305,27 +251,18 @@ fn load_against_a_closed_port_counts_refusals_and_exits_1() {
 
 #[test]
 fn load_json_report_merge_and_histogram_file() {
-    let (mut child, addr, _out) = spawn_echo(&["-q", "--duration", "20"]);
+    let echo = Server::echo();
+    let addr = echo.addr;
     let dir = std::env::temp_dir().join(format!("udpring-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut files = Vec::new();
     for (i, mode) in ["ping", "flood"].iter().enumerate() {
-        let (code, out, err) = run(&[
-            "load",
-            &addr.to_string(),
-            "--mode",
-            mode,
-            "--count",
-            "500",
-            "--warmup",
-            "0",
-            "--json",
-            "-q",
-            "--flows",
-            "2",
-        ]);
+        let (code, out, err) = run(&util::words(&format!(
+            "load {} --mode {} --count 500 --warmup 0 --json -q --flows 2",
+            addr, mode
+        )));
         assert_eq!(code, 0, "{err}");
-        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let v = util::json(&out);
         for k in [
             "sent",
             "received",
@@ -375,8 +312,7 @@ fn load_json_report_merge_and_histogram_file() {
     assert_eq!(code, 0);
     assert!(table.contains("rtt us  p50"), "{table}");
     let _ = std::fs::remove_dir_all(&dir);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(echo);
 }
 
 #[test]
@@ -403,27 +339,21 @@ fn pmtu_and_ping_bad_input_is_one_line_with_exit_code_2() {
 
 #[test]
 fn ping_against_echo_and_against_nobody() {
-    let (mut child, addr, _out) = spawn_echo(&["-q", "--duration", "20"]);
+    let echo = Server::echo();
+    let addr = echo.addr;
     let (code, out, err) = run(&["ping", &addr.to_string(), "-c", "3", "-i", "0", "--json"]);
     assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = util::json(&out);
     assert_eq!(v["replies"], 3, "{v}");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(echo);
     let closed = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let (code, out, err) = run(&[
-        "ping",
-        &closed.to_string(),
-        "-c",
-        "1",
-        "--timeout",
-        "0.01",
-        "--attempts",
-        "3",
-    ]);
+    let (code, out, err) = run(&util::words(&format!(
+        "ping {} -c 1 --timeout 0.01 --attempts 3",
+        closed
+    )));
     assert_eq!(code, 1, "{out} {err}");
     assert!(
         out.contains("looks down") && out.contains("2 retransmissions"),
@@ -518,28 +448,10 @@ fn fanout_on_loopback_relays_to_every_destination_and_counts_refusals() {
         a.local_addr().unwrap(),
         b.local_addr().unwrap()
     );
-    let mut child = udpring()
-        .args([
-            "fanout",
-            "--listen",
-            "127.0.0.1:0",
-            "--to",
-            &to,
-            "--duration",
-            "1.5",
-            "-q",
-            "--json",
-        ])
-        .args(["--workers", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // With --json the banner is on standard error; standard output holds
-    // the JSON document alone.
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let relay = listening_addr(&mut err);
-    let mut out = child.stdout.take().unwrap();
+    let fan = Server::start(&util::words(&format!(
+        "fanout --listen 127.0.0.1:0 --to {to} --duration 1.5 -q --json --workers 1"
+    )));
+    let relay = fan.addr;
     let src = client(false);
     for i in 0..50u8 {
         src.send_to(&[i], relay).unwrap();
@@ -552,11 +464,7 @@ fn fanout_on_loopback_relays_to_every_destination_and_counts_refusals() {
         got.sort_unstable();
         assert_eq!(got, (0..50).collect::<Vec<u8>>());
     }
-    assert!(child.wait().unwrap().success());
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&rest).unwrap_or_else(|e| panic!("stdout is not JSON: {e}: {rest}"));
+    let v = fan.json();
     assert_eq!(v["received"], 50, "{v}");
     assert_eq!(v["destinations"][0]["forwarded"], 50);
     assert!(v["destinations"][2]["refused"].as_u64().unwrap() > 0, "{v}");
@@ -568,16 +476,9 @@ fn backend_env_var_forces_a_backend_and_rejects_unknown_names() {
     let exe = env!("CARGO_BIN_EXE_udpring");
     for (val, want) in [("simple", "backend simple"), ("mmsg", "backend mmsg")] {
         let out = std::process::Command::new(exe)
-            .args([
-                "echo",
-                "--bind",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-                "--duration",
-                "0.2",
-                "-q",
-            ])
+            .args(util::words(
+                "echo --bind 127.0.0.1:0 --workers 1 --duration 0.2 -q",
+            ))
             .env("UDPRING_BACKEND", val)
             .output()
             .unwrap();

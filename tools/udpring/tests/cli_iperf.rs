@@ -1,4 +1,4 @@
-//! Issue 15: what iperf3 users reach for, and options that are either
+//! What iperf3 users reach for, and options that are either
 //! honoured or refused. One-way load into `udpring sink` (loss,
 //! reordering, duplicates and jitter per sender), rates and bitrates with
 //! units, bursts, size lists; per-subcommand `mcast` help; one-line errors
@@ -6,50 +6,21 @@
 
 mod util;
 
-use util::{json, run, udpring};
+use util::{Server, json, run};
 
 use std::io::BufReader;
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use udpring_cli::apps::header::{HEADER_LEN, Header};
 
-/// A `udpring sink --json` on loopback for `secs`; its document at the end.
-struct Sink(Child, SocketAddr);
-
-impl Sink {
-    fn start(secs: &str) -> Sink {
-        let mut child = udpring()
-            .args([
-                "sink",
-                "--bind",
-                "127.0.0.1:0",
-                "-q",
-                "--json",
-                "--duration",
-                secs,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let addr = util::banner_then_drain(child.stderr.take().unwrap());
-        Sink(child, addr)
-    }
-
-    fn finish(mut self) -> serde_json::Value {
-        let child = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap());
-        let out = child.wait_with_output().unwrap();
-        json(&String::from_utf8_lossy(&out.stdout))
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A `udpring sink --json` on loopback for `secs`; its document at the
+/// end (`.json()`).
+fn sink(secs: &str) -> Server {
+    Server::start(&util::words(&format!(
+        "sink --bind 127.0.0.1:0 -q --json --duration {secs}"
+    )))
 }
 
 /// A datagram with udpring's header: `seq`, stamped `sent_ns`.
@@ -61,12 +32,12 @@ fn stamped(token: u64, seq: u64, sent_ns: u64) -> Vec<u8> {
 
 #[test]
 fn the_sink_reports_gaps_reordering_duplicates_and_jitter_per_sender() {
-    let sink = Sink::start("3");
+    let sink = sink("3");
     // Sender A: sequences 0 1 2 4 6 5 5 (3 never sent, 5 late, then again)
     // stamped 1 ms apart and sent 1 ms apart: little jitter.
     let a = UdpSocket::bind("127.0.0.1:0").unwrap();
     for seq in [0u64, 1, 2, 4, 6, 5, 5] {
-        a.send_to(&stamped(7, seq, seq * 1_000_000), sink.1)
+        a.send_to(&stamped(7, seq, seq * 1_000_000), sink.addr)
             .unwrap();
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -75,12 +46,12 @@ fn the_sink_reports_gaps_reordering_duplicates_and_jitter_per_sender() {
     // RFC 3550's estimate climbs towards it (after 40, >= 90% of the way).
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
     for seq in 0..40u64 {
-        b.send_to(&stamped(8, seq, 0), sink.1).unwrap();
+        b.send_to(&stamped(8, seq, 0), sink.addr).unwrap();
         std::thread::sleep(Duration::from_millis(2));
     }
     // Not ours: counted as invalid.
-    b.send_to(b"hello", sink.1).unwrap();
-    let v = sink.finish();
+    b.send_to(b"hello", sink.addr).unwrap();
+    let v = sink.json();
     let src = |s: &UdpSocket| {
         let addr = s.local_addr().unwrap().to_string();
         v["sources"]
@@ -93,13 +64,8 @@ fn the_sink_reports_gaps_reordering_duplicates_and_jitter_per_sender() {
     };
     let sa = src(&a);
     assert_eq!(
-        (
-            sa["received"].as_u64(),
-            sa["lost"].as_u64(),
-            sa["reordered"].as_u64(),
-            sa["duplicated"].as_u64()
-        ),
-        (Some(6), Some(1), Some(1), Some(1)),
+        util::counts(&sa, ["received", "lost", "reordered", "duplicated"]),
+        [Some(6), Some(1), Some(1), Some(1)],
         "{sa}"
     );
     let sb = src(&b);
@@ -115,8 +81,8 @@ fn the_sink_reports_gaps_reordering_duplicates_and_jitter_per_sender() {
 
 #[test]
 fn one_way_load_into_the_sink_counts_the_same_datagrams() {
-    let sink = Sink::start("4");
-    let target = sink.1.to_string();
+    let sink = sink("4");
+    let target = sink.addr.to_string();
     // Paced with units, two flows: the sink sees two senders whose counts
     // add up to what load sent (no warm-up with --match none).
     let (code, out, err) = run(&[
@@ -133,44 +99,24 @@ fn one_way_load_into_the_sink_counts_the_same_datagrams() {
     let sent = l["sent"].as_u64().unwrap();
     assert_eq!(sent, 1000, "2k/s for 0.5 s: {l}");
     // A bitrate: 800 kbit/s of 100-byte payloads is 1000 datagrams/s.
-    let (code, out, err) = run(&[
-        "load",
-        &target,
-        "--match",
-        "none",
-        "--bitrate",
-        "800k",
-        "-s",
-        "100",
-        "-t",
-        "0.5",
-        "--json",
-        "-q",
-    ]);
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --match none --bitrate 800k -s 100 -t 0.5 --json -q",
+        target
+    )));
     assert_eq!(code, 0, "{err}");
     let r = json(&out);
     assert_eq!(r["rate"].as_f64(), Some(1000.0), "{r}");
     assert_eq!(r["sent"], 500, "{r}");
     // Bursts: 50 back to back every 100 ms for 0.5 s: 5 bursts.
-    let (code, out, err) = run(&[
-        "load",
-        &target,
-        "--match",
-        "none",
-        "--burst",
-        "50",
-        "--burst-interval",
-        "0.1",
-        "-t",
-        "0.5",
-        "--json",
-        "-q",
-    ]);
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --match none --burst 50 --burst-interval 0.1 -t 0.5 --json -q",
+        target
+    )));
     assert_eq!(code, 0, "{err}");
     let b = json(&out);
     assert_eq!(b["sent"], 250, "{b}");
     assert_eq!(b["burst"]["datagrams"], 50, "{b}");
-    let v = sink.finish();
+    let v = sink.json();
     let sources = v["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 4, "2 flows, then one, then one: {v}");
     let total: u64 = sources
@@ -195,19 +141,11 @@ fn one_way_load_into_the_sink_counts_the_same_datagrams() {
 
 #[test]
 fn a_size_list_runs_one_measurement_per_size() {
-    let sink = Sink::start("3");
-    let (code, out, err) = run(&[
-        "load",
-        &sink.1.to_string(),
-        "--match",
-        "none",
-        "--size",
-        "64,512,1400",
-        "-n",
-        "100",
-        "--json",
-        "-q",
-    ]);
+    let sink = sink("3");
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --match none --size 64,512,1400 -n 100 --json -q",
+        sink.addr
+    )));
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
     let sizes: Vec<u64> = v["results"]
@@ -220,14 +158,9 @@ fn a_size_list_runs_one_measurement_per_size() {
     for r in v["results"].as_array().unwrap() {
         assert_eq!(r["sent"], 100, "{r}");
     }
-    let (code, _, err) = run(&[
-        "load",
-        "127.0.0.1:9",
-        "--size",
-        "64,512",
-        "--hist-out",
-        "/tmp/x.hgrm",
-    ]);
+    let (code, _, err) = run(&util::words(
+        "load 127.0.0.1:9 --size 64,512 --hist-out /tmp/x.hgrm",
+    ));
     assert_eq!(code, 2, "{err}");
 }
 
@@ -330,7 +263,7 @@ fn options_are_honoured_where_accepted_or_refused_in_one_line() {
     }
 }
 
-/// Issue 14, item 5: a generator that could not keep its schedule makes a
+/// A generator that could not keep its schedule makes a
 /// merge not valid (exit 1, the reason said), instead of being averaged
 /// away; --shard and --start-at refuse what they cannot mean.
 #[test]
@@ -392,8 +325,8 @@ fn a_saturated_generator_makes_the_merged_run_not_valid() {
 /// slice of it. The sink sees the senders' ports.
 #[test]
 fn a_bind_port_with_several_flows_is_a_range_and_shards_take_slices() {
-    let sink = Sink::start("3");
-    let target = sink.1.to_string();
+    let sink = sink("3");
+    let target = sink.addr.to_string();
     // A base port free for 4 in a row: try a few.
     let base = (0..50)
         .map(|k| 40_000 + k * 97)
@@ -417,7 +350,7 @@ fn a_bind_port_with_several_flows_is_a_range_and_shards_take_slices() {
         ]);
         assert_eq!(code, 0, "{shard}: {err}");
     }
-    let v = sink.finish();
+    let v = sink.json();
     let mut ports: Vec<u64> = v["sources"]
         .as_array()
         .unwrap()
@@ -444,52 +377,30 @@ fn a_bind_port_with_several_flows_is_a_range_and_shards_take_slices() {
 fn a_late_start_is_said_and_marked() {
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     let target = sink.local_addr().unwrap().to_string();
-    let (code, out, err) = run(&[
-        "load",
-        &target,
-        "--match",
-        "none",
-        "-n",
-        "5",
-        "--start-at",
-        "2026-01-01T00:00:00Z",
-        "--json",
-        "-q",
-    ]);
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --match none -n 5 --start-at 2026-01-01T00:00:00Z --json -q",
+        target
+    )));
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("ms after --start-at"), "{err}");
     let v = json(&out);
     assert!(v["start_late_s"].as_f64().unwrap() > 86_400.0, "{v}");
 }
 
-/// Issue 13, item 4: IPv6-only against dual-stack, explicit either way.
+/// IPv6-only against dual-stack, explicit either way.
 #[test]
 fn v6only_and_dual_stack_are_explicit() {
     for (flag, v4_answered) in [("--dual-stack", true), ("--v6only", false)] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_udpring"))
-            .args([
-                "echo",
-                "--bind",
-                "[::]:0",
-                "-w",
-                "1",
-                "-q",
-                "--duration",
-                "5",
-                flag,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = util::banner_then_drain(child.stdout.take().unwrap());
+        let echo = Server::start(&util::words(&format!(
+            "echo --bind [::]:0 -w 1 -q --duration 5 {flag}"
+        )));
+        let addr = echo.addr;
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         s.send_to(b"v4?", ("127.0.0.1", addr.port())).unwrap();
         let got = s.recv(&mut [0u8; 16]).is_ok();
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(echo);
         assert_eq!(got, v4_answered, "{flag}");
     }
     let (code, _, err) = run(&["echo", "--v6only", "--dual-stack"]);
@@ -520,7 +431,7 @@ while True:
 print(sorted(seen), flush=True)
 "#;
 
-/// Issue 13, item 3 (send side): --dscp and --ecn mark every datagram, as
+/// --dscp and --ecn mark every datagram, as
 /// a receiver that reads the marks sees them, IPv4 and IPv6.
 #[test]
 fn dscp_and_ecn_marks_are_seen_by_a_receiver() {
@@ -548,20 +459,13 @@ fn dscp_and_ecn_marks_are_seen_by_a_receiver() {
         assert_eq!(seen.trim(), "[186]", "IPv{fam}");
     }
     // udpring reads the marks back: the sink reports each sender's.
-    let sink = Sink::start("2");
-    let (code, _, err) = run(&[
-        "load",
-        &sink.1.to_string(),
-        "--match",
-        "none",
-        "-n",
-        "5",
-        "--dscp",
-        "34",
-        "-q",
-    ]);
+    let sink = sink("2");
+    let (code, _, err) = run(&util::words(&format!(
+        "load {} --match none -n 5 --dscp 34 -q",
+        sink.addr
+    )));
     assert_eq!(code, 0, "{err}");
-    let v = sink.finish();
+    let v = sink.json();
     assert_eq!(v["sources"][0]["tos"], 34 << 2, "{v}");
     let (code, _, _) = run(&["load", "127.0.0.1:9", "--dscp", "64"]);
     assert_eq!(code, 2);
@@ -585,7 +489,7 @@ for mark in (0xb8, 0x28, 0x01):
 print(out)
 "#;
 
-/// Issue 13, item 3: `echo --reflect-tos` answers each datagram with the
+/// `echo --reflect-tos` answers each datagram with the
 /// mark it arrived with, per reply, both backends, IPv4 and IPv6.
 #[test]
 fn echo_reflects_each_datagrams_mark() {

@@ -1,6 +1,6 @@
-//! Issue 15: one JSON vocabulary. Every subcommand that runs on loopback is
+//! One JSON vocabulary. Every subcommand that runs on loopback is
 //! run with `--json`; its standard output must be one JSON document that
-//! keeps to tools/json-vocabulary.json (same names, same types, no retired
+//! keeps to tools/udpring/json-vocabulary.json (same names, same types, no retired
 //! names, the command named). The multicast subcommands are checked the
 //! same way in the namespace tests (tests/netns: every document they read
 //! goes through the same check).
@@ -12,7 +12,7 @@ use util::udpring;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use util::{JsonServer as Server, vocab};
+use util::{Server, vocab};
 
 /// Runs `udpring ARGS`; stdout must be exactly one JSON document.
 fn doc(args: &[&str]) -> (i32, serde_json::Value) {
@@ -29,18 +29,10 @@ fn doc(args: &[&str]) -> (i32, serde_json::Value) {
 
 #[test]
 fn every_subcommand_speaks_one_json_vocabulary() {
-    let echo = Server::start(&[
-        "echo",
-        "--bind",
-        "127.0.0.1:0",
-        "-w",
-        "1",
-        "-q",
-        "--duration",
-        "6",
-        "--json",
-    ]);
-    let target = echo.1.to_string();
+    let echo = Server::start(&util::words(
+        "echo --bind 127.0.0.1:0 -w 1 -q --duration 6 --json",
+    ));
+    let target = echo.addr.to_string();
     let dir = std::env::temp_dir().join(format!("udpring-json-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = |n: &str| dir.join(n).display().to_string();
@@ -111,24 +103,15 @@ fn every_subcommand_speaks_one_json_vocabulary() {
     assert!(text.contains("method icmp,"), "{text}");
 
     // fanout to the echo, fed by hand.
-    let fan = Server::start(&[
-        "fanout",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &target,
-        "-w",
-        "1",
-        "-q",
-        "--duration",
-        "1",
-        "--json",
-    ]);
+    let fan = Server::start(&util::words(&format!(
+        "fanout --listen 127.0.0.1:0 --to {} -w 1 -q --duration 1 --json",
+        target
+    )));
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     for _ in 0..5 {
-        s.send_to(b"fan me out", fan.1).unwrap();
+        s.send_to(b"fan me out", fan.addr).unwrap();
     }
-    let v = fan.finish();
+    let v = fan.json();
     vocab::check("fanout", &v);
     assert_eq!(v["received"], 5, "{v}");
 
@@ -150,7 +133,7 @@ fn every_subcommand_speaks_one_json_vocabulary() {
 
     // The echo server's own totals.
     std::thread::sleep(Duration::from_millis(100));
-    let v = echo.finish();
+    let v = echo.json();
     vocab::check("echo", &v);
     assert!(v["received"].as_u64().unwrap() > 0, "{v}");
     let _ = std::fs::remove_dir_all(&dir);

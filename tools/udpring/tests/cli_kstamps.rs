@@ -1,4 +1,4 @@
-//! Issue 13, item 2 (the command): `load --mode ping --kernel-timestamps`
+//! `load --mode ping --kernel-timestamps`
 //! splits each round trip into send_path, wire_and_server and
 //! receive_queue; `echo --kernel-timestamps` splits its own time into
 //! receive_queue and reply_path. The stages of each round trip add up to
@@ -7,7 +7,7 @@
 
 mod util;
 
-use util::{JsonServer, run, vocab};
+use util::{Server, run, vocab};
 
 /// The stages' names, in order.
 fn names(k: &serde_json::Value) -> Vec<&str> {
@@ -31,31 +31,15 @@ fn stage<'a>(k: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 #[test]
 fn round_trips_split_at_the_kernels_stamps_both_sides() {
     for (bind, v6) in [("127.0.0.1:0", false), ("[::1]:0", true)] {
-        let echo = JsonServer::start(&[
-            "echo",
-            "--bind",
-            bind,
-            "-w",
-            "1",
-            "-q",
-            "--duration",
-            "3",
-            "--kernel-timestamps",
-            "--json",
-        ]);
-        let target = echo.1.to_string();
-        let (code, out, err) = run(&[
-            "load",
-            &target,
-            "--mode",
-            "ping",
-            "--flows",
-            "2",
-            "--count",
-            "2000",
-            "--kernel-timestamps",
-            "--json",
-        ]);
+        let echo = Server::start(&util::words(&format!(
+            "echo --bind {} -w 1 -q --duration 3 --kernel-timestamps --json",
+            bind
+        )));
+        let target = echo.addr.to_string();
+        let (code, out, err) = run(&util::words(&format!(
+            "load {} --mode ping --flows 2 --count 2000 --kernel-timestamps --json",
+            target
+        )));
         assert_eq!(code, 0, "{err}");
         let v = util::json(&out);
         vocab::check("load", &v);
@@ -89,7 +73,7 @@ fn round_trips_split_at_the_kernels_stamps_both_sides() {
             assert!(stage(k, n)["p50"].as_f64().unwrap() > 0.0, "{n}: {k}");
         }
 
-        let s = echo.finish();
+        let s = echo.json();
         vocab::check("echo", &s);
         let ks = &s["kernel_timestamps"];
         let server_names = self::names(ks);

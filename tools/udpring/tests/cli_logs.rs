@@ -1,4 +1,4 @@
-//! Issue 14, items 2 and 3: HdrHistogram interval logs written as a run
+//! HdrHistogram interval logs written as a run
 //! goes, read back exactly (by the hdrhistogram crate and by the
 //! `hdrhistogram` PyPI package's reader), `schema` in every document, and
 //! CSV for the per-interval lines and the bench table. Loopback only.
@@ -50,30 +50,19 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 #[test]
 fn an_interval_log_holds_every_reply_and_reads_back_exactly() {
-    let e = util::EchoProcess::start();
+    let e = util::Server::echo();
     let dir = std::env::temp_dir().join(format!("udpring-hlog-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("rtt.hlog");
     let out = udpring()
-        .args([
-            "load",
-            &e.1.to_string(),
-            "-t",
-            "2.5",
-            "--rate",
-            "2000",
-            "-i",
-            "0.5",
-        ])
+        .args(util::words(&format!(
+            "load {} -t 2.5 --rate 2000 -i 0.5",
+            e.addr
+        )))
         .args(["--hist-log", log.to_str().unwrap(), "--json", "-q"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = util::ok_json(&out);
     vocab::check("load", &v);
     let text = std::fs::read(&log).unwrap();
     let t = String::from_utf8_lossy(&text);
@@ -130,19 +119,12 @@ fn an_interval_log_holds_every_reply_and_reads_back_exactly() {
 
 #[test]
 fn csv_for_the_interval_lines_and_the_bench_table() {
-    let e = util::EchoProcess::start();
+    let e = util::Server::echo();
     let out = udpring()
-        .args([
-            "load",
-            &e.1.to_string(),
-            "-t",
-            "1.2",
-            "--rate",
-            "1000",
-            "-i",
-            "0.5",
-            "--csv",
-        ])
+        .args(util::words(&format!(
+            "load {} -t 1.2 --rate 1000 -i 0.5 --csv",
+            e.addr
+        )))
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -163,15 +145,9 @@ fn csv_for_the_interval_lines_and_the_bench_table() {
         .unwrap();
     assert_eq!(last_sent, table_sent, "{text}\n{err}");
     let out = udpring()
-        .args([
-            "bench",
-            "--duration",
-            "0.1",
-            "--warmup",
-            "0.05",
-            "--backend",
-            "simple",
-        ])
+        .args(util::words(
+            "bench --duration 0.1 --warmup 0.05 --backend simple",
+        ))
         .args(["--only", "ping", "--csv"])
         .output()
         .unwrap();
@@ -191,7 +167,7 @@ fn csv_for_the_interval_lines_and_the_bench_table() {
     assert_eq!(code, Some(2));
 }
 
-/// Issue 14, item 6: bench says which row and how long is left on a
+/// Bench says which row and how long is left on a
 /// terminal (a pseudo-terminal from util-linux's `script`), and nothing of
 /// the kind in a pipe.
 #[test]
@@ -225,38 +201,28 @@ texts = [t.text or "" for t in root.iter(ns + "text")]
 print(json.dumps({"curves": len(curves), "texts": texts}))
 "#;
 
-/// Issue 14, item 1: --plot draws well-formed SVG: one curve per result,
+/// --plot draws well-formed SVG: one curve per result,
 /// labelled axes; a run also gets its per-interval panels.
 #[test]
 fn plots_are_svg_with_a_curve_per_result_and_labelled_axes() {
     if !have("python3") {
         return;
     }
-    let e = util::EchoProcess::start();
+    let e = util::Server::echo();
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("udpring-plot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = |n: &str| dir.join(n).display().to_string();
     for (name, rate) in [("before.json", "2000"), ("after.json", "4000")] {
         let out = udpring()
-            .args([
-                "load",
-                &e.1.to_string(),
-                "-t",
-                "1",
-                "-i",
-                "0.5",
-                "--rate",
-                rate,
-            ])
+            .args(util::words(&format!(
+                "load {} -t 1 -i 0.5 --rate {}",
+                e.addr, rate
+            )))
             .args(["--json", "-q", "--plot", &p(&format!("{name}.svg"))])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        util::ok_json(&out);
         std::fs::write(p(name), &out.stdout).unwrap();
     }
     let st = udpring()

@@ -5,10 +5,8 @@
 
 mod util;
 
-use util::{run, udpring};
-
-use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, UdpSocket};
+use std::io::Read;
+use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,71 +39,17 @@ impl Drop for Scratch {
     }
 }
 
-/// Starts `udpring ARGS` (a server that prints "listening on ADDR" first).
-fn spawn(
-    args: &[&str],
-) -> (
-    std::process::Child,
-    SocketAddr,
-    BufReader<std::process::ChildStdout>,
-) {
-    let mut child = udpring()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    // With --json the banner is on standard error (standard output holds
-    // the JSON document alone).
-    let addr = if args.contains(&"--json") {
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let a = listening_addr(&mut err);
-        // Keep draining standard error so the child never blocks on it.
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        a
-    } else {
-        listening_addr(&mut out)
-    };
-    (child, addr, out)
-}
-
-/// Standard output, which must be one JSON document and nothing else.
-fn last_json(out: &mut BufReader<std::process::ChildStdout>) -> serde_json::Value {
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).unwrap();
-    serde_json::from_str(&rest).unwrap_or_else(|e| panic!("{e}: {rest}"))
-}
-
 #[test]
 fn a_relay_to_an_echo_does_not_loop() {
-    let (mut echo, echo_addr, mut echo_out) = spawn(&[
-        "echo",
-        "--bind",
-        "127.0.0.1:0",
-        "-w",
-        "1",
-        "-q",
-        "--json",
-        "--duration",
-        "2",
-    ]);
+    let echo = Server::start(&words(
+        "echo --bind 127.0.0.1:0 -w 1 -q --json --duration 2",
+    ));
     let sink = client(false);
-    let to = format!("{echo_addr},{}", sink.local_addr().unwrap());
-    let (mut relay, relay_addr, mut out) = spawn(&[
-        "fanout",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &to,
-        "--duration",
-        "1.5",
-        "-q",
-        "--json",
-        "-w",
-        "1",
-    ]);
-    client(false).send_to(b"once", relay_addr).unwrap();
+    let to = format!("{},{}", echo.addr, sink.local_addr().unwrap());
+    let relay = Server::start(&words(&format!(
+        "fanout --listen 127.0.0.1:0 --to {to} --duration 1.5 -q --json -w 1"
+    )));
+    client(false).send_to(b"once", relay.addr).unwrap();
     let mut buf = [0u8; 16];
     let (n, _) = sink.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"once");
@@ -115,16 +59,14 @@ fn a_relay_to_an_echo_does_not_loop() {
         sink.recv_from(&mut buf).is_err(),
         "the sink got a second copy"
     );
-    assert!(relay.wait().unwrap().success());
-    let v = last_json(&mut out);
+    let v = relay.json();
     assert_eq!(v["received"], 1, "{v}");
     assert_eq!(v["answers"], 0, "the echo did not answer the relay: {v}");
     assert_eq!(v["sent"], 2, "{v}");
-    assert!(echo.wait().unwrap().success());
-    let e = last_json(&mut echo_out);
+    let e = echo.json();
     assert_eq!(
-        (e["guard_marked"].as_u64(), e["sent"].as_u64()),
-        (Some(1), Some(0)),
+        counts(&e, ["guard_marked", "sent"]),
+        [Some(1), Some(0)],
         "the relay's copy carried the server mark: {e}"
     );
 }
@@ -134,40 +76,22 @@ fn a_relay_counts_failed_sends_per_destination_and_other_errors() {
     let sink = client(false);
     // The limited broadcast without SO_BROADCAST: every send refused.
     let to = format!("255.255.255.255:9,{}", sink.local_addr().unwrap());
-    let (mut relay, relay_addr, mut out) = spawn(&[
-        "fanout",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &to,
-        "--duration",
-        "1",
-        "-q",
-        "--json",
-        "-w",
-        "1",
-    ]);
+    let relay = Server::start(&words(&format!(
+        "fanout --listen 127.0.0.1:0 --to {to} --duration 1 -q --json -w 1"
+    )));
     let src = client(false);
     for i in 0..20u8 {
-        src.send_to(&[i], relay_addr).unwrap();
+        src.send_to(&[i], relay.addr).unwrap();
     }
     let mut buf = [0u8; 4];
     for _ in 0..20 {
         sink.recv_from(&mut buf).unwrap();
     }
-    assert!(relay.wait().unwrap().success());
-    let v = last_json(&mut out);
+    let v = relay.json();
     let d = &v["destinations"];
-    assert_eq!(
-        (d[0]["forwarded"].as_u64(), d[0]["failed"].as_u64()),
-        (Some(0), Some(20)),
-        "{v}"
-    );
-    assert_eq!(
-        (d[1]["forwarded"].as_u64(), d[1]["failed"].as_u64()),
-        (Some(20), Some(0)),
-        "{v}"
-    );
+    let sent = |d: &serde_json::Value| counts(d, ["forwarded", "failed"]);
+    assert_eq!(sent(&d[0]), [Some(0), Some(20)], "{v}");
+    assert_eq!(sent(&d[1]), [Some(20), Some(0)], "{v}");
     assert_eq!(v["send_errors"], serde_json::json!({"EACCES": 20}), "{v}");
 }
 
@@ -188,24 +112,13 @@ fn a_relay_to_itself_is_refused() {
 #[test]
 fn a_closed_pipe_ends_the_server_quietly_with_totals() {
     let mut child = udpring()
-        .args([
-            "echo",
-            "--bind",
-            "127.0.0.1:0",
-            "-w",
-            "1",
-            "--duration",
-            "20",
-        ])
+        .args(words("echo --bind 127.0.0.1:0 -w 1 --duration 20"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
+    let line = util::first_line(child.stdout.take().unwrap()); // like `| head -1`
     assert!(line.contains("listening on"), "{line}");
-    drop(out); // like `| head -1`
     let start = Instant::now();
     let status = child.wait().unwrap();
     assert!(
@@ -226,19 +139,14 @@ fn a_closed_pipe_ends_the_server_quietly_with_totals() {
 
 #[test]
 fn sighup_stops_with_totals_like_sigterm() {
-    let (mut child, addr, mut out) = spawn(&["echo", "--bind", "127.0.0.1:0", "-w", "1", "-q"]);
+    let echo = Server::start(&words("echo --bind 127.0.0.1:0 -w 1 -q"));
     let c = client(false);
-    c.send_to(b"x", addr).unwrap();
+    c.send_to(b"x", echo.addr).unwrap();
     let mut buf = [0u8; 4];
     c.recv_from(&mut buf).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).unwrap();
+    util::signal(&echo.child, nix::sys::signal::Signal::SIGHUP);
+    let (code, rest, err) = echo.finish();
+    assert_eq!(code, 0, "{err}");
     assert!(rest.contains("totals: received 1 sent 1"), "{rest}");
 }
 
@@ -291,14 +199,9 @@ fn numbers_the_code_cannot_represent_are_refused() {
 #[test]
 fn an_unwritable_output_file_fails_before_the_run() {
     let start = Instant::now();
-    let (code, _o, err) = run(&[
-        "load",
-        "127.0.0.1:9",
-        "-t",
-        "30",
-        "--hist-out",
-        "/nonexistent/dir/x.hgrm",
-    ]);
+    let (code, _o, err) = run(&words(
+        "load 127.0.0.1:9 -t 30 --hist-out /nonexistent/dir/x.hgrm",
+    ));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/nonexistent/dir/x.hgrm"), "{err}");
     assert!(
@@ -322,19 +225,14 @@ fn report_reads_only_regular_files_it_can_read_back() {
     );
 
     // A real result to vary.
-    let (mut echo, addr, _o) = spawn(&["echo", "--bind", "127.0.0.1:0", "-w", "1", "-q"]);
-    let (code, out, err) = run(&["load", &addr.to_string(), "-n", "100", "--json", "-q"]);
-    assert_eq!(code, 0, "{err}");
-    let _ = echo.kill();
-    let _ = echo.wait();
-    let mut v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let echo = Server::echo();
+    let mut v = run_json(&words(&format!("load {} -n 100 --json -q", echo.addr)));
+    drop(echo);
     // Counts near the top of u64: merged, they saturate instead of wrapping.
     v["sent"] = serde_json::json!(u64::MAX - 5);
     let big = d.path("big.json");
     std::fs::write(&big, v.to_string()).unwrap();
-    let (code, out, err) = run(&["report", &big, &big, "--allow-duplicates", "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let m: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let m = run_json(&["report", &big, &big, "--allow-duplicates", "--json"]);
     assert_eq!(m["sent"].as_u64(), Some(u64::MAX));
     // Rates that add up to infinity cannot be written as JSON: refused.
     v["pps_sent"] = serde_json::json!(1.5e308);
@@ -352,20 +250,14 @@ fn report_reads_only_regular_files_it_can_read_back() {
 
 #[test]
 fn pmtu_through_an_echo_that_cuts_says_so_and_finds_the_path() {
-    let (mut echo, addr, _o) = spawn(&["echo", "--bind", "127.0.0.1:0", "-w", "1", "-q"]);
-    let (code, out, err) = run(&[
-        "pmtu",
-        &addr.to_string(),
-        "--method",
-        "plpmtud",
-        "--json",
-        "--timeout",
-        "0.2",
-    ]);
-    let _ = echo.kill();
-    let _ = echo.wait();
+    let echo = Server::echo();
+    let (code, out, err) = run(&words(&format!(
+        "pmtu {} --method plpmtud --json --timeout 0.2",
+        echo.addr
+    )));
+    drop(echo);
     assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = util::json(&out);
     let lo_mtu: u64 = std::fs::read_to_string("/sys/class/net/lo/mtu")
         .unwrap()
         .trim()
@@ -384,22 +276,9 @@ fn pmtu_through_an_echo_that_cuts_says_so_and_finds_the_path() {
 
 #[test]
 fn bench_does_not_count_cut_echoes() {
-    let (code, out, err) = run(&[
-        "bench",
-        "--backend",
-        "mmsg",
-        "--size",
-        "5000",
-        "--only",
-        "flood",
-        "--duration",
-        "0.5",
-        "--warmup",
-        "0.1",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = run_json(&words(
+        "bench --backend mmsg --size 5000 --only flood --duration 0.5 --warmup 0.1 --json",
+    ));
     let r = &v["rows"][0];
     assert_eq!(r["size"], 5000);
     assert_eq!(r["truncated"], 0, "{r}");
@@ -408,28 +287,17 @@ fn bench_does_not_count_cut_echoes() {
 
 #[test]
 fn guard_flags_reach_the_engine() {
-    let (mut child, addr, mut out) = spawn(&[
-        "echo",
-        "--bind",
-        "127.0.0.1:0",
-        "-w",
-        "1",
-        "-q",
-        "--duration",
-        "1",
-        "--json",
-        "--allow",
-        "127.0.0.2",
-    ]);
+    let echo = Server::start(&words(
+        "echo --bind 127.0.0.1:0 -w 1 -q --duration 1 --json --allow 127.0.0.2",
+    ));
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     for _ in 0..3 {
-        c.send_to(b"x", addr).unwrap();
+        c.send_to(b"x", echo.addr).unwrap();
     }
-    assert!(child.wait().unwrap().success());
-    let v = last_json(&mut out);
+    let v = echo.json();
     assert_eq!(
-        (v["guard_not_allowed"].as_u64(), v["sent"].as_u64()),
-        (Some(3), Some(0)),
+        counts(&v, ["guard_not_allowed", "sent"]),
+        [Some(3), Some(0)],
         "{v}"
     );
 }

@@ -1,4 +1,4 @@
-//! Issue 15: a first run that tells the truth. The quick start loses
+//! A first run that tells the truth. The quick start loses
 //! nothing on loopback; a run that measured nothing exits 1; figures with
 //! no data are null, not 0.0; the `.hgrm` TotalCount is a running total;
 //! the warm-up is kept out of every count; live lines leave the warm-up
@@ -8,13 +8,13 @@ mod util;
 
 use std::net::UdpSocket;
 
-use util::{EchoProcess, json, run};
+use util::{Server, json, run};
 
 #[test]
 fn the_quick_start_loses_nothing_on_loopback() {
-    let echo = EchoProcess::start();
+    let echo = Server::echo();
     // What the README says to run: a flood with the default window.
-    let (code, out, err) = run(&["load", &echo.1.to_string(), "-t", "1", "--json", "-q"]);
+    let (code, out, err) = run(&["load", &echo.addr.to_string(), "-t", "1", "--json", "-q"]);
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
     assert!(v["sent"].as_u64().unwrap() > 1000, "{v}");
@@ -71,13 +71,13 @@ fn a_run_with_no_replies_exits_1_and_has_no_rtt() {
 
 #[test]
 fn the_hgrm_total_count_is_a_running_total() {
-    let echo = EchoProcess::start();
+    let echo = Server::echo();
     let dir = std::env::temp_dir().join(format!("udpring-truth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let hgrm = dir.join("rtt.hgrm");
     let (code, _, err) = run(&[
         "load",
-        &echo.1.to_string(),
+        &echo.addr.to_string(),
         "--mode",
         "ping",
         "--count",
@@ -119,18 +119,10 @@ fn the_warm_up_is_kept_out_of_every_count() {
             let _ = junk.send_to(b"not an echo", from);
         }
     });
-    let (code, out, err) = run(&[
-        "load",
-        &to.to_string(),
-        "--rate",
-        "2000",
-        "-t",
-        "0.5",
-        "--warmup",
-        "0.3",
-        "--json",
-        "-q",
-    ]);
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --rate 2000 -t 0.5 --warmup 0.3 --json -q",
+        to
+    )));
     responder.join().unwrap();
     assert_eq!(code, 1, "nothing valid came back: {err}");
     let v = json(&out);
@@ -149,19 +141,11 @@ fn the_warm_up_is_kept_out_of_every_count() {
 
 #[test]
 fn live_lines_leave_the_warm_up_out_of_the_clock_and_label_totals() {
-    let echo = EchoProcess::start();
-    let (code, _, err) = run(&[
-        "load",
-        &echo.1.to_string(),
-        "--rate",
-        "5000",
-        "-t",
-        "1",
-        "--warmup",
-        "0.5",
-        "-i",
-        "0.25",
-    ]);
+    let echo = Server::echo();
+    let (code, _, err) = run(&util::words(&format!(
+        "load {} --rate 5000 -t 1 --warmup 0.5 -i 0.25",
+        echo.addr
+    )));
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("sent/s")).collect();
     assert!(lines.len() >= 3, "{err}");
@@ -191,20 +175,12 @@ fn live_lines_leave_the_warm_up_out_of_the_clock_and_label_totals() {
 
 #[test]
 fn a_paced_run_that_falls_behind_says_so_and_keeps_its_schedule() {
-    let echo = EchoProcess::start();
+    let echo = Server::echo();
     // Far more than one worker sends here: the schedule runs late.
-    let (code, out, err) = run(&[
-        "load",
-        &echo.1.to_string(),
-        "--rate",
-        "2000000",
-        "-t",
-        "0.05",
-        "--warmup",
-        "0",
-        "--json",
-        "-q",
-    ]);
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --rate 2000000 -t 0.05 --warmup 0 --json -q",
+        echo.addr
+    )));
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
     assert_eq!(

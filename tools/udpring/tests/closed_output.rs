@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{JsonServer, udpring};
+use util::{Server, udpring};
 
 /// Which stream's reader is gone before the command writes anything.
 #[derive(Clone, Copy, Debug)]
@@ -30,27 +30,20 @@ fn run_closed(args: &[&str], closed: Closed, limit: Duration) -> (Duration, Opti
         .spawn()
         .unwrap();
     // The reader goes away at once: writes fail with EPIPE.
-    let open = match closed {
+    let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let mut open: Box<dyn std::io::Read + Send> = match closed {
         Closed::Stdout => {
-            drop(child.stdout.take());
-            child
-                .stderr
-                .take()
-                .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>)
+            drop(out);
+            Box::new(err)
         }
         Closed::Stderr => {
-            drop(child.stderr.take());
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>)
+            drop(err);
+            Box::new(out)
         }
     };
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
-        if let Some(mut r) = open {
-            let _ = r.read_to_string(&mut text);
-        }
+        let _ = open.read_to_string(&mut text);
         text
     });
     let status = loop {
@@ -125,18 +118,10 @@ fn servers_end_when_their_output_closes() {
 
 #[test]
 fn load_and_report_end_when_their_output_closes() {
-    let echo = JsonServer::start(&[
-        "echo",
-        "--bind",
-        "127.0.0.1:0",
-        "-w",
-        "1",
-        "-q",
-        "--json",
-        "--duration",
-        "30",
-    ]);
-    let target = echo.1.to_string();
+    let echo = Server::start(&util::words(
+        "echo --bind 127.0.0.1:0 -w 1 -q --json --duration 30",
+    ));
+    let target = echo.addr.to_string();
     ends_promptly(
         &["load", &target, "--rate", "2k", "-t", "2", "--warmup", "0"],
         Duration::from_secs(2),
@@ -165,18 +150,10 @@ fn load_and_report_end_when_their_output_closes() {
 /// run: each ends at once with its totals.
 #[test]
 fn a_signal_ends_load_in_every_phase() {
-    let echo = JsonServer::start(&[
-        "echo",
-        "--bind",
-        "127.0.0.1:0",
-        "-w",
-        "1",
-        "-q",
-        "--json",
-        "--duration",
-        "30",
-    ]);
-    let target = echo.1.to_string();
+    let echo = Server::start(&util::words(
+        "echo --bind 127.0.0.1:0 -w 1 -q --json --duration 30",
+    ));
+    let target = echo.addr.to_string();
     let later = (std::time::SystemTime::now() + Duration::from_secs(20))
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -278,32 +278,21 @@ fn the_command_takes_subscribers_and_reports_each_in_json() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap()
     };
-    let fan = util::JsonServer::start(&[
-        "fanout",
-        "--listen",
-        "127.0.0.1:0",
-        "--control",
-        &control.to_string(),
-        "--expiry",
-        "5",
-        "-w",
-        "1",
-        "-q",
-        "--duration",
-        "1.5",
-        "--json",
-    ]);
+    let fan = util::Server::start(&util::words(&format!(
+        "fanout --listen 127.0.0.1:0 --control {} --expiry 5 -w 1 -q --duration 1.5 --json",
+        control
+    )));
     let mut a = Sub::new();
     assert!(a.join(control).starts_with("OK 5"));
     let src = UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..20u32 {
-        src.send_to(&i.to_be_bytes(), fan.1).unwrap();
+        src.send_to(&i.to_be_bytes(), fan.addr).unwrap();
     }
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(a.leave(control).as_deref(), Some("BYE"));
     a.drain();
     assert_eq!(a.seqs, (0..20).collect::<Vec<_>>());
-    let v = fan.finish();
+    let v = fan.json();
     util::vocab::check("fanout", &v);
     let d = &v["destinations"][0];
     assert_eq!(d["to"], a.sock.local_addr().unwrap().to_string(), "{v}");

@@ -1,4 +1,4 @@
-//! Issue 11: the templated load path allocates nothing per datagram. The
+//! The templated load path allocates nothing per datagram. The
 //! same run is made twice in this process against an echo server in
 //! another, once with 2 000 and once with 20 000 requests (udpring's
 //! header: built in the send slot, the payload once per slot); a counting
@@ -36,13 +36,13 @@ fn allocations_for(
 
 #[test]
 fn the_templated_load_path_allocates_nothing_per_datagram() {
-    let echo = util::EchoProcess::start();
+    let echo = util::Server::echo();
     // A window of 64: one datagram (or train) per call; of 1024: without
     // GSO, 64 datagrams built per call in one slot (`send_each_with`),
     // with it 16 trains (`send_trains_with`).
     for (gso, window) in [(1, 64), (1, 1024), (8, 64), (8, 1024)] {
-        let (small, got_small) = allocations_for(echo.1, 2_000, gso, window);
-        let (large, got_large) = allocations_for(echo.1, 20_000, gso, window);
+        let (small, got_small) = allocations_for(echo.addr, 2_000, gso, window);
+        let (large, got_large) = allocations_for(echo.addr, 20_000, gso, window);
         assert!(
             got_small >= 1_900 && got_large >= 19_000,
             "{got_small} {got_large}"

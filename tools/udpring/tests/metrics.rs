@@ -1,4 +1,4 @@
-//! Issue 14, item 4: `--metrics ADDR` serves the engine's counters in
+//! `--metrics ADDR` serves the engine's counters in
 //! Prometheus' text format. The scrape is parsed by the `prometheus-client`
 //! PyPI package's own parser (installed by `.ci/run`) and its numbers are
 //! held against the `--json` totals. Loopback only.
@@ -59,16 +59,7 @@ fn a_scrape_parses_and_matches_the_json_totals() {
         return;
     }
     let mut echo = Command::new(env!("CARGO_BIN_EXE_udpring"))
-        .args([
-            "echo",
-            "--bind",
-            "127.0.0.1:0",
-            "-w",
-            "2",
-            "-q",
-            "--duration",
-            "4",
-        ])
+        .args(util::words("echo --bind 127.0.0.1:0 -w 2 -q --duration 4"))
         .args(["--json", "--metrics", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -137,16 +128,7 @@ fn a_metrics_address_in_use_is_an_error_before_the_run() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_udpring"))
-        .args([
-            "echo",
-            "--bind",
-            "127.0.0.1:0",
-            "-w",
-            "1",
-            "-q",
-            "--duration",
-            "5",
-        ])
+        .args(util::words("echo --bind 127.0.0.1:0 -w 1 -q --duration 5"))
         .args(["--metrics", &addr])
         .output()
         .unwrap();

@@ -3,14 +3,14 @@
 
 mod util;
 
-use util::{JsonServer, run, vocab};
+use util::{Server, run, vocab};
 
 /// `udpring reference KIND` on loopback for 1.5 s, with `--json`.
-fn server(kind: &str) -> JsonServer {
+fn server(kind: &str) -> Server {
     server_with(kind, &[])
 }
 
-fn server_with(kind: &str, extra: &[&str]) -> JsonServer {
+fn server_with(kind: &str, extra: &[&str]) -> Server {
     let mut args = vec![
         "reference",
         kind,
@@ -21,7 +21,7 @@ fn server_with(kind: &str, extra: &[&str]) -> JsonServer {
         "--json",
     ];
     args.extend_from_slice(extra);
-    JsonServer::start(&args)
+    Server::start(&args)
 }
 
 #[test]
@@ -35,20 +35,10 @@ fn the_reference_sender_and_sink_agree() {
         ("8", "4", true),
     ] {
         let sink = server_with("sink", if spin { &["--spin"] } else { &[] });
-        let (code, out, err) = run(&[
-            "reference",
-            "send",
-            &sink.1.to_string(),
-            "-t",
-            "0.3",
-            "-s",
-            "100",
-            "--gso",
-            gso,
-            "--mmsg",
-            mmsg,
-            "--json",
-        ]);
+        let (code, out, err) = run(&util::words(&format!(
+            "reference send {} -t 0.3 -s 100 --gso {} --mmsg {} --json",
+            sink.addr, gso, mmsg
+        )));
         assert_eq!(code, 0, "{err}");
         let s = util::json(&out);
         // Each call carries `mmsg` messages of `gso` datagrams (sendmmsg
@@ -66,7 +56,7 @@ fn the_reference_sender_and_sink_agree() {
             );
         }
         vocab::check("reference", &s);
-        let r = sink.finish();
+        let r = sink.json();
         vocab::check("reference", &r);
         let (sent, got) = (s["sent"].as_u64().unwrap(), r["received"].as_u64().unwrap());
         assert!(sent > 1000, "{s}");
@@ -111,22 +101,14 @@ fn the_reference_refuses_bad_input() {
 #[test]
 fn the_reference_echo_returns_trains_whole_to_the_reference_flood() {
     let echo = server("echo");
-    let (code, out, err) = run(&[
-        "reference",
-        "flood",
-        &echo.1.to_string(),
-        "-t",
-        "0.3",
-        "-s",
-        "200",
-        "--gso",
-        "10",
-        "--json",
-    ]);
+    let (code, out, err) = run(&util::words(&format!(
+        "reference flood {} -t 0.3 -s 200 --gso 10 --json",
+        echo.addr
+    )));
     assert_eq!(code, 0, "{err}");
     let f = util::json(&out);
     vocab::check("reference", &f);
-    let e = echo.finish();
+    let e = echo.json();
     vocab::check("reference", &e);
     let (sent, back, echoed) = (
         f["sent"].as_u64().unwrap(),

@@ -1,4 +1,4 @@
-//! Issue 10: load real services, not only echo servers. NSD answers a
+//! Load real services, not only echo servers. NSD answers a
 //! dnsperf query file (response codes and TC counted), memcached's UDP
 //! frame is matched by its request ID, a responder that duplicates and
 //! invents IDs is accounted for exactly, and CI thresholds exit 1. All on
@@ -103,18 +103,10 @@ fn a_dnsperf_query_file_against_nsd_counts_every_response_code() {
     .unwrap();
     let target = format!("127.0.0.1:{port}");
     let q = qfile.to_str().unwrap();
-    let (code, out, err) = run(&[
-        "load",
-        &target,
-        "--dns-queries",
-        q,
-        "-n",
-        "400",
-        "--rate",
-        "2000",
-        "--json",
-        "-q",
-    ]);
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --dns-queries {} -n 400 --rate 2000 --json -q",
+        target, q
+    )));
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
     assert_eq!(v["match"], "id:0:2", "--dns-queries implies the DNS ID");
@@ -135,20 +127,10 @@ fn a_dnsperf_query_file_against_nsd_counts_every_response_code() {
     assert_eq!(c["dns_truncated"], 100, "{v}");
     assert_eq!(c["unmatched"], 0, "{v}");
     // With EDNS0 advertising 4096 bytes the big answer fits.
-    let (code, out, err) = run(&[
-        "load",
-        &target,
-        "--dns-queries",
-        q,
-        "--edns",
-        "4096",
-        "-n",
-        "400",
-        "--rate",
-        "2000",
-        "--json",
-        "-q",
-    ]);
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --dns-queries {} --edns 4096 -n 400 --rate 2000 --json -q",
+        target, q
+    )));
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
     assert_eq!(v["counts"]["dns_truncated"], 0, "{v}");
@@ -162,16 +144,10 @@ fn memcached_udp_frames_are_matched_by_request_id_and_by_flow() {
     }
     let port = free_port();
     let child = Command::new("memcached")
-        .args([
-            "-U",
-            &port.to_string(),
-            "-p",
-            "0",
-            "-l",
-            "127.0.0.1",
-            "-u",
-            "root",
-        ])
+        .args(util::words(&format!(
+            "-U {} -p 0 -l 127.0.0.1 -u root",
+            port
+        )))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -190,19 +166,10 @@ fn memcached_udp_frames_are_matched_by_request_id_and_by_flow() {
     // Until memcached listens.
     let mut up = false;
     for _ in 0..50 {
-        let (code, _, _) = run(&[
-            "load",
-            &target,
-            "--payload",
-            &payload,
-            "--match",
-            "flow",
-            "-n",
-            "1",
-            "--timeout",
-            "0.1",
-            "-q",
-        ]);
+        let (code, _, _) = run(&util::words(&format!(
+            "load {} --payload {} --match flow -n 1 --timeout 0.1 -q",
+            target, payload
+        )));
         if code == 0 {
             up = true;
             break;
@@ -255,34 +222,9 @@ fn memcached_udp_frames_are_matched_by_request_id_and_by_flow() {
     let _ = std::fs::remove_file(&file);
 }
 
-/// Starts a Python responder that prints its port first; it and its
-/// address.
-fn py_responder(script: &str) -> (Peer, String) {
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Peer(child, None), format!("127.0.0.1:{}", line.trim()))
-}
-
-/// A responder (Python) that answers each request twice, and once more
-/// with an ID no request carries.
+/// A responder's body (Python) that answers each request twice, and once
+/// more with an ID no request carries.
 const QUIRKY: &str = r#"
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1], flush=True)
-s.settimeout(10)
-while True:
-    try:
-        q, a = s.recvfrom(2048)
-    except socket.timeout:
-        break
     s.sendto(q, a)
     s.sendto(q, a)
     i = (int.from_bytes(q[2:4], "big") + 30000) & 0xffff
@@ -294,27 +236,14 @@ fn duplicates_and_invented_ids_are_counted_not_credited() {
     if !have("python3") {
         return;
     }
-    let (_py, target) = py_responder(QUIRKY);
+    let py = util::PyResponder::start(QUIRKY);
+    let target = py.addr.to_string();
     // The ID sits at offset 2 of an 8-byte payload. No warm-up: what
     // arrives during one is the warm-up's, whatever it is.
-    let (code, out, err) = run(&[
-        "load",
-        &target,
-        "--payload",
-        "a5a5000000000000",
-        "--match",
-        "id:2:2",
-        "--mode",
-        "ping",
-        "-n",
-        "100",
-        "--warmup",
-        "0",
-        "--drain",
-        "0.3",
-        "--json",
-        "-q",
-    ]);
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --payload a5a5000000000000 --match id:2:2 --mode ping -n 100 --warmup 0 --drain 0.3 --json -q",
+        target
+    )));
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
     assert_eq!(
@@ -328,33 +257,15 @@ fn duplicates_and_invented_ids_are_counted_not_credited() {
         "{v}"
     );
     // Thresholds: met, exit 0; missed, exit 1 with the line.
-    let (code, _, err) = run(&[
-        "load",
-        &target,
-        "--payload",
-        "a5a5000000000000",
-        "--match",
-        "id:2:2",
-        "-n",
-        "200",
-        "--max-loss",
-        "50",
-        "-q",
-    ]);
+    let (code, _, err) = run(&util::words(&format!(
+        "load {} --payload a5a5000000000000 --match id:2:2 -n 200 --max-loss 50 -q",
+        target
+    )));
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = run(&[
-        "load",
-        &target,
-        "--payload",
-        "a5a5000000000000",
-        "--match",
-        "id:2:2",
-        "-n",
-        "200",
-        "--max-p99",
-        "1ns",
-        "-q",
-    ]);
+    let (code, _, err) = run(&util::words(&format!(
+        "load {} --payload a5a5000000000000 --match id:2:2 -n 200 --max-p99 1ns -q",
+        target
+    )));
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("threshold: p99") && err.contains("--max-p99"),
@@ -533,9 +444,8 @@ fn py_sink() -> Option<(Child, BufReader<std::process::ChildStdout>, u16)> {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    Some((child, out, line.trim().parse().unwrap()))
+    let port = util::listening_port(&mut out);
+    Some((child, out, port))
 }
 
 fn py_sink_result(
@@ -698,16 +608,7 @@ fn rate_steps_find_the_knee_of_a_rate_limited_echo() {
     // absorbs a generator's stall of up to 0.2 s at the 2000/s step; at
     // 3000/s the loss is 20% or more).
     let mut echo = udpring()
-        .args([
-            "echo",
-            "--bind",
-            "127.0.0.1:0",
-            "-w",
-            "1",
-            "-q",
-            "--duration",
-            "30",
-        ])
+        .args(util::words("echo --bind 127.0.0.1:0 -w 1 -q --duration 30"))
         .args(["--per-source-rate", "2000:400"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -715,18 +616,10 @@ fn rate_steps_find_the_knee_of_a_rate_limited_echo() {
         .unwrap();
     let addr = util::banner_then_drain(echo.stdout.take().unwrap());
     let _e = Peer(echo, None);
-    let (code, out, err) = run(&[
-        "load",
-        &addr.to_string(),
-        "--rate-steps",
-        "1000:4000:1000",
-        "--step-duration",
-        "0.5",
-        "--max-loss",
-        "3",
-        "--json",
-        "-q",
-    ]);
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --rate-steps 1000:4000:1000 --step-duration 0.5 --max-loss 3 --json -q",
+        addr
+    )));
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
     assert_eq!(v["knee_rate"].as_f64(), Some(2000.0), "{v}");
@@ -739,33 +632,17 @@ fn rate_steps_find_the_knee_of_a_rate_limited_echo() {
     assert_eq!(rates, [1000.0, 2000.0, 3000.0, 4000.0]);
     // Above the limit it loses; a threshold nothing meets exits 1.
     assert!(v["results"][3]["lost"].as_u64().unwrap() > 0, "{v}");
-    let (code, _, err) = run(&[
-        "load",
-        &addr.to_string(),
-        "--rate-steps",
-        "3000:4000:1000",
-        "--step-duration",
-        "0.3",
-        "--max-loss",
-        "5",
-        "-q",
-    ]);
+    let (code, _, err) = run(&util::words(&format!(
+        "load {} --rate-steps 3000:4000:1000 --step-duration 0.3 --max-loss 5 -q",
+        addr
+    )));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no step stayed within loss <= 5%"), "{err}");
 }
 
-/// Answers only requests with an even ID (offset 0, 2 bytes).
+/// A responder's body that answers only requests with an even ID (offset
+/// 0, 2 bytes).
 const HALF: &str = r#"
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1], flush=True)
-s.settimeout(10)
-while True:
-    try:
-        q, a = s.recvfrom(2048)
-    except socket.timeout:
-        break
     if int.from_bytes(q[0:2], "big") % 2 == 0:
         s.sendto(q, a)
 "#;
@@ -775,7 +652,8 @@ fn timeouts_can_be_kept_in_the_latency_picture() {
     if !have("python3") {
         return;
     }
-    let (_py, target) = py_responder(HALF);
+    let py = util::PyResponder::start(HALF);
+    let target = py.addr.to_string();
     let base = [
         "load",
         &target,

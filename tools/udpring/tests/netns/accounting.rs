@@ -15,25 +15,10 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use udpring::{Backend, Config, Datagram, Engine, Handler, Transport};
+use udpring::{Backend, Config, Engine};
 use udpring_cli::apps::load::{LoadOpts, Mode, run_load};
 
 use crate::topo::{Topology, udp_snmp};
-
-/// Echoes, after sleeping on the first datagram (while the burst lands).
-struct Paused {
-    slept: bool,
-}
-
-impl Handler for Paused {
-    fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
-        if !self.slept {
-            self.slept = true;
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        tx.reply(dgram).unwrap();
-    }
-}
 
 fn delta(after: &HashMap<String, u64>, before: &HashMap<String, u64>, k: &str) -> u64 {
     after[k] - before[k]
@@ -76,9 +61,7 @@ fn burst(topo: &Topology, to: SocketAddr, n: usize, gso: bool) {
 
 #[test]
 fn an_echo_counts_what_the_kernel_counts_including_drops_after_its_last_datagram() {
-    let Some(topo) = Topology::pmtu("acc") else {
-        return;
-    };
+    let topo = crate::topology!(pmtu, "acc");
     let mut backends = vec![Backend::Simple, Backend::Mmsg];
     if udpring::uring_support().is_ok() {
         backends.push(Backend::Uring);
@@ -103,7 +86,10 @@ fn an_echo_counts_what_the_kernel_counts_including_drops_after_its_last_datagram
                 cfg.distinct_ports = sockets > 1;
                 // A small buffer: the burst overflows it while paused.
                 cfg.recv_buffer = Some(32 << 10);
-                Engine::start(cfg, |_| Paused { slept: false }).unwrap()
+                Engine::start(cfg, |_| {
+                    crate::util::SlowFirst::new(Duration::from_millis(300))
+                })
+                .unwrap()
             });
             let addrs = engine.local_addrs().to_vec();
             std::thread::scope(|s| {
@@ -115,22 +101,10 @@ fn an_echo_counts_what_the_kernel_counts_including_drops_after_its_last_datagram
             let s = engine.stop().unwrap();
             let after = topo.run_in("b", udp_snmp);
             assert!(s.kernel_drops > 0, "{what}: the burst overflowed: {s:?}");
-            assert_eq!(
-                s.received_bufs,
-                delta(&after, &before, "InDatagrams"),
-                "{what}: {s:?}"
-            );
-            assert_eq!(
-                s.sent_bufs,
-                delta(&after, &before, "OutDatagrams"),
-                "{what}: {s:?}"
-            );
-            assert_eq!(
-                s.kernel_drops,
-                delta(&after, &before, "RcvbufErrors"),
-                "{what}: {s:?}"
-            );
-            assert_eq!(s.kernel_drops, delta(&after, &before, "InErrors"), "{what}");
+            let kernel = ["InDatagrams", "OutDatagrams", "RcvbufErrors", "InErrors"]
+                .map(|k| delta(&after, &before, k));
+            let ours = [s.received_bufs, s.sent_bufs, s.kernel_drops, s.kernel_drops];
+            assert_eq!(ours, kernel, "{what}: {s:?}");
             assert_eq!(s.slots_out, 0);
             if !gro {
                 assert_eq!(s.received, s.received_bufs, "{what}: one datagram a buffer");
@@ -141,9 +115,7 @@ fn an_echo_counts_what_the_kernel_counts_including_drops_after_its_last_datagram
 
 #[test]
 fn load_counts_what_the_kernel_counts() {
-    let Some(topo) = Topology::pmtu("acl") else {
-        return;
-    };
+    let topo = crate::topology!(pmtu, "acl");
     let echo = topo.run_in("b", || {
         let mut cfg = Config::new("10.200.2.1:0".parse().unwrap());
         cfg.workers = 1;
@@ -164,17 +136,13 @@ fn load_counts_what_the_kernel_counts() {
             (before, r, udp_snmp())
         });
         let k = r.kernel;
+        let kernel =
+            ["OutDatagrams", "InDatagrams", "RcvbufErrors"].map(|n| delta(&after, &before, n));
         assert_eq!(
-            k.sent_bufs,
-            delta(&after, &before, "OutDatagrams"),
+            [k.sent_bufs, k.received_bufs, k.drops],
+            kernel,
             "gso {gso}: {k:?}"
         );
-        assert_eq!(
-            k.received_bufs,
-            delta(&after, &before, "InDatagrams"),
-            "gso {gso}: {k:?}"
-        );
-        assert_eq!(k.drops, delta(&after, &before, "RcvbufErrors"), "gso {gso}");
         assert_eq!((r.sent, r.lost), (4000, 0), "gso {gso}: {}", r.table());
     }
     echo.stop().unwrap();

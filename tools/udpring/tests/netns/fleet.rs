@@ -1,28 +1,17 @@
-//! Issue 14, item 5: three generators in three namespaces, one echo, one
+//! Three generators in three namespaces, one echo, one
 //! load: `--shard i/3` and a shared `--start-at`; the merged result is the
 //! sum of the three and its histogram the union of theirs.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::topo::{Topology, json_of};
+use crate::topo::json_of;
 
 #[test]
 fn three_sharded_generators_start_together_and_merge_exactly() {
-    let Some(topo) = Topology::lan("fl") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "fl");
     let _echo = topo.server(
         "h1",
-        &[
-            "echo",
-            "--bind",
-            "10.201.0.1:7100",
-            "-w",
-            "1",
-            "-q",
-            "--duration",
-            "20",
-        ],
+        &crate::util::words("echo --bind 10.201.0.1:7100 -w 1 -q --duration 20"),
     );
     // In the target directory: `ip netns exec` may give /tmp a mount of
     // its own.
@@ -111,12 +100,7 @@ fn three_sharded_generators_start_together_and_merge_exactly() {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = crate::util::ok_json(&out);
     crate::util::vocab::check("report", &m);
     let sum = |k: &str| docs.iter().map(|d| d[k].as_u64().unwrap()).sum::<u64>();
     assert_eq!(m["sent"].as_u64(), Some(sum("sent")));
@@ -140,12 +124,7 @@ fn three_sharded_generators_start_together_and_merge_exactly() {
         .args(&logs)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = crate::util::ok_json(&out);
     crate::util::vocab::check("report", &t);
     assert_eq!(t["received"], m["received"], "{t}");
     assert_eq!(t["rtt_us"], m["rtt_us"], "{t}");

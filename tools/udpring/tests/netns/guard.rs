@@ -25,24 +25,12 @@ fn v4(s: &str) -> SocketAddrV4 {
 
 #[test]
 fn forged_datagrams_start_no_loop_and_broadcasts_get_no_answer() {
-    let Some(topo) = Topology::lan("gd") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "gd");
     let echo = |ns| {
         server(
             &topo,
             ns,
-            &[
-                "echo",
-                "--bind",
-                "0.0.0.0:9000",
-                "-w",
-                "1",
-                "-q",
-                "--duration",
-                "3",
-                "--json",
-            ],
+            &crate::util::words("echo --bind 0.0.0.0:9000 -w 1 -q --duration 3 --json"),
         )
     };
     let (e2, e3) = (echo("h2"), echo("h3"));
@@ -122,9 +110,7 @@ fn sa(s: &str) -> SocketAddr {
 /// pair, one answer sent.
 #[test]
 fn any_two_udpring_servers_answer_a_forged_datagram_once() {
-    let Some(topo) = Topology::lan("gp") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "gp");
     let echo = |ns, bind| {
         server(
             &topo,
@@ -170,22 +156,14 @@ fn any_two_udpring_servers_answer_a_forged_datagram_once() {
     // h2's echo: three forged datagrams answered, the handler's answer
     // refused.
     assert_eq!(
-        (
-            t2["received_bufs"].as_u64(),
-            t2["sent"].as_u64(),
-            t2["guard_marked"].as_u64()
-        ),
-        (Some(4), Some(3), Some(1)),
+        crate::util::counts(&t2, ["received_bufs", "sent", "guard_marked"]),
+        [Some(4), Some(3), Some(1)],
         "{t2}"
     );
     // h3's echo: the two answers to its forged port, refused.
     assert_eq!(
-        (
-            t3["received_bufs"].as_u64(),
-            t3["sent"].as_u64(),
-            t3["guard_marked"].as_u64()
-        ),
-        (Some(2), Some(0), Some(2)),
+        crate::util::counts(&t3, ["received_bufs", "sent", "guard_marked"]),
+        [Some(2), Some(0), Some(2)],
         "{t3}"
     );
     // The handler: one forged datagram handled and answered, the echo's
@@ -206,9 +184,7 @@ fn any_two_udpring_servers_answer_a_forged_datagram_once() {
 /// Y does not relay it to the stranger, who never learns it.
 #[test]
 fn two_relays_sent_to_each_other_relay_once() {
-    let Some(topo) = Topology::lan("gr") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "gr");
     let sink = topo.run_in("h1", || {
         let s = UdpSocket::bind("10.201.0.1:7000").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(500)))
@@ -299,9 +275,7 @@ fn two_relays_sent_to_each_other_relay_once() {
 
 #[test]
 fn a_relay_listening_on_loopback_reaches_the_lan() {
-    let Some(topo) = Topology::lan("gf") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "gf");
     let sink = topo.run_in("h1", || {
         let s = UdpSocket::bind("10.201.0.1:7000").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -349,26 +323,15 @@ fn a_relay_listening_on_loopback_reaches_the_lan() {
 /// (EAGAIN; in the kernel for uring) instead of being refused by the queue
 /// discipline (ENOBUFS).
 fn congested_stop(backend: &str, tag: &str, full_socket: bool) {
-    let Some(topo) = Topology::lan(tag) else {
-        return;
-    };
+    let topo = crate::topology!(lan, tag);
     let latency = if full_socket { "1s" } else { "50ms" };
     sh_in(
         &topo,
         "h2",
         &format!("tc qdisc add dev e0 root tbf rate 80kbit burst 1600 latency {latency}"),
     );
-    let mut args = vec![
-        "echo",
-        "--bind",
-        "0.0.0.0:9000",
-        "-w",
-        "1",
-        "-q",
-        "--backend",
-        backend,
-        "--json",
-    ];
+    let mut args = crate::util::words("echo --bind 0.0.0.0:9000 -w 1 -q --json --backend");
+    args.push(backend);
     if full_socket {
         args.extend(["--send-buffer", "1"]);
     }
@@ -376,22 +339,9 @@ fn congested_stop(backend: &str, tag: &str, full_socket: bool) {
     const N: u64 = 20_000;
     let out = topo.udpring(
         "h1",
-        &[
-            "load",
-            "10.201.0.2:9000",
-            "--rate",
-            "20000",
-            "-n",
-            "20000",
-            "-s",
-            "1000",
-            "--warmup",
-            "0",
-            "--drain",
-            "0.2",
-            "-q",
-            "--json",
-        ],
+        &crate::util::words(
+            "load 10.201.0.2:9000 --rate 20000 -n 20000 -s 1000 --warmup 0 --drain 0.2 -q --json",
+        ),
     );
     let sent = json_of(&out)["sent"].as_u64().unwrap();
     assert_eq!(sent, N);

@@ -119,9 +119,7 @@ pub(crate) fn expect_payloads(g: &Got, want: &[&str], what: &str) {
 
 #[test]
 fn asm_join_then_leave_v4_and_v6() {
-    let Some(topo) = Topology::lan("j") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "j");
     for (bind, group, to, me) in [
         (
             "0.0.0.0:5000",
@@ -176,9 +174,7 @@ fn asm_join_then_leave_v4_and_v6() {
 
 #[test]
 fn ssm_lets_only_the_chosen_source_through() {
-    let Some(topo) = Topology::lan("s") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "s");
     let (engine, got) = recorder(
         &topo,
         "h3",
@@ -288,9 +284,7 @@ fn mcast_sender(
 
 #[test]
 fn loopback_off_means_the_sender_does_not_hear_itself_and_getters_read_back() {
-    let Some(topo) = Topology::lan("l") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "l");
     let (rx, rx_got) = recorder(
         &topo,
         "h2",
@@ -323,9 +317,7 @@ fn loopback_off_means_the_sender_does_not_hear_itself_and_getters_read_back() {
 
 #[test]
 fn the_outgoing_interface_chooses_the_link() {
-    let Some(topo) = Topology::lan("o") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "o");
     // h2 is only on br0; h3 listens on br1 (its e1).
     let (r2, g2) = recorder(
         &topo,
@@ -351,9 +343,7 @@ fn the_outgoing_interface_chooses_the_link() {
 
 #[test]
 fn broadcast_to_the_subnet_reaches_every_host() {
-    let Some(topo) = Topology::lan("c") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "c");
     let mut cfg = Config::new("0.0.0.0:5004".parse().unwrap());
     cfg.workers = 1;
     // A listener of broadcasts says so: by default the engine refuses
@@ -377,9 +367,7 @@ fn broadcast_to_the_subnet_reaches_every_host() {
 
 #[test]
 fn bad_groups_and_interfaces_are_typed_errors() {
-    let Some(topo) = Topology::lan("e") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "e");
     let errs = topo.run_in("h1", || {
         let mut out = Vec::new();
         for (group, iface) in [

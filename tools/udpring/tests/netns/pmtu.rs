@@ -67,9 +67,7 @@ fn too_long_mtu(topo: &Topology, bind: &str, to: &str, size: usize) -> Vec<Error
 
 #[test]
 fn message_too_long_carries_the_path_mtu_v4_and_v6() {
-    let Some(topo) = Topology::pmtu("m") else {
-        return;
-    };
+    let topo = crate::topology!(pmtu, "m");
     // IPv4: R's route towards B has MTU 1280; A's link is 1500.
     let got = too_long_mtu(&topo, "10.200.1.1:0", "10.200.2.1:9", 1472);
     assert!(
@@ -96,15 +94,10 @@ fn message_too_long_carries_the_path_mtu_v4_and_v6() {
 fn pmtu_json(topo: &Topology, target: &str, method: &str) -> (bool, serde_json::Value, String) {
     let out = topo.udpring(
         "a",
-        &[
-            "pmtu",
-            target,
-            "--method",
-            method,
-            "--json",
-            "--timeout",
-            "0.2",
-        ],
+        &crate::util::words(&format!(
+            "pmtu {} --method {} --json --timeout 0.2",
+            target, method
+        )),
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -114,9 +107,7 @@ fn pmtu_json(topo: &Topology, target: &str, method: &str) -> (bool, serde_json::
 
 #[test]
 fn pmtu_finds_1280_over_ipv4_and_1400_over_ipv6_by_both_methods() {
-    let Some(topo) = Topology::pmtu("p") else {
-        return;
-    };
+    let topo = crate::topology!(pmtu, "p");
     let _echo = topo.echo_in_b();
     for (target, want) in [("10.200.2.1:7007", 1280), ("[fd00:200:2::1]:7007", 1400)] {
         // Packetization first: it must not lean on what ICMP taught A.
@@ -132,9 +123,7 @@ fn pmtu_finds_1280_over_ipv4_and_1400_over_ipv6_by_both_methods() {
 
 #[test]
 fn an_icmp_black_hole_stumps_the_icmp_method_but_not_the_packetization_one() {
-    let Some(topo) = Topology::pmtu("b") else {
-        return;
-    };
+    let topo = crate::topology!(pmtu, "b");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../netns.sh");
     let st = Command::new("bash")
         .args([script, "blackhole", &topo.name])

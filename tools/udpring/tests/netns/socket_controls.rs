@@ -1,4 +1,4 @@
-//! Issue 13, item 4: interface and socket controls on a host with two
+//! Interface and socket controls on a host with two
 //! links (h1 and h3 of the LAN are on br0 by e0 and on br1 by e1):
 //! `--bind-device` keeps traffic on the named link, a link-local target
 //! takes `%iface`.
@@ -19,22 +19,10 @@ fn stat(topo: &Topology, ns: &str, dev: &str, what: &str) -> u64 {
 
 #[test]
 fn bind_device_keeps_traffic_on_the_named_link_and_link_local_takes_a_scope() {
-    let Some(topo) = Topology::lan("sc") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "sc");
     let _echo = topo.server(
         "h3",
-        &[
-            "echo",
-            "--bind",
-            "[::]:7200",
-            "--dual-stack",
-            "-w",
-            "1",
-            "-q",
-            "--duration",
-            "20",
-        ],
+        &crate::util::words("echo --bind [::]:7200 --dual-stack -w 1 -q --duration 20"),
     );
     // To h3's address on br1, bound to e1: it goes, and only by e1.
     let (e0, e1) = (
@@ -43,20 +31,9 @@ fn bind_device_keeps_traffic_on_the_named_link_and_link_local_takes_a_scope() {
     );
     let out = topo.udpring(
         "h1",
-        &[
-            "load",
-            "10.201.1.3:7200",
-            "--bind-device",
-            "e1",
-            "--mode",
-            "ping",
-            "-n",
-            "50",
-            "--warmup",
-            "0",
-            "--json",
-            "-q",
-        ],
+        &crate::util::words(
+            "load 10.201.1.3:7200 --bind-device e1 --mode ping -n 50 --warmup 0 --json -q",
+        ),
     );
     let v = json_of(&out);
     assert!(out.status.success(), "{v}");
@@ -76,25 +53,7 @@ fn bind_device_keeps_traffic_on_the_named_link_and_link_local_takes_a_scope() {
         stat(&topo, "h1", "e0", "tx_packets"),
         stat(&topo, "h1", "e1", "tx_packets"),
     );
-    let out = topo.udpring(
-        "h1",
-        &[
-            "load",
-            "10.201.1.3:7200",
-            "--bind-device",
-            "e0",
-            "--mode",
-            "ping",
-            "-n",
-            "20",
-            "--timeout",
-            "0.5",
-            "--warmup",
-            "0",
-            "--json",
-            "-q",
-        ],
-    );
+    let out = topo.udpring("h1", &crate::util::words("load 10.201.1.3:7200 --bind-device e0 --mode ping -n 20 --timeout 0.5 --warmup 0 --json -q"));
     let v = json_of(&out);
     assert!(stat(&topo, "h1", "e0", "tx_packets") - e0 >= 20, "{v}");
     assert!(

@@ -1,4 +1,4 @@
-//! Issue 13, item 1: a server bound to the wildcard address of a host with
+//! A server bound to the wildcard address of a host with
 //! two addresses per family on one link answers from the address it was
 //! asked on. h2 of the LAN gets a second address per family (10.201.0.12,
 //! fd00:201::12, which the kernel does not pick as a source towards h1:
@@ -50,9 +50,7 @@ fn ask(topo: &Topology, to: SocketAddr) -> (Option<SocketAddr>, bool) {
 }
 
 fn replies_from_the_address_asked(backend: &str, tag: &str) {
-    let Some(topo) = Topology::lan(tag) else {
-        return;
-    };
+    let topo = crate::topology!(lan, tag);
     sh_in(
         &topo,
         "h2",
@@ -61,18 +59,10 @@ fn replies_from_the_address_asked(backend: &str, tag: &str) {
     let echo = |bind: &str| {
         topo.server(
             "h2",
-            &[
-                "echo",
-                "--bind",
-                bind,
-                "--backend",
-                backend,
-                "--workers",
-                "1",
-                "-q",
-                "--duration",
-                "30",
-            ],
+            &crate::util::words(&format!(
+                "echo --bind {} --backend {} --workers 1 -q --duration 30",
+                bind, backend
+            )),
         )
     };
     // An IPv4 socket on 0.0.0.0, and a dual-stack one on [::] (IPv4

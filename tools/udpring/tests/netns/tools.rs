@@ -8,14 +8,12 @@ use std::time::Duration;
 use udpring::{Config, Engine};
 
 use crate::mcast::{Got, expect_payloads, group_cfg, join, recorder, send_from, settle};
-use crate::topo::{KillOnDrop, Topology, json_of};
+use crate::topo::{KillOnDrop, json_of};
 
 #[test]
 fn fanout_to_three_destinations_delivers_each_datagram_once_to_each() {
     use udpring_cli::apps::fanout::{Fanout, Relay, RelayOpts};
-    let Some(topo) = Topology::lan("f") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "f");
     let mut cfg = Config::new("0.0.0.0:6001".parse().unwrap());
     cfg.workers = 1;
     let (r1, g1) = recorder(&topo, "h1", cfg.clone());
@@ -97,9 +95,7 @@ fn fanout_to_three_destinations_delivers_each_datagram_once_to_each() {
 
 #[test]
 fn mcast_ping_pong_reports_all_three_responders_v4_and_v6() {
-    let Some(topo) = Topology::lan("g") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "g");
     for group in ["239.4.4.4:5005", "[ff15::4:4:4%e0]:5005"] {
         let pongs: Vec<KillOnDrop> = ["h1", "h2", "h3"]
             .iter()
@@ -142,35 +138,15 @@ fn mcast_ping_pong_reports_all_three_responders_v4_and_v6() {
 
 #[test]
 fn mcast_send_and_listen_verify_count_every_datagram_once() {
-    let Some(topo) = Topology::lan("v") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "v");
     let listen = topo.spawn(
         "h3",
-        &[
-            "mcast",
-            "listen",
-            "239.5.5.5:5006",
-            "--verify",
-            "--duration",
-            "3",
-            "--json",
-        ],
+        &crate::util::words("mcast listen 239.5.5.5:5006 --verify --duration 3 --json"),
     );
     std::thread::sleep(Duration::from_millis(500));
     let out = topo.udpring(
         "h1",
-        &[
-            "mcast",
-            "send",
-            "239.5.5.5:5006",
-            "-c",
-            "300",
-            "--rate",
-            "1000",
-            "--ttl",
-            "3",
-        ],
+        &crate::util::words("mcast send 239.5.5.5:5006 -c 300 --rate 1000 --ttl 3"),
     );
     assert!(out.status.success());
     let out = listen.finish();
@@ -183,12 +159,8 @@ fn mcast_send_and_listen_verify_count_every_datagram_once() {
     );
     let c = &peers[0];
     assert_eq!(
-        (
-            c["received"].as_u64(),
-            c["lost"].as_u64(),
-            c["duplicated"].as_u64()
-        ),
-        (Some(300), Some(0), Some(0)),
+        crate::util::counts(&c, ["received", "lost", "duplicated"]),
+        [Some(300), Some(0), Some(0)],
         "{v}"
     );
 }
@@ -251,9 +223,7 @@ for i in range(50):
 
 #[test]
 fn python_receivers_hear_udpring_and_udpring_hears_python_with_the_ttl_set() {
-    let Some(topo) = Topology::lan("y") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "y");
     let ns = |h: &str| format!("{}-{h}", topo.name);
     // udpring -> Python receivers: what they print is "<datagrams> <ttl>",
     // the TTL (IP_RECVTTL) or hop limit (IPV6_RECVHOPLIMIT) they saw.
@@ -294,14 +264,7 @@ fn python_receivers_hear_udpring_and_udpring_hears_python_with_the_ttl_set() {
     // Python -> udpring listen.
     let listen = topo.spawn(
         "h3",
-        &[
-            "mcast",
-            "listen",
-            "239.6.6.7:5008",
-            "--duration",
-            "2",
-            "--json",
-        ],
+        &crate::util::words("mcast listen 239.6.6.7:5008 --duration 2 --json"),
     );
     std::thread::sleep(Duration::from_millis(500));
     let st = Command::new("ip")
@@ -324,9 +287,7 @@ fn python_receivers_hear_udpring_and_udpring_hears_python_with_the_ttl_set() {
 
 #[test]
 fn load_to_a_group_accounts_for_each_responder() {
-    let Some(topo) = Topology::lan("r") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "r");
     let pongs: Vec<KillOnDrop> = ["h2", "h3"]
         .iter()
         .map(|h| topo.spawn(h, &["mcast", "pong", "239.7.7.7:5010", "--duration", "15"]))
@@ -334,20 +295,9 @@ fn load_to_a_group_accounts_for_each_responder() {
     std::thread::sleep(Duration::from_millis(500));
     let out = topo.udpring(
         "h1",
-        &[
-            "load",
-            "239.7.7.7:5010",
-            "--rate",
-            "2000",
-            "--count",
-            "500",
-            "--warmup",
-            "0",
-            "--flows",
-            "2",
-            "--json",
-            "-q",
-        ],
+        &crate::util::words(
+            "load 239.7.7.7:5010 --rate 2000 --count 500 --warmup 0 --flows 2 --json -q",
+        ),
     );
     let v = json_of(&out);
     assert_eq!(v["sent"], 500, "{v}");
@@ -356,12 +306,8 @@ fn load_to_a_group_accounts_for_each_responder() {
     assert_eq!(addrs, ["10.201.0.2:5010", "10.201.0.3:5010"], "{v}");
     for r in rs {
         assert_eq!(
-            (
-                r["received"].as_u64(),
-                r["lost"].as_u64(),
-                r["duplicated"].as_u64()
-            ),
-            (Some(500), Some(0), Some(0)),
+            crate::util::counts(&r, ["received", "lost", "duplicated"]),
+            [Some(500), Some(0), Some(0)],
             "{r}"
         );
         assert!(r["rtt_us"]["p50"].as_f64().unwrap() > 0.0);
@@ -371,30 +317,15 @@ fn load_to_a_group_accounts_for_each_responder() {
         "the totals are the sums over responders: {v}"
     );
     assert_eq!(
-        (
-            v["lost"].as_u64(),
-            v["duplicated"].as_u64(),
-            v["foreign"].as_u64()
-        ),
-        (Some(0), Some(0), Some(0))
+        crate::util::counts(&v, ["lost", "duplicated", "foreign"]),
+        [Some(0), Some(0), Some(0)]
     );
     // Responders are state strangers can create: bounded, the rest counted.
     let out = topo.udpring(
         "h1",
-        &[
-            "load",
-            "239.7.7.7:5010",
-            "--rate",
-            "2000",
-            "--count",
-            "200",
-            "--warmup",
-            "0",
-            "--max-responders",
-            "1",
-            "--json",
-            "-q",
-        ],
+        &crate::util::words(
+            "load 239.7.7.7:5010 --rate 2000 --count 200 --warmup 0 --max-responders 1 --json -q",
+        ),
     );
     let v = json_of(&out);
     assert_eq!(v["responders"].as_array().unwrap().len(), 1, "{v}");
@@ -404,9 +335,7 @@ fn load_to_a_group_accounts_for_each_responder() {
 
 #[test]
 fn two_listeners_share_a_port_and_a_double_join_is_a_typed_error() {
-    let Some(topo) = Topology::lan("d") else {
-        return;
-    };
+    let topo = crate::topology!(lan, "d");
     let cfg = || group_cfg("0.0.0.0:5014", vec![join("239.9.9.9", None, "e0")]);
     // Two engines (as two processes would) on one port: both hear the group.
     let (e1, g1) = recorder(&topo, "h2", cfg());

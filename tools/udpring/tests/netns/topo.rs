@@ -4,6 +4,18 @@
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 
+/// `topology!(lan, "tag")`: the topology for a test, or `return` from
+/// the test (having said why) when this process cannot build one.
+#[macro_export]
+macro_rules! topology {
+    ($kind:ident, $tag:expr) => {
+        match $crate::topo::Topology::$kind($tag) {
+            Some(t) => t,
+            None => return,
+        }
+    };
+}
+
 /// A topology, torn down on drop.
 pub struct Topology {
     pub name: String,

@@ -26,6 +26,15 @@ pub fn listening_addr(out: &mut impl std::io::BufRead) -> SocketAddr {
         .unwrap_or_else(|| panic!("no address in first line: {line:?}"))
 }
 
+/// Reads the port a helper script prints on its first line.
+pub fn listening_port(r: &mut impl std::io::BufRead) -> u16 {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    line.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a port: {line:?}"))
+}
+
 /// Reads the "listening on ADDR" banner from `r`, then keeps reading it to
 /// its end on a thread of its own: a command whose reader goes away stops
 /// (tests/closed_output.rs), so a server's stream is read for as long as
@@ -77,73 +86,210 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
 }
 
 /// `out` as the one JSON document it must be, checked against the
-/// vocabulary (tools/json-vocabulary.json).
+/// vocabulary (tools/udpring/json-vocabulary.json).
 pub fn json(out: &str) -> serde_json::Value {
     let v = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     vocab::check_any(&v);
     v
 }
 
-/// `udpring echo` on 127.0.0.1 (one worker, quiet, 30 s at most), killed
-/// and reaped on drop; `.1` is its address.
-pub struct EchoProcess(pub std::process::Child, pub SocketAddr);
+/// Runs `udpring ARGS` (which include `--json`), asserts it succeeded,
+/// and returns its one JSON document, checked against the vocabulary.
+pub fn run_json(args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = run(args);
+    assert_eq!(code, 0, "udpring {args:?}: {err}");
+    json(&out)
+}
 
-impl EchoProcess {
-    pub fn start() -> EchoProcess {
-        let mut child = udpring()
-            .args(["echo", "--bind", "127.0.0.1:0", "-w", "1", "-q"])
-            .args(["--duration", "30"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = banner_then_drain(child.stdout.take().unwrap());
-        EchoProcess(child, addr)
+/// The counts named `keys` of a JSON object, for one assertion over many
+/// (`None` where a key is missing or not a count).
+pub fn counts<const N: usize>(v: &serde_json::Value, keys: [&str; N]) -> [Option<u64>; N] {
+    keys.map(|k| v[k].as_u64())
+}
+
+/// Sends `sig` to `child`.
+pub fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+/// Sends SIGTERM to `child`.
+pub fn sigterm(child: &std::process::Child) {
+    signal(child, nix::sys::signal::Signal::SIGTERM);
+}
+
+/// Waits at most `limit` for `child` to end; panics (having killed it)
+/// when it does not: a hang. Returns its status and how long it took.
+pub fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+) -> (std::process::ExitStatus, std::time::Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return (s, start.elapsed());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
-impl Drop for EchoProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A background `udpring ARGS` that first says "listening on ADDR" (on
+/// standard error with `--json`, else on standard output). Both streams
+/// are read as it runs (a command whose reader goes away stops); killed
+/// and reaped on drop.
+pub struct Server {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    out: Option<std::thread::JoinHandle<String>>,
+    err: Option<std::thread::JoinHandle<String>>,
 }
 
-/// A background `udpring` with `--json` whose banner (on stderr) names its
-/// address; its document is read at the end.
-pub struct JsonServer(pub std::process::Child, pub SocketAddr);
+/// Reads `r` to its end on a thread of its own; its text comes back at
+/// the join.
+fn collect(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
 
-impl JsonServer {
-    pub fn start(args: &[&str]) -> JsonServer {
+impl Server {
+    pub fn start(args: &[&str]) -> Server {
         let mut child = udpring()
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let addr = banner_then_drain(child.stderr.take().unwrap());
-        JsonServer(child, addr)
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (addr, out, err) = if args.contains(&"--json") {
+            let mut r = std::io::BufReader::new(err);
+            (listening_addr(&mut r), collect(out), collect(r))
+        } else {
+            let mut r = std::io::BufReader::new(out);
+            (listening_addr(&mut r), collect(r), collect(err))
+        };
+        Server {
+            child,
+            addr,
+            out: Some(out),
+            err: Some(err),
+        }
     }
 
-    /// Waits for its end (it was given a duration) and returns its document.
-    pub fn finish(mut self) -> serde_json::Value {
-        let out = std::mem::replace(
-            &mut self.0,
-            std::process::Command::new("true")
-                .spawn()
-                .expect("a placeholder child"),
-        )
-        .wait_with_output()
-        .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.trim())
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {text}"))
+    /// `udpring echo` on 127.0.0.1 (one worker, quiet, 30 s at most).
+    pub fn echo() -> Server {
+        Server::start(&[
+            "echo",
+            "--bind",
+            "127.0.0.1:0",
+            "-w",
+            "1",
+            "-q",
+            "--duration",
+            "30",
+        ])
+    }
+
+    /// Waits for its end (it was given a duration): exit code, the rest
+    /// of standard output, standard error.
+    pub fn finish(mut self) -> (i32, String, String) {
+        let status = self.child.wait().unwrap();
+        let out = self.out.take().unwrap().join().unwrap();
+        let err = self.err.take().unwrap().join().unwrap();
+        (status.code().unwrap_or(-1), out, err)
+    }
+
+    /// Waits for its end and returns its one JSON document (checked
+    /// against the vocabulary); it must have succeeded.
+    pub fn json(self) -> serde_json::Value {
+        let (code, out, err) = self.finish();
+        assert_eq!(code, 0, "{err}");
+        json(&out)
     }
 }
 
-impl Drop for JsonServer {
+impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
+
+/// A Python 3 script, run with `args`: its output. The caller has checked
+/// `have("python3")`.
+pub fn python(script: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3")
+}
+
+/// A UDP responder in Python on 127.0.0.1: for each request `q` from `a`
+/// it runs `body` (Python, indented by 4, with `s` the socket); it stops
+/// after 10 s without a request, or when dropped. Its address.
+pub struct PyResponder {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl PyResponder {
+    pub fn start(body: &str) -> PyResponder {
+        let script = format!(
+            "import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind((\"127.0.0.1\", 0))\n\
+             print(s.getsockname()[1], flush=True)\n\
+             s.settimeout(10)\n\
+             while True:\n\
+             \x20   try:\n\
+             \x20       q, a = s.recvfrom(65536)\n\
+             \x20   except socket.timeout:\n\
+             \x20       break\n\
+             {body}\n"
+        );
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let port = listening_port(&mut std::io::BufReader::new(child.stdout.take().unwrap()));
+        PyResponder {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for PyResponder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A command line's words: `words("echo --bind 127.0.0.1:0 -q")`, or
+/// with values, `words(&format!("load {target} -n 400 --json"))`.
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// A finished command's standard output as its one JSON document (checked
+/// against the vocabulary); it must have succeeded.
+pub fn ok_json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&String::from_utf8_lossy(&out.stdout))
 }

@@ -1,5 +1,5 @@
 //! Checks a `--json` document against the written vocabulary,
-//! tools/json-vocabulary.json: every name it lists has its type wherever it
+//! tools/udpring/json-vocabulary.json: every name it lists has its type wherever it
 //! appears, no retired name appears, and the document says its command.
 
 use serde_json::Value;
@@ -120,7 +120,7 @@ pub fn check(command: &str, doc: &Value) {
     walk(doc, "", &voc, &mut errs);
     assert!(
         errs.is_empty(),
-        "`udpring {command} --json` breaks tools/json-vocabulary.json:\n  {}\n{doc}",
+        "`udpring {command} --json` breaks tools/udpring/json-vocabulary.json:\n  {}\n{doc}",
         errs.join("\n  ")
     );
 }
