@@ -159,7 +159,7 @@ fn mcast_send_and_listen_verify_count_every_datagram_once() {
     );
     let c = &peers[0];
     assert_eq!(
-        crate::util::counts(&c, ["received", "lost", "duplicated"]),
+        crate::util::counts(c, ["received", "lost", "duplicated"]),
         [Some(300), Some(0), Some(0)],
         "{v}"
     );
@@ -306,7 +306,7 @@ fn load_to_a_group_accounts_for_each_responder() {
     assert_eq!(addrs, ["10.201.0.2:5010", "10.201.0.3:5010"], "{v}");
     for r in rs {
         assert_eq!(
-            crate::util::counts(&r, ["received", "lost", "duplicated"]),
+            crate::util::counts(r, ["received", "lost", "duplicated"]),
             [Some(500), Some(0), Some(0)],
             "{r}"
         );
