@@ -405,4 +405,193 @@ mod tests {
     fn train_at(slot: u32) -> Transmit {
         Transmit::new(0, slot, 0, 0, RawAddr::zeroed())
     }
+
+    mod model {
+        //! The queue against a model: random sequences of pushes (single
+        //! datagrams, trains, pieces of either), refusals for want of room,
+        //! GSO turned off midway, and sends taken off the front in batches.
+        //! After every step, the datagrams the queue will put on the wire
+        //! (each transmit expanded as the kernel cuts it) are those the
+        //! model expects, in order; a refused push changed nothing; each
+        //! queued transmit holds one slot reference; a timestamp ID rides
+        //! on the first send of its push only.
+
+        use std::collections::VecDeque;
+        use std::num::{NonZeroU16, NonZeroU32};
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::train_at;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            /// One send of `len` bytes, a train when `seg` is given.
+            Push {
+                len: u32,
+                seg: Option<u16>,
+            },
+            /// `len` bytes cut into pieces of `piece`, each a datagram
+            /// or (with `seg`) a train.
+            Pieces {
+                len: u32,
+                piece: u32,
+                seg: Option<u16>,
+            },
+            DisableGso,
+            /// The backend submits this many from the front.
+            Consume(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let seg = proptest::option::of(1u16..700);
+            prop_oneof![
+                4 => (0u32..3000, seg.clone()).prop_map(|(len, seg)| Op::Push { len, seg }),
+                3 => (0u32..3000, 1u32..1500, seg)
+                    .prop_map(|(len, piece, seg)| Op::Pieces { len, piece, seg }),
+                1 => Just(Op::DisableGso),
+                3 => (0usize..12).prop_map(Op::Consume),
+            ]
+        }
+
+        /// What the kernel puts on the wire for `len` bytes at `off` sent
+        /// with segment size `seg`: (offset, length) of each datagram.
+        fn cut(off: u32, len: u32, seg: Option<u16>) -> Vec<(u32, u32)> {
+            match seg {
+                Some(s) if len > u32::from(s) => (0..len.div_ceil(u32::from(s)))
+                    .map(|i| {
+                        let o = i * u32::from(s);
+                        (off + o, u32::from(s).min(len - o))
+                    })
+                    .collect(),
+                _ => vec![(off, len)],
+            }
+        }
+
+        /// One queued send as the model sees it.
+        #[derive(Clone, Debug, PartialEq)]
+        struct Send {
+            slot: u32,
+            /// Its datagrams on the wire.
+            wire: Vec<(u32, u32)>,
+            ts: Option<u32>,
+        }
+
+        /// The sends one push makes while GSO is `gso`: a send per piece
+        /// (one piece for a plain push), each cut by the queue when GSO is
+        /// off, by the kernel when it is on.
+        fn sends(
+            slot: u32,
+            len: u32,
+            piece: Option<u32>,
+            seg: Option<u16>,
+            gso: bool,
+            ts: u32,
+        ) -> Vec<Send> {
+            let pieces: Vec<(u32, u32)> = match piece {
+                None => vec![(0, len)],
+                Some(p) => (0..len.div_ceil(p))
+                    .map(|i| (i * p, p.min(len - i * p)))
+                    .collect(),
+            };
+            let mut out = Vec::new();
+            for (off, l) in pieces {
+                let wire = cut(off, l, seg);
+                if gso || wire.len() == 1 {
+                    out.push(Send {
+                        slot,
+                        wire,
+                        ts: None,
+                    });
+                } else {
+                    out.extend(wire.into_iter().map(|w| Send {
+                        slot,
+                        wire: vec![w],
+                        ts: None,
+                    }));
+                }
+            }
+            if let Some(first) = out.first_mut() {
+                first.ts = Some(ts);
+            }
+            out
+        }
+
+        /// The queue's sends, each expanded as the kernel would cut it.
+        fn observed(q: &SendQueue) -> Vec<Send> {
+            q.as_slice()
+                .iter()
+                .map(|t| Send {
+                    slot: t.slot,
+                    wire: cut(t.off, t.len, t.segment.map(NonZeroU16::get)),
+                    ts: t.ts_id,
+                })
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn the_queue_sends_what_the_model_expects(
+                ops in proptest::collection::vec(op(), 1..60),
+                cap in 1usize..40,
+                gso in any::<bool>(),
+            ) {
+                let mut pool = Pool::new(4096, 1, 64, false).unwrap();
+                let mut q = SendQueue::new(cap, gso);
+                let mut model: VecDeque<Send> = VecDeque::new();
+                let mut gso = gso;
+                for (k, op) in ops.into_iter().enumerate() {
+                    let ts = k as u32;
+                    let (len, piece, seg) = match op {
+                        Op::Push { len, seg } => (len, None, seg),
+                        Op::Pieces { len, piece, seg } => (len, Some(piece), seg),
+                        Op::DisableGso => {
+                            q.disable_gso();
+                            gso = false;
+                            continue;
+                        }
+                        Op::Consume(n) => {
+                            let n = n.min(q.len());
+                            for t in &q.as_slice()[..n] {
+                                pool.unref(t.slot);
+                            }
+                            q.consume(n);
+                            model.drain(..n);
+                            prop_assert_eq!(observed(&q), Vec::from(model.clone()));
+                            continue;
+                        }
+                    };
+                    // As Core does: a slot lent for the push, given back after.
+                    let slot = pool.alloc_send().unwrap().slot();
+                    let t = Transmit {
+                        len,
+                        segment: seg.and_then(NonZeroU16::new),
+                        ts_id: Some(ts),
+                        ..train_at(slot)
+                    };
+                    let want = sends(slot, len, piece, seg, gso, ts);
+                    let room = model.len() + want.len() <= cap;
+                    let queued = match piece {
+                        None => q.try_push(&mut pool, t),
+                        Some(p) => q.try_push_pieces(&mut pool, t, NonZeroU32::new(p).unwrap()),
+                    };
+                    prop_assert_eq!(queued, room, "room for {} sends", want.len());
+                    if room {
+                        model.extend(want);
+                    }
+                    pool.unref(slot);
+                    prop_assert_eq!(observed(&q), Vec::from(model.clone()));
+                    // One reference per queued send, on its slot.
+                    let mut slots: Vec<u32> = q.as_slice().iter().map(|t| t.slot).collect();
+                    slots.sort_unstable();
+                    slots.dedup();
+                    prop_assert_eq!(pool.counts().out as usize, slots.len());
+                }
+                while let Some(t) = q.pop_front() {
+                    pool.unref(t.slot);
+                }
+                prop_assert_eq!(pool.counts().out, 0, "every reference came back");
+            }
+        }
+    }
 }
