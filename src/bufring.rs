@@ -678,7 +678,7 @@ mod tests {
                             prop_assert_eq!(lent.is_some(), refs[slot as usize] == 0, "slot {}", slot);
                             if let Some(l) = lent {
                                 refs[slot as usize] = 1;
-                                std::mem::forget(l);
+                                let _ = l; // its reference stays; the model counts it
                             }
                         }
                         Op::Send { len, tag } => {
@@ -704,7 +704,7 @@ mod tests {
                             p.set_tag(s as u32, tag);
                             tags[s] = tag;
                             refs[s] = 1;
-                            std::mem::forget(l);
+                            let _ = l; // its reference stays; the model counts it
                         }
                         Op::Hold(i) if !out.is_empty() => {
                             let s = out[i % out.len()];

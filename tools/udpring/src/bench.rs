@@ -1,15 +1,12 @@
 //! `udpring bench`: the main job.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::apps::bench::{self, BenchOpts};
 use clap::Args;
 use udpring::Backend;
 
-use crate::common::{
-    Failure, parse_addr, parse_backend, parse_secs, parse_secs_or_zero, parse_size, runtime, usage,
-};
+use crate::common::{Failure, parse_backend, parse_size, runtime, usage};
 
 #[derive(Args)]
 #[command(
@@ -20,12 +17,8 @@ use crate::common::{
     echoed/s for floods, median RTT for ping; above 1 is better."
 )]
 pub(crate) struct BenchArgs {
-    /// Seconds measured per row.
-    #[arg(long, default_value = "2", value_parser = parse_secs, allow_negative_numbers = true)]
-    duration: Duration,
-    /// Warm-up per row, not measured.
-    #[arg(long, default_value = "0.3", value_parser = parse_secs_or_zero)]
-    warmup: Duration,
+    #[command(flatten)]
+    opts: BenchOpts,
     /// Run every workload on every backend (GSO/GRO rows included).
     #[arg(long)]
     compare: bool,
@@ -43,17 +36,6 @@ pub(crate) struct BenchArgs {
     /// Only floods, or only ping.
     #[arg(long, value_parser = ["flood", "ping"])]
     only: Option<String>,
-    /// Datagrams kept in flight in flood rows (1..1000000); the GSO/GRO
-    /// rows keep at least 128 trains (at most 6 MiB of them) in flight.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    window: u64,
-    /// Segments per GSO send in the GSO/GRO rows (capped so a send stays
-    /// under 64 KiB: 46 at 1400 B).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=64))]
-    gso_segments: u64,
-    /// Loopback address to run on (127.0.0.1 or ::1 style, port ignored).
-    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
-    bind: SocketAddr,
     /// Print {"command":"bench","rows":[...]} JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -63,10 +45,10 @@ pub(crate) struct BenchArgs {
 }
 
 pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
-    if !a.bind.ip().is_loopback() {
+    if !a.opts.bind.ip().is_loopback() {
         return Err(usage(format!(
             "--bind {}: bench runs on loopback only (127.0.0.0/8 or ::1)",
-            a.bind
+            a.opts.bind
         )));
     }
     let backends: Vec<Backend> = if a.backend.is_empty() {
@@ -96,19 +78,13 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
         Some("ping") => cases.retain(|c| c.workload == bench::Workload::Ping),
         _ => {}
     }
-    let opts = BenchOpts {
-        duration: a.duration,
-        warmup: a.warmup,
-        client_backend: None,
-        window: a.window,
-        gso_segments: a.gso_segments as usize,
-        bind: SocketAddr::new(a.bind.ip(), 0),
-    };
+    let mut opts = a.opts.clone();
+    opts.bind.set_port(0);
     let mut results = Vec::new();
     // Progress (which row, how long is left) on a terminal only: quiet in
     // pipes, in scripts and under --json or --csv.
     let show = !a.json && !a.csv && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let per_row = a.duration + a.warmup + Duration::from_millis(300);
+    let per_row = opts.duration + opts.warmup + Duration::from_millis(300);
     let total = cases.len();
     let done = cases.clone();
     for (k, c) in cases.into_iter().enumerate() {

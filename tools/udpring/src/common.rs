@@ -315,7 +315,7 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
 }
 
 /// Socket controls every command that opens sockets takes.
-#[derive(Args, Clone, Default)]
+#[derive(Args, Clone, Debug, Default)]
 pub(crate) struct SocketArgs {
     /// Send and receive on this interface only (SO_BINDTODEVICE; needs
     /// CAP_NET_RAW).
@@ -536,18 +536,6 @@ pub(crate) struct ServeArgs {
     /// text format (per worker; e.g. 127.0.0.1:9464, port 0 picks one).
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub(crate) metrics: Option<SocketAddr>,
-}
-
-/// Starts `--metrics` for `engine` if asked, saying where on stderr.
-pub(crate) fn start_metrics(
-    addr: Option<SocketAddr>,
-    engine: &udpring::Engine,
-) -> Result<(), Failure> {
-    if let Some(a) = addr {
-        let bound = crate::metrics::serve(a, engine.stop_handle())?;
-        note!("udpring: metrics on http://{bound}/metrics");
-    }
-    Ok(())
 }
 
 /// Stops an engine. Its totals come back even when a worker failed; the

@@ -94,7 +94,7 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
         if sockperf { ", sockperf" } else { "" },
         if discard { ", discard" } else { "" },
     ));
-    crate::common::start_metrics(a.serve.metrics, &engine)?;
+    crate::metrics::start_metrics(a.serve.metrics, &engine)?;
     let mut prev = Stats::default();
     let secs = run_until(a.serve.duration, a.serve.quiet, |t, dt| {
         let now = engine.stats();

@@ -30,27 +30,11 @@ pub(crate) struct FanoutArgs {
     /// Address to receive on.
     #[arg(long, value_parser = parse_addr)]
     listen: SocketAddr,
-    /// Destinations, comma-separated ADDR:PORT (unicast or multicast);
-    /// static: they never expire.
-    #[arg(long, required_unless_present = "control", value_delimiter = ',', value_parser = parse_addr)]
-    to: Vec<SocketAddr>,
+    #[command(flatten)]
+    relay: RelayOpts,
     /// Address where peers subscribe and unsubscribe (protocol below).
     #[arg(long, value_parser = parse_addr)]
     control: Option<SocketAddr>,
-    /// Seconds a subscription lasts without a refresh.
-    #[arg(long, default_value = "30", value_parser = crate::common::parse_secs)]
-    expiry: std::time::Duration,
-    /// Most live subscribers; more are answered FULL (counted).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    max_subscribers: u32,
-    /// Most live subscribers at one address (any port); more are answered
-    /// FULL (counted): one host cannot take the whole relay.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    max_per_host: u32,
-    /// Most live subscribers in one /24 (IPv4) or /48 (IPv6); more are
-    /// answered FULL (counted).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    max_per_prefix: u32,
     /// Join GROUP (or GROUP@SOURCE, source-specific) before receiving; repeatable.
     #[arg(long, value_parser = parse_join)]
     join: Vec<(IpAddr, Option<IpAddr>)>,
@@ -247,9 +231,11 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
             interface: iface.clone(),
         });
     }
-    if let Some(d) =
-        a.to.iter()
-            .find(|d| d.is_ipv6() != a.listen.is_ipv6() && !a.listen.is_ipv6())
+    if let Some(d) = a
+        .relay
+        .to
+        .iter()
+        .find(|d| d.is_ipv6() != a.listen.is_ipv6() && !a.listen.is_ipv6())
     {
         return Err(usage(format!(
             "--to {d}: an IPv4 socket cannot send to IPv6"
@@ -258,7 +244,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     if a.iface.is_some() {
         cfg.multicast.interface = Some(iface.clone());
     }
-    if let Some(d) = a.to.iter().find(|d| **d == a.listen) {
+    if let Some(d) = a.relay.to.iter().find(|d| **d == a.listen) {
         return Err(usage(format!(
             "--to {d} is --listen itself: every datagram would come back to be relayed again"
         )));
@@ -284,12 +270,8 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     cfg.also_bind = crate::apps::fanout::config(a.listen, a.control).also_bind;
     cfg.validate().map_err(|e| usage(e.to_string()))?;
     udpring::signals::install().map_err(runtime)?;
-    let mut opts = RelayOpts::new(a.to.clone());
-    opts.expiry = a.expiry;
-    opts.max_subscribers = a.max_subscribers as usize;
-    opts.max_departed = a.max_subscribers as usize;
-    opts.max_per_host = a.max_per_host as usize;
-    opts.max_per_prefix = a.max_per_prefix as usize;
+    let mut opts = a.relay.clone();
+    opts.max_departed = opts.max_subscribers;
     let relay = Relay::new(opts);
     let r2 = relay.clone();
     let engine = Engine::start(cfg, move |_| Fanout::new(r2.clone())).map_err(runtime)?;
@@ -318,12 +300,14 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
         "udpring fanout: listening on {} (backend {}), relaying to {}{control}",
         engine.local_addr(),
         engine.backend(),
-        a.to.iter()
+        a.relay
+            .to
+            .iter()
             .map(|d| d.to_string())
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    crate::common::start_metrics(a.serve.metrics, &engine)?;
+    crate::metrics::start_metrics(a.serve.metrics, &engine)?;
     let (mut prev, mut prev_out) = (0, 0);
     let secs = run_until(a.serve.duration, a.serve.quiet, |t, dt| {
         let (now, out, dests) = {

@@ -96,14 +96,14 @@ pub(crate) fn shard(o: &mut LoadOpts, i: usize, n: usize) -> Result<(), Failure>
     if let Mode::Rate(r) = o.mode {
         o.mode = Mode::Rate(r / nf);
     }
-    if let Some((b, t)) = o.burst {
+    if let Some((b, t)) = o.bursts {
         let share = b / n as u64 + u64::from((i as u64) < b % n as u64);
         if share < 2 {
             return Err(usage(format!(
                 "--burst {b} over {n} generators leaves under 2 each"
             )));
         }
-        o.burst = Some((share, t));
+        o.bursts = Some((share, t));
         o.mode = Mode::Rate(share as f64 / t.as_secs_f64());
     }
     if let Some(c) = o.count {

@@ -26,12 +26,12 @@ mod load;
 mod mcast;
 mod metrics;
 mod net;
-mod payload;
+
 mod plot;
 mod reference;
 mod report;
 mod sink;
-mod steps;
+
 mod verdict;
 
 use std::process::ExitCode;

@@ -295,7 +295,7 @@ fn pong(a: &McastArgs) -> Result<(), Failure> {
         cfg.guard = g.guard();
     }
     let engine = start(&g, "pong", cfg, move |_| McastPong::new(group, i2.clone()))?;
-    crate::common::start_metrics(a.metrics, &engine)?;
+    crate::metrics::start_metrics(a.metrics, &engine)?;
     let r = finish(a, &g, "pong", engine, a.duration, &PeerTable::default());
     note!(
         "udpring mcast pong: {} datagrams not answered (not sent to the group, or not a ping)",

@@ -80,3 +80,15 @@ fn answer(mut c: TcpStream, engine: &StopHandle) -> std::io::Result<()> {
     )?;
     c.flush()
 }
+
+/// Starts `--metrics` for `engine` if asked, saying where on stderr.
+pub(crate) fn start_metrics(
+    addr: Option<SocketAddr>,
+    engine: &udpring::Engine,
+) -> Result<(), Failure> {
+    if let Some(a) = addr {
+        let bound = serve(a, engine.stop_handle())?;
+        note!("udpring: metrics on http://{bound}/metrics");
+    }
+    Ok(())
+}

@@ -60,7 +60,7 @@ fn interval_logs(a: &ReportArgs, step: f64) -> Result<(), Failure> {
         .files
         .iter()
         .map(|f| {
-            let buf = crate::payload::read_bounded(f, MAX_REPORT_BYTES)?;
+            let buf = crate::apps::load::payload::read_bounded(f, MAX_REPORT_BYTES)?;
             histlog::read(&buf).map_err(|e| usage(format!("{}: {e}", f.display())))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -122,7 +122,7 @@ const MAX_REPORT_BYTES: u64 = 64 << 20;
 /// Reads a result file: a regular file (not a device or a FIFO, which
 /// could be endless or block), at most [`MAX_REPORT_BYTES`].
 fn read_result(f: &std::path::Path) -> Result<crate::apps::load::LoadReport, Failure> {
-    let buf = crate::payload::read_bounded(f, MAX_REPORT_BYTES)?;
+    let buf = crate::apps::load::payload::read_bounded(f, MAX_REPORT_BYTES)?;
     let text = String::from_utf8_lossy(&buf);
     let r: crate::apps::load::LoadReport = serde_json::from_str(text.trim()).map_err(|e| {
         usage(format!(

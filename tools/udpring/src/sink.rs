@@ -55,7 +55,7 @@ pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
     } else {
         say!("{banner}");
     }
-    crate::common::start_metrics(a.serve.metrics, &engine)?;
+    crate::metrics::start_metrics(a.serve.metrics, &engine)?;
     let mut prev = 0;
     let secs = run_until(a.serve.duration, a.serve.quiet, |t, dt| {
         let now = engine.stats().received;

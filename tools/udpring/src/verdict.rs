@@ -86,7 +86,7 @@ fn loss_hint(r: &crate::apps::load::LoadReport, o: &crate::apps::load::LoadOpts)
         ),
         (Mode::Ping, _) => format!(
             "{} requests went unanswered within --timeout {:?}",
-            r.counts.timeouts, o.ping_timeout
+            r.counts.timeouts, o.timeout
         ),
     };
     Some(format!("{pct:.3}% lost{buffer}: {what}"))

@@ -113,7 +113,7 @@ fn opts(target: SocketAddr) -> LoadOpts {
     let mut o = LoadOpts::new(target);
     // Unconnected, so that datagrams from elsewhere reach the generator
     // and are counted as foreign (connected sockets are tested below).
-    o.connect = false;
+    o.unconnected = true;
     o.mode = Mode::Rate(20_000.0);
     o.duration = None;
     o.count = Some(N);
@@ -227,7 +227,7 @@ fn ping_timeouts_move_on_and_count_as_loss() {
     let mut o = opts(s.local_addr());
     o.mode = Mode::Ping;
     o.count = Some(30);
-    o.ping_timeout = Duration::from_millis(250);
+    o.timeout = Duration::from_millis(250);
     let r = run(&o);
     assert_eq!((r.sent, r.received, r.lost), (30, 27, 3), "{}", r.table());
     assert_eq!(r.counts.timeouts, 3);
@@ -310,7 +310,7 @@ fn rate_mode_sends_the_asked_count_at_the_asked_rate() {
 fn connected_flows_only_hear_the_target() {
     let s = server(Fault::AlsoFromOtherPort, false);
     let mut o = opts(s.local_addrs()[0]);
-    o.connect = true;
+    o.unconnected = false;
     o.flows = 2;
     let r = run(&o);
     assert_eq!((r.sent, r.received, r.lost), (N, N, 0), "{}", r.table());

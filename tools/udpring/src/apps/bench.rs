@@ -164,20 +164,29 @@ pub struct RunResult {
     pub rtt_us: Option<crate::apps::load::RttUs>,
 }
 
-/// How to run the bench.
-#[derive(Clone, Debug)]
+/// How to run the bench: the options of `udpring bench` that shape each
+/// row.
+#[derive(clap::Args, Clone, Debug)]
 pub struct BenchOpts {
-    /// Measured time per case.
+    /// Seconds measured per row.
+    #[arg(long, default_value = "2", value_parser = crate::common::parse_secs, allow_negative_numbers = true)]
     pub duration: Duration,
-    /// Warm-up per case, not measured.
+    /// Warm-up per row, not measured.
+    #[arg(long, default_value = "0.3", value_parser = crate::common::parse_secs_or_zero)]
     pub warmup: Duration,
-    /// Backend of the client.
+    /// Backend of the client (default: the engine's choice).
+    #[arg(skip)]
     pub client_backend: Option<Backend>,
-    /// Datagrams in flight in flood rows (GSO rows: at least 32 trains).
+    /// Datagrams kept in flight in flood rows (1..1000000); the GSO/GRO
+    /// rows keep at least 128 trains (at most 6 MiB of them) in flight.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub window: u64,
-    /// Segments per GSO send.
-    pub gso_segments: usize,
-    /// Bind address of the server (port 0 is fine).
+    /// Segments per GSO send in the GSO/GRO rows (capped so a send stays
+    /// under 64 KiB: 46 at 1400 B).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub gso_segments: u64,
+    /// Loopback address to run on (127.0.0.1 or ::1 style, port ignored).
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = crate::common::parse_addr)]
     pub bind: SocketAddr,
 }
 
@@ -246,7 +255,7 @@ pub fn default_cases(backends: &[Backend], compare: bool) -> Vec<Case> {
 /// GSO send for the case (the largest train under 64 KiB; 1 without GSO).
 fn start_server(case: Case, opts: &BenchOpts, batch: usize) -> io::Result<(Engine, usize)> {
     let segs = if case.gso {
-        gso_segments(case.size, opts.gso_segments)
+        gso_segments(case.size, opts.gso_segments as usize)
     } else {
         1
     };
@@ -359,7 +368,7 @@ pub fn run_case(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
         Workload::Ping => None,
     };
     o.duration = Some(opts.duration);
-    o.warmup = opts.warmup;
+    o.warmup = Some(opts.warmup);
     o.drain = Duration::from_millis(200);
     o.backend = opts.client_backend;
     let r = run_load(&o, &std::sync::atomic::AtomicBool::new(false), |_| {});

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod echo;
 pub mod fanout;
 pub mod header;
+pub mod histogram;
 pub mod load;
 pub mod mcast;
 pub mod pmtu;

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
-use super::load::new_histogram;
+use super::histogram::new_histogram;
 
 /// `CLOCK_REALTIME` now, nanoseconds since the epoch (the kernel's stamps'
 /// clock).

@@ -131,7 +131,7 @@ fn load_counts_what_the_kernel_counts() {
             o.count = Some(4000);
             o.gso = gso;
             o.size = 200;
-            o.warmup = Duration::from_millis(100);
+            o.warmup = Some(Duration::from_millis(100));
             let r = run_load(&o, &AtomicBool::new(false), |_| {}).unwrap();
             (before, r, udp_snmp())
         });

@@ -264,20 +264,38 @@ impl Table {
     }
 }
 
-/// How a relay runs.
-#[derive(Clone, Debug)]
+/// A count in `1..=1_000_000` for `flag`.
+fn count(flag: &str, s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1_000_000).contains(n))
+        .ok_or_else(|| format!("{flag} {s} must be 1..1000000"))
+}
+
+/// How a relay runs: the options of `udpring fanout` that shape it.
+#[derive(clap::Args, Clone, Debug)]
 pub struct RelayOpts {
-    /// Static destinations.
+    /// Destinations, comma-separated ADDR:PORT (unicast or multicast);
+    /// static: they never expire.
+    #[arg(long, required_unless_present = "control", value_delimiter = ',', value_parser = crate::common::parse_addr)]
     pub to: Vec<SocketAddr>,
-    /// Subscribers that do not refresh are dropped after this long.
+    /// Seconds a subscription lasts without a refresh.
+    #[arg(long, default_value = "30", value_parser = crate::common::parse_secs)]
     pub expiry: Duration,
-    /// Most live subscribers (static destinations not counted).
+    /// Most live subscribers; more are answered FULL (counted).
+    #[arg(long, default_value_t = 4096, value_parser = |s: &str| count("--max-subscribers", s))]
     pub max_subscribers: usize,
-    /// Most departed destinations kept for the totals.
+    /// Most departed destinations kept for the totals (as many as
+    /// subscribers).
+    #[arg(skip)]
     pub max_departed: usize,
-    /// Most live subscribers at one address (any port).
+    /// Most live subscribers at one address (any port); more are answered
+    /// FULL (counted): one host cannot take the whole relay.
+    #[arg(long, default_value_t = 16, value_parser = |s: &str| count("--max-per-host", s))]
     pub max_per_host: usize,
-    /// Most live subscribers in one /24 (IPv4) or /48 (IPv6).
+    /// Most live subscribers in one /24 (IPv4) or /48 (IPv6); more are
+    /// answered FULL (counted).
+    #[arg(long, default_value_t = 256, value_parser = |s: &str| count("--max-per-prefix", s))]
     pub max_per_prefix: usize,
 }
 

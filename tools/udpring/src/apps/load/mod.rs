@@ -41,6 +41,7 @@ mod host;
 mod matcher;
 mod merge;
 mod opts;
+pub(crate) mod payload;
 pub mod pcap;
 mod report;
 mod responders;
@@ -85,10 +86,10 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
         ));
     }
     let mut cfg = Config::new(bind);
-    cfg.bind_device = opts.bind_device.clone();
-    cfg.mark = opts.mark;
-    cfg.tos = opts.tos;
-    cfg.only_v6 = opts.only_v6;
+    cfg.bind_device = opts.socket.bind_device.clone();
+    cfg.mark = opts.socket.mark;
+    cfg.tos = opts.socket.tos();
+    cfg.only_v6 = opts.socket.only_v6();
     // A client: its targets may well be on the ports of answering services.
     cfg.guard = udpring::Guard::client();
     cfg.backend = opts.backend.or_else(|| default_backend(opts));
@@ -96,13 +97,13 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
     cfg.sockets_per_worker = per;
     cfg.distinct_ports = true;
     cfg.busy_poll = opts.busy_poll;
-    cfg.send_zero_copy_min = opts.zero_copy_min;
+    cfg.send_zero_copy_min = opts.zerocopy_min;
     cfg.rx_timestamps = opts.kernel_timestamps;
     cfg.tx_timestamps = opts.kernel_timestamps;
     // A socket connected to a group would hear no unicast answers.
-    cfg.connect = (opts.connect && !opts.target.ip().is_multicast()).then_some(opts.target);
+    cfg.connect = (opts.connect() && !opts.target.ip().is_multicast()).then_some(opts.target);
     if opts.target.ip().is_multicast() {
-        cfg.multicast.ttl = Some(opts.multicast_ttl);
+        cfg.multicast.ttl = Some(opts.multicast_ttl());
     }
     cfg.gro = opts.gso > 1;
     // Every train is of `size`-byte segments: the sockets cut them
@@ -110,7 +111,7 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
     cfg.udp_segment = (opts.gso > 1).then_some(opts.size as u16);
     cfg.recv_slots = 0; // 1024, or 64 of the 64 KiB GRO slots
     cfg.send_slots = if opts.gso > 1 { 128 } else { 512 };
-    cfg.first_cpu = opts.first_cpu.unwrap_or_else(|| {
+    cfg.first_cpu = opts.cpu.unwrap_or_else(|| {
         let n = udpring::os::allowed_cpus().len().max(1);
         n - workers.min(n)
     });
@@ -149,7 +150,7 @@ pub(crate) fn default_backend(opts: &LoadOpts) -> Option<udpring::Backend> {
     let flood = matches!(opts.mode, Mode::Flood);
     let big_trains =
         opts.one_way() && opts.gso > 1 && opts.gso.saturating_mul(opts.size) >= URING_TRAIN_BYTES;
-    (flood && !big_trains && opts.zero_copy_min.is_none() && !opts.kernel_timestamps)
+    (flood && !big_trains && opts.zerocopy_min.is_none() && !opts.kernel_timestamps)
         .then_some(udpring::Backend::Mmsg)
 }
 
@@ -175,8 +176,8 @@ fn watch(
     opts: &LoadOpts,
     mut progress: impl FnMut(&Progress),
 ) {
-    let measure_from = Instant::now() + opts.warmup;
-    let every = opts.progress_every.max(Duration::from_millis(100));
+    let measure_from = Instant::now() + opts.warmup();
+    let every = opts.interval.max(Duration::from_millis(100));
     let mut last = measure_from;
     let mut prev = Counts::default();
     loop {
@@ -290,7 +291,7 @@ fn collect(shared: &[Arc<Mutex<Partial>>]) -> Collected {
 }
 
 /// Runs the generator until done (or `cancel` is set); calls `progress`
-/// once per [`LoadOpts::progress_every`] of measurement.
+/// once per [`LoadOpts::interval`] of measurement.
 pub fn run_load(
     opts: &LoadOpts,
     cancel: &AtomicBool,
@@ -388,7 +389,7 @@ fn report(
     if opts.timeouts_as_latency && lost > 0 {
         // Every request that got no answer, at the timeout: percentiles
         // then cover all requests, not only the answered ones.
-        let t = (opts.ping_timeout.as_nanos() as u64).clamp(1, 60_000_000_000);
+        let t = (opts.timeout.as_nanos() as u64).clamp(1, 60_000_000_000);
         let _ = hist.record_n(t, lost);
     }
     LoadReport {
@@ -419,7 +420,7 @@ fn report(
         one_way: opts.one_way(),
         timeouts_as_latency: opts.timeouts_as_latency,
         matching: opts.matching.name(),
-        burst: opts.burst.map(|(n, t)| Burst {
+        burst: opts.bursts.map(|(n, t)| Burst {
             datagrams: n,
             interval_s: t.as_secs_f64(),
         }),

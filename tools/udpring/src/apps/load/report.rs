@@ -159,10 +159,7 @@ fn load_command() -> String {
     "load".into()
 }
 
-/// A new RTT histogram: 1 ns to 60 s, 3 significant digits.
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
-}
+pub use crate::apps::histogram::new_histogram;
 
 /// Percentiles of RTT in microseconds.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]

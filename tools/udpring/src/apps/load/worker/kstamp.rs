@@ -17,8 +17,12 @@ pub(super) const STAGES: &[&str] = &["send_path", "wire_and_server", "receive_qu
 /// Low bits of the TX stamp's ID that carry the request's sequence; the
 /// rest is the flow's index.
 const SEQ_BITS: u32 = 12;
-/// Flows a run with kernel timestamps may have.
-pub const MAX_FLOWS: usize = 1 << (32 - SEQ_BITS);
+/// Flows a run with kernel timestamps may have (the options check it).
+pub const MAX_FLOWS: usize = super::super::opts::KSTAMP_MAX_FLOWS;
+const _: () = assert!(
+    MAX_FLOWS == 1 << (32 - SEQ_BITS),
+    "the flow bits and the bound agree"
+);
 
 /// One request's stamps as they come in.
 #[derive(Clone, Copy, Debug)]

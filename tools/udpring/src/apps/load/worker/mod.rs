@@ -12,8 +12,6 @@ mod kstamp;
 mod reply;
 mod send;
 
-pub use kstamp::MAX_FLOWS as KSTAMP_MAX_FLOWS;
-
 use super::matcher::{Found, IdRing, Match, read_id, write_id};
 use super::opts::{LoadOpts, Mode};
 use super::report::{Counts, ResponderReport, new_histogram};
@@ -212,10 +210,10 @@ impl Worker {
             drain_until: 0,
             count_quota: count,
             rate_interval_ns,
-            burst: opts.burst.map_or(0, |(n, _)| {
+            burst: opts.bursts.map_or(0, |(n, _)| {
                 n / workers as u64 + u64::from((w as u64) < n % workers as u64)
             }),
-            burst_every_ns: opts.burst.map_or(0.0, |(_, t)| t.as_nanos() as f64),
+            burst_every_ns: opts.bursts.map_or(0.0, |(_, t)| t.as_nanos() as f64),
             rate_sent: 0,
             payload_next: 0,
             max_lag_ns: 0,
@@ -226,7 +224,7 @@ impl Worker {
             in_flight: InFlight::default(),
             flood_due: vec![0; FLOOD_CALL_MAX],
             last_measured_ns: 0,
-            responders: Responders::new(opts.max_responders),
+            responders: Responders::new(opts.max_responders()),
             ks: opts.kernel_timestamps.then(|| kstamp::KStamps::new(nflows)),
             rtt_run: (0, 0),
             shared,
@@ -366,7 +364,7 @@ impl Worker {
 
     fn ping_timeouts(&mut self, tx: &mut Transport<'_>) {
         let now = self.now_ns();
-        let limit = self.opts.ping_timeout.as_nanos() as u64;
+        let limit = self.opts.timeout.as_nanos() as u64;
         for fi in 0..self.flows.len() {
             match self.flows[fi].in_flight {
                 Some((seq, t)) if now.saturating_sub(t) >= limit => {
@@ -452,12 +450,12 @@ impl Handler for Worker {
     fn on_start(&mut self, tx: &mut Transport<'_>) {
         let now = self.now_ns();
         self.rate_start = now;
-        self.measure_at = now + self.opts.warmup.as_nanos() as u64;
+        self.measure_at = now + self.opts.warmup().as_nanos() as u64;
         self.stop_at = self
             .opts
             .duration
             .map(|d| self.measure_at + d.as_nanos() as u64);
-        if self.opts.warmup.is_zero() {
+        if self.opts.warmup().is_zero() {
             self.phase = Phase::Measure;
             for f in &mut self.flows {
                 f.first_measured = 0;

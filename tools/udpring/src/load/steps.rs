@@ -72,7 +72,7 @@ pub(crate) fn run(
         if crate::common::stop_requested() {
             break;
         }
-        let r = crate::load::run_one(o, &mut |p| {
+        let r = super::run_one(o, &mut |p| {
             if !quiet {
                 note!("{}", p.line());
             }

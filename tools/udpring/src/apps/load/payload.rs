@@ -2,12 +2,13 @@
 //! lines or length-prefixed records), or a dnsperf query file. Everything is
 //! read, parsed and laid out once, before the run.
 
-use crate::apps::load::{Payloads, dns};
+use super::dns;
+use super::matcher::Payloads;
 use clap::Args;
 
 use crate::common::{Failure, usage};
 
-#[derive(Args, Default)]
+#[derive(Args, Clone, Debug, Default)]
 pub(crate) struct PayloadArgs {
     /// Send this payload (hex, e.g. 0001000000010000 for a memcached UDP
     /// frame header) instead of udpring's header; say how replies match
@@ -146,7 +147,7 @@ pub(crate) fn payloads(a: &PayloadArgs) -> Result<Option<(Payloads, bool)>, Fail
     } else if let Some(f) = &a.pcap {
         let buf = read_bounded(f, MAX_FILE_BYTES)?;
         let named = |e: String| usage(format!("{}: {e}", f.display()));
-        let cap = crate::apps::load::pcap::parse(&buf).map_err(named)?;
+        let cap = super::pcap::parse(&buf).map_err(named)?;
         let kept: Vec<_> = cap
             .datagrams
             .into_iter()

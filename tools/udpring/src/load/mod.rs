@@ -1,0 +1,292 @@
+//! `udpring load`: its options and its runs; `steps.rs`, the runs of
+//! `--rate-steps`.
+
+mod steps;
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::apps::load::{LoadOpts, Mode};
+
+use crate::common::{Failure, parse_secs, runtime, usage};
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    udpring load 127.0.0.1:9000                        # flood 64 B for 5 s, 256 in flight\n  \
+    udpring load 127.0.0.1:9000 --unbounded            # flood with no window: the ceiling\n  \
+    udpring load 127.0.0.1:9000 --mode ping --flows 4  # closed-loop RTT, 4 flows\n  \
+    udpring load [::1]:9000 --rate 100000 --size 512   # paced, latency from intended send time\n  \
+    udpring load host:11111 --sockperf --mode ping     # against `sockperf server`\n  \
+    udpring load 127.0.0.1:9000 --gso 64 --json > a.json")]
+pub(crate) struct LoadArgs {
+    /// The traffic: target, mode, rates, sizes, payloads, flows, ...
+    #[command(flatten)]
+    opts: LoadOpts,
+    /// Open-loop steps of rising rate, START:END:STEP (units allowed:
+    /// 10k:100k:10k), one table row each, and the knee: the highest step
+    /// within --max-loss / --max-p99 (1% loss when neither is given).
+    #[arg(long, value_name = "START:END:STEP", value_parser = steps::parse_steps,
+          conflicts_with_all = ["rate", "bitrate", "burst", "pcap_timing"])]
+    rate_steps: Option<steps::Steps>,
+    /// Seconds per step of --rate-steps.
+    #[arg(long, value_parser = parse_secs, requires = "rate_steps", default_value = "2")]
+    step_duration: Duration,
+    /// Generator I of N (0-based, as Kubernetes' JOB_COMPLETION_INDEX):
+    /// 1/N of --rate, --bitrate, --burst and --count, and payloads I, I+N,
+    /// I+2N, ... of the payload source, so N generators together are one
+    /// load; `udpring report` merges their results.
+    #[arg(long, value_name = "I/N", value_parser = crate::fleet::parse_shard)]
+    shard: Option<(usize, usize)>,
+    /// Wait and start measuring at this instant (RFC 3339, e.g.
+    /// 2026-11-23T10:00:00Z, or Unix seconds), so generators on many hosts
+    /// start together; one that is late says by how much.
+    #[arg(long, value_name = "TIME", value_parser = crate::fleet::parse_time)]
+    start_at: Option<std::time::SystemTime>,
+    #[command(flatten)]
+    limits: crate::limits::Limits,
+    /// Print the result as JSON (histogram included; `udpring report` merges).
+    #[arg(long)]
+    json: bool,
+    /// Write the RTT percentile distribution (HdrHistogram .hgrm text, µs).
+    #[arg(long)]
+    hist_out: Option<std::path::PathBuf>,
+    /// Write one RTT histogram per interval (-i) in HdrHistogram's interval
+    /// log format (V2, compressed, base64; values in ns), which
+    /// HdrHistogram's own tools read.
+    #[arg(long, value_name = "FILE")]
+    hist_log: Option<std::path::PathBuf>,
+    /// Draw the run as an SVG: the RTT percentile distribution, and the
+    /// per-interval rates and p50/p99 below it.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
+    /// The per-interval lines as CSV on standard output (a header row,
+    /// then one row per interval); the final table goes to standard error.
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
+    /// No live lines.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
+    let mut o = a.opts.clone();
+    o.resolve().map_err(usage)?;
+    if let Some((i, n)) = a.shard {
+        crate::fleet::shard(&mut o, i, n)?;
+    }
+    if let Some(rates) = &a.rate_steps {
+        if o.sizes.len() > 1 || a.hist_out.is_some() || o.mode == Mode::Ping || o.count.is_some() {
+            return Err(usage(
+                "--rate-steps runs paced steps of one size for --step-duration each: not with \
+                 a size list, --hist-out, --mode ping or --count",
+            ));
+        }
+        o.duration = Some(a.step_duration);
+        udpring::signals::install().map_err(runtime)?;
+        return steps::run(&o, &rates.0, a.json, a.quiet, &a.limits);
+    }
+    // Every size's options, checked before the first run.
+    let sizes = if o.sizes.is_empty() {
+        vec![o.size]
+    } else {
+        o.sizes.clone()
+    };
+    let runs: Vec<LoadOpts> = sizes
+        .iter()
+        .map(|&size| o.with_size(size))
+        .collect::<Result<_, _>>()
+        .map_err(usage)?;
+    if runs.len() > 1 && a.hist_out.is_some() {
+        return Err(usage(
+            "--hist-out writes one distribution: give one --size (or write each size's \
+             --json and merge nothing)",
+        ));
+    }
+    udpring::signals::install().map_err(runtime)?;
+    // An output file that cannot be written fails now, not after the run.
+    let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
+    if runs.len() > 1 && (a.hist_log.is_some() || a.csv) {
+        return Err(usage(
+            "--hist-log and --csv follow one run: give one --size",
+        ));
+    }
+    if let Some(t) = a.start_at {
+        // Measuring begins after the warm-up: start that much earlier.
+        crate::fleet::wait_until(t, runs[0].warmup())?;
+    }
+    if runs.len() == 1 {
+        let mut log = a
+            .hist_log
+            .as_deref()
+            .map(|p| crate::histlog::HistLog::create(p, runs[0].warmup()))
+            .transpose()?;
+        let (csv, quiet) = (a.csv, a.quiet);
+        if csv {
+            say!("{}", crate::apps::load::Progress::CSV_HEADER);
+        }
+        let began = std::time::SystemTime::now() + runs[0].warmup();
+        // On a terminal, how long is left (a counted or cancelled run
+        // cannot tell).
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let total = runs[0].duration.map(|d| d.as_secs_f64());
+        let mut points = Vec::new();
+        let report = run_one(&runs[0], &mut |p| {
+            points.push(crate::plot::Point {
+                t: p.elapsed,
+                sent: p.pps_sent,
+                received: p.pps_received,
+                p50: p.p50_us,
+                p99: p.p99_us,
+            });
+            if csv {
+                say!("{}", p.csv());
+            } else if !quiet {
+                match total {
+                    Some(t) if tty && !p.draining => {
+                        note!("{}  ({:.0} s left)", p.line(), (t - p.elapsed).max(0.0))
+                    }
+                    _ => note!("{}", p.line()),
+                }
+            }
+            if let Some(l) = &mut log {
+                l.write(p);
+            }
+        })?;
+        if let Some(l) = log {
+            l.finish()?;
+        }
+        if let Some(svg) = &a.plot {
+            let h = report.histogram.to_histogram().map_err(usage)?;
+            let title = format!("udpring load {} ({})", report.target, report.mode);
+            let label = format!("{} B {}", report.size, report.mode);
+            crate::plot::plot(svg, &title, &[(label, &h)], Some(&points))?;
+        }
+        let mut report = report;
+        if let Some(t) = a.start_at {
+            crate::fleet::mark_start(&mut report, t, began);
+        }
+        if csv {
+            note_raw!("{}", report.table());
+            if let Some(h) = hist_out {
+                print_report(&report, false, Some(h))?;
+            }
+        } else {
+            print_report(&report, a.json, hist_out)?;
+        }
+        return crate::verdict::judge(&report, &runs[0], &a.limits);
+    }
+    // A size sweep: one run per size; with --json one document holding
+    // every result.
+    let mut results = Vec::new();
+    let mut verdict = Ok(());
+    for x in &runs {
+        if crate::common::stop_requested() {
+            break;
+        }
+        if !a.json {
+            say!("== size {} B", x.size);
+        }
+        let report = run_one(x, &mut |p| {
+            if !a.quiet {
+                note!("{}", p.line());
+            }
+        })?;
+        if !a.json {
+            say_raw!("{}", report.table());
+        }
+        if let Err(f) = crate::verdict::judge(&report, x, &a.limits) {
+            note!("udpring: size {} B: {}", x.size, f.msg);
+            verdict = Err(Failure {
+                code: f.code,
+                msg: format!("size {} B failed its measurement", x.size),
+            });
+        }
+        results.push(report);
+    }
+    if a.json {
+        crate::common::say_json("load", None, serde_json::json!({ "results": results }));
+    }
+    verdict
+}
+
+/// One run, each interval's progress given to `live`, and a stop on a
+/// signal or when the output goes away. The watcher thread ends with the
+/// run however the run ends (a panic included: `Done` is dropped on the
+/// way out), so no thread outlives it.
+pub(crate) fn run_one(
+    o: &crate::apps::load::LoadOpts,
+    live: &mut dyn FnMut(&crate::apps::load::Progress),
+) -> Result<crate::apps::load::LoadReport, Failure> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Says "done" when dropped.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let cancel = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                if crate::common::stop_requested() {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let _done = Done(&done);
+        crate::apps::load::run_load(o, &cancel, live).map_err(runtime)
+    })
+}
+
+/// A file to write at the end of a run, created (and so checked) before it.
+pub(crate) struct OutFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl OutFile {
+    pub(crate) fn create(path: &std::path::Path) -> Result<OutFile, Failure> {
+        let file = std::fs::File::create(path)
+            .map_err(|e| usage(format!("{}: cannot write here: {e}", path.display())))?;
+        Ok(OutFile {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    fn write(mut self, text: &str) -> Result<(), Failure> {
+        use std::io::Write;
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|_| self.file.flush())
+            .map_err(|e| Failure {
+                code: 1,
+                msg: format!("{}: {e}", self.path.display()),
+            })
+    }
+}
+
+pub(crate) fn print_report(
+    r: &crate::apps::load::LoadReport,
+    json: bool,
+    hist_out: Option<OutFile>,
+) -> Result<(), Failure> {
+    if let Some(out) = hist_out {
+        let text = r
+            .percentile_text()
+            .map_err(|e| Failure { code: 1, msg: e })?;
+        out.write(&text)?;
+    }
+    if json {
+        // Its own `command` (load, or report for a merge) and duration.
+        let command = r.command.clone();
+        crate::common::say_json(&command, None, r);
+    } else {
+        say_raw!("{}", r.table());
+    }
+    Ok(())
+}
