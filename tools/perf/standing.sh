@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# Where udpring stands: one run, one table, each udpring figure beside its
+# anchor (the C loops a program would run, iperf3, sockperf, netperf,
+# dnsperf, tracepath) measured in the same run, round by round in
+# alternating order, and the ratio (median of the rounds' ratios). This is
+# the table PERF.md opens with; it prints the date, the commit and this
+# command first. About 6-8 minutes here.
+#
+#   tools/perf/standing.sh            # ROUNDS=3 SECS=3
+#   ROUNDS=5 SECS=5 tools/perf/standing.sh
+#
+# Servers on CPU 0, clients and senders on CPU 1 (taskset). Loopback, but
+# for the path MTU rows: namespaces built by tools/netns.sh (needs root;
+# without it those rows say skipped). Peers: iperf3, sockperf, dnsperf,
+# nsd, tracepath from Debian (installed here when missing, as .ci/run
+# does); netperf from Debian's non-free section into target/peers.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-3}
+S=0 # server CPU
+C=1 # client CPU
+U=$PWD/target/release/udpring
+PEERS=target/peers
+OUT=$(mktemp -d)
+PORT=$((20000 + RANDOM % 20000))
+port() { PORT=$((PORT + 1)); }
+py() { python3 -c "$@"; }
+j() { py "import json,sys; d=json.load(sys.stdin); print($1)"; } # JSON on stdin -> expression of d
+
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  [ -n "${NS:-}" ] && bash tools/netns.sh down "$NS" >/dev/null 2>&1 || true
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+need=()
+for t in iperf3 sockperf dnsperf nsd tracepath; do command -v $t >/dev/null || need+=("$t"); done
+if [ ${#need[@]} -gt 0 ]; then
+  pk=("${need[@]/tracepath/iputils-tracepath}")
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pk[@]}" >/dev/null
+fi
+NETPERF=$PEERS/netperf/usr/bin/netperf
+if [ ! -x "$NETPERF" ]; then
+  (
+    set -e
+    mkdir -p "$PEERS/apt/lists/partial" "$PEERS/apt/cache/archives/partial"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm non-free" \
+      > "$PEERS/apt/sources.list"
+    o=(-o "Dir::Etc::SourceList=$PWD/$PEERS/apt/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+       -o "Dir::State::Lists=$PWD/$PEERS/apt/lists" -o "Dir::Cache=$PWD/$PEERS/apt/cache")
+    apt-get -qq "${o[@]}" update
+    cd "$PEERS" && apt-get -qq "${o[@]}" download netperf 2>/dev/null
+    dpkg -x netperf_*.deb netperf
+  ) >/dev/null 2>&1 || true
+fi
+cargo build --release -q
+
+# A row: "what|udpring|anchor name|anchor|ratio|unit" appended to $OUT/rows.
+row() { echo "$1|$2|$3|$4|$5|$6" >> "$OUT/rows"; }
+# Median of the numbers in a file, one a line.
+median() { py "import statistics,sys; print(statistics.median(float(l) for l in open('$1')))"; }
+# Rounds alternate which side goes first: `first ROUND a b` prints the order.
+order() { if (( $1 % 2 )); then echo "$2 $3"; else echo "$3 $2"; fi; }
+
+# Starts a server on the server CPU (its pid in SRV), waits for it.
+serve() { taskset -c $S "$@" >/dev/null 2>&1 & SRV=$!; sleep 0.5; }
+unserve() { kill -INT "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; }
+
+# --- 1. Echo under a C GSO flood, 64 x 64 B (segments echoed per second).
+# Driven by the C flood (`udpring reference flood`: open-loop sendmsg +
+# UDP_SEGMENT, echoes read with recvmmsg + GRO); anchor: the C GRO -> GSO
+# echo (`udpring reference echo`).
+gso_echo() { # server command... -> echoes/s the flood counted
+  port; local p=$PORT
+  serve "${@//PORT/$p}"
+  taskset -c $C "$U" reference flood "127.0.0.1:$p" -t "$SECS" -s 64 --gso 64 --json 2>/dev/null \
+    | j "int(d['pps_received'])"
+  unserve
+}
+: > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"
+for r in $(seq "$ROUNDS"); do
+  for who in $(order "$r" u c); do
+    if [ "$who" = u ]; then x=$(gso_echo "$U" echo --bind 127.0.0.1:PORT --gro -w 1 --cpu 0 -q)
+    else y=$(gso_echo "$U" reference echo --bind 127.0.0.1:PORT --cpu 0); fi
+  done
+  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
+done
+row "echo under a GSO flood, 64 x 64 B" "$(median "$OUT/a")" "C GRO->GSO echo" "$(median "$OUT/b")" "$(median "$OUT/r")" "segments echoed/s"
+
+# --- 2. Echo under a 64 B flood (window 256): udpring echo vs sockperf
+# server, both loaded by `udpring load --sockperf`.
+flood_echo() { # server command... -> echoed/s
+  port; local p=$PORT
+  serve "${@//PORT/$p}"
+  taskset -c $C "$U" load "127.0.0.1:$p" --sockperf --window 256 -t "$SECS" --cpu 1 --json -q \
+    | j "int(d['pps_received'])"
+  unserve
+}
+: > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"
+for r in $(seq "$ROUNDS"); do
+  for who in $(order "$r" u s); do
+    if [ "$who" = u ]; then x=$(flood_echo "$U" echo --bind 127.0.0.1:PORT --sockperf -w 1 --cpu 0 -q)
+    else y=$(flood_echo sockperf server -i 127.0.0.1 -p PORT); fi
+  done
+  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
+done
+row "echo under a 64 B flood, 256 in flight" "$(median "$OUT/a")" "sockperf server" "$(median "$OUT/b")" "$(median "$OUT/r")" "echoed/s"
+
+# --- 3. Ping-pong latency: sockperf ping-pong (64 B, half the round trip,
+# as sockperf reports it) against udpring echo --sockperf and against
+# sockperf server. Lower is better: a ratio above 1 is slower.
+pingpong() { # server command... -> "p50 p99" (µs, half RTT)
+  port; local p=$PORT
+  serve "${@//PORT/$p}"
+  taskset -c $C sockperf ping-pong -i 127.0.0.1 -p "$p" -t "$SECS" -m 64 2>&1 | py '
+import re, sys
+t = sys.stdin.read()
+p50 = re.search(r"percentile 50\.000 =\s+([\d.]+)", t).group(1)
+p99 = re.search(r"percentile 99\.000 =\s+([\d.]+)", t).group(1)
+print(p50, p99)'
+  unserve
+}
+: > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"; : > "$OUT/a9"; : > "$OUT/b9"; : > "$OUT/r9"
+for r in $(seq "$ROUNDS"); do
+  for who in $(order "$r" u s); do
+    if [ "$who" = u ]; then read -r x x9 < <(pingpong "$U" echo --bind 127.0.0.1:PORT --sockperf -w 1 --cpu 0 -q)
+    else read -r y y9 < <(pingpong sockperf server -i 127.0.0.1 -p PORT); fi
+  done
+  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
+  echo "$x9" >> "$OUT/a9"; echo "$y9" >> "$OUT/b9"; py "print($x9/$y9)" >> "$OUT/r9"
+done
+row "ping-pong p50, 64 B (lower is better)" "$(median "$OUT/a")" "sockperf server" "$(median "$OUT/b")" "$(median "$OUT/r")" "µs, half RTT"
+row "ping-pong p99, 64 B (lower is better)" "$(median "$OUT/a9")" "sockperf server" "$(median "$OUT/b9")" "$(median "$OUT/r9")" "µs, half RTT"
+
+# --- 4. netperf UDP_RR 64/64 (no control connection) against udpring echo
+# and against the C echo (`udpring reference echo`).
+if [ -x "$NETPERF" ]; then
+  rr() { # server command... -> transactions/s
+    port; local p=$PORT
+    serve "${@//PORT/$p}"
+    taskset -c $C "$NETPERF" -N -H 127.0.0.1 -t UDP_RR -l "$SECS" -- -P ,"$p" -r 64,64 \
+      -o THROUGHPUT 2>/dev/null | tail -1
+    unserve
+  }
+  : > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"
+  for r in $(seq "$ROUNDS"); do
+    for who in $(order "$r" u c); do
+      if [ "$who" = u ]; then x=$(rr "$U" echo --bind 127.0.0.1:PORT -w 1 --cpu 0 -q)
+      else y=$(rr "$U" reference echo --bind 127.0.0.1:PORT --cpu 0); fi
+    done
+    echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
+  done
+  row "netperf UDP_RR 64/64 against the echo" "$(median "$OUT/a")" "C recvmmsg/sendmmsg echo" "$(median "$OUT/b")" "$(median "$OUT/r")" "transactions/s"
+else
+  row "netperf UDP_RR 64/64 against the echo" "skipped" "netperf not available" "" "" ""
+fi
+
+# --- 5. Senders into one sink (`udpring reference sink`: recvmmsg + GRO on
+# CPU 0): `udpring load --match none` vs the C loop of the same kind
+# (`udpring reference send`: send(2) per datagram, or sendmsg(2) +
+# UDP_SEGMENT); the figure is what the sink received per second
+# (datagrams, a train's segments each).
+into_sink() { # sender command (SINK for the sink's address)... -> received/s
+  port; local p=$PORT
+  taskset -c $S "$U" reference sink --bind "127.0.0.1:$p" --json > "$OUT/sink.json" 2>/dev/null &
+  local k=$!
+  sleep 0.3
+  taskset -c $C "${@//SINK/127.0.0.1:$p}" >/dev/null 2>&1 || true
+  kill -INT "$k" 2>/dev/null || true; wait "$k" 2>/dev/null || true
+  j "int(d['pps_received'])" < "$OUT/sink.json"
+}
+sender_row() { # label size gso
+  local label=$1 size=$2 gso=$3
+  : > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"
+  local g=(); [ "$gso" -gt 1 ] && g=(--gso "$gso")
+  for r in $(seq "$ROUNDS"); do
+    for who in $(order "$r" u c); do
+      if [ "$who" = u ]; then
+        x=$(into_sink "$U" load SINK --match none -s "$size" "${g[@]}" -t "$SECS" --cpu 1 -q)
+      else
+        y=$(into_sink "$U" reference send SINK -s "$size" --gso "$gso" -t "$SECS" --cpu 1)
+      fi
+    done
+    echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
+  done
+  local anchor="C send(2) loop"; [ "$gso" -gt 1 ] && anchor="C sendmsg + UDP_SEGMENT x$gso"
+  row "$label" "$(median "$OUT/a")" "$anchor" "$(median "$OUT/b")" "$(median "$OUT/r")" "datagrams/s into one sink"
+}
+sender_row "sender, 64 B" 64 1
+sender_row "sender, GSO 64 x 64 B" 64 64
+sender_row "sender, GSO 46 x 1400 B" 1400 46
+
+# --- 6. iperf3 -u -b 0 -l 64 into its own server (its client needs one)
+# beside udpring load into the C sink: the anchor is iperf3.
+iperf() { # -> received/s
+  port; local p=$PORT
+  taskset -c $S iperf3 -s -p "$p" -1 >/dev/null 2>&1 &
+  local k=$!
+  sleep 0.4
+  taskset -c $C iperf3 -c 127.0.0.1 -p "$p" -u -b 0 -l 64 -t "$SECS" -J 2>/dev/null \
+    | j "int((d['end']['sum']['packets'] - d['end']['sum']['lost_packets']) / d['end']['sum']['seconds'])"
+  wait "$k" 2>/dev/null || true
+}
+: > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"
+for r in $(seq "$ROUNDS"); do
+  for who in $(order "$r" u i); do
+    if [ "$who" = u ]; then x=$(into_sink "$U" load SINK --match none -s 64 -t "$SECS" --cpu 1 -q)
+    else y=$(iperf); fi
+  done
+  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
+done
+row "one-way 64 B, received" "$(median "$OUT/a")" "iperf3 -u -b 0 (its own server)" "$(median "$OUT/b")" "$(median "$OUT/r")" "datagrams/s received"
+
+# --- 7. DNS: udpring load --dns-queries beside dnsperf, same NSD (RRL
+# off), same query file, 100 queries in flight.
+D=$OUT/dns; mkdir -p "$D"
+cat > "$D/example.com.zone" <<'EOF'
+$ORIGIN example.com.
+$TTL 300
+@ IN SOA ns.example.com. admin.example.com. 1 3600 600 86400 300
+@ IN NS ns.example.com.
+ns IN A 127.0.0.1
+www IN A 192.0.2.1
+mail IN A 192.0.2.2
+EOF
+port; DP=$PORT
+cat > "$D/nsd.conf" <<EOF
+server:
+  ip-address: 127.0.0.1@$DP
+  do-ip6: no
+  username: ""
+  chroot: ""
+  zonesdir: "$D"
+  database: ""
+  pidfile: "$D/nsd.pid"
+  xfrdfile: "$D/xfrd.state"
+  zonelistfile: "$D/zone.list"
+  logfile: "$D/nsd.log"
+  server-count: 1
+  rrl-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: example.com
+  zonefile: example.com.zone
+EOF
+printf 'www.example.com A\nmail.example.com A\nnope.example.com A\nexample.com NS\n' > "$D/q.txt"
+taskset -c $S nsd -d -c "$D/nsd.conf" >/dev/null 2>&1 & NSD=$!
+sleep 1
+: > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"
+for r in $(seq "$ROUNDS"); do
+  for who in $(order "$r" u d); do
+    if [ "$who" = u ]; then
+      x=$(taskset -c $C "$U" load "127.0.0.1:$DP" --dns-queries "$D/q.txt" -t "$SECS" --window 100 \
+        --cpu 1 --json -q | j "int(d['pps_received'])")
+    else
+      y=$(taskset -c $C dnsperf -s 127.0.0.1 -p "$DP" -d "$D/q.txt" -l "$SECS" -q 100 -c 1 -T 1 2>&1 \
+        | sed -n 's/.*Queries per second: *\([0-9.]*\).*/\1/p')
+    fi
+  done
+  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
+done
+kill "$NSD" 2>/dev/null || true; wait "$NSD" 2>/dev/null || true
+row "DNS load on NSD, 100 in flight" "$(median "$OUT/a")" "dnsperf" "$(median "$OUT/b")" "$(median "$OUT/r")" "answers/s"
+
+# --- 8. Path MTU on host - router - host (tools/netns.sh: 1280 over IPv4),
+# then with the router dropping ICMP (a black hole): udpring pmtu (auto)
+# beside tracepath. The figure is the MTU found and how long it took.
+if [ "$(id -u)" = 0 ]; then
+  NS=urst$$
+  bash tools/netns.sh pmtu-up "$NS" >/dev/null
+  ip netns exec "$NS-b" "$U" echo --bind '[::]:7007' --workers 1 -q --duration 600 >/dev/null 2>&1 &
+  sleep 0.5
+  ms() { date +%s%N; }
+  pmtu_rows() { # label
+    ip -n "$NS-a" route flush cache >/dev/null 2>&1 || true
+    local t0 tp up tt ut
+    t0=$(ms)
+    tp=$(ip netns exec "$NS-a" timeout 30 tracepath -n -4 10.200.2.1 2>&1 | sed -n 's/.*Resume: pmtu \([0-9]*\).*/\1/p' | tail -1)
+    tt=$(( ($(ms) - t0) / 1000000 ))
+    ip -n "$NS-a" route flush cache >/dev/null 2>&1 || true
+    t0=$(ms)
+    up=$(ip netns exec "$NS-a" "$U" pmtu 10.200.2.1:7007 --json 2>/dev/null | j "d['pmtu']" || echo none)
+    ut=$(( ($(ms) - t0) / 1000000 ))
+    row "path MTU, $1 (MTU found)" "${up:-none}" "tracepath" "${tp:-none (30 s)}" "" "bytes"
+    row "path MTU, $1 (time)" "$ut" "tracepath" "$tt" "$(py "print($ut/$tt)")" "ms"
+  }
+  pmtu_rows "1280 B path"
+  bash tools/netns.sh blackhole "$NS" >/dev/null
+  pmtu_rows "1280 B path, ICMP dropped"
+else
+  row "path MTU (namespaces)" "skipped" "needs root" "" "" ""
+fi
+
+# --- The table.
+echo "Where udpring stands: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)$(git status --porcelain --untracked-files=no | grep -q . && echo '+uncommitted' || true),"
+echo "kernel $(uname -r), $(nproc) CPUs; command: ROUNDS=$ROUNDS SECS=$SECS tools/perf/standing.sh"
+echo "(medians of $ROUNDS rounds of $SECS s, udpring and its anchor alternating which goes first;"
+echo "the ratio is the median of the rounds' udpring / anchor)"
+echo
+echo "| what | udpring | anchor | anchor's figure | udpring / anchor | unit |"
+echo "|---|---:|---|---:|---:|---|"
+py "
+import sys
+for l in open('$OUT/rows'):
+    w, u, a, af, r, unit = l.rstrip('\n').split('|')
+    def f(x):
+        try:
+            v = float(x)
+        except ValueError:
+            return x
+        return f'{v:,.0f}' if v >= 100 else f'{v:.1f}'
+    print(f'| {w} | {f(u)} | {a} | {f(af)} | {(f\"{float(r):.2f}x\") if r else \"\"} | {unit} |')
+"
