@@ -24,8 +24,10 @@ C=1 # client CPU
 U=$PWD/target/release/udpring
 PEERS=target/peers
 OUT=$(mktemp -d)
-PORT=$((20000 + RANDOM % 20000))
-port() { PORT=$((PORT + 1)); }
+# A fresh port in PORT; kept in a file, since most calls run in a
+# subshell ($(...), <(...)) whose variables the next call would not see.
+echo $((20000 + RANDOM % 20000)) > "$OUT/port"
+port() { PORT=$(( $(cat "$OUT/port") + 1 )); echo "$PORT" > "$OUT/port"; }
 py() { python3 -c "$@"; }
 j() { py "import json,sys; d=json.load(sys.stdin); print($1)"; } # JSON on stdin -> expression of d
 
@@ -58,17 +60,24 @@ if [ ! -x "$NETPERF" ]; then
   ) >/dev/null 2>&1 || true
 fi
 cargo build --release -q
+# From here a failed measurement reads as nan in its row, not as the end
+# of the run.
+set +e
 
 # A row: "what|udpring|anchor name|anchor|ratio|unit" appended to $OUT/rows.
 row() { echo "$1|$2|$3|$4|$5|$6" >> "$OUT/rows"; }
 # Median of the numbers in a file, one a line.
-median() { py "import statistics,sys; print(statistics.median(float(l) for l in open('$1')))"; }
+median() { py "import math,statistics; v=[float(l) for l in open('$1') if l.strip()]; v=[x for x in v if not math.isnan(x)]; print(statistics.median(v) if v else 'nan')"; }
+# x / y, nan when either is missing.
+ratio() { py "x, y = float('${1:-nan}' or 'nan'), float('${2:-nan}' or 'nan'); print(x / y if y else float('nan'))"; }
 # Rounds alternate which side goes first: `first ROUND a b` prints the order.
 order() { if (( $1 % 2 )); then echo "$2 $3"; else echo "$3 $2"; fi; }
 
 # Starts a server on the server CPU (its pid in SRV), waits for it.
 serve() { taskset -c $S "$@" >/dev/null 2>&1 & SRV=$!; sleep 0.5; }
 unserve() { kill -INT "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; }
+# A failed measurement reads as nan, not as a stop of the whole run.
+num() { local v; v=$(cat); [ -n "$v" ] && echo "$v" || echo nan; }
 
 # --- 1. Echo under a C GSO flood, 64 x 64 B (segments echoed per second).
 # Driven by the C flood (`udpring reference flood`: open-loop sendmsg +
@@ -87,7 +96,7 @@ for r in $(seq "$ROUNDS"); do
     if [ "$who" = u ]; then x=$(gso_echo "$U" echo --bind 127.0.0.1:PORT --gro -w 1 --cpu 0 -q)
     else y=$(gso_echo "$U" reference echo --bind 127.0.0.1:PORT --cpu 0); fi
   done
-  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
+  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; ratio "$x" "$y" >> "$OUT/r"
 done
 row "echo under a GSO flood, 64 x 64 B" "$(median "$OUT/a")" "C GRO->GSO echo" "$(median "$OUT/b")" "$(median "$OUT/r")" "segments echoed/s"
 
@@ -106,7 +115,7 @@ for r in $(seq "$ROUNDS"); do
     if [ "$who" = u ]; then x=$(flood_echo "$U" echo --bind 127.0.0.1:PORT --sockperf -w 1 --cpu 0 -q)
     else y=$(flood_echo sockperf server -i 127.0.0.1 -p PORT); fi
   done
-  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
+  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; ratio "$x" "$y" >> "$OUT/r"
 done
 row "echo under a 64 B flood, 256 in flight" "$(median "$OUT/a")" "sockperf server" "$(median "$OUT/b")" "$(median "$OUT/r")" "echoed/s"
 
@@ -119,9 +128,9 @@ pingpong() { # server command... -> "p50 p99" (µs, half RTT)
   taskset -c $C sockperf ping-pong -i 127.0.0.1 -p "$p" -t "$SECS" -m 64 2>&1 | py '
 import re, sys
 t = sys.stdin.read()
-p50 = re.search(r"percentile 50\.000 =\s+([\d.]+)", t).group(1)
-p99 = re.search(r"percentile 99\.000 =\s+([\d.]+)", t).group(1)
-print(p50, p99)'
+p50 = re.search(r"percentile 50\.000 =\s+([\d.]+)", t)
+p99 = re.search(r"percentile 99\.000 =\s+([\d.]+)", t)
+print(p50.group(1) if p50 else "nan", p99.group(1) if p99 else "nan")'
   unserve
 }
 : > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"; : > "$OUT/a9"; : > "$OUT/b9"; : > "$OUT/r9"
@@ -130,8 +139,8 @@ for r in $(seq "$ROUNDS"); do
     if [ "$who" = u ]; then read -r x x9 < <(pingpong "$U" echo --bind 127.0.0.1:PORT --sockperf -w 1 --cpu 0 -q)
     else read -r y y9 < <(pingpong sockperf server -i 127.0.0.1 -p PORT); fi
   done
-  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
-  echo "$x9" >> "$OUT/a9"; echo "$y9" >> "$OUT/b9"; py "print($x9/$y9)" >> "$OUT/r9"
+  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; ratio "$x" "$y" >> "$OUT/r"
+  echo "$x9" >> "$OUT/a9"; echo "$y9" >> "$OUT/b9"; ratio "$x9" "$y9" >> "$OUT/r9"
 done
 row "ping-pong p50, 64 B (lower is better)" "$(median "$OUT/a")" "sockperf server" "$(median "$OUT/b")" "$(median "$OUT/r")" "µs, half RTT"
 row "ping-pong p99, 64 B (lower is better)" "$(median "$OUT/a9")" "sockperf server" "$(median "$OUT/b9")" "$(median "$OUT/r9")" "µs, half RTT"
@@ -152,7 +161,7 @@ if [ -x "$NETPERF" ]; then
       if [ "$who" = u ]; then x=$(rr "$U" echo --bind 127.0.0.1:PORT -w 1 --cpu 0 -q)
       else y=$(rr "$U" reference echo --bind 127.0.0.1:PORT --cpu 0); fi
     done
-    echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
+    echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; ratio "$x" "$y" >> "$OUT/r"
   done
   row "netperf UDP_RR 64/64 against the echo" "$(median "$OUT/a")" "C recvmmsg/sendmmsg echo" "$(median "$OUT/b")" "$(median "$OUT/r")" "transactions/s"
 else
@@ -185,7 +194,7 @@ sender_row() { # label size gso
         y=$(into_sink "$U" reference send SINK -s "$size" --gso "$gso" -t "$SECS" --cpu 1)
       fi
     done
-    echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
+    echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; ratio "$x" "$y" >> "$OUT/r"
   done
   local anchor="C send(2) loop"; [ "$gso" -gt 1 ] && anchor="C sendmsg + UDP_SEGMENT x$gso"
   row "$label" "$(median "$OUT/a")" "$anchor" "$(median "$OUT/b")" "$(median "$OUT/r")" "datagrams/s into one sink"
@@ -211,7 +220,7 @@ for r in $(seq "$ROUNDS"); do
     if [ "$who" = u ]; then x=$(into_sink "$U" load SINK --match none -s 64 -t "$SECS" --cpu 1 -q)
     else y=$(iperf); fi
   done
-  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
+  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; ratio "$x" "$y" >> "$OUT/r"
 done
 row "one-way 64 B, received" "$(median "$OUT/a")" "iperf3 -u -b 0 (its own server)" "$(median "$OUT/b")" "$(median "$OUT/r")" "datagrams/s received"
 
@@ -262,7 +271,7 @@ for r in $(seq "$ROUNDS"); do
         | sed -n 's/.*Queries per second: *\([0-9.]*\).*/\1/p')
     fi
   done
-  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; py "print($x/$y)" >> "$OUT/r"
+  echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; ratio "$x" "$y" >> "$OUT/r"
 done
 kill "$NSD" 2>/dev/null || true; wait "$NSD" 2>/dev/null || true
 row "DNS load on NSD, 100 in flight" "$(median "$OUT/a")" "dnsperf" "$(median "$OUT/b")" "$(median "$OUT/r")" "answers/s"
@@ -287,7 +296,7 @@ if [ "$(id -u)" = 0 ]; then
     up=$(ip netns exec "$NS-a" "$U" pmtu 10.200.2.1:7007 --json 2>/dev/null | j "d['pmtu']" || echo none)
     ut=$(( ($(ms) - t0) / 1000000 ))
     row "path MTU, $1 (MTU found)" "${up:-none}" "tracepath" "${tp:-none (30 s)}" "" "bytes"
-    row "path MTU, $1 (time)" "$ut" "tracepath" "$tt" "$(py "print($ut/$tt)")" "ms"
+    row "path MTU, $1 (time)" "$ut" "tracepath" "$tt" "$(ratio "$ut" "$tt")" "ms"
   }
   pmtu_rows "1280 B path"
   bash tools/netns.sh blackhole "$NS" >/dev/null
@@ -314,5 +323,6 @@ for l in open('$OUT/rows'):
         except ValueError:
             return x
         return f'{v:,.0f}' if v >= 100 else f'{v:.1f}'
-    print(f'| {w} | {f(u)} | {a} | {f(af)} | {(f\"{float(r):.2f}x\") if r else \"\"} | {unit} |')
+    rr = f'{float(r):.2f}x' if r and r != 'nan' else ''
+    print(f'| {w} | {f(u)} | {a} | {f(af)} | {rr} | {unit} |')
 "
