@@ -93,8 +93,8 @@ gso_echo() { # server command... -> echoes/s the flood counted
 : > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"
 for r in $(seq "$ROUNDS"); do
   for who in $(order "$r" u c); do
-    if [ "$who" = u ]; then x=$(gso_echo "$U" echo --bind 127.0.0.1:PORT --gro -w 1 --cpu 0 -q)
-    else y=$(gso_echo "$U" reference echo --bind 127.0.0.1:PORT --cpu 0); fi
+    if [ "$who" = u ]; then x=$(gso_echo "$U" echo --bind 127.0.0.1:PORT --gro -w 1 -q)
+    else y=$(gso_echo "$U" reference echo --bind 127.0.0.1:PORT); fi
   done
   echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; ratio "$x" "$y" >> "$OUT/r"
 done
@@ -105,14 +105,14 @@ row "echo under a GSO flood, 64 x 64 B" "$(median "$OUT/a")" "C GRO->GSO echo" "
 flood_echo() { # server command... -> echoed/s
   port; local p=$PORT
   serve "${@//PORT/$p}"
-  taskset -c $C "$U" load "127.0.0.1:$p" --sockperf --window 256 -t "$SECS" --cpu 1 --json -q \
+  taskset -c $C "$U" load "127.0.0.1:$p" --sockperf --window 256 -t "$SECS" --json -q \
     | j "int(d['pps_received'])"
   unserve
 }
 : > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"
 for r in $(seq "$ROUNDS"); do
   for who in $(order "$r" u s); do
-    if [ "$who" = u ]; then x=$(flood_echo "$U" echo --bind 127.0.0.1:PORT --sockperf -w 1 --cpu 0 -q)
+    if [ "$who" = u ]; then x=$(flood_echo "$U" echo --bind 127.0.0.1:PORT --sockperf -w 1 -q)
     else y=$(flood_echo sockperf server -i 127.0.0.1 -p PORT); fi
   done
   echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; ratio "$x" "$y" >> "$OUT/r"
@@ -136,7 +136,7 @@ print(p50.group(1) if p50 else "nan", p99.group(1) if p99 else "nan")'
 : > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"; : > "$OUT/a9"; : > "$OUT/b9"; : > "$OUT/r9"
 for r in $(seq "$ROUNDS"); do
   for who in $(order "$r" u s); do
-    if [ "$who" = u ]; then read -r x x9 < <(pingpong "$U" echo --bind 127.0.0.1:PORT --sockperf -w 1 --cpu 0 -q)
+    if [ "$who" = u ]; then read -r x x9 < <(pingpong "$U" echo --bind 127.0.0.1:PORT --sockperf -w 1 -q)
     else read -r y y9 < <(pingpong sockperf server -i 127.0.0.1 -p PORT); fi
   done
   echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; ratio "$x" "$y" >> "$OUT/r"
@@ -145,25 +145,34 @@ done
 row "ping-pong p50, 64 B (lower is better)" "$(median "$OUT/a")" "sockperf server" "$(median "$OUT/b")" "$(median "$OUT/r")" "µs, half RTT"
 row "ping-pong p99, 64 B (lower is better)" "$(median "$OUT/a9")" "sockperf server" "$(median "$OUT/b9")" "$(median "$OUT/r9")" "µs, half RTT"
 
-# --- 4. netperf UDP_RR 64/64 (no control connection) against udpring echo
-# and against the C echo (`udpring reference echo`).
+# --- 4. netperf UDP_RR 64/64 against udpring echo (-N: no control
+# connection, any echo answers) and against netperf's own netserver.
 if [ -x "$NETPERF" ]; then
-  rr() { # server command... -> transactions/s
+  NETSERVER=$(dirname "$NETPERF")/netserver
+  rr_udpring() { # -> transactions/s against udpring echo
     port; local p=$PORT
-    serve "${@//PORT/$p}"
+    serve "$U" echo --bind "127.0.0.1:$p" -w 1 -q
     taskset -c $C "$NETPERF" -N -H 127.0.0.1 -t UDP_RR -l "$SECS" -- -P ,"$p" -r 64,64 \
+      -o THROUGHPUT 2>/dev/null | tail -1
+    unserve
+  }
+  rr_netserver() { # -> transactions/s against netserver (its data port given)
+    port; local p=$PORT
+    port; local d=$PORT
+    serve "$NETSERVER" -D -p "$p"
+    taskset -c $C "$NETPERF" -H 127.0.0.1 -p "$p" -t UDP_RR -l "$SECS" -- -P ,"$d" -r 64,64 \
       -o THROUGHPUT 2>/dev/null | tail -1
     unserve
   }
   : > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"
   for r in $(seq "$ROUNDS"); do
     for who in $(order "$r" u c); do
-      if [ "$who" = u ]; then x=$(rr "$U" echo --bind 127.0.0.1:PORT -w 1 --cpu 0 -q)
-      else y=$(rr "$U" reference echo --bind 127.0.0.1:PORT --cpu 0); fi
+      if [ "$who" = u ]; then x=$(rr_udpring)
+      else y=$(rr_netserver); fi
     done
     echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; ratio "$x" "$y" >> "$OUT/r"
   done
-  row "netperf UDP_RR 64/64 against the echo" "$(median "$OUT/a")" "C recvmmsg/sendmmsg echo" "$(median "$OUT/b")" "$(median "$OUT/r")" "transactions/s"
+  row "netperf UDP_RR 64/64" "$(median "$OUT/a")" "netperf's netserver" "$(median "$OUT/b")" "$(median "$OUT/r")" "transactions/s"
 else
   row "netperf UDP_RR 64/64 against the echo" "skipped" "netperf not available" "" "" ""
 fi
@@ -189,9 +198,9 @@ sender_row() { # label size gso
   for r in $(seq "$ROUNDS"); do
     for who in $(order "$r" u c); do
       if [ "$who" = u ]; then
-        x=$(into_sink "$U" load SINK --match none -s "$size" "${g[@]}" -t "$SECS" --cpu 1 -q)
+        x=$(into_sink "$U" load SINK --match none -s "$size" "${g[@]}" -t "$SECS" -q)
       else
-        y=$(into_sink "$U" reference send SINK -s "$size" --gso "$gso" -t "$SECS" --cpu 1)
+        y=$(into_sink "$U" reference send SINK -s "$size" --gso "$gso" -t "$SECS")
       fi
     done
     echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; ratio "$x" "$y" >> "$OUT/r"
@@ -217,7 +226,7 @@ iperf() { # -> received/s
 : > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"
 for r in $(seq "$ROUNDS"); do
   for who in $(order "$r" u i); do
-    if [ "$who" = u ]; then x=$(into_sink "$U" load SINK --match none -s 64 -t "$SECS" --cpu 1 -q)
+    if [ "$who" = u ]; then x=$(into_sink "$U" load SINK --match none -s 64 -t "$SECS" -q)
     else y=$(iperf); fi
   done
   echo "$x" >> "$OUT/a"; echo "$y" >> "$OUT/b"; ratio "$x" "$y" >> "$OUT/r"
@@ -265,7 +274,7 @@ for r in $(seq "$ROUNDS"); do
   for who in $(order "$r" u d); do
     if [ "$who" = u ]; then
       x=$(taskset -c $C "$U" load "127.0.0.1:$DP" --dns-queries "$D/q.txt" -t "$SECS" --window 100 \
-        --cpu 1 --json -q | j "int(d['pps_received'])")
+        --json -q | j "int(d['pps_received'])")
     else
       y=$(taskset -c $C dnsperf -s 127.0.0.1 -p "$DP" -d "$D/q.txt" -l "$SECS" -q 100 -c 1 -T 1 2>&1 \
         | sed -n 's/.*Queries per second: *\([0-9.]*\).*/\1/p')
