@@ -164,6 +164,12 @@ pub use worker::handler::{Datagram, Handler, SendBuf, Transport};
 pub use worker::sender::Sender;
 pub use worker::timers::TimerId;
 
+/// The README's example, compiled as a doctest (not run: it serves until
+/// a signal).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
+
 /// Clean stops for programs on the engine: SIGINT, SIGTERM and SIGHUP set
 /// a flag instead of killing the process, so a service can stop its
 /// engine and report its totals.
