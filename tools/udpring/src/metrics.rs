@@ -1,17 +1,29 @@
 //! `--metrics ADDR`: the engine's counters for a Prometheus scraper, over
 //! HTTP on a plain `std::net::TcpListener`.
 //!
-//! Why no HTTP crate: one read-only endpoint, `GET /metrics`, answered by
-//! a thread of its own, one connection at a time. A scraper needs no more,
-//! and every part a stranger can reach is bounded here in a few lines: a
-//! request is read for at most 1 s and 8 KiB, then answered and closed;
-//! anything but `GET /metrics` gets 404 or 405. A slow or hostile client
-//! holds the endpoint for a second at most and the engine not at all (the
-//! counters are read from the workers' published snapshots).
+//! Why no HTTP crate: one read-only endpoint, `GET /metrics` (a query
+//! string is accepted and ignored), answered and closed. A scraper needs
+//! no more, and every part a stranger can reach is bounded here in a few
+//! lines: at most [`MAX_CONNECTIONS`] connections are served at once, each
+//! on a thread of its own and each within [`DEADLINE`] of its accept
+//! (reading at most 8 KiB of request, and writing the answer); one more is
+//! closed at once. Anything but `GET /metrics` gets 404 or 405. A slow or
+//! hostile client (a byte a second, for hours) holds one of those
+//! connections for a second at most, the others serve scrapes meanwhile,
+//! and the engine is held not at all (the counters are read from the
+//! workers' published snapshots).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a connection may take from its accept to the end of the
+/// answer, whatever it sends and however slowly.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(1);
+/// Connections served at once; more are closed at their accept.
+pub(crate) const MAX_CONNECTIONS: usize = 4;
 
 use udpring::StopHandle;
 
@@ -27,17 +39,35 @@ pub(crate) fn serve(addr: SocketAddr, engine: StopHandle) -> Result<SocketAddr, 
         ))
     })?;
     let bound = listener.local_addr().map_err(runtime)?;
+    let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("udpring-metrics".into())
         .spawn(move || {
             for conn in listener.incoming() {
-                match conn {
-                    Ok(c) => {
-                        let _ = answer(c, &engine);
-                    }
+                let c = match conn {
+                    Ok(c) => c,
                     // Out of descriptors, or an aborted connection: wait a
                     // little rather than spin.
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                let deadline = Instant::now() + DEADLINE;
+                if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    // Full: closed at once (dropped here).
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    continue;
+                }
+                let (engine, mine) = (engine.clone(), active.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("udpring-metrics-conn".into())
+                    .spawn(move || {
+                        let _ = answer(c, &engine, deadline);
+                        mine.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         })
@@ -45,13 +75,23 @@ pub(crate) fn serve(addr: SocketAddr, engine: StopHandle) -> Result<SocketAddr, 
     Ok(bound)
 }
 
-fn answer(mut c: TcpStream, engine: &StopHandle) -> std::io::Result<()> {
-    c.set_read_timeout(Some(Duration::from_secs(1)))?;
-    c.set_write_timeout(Some(Duration::from_secs(1)))?;
+/// The time left until `deadline`, or `TimedOut`.
+fn left(deadline: Instant) -> std::io::Result<Duration> {
+    let d = deadline.saturating_duration_since(Instant::now());
+    if d.is_zero() {
+        Err(std::io::ErrorKind::TimedOut.into())
+    } else {
+        Ok(d)
+    }
+}
+
+fn answer(mut c: TcpStream, engine: &StopHandle, deadline: Instant) -> std::io::Result<()> {
     let mut buf = [0u8; 8192];
     let mut n = 0;
-    // Up to the end of the request line and headers, or 8 KiB.
+    // Up to the end of the request line and headers, or 8 KiB, within the
+    // deadline: each read waits only for what is left of it.
     while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+        c.set_read_timeout(Some(left(deadline)?))?;
         match c.read(&mut buf[n..])? {
             0 => break,
             k => n += k,
@@ -59,7 +99,10 @@ fn answer(mut c: TcpStream, engine: &StopHandle) -> std::io::Result<()> {
     }
     let line = buf[..n].split(|&b| b == b'\r').next().unwrap_or(&[]);
     let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (parts.next().unwrap_or(&[]), parts.next().unwrap_or(&[]));
+    let method = parts.next().unwrap_or(&[]);
+    // The path without its query string (`/metrics?name[]=...`).
+    let target = parts.next().unwrap_or(&[]);
+    let path = target.split(|&b| b == b'?').next().unwrap_or(&[]);
     let (status, ctype, body) = match (method, path) {
         (b"GET", b"/metrics") => (
             "200 OK",
@@ -73,6 +116,7 @@ fn answer(mut c: TcpStream, engine: &StopHandle) -> std::io::Result<()> {
             "GET /metrics\n".into(),
         ),
     };
+    c.set_write_timeout(Some(left(deadline)?))?;
     write!(
         c,
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

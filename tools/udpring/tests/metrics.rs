@@ -136,3 +136,69 @@ fn a_metrics_address_in_use_is_an_error_before_the_run() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("--metrics") && err.contains("in use"), "{err}");
 }
+
+/// A client that sends a byte every 0.8 s held the endpoint for hours (a
+/// timeout per read, one connection at a time): every scrape meanwhile
+/// timed out. Now a connection has one second from its accept, and others
+/// are served beside it: scrapes succeed while the slow client dribbles,
+/// and a query string is taken.
+#[test]
+fn a_slow_client_does_not_hold_the_endpoint() {
+    let echo = util::Server::start(&util::words(
+        "echo --bind 127.0.0.1:0 -w 1 -q --duration 8 --metrics 127.0.0.1:0",
+    ));
+    // The second line of standard output... the banner said the UDP
+    // address; the metrics address is on standard error.
+    let metrics = metrics_addr(&echo);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stop.clone();
+    let slow = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(metrics).unwrap();
+        let mut sent = 0;
+        for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\n" {
+            if st.load(std::sync::atomic::Ordering::Relaxed) || c.write_all(&[*b]).is_err() {
+                break;
+            }
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(800));
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for k in 0..4 {
+        let t = Instant::now();
+        let (head, body) = get(metrics, "/metrics?name[]=udpring_received_total");
+        assert!(head.starts_with("HTTP/1.1 200"), "scrape {k}: {head}");
+        assert!(body.contains("udpring_received_total"), "{body}");
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "scrape {k} waited {:?} behind the slow client",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = slow.join().unwrap();
+    assert!(
+        sent <= 3,
+        "the slow client was cut off at its deadline: {sent} bytes"
+    );
+}
+
+/// The metrics address a server said it serves on (standard error, after
+/// its banner): `udpring: metrics on http://ADDR/metrics`.
+fn metrics_addr(s: &util::Server) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(a) = s.seen_err().lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("udpring: metrics on http://")
+                .and_then(|x| x.strip_suffix("/metrics"))
+                .and_then(|x| x.parse().ok())
+        }) {
+            return a;
+        }
+        assert!(Instant::now() < deadline, "no metrics address said");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

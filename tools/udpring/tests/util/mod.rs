@@ -145,18 +145,44 @@ pub fn wait_at_most(
 pub struct Server {
     pub child: std::process::Child,
     pub addr: SocketAddr,
-    out: Option<std::thread::JoinHandle<String>>,
-    err: Option<std::thread::JoinHandle<String>>,
+    out: Collected,
+    err: Collected,
 }
 
-/// Reads `r` to its end on a thread of its own; its text comes back at
-/// the join.
-fn collect(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = r.read_to_string(&mut s);
-        s
-    })
+/// A stream read to its end on a thread of its own, line by line, what it
+/// said so far readable at any time.
+struct Collected {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+fn collect(r: impl std::io::Read + Send + 'static) -> Collected {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let t = text.clone();
+    let reader = std::thread::spawn(move || {
+        let mut r = std::io::BufReader::new(r);
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut r, &mut line).is_ok_and(|n| n > 0) {
+            t.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    Collected {
+        text,
+        reader: Some(reader),
+    }
+}
+
+impl Collected {
+    fn now(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+    fn finish(&mut self) -> String {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.now()
+    }
 }
 
 impl Server {
@@ -179,8 +205,8 @@ impl Server {
         Server {
             child,
             addr,
-            out: Some(out),
-            err: Some(err),
+            out,
+            err,
         }
     }
 
@@ -198,12 +224,18 @@ impl Server {
         ])
     }
 
+    /// What it said on standard error so far (after its banner, with
+    /// `--json`).
+    pub fn seen_err(&self) -> String {
+        self.err.now()
+    }
+
     /// Waits for its end (it was given a duration): exit code, the rest
     /// of standard output, standard error.
     pub fn finish(mut self) -> (i32, String, String) {
         let status = self.child.wait().unwrap();
-        let out = self.out.take().unwrap().join().unwrap();
-        let err = self.err.take().unwrap().join().unwrap();
+        let out = self.out.finish();
+        let err = self.err.finish();
         (status.code().unwrap_or(-1), out, err)
     }
 
