@@ -52,7 +52,7 @@ pub(crate) struct ReportArgs {
 /// `report --interval-logs`: interval logs of many generators on one
 /// timeline.
 fn interval_logs(a: &ReportArgs, step: f64) -> Result<(), Failure> {
-    use crate::apps::load::{RttUs, histlog, new_histogram};
+    use crate::apps::load::{RttUs, histlog};
     if !(step.is_finite() && (0.001..=3600.0).contains(&step)) {
         return Err(usage(format!("--slot {step}: a slot is 0.001..3600 s")));
     }
@@ -64,11 +64,7 @@ fn interval_logs(a: &ReportArgs, step: f64) -> Result<(), Failure> {
             histlog::read(&buf).map_err(|e| usage(format!("{}: {e}", f.display())))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let slots = histlog::merge_by_time(logs, step);
-    let mut total = new_histogram();
-    for s in &slots {
-        let _ = total.add(&s.histogram);
-    }
+    let (slots, total) = histlog::merge_by_time(logs, step).map_err(usage)?;
     let t0 = slots.first().map_or(0.0, |s| s.start_unix_s);
     if a.json {
         let rows: Vec<serde_json::Value> = slots
@@ -76,7 +72,7 @@ fn interval_logs(a: &ReportArgs, step: f64) -> Result<(), Failure> {
             .map(|s| {
                 serde_json::json!({
                     "start_unix_s": s.start_unix_s, "duration_s": s.length_s,
-                    "received": s.histogram.len(), "rtt_us": RttUs::from_histogram(&s.histogram),
+                    "received": s.received, "rtt_us": s.rtt_us,
                 })
             })
             .collect();
@@ -98,21 +94,23 @@ fn interval_logs(a: &ReportArgs, step: f64) -> Result<(), Failure> {
         "p99 us",
         "max us"
     );
-    let row = |t: String, h: &hdrhistogram::Histogram<u64>| {
-        let r = RttUs::from_histogram(h);
+    let row = |t: String, received: u64, r: Option<RttUs>| {
         let f = |g: fn(&RttUs) -> f64| r.as_ref().map_or("-".into(), |r| format!("{:.1}", g(r)));
         say!(
-            "{t:>8} {:>10} {:>10} {:>10} {:>10}",
-            h.len(),
+            "{t:>8} {received:>10} {:>10} {:>10} {:>10}",
             f(|r| r.p50),
             f(|r| r.p99),
             f(|r| r.max)
         );
     };
     for s in &slots {
-        row(format!("{:.1}", s.start_unix_s - t0), &s.histogram);
+        row(
+            format!("{:.1}", s.start_unix_s - t0),
+            s.received,
+            s.rtt_us.clone(),
+        );
     }
-    row("all".into(), &total);
+    row("all".into(), total.len(), RttUs::from_histogram(&total));
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 
 mod util;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -300,4 +300,80 @@ fn guard_flags_reach_the_engine() {
         [Some(3), Some(0)],
         "{v}"
     );
+}
+
+/// Standard base64 (for the hostile logs below).
+fn b64(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for k in 0..4 {
+            s.push(if k <= c.len() {
+                A[(n >> (18 - 6 * k) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    s
+}
+
+/// An interval log of one interval whose histogram is `encoded`.
+fn one_interval_log(encoded: &[u8]) -> String {
+    format!(
+        "#[StartTime: 1700000000.000 (seconds since epoch)]\n\
+         \"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n\
+         0.000,1.000,0.000,{}\n",
+        b64(encoded)
+    )
+}
+
+/// A 208-byte interval log whose V2 header declares 0xfffffff0 bytes of
+/// counts allocated and touched 4 GB; a 544 KB zlib bomb reached 397 MB.
+/// Both are refused, exit 2, under a 200 MB address-space limit
+/// (`prlimit`).
+#[test]
+fn hostile_interval_logs_exit_2_under_200_mb() {
+    if !util::have("prlimit") {
+        return;
+    }
+    let d = Scratch::new("hostile-logs");
+    // V2 cookie, payload length, normalizing offset, 3 digits, 1 .. 60 s,
+    // ratio 1.0: a valid header that asks for 4 GB of counts.
+    let mut v2 = 0x1c84_9313u32.to_be_bytes().to_vec();
+    v2.extend_from_slice(&0xffff_fff0u32.to_be_bytes());
+    v2.extend_from_slice(&0u32.to_be_bytes());
+    v2.extend_from_slice(&3u32.to_be_bytes());
+    v2.extend_from_slice(&1u64.to_be_bytes());
+    v2.extend_from_slice(&60_000_000_000u64.to_be_bytes());
+    v2.extend_from_slice(&1.0f64.to_be_bytes());
+    v2.extend_from_slice(&[0; 16]);
+    let big = d.path("big.hlog");
+    std::fs::write(&big, one_interval_log(&v2)).unwrap();
+    // The compressed cookie over 64 MiB of zeros after a V2 cookie.
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&0x1c84_9313u32.to_be_bytes()).unwrap();
+    for _ in 0..64 {
+        z.write_all(&[0u8; 1 << 20]).unwrap();
+    }
+    let body = z.finish().unwrap();
+    let mut bomb = 0x1c84_9314u32.to_be_bytes().to_vec();
+    bomb.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    bomb.extend_from_slice(&body);
+    let zip = d.path("bomb.hlog");
+    std::fs::write(&zip, one_interval_log(&bomb)).unwrap();
+    for (file, needle) in [(&big, "follow"), (&zip, "inflates past")] {
+        let out = Command::new("prlimit")
+            .arg("--as=200000000")
+            .arg(env!("CARGO_BIN_EXE_udpring"))
+            .args(["report", "--interval-logs", file])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert!(err.contains(needle), "{file}: {err}");
+    }
 }
