@@ -193,7 +193,8 @@ config! {
     recv_tos: bool = false;
     /// Answers ([`crate::Transport::reply`], `reply_with`) carry the
     /// TOS byte / traffic class their datagram arrived with (DSCP and ECN
-    /// reflected, per send); needs `recv_tos`. Default: off.
+    /// reflected, per send; CE goes back as ECT(0): congestion on the way
+    /// in is not claimed for the way back); needs `recv_tos`. Default: off.
     reflect_tos: bool = false;
     /// Software receive timestamps (`SO_TIMESTAMPNS`): every datagram
     /// carries the time the kernel received it

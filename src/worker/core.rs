@@ -320,9 +320,15 @@ impl Core {
     }
 
     /// The mark an answer to a datagram carries: the one it arrived with
-    /// when `Config::reflect_tos` is on, else the socket's.
+    /// when `Config::reflect_tos` is on, else the socket's. Never CE: a
+    /// router marked the request congested on its way in; an answer sent
+    /// with CE would claim congestion on a path it has not crossed, so CE
+    /// goes back as ECT(0), the codepoint a sender sets.
     pub fn reply_tos(&self, cmsg: &RecvCmsg) -> Option<u8> {
-        if self.reflect_tos { cmsg.tos } else { None }
+        if !self.reflect_tos {
+            return None;
+        }
+        cmsg.tos.map(|t| if t & 3 == 3 { (t & !3) | 2 } else { t })
     }
 
     /// The source a reply to a datagram that arrived on socket `sock`

@@ -594,11 +594,16 @@ pub(crate) fn rate_line(t: f64, now: &Stats, prev: &Stats, dt: f64) -> String {
     s
 }
 
-/// The final line: every counter, failed sends by errno, the slots.
-pub(crate) fn totals(s: &Stats) -> String {
+/// The final line: every counter, failed sends by errno, the slots. With
+/// `gro`, kernel drops are GRO trains (the kernel drops a train at once),
+/// and the line says so.
+pub(crate) fn totals(s: &Stats, gro: bool) -> String {
     let mut out = String::from("totals:");
     for (n, v) in s.counters() {
         out += &format!(" {} {v}", label(n));
+        if gro && n == "kernel_drops" {
+            out += " (GRO trains)";
+        }
     }
     out += &format!(
         " send-errors {} slots-out {}/{}",

@@ -22,7 +22,8 @@ pub(crate) struct EchoArgs {
     #[arg(long)]
     sockperf: bool,
     /// Answer each datagram with the DSCP and ECN it arrived with (read
-    /// per datagram, set per reply), instead of the socket's marking.
+    /// per datagram, set per reply), instead of the socket's marking; CE
+    /// is answered as ECT(0), never reflected.
     #[arg(long)]
     reflect_tos: bool,
     /// Reply to nothing: count and drop, at the engine's full speed (a
@@ -121,7 +122,7 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
         };
         crate::common::say_json("echo", Some(secs), &out);
     } else {
-        say!("{}", totals(&s));
+        say!("{}", totals(&s, info.gro));
         if let Some(k) = stages {
             say!("{}", k.text().trim_end());
         }

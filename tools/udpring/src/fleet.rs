@@ -23,6 +23,10 @@ pub(crate) fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     Ok((i, n))
 }
 
+/// How late a generator may start after `--start-at` and still run (it
+/// says how late, and its result carries it).
+const MAX_LATE: Duration = Duration::from_secs(60);
+
 /// Unix seconds (`1795400000.5`) or RFC 3339 (`2026-11-23T10:00:00Z`,
 /// `2026-11-23T11:00:00.250+01:00`).
 pub(crate) fn parse_time(s: &str) -> Result<SystemTime, String> {
@@ -148,6 +152,15 @@ pub(crate) fn shard(o: &mut LoadOpts, i: usize, n: usize) -> Result<(), Failure>
 /// signal ends the wait. Late already: returns at once (and the result
 /// says how late).
 pub(crate) fn wait_until(t: SystemTime, warmup: Duration) -> Result<(), Failure> {
+    if let Ok(ago) = SystemTime::now().duration_since(t)
+        && ago > MAX_LATE
+    {
+        return Err(usage(format!(
+            "--start-at was {:.0} s ago (more than a minute): a generator that late would \
+             measure another interval than the others (a clock off, or a time mistyped?)",
+            ago.as_secs_f64()
+        )));
+    }
     let go = t.checked_sub(warmup).unwrap_or(t);
     if let Ok(d) = go.duration_since(SystemTime::now())
         && d > Duration::from_secs(7 * 86_400)

@@ -122,12 +122,28 @@ const MAX_REPORT_BYTES: u64 = 64 << 20;
 fn read_result(f: &std::path::Path) -> Result<crate::apps::load::LoadReport, Failure> {
     let buf = crate::apps::load::payload::read_bounded(f, MAX_REPORT_BYTES)?;
     let text = String::from_utf8_lossy(&buf);
-    let r: crate::apps::load::LoadReport = serde_json::from_str(text.trim()).map_err(|e| {
+    let not_ours = |e: String| {
         usage(format!(
             "{}: not a `udpring load --json` result: {e}",
             f.display()
         ))
-    })?;
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(text.trim()).map_err(|e| not_ours(e.to_string()))?;
+    // A document of another shape version is not read as this one.
+    match v.get("schema").and_then(|s| s.as_u64()) {
+        Some(crate::common::SCHEMA) => {}
+        Some(s) => {
+            return Err(usage(format!(
+                "{}: schema {s}: this udpring reads schema {} (a result of another version)",
+                f.display(),
+                crate::common::SCHEMA
+            )));
+        }
+        None => return Err(not_ours("no schema".into())),
+    }
+    let r: crate::apps::load::LoadReport =
+        serde_json::from_value(v).map_err(|e| not_ours(e.to_string()))?;
     r.check()
         .map_err(|e| usage(format!("{}: {e}", f.display())))?;
     Ok(r)

@@ -19,7 +19,30 @@ pub(crate) fn judge(
     }
     if !o.one_way() && report.received == 0 {
         // The measurement failed its purpose: exit 1.
-        let msg = if report.sent > 0 {
+        let c = &report.counts;
+        let msg = if report.sent > 0 && c.truncated > 0 {
+            format!(
+                "no whole reply from {target} to {} datagrams of {} B: {} came back cut (the \
+                 server's buffer is smaller than the datagram: `udpring echo --slot-size {}`, \
+                 or a smaller --size)",
+                report.sent,
+                o.size,
+                c.truncated,
+                o.size + udpring::HEADROOM
+            )
+        } else if report.sent > 0 && c.invalid + c.dns_not_response > 0 {
+            format!(
+                "no valid reply from {target} to {} datagrams: {} came back invalid{} (is it \
+                 the service you meant?)",
+                report.sent,
+                c.invalid,
+                if c.dns_not_response > 0 {
+                    format!(", {} of them not DNS responses", c.dns_not_response)
+                } else {
+                    String::new()
+                }
+            )
+        } else if report.sent > 0 {
             format!(
                 "no replies from {target} to {} datagrams: is an echo server listening there? \
                  (to a sink that answers nothing, send with --match none)",

@@ -371,20 +371,33 @@ fn a_bind_port_with_several_flows_is_a_range_and_shards_take_slices() {
     assert_eq!(ports, [b, b + 1, b + 2, b + 3], "{v}");
 }
 
-/// A generator whose --start-at has passed starts at once, says how late
-/// it is, and its result carries it.
+/// A generator whose --start-at passed a few seconds ago starts at once,
+/// says how late it is, and its result carries it; one more than a minute
+/// late (or a time in 1970) is a usage error.
 #[test]
 fn a_late_start_is_said_and_marked() {
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     let target = sink.local_addr().unwrap().to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let (code, out, err) = run(&util::words(&format!(
-        "load {} --match none -n 5 --start-at 2026-01-01T00:00:00Z --json -q",
-        target
+        "load {target} --match none -n 5 --start-at {:.3} --json -q",
+        now - 5.0
     )));
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("ms after --start-at"), "{err}");
     let v = json(&out);
-    assert!(v["start_late_s"].as_f64().unwrap() > 86_400.0, "{v}");
+    let late = v["start_late_s"].as_f64().unwrap();
+    assert!((4.0..30.0).contains(&late), "{v}");
+    for past in ["2026-01-01T00:00:00Z", "0"] {
+        let (code, _, err) = run(&util::words(&format!(
+            "load {target} --match none -n 5 --start-at {past}"
+        )));
+        assert_eq!(code, 2, "{past}: {err}");
+        assert!(err.contains("more than a minute"), "{past}: {err}");
+    }
 }
 
 /// IPv6-only against dual-stack, explicit either way.
@@ -481,7 +494,7 @@ lvl, opt, rcv = ((socket.IPPROTO_IPV6, socket.IPV6_TCLASS, socket.IPV6_RECVTCLAS
 s.setsockopt(lvl, rcv, 1)
 s.settimeout(2)
 out = []
-for mark in (0xb8, 0x28, 0x01):
+for mark in (0xb8, 0x28, 0x01, 0xbb, 0x03):
     s.setsockopt(lvl, opt, mark)
     s.sendto(b"mark me", ("::1" if v6 else "127.0.0.1", port))
     d, anc, _, _ = s.recvmsg(2048, 64)
@@ -489,8 +502,9 @@ for mark in (0xb8, 0x28, 0x01):
 print(out)
 "#;
 
-/// `echo --reflect-tos` answers each datagram with the
-/// mark it arrived with, per reply, both backends, IPv4 and IPv6.
+/// `echo --reflect-tos` answers each datagram with the mark it arrived
+/// with, per reply, both backends, IPv4 and IPv6; CE (congestion met on
+/// the way in) goes back as ECT(0), never as CE.
 #[test]
 fn echo_reflects_each_datagrams_mark() {
     if !util::have("python3") {
@@ -514,7 +528,7 @@ fn echo_reflects_each_datagrams_mark() {
             let _ = echo.wait();
             assert_eq!(
                 String::from_utf8_lossy(&out.stdout).trim(),
-                "[[184], [40], [1]]",
+                "[[184], [40], [1], [186], [2]]",
                 "{backend} IPv{fam}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );

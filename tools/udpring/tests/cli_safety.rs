@@ -228,12 +228,28 @@ fn report_reads_only_regular_files_it_can_read_back() {
     let echo = Server::echo();
     let mut v = run_json(&words(&format!("load {} -n 100 --json -q", echo.addr)));
     drop(echo);
-    // Counts near the top of u64: merged, they saturate instead of wrapping.
-    v["sent"] = serde_json::json!(u64::MAX - 5);
+    // Counts near the top of u64: merged, they would not fit; refused
+    // rather than clamped to 2^64-1 (which reads as a count).
+    let mut near = v.clone();
+    near["sent"] = serde_json::json!(u64::MAX - 5);
     let big = d.path("big.json");
-    std::fs::write(&big, v.to_string()).unwrap();
-    let m = run_json(&["report", &big, &big, "--allow-duplicates", "--json"]);
-    assert_eq!(m["sent"].as_u64(), Some(u64::MAX));
+    std::fs::write(&big, near.to_string()).unwrap();
+    usage_error(
+        &["report", &big, &big, "--allow-duplicates"],
+        "sent: the results add up",
+    );
+    // A document of another shape version.
+    let mut other = v.clone();
+    other["schema"] = serde_json::json!(99);
+    let s99 = d.path("schema99.json");
+    std::fs::write(&s99, other.to_string()).unwrap();
+    usage_error(&["report", &s99], "schema 99");
+    // A run no udpring made: a duration of 1e308 seconds.
+    let mut long = v.clone();
+    long["duration_s"] = serde_json::json!(1e308);
+    let forever = d.path("forever.json");
+    std::fs::write(&forever, long.to_string()).unwrap();
+    usage_error(&["report", &forever], "duration_s");
     // Rates that add up to infinity cannot be written as JSON: refused.
     v["pps_sent"] = serde_json::json!(1.5e308);
     let huge = d.path("huge.json");

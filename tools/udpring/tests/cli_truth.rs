@@ -193,3 +193,38 @@ fn a_paced_run_that_falls_behind_says_so_and_keeps_its_schedule() {
     );
     assert!(err.contains("but this host sent"), "{err}");
 }
+
+/// Replies cut by the server's buffer are named: counted as cut in the
+/// text (and `stale` beside them), and the error says why nothing was
+/// received instead of asking whether an echo listens.
+#[test]
+fn cut_replies_are_named_in_the_text_and_the_error() {
+    let echo = Server::echo();
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --size 5000 -n 200 --rate 2000 --warmup 0 --drain 0.3",
+        echo.addr
+    )));
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(out.contains("cut 200"), "{out}");
+    assert!(out.contains("stale 0"), "{out}");
+    assert!(err.contains("200 came back cut"), "{err}");
+    assert!(err.contains("--slot-size"), "{err}");
+}
+
+/// With GRO, the kernel drops (and counts) a train at once: the text says
+/// the unit, on the echo's totals and on the load's line.
+#[test]
+fn kernel_drops_say_when_they_count_gro_trains() {
+    let (code, out, err) = run(&util::words(
+        "echo --bind 127.0.0.1:0 --gro -w 1 -q --duration 0.3",
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kernel-drops 0 (GRO trains)"), "{out}");
+    let echo = Server::echo();
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --gso 4 -n 400 --warmup 0",
+        echo.addr
+    )));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kernel drops 0 (GRO trains)"), "{out}");
+}

@@ -697,3 +697,39 @@ fn timeouts_can_be_kept_in_the_latency_picture() {
         .sum();
     assert_eq!(total, 100);
 }
+
+/// DNS load against servers that are not DNS: an echo sends each query
+/// back (QR clear), another answers 3 bytes. Neither is an answer: none is
+/// received, each is invalid and counted as not a DNS response, the text
+/// says so, and the run exits 1 saying why.
+#[test]
+fn dns_load_counts_only_dns_responses_as_answers() {
+    if !have("python3") {
+        return;
+    }
+    let q = std::env::temp_dir().join(format!("udpring-notdns-{}.txt", std::process::id()));
+    std::fs::write(&q, "www.example.com A\nexample.com NS\n").unwrap();
+    let echo = util::Server::echo();
+    let three = util::PyResponder::start("    s.sendto(q[:3], a)");
+    for target in [echo.addr, three.addr] {
+        let (code, out, err) = run(&util::words(&format!(
+            "load {target} --dns-queries {} -n 300 --rate 3000 --warmup 0 --drain 0.3",
+            q.display()
+        )));
+        assert_eq!(code, 1, "{target}: {out} {err}");
+        assert!(out.contains("recv            0"), "{target}: {out}");
+        assert!(out.contains("not DNS responses"), "{target}: {out}");
+        assert!(err.contains("not DNS responses"), "{target}: {err}");
+        let (_, out, _) = run(&util::words(&format!(
+            "load {target} --dns-queries {} -n 300 --rate 3000 --warmup 0 --drain 0.3 --json -q",
+            q.display()
+        )));
+        let v = util::json(&out);
+        assert_eq!(
+            util::counts(&v["counts"], ["received", "invalid", "dns_not_response"]),
+            [Some(0), Some(300), Some(300)],
+            "{target}: {v}"
+        );
+    }
+    let _ = std::fs::remove_file(&q);
+}

@@ -29,15 +29,29 @@ impl LoadReport {
             };
             hist.add(r.histogram.to_histogram()?)
                 .map_err(|e| format!("{e:?}"))?;
-            out.runs = out.runs.saturating_add(r.runs);
-            out.sent = out.sent.saturating_add(r.sent);
-            out.received = out.received.saturating_add(r.received);
-            out.lost = out.lost.saturating_add(r.lost);
-            out.reordered = out.reordered.saturating_add(r.reordered);
-            out.duplicated = out.duplicated.saturating_add(r.duplicated);
-            out.invalid = out.invalid.saturating_add(r.invalid);
-            out.foreign = out.foreign.saturating_add(r.foreign);
-            out.kernel_drops = out.kernel_drops.saturating_add(r.kernel_drops);
+            // Counts that do not fit are refused, not clamped: a merged
+            // `sent` of 2^64-1 would read as a real count.
+            out.runs = out
+                .runs
+                .checked_add(r.runs)
+                .ok_or("runs: too many to count")?;
+            for (name, field, add) in [
+                ("sent", &mut out.sent, r.sent),
+                ("received", &mut out.received, r.received),
+                ("lost", &mut out.lost, r.lost),
+                ("reordered", &mut out.reordered, r.reordered),
+                ("duplicated", &mut out.duplicated, r.duplicated),
+                ("invalid", &mut out.invalid, r.invalid),
+                ("foreign", &mut out.foreign, r.foreign),
+                ("kernel_drops", &mut out.kernel_drops, r.kernel_drops),
+            ] {
+                *field = field.checked_add(add).ok_or_else(|| {
+                    format!(
+                        "{name}: the results add up past {}, which no run counts",
+                        u64::MAX
+                    )
+                })?;
+            }
             out.host_udp.add(&r.host_udp);
             out.kernel.add(&r.kernel);
             out.counts.add(&r.counts);

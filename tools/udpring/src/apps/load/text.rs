@@ -85,9 +85,22 @@ impl LoadReport {
                   jitter are the sink's to report (`udpring sink`)\n";
         } else {
             s += &format!(
-                "lost {} ({loss})  reordered {}  duplicated {}  invalid {}  foreign {}\n",
-                self.lost, self.reordered, self.duplicated, self.invalid, self.foreign
+                "lost {} ({loss})  reordered {}  duplicated {}  invalid {}  foreign {}  cut {}  \
+                 stale {}\n",
+                self.lost,
+                self.reordered,
+                self.duplicated,
+                self.invalid,
+                self.foreign,
+                self.counts.truncated,
+                self.counts.stale
             );
+            if self.counts.dns_not_response > 0 {
+                s += &format!(
+                    "not DNS responses (QR clear, or shorter than a header): {} (among invalid)\n",
+                    self.counts.dns_not_response
+                );
+            }
         }
         let errs: Vec<String> = self
             .send_errors
@@ -100,8 +113,15 @@ impl LoadReport {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        // With GSO the replies come back as GRO trains: the kernel drops
+        // (and the socket's counter counts) a whole train at once.
+        let unit = if self.gso_segments > 1 {
+            " (GRO trains)"
+        } else {
+            ""
+        };
         s += &format!(
-            "send errors {}  kernel drops {}  host UDP: rcvbuf-errors {} sndbuf-errors {} in-errors {}  icmp/errors {}{}\n",
+            "send errors {}  kernel drops {}{unit}  host UDP: rcvbuf-errors {} sndbuf-errors {} in-errors {}  icmp/errors {}{}\n",
             if errs.is_empty() {
                 "none".into()
             } else {

@@ -59,6 +59,14 @@ impl Worker {
                 Err(field) => return self.tally(field, 1),
             },
             Match::Id { offset, len } => {
+                if self.opts.dns && crate::apps::load::dns::answer(seg).is_none() {
+                    // A query echoed back (QR clear) or a few bytes: not an
+                    // answer, whatever its ID says.
+                    if self.phase != Phase::Warmup {
+                        self.counts.dns_not_response += 1;
+                    }
+                    return self.tally(|c| &mut c.invalid, 1);
+                }
                 let Some(id) = read_id(seg, offset, len) else {
                     return self.tally(|c| &mut c.unmatched, 1);
                 };
