@@ -139,6 +139,9 @@ mod bufring;
 mod config;
 mod engine;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod limits;
 pub mod metrics;

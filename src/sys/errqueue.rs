@@ -80,7 +80,7 @@ pub fn read_errqueue(fd: RawFd) -> Option<Queued> {
 }
 
 /// What one error-queue entry's control area says.
-fn parse_entry(ctl: &[u8], peer: Option<SocketAddr>) -> Queued {
+pub(crate) fn parse_entry(ctl: &[u8], peer: Option<SocketAddr>) -> Queued {
     let Some((e, data)) = CmsgIter::new(ctl).find_map(|c| parse_extended_err(c, peer)) else {
         return Queued::Unknown;
     };

@@ -210,10 +210,7 @@ impl Ring {
             ring.submitter()
                 .register_buf_ring_with_flags(br.addr(), br.entries(), BGID, 0)?
         };
-        // SAFETY: msghdr is plain old data; all-zero is valid.
-        let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        recv_msg.msg_namelen = NAME_LEN as libc::socklen_t;
-        recv_msg.msg_controllen = RECV_CMSG_LEN;
+        let recv_msg = Box::new(recv_template());
         let hdrs = (0..sends)
             .map(|_| SendHdr {
                 // SAFETY: plain old data; all-zero is valid.
@@ -424,15 +421,7 @@ impl Ring {
     /// buffer (`io_uring_recvmsg_out`, name, control data) for socket
     /// `sock`. `None` when it does not parse.
     pub fn recv_meta(&self, sock: u16, buf: &[u8]) -> Option<RecvMeta> {
-        let m = types::RecvMsgOut::parse(buf, &self.recv_msg).ok()?;
-        let name_len = (m.incoming_name_len() as usize).min(m.name_data().len());
-        Some(RecvMeta {
-            sock,
-            src: RawAddr::from_bytes(&m.name_data()[..name_len]),
-            len: m.payload_data().len() as u32,
-            truncated: m.is_payload_truncated(),
-            cmsg: RecvCmsg::parse(m.control_data()),
-        })
+        parse_recv(sock, buf, &self.recv_msg)
     }
 
     /// Submits what is queued and waits for `want` completions or the
@@ -513,6 +502,32 @@ impl Ring {
             self.fixed = false;
         }
     }
+}
+
+/// Reads the `io_uring_recvmsg_out` record, name and control data at the
+/// start of a receive buffer, laid out for `msg` (the multishot receive's
+/// template). `None` when it does not parse. A free function so that the
+/// fuzzer reaches it without a ring.
+pub(crate) fn parse_recv(sock: u16, buf: &[u8], msg: &libc::msghdr) -> Option<RecvMeta> {
+    let m = types::RecvMsgOut::parse(buf, msg).ok()?;
+    let name_len = (m.incoming_name_len() as usize).min(m.name_data().len());
+    Some(RecvMeta {
+        sock,
+        src: RawAddr::from_bytes(&m.name_data()[..name_len]),
+        len: m.payload_data().len() as u32,
+        truncated: m.is_payload_truncated(),
+        cmsg: RecvCmsg::parse(m.control_data()),
+    })
+}
+
+/// The template of the multishot receive: room for a name of
+/// [`NAME_LEN`] bytes and [`RECV_CMSG_LEN`] bytes of control data.
+pub(crate) fn recv_template() -> libc::msghdr {
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_namelen = NAME_LEN as libc::socklen_t;
+    m.msg_controllen = RECV_CMSG_LEN;
+    m
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod bench;
 mod echo;
 mod fanout;
 mod fleet;
+pub mod fuzz;
 mod histlog;
 mod limits;
 mod load;

@@ -41,7 +41,7 @@ mod host;
 mod matcher;
 mod merge;
 mod opts;
-pub(crate) mod payload;
+pub mod payload;
 pub mod pcap;
 mod report;
 mod responders;

@@ -87,15 +87,36 @@ pub(crate) fn read_bounded(f: &std::path::Path, max: u64) -> Result<Vec<u8>, Fai
 fn hex(s: &str) -> Result<Vec<u8>, String> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     let s = s.strip_prefix("0x").unwrap_or(&s);
+    // Pairs of bytes, not of chars: a line may hold any UTF-8 (a non-ASCII
+    // character is refused below, never cut in two).
+    if let Some(c) = s.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!("'{c}' is not a hex digit"));
+    }
     if s.len() % 2 != 0 {
         return Err(format!("'{s}': an odd number of hex digits"));
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&s[i..i + 2], 16)
-                .map_err(|_| format!("'{}' is not a hex byte", &s[i..i + 2]))
+    s.as_bytes()
+        .chunks_exact(2)
+        .map(|p| {
+            let d = |b: u8| char::from(b).to_digit(16).expect("checked above") as u8;
+            Ok(d(p[0]) << 4 | d(p[1]))
         })
+        .collect()
+}
+
+/// The payloads of a `--payload-file`: hex lines (blank lines and `#`
+/// comments skipped), or with `raw` records of a u16 big-endian length
+/// and that many bytes. What it allocates is at most the file's size.
+pub fn payload_file(buf: &[u8], raw: bool) -> Result<Vec<Vec<u8>>, String> {
+    if raw {
+        return raw_records(buf);
+    }
+    let text =
+        std::str::from_utf8(buf).map_err(|_| "not text: hex lines (or --payload-format raw)")?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(n, l)| hex(l).map_err(|e| format!("line {}: {e}", n + 1)))
         .collect()
 }
 
@@ -130,19 +151,8 @@ pub(crate) fn payloads(a: &PayloadArgs) -> Result<Option<(Payloads, bool)>, Fail
         )
     } else if let Some(f) = &a.payload_file {
         let buf = read_bounded(f, MAX_FILE_BYTES)?;
-        let named = |e: String| usage(format!("{}: {e}", f.display()));
-        let list = if a.payload_format == "raw" {
-            raw_records(&buf).map_err(named)?
-        } else {
-            let text = std::str::from_utf8(&buf)
-                .map_err(|_| named("not text: hex lines (or --payload-format raw)".into()))?;
-            text.lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-                .map(|(n, l)| hex(l).map_err(|e| format!("line {}: {e}", n + 1)))
-                .collect::<Result<_, _>>()
-                .map_err(named)?
-        };
+        let list = payload_file(&buf, a.payload_format == "raw")
+            .map_err(|e| usage(format!("{}: {e}", f.display())))?;
         (list, false)
     } else if let Some(f) = &a.pcap {
         let buf = read_bounded(f, MAX_FILE_BYTES)?;
@@ -188,6 +198,14 @@ mod tests {
         assert_eq!(hex("0x00ff"), Ok(vec![0, 255]));
         assert!(hex("abc").is_err());
         assert!(hex("zz").is_err());
+        // Found by the fuzzer: a multi-byte character used to be cut in
+        // two (a panic); it is refused, by name, with its line.
+        assert_eq!(hex("0\u{592}0"), Err("'\u{592}' is not a hex digit".into()));
+        assert!(
+            payload_file("00\n\u{e9}e\n".as_bytes(), false)
+                .unwrap_err()
+                .starts_with("line 2: ")
+        );
         assert_eq!(
             raw_records(&[0, 2, 7, 8, 0, 1, 9]),
             Ok(vec![vec![7, 8], vec![9]])
