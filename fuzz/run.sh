@@ -16,6 +16,9 @@ NET="header sequences fanout_control dns_reply cmsg"
 ALL="header sequences fanout_control dns_reply cmsg pcap payload_file dnsperf interval_log report_json"
 TARGETS=${*:-$ALL}
 mkdir -p logs
+# The engine's and the command's dependencies at the versions the root
+# build uses (its lock file), so the fuzzer tests what ships.
+cp ../Cargo.lock Cargo.lock
 cargo +nightly fuzz build >/dev/null 2>&1 || { echo "cargo +nightly fuzz build failed" >&2; exit 1; }
 run() {
     local t=$1 s=$SECS

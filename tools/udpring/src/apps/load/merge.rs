@@ -27,8 +27,7 @@ impl LoadReport {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };
-            hist.add(r.histogram.to_histogram()?)
-                .map_err(|e| format!("{e:?}"))?;
+            super::report::add_checked(&mut hist, &r.histogram.to_histogram()?)?;
             // Counts that do not fit are refused, not clamped: a merged
             // `sent` of 2^64-1 would read as a real count.
             out.runs = out

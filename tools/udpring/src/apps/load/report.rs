@@ -242,6 +242,13 @@ impl HistogramData {
                 self.unit, self.sigfig
             ));
         }
+        let total = self
+            .counts
+            .iter()
+            .try_fold(0u64, |a, &(_, c)| a.checked_add(c));
+        if total.is_none_or(|t| t > MAX_HIST_TOTAL) {
+            return Err(too_many());
+        }
         let mut h = new_histogram();
         for &(v, c) in &self.counts {
             h.record_n(v, c)
@@ -249,6 +256,34 @@ impl HistogramData {
         }
         Ok(h)
     }
+}
+
+/// Most round trips one histogram may hold, alone or merged: 2^62, far
+/// above any run (146 years at a billion a second) and low enough that
+/// no sum of counts overflows (HdrHistogram adds counts unchecked when it
+/// reads a percentile: a forged log or result made `report` panic).
+pub const MAX_HIST_TOTAL: u64 = 1 << 62;
+
+fn too_many() -> String {
+    format!("a histogram would hold more than {MAX_HIST_TOTAL} round trips: not a run's")
+}
+
+/// `h`'s total count, refused above [`MAX_HIST_TOTAL`].
+pub fn checked_total(h: &Histogram<u64>) -> Result<u64, String> {
+    h.iter_recorded()
+        .try_fold(0u64, |a, v| a.checked_add(v.count_at_value()))
+        .filter(|&n| n <= MAX_HIST_TOTAL)
+        .ok_or_else(too_many)
+}
+
+/// Adds `h` into `into`, refused when together they would hold more than
+/// [`MAX_HIST_TOTAL`].
+pub fn add_checked(into: &mut Histogram<u64>, h: &Histogram<u64>) -> Result<(), String> {
+    let n = checked_total(h)?;
+    if into.len().checked_add(n).is_none_or(|t| t > MAX_HIST_TOTAL) {
+        return Err(too_many());
+    }
+    into.add(h).map_err(|e| format!("{e:?}"))
 }
 
 /// Bursts of a paced run (`load --burst N --burst-interval T`).
