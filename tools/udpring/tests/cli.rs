@@ -392,6 +392,58 @@ fn multicast_and_fanout_bad_input_is_one_line_with_exit_code_2() {
         ),
         (
             &[
+                "mcast",
+                "ping",
+                "239.1.1.1:5000",
+                "--payload",
+                "70",
+                "--rate",
+                "0",
+            ],
+            "--rate 0",
+        ),
+        (
+            &["mcast", "ping", "239.1.1.1:5000", "--payload", "7g"],
+            "--payload: 'g' is not a hex digit",
+        ),
+        (
+            &["mcast", "ping", "239.1.1.1:5000", "--expect", "70"],
+            "--expect and --timeout go with --payload",
+        ),
+        (
+            &[
+                "mcast",
+                "ping",
+                "239.1.1.1:5000",
+                "--payload",
+                "70",
+                "--timeout",
+                "0.2",
+            ],
+            "at most the interval between pings (0.100 s",
+        ),
+        (
+            &[
+                "mcast",
+                "ping",
+                "239.1.1.1:5000",
+                "--payload",
+                "70",
+                "-s",
+                "100",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &["mcast", "pong", "239.1.1.1:5000", "--answer", "70"],
+            "--expect",
+        ),
+        (
+            &["mcast", "pong", "239.1.1.1:5000", "--expect", ""],
+            "--expect: 0 bytes",
+        ),
+        (
+            &[
                 "fanout",
                 "--listen",
                 "127.0.0.1:0",

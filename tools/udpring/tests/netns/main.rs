@@ -6,7 +6,8 @@
 //!
 //! One test binary; `topo.rs` builds the topologies, then one file per
 //! subject: `pmtu.rs` (path MTU), `mcast.rs` (the multicast and broadcast
-//! API on the LAN), `source.rs` (replies from the address asked), `tools.rs` (the command's multicast tools and fan-out
+//! API on the LAN), `mcast_peers.rs` (the multicast tools against
+//! programs udpring did not write: the seeds' Twisted ping-pong), `source.rs` (replies from the address asked), `tools.rs` (the command's multicast tools and fan-out
 //! across hosts).
 
 #[path = "../util/mod.rs"]
@@ -17,6 +18,7 @@ mod accounting;
 mod fleet;
 mod guard;
 mod mcast;
+mod mcast_peers;
 mod pmtu;
 mod socket_controls;
 mod source;

@@ -1,0 +1,247 @@
+//! Multicast with programs udpring did not write, on the LAN: the seeds'
+//! Twisted ping-pong (tools/peers/twisted, Python 3 ports of Twisted's UDP
+//! howto) measured by `mcast ping --payload` and answered by `mcast pong
+//! --expect --answer`; plain-socket responders over IPv6. Twisted is a
+//! peer: without it the Twisted halves skip, saying so (`pip install
+//! twisted`; `.ci/run` installs it).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::topo::{KillOnDrop, Topology, forge_from_port, json_of};
+
+/// `text` as the hex the flags take.
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether Twisted imports; without it the test skips or, with
+/// `UDPRING_REQUIRE_PEERS=1`, fails.
+fn have_twisted() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import twisted"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("UDPRING_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "Twisted is not installed and UDPRING_REQUIRE_PEERS=1"
+        );
+        eprintln!("skipping: Twisted is not installed (pip install twisted)");
+    }
+    ok
+}
+
+/// Runs one of the seeds' Twisted programs in namespace `ns`.
+fn twisted(topo: &Topology, ns: &str, program: &str) -> KillOnDrop {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../peers/twisted/");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &format!("{}-{ns}", topo.name)])
+        .args(["python3", "-u", &format!("{path}{program}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
+/// A responder joined to `group` on `iface` that answers `ask` with
+/// `answer` by unicast (IPv4 or IPv6), until killed.
+const PY_RESPONDER: &str = r#"
+import socket, struct, sys
+group, port, iface, ask, answer = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].encode(), sys.argv[5].encode()
+v6 = ":" in group
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::" if v6 else "0.0.0.0", port))
+if v6:
+    mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", socket.if_nametoindex(iface))
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+else:
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton("0.0.0.0"))
+print("joined", flush=True)
+while True:
+    d, a = s.recvfrom(2048)
+    if d == ask:
+        s.sendto(answer, a)
+"#;
+
+fn py_responder(
+    topo: &Topology,
+    ns: &str,
+    group: &str,
+    port: &str,
+    ask: &str,
+    answer: &str,
+) -> KillOnDrop {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &format!("{}-{ns}", topo.name)])
+        .args([
+            "python3",
+            "-c",
+            PY_RESPONDER,
+            group,
+            port,
+            "e0",
+            ask,
+            answer,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "joined");
+    KillOnDrop(child)
+}
+
+/// `mcast ping --payload ... --expect ... --json` from h1: its responders.
+fn ping_payload(topo: &Topology, group: &str, ask: &str, answer: &str) -> serde_json::Value {
+    let out = topo.udpring(
+        "h1",
+        &[
+            "mcast",
+            "ping",
+            group,
+            "--payload",
+            &hex(ask),
+            "--expect",
+            &hex(answer),
+            "-c",
+            "10",
+            "--rate",
+            "20",
+            "--json",
+        ],
+    );
+    let v = json_of(&out);
+    assert!(out.status.success(), "{group}: {v}");
+    v
+}
+
+/// Every responder of `v` answered each of the 10 pings once, with an RTT.
+fn each_answered_all(v: &serde_json::Value, want: &[&str]) {
+    let rs = v["responders"].as_array().unwrap();
+    let addrs: Vec<&str> = rs.iter().map(|r| r["addr"].as_str().unwrap()).collect();
+    assert_eq!(addrs, want, "{v}");
+    for r in rs {
+        assert_eq!(
+            crate::util::counts(r, ["received", "lost", "duplicated"]),
+            [Some(10), Some(0), Some(0)],
+            "{r}"
+        );
+        assert!(r["rtt_us"]["p50"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(v["late"], 0, "{v}");
+}
+
+#[test]
+fn mcast_ping_with_a_payload_measures_the_seeds_twisted_servers_and_python_responders() {
+    let topo = crate::topology!(lan, "t");
+    if have_twisted() {
+        let _servers: Vec<KillOnDrop> = ["h2", "h3"]
+            .iter()
+            .map(|h| twisted(&topo, h, "MulticastServer.py"))
+            .collect();
+        std::thread::sleep(Duration::from_millis(1500)); // Twisted starts and joins
+        let v = ping_payload(&topo, "228.0.0.5:8005", "Client: Ping", "Server: Pong");
+        each_answered_all(&v, &["10.201.0.2:8005", "10.201.0.3:8005"]);
+    }
+    // IPv6 (Twisted's multicast is IPv4 only): plain-socket responders.
+    let _py: Vec<KillOnDrop> = ["h2", "h3"]
+        .iter()
+        .map(|h| py_responder(&topo, h, "ff15::8:8:8", "8006", "who", "me"))
+        .collect();
+    let v = ping_payload(&topo, "[ff15::8:8:8%e0]:8006", "who", "me");
+    each_answered_all(&v, &["[fd00:201::2]:8006", "[fd00:201::3]:8006"]);
+    // A responder whose answer does not start with --expect: invalid, and
+    // no responder made of it.
+    let _wrong = py_responder(&topo, "h2", "ff15::9:9:9", "8007", "who", "someone else");
+    let out = topo.udpring(
+        "h1",
+        &[
+            "mcast",
+            "ping",
+            "[ff15::9:9:9%e0]:8007",
+            "--payload",
+            &hex("who"),
+            "--expect",
+            &hex("me"),
+            "-c",
+            "5",
+            "--rate",
+            "20",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "no responder answered");
+    let v = json_of(&out);
+    assert_eq!(v["invalid"], 5, "{v}");
+    assert_eq!(v["responders"].as_array().unwrap().len(), 0, "{v}");
+}
+
+#[test]
+fn mcast_pong_answers_the_seeds_twisted_client_and_nothing_unicast_or_guarded() {
+    let topo = crate::topology!(lan, "q");
+    let ping = hex("Client: Ping");
+    let pong = topo.spawn(
+        "h2",
+        &[
+            "mcast",
+            "pong",
+            "228.0.0.5:8005",
+            "--expect",
+            &ping,
+            "--answer",
+            &hex("Server: Pong"),
+            "--duration",
+            "5",
+            "--json",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // A unicast "Client: Ping" to h2 (from a plain socket) and one forged
+    // from port 53 of h1 to the group (a reflector port: refused by the
+    // guard before the handler sees it): neither is answered.
+    topo.run_in("h1", || {
+        let s = std::net::UdpSocket::bind("10.201.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s.send_to(b"Client: Ping", "10.201.0.2:8005").unwrap();
+        let mut b = [0u8; 64];
+        assert!(
+            s.recv_from(&mut b).is_err(),
+            "a unicast ping is never answered"
+        );
+        forge_from_port(53, "228.0.0.5:8005".parse().unwrap(), b"Client: Ping");
+    });
+    let mut answered = 0;
+    if have_twisted() {
+        let mut client = twisted(&topo, "h1", "MulticastClient.py");
+        std::thread::sleep(Duration::from_millis(2000));
+        let _ = client.0.kill();
+        let heard = String::from_utf8_lossy(&client.finish().stdout).into_owned();
+        assert!(
+            heard.contains("Datagram b'Server: Pong' received from ('10.201.0.2', 8005)"),
+            "the Twisted client hears the answer: {heard}"
+        );
+        answered = 1;
+    }
+    let v = json_of(&pong.finish());
+    assert_eq!(
+        v["sent"], answered,
+        "only the Twisted client's ping is answered: {v}"
+    );
+    assert_eq!(v["received"], 1 + answered, "{v}");
+    assert_eq!(
+        v["not_answered"]["not_to_group"], 1,
+        "the unicast ping: {v}"
+    );
+    assert_eq!(
+        v["guard"]["guard_port"], 1,
+        "the ping forged from port 53: {v}"
+    );
+}
