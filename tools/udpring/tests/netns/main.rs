@@ -7,8 +7,9 @@
 //! One test binary; `topo.rs` builds the topologies, then one file per
 //! subject: `pmtu.rs` (path MTU), `mcast.rs` (the multicast and broadcast
 //! API on the LAN), `mcast_peers.rs` (the multicast tools against
-//! programs udpring did not write: the seeds' Twisted ping-pong), `source.rs` (replies from the address asked), `tools.rs` (the command's multicast tools and fan-out
-//! across hosts).
+//! programs udpring did not write: the seeds' Twisted ping-pong),
+//! `source.rs` (replies from the address asked), `tools.rs` (the
+//! command's multicast tools and fan-out across hosts).
 
 #[path = "../util/mod.rs"]
 #[macro_use]
