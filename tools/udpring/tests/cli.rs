@@ -439,6 +439,19 @@ fn multicast_and_fanout_bad_input_is_one_line_with_exit_code_2() {
             "--expect",
         ),
         (
+            &[
+                "load",
+                "239.1.1.1:5000",
+                "--payload",
+                "70",
+                "--match",
+                "flow",
+                "--mode",
+                "ping",
+            ],
+            "--match flow cannot tell which request a group's replies answer",
+        ),
+        (
             &["mcast", "pong", "239.1.1.1:5000", "--expect", ""],
             "--expect: 0 bytes",
         ),

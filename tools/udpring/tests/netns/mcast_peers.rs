@@ -245,3 +245,49 @@ fn mcast_pong_answers_the_seeds_twisted_client_and_nothing_unicast_or_guarded() 
         "the ping forged from port 53: {v}"
     );
 }
+
+#[test]
+fn load_with_a_payload_to_a_group_matches_every_responders_replies_by_id() {
+    let topo = crate::topology!(lan, "i");
+    for group in ["239.7.7.8:5011", "[ff15::7:7:8%e0]:5011"] {
+        // Two responders that echo whatever starts with "Q": the payload
+        // is "Q", a 2-byte ID that load writes, and padding.
+        let _pongs: Vec<KillOnDrop> = ["h2", "h3"]
+            .iter()
+            .map(|h| {
+                topo.spawn(
+                    h,
+                    &["mcast", "pong", group, "--expect", "51", "--duration", "15"],
+                )
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let out = topo.udpring(
+            "h1",
+            &crate::util::words(&format!(
+                "load {group} --payload 510000abcdef --match id:1:2 --rate 2000 --count 500 \
+                 --warmup 0 --json -q"
+            )),
+        );
+        let v = json_of(&out);
+        let rs = v["responders"].as_array().unwrap();
+        assert_eq!(rs.len(), 2, "{group}: {}", v["counts"]);
+        for r in rs {
+            assert_eq!(
+                crate::util::counts(r, ["received", "lost", "duplicated"]),
+                [Some(500), Some(0), Some(0)],
+                "{group}: {}",
+                r["addr"]
+            );
+            assert!(r["rtt_us"]["p50"].as_f64().unwrap() > 0.0);
+        }
+        assert_eq!(v["received"], 1000, "{group}: {}", v["counts"]);
+        assert_eq!(
+            crate::util::counts(&v["counts"], ["duplicated", "timeouts", "unmatched"]),
+            [Some(0), Some(0), Some(0)],
+            "{group}: {}",
+            v["counts"]
+        );
+        assert_eq!(v["lost"], 0, "{group}");
+    }
+}
