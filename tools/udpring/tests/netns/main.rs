@@ -6,8 +6,8 @@
 //!
 //! One test binary; `topo.rs` builds the topologies, then one file per
 //! subject: `pmtu.rs` (path MTU), `mcast.rs` (the multicast and broadcast
-//! API on the LAN), `mcast_peers.rs` (the multicast tools against
-//! programs udpring did not write: the seeds' Twisted ping-pong),
+//! API on the LAN), `peers.rs` (udpring against programs it did not
+//! write: the seeds' Twisted programs, discovery responders),
 //! `source.rs` (replies from the address asked), `tools.rs` (the
 //! command's multicast tools and fan-out across hosts).
 
@@ -19,7 +19,7 @@ mod accounting;
 mod fleet;
 mod guard;
 mod mcast;
-mod mcast_peers;
+mod peers;
 mod pmtu;
 mod socket_controls;
 mod source;

@@ -1,9 +1,10 @@
-//! Multicast with programs udpring did not write, on the LAN: the seeds'
-//! Twisted ping-pong (tools/peers/twisted, Python 3 ports of Twisted's UDP
-//! howto) measured by `mcast ping --payload` and answered by `mcast pong
-//! --expect --answer`; plain-socket responders over IPv6. Twisted is a
-//! peer: without it the Twisted halves skip, saying so (`pip install
-//! twisted`; `.ci/run` installs it).
+//! udpring with programs it did not write, on the LAN: the seeds' Twisted
+//! programs (tools/peers/twisted: Twisted's UDP howto in Python 3 syntax)
+//! against `load`, `echo`, `mcast ping --payload` and `mcast pong
+//! --expect --answer`; plain-socket responders over IPv6; and a group
+//! loaded with payloads matched by ID. Twisted is a peer: without it the
+//! Twisted halves skip, saying so (`pip install twisted`; `.ci/run`
+//! installs it).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -34,10 +35,22 @@ fn have_twisted() -> bool {
 
 /// Runs one of the seeds' Twisted programs in namespace `ns`.
 fn twisted(topo: &Topology, ns: &str, program: &str) -> KillOnDrop {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../peers/twisted/");
+    twisted_on(topo, ns, program, None)
+}
+
+/// Runs one of the seeds' Twisted programs in namespace `ns`, on the given
+/// reactor (`selectreactor`, ...) instead of the platform's default.
+fn twisted_on(topo: &Topology, ns: &str, program: &str, reactor: Option<&str>) -> KillOnDrop {
+    let path = format!("{}/../peers/twisted/{program}", env!("CARGO_MANIFEST_DIR"));
+    let run = match reactor {
+        None => format!("exec(open({path:?}).read())"),
+        Some(r) => {
+            format!("from twisted.internet import {r}; {r}.install(); exec(open({path:?}).read())")
+        }
+    };
     let child = Command::new("ip")
         .args(["netns", "exec", &format!("{}-{ns}", topo.name)])
-        .args(["python3", "-u", &format!("{path}{program}")])
+        .args(["python3", "-u", "-c", &run])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -290,4 +303,125 @@ fn load_with_a_payload_to_a_group_matches_every_responders_replies_by_id() {
         );
         assert_eq!(v["lost"], 0, "{group}");
     }
+}
+
+/// Runs one of the seeds' Twisted programs in `ns` until it prints
+/// `want` (or 5 s pass), then stops it: what it printed.
+fn twisted_until(
+    topo: &Topology,
+    ns: &str,
+    program: &str,
+    reactor: Option<&str>,
+    want: &str,
+) -> String {
+    let mut p = twisted_on(topo, ns, program, reactor);
+    let out = p.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                printed += &line;
+                printed.push('\n');
+                if line.contains(want) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    drop(p);
+    printed
+}
+
+#[test]
+fn the_seeds_twisted_echo_and_helloer_with_load_and_echo() {
+    let topo = crate::topology!(lan, "w");
+    if !have_twisted() {
+        return;
+    }
+    // The seeds' Echo on port 9999 of h2, loaded by udpring.
+    let _echo = twisted(&topo, "h2", "Echo.py");
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = topo.udpring(
+        "h1",
+        &crate::util::words("load 10.201.0.2:9999 --mode ping --count 200 --warmup 0 --json -q"),
+    );
+    let v = json_of(&out);
+    assert_eq!(
+        crate::util::counts(&v, ["sent", "received", "lost"]),
+        [Some(200), Some(200), Some(0)],
+        "{}",
+        v["counts"]
+    );
+    // The seeds' Helloer sends "hello" to 192.168.1.1:1234 on a connected
+    // socket: here that address is h2's (inside the test's namespaces).
+    crate::topo::sh_in(&topo, "h2", "ip addr add 192.168.1.1/32 dev e0");
+    crate::topo::sh_in(&topo, "h1", "ip route add 192.168.1.1/32 dev e0");
+    let echo = topo.server(
+        "h2",
+        &crate::util::words("echo --bind 192.168.1.1:1234 --workers 1 --duration 20"),
+    );
+    let heard = twisted_until(&topo, "h1", "Helloer.py", None, "received");
+    assert!(
+        heard.contains("received b'hello' from 192.168.1.1:1234"),
+        "Helloer hears udpring echo: {heard}"
+    );
+    // Nobody there: its connectionRefused, from the ICMP error. On the
+    // select reactor: Twisted 26's default (epoll) takes the socket error
+    // (EPOLLERR) for a lost connection and never calls connectionRefused
+    // (a plain socket gets ECONNREFUSED here).
+    drop(echo);
+    let heard = twisted_until(
+        &topo,
+        "h1",
+        "Helloer.py",
+        Some("selectreactor"),
+        "No one listening",
+    );
+    assert!(heard.contains("No one listening"), "{heard}");
+}
+
+#[test]
+fn the_seeds_first_multicast_pair_with_mcast_ping_and_pong() {
+    let topo = crate::topology!(lan, "u");
+    if !have_twisted() {
+        return;
+    }
+    // MulticastServerUDP on h2 and h3 answers "UniqueID" with "data".
+    let servers: Vec<KillOnDrop> = ["h2", "h3"]
+        .iter()
+        .map(|h| twisted(&topo, h, "MulticastServerUDP.py"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let v = ping_payload(&topo, "224.0.0.1:8005", "UniqueID", "data");
+    each_answered_all(&v, &["10.201.0.2:8005", "10.201.0.3:8005"]);
+    drop(servers);
+    // MulticastClientUDP on h1 is answered by udpring's pong on h2.
+    let _pong = topo.spawn(
+        "h2",
+        &[
+            "mcast",
+            "pong",
+            "224.0.0.1:8005",
+            "--expect",
+            &hex("UniqueID"),
+            "--answer",
+            &hex("data"),
+            "--duration",
+            "10",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let heard = twisted_until(&topo, "h1", "MulticastClientUDP.py", None, "Received");
+    assert!(heard.contains("Received:b'data'"), "{heard}");
 }
