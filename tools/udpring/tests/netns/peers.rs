@@ -425,3 +425,169 @@ fn the_seeds_first_multicast_pair_with_mcast_ping_and_pong() {
     let heard = twisted_until(&topo, "h1", "MulticastClientUDP.py", None, "Received");
     assert!(heard.contains("Received:b'data'"), "{heard}");
 }
+
+/// An mDNS responder (RFC 6762) for one host, joined to 224.0.0.251 or
+/// ff02::fb on e0, port 5353: it answers a PTR query for
+/// `_services._dns-sd._udp.local` (DNS-SD's service enumeration) with
+/// `_http._tcp.local`, by unicast to the asker (a query from a port other
+/// than 5353 is a "legacy unicast" one: the answer carries its ID and
+/// question, RFC 6762 section 6.7).
+const PY_MDNS: &str = r#"
+import socket, struct, sys
+v6 = sys.argv[1] == "6"
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::" if v6 else "0.0.0.0", 5353))
+if v6:
+    mreq = socket.inet_pton(socket.AF_INET6, "ff02::fb") + struct.pack("@I", socket.if_nametoindex("e0"))
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+else:
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton("224.0.0.251") + socket.inet_aton("0.0.0.0"))
+def name(n):
+    return b"".join(bytes([len(p)]) + p.encode() for p in n.split(".")) + b"\0"
+want = name("_services._dns-sd._udp.local")
+print("joined", flush=True)
+while True:
+    q, a = s.recvfrom(2048)
+    if len(q) < 12 or q[2] & 0x80:
+        continue
+    qid = q[:2]
+    end = 12 + len(want)
+    if q[12:end] != want or q[end:end + 2] != b"\x00\x0c":
+        continue
+    question = q[12:end] + b"\x00\x0c\x00\x01"
+    rdata = name("_http._tcp.local")
+    answer = b"\xc0\x0c" + struct.pack(">HHIH", 12, 1, 10, len(rdata)) + rdata
+    s.sendto(qid + b"\x84\x00" + struct.pack(">HHHH", 1, 1, 0, 0) + question + answer, a)
+"#;
+
+/// An SSDP responder (UPnP device architecture): joined to
+/// 239.255.255.250:1900, it answers an `M-SEARCH` by unicast with `200 OK`
+/// and its description's `LOCATION`.
+const PY_SSDP: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 1900))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton("239.255.255.250") + socket.inet_aton("0.0.0.0"))
+me = sys.argv[1]
+print("joined", flush=True)
+while True:
+    q, a = s.recvfrom(2048)
+    if q.startswith(b"M-SEARCH * HTTP/1.1\r\n") and b"ssdp:discover" in q:
+        s.sendto(b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=60\r\nST: upnp:rootdevice\r\n"
+                 b"USN: uuid:" + me.encode() + b"::upnp:rootdevice\r\nLOCATION: http://" + me.encode()
+                 + b"/desc.xml\r\n\r\n", a)
+"#;
+
+/// Starts `script` (which prints "joined") with `args` in namespace `ns`.
+fn py_joined(topo: &Topology, ns: &str, script: &str, args: &[&str]) -> KillOnDrop {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &format!("{}-{ns}", topo.name)])
+        .args(["python3", "-c", script])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "joined", "{ns}: {script}");
+    KillOnDrop(child)
+}
+
+/// The mDNS service-enumeration query of the README's recipe: ID 0, one
+/// question, PTR, class IN with the unicast-response bit.
+const MDNS_QUERY: &str =
+    "000000000001000000000000095f7365727669636573075f646e732d7364045f756470056c6f63616c00000c8001";
+
+#[test]
+fn discovery_ssdp_and_mdns_responders_each_reported_with_an_rtt() {
+    let topo = crate::topology!(lan, "d");
+    let hosts = ["h2", "h3"];
+    // SSDP: the README's M-SEARCH, answers that start with "HTTP/1.1 200".
+    let _ssdp: Vec<KillOnDrop> = hosts
+        .iter()
+        .map(|h| py_joined(&topo, h, PY_SSDP, &[h]))
+        .collect();
+    let search = "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\n\
+                  MAN: \"ssdp:discover\"\r\nMX: 1\r\nST: ssdp:all\r\n\r\n";
+    let v = ping_payload(&topo, "239.255.255.250:1900", search, "HTTP/1.1 200");
+    each_answered_all(&v, &["10.201.0.2:1900", "10.201.0.3:1900"]);
+    // mDNS over IPv4 and IPv6: the README's query, answers with its ID (0)
+    // and the flags of an authoritative response.
+    for (v6, group, want) in [
+        (
+            "4",
+            "224.0.0.251:5353",
+            Some(["10.201.0.2:5353", "10.201.0.3:5353"]),
+        ),
+        ("6", "[ff02::fb%e0]:5353", None),
+    ] {
+        let _mdns: Vec<KillOnDrop> = hosts
+            .iter()
+            .map(|h| py_joined(&topo, h, PY_MDNS, &[v6]))
+            .collect();
+        let out = topo.udpring(
+            "h1",
+            &[
+                "mcast",
+                "ping",
+                group,
+                "--payload",
+                MDNS_QUERY,
+                "--expect",
+                "00008400",
+                "-c",
+                "10",
+                "--rate",
+                "20",
+                "--json",
+            ],
+        );
+        let v = json_of(&out);
+        assert!(out.status.success(), "{group}: {v}");
+        match want {
+            Some(want) => each_answered_all(&v, &want),
+            // ff02::fb is link-scoped: the pinger sends from its link-local
+            // address, and the responders answer from theirs.
+            None => {
+                let rs = v["responders"].as_array().unwrap();
+                assert_eq!(rs.len(), 2, "{group}: {v}");
+                for r in rs {
+                    assert!(r["addr"].as_str().unwrap().starts_with("[fe80::"), "{r}");
+                    assert_eq!(r["received"], 10, "{group}: {r}");
+                    assert!(r["rtt_us"]["p50"].as_f64().unwrap() > 0.0);
+                }
+            }
+        }
+        if v6 == "4" {
+            // The same responders loaded with DNS queries: every answer
+            // matched to its query by the DNS ID, per responder.
+            let q = std::env::temp_dir().join(format!("{}-mdns.txt", topo.name));
+            std::fs::write(&q, "_services._dns-sd._udp.local PTR\n").unwrap();
+            let out = topo.udpring(
+                "h1",
+                &crate::util::words(&format!(
+                    "load {group} --dns-queries {} --rate 500 --count 200 --warmup 0 --json -q",
+                    q.display()
+                )),
+            );
+            let _ = std::fs::remove_file(&q);
+            let v = json_of(&out);
+            let rs = v["responders"].as_array().unwrap();
+            assert_eq!(rs.len(), 2, "{}", v["counts"]);
+            for r in rs {
+                assert_eq!(
+                    crate::util::counts(r, ["received", "lost", "duplicated"]),
+                    [Some(200), Some(0), Some(0)],
+                    "{}",
+                    r["addr"]
+                );
+            }
+            assert_eq!(v["counts"]["dns_rcodes"]["NOERROR"], 400, "{}", v["counts"]);
+        }
+    }
+}
