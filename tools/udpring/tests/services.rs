@@ -733,3 +733,58 @@ fn dns_load_counts_only_dns_responses_as_answers() {
     }
     let _ = std::fs::remove_file(&q);
 }
+
+#[test]
+fn quiet_means_errors_only_and_the_json_keeps_the_warnings() {
+    if !have("python3") {
+        return;
+    }
+    // Half the requests answered: a run that lost datagrams gets a hint.
+    let py = util::PyResponder::start(HALF);
+    let target = py.addr.to_string();
+    let base = [
+        "load",
+        &target,
+        "--payload",
+        "00000000",
+        "--match",
+        "id:0:2",
+        "-n",
+        "100",
+        "--rate",
+        "1000",
+        "--warmup",
+        "0",
+        "--timeout",
+        "0.05",
+        "--json",
+    ];
+    let mut quiet = base.to_vec();
+    quiet.push("-q");
+    let (code, out, err) = run(&quiet);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err, "", "-q: nothing on standard error but errors");
+    let v = json(&out);
+    let w: Vec<&str> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        w.len() == 1 && w[0].starts_with("hint: 50.000% lost"),
+        "{w:?}"
+    );
+    assert!(
+        v["start_unix_s"].as_f64().unwrap() > 1.7e9,
+        "always placed in time"
+    );
+    // Without -q the same hint is on standard error too.
+    let (code, _, err) = run(&base);
+    assert_eq!(code, 0);
+    assert!(err.contains("udpring: hint: 50.000% lost"), "{err}");
+    // An error still gets through -q.
+    let (code, _, err) = run(&["load", "127.0.0.1:0", "--json", "-q"]);
+    assert_eq!(code, 2);
+    assert!(err.starts_with("udpring: error: "), "{err}");
+}
