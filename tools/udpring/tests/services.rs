@@ -647,16 +647,12 @@ const HALF: &str = r#"
         s.sendto(q, a)
 "#;
 
-#[test]
-fn timeouts_can_be_kept_in_the_latency_picture() {
-    if !have("python3") {
-        return;
-    }
-    let py = util::PyResponder::start(HALF);
-    let target = py.addr.to_string();
-    let base = [
+/// 100 requests with a 2-byte ID at 1000/s to `target` (a [`HALF`]
+/// responder), 50 ms timeout, JSON.
+fn half_answered(target: &str) -> Vec<&str> {
+    [
         "load",
-        &target,
+        target,
         "--payload",
         "00000000",
         "--match",
@@ -670,8 +666,19 @@ fn timeouts_can_be_kept_in_the_latency_picture() {
         "--timeout",
         "0.05",
         "--json",
-        "-q",
-    ];
+    ]
+    .to_vec()
+}
+
+#[test]
+fn timeouts_can_be_kept_in_the_latency_picture() {
+    if !have("python3") {
+        return;
+    }
+    let py = util::PyResponder::start(HALF);
+    let target = py.addr.to_string();
+    let mut base = half_answered(&target);
+    base.push("-q");
     let (code, out, err) = run(&base);
     assert_eq!(code, 0, "{err}");
     let plain = json(&out);
@@ -742,23 +749,7 @@ fn quiet_means_errors_only_and_the_json_keeps_the_warnings() {
     // Half the requests answered: a run that lost datagrams gets a hint.
     let py = util::PyResponder::start(HALF);
     let target = py.addr.to_string();
-    let base = [
-        "load",
-        &target,
-        "--payload",
-        "00000000",
-        "--match",
-        "id:0:2",
-        "-n",
-        "100",
-        "--rate",
-        "1000",
-        "--warmup",
-        "0",
-        "--timeout",
-        "0.05",
-        "--json",
-    ];
+    let base = half_answered(&target);
     let mut quiet = base.to_vec();
     quiet.push("-q");
     let (code, out, err) = run(&quiet);

@@ -87,32 +87,17 @@ fn py_responder(
     ask: &str,
     answer: &str,
 ) -> KillOnDrop {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &format!("{}-{ns}", topo.name)])
-        .args([
-            "python3",
-            "-c",
-            PY_RESPONDER,
-            group,
-            port,
-            "e0",
-            ask,
-            answer,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "joined");
-    KillOnDrop(child)
+    py_joined(topo, ns, PY_RESPONDER, &[group, port, "e0", ask, answer])
 }
 
-/// `mcast ping --payload ... --expect ... --json` from h1: its responders.
+/// `mcast ping --payload ASK --expect ANSWER --json` from h1 (text, as
+/// hex): its result.
 fn ping_payload(topo: &Topology, group: &str, ask: &str, answer: &str) -> serde_json::Value {
+    ping_hex(topo, group, &hex(ask), &hex(answer))
+}
+
+/// `mcast ping --payload HEX --expect HEX -c 10 --json` from h1: its result.
+fn ping_hex(topo: &Topology, group: &str, payload: &str, expect: &str) -> serde_json::Value {
     let out = topo.udpring(
         "h1",
         &[
@@ -120,9 +105,9 @@ fn ping_payload(topo: &Topology, group: &str, ask: &str, answer: &str) -> serde_
             "ping",
             group,
             "--payload",
-            &hex(ask),
+            payload,
             "--expect",
-            &hex(answer),
+            expect,
             "-c",
             "10",
             "--rate",
@@ -530,25 +515,7 @@ fn discovery_ssdp_and_mdns_responders_each_reported_with_an_rtt() {
             .iter()
             .map(|h| py_joined(&topo, h, PY_MDNS, &[v6]))
             .collect();
-        let out = topo.udpring(
-            "h1",
-            &[
-                "mcast",
-                "ping",
-                group,
-                "--payload",
-                MDNS_QUERY,
-                "--expect",
-                "00008400",
-                "-c",
-                "10",
-                "--rate",
-                "20",
-                "--json",
-            ],
-        );
-        let v = json_of(&out);
-        assert!(out.status.success(), "{group}: {v}");
+        let v = ping_hex(&topo, group, MDNS_QUERY, "00008400");
         match want {
             Some(want) => each_answered_all(&v, &want),
             // ff02::fb is link-scoped: the pinger sends from its link-local
