@@ -192,11 +192,10 @@ pub(crate) fn mark_start(r: &mut LoadReport, asked: SystemTime, began: SystemTim
     let late = unix(began) - unix(asked);
     r.start_late_s = Some(late.max(0.0));
     if late > 0.010 {
-        note!(
-            "udpring: warning: started {:.1} ms after --start-at (its result says when: \
-             start_unix_s)",
+        r.warnings.push(format!(
+            "warning: started {:.1} ms after --start-at (its result says when: start_unix_s)",
             late * 1e3
-        );
+        ));
     }
 }
 

@@ -98,7 +98,8 @@ enum Cmd {
     /// the receive buffer itself: application-level multicast, or bridging a
     /// group to other groups and hosts.
     Fanout(FanoutArgs),
-    /// Multicast: listen (with sequence checks), send, and ping-pong a group.
+    /// Multicast: listen (with sequence checks), send, and ping-pong a group,
+    /// with udpring's header or any program's payloads.
     #[command(subcommand)]
     Mcast(McastCmd),
     /// The kernel-level references: a sender and a sink making the system
@@ -106,6 +107,51 @@ enum Cmd {
     /// GRO), for the "C limit" beside udpring's figures.
     #[command(subcommand)]
     Reference(reference::RefCmd),
+    /// Print a shell completion script, e.g. `udpring completions bash >
+    /// /etc/bash_completion.d/udpring` (zsh: a file `_udpring` in a
+    /// directory of $fpath; fish: ~/.config/fish/completions/udpring.fish).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `udpring man | man -l -`. With --dir,
+    /// write udpring.1 and a page per subcommand (udpring-load.1, ...)
+    /// into DIR instead, e.g. /usr/local/share/man/man1.
+    Man {
+        /// Write every page into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+/// `udpring completions` and `udpring man`: generated from the parser's
+/// own definitions, so they never drift from it.
+fn generated(cmd: Cmd) -> Result<(), common::Failure> {
+    use clap::CommandFactory;
+    let mut out: Vec<u8> = Vec::new();
+    match cmd {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "udpring", &mut out);
+        }
+        Cmd::Man { dir: Some(dir) } => {
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(|e| common::Failure {
+                code: 1,
+                msg: format!("{}: {e}", dir.display()),
+            })?;
+            return Ok(());
+        }
+        Cmd::Man { dir: None } => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(common::runtime)?;
+        }
+        _ => return Ok(()),
+    }
+    use std::io::Write;
+    // A closed pipe (`udpring man | head`) is not an error worth a message.
+    let _ = std::io::stdout().write_all(&out);
+    Ok(())
 }
 
 /// Runs the command with the process's arguments; its exit code.
@@ -153,6 +199,7 @@ pub fn main() -> ExitCode {
         Cmd::Fanout(a) => fanout::fanout(a),
         Cmd::Mcast(c) => mcast::mcast(c),
         Cmd::Reference(c) => reference::reference(c),
+        c @ (Cmd::Completions { .. } | Cmd::Man { .. }) => generated(c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::apps::mcast::{McastListen, McastPing, McastPong, McastSend, PeerCounts, PeerTable};
+use crate::apps::mcast::{
+    Expect, McastListen, McastPing, McastPong, McastSend, PeerCounts, PeerTable, PingPayload,
+    PongCounts,
+};
 use clap::{Args, Subcommand};
 use udpring::{Config, Engine, Interface, Join};
 
@@ -17,10 +20,13 @@ pub(crate) enum McastCmd {
     Listen(ListenArgs),
     /// Send sequenced datagrams to GROUP:PORT at a rate.
     Send(SendArgs),
-    /// Join GROUP:PORT and answer every ping by unicast to its sender.
+    /// Join GROUP:PORT and answer every ping sent to the group by unicast
+    /// to its sender: udpring's ping, or with --expect another program's
+    /// (echoed, or answered with --answer).
     Pong(PongArgs),
-    /// Ping GROUP:PORT and report every responder: replies, loss, RTT.
-    Ping(SendArgs),
+    /// Ping GROUP:PORT and report every responder: replies, loss, RTT. With
+    /// --payload, any program's: one datagram to the group, every answer.
+    Ping(PingArgs),
 }
 
 /// What every `mcast` subcommand takes.
@@ -66,11 +72,55 @@ pub(crate) struct PongArgs {
     /// Only this source (a source-specific join).
     #[arg(long)]
     source: Option<std::net::IpAddr>,
+    /// Answer datagrams sent to the group whose payload starts with these
+    /// bytes (hex: `printf 'Client: Ping' | xxd -p`) instead of udpring's
+    /// ping: another program's pinger or discovery query. Echoed, unless
+    /// --answer.
+    #[arg(long, value_name = "HEX")]
+    expect: Option<String>,
+    /// With --expect: answer with these bytes (hex) instead of an echo.
+    #[arg(long, value_name = "HEX", requires = "expect")]
+    answer: Option<String>,
+    /// With --answer: send it even when it is longer than the datagram it
+    /// answers (refused and counted by default: a forged source would be
+    /// sent more than it sent).
+    #[arg(long, requires = "answer")]
+    amplify: bool,
     #[command(flatten)]
     guard: GuardArgs,
 }
 
-/// `mcast send` and `mcast ping`.
+/// `mcast ping`.
+#[derive(Args)]
+pub(crate) struct PingArgs {
+    #[command(flatten)]
+    send: SendArgs,
+    /// Send this payload (hex, e.g. `printf 'Client: Ping' | xxd -p`)
+    /// instead of udpring's header, to ping programs udpring did not
+    /// write. Without the header a reply belongs to the round it arrives
+    /// in: one ping per interval (1/--rate), replies within --timeout of
+    /// it (later ones are counted late).
+    #[arg(long, value_name = "HEX", conflicts_with_all = ["payload_file", "size"])]
+    payload: Option<String>,
+    /// Send the payloads of FILE in turn, one per ping: hex lines (blank
+    /// lines and # comments skipped), or with --payload-format raw, records
+    /// of a u16 big-endian length and that many bytes.
+    #[arg(long, value_name = "FILE", conflicts_with = "size")]
+    payload_file: Option<std::path::PathBuf>,
+    /// How --payload-file is written.
+    #[arg(long, default_value = "hex", value_parser = ["hex", "raw"], requires = "payload_file")]
+    payload_format: String,
+    /// With --payload or --payload-file: count only replies starting with
+    /// these bytes (hex); the rest are counted invalid.
+    #[arg(long, value_name = "HEX")]
+    expect: Option<String>,
+    /// With --payload or --payload-file: how long after a ping its replies
+    /// count, in seconds (default and most: the interval, 1/--rate).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    timeout: Option<Duration>,
+}
+
+/// `mcast send`.
 #[derive(Args)]
 pub(crate) struct SendArgs {
     #[command(flatten)]
@@ -266,13 +316,33 @@ pub(crate) fn mcast(c: McastCmd) -> Result<(), Failure> {
             ..McastArgs::new(l.common)
         }),
         McastCmd::Send(s) => send(&McastArgs::sending(s)),
-        McastCmd::Pong(p) => pong(&McastArgs {
-            source: p.source,
-            guard: Some(p.guard),
-            metrics: p.metrics,
-            ..McastArgs::new(p.common)
-        }),
-        McastCmd::Ping(s) => ping(&McastArgs::sending(s)),
+        McastCmd::Pong(p) => {
+            let expect = pong_expect(&p)?;
+            pong(
+                &McastArgs {
+                    source: p.source,
+                    guard: Some(p.guard),
+                    metrics: p.metrics,
+                    ..McastArgs::new(p.common)
+                },
+                expect,
+            )
+        }
+        McastCmd::Ping(p) => {
+            let a = McastArgs::sending(p.send);
+            // The rate and the group first: the round rules divide by it.
+            Group::new(&a)?;
+            let payload = ping_payload(
+                &a,
+                p.payload.as_deref(),
+                p.payload_file
+                    .as_deref()
+                    .map(|f| (f, p.payload_format == "raw")),
+                p.expect.as_deref(),
+                p.timeout,
+            )?;
+            ping(&a, payload)
+        }
     }
 }
 
@@ -283,23 +353,152 @@ fn listen(a: &McastArgs) -> Result<(), Failure> {
     let engine = start(&g, "listen", g.config(a, true), move |_| {
         McastListen::new(verify, t2.clone())
     })?;
-    finish(a, &g, "listen", engine, a.duration, &table)
+    finish(a, &g, "listen", engine, a.duration, &table, no_extra)
 }
 
-fn pong(a: &McastArgs) -> Result<(), Failure> {
+/// `--name HEX` as bytes, or a usage error naming the flag.
+fn hex_flag(name: &str, h: &str) -> Result<Vec<u8>, Failure> {
+    let b = crate::apps::load::payload::hex(h).map_err(|e| usage(format!("--{name}: {e}")))?;
+    if b.is_empty() || b.len() > udpring::MAX_UDP_PAYLOAD {
+        return Err(usage(format!(
+            "--{name}: {} bytes; 1..{} fit a datagram",
+            b.len(),
+            udpring::MAX_UDP_PAYLOAD
+        )));
+    }
+    Ok(b)
+}
+
+/// What `pong --expect/--answer` ask for.
+fn pong_expect(p: &PongArgs) -> Result<Option<Expect>, Failure> {
+    let Some(e) = &p.expect else {
+        return Ok(None);
+    };
+    Ok(Some(Expect {
+        prefix: hex_flag("expect", e)?,
+        answer: p
+            .answer
+            .as_deref()
+            .map(|a| hex_flag("answer", a))
+            .transpose()?,
+        amplify: p.amplify,
+    }))
+}
+
+/// What `ping` sends: the header, or the user's payloads with the round
+/// rules.
+fn ping_payload(
+    a: &McastArgs,
+    payload: Option<&str>,
+    file: Option<(&std::path::Path, bool)>,
+    expect: Option<&str>,
+    timeout: Option<Duration>,
+) -> Result<PingPayload, Failure> {
+    let payloads = match (payload, file) {
+        (Some(h), _) => vec![hex_flag("payload", h)?],
+        (None, Some((f, raw))) => {
+            use crate::apps::load::payload::{MAX_FILE_BYTES, payload_file, read_bounded};
+            let buf = read_bounded(f, MAX_FILE_BYTES)?;
+            let list =
+                payload_file(&buf, raw).map_err(|e| usage(format!("{}: {e}", f.display())))?;
+            if list.is_empty() {
+                return Err(usage(format!("{}: no payload in the file", f.display())));
+            }
+            if let Some((i, p)) = list
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.is_empty() || p.len() > udpring::MAX_UDP_PAYLOAD)
+            {
+                return Err(usage(format!(
+                    "{}: payload {} is {} bytes: 1..{} fit a datagram",
+                    f.display(),
+                    i + 1,
+                    p.len(),
+                    udpring::MAX_UDP_PAYLOAD
+                )));
+            }
+            list
+        }
+        (None, None) => {
+            if expect.is_some() || timeout.is_some() {
+                return Err(usage(
+                    "--expect and --timeout go with --payload or --payload-file \
+                     (udpring's header matches replies by itself)",
+                ));
+            }
+            return Ok(PingPayload::Header { size: a.size });
+        }
+    };
+    let interval = Duration::from_secs_f64(1.0 / a.rate);
+    let timeout = timeout.unwrap_or(interval);
+    if timeout.is_zero() || timeout > interval {
+        return Err(usage(format!(
+            "--timeout {:.3} s: a reply belongs to the round it arrives in, so it must be \
+             above 0 and at most the interval between pings ({:.3} s at --rate {}); \
+             lower --rate for slower responders",
+            timeout.as_secs_f64(),
+            interval.as_secs_f64(),
+            a.rate
+        )));
+    }
+    Ok(PingPayload::Given {
+        payloads,
+        expect: expect.map(|e| hex_flag("expect", e)).transpose()?,
+        timeout,
+    })
+}
+
+fn pong(a: &McastArgs, expect: Option<Expect>) -> Result<(), Failure> {
     let g = Group::new(a)?;
-    let ignored = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (i2, group) = (ignored.clone(), g.addr.ip());
+    let counts = Arc::new(PongCounts::default());
+    let (c2, group) = (counts.clone(), g.addr.ip());
     let mut cfg = g.config(a, true);
     if let Some(g) = &a.guard {
         cfg.guard = g.guard();
     }
-    let engine = start(&g, "pong", cfg, move |_| McastPong::new(group, i2.clone()))?;
+    let what = if expect.is_some() {
+        "not the expected bytes"
+    } else {
+        "not a ping"
+    };
+    let engine = start(&g, "pong", cfg, move |_| {
+        McastPong::new(group, expect.clone(), c2.clone())
+    })?;
     crate::metrics::start_metrics(a.metrics, &engine)?;
-    let r = finish(a, &g, "pong", engine, a.duration, &PeerTable::default());
+    use std::sync::atomic::Ordering::Relaxed;
+    let c2 = counts.clone();
+    let r = finish(
+        a,
+        &g,
+        "pong",
+        engine,
+        a.duration,
+        &PeerTable::default(),
+        |s| {
+            // What was not answered: refused by the engine's guard (by reason,
+            // named as in `echo`), or by the pong itself.
+            let guard: serde_json::Map<String, serde_json::Value> = s
+                .counters()
+                .filter(|(n, _)| n.starts_with("guard_"))
+                .map(|(n, v)| (n.to_string(), v.into()))
+                .collect();
+            serde_json::json!({
+                "guard": guard,
+                "not_answered": {
+                    "not_to_group": c2.not_to_group.load(Relaxed),
+                    "not_a_ping": c2.not_a_ping.load(Relaxed),
+                    "would_amplify": c2.would_amplify.load(Relaxed),
+                },
+            })
+        },
+    );
     note!(
-        "udpring mcast pong: {} datagrams not answered (not sent to the group, or not a ping)",
-        ignored.load(std::sync::atomic::Ordering::Relaxed)
+        "udpring mcast pong: {} datagrams not answered: {} not sent to the group, {} {what}, \
+         {} whose answer would be longer (--amplify)",
+        counts.ignored(),
+        counts.not_to_group.load(Relaxed),
+        counts.not_a_ping.load(Relaxed),
+        counts.would_amplify.load(Relaxed)
     );
     r
 }
@@ -320,16 +519,17 @@ fn send(a: &McastArgs) -> Result<(), Failure> {
         engine,
         a.duration.or(natural),
         &PeerTable::default(),
+        no_extra,
     )
 }
 
-fn ping(a: &McastArgs) -> Result<(), Failure> {
+fn ping(a: &McastArgs, payload: PingPayload) -> Result<(), Failure> {
     let g = Group::new(a)?;
     let table: PeerTable = Arc::default();
-    let (t2, to, rate, size) = (table.clone(), g.addr, a.rate, a.size);
+    let (t2, to, rate) = (table.clone(), g.addr, a.rate);
     let count = a.count.unwrap_or(10);
     let engine = start(&g, "ping", g.config(a, false), move |_| {
-        McastPing::new(to, rate, size, count, t2.clone())
+        McastPing::new(to, rate, payload.clone(), count, t2.clone())
     })?;
     // Ends after the last ping and a drain for its replies.
     let natural = Duration::from_secs_f64(count as f64 / rate) + Duration::from_millis(500);
@@ -340,6 +540,7 @@ fn ping(a: &McastArgs) -> Result<(), Failure> {
         engine,
         Some(a.duration.unwrap_or(natural)),
         &table,
+        no_extra,
     )
 }
 
@@ -360,7 +561,13 @@ fn start<H: udpring::Handler>(
     Ok(engine)
 }
 
-/// Runs until `end` (or a signal), stops, and prints the per-peer table.
+/// Nothing beyond the per-peer table.
+fn no_extra(_: &udpring::Stats) -> serde_json::Value {
+    serde_json::Value::Null
+}
+
+/// Runs until `end` (or a signal), stops, and prints the per-peer table
+/// (and in JSON, what `extra` adds from the engine's counters).
 fn finish(
     a: &McastArgs,
     g: &Group,
@@ -368,9 +575,11 @@ fn finish(
     engine: Engine,
     end: Option<Duration>,
     table: &PeerTable,
+    extra: impl FnOnce(&udpring::Stats) -> serde_json::Value,
 ) -> Result<(), Failure> {
     let secs = run_until(end, true, |_, _| {});
     let (stats, failure) = crate::common::stop(engine);
+    let extra = extra(&stats);
     let report = table.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let peers: Vec<(SocketAddr, PeerCounts)> = report.peers;
     // A ping no responder answered failed its purpose: exit 1 (after the
@@ -406,6 +615,12 @@ fn finish(
             "group": g.addr.to_string(), "sent": stats.sent, "received": stats.received,
             "untracked": report.untracked, "invalid": report.invalid,
         });
+        if kind == "ping" {
+            v["late"] = report.late.into();
+        }
+        if let (Some(m), serde_json::Value::Object(x)) = (v.as_object_mut(), extra) {
+            m.extend(x);
+        }
         v[if kind == "ping" {
             "responders"
         } else {
@@ -414,8 +629,13 @@ fn finish(
         crate::common::say_json(&format!("mcast {kind}"), Some(secs), v);
         return failure.unwrap_or(Ok(()));
     }
+    let late = if kind == "ping" {
+        format!("  late {}", report.late)
+    } else {
+        String::new()
+    };
     say!(
-        "{kind} {}: sent {} received {}  not ours {}  from sources beyond the {} tracked {}",
+        "{kind} {}: sent {} received {}  not ours {}{late}  from sources beyond the {} tracked {}",
         g.addr,
         stats.sent,
         stats.received,

@@ -3,8 +3,32 @@
 
 use crate::common::Failure;
 
-/// After a run: exit 1 when it measured nothing, a warning when a paced
-/// run fell behind, a hint when it lost datagrams.
+/// After a run: a warning when a paced run fell behind, a hint when it
+/// lost datagrams (each line prefixed `warning: ` or `hint: `). The caller
+/// says them on standard error (unless `-q`) and puts them in the result.
+pub(crate) fn advice(
+    report: &crate::apps::load::LoadReport,
+    o: &crate::apps::load::LoadOpts,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(rate) = report.rate
+        && report.saturated
+    {
+        out.push(format!(
+            "warning: asked for {rate:.0}/s but this host sent {:.0}/s (the schedule \
+             ran {:.2} s late); latencies include that lateness. More --workers or --gso \
+             send faster",
+            report.pps_sent,
+            report.duration_s - o.duration.map_or(report.duration_s, |d| d.as_secs_f64()),
+        ));
+    }
+    if let Some(h) = loss_hint(report, o) {
+        out.push(format!("hint: {h}"));
+    }
+    out
+}
+
+/// After a run: exit 1 when it measured nothing or missed a threshold.
 pub(crate) fn judge(
     report: &crate::apps::load::LoadReport,
     o: &crate::apps::load::LoadOpts,
@@ -55,20 +79,6 @@ pub(crate) fn judge(
             )
         };
         return Err(Failure { code: 1, msg });
-    }
-    if let Some(rate) = report.rate
-        && report.saturated
-    {
-        note!(
-            "udpring: warning: asked for {rate:.0}/s but this host sent {:.0}/s (the schedule \
-             ran {:.2} s late); latencies include that lateness. More --workers or --gso \
-             send faster",
-            report.pps_sent,
-            report.duration_s - o.duration.map_or(report.duration_s, |d| d.as_secs_f64()),
-        );
-    }
-    if let Some(h) = loss_hint(report, o) {
-        note!("udpring: hint: {h}");
     }
     match limits.violated(report) {
         Some(line) => Err(Failure {

@@ -392,6 +392,71 @@ fn multicast_and_fanout_bad_input_is_one_line_with_exit_code_2() {
         ),
         (
             &[
+                "mcast",
+                "ping",
+                "239.1.1.1:5000",
+                "--payload",
+                "70",
+                "--rate",
+                "0",
+            ],
+            "--rate 0",
+        ),
+        (
+            &["mcast", "ping", "239.1.1.1:5000", "--payload", "7g"],
+            "--payload: 'g' is not a hex digit",
+        ),
+        (
+            &["mcast", "ping", "239.1.1.1:5000", "--expect", "70"],
+            "--expect and --timeout go with --payload",
+        ),
+        (
+            &[
+                "mcast",
+                "ping",
+                "239.1.1.1:5000",
+                "--payload",
+                "70",
+                "--timeout",
+                "0.2",
+            ],
+            "at most the interval between pings (0.100 s",
+        ),
+        (
+            &[
+                "mcast",
+                "ping",
+                "239.1.1.1:5000",
+                "--payload",
+                "70",
+                "-s",
+                "100",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &["mcast", "pong", "239.1.1.1:5000", "--answer", "70"],
+            "--expect",
+        ),
+        (
+            &[
+                "load",
+                "239.1.1.1:5000",
+                "--payload",
+                "70",
+                "--match",
+                "flow",
+                "--mode",
+                "ping",
+            ],
+            "--match flow cannot tell which request a group's replies answer",
+        ),
+        (
+            &["mcast", "pong", "239.1.1.1:5000", "--expect", ""],
+            "--expect: 0 bytes",
+        ),
+        (
+            &[
                 "fanout",
                 "--listen",
                 "127.0.0.1:0",
@@ -496,4 +561,66 @@ fn backend_env_var_forces_a_backend_and_rejects_unknown_names() {
         err.contains("UDPRING_BACKEND") && err.contains("bogus"),
         "{err}"
     );
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_parser() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = run(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        // Subcommands two levels down and their options are in it.
+        assert!(
+            out.contains("mcast") && out.contains("--payload-file"),
+            "{shell}"
+        );
+    }
+    let (_, script, _) = run(&["completions", "bash"]);
+    let path = std::env::temp_dir().join(format!("udpring-{}.bash", std::process::id()));
+    std::fs::write(&path, &script).unwrap();
+    let ok = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .status()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(ok.success(), "bash -n on the completion script");
+    let (code, _, err) = run(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "{err}");
+
+    let (code, page, _) = run(&["man"]);
+    assert_eq!(code, 0);
+    assert!(page.contains(".TH udpring 1"), "a roff page: {page}");
+    let dir = std::env::temp_dir().join(format!("udpring-man-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, _, err) = run(&["man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for page in [
+        "udpring.1",
+        "udpring-load.1",
+        "udpring-mcast-ping.1",
+        "udpring-man.1",
+    ] {
+        assert!(dir.join(page).exists(), "{page}");
+    }
+    if util::have("man") {
+        // man renders the page, options and their help included.
+        let out = std::process::Command::new("man")
+            .arg("-l")
+            .arg(dir.join("udpring-mcast-ping.1"))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "100")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("SYNOPSIS") && text.contains("--payload") && text.contains("--expect"),
+            "{text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

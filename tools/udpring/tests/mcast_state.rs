@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use udpring::{Backend, Engine};
 use udpring_cli::apps::header::{HEADER_LEN, Header};
-use udpring_cli::apps::mcast::{MAX_PEERS, McastListen, McastPing, PeerReport, PeerTable};
+use udpring_cli::apps::mcast::{
+    MAX_PEERS, McastListen, McastPing, PeerReport, PeerTable, PingPayload,
+};
 use util::*;
 
 fn listener(verify: bool) -> (Engine, PeerTable) {
@@ -118,7 +120,13 @@ fn replies_without_the_runs_token_make_no_responder() {
     let mut cfg = config(Backend::Mmsg, false);
     cfg.guard = udpring::Guard::client();
     let ping = Engine::start(cfg, move |_| {
-        McastPing::new(forger_addr, 200.0, 64, 20, t2.clone())
+        McastPing::new(
+            forger_addr,
+            200.0,
+            PingPayload::Header { size: 64 },
+            20,
+            t2.clone(),
+        )
     })
     .unwrap();
     let mut buf = [0u8; 128];
@@ -145,4 +153,66 @@ fn replies_without_the_runs_token_make_no_responder() {
     let r = report(&table);
     assert!(r.peers.is_empty(), "no forged responder: {:?}", r.peers);
     assert_eq!(r.invalid, 20, "every forged reply counted");
+}
+
+#[test]
+fn a_ping_with_a_given_payload_gives_each_reply_to_its_round() {
+    // Two responders on loopback: A gets the pings (one every 200 ms) and
+    // answers round 0 twice, round 1 with the wrong bytes, round 2 after
+    // the 60 ms timeout (but before the next ping), rounds 3-5 at once; B
+    // answers rounds 3-5 only.
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let to = a.local_addr().unwrap();
+    let table: PeerTable = Arc::default();
+    let t2 = table.clone();
+    let mut cfg = config(Backend::Mmsg, false);
+    cfg.guard = udpring::Guard::client();
+    let given = PingPayload::Given {
+        payloads: vec![b"ping".to_vec()],
+        expect: Some(b"pong".to_vec()),
+        timeout: Duration::from_millis(60),
+    };
+    let ping = Engine::start(cfg, move |_| {
+        McastPing::new(to, 5.0, given.clone(), 6, t2.clone())
+    })
+    .unwrap();
+    let mut buf = [0u8; 64];
+    for round in 0..6 {
+        let (n, from) = a.recv_from(&mut buf).expect("a ping every 200 ms");
+        assert_eq!(&buf[..n], b"ping");
+        match round {
+            0 => {
+                a.send_to(b"pong", from).unwrap();
+                a.send_to(b"pong", from).unwrap();
+            }
+            1 => {
+                a.send_to(b"nope", from).unwrap();
+            }
+            2 => {
+                std::thread::sleep(Duration::from_millis(130));
+                a.send_to(b"pong, late", from).unwrap();
+            }
+            _ => {
+                a.send_to(b"pong", from).unwrap();
+                b.send_to(b"pong", from).unwrap();
+            }
+        }
+    }
+    wait_workers(&ping, |s| s.iter().map(|w| w.received).sum::<u64>() >= 9);
+    ping.stop().unwrap();
+    let r = report(&table);
+    let by = |s: &UdpSocket| {
+        let addr = s.local_addr().unwrap();
+        let (_, c) = r
+            .peers
+            .iter()
+            .find(|(p, _)| *p == addr)
+            .expect("a responder");
+        (c.received, c.duplicated, c.lost, c.rtt_us.is_some())
+    };
+    assert_eq!(by(&a), (4, 1, 2, true), "{r:?}");
+    assert_eq!(by(&b), (3, 0, 3, true), "{r:?}");
+    assert_eq!((r.invalid, r.late, r.peers.len()), (1, 1, 2), "{r:?}");
 }

@@ -647,16 +647,12 @@ const HALF: &str = r#"
         s.sendto(q, a)
 "#;
 
-#[test]
-fn timeouts_can_be_kept_in_the_latency_picture() {
-    if !have("python3") {
-        return;
-    }
-    let py = util::PyResponder::start(HALF);
-    let target = py.addr.to_string();
-    let base = [
+/// 100 requests with a 2-byte ID at 1000/s to `target` (a [`HALF`]
+/// responder), 50 ms timeout, JSON.
+fn half_answered(target: &str) -> Vec<&str> {
+    [
         "load",
-        &target,
+        target,
         "--payload",
         "00000000",
         "--match",
@@ -670,8 +666,19 @@ fn timeouts_can_be_kept_in_the_latency_picture() {
         "--timeout",
         "0.05",
         "--json",
-        "-q",
-    ];
+    ]
+    .to_vec()
+}
+
+#[test]
+fn timeouts_can_be_kept_in_the_latency_picture() {
+    if !have("python3") {
+        return;
+    }
+    let py = util::PyResponder::start(HALF);
+    let target = py.addr.to_string();
+    let mut base = half_answered(&target);
+    base.push("-q");
     let (code, out, err) = run(&base);
     assert_eq!(code, 0, "{err}");
     let plain = json(&out);
@@ -732,4 +739,43 @@ fn dns_load_counts_only_dns_responses_as_answers() {
         );
     }
     let _ = std::fs::remove_file(&q);
+}
+
+#[test]
+fn quiet_means_errors_only_and_the_json_keeps_the_warnings() {
+    if !have("python3") {
+        return;
+    }
+    // Half the requests answered: a run that lost datagrams gets a hint.
+    let py = util::PyResponder::start(HALF);
+    let target = py.addr.to_string();
+    let base = half_answered(&target);
+    let mut quiet = base.to_vec();
+    quiet.push("-q");
+    let (code, out, err) = run(&quiet);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err, "", "-q: nothing on standard error but errors");
+    let v = json(&out);
+    let w: Vec<&str> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        w.len() == 1 && w[0].starts_with("hint: 50.000% lost"),
+        "{w:?}"
+    );
+    assert!(
+        v["start_unix_s"].as_f64().unwrap() > 1.7e9,
+        "always placed in time"
+    );
+    // Without -q the same hint is on standard error too.
+    let (code, _, err) = run(&base);
+    assert_eq!(code, 0);
+    assert!(err.contains("udpring: hint: 50.000% lost"), "{err}");
+    // An error still gets through -q.
+    let (code, _, err) = run(&["load", "127.0.0.1:0", "--json", "-q"]);
+    assert_eq!(code, 2);
+    assert!(err.starts_with("udpring: error: "), "{err}");
 }

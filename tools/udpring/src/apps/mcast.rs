@@ -4,10 +4,14 @@
 //!   [`Header`]) to a group at a rate, like msend.
 //! - [`McastListen`] counts what arrives per source and, with `verify`,
 //!   checks sequences for loss, duplicates and reordering, like mdump.
-//! - `pong` is the echo handler joined to the group: it answers each ping by
-//!   unicast to its sender.
+//! - [`McastPong`] is joined to the group: it answers each ping sent to the
+//!   group by unicast to its sender: udpring's ping, or with [`Expect`] a
+//!   payload of another program's (the seeds' Twisted ping-pong, a
+//!   discovery query), echoed or answered with fixed bytes.
 //! - [`McastPing`] sends pings to the group and keeps, per responder, the
 //!   replies, duplicates and an RTT histogram: one datagram, many answers.
+//!   With [`PingPayload::Given`] it sends any payload and a reply belongs to
+//!   the round it arrives in.
 //!
 //! Per-source state is allocated when a source is first heard, never per
 //! datagram.
@@ -144,8 +148,12 @@ pub struct PeerReport {
     /// Datagrams from sources or responders beyond [`MAX_PEERS`]: counted,
     /// never given state.
     pub untracked: u64,
-    /// Datagrams that were not ours (malformed, other run's token).
+    /// Datagrams that were not ours (malformed, other run's token; with a
+    /// given payload, replies not starting with the expected bytes).
     pub invalid: u64,
+    /// Ping with a given payload: replies that came more than the timeout
+    /// after the round's ping (no round to give them to).
+    pub late: u64,
 }
 
 /// Results shared with whoever reports.
@@ -212,37 +220,98 @@ impl Handler for McastSend {
     }
 }
 
+/// Which datagrams a [`McastPong`] answers, and with what, when they are
+/// not udpring's pings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expect {
+    /// Answer datagrams whose payload starts with these bytes.
+    pub prefix: Vec<u8>,
+    /// Answer with these bytes; `None`: echo the datagram.
+    pub answer: Option<Vec<u8>>,
+    /// Send an answer longer than the datagram it answers (a forged
+    /// source would be sent more than it sent: refused unless asked).
+    pub amplify: bool,
+}
+
+/// What a pong did not answer, by reason.
+#[derive(Debug, Default)]
+pub struct PongCounts {
+    /// Not sent to the group (unicast, forged or not): never answered.
+    pub not_to_group: std::sync::atomic::AtomicU64,
+    /// Sent to the group but not a ping (no udpring header, or not the
+    /// expected bytes), or a GRO train.
+    pub not_a_ping: std::sync::atomic::AtomicU64,
+    /// The answer would have been longer than the datagram (`amplify` off).
+    pub would_amplify: std::sync::atomic::AtomicU64,
+}
+
+impl PongCounts {
+    /// All datagrams not answered.
+    pub fn ignored(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.not_to_group.load(Relaxed)
+            + self.not_a_ping.load(Relaxed)
+            + self.would_amplify.load(Relaxed)
+    }
+}
+
 /// Answers pings sent to a group, by unicast to the pinger. A datagram is
 /// a ping only if it was sent to the group (its destination as the kernel
-/// reports it, `IP_PKTINFO`/`IPV6_PKTINFO`) and carries a ping header:
-/// unicast datagrams, forged or not, are never answered, so a pong cannot
-/// be set against another responder (a packet loop).
+/// reports it, `IP_PKTINFO`/`IPV6_PKTINFO`) and carries a ping header, or
+/// with an [`Expect`] starts with its bytes: unicast datagrams, forged or
+/// not, are never answered, so a pong cannot be set against another
+/// responder (a packet loop).
 pub struct McastPong {
     group: std::net::IpAddr,
-    /// Datagrams not answered: not sent to the group, or not a ping.
-    pub ignored: Arc<std::sync::atomic::AtomicU64>,
+    expect: Option<Expect>,
+    counts: Arc<PongCounts>,
 }
 
 impl McastPong {
-    /// A responder for pings to `group`.
-    pub fn new(group: std::net::IpAddr, ignored: Arc<std::sync::atomic::AtomicU64>) -> Self {
+    /// A responder for pings to `group`: udpring's, or with `expect`
+    /// another program's.
+    pub fn new(group: std::net::IpAddr, expect: Option<Expect>, counts: Arc<PongCounts>) -> Self {
         McastPong {
             group: udpring::os::canonical(std::net::SocketAddr::new(group, 0)).ip(),
-            ignored,
+            expect,
+            counts,
         }
     }
 }
 
 impl Handler for McastPong {
     fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
-        let to_group = d.destination() == Some(self.group);
-        if !to_group || d.segment_size().is_some() || Header::new_checked(d.payload()).is_err() {
-            self.ignored
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        if d.destination() != Some(self.group) {
+            self.counts.not_to_group.fetch_add(1, Relaxed);
+            return;
+        }
+        let ping = d.segment_size().is_none()
+            && match &self.expect {
+                None => Header::new_checked(d.payload()).is_ok(),
+                Some(e) => d.payload().starts_with(&e.prefix),
+            };
+        if !ping {
+            self.counts.not_a_ping.fetch_add(1, Relaxed);
             return;
         }
         // A full send queue is counted (send_exhausted).
-        let _ = tx.reply(d);
+        match self
+            .expect
+            .as_ref()
+            .and_then(|e| e.answer.as_ref().map(|a| (a, e.amplify)))
+        {
+            Some((a, amplify)) => {
+                if a.len() > d.payload().len() && !amplify {
+                    self.counts.would_amplify.fetch_add(1, Relaxed);
+                    return;
+                }
+                let _ = tx.send_to(a, d.source());
+            }
+            None => {
+                let _ = tx.reply(d);
+            }
+        }
     }
 }
 
@@ -348,6 +417,39 @@ impl Handler for McastListen {
     }
 }
 
+/// What a [`McastPing`] sends, and how it tells which ping a reply
+/// answers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PingPayload {
+    /// udpring's header in datagrams of `size` bytes: a reply carries the
+    /// ping's sequence and send time back (`mcast pong`, any echo).
+    Header {
+        /// Datagram size (at least the header's 32 bytes).
+        size: usize,
+    },
+    /// The user's payloads, in turn, for programs udpring did not write.
+    /// A reply belongs to the round it arrives in (one ping per interval),
+    /// if it arrives within `timeout` of that round's ping (later ones are
+    /// counted `late`); its RTT is measured from that ping.
+    Given {
+        /// Sent in turn, one per round.
+        payloads: Vec<Vec<u8>>,
+        /// Only replies starting with these bytes count (the rest are
+        /// `invalid`).
+        expect: Option<Vec<u8>>,
+        /// How long after its ping a reply still belongs to the round (at
+        /// most the interval between pings).
+        timeout: Duration,
+    },
+}
+
+/// A ping's own payloads and its round rules.
+struct Given {
+    payloads: Vec<Vec<u8>>,
+    expect: Option<Vec<u8>>,
+    timeout_ns: u64,
+}
+
 /// Pings a group and accounts for every responder.
 pub struct McastPing {
     to: SocketAddr,
@@ -357,19 +459,46 @@ pub struct McastPing {
     start: Option<Instant>,
     epoch: Instant,
     token: u64,
+    /// The header ping's datagram (`PingPayload::Header`).
     buf: Vec<u8>,
+    given: Option<Given>,
+    /// When the last round's ping left, ns since `epoch`.
+    round_at: u64,
     peers: HashMap<SocketAddr, Peer>,
-    /// Replies that were not ours (other token, malformed).
+    /// Replies that were not ours (other token, malformed, unexpected).
     invalid: u64,
+    /// Replies after their round's timeout.
+    late: u64,
     /// Replies from responders beyond [`MAX_PEERS`] (counted, not kept).
     untracked: u64,
     table: PeerTable,
 }
 
 impl McastPing {
-    /// `count` pings of `size` bytes to `to`, `rate` per second.
-    pub fn new(to: SocketAddr, rate: f64, size: usize, count: u64, table: PeerTable) -> Self {
+    /// `count` pings of `payload` to `to`, `rate` per second.
+    pub fn new(
+        to: SocketAddr,
+        rate: f64,
+        payload: PingPayload,
+        count: u64,
+        table: PeerTable,
+    ) -> Self {
         let epoch = Instant::now();
+        let (buf, given) = match payload {
+            PingPayload::Header { size } => (vec![0x50; size.max(HEADER_LEN)], None),
+            PingPayload::Given {
+                payloads,
+                expect,
+                timeout,
+            } => (
+                Vec::new(),
+                Some(Given {
+                    payloads,
+                    expect,
+                    timeout_ns: timeout.as_nanos() as u64,
+                }),
+            ),
+        };
         McastPing {
             to,
             interval: Duration::from_secs_f64(1.0 / rate.max(0.001)),
@@ -378,9 +507,12 @@ impl McastPing {
             start: None,
             epoch,
             token: udpring::random_u64(),
-            buf: vec![0x50; size.max(HEADER_LEN)],
+            buf,
+            given,
+            round_at: 0,
             peers: HashMap::new(),
             invalid: 0,
+            late: 0,
             untracked: 0,
             table,
         }
@@ -390,6 +522,7 @@ impl McastPing {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         t.untracked = self.untracked;
         t.invalid = self.invalid;
+        t.late = self.late;
         t.peers.clear();
         for (a, p) in &self.peers {
             let mut c = p.counts.clone();
@@ -398,6 +531,36 @@ impl McastPing {
             t.peers.push((*a, c));
         }
         t.peers.sort_by_key(|(a, _)| *a);
+    }
+
+    /// The ping a reply answers and when that ping left: from the header,
+    /// or with a given payload, the current round.
+    fn answers(&mut self, payload: &[u8], now: u64) -> Option<(u64, u64)> {
+        let Some(given) = &self.given else {
+            let Ok(h) = Header::new_checked(payload) else {
+                self.invalid += 1;
+                return None;
+            };
+            if h.token() != self.token || h.seq() >= self.sent {
+                self.invalid += 1;
+                return None;
+            }
+            return Some((h.seq(), h.sent_ns()));
+        };
+        if given
+            .expect
+            .as_ref()
+            .is_some_and(|e| !payload.starts_with(e))
+            || self.sent == 0
+        {
+            self.invalid += 1;
+            return None;
+        }
+        if now.saturating_sub(self.round_at) > given.timeout_ns {
+            self.late += 1;
+            return None;
+        }
+        Some((self.sent - 1, self.round_at))
     }
 }
 
@@ -409,22 +572,17 @@ impl Handler for McastPing {
     }
     fn on_datagram(&mut self, d: Datagram<'_>, _tx: &mut Transport<'_>) {
         let now = self.epoch.elapsed().as_nanos() as u64;
-        let Ok(h) = Header::new_checked(d.payload()) else {
-            self.invalid += 1;
+        let Some((seq, sent_ns)) = self.answers(d.payload(), now) else {
             return;
         };
-        if h.token() != self.token || h.seq() >= self.sent {
-            self.invalid += 1;
-            return;
-        }
         let Some(peer) = peer_entry(&mut self.peers, d.source(), || Peer::new(true, true)) else {
             self.untracked += 1;
             return;
         };
-        if peer.see(h.seq())
+        if peer.see(seq)
             && let Some(hist) = &mut peer.hist
         {
-            hist.saturating_record(now.saturating_sub(h.sent_ns()).max(1));
+            hist.saturating_record(now.saturating_sub(sent_ns).max(1));
         }
     }
     fn on_timer(&mut self, token: u64, tx: &mut Transport<'_>) {
@@ -438,9 +596,24 @@ impl Handler for McastPing {
             .min(self.count);
         while self.sent < due {
             let now = self.epoch.elapsed().as_nanos() as u64;
-            Header::new_unchecked(&mut self.buf[..]).fill(self.token, 0, self.sent, now);
-            match tx.send_to(&self.buf, self.to) {
-                Ok(()) => self.sent += 1,
+            let r = match &self.given {
+                None => {
+                    Header::new_unchecked(&mut self.buf[..]).fill(self.token, 0, self.sent, now);
+                    tx.send_to(&self.buf, self.to)
+                }
+                Some(given) => {
+                    let i = (self.sent as usize).checked_rem(given.payloads.len());
+                    let Some(p) = i.and_then(|i| given.payloads.get(i)) else {
+                        break;
+                    };
+                    tx.send_to(p, self.to)
+                }
+            };
+            match r {
+                Ok(()) => {
+                    self.sent += 1;
+                    self.round_at = now;
+                }
                 Err(_) => break,
             }
         }

@@ -64,7 +64,8 @@ pub(crate) struct LoadArgs {
     /// then one row per interval); the final table goes to standard error.
     #[arg(long, conflicts_with = "json")]
     csv: bool,
-    /// No live lines.
+    /// Errors only on standard error: no live lines, warnings or hints
+    /// (with --json they are in the result's `warnings`).
     #[arg(long, short = 'q')]
     quiet: bool,
 }
@@ -163,8 +164,21 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
             crate::plot::plot(svg, &title, &[(label, &h)], Some(&points))?;
         }
         let mut report = report;
+        // When measuring began, on the wall clock: a result can be placed
+        // in time (and beside other generators') without --start-at.
+        report.start_unix_s = began
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs_f64());
         if let Some(t) = a.start_at {
             crate::fleet::mark_start(&mut report, t, began);
+        }
+        let advice = crate::verdict::advice(&report, &runs[0]);
+        report.warnings.extend(advice);
+        if !quiet {
+            for w in &report.warnings {
+                note!("udpring: {w}");
+            }
         }
         if csv {
             note_raw!("{}", report.table());
@@ -187,11 +201,18 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         if !a.json {
             say!("== size {} B", x.size);
         }
-        let report = run_one(x, &mut |p| {
+        let mut report = run_one(x, &mut |p| {
             if !a.quiet {
                 note!("{}", p.line());
             }
         })?;
+        let advice = crate::verdict::advice(&report, x);
+        report.warnings.extend(advice);
+        if !a.quiet {
+            for w in &report.warnings {
+                note!("udpring: size {} B: {w}", x.size);
+            }
+        }
         if !a.json {
             say_raw!("{}", report.table());
         }

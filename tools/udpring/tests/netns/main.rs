@@ -6,8 +6,10 @@
 //!
 //! One test binary; `topo.rs` builds the topologies, then one file per
 //! subject: `pmtu.rs` (path MTU), `mcast.rs` (the multicast and broadcast
-//! API on the LAN), `source.rs` (replies from the address asked), `tools.rs` (the command's multicast tools and fan-out
-//! across hosts).
+//! API on the LAN), `peers.rs` (udpring against programs it did not
+//! write: the seeds' Twisted programs, discovery responders),
+//! `source.rs` (replies from the address asked), `tools.rs` (the
+//! command's multicast tools and fan-out across hosts).
 
 #[path = "../util/mod.rs"]
 #[macro_use]
@@ -17,6 +19,7 @@ mod accounting;
 mod fleet;
 mod guard;
 mod mcast;
+mod peers;
 mod pmtu;
 mod socket_controls;
 mod source;

@@ -21,6 +21,7 @@ fn is_number(v: &Value) -> bool {
 fn has_type(ty: &str, v: &Value) -> Result<(), String> {
     let ok = match ty {
         "string" => v.is_string(),
+        "string_list" => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
         "bool" => v.is_boolean(),
         "count" => is_count(v),
         "count_or_null" => v.is_null() || is_count(v),

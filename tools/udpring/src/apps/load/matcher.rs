@@ -209,6 +209,8 @@ struct Slot {
     sent_ns: u64,
     /// Sent and not yet answered (or written off).
     open: bool,
+    /// Ever sent (a slot of the new ring holds nothing).
+    used: bool,
 }
 
 /// What a reply's ID named.
@@ -225,6 +227,8 @@ pub enum Found {
     Duplicate {
         /// The request.
         seq: u64,
+        /// When it was sent (another responder of a group answers it too).
+        sent_ns: u64,
     },
     /// A request no longer remembered, or never sent.
     Stale,
@@ -235,6 +239,9 @@ pub enum Found {
 pub struct IdRing {
     slots: Vec<Slot>,
     id_bits: u32,
+    /// A group's requests: many responders answer each, so an ID is
+    /// reused only after its timeout, answered or not.
+    hold: bool,
 }
 
 impl IdRing {
@@ -249,6 +256,16 @@ impl IdRing {
         IdRing {
             slots: vec![Slot::default(); size],
             id_bits,
+            hold: false,
+        }
+    }
+
+    /// For a group's requests: IDs of `len` bytes, each reused only after
+    /// its timeout (every responder's answer still finds its request).
+    pub fn for_group(len: usize) -> IdRing {
+        IdRing {
+            hold: true,
+            ..IdRing::new(len)
         }
     }
 
@@ -262,8 +279,12 @@ impl IdRing {
     /// when the slot was free, `None` when `seq` must wait.
     pub fn may_send(&mut self, seq: u64, now: u64, timeout_ns: u64) -> Option<bool> {
         let i = self.slot(seq);
+        let hold = self.hold;
         let s = &mut self.slots[i];
         if !s.open {
+            if hold && s.used && now.saturating_sub(s.sent_ns) < timeout_ns {
+                return None;
+            }
             return Some(false);
         }
         if now.saturating_sub(s.sent_ns) >= timeout_ns {
@@ -289,6 +310,7 @@ impl IdRing {
             seq,
             sent_ns,
             open: true,
+            used: true,
         };
     }
 
@@ -312,7 +334,10 @@ impl IdRing {
             return Found::Stale;
         }
         if !s.open {
-            return Found::Duplicate { seq };
+            return Found::Duplicate {
+                seq,
+                sent_ns: s.sent_ns,
+            };
         }
         s.open = false;
         Found::Answer {
@@ -374,8 +399,31 @@ mod tests {
                 sent_ns: 103
             }
         );
-        assert_eq!(r.find(r.id_of(3), 10), Found::Duplicate { seq: 3 });
+        assert_eq!(
+            r.find(r.id_of(3), 10),
+            Found::Duplicate {
+                seq: 3,
+                sent_ns: 103
+            }
+        );
         assert_eq!(r.find(r.id_of(12), 10), Found::Stale, "never sent");
+    }
+
+    #[test]
+    fn a_groups_ids_are_held_until_the_timeout_for_every_responder() {
+        let mut r = IdRing::for_group(1);
+        // The ring starts empty: nothing to wait for.
+        assert_eq!(r.may_send(0, 0, 1000), Some(false));
+        for seq in 0..256 {
+            r.sent(seq, 0);
+        }
+        // The first responder's answer, then a second's: both find it.
+        assert_eq!(r.find(0, 256), Found::Answer { seq: 0, sent_ns: 0 });
+        assert_eq!(r.find(0, 256), Found::Duplicate { seq: 0, sent_ns: 0 });
+        // Answered, but held until its timeout: a later responder's answer
+        // must not be taken for request 256's.
+        assert_eq!(r.may_send(256, 999, 1000), None);
+        assert_eq!(r.may_send(256, 1000, 1000), Some(false), "not a timeout");
     }
 
     #[test]

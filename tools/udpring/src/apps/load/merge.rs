@@ -17,6 +17,11 @@ impl LoadReport {
         let mut hist = first.histogram.to_histogram()?;
         for r in &reports[1..] {
             out.run_tokens.extend(r.run_tokens.iter().cloned());
+            for w in &r.warnings {
+                if !out.warnings.contains(w) {
+                    out.warnings.push(w.clone());
+                }
+            }
             out.saturated |= r.saturated;
             // Generators of one load: their rates add up.
             out.rate = match (out.rate, r.rate) {

@@ -415,6 +415,7 @@ fn report(
         },
         start_unix_s: None,
         start_late_s: None,
+        warnings: Vec::new(),
         valid: true,
         invalid_because: None,
         one_way: opts.one_way(),

@@ -447,8 +447,13 @@ impl LoadOpts {
         if self.gso > 1 || self.sockperf {
             return Err("--gso and --sockperf send udpring's header, not a payload".into());
         }
-        if self.target.ip().is_multicast() {
-            return Err("payloads go to one service: a multicast target takes the header".into());
+        if self.target.ip().is_multicast() && self.matching == Match::Flow {
+            return Err(
+                "--match flow cannot tell which request a group's replies answer: \
+                 --match id:OFFSET:LEN, or `udpring mcast ping --payload` (one request \
+                 per round)"
+                    .into(),
+            );
         }
         if let Match::Id { offset, len } = self.matching {
             let (min, _) = p.size_range();

@@ -84,7 +84,8 @@ pub(crate) fn read_bounded(f: &std::path::Path, max: u64) -> Result<Vec<u8>, Fai
     Ok(buf)
 }
 
-fn hex(s: &str) -> Result<Vec<u8>, String> {
+/// Hex digits (whitespace and a leading `0x` ignored) as bytes.
+pub(crate) fn hex(s: &str) -> Result<Vec<u8>, String> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     let s = s.strip_prefix("0x").unwrap_or(&s);
     // Pairs of bytes, not of chars: a line may hold any UTF-8 (a non-ASCII

@@ -327,13 +327,21 @@ pub struct LoadReport {
     /// the target's. A merge with one such generator is not valid.
     #[serde(default)]
     pub saturated: bool,
-    /// When measuring began, wall clock (Unix seconds), with `--start-at`.
+    /// When measuring began, wall clock (Unix seconds): with `--start-at`
+    /// when it actually began, otherwise when it was due (after the
+    /// warm-up).
     #[serde(default)]
     pub start_unix_s: Option<f64>,
     /// With `--start-at`: how late measuring began, seconds (0 when on
     /// time; above 0.01 the generator also says so).
     #[serde(default)]
     pub start_late_s: Option<f64>,
+    /// What the generator warned of or hinted at, as it also says on
+    /// standard error unless `-q`: a paced run that fell behind, a late
+    /// start, what to try after a loss. With `--json -q` this is where
+    /// they are.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// A merge: false when a generator was saturated (see `invalid_because`).
     #[serde(default = "yes")]
     pub valid: bool,
@@ -493,6 +501,7 @@ mod props {
                     saturated: false,
                     start_unix_s: None,
                     start_late_s: None,
+                    warnings: Vec::new(),
                     valid: true,
                     invalid_because: None,
                     timeouts_as_latency: false,

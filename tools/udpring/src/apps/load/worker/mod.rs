@@ -192,7 +192,11 @@ impl Worker {
                 *slot = Some(flows.len());
                 let mut f = Flow::new(id as u32, j);
                 if let Match::Id { len, .. } = opts.matching {
-                    f.ids = Some(IdRing::new(len));
+                    f.ids = Some(if opts.target.ip().is_multicast() {
+                        IdRing::for_group(len)
+                    } else {
+                        IdRing::new(len)
+                    });
                 }
                 flows.push(f);
             }

@@ -53,6 +53,9 @@ impl Worker {
         let Some(fi) = self.by_sock.get(sock).copied().flatten() else {
             return self.tally(|c| &mut c.invalid, 1);
         };
+        // Whether this is the request's first reply (a group's later
+        // responders answer a request already out of the window).
+        let mut first_reply = true;
         let (seq, sent) = match self.opts.matching {
             Match::Header => match self.by_header(seg, fi) {
                 Ok(x) => x,
@@ -71,9 +74,19 @@ impl Worker {
                     return self.tally(|c| &mut c.unmatched, 1);
                 };
                 let next = self.flows[fi].next_seq;
+                let group = self.opts.target.ip().is_multicast();
                 match self.flows[fi].ids.as_mut().map(|r| r.find(id, next)) {
                     Some(Found::Answer { seq, sent_ns }) => (seq, sent_ns),
-                    Some(Found::Duplicate { seq }) => {
+                    // A group: another responder's answer to the same
+                    // request (each responder's repeats are caught by its
+                    // own window below).
+                    Some(Found::Duplicate { seq, sent_ns })
+                        if group && seq >= self.flows[fi].first_measured =>
+                    {
+                        first_reply = false;
+                        (seq, sent_ns)
+                    }
+                    Some(Found::Duplicate { seq, .. }) => {
                         // A repeat of a warm-up request is the warm-up's.
                         return if seq < self.flows[fi].first_measured {
                             self.counts.warmup_replies += 1;
@@ -92,7 +105,9 @@ impl Worker {
             Match::None => return self.tally(|c| &mut c.unmatched, 1),
         };
         let f = &mut self.flows[fi];
-        self.in_flight.answered(1);
+        if first_reply {
+            self.in_flight.answered(1);
+        }
         let answered_ping = f.in_flight.is_some_and(|(s, _)| s == seq);
         if answered_ping {
             f.in_flight = None;
