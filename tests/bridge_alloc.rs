@@ -1,5 +1,5 @@
 //! The tokio bridge of `examples/tokio_bridge.rs` allocates nothing per
-//! message in steady state: a counting allocator watches the whole process
+//! message in steady state (at most a channel block now and then): a counting allocator watches the whole process
 //! (the engine's worker, the tokio runtime, the client) while thousands of
 //! requests go through the channel, the async side and a Sender.
 //!
@@ -81,5 +81,9 @@ fn no_allocation_per_message_through_the_bridge() {
     assert_eq!(counts.answered.load(Ordering::Relaxed), 800 * 32);
     assert_eq!(counts.dropped_full.load(Ordering::Relaxed), 0);
     assert_eq!(s.sent, 800 * 32);
-    assert_eq!(after - before, 0, "{per} allocations per message");
+    // tokio's mpsc recycles its 32-slot blocks but frees one when a reuse
+    // race is lost, so a descheduled side can cost a block now and then
+    // (seen once, 1 in 16,000 messages, on a loaded host). Anything per
+    // message would be thousands here.
+    assert!(after - before <= 2, "{per} allocations per message");
 }

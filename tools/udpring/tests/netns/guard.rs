@@ -176,10 +176,11 @@ fn any_two_udpring_servers_answer_a_forged_datagram_once() {
     );
 }
 
-/// Two relays, each a destination of the other, and a sink on h1: one
-/// datagram forged from Y's own listening port reaches X, which relays it
-/// to the sink and to Y; Y relays nothing of X's (it carries the server
-/// mark). Then the same through `--control`: a stranger subscribed to Y
+/// Two relays, each a destination of the other, and a sink on h1: a
+/// datagram forged from Y's own listening port is refused by X (it comes
+/// from one of X's destinations); one forged from another port of Y's host
+/// reaches X, which relays it to the sink and to Y; Y relays nothing of
+/// X's (it carries the server mark). Then the same through `--control`: a stranger subscribed to Y
 /// forges X's `SUB` from Y's listening address; X's token goes there, and
 /// Y does not relay it to the stranger, who never learns it.
 #[test]
@@ -224,7 +225,10 @@ fn two_relays_sent_to_each_other_relay_once() {
     );
     std::thread::sleep(Duration::from_millis(200));
     topo.run_in("h3", || {
-        forge_from_port(5100, sa("10.201.0.2:5000"), b"one");
+        // From Y's own listening port: X refuses what its destinations send.
+        forge_from_port(5100, sa("10.201.0.2:5000"), b"zero");
+        // From another port of Y's host: X relays it to the sink and to Y.
+        forge_from_port(5199, sa("10.201.0.2:5000"), b"one");
     });
     let mut buf = [0u8; 64];
     let (n, _) = sink.recv_from(&mut buf).expect("X relays to the sink");
@@ -261,6 +265,7 @@ fn two_relays_sent_to_each_other_relay_once() {
     let ty = json_of(&y.finish());
     eprintln!("X {tx}\nY {ty}");
     assert_eq!(tx["received"], 1, "{tx}");
+    assert_eq!(tx["from_destination"], 1, "{tx}");
     assert_eq!(
         tx["control"]["tokens"], 1,
         "X answered the forged SUB: {tx}"

@@ -16,12 +16,16 @@ fn fanout_to_three_destinations_delivers_each_datagram_once_to_each() {
     let topo = crate::topology!(lan, "f");
     let mut cfg = Config::new("0.0.0.0:6001".parse().unwrap());
     cfg.workers = 1;
+    // The recorders listen to a relay, a udpring server whose datagrams
+    // carry the server mark: a server's default guard would refuse them.
+    cfg.guard.refuse_marked = false;
     let (r1, g1) = recorder(&topo, "h1", cfg.clone());
     let (r3, g3) = recorder(&topo, "h3", cfg);
     // A second socket on h3, on another port: three destinations, plus one
     // nobody listens on.
     let mut cfg = Config::new("0.0.0.0:6002".parse().unwrap());
     cfg.workers = 1;
+    cfg.guard.refuse_marked = false;
     let (r3b, g3b) = recorder(&topo, "h3", cfg);
     let dests: Vec<SocketAddr> = [
         "10.201.0.1:6001",
