@@ -45,7 +45,7 @@ r = json.load(open(sys.argv[1]))
 side, be, rnd, ticks, hz = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 # The server echoed what came back, plus warm-up and drain traffic: count
 # its CPU over what the client saw back in all (warm-up replies included).
-back = r["received"] + r["counts"]["warmup_replies"]
+back = r["received"] + r["warmup_replies"]
 print(side, be, rnd, r["pps_received"], ticks / hz * 1e6 / max(back, 1))
 EOF
 }

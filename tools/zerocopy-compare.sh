@@ -36,7 +36,7 @@ run() { # where(lo|veth) size gso zc -> "sink_pps zc_sent zc_copied"
   python3 -c "
 import json
 s = json.load(open('$out/sink.json')); l = json.load(open('$out/load.json'))
-print(int(s['pps_received']), l['kernel']['zc_sent'], l['kernel']['zc_copied'])"
+print(int(s['pps_received']), l['zc_sent'], l['zc_copied'])"
 }
 
 echo "| path | datagram | round | plain (sink datagrams/s) | zero-copy | zero-copy / plain | zc_sent | zc_copied |"

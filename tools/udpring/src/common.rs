@@ -119,8 +119,11 @@ macro_rules! note_raw {
 }
 
 /// The version of the JSON documents' shape (tools/udpring/json-vocabulary.json):
-/// raised when a name changes meaning or type, or goes away.
-pub(crate) const SCHEMA: u64 = 1;
+/// raised when a name changes meaning or type, or goes away. 2: one name
+/// per quantity (`load`'s counts at the top level, `addr` for every peer,
+/// `ping`'s `foreign`/`invalid`/`unmatched`, integer counts in `report
+/// --diff`).
+pub(crate) const SCHEMA: u64 = 2;
 
 /// Prints `body` as the one JSON document of a run, with the names every
 /// document shares (tools/udpring/json-vocabulary.json): `schema`, `command`, and

@@ -106,12 +106,14 @@ struct FanoutTotals {
 
 #[derive(serde::Serialize)]
 struct DestTotals {
-    to: String,
+    /// The destination, named `addr` as every peer in every document.
+    addr: String,
     kind: Kind,
     state: State,
     forwarded: u64,
     failed: u64,
-    errors: std::collections::BTreeMap<String, u64>,
+    /// Failed sends to it by errno (`send_errors`, as in every document).
+    send_errors: std::collections::BTreeMap<String, u64>,
     refused: u64,
 }
 
@@ -126,12 +128,12 @@ impl FanoutTotals {
                 .iter()
                 .chain(&t.departed)
                 .map(|d| DestTotals {
-                    to: d.addr.to_string(),
+                    addr: d.addr.to_string(),
                     kind: d.kind,
                     state: d.state,
                     forwarded: d.forwarded(),
                     failed: d.failed,
-                    errors: d
+                    send_errors: d
                         .errors
                         .iter()
                         .map(|(&e, &n)| (udpring::errno_name(e), n))
@@ -202,7 +204,7 @@ impl FanoutTotals {
         for d in &self.destinations {
             out += &format!(
                 "  to {} ({:?}, {:?}) forwarded {} failed {} refused {}\n",
-                d.to, d.kind, d.state, d.forwarded, d.failed, d.refused
+                d.addr, d.kind, d.state, d.forwarded, d.failed, d.refused
             );
         }
         out

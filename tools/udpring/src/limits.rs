@@ -52,13 +52,13 @@ impl Limits {
     /// The first threshold `r` is over, as the line to print.
     pub(crate) fn violated(&self, r: &crate::apps::load::LoadReport) -> Option<String> {
         if let Some(max) = self.max_loss
-            && r.sent > 0
+            && r.counts.sent > 0
         {
-            let pct = 100.0 * r.lost as f64 / r.sent as f64;
+            let pct = 100.0 * r.lost as f64 / r.counts.sent as f64;
             if pct > max {
                 return Some(format!(
                     "loss {pct:.3}% ({} of {}) is over --max-loss {max}%",
-                    r.lost, r.sent
+                    r.lost, r.counts.sent
                 ));
             }
         }

@@ -611,21 +611,24 @@ fn finish(
                 v
             })
             .collect();
-        let mut v = serde_json::json!({
-            "group": g.addr.to_string(), "sent": stats.sent, "received": stats.received,
-            "untracked": report.untracked, "invalid": report.invalid,
-        });
+        let mut v = serde_json::json!({"group": g.addr.to_string(), "sent": stats.sent});
+        if kind != "send" {
+            // A sender hears nothing: no receive counts, no peers.
+            v["received"] = stats.received.into();
+            v["untracked"] = report.untracked.into();
+            v["invalid"] = report.invalid.into();
+        }
         if kind == "ping" {
             v["late"] = report.late.into();
         }
         if let (Some(m), serde_json::Value::Object(x)) = (v.as_object_mut(), extra) {
             m.extend(x);
         }
-        v[if kind == "ping" {
-            "responders"
-        } else {
-            "sources"
-        }] = list.into();
+        match kind {
+            "ping" => v["responders"] = list.into(),
+            "send" => {}
+            _ => v["sources"] = list.into(),
+        }
         crate::common::say_json(&format!("mcast {kind}"), Some(secs), v);
         return failure.unwrap_or(Ok(()));
     }

@@ -114,6 +114,26 @@ fn interval_logs(a: &ReportArgs, step: f64) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Reads a schema-1 result as schema 2: its `counts` and `kernel` objects
+/// (each quantity there also had a second name at the top level) become
+/// top-level names, `kernel.drops` is `kernel_drops`.
+fn upgrade_schema_1(v: &mut serde_json::Value) {
+    let Some(top) = v.as_object_mut() else { return };
+    for nested in ["counts", "kernel"] {
+        if let Some(serde_json::Value::Object(m)) = top.remove(nested) {
+            for (k, x) in m {
+                let k = if k == "drops" {
+                    "kernel_drops".into()
+                } else {
+                    k
+                };
+                top.entry(k).or_insert(x);
+            }
+        }
+    }
+    top.insert("schema".into(), crate::common::SCHEMA.into());
+}
+
 /// Largest result file `report` reads.
 const MAX_REPORT_BYTES: u64 = 64 << 20;
 
@@ -128,11 +148,12 @@ fn read_result(f: &std::path::Path) -> Result<crate::apps::load::LoadReport, Fai
             f.display()
         ))
     };
-    let v: serde_json::Value =
+    let mut v: serde_json::Value =
         serde_json::from_str(text.trim()).map_err(|e| not_ours(e.to_string()))?;
     // A document of another shape version is not read as this one.
     match v.get("schema").and_then(|s| s.as_u64()) {
         Some(crate::common::SCHEMA) => {}
+        Some(1) => upgrade_schema_1(&mut v),
         Some(s) => {
             return Err(usage(format!(
                 "{}: schema {s}: this udpring reads schema {} (a result of another version)",
@@ -159,8 +180,8 @@ pub(crate) fn report(a: ReportArgs) -> Result<(), Failure> {
         let rows = crate::apps::load::diff(&x, &y);
         if a.json {
             let v = serde_json::json!({
-                "a": d[0].display().to_string(),
-                "b": d[1].display().to_string(), "diff": rows,
+                "files": [d[0].display().to_string(), d[1].display().to_string()],
+                "diff": rows,
             });
             crate::common::say_json("report", None, v);
         } else {

@@ -35,30 +35,30 @@ pub(crate) fn judge(
     limits: &crate::limits::Limits,
 ) -> Result<(), Failure> {
     let target = o.target;
-    if o.one_way() && report.sent == 0 {
+    if o.one_way() && report.counts.sent == 0 {
         return Err(Failure {
             code: 1,
             msg: format!("nothing sent to {target} after the warm-up"),
         });
     }
-    if !o.one_way() && report.received == 0 {
+    if !o.one_way() && report.counts.received == 0 {
         // The measurement failed its purpose: exit 1.
         let c = &report.counts;
-        let msg = if report.sent > 0 && c.truncated > 0 {
+        let msg = if report.counts.sent > 0 && c.truncated > 0 {
             format!(
                 "no whole reply from {target} to {} datagrams of {} B: {} came back cut (the \
                  server's buffer is smaller than the datagram: `udpring echo --slot-size {}`, \
                  or a smaller --size)",
-                report.sent,
+                report.counts.sent,
                 o.size,
                 c.truncated,
                 o.size + udpring::HEADROOM
             )
-        } else if report.sent > 0 && c.invalid + c.dns_not_response > 0 {
+        } else if report.counts.sent > 0 && c.invalid + c.dns_not_response > 0 {
             format!(
                 "no valid reply from {target} to {} datagrams: {} came back invalid{} (is it \
                  the service you meant?)",
-                report.sent,
+                report.counts.sent,
                 c.invalid,
                 if c.dns_not_response > 0 {
                     format!(", {} of them not DNS responses", c.dns_not_response)
@@ -66,11 +66,11 @@ pub(crate) fn judge(
                     String::new()
                 }
             )
-        } else if report.sent > 0 {
+        } else if report.counts.sent > 0 {
             format!(
                 "no replies from {target} to {} datagrams: is an echo server listening there? \
                  (to a sink that answers nothing, send with --match none)",
-                report.sent
+                report.counts.sent
             )
         } else {
             format!(
@@ -92,10 +92,10 @@ pub(crate) fn judge(
 /// What to try after a run that lost datagrams, or `None`.
 fn loss_hint(r: &crate::apps::load::LoadReport, o: &crate::apps::load::LoadOpts) -> Option<String> {
     use crate::apps::load::Mode;
-    if r.lost == 0 || r.sent == 0 {
+    if r.lost == 0 || r.counts.sent == 0 {
         return None;
     }
-    let pct = 100.0 * r.lost as f64 / r.sent as f64;
+    let pct = 100.0 * r.lost as f64 / r.counts.sent as f64;
     let buffer = if r.host_udp.rcvbuf_errors > 0 {
         format!(
             " (this host's kernel dropped {} at full socket buffers: RcvbufErrors)",

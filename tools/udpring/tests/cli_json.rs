@@ -24,6 +24,7 @@ fn doc(args: &[&str]) -> (i32, serde_json::Value) {
             String::from_utf8_lossy(&out.stderr)
         )
     });
+    vocab::check_any(&v);
     (out.status.code().unwrap_or(-1), v)
 }
 
@@ -151,6 +152,13 @@ fn the_checker_refuses_the_old_names_and_wrong_types() {
         serde_json::json!({"command": "load", "rtt_us": {"p50": 0.0}}),
         serde_json::json!({"sent": 1}),
         serde_json::json!({"command": "load", "sent": 1.5}),
+        // A name nobody listed, at the top and deep down.
+        serde_json::json!({"command": "load", "frobs": 1}),
+        serde_json::json!({"command": "fanout", "destinations": [{"addr": "h:1", "frobs": 1}]}),
+        // Schema 1's second names for one quantity.
+        serde_json::json!({"command": "load", "kernel": {"drops": 1}}),
+        serde_json::json!({"command": "fanout", "destinations": [{"to": "h:1"}]}),
+        serde_json::json!({"command": "ping", "wrong_addr": 1}),
     ];
     for d in old {
         let c = d["command"].as_str().unwrap_or("load").to_string();
@@ -159,7 +167,7 @@ fn the_checker_refuses_the_old_names_and_wrong_types() {
     }
     vocab::check(
         "load",
-        &serde_json::json!({"schema": 1, "command": "load", "sent": 3, "rtt_us": null,
+        &serde_json::json!({"schema": 2, "command": "load", "sent": 3, "rtt_us": null,
             "send_errors": {"ECONNREFUSED": 2, "errno200": 1}}),
     );
 }

@@ -244,6 +244,33 @@ fn report_reads_only_regular_files_it_can_read_back() {
     let s99 = d.path("schema99.json");
     std::fs::write(&s99, other.to_string()).unwrap();
     usage_error(&["report", &s99], "schema 99");
+    // A schema-1 result (counts and kernel figures nested, each also
+    // under a second name) is still read, as the same run.
+    let mut v1 = v.clone();
+    let top = v1.as_object_mut().unwrap();
+    let mut counts = serde_json::Map::new();
+    for k in ["timeouts", "stale", "errors", "warmup_replies", "sent"] {
+        counts.insert(k.into(), top[k].clone());
+    }
+    top.remove("timeouts");
+    let mut kernel = serde_json::Map::new();
+    kernel.insert("drops".into(), top.remove("kernel_drops").unwrap());
+    kernel.insert("received_bufs".into(), top.remove("received_bufs").unwrap());
+    top.insert("counts".into(), counts.into());
+    top.insert("kernel".into(), kernel.into());
+    top.insert("schema".into(), 1.into());
+    let s1 = d.path("schema1.json");
+    std::fs::write(&s1, v1.to_string()).unwrap();
+    let back = run_json(&["report", &s1, "--json"]);
+    for k in [
+        "sent",
+        "received",
+        "timeouts",
+        "received_bufs",
+        "kernel_drops",
+    ] {
+        assert_eq!(back[k], v[k], "{k}: {back}");
+    }
     // A run no udpring made: a duration of 1e308 seconds.
     let mut long = v.clone();
     long["duration_s"] = serde_json::json!(1e308);

@@ -295,7 +295,7 @@ fn the_command_takes_subscribers_and_reports_each_in_json() {
     let v = fan.json();
     util::vocab::check("fanout", &v);
     let d = &v["destinations"][0];
-    assert_eq!(d["to"], a.sock.local_addr().unwrap().to_string(), "{v}");
+    assert_eq!(d["addr"], a.sock.local_addr().unwrap().to_string(), "{v}");
     assert_eq!(
         (d["kind"].as_str(), d["state"].as_str()),
         (Some("subscriber"), Some("unsubscribed"))

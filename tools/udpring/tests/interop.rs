@@ -158,7 +158,7 @@ fn udpring_load_sockperf_mode_against_sockperf_server() {
         "{text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let v = util::json(&text);
     assert_eq!(v["sent"], 300, "{v}");
     assert_eq!(
         v["received"], 300,

@@ -135,13 +135,18 @@ fn a_clean_echo_loses_nothing_and_rtts_are_recorded() {
         o.flows = 4;
         let r = run(&o);
         assert_eq!(
-            (r.sent, r.received, r.lost),
+            (r.counts.sent, r.counts.received, r.lost),
             (N, N, 0),
             "v6={v6}: {}",
             r.table()
         );
         assert_eq!(
-            (r.reordered, r.duplicated, r.invalid, r.foreign),
+            (
+                r.counts.reordered,
+                r.counts.duplicated,
+                r.counts.invalid,
+                r.counts.foreign
+            ),
             (0, 0, 0, 0)
         );
         let h = r.histogram.to_histogram().unwrap();
@@ -156,10 +161,13 @@ fn a_clean_echo_loses_nothing_and_rtts_are_recorded() {
 fn dropping_every_10th_reply_reads_as_exactly_10_percent_loss() {
     let s = server(Fault::DropEvery10th, false);
     let r = run(&opts(s.local_addr()));
-    assert_eq!(r.sent, N);
+    assert_eq!(r.counts.sent, N);
     assert_eq!(r.lost, N / 10, "{}", r.table());
-    assert_eq!(r.received, N - N / 10);
-    assert_eq!((r.reordered, r.duplicated, r.invalid), (0, 0, 0));
+    assert_eq!(r.counts.received, N - N / 10);
+    assert_eq!(
+        (r.counts.reordered, r.counts.duplicated, r.counts.invalid),
+        (0, 0, 0)
+    );
     stop_clean(s);
 }
 
@@ -167,13 +175,18 @@ fn dropping_every_10th_reply_reads_as_exactly_10_percent_loss() {
 fn swapped_neighbours_count_as_reordered() {
     let s = server(Fault::SwapNeighbours, false);
     let r = run(&opts(s.local_addr()));
-    assert_eq!((r.sent, r.received, r.lost), (N, N, 0), "{}", r.table());
     assert_eq!(
-        r.reordered,
+        (r.counts.sent, r.counts.received, r.lost),
+        (N, N, 0),
+        "{}",
+        r.table()
+    );
+    assert_eq!(
+        r.counts.reordered,
         N / 2,
         "every even sequence arrives after its odd neighbour"
     );
-    assert_eq!(r.duplicated, 0);
+    assert_eq!(r.counts.duplicated, 0);
     stop_clean(s);
 }
 
@@ -181,8 +194,13 @@ fn swapped_neighbours_count_as_reordered() {
 fn answering_twice_counts_duplicates_not_receptions() {
     let s = server(Fault::Twice, false);
     let r = run(&opts(s.local_addr()));
-    assert_eq!((r.sent, r.received, r.lost), (N, N, 0), "{}", r.table());
-    assert_eq!(r.duplicated, N);
+    assert_eq!(
+        (r.counts.sent, r.counts.received, r.lost),
+        (N, N, 0),
+        "{}",
+        r.table()
+    );
+    assert_eq!(r.counts.duplicated, N);
     assert_eq!(
         r.histogram.to_histogram().unwrap().len(),
         N,
@@ -195,16 +213,23 @@ fn answering_twice_counts_duplicates_not_receptions() {
 fn replies_from_another_port_are_foreign_and_malformed_ones_invalid() {
     let s = server(Fault::AlsoFromOtherPort, false);
     let r = run(&opts(s.local_addrs()[0]));
-    assert_eq!((r.received, r.lost), (N, 0), "{}", r.table());
-    assert_eq!(r.foreign, N, "same payload, other source port: not a reply");
-    assert_eq!(r.invalid, 0);
+    assert_eq!((r.counts.received, r.lost), (N, 0), "{}", r.table());
+    assert_eq!(
+        r.counts.foreign, N,
+        "same payload, other source port: not a reply"
+    );
+    assert_eq!(r.counts.invalid, 0);
     stop_clean(s);
 
     let s = server(Fault::AlsoMalformed, false);
     let r = run(&opts(s.local_addrs()[0]));
-    assert_eq!((r.received, r.lost), (N, 0), "{}", r.table());
-    assert_eq!(r.invalid, 3 * N, "short, bad magic, other run's token");
-    assert_eq!((r.foreign, r.duplicated), (0, 0));
+    assert_eq!((r.counts.received, r.lost), (N, 0), "{}", r.table());
+    assert_eq!(
+        r.counts.invalid,
+        3 * N,
+        "short, bad magic, other run's token"
+    );
+    assert_eq!((r.counts.foreign, r.counts.duplicated), (0, 0));
     stop_clean(s);
 }
 
@@ -216,8 +241,13 @@ fn ping_mode_keeps_one_request_per_flow_in_flight() {
     o.flows = 3;
     o.count = Some(300);
     let r = run(&o);
-    assert_eq!((r.sent, r.received, r.lost), (300, 300, 0), "{}", r.table());
-    assert_eq!(r.reordered, 0, "closed loop: nothing can overtake");
+    assert_eq!(
+        (r.counts.sent, r.counts.received, r.lost),
+        (300, 300, 0),
+        "{}",
+        r.table()
+    );
+    assert_eq!(r.counts.reordered, 0, "closed loop: nothing can overtake");
     stop_clean(s);
 }
 
@@ -229,7 +259,12 @@ fn ping_timeouts_move_on_and_count_as_loss() {
     o.count = Some(30);
     o.timeout = Duration::from_millis(250);
     let r = run(&o);
-    assert_eq!((r.sent, r.received, r.lost), (30, 27, 3), "{}", r.table());
+    assert_eq!(
+        (r.counts.sent, r.counts.received, r.lost),
+        (30, 27, 3),
+        "{}",
+        r.table()
+    );
     assert_eq!(r.counts.timeouts, 3);
     stop_clean(s);
 }
@@ -252,7 +287,12 @@ fn gso_trains_are_counted_per_datagram() {
     o.gso = 10;
     o.count = Some(N);
     let r = run(&o);
-    assert_eq!((r.sent, r.received, r.lost), (N, N, 0), "{}", r.table());
+    assert_eq!(
+        (r.counts.sent, r.counts.received, r.lost),
+        (N, N, 0),
+        "{}",
+        r.table()
+    );
     assert_eq!(r.histogram.to_histogram().unwrap().len(), N);
     // A flood with room builds 16 trains per call in one slot
     // (`send_trains_with`): 6 calls of 160, then the last 40 train by
@@ -261,9 +301,17 @@ fn gso_trains_are_counted_per_datagram() {
     o.mode = Mode::Flood;
     o.window = Some(1024);
     let r = run(&o);
-    assert_eq!((r.sent, r.received, r.lost), (N, N, 0), "{}", r.table());
+    assert_eq!(
+        (r.counts.sent, r.counts.received, r.lost),
+        (N, N, 0),
+        "{}",
+        r.table()
+    );
     assert_eq!(r.histogram.to_histogram().unwrap().len(), N);
-    assert_eq!((r.duplicated, r.reordered, r.counts.unmatched), (0, 0, 0));
+    assert_eq!(
+        (r.counts.duplicated, r.counts.reordered, r.counts.unmatched),
+        (0, 0, 0)
+    );
     let st = stop_clean(s);
     assert_eq!(st.received, 2 * N);
 }
@@ -288,7 +336,10 @@ fn report_merge_equals_a_merge_by_hand() {
         m.rtt_us.as_ref().unwrap().p99,
         by_hand.value_at_quantile(0.99) as f64 / 1000.0
     );
-    assert_eq!((m.sent, m.received, m.lost, m.runs), (2 * N, 2 * N, 0, 2));
+    assert_eq!(
+        (m.counts.sent, m.counts.received, m.lost, m.runs),
+        (2 * N, 2 * N, 0, 2)
+    );
     assert_eq!(m.pps_sent, a.pps_sent + b.pps_sent);
 }
 
@@ -301,7 +352,7 @@ fn rate_mode_sends_the_asked_count_at_the_asked_rate() {
     o.mode = Mode::Rate(10_000.0);
     let r = run(&o);
     // Sending stops exactly at the end of the duration: 5000 datagrams due.
-    assert!((4999..=5001).contains(&r.sent), "{}", r.table());
+    assert!((4999..=5001).contains(&r.counts.sent), "{}", r.table());
     assert_eq!(r.lost, 0);
     stop_clean(s);
 }
@@ -313,9 +364,14 @@ fn connected_flows_only_hear_the_target() {
     o.unconnected = false;
     o.flows = 2;
     let r = run(&o);
-    assert_eq!((r.sent, r.received, r.lost), (N, N, 0), "{}", r.table());
     assert_eq!(
-        r.foreign, 0,
+        (r.counts.sent, r.counts.received, r.lost),
+        (N, N, 0),
+        "{}",
+        r.table()
+    );
+    assert_eq!(
+        r.counts.foreign, 0,
         "the kernel filters a connected socket's traffic"
     );
     stop_clean(s);
@@ -339,7 +395,7 @@ per_backend!(
         o.backend = Some(backend);
         let r = run(&o);
         assert_eq!(
-            (r.sent, r.received, r.lost),
+            (r.counts.sent, r.counts.received, r.lost),
             (300, 300, 0),
             "{backend}: {}",
             r.table()
@@ -361,7 +417,12 @@ fn replies_cut_by_the_server_are_truncated_not_received() {
     o.size = 5000;
     o.count = Some(200);
     let r = run(&o);
-    assert_eq!((r.sent, r.received), (200, 0), "{}", r.table());
+    assert_eq!(
+        (r.counts.sent, r.counts.received),
+        (200, 0),
+        "{}",
+        r.table()
+    );
     assert_eq!(r.counts.truncated, 200);
     assert_eq!(r.lost, 200, "a cut echo answers nothing");
     let st = stop_clean(s);
@@ -376,7 +437,12 @@ fn a_reply_older_than_the_window_is_stale_not_new() {
     o.window = Some(256);
     o.count = Some(REPLAY_AFTER + 100);
     let r = run(&o);
-    assert_eq!(r.received, r.sent, "{}", r.table());
-    assert_eq!((r.counts.stale, r.duplicated), (1, 0), "{}", r.table());
+    assert_eq!(r.counts.received, r.counts.sent, "{}", r.table());
+    assert_eq!(
+        (r.counts.stale, r.counts.duplicated),
+        (1, 0),
+        "{}",
+        r.table()
+    );
     stop_clean(s);
 }

@@ -31,7 +31,7 @@ fn allocations_for(
     let cancel = AtomicBool::new(false);
     let before = util::counting::total();
     let r = run_load(&o, &cancel, |_| {}).unwrap();
-    (util::counting::total() - before, r.received)
+    (util::counting::total() - before, r.counts.received)
 }
 
 #[test]

@@ -94,11 +94,16 @@ pub struct ClientStats {
     /// Requests given up on.
     pub down: u64,
     /// Datagrams from the server with an ID that is not the one awaited
-    /// (stale replies to earlier attempts included).
+    /// (stale replies to earlier attempts included): `unmatched`, as in
+    /// `load`.
+    #[serde(rename = "unmatched")]
     pub wrong_id: u64,
-    /// Datagrams from any other address.
+    /// Datagrams from any other address: `foreign`, as in `load`.
+    #[serde(rename = "foreign")]
     pub wrong_addr: u64,
-    /// Datagrams too short or not in the request format.
+    /// Datagrams too short or not in the request format: `invalid`, as in
+    /// `load`.
+    #[serde(rename = "invalid")]
     pub malformed: u64,
 }
 

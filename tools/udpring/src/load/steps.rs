@@ -77,7 +77,7 @@ pub(crate) fn run(
                 note!("{}", p.line());
             }
         })?;
-        let ok = limits.violated(&r).is_none() && r.received > 0;
+        let ok = limits.violated(&r).is_none() && r.counts.received > 0;
         if ok {
             knee = Some(rate);
         }
@@ -91,10 +91,10 @@ pub(crate) fn run(
                 "{:>12.0} {:>12.0} {:>10} {:>10} {:>8.3} {:>10} {:>10} {:>10}  {}",
                 rate,
                 r.pps_sent,
-                r.received,
+                r.counts.received,
                 r.lost,
-                if r.sent > 0 {
-                    100.0 * r.lost as f64 / r.sent as f64
+                if r.counts.sent > 0 {
+                    100.0 * r.lost as f64 / r.counts.sent as f64
                 } else {
                     0.0
                 },

@@ -143,7 +143,12 @@ fn load_counts_what_the_kernel_counts() {
             kernel,
             "gso {gso}: {k:?}"
         );
-        assert_eq!((r.sent, r.lost), (4000, 0), "gso {gso}: {}", r.table());
+        assert_eq!(
+            (r.counts.sent, r.lost),
+            (4000, 0),
+            "gso {gso}: {}",
+            r.table()
+        );
     }
     echo.stop().unwrap();
 }

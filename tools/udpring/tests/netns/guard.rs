@@ -366,6 +366,7 @@ fn congested_stop(backend: &str, tag: &str, full_socket: bool) {
         .read_to_string(&mut text)
         .unwrap();
     let t: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    crate::util::vocab::check_any(&t);
     crate::util::vocab::check("echo", &t);
     eprintln!("{backend}: stopped in {took:?}: {t}");
     assert!(status.success(), "{backend}: {status:?} {t}");

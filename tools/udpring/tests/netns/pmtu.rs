@@ -102,6 +102,7 @@ fn pmtu_json(topo: &Topology, target: &str, method: &str) -> (bool, serde_json::
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     let v = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text} {err}"));
+    crate::util::vocab::check_any(&v);
     (out.status.success(), v, err)
 }
 

@@ -1,6 +1,8 @@
 //! Checks a `--json` document against the written vocabulary,
-//! tools/udpring/json-vocabulary.json: every name it lists has its type wherever it
-//! appears, no retired name appears, and the document says its command.
+//! tools/udpring/json-vocabulary.json: every name in the document, at any
+//! depth, is listed there (an unlisted name fails), has the type listed
+//! wherever it appears, no retired name appears, and the document says its
+//! command. Every document the tests parse goes through [`check`].
 
 use serde_json::Value;
 
@@ -21,6 +23,17 @@ fn is_number(v: &Value) -> bool {
 fn has_type(ty: &str, v: &Value) -> Result<(), String> {
     let ok = match ty {
         "string" => v.is_string(),
+        "string_or_null" => v.is_null() || v.is_string(),
+        "object" => v.is_object(),
+        "object_or_null" => v.is_null() || v.is_object(),
+        "signed_number_or_null" => v.is_null() || v.as_f64().is_some_and(f64::is_finite),
+        "label_counts" => v.as_object().is_some_and(|m| m.values().all(is_count)),
+        "bucket_list" => v.as_array().is_some_and(|a| {
+            a.iter().all(|p| {
+                p.as_array()
+                    .is_some_and(|p| p.len() == 2 && p.iter().all(is_count))
+            })
+        }),
         "string_list" => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
         "bool" => v.is_boolean(),
         "count" => is_count(v),
@@ -71,6 +84,11 @@ fn has_type(ty: &str, v: &Value) -> Result<(), String> {
     }
 }
 
+/// Types whose keys are data (errno names, DNS rcodes), not names.
+fn is_map(ty: &str) -> bool {
+    matches!(ty, "errno_counts" | "label_counts")
+}
+
 fn walk(v: &Value, path: &str, voc: &Value, errs: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
@@ -78,13 +96,21 @@ fn walk(v: &Value, path: &str, voc: &Value, errs: &mut Vec<String>) {
                 let here = format!("{path}.{k}");
                 if let Some(instead) = voc["retired"].get(k) {
                     errs.push(format!("{here}: a retired name; use {instead}"));
+                    continue;
                 }
-                if let Some(ty) = voc["names"].get(k).and_then(Value::as_str)
-                    && let Err(e) = has_type(ty, x)
-                {
+                let Some(ty) = voc["names"].get(k).and_then(|e| e["type"].as_str()) else {
+                    errs.push(format!(
+                        "{here}: `{k}` is not in the vocabulary (= {x}): list it with its type and meaning"
+                    ));
+                    walk(x, &here, voc, errs);
+                    continue;
+                };
+                if let Err(e) = has_type(ty, x) {
                     errs.push(format!("{here} {e}"));
                 }
-                walk(x, &here, voc, errs);
+                if !is_map(ty) {
+                    walk(x, &here, voc, errs);
+                }
             }
         }
         Value::Array(a) => {

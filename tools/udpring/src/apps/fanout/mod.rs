@@ -162,7 +162,8 @@ pub struct ControlCounts {
     pub revocations_forgotten: u64,
     /// `UNSUB`s from no subscriber.
     pub not_subscribed: u64,
-    /// Not a request of the protocol.
+    /// Not a request of the protocol: `invalid`, as in every document.
+    #[serde(rename = "invalid")]
     pub malformed: u64,
     /// First `SUB`s shorter than the answer would be.
     pub too_short: u64,

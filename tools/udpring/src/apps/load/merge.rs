@@ -40,22 +40,23 @@ impl LoadReport {
                 .checked_add(r.runs)
                 .ok_or("runs: too many to count")?;
             for (name, field, add) in [
-                ("sent", &mut out.sent, r.sent),
-                ("received", &mut out.received, r.received),
-                ("lost", &mut out.lost, r.lost),
-                ("reordered", &mut out.reordered, r.reordered),
-                ("duplicated", &mut out.duplicated, r.duplicated),
-                ("invalid", &mut out.invalid, r.invalid),
-                ("foreign", &mut out.foreign, r.foreign),
-                ("kernel_drops", &mut out.kernel_drops, r.kernel_drops),
+                ("sent", out.counts.sent, r.counts.sent),
+                ("received", out.counts.received, r.counts.received),
+                ("lost", out.lost, r.lost),
+                ("reordered", out.counts.reordered, r.counts.reordered),
+                ("duplicated", out.counts.duplicated, r.counts.duplicated),
+                ("invalid", out.counts.invalid, r.counts.invalid),
+                ("foreign", out.counts.foreign, r.counts.foreign),
+                ("kernel_drops", out.kernel.drops, r.kernel.drops),
             ] {
-                *field = field.checked_add(add).ok_or_else(|| {
+                field.checked_add(add).ok_or_else(|| {
                     format!(
                         "{name}: the results add up past {}, which no run counts",
                         u64::MAX
                     )
                 })?;
             }
+            out.lost += r.lost;
             out.host_udp.add(&r.host_udp);
             out.kernel.add(&r.kernel);
             out.counts.add(&r.counts);

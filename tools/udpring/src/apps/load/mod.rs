@@ -432,19 +432,12 @@ fn report(
         gso_segments: opts.gso,
         duration_s: secs,
         runs: 1,
-        sent: counts.sent,
-        received: counts.received,
         lost,
-        reordered: counts.reordered,
-        duplicated: counts.duplicated,
-        invalid: counts.invalid,
-        foreign: counts.foreign,
         send_errors: engine_stats
             .send_errors
             .iter()
             .map(|&(e, v)| (udpring::errno_name(e), v))
             .collect(),
-        kernel_drops: engine_stats.kernel_drops,
         host_udp,
         kernel: KernelCounts {
             received_bufs: engine_stats.received_bufs,

@@ -43,8 +43,8 @@ impl LoadReport {
 
     /// The final table.
     pub fn table(&self) -> String {
-        let loss = if self.sent > 0 {
-            format!("{:.3}%", 100.0 * self.lost as f64 / self.sent as f64)
+        let loss = if self.counts.sent > 0 {
+            format!("{:.3}%", 100.0 * self.lost as f64 / self.counts.sent as f64)
         } else {
             "-".to_string()
         };
@@ -73,10 +73,10 @@ impl LoadReport {
         );
         s += &format!(
             "sent {:>12}  {:>12.0}/s  {:.3} Gbit/s\nrecv {:>12}  {:>12.0}/s  {:.3} Gbit/s\n",
-            self.sent,
+            self.counts.sent,
             self.pps_sent,
             self.gbps_sent,
-            self.received,
+            self.counts.received,
             self.pps_received,
             self.gbps_received
         );
@@ -88,10 +88,10 @@ impl LoadReport {
                 "lost {} ({loss})  reordered {}  duplicated {}  invalid {}  foreign {}  cut {}  \
                  stale {}\n",
                 self.lost,
-                self.reordered,
-                self.duplicated,
-                self.invalid,
-                self.foreign,
+                self.counts.reordered,
+                self.counts.duplicated,
+                self.counts.invalid,
+                self.counts.foreign,
                 self.counts.truncated,
                 self.counts.stale
             );
@@ -127,7 +127,7 @@ impl LoadReport {
             } else {
                 errs.join(" ")
             },
-            self.kernel_drops,
+            self.kernel.drops,
             self.host_udp.rcvbuf_errors,
             self.host_udp.sndbuf_errors,
             self.host_udp.in_errors,
