@@ -535,6 +535,15 @@ pub(crate) struct ServeArgs {
     /// Print the final totals as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Newline-delimited JSON on standard output, as iperf3's
+    /// --json-stream: one object per interval (`"event": "interval"`: the
+    /// engine's counters over the interval, and rates), then the final
+    /// totals with `"event": "end"`. Every line has `schema` and `command`.
+    #[arg(long, conflicts_with = "json")]
+    pub(crate) json_stream: bool,
+    /// Seconds per live line and per --json-stream interval.
+    #[arg(long, short = 'i', default_value = "1", value_parser = parse_secs)]
+    pub(crate) interval: Duration,
     /// Serve the engine's counters at http://ADDR/metrics in Prometheus'
     /// text format (per worker; e.g. 127.0.0.1:9464, port 0 picks one).
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
@@ -624,17 +633,75 @@ pub(crate) fn totals(s: &Stats, gro: bool) -> String {
 /// `tick(seconds since start, seconds since the last tick)` about once a
 /// second for a progress line.
 /// Returns the seconds it ran.
-pub(crate) fn run_until(end: Option<Duration>, quiet: bool, mut tick: impl FnMut(f64, f64)) -> f64 {
+pub(crate) fn run_until(
+    end: Option<Duration>,
+    every: Option<Duration>,
+    mut tick: impl FnMut(f64, f64),
+) -> f64 {
     let start = Instant::now();
     let mut last = start;
     loop {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(10));
         if stop_requested() || end.is_some_and(|d| start.elapsed() >= d) {
             return start.elapsed().as_secs_f64();
         }
-        if !quiet && last.elapsed() >= Duration::from_secs(1) {
-            tick(start.elapsed().as_secs_f64(), last.elapsed().as_secs_f64());
-            last = Instant::now();
+        if every.is_some_and(|e| last.elapsed() >= e) {
+            let now = Instant::now();
+            tick(
+                now.duration_since(start).as_secs_f64(),
+                now.duration_since(last).as_secs_f64(),
+            );
+            last = now;
         }
+    }
+}
+
+impl ServeArgs {
+    /// How often the run loop ticks: every --interval for live lines or
+    /// --json-stream, never when -q leaves nothing to print.
+    pub(crate) fn every(&self) -> Option<Duration> {
+        (!self.quiet || self.json_stream).then_some(self.interval)
+    }
+
+    /// Standard output holds JSON (--json or --json-stream): banners and
+    /// live lines go to standard error.
+    pub(crate) fn json_out(&self) -> bool {
+        self.json || self.json_stream
+    }
+
+    /// Prints the final document: with --json-stream, as its `end` event.
+    pub(crate) fn say_end(&self, command: &str, secs: f64, body: impl serde::Serialize) {
+        let mut v = serde_json::to_value(body).unwrap_or_default();
+        if self.json_stream {
+            v["event"] = "end".into();
+        }
+        say_json(command, Some(secs), v);
+    }
+
+    /// With --json-stream, prints an `interval` event: the engine's
+    /// counters over the interval (`t` seconds since the start, `dt` long)
+    /// and the rates.
+    pub(crate) fn say_interval(&self, command: &str, t: f64, dt: f64, now: &Stats, prev: &Stats) {
+        if !self.json_stream {
+            return;
+        }
+        // The tail after the last tick can be as short as the stop: its
+        // counts are exact, its rates over at least a millisecond.
+        let dt = dt.max(1e-3);
+        let mut v = serde_json::json!({
+            "event": "interval",
+            "unix_s": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            "elapsed_s": t,
+            "interval_s": dt,
+            "pps_received": now.received.saturating_sub(prev.received) as f64 / dt,
+            "pps_sent": now.sent.saturating_sub(prev.sent) as f64 / dt,
+        });
+        let before: std::collections::HashMap<_, _> = prev.counters().collect();
+        for (n, x) in now.counters() {
+            v[n] = x.saturating_sub(before.get(n).copied().unwrap_or(0)).into();
+        }
+        say_json(command, None, v);
     }
 }

@@ -577,7 +577,7 @@ fn finish(
     table: &PeerTable,
     extra: impl FnOnce(&udpring::Stats) -> serde_json::Value,
 ) -> Result<(), Failure> {
-    let secs = run_until(end, true, |_, _| {});
+    let secs = run_until(end, None, |_, _| {});
     let (stats, failure) = crate::common::stop(engine);
     let extra = extra(&stats);
     let report = table.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -25,13 +25,14 @@ pub(crate) const DEADLINE: Duration = Duration::from_secs(1);
 /// Connections served at once; more are closed at their accept.
 pub(crate) const MAX_CONNECTIONS: usize = 4;
 
-use udpring::StopHandle;
-
 use crate::common::{Failure, runtime};
 
-/// Binds `addr` and serves the engine's counters there until the process
-/// ends; returns the bound address (port 0 picks one).
-pub(crate) fn serve(addr: SocketAddr, engine: StopHandle) -> Result<SocketAddr, Failure> {
+/// What a scrape answers: the exposition text, made at the scrape.
+pub(crate) type Body = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Binds `addr` and serves `body` there until the process ends; returns
+/// the bound address (port 0 picks one).
+pub(crate) fn serve(addr: SocketAddr, body: Body) -> Result<SocketAddr, Failure> {
     let listener = TcpListener::bind(addr).map_err(|e| {
         runtime(std::io::Error::new(
             e.kind(),
@@ -59,11 +60,11 @@ pub(crate) fn serve(addr: SocketAddr, engine: StopHandle) -> Result<SocketAddr, 
                     active.fetch_sub(1, Ordering::AcqRel);
                     continue;
                 }
-                let (engine, mine) = (engine.clone(), active.clone());
+                let (body, mine) = (body.clone(), active.clone());
                 let spawned = std::thread::Builder::new()
                     .name("udpring-metrics-conn".into())
                     .spawn(move || {
-                        let _ = answer(c, &engine, deadline);
+                        let _ = answer(c, &body, deadline);
                         mine.fetch_sub(1, Ordering::AcqRel);
                     });
                 if spawned.is_err() {
@@ -85,7 +86,7 @@ fn left(deadline: Instant) -> std::io::Result<Duration> {
     }
 }
 
-fn answer(mut c: TcpStream, engine: &StopHandle, deadline: Instant) -> std::io::Result<()> {
+fn answer(mut c: TcpStream, body: &Body, deadline: Instant) -> std::io::Result<()> {
     let mut buf = [0u8; 8192];
     let mut n = 0;
     // Up to the end of the request line and headers, or 8 KiB, within the
@@ -104,11 +105,7 @@ fn answer(mut c: TcpStream, engine: &StopHandle, deadline: Instant) -> std::io::
     let target = parts.next().unwrap_or(&[]);
     let path = target.split(|&b| b == b'?').next().unwrap_or(&[]);
     let (status, ctype, body) = match (method, path) {
-        (b"GET", b"/metrics") => (
-            "200 OK",
-            udpring::metrics::CONTENT_TYPE,
-            udpring::metrics::prometheus(&engine.worker_stats()),
-        ),
+        (b"GET", b"/metrics") => ("200 OK", udpring::metrics::CONTENT_TYPE, body()),
         (b"GET", _) => ("404 Not Found", "text/plain", "GET /metrics\n".into()),
         _ => (
             "405 Method Not Allowed",
@@ -131,8 +128,97 @@ pub(crate) fn start_metrics(
     engine: &udpring::Engine,
 ) -> Result<(), Failure> {
     if let Some(a) = addr {
-        let bound = serve(a, engine.stop_handle())?;
+        let engine = engine.stop_handle();
+        let body: Body = Arc::new(move || udpring::metrics::prometheus(&engine.worker_stats()));
+        let bound = serve(a, body)?;
         note!("udpring: metrics on http://{bound}/metrics");
     }
     Ok(())
+}
+
+/// What `load --metrics` serves: the run so far, as of its last interval.
+#[derive(Default)]
+pub(crate) struct LoadSnapshot {
+    sent: u64,
+    received: u64,
+    unanswered: u64,
+    rtt: Option<hdrhistogram::Histogram<u64>>,
+}
+
+impl LoadSnapshot {
+    /// Takes in one interval's progress.
+    pub(crate) fn update(&mut self, p: &crate::apps::load::Progress) {
+        self.sent = p.sent;
+        self.received = p.received;
+        self.unanswered = p.unanswered;
+        match &mut self.rtt {
+            Some(h) => {
+                let _ = crate::apps::load::add_checked(h, &p.histogram);
+            }
+            None => self.rtt = Some(p.histogram.clone()),
+        }
+    }
+
+    /// In Prometheus' text format: counters of datagrams, a gauge of those
+    /// not answered, the RTT as a summary (seconds), labelled by target.
+    pub(crate) fn prometheus(&self, target: &str) -> String {
+        use std::fmt::Write;
+        let t: String = target
+            .chars()
+            .flat_map(|c| match c {
+                '\\' | '"' => vec!['\\', c],
+                '\n' => vec!['\\', 'n'],
+                c => vec![c],
+            })
+            .collect();
+        let mut s = String::new();
+        for (name, kind, help, v) in [
+            (
+                "udpring_load_sent_total",
+                "counter",
+                "Datagrams sent since measuring began.",
+                self.sent,
+            ),
+            (
+                "udpring_load_received_total",
+                "counter",
+                "Distinct replies since measuring began.",
+                self.received,
+            ),
+            (
+                "udpring_load_unanswered",
+                "gauge",
+                "Sent and not answered yet: in flight or lost (after the drain, the run's lost).",
+                self.unanswered,
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{target=\"{t}\"}} {v}"
+            );
+        }
+        let name = "udpring_load_rtt_seconds";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Round-trip time of the replies since measuring began.\n# TYPE {name} summary"
+        );
+        if let Some(h) = self.rtt.as_ref().filter(|h| !h.is_empty()) {
+            for q in [0.5, 0.9, 0.99, 0.999] {
+                let v = h.value_at_quantile(q) as f64 / 1e9;
+                let _ = writeln!(s, "{name}{{target=\"{t}\",quantile=\"{q}\"}} {v}");
+            }
+            let _ = writeln!(
+                s,
+                "{name}_sum{{target=\"{t}\"}} {}",
+                h.mean() * h.len() as f64 / 1e9
+            );
+            let _ = writeln!(s, "{name}_count{{target=\"{t}\"}} {}", h.len());
+        } else {
+            let _ = writeln!(
+                s,
+                "{name}_sum{{target=\"{t}\"}} 0\n{name}_count{{target=\"{t}\"}} 0"
+            );
+        }
+        s
+    }
 }

@@ -49,25 +49,32 @@ pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
         engine.local_addr(),
         engine.backend()
     );
-    let json = a.serve.json;
+    let json = a.serve.json_out();
     if json {
         note!("{banner}");
     } else {
         say!("{banner}");
     }
     crate::metrics::start_metrics(a.serve.metrics, &engine)?;
-    let mut prev = 0;
-    let secs = run_until(a.serve.duration, a.serve.quiet, |t, dt| {
-        let now = engine.stats().received;
-        let line = format!("t={t:>6.1}s in {:>10.0}/s", (now - prev) as f64 / dt);
-        if json {
-            note!("{line}");
-        } else {
-            say!("{line}");
+    let (mut prev, mut last_t) = (udpring::Stats::default(), 0.0);
+    let secs = run_until(a.serve.duration, a.serve.every(), |t, dt| {
+        let now = engine.stats();
+        let line = format!(
+            "t={t:>6.1}s in {:>10.0}/s",
+            now.received.saturating_sub(prev.received) as f64 / dt
+        );
+        match (a.serve.quiet, json) {
+            (true, _) => {}
+            (false, true) => note!("{line}"),
+            (false, false) => say!("{line}"),
         }
-        prev = now;
+        a.serve.say_interval("sink", t, dt, &now, &prev);
+        (prev, last_t) = (now, t);
     });
     let (stats, failure) = stop(engine);
+    // The tail since the last interval: the intervals add up to the totals.
+    a.serve
+        .say_interval("sink", secs, secs - last_t, &stats, &prev);
     let report = table.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if json {
         let sources: Vec<serde_json::Value> = report
@@ -79,9 +86,9 @@ pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
                 v
             })
             .collect();
-        crate::common::say_json(
+        a.serve.say_end(
             "sink",
-            Some(secs),
+            secs,
             serde_json::json!({
                 "received": stats.received, "invalid": report.invalid,
                 "untracked": report.untracked, "kernel_drops": stats.kernel_drops,

@@ -132,11 +132,33 @@ fn csv_for_the_interval_lines_and_the_bench_table() {
     let rows: Vec<&str> = text.lines().collect();
     assert_eq!(rows[0], udpring_cli::apps::load::Progress::CSV_HEADER);
     assert!(rows.len() >= 3, "{text}");
+    let header: Vec<&str> = rows[0].split(',').collect();
+    let col = |r: &str, name: &str| -> String {
+        let i = header.iter().position(|h| *h == name).unwrap();
+        r.split(',').nth(i).unwrap().to_string()
+    };
     for r in &rows[1..] {
-        assert_eq!(r.split(',').count(), 8, "{r}");
+        assert_eq!(r.split(',').count(), header.len(), "{r}");
+        let unix: f64 = col(r, "unix_s").parse().unwrap();
+        assert!(unix > 1.7e9, "wall clock: {r}");
+        // p50 <= p99 <= p999 <= max wherever the interval had replies.
+        let q: Vec<f64> = ["p50_us", "p99_us", "p999_us", "max_us"]
+            .iter()
+            .filter_map(|k| col(r, k).parse().ok())
+            .collect();
+        assert!(q.windows(2).all(|w| w[0] <= w[1]), "{r}");
+    }
+    // The intervals' sent and received add up to the running totals.
+    let last = rows.last().unwrap();
+    for (each, total) in [("sent", "sent_total"), ("received", "received_total")] {
+        let sum: u64 = rows[1..]
+            .iter()
+            .map(|r| col(r, each).parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(sum.to_string(), col(last, total), "{text}");
     }
     // The last row's running total is what the table (on stderr) says.
-    let last_sent = rows.last().unwrap().split(',').nth(6).unwrap();
+    let last_sent = col(last, "sent_total");
     let err = String::from_utf8_lossy(&out.stderr);
     let table_sent = err
         .lines()

@@ -123,6 +123,79 @@ fn a_scrape_parses_and_matches_the_json_totals() {
     );
 }
 
+/// `load --metrics`: the run's figures while it runs, in a scrape
+/// prometheus-client's parser takes; the replies counted are the RTT
+/// summary's count, and the result at the end holds at least as many.
+#[test]
+fn a_load_serves_its_figures_while_it_runs() {
+    if !have_py("prometheus_client") {
+        return;
+    }
+    let echo = util::Server::echo();
+    let mut load = Command::new(env!("CARGO_BIN_EXE_udpring"))
+        .args(util::words(&format!(
+            "load {} --rate 1000 -t 2.5 -i 0.2 --json --metrics 127.0.0.1:0",
+            echo.addr
+        )))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(load.stderr.take().unwrap());
+    let metrics: SocketAddr = loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no metrics line");
+        if let Some(a) = line
+            .trim()
+            .strip_prefix("udpring: metrics on http://")
+            .and_then(|x| x.strip_suffix("/metrics"))
+        {
+            break a.parse().unwrap();
+        }
+    };
+    // Standard error is read to its end meanwhile (live lines).
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = err.read_to_string(&mut rest);
+        rest
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let (head, body) = get(metrics, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut py = Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parser refused the scrape:\n{body}"
+    );
+    let sums: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = |k: &str| sums[k].as_f64().unwrap_or_else(|| panic!("no {k}: {sums}"));
+    let (sent, received) = (
+        f("udpring_load_sent_total"),
+        f("udpring_load_received_total"),
+    );
+    assert!(sent >= 500.0, "a second of 1000/s: {sums}");
+    assert!(received <= sent && received >= sent - 50.0, "{sums}");
+    assert_eq!(f("udpring_load_rtt_seconds_count"), received, "{sums}");
+    assert!(f("udpring_load_unanswered") >= 0.0, "{sums}");
+    assert_eq!(body.matches("quantile=").count(), 4, "{body}");
+    assert!(
+        body.contains(&format!("target=\"{}\"", echo.addr)),
+        "{body}"
+    );
+    let out = load.wait_with_output().unwrap();
+    let rest = drain.join().unwrap();
+    assert!(out.status.success(), "{rest}");
+    let v = util::json(&String::from_utf8_lossy(&out.stdout));
+    assert!(v["sent"].as_f64().unwrap() >= sent, "{v}");
+}
+
 #[test]
 fn a_metrics_address_in_use_is_an_error_before_the_run() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -61,9 +61,26 @@ pub(crate) struct LoadArgs {
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<std::path::PathBuf>,
     /// The per-interval lines as CSV on standard output (a header row,
-    /// then one row per interval); the final table goes to standard error.
+    /// then one row per interval: unix_s, elapsed_s, interval_s, draining,
+    /// sent, received, pps_sent, pps_received, p50_us, p99_us, p999_us,
+    /// max_us, sent_total, received_total, unanswered); the final table
+    /// goes to standard error.
     #[arg(long, conflicts_with = "json")]
     csv: bool,
+    /// Newline-delimited JSON on standard output, as iperf3's
+    /// --json-stream: one object per interval (-i) with `"event":
+    /// "interval"` (what was sent and received in it, rates, `rtt_us`,
+    /// running totals), then the result with `"event": "end"`. Every line
+    /// has `schema` and `command`.
+    #[arg(long, conflicts_with_all = ["json", "csv", "rate_steps"])]
+    json_stream: bool,
+    /// Serve the run's figures at http://ADDR/metrics in Prometheus' text
+    /// format while it runs (sent, received, unanswered, the RTT as a
+    /// summary in seconds; updated every interval, -i), e.g.
+    /// 127.0.0.1:9465 (port 0 picks one, said on standard error).
+    #[arg(long, value_name = "ADDR", value_parser = crate::common::parse_addr,
+          conflicts_with = "rate_steps")]
+    metrics: Option<std::net::SocketAddr>,
     /// Errors only on standard error: no live lines, warnings or hints
     /// (with --json they are in the result's `warnings`).
     #[arg(long, short = 'q')]
@@ -107,9 +124,9 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     udpring::signals::install().map_err(runtime)?;
     // An output file that cannot be written fails now, not after the run.
     let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
-    if runs.len() > 1 && (a.hist_log.is_some() || a.csv) {
+    if runs.len() > 1 && (a.hist_log.is_some() || a.csv || a.json_stream || a.metrics.is_some()) {
         return Err(usage(
-            "--hist-log and --csv follow one run: give one --size",
+            "--hist-log, --csv, --json-stream and --metrics follow one run: give one --size",
         ));
     }
     if let Some(t) = a.start_at {
@@ -122,7 +139,22 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
             .as_deref()
             .map(|p| crate::histlog::HistLog::create(p, runs[0].warmup()))
             .transpose()?;
-        let (csv, quiet) = (a.csv, a.quiet);
+        let (csv, quiet, stream) = (a.csv, a.quiet, a.json_stream);
+        let snapshot = std::sync::Arc::new(std::sync::Mutex::new(
+            crate::metrics::LoadSnapshot::default(),
+        ));
+        if let Some(addr) = a.metrics {
+            let (s, target) = (snapshot.clone(), runs[0].target.to_string());
+            let body: crate::metrics::Body = std::sync::Arc::new(move || {
+                s.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .prometheus(&target)
+            });
+            let bound = crate::metrics::serve(addr, body)?;
+            if !quiet {
+                note!("udpring: metrics on http://{bound}/metrics");
+            }
+        }
         if csv {
             say!("{}", crate::apps::load::Progress::CSV_HEADER);
         }
@@ -142,7 +174,14 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
             });
             if csv {
                 say!("{}", p.csv());
-            } else if !quiet {
+            }
+            if stream {
+                crate::common::say_json("load", None, p.event());
+            }
+            if a.metrics.is_some() {
+                snapshot.lock().unwrap_or_else(|e| e.into_inner()).update(p);
+            }
+            if !csv && !quiet {
                 match total {
                     Some(t) if tty && !p.draining => {
                         note!("{}  ({:.0} s left)", p.line(), (t - p.elapsed).max(0.0))
@@ -185,6 +224,16 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
             if let Some(h) = hist_out {
                 print_report(&report, false, Some(h))?;
             }
+        } else if stream {
+            if let Some(out) = hist_out {
+                let text = report
+                    .percentile_text()
+                    .map_err(|e| Failure { code: 1, msg: e })?;
+                out.write(&text)?;
+            }
+            let mut v = serde_json::to_value(&report).unwrap_or_default();
+            v["event"] = "end".into();
+            crate::common::say_json(&report.command, None, v);
         } else {
             print_report(&report, a.json, hist_out)?;
         }

@@ -93,6 +93,12 @@ pub fn json(out: &str) -> serde_json::Value {
     v
 }
 
+/// Parses `--json-stream` output: one JSON document per line, each
+/// checked against the vocabulary.
+pub fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines().map(json).collect()
+}
+
 /// Runs `udpring ARGS` (which include `--json`), asserts it succeeded,
 /// and returns its one JSON document, checked against the vocabulary.
 pub fn run_json(args: &[&str]) -> serde_json::Value {
@@ -195,7 +201,8 @@ impl Server {
             .unwrap();
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
-        let (addr, out, err) = if args.contains(&"--json") {
+        let json_out = args.iter().any(|a| *a == "--json" || *a == "--json-stream");
+        let (addr, out, err) = if json_out {
             let mut r = std::io::BufReader::new(err);
             (listening_addr(&mut r), collect(out), collect(r))
         } else {

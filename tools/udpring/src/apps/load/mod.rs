@@ -63,7 +63,8 @@ pub use matcher::{Match, Payloads};
 pub use merge::merge_conflict;
 pub use opts::{LoadOpts, Mode};
 pub use report::{
-    Burst, Counts, HistogramData, KernelCounts, LoadReport, ResponderReport, RttUs, new_histogram,
+    Burst, Counts, HistogramData, KernelCounts, LoadReport, MAX_HIST_TOTAL, ResponderReport, RttUs,
+    add_checked, new_histogram,
 };
 pub use text::Progress;
 use worker::{Partial, Worker};
@@ -219,7 +220,13 @@ fn watch(
             p99_us: (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0),
             histogram: h,
             sent: counts.sent,
+            received: counts.received,
             unanswered: counts.sent.saturating_sub(counts.received),
+            interval_sent: counts.sent.saturating_sub(prev.sent),
+            interval_received: counts.received.saturating_sub(prev.received),
+            unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
         });
         prev = counts;
         last = now;

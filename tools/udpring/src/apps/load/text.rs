@@ -206,29 +206,74 @@ pub struct Progress {
     pub histogram: Histogram<u64>,
     /// Running total: datagrams sent since measuring began.
     pub sent: u64,
-    /// Running total: sent and not (yet) answered (in flight or lost).
+    /// Running total: distinct replies since measuring began.
+    pub received: u64,
+    /// Running total: sent and not (yet) answered (in flight or lost;
+    /// after the drain, the run's `lost`).
     pub unanswered: u64,
+    /// Datagrams sent in this interval.
+    pub interval_sent: u64,
+    /// Distinct replies in this interval.
+    pub interval_received: u64,
+    /// When the interval ended, Unix seconds.
+    pub unix_s: f64,
 }
 
 impl Progress {
-    /// The header of [`Progress::csv`]'s rows.
-    pub const CSV_HEADER: &'static str =
-        "elapsed_s,draining,pps_sent,pps_received,p50_us,p99_us,sent,unanswered";
+    /// The header of [`Progress::csv`]'s rows: when the interval ended
+    /// (wall clock and since measuring began), its length, whether sending
+    /// was over; what was sent and received in it, its rates and RTT
+    /// percentiles (µs); then the running totals, `unanswered` being sent
+    /// and not (yet) answered (its last value is the run's `lost`).
+    pub const CSV_HEADER: &'static str = "unix_s,elapsed_s,interval_s,draining,sent,received,\
+        pps_sent,pps_received,p50_us,p99_us,p999_us,max_us,sent_total,received_total,unanswered";
+
+    /// The interval's RTT at quantile `q`, µs; `None` without replies.
+    pub fn rtt_at(&self, q: f64) -> Option<f64> {
+        (!self.histogram.is_empty()).then(|| self.histogram.value_at_quantile(q) as f64 / 1000.0)
+    }
 
     /// As a CSV row (empty fields for no data).
     pub fn csv(&self) -> String {
         let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
         format!(
-            "{:.3},{},{:.0},{:.0},{},{},{},{}",
+            "{:.3},{:.3},{:.3},{},{},{},{:.0},{:.0},{},{},{},{},{},{},{}",
+            self.unix_s,
             self.elapsed,
+            self.interval_s,
             u8::from(self.draining),
+            self.interval_sent,
+            self.interval_received,
             self.pps_sent,
             self.pps_received,
             o(self.p50_us),
             o(self.p99_us),
+            o(self.rtt_at(0.999)),
+            o(self.rtt_at(1.0)),
             self.sent,
+            self.received,
             self.unanswered
         )
+    }
+
+    /// As a `--json-stream` interval event (without `schema`, `command`):
+    /// the CSV row's figures, the RTTs as `rtt_us` (`null` without replies).
+    pub fn event(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event": "interval",
+            "unix_s": self.unix_s,
+            "elapsed_s": self.elapsed,
+            "interval_s": self.interval_s,
+            "draining": self.draining,
+            "sent": self.interval_sent,
+            "received": self.interval_received,
+            "pps_sent": self.pps_sent,
+            "pps_received": self.pps_received,
+            "rtt_us": super::report::RttUs::from_histogram(&self.histogram),
+            "sent_total": self.sent,
+            "received_total": self.received,
+            "unanswered": self.unanswered,
+        })
     }
 
     /// As a line: this interval's rates and p99, then the running totals.

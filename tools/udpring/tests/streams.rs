@@ -1,0 +1,104 @@
+//! Outputs a pipeline reads while a run goes on: `--json-stream` (NDJSON,
+//! as iperf3's) on `load`, `echo`, `sink` and `fanout`, whose intervals
+//! add up to the final document. Loopback only.
+
+mod util;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use serde_json::Value;
+use util::{Server, json_lines, run, words};
+
+/// The `interval` events and the one `end` event, which comes last;
+/// every line of the stream is one or the other, of `command`.
+fn split(lines: Vec<Value>, command: &str) -> (Vec<Value>, Value) {
+    let mut lines = lines;
+    let end = lines.pop().expect("an end event");
+    assert_eq!(end["event"], "end", "{end}");
+    for l in &lines {
+        assert_eq!(l["event"], "interval", "{l}");
+        assert_eq!(l["command"], command, "{l}");
+        assert!(l["unix_s"].as_f64().unwrap() > 1.7e9, "{l}");
+    }
+    (lines, end)
+}
+
+fn sum(events: &[Value], k: &str) -> u64 {
+    events.iter().map(|e| e[k].as_u64().unwrap()).sum()
+}
+
+#[test]
+fn a_load_stream_has_intervals_that_add_up_to_its_result() {
+    let echo = Server::echo();
+    let (code, out, err) = run(&words(&format!(
+        "load {} --rate 2000 -t 1.2 -i 0.3 --json-stream -q",
+        echo.addr
+    )));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.is_empty(), "-q: {err}");
+    let (intervals, end) = split(json_lines(&out), "load");
+    assert!(intervals.len() >= 4, "{out}");
+    assert_eq!(sum(&intervals, "sent"), end["sent"].as_u64().unwrap());
+    assert_eq!(
+        sum(&intervals, "received"),
+        end["received"].as_u64().unwrap()
+    );
+    let last = intervals.last().unwrap();
+    assert_eq!(last["sent_total"], end["sent"]);
+    assert_eq!(last["unanswered"], end["lost"]);
+    assert_eq!(last["draining"], true, "the last interval is the drain");
+    // An interval with replies has their RTTs; the clock only goes on.
+    assert!(
+        intervals[0]["rtt_us"]["p99"].as_f64().is_some(),
+        "{}",
+        intervals[0]
+    );
+    let t: Vec<f64> = intervals
+        .iter()
+        .map(|e| e["elapsed_s"].as_f64().unwrap())
+        .collect();
+    assert!(t.windows(2).all(|w| w[0] < w[1]), "{t:?}");
+    // One run only, and not beside --json.
+    for bad in ["--size 64,128", "--json"] {
+        let (code, _, err) = run(&words(&format!(
+            "load {} -n 10 --json-stream {bad}",
+            echo.addr
+        )));
+        assert_eq!(code, 2, "{bad}: {err}");
+    }
+}
+
+#[test]
+fn servers_stream_intervals_that_add_up_to_their_totals() {
+    for command in ["echo", "sink", "fanout"] {
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let args = match command {
+            "fanout" => format!(
+                "fanout --listen 127.0.0.1:0 --to {} -w 1",
+                sink.local_addr().unwrap()
+            ),
+            "echo" => "echo --bind 127.0.0.1:0 -w 1".to_string(),
+            c => format!("{c} --bind 127.0.0.1:0"),
+        };
+        let server = Server::start(&words(&format!(
+            "{args} --duration 1.5 -i 0.2 --json-stream -q"
+        )));
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..300u32 {
+            c.send_to(&i.to_be_bytes(), server.addr).unwrap();
+            if i % 50 == 49 {
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        }
+        let (code, out, err) = server.finish();
+        assert_eq!(code, 0, "{command}: {err}");
+        let (intervals, end) = split(json_lines(&out), command);
+        assert!(intervals.len() >= 5, "{command}: {out}");
+        assert_eq!(end["received"], 300, "{command}: {end}");
+        assert_eq!(sum(&intervals, "received"), 300, "{command}: {out}");
+        // The echo answers each, the relay relays each, the sink sends none.
+        let sent = if command == "sink" { 0 } else { 300 };
+        assert_eq!(sum(&intervals, "sent"), sent, "{command}: {out}");
+    }
+}
