@@ -41,6 +41,28 @@ pub(crate) fn parse_time(s: &str) -> Result<SystemTime, String> {
     })
 }
 
+/// `unix_s` as a UTC date and time, `2026-12-05 07:41:00 UTC` (Howard
+/// Hinnant's civil-from-days).
+pub(crate) fn utc_text(unix_s: f64) -> String {
+    let secs = unix_s.floor() as i64;
+    let (days, tod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        tod / 3600,
+        tod / 60 % 60,
+        tod % 60
+    )
+}
+
 fn rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
@@ -202,6 +224,22 @@ pub(crate) fn mark_start(r: &mut LoadReport, asked: SystemTime, began: SystemTim
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_text_reads_back_as_the_same_instant() {
+        for s in [
+            "2026-12-05T07:41:00Z",
+            "2000-02-29T23:59:59Z",
+            "1970-01-01T00:00:00Z",
+        ] {
+            let t = rfc3339(s).unwrap();
+            let u = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            assert_eq!(utc_text(u), s.replace('T', " ").replace('Z', " UTC"));
+        }
+    }
 
     #[test]
     fn times_and_shards_parse() {

@@ -22,6 +22,7 @@ mod fanout;
 mod fleet;
 pub mod fuzz;
 mod histlog;
+mod html;
 mod limits;
 mod load;
 mod mcast;

@@ -2,7 +2,9 @@
 //! usual axis (1/(1-q), log: p50 at 2, p99 at 100, p99.999 at 100000), one
 //! curve per result; and, for one run, the per-interval series below it
 //! (sent and received per second; p50 and p99 per interval). Drawn with
-//! plotters' SVG backend; text in a small embedded font.
+//! plotters' SVG backend; text in a small embedded font (DejaVu Sans, cut
+//! to ASCII, µ, ·, ×, dashes and ≤ ≥). A line under the title says what
+//! was run. [`svg`] makes the figure as text (the HTML report inlines it).
 
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
@@ -35,7 +37,7 @@ fn font() {
         let _ = register_font(
             "sans-serif",
             FontStyle::Normal,
-            include_bytes!("font/DejaVuSans-ascii.ttf"),
+            include_bytes!("font/DejaVuSans-subset.ttf"),
         );
     });
 }
@@ -55,28 +57,109 @@ fn draw_err(e: impl std::fmt::Debug) -> String {
     format!("drawing: {e:?}")
 }
 
+/// What a result ran, in one line: the command, target, mode, rate, size,
+/// flows, backend, when, and the generator.
+pub(crate) fn about(r: &crate::apps::load::LoadReport) -> String {
+    let mut parts = vec![format!("{} {}", r.command, r.target), r.mode.clone()];
+    if let Some(rate) = r.rate {
+        parts.push(format!("{} /s", tidy(rate)));
+    }
+    parts.push(format!("{} B", r.size));
+    parts.push(format!(
+        "{} flow{}",
+        r.flows,
+        if r.flows == 1 { "" } else { "s" }
+    ));
+    parts.push(r.backend.clone());
+    if r.runs > 1 {
+        parts.push(format!("{} runs", r.runs));
+    }
+    if let Some(t) = r.start_unix_s {
+        parts.push(crate::fleet::utc_text(t));
+    }
+    parts.push(r.generator.clone());
+    parts.join(" · ")
+}
+
+/// A curve's name for a result among others: what it ran; the file's
+/// name is added where two would read the same.
+pub(crate) fn labels(results: &[(String, &crate::apps::load::LoadReport)]) -> Vec<String> {
+    let short = |r: &crate::apps::load::LoadReport| {
+        let when = r
+            .start_unix_s
+            .map(|t| format!(" at {}", &crate::fleet::utc_text(t)[11..19]))
+            .unwrap_or_default();
+        format!("{} {} B {}{when}", r.target, r.size, r.mode)
+    };
+    let names: Vec<String> = results.iter().map(|(_, r)| short(r)).collect();
+    names
+        .iter()
+        .zip(results)
+        .map(|(n, (file, _))| {
+            if names.iter().filter(|m| *m == n).count() > 1 {
+                format!("{n} ({file})")
+            } else {
+                n.clone()
+            }
+        })
+        .collect()
+}
+
+/// An axis value as people write it: `1000`, `2.5`, `0.25` (not `1000.0`).
+fn tidy(v: f64) -> String {
+    if v >= 10.0 || (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
 /// Draws `curves` (label, RTT histogram in ns) and, when given, one run's
-/// interval `series`, into the SVG file `path`.
+/// interval `series`, into the SVG file `path`, `subtitle` (what was run)
+/// under the title.
 pub(crate) fn plot(
     path: &std::path::Path,
     title: &str,
+    subtitle: &str,
     curves: &[(String, &Histogram<u64>)],
     series: Option<&[Point]>,
 ) -> Result<(), Failure> {
-    font();
     let fail = |e: String| Failure {
         code: 1,
         msg: format!("{}: {e}", path.display()),
     };
+    let text = svg(title, subtitle, curves, series).map_err(fail)?;
+    std::fs::write(path, text).map_err(|e| fail(e.to_string()))
+}
+
+/// The figure of [`plot`], as SVG text.
+pub(crate) fn svg(
+    title: &str,
+    subtitle: &str,
+    curves: &[(String, &Histogram<u64>)],
+    series: Option<&[Point]>,
+) -> Result<String, String> {
+    font();
+    let fail = |e: String| e;
     let curves: Vec<_> = curves.iter().filter(|(_, h)| !h.is_empty()).collect();
     if curves.is_empty() {
-        return Err(fail("no reply was measured: nothing to plot".into()));
+        return Err("no reply was measured: nothing to plot".into());
     }
     let mut svg = String::new();
     {
-        let height = if series.is_some() { 820 } else { 480 };
+        let height = if series.is_some() { 870 } else { 530 };
         let root = SVGBackend::with_string(&mut svg, (960, height)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err).map_err(fail)?;
+        let (head, root) = root.split_vertically(50);
+        head.draw(&Text::new(title, (12, 6), ("sans-serif", 20)))
+            .map_err(draw_err)?;
+        head.draw(&Text::new(
+            subtitle,
+            (12, 30),
+            ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
+        ))
+        .map_err(draw_err)?;
         let (top, bottom) = match series {
             Some(_) => {
                 let (t, b) = root.split_vertically(480);
@@ -90,8 +173,8 @@ pub(crate) fn plot(
             .flatten()
             .fold((f64::MAX, 0f64), |(a, b), &(_, y)| (a.min(y), b.max(y)));
         let mut c = ChartBuilder::on(&top)
-            .caption(title, ("sans-serif", 20))
             .margin(12)
+            .margin_right(30)
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(
@@ -102,8 +185,9 @@ pub(crate) fn plot(
             .map_err(fail)?;
         c.configure_mesh()
             .x_desc("percentile, as 1/(1-q): 2 = p50, 100 = p99, 1000 = p99.9")
-            .y_desc("round-trip time (us)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_desc("round-trip time (µs)")
+            .x_label_formatter(&|x| tidy(*x))
+            .y_label_formatter(&|y| tidy(*y))
             .draw()
             .map_err(draw_err)
             .map_err(fail)?;
@@ -127,12 +211,12 @@ pub(crate) fn plot(
         }
         root.present().map_err(draw_err).map_err(fail)?;
     }
-    std::fs::write(path, svg).map_err(|e| fail(e.to_string()))
+    Ok(svg)
 }
 
-/// One series of a lower panel: its label, colour, and value per point
-/// (`None`: no figure for that interval).
-type Series = (&'static str, RGBColor, fn(&Point) -> Option<f64>);
+/// One series of a lower panel: its label, colour, line width, and value
+/// per point (`None`: no figure for that interval).
+type Series = (&'static str, RGBColor, u32, fn(&Point) -> Option<f64>);
 
 /// The per-interval panels: rates, and p50/p99.
 fn lower(
@@ -146,18 +230,22 @@ fn lower(
         "datagrams per second",
         "per second",
         SeriesLabelPosition::LowerRight,
+        // Sent wide beneath, received narrow on top: equal, both show.
         &[
-            ("sent", COLORS[0], |p| Some(p.sent)),
-            ("received", COLORS[1], |p| Some(p.received)),
+            ("sent", COLORS[0], 6, |p| Some(p.sent)),
+            ("received", COLORS[1], 2, |p| Some(p.received)),
         ],
     )?;
     panel(
         &right,
         s,
         "round-trip time per interval",
-        "us",
+        "µs",
         SeriesLabelPosition::UpperRight,
-        &[("p50", COLORS[2], |p| p.p50), ("p99", COLORS[3], |p| p.p99)],
+        &[
+            ("p50", COLORS[2], 2, |p| p.p50),
+            ("p99", COLORS[3], 2, |p| p.p99),
+        ],
     )
 }
 
@@ -173,11 +261,12 @@ fn panel(
     let t_max = s.iter().map(|p| p.t).fold(1e-3, f64::max);
     let y_max = s
         .iter()
-        .flat_map(|p| series.iter().filter_map(move |(_, _, get)| get(p)))
+        .flat_map(|p| series.iter().filter_map(move |(_, _, _, get)| get(p)))
         .fold(1.0, f64::max);
     let mut c = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 16))
         .margin(12)
+        .margin_right(30)
         .x_label_area_size(35)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..t_max, 0f64..y_max * 1.1)
@@ -185,12 +274,19 @@ fn panel(
     c.configure_mesh()
         .x_desc("time (s)")
         .y_desc(y_desc)
+        .x_label_formatter(&|x| tidy(*x))
+        .y_label_formatter(&|y| tidy(*y))
         .draw()
         .map_err(draw_err)?;
-    for &(label, color, get) in series {
+    for &(label, color, width, get) in series {
+        let style = if width > 2 {
+            color.mix(0.45).stroke_width(width)
+        } else {
+            color.stroke_width(width)
+        };
         c.draw_series(LineSeries::new(
             s.iter().filter_map(|p| get(p).map(|v| (p.t, v))),
-            color.stroke_width(2),
+            style,
         ))
         .map_err(draw_err)?
         .label(label)

@@ -33,6 +33,10 @@ pub(crate) struct ReportArgs {
     /// SVG (before/after comparisons: give both files).
     #[arg(long, value_name = "FILE.svg", conflicts_with_all = ["diff", "interval_logs"])]
     plot: Option<std::path::PathBuf>,
+    /// Write the results as one self-contained HTML page, side by side
+    /// (one column and one curve each, not merged; no network fetches).
+    #[arg(long, value_name = "FILE.html", conflicts_with_all = ["diff", "interval_logs"])]
+    html: Option<std::path::PathBuf>,
     /// The files are HdrHistogram interval logs (`load --hist-log`, from
     /// many hosts): merge them on one timeline, slot by slot (--slot), and
     /// print each slot's count and percentiles, and the whole run's.
@@ -134,6 +138,13 @@ fn upgrade_schema_1(v: &mut serde_json::Value) {
     top.insert("schema".into(), crate::common::SCHEMA.into());
 }
 
+/// A file's name without its folders, for labels.
+fn file_name(f: &std::path::Path) -> String {
+    f.file_name().map_or(f.display().to_string(), |n| {
+        n.to_string_lossy().into_owned()
+    })
+}
+
 /// Largest result file `report` reads.
 const MAX_REPORT_BYTES: u64 = 64 << 20;
 
@@ -203,23 +214,42 @@ pub(crate) fn report(a: ReportArgs) -> Result<(), Failure> {
         .iter()
         .map(|f| read_result(f))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(page) = &a.html {
+        let named: Vec<(String, &LoadReport)> =
+            a.files.iter().map(|f| file_name(f)).zip(&reports).collect();
+        crate::html::write(page, "udpring report", &named, None)?;
+        if a.plot.is_none() {
+            return Ok(());
+        }
+    }
     if let Some(svg) = &a.plot {
         // One curve per file: different runs side by side, not merged.
         let hists = reports
             .iter()
             .map(|r| r.histogram.to_histogram().map_err(usage))
             .collect::<Result<Vec<_>, _>>()?;
-        let curves: Vec<(String, &hdrhistogram::Histogram<u64>)> = a
-            .files
-            .iter()
-            .map(|f| {
-                f.file_name().map_or(f.display().to_string(), |n| {
-                    n.to_string_lossy().into_owned()
-                })
-            })
+        let named: Vec<(String, &LoadReport)> =
+            a.files.iter().map(|f| file_name(f)).zip(&reports).collect();
+        let curves: Vec<(String, &hdrhistogram::Histogram<u64>)> = crate::plot::labels(&named)
+            .into_iter()
             .zip(&hists)
             .collect();
-        return crate::plot::plot(svg, "udpring report: round-trip time", &curves, None);
+        let about = format!(
+            "{} results: {}",
+            named.len(),
+            named
+                .iter()
+                .map(|(f, _)| f.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return crate::plot::plot(
+            svg,
+            "udpring report: round-trip time",
+            &about,
+            &curves,
+            None,
+        );
     }
     let names: Vec<String> = a.files.iter().map(|f| f.display().to_string()).collect();
     let named: Vec<(&str, &LoadReport)> = names.iter().map(String::as_str).zip(&reports).collect();

@@ -19,26 +19,6 @@ fn usage_error(args: &[&str], needle: &str) {
     assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
 }
 
-/// A scratch directory for this test binary, removed on drop.
-struct Scratch(std::path::PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("udpring-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn a_relay_to_an_echo_does_not_loop() {
     let echo = Server::start(&words(

@@ -60,6 +60,11 @@ pub(crate) struct LoadArgs {
     /// per-interval rates and p50/p99 below it.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<std::path::PathBuf>,
+    /// Write the run as one self-contained HTML page (no network
+    /// fetches): what was run, the summary, the RTT distribution and the
+    /// per-interval figures, responders, DNS rcodes, where datagrams died.
+    #[arg(long, value_name = "FILE.html")]
+    html: Option<std::path::PathBuf>,
     /// The per-interval lines as CSV on standard output (a header row,
     /// then one row per interval: unix_s, elapsed_s, interval_s, draining,
     /// sent, received, pps_sent, pps_received, p50_us, p99_us, p999_us,
@@ -124,9 +129,15 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     udpring::signals::install().map_err(runtime)?;
     // An output file that cannot be written fails now, not after the run.
     let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
-    if runs.len() > 1 && (a.hist_log.is_some() || a.csv || a.json_stream || a.metrics.is_some()) {
+    if runs.len() > 1
+        && (a.hist_log.is_some()
+            || a.csv
+            || a.json_stream
+            || a.metrics.is_some()
+            || a.html.is_some())
+    {
         return Err(usage(
-            "--hist-log, --csv, --json-stream and --metrics follow one run: give one --size",
+            "--hist-log, --csv, --json-stream, --metrics and --html follow one run: give one --size",
         ));
     }
     if let Some(t) = a.start_at {
@@ -196,12 +207,6 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         if let Some(l) = log {
             l.finish()?;
         }
-        if let Some(svg) = &a.plot {
-            let h = report.histogram.to_histogram().map_err(usage)?;
-            let title = format!("udpring load {} ({})", report.target, report.mode);
-            let label = format!("{} B {}", report.size, report.mode);
-            crate::plot::plot(svg, &title, &[(label, &h)], Some(&points))?;
-        }
         let mut report = report;
         // When measuring began, on the wall clock: a result can be placed
         // in time (and beside other generators') without --start-at.
@@ -211,6 +216,17 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
             .map(|d| d.as_secs_f64());
         if let Some(t) = a.start_at {
             crate::fleet::mark_start(&mut report, t, began);
+        }
+        if let Some(svg) = &a.plot {
+            let h = report.histogram.to_histogram().map_err(usage)?;
+            let title = "udpring load: round-trip time";
+            let label = format!("{} B {}", report.size, report.mode);
+            let about = crate::plot::about(&report);
+            crate::plot::plot(svg, title, &about, &[(label, &h)], Some(&points))?;
+        }
+        if let Some(page) = &a.html {
+            let name = format!("{} B {}", report.size, report.mode);
+            crate::html::write(page, "udpring load", &[(name, &report)], Some(&points))?;
         }
         let advice = crate::verdict::advice(&report, &runs[0]);
         report.warnings.extend(advice);

@@ -332,3 +332,25 @@ pub fn ok_json(out: &std::process::Output) -> serde_json::Value {
     );
     json(&String::from_utf8_lossy(&out.stdout))
 }
+
+/// A scratch folder in the temporary directory, removed on drop.
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("udpring-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+
+    /// `name` inside it, as a string (for arguments).
+    pub fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
