@@ -175,9 +175,50 @@ pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Some(a) = scoped_v6(s)? {
         return Ok(a);
     }
-    s.parse::<SocketAddr>().map_err(|_| {
-        format!("'{s}' is not an address with a port (expected e.g. 127.0.0.1:9000 or [::1]:9000)")
+    let a = s.parse::<SocketAddr>().map_err(|_| {
+        bracket_hint(s).unwrap_or_else(|| {
+            format!(
+                "'{s}' is not an address with a port (expected e.g. 127.0.0.1:9000 or [::1]:9000)"
+            )
+        })
+    })?;
+    scope_needed(s, a)
+}
+
+/// What is wrong with an IPv6 address written without its brackets, or
+/// with a port not after `]:`; `None` when neither is the trouble.
+fn bracket_hint(s: &str) -> Option<String> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let close = rest.find(']')?;
+        let after = &rest[close + 1..];
+        if !after.starts_with(':') {
+            return Some(format!(
+                "'{s}': after ']' comes ':PORT' (e.g. [{}]:9000)",
+                &rest[..close]
+            ));
+        }
+        return None;
+    }
+    (s.matches(':').count() > 1).then(|| {
+        format!("'{s}': an IPv6 address goes in brackets before its port, e.g. [::1]:9000")
     })
+}
+
+/// Refuses an IPv6 link-local address without its interface: the kernel
+/// cannot tell which link is meant (EINVAL at connect, or every send
+/// failing while the server looks down).
+fn scope_needed(s: &str, a: SocketAddr) -> Result<SocketAddr, String> {
+    match a {
+        SocketAddr::V6(v6) if v6.ip().segments()[0] & 0xffc0 == 0xfe80 && v6.scope_id() == 0 => {
+            Err(format!(
+                "'{s}' is link-local: say its interface, e.g. [{}%eth0]:{} (`ip -6 addr` \
+                 shows which link has it)",
+                v6.ip(),
+                v6.port()
+            ))
+        }
+        _ => Ok(a),
+    }
 }
 
 /// `[ADDR%IFACE]:PORT` with IFACE a name or an index; `None` without a
@@ -204,10 +245,24 @@ pub(crate) fn scoped_v6(s: &str) -> Result<Option<SocketAddr>, String> {
     Ok(Some(a))
 }
 
+/// Seconds, bare or with a unit: `5`, `5s`, `500ms`, `250us`, `2m`, `1h`.
 pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    let t = s.trim();
+    let (num, scale) = [
+        ("ms", 1e-3),
+        ("us", 1e-6),
+        ("µs", 1e-6),
+        ("s", 1.0),
+        ("m", 60.0),
+        ("h", 3600.0),
+    ]
+    .iter()
+    .find_map(|&(u, k)| t.strip_suffix(u).map(|n| (n, k)))
+    .unwrap_or((t, 1.0));
+    let v: f64 = num
+        .parse::<f64>()
+        .map(|v| v * scale)
+        .map_err(|_| format!("'{s}' is not a duration (5, 5s, 500ms, 2m)"))?;
     if !(v.is_finite() && v > 0.0 && v <= 86400.0 * 365.0) {
         return Err(format!("'{s}': seconds must be > 0 and at most a year"));
     }
@@ -263,7 +318,10 @@ pub(crate) fn resolve(target: &str) -> Result<SocketAddr, Failure> {
         return Ok(a);
     }
     if let Ok(a) = target.parse::<SocketAddr>() {
-        return Ok(a);
+        return scope_needed(target, a).map_err(usage);
+    }
+    if let Some(hint) = bracket_hint(target) {
+        return Err(usage(format!("target {hint}")));
     }
     let (host, port) = target
         .rsplit_once(':')

@@ -36,7 +36,7 @@ fn usage_errors_are_one_line_with_exit_code_2() {
             &["echo", "--bind", "300.0.0.1:5"],
             "not an address with a port",
         ),
-        (&["echo", "--bind", "[::1]"], "not an address with a port"),
+        (&["echo", "--bind", "[::1]"], "after ']' comes ':PORT'"),
         (&["echo", "--backend", "dpdk"], "unknown backend"),
         (&["echo", "--batch", "0"], "--batch must be 1..1024"),
         (&["echo", "--batch", "5000"], "--batch must be 1..1024"),
@@ -45,8 +45,29 @@ fn usage_errors_are_one_line_with_exit_code_2() {
         (&["bench", "--size", "65508"], "must be 32..65507"),
         (&["bench", "--bind", "192.0.2.1:0"], "loopback only"),
         (&["nosuchcommand"], "nosuchcommand"),
+        // Addresses said wrong get told how to say them.
+        (&["load", "[::1]9000"], "after ']' comes ':PORT'"),
+        (&["load", "::1:9000"], "goes in brackets"),
+        (&["load", "[fe80::1]:9000", "-n", "1"], "say its interface"),
+        (&["ping", "[fe80::1]:9000", "-c", "1"], "say its interface"),
+        (&["echo", "--bind", "[fe80::1]:9000"], "say its interface"),
+        // Durations take units as latencies do; what conflicts says so.
+        (&["load", "127.0.0.1:9", "-t", "2x"], "not a duration"),
+        (
+            &["load", "127.0.0.1:9", "--rate", "1k", "--unbounded"],
+            "--unbounded cannot be combined with --rate",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--mode", "ping", "--window", "4"],
+            "--window cannot be combined with --mode ping",
+        ),
     ];
     assert_usage_errors(cases);
+    let v = util::run_json(&words(
+        "load 127.0.0.1:9 --match none --rate 100 -t 200ms --warmup 0 --json -q",
+    ));
+    let secs = v["duration_s"].as_f64().unwrap();
+    assert!((0.15..1.0).contains(&secs), "-t 200ms ran {secs} s");
 }
 
 #[test]

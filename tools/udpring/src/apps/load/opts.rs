@@ -342,12 +342,17 @@ impl LoadOpts {
             (Mode::Flood, _, true) => None,
             (Mode::Flood, w, false) => Some(w.unwrap_or(crate::apps::window::DEFAULT_WINDOW)),
             (_, None, false) => None,
-            _ => {
-                return Err(
-                    "--window and --unbounded shape a flood; --mode ping keeps one \
-                            request in flight per flow and --rate paces the sends"
-                        .into(),
-                );
+            (mode, _, unbounded) => {
+                let flag = if unbounded { "--unbounded" } else { "--window" };
+                let other = match mode {
+                    Mode::Rate(_) => "--rate (or --bitrate, --burst)",
+                    _ => "--mode ping",
+                };
+                return Err(format!(
+                    "{flag} cannot be combined with {other}: {flag} shapes a flood; \
+                     --mode ping keeps one request in flight per flow and --rate paces \
+                     the sends"
+                ));
             }
         };
         // One-way: no reply to wait for.
