@@ -22,10 +22,59 @@ pub(crate) fn advice(
             report.duration_s - o.duration.map_or(report.duration_s, |d| d.as_secs_f64()),
         ));
     }
-    if let Some(h) = loss_hint(report, o) {
+    if let Some(h) = limiting_hint(report) {
+        out.push(format!("hint: {h}"));
+    } else if let Some(h) = loss_hint(report, o) {
         out.push(format!("hint: {h}"));
     }
+    let early = report.counts.ids_reused_early;
+    if early > 0 {
+        out.push(format!(
+            "warning: {early} requests were written off before --timeout {:?} because their \
+             ID was needed again to keep the schedule (a reply to one after that counts as \
+             unmatched); more --flows, a longer ID or a lower --rate keep more in flight",
+            o.timeout
+        ));
+    }
     out
+}
+
+/// A DNS server that limits its answers: many truncated (TC: RRL's
+/// "slip", or a server asking for TCP) or REFUSED. What is lost then is
+/// the server's policy, not its capacity; said instead of the loss hint.
+fn limiting_hint(r: &crate::apps::load::LoadReport) -> Option<String> {
+    let c = &r.counts;
+    let answers = c.received.max(1);
+    let refused = c.dns_rcodes.get("REFUSED").copied().unwrap_or(0);
+    let many = |n: u64| n * 10 >= answers && n >= 10;
+    let mut why = Vec::new();
+    if many(c.dns_truncated) {
+        why.push(format!(
+            "{} of {} answers had TC set (truncated: response-rate limiting's \
+             \"slip\", or a server asking for TCP)",
+            c.dns_truncated, c.received
+        ));
+    }
+    if many(refused) {
+        why.push(format!(
+            "{refused} of {} answers were REFUSED (an ACL, or a zone it does not serve)",
+            c.received
+        ));
+    }
+    if why.is_empty() {
+        return None;
+    }
+    let lost = if r.lost > 0 {
+        format!(
+            "; with {} lost, the server is limiting its answers (e.g. response-rate \
+             limiting drops most and slips some), not out of capacity: a lower --rate, \
+             more source addresses, or RRL off measures its capacity",
+            r.lost
+        )
+    } else {
+        String::new()
+    };
+    Some(format!("{}{lost}", why.join("; ")))
 }
 
 /// After a run: exit 1 when it measured nothing or missed a threshold.

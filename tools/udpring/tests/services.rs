@@ -670,6 +670,92 @@ fn half_answered(target: &str) -> Vec<&str> {
     .to_vec()
 }
 
+/// A paced run against a server that answers every other request (odd
+/// one-byte IDs never): 256 IDs cannot cover a second of timeouts at
+/// 2000/s, so each unanswered request is written off when its ID is next
+/// needed, counted and said, and the schedule never waits. The latency
+/// stays the service's (the run stalled for the timeout, and every
+/// percentile read it, when the flow waited for the ID).
+#[test]
+fn a_paced_run_keeps_its_schedule_when_half_is_lost() {
+    if !have("python3") {
+        return;
+    }
+    let py = util::PyResponder::start(
+        r#"
+    if q[0] % 2 == 0:
+        s.sendto(q, a)
+"#,
+    );
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --payload 00000000 --match id:0:1 --rate 2000 -t 1.5 --timeout 1 \
+         --warmup 0 --drain 0.2 --json -q",
+        py.addr
+    )));
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    let sent = v["sent"].as_u64().unwrap();
+    assert!(sent >= 2900, "the schedule was kept: {v}");
+    assert_eq!(v["saturated"], false, "{v}");
+    let received = v["received"].as_u64().unwrap();
+    assert!(
+        received.abs_diff(sent / 2) <= sent / 20,
+        "half answered: {v}"
+    );
+    let p50 = v["rtt_us"]["p50"].as_f64().unwrap();
+    assert!(
+        p50 < 20_000.0,
+        "p50 {p50} us: the service's time, not a stall"
+    );
+    let early = v["ids_reused_early"].as_u64().unwrap();
+    assert!(early > 500, "{v}");
+    assert!(v["timeouts"].as_u64().unwrap() >= early, "{v}");
+    assert!(
+        v["warnings"]
+            .to_string()
+            .contains("written off before --timeout"),
+        "{v}"
+    );
+}
+
+/// A DNS server that answers half its queries, each truncated (TC set,
+/// as response-rate limiting's "slip" does): the hint names the policy,
+/// not the server's capacity.
+#[test]
+fn a_rate_limiting_dns_server_is_named_in_the_hint() {
+    if !have("python3") {
+        return;
+    }
+    let py = util::PyResponder::start(
+        r#"
+    if len(q) > 12 and int.from_bytes(q[0:2], "big") % 2 == 0:
+        s.sendto(q[:2] + bytes([q[2] | 0x82, q[3]]) + q[4:], a)
+"#,
+    );
+    let d = util::Scratch::new("rrl");
+    let queries = d.path("q.txt");
+    std::fs::write(&queries, "www.example.com A\nexample.com NS\n").unwrap();
+    let (code, out, err) = run(&util::words(&format!(
+        "load {} --dns-queries {queries} -n 400 --rate 2000 --timeout 0.1 --warmup 0 \
+         --drain 0.2 --json -q",
+        py.addr
+    )));
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(
+        util::counts(&v, ["received", "dns_truncated"]),
+        [Some(200), Some(200)],
+        "{v}"
+    );
+    let w = v["warnings"].to_string();
+    assert!(w.contains("200 of 200 answers had TC set"), "{w}");
+    assert!(w.contains("limiting its answers"), "{w}");
+    assert!(
+        !w.contains("does not keep up"),
+        "capacity is not blamed: {w}"
+    );
+}
+
 #[test]
 fn timeouts_can_be_kept_in_the_latency_picture() {
     if !have("python3") {

@@ -80,8 +80,13 @@ impl Match {
     }
 }
 
-/// Requests remembered per flow with ID matching, at most.
+/// Requests remembered per flow with ID matching, at least (IDs of 12 bits
+/// or more).
 pub const RING: usize = 4096;
+
+/// Requests remembered with ID matching, all flows of a worker together,
+/// at most (24 bytes each: 24 MiB).
+pub const MAX_REMEMBERED: usize = 1 << 20;
 
 /// Every payload, laid out once in one buffer: nothing is parsed or
 /// allocated per datagram.
@@ -247,17 +252,44 @@ pub struct IdRing {
 impl IdRing {
     /// For IDs of `len` bytes.
     pub fn new(len: usize) -> IdRing {
+        IdRing::with_room(len, RING)
+    }
+
+    /// For IDs of `len` bytes, remembering about `want` requests (a paced
+    /// flow's rate times the timeout): a power of two from [`RING`] up to
+    /// what the IDs can tell apart and [`MAX_REMEMBERED`]; fewer when the
+    /// IDs are shorter than 12 bits.
+    pub fn with_room(len: usize, want: usize) -> IdRing {
         let id_bits = (8 * len as u32).min(64);
-        let size = if id_bits >= 12 {
-            RING
+        let ids = if id_bits >= 63 {
+            usize::MAX
         } else {
             1usize << id_bits
         };
+        let size = want
+            .clamp(RING, MAX_REMEMBERED)
+            .next_power_of_two()
+            .min(MAX_REMEMBERED)
+            .min(ids);
         IdRing {
             slots: vec![Slot::default(); size],
             id_bits,
             hold: false,
         }
+    }
+
+    /// Writes off the unanswered request in `seq`'s slot before its
+    /// timeout, so that `seq` may go now (a paced run keeps its schedule);
+    /// true when there was one. A group's ring never does (every
+    /// responder's answer must find its request).
+    pub fn evict(&mut self, seq: u64) -> bool {
+        let i = self.slot(seq);
+        let s = &mut self.slots[i];
+        let was = s.open && !self.hold;
+        if was {
+            s.open = false;
+        }
+        was
     }
 
     /// For a group's requests: IDs of `len` bytes, each reused only after
@@ -267,6 +299,11 @@ impl IdRing {
             hold: true,
             ..IdRing::new(len)
         }
+    }
+
+    /// Whether IDs are held until their timeout, answered or not (a group).
+    pub fn holds(&self) -> bool {
+        self.hold
     }
 
     fn slot(&self, seq: u64) -> usize {
@@ -465,5 +502,39 @@ mod tests {
         assert!(Payloads::new(Vec::<Vec<u8>>::new()).is_err());
         assert!(Payloads::new([vec![]]).is_err());
         assert!(Payloads::new([vec![0; 70_000]]).is_err());
+    }
+
+    #[test]
+    fn a_paced_ring_has_room_for_a_timeout_of_requests_within_its_ids() {
+        // 2-byte IDs (DNS) at 20k/s and a 1 s timeout: 25,000 wanted.
+        assert_eq!(IdRing::with_room(2, 25_000).slots.len(), 32_768);
+        // Never past what the IDs tell apart, nor the bound, nor below RING.
+        assert_eq!(IdRing::with_room(2, 1 << 30).slots.len(), 65_536);
+        assert_eq!(IdRing::with_room(8, 1 << 30).slots.len(), MAX_REMEMBERED);
+        assert_eq!(IdRing::with_room(4, 10).slots.len(), RING);
+        assert_eq!(IdRing::with_room(1, 25_000).slots.len(), 256);
+    }
+
+    #[test]
+    fn evicting_frees_an_unanswered_id_but_never_a_groups() {
+        let mut r = IdRing::with_room(1, 0);
+        r.sent(0, 0);
+        assert_eq!(r.may_send(256, 10, 1000), None, "held, young");
+        assert!(r.evict(256));
+        assert_eq!(r.may_send(256, 10, 1000), Some(false));
+        r.sent(256, 10);
+        // ID 0 now names request 256: an answer carrying it is taken for
+        // 256's (one byte of ID cannot tell them apart).
+        assert_eq!(
+            r.find(0, 257),
+            Found::Answer {
+                seq: 256,
+                sent_ns: 10
+            }
+        );
+        let mut g = IdRing::for_group(1);
+        g.sent(0, 0);
+        assert!(!g.evict(256));
+        assert_eq!(g.may_send(256, 10, 1000), None);
     }
 }

@@ -151,7 +151,10 @@ pub struct LoadOpts {
     #[arg(long, default_value = "0.5", value_parser = parse_secs_or_zero)]
     pub drain: Duration,
     /// Seconds before a request counts as unanswered (ping mode; with ID
-    /// matching, before its ID may be reused).
+    /// matching, before its ID may be reused: a paced run remembers a
+    /// timeout's worth of requests, and when the IDs cannot cover that it
+    /// writes the oldest off sooner rather than wait, counted as
+    /// ids_reused_early).
     #[arg(long, default_value = "1", value_parser = parse_secs)]
     pub timeout: Duration,
     /// Record each request that got no answer at --timeout in the latency

@@ -99,6 +99,11 @@ pub struct Counts {
     /// Requests given up on after the timeout (ping mode, and ID
     /// matching when an ID's slot is needed again).
     pub timeouts: u64,
+    /// ID matching, paced: requests written off before their timeout
+    /// because their ID was needed again to keep the schedule (also in
+    /// `timeouts`); a reply to one after that is `unmatched`.
+    #[serde(default)]
+    pub ids_reused_early: u64,
     /// Replies from the target that answer no request: an ID no request
     /// carries, a reply on a flow with nothing in flight, too short to
     /// hold the ID.
@@ -143,6 +148,7 @@ impl Counts {
         self.send_exhausted = self.send_exhausted.saturating_add(o.send_exhausted);
         self.timeouts = self.timeouts.saturating_add(o.timeouts);
         self.unmatched = self.unmatched.saturating_add(o.unmatched);
+        self.ids_reused_early = self.ids_reused_early.saturating_add(o.ids_reused_early);
         self.dns_truncated = self.dns_truncated.saturating_add(o.dns_truncated);
         for (k, v) in &o.dns_rcodes {
             let e = self.dns_rcodes.entry(k.clone()).or_default();

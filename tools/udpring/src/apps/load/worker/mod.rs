@@ -186,6 +186,20 @@ impl Worker {
     ) -> Self {
         let mut flows = Vec::new();
         let mut by_sock = vec![None; per];
+        // A paced flow remembers a timeout's worth of requests (and a
+        // quarter more), so that loss does not hold its IDs past the
+        // schedule; the worker's flows together at most MAX_REMEMBERED.
+        let mine = (0..per)
+            .filter(|j| w + j * workers < opts.flows)
+            .count()
+            .max(1);
+        let room = match opts.mode {
+            Mode::Rate(r) => {
+                let per_flow = r / opts.flows.max(1) as f64 * opts.timeout.as_secs_f64() * 1.25;
+                (per_flow.min(1e9) as usize).min(crate::apps::load::matcher::MAX_REMEMBERED / mine)
+            }
+            _ => crate::apps::load::matcher::RING,
+        };
         for (j, slot) in by_sock.iter_mut().enumerate() {
             let id = w + j * workers;
             if id < opts.flows {
@@ -195,7 +209,7 @@ impl Worker {
                     f.ids = Some(if opts.target.ip().is_multicast() {
                         IdRing::for_group(len)
                     } else {
-                        IdRing::new(len)
+                        IdRing::with_room(len, room)
                     });
                 }
                 flows.push(f);

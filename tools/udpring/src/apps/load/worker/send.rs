@@ -93,10 +93,22 @@ impl Worker {
         let data = p.get(self.payload_next);
         let len = data.len();
         let mut written_off = false;
+        let mut early = false;
+        let paced = matches!(self.opts.mode, Mode::Rate(_));
         // The request's ID, when replies are matched by one.
         let id = match (self.opts.matching, &mut f.ids) {
             (Match::Id { offset, len }, Some(ring)) => {
-                written_off = ring.may_send(seq, now, timeout)?;
+                written_off = match ring.may_send(seq, now, timeout) {
+                    Some(w) => w,
+                    // A paced run keeps its schedule: the unanswered
+                    // request holding this ID is written off now, before
+                    // its timeout (counted), rather than the flow waiting.
+                    None if paced && !ring.holds() => {
+                        early = ring.evict(seq);
+                        early
+                    }
+                    None => return None,
+                };
                 Some((offset, len, ring.id_of(seq)))
             }
             _ => None,
@@ -122,6 +134,7 @@ impl Worker {
             self.in_flight.answered(1);
             if self.phase == Phase::Measure {
                 self.counts.timeouts += 1;
+                self.counts.ids_reused_early += u64::from(early);
             }
         }
         if r.is_ok() {
