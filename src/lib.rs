@@ -90,6 +90,30 @@
 //! }
 //! ```
 //!
+//! **Which send when.** Every send queues; the worker submits the batch
+//! when the handler returns. `Ok` means queued in a bounded queue that
+//! will be sent or counted (`send_errors`, `cancelled`); `Err` means
+//! nothing was queued and nothing is held: [`SendError::Exhausted`] (no
+//! free send slot: counted in `send_exhausted`), [`SendError::TooLarge`]
+//! (over a slot or the largest datagram), [`SendError::AddressFamily`]
+//! (an IPv6 destination for an IPv4 socket), [`SendError::NoSuchSocket`].
+//! A [`Sender`] answers `io::Error` (a full inbox is `WouldBlock`).
+//!
+//! | call | bytes | to | from |
+//! |---|---|---|---|
+//! | [`Transport::reply`] | the datagram's own buffer, no copy | its source | the address it was sent to, the socket it came on |
+//! | [`Transport::reply_with`] | `data`, copied at the call | its source | the address it was sent to |
+//! | [`Transport::reply_in_place`] | built in a send slot by a closure that returns the length, no copy | its source | the address it was sent to |
+//! | [`Transport::forward`] | the datagram's own buffer, no copy (call it again per destination) | `to` | the kernel's choice for `to` |
+//! | [`Transport::send_to`] | `data`, copied at the call | `to` | the kernel's choice |
+//! | [`Transport::send_with`] | built in a send slot, no copy | `to` | the kernel's choice |
+//! | [`Sender::send_to`] (other threads) | `data`, copied into the worker's inbox | `to` | the kernel's choice |
+//!
+//! A lent buffer (`reply`, `forward`) is read when the batch goes, after
+//! the handler returns: bytes written with [`Datagram::payload_mut`] after
+//! the call are what every queued send of it carries. A copy is taken at
+//! the call.
+//!
 //! **Time.** [`Transport::call_every`] and [`Transport::call_later`] set
 //! timers on the worker's own loop (no thread, no lock); the returned
 //! [`TimerId`] cancels one. In kv, worker 0 sweeps expired entries every

@@ -398,3 +398,52 @@ per_backend!(
         assert_eq!(s.sent, 8);
     }
 );
+
+/// Forwards the datagram to `a`, rewrites its first byte, forwards it to
+/// `b`, and answers with a copy taken after the rewrite and then the first
+/// byte changed again.
+struct Rewriter {
+    a: SocketAddr,
+    b: SocketAddr,
+}
+
+impl Handler for Rewriter {
+    fn on_datagram(&mut self, mut d: Datagram<'_>, tx: &mut Transport<'_>) {
+        tx.forward(&d, self.a).unwrap();
+        d.payload_mut()[0] = b'B';
+        tx.forward(&d, self.b).unwrap();
+        tx.reply_with(&d, d.payload()).unwrap();
+        d.payload_mut()[0] = b'C';
+    }
+}
+
+per_backend!(
+    /// The documented lazy send: `forward` and `reply` queue the
+    /// datagram's own buffer, read when the batch goes after the handler
+    /// returns, so both forwards carry the last bytes written there;
+    /// `reply_with` copies when called.
+    fn a_lent_buffer_is_read_when_the_batch_goes_a_copy_when_made(backend) {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut cfg = Config::new("127.0.0.1:0".parse().unwrap());
+        cfg.backend = Some(backend);
+        cfg.workers = 1;
+        let h = Rewriter {
+            a: a.local_addr().unwrap(),
+            b: b.local_addr().unwrap(),
+        };
+        let hm = Mutex::new(Some(h));
+        let engine = Engine::start(cfg, move |_| hm.lock().unwrap().take().unwrap()).unwrap();
+        client.send_to(b"Abc", engine.local_addr()).unwrap();
+        let mut buf = [0u8; 16];
+        for (who, s) in [("a", &a), ("b", &b), ("the client", &client)] {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let n = s.recv(&mut buf).unwrap_or_else(|e| panic!("{backend}: {who}: {e}"));
+            let want: &[u8] = if who == "the client" { b"Bbc" } else { b"Cbc" };
+            assert_eq!(&buf[..n], want, "{backend}: {who}");
+        }
+        let s = util::stop_clean(engine);
+        assert_eq!(s.sent, 3, "{backend}");
+    }
+);

@@ -16,30 +16,57 @@ use std::time::Duration;
 use udpring::{Config, Datagram, Engine, Handler, Transport};
 use util::{pattern, stop_clean};
 
-/// Answers with `reply` (a zero-copy echo) or `reply_with` (a copy of
-/// the payload with its first byte changed).
+/// Answers with `reply` (a zero-copy echo), `reply_with` (a copy of the
+/// payload with its first byte changed), or `reply_in_place` (the same
+/// built in the send slot, then as many `+` as the payload's second byte,
+/// so the length is known only once written).
+#[derive(Clone, Copy)]
+enum How {
+    Echo,
+    Copy,
+    InPlace,
+}
+
 struct Answer {
-    copy: bool,
+    how: How,
 }
 
 impl Handler for Answer {
     fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
-        if self.copy {
-            let mut out = d.payload().to_vec();
-            out[0] = b'!';
-            tx.reply_with(&d, &out).unwrap();
-        } else {
-            tx.reply(d).unwrap();
+        match self.how {
+            How::Copy => {
+                let mut out = d.payload().to_vec();
+                out[0] = b'!';
+                tx.reply_with(&d, &out).unwrap();
+            }
+            How::InPlace => {
+                let p = d.payload().to_vec();
+                let n = tx
+                    .reply_in_place(&d, 512, |b| {
+                        b[..p.len()].copy_from_slice(&p);
+                        b[0] = b'!';
+                        let extra = usize::from(p[1]);
+                        b[p.len()..p.len() + extra].fill(b'+');
+                        p.len() + extra
+                    })
+                    .unwrap();
+                assert_eq!(n, p.len() + usize::from(p[1]));
+            }
+            How::Echo => tx.reply(d).unwrap(),
         }
     }
 }
 
 fn wildcard_engine(backend: udpring::Backend, copy: bool) -> (Engine, SocketAddr) {
+    wildcard_engine_how(backend, if copy { How::Copy } else { How::Echo })
+}
+
+fn wildcard_engine_how(backend: udpring::Backend, how: How) -> (Engine, SocketAddr) {
     let mut cfg = Config::new("0.0.0.0:0".parse().unwrap());
     cfg.backend = Some(backend);
     cfg.workers = 1;
     cfg.gro = true;
-    let engine = Engine::start(cfg, move |_| Answer { copy }).unwrap();
+    let engine = Engine::start(cfg, move |_| Answer { how }).unwrap();
     let port = engine.local_addr().port();
     (engine, SocketAddr::from(([127, 0, 0, 7], port)))
 }
@@ -96,6 +123,25 @@ per_backend!(
                 .recv(&mut buf)
                 .unwrap_or_else(|e| panic!("{backend}: answer {i} from {to}: {e}"));
             assert_eq!(&buf[..n], &[b'!', i], "{backend}");
+        }
+        let s = stop_clean(engine);
+        assert_eq!((s.received, s.sent), (20, 20), "{backend}");
+    }
+);
+
+per_backend!(
+    fn reply_in_place_answers_from_the_address_asked_at_any_length(backend) {
+        let (engine, to) = wildcard_engine_how(backend, How::InPlace);
+        let c = connected_client(to);
+        let mut buf = [0u8; 600];
+        for i in 0..20u8 {
+            c.send(&[b'a' + i % 26, i * 12]).unwrap();
+            let n = c
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("{backend}: answer {i} from {to}: {e}"));
+            let mut want = vec![b'!', i * 12];
+            want.extend(std::iter::repeat_n(b'+', usize::from(i) * 12));
+            assert_eq!(&buf[..n], &want[..], "{backend}: answer {i}");
         }
         let s = stop_clean(engine);
         assert_eq!((s.received, s.sent), (20, 20), "{backend}");

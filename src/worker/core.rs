@@ -280,6 +280,30 @@ impl Core {
             return Err(SendError::TooLarge);
         }
         let dst = self.dest(sock, to)?;
+        self.send_in_place_raw(sock, cap, dst, SrcIp::Any, None, cut, fill)
+    }
+
+    /// [`Core::send_in_place`] to a destination already in kernel form,
+    /// from `src` with the mark `tos` (an answer: see
+    /// [`Core::reply_source`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_in_place_raw(
+        &mut self,
+        sock: u16,
+        cap: usize,
+        dst: RawAddr,
+        src: SrcIp,
+        tos: Option<u8>,
+        cut: Cut,
+        fill: impl FnOnce(&mut crate::worker::handler::SendBuf<'_>) -> usize,
+    ) -> Result<usize, SendError> {
+        if usize::from(sock) >= self.socks.fds.len() {
+            return Err(SendError::NoSuchSocket);
+        }
+        let whole = matches!(cut, Cut::Whole);
+        if cap > self.pool.slot_size() || (whole && cap > crate::limits::MAX_UDP_PAYLOAD) {
+            return Err(SendError::TooLarge);
+        }
         let Some(mut lent) = self.pool.alloc_send() else {
             self.stats.c.send_exhausted += 1;
             return Err(SendError::Exhausted);
@@ -306,7 +330,11 @@ impl Core {
             return Err(SendError::TooLarge);
         }
         lent.set_window(0, n as u32);
-        let t = Transmit::new(sock, slot, 0, n as u32, dst);
+        let t = Transmit {
+            src,
+            tos,
+            ..Transmit::new(sock, slot, 0, n as u32, dst)
+        };
         let pushed = match cut {
             Cut::Whole => self.push(t),
             Cut::Train(s) => self.push(Transmit {

@@ -75,7 +75,10 @@ impl Datagram<'_> {
         self.lent.bytes()
     }
     /// The payload, writable in place (e.g. to rewrite a header before
-    /// replying from the same buffer).
+    /// replying from the same buffer). [`Transport::reply`] and
+    /// [`Transport::forward`] queue this buffer and the kernel reads it
+    /// when the batch goes, after the handler returns: a write here after
+    /// them is what each of them sends.
     pub fn payload_mut(&mut self) -> &mut [u8] {
         self.lent.bytes_mut()
     }
@@ -472,6 +475,26 @@ impl Transport<'_> {
         let src = self.core.reply_source(m.sock, &m.cmsg);
         let tos = self.core.reply_tos(&m.cmsg);
         self.core.send_copy_raw(m.sock, data, m.src, None, src, tos)
+    }
+
+    /// Answers `dgram` with a reply of up to `cap` bytes built in place, as
+    /// [`Transport::send_with`] builds a datagram (`fill` returns how many
+    /// bytes it wrote; those go, and their count comes back), and sent as
+    /// [`Transport::reply_with`] sends: to the datagram's source, from the
+    /// socket it arrived on and from the address it was sent to
+    /// ([`Datagram::answer_from`]). For a reply whose length is known only
+    /// once it is written, without a copy. `Err` as for `send_with`.
+    pub fn reply_in_place(
+        &mut self,
+        dgram: &Datagram<'_>,
+        cap: usize,
+        fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
+    ) -> Result<usize, SendError> {
+        let m = dgram.meta;
+        let src = self.core.reply_source(m.sock, &m.cmsg);
+        let tos = self.core.reply_tos(&m.cmsg);
+        self.core
+            .send_in_place_raw(m.sock, cap, m.src, src, tos, Cut::Whole, fill)
     }
 
     /// Sends the datagram's bytes to `to` from its own buffer (no copy),
