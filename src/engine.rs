@@ -91,7 +91,49 @@ impl Engine {
     /// closure it returns is run on worker `i`'s thread to make its
     /// handler. So each worker can be given what is its own (a channel's
     /// receiving end, a shard of a table) without a lock.
-    pub fn start_each<H, M, G>(cfg: Config, mut make: M) -> io::Result<Engine>
+    pub fn start_each<H, M, G>(cfg: Config, make: M) -> io::Result<Engine>
+    where
+        H: Handler,
+        M: FnMut(usize) -> G,
+        G: FnOnce() -> H + Send + 'static,
+    {
+        Engine::start_inner(cfg, None, make)
+    }
+
+    /// Like [`Engine::start`], on sockets the caller opened and bound: a
+    /// service's parent or systemd's socket activation hands them over
+    /// ([`crate::os::listen_fds`]), as Twisted's `adoptDatagramPort` takes
+    /// one. One worker per socket (`cfg.workers` 0 or their number), each
+    /// a UDP socket bound to an address and a port; the engine applies the
+    /// rest of `cfg` as to sockets of its own (GRO, buffers, the guard's
+    /// marks, groups, ...) and owns them from here. `cfg.bind` is not
+    /// used: [`Engine::local_addr`] is the first socket's. Options that act
+    /// before a bind (`reuse_addr`, `bind_device`, `only_v6`) and more
+    /// sockets per worker (`sockets_per_worker`, `also_bind`,
+    /// `distinct_ports`) are refused: set them on the sockets. A standard
+    /// `UdpSocket` goes in as `sock.into()`.
+    pub fn start_on<H, F>(
+        cfg: Config,
+        sockets: impl IntoIterator<Item = std::os::fd::OwnedFd>,
+        factory: F,
+    ) -> io::Result<Engine>
+    where
+        H: Handler,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        let factory = Arc::new(factory);
+        let sockets: Vec<std::os::fd::OwnedFd> = sockets.into_iter().collect();
+        Engine::start_inner(cfg, Some(sockets), move |i| {
+            let f = factory.clone();
+            move || f(i)
+        })
+    }
+
+    fn start_inner<H, M, G>(
+        cfg: Config,
+        adopted: Option<Vec<std::os::fd::OwnedFd>>,
+        mut make: M,
+    ) -> io::Result<Engine>
     where
         H: Handler,
         M: FnMut(usize) -> G,
@@ -100,12 +142,17 @@ impl Engine {
         cfg.validate()?;
         let (backend, fallback) = backend::choose_backend(cfg.backend)?;
         let cpus = sys::cpu::allowed_cpus();
-        let workers = if cfg.workers == 0 {
-            cpus.len().max(1)
-        } else {
-            cfg.workers
+        let (workers, (sockets, local_addrs, socket_info)) = match adopted {
+            Some(fds) => (fds.len(), adopt_sockets(&cfg, fds)?),
+            None => {
+                let workers = if cfg.workers == 0 {
+                    cpus.len().max(1)
+                } else {
+                    cfg.workers
+                };
+                (workers, open_sockets(&cfg, workers)?)
+            }
         };
-        let (sockets, local_addrs, socket_info) = open_sockets(&cfg, workers)?;
         let local_addr = local_addrs[0];
         let host = HostAddrs::read();
         let own_ports: Vec<u16> = {
@@ -355,6 +402,45 @@ impl Drop for Engine {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// The sockets of [`Engine::start_on`]: each checked and configured, one
+/// per worker.
+#[allow(clippy::type_complexity)]
+fn adopt_sockets(
+    cfg: &Config,
+    fds: Vec<std::os::fd::OwnedFd>,
+) -> io::Result<(Vec<Vec<(Socket, SocketAddr)>>, Vec<SocketAddr>, SocketInfo)> {
+    let refuse = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+    if fds.is_empty() {
+        return Err(refuse("no socket to start on".into()));
+    }
+    if cfg.workers != 0 && cfg.workers != fds.len() {
+        return Err(refuse(format!(
+            "{} sockets handed in for {} workers: one worker per socket (workers 0 takes \
+             their number)",
+            fds.len(),
+            cfg.workers
+        )));
+    }
+    if cfg.sockets_per_worker > 1 || !cfg.also_bind.is_empty() || cfg.distinct_ports {
+        return Err(refuse(
+            "sockets_per_worker, also_bind and distinct_ports open sockets of the engine's \
+             own: hand every socket in instead"
+                .into(),
+        ));
+    }
+    let mut sockets = Vec::with_capacity(fds.len());
+    let mut all = Vec::with_capacity(fds.len());
+    let mut info = None;
+    for (i, fd) in fds.into_iter().enumerate() {
+        let (s, a, si) = socket::adopt(cfg, fd, i == 0)?;
+        info.get_or_insert(si);
+        all.push(a);
+        sockets.push(vec![(s, a)]);
+    }
+    let info = info.ok_or_else(|| io::Error::other("no socket adopted"))?;
+    Ok((sockets, all, info))
 }
 
 /// Opens every socket of the engine: `sockets_per_worker` per worker on

@@ -131,6 +131,12 @@
 //! (`examples/tokio_bridge.rs` bridges to tokio with no allocation per
 //! message).
 //!
+//! **Sockets handed in.** A service started by systemd's socket
+//! activation, or given bound sockets by its parent, serves those:
+//! [`os::listen_fds`] takes what the activator passed, and
+//! [`Engine::start_on`] runs a worker on each, applying the rest of the
+//! [`Config`] as to sockets of its own (`examples/socket_activation.rs`).
+//!
 //! **Stopping and failing.** [`Engine::stop`] returns the totals of every
 //! worker. A handler that panics stops its own worker in order (the others
 //! go on); [`Engine::failures`] reports it and `stop` returns a

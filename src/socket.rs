@@ -43,12 +43,87 @@ pub(crate) fn open(
     if cfg.reuse_addr {
         s.set_reuse_address(true)?;
     }
-    if cfg.broadcast {
-        s.set_broadcast(true)?;
-    }
     if let Some(dev) = &cfg.bind_device {
         s.bind_device(Some(dev.as_bytes()))
             .map_err(|e| io::Error::new(e.kind(), format!("SO_BINDTODEVICE {dev}: {e}")))?;
+    }
+    if let (Some(v6only), true) = (cfg.only_v6, bind.is_ipv6()) {
+        s.set_only_v6(v6only)?;
+    }
+    let info = configure(cfg, &s, bind, main)?;
+    s.bind(&bind.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(e.kind(), format!("{bind}: address already in use"))
+        } else if e.kind() == io::ErrorKind::AddrNotAvailable {
+            io::Error::new(
+                e.kind(),
+                format!("{bind}: address not available on this host"),
+            )
+        } else {
+            io::Error::new(e.kind(), format!("bind {bind}: {e}"))
+        }
+    })?;
+    if let Some(peer) = cfg.connect.filter(|_| main) {
+        s.connect(&peer.into())
+            .map_err(|e| io::Error::new(e.kind(), format!("connect to {peer}: {e}")))?;
+    }
+    Ok((s, info))
+}
+
+/// Takes a socket the caller opened and bound (handed to
+/// [`crate::Engine::start_on`]): it must be a UDP socket bound to an IP
+/// address and port. [`configure`] applies the engine's options, as on a
+/// socket it opened itself; the options that must come before the bind
+/// (`reuse_addr`, `bind_device`, `only_v6`) are the caller's, set on the
+/// socket before binding it, and refused in `cfg`. `main`: the first
+/// socket (it joins the groups and connects).
+pub(crate) fn adopt(
+    cfg: &Config,
+    fd: std::os::fd::OwnedFd,
+    main: bool,
+) -> io::Result<(Socket, SocketAddr, SocketInfo)> {
+    let s = Socket::from(fd);
+    let raw = s.as_raw_fd();
+    let kind = sys::socket::getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_TYPE)
+        .map_err(|e| io::Error::new(e.kind(), format!("descriptor {raw} is not a socket: {e}")))?;
+    let proto = sys::socket::getsockopt_int(raw, libc::SOL_SOCKET, libc::SO_PROTOCOL)?;
+    if kind != libc::SOCK_DGRAM || proto != libc::IPPROTO_UDP {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {raw} is not a UDP socket"),
+        ));
+    }
+    let bound = s
+        .local_addr()?
+        .as_socket()
+        .filter(|a| a.port() != 0)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("UDP socket {raw} is not bound to an address and port: bind it first"),
+            )
+        })?;
+    if cfg.reuse_addr || cfg.bind_device.is_some() || cfg.only_v6.is_some() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "reuse_addr, bind_device and only_v6 act before the bind: set them on the \
+             socket before binding it, not in the Config of an engine started on it",
+        ));
+    }
+    let info = configure(cfg, &s, bound, main)?;
+    if let Some(peer) = cfg.connect.filter(|_| main) {
+        s.connect(&peer.into())
+            .map_err(|e| io::Error::new(e.kind(), format!("connect to {peer}: {e}")))?;
+    }
+    Ok((s, bound, info))
+}
+
+/// Every option of `cfg` that a socket can take before or after its bind,
+/// for a socket bound (or to be bound) to `bind`; returns what the kernel
+/// granted.
+fn configure(cfg: &Config, s: &Socket, bind: SocketAddr, main: bool) -> io::Result<SocketInfo> {
+    if cfg.broadcast {
+        s.set_broadcast(true)?;
     }
     if let Some(m) = cfg.mark {
         s.set_mark(m)
@@ -62,9 +137,6 @@ pub(crate) fn open(
         } else {
             s.set_tos_v4(u32::from(tos))?;
         }
-    }
-    if let (Some(v6only), true) = (cfg.only_v6, bind.is_ipv6()) {
-        s.set_only_v6(v6only)?;
     }
     let fd = s.as_raw_fd();
     sys::socket::set_recverr(fd, bind.is_ipv6())?;
@@ -121,26 +193,10 @@ pub(crate) fn open(
     }
     apply_multicast(fd, bind.is_ipv6(), &cfg.multicast, main)?;
     if let Some(setup) = &cfg.socket_setup {
-        (setup.0)(std::os::fd::AsFd::as_fd(&s), bind)
+        (setup.0)(std::os::fd::AsFd::as_fd(s), bind)
             .map_err(|e| io::Error::new(e.kind(), format!("socket_setup for {bind}: {e}")))?;
     }
-    s.bind(&bind.into()).map_err(|e| {
-        if e.kind() == io::ErrorKind::AddrInUse {
-            io::Error::new(e.kind(), format!("{bind}: address already in use"))
-        } else if e.kind() == io::ErrorKind::AddrNotAvailable {
-            io::Error::new(
-                e.kind(),
-                format!("{bind}: address not available on this host"),
-            )
-        } else {
-            io::Error::new(e.kind(), format!("bind {bind}: {e}"))
-        }
-    })?;
-    if let Some(peer) = cfg.connect.filter(|_| main) {
-        s.connect(&peer.into())
-            .map_err(|e| io::Error::new(e.kind(), format!("connect to {peer}: {e}")))?;
-    }
-    Ok((s, info))
+    Ok(info)
 }
 
 fn apply_multicast(fd: std::os::fd::RawFd, v6: bool, m: &Multicast, join: bool) -> io::Result<()> {

@@ -75,6 +75,65 @@ fn ask(s: &UdpSocket, to: SocketAddr, q: &str) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// systemd's protocol, played by Python: two UDP sockets bound here, put
+/// at descriptors 3 and 4, `LISTEN_PID` its own pid and `LISTEN_FDS=2`,
+/// then `exec` of the example (the pid stays).
+const ACTIVATE: &str = r#"
+import os, socket, sys
+socks = []
+for _ in range(2):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+for fd, s in zip((3, 4), socks):
+    if s.fileno() != fd:
+        os.dup2(s.fileno(), fd)
+    os.set_inheritable(fd, True)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.environ["LISTEN_FDS"] = "2"
+os.execv(sys.argv[1], [sys.argv[1]])
+"#;
+
+#[test]
+fn socket_activation_serves_the_sockets_it_is_handed() {
+    // Without an activator: a socket of its own, served the same way.
+    let own = run("socket_activation", &["127.0.0.1:0"]);
+    let c = sock();
+    assert_eq!(ask(&c, own.addrs[0], "one"), "one");
+    let tail = own.stop();
+    assert!(tail.contains("1 echoed, 0 slots out"), "{tail}");
+    if Command::new("python3").arg("--version").output().is_err() {
+        assert_ne!(
+            std::env::var("UDPRING_REQUIRE_PEERS").as_deref(),
+            Ok("1"),
+            "python3 plays the activator and UDPRING_REQUIRE_PEERS=1"
+        );
+        eprintln!("skipping the activator: python3 is not installed");
+        return;
+    }
+    let bin = example("socket_activation").get_program().to_owned();
+    let mut child = Command::new("python3")
+        .args(["-c", ACTIVATE])
+        .arg(&bin)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.contains("(2 handed in)"), "{line}");
+    let addrs: Vec<SocketAddr> = line
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(addrs.len(), 2, "{line}");
+    for (i, to) in addrs.iter().enumerate() {
+        assert_eq!(ask(&c, *to, &format!("via {i}")), format!("via {i}"));
+    }
+    let tail = Running { child, out, addrs }.stop();
+    assert!(tail.contains("2 echoed, 0 slots out"), "{tail}");
+}
+
 #[test]
 fn kv_stores_expires_and_deletes() {
     let kv = run("kv", &["127.0.0.1:0", "2"]);

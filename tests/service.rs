@@ -345,6 +345,66 @@ fn one_engine_answers_on_ipv4_and_ipv6() {
     stop_clean(engine);
 }
 
+per_backend!(
+    /// Sockets the caller bound (a v4 and a v6 one, as a parent or systemd
+    /// would hand over) are served, one worker each, with the engine's
+    /// own options applied (GRO here); the engine owns and closes them.
+    fn an_engine_serves_sockets_the_caller_bound(backend) {
+        let v4 = std::net::UdpSocket::bind(loopback(false)).unwrap();
+        let v6 = std::net::UdpSocket::bind(loopback(true)).unwrap();
+        let addrs = [v4.local_addr().unwrap(), v6.local_addr().unwrap()];
+        let mut cfg = config(backend, false);
+        cfg.workers = 0;
+        cfg.gro = true;
+        let engine = Engine::start_on(cfg, [v4.into(), v6.into()], |_| Echo::new()).unwrap();
+        assert_eq!(engine.local_addrs(), &addrs[..], "{backend}");
+        assert_eq!(engine.workers(), 2, "{backend}");
+        assert!(engine.socket_info().gro, "{backend}");
+        for (a, v6) in [(addrs[0], false), (addrs[1], true)] {
+            let c = client(v6);
+            c.send_to(b"adopted", a).unwrap();
+            let mut buf = [0u8; 16];
+            let (n, from) = c.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (&b"adopted"[..], a), "{backend}");
+        }
+        let s = stop_clean(engine);
+        assert_eq!((s.received, s.sent), (2, 2), "{backend}");
+        // Closed with the engine: the port is free again.
+        std::net::UdpSocket::bind(addrs[0]).expect("the engine closed the socket");
+    }
+);
+
+/// What cannot be served is refused before any worker starts: not a UDP
+/// socket, not bound, a worker count that does not match, and options that
+/// act before a bind.
+#[test]
+fn sockets_handed_in_are_checked() {
+    let err = |cfg: Config, fds: Vec<std::os::fd::OwnedFd>| {
+        Engine::start_on(cfg, fds, |_| Echo::new())
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    assert!(err(config(Backend::Mmsg, false), vec![tcp.into()]).contains("not a UDP socket"));
+    let unbound = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    assert!(err(config(Backend::Mmsg, false), vec![unbound.into()]).contains("not bound"));
+    let two = || {
+        vec![
+            std::net::UdpSocket::bind(loopback(false)).unwrap().into(),
+            std::net::UdpSocket::bind(loopback(false)).unwrap().into(),
+        ]
+    };
+    let mut cfg = config(Backend::Mmsg, false);
+    cfg.workers = 3;
+    assert!(err(cfg, two()).contains("2 sockets handed in for 3 workers"));
+    let mut cfg = config(Backend::Mmsg, false);
+    cfg.workers = 0;
+    cfg.reuse_addr = true;
+    assert!(err(cfg, two()).contains("before the bind"));
+    assert!(err(config(Backend::Mmsg, false), Vec::new()).contains("no socket"));
+}
+
 #[test]
 fn the_socket_hook_sees_every_socket_and_can_fail_the_start() {
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -403,3 +403,64 @@ pub fn attach_reuseport_cpu(fd: RawFd) -> io::Result<()> {
     ))
     .map(drop)
 }
+
+/// Whether [`listen_fds`] handed its descriptors out already.
+static LISTEN_FDS_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Most descriptors a socket activator may pass (systemd's own limit is
+/// lower in practice; this bounds what an environment can make us take).
+const MAX_LISTEN_FDS: usize = 1024;
+
+/// The descriptors a socket activator passed this process (systemd's
+/// protocol, `sd_listen_fds`): `LISTEN_FDS` of them from descriptor 3 on,
+/// when `LISTEN_PID` is this process. Empty when the variables are absent
+/// or name another process. Marked close-on-exec. A second call is an
+/// error, so the descriptors are owned once (the variables stay set: the
+/// standard library's `remove_var` is unsafe beside other threads).
+///
+/// # Safety
+///
+/// When `LISTEN_PID` names this process, descriptors 3 to 3 +
+/// `LISTEN_FDS` - 1 must be owned by nothing else in it: nothing may have
+/// wrapped or closed them before, and nothing may use them after but
+/// through the returned `OwnedFd`s. That holds when this is the first thing
+/// to look at them (socket activation puts them there before `exec`).
+pub unsafe fn listen_fds() -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    if !ours {
+        return Ok(Vec::new());
+    }
+    let n: usize = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .filter(|&n| n <= MAX_LISTEN_FDS)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("LISTEN_FDS is not a count of 0..{MAX_LISTEN_FDS}"),
+            )
+        })?;
+    if LISTEN_FDS_TAKEN.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the activator's descriptors were taken already",
+        ));
+    }
+    let mut out = Vec::with_capacity(n);
+    for fd in 3..3 + n as RawFd {
+        // Open, and close-on-exec so that no child inherits it.
+        let flags = syscall!(fcntl(fd, libc::F_GETFD)).map_err(|e| {
+            io::Error::new(e.kind(), format!("LISTEN_FDS names descriptor {fd}: {e}"))
+        })?;
+        syscall!(fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC))?;
+        // SAFETY: `fd` is open (F_GETFD succeeded) and, by this function's
+        // contract, owned by nothing else; the flag above makes this the
+        // only call that wraps it.
+        out.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+    }
+    Ok(out)
+}
