@@ -114,6 +114,15 @@
 //! the call are what every queued send of it carries. A copy is taken at
 //! the call.
 //!
+//! **Backpressure.** A handler that sends more than the send slots hold
+//! (a fan-out to a thousand subscribers) gets [`SendError::Exhausted`]
+//! for the rest, and [`Handler::on_writable`] as soon as slots come back:
+//! it keeps where it stopped and resumes there.
+//! `examples/sequenced_fanout.rs` delivers every copy, each with its
+//! subscriber's own sequence number built in place, starting each
+//! datagram's fan-out one subscriber further on so that a full backlog
+//! (bounded, counted) costs everyone in turn.
+//!
 //! **Time.** [`Transport::call_every`] and [`Transport::call_later`] set
 //! timers on the worker's own loop (no thread, no lock); the returned
 //! [`TimerId`] cancels one. In kv, worker 0 sweeps expired entries every

@@ -24,6 +24,9 @@ const SEND_RETRIES: u32 = 50;
 const RETRY_EVERY: Duration = Duration::from_millis(1);
 /// How long sends may still go out after a stop before they are cancelled.
 const SEND_GRACE: Duration = Duration::from_millis(250);
+/// Handler resumptions (`on_writable`, each followed by a flush) per pass
+/// of the loop, so that a long fan-out does not hold receiving.
+const WRITABLE_ROUNDS: usize = 16;
 
 /// The loop's buffers and descriptors.
 struct Loop {
@@ -221,13 +224,22 @@ pub(crate) fn run<H: Handler>(
         readable.fill(true);
         w.fire_timers();
         l.flush(w);
+        // Slots came back with the flush: a handler refused before resumes
+        // (a few rounds here; more on the next pass, which does not sleep
+        // while one is due).
+        for _ in 0..WRITABLE_ROUNDS {
+            if !w.writable() {
+                break;
+            }
+            l.flush(w);
+        }
         w.core.publish();
         // The stop flag is set before the eventfd is written: if the drain
         // above swallowed a stop's wake-up, the flag says so now. Check it
         // before sleeping, or that wake-up would be lost. Likewise Sender
         // datagrams still waiting (for send slots, now free): no eventfd
         // write will come for them.
-        if idle && !w.core.stopping() && !w.core.shared.inbox.pending() {
+        if idle && !w.core.stopping() && !w.core.shared.inbox.pending() && !w.writable_ready() {
             // Blocked sends: wake when a socket is writable, or to retry.
             let blocked = l.blocked.is_some();
             for p in pollfds.iter_mut() {

@@ -464,6 +464,9 @@ pub(crate) fn run<H: Handler>(
                 // Sender datagrams that waited for send slots.
                 w.drain_inbox();
             }
+            // Slots came back with the completions: a handler refused
+            // before resumes (its sends go with the next submit).
+            w.writable();
             w.fire_timers();
             w.core.publish();
         }

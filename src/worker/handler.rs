@@ -58,6 +58,15 @@ pub trait Handler: 'static {
     fn on_message(&mut self, msg: Box<dyn Any + Send>, tx: &mut Transport<'_>) {
         let _ = (msg, tx);
     }
+    /// A send of this handler's was refused with [`SendError::Exhausted`]
+    /// (every send slot in flight, or the send queue full) and there is
+    /// room again: called once per refusal spell, as soon as the worker has
+    /// taken back a slot, so that a fan-out resumes where it stopped
+    /// instead of dropping the rest. Sends made here that are refused
+    /// again bring another call when room comes back.
+    fn on_writable(&mut self, tx: &mut Transport<'_>) {
+        let _ = tx;
+    }
     /// The worker is stopping; no more sends will go out.
     fn on_stop(&mut self) {}
 }

@@ -49,6 +49,11 @@ impl SendQueue {
         }
     }
 
+    /// Whether another send fits.
+    pub fn has_room(&self) -> bool {
+        self.len() < self.cap
+    }
+
     /// Queues `t` if there is room (false, nothing queued, otherwise).
     pub fn try_push(&mut self, pool: &mut Pool, t: Transmit) -> bool {
         if self.len() + self.entries(&t) > self.cap {

@@ -32,6 +32,9 @@ pub(crate) struct Worker<H> {
     pub handler: H,
     /// The handler panicked: what it said. It is called no more.
     failed: Option<String>,
+    /// A send of the handler's was refused (`Exhausted`) since its last
+    /// `on_writable`: call it when there is room again.
+    writable_wanted: bool,
 }
 
 /// What a panic said, as text.
@@ -48,6 +51,7 @@ impl<H: Handler> Worker<H> {
             core,
             handler,
             failed: None,
+            writable_wanted: false,
         }
     }
 
@@ -61,9 +65,13 @@ impl<H: Handler> Worker<H> {
         }
         let core = &mut self.core;
         let h = &mut self.handler;
+        let refused = core.stats.c.send_exhausted;
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             f(h, &mut Transport { core })
         }));
+        // A send the handler made was refused for want of room: it hears
+        // when there is room again (`on_writable`).
+        self.writable_wanted |= self.core.stats.c.send_exhausted != refused;
         if let Err(p) = r {
             let why = format!("handler panicked: {}", panic_text(p.as_ref()));
             self.core.shared.fail(why.clone());
@@ -347,6 +355,25 @@ impl<H: Handler> Worker<H> {
             self.core.stats.c.cancelled += t.datagrams();
             self.core.pool.unref(t.slot);
         }
+    }
+
+    /// Calls `on_writable` if a send of the handler's was refused since the
+    /// last call and there is room again (a free send slot and room in
+    /// the send queue). The loops call it after taking completions; true
+    /// when it was called (its sends wait in the queue).
+    pub fn writable(&mut self) -> bool {
+        if !self.writable_ready() {
+            return false;
+        }
+        self.writable_wanted = false;
+        self.call(|h, tx| h.on_writable(tx));
+        true
+    }
+
+    /// Whether [`Worker::writable`] would call `on_writable` now: a loop
+    /// must not sleep while it would.
+    pub fn writable_ready(&self) -> bool {
+        self.writable_wanted && self.core.pool.send_free() > 0 && self.core.queue.has_room()
     }
 
     /// Fires every timer that is due.
