@@ -4,7 +4,10 @@
 //! `io_uring_enter`) against the plain loop a user would write:
 //! `recv_from`, then `send_to` once per subscriber, one syscall each.
 //! `udpring-mmsg` is the same handler on the `mmsg` backend (`sendmmsg`
-//! batches).
+//! batches). `udpring-seq` is `examples/sequenced_fanout.rs`: each copy
+//! built in a send slot with its subscriber's 4-byte sequence in front
+//! (a copy per subscriber, and `on_writable` resuming the fan-out when the
+//! slots run out), the cost of a per-subscriber header beside `forward`.
 //!
 //! The subscribers are N loopback addresses (127.77.x.y) on one port,
 //! all received by one sink: a udpring engine bound to 0.0.0.0 that
@@ -21,6 +24,10 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+#[path = "../../../examples/sequenced_fanout.rs"]
+#[allow(dead_code)]
+mod sequenced;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use udpring::{Backend, Datagram, Engine, Handler, Transport};
@@ -116,12 +123,15 @@ fn bench_fanout(c: &mut Criterion) {
     let port = sink.local_addr().port();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     for n in [1usize, 10, 100, 1000] {
-        for relay in ["plain", "udpring", "udpring-mmsg"] {
+        for relay in ["plain", "udpring", "udpring-mmsg", "udpring-seq"] {
             let dests = subscribers(n, port);
             let stop = Arc::new(AtomicBool::new(false));
             let (addr, engine, thread) = if relay == "plain" {
                 let (a, t) = plain_relay(dests, stop.clone());
                 (a, None, Some(t))
+            } else if relay == "udpring-seq" {
+                let (e, _) = sequenced::start("127.0.0.1:0".parse().unwrap(), dests).unwrap();
+                (e.local_addr(), Some(e), None)
             } else {
                 let mut cfg =
                     udpring_cli::apps::fanout::config("127.0.0.1:0".parse().unwrap(), None);
