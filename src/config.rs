@@ -66,6 +66,23 @@ pub const DEFAULT_SLOT_SIZE: usize = 4096 + HEADROOM;
 /// Slot size with GRO: a whole 64 KiB train plus headroom.
 pub const GRO_SLOT_SIZE: usize = 65536 + HEADROOM;
 
+/// A function told when a worker fails (its handler, or the handler's
+/// constructor, panicked): the worker's index and why, called once per
+/// worker on that worker's thread as it stops. For a service that must
+/// not go on with a worker short (alert, restart), beside
+/// [`crate::Engine::failures`] to poll.
+#[derive(Clone)]
+pub struct FailureHook(pub Arc<FailureFn>);
+
+/// The function inside a [`FailureHook`].
+pub type FailureFn = dyn Fn(usize, &str) + Send + Sync;
+
+impl fmt::Debug for FailureHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FailureHook(..)")
+    }
+}
+
 /// A function run on every socket the engine opens, before it is bound:
 /// for socket options udpring does not know (`SO_MARK`, `IP_TOS`, an eBPF
 /// filter, ...). An error fails [`crate::Engine::start`].
@@ -291,6 +308,8 @@ config! {
     /// Run on every socket before it is bound (see [`SocketSetup`]).
     /// Default: none.
     socket_setup: Option<SocketSetup> = None;
+    /// Told when a worker fails (see [`FailureHook`]). Default: none.
+    on_failure: Option<FailureHook> = None;
 }
 
 /// Why a [`Config`] was refused.

@@ -174,6 +174,7 @@ impl Engine {
                 stats: SharedStats::new(),
                 inbox: Inbox::new(cfg.sender_queue, slot_payload, sock_v6, fds)?,
                 failure: std::sync::Mutex::new(None),
+                on_failure: cfg.on_failure.clone().map(|h| (i, h)),
             });
             shared.push(w.clone());
             let cpu = (cfg.pin && !cpus.is_empty()).then(|| cpus[(cfg.first_cpu + i) % cpus.len()]);

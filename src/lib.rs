@@ -148,8 +148,9 @@
 //!
 //! **Stopping and failing.** [`Engine::stop`] returns the totals of every
 //! worker. A handler that panics stops its own worker in order (the others
-//! go on); [`Engine::failures`] reports it and `stop` returns a
-//! [`StopError`] that still carries every total.
+//! go on); [`Engine::failures`] reports it, [`Config::on_failure`]
+//! ([`FailureHook`]) is told at once, and `stop` returns a [`StopError`]
+//! that still carries every total.
 //!
 //! **Errors.** Starting and a [`Sender`] give `io::Error`; a [`SendError`]
 //! and a [`StopError`] convert into one, so `?` works across the whole API
@@ -192,8 +193,8 @@ mod worker;
 
 pub use backend::{BACKEND_ENV, choose_backend, uring_support, uring_tx_timestamps};
 pub use config::{
-    Backend, Config, ConfigBuilder, ConfigError, DEFAULT_SLOT_SIZE, GRO_SLOT_SIZE, Join, Multicast,
-    SocketSetup,
+    Backend, Config, ConfigBuilder, ConfigError, DEFAULT_SLOT_SIZE, FailureHook, GRO_SLOT_SIZE,
+    Join, Multicast, SocketSetup,
 };
 pub use engine::{Engine, StopError, StopHandle};
 pub use error::{ErrorEvent, SendError};
@@ -202,7 +203,7 @@ pub use limits::{HEADROOM, MAX_UDP_PAYLOAD, MAX_UDP6_PAYLOAD};
 pub use socket::SocketInfo;
 pub use stats::{Stats, errno_name};
 pub use sys::mcast::{Interface, McastError, if_index as interface_index};
-pub use worker::handler::{Datagram, Handler, SendBuf, Transport};
+pub use worker::handler::{Datagram, Ecn, Handler, SendBuf, Transport};
 pub use worker::sender::Sender;
 pub use worker::timers::TimerId;
 

@@ -65,6 +65,11 @@ per_backend!(
         cfg.workers = 2;
         cfg.sockets_per_worker = 1;
         cfg.distinct_ports = true; // worker i listens on its own port
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let t2 = told.clone();
+        cfg.on_failure = Some(udpring::FailureHook(Arc::new(move |i, why: &str| {
+            t2.lock().unwrap().push((i, why.to_string()));
+        })));
         let engine = Engine::start(cfg, |i| Panicky { boom: i == 0 }).unwrap();
         let (p0, p1) = (engine.local_addrs()[0], engine.local_addrs()[1]);
         let c = client(false);
@@ -77,6 +82,12 @@ per_backend!(
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].0, 0);
         assert!(f[0].1.contains("boom"), "{f:?}");
+        // The hook is told the same, once (on the worker's thread, just
+        // after failures() can say it).
+        while told.lock().unwrap().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(*told.lock().unwrap(), f, "the failure hook");
         let dead = engine.sender(0).unwrap();
         let err = dead.send_to(b"y", c.local_addr().unwrap()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotConnected);

@@ -11,12 +11,31 @@ use std::time::{Duration, Instant};
 
 use udpring::{Config, Datagram, Engine, Handler, Transport};
 
-/// Keeps the `tos()` of every datagram.
+/// Keeps the `tos()` of every datagram, checking that `ecn()` and
+/// `dscp()` say the same in their types.
 struct Keep(Arc<Mutex<Vec<Option<u8>>>>);
 
 impl Handler for Keep {
     fn on_datagram(&mut self, d: Datagram<'_>, _tx: &mut Transport<'_>) {
-        self.0.lock().unwrap().push(d.tos());
+        let tos = d.tos();
+        assert_eq!(d.ecn().map(|e| e.bits()), tos.map(|t| t & 3));
+        assert_eq!(d.dscp(), tos.map(|t| t >> 2));
+        self.0.lock().unwrap().push(tos);
+    }
+}
+
+#[test]
+fn ecn_reads_the_two_low_bits() {
+    use udpring::Ecn;
+    let each = [
+        (0xb8, Ecn::NotEct),
+        (0xb9, Ecn::Ect1),
+        (0xba, Ecn::Ect0),
+        (0xbb, Ecn::Ce),
+    ];
+    for (tos, ecn) in each {
+        assert_eq!(Ecn::from_tos(tos), ecn);
+        assert_eq!(ecn.bits(), tos & 3);
     }
 }
 

@@ -29,17 +29,30 @@ pub(crate) struct WorkerShared {
     pub inbox: Arc<Inbox>,
     /// Why the worker failed (its handler panicked), if it did.
     pub failure: std::sync::Mutex<Option<String>>,
+    /// The worker's index and [`crate::Config::on_failure`], told of its
+    /// failure.
+    pub on_failure: Option<(usize, crate::config::FailureHook)>,
 }
 
 impl WorkerShared {
-    /// The worker failed: say why, stop it, close its inbox.
+    /// The worker failed: say why, stop it, close its inbox, and tell
+    /// [`crate::Config::on_failure`] (once, the first reason).
     pub fn fail(&self, why: String) {
-        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        if f.is_none() {
-            *f = Some(why);
-        }
+        let first = {
+            let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+            let first = f.is_none();
+            if first {
+                *f = Some(why.clone());
+            }
+            first
+        };
         self.stop.store(true, Ordering::Release);
         self.inbox.close();
+        if let (true, Some((i, hook))) = (first, &self.on_failure) {
+            // The hook is the caller's code: a panic there must not take
+            // the worker's orderly stop with it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (hook.0)(*i, &why)));
+        }
     }
 
     /// The worker's counters, its Senders' direct sends included.

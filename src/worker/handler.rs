@@ -71,6 +71,42 @@ pub trait Handler: 'static {
     fn on_stop(&mut self) {}
 }
 
+/// The ECN field of a datagram (RFC 3168): the TOS byte's or traffic
+/// class's two low bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ecn {
+    /// `00`: the sender does not do ECN.
+    NotEct,
+    /// `01`: ECN-capable, ECT(1) (L4S).
+    Ect1,
+    /// `10`: ECN-capable, ECT(0).
+    Ect0,
+    /// `11`: congestion experienced, marked by a router on the way.
+    Ce,
+}
+
+impl Ecn {
+    /// The ECN field of a TOS byte / traffic class.
+    pub fn from_tos(tos: u8) -> Ecn {
+        match tos & 0b11 {
+            0b00 => Ecn::NotEct,
+            0b01 => Ecn::Ect1,
+            0b10 => Ecn::Ect0,
+            _ => Ecn::Ce,
+        }
+    }
+
+    /// Its two bits, for a TOS byte (`dscp << 2 | ecn.bits()`).
+    pub fn bits(self) -> u8 {
+        match self {
+            Ecn::NotEct => 0b00,
+            Ecn::Ect1 => 0b01,
+            Ecn::Ect0 => 0b10,
+            Ecn::Ce => 0b11,
+        }
+    }
+}
+
 /// A received datagram, lent from the receive buffer ring.
 pub struct Datagram<'a> {
     pub(crate) meta: RecvMeta,
@@ -116,6 +152,16 @@ impl Datagram<'_> {
     /// [`Config::recv_tos`](crate::Config) is on.
     pub fn tos(&self) -> Option<u8> {
         self.meta.cmsg.tos
+    }
+    /// The ECN field it arrived with (RFC 3168), when
+    /// [`Config::recv_tos`](crate::Config) is on.
+    pub fn ecn(&self) -> Option<Ecn> {
+        self.meta.cmsg.tos.map(Ecn::from_tos)
+    }
+    /// The DSCP it arrived with (the TOS byte's upper six bits), when
+    /// [`Config::recv_tos`](crate::Config) is on.
+    pub fn dscp(&self) -> Option<u8> {
+        self.meta.cmsg.tos.map(|t| t >> 2)
     }
 
     /// The IP TTL (IPv6 hop limit) it arrived with. `None` unless the

@@ -35,6 +35,7 @@ fn worker() -> (Worker<Events>, std::net::UdpSocket) {
         stats: SharedStats::new(),
         inbox: Inbox::new(4, 4000, vec![false], vec![]).unwrap(),
         failure: std::sync::Mutex::new(None),
+        on_failure: None,
     });
     let pool = Pool::new(4096, 1, 4, false).unwrap();
     let guard = GuardState::new(&Guard::default(), vec![], HostAddrs::default());
