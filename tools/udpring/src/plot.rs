@@ -89,7 +89,11 @@ pub(crate) fn labels(results: &[(String, &crate::apps::load::LoadReport)]) -> Ve
             .start_unix_s
             .map(|t| format!(" at {}", &crate::fleet::utc_text(t)[11..19]))
             .unwrap_or_default();
-        format!("{} {} B {}{when}", r.target, r.size, r.mode)
+        let mode = match r.rate {
+            Some(rate) => format!("{} {}/s", r.mode, tidy(rate)),
+            None => r.mode.clone(),
+        };
+        format!("{} {} B {mode}{when}", r.target, r.size)
     };
     let names: Vec<String> = results.iter().map(|(_, r)| short(r)).collect();
     names

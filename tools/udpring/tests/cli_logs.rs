@@ -218,7 +218,7 @@ const SVG_CHECK: &str = r#"
 import sys, json, xml.etree.ElementTree as ET
 root = ET.parse(sys.argv[1]).getroot()
 ns = "{http://www.w3.org/2000/svg}"
-curves = [p for p in root.iter(ns + "polyline") if p.get("stroke-width") == "2"]
+curves = [p for p in root.iter(ns + "polyline") if float(p.get("stroke-width", "1")) >= 2]
 texts = [t.text or "" for t in root.iter(ns + "text")]
 print(json.dumps({"curves": len(curves), "texts": texts}))
 "#;
@@ -273,10 +273,12 @@ fn plots_are_svg_with_a_curve_per_result_and_labelled_axes() {
     let ab = check(&p("ab.svg"));
     assert_eq!(ab["curves"], 2, "{ab}");
     let texts = ab["texts"].to_string();
+    // Curves named by what each ran; the files under the title.
     for want in [
-        "before.json",
-        "after.json",
-        "round-trip time (us)",
+        "2 results: before.json, after.json",
+        "64 B rate 2000/s at ",
+        "64 B rate 4000/s at ",
+        "round-trip time (µs)",
         "1/(1-q)",
     ] {
         assert!(texts.contains(want), "{want} not in {texts}");
@@ -285,7 +287,14 @@ fn plots_are_svg_with_a_curve_per_result_and_labelled_axes() {
     let one = check(&p("before.json.svg"));
     assert_eq!(one["curves"], 5, "{one}");
     let texts = one["texts"].to_string();
-    for want in ["datagrams per second", "time (s)", "p99", "received"] {
+    for want in [
+        "datagrams per second",
+        "time (s)",
+        "p99",
+        "received",
+        "rate · 2000 /s · 64 B · 1 flow",
+        " UTC · udpring ",
+    ] {
         assert!(texts.contains(want), "{want} not in {texts}");
     }
     let _ = std::fs::remove_dir_all(&dir);
