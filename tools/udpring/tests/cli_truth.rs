@@ -28,14 +28,26 @@ fn the_quick_start_loses_nothing_on_loopback() {
 
 #[test]
 fn window_options_belong_to_a_flood() {
-    for args in [
-        &["--mode", "ping", "--window", "8"][..],
-        &["--rate", "100", "--window", "8"],
-        &["--mode", "ping", "--unbounded"],
+    for (args, said) in [
+        (
+            &["--mode", "ping", "--window", "8"][..],
+            "--window cannot be combined with --mode ping",
+        ),
+        (
+            &["--rate", "100", "--window", "8"],
+            "--window cannot be combined with --rate",
+        ),
+        (
+            &["--mode", "ping", "--unbounded"],
+            "--unbounded cannot be combined with --mode ping",
+        ),
     ] {
         let (code, _, err) = run(&[&["load", "127.0.0.1:9"][..], args].concat());
         assert_eq!(code, 2, "{args:?}: {err}");
-        assert!(err.contains("shape a flood"), "{args:?}: {err}");
+        assert!(
+            err.contains(said) && err.contains("shapes a flood"),
+            "{args:?}: {err}"
+        );
     }
     let (code, _, err) = run(&["load", "127.0.0.1:9", "--window", "0"]);
     assert_eq!(code, 2, "{err}");
