@@ -8,6 +8,10 @@
 //! - ping-pong: one request in flight; round-trip p50 and p99 (µs);
 //! - throughput: 32 requests in flight; answers per second.
 //!
+//! Beside them the engine alone (its handler answers: no hop) and the
+//! engine as an async stream (`Engine::start_stream`: a copy per datagram,
+//! served by one task).
+//!
 //! Run: `cargo bench --bench bridge` (prints a table; `ROUNDS=n` to
 //! change the 5 rounds).
 
@@ -108,6 +112,18 @@ fn main() {
         })
         .unwrap();
     let engine_addr = engine_only.local_addr();
+    // The engine as an async stream (Engine::start_stream), served by one
+    // tokio task on the same runtime.
+    let (stream_engine, mut incoming) =
+        udpring::Engine::start_stream(udpring::Config::new("127.0.0.1:0".parse().unwrap()), 1024)
+            .unwrap();
+    let stream_addr = stream_engine.local_addr();
+    let mut inc = incoming.pop().unwrap();
+    let stream_task = rt.spawn(async move {
+        while let Some(d) = inc.recv().await {
+            let _ = inc.reply(&d, &d.payload().to_ascii_uppercase());
+        }
+    });
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -117,9 +133,10 @@ fn main() {
         ("udpring engine + tokio bridge", vec![]),
         ("tokio UdpSocket, one task", vec![]),
         ("udpring engine alone (the handler answers)", vec![]),
+        ("udpring engine as a stream (Engine::start_stream)", vec![]),
     ];
     for r in 0..rounds {
-        for (i, to) in [bridge_addr, plain_addr, engine_addr]
+        for (i, to) in [bridge_addr, plain_addr, engine_addr, stream_addr]
             .into_iter()
             .enumerate()
         {
@@ -155,6 +172,8 @@ fn main() {
     }
     b.engine.stop().unwrap();
     engine_only.stop().unwrap();
+    stream_engine.stop().unwrap();
+    rt.block_on(stream_task).unwrap();
     rt.block_on(server).unwrap();
     plain.abort();
 }

@@ -21,6 +21,10 @@ use crate::stats::{SharedStats, Stats};
 use crate::sys;
 use crate::worker::handler::Handler;
 use crate::worker::sender::{Inbox, Sender};
+use crate::worker::stream::{Incoming, StreamHandler, StreamShared};
+
+/// Most datagrams an [`Engine::start_stream`] worker keeps waiting.
+pub const MAX_STREAM_DEPTH: usize = 1 << 16;
 use crate::worker::{Core, Sockets, WorkerShared};
 
 /// Stops an engine from any thread.
@@ -127,6 +131,37 @@ impl Engine {
             let f = factory.clone();
             move || f(i)
         })
+    }
+
+    /// The engine as async streams of owned datagrams, one [`Incoming`]
+    /// per worker (see [`crate::Incoming`]): each datagram copied into a
+    /// buffer of a pool of `depth` per worker, at most `depth` waiting
+    /// (more are dropped and counted). For code that lives in async tasks;
+    /// the handler API ([`Engine::start`]) costs no copy.
+    pub fn start_stream(cfg: Config, depth: usize) -> io::Result<(Engine, Vec<Incoming>)> {
+        if !(1..=MAX_STREAM_DEPTH).contains(&depth) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a stream's depth must be 1..{MAX_STREAM_DEPTH}, not {depth}"),
+            ));
+        }
+        let mut shares = Vec::new();
+        let engine = Engine::start_each(cfg, |_| {
+            let shared = StreamShared::new(depth);
+            shares.push(shared.clone());
+            move || StreamHandler { shared }
+        })?;
+        let incoming = shares
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let sender = engine
+                    .sender(i)
+                    .ok_or_else(|| io::Error::other("no such worker"))?;
+                Ok(Incoming::new(s, sender))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok((engine, incoming))
     }
 
     fn start_inner<H, M, G>(

@@ -140,6 +140,13 @@
 //! (`examples/tokio_bridge.rs` bridges to tokio with no allocation per
 //! message).
 //!
+//! **Async.** [`Engine::start_stream`] gives the engine as one stream of
+//! owned datagrams per worker ([`Incoming::recv`], any runtime: wakers
+//! only), each copied into a bounded, reused pool; [`Incoming::reply`]
+//! answers from the address asked, and [`Sender::send_to_async`] waits
+//! for room ([`Writable`]) instead of answering `WouldBlock`
+//! (`examples/async_stream.rs` serves from tokio tasks).
+//!
 //! **Sockets handed in.** A service started by systemd's socket
 //! activation, or given bound sockets by its parent, serves those:
 //! [`os::listen_fds`] takes what the activator passed, and
@@ -204,7 +211,8 @@ pub use socket::SocketInfo;
 pub use stats::{Stats, errno_name};
 pub use sys::mcast::{Interface, McastError, if_index as interface_index};
 pub use worker::handler::{Datagram, Ecn, Handler, SendBuf, Transport};
-pub use worker::sender::Sender;
+pub use worker::sender::{Sender, Writable};
+pub use worker::stream::{Incoming, Received};
 pub use worker::timers::TimerId;
 
 /// The README's example, compiled as a doctest (not run: it serves until

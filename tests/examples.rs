@@ -135,6 +135,24 @@ fn socket_activation_serves_the_sockets_it_is_handed() {
 }
 
 #[test]
+fn async_stream_answers_from_its_tasks() {
+    let svc = run("async_stream", &["127.0.0.1:0", "2"]);
+    let to = svc.addrs[0];
+    for i in 0..20 {
+        // Many source ports: both workers' streams serve.
+        assert_eq!(
+            ask(&sock(), to, &format!("hello {i}")),
+            format!("HELLO {i}")
+        );
+    }
+    let tail = svc.stop();
+    assert!(
+        tail.contains("20 received, 20 answered, 0 dropped"),
+        "{tail}"
+    );
+}
+
+#[test]
 fn kv_stores_expires_and_deletes() {
     let kv = run("kv", &["127.0.0.1:0", "2"]);
     let to = kv.addrs[0];

@@ -20,6 +20,7 @@ pub(crate) mod core;
 pub(crate) mod handler;
 pub(crate) mod queue;
 pub(crate) mod sender;
+pub(crate) mod stream;
 pub(crate) mod timers;
 mod transport_mcast;
 

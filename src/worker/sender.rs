@@ -376,6 +376,18 @@ impl Sender {
         }
     }
 
+    /// [`Sender::send_to`], waiting (asynchronously, on any runtime) for
+    /// room in the worker's inbox when it is full instead of answering
+    /// `WouldBlock`.
+    pub async fn send_to_async(&self, data: &[u8], to: SocketAddr) -> io::Result<()> {
+        loop {
+            match self.send_to(data, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                r => return r,
+            }
+        }
+    }
+
     /// A future that resolves when the inbox has room (or with
     /// `NotConnected` when the worker stops): the async form of
     /// [`Sender::wait_writable`], for any runtime.
