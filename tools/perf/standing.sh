@@ -75,7 +75,14 @@ order() { if (( $1 % 2 )); then echo "$2 $3"; else echo "$3 $2"; fi; }
 
 # Starts a server on the server CPU (its pid in SRV), waits for it.
 serve() { taskset -c $S "$@" >/dev/null 2>&1 & SRV=$!; sleep 0.5; }
-unserve() { kill -INT "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; }
+# SIGINT first (udpring servers print their totals and stop clean); a
+# server that ignores it (netserver -D does) is killed after 2 s.
+unserve() {
+  kill -INT "$SRV" 2>/dev/null || true
+  for _ in $(seq 20); do kill -0 "$SRV" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$SRV" 2>/dev/null || true
+  wait "$SRV" 2>/dev/null || true
+}
 # A failed measurement reads as nan, not as a stop of the whole run.
 num() { local v; v=$(cat); [ -n "$v" ] && echo "$v" || echo nan; }
 
