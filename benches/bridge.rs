@@ -59,7 +59,27 @@ fn ping(c: &UdpSocket, to: SocketAddr) -> (f64, f64) {
     )
 }
 
-fn flood(c: &UdpSocket, to: SocketAddr) -> f64 {
+/// CPU time this process has used (user + system), µs: every thread, the
+/// client's, the servers' and tokio's, so a difference over a phase is
+/// what serving it cost the host, the client's share being the same for
+/// every server.
+fn cpu_us() -> f64 {
+    // /proc/self/stat: utime and stime, fields 14 and 15, in clock ticks
+    // (100 a second here: 10 ms, against a phase of 1.5 s).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (f[0] + f[1]) * 1e6 / 100.0
+}
+
+/// Answers per second with `WINDOW` in flight, and the process's CPU µs
+/// per answer.
+fn flood(c: &UdpSocket, to: SocketAddr) -> (f64, f64) {
     let mut buf = [0u8; 128];
     let msg = [b'f'; 64];
     let mut answered = 0u64;
@@ -67,6 +87,7 @@ fn flood(c: &UdpSocket, to: SocketAddr) -> f64 {
         c.send_to(&msg, to).unwrap();
     }
     let start = Instant::now();
+    let cpu0 = cpu_us();
     while start.elapsed().as_secs_f64() < FLOOD_SECS {
         match c.recv_from(&mut buf) {
             Ok(_) => {
@@ -78,9 +99,10 @@ fn flood(c: &UdpSocket, to: SocketAddr) -> f64 {
         }
     }
     let rate = answered as f64 / start.elapsed().as_secs_f64();
+    let cpu = (cpu_us() - cpu0) / answered.max(1) as f64;
     // Drain what is still in flight.
     while c.recv_from(&mut buf).is_ok() {}
-    rate
+    (rate, cpu)
 }
 
 fn main() {
@@ -127,8 +149,9 @@ fn main() {
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    // Per server: (ping p50, ping p99, answers/s) of each round.
-    type Rounds = Vec<(f64, f64, f64)>;
+    // Per server: (ping p50, ping p99, answers/s, CPU µs per answer) of
+    // each round.
+    type Rounds = Vec<(f64, f64, f64, f64)>;
     let mut rows: Vec<(&str, Rounds)> = vec![
         ("udpring engine + tokio bridge", vec![]),
         ("tokio UdpSocket, one task", vec![]),
@@ -141,8 +164,8 @@ fn main() {
             .enumerate()
         {
             let (p50, p99) = ping(&c, to);
-            let rate = flood(&c, to);
-            rows[i].1.push((p50, p99, rate));
+            let (rate, cpu) = flood(&c, to);
+            rows[i].1.push((p50, p99, rate, cpu));
         }
         eprintln!("round {}/{rounds}", r + 1);
     }
@@ -155,18 +178,25 @@ fn main() {
         let mut p50: Vec<f64> = v.iter().map(|x| x.0).collect();
         let mut p99: Vec<f64> = v.iter().map(|x| x.1).collect();
         let mut rate: Vec<f64> = v.iter().map(|x| x.2).collect();
-        m.push((*name, med(&mut p50), med(&mut p99), med(&mut rate)));
+        let mut cpu: Vec<f64> = v.iter().map(|x| x.3).collect();
+        m.push((
+            *name,
+            med(&mut p50),
+            med(&mut p99),
+            med(&mut rate),
+            med(&mut cpu),
+        ));
     }
     println!(
         "{rounds} rounds interleaved; medians; 64-byte requests on 127.0.0.1; one tokio worker thread\n"
     );
     println!(
-        "| server | ping p50 µs | ping p99 µs | answers/s, {WINDOW} in flight | vs tokio UdpSocket (rate) |"
+        "| server | ping p50 µs | ping p99 µs | answers/s, {WINDOW} in flight | vs tokio UdpSocket (rate) | CPU µs per answer (process, client included) |"
     );
-    println!("|---|---:|---:|---:|---:|");
-    for (name, p50, p99, rate) in &m {
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, p50, p99, rate, cpu) in &m {
         println!(
-            "| {name} | {p50:.1} | {p99:.1} | {rate:.0} | {:.2}x |",
+            "| {name} | {p50:.1} | {p99:.1} | {rate:.0} | {:.2}x | {cpu:.2} |",
             rate / m[1].3
         );
     }
