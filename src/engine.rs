@@ -158,7 +158,7 @@ impl Engine {
                 let sender = engine
                     .sender(i)
                     .ok_or_else(|| io::Error::other("no such worker"))?;
-                Ok(Incoming::new(s, sender))
+                Ok(Incoming::new(s, sender, i))
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok((engine, incoming))

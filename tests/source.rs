@@ -178,7 +178,13 @@ fn a_sender_answers_from_the_address_asked_from_another_thread() {
         let mut n = 0;
         while let Ok((data, from, asked)) = rx.recv_timeout(Duration::from_secs(2)) {
             assert_eq!(asked, Some(to.ip()), "answer_from names the address asked");
-            sender.send_now_from(0, &data, from, asked).unwrap();
+            // Three ways, each from the address asked: at once, through
+            // the worker's inbox, and the async one.
+            match n % 3 {
+                0 => sender.send_now_from(0, &data, from, asked).unwrap(),
+                1 => sender.send_to_from(0, &data, from, asked).unwrap(),
+                _ => block_on(sender.send_from_async(0, &data, from, asked)).unwrap(),
+            }
             n += 1;
         }
         n
@@ -195,6 +201,15 @@ fn a_sender_answers_from_the_address_asked_from_another_thread() {
     let s = stop_clean(engine);
     assert_eq!(answerer.join().unwrap(), 10);
     assert_eq!((s.received, s.sent), (10, 10), "direct sends are counted");
+}
+
+/// Runs a future to its end on this thread (a tokio current-thread
+/// runtime: the engine's futures need none of its own).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 /// Tells each datagram's destination and interface.

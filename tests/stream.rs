@@ -33,9 +33,16 @@ fn an_async_consumer_answers_every_request_from_the_address_asked() {
     let server = std::thread::spawn(move || {
         rt.block_on(async move {
             let mut served = 0u32;
+            assert_eq!(inc.worker(), 0);
             while let Some(d) = inc.recv().await {
                 let out = d.payload().to_ascii_uppercase();
-                inc.reply(&d, &out).unwrap();
+                // Half at once, half the async way (through the inbox when
+                // the socket is full): both from the address asked.
+                if served % 2 == 0 {
+                    inc.reply(&d, &out).unwrap();
+                } else {
+                    inc.reply_async(&d, &out).await.unwrap();
+                }
                 served += 1;
             }
             (served, inc.dropped())

@@ -225,6 +225,18 @@ impl Core {
         to: SocketAddr,
         segment: Option<NonZeroU16>,
     ) -> Result<(), SendError> {
+        self.send_copy_from(sock, data, to, segment, SrcIp::Any)
+    }
+
+    /// [`Core::send_copy`] from the source address `src`.
+    pub fn send_copy_from(
+        &mut self,
+        sock: u16,
+        data: &[u8],
+        to: SocketAddr,
+        segment: Option<NonZeroU16>,
+        src: SrcIp,
+    ) -> Result<(), SendError> {
         if usize::from(sock) >= self.socks.fds.len() {
             return Err(SendError::NoSuchSocket);
         }
@@ -234,7 +246,7 @@ impl Core {
             return Err(SendError::TooLarge);
         }
         let dst = self.dest(sock, to)?;
-        self.send_copy_raw(sock, data, dst, segment, SrcIp::Any, None)
+        self.send_copy_raw(sock, data, dst, segment, src, None)
     }
 
     /// [`Core::send_copy`] to a destination already in kernel form, from

@@ -35,6 +35,8 @@ pub(crate) enum Item {
         to: SocketAddr,
         sock: u16,
         segment: Option<NonZeroU16>,
+        /// The source address asked for (an answer from another thread).
+        src: SrcIp,
     },
     /// A closure to run on the worker.
     Post(Box<dyn FnOnce(&mut Transport<'_>) + Send>),
@@ -226,12 +228,66 @@ impl Sender {
         self.send(0, data, to, NonZeroU16::new(segment))
     }
 
+    /// [`Sender::send_to_via`] from the source address `from` (see
+    /// [`Sender::send_now_from`]), batched with the worker's sends:
+    /// `WouldBlock` when the inbox is full.
+    pub fn send_to_from(
+        &self,
+        sock: usize,
+        data: &[u8],
+        to: SocketAddr,
+        from: Option<IpAddr>,
+    ) -> io::Result<()> {
+        let Some(&v6) = self.inbox.sock_v6.get(sock) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the worker has no socket {sock}"),
+            ));
+        };
+        let src = src_for(sys::canonical(to), from, v6)?;
+        self.send_src(sock, data, to, None, src)
+    }
+
+    /// An answer from another thread, asynchronously: sent at once from
+    /// the calling thread ([`Sender::send_now_from`]); if the socket's
+    /// buffer is full, through the worker's inbox ([`Sender::send_to_from`]),
+    /// waiting for room there. So no `WouldBlock` reaches the caller.
+    pub async fn send_from_async(
+        &self,
+        sock: usize,
+        data: &[u8],
+        to: SocketAddr,
+        from: Option<IpAddr>,
+    ) -> io::Result<()> {
+        match self.send_now_from(sock, data, to, from) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => return r,
+        }
+        loop {
+            match self.send_to_from(sock, data, to, from) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                r => return r,
+            }
+        }
+    }
+
     fn send(
         &self,
         sock: usize,
         data: &[u8],
         to: SocketAddr,
         segment: Option<NonZeroU16>,
+    ) -> io::Result<()> {
+        self.send_src(sock, data, to, segment, SrcIp::Any)
+    }
+
+    fn send_src(
+        &self,
+        sock: usize,
+        data: &[u8],
+        to: SocketAddr,
+        segment: Option<NonZeroU16>,
+        src: SrcIp,
     ) -> io::Result<()> {
         let invalid = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         let Some(&v6) = self.inbox.sock_v6.get(sock) else {
@@ -260,6 +316,7 @@ impl Sender {
                 to,
                 sock: sock as u16,
                 segment,
+                src,
             }
         })
     }
@@ -307,18 +364,7 @@ impl Sender {
                 format!("{to}: an IPv6 destination for an IPv4 socket"),
             ));
         }
-        let src = match from.map(|a| (a, v6)) {
-            None => SrcIp::Any,
-            Some((IpAddr::V4(a), false)) if to.is_ipv4() => SrcIp::V4(a),
-            Some((IpAddr::V4(a), true)) if to.is_ipv4() => SrcIp::V6(a.to_ipv6_mapped(), 0),
-            Some((IpAddr::V6(a), true)) if to.is_ipv6() => SrcIp::V6(a, 0),
-            Some((a, _)) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{to}: cannot be sent from {a} (another family)"),
-                ));
-            }
-        };
+        let src = src_for(to, from, v6)?;
         // The descriptor stays open while the read lock is held (see
         // `direct_fds`).
         sys::socket::send_from(fd, data, &sys::RawAddr::from_socket_addr(to, v6), src)?;
@@ -393,6 +439,20 @@ impl Sender {
     /// [`Sender::wait_writable`], for any runtime.
     pub fn writable(&self) -> Writable<'_> {
         Writable { sender: self }
+    }
+}
+
+/// The source of a send to `to` from `from` on a socket of family `v6`.
+fn src_for(to: SocketAddr, from: Option<IpAddr>, v6: bool) -> io::Result<SrcIp> {
+    match from.map(|a| (a, v6)) {
+        None => Ok(SrcIp::Any),
+        Some((IpAddr::V4(a), false)) if to.is_ipv4() => Ok(SrcIp::V4(a)),
+        Some((IpAddr::V4(a), true)) if to.is_ipv4() => Ok(SrcIp::V6(a.to_ipv6_mapped(), 0)),
+        Some((IpAddr::V6(a), true)) if to.is_ipv6() => Ok(SrcIp::V6(a, 0)),
+        Some((a, _)) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{to}: cannot be sent from {a} (another family)"),
+        )),
     }
 }
 

@@ -178,11 +178,16 @@ impl Handler for StreamHandler {
 pub struct Incoming {
     shared: Arc<StreamShared>,
     sender: Sender,
+    worker: usize,
 }
 
 impl Incoming {
-    pub(crate) fn new(shared: Arc<StreamShared>, sender: Sender) -> Incoming {
-        Incoming { shared, sender }
+    pub(crate) fn new(shared: Arc<StreamShared>, sender: Sender, worker: usize) -> Incoming {
+        Incoming {
+            shared,
+            sender,
+            worker,
+        }
     }
 
     /// The next datagram, or `None` once the worker stopped; `Pending`
@@ -219,6 +224,20 @@ impl Incoming {
     pub fn reply(&self, d: &Received, data: &[u8]) -> io::Result<()> {
         self.sender
             .send_now_from(d.socket, data, d.source, d.answer_from)
+    }
+
+    /// [`Incoming::reply`] without `WouldBlock`: when the socket's send
+    /// buffer is full, the answer goes through the worker's inbox, waiting
+    /// there for room ([`Sender::send_from_async`]).
+    pub async fn reply_async(&self, d: &Received, data: &[u8]) -> io::Result<()> {
+        self.sender
+            .send_from_async(d.socket, data, d.source, d.answer_from)
+            .await
+    }
+
+    /// The worker this stream is (its index).
+    pub fn worker(&self) -> usize {
+        self.worker
     }
 
     /// The worker's [`Sender`], for sends batched with the worker's own.

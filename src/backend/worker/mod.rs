@@ -411,10 +411,11 @@ impl<H: Handler> Worker<H> {
                     to,
                     sock,
                     segment,
+                    src,
                 }) => {
                     // Sizes and families were checked by the Sender; a full
                     // send queue is counted (send_exhausted) like any send.
-                    let _ = self.core.send_copy(sock, &data, to, segment);
+                    let _ = self.core.send_copy_from(sock, &data, to, segment, src);
                     inbox.recycle(data);
                 }
                 Some(Item::Post(f)) => self.call(|_, tx| f(tx)),
