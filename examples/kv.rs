@@ -76,8 +76,16 @@ impl Kv {
         }
     }
 
-    /// Answers one request into `self.reply`.
-    fn answer(&mut self, req: &[u8]) {
+    /// Answers one request: the reply, kept in the handler (no allocation
+    /// per request). Public so that the same logic can run behind another
+    /// socket loop (`benches/kv.rs` holds it against std and tokio).
+    pub fn answer(&mut self, req: &[u8]) -> &[u8] {
+        self.fill(req);
+        &self.reply
+    }
+
+    /// Builds the answer to `req` in `self.reply`.
+    fn fill(&mut self, req: &[u8]) {
         self.reply.clear();
         let mut words = req.split(|&b| b == b' ').filter(|w| !w.is_empty());
         let (cmd, key) = (words.next(), words.next());
@@ -146,7 +154,7 @@ impl Handler for Kv {
     }
 
     fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
-        self.answer(d.payload());
+        self.fill(d.payload());
         // To the asker, from the address it asked (several addresses,
         // a wildcard bind). A refusal (the send queue full) is counted by
         // the engine; the client asks again.
