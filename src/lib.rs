@@ -210,7 +210,7 @@ pub use limits::{HEADROOM, MAX_UDP_PAYLOAD, MAX_UDP6_PAYLOAD};
 pub use socket::SocketInfo;
 pub use stats::{Stats, errno_name};
 pub use sys::mcast::{Interface, McastError, if_index as interface_index};
-pub use worker::handler::{Datagram, Ecn, Handler, SendBuf, Transport};
+pub use worker::handler::{Datagram, Ecn, Handler, SendBuf, SocketId, SocketRef, Transport};
 pub use worker::sender::{Sender, Writable};
 pub use worker::stream::{Incoming, Received};
 pub use worker::timers::TimerId;

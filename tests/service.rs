@@ -339,6 +339,62 @@ fn senders_post_work_and_messages_to_the_worker() {
     assert!(s.is_closed());
 }
 
+/// Finds its control socket by address at start, then tells the two
+/// binds apart by typed handle: data is echoed, control answered "ctl"
+/// through the control socket named by its id.
+struct TwoBinds {
+    control_addr: SocketAddr,
+    control: Option<udpring::SocketId>,
+}
+
+impl Handler for TwoBinds {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        self.control = tx.socket_at(self.control_addr);
+        assert_eq!(
+            tx.address_of(udpring::SocketId::MAIN),
+            Some(tx.local_addr())
+        );
+    }
+    fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
+        match self.control {
+            Some(c) if d.socket_id() == c => {
+                let _ = tx.send_to_via(c, b"ctl", d.source());
+            }
+            _ => {
+                assert_eq!(d.socket_id(), udpring::SocketId::MAIN);
+                let _ = tx.reply(d);
+            }
+        }
+    }
+}
+
+#[test]
+fn several_binds_are_told_apart_by_typed_handles() {
+    let control = std::net::UdpSocket::bind(loopback(false)).unwrap();
+    let control_addr = control.local_addr().unwrap();
+    drop(control); // its port, free again for the engine
+    let mut cfg = config(Backend::Mmsg, false);
+    cfg.also_bind = vec![control_addr];
+    let engine = Engine::start(cfg, move |_| TwoBinds {
+        control_addr,
+        control: None,
+    })
+    .unwrap();
+    let data = engine.local_addr();
+    let c = client(false);
+    let mut buf = [0u8; 8];
+    for (to, want) in [(data, &b"echo"[..]), (control_addr, &b"ctl"[..])] {
+        c.send_to(b"echo", to).unwrap();
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (want, to),
+            "answered by the socket asked"
+        );
+    }
+    stop_clean(engine);
+}
+
 #[test]
 fn one_engine_answers_on_ipv4_and_ipv6() {
     let mut cfg = config(Backend::Mmsg, false);

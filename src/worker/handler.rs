@@ -71,6 +71,56 @@ pub trait Handler: 'static {
     fn on_stop(&mut self) {}
 }
 
+/// One of a worker's sockets: the engine's bind (`SocketId::MAIN`, and
+/// with `Config::sockets_per_worker` the sockets after it), then one per
+/// `Config::also_bind` address, in that order, the same in every worker.
+/// A handler that serves several binds finds each by its address
+/// ([`Transport::socket_at`]) and keeps the id; every `_via` method, and
+/// each that names a socket, takes a `SocketId` (or its index as `usize`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(u16);
+
+impl SocketId {
+    /// The worker's first socket, on `Config::bind`.
+    pub const MAIN: SocketId = SocketId(0);
+
+    /// Its index among the worker's sockets.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl From<SocketId> for usize {
+    fn from(s: SocketId) -> usize {
+        s.index()
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for usize {}
+    impl Sealed for super::SocketId {}
+}
+
+/// A way to name one of a worker's sockets: a [`SocketId`], or its index
+/// (`0` for the first). Sealed.
+pub trait SocketRef: sealed::Sealed {
+    /// The socket's index among the worker's sockets.
+    fn index(self) -> usize;
+}
+
+impl SocketRef for usize {
+    fn index(self) -> usize {
+        self
+    }
+}
+
+impl SocketRef for SocketId {
+    fn index(self) -> usize {
+        SocketId::index(self)
+    }
+}
+
 /// The ECN field of a datagram (RFC 3168): the TOS byte's or traffic
 /// class's two low bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -152,6 +202,10 @@ impl Datagram<'_> {
     /// [`Config::recv_tos`](crate::Config) is on.
     pub fn tos(&self) -> Option<u8> {
         self.meta.cmsg.tos
+    }
+    /// The socket it arrived on, as a typed handle (see [`SocketId`]).
+    pub fn socket_id(&self) -> SocketId {
+        SocketId(self.meta.sock)
     }
     /// The ECN field it arrived with (RFC 3168), when
     /// [`Config::recv_tos`](crate::Config) is on.
@@ -349,10 +403,11 @@ impl Transport<'_> {
     /// [`crate::Config::also_bind`]).
     pub fn send_to_via(
         &mut self,
-        sock: usize,
+        sock: impl SocketRef,
         data: &[u8],
         to: SocketAddr,
     ) -> Result<(), SendError> {
+        let sock = sock.index();
         self.check_sock(sock)?;
         self.core.send_copy(sock as u16, data, to, None)
     }
@@ -390,11 +445,12 @@ impl Transport<'_> {
     /// Like [`Transport::send_with`], from the worker's socket `sock`.
     pub fn send_with_via(
         &mut self,
-        sock: usize,
+        sock: impl SocketRef,
         cap: usize,
         to: SocketAddr,
         fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
     ) -> Result<usize, SendError> {
+        let sock = sock.index();
         self.check_sock(sock)?;
         self.core
             .send_in_place(sock as u16, cap, to, Cut::Whole, fill)
@@ -406,12 +462,13 @@ impl Transport<'_> {
     /// [`Transport::send_segments`] does, without its copy.
     pub fn send_segments_with(
         &mut self,
-        sock: usize,
+        sock: impl SocketRef,
         segment: u16,
         cap: usize,
         to: SocketAddr,
         fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
     ) -> Result<usize, SendError> {
+        let sock = sock.index();
         self.check_sock(sock)?;
         let seg = NonZeroU16::new(segment).ok_or(SendError::TooLarge)?;
         self.core
@@ -426,12 +483,13 @@ impl Transport<'_> {
     /// written is no piece and queues nothing.
     pub fn send_each_with(
         &mut self,
-        sock: usize,
+        sock: impl SocketRef,
         size: u16,
         cap: usize,
         to: SocketAddr,
         fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
     ) -> Result<usize, SendError> {
+        let sock = sock.index();
         self.check_sock(sock)?;
         let piece = NonZeroU32::from(NonZeroU16::new(size).ok_or(SendError::TooLarge)?);
         let cut = Cut::Pieces {
@@ -451,13 +509,14 @@ impl Transport<'_> {
     /// GSO (the kernel refused it once) every segment goes as a datagram.
     pub fn send_trains_with(
         &mut self,
-        sock: usize,
+        sock: impl SocketRef,
         segment: u16,
         train: usize,
         cap: usize,
         to: SocketAddr,
         fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
     ) -> Result<usize, SendError> {
+        let sock = sock.index();
         self.check_sock(sock)?;
         let segment = Some(NonZeroU16::new(segment).ok_or(SendError::TooLarge)?);
         let piece = u32::try_from(train)
@@ -486,11 +545,12 @@ impl Transport<'_> {
     /// Like [`Transport::send_segments`], from the worker's socket `sock`.
     pub fn send_segments_via(
         &mut self,
-        sock: usize,
+        sock: impl SocketRef,
         data: &[u8],
         segment: u16,
         to: SocketAddr,
     ) -> Result<(), SendError> {
+        let sock = sock.index();
         self.check_sock(sock)?;
         self.core
             .send_copy(sock as u16, data, to, NonZeroU16::new(segment))
@@ -567,10 +627,11 @@ impl Transport<'_> {
     /// for new datagrams).
     pub fn forward_via(
         &mut self,
-        sock: usize,
+        sock: impl SocketRef,
         dgram: &Datagram<'_>,
         to: SocketAddr,
     ) -> Result<(), SendError> {
+        let sock = sock.index();
         self.check_sock(sock)?;
         let raw = self.core.dest(sock as u16, to)?;
         self.core.send_lent(
@@ -587,18 +648,21 @@ impl Transport<'_> {
     /// transport): only `peer`'s datagrams arrive, sends to it skip the
     /// route lookup, and ICMP errors about it come back as events. Calling
     /// it again moves the socket to another peer.
-    pub fn connect(&mut self, sock: usize, peer: SocketAddr) -> std::io::Result<()> {
+    pub fn connect(&mut self, sock: impl SocketRef, peer: SocketAddr) -> std::io::Result<()> {
+        let sock = sock.index();
         self.core.set_peer(sock, Some(peer))
     }
 
     /// Dissolves socket `sock`'s connection (`AF_UNSPEC`): datagrams from
     /// anyone arrive again.
-    pub fn disconnect(&mut self, sock: usize) -> std::io::Result<()> {
+    pub fn disconnect(&mut self, sock: impl SocketRef) -> std::io::Result<()> {
+        let sock = sock.index();
         self.core.set_peer(sock, None)
     }
 
     /// The peer socket `sock` is connected to.
-    pub fn peer(&self, sock: usize) -> Option<SocketAddr> {
+    pub fn peer(&self, sock: impl SocketRef) -> Option<SocketAddr> {
+        let sock = sock.index();
         self.core
             .socks
             .connected
@@ -611,7 +675,8 @@ impl Transport<'_> {
 
     /// The path MTU the kernel knows towards socket `sock`'s connected peer
     /// (`IP_MTU`/`IPV6_MTU`); an error on an unconnected socket.
-    pub fn path_mtu(&self, sock: usize) -> std::io::Result<u32> {
+    pub fn path_mtu(&self, sock: impl SocketRef) -> std::io::Result<u32> {
+        let sock = sock.index();
         sys::socket::path_mtu(self.fd(sock)?, self.core.v6(sock))
     }
 
@@ -648,6 +713,23 @@ impl Transport<'_> {
     /// The addresses of all the worker's sockets, by index.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.core.socks.local
+    }
+
+    /// The worker's (first) socket bound to `addr`, as a typed handle:
+    /// found once (in `on_start`) and kept.
+    pub fn socket_at(&self, addr: SocketAddr) -> Option<SocketId> {
+        self.core
+            .socks
+            .local
+            .iter()
+            .position(|a| *a == addr)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(SocketId)
+    }
+
+    /// The address socket `sock` is bound to.
+    pub fn address_of(&self, sock: impl SocketRef) -> Option<SocketAddr> {
+        self.core.socks.local.get(sock.index()).copied()
     }
 
     /// Index of this worker (0-based).

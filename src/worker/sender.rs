@@ -25,7 +25,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::sys::{self, EventFd, SrcIp};
-use crate::worker::handler::Transport;
+use crate::worker::handler::{SocketRef, Transport};
 
 /// Work for a worker, posted from another thread.
 pub(crate) enum Item {
@@ -218,7 +218,8 @@ impl Sender {
     }
 
     /// Like [`Sender::send_to`], from the worker's socket `sock`.
-    pub fn send_to_via(&self, sock: usize, data: &[u8], to: SocketAddr) -> io::Result<()> {
+    pub fn send_to_via(&self, sock: impl SocketRef, data: &[u8], to: SocketAddr) -> io::Result<()> {
+        let sock = sock.index();
         self.send(sock, data, to, None)
     }
 
@@ -233,11 +234,12 @@ impl Sender {
     /// `WouldBlock` when the inbox is full.
     pub fn send_to_from(
         &self,
-        sock: usize,
+        sock: impl SocketRef,
         data: &[u8],
         to: SocketAddr,
         from: Option<IpAddr>,
     ) -> io::Result<()> {
+        let sock = sock.index();
         let Some(&v6) = self.inbox.sock_v6.get(sock) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -254,11 +256,12 @@ impl Sender {
     /// waiting for room there. So no `WouldBlock` reaches the caller.
     pub async fn send_from_async(
         &self,
-        sock: usize,
+        sock: impl SocketRef,
         data: &[u8],
         to: SocketAddr,
         from: Option<IpAddr>,
     ) -> io::Result<()> {
+        let sock = sock.index();
         match self.send_now_from(sock, data, to, from) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             r => return r,
@@ -328,7 +331,8 @@ impl Sender {
     /// Counted in the worker's `sent`. `WouldBlock` when the socket's send
     /// buffer is full; the kernel's other refusals come back as they are;
     /// `NotConnected` once the worker has stopped.
-    pub fn send_now(&self, sock: usize, data: &[u8], to: SocketAddr) -> io::Result<()> {
+    pub fn send_now(&self, sock: impl SocketRef, data: &[u8], to: SocketAddr) -> io::Result<()> {
+        let sock = sock.index();
         self.send_now_from(sock, data, to, None)
     }
 
@@ -340,11 +344,12 @@ impl Sender {
     /// `send_now`.
     pub fn send_now_from(
         &self,
-        sock: usize,
+        sock: impl SocketRef,
         data: &[u8],
         to: SocketAddr,
         from: Option<IpAddr>,
     ) -> io::Result<()> {
+        let sock = sock.index();
         let fds = self
             .inbox
             .direct_fds
