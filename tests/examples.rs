@@ -153,6 +153,28 @@ fn async_stream_answers_from_its_tasks() {
 }
 
 #[test]
+fn sequenced_fanout_numbers_each_subscribers_copies() {
+    let (a, b) = (sock(), sock());
+    let subs = [
+        a.local_addr().unwrap().to_string(),
+        b.local_addr().unwrap().to_string(),
+    ];
+    let fan = run("sequenced_fanout", &["127.0.0.1:0", &subs[0], &subs[1]]);
+    let src = sock();
+    let mut buf = [0u8; 64];
+    for i in 0..3u32 {
+        src.send_to(b"news", fan.addrs[0]).unwrap();
+        for s in [&a, &b] {
+            let n = s.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..4], &i.to_be_bytes(), "its own sequence");
+            assert_eq!(&buf[4..n], b"news");
+        }
+    }
+    let tail = fan.stop();
+    assert!(tail.contains("3 accepted, 6 copies"), "{tail}");
+}
+
+#[test]
 fn kv_stores_expires_and_deletes() {
     let kv = run("kv", &["127.0.0.1:0", "2"]);
     let to = kv.addrs[0];
