@@ -20,13 +20,10 @@
 mod bridge;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
-const PING: usize = 3000;
-const FLOOD_SECS: f64 = 1.5;
-const WINDOW: usize = 32;
+mod common;
+use common::{WINDOW, flood, ping};
 
 fn plain_tokio(rt: &tokio::runtime::Runtime) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let sock = rt
@@ -41,68 +38,6 @@ fn plain_tokio(rt: &tokio::runtime::Runtime) -> (SocketAddr, tokio::task::JoinHa
         }
     });
     (addr, task)
-}
-
-fn ping(c: &UdpSocket, to: SocketAddr) -> (f64, f64) {
-    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
-    let mut buf = [0u8; 128];
-    let msg = [b'p'; 64];
-    for _ in 0..PING {
-        let t = Instant::now();
-        c.send_to(&msg, to).unwrap();
-        c.recv_from(&mut buf).expect("an answer");
-        h.saturating_record(t.elapsed().as_nanos() as u64);
-    }
-    (
-        h.value_at_quantile(0.5) as f64 / 1e3,
-        h.value_at_quantile(0.99) as f64 / 1e3,
-    )
-}
-
-/// CPU time this process has used (user + system), µs: every thread, the
-/// client's, the servers' and tokio's, so a difference over a phase is
-/// what serving it cost the host, the client's share being the same for
-/// every server.
-fn cpu_us() -> f64 {
-    // /proc/self/stat: utime and stime, fields 14 and 15, in clock ticks
-    // (100 a second here: 10 ms, against a phase of 1.5 s).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<f64> = after
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|x| x.parse().unwrap())
-        .collect();
-    (f[0] + f[1]) * 1e6 / 100.0
-}
-
-/// Answers per second with `WINDOW` in flight, and the process's CPU µs
-/// per answer.
-fn flood(c: &UdpSocket, to: SocketAddr) -> (f64, f64) {
-    let mut buf = [0u8; 128];
-    let msg = [b'f'; 64];
-    let mut answered = 0u64;
-    for _ in 0..WINDOW {
-        c.send_to(&msg, to).unwrap();
-    }
-    let start = Instant::now();
-    let cpu0 = cpu_us();
-    while start.elapsed().as_secs_f64() < FLOOD_SECS {
-        match c.recv_from(&mut buf) {
-            Ok(_) => {
-                answered += 1;
-                c.send_to(&msg, to).unwrap();
-            }
-            // A lost one: put another in flight.
-            Err(_) => c.send_to(&msg, to).map(drop).unwrap(),
-        }
-    }
-    let rate = answered as f64 / start.elapsed().as_secs_f64();
-    let cpu = (cpu_us() - cpu0) / answered.max(1) as f64;
-    // Drain what is still in flight.
-    while c.recv_from(&mut buf).is_ok() {}
-    (rate, cpu)
 }
 
 fn main() {
@@ -163,8 +98,8 @@ fn main() {
             .into_iter()
             .enumerate()
         {
-            let (p50, p99) = ping(&c, to);
-            let (rate, cpu) = flood(&c, to);
+            let (p50, p99) = ping(&c, to, &[b'p'; 64], |_| {});
+            let (rate, cpu) = flood(&c, to, &[b'f'; 64]);
             rows[i].1.push((p50, p99, rate, cpu));
         }
         eprintln!("round {}/{rounds}", r + 1);

@@ -3,7 +3,7 @@
 //! handler answers with `reply_with`), a blocking `std::net::UdpSocket`
 //! loop on a thread, and a tokio task on a `tokio::net::UdpSocket`. The
 //! client is the same blocking socket for all, on this thread, asking
-//! `GET` for a key that is there.
+//! `GET` for a key that is there. Servers on CPU 0, the client on CPU 1.
 //!
 //! - ping-pong: one request in flight; round-trip p50 and p99 (µs);
 //! - throughput: 32 requests in flight; answers per second, and the
@@ -17,68 +17,22 @@
 #[allow(dead_code)]
 mod kv;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hdrhistogram::Histogram;
+mod common;
+use common::{WINDOW, flood, ping};
 
-const PING: usize = 3000;
-const FLOOD_SECS: f64 = 1.5;
-const WINDOW: usize = 32;
 const REQUEST: &[u8] = b"GET bench-key";
 
-/// See benches/bridge.rs: the process's CPU time, µs, from /proc.
-fn cpu_us() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<f64> = after
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|x| x.parse().unwrap())
-        .collect();
-    (f[0] + f[1]) * 1e6 / 100.0
-}
-
-fn ping(c: &UdpSocket, to: SocketAddr) -> (f64, f64) {
-    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
-    let mut buf = [0u8; 256];
-    for _ in 0..PING {
-        let t = Instant::now();
-        c.send_to(REQUEST, to).unwrap();
-        let (n, _) = c.recv_from(&mut buf).expect("an answer");
-        assert!(buf[..n].starts_with(b"VALUE"), "{:?}", &buf[..n]);
-        h.saturating_record(t.elapsed().as_nanos() as u64);
+/// Pins the calling thread to `cpu` (where the machine has it).
+fn pin(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
     }
-    (
-        h.value_at_quantile(0.5) as f64 / 1e3,
-        h.value_at_quantile(0.99) as f64 / 1e3,
-    )
-}
-
-fn flood(c: &UdpSocket, to: SocketAddr) -> (f64, f64) {
-    let mut buf = [0u8; 256];
-    let mut answered = 0u64;
-    for _ in 0..WINDOW {
-        c.send_to(REQUEST, to).unwrap();
-    }
-    let start = Instant::now();
-    let cpu0 = cpu_us();
-    while start.elapsed().as_secs_f64() < FLOOD_SECS {
-        match c.recv_from(&mut buf) {
-            Ok(_) => {
-                answered += 1;
-                c.send_to(REQUEST, to).unwrap();
-            }
-            Err(_) => c.send_to(REQUEST, to).map(drop).unwrap(),
-        }
-    }
-    let rate = answered as f64 / start.elapsed().as_secs_f64();
-    let cpu = (cpu_us() - cpu0) / answered.max(1) as f64;
-    while c.recv_from(&mut buf).is_ok() {}
-    (rate, cpu)
 }
 
 fn main() {
@@ -91,7 +45,18 @@ fn main() {
         assert_eq!(k.answer(b"SET bench-key a-value-of-some-length"), b"OK");
     };
     // The engine.
-    let (engine, table) = kv::start("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+    // As PERF.md's method places them: every server on CPU 0, the client
+    // on CPU 1 (a round trip crosses CPUs for all three alike).
+    let table = kv::Table::default();
+    let t2 = table.clone();
+    let mut cfg = udpring::Config::new("127.0.0.1:0".parse().unwrap());
+    cfg.workers = 1;
+    cfg.pin = true;
+    cfg.first_cpu = 0;
+    // Started before this thread is pinned: the engine pins its worker
+    // among the CPUs the starting thread may use.
+    let engine = udpring::Engine::start(cfg, move |_| kv::Kv::new(t2.clone(), true)).unwrap();
+    pin(1);
     set(&table);
     let engine_addr = engine.local_addr();
     // A blocking std loop on a thread.
@@ -105,6 +70,7 @@ fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let st = stop.clone();
     let std_thread = std::thread::spawn(move || {
+        pin(0);
         let mut k = kv::Kv::new(std_table, false);
         let mut buf = [0u8; 2048];
         while !st.load(Ordering::Relaxed) {
@@ -116,6 +82,7 @@ fn main() {
     // A tokio task.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .on_thread_start(|| pin(0))
         .enable_all()
         .build()
         .unwrap();
@@ -146,8 +113,10 @@ fn main() {
         // Taking turns at going first.
         for k in 0..3 {
             let i = (k + r) % 3;
-            let (p50, p99) = ping(&c, addrs[i]);
-            let (rate, cpu) = flood(&c, addrs[i]);
+            let (p50, p99) = ping(&c, addrs[i], REQUEST, |a| {
+                assert!(a.starts_with(b"VALUE"), "{a:?}");
+            });
+            let (rate, cpu) = flood(&c, addrs[i], REQUEST);
             rows[i].1.push((p50, p99, rate, cpu));
         }
         eprintln!("round {}/{rounds}", r + 1);

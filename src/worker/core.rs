@@ -297,6 +297,14 @@ impl Core {
         cut: Cut,
         fill: impl FnOnce(&mut crate::worker::handler::SendBuf<'_>) -> usize,
     ) -> Result<usize, SendError> {
+        self.check_in_place(sock, cap, cut)?;
+        let dst = self.dest(sock, to)?;
+        self.send_in_place_raw(sock, cap, dst, SrcIp::Any, None, cut, fill)
+    }
+
+    /// Whether a datagram of up to `cap` bytes, cut as `cut`, may be built
+    /// in a slot of socket `sock` (checked before anything is counted).
+    fn check_in_place(&self, sock: u16, cap: usize, cut: Cut) -> Result<(), SendError> {
         if usize::from(sock) >= self.socks.fds.len() {
             return Err(SendError::NoSuchSocket);
         }
@@ -304,8 +312,7 @@ impl Core {
         if cap > self.pool.slot_size() || (whole && cap > crate::limits::MAX_UDP_PAYLOAD) {
             return Err(SendError::TooLarge);
         }
-        let dst = self.dest(sock, to)?;
-        self.send_in_place_raw(sock, cap, dst, SrcIp::Any, None, cut, fill)
+        Ok(())
     }
 
     /// [`Core::send_in_place`] to a destination already in kernel form,
@@ -322,13 +329,7 @@ impl Core {
         cut: Cut,
         fill: impl FnOnce(&mut crate::worker::handler::SendBuf<'_>) -> usize,
     ) -> Result<usize, SendError> {
-        if usize::from(sock) >= self.socks.fds.len() {
-            return Err(SendError::NoSuchSocket);
-        }
-        let whole = matches!(cut, Cut::Whole);
-        if cap > self.pool.slot_size() || (whole && cap > crate::limits::MAX_UDP_PAYLOAD) {
-            return Err(SendError::TooLarge);
-        }
+        self.check_in_place(sock, cap, cut)?;
         let Some(mut lent) = self.pool.alloc_send() else {
             self.stats.c.send_exhausted += 1;
             return Err(SendError::Exhausted);
