@@ -9,48 +9,16 @@
 #[allow(dead_code)]
 mod bridge;
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod util;
+
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use util::counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn rounds(c: &UdpSocket, to: std::net::SocketAddr, n: usize, buf: &mut [u8]) {
-    let msg = [b'q'; 48];
-    for _ in 0..n {
-        for _ in 0..32 {
-            c.send_to(&msg, to).unwrap();
-        }
-        for _ in 0..32 {
-            let (k, _) = c.recv_from(buf).expect("every request answered");
-            assert_eq!(&buf[..k], &[b'Q'; 48][..]);
-        }
-    }
-}
+static GLOBAL: counting::Counting = counting::Counting;
 
 #[test]
 fn no_allocation_per_message_through_the_bridge() {
@@ -66,10 +34,10 @@ fn no_allocation_per_message_through_the_bridge() {
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 256];
-    rounds(&c, to, 300, &mut buf); // warm up: buffers, blocks, wakers
-    let before = ALLOCS.load(Ordering::SeqCst);
-    rounds(&c, to, 500, &mut buf);
-    let after = ALLOCS.load(Ordering::SeqCst);
+    util::upper_rounds(&c, to, 300, &mut buf); // warm up: buffers, blocks, wakers
+    let before = counting::total();
+    util::upper_rounds(&c, to, 500, &mut buf);
+    let after = counting::total();
     let s = b.engine.stop().unwrap();
     rt.block_on(server).unwrap();
     let n = 500 * 32;

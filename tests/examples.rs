@@ -39,11 +39,15 @@ fn run(name: &str, args: &[&str]) -> Running {
     let mut line = String::new();
     // The rest is read by the test that runs it.
     BufRead::read_line(&mut out, &mut line).unwrap();
-    let addrs = line
-        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let addrs = addrs_in(&line);
     Running { child, out, addrs }
+}
+
+/// The addresses a banner line names ("... listening on ADDR (control ADDR)").
+fn addrs_in(line: &str) -> Vec<SocketAddr> {
+    line.split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|w| w.parse().ok())
+        .collect()
 }
 
 impl Running {
@@ -122,10 +126,7 @@ fn socket_activation_serves_the_sockets_it_is_handed() {
     let mut line = String::new();
     BufRead::read_line(&mut out, &mut line).unwrap();
     assert!(line.contains("(2 handed in)"), "{line}");
-    let addrs: Vec<SocketAddr> = line
-        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let addrs = addrs_in(&line);
     assert_eq!(addrs.len(), 2, "{line}");
     for (i, to) in addrs.iter().enumerate() {
         assert_eq!(ask(&c, *to, &format!("via {i}")), format!("via {i}"));

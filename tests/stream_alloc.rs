@@ -17,19 +17,6 @@ use util::counting;
 #[global_allocator]
 static GLOBAL: counting::Counting = counting::Counting;
 
-fn rounds(c: &UdpSocket, to: std::net::SocketAddr, n: usize, buf: &mut [u8]) {
-    let msg = [b'q'; 48];
-    for _ in 0..n {
-        for _ in 0..32 {
-            c.send_to(&msg, to).unwrap();
-        }
-        for _ in 0..32 {
-            let (k, _) = c.recv_from(buf).expect("every request answered");
-            assert_eq!(&buf[..k], &[b'Q'; 48][..]);
-        }
-    }
-}
-
 #[test]
 fn no_allocation_per_datagram_through_the_stream() {
     let mut cfg = Config::new("127.0.0.1:0".parse().unwrap());
@@ -54,9 +41,9 @@ fn no_allocation_per_datagram_through_the_stream() {
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 256];
-    rounds(&c, to, 300, &mut buf); // warm up: the pool's buffers, wakers
+    util::upper_rounds(&c, to, 300, &mut buf); // warm up: the pool's buffers, wakers
     let before = counting::total();
-    rounds(&c, to, 500, &mut buf);
+    util::upper_rounds(&c, to, 500, &mut buf);
     let after = counting::total();
     let s = engine.stop().unwrap();
     consumer.join().unwrap();

@@ -170,3 +170,18 @@ impl udpring::Handler for SlowFirst {
         tx.reply(d).unwrap();
     }
 }
+
+/// `n` rounds of 32 requests of 48 `q`s to `to`, each answered with 48
+/// `Q`s (an upper-casing service), read before the next round.
+pub fn upper_rounds(c: &UdpSocket, to: SocketAddr, n: usize, buf: &mut [u8]) {
+    let msg = [b'q'; 48];
+    for _ in 0..n {
+        for _ in 0..32 {
+            c.send_to(&msg, to).unwrap();
+        }
+        for _ in 0..32 {
+            let (k, _) = c.recv_from(buf).expect("every request answered");
+            assert_eq!(&buf[..k], &[b'Q'; 48][..]);
+        }
+    }
+}

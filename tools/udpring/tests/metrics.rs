@@ -53,6 +53,24 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
 print(json.dumps(sums))
 "#;
 
+/// The scrape's samples summed by name, by prometheus-client's parser;
+/// text it refuses fails the test.
+fn parse(body: &str) -> serde_json::Value {
+    let mut py = Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parser refused the scrape:\n{body}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn a_scrape_parses_and_matches_the_json_totals() {
     if !have_py("prometheus_client") {
@@ -92,19 +110,7 @@ fn a_scrape_parses_and_matches_the_json_totals() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    let mut py = Command::new("python3")
-        .args(["-c", PARSE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    py.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let out = py.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the parser refused the scrape:\n{body}"
-    );
-    let sums: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sums = parse(&body);
     assert_eq!(sums["udpring_received_total"], 200.0, "{sums}");
     assert_eq!(sums["udpring_sent_total"], 200.0, "{sums}");
     assert!(sums["udpring_slots"].as_f64().unwrap() > 0.0, "{sums}");
@@ -162,19 +168,7 @@ fn a_load_serves_its_figures_while_it_runs() {
     std::thread::sleep(Duration::from_millis(1200));
     let (head, body) = get(metrics, "/metrics");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut py = Command::new("python3")
-        .args(["-c", PARSE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    py.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let out = py.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the parser refused the scrape:\n{body}"
-    );
-    let sums: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sums = parse(&body);
     let f = |k: &str| sums[k].as_f64().unwrap_or_else(|| panic!("no {k}: {sums}"));
     let (sent, received) = (
         f("udpring_load_sent_total"),
