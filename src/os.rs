@@ -108,19 +108,4 @@ pub fn read_error(sock: &impl AsFd) -> Option<ErrorEvent> {
     }
 }
 
-/// The sockets a socket activator (systemd, `systemd-socket-activate`,
-/// a parent following the same protocol) passed this process, for
-/// [`crate::Engine::start_on`]: `LISTEN_FDS` descriptors from 3 on when
-/// `LISTEN_PID` is this process; empty otherwise. Close-on-exec; a second
-/// call is an error.
-///
-/// # Safety
-///
-/// When `LISTEN_PID` names this process, descriptors 3 to 3 +
-/// `LISTEN_FDS` - 1 must be owned by nothing else in the process (nothing
-/// wrapped, closed or used them before, and nothing will but through what
-/// this returns): call it first thing, as `sd_listen_fds` is.
-pub unsafe fn listen_fds() -> io::Result<Vec<std::os::fd::OwnedFd>> {
-    // SAFETY: the caller's promise, passed on unchanged.
-    unsafe { sys::socket::listen_fds() }
-}
+pub use crate::sys::socket::listen_fds;

@@ -411,8 +411,10 @@ static LISTEN_FDS_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::Atom
 /// lower in practice; this bounds what an environment can make us take).
 const MAX_LISTEN_FDS: usize = 1024;
 
-/// The descriptors a socket activator passed this process (systemd's
-/// protocol, `sd_listen_fds`): `LISTEN_FDS` of them from descriptor 3 on,
+/// The descriptors a socket activator (systemd, `systemd-socket-activate`,
+/// a parent following the same protocol, `sd_listen_fds`) passed this
+/// process, for [`crate::Engine::start_on`]: `LISTEN_FDS` of them from
+/// descriptor 3 on,
 /// when `LISTEN_PID` is this process. Empty when the variables are absent
 /// or name another process. Marked close-on-exec. A second call is an
 /// error, so the descriptors are owned once (the variables stay set: the
