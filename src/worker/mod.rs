@@ -18,6 +18,7 @@
 
 pub(crate) mod core;
 pub(crate) mod handler;
+pub(crate) mod ids;
 pub(crate) mod queue;
 pub(crate) mod sender;
 pub(crate) mod stream;
