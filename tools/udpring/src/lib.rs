@@ -32,6 +32,7 @@ mod net;
 mod plot;
 mod reference;
 mod report;
+mod serve;
 mod sink;
 
 mod verdict;
