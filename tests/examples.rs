@@ -25,22 +25,32 @@ struct Running {
     child: Child,
     out: BufReader<std::process::ChildStdout>,
     addrs: Vec<SocketAddr>,
+    banner: String,
 }
 
 /// Starts an example and reads the addresses of its first line
 /// ("... listening on ADDR (control ADDR)").
 fn run(name: &str, args: &[&str]) -> Running {
-    let mut child = example(name)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = example(name);
+    cmd.args(args);
+    spawn(cmd)
+}
+
+/// Starts `cmd` (an example, or a program that execs one) and reads its
+/// first line and the addresses it names.
+fn spawn(mut cmd: Command) -> Running {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
+    let mut banner = String::new();
     // The rest is read by the test that runs it.
-    BufRead::read_line(&mut out, &mut line).unwrap();
-    let addrs = addrs_in(&line);
-    Running { child, out, addrs }
+    BufRead::read_line(&mut out, &mut banner).unwrap();
+    let addrs = addrs_in(&banner);
+    Running {
+        child,
+        out,
+        addrs,
+        banner,
+    }
 }
 
 /// The addresses a banner line names ("... listening on ADDR (control ADDR)").
@@ -116,22 +126,15 @@ fn socket_activation_serves_the_sockets_it_is_handed() {
         return;
     }
     let bin = example("socket_activation").get_program().to_owned();
-    let mut child = Command::new("python3")
-        .args(["-c", ACTIVATE])
-        .arg(&bin)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    BufRead::read_line(&mut out, &mut line).unwrap();
-    assert!(line.contains("(2 handed in)"), "{line}");
-    let addrs = addrs_in(&line);
-    assert_eq!(addrs.len(), 2, "{line}");
-    for (i, to) in addrs.iter().enumerate() {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", ACTIVATE]).arg(&bin);
+    let svc = spawn(cmd);
+    assert!(svc.banner.contains("(2 handed in)"), "{}", svc.banner);
+    assert_eq!(svc.addrs.len(), 2, "{}", svc.banner);
+    for (i, to) in svc.addrs.iter().enumerate() {
         assert_eq!(ask(&c, *to, &format!("via {i}")), format!("via {i}"));
     }
-    let tail = Running { child, out, addrs }.stop();
+    let tail = svc.stop();
     assert!(tail.contains("2 echoed, 0 slots out"), "{tail}");
 }
 
