@@ -26,3 +26,42 @@ pub fn cmsg(data: &[u8]) {
     }
     let _ = RawAddr::from_bytes(data).to_socket_addr();
 }
+
+/// A frame as the `xdp` backend receives it (`frame::UdpFrame`), and the
+/// kernel's netlink answers it builds frames from. An accepted frame's
+/// payload lies inside it, and headers written from what was read read
+/// back the same.
+pub fn frame(data: &[u8]) {
+    use crate::frame::{Checksum, Headers, UdpFrame};
+    use crate::sys::xdp::netlink;
+    if let Ok(f) = UdpFrame::new_checked(data) {
+        assert!(f.payload_off + f.payload_len <= data.len());
+        assert_eq!(f.src.is_ipv6(), f.dst.is_ipv6());
+        let h = Headers {
+            dst_mac: f.src_mac,
+            src_mac: f.dst_mac,
+            vlan: f.vlan,
+            src: f.dst,
+            dst: f.src,
+            hops: f.hops,
+            tos: f.tos,
+        };
+        let mut buf = data.to_vec();
+        let start = h
+            .write(&mut buf, f.payload_off, f.payload_len)
+            .expect("the answer's headers fit where the question's were");
+        let back = UdpFrame::new_checked(&buf[start..f.payload_off + f.payload_len])
+            .expect("what was written reads back");
+        assert_eq!((back.src, back.dst), (f.dst, f.src));
+        assert_eq!(back.checksum, Checksum::Good);
+        assert_eq!(back.payload_len, f.payload_len);
+    }
+    if let Ok((_, body)) = netlink::parse_reply(data) {
+        let _ = netlink::parse_link(body);
+        let _ = netlink::parse_route(body);
+        let _ = netlink::parse_neigh(body);
+    }
+    for (_, d) in netlink::attrs(data) {
+        assert!(d.len() <= data.len());
+    }
+}

@@ -186,6 +186,7 @@ mod bufring;
 mod config;
 mod engine;
 mod error;
+pub mod frame;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

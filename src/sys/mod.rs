@@ -54,6 +54,7 @@ pub(crate) mod socket;
 pub(crate) mod txstamp;
 pub(crate) mod uring;
 pub(crate) mod uring_probe;
+pub(crate) mod xdp;
 
 pub(crate) use addr::{
     RawAddr, SrcIp, canonical, canonical_ip, fixed_destination, unspecified_like,

@@ -12,6 +12,7 @@ use proptest::prelude::*;
 fn targets() -> Vec<udpring_cli::fuzz::Target> {
     let mut t = udpring_cli::fuzz::TARGETS.to_vec();
     t.push(("cmsg", udpring::fuzzing::cmsg));
+    t.push(("frame", udpring::fuzzing::frame));
     t
 }
 
