@@ -260,6 +260,9 @@ pub struct Pool {
     send_dirty: Vec<u32>,
     out: u32,
     recv_out: u32,
+    /// Bytes kept free at the start of every send slot (for the headers
+    /// the xdp backend writes before a copy); 0 otherwise.
+    send_base: u32,
 }
 
 impl Pool {
@@ -314,6 +317,7 @@ impl Pool {
             send_dirty: vec![0; send_slots],
             out: 0,
             recv_out: 0,
+            send_base: 0,
         };
         if let RecvHome::Ring(ring) = &mut pool.recv {
             for slot in 0..recv_slots as u32 {
@@ -368,8 +372,109 @@ impl Pool {
 
     fn base(&self, slot: u32) -> NonNull<u8> {
         debug_assert!(slot < self.total);
-        // SAFETY: slot < total, so the offset lies inside the arena mapping.
-        unsafe { self.arena.ptr.add(slot as usize * self.slot_size as usize) }
+        let skip = if slot >= self.recv_slots {
+            self.send_base
+        } else {
+            0
+        };
+        // SAFETY: slot < total and skip < slot_size, so the offset lies
+        // inside the arena mapping.
+        unsafe {
+            self.arena
+                .ptr
+                .add(slot as usize * self.slot_size as usize + skip as usize)
+        }
+    }
+
+    /// Keeps the first `bytes` of every send slot out of its window (the
+    /// slot's address and capacity start after them), so that headers can
+    /// be written before a copy. Set before any send slot is taken.
+    pub fn set_send_base(&mut self, bytes: u32) {
+        assert!(bytes < self.slot_size && self.send_free.len() == self.send_slots());
+        self.send_base = bytes;
+    }
+
+    /// Bytes a send slot holds (the slot less its base).
+    pub fn send_cap(&self) -> usize {
+        (self.slot_size - self.send_base) as usize
+    }
+
+    /// Where `slot`'s chunk starts, from the arena's start (the xdp
+    /// backend's UMEM addresses).
+    pub fn chunk_of(&self, slot: u32) -> u64 {
+        u64::from(slot) * u64::from(self.slot_size)
+    }
+
+    /// The slot whose chunk holds arena offset `addr`, if any.
+    pub fn slot_at(&self, addr: u64) -> Option<u32> {
+        u32::try_from(addr / u64::from(self.slot_size))
+            .ok()
+            .filter(|&s| s < self.total)
+    }
+
+    /// Copies `len` bytes at `off` of `slot` into a free send slot's
+    /// window; returns that slot, with one reference, or `None` when no
+    /// send slot is free (or the bytes do not fit).
+    pub fn copy_to_send(&mut self, slot: u32, off: u32, len: u32) -> Option<u32> {
+        let from_cap = if slot >= self.recv_slots {
+            self.slot_size - self.send_base
+        } else {
+            self.slot_size
+        };
+        if slot >= self.total
+            || off as u64 + len as u64 > from_cap as u64
+            || len > self.slot_size - self.send_base
+        {
+            return None;
+        }
+        let mut to = self.alloc_send()?;
+        let from = self.base(slot);
+        to.set_window(0, len);
+        // SAFETY: `from..from+len` lies inside `slot` (checked above), which
+        // is a different slot from the one just taken; the source is only
+        // read (sends in flight read it too; nothing writes a slot with a
+        // send of it pending) and the destination is the Lent's own.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                from.as_ptr().add(off as usize),
+                to.bytes_mut().as_mut_ptr(),
+                len as usize,
+            )
+        };
+        self.note_written(to.slot, len);
+        self.set_tag(to.slot, 0);
+        let s = to.slot;
+        self.hold(s);
+        self.release(to);
+        Some(s)
+    }
+
+    /// References `slot` has (0: home).
+    pub fn refs(&self, slot: u32) -> u16 {
+        self.refs.get(slot as usize).copied().unwrap_or(0)
+    }
+
+    /// The whole chunk of `slot` (from its start, before a send slot's
+    /// base), writable.
+    ///
+    /// # Safety
+    ///
+    /// For as long as the slice lives, nothing else may read or write the
+    /// chunk: no [`Lent`] of the slot exists, and the kernel holds no
+    /// reference to it (it is not on a ring, and no send of it is in
+    /// flight).
+    pub unsafe fn chunk_mut(&mut self, slot: u32) -> &mut [u8] {
+        assert!(slot < self.total);
+        // SAFETY: inside the arena (slot < total); exclusive per the caller.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.arena
+                    .ptr
+                    .as_ptr()
+                    .add(slot as usize * self.slot_size as usize),
+                self.slot_size as usize,
+            )
+        }
     }
 
     /// Address of a slot, for the kernel (iovec or ring entry).
@@ -439,7 +544,7 @@ impl Pool {
             slot,
             off: 0,
             len: 0,
-            cap: self.slot_size,
+            cap: self.slot_size - self.send_base,
             _not_send: PhantomData,
         })
     }

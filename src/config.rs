@@ -7,6 +7,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use crate::sys::mcast::Interface;
+pub use crate::sys::xdp::XdpMode;
 use std::str::FromStr;
 
 use crate::bufring::HEADROOM;
@@ -24,6 +25,11 @@ pub enum Backend {
     Mmsg,
     /// One `recvmsg`/`sendmsg` per datagram: the baseline.
     Simple,
+    /// AF_XDP: frames for the engine's ports skip the kernel's UDP stack,
+    /// one XDP socket per worker and receive queue of the interface
+    /// (`xdp_iface`, or the one the bound address lives on); root only.
+    /// Not in [`Backend::ALL`]: it needs a network interface, not loopback.
+    Xdp,
 }
 
 impl Backend {
@@ -36,6 +42,7 @@ impl Backend {
             Backend::Uring => "uring",
             Backend::Mmsg => "mmsg",
             Backend::Simple => "simple",
+            Backend::Xdp => "xdp",
         }
     }
 }
@@ -53,8 +60,9 @@ impl FromStr for Backend {
             "uring" | "io_uring" => Ok(Backend::Uring),
             "mmsg" => Ok(Backend::Mmsg),
             "simple" => Ok(Backend::Simple),
+            "xdp" | "af_xdp" => Ok(Backend::Xdp),
             other => Err(format!(
-                "unknown backend '{other}' (expected uring, mmsg or simple)"
+                "unknown backend '{other}' (expected uring, mmsg, simple or xdp)"
             )),
         }
     }
@@ -65,6 +73,9 @@ impl FromStr for Backend {
 pub const DEFAULT_SLOT_SIZE: usize = 4096 + HEADROOM;
 /// Slot size with GRO: a whole 64 KiB train plus headroom.
 pub const GRO_SLOT_SIZE: usize = 65536 + HEADROOM;
+/// The `xdp` backend's slot size: one UMEM chunk, a page. A frame lands
+/// 256 bytes in (`XDP_PACKET_HEADROOM`), so frames up to 3,840 bytes fit.
+pub const XDP_SLOT_SIZE: usize = 4096;
 
 /// A function told when a worker fails (its handler, or the handler's
 /// constructor, panicked): the worker's index and why, called once per
@@ -310,6 +321,14 @@ config! {
     socket_setup: Option<SocketSetup> = None;
     /// Told when a worker fails (see [`FailureHook`]). Default: none.
     on_failure: Option<FailureHook> = None;
+    /// xdp: the interface to attach to, when the bound address does not
+    /// name one (a wildcard bind). Default: none.
+    xdp_iface: Option<String> = None;
+    /// xdp: where the program runs; `None` tries the driver's hook first,
+    /// then the generic one (the reason is reported). Default: `None`.
+    xdp_mode: Option<XdpMode> = None;
+    /// xdp: bind in copy mode without trying zero-copy. Default: off.
+    xdp_copy: bool = false;
 }
 
 /// Why a [`Config`] was refused.
@@ -414,6 +433,8 @@ impl Config {
     /// The slot size in effect.
     pub fn effective_slot_size(&self) -> usize {
         match self.slot_size {
+            // One UMEM chunk per slot: a page.
+            0 if self.backend == Some(Backend::Xdp) => XDP_SLOT_SIZE,
             0 if self.gro => GRO_SLOT_SIZE,
             0 => DEFAULT_SLOT_SIZE,
             n => n,
@@ -452,6 +473,24 @@ impl Config {
         range("sockets_per_worker", self.sockets_per_worker, 1, 1024)?;
         range("also_bind", self.also_bind.len(), 0, 64)?;
         range("sq_entries", self.sq_entries as usize, 8, 32768)?;
+        if self.backend == Some(Backend::Xdp) {
+            if self.effective_slot_size() != XDP_SLOT_SIZE {
+                return Err(ConfigError::Invalid {
+                    field: "slot_size",
+                    why: format!(
+                        "the xdp backend's slots are its UMEM's chunks: {XDP_SLOT_SIZE} bytes (0 picks it)"
+                    ),
+                });
+            }
+            if self.gro || self.sockets_per_worker > 1 || !self.also_bind.is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: "backend",
+                    why: "the xdp backend takes one socket per worker (no also_bind or \
+                          sockets_per_worker) and no GRO (it sees frames)"
+                        .into(),
+                });
+            }
+        }
         self.guard.validate().map_err(|why| ConfigError::Invalid {
             field: "guard",
             why,

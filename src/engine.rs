@@ -71,6 +71,8 @@ pub struct Engine {
     fallback: Option<String>,
     socket_info: SocketInfo,
     cpus: Vec<Option<usize>>,
+    /// The xdp backend's program, attached while the engine lives.
+    xdp: Option<Arc<backend::xdp::XdpAttach>>,
 }
 
 impl Engine {
@@ -180,15 +182,29 @@ impl Engine {
         let (workers, (sockets, local_addrs, socket_info)) = match adopted {
             Some(fds) => (fds.len(), adopt_sockets(&cfg, fds)?),
             None => {
-                let workers = if cfg.workers == 0 {
-                    cpus.len().max(1)
-                } else {
-                    cfg.workers
+                let workers = match cfg.workers {
+                    // One worker per receive queue of the interface (and CPU).
+                    0 if backend == Backend::Xdp => {
+                        (backend::xdp::queues(&cfg)? as usize).min(cpus.len().max(1))
+                    }
+                    0 => cpus.len().max(1),
+                    n => n,
                 };
                 (workers, open_sockets(&cfg, workers)?)
             }
         };
         let local_addr = local_addrs[0];
+        let xdp = if backend == Backend::Xdp {
+            let v6only = sockets
+                .first()
+                .and_then(|s| s.first())
+                .is_some_and(|(s, a)| a.is_ipv6() && s.only_v6().unwrap_or(false));
+            Some(Arc::new(backend::xdp::XdpAttach::attach(
+                &cfg, local_addr, v6only,
+            )?))
+        } else {
+            None
+        };
         let host = HostAddrs::read();
         let own_ports: Vec<u16> = {
             let mut v: Vec<u16> = local_addrs.iter().map(|a| a.port()).collect();
@@ -218,6 +234,10 @@ impl Engine {
             let cfg = cfg.clone();
             let ready_tx = ready_tx.clone();
             let guard = GuardState::new(&cfg.guard, own_ports.clone(), host.clone());
+            let run = backend::Run {
+                backend,
+                xdp: xdp.clone(),
+            };
             let t = std::thread::Builder::new()
                 .name(format!("udpring-w{i}"))
                 .spawn(move || {
@@ -233,7 +253,7 @@ impl Engine {
                         cpu,
                         socket,
                         &cfg,
-                        backend,
+                        &run,
                         w,
                         guard,
                         make_handler,
@@ -256,6 +276,7 @@ impl Engine {
             fallback,
             socket_info,
             cpus: pinned,
+            xdp,
         };
         for _ in 0..workers {
             match ready_rx.recv() {
@@ -270,7 +291,18 @@ impl Engine {
                 }
             }
         }
+        if let Some(x) = &engine.xdp
+            && let Ok(notes) = x.notes.lock()
+            && !notes.is_empty()
+        {
+            engine.fallback = Some(notes.join("; "));
+        }
         Ok(engine)
+    }
+
+    /// The xdp backend's interface and where its program runs.
+    pub fn xdp_interface(&self) -> Option<(&str, crate::XdpMode)> {
+        self.xdp.as_ref().map(|x| (x.iface.as_str(), x.mode))
     }
 
     /// Workers that failed (their handler panicked) and why; empty while
@@ -545,7 +577,7 @@ fn run_worker<H: Handler>(
     cpu: Option<usize>,
     sockets: Vec<(Socket, SocketAddr)>,
     cfg: &Config,
-    backend: Backend,
+    run: &backend::Run,
     shared: Arc<WorkerShared>,
     guard: GuardState,
     make_handler: impl FnOnce() -> H,
@@ -556,7 +588,7 @@ fn run_worker<H: Handler>(
         cpu,
         sockets,
         cfg,
-        backend,
+        run,
         shared.clone(),
         guard,
         make_handler,
@@ -576,12 +608,13 @@ fn worker_body<H: Handler>(
     cpu: Option<usize>,
     sockets: Vec<(Socket, SocketAddr)>,
     cfg: &Config,
-    backend: Backend,
+    run: &backend::Run,
     shared: Arc<WorkerShared>,
     guard: GuardState,
     make_handler: impl FnOnce() -> H,
     ready: &mut dyn FnMut(io::Result<()>),
 ) -> io::Result<()> {
+    let backend = run.backend;
     if let Some(c) = cpu {
         // Pinning can fail in a restricted cpuset; the worker still runs.
         let _ = sys::cpu::pin_to_cpu(c);
@@ -611,7 +644,9 @@ fn worker_body<H: Handler>(
         fixed_dst: local.iter().map(|&a| sys::fixed_destination(a)).collect(),
         local,
     };
-    let mut core = Core::new(pool, socks, i, cfg.gso, cfg.max_queued_sends, shared, guard);
+    // Frames carry one datagram each: trains are cut before the xdp backend.
+    let gso = cfg.gso && backend != Backend::Xdp;
+    let mut core = Core::new(pool, socks, i, gso, cfg.max_queued_sends, shared, guard);
     core.busy_poll = cfg.busy_poll;
     core.reflect_tos = cfg.reflect_tos;
     core.tx_timestamps = cfg.tx_timestamps;
@@ -629,7 +664,7 @@ fn worker_body<H: Handler>(
         }
     };
     let mut w = Worker::new(core, handler);
-    let r = backend::run(backend, &sockets, &mut w, cfg, ready);
+    let r = backend::run(run, &sockets, &mut w, cfg, ready);
     // The last word on drops, while the sockets are still open; direct
     // sends end before they close.
     w.core.read_drops();

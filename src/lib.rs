@@ -202,7 +202,7 @@ mod worker;
 pub use backend::{BACKEND_ENV, choose_backend, uring_support, uring_tx_timestamps};
 pub use config::{
     Backend, Config, ConfigBuilder, ConfigError, DEFAULT_SLOT_SIZE, FailureHook, GRO_SLOT_SIZE,
-    Join, Multicast, SocketSetup,
+    Join, Multicast, SocketSetup, XDP_SLOT_SIZE, XdpMode,
 };
 pub use engine::{Engine, StopError, StopHandle};
 pub use error::{ErrorEvent, SendError};

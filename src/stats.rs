@@ -155,6 +155,35 @@ counters! {
     guard_rate,
     /// Sources the rate limiter stopped tracking to make room for others.
     guard_evictions,
+    /// xdp: frames received through the XDP socket (each one datagram).
+    xdp_rx,
+    /// xdp: frames sent through the XDP socket (each one datagram).
+    xdp_tx,
+    /// xdp: frames dropped that were not plain UDP or whose lengths did
+    /// not agree.
+    xdp_bad_frames,
+    /// xdp: frames dropped for a bad IPv4 header or UDP checksum.
+    xdp_bad_checksums,
+    /// xdp: frames taken with a partial checksum (the sender left it to a
+    /// veth's offload; see `udpring::frame`).
+    xdp_csum_partial,
+    /// xdp: datagrams sent through the ordinary socket instead: the kernel
+    /// had no MAC address for the next hop yet, the route left by another
+    /// interface, or the frame was longer than the MTU.
+    xdp_tx_via_socket,
+    /// xdp: sends copied into a slot of their own first (the slot was
+    /// also another send's, or had no room for the headers).
+    xdp_tx_copies,
+    /// xdp, the kernel's count (`XDP_STATISTICS`): frames dropped for other
+    /// reasons than a full ring (e.g. longer than a chunk).
+    xdp_rx_dropped,
+    /// xdp, the kernel's count: frames dropped because the RX ring was full.
+    xdp_rx_ring_full,
+    /// xdp, the kernel's count: times a frame found no free chunk on the
+    /// fill ring.
+    xdp_fill_ring_empty,
+    /// xdp, the kernel's count: TX descriptors it refused.
+    xdp_tx_invalid,
 }
 
 /// The counters a worker shares with the engine: the list above, the slot

@@ -4,7 +4,15 @@
 #   tools/netns.sh pmtu-up NAME     host A - router R - host B
 #   tools/netns.sh blackhole NAME   R drops the ICMP errors it would send
 #   tools/netns.sh lan-up NAME      hosts h1 h2 h3 on one bridge (and h1, h3 on a second)
+#   tools/netns.sh xdp-up NAME      hosts A and B on one veth pair (one queue each)
 #   tools/netns.sh down NAME        removes every NAME-* namespace
+#
+# xdp-up builds NAME-a and NAME-b joined by a veth pair with one receive
+# and one transmit queue per end, checksum offload and UDP segmentation off
+# on both (frames carry full checksums and are cut before the veth, as on a
+# wire; see the xdp backend):
+#
+#   A x0 10.202.0.1/24 fd00:202::1/64  ---  B x1 10.202.0.2/24 fd00:202::2/64
 #
 # lan-up builds NAME-sw (two bridges, IGMP snooping off: every host sees
 # all multicast, the hosts' own memberships filter) and hosts NAME-h1..h3:
@@ -31,7 +39,7 @@ set -euo pipefail
 
 cmd=${1:-}
 n=${2:-}
-[ -n "$cmd" ] && [ -n "$n" ] || { echo "usage: $0 pmtu-up|lan-up|blackhole|down NAME" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$n" ] || { echo "usage: $0 pmtu-up|lan-up|xdp-up|blackhole|down NAME" >&2; exit 2; }
 
 nsip() { local ns=$1; shift; ip -n "$n-$ns" "$@"; }
 sysctl_in() { ip netns exec "$n-$1" sysctl -qw "$2"; }
@@ -111,6 +119,27 @@ lan-up)
   echo "$0: lan $n is up but h1 cannot reach h3" >&2
   exit 1
   ;;
+xdp-up)
+  for ns in a b; do ip netns add "$n-$ns"; done
+  ip link add "$n-x0" numtxqueues 1 numrxqueues 1 type veth peer name "$n-x1" numtxqueues 1 numrxqueues 1
+  ip link set "$n-x0" netns "$n-a" name x0
+  ip link set "$n-x1" netns "$n-b" name x1
+  nsip a addr add 10.202.0.1/24 dev x0
+  nsip a addr add fd00:202::1/64 dev x0 nodad
+  nsip b addr add 10.202.0.2/24 dev x1
+  nsip b addr add fd00:202::2/64 dev x1 nodad
+  for ns in a b; do
+    nsip "$ns" link set lo up
+  done
+  nsip a link set x0 up
+  nsip b link set x1 up
+  if command -v ethtool >/dev/null; then
+    ip netns exec "$n-a" ethtool -K x0 tx-checksum-ip-generic off tx-udp-segmentation off >/dev/null
+    ip netns exec "$n-b" ethtool -K x1 tx-checksum-ip-generic off tx-udp-segmentation off >/dev/null
+  else
+    echo "xdp-up: ethtool not found: checksum offload stays on (frames carry partial checksums)" >&2
+  fi
+  ;;
 blackhole)
   # R stops sending "fragmentation needed" and "packet too big": a path
   # that drops the ICMP errors PMTU discovery relies on. Forwarded packets
@@ -124,7 +153,7 @@ down)
   done
   ;;
 *)
-  echo "usage: $0 pmtu-up|blackhole|down NAME" >&2
+  echo "usage: $0 pmtu-up|lan-up|xdp-up|blackhole|down NAME" >&2
   exit 2
   ;;
 esac

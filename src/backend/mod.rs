@@ -56,6 +56,7 @@
 pub(crate) mod mmsg;
 pub(crate) mod uring;
 pub(crate) mod worker;
+pub(crate) mod xdp;
 
 use std::io;
 use std::sync::OnceLock;
@@ -67,19 +68,33 @@ use crate::worker::handler::Handler;
 /// Environment variable that forces a backend (`uring`, `mmsg`, `simple`).
 pub const BACKEND_ENV: &str = "UDPRING_BACKEND";
 
-/// Runs worker `w` on `backend` until its stop flag is set. Calls `ready`
-/// once the worker receives (or with the setup error).
+/// The backend the workers run, and what it shares between them.
+#[derive(Clone)]
+pub(crate) struct Run {
+    pub backend: Backend,
+    /// The xdp backend's program on its interface.
+    pub xdp: Option<std::sync::Arc<xdp::XdpAttach>>,
+}
+
+/// Runs worker `w` on `run`'s backend until its stop flag is set. Calls
+/// `ready` once the worker receives (or with the setup error).
 pub(crate) fn run<H: Handler>(
-    backend: Backend,
+    run: &Run,
     sockets: &[socket2::Socket],
     w: &mut Worker<H>,
     cfg: &Config,
     ready: &mut dyn FnMut(io::Result<()>),
 ) -> io::Result<()> {
-    match backend {
-        Backend::Uring => uring::run(sockets, w, cfg, ready),
-        Backend::Mmsg => mmsg::run(sockets, w, cfg.batch, false, ready),
-        Backend::Simple => mmsg::run(sockets, w, 1, true, ready),
+    match (run.backend, &run.xdp) {
+        (Backend::Uring, _) => uring::run(sockets, w, cfg, ready),
+        (Backend::Mmsg, _) => mmsg::run(sockets, w, cfg.batch, false, ready),
+        (Backend::Simple, _) => mmsg::run(sockets, w, 1, true, ready),
+        (Backend::Xdp, Some(x)) => xdp::run(sockets, w, cfg, x, ready),
+        (Backend::Xdp, None) => {
+            let e = io::Error::other("xdp backend without its program");
+            ready(Err(io::Error::other(e.to_string())));
+            Err(e)
+        }
     }
 }
 

@@ -240,7 +240,7 @@ impl Core {
         if usize::from(sock) >= self.socks.fds.len() {
             return Err(SendError::NoSuchSocket);
         }
-        if data.len() > self.pool.slot_size()
+        if data.len() > self.pool.send_cap()
             || (segment.is_none() && data.len() > crate::limits::MAX_UDP_PAYLOAD)
         {
             return Err(SendError::TooLarge);
@@ -260,7 +260,7 @@ impl Core {
         src: SrcIp,
         tos: Option<u8>,
     ) -> Result<(), SendError> {
-        if data.len() > self.pool.slot_size() {
+        if data.len() > self.pool.send_cap() {
             return Err(SendError::TooLarge);
         }
         let Some(mut lent) = self.pool.alloc_send() else {
@@ -309,7 +309,7 @@ impl Core {
             return Err(SendError::NoSuchSocket);
         }
         let whole = matches!(cut, Cut::Whole);
-        if cap > self.pool.slot_size() || (whole && cap > crate::limits::MAX_UDP_PAYLOAD) {
+        if cap > self.pool.send_cap() || (whole && cap > crate::limits::MAX_UDP_PAYLOAD) {
             return Err(SendError::TooLarge);
         }
         Ok(())

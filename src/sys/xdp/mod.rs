@@ -15,8 +15,8 @@
 
 pub(crate) mod bpf;
 pub(crate) mod netlink;
+pub(crate) mod port;
 pub(crate) mod xsk;
 
 pub use bpf::XdpMode;
-pub use netlink::{LinkInfo, Netlink, Route};
-pub use xsk::{RingSizes, XskStats};
+pub(crate) use xsk::RingSizes;

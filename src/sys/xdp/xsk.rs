@@ -432,11 +432,6 @@ impl Xsk {
         self.fd.as_raw_fd()
     }
 
-    /// Whether the kernel reads and writes the UMEM directly (no copy).
-    pub(crate) fn zero_copy(&self) -> bool {
-        self.zero_copy
-    }
-
     /// Room on the fill ring.
     pub(crate) fn fill_free(&mut self) -> u32 {
         self.fill.free(u32::MAX)

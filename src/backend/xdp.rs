@@ -1,0 +1,605 @@
+//! The `xdp` backend: AF_XDP beside the ordinary sockets.
+//!
+//! The engine attaches one XDP program to the interface ([`XdpAttach`]);
+//! each worker binds an AF_XDP socket to its receive queue over its own
+//! pool ([`XdpPort`]) and keeps its ordinary socket too. Frames for the
+//! engine's port skip the kernel's IP and UDP stack: the worker parses and
+//! checks them itself ([`crate::frame`]), the guard and handler see the
+//! same [`Datagram`](crate::Datagram) as on any backend, and a reply goes
+//! back in the frame it came in, headers rewritten. What the program
+//! passes (fragments, IP options, another queue's frames when there are
+//! fewer workers than queues) reaches the ordinary socket, which this loop
+//! also reads.
+//!
+//! Sends become frames when the kernel knows the way: the route (netlink)
+//! leaves by this interface and the next hop's MAC is in the neighbour
+//! table. Otherwise (the first datagram to a new neighbour, another
+//! interface, longer than the MTU) the datagram goes out through the
+//! ordinary socket, which also makes the kernel resolve the neighbour;
+//! counted in `xdp_tx_via_socket`. Lookups are cached per destination for
+//! [`ROUTE_TTL`], at most [`ROUTE_CACHE`] of them.
+//!
+//! What it cannot do: GSO or GRO (one frame per datagram; trains are cut
+//! into datagrams before they are sent), frames longer than a chunk
+//! (3,840 bytes; counted by the kernel in `xdp_rx_dropped`), error events
+//! for frames (ICMP about them reaches the ordinary socket only when the
+//! kernel sent the datagram), TX timestamps, TOS reflection by socket
+//! option (the TOS byte is written per frame instead).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::backend::worker::Worker;
+use crate::bufring::Lent;
+use crate::config::Config;
+use crate::frame::{Checksum, FrameError, Headers, UdpFrame};
+use crate::sys::mmsg::MmsgBufs;
+use crate::sys::xdp::bpf::{self, Match};
+use crate::sys::xdp::netlink::{LinkInfo, Netlink};
+use crate::sys::xdp::port::{Refused, XdpPort};
+use crate::sys::xdp::{RingSizes, XdpMode};
+use crate::sys::{self, RawAddr, RecvMeta, SrcIp, Transmit};
+use crate::worker::handler::Handler;
+
+/// Frames taken per pass before the rest of the loop gets a turn.
+const RX_BUDGET: u32 = 64;
+/// How long a route and neighbour lookup is trusted.
+pub const ROUTE_TTL: Duration = Duration::from_secs(1);
+/// Destinations whose lookups are cached per worker.
+pub const ROUTE_CACHE: usize = 4096;
+/// How long sends may still go out after a stop.
+const SEND_GRACE: Duration = Duration::from_millis(250);
+/// How often the kernel's XDP counters are read.
+const STATS_EVERY: Duration = Duration::from_millis(100);
+
+/// The program attached to one interface, shared by the workers.
+pub(crate) struct XdpAttach {
+    /// The interface.
+    pub ifindex: u32,
+    /// Its name.
+    pub iface: String,
+    /// Its MAC address, MTU and receive queues.
+    pub link: LinkInfo,
+    /// Where the program runs.
+    pub mode: XdpMode,
+    /// What did not go as asked (generic mode, copy mode), for the user.
+    pub notes: Mutex<Vec<String>>,
+    map: OwnedFd,
+    _prog: OwnedFd,
+    /// Closing it detaches the program.
+    _link: OwnedFd,
+}
+
+fn context(what: &str) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| {
+        let hint = match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                " (the xdp backend needs root: CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW)"
+            }
+            Some(libc::EAFNOSUPPORT) => " (this kernel has no AF_XDP sockets: CONFIG_XDP_SOCKETS)",
+            Some(libc::ENOSYS) => " (this kernel has no bpf(2))",
+            _ => "",
+        };
+        io::Error::new(e.kind(), format!("xdp backend: {what}: {e}{hint}"))
+    }
+}
+
+/// The interface a socket bound to `bind` receives on, by `cfg.xdp_iface`
+/// or the address's own interface.
+fn interface_of(cfg: &Config, bind: SocketAddr) -> io::Result<(u32, String)> {
+    if let Some(name) = &cfg.xdp_iface {
+        let i = sys::mcast::if_index(name)
+            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("xdp backend: {e}")))?;
+        return Ok((i, name.clone()));
+    }
+    let ip = sys::canonical_ip(bind.ip());
+    if ip.is_unspecified() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "xdp backend: {bind} is a wildcard address, which names no interface: \
+                 bind an address of the interface, or name it (--iface, Config::xdp_iface)"
+            ),
+        ));
+    }
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    for a in addrs {
+        let Some(sa) = a.address else { continue };
+        let found = sa
+            .as_sockaddr_in()
+            .map(|s| IpAddr::V4(s.ip()))
+            .or_else(|| sa.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())));
+        if found == Some(ip) {
+            let i = sys::mcast::if_index(&a.interface_name)
+                .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e.to_string()))?;
+            return Ok((i, a.interface_name));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("xdp backend: no interface has the address {ip}; name one with --iface"),
+    ))
+}
+
+/// The receive queues of the interface the xdp backend would attach to.
+pub(crate) fn queues(cfg: &Config) -> io::Result<u32> {
+    let (ifindex, _) = interface_of(cfg, cfg.bind)?;
+    Netlink::new()
+        .and_then(|mut n| n.link(ifindex))
+        .map(|l| l.rx_queues)
+        .map_err(context("reading the interface"))
+}
+
+impl XdpAttach {
+    /// Loads the program for `bind` and attaches it to its interface.
+    /// `v6only`: an IPv6 wildcard socket that does not take IPv4.
+    pub fn attach(cfg: &Config, bind: SocketAddr, v6only: bool) -> io::Result<XdpAttach> {
+        let (ifindex, iface) = interface_of(cfg, bind)?;
+        if ifindex == 1 || iface == "lo" {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "xdp backend: loopback has no receive queue for an AF_XDP socket; \
+                 use an interface (a veth pair, a NIC)",
+            ));
+        }
+        let link = Netlink::new()
+            .and_then(|mut n| n.link(ifindex))
+            .map_err(context("reading the interface"))?;
+        let map = bpf::xskmap(link.rx_queues).map_err(context("creating the XSKMAP"))?;
+        let prog = bpf::load_xdp(&bpf::port_filter(&Match::of(bind, v6only), map.as_raw_fd()))
+            .map_err(context("loading the program"))?;
+        let (l, mode, why) = bpf::attach(&prog, ifindex, cfg.xdp_mode)
+            .map_err(context(&format!("attaching the program to {iface}")))?;
+        let notes = why
+            .map(|w| format!("{iface}: generic XDP: {w}"))
+            .into_iter()
+            .collect();
+        Ok(XdpAttach {
+            ifindex,
+            iface,
+            link,
+            mode,
+            notes: Mutex::new(notes),
+            map,
+            _prog: prog,
+            _link: l,
+        })
+    }
+
+    fn note(&self, s: String) {
+        if let Ok(mut n) = self.notes.lock()
+            && !n.contains(&s)
+        {
+            n.push(s);
+        }
+    }
+}
+
+/// A destination's way out, as the kernel said.
+#[derive(Clone, Copy)]
+struct Way {
+    /// The next hop's MAC, if the kernel has it; `None`: use the socket.
+    mac: Option<[u8; 6]>,
+    /// The source the kernel would choose.
+    src: Option<IpAddr>,
+    at: Instant,
+}
+
+/// The worker's view of the routes and neighbours it sends to.
+struct Routes {
+    nl: Netlink,
+    ifindex: u32,
+    cache: HashMap<IpAddr, Way>,
+}
+
+impl Routes {
+    fn way(&mut self, dst: IpAddr, now: Instant) -> Way {
+        if let Some(w) = self.cache.get(&dst)
+            && now.duration_since(w.at) < ROUTE_TTL
+        {
+            return *w;
+        }
+        if self.cache.len() >= ROUTE_CACHE {
+            self.cache
+                .retain(|_, w| now.duration_since(w.at) < ROUTE_TTL);
+            if self.cache.len() >= ROUTE_CACHE {
+                self.cache.clear();
+            }
+        }
+        let way = match self.nl.route(dst) {
+            Ok(r) if r.oif == self.ifindex => Way {
+                mac: self.nl.neighbour(r.next_hop(dst), r.oif).ok().flatten(),
+                src: r.prefsrc,
+                at: now,
+            },
+            _ => Way {
+                mac: None,
+                src: None,
+                at: now,
+            },
+        };
+        self.cache.insert(dst, way);
+        way
+    }
+}
+
+/// The loop's state beside the worker.
+struct Loop {
+    port: XdpPort,
+    routes: Routes,
+    mac: [u8; 6],
+    mtu: usize,
+    hops: u8,
+    read_hops: bool,
+    fds: Vec<RawFd>,
+    sock_rx: MmsgBufs,
+    sock_tx: MmsgBufs,
+    slow: Vec<Transmit>,
+    frames: Vec<(Result<UdpFrame, FrameError>, Lent)>,
+}
+
+impl Loop {
+    /// The headers for `t`, or `None` when it must go through the socket.
+    fn headers<H: Handler>(
+        &mut self,
+        w: &Worker<H>,
+        t: &Transmit,
+        now: Instant,
+    ) -> Option<Headers> {
+        if t.segment.is_some() {
+            return None;
+        }
+        let sock = usize::from(t.sock);
+        let dst = match t.dst.to_socket_addr() {
+            Some(d) => sys::canonical(d),
+            None => w.core.peer_of(t)?,
+        };
+        let local = *w.core.socks.local.get(sock)?;
+        let way = self.routes.way(dst.ip(), now);
+        let mac = way.mac?;
+        let src_ip = match t.src {
+            SrcIp::V4(a) => IpAddr::V4(a),
+            SrcIp::V6(a, _) => sys::canonical_ip(IpAddr::V6(a)),
+            SrcIp::Any => {
+                let l = sys::canonical_ip(local.ip());
+                if l.is_unspecified() { way.src? } else { l }
+            }
+        };
+        if src_ip.is_ipv4() != dst.ip().is_ipv4() {
+            return None;
+        }
+        let h = Headers {
+            dst_mac: mac,
+            src_mac: self.mac,
+            vlan: None,
+            src: SocketAddr::new(src_ip, local.port()),
+            dst,
+            hops: self.hops,
+            tos: t.tos.unwrap_or(0),
+        };
+        (h.len() - crate::frame::ETH_LEN + t.len as usize <= self.mtu).then_some(h)
+    }
+
+    /// Sends what the handler queued: frames where the kernel knows the
+    /// way, the rest through the socket. Returns whether frames went on
+    /// the TX ring.
+    fn flush<H: Handler>(&mut self, w: &mut Worker<H>) -> bool {
+        let now = Instant::now();
+        let mut k = 0;
+        let mut framed = false;
+        while let Some(t) = w.core.queue.as_slice().get(k).copied() {
+            match self.headers(w, &t, now) {
+                Some(h) => match self.port.send(&mut w.core.pool, t, &h) {
+                    Ok(()) => framed = true,
+                    Err((Refused::Full, _)) => break,
+                    Err((Refused::Unfit, t)) => self.slow.push(t),
+                },
+                None => self.slow.push(t),
+            }
+            k += 1;
+        }
+        w.core.queue.consume(k);
+        w.core.stats.c.xdp_tx_copies += std::mem::take(&mut self.port.copies);
+        if framed && let Err(e) = self.port.kick() {
+            w.core
+                .stats
+                .send_error(e.raw_os_error().unwrap_or(libc::EIO));
+        }
+        self.send_slow(w);
+        framed
+    }
+
+    /// Sends through the ordinary sockets.
+    fn send_slow<H: Handler>(&mut self, w: &mut Worker<H>) {
+        let mut at = 0;
+        while at < self.slow.len() {
+            let fd = self.fds[usize::from(self.slow[at].sock)];
+            match self.sock_tx.send(fd, &w.core.pool, &self.slow[at..], false) {
+                Ok(n) => {
+                    for t in &self.slow[at..at + n] {
+                        w.core.stats.c.xdp_tx_via_socket += t.datagrams();
+                        w.complete(*t, Ok(()));
+                    }
+                    at += n.max(1);
+                }
+                Err(e) => {
+                    let t = self.slow[at];
+                    match e.raw_os_error() {
+                        Some(libc::EINTR) => continue,
+                        Some(libc::EAGAIN) => w.give_up(t),
+                        Some(errno) => w.complete(t, Err(errno)),
+                        None => w.complete(t, Err(libc::EIO)),
+                    }
+                    at += 1;
+                }
+            }
+        }
+        self.slow.clear();
+    }
+
+    /// Takes received frames and hands them to the handler.
+    fn receive<H: Handler>(&mut self, w: &mut Worker<H>) -> u32 {
+        self.port.refill(&mut w.core.pool);
+        let mut invalid = 0;
+        let n = self
+            .port
+            .recv(&mut w.core.pool, RX_BUDGET, &mut invalid, &mut self.frames);
+        w.core.stats.c.invalid_completions += invalid;
+        for (parsed, lent) in self.frames.drain(..) {
+            match parsed {
+                Ok(f) => {
+                    let c = &mut w.core.stats.c;
+                    c.xdp_rx += 1;
+                    c.xdp_csum_partial += u64::from(f.checksum == Checksum::Partial);
+                    let meta = RecvMeta {
+                        sock: 0,
+                        src: RawAddr::from_socket_addr(f.src, w.core.v6(0)),
+                        len: f.payload_len as u32,
+                        truncated: false,
+                        cmsg: sys::cmsg::RecvCmsg {
+                            dst: Some(sys::canonical_ip(f.dst.ip())),
+                            ifindex: self.routes.ifindex,
+                            tos: Some(f.tos),
+                            hops: self.read_hops.then_some(f.hops),
+                            ..Default::default()
+                        },
+                    };
+                    w.dispatch(meta, lent);
+                }
+                Err(e) => {
+                    let c = &mut w.core.stats.c;
+                    if e == FrameError::BadChecksum {
+                        c.xdp_bad_checksums += 1;
+                    } else {
+                        c.xdp_bad_frames += 1;
+                    }
+                    w.core.pool.release(lent);
+                }
+            }
+        }
+        n
+    }
+
+    /// Reads what the ordinary sockets received (what the program passed).
+    fn receive_sockets<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<bool> {
+        let mut got = false;
+        for i in 0..self.fds.len() {
+            loop {
+                match self.sock_rx.recv(self.fds[i], &mut w.core.pool, false) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        got = true;
+                        for k in 0..n {
+                            match self.sock_rx.take(k, i as u16, &mut w.core.pool) {
+                                Some((lent, meta)) => w.dispatch(meta, lent),
+                                None => w.invalid(),
+                            }
+                        }
+                        if n < self.sock_rx.batch() {
+                            break;
+                        }
+                    }
+                    Err(e) => match e.raw_os_error() {
+                        Some(libc::EAGAIN) => break,
+                        Some(libc::EINTR) => continue,
+                        Some(errno) if crate::error::is_icmp_errno(errno) => {
+                            got = true;
+                            w.socket_error(i, errno);
+                        }
+                        _ => return Err(e),
+                    },
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    /// Takes finished sends.
+    fn complete<H: Handler>(&mut self, w: &mut Worker<H>) -> u32 {
+        let n = self.port.complete(|t| {
+            w.core.stats.c.xdp_tx += t.datagrams();
+            w.complete(t, Ok(()))
+        });
+        w.core.stats.c.invalid_completions += std::mem::take(&mut self.port.mismatched);
+        n
+    }
+
+    fn read_kernel_stats<H: Handler>(&self, w: &mut Worker<H>) {
+        if let Ok(s) = self.port.kernel_stats() {
+            let c = &mut w.core.stats.c;
+            c.xdp_rx_dropped = s.rx_dropped + s.rx_invalid;
+            c.xdp_rx_ring_full = s.rx_ring_full;
+            c.xdp_fill_ring_empty = s.fill_ring_empty;
+            c.xdp_tx_invalid = s.tx_invalid;
+        }
+    }
+}
+
+/// Opens the worker's AF_XDP socket on its queue and puts it in the map.
+fn open<H: Handler>(
+    sockets: &[socket2::Socket],
+    w: &mut Worker<H>,
+    cfg: &Config,
+    attach: &XdpAttach,
+) -> io::Result<Loop> {
+    sockets.iter().try_for_each(|s| s.set_nonblocking(true))?;
+    let queue = w.core.index as u32;
+    if queue >= attach.link.rx_queues {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "xdp backend: {} has {} receive queue(s): one worker per queue at most",
+                attach.iface, attach.link.rx_queues
+            ),
+        ));
+    }
+    let recv = w.core.pool.recv_home() as u32;
+    let sizes = RingSizes {
+        fill: (recv * 2).next_power_of_two().clamp(64, 1 << 16),
+        rxtx: recv.next_power_of_two().clamp(64, 1 << 15),
+    };
+    let (port, why) = XdpPort::open(&mut w.core.pool, attach.ifindex, queue, sizes, cfg.xdp_copy)
+        .map_err(context(&format!(
+        "binding an AF_XDP socket to {} queue {queue}",
+        attach.iface
+    )))?;
+    if let Some(why) = why {
+        attach.note(format!("{}: copy mode: {why}", attach.iface));
+    }
+    bpf::xskmap_set(&attach.map, queue, port.fd()).map_err(context("filling the XSKMAP"))?;
+    let batch = cfg.batch.min(64);
+    Ok(Loop {
+        port,
+        routes: Routes {
+            nl: Netlink::new().map_err(context("opening netlink"))?,
+            ifindex: attach.ifindex,
+            cache: HashMap::new(),
+        },
+        mac: attach.link.mac,
+        mtu: attach.link.mtu as usize,
+        hops: if cfg.guard.marks() {
+            crate::guard::MARK_HOPS
+        } else {
+            64
+        },
+        read_hops: cfg.guard.reads_marks(),
+        fds: sockets.iter().map(|s| s.as_raw_fd()).collect(),
+        sock_rx: MmsgBufs::new(batch),
+        sock_tx: MmsgBufs::new(batch),
+        slow: Vec::new(),
+        frames: Vec::with_capacity(RX_BUDGET as usize),
+    })
+}
+
+/// Runs a worker on its queue of `attach`'s interface until its stop flag
+/// is set.
+pub(crate) fn run<H: Handler>(
+    sockets: &[socket2::Socket],
+    w: &mut Worker<H>,
+    cfg: &Config,
+    attach: &XdpAttach,
+    ready: &mut dyn FnMut(io::Result<()>),
+) -> io::Result<()> {
+    let mut l = match open(sockets, w, cfg, attach) {
+        Ok(l) => l,
+        Err(e) => {
+            let msg = e.to_string();
+            ready(Err(e));
+            return Err(io::Error::other(msg));
+        }
+    };
+    let wake = w.core.shared.inbox.wake.fd();
+    let mut pollfds: Vec<libc::pollfd> = std::iter::once(l.port.fd())
+        .chain(l.fds.iter().copied())
+        .chain(std::iter::once(wake))
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let n = pollfds.len();
+    w.core.stats.c.recv_arms += 1;
+    l.port.refill(&mut w.core.pool);
+    ready(Ok(()));
+    w.start();
+    l.flush(w);
+    let mut stats_at = Instant::now();
+    // Whether the sockets (and the eventfd) are worth a system call this turn.
+    let mut check_sockets = true;
+    let mut turns: u32 = 0;
+    let result = loop {
+        if w.core.stopping() {
+            break Ok(());
+        }
+        turns = turns.wrapping_add(1);
+        let mut busy = l.complete(w) > 0;
+        busy |= l.receive(w) > 0;
+        if check_sockets || turns % 64 == 0 {
+            match l.receive_sockets(w) {
+                Ok(got) => busy |= got,
+                Err(e) => break Err(e),
+            }
+            if w.core.shared.inbox.wake.drain() || w.core.shared.inbox.pending() {
+                w.drain_inbox();
+            }
+        }
+        check_sockets = false;
+        w.fire_timers();
+        l.flush(w);
+        while w.writable() {
+            l.flush(w);
+        }
+        if stats_at.elapsed() >= STATS_EVERY {
+            l.read_kernel_stats(w);
+            stats_at = Instant::now();
+        }
+        w.core.publish();
+        if busy || w.core.stopping() || w.core.shared.inbox.pending() || w.writable_ready() {
+            continue;
+        }
+        // Sends on the TX ring complete without a wake-up: look again soon.
+        let timeout = if w.core.busy_poll {
+            Some(Duration::ZERO)
+        } else if l.port.in_flight() > 0 || !w.core.queue.is_empty() {
+            Some(Duration::from_micros(50))
+        } else {
+            w.core.timers.next()
+        };
+        for p in pollfds.iter_mut() {
+            p.revents = 0;
+        }
+        sys::poll(&mut pollfds, timeout)?;
+        check_sockets = pollfds[1..n].iter().any(|p| p.revents != 0);
+        for (i, p) in pollfds[1..n - 1].iter().enumerate() {
+            if p.revents & libc::POLLERR != 0 {
+                w.drain_errors(i);
+            }
+        }
+    };
+    w.stop();
+    // Sends get a grace period to go out and complete, then the rest is
+    // cancelled; the socket closes and hands every chunk back.
+    let start = Instant::now();
+    loop {
+        l.flush(w);
+        l.complete(w);
+        if (w.core.queue.is_empty() && l.port.in_flight() == 0) || start.elapsed() >= SEND_GRACE {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    w.cancel_queued();
+    l.read_kernel_stats(w);
+    let Loop { port, .. } = l;
+    for t in port.close(&mut w.core.pool) {
+        w.core.stats.c.cancelled += t.datagrams();
+        w.core.pool.unref(t.slot);
+    }
+    w.core.publish();
+    result
+}
