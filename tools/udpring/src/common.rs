@@ -447,10 +447,16 @@ pub(crate) struct EngineArgs {
     /// CPU; at most the CPUs this process may use).
     #[arg(long, short = 'w', default_value_t = 0, value_parser = parse_workers)]
     pub(crate) workers: usize,
-    /// Backend: uring (io_uring), mmsg (recvmmsg/sendmmsg) or simple (one
-    /// syscall per datagram). Default: uring if the kernel has it, else mmsg.
+    /// Backend: uring (io_uring), mmsg (recvmmsg/sendmmsg), simple (one
+    /// syscall per datagram) or xdp (AF_XDP: frames skip the kernel's UDP
+    /// stack; root, a real interface, one worker per receive queue).
+    /// Default: uring if the kernel has it, else mmsg.
     #[arg(long, value_parser = parse_backend)]
     pub(crate) backend: Option<Backend>,
+    /// xdp: the interface to attach to, when --bind is a wildcard address
+    /// (otherwise the interface that has the bound address).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) iface: Option<String>,
     /// Datagrams per recvmmsg/sendmmsg call (mmsg backend), 1..1024.
     #[arg(long, default_value_t = 32, value_parser = parse_batch)]
     pub(crate) batch: usize,
@@ -505,6 +511,7 @@ impl EngineArgs {
         c.first_cpu = self.cpu;
         c.steer_by_cpu = self.steer_cpu;
         c.busy_poll = self.busy_poll;
+        c.xdp_iface = self.iface.clone();
         c
     }
 }

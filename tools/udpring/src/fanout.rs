@@ -298,6 +298,9 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
         ),
         None => String::new(),
     };
+    if let Some(why) = engine.fallback_reason() {
+        note!("udpring: note: {why}");
+    }
     line(format!(
         "udpring fanout: listening on {} (backend {}), relaying to {}{control}",
         engine.local_addr(),

@@ -27,6 +27,13 @@ pub(crate) struct SinkArgs {
     /// Address to listen on: IPv4 `ADDR:PORT` or IPv6 `[ADDR]:PORT`.
     #[arg(long, short = 'b', default_value = "0.0.0.0:9001", value_parser = parse_addr)]
     bind: SocketAddr,
+    /// Backend: uring, mmsg, simple or xdp (AF_XDP; root and a real
+    /// interface). Default: uring if the kernel has it, else mmsg.
+    #[arg(long, value_parser = crate::common::parse_backend)]
+    backend: Option<udpring::Backend>,
+    /// xdp: the interface to attach to, when --bind is a wildcard address.
+    #[arg(long, value_name = "NAME")]
+    iface: Option<String>,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -34,6 +41,8 @@ pub(crate) struct SinkArgs {
 pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
     let mut cfg = udpring::Config::new(a.bind);
     cfg.workers = 1;
+    cfg.backend = a.backend;
+    cfg.xdp_iface = a.iface.clone();
     // Each sender's DSCP/ECN marks, as they arrived.
     cfg.recv_tos = true;
     // A sink answers nothing, so it can be no half of a loop: any source.
@@ -44,6 +53,9 @@ pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
     let t2 = table.clone();
     let engine =
         Engine::start(cfg, move |_| McastListen::new(true, t2.clone())).map_err(runtime)?;
+    if let Some(why) = engine.fallback_reason() {
+        note!("udpring: note: {why}");
+    }
     let banner = format!(
         "udpring sink: listening on {} (backend {})",
         engine.local_addr(),

@@ -9,7 +9,8 @@
 //! API on the LAN), `peers.rs` (udpring against programs it did not
 //! write: the seeds' Twisted programs, discovery responders),
 //! `source.rs` (replies from the address asked), `tools.rs` (the
-//! command's multicast tools and fan-out across hosts).
+//! command's multicast tools and fan-out across hosts), `xdp.rs` (the
+//! AF_XDP backend on a veth pair).
 
 #[path = "../util/mod.rs"]
 #[macro_use]
@@ -25,3 +26,4 @@ mod socket_controls;
 mod source;
 mod tools;
 mod topo;
+mod xdp;

@@ -33,6 +33,12 @@ impl Topology {
         Topology::build("lan-up", tag)
     }
 
+    /// Builds hosts A and B on one veth pair with one queue per end,
+    /// checksum offload and UDP segmentation off (tools/netns.sh xdp-up).
+    pub fn xdp(tag: &str) -> Option<Topology> {
+        Topology::build("xdp-up", tag)
+    }
+
     fn build(kind: &str, tag: &str) -> Option<Topology> {
         let require = std::env::var("UDPRING_REQUIRE_NETNS").as_deref() == Ok("1");
         if !nix::unistd::geteuid().is_root() {
@@ -108,17 +114,41 @@ impl Topology {
     /// Starts `udpring ARGS` in `ns` and waits until it says it listens
     /// (on stdout, or on stderr with `--json`).
     pub fn server(&self, ns: &str, args: &[&str]) -> KillOnDrop {
+        self.server_noted(ns, args).0
+    }
+
+    /// [`Topology::server`], also returning the notes printed before the
+    /// banner (`udpring: note: ...`).
+    pub fn server_noted(&self, ns: &str, args: &[&str]) -> (KillOnDrop, String) {
         let mut k = self.spawn(ns, args);
+        let mut notes = String::new();
+        let json = args.contains(&"--json");
+        // Read one byte at a time so nothing past the banner is buffered away.
         let mut line = String::new();
-        use std::io::BufRead;
-        if args.contains(&"--json") {
-            std::io::BufReader::new(k.0.stderr.as_mut().unwrap()).read_line(&mut line)
-        } else {
-            std::io::BufReader::new(k.0.stdout.as_mut().unwrap()).read_line(&mut line)
+        loop {
+            line.clear();
+            let mut byte = [0u8; 1];
+            loop {
+                let n = if json {
+                    std::io::Read::read(k.0.stderr.as_mut().unwrap(), &mut byte)
+                } else {
+                    std::io::Read::read(k.0.stdout.as_mut().unwrap(), &mut byte)
+                }
+                .unwrap();
+                if n == 0 || byte[0] == b'\n' {
+                    break;
+                }
+                line.push(byte[0] as char);
+            }
+            if line.starts_with("udpring: note:") {
+                notes.push_str(&line);
+                notes.push('\n');
+                continue;
+            }
+            break;
         }
-        .unwrap();
-        assert!(line.contains("listening on"), "{args:?}: {line}");
-        k
+        assert!(line.contains("listening on"), "{args:?}: {notes}{line}");
+        (k, notes)
     }
 
     /// Starts `udpring echo` on [::]:7007 in B (IPv4 and IPv6) until dropped.

@@ -122,6 +122,24 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
     } else {
         (opts.size + udpring::HEADROOM).max(udpring::DEFAULT_SLOT_SIZE)
     };
+    if cfg.backend == Some(udpring::Backend::Xdp) {
+        if opts.gso > 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--backend xdp sends one frame per datagram: --gso does not apply",
+            ));
+        }
+        if per > 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--backend xdp runs one flow per worker: give --workers as many as --flows",
+            ));
+        }
+        cfg.gro = false;
+        cfg.udp_segment = None;
+        cfg.slot_size = 0; // a UMEM chunk each
+        cfg.xdp_iface = opts.iface.clone();
+    }
     Ok(cfg)
 }
 

@@ -176,13 +176,19 @@ pub struct LoadOpts {
     /// local delivery always copy).
     #[arg(long, value_name = "BYTES")]
     pub zerocopy_min: Option<usize>,
-    /// Backend: uring, mmsg or simple. Default: mmsg for a flood (sendmmsg
+    /// Backend: uring, mmsg, simple or xdp (AF_XDP: frames skip the
+    /// kernel's UDP stack; root, a real interface, --iface with a wildcard
+    /// --bind, one flow per worker, no --gso). Default: mmsg for a flood (sendmmsg
     /// of a batch measured the faster sender here, PERF.md) unless it is
     /// one-way (--match none) with GSO trains of 32 KiB or more (--gso x
     /// --size: there io_uring sent more), uring otherwise (ping, rate,
     /// --zerocopy-min, --kernel-timestamps).
     #[arg(long, value_parser = parse_backend)]
     pub backend: Option<Backend>,
+    /// xdp: the interface to send and receive frames on, when --bind does
+    /// not name an address of it.
+    #[arg(long, value_name = "NAME")]
+    pub iface: Option<String>,
     /// Local address to send from. Port 0: the kernel picks a port per
     /// flow; port P: flow k sends from port P + k (with --shard I/N,
     /// generator I's flows take the I-th slice of that range).

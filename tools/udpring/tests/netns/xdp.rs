@@ -1,0 +1,332 @@
+//! The xdp backend on a veth pair (A 10.202.0.1 / fd00:202::1, B .2 / ::2,
+//! one queue per end, offloads off on both): frames reach udpring without
+//! the kernel's UDP stack (its own counters say so), answers go back as
+//! frames, the rest of the host keeps working, and nothing stays attached.
+
+use std::process::Command;
+
+use crate::topo::{Topology, json_of};
+
+/// The UDP counters of `/proc/net/snmp` in namespace `ns`.
+fn snmp_in(t: &Topology, ns: &str) -> std::collections::HashMap<String, u64> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}-{ns}", t.name),
+            "cat",
+            "/proc/net/snmp",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
+    lines[0]
+        .split_whitespace()
+        .zip(lines[1].split_whitespace())
+        .skip(1)
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+/// `ip link show x1` in B: whether an XDP program is attached.
+fn attached(t: &Topology) -> bool {
+    let out = Command::new("ip")
+        .args(["-n", &format!("{}-b", t.name), "link", "show", "x1"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+/// A Python UDP client in A: sends `n` numbered datagrams to `to` one at a
+/// time and prints how many came back equal.
+fn python_client(t: &Topology, to: &str, n: u32) -> u32 {
+    let (host, port) = to.rsplit_once(':').unwrap();
+    let host = host.trim_matches(['[', ']']);
+    let fam = if host.contains(':') {
+        "AF_INET6"
+    } else {
+        "AF_INET"
+    };
+    let script = format!(
+        "import socket\n\
+         s=socket.socket(socket.{fam},socket.SOCK_DGRAM); s.settimeout(1)\n\
+         ok=0\n\
+         for i in range({n}):\n\
+         \x20   s.sendto(b'q%d'%i,('{host}',{port}))\n\
+         \x20   try:\n\
+         \x20       d,a=s.recvfrom(100); ok+=(d==b'q%d'%i)\n\
+         \x20   except socket.timeout: pass\n\
+         print(ok)\n"
+    );
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}-a", t.name),
+            "python3",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("python client: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn xdp_sink_receives_every_datagram_of_a_paced_load_past_the_udp_stack() {
+    let t = crate::topology!(xdp, "xs");
+    let before = snmp_in(&t, "b");
+    let sink = t.server(
+        "b",
+        &[
+            "sink",
+            "--backend",
+            "xdp",
+            "-b",
+            "10.202.0.2:7001",
+            "--duration",
+            "4",
+            "--json",
+        ],
+    );
+    let load = t.udpring(
+        "a",
+        &[
+            "load",
+            "10.202.0.2:7001",
+            "--match",
+            "none",
+            "--rate",
+            "20000",
+            "-t",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let sent = json_of(&load)["sent"].as_u64().unwrap();
+    let out = sink.finish();
+    let v = json_of(&out);
+    assert_eq!(sent, 20_000);
+    assert_eq!(
+        v["received"].as_u64(),
+        Some(sent),
+        "every datagram, counted once"
+    );
+    assert_eq!(v["sources"][0]["lost"].as_u64(), Some(0));
+    // The kernel's UDP stack in B never saw them: they arrived as frames.
+    let after = snmp_in(&t, "b");
+    let seen = after["InDatagrams"] - before["InDatagrams"];
+    assert!(seen < 100, "the kernel's UDP stack received {seen} of them");
+}
+
+#[test]
+fn xdp_echo_answers_a_plain_client_and_udpring_load_over_v4_and_v6() {
+    let t = crate::topology!(xdp, "xe");
+    let (echo, notes) = t.server_noted(
+        "b",
+        &[
+            "echo",
+            "--backend",
+            "xdp",
+            "-b",
+            "[::]:7000",
+            "--iface",
+            "x1",
+            "-w",
+            "1",
+            "--duration",
+            "6",
+            "--json",
+        ],
+    );
+    // veth has no zero-copy: the fallback is taken and said.
+    assert!(
+        notes.contains("copy mode: the driver refused zero-copy"),
+        "{notes}"
+    );
+    assert_eq!(python_client(&t, "10.202.0.2:7000", 50), 50, "IPv4");
+    assert_eq!(python_client(&t, "[fd00:202::2]:7000", 50), 50, "IPv6");
+    for target in ["10.202.0.2:7000", "[fd00:202::2]:7000"] {
+        let load = t.udpring(
+            "a",
+            &["load", target, "--mode", "ping", "-n", "2000", "--json"],
+        );
+        assert!(
+            load.status.success(),
+            "{}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        let r = json_of(&load);
+        assert_eq!(r["received"].as_u64(), Some(2000), "{target}: {r}");
+    }
+    let out = echo.finish();
+    let v = json_of(&out);
+    let s = &v["stats"];
+    let s = if s.is_object() { s } else { &v };
+    let rx = s["xdp_rx"].as_u64().unwrap();
+    let tx = s["xdp_tx"].as_u64().unwrap();
+    assert!(rx >= 4100, "frames received through the XDP socket: {rx}");
+    // Answers left as frames, except the few sent before the kernel knew
+    // the neighbour (through the socket, counted).
+    let via = s["xdp_tx_via_socket"].as_u64().unwrap();
+    assert_eq!(tx + via, s["sent"].as_u64().unwrap(), "{v}");
+    assert!(tx >= 4000, "answers as frames: {tx} (via socket {via})");
+    assert_eq!(s["xdp_bad_checksums"].as_u64(), Some(0));
+}
+
+#[test]
+fn xdp_passes_arp_ping_and_other_ports_and_detaches_when_killed() {
+    let t = crate::topology!(xdp, "xp");
+    let b = format!("{}-b", t.name);
+    let a = format!("{}-a", t.name);
+    // A kernel socket on another port of B, to show it still gets its datagrams.
+    let mut other = t.spawn(
+        "b",
+        &[
+            "echo",
+            "--backend",
+            "mmsg",
+            "-b",
+            "10.202.0.2:7010",
+            "-w",
+            "1",
+            "-q",
+        ],
+    );
+    let mut echo = t.server(
+        "b",
+        &[
+            "echo",
+            "--backend",
+            "xdp",
+            "-b",
+            "10.202.0.2:7000",
+            "-w",
+            "1",
+        ],
+    );
+    assert!(
+        attached(&t),
+        "the program is attached while the server runs"
+    );
+    // Forget every neighbour: ARP (and neighbour discovery) must cross again.
+    for ns in [&a, &b] {
+        let ok = Command::new("ip")
+            .args(["-n", ns, "neigh", "flush", "all"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    for ping in [
+        vec!["-c", "2", "-W", "2", "10.202.0.2"],
+        vec!["-6", "-c", "2", "-W", "2", "fd00:202::2"],
+    ] {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &a, "ping", "-q"])
+            .args(&ping)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ping {ping:?} through the port filter");
+    }
+    assert_eq!(
+        python_client(&t, "10.202.0.2:7010", 10),
+        10,
+        "another port: the kernel's"
+    );
+    assert_eq!(
+        python_client(&t, "10.202.0.2:7000", 10),
+        10,
+        "ours: the XDP socket's"
+    );
+    // Killed, it leaves nothing attached (the link closes with the process).
+    echo.0.kill().unwrap();
+    echo.0.wait().unwrap();
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        !attached(&t)
+    });
+    assert!(gone, "the program is detached after the process is killed");
+    let _ = other.0.kill();
+}
+
+#[test]
+fn xdp_refuses_what_it_cannot_do_with_a_reason() {
+    let t = crate::topology!(xdp, "xr");
+    let wildcard = t.udpring(
+        "b",
+        &[
+            "echo",
+            "--backend",
+            "xdp",
+            "-b",
+            "0.0.0.0:7000",
+            "--duration",
+            "1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&wildcard.stderr);
+    assert!(
+        !wildcard.status.success() && err.contains("--iface"),
+        "{err}"
+    );
+    let lo = t.udpring(
+        "b",
+        &[
+            "echo",
+            "--backend",
+            "xdp",
+            "-b",
+            "127.0.0.1:7000",
+            "--duration",
+            "1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&lo.stderr);
+    assert!(!lo.status.success() && err.contains("loopback"), "{err}");
+    let two = t.udpring(
+        "b",
+        &[
+            "echo",
+            "--backend",
+            "xdp",
+            "-b",
+            "10.202.0.2:7000",
+            "-w",
+            "2",
+            "--no-pin",
+            "--duration",
+            "1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&two.stderr);
+    assert!(
+        !two.status.success() && err.contains("receive queue"),
+        "{err}"
+    );
+    let gso = t.udpring(
+        "a",
+        &[
+            "load",
+            "10.202.0.2:7000",
+            "--backend",
+            "xdp",
+            "--gso",
+            "8",
+            "--match",
+            "none",
+            "-n",
+            "10",
+        ],
+    );
+    let err = String::from_utf8_lossy(&gso.stderr);
+    assert!(!gso.status.success() && err.contains("--gso"), "{err}");
+}
