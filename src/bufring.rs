@@ -449,6 +449,41 @@ impl Pool {
         Some(s)
     }
 
+    /// Copies `len` bytes at `off` of `slot` to `at` in receive slot `to`,
+    /// which the caller reserved ([`Pool::reserve_recv`]) and holds: a
+    /// scratch chunk for a send that has no slot of its own to go from.
+    /// Returns false (nothing copied) when the bytes do not fit.
+    pub fn copy_to_reserved(&mut self, slot: u32, off: u32, len: u32, to: u32, at: u32) -> bool {
+        let from_cap = if slot >= self.recv_slots {
+            self.slot_size - self.send_base
+        } else {
+            self.slot_size
+        };
+        if slot >= self.total
+            || to >= self.recv_slots
+            || to == slot
+            || self.refs[to as usize] != 0
+            || off as u64 + len as u64 > from_cap as u64
+            || at as u64 + len as u64 > self.slot_size as u64
+        {
+            return false;
+        }
+        let from = self.base(slot);
+        let dst = self.base(to);
+        // SAFETY: both ranges lie inside their slots (checked), the slots
+        // differ, the source is only read, and the destination is a
+        // reserved receive slot with no reference: off every list, lent to
+        // no one, not the kernel's.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                from.as_ptr().add(off as usize),
+                dst.as_ptr().add(at as usize),
+                len as usize,
+            )
+        };
+        true
+    }
+
     /// References `slot` has (0: home).
     pub fn refs(&self, slot: u32) -> u16 {
         self.refs.get(slot as usize).copied().unwrap_or(0)

@@ -420,9 +420,14 @@ impl Loop {
 
     /// Takes finished sends.
     fn complete<H: Handler>(&mut self, w: &mut Worker<H>) -> u32 {
-        let n = self.port.complete(|t| {
+        let n = self.port.complete(|t, scratch| {
             w.core.stats.c.xdp_tx += t.datagrams();
-            w.complete(t, Ok(()))
+            if scratch {
+                w.core.pool.unreserve(t.slot);
+                w.account(&t, Ok(()));
+            } else {
+                w.complete(t, Ok(()))
+            }
         });
         w.core.stats.c.invalid_completions += std::mem::take(&mut self.port.mismatched);
         n
@@ -596,9 +601,13 @@ pub(crate) fn run<H: Handler>(
     w.cancel_queued();
     l.read_kernel_stats(w);
     let Loop { port, .. } = l;
-    for t in port.close(&mut w.core.pool) {
+    for (t, scratch) in port.close(&mut w.core.pool) {
         w.core.stats.c.cancelled += t.datagrams();
-        w.core.pool.unref(t.slot);
+        if scratch {
+            w.core.pool.unreserve(t.slot);
+        } else {
+            w.core.pool.unref(t.slot);
+        }
     }
     w.core.publish();
     result

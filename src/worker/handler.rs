@@ -647,7 +647,14 @@ impl Transport<'_> {
         self.core.socks.local.get(sock.index()).copied()
     }
 
-    /// Index of this worker (0-based).
+    /// Bytes one send slot holds: the most a datagram (or a batch built in
+    /// place) sent by copy may take. Smaller on the xdp backend, which
+    /// keeps room for headers before each.
+    pub fn send_capacity(&self) -> usize {
+        self.core.pool.send_cap()
+    }
+
+    /// The worker's index (0-based).
     pub fn worker(&self) -> usize {
         self.core.index
     }

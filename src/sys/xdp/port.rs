@@ -21,6 +21,9 @@ use crate::sys::Transmit;
 
 /// Bytes kept before a send slot's window for the headers.
 pub(crate) const SEND_BASE: u32 = 128;
+/// Where a copy starts in a scratch chunk (where a received frame's
+/// headers would end).
+const SCRATCH_AT: u32 = 256 + 128;
 
 /// Why [`XdpPort::send`] did not take a send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,8 +43,9 @@ pub(crate) struct XdpPort {
     fill_target: u32,
     /// Receive slots left for the engine's ordinary sockets.
     keep: usize,
-    /// Sends on the TX ring, in order, with their chunk address.
-    inflight: VecDeque<(u64, Transmit)>,
+    /// Sends on the TX ring, in order, with their chunk address and
+    /// whether they go from a scratch chunk (a reserved receive slot).
+    inflight: VecDeque<(u64, Transmit, bool)>,
     /// Sends that went out through a copy since the last look.
     pub copies: u64,
     /// Completions that named another chunk than the oldest send's.
@@ -187,17 +191,32 @@ impl XdpPort {
         }
         let lead = pool.slot_addr(t.slot) as u64 - pool.arena().0 as u64 - pool.chunk_of(t.slot);
         let at = lead + u64::from(t.off);
+        let mut scratch_of = None;
         let t = if pool.refs(t.slot) == 1 && at >= h.len() as u64 {
             t
-        } else {
-            let Some(copy) = pool.copy_to_send(t.slot, t.off, t.len) else {
-                return Err((Refused::Full, t));
-            };
+        } else if let Some(copy) = pool.copy_to_send(t.slot, t.off, t.len) {
             pool.unref(t.slot);
             self.copies += 1;
             Transmit {
                 slot: copy,
                 off: 0,
+                ..t
+            }
+        } else {
+            // Every send slot is taken (often by the train this piece is
+            // cut from): a free receive slot serves as scratch.
+            let Some(s) = pool.reserve_recv() else {
+                return Err((Refused::Full, t));
+            };
+            let at = SCRATCH_AT;
+            if !pool.copy_to_reserved(t.slot, t.off, t.len, s, at) {
+                pool.unreserve(s);
+                return Err((Refused::Unfit, t));
+            }
+            scratch_of = Some(t);
+            Transmit {
+                slot: s,
+                off: at,
                 ..t
             }
         };
@@ -210,12 +229,22 @@ impl XdpPort {
         // else reads or writes it while the headers are written.
         let buf = unsafe { pool.chunk_mut(t.slot) };
         let Some(start) = h.write(buf, at, t.len as usize) else {
+            if let Some(orig) = scratch_of {
+                pool.unreserve(t.slot);
+                return Err((Refused::Unfit, orig));
+            }
             return Err((Refused::Unfit, t));
         };
+        let scratch = scratch_of.is_some();
+        if let Some(orig) = scratch_of {
+            // The copy goes instead: the original's reference is dropped.
+            pool.unref(orig.slot);
+            self.copies += 1;
+        }
         let addr = chunk + start as u64;
         let ok = self.xsk.tx(addr, (at - start) as u32 + t.len);
         debug_assert!(ok, "room was checked");
-        self.inflight.push_back((addr, t));
+        self.inflight.push_back((addr, t, scratch));
         Ok(())
     }
 
@@ -229,18 +258,19 @@ impl XdpPort {
         self.inflight.len()
     }
 
-    /// Takes the completion ring: each finished send to `done` (which
-    /// drops its slot reference).
-    pub(crate) fn complete(&mut self, mut done: impl FnMut(Transmit)) -> u32 {
+    /// Takes the completion ring: each finished send to `done`, which
+    /// drops its slot reference, or, for a send from a scratch chunk
+    /// (`true`), puts the slot back with [`Pool::unreserve`].
+    pub(crate) fn complete(&mut self, mut done: impl FnMut(Transmit, bool)) -> u32 {
         let n = self.xsk.comp_ready();
         for k in 0..n {
             let addr = self.xsk.comp_read(k);
-            let Some((want, t)) = self.inflight.pop_front() else {
+            let Some((want, t, scratch)) = self.inflight.pop_front() else {
                 self.mismatched += 1;
                 continue;
             };
             self.mismatched += u64::from(want != addr);
-            done(t);
+            done(t, scratch);
         }
         if n > 0 {
             self.xsk.comp_release(n);
@@ -250,8 +280,9 @@ impl XdpPort {
 
     /// Closes the socket; afterwards the kernel holds nothing of the pool.
     /// The slots on the fill ring go home; the sends never completed are
-    /// returned (the caller cancels them).
-    pub(crate) fn close(self, pool: &mut Pool) -> Vec<Transmit> {
+    /// returned with whether they went from a scratch chunk (the caller
+    /// cancels them).
+    pub(crate) fn close(self, pool: &mut Pool) -> Vec<(Transmit, bool)> {
         let XdpPort {
             xsk,
             in_fill,
@@ -266,6 +297,6 @@ impl XdpPort {
                 pool.unreserve(slot as u32);
             }
         }
-        inflight.into_iter().map(|(_, t)| t).collect()
+        inflight.into_iter().map(|(_, t, s)| (t, s)).collect()
     }
 }

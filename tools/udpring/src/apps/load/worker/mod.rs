@@ -156,6 +156,9 @@ pub(super) struct Worker {
     in_flight: InFlight,
     /// A flood tick's due times (allocated once, [`FLOOD_CALL_MAX`]).
     flood_due: Vec<u64>,
+    /// Bytes one send slot holds (the engine's; the xdp backend keeps
+    /// room for headers before each).
+    send_cap: usize,
     last_measured_ns: u64,
     /// Multicast target: replies by responder.
     responders: Responders,
@@ -241,6 +244,7 @@ impl Worker {
             interval: new_histogram(),
             in_flight: InFlight::default(),
             flood_due: vec![0; FLOOD_CALL_MAX],
+            send_cap: udpring::DEFAULT_SLOT_SIZE - udpring::HEADROOM,
             last_measured_ns: 0,
             responders: Responders::new(opts.max_responders()),
             ks: opts.kernel_timestamps.then(|| kstamp::KStamps::new(nflows)),
@@ -466,6 +470,7 @@ impl Worker {
 
 impl Handler for Worker {
     fn on_start(&mut self, tx: &mut Transport<'_>) {
+        self.send_cap = tx.send_capacity();
         let now = self.now_ns();
         self.rate_start = now;
         self.measure_at = now + self.opts.warmup().as_nanos() as u64;

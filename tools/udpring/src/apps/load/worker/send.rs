@@ -220,7 +220,10 @@ impl Worker {
         } else if self.opts.payloads.is_some() {
             return 1;
         } else {
-            FLOOD_EACH.min((udpring::DEFAULT_SLOT_SIZE - udpring::HEADROOM) / self.opts.size.max(1))
+            FLOOD_EACH.min(
+                (udpring::DEFAULT_SLOT_SIZE - udpring::HEADROOM).min(self.send_cap)
+                    / self.opts.size.max(1),
+            )
         };
         let one = self.within_quota(gso.max(1));
         let all = (n * self.flows.len()) as u64;
