@@ -172,11 +172,11 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | `limits`, `stats`, `guard/`, `bufring` | the sizes; every counter, named once; the loop and reflection guards; the slot arena, the provided-buffer ring and slot accounting |
-//! | `sys/` | every kernel call: addresses, control messages, socket options, the error queue, the io_uring ring, `recvmmsg` headers; the records both backends exchange with the worker (`RecvMeta`, `Transmit`) |
+//! | `limits`, `frame`, `stats`, `guard/`, `bufring` | the sizes; checked views of UDP frames ([`frame`]); every counter, named once; the loop and reflection guards; the slot arena, the provided-buffer ring and slot accounting |
+//! | `sys/` | every kernel call: addresses, control messages, socket options, the error queue, the io_uring ring, `recvmmsg` headers, AF_XDP (`xdp/`); the records both backends exchange with the worker (`RecvMeta`, `Transmit`) |
 //! | `config`, `socket`, `error`, `os` | what to run; the sockets it opens; [`ErrorEvent`] and [`SendError`]; what a program needs beside the engine (canonical addresses, CPUs, socket options) |
 //! | `worker/` | one worker as its handler sees it: [`Handler`], [`Datagram`], [`Transport`], [`Sender`], and the state behind them (`Core`, the send queue, timers) |
-//! | `backend/` | `worker` (calls the handler and decides what a send's outcome means), the loops side by side (`uring`, `mmsg`), the written contract they meet, the probe and the choice; one datagram's path, file by file |
+//! | `backend/` | `worker` (calls the handler and decides what a send's outcome means), the loops side by side (`uring`, `mmsg`, `xdp`), the written contract they meet, the probe and the choice; one datagram's path, file by file |
 //! | `engine` | [`Engine`]: sockets, worker threads, start and stop |
 
 #![warn(missing_docs)]

@@ -52,6 +52,9 @@
 //! - `mmsg` ([`mmsg`]): `recvmmsg`/`sendmmsg` batches over `ppoll`.
 //! - `simple` ([`mmsg`] with one message per call): one `recvmsg`/`sendmsg`
 //!   per datagram, the baseline every figure is compared with.
+//! - `xdp` ([`xdp`]): AF_XDP frames from a socket per worker and receive
+//!   queue, the worker's pool as the UMEM; the ordinary socket beside it
+//!   for what the XDP program passes and what cannot go as a frame.
 
 pub(crate) mod mmsg;
 pub(crate) mod uring;

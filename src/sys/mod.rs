@@ -23,6 +23,7 @@
 //! | `uring.rs` | the io_uring ring: setup, registration, entries, completions |
 //! | `uring_probe.rs` | whether this kernel can run the `uring` backend |
 //! | `txstamp.rs` | TX timestamps by io_uring command, where the kernel has it |
+//! | `xdp/` | AF_XDP: the XDP program (`bpf(2)`), the socket and its rings, netlink lookups, the worker's port over its pool |
 
 /// Calls a libc function and turns `-1` into the thread's `errno`.
 macro_rules! syscall {
