@@ -10,8 +10,9 @@
 #   ROUNDS=5 SECS=5 tools/perf/standing.sh
 #
 # Servers on CPU 0, clients and senders on CPU 1 (taskset). Loopback, but
-# for the path MTU rows: namespaces built by tools/netns.sh (needs root;
-# without it those rows say skipped). Peers: iperf3, sockperf, dnsperf,
+# for the path MTU rows: namespaces built by tools/netns.sh, and the xdp
+# rows: a veth pair (tools/perf/xdp.sh) (both need root; without it those
+# rows say skipped). Peers: iperf3, sockperf, dnsperf,
 # nsd, tracepath from Debian (installed here when missing, as .ci/run
 # does); netperf from Debian's non-free section into target/peers.
 set -euo pipefail
@@ -319,6 +320,14 @@ if [ "$(id -u)" = 0 ]; then
   pmtu_rows "1280 B path, ICMP dropped"
 else
   row "path MTU (namespaces)" "skipped" "needs root" "" "" ""
+fi
+
+# --- The xdp backend on a veth pair (tools/perf/xdp.sh: its rows, same
+# rounds and seconds).
+if [ "$(id -u)" = 0 ]; then
+  ROWS="$OUT/rows" ROUNDS=$ROUNDS SECS=$SECS bash tools/perf/xdp.sh >&2 || row "xdp backend" "failed" "" "" "" ""
+else
+  row "xdp backend (veth pair)" "skipped" "needs root" "" "" ""
 fi
 
 # --- The table.

@@ -10,7 +10,8 @@
 #            (`load --unbounded --gso 64`, echoes received/s by the client);
 #   send:    `load --backend xdp` vs `load --backend mmsg` (GSO off) and
 #            `load --gso 64`, into the same kernel sink (received/s).
-# Needs root. Prints one table of medians and ratios.
+# Needs root. Prints one table: medians, and the median of the rounds'
+# ratios; with ROWS=FILE also appends the rows in standing.sh's format.
 #   ROUNDS=3 SECS=3 tools/perf/xdp.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -69,16 +70,20 @@ for r in $(seq 1 "$ROUNDS"); do
     fi
   done
 done
-python3 - "$ROUNDS" "$SECS" "$SIZE" "$(git rev-parse --short HEAD)" \
+python3 - "$ROUNDS" "$SECS" "$SIZE" "$(git rev-parse --short HEAD)" "${ROWS:-}" \
   "${R[rx_xdp]}" "${R[rx_kernel]}" "${R[echo_xdp]}" "${R[echo_uring]}" \
   "${R[tx_xdp]}" "${R[tx_mmsg]}" "${R[tx_gso]}" <<'PY'
 import statistics, sys
-rounds, secs, size, commit = sys.argv[1:5]
-v = [list(map(float, a.split())) for a in sys.argv[5:]]
+rounds, secs, size, commit, rows = sys.argv[1:6]
+v = [list(map(float, a.split())) for a in sys.argv[6:]]
 rx_x, rx_k, ec_x, ec_u, tx_x, tx_m, tx_g = v
 med = statistics.median
 def row(name, a, b, base):
-    print(f"| {name} | {med(a)/1e3:,.0f}k/s | {med(b)/1e3:,.0f}k/s ({base}) | **{med(a)/med(b):.2f}x** | {', '.join(f'{x/y:.2f}' for x, y in zip(a, b))} |")
+    r = [x / y if y else float("nan") for x, y in zip(a, b)]
+    print(f"| {name} | {med(a)/1e3:,.0f}k/s | {med(b)/1e3:,.0f}k/s ({base}) | **{med(r):.2f}x** | {', '.join(f'{x:.2f}' for x in r)} |")
+    if rows:
+        with open(rows, "a") as f:
+            f.write(f"xdp: {name}|{med(a):.0f}|{base}|{med(b):.0f}|{med(r)}|datagrams/s (veth pair)\n")
 print(f"xdp.sh on {commit}: veth pair, {size} B payloads, {rounds} alternating rounds of {secs} s, medians")
 print()
 print("| what | xdp | baseline | ratio | per round |")
