@@ -17,7 +17,8 @@
 //! interface, longer than the MTU) the datagram goes out through the
 //! ordinary socket, which also makes the kernel resolve the neighbour;
 //! counted in `xdp_tx_via_socket`. Lookups are cached per destination for
-//! [`ROUTE_TTL`], at most [`ROUTE_CACHE`] of them.
+//! [`ROUTE_TTL`] ([`UNRESOLVED_TTL`] while the neighbour is unknown), at
+//! most [`ROUTE_CACHE`] of them.
 //!
 //! What it cannot do: GSO or GRO (one frame per datagram; trains are cut
 //! into datagrams before they are sent), frames longer than a chunk
@@ -49,6 +50,10 @@ use crate::worker::handler::Handler;
 const RX_BUDGET: u32 = 64;
 /// How long a route and neighbour lookup is trusted.
 pub const ROUTE_TTL: Duration = Duration::from_secs(1);
+/// How long "no MAC address yet" is trusted: the datagram that found it
+/// went through the socket, which has the kernel resolve the neighbour,
+/// so the next lookup soon finds it.
+pub const UNRESOLVED_TTL: Duration = Duration::from_millis(20);
 /// Destinations whose lookups are cached per worker.
 pub const ROUTE_CACHE: usize = 4096;
 /// How long sends may still go out after a stop.
@@ -198,10 +203,15 @@ struct Routes {
 
 impl Routes {
     fn way(&mut self, dst: IpAddr, now: Instant) -> Way {
-        if let Some(w) = self.cache.get(&dst)
-            && now.duration_since(w.at) < ROUTE_TTL
-        {
-            return *w;
+        if let Some(w) = self.cache.get(&dst) {
+            let ttl = if w.mac.is_some() {
+                ROUTE_TTL
+            } else {
+                UNRESOLVED_TTL
+            };
+            if now.duration_since(w.at) < ttl {
+                return *w;
+            }
         }
         if self.cache.len() >= ROUTE_CACHE {
             self.cache
@@ -234,6 +244,8 @@ struct Loop {
     mac: [u8; 6],
     mtu: usize,
     hops: u8,
+    /// The TOS byte a send without its own carries (`Config::tos`).
+    tos: u8,
     read_hops: bool,
     fds: Vec<RawFd>,
     sock_rx: MmsgBufs,
@@ -279,7 +291,7 @@ impl Loop {
             src: SocketAddr::new(src_ip, local.port()),
             dst,
             hops: self.hops,
-            tos: t.tos.unwrap_or(0),
+            tos: t.tos.unwrap_or(self.tos),
         };
         (h.len() - crate::frame::ETH_LEN + t.len as usize <= self.mtu).then_some(h)
     }
@@ -491,6 +503,7 @@ fn open<H: Handler>(
         } else {
             64
         },
+        tos: cfg.tos.unwrap_or(0),
         read_hops: cfg.guard.reads_marks(),
         fds: sockets.iter().map(|s| s.as_raw_fd()).collect(),
         sock_rx: MmsgBufs::new(batch),

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::topo::{Topology, json_of};
+use crate::topo::{Topology, forge_from_port, json_of};
 
 /// The UDP counters of `/proc/net/snmp` in namespace `ns`.
 fn snmp_in(t: &Topology, ns: &str) -> std::collections::HashMap<String, u64> {
@@ -181,6 +181,11 @@ fn xdp_echo_answers_a_plain_client_and_udpring_load_over_v4_and_v6() {
     assert_eq!(tx + via, s["sent"].as_u64().unwrap(), "{v}");
     assert!(tx >= 4000, "answers as frames: {tx} (via socket {via})");
     assert_eq!(s["xdp_bad_checksums"].as_u64(), Some(0));
+    assert_eq!(
+        s["slots_out"].as_u64(),
+        Some(0),
+        "every slot home after the run"
+    );
 }
 
 #[test]
@@ -329,4 +334,147 @@ fn xdp_refuses_what_it_cannot_do_with_a_reason() {
     );
     let err = String::from_utf8_lossy(&gso.stderr);
     assert!(!gso.status.success() && err.contains("--gso"), "{err}");
+}
+
+/// Frames a stranger makes, raw from A's interface to B's MAC and the
+/// echo's port: ten with a bad UDP checksum, five whose IP length claims
+/// more than the frame holds.
+fn hostile_frames(t: &Topology, port: u16) {
+    let py = r#"
+import socket, struct, subprocess, sys
+port = int(sys.argv[1])
+def cs(b):
+    if len(b) % 2: b += bytes(1)
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return s
+neigh = subprocess.run(['ip', 'neigh', 'show', '10.202.0.2'], capture_output=True, text=True).stdout.split()
+dmac = bytes.fromhex(neigh[neigh.index('lladdr') + 1].replace(':', ''))
+smac = bytes.fromhex(open('/sys/class/net/x0/address').read().strip().replace(':', ''))
+src, dst = socket.inet_aton('10.202.0.1'), socket.inet_aton('10.202.0.2')
+def frame(payload, bad_sum=False, ip_len_extra=0):
+    ulen = 8 + len(payload)
+    udp = struct.pack('!HHHH', 40000, port, ulen, 0) + payload
+    c = (~cs(src + dst + struct.pack('!BBH', 0, 17, ulen) + udp)) & 0xffff or 0xffff
+    if bad_sum: c ^= 0x0101
+    udp = udp[:6] + struct.pack('!H', c) + udp[8:]
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + ulen + ip_len_extra, 0, 0x4000, 64, 17, 0, src, dst)
+    ip = ip[:10] + struct.pack('!H', (~cs(ip)) & 0xffff) + ip[12:]
+    return dmac + smac + bytes([8, 0]) + ip + udp
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('x0', 0))
+for i in range(10): s.send(frame(b'bad sum %d' % i, bad_sum=True))
+for i in range(5): s.send(frame(b'long %d' % i, ip_len_extra=100))
+"#;
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}-a", t.name),
+            "python3",
+            "-c",
+            py,
+        ])
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn xdp_counts_and_drops_hostile_frames() {
+    let t = crate::topology!(xdp, "xh");
+    let echo = t.server(
+        "b",
+        &[
+            "echo",
+            "--backend",
+            "xdp",
+            "-b",
+            "10.202.0.2:7000",
+            "-w",
+            "1",
+            "--duration",
+            "3",
+            "--json",
+        ],
+    );
+    // One good exchange first: A learns B's MAC.
+    assert_eq!(python_client(&t, "10.202.0.2:7000", 1), 1);
+    hostile_frames(&t, 7000);
+    let v = json_of(&echo.finish());
+    assert_eq!(v["xdp_bad_checksums"].as_u64(), Some(10), "{v}");
+    assert_eq!(v["xdp_bad_frames"].as_u64(), Some(5), "{v}");
+    assert_eq!(
+        (v["received"].as_u64(), v["sent"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(v["slots_out"].as_u64(), Some(0));
+}
+
+#[test]
+fn xdp_echo_replies_carry_the_server_mark_so_two_servers_never_loop() {
+    let t = crate::topology!(xdp, "xm");
+    let xdp = t.server(
+        "b",
+        &[
+            "echo",
+            "--backend",
+            "xdp",
+            "-b",
+            "10.202.0.2:7000",
+            "-w",
+            "1",
+            "--duration",
+            "3",
+            "--json",
+        ],
+    );
+    let plain = t.server(
+        "a",
+        &[
+            "echo",
+            "--backend",
+            "mmsg",
+            "-b",
+            "10.202.0.1:7020",
+            "-w",
+            "1",
+            "--duration",
+            "3",
+            "--json",
+        ],
+    );
+    // Warm the neighbour tables both ways (the answer goes as a frame).
+    assert_eq!(python_client(&t, "10.202.0.2:7000", 1), 1);
+    // A datagram "from" A's echo to B's: B answers once, with the mark,
+    // and A's echo refuses the answer instead of answering it back.
+    t.run_in("a", || {
+        forge_from_port(7020, "10.202.0.2:7000".parse().unwrap(), b"start a loop")
+    });
+    let b = json_of(&xdp.finish());
+    let a = json_of(&plain.finish());
+    assert_eq!(
+        (b["received"].as_u64(), b["sent"].as_u64()),
+        (Some(2), Some(2)),
+        "{b}"
+    );
+    assert_eq!(
+        b["xdp_tx"].as_u64(),
+        Some(2),
+        "both answers left as frames: {b}"
+    );
+    assert_eq!(
+        (
+            a["received_bufs"].as_u64(),
+            a["sent"].as_u64(),
+            a["guard_marked"].as_u64()
+        ),
+        (Some(1), Some(0), Some(1)),
+        "A's echo refused B's marked answer: {a}"
+    );
 }
