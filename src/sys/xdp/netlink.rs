@@ -137,7 +137,12 @@ pub fn parse_reply(b: &[u8]) -> Result<(u16, &[u8]), i32> {
                 .get(..4)
                 .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
                 .ok_or(libc::EBADMSG)?;
-            Err(if e == 0 { libc::ENOMSG } else { -e })
+            // The kernel sends a negative errno (0: an acknowledgement);
+            // anything else is not an answer it gives.
+            Err(match e {
+                0 => libc::ENOMSG,
+                e => e.checked_neg().filter(|&n| n > 0).unwrap_or(libc::EBADMSG),
+            })
         }
         NLMSG_DONE => Err(libc::ENOENT),
         _ => Ok((ty, body)),
@@ -310,5 +315,18 @@ mod tests {
         m.extend_from_slice(&[200, 0, 1, 0]); // claims 200 bytes
         assert_eq!(attrs(&m).count(), 2);
         assert_eq!(parse_reply(&[0; 8]), Err(libc::EBADMSG));
+        // An error message whose errno is no errno (found by the fuzzer:
+        // i32::MIN could not be negated).
+        let err = |e: i32| {
+            let mut m = vec![0u8; 20];
+            m[..4].copy_from_slice(&20u32.to_ne_bytes());
+            m[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            m[16..20].copy_from_slice(&e.to_ne_bytes());
+            parse_reply(&m)
+        };
+        assert_eq!(err(i32::MIN), Err(libc::EBADMSG));
+        assert_eq!(err(5), Err(libc::EBADMSG));
+        assert_eq!(err(-libc::ENOENT), Err(libc::ENOENT));
+        assert_eq!(err(0), Err(libc::ENOMSG));
     }
 }
