@@ -322,7 +322,7 @@ mod tests {
             m[..4].copy_from_slice(&20u32.to_ne_bytes());
             m[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
             m[16..20].copy_from_slice(&e.to_ne_bytes());
-            parse_reply(&m)
+            parse_reply(&m).map(|(t, _)| t)
         };
         assert_eq!(err(i32::MIN), Err(libc::EBADMSG));
         assert_eq!(err(5), Err(libc::EBADMSG));
