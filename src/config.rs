@@ -482,11 +482,12 @@ impl Config {
                     ),
                 });
             }
-            if self.gro || self.sockets_per_worker > 1 || !self.also_bind.is_empty() {
+            if self.gro || self.sockets_per_worker > 1 {
                 return Err(ConfigError::Invalid {
                     field: "backend",
-                    why: "the xdp backend takes one socket per worker (no also_bind or \
-                          sockets_per_worker) and no GRO (it sees frames)"
+                    why: "the xdp backend takes one socket per worker on the bound \
+                          address (sockets_per_worker 1; also_bind sockets receive \
+                          through the kernel) and no GRO (it sees frames)"
                         .into(),
                 });
             }

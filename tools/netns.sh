@@ -8,9 +8,9 @@
 #   tools/netns.sh down NAME        removes every NAME-* namespace
 #
 # xdp-up builds NAME-a and NAME-b joined by a veth pair with one receive
-# and one transmit queue per end, checksum offload and UDP segmentation off
-# on both (frames carry full checksums and are cut before the veth, as on a
-# wire; see the xdp backend):
+# and one transmit queue per end, checksum offload, UDP segmentation and
+# VLAN offloads off on both (frames carry full checksums, are cut before the
+# veth and keep their tags, as on a wire; see the xdp backend):
 #
 #   A x0 10.202.0.1/24 fd00:202::1/64  ---  B x1 10.202.0.2/24 fd00:202::2/64
 #
@@ -134,8 +134,10 @@ xdp-up)
   nsip a link set x0 up
   nsip b link set x1 up
   if command -v ethtool >/dev/null; then
-    ip netns exec "$n-a" ethtool -K x0 tx-checksum-ip-generic off tx-udp-segmentation off >/dev/null
-    ip netns exec "$n-b" ethtool -K x1 tx-checksum-ip-generic off tx-udp-segmentation off >/dev/null
+    for end in a:x0 b:x1; do
+      ip netns exec "$n-${end%%:*}" ethtool -K "${end#*:}" tx-checksum-ip-generic off \
+        tx-udp-segmentation off rxvlan off txvlan off >/dev/null
+    done
   else
     echo "xdp-up: ethtool not found: checksum offload stays on (frames carry partial checksums)" >&2
   fi

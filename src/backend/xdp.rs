@@ -20,6 +20,12 @@
 //! [`ROUTE_TTL`] ([`UNRESOLVED_TTL`] while the neighbour is unknown), at
 //! most [`ROUTE_CACHE`] of them.
 //!
+//! A frame that arrived with an 802.1Q tag is answered (or forwarded) with
+//! the same tag; datagrams sent by copy leave untagged (bind the VLAN's own
+//! interface for those). A driver that strips tags on receive
+//! (`rx-vlan-offload`) hides them from XDP: then attach to the VLAN's
+//! interface, or turn the offload off.
+//!
 //! What it cannot do: GSO or GRO (one frame per datagram; trains are cut
 //! into datagrams before they are sent), frames longer than a chunk
 //! (3,840 bytes; counted by the kernel in `xdp_rx_dropped`), error events
@@ -287,7 +293,7 @@ impl Loop {
         let h = Headers {
             dst_mac: mac,
             src_mac: self.mac,
-            vlan: None,
+            vlan: self.port.vlan_of(&w.core.pool, t.slot),
             src: SocketAddr::new(src_ip, local.port()),
             dst,
             hops: self.hops,

@@ -39,6 +39,8 @@ pub(crate) struct XdpPort {
     xsk: Xsk,
     /// Per slot: on the fill ring (or in the kernel between fill and RX).
     in_fill: Vec<bool>,
+    /// Per slot: the 802.1Q tag of the frame last received into it.
+    rx_vlan: Vec<Option<u16>>,
     filled: u32,
     fill_target: u32,
     /// Receive slots left for the engine's ordinary sockets.
@@ -90,6 +92,7 @@ impl XdpPort {
             XdpPort {
                 xsk,
                 in_fill: vec![false; total],
+                rx_vlan: vec![None; total],
                 filled: 0,
                 fill_target: sizes.fill.min(recv_home as u32),
                 keep: (recv_home / 16).clamp(1, 256),
@@ -164,6 +167,7 @@ impl XdpPort {
                 continue;
             };
             let parsed = UdpFrame::new_checked(lent.bytes());
+            self.rx_vlan[slot as usize] = parsed.as_ref().ok().and_then(|f| f.vlan);
             if let Ok(fr) = &parsed {
                 lent.set_window(off + fr.payload_off as u32, fr.payload_len as u32);
             }
@@ -173,6 +177,15 @@ impl XdpPort {
             self.xsk.rx_release(n);
         }
         n
+    }
+
+    /// The 802.1Q tag of the frame in receive slot `slot` (a send from it,
+    /// a reply or a forward, leaves with the same tag).
+    pub(crate) fn vlan_of(&self, pool: &Pool, slot: u32) -> Option<u16> {
+        if slot >= pool.counts().total {
+            return None;
+        }
+        self.rx_vlan[slot as usize]
     }
 
     /// Puts send `t` on the TX ring with headers `h` (one datagram: no GSO

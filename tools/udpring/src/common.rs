@@ -453,8 +453,9 @@ pub(crate) struct EngineArgs {
     /// Default: uring if the kernel has it, else mmsg.
     #[arg(long, value_parser = parse_backend)]
     pub(crate) backend: Option<Backend>,
-    /// xdp: the interface to attach to, when --bind is a wildcard address
-    /// (otherwise the interface that has the bound address).
+    /// The interface (name): the xdp backend attaches to it when the bound
+    /// address is a wildcard (otherwise to the interface that has the
+    /// address); a multicast group is joined and multicast is sent on it.
     #[arg(long, value_name = "NAME")]
     pub(crate) iface: Option<String>,
     /// Datagrams per recvmmsg/sendmmsg call (mmsg backend), 1..1024.

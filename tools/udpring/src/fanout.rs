@@ -38,9 +38,6 @@ pub(crate) struct FanoutArgs {
     /// Join GROUP (or GROUP@SOURCE, source-specific) before receiving; repeatable.
     #[arg(long, value_parser = parse_join)]
     join: Vec<(IpAddr, Option<IpAddr>)>,
-    /// Interface (name) for joins and for multicast sent.
-    #[arg(long)]
-    iface: Option<String>,
     /// TTL / hop limit of multicast sent.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=255))]
     ttl: Option<u32>,
@@ -213,7 +210,7 @@ impl FanoutTotals {
 
 pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     let mut cfg = a.engine.config(a.listen);
-    let iface = match &a.iface {
+    let iface = match &a.engine.iface {
         Some(name) => {
             udpring::interface_index(name).map_err(|e| usage(e.to_string()))?;
             Interface::Name(name.clone())
@@ -243,7 +240,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
             "--to {d}: an IPv4 socket cannot send to IPv6"
         )));
     }
-    if a.iface.is_some() {
+    if a.engine.iface.is_some() {
         cfg.multicast.interface = Some(iface.clone());
     }
     if let Some(d) = a.relay.to.iter().find(|d| **d == a.listen) {

@@ -336,11 +336,32 @@ fn xdp_refuses_what_it_cannot_do_with_a_reason() {
     assert!(!gso.status.success() && err.contains("--gso"), "{err}");
 }
 
-/// Frames a stranger makes, raw from A's interface to B's MAC and the
-/// echo's port: ten with a bad UDP checksum, five whose IP length claims
-/// more than the frame holds.
-fn hostile_frames(t: &Topology, port: u16) {
-    let py = r#"
+/// Runs Python in A with a raw frame builder for UDP to B's port
+/// (`frame(payload, bad_sum=False, ip_len_extra=0, vlan=None)`) and an
+/// `AF_PACKET` socket `s` on x0; `body` uses them.
+fn raw_in_a(t: &Topology, port: u16, body: &str) -> String {
+    let py = format!("{PRELUDE}{body}");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}-a", t.name),
+            "python3",
+            "-c",
+            &py,
+        ])
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+const PRELUDE: &str = r#"
 import socket, struct, subprocess, sys
 port = int(sys.argv[1])
 def cs(b):
@@ -352,7 +373,7 @@ neigh = subprocess.run(['ip', 'neigh', 'show', '10.202.0.2'], capture_output=Tru
 dmac = bytes.fromhex(neigh[neigh.index('lladdr') + 1].replace(':', ''))
 smac = bytes.fromhex(open('/sys/class/net/x0/address').read().strip().replace(':', ''))
 src, dst = socket.inet_aton('10.202.0.1'), socket.inet_aton('10.202.0.2')
-def frame(payload, bad_sum=False, ip_len_extra=0):
+def frame(payload, bad_sum=False, ip_len_extra=0, vlan=None):
     ulen = 8 + len(payload)
     udp = struct.pack('!HHHH', 40000, port, ulen, 0) + payload
     c = (~cs(src + dst + struct.pack('!BBH', 0, 17, ulen) + udp)) & 0xffff or 0xffff
@@ -360,28 +381,21 @@ def frame(payload, bad_sum=False, ip_len_extra=0):
     udp = udp[:6] + struct.pack('!H', c) + udp[8:]
     ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + ulen + ip_len_extra, 0, 0x4000, 64, 17, 0, src, dst)
     ip = ip[:10] + struct.pack('!H', (~cs(ip)) & 0xffff) + ip[12:]
-    return dmac + smac + bytes([8, 0]) + ip + udp
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    tag = struct.pack('!HH', 0x8100, vlan) if vlan is not None else b''
+    return dmac + smac + tag + bytes([8, 0]) + ip + udp
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 s.bind(('x0', 0))
-for i in range(10): s.send(frame(b'bad sum %d' % i, bad_sum=True))
-for i in range(5): s.send(frame(b'long %d' % i, ip_len_extra=100))
 "#;
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("{}-a", t.name),
-            "python3",
-            "-c",
-            py,
-        ])
-        .arg(port.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+
+/// Frames a stranger makes, raw from A's interface to B's MAC and the
+/// echo's port: ten with a bad UDP checksum, five whose IP length claims
+/// more than the frame holds.
+fn hostile_frames(t: &Topology, port: u16) {
+    raw_in_a(
+        t,
+        port,
+        "for i in range(10): s.send(frame(b'bad sum %d' % i, bad_sum=True))\n\
+         for i in range(5): s.send(frame(b'long %d' % i, ip_len_extra=100))\n",
     );
 }
 
@@ -476,5 +490,109 @@ fn xdp_echo_replies_carry_the_server_mark_so_two_servers_never_loop() {
         ),
         (Some(1), Some(0), Some(1)),
         "A's echo refused B's marked answer: {a}"
+    );
+}
+
+#[test]
+fn xdp_answers_a_tagged_frame_with_the_same_tag() {
+    let t = crate::topology!(xdp, "xv");
+    let echo = t.server(
+        "b",
+        &[
+            "echo",
+            "--backend",
+            "xdp",
+            "-b",
+            "10.202.0.2:7000",
+            "-w",
+            "1",
+            "--duration",
+            "3",
+            "--json",
+        ],
+    );
+    assert_eq!(python_client(&t, "10.202.0.2:7000", 1), 1);
+    // A has no VLAN device: its raw socket sends the tagged frame and
+    // reads the answer as it came in (A's receive path moves the tag to
+    // the packet's auxiliary data, PACKET_AUXDATA, before taps see it).
+    let got = raw_in_a(
+        &t,
+        7000,
+        "s.settimeout(2)\n\
+         s.setsockopt(263, 8, 1)\n\
+         s.send(frame(b'tagged question', vlan=5))\n\
+         while True:\n\
+         \x20   f, anc, _, addr = s.recvmsg(2048, 256)\n\
+         \x20   if addr[2] == socket.PACKET_OUTGOING or not f.endswith(b'tagged question'): continue\n\
+         \x20   aux = [d for (l, ty, d) in anc if l == 263 and ty == 8][0]\n\
+         \x20   status, tci = struct.unpack_from('I', aux, 0)[0], struct.unpack_from('H', aux, 16)[0]\n\
+         \x20   print(tci & 0xfff if status & 0x10 else 'untagged'); break\n",
+    );
+    assert_eq!(got, "5", "the answer carries the question's tag");
+    let v = json_of(&echo.finish());
+    assert_eq!(v["xdp_tx"].as_u64(), Some(2), "{v}");
+}
+
+#[test]
+fn xdp_fanout_relays_as_frames_past_the_udp_stack() {
+    let t = crate::topology!(xdp, "xf");
+    let sink = t.server(
+        "a",
+        &["sink", "-b", "10.202.0.1:7001", "--duration", "4", "--json"],
+    );
+    let before = snmp_in(&t, "b");
+    let relay = t.server(
+        "b",
+        &[
+            "fanout",
+            "--listen",
+            "10.202.0.2:7000",
+            "--to",
+            "10.202.0.1:7001",
+            "--backend",
+            "xdp",
+            "-w",
+            "1",
+            "--duration",
+            "3",
+            "--json",
+        ],
+    );
+    // The relay's first copy may go through its socket while B resolves A.
+    let load = t.udpring(
+        "a",
+        &[
+            "load",
+            "10.202.0.2:7000",
+            "--match",
+            "none",
+            "--rate",
+            "10000",
+            "-t",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let f = json_of(&relay.finish());
+    let s = json_of(&sink.finish());
+    assert_eq!(f["received"].as_u64(), Some(10_000), "{f}");
+    assert_eq!(
+        s["received"].as_u64(),
+        Some(10_000),
+        "every copy arrived: {s}"
+    );
+    let after = snmp_in(&t, "b");
+    let (rx, tx) = (
+        after["InDatagrams"] - before["InDatagrams"],
+        after["OutDatagrams"] - before["OutDatagrams"],
+    );
+    assert!(
+        rx < 100 && tx < 100,
+        "B's UDP stack saw {rx} in and {tx} out of 10,000 each way"
     );
 }
