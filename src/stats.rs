@@ -362,7 +362,7 @@ mod tests {
         s.merge(&a);
         s.merge(&a);
         assert_eq!(s.received, 2);
-        assert_eq!(s.guard_evictions, 2 * n as u64, "the last counter");
+        assert_eq!(s.xdp_tx_invalid, 2 * n as u64, "the last counter");
         assert_eq!(s.send_errors_total(), 4);
         let mut big = Stats {
             sent: u64::MAX,
