@@ -4,7 +4,7 @@
 #   tools/netns.sh pmtu-up NAME     host A - router R - host B
 #   tools/netns.sh blackhole NAME   R drops the ICMP errors it would send
 #   tools/netns.sh lan-up NAME      hosts h1 h2 h3 on one bridge (and h1, h3 on a second)
-#   tools/netns.sh xdp-up NAME      hosts A and B on one veth pair (one queue each)
+#   tools/netns.sh xdp-up NAME      hosts A and B on one veth pair (XDP_QUEUES queues, default 1)
 #   tools/netns.sh down NAME        removes every NAME-* namespace
 #
 # xdp-up builds NAME-a and NAME-b joined by a veth pair with one receive
@@ -121,7 +121,8 @@ lan-up)
   ;;
 xdp-up)
   for ns in a b; do ip netns add "$n-$ns"; done
-  ip link add "$n-x0" numtxqueues 1 numrxqueues 1 type veth peer name "$n-x1" numtxqueues 1 numrxqueues 1
+  q=${XDP_QUEUES:-1}
+  ip link add "$n-x0" numtxqueues "$q" numrxqueues "$q" type veth peer name "$n-x1" numtxqueues "$q" numrxqueues "$q"
   ip link set "$n-x0" netns "$n-a" name x0
   ip link set "$n-x1" netns "$n-b" name x1
   nsip a addr add 10.202.0.1/24 dev x0

@@ -39,7 +39,16 @@ impl Topology {
         Topology::build("xdp-up", tag)
     }
 
+    /// [`Topology::xdp`] with two queues per end.
+    pub fn xdp2(tag: &str) -> Option<Topology> {
+        Topology::build_env("xdp-up", tag, &[("XDP_QUEUES", "2")])
+    }
+
     fn build(kind: &str, tag: &str) -> Option<Topology> {
+        Topology::build_env(kind, tag, &[])
+    }
+
+    fn build_env(kind: &str, tag: &str, env: &[(&str, &str)]) -> Option<Topology> {
         let require = std::env::var("UDPRING_REQUIRE_NETNS").as_deref() == Ok("1");
         if !nix::unistd::geteuid().is_root() {
             assert!(!require, "UDPRING_REQUIRE_NETNS=1 but not root");
@@ -51,6 +60,7 @@ impl Topology {
         let _ = Command::new("bash").args([script, "down", &name]).status();
         let out = Command::new("bash")
             .args([script, kind, &name])
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         let topo = Topology { name };
@@ -118,7 +128,7 @@ impl Topology {
     }
 
     /// [`Topology::server`], also returning the notes printed before the
-    /// banner (`udpring: note: ...`).
+    /// banner (`udpring: note: ...`) and the banner, one per line.
     pub fn server_noted(&self, ns: &str, args: &[&str]) -> (KillOnDrop, String) {
         let mut k = self.spawn(ns, args);
         let mut notes = String::new();
@@ -148,6 +158,7 @@ impl Topology {
             break;
         }
         assert!(line.contains("listening on"), "{args:?}: {notes}{line}");
+        notes.push_str(&line);
         (k, notes)
     }
 

@@ -596,3 +596,56 @@ fn xdp_fanout_relays_as_frames_past_the_udp_stack() {
         "B's UDP stack saw {rx} in and {tx} out of 10,000 each way"
     );
 }
+
+#[test]
+fn xdp_runs_a_worker_per_queue_and_answers_every_flow() {
+    let t = crate::topology!(xdp2, "xq");
+    let (echo, banner) = t.server_noted(
+        "b",
+        &[
+            "echo",
+            "--backend",
+            "xdp",
+            "-b",
+            "10.202.0.2:7000",
+            "--no-pin",
+            "--duration",
+            "4",
+            "--json",
+        ],
+    );
+    // Two queues: two workers by default, each with its queue's socket.
+    assert!(banner.contains("2 workers"), "{banner}");
+    let load = t.udpring(
+        "a",
+        &[
+            "load",
+            "10.202.0.2:7000",
+            "--mode",
+            "ping",
+            "--flows",
+            "16",
+            "-w",
+            "1",
+            "-n",
+            "3200",
+            "--json",
+        ],
+    );
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let r = json_of(&load);
+    assert_eq!(r["received"], r["sent"], "{r}");
+    let v = json_of(&echo.finish());
+    let (rx, got) = (
+        v["xdp_rx"].as_u64().unwrap(),
+        v["received"].as_u64().unwrap(),
+    );
+    assert!(
+        rx > 0 && rx == got,
+        "every datagram through an XDP socket: {v}"
+    );
+}
