@@ -178,6 +178,16 @@ impl Engine {
     {
         cfg.validate()?;
         let (backend, fallback) = backend::choose_backend(cfg.backend)?;
+        // Chosen by UDPRING_BACKEND: the xdp backend's slots and checks
+        // apply as if the configuration had asked for it.
+        let cfg = if backend == Backend::Xdp && cfg.backend != Some(Backend::Xdp) {
+            let mut c = cfg;
+            c.backend = Some(Backend::Xdp);
+            c.validate()?;
+            c
+        } else {
+            cfg
+        };
         let cpus = sys::cpu::allowed_cpus();
         let (workers, (sockets, local_addrs, socket_info)) = match adopted {
             Some(fds) => (fds.len(), adopt_sockets(&cfg, fds)?),

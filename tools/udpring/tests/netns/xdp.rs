@@ -334,6 +334,66 @@ fn xdp_refuses_what_it_cannot_do_with_a_reason() {
     );
     let err = String::from_utf8_lossy(&gso.stderr);
     assert!(!gso.status.success() && err.contains("--gso"), "{err}");
+    // Without root (nobody, no capabilities): the reason, not a bare EPERM.
+    let nobody = Command::new("ip")
+        .args(["netns", "exec", &format!("{}-b", t.name)])
+        .args([
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+        ])
+        .args(["--inh-caps=-all", env!("CARGO_BIN_EXE_udpring")])
+        .args([
+            "echo",
+            "--backend",
+            "xdp",
+            "-b",
+            "10.202.0.2:7000",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&nobody.stderr);
+    assert!(
+        !nobody.status.success() && err.contains("needs root"),
+        "{err}"
+    );
+}
+
+#[test]
+fn xdp_is_chosen_by_udpring_backend_like_the_others() {
+    let t = crate::topology!(xdp, "xb");
+    let mut c = t.command(
+        "b",
+        &[
+            "echo",
+            "-b",
+            "10.202.0.2:7000",
+            "-w",
+            "1",
+            "--duration",
+            "2",
+        ],
+    );
+    let k = crate::topo::KillOnDrop(
+        c.env("UDPRING_BACKEND", "xdp")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(python_client(&t, "10.202.0.2:7000", 5), 5);
+    let out = k.finish();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("backend xdp") && text.contains("xdp-rx 5"),
+        "{text}"
+    );
 }
 
 /// Runs Python in A with a raw frame builder for UDP to B's port
