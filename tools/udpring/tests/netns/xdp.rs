@@ -5,28 +5,31 @@
 
 use std::process::Command;
 
-use crate::topo::{Topology, forge_from_port, json_of};
+use crate::topo::{KillOnDrop, Topology, forge_from_port, json_of, udp_snmp};
 
 /// The UDP counters of `/proc/net/snmp` in namespace `ns`.
 fn snmp_in(t: &Topology, ns: &str) -> std::collections::HashMap<String, u64> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("{}-{ns}", t.name),
-            "cat",
-            "/proc/net/snmp",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
-    lines[0]
-        .split_whitespace()
-        .zip(lines[1].split_whitespace())
-        .skip(1)
-        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
-        .collect()
+    t.run_in(ns, udp_snmp)
+}
+
+/// `udpring echo --backend xdp` on 10.202.0.2:7000 in B for 3 s, one
+/// worker, its result as JSON.
+fn xdp_echo(t: &Topology) -> KillOnDrop {
+    t.server(
+        "b",
+        &[
+            "echo",
+            "--backend",
+            "xdp",
+            "-b",
+            "10.202.0.2:7000",
+            "-w",
+            "1",
+            "--duration",
+            "3",
+            "--json",
+        ],
+    )
 }
 
 /// `ip link show x1` in B: whether an XDP program is attached.
@@ -266,74 +269,35 @@ fn xdp_passes_arp_ping_and_other_ports_and_detaches_when_killed() {
 #[test]
 fn xdp_refuses_what_it_cannot_do_with_a_reason() {
     let t = crate::topology!(xdp, "xr");
-    let wildcard = t.udpring(
-        "b",
-        &[
-            "echo",
-            "--backend",
-            "xdp",
-            "-b",
-            "0.0.0.0:7000",
-            "--duration",
-            "1",
-        ],
-    );
-    let err = String::from_utf8_lossy(&wildcard.stderr);
-    assert!(
-        !wildcard.status.success() && err.contains("--iface"),
-        "{err}"
-    );
-    let lo = t.udpring(
-        "b",
-        &[
-            "echo",
-            "--backend",
-            "xdp",
-            "-b",
-            "127.0.0.1:7000",
-            "--duration",
-            "1",
-        ],
-    );
-    let err = String::from_utf8_lossy(&lo.stderr);
-    assert!(!lo.status.success() && err.contains("loopback"), "{err}");
-    let two = t.udpring(
-        "b",
-        &[
-            "echo",
-            "--backend",
-            "xdp",
-            "-b",
-            "10.202.0.2:7000",
-            "-w",
-            "2",
-            "--no-pin",
-            "--duration",
-            "1",
-        ],
-    );
-    let err = String::from_utf8_lossy(&two.stderr);
-    assert!(
-        !two.status.success() && err.contains("receive queue"),
-        "{err}"
-    );
-    let gso = t.udpring(
-        "a",
-        &[
-            "load",
-            "10.202.0.2:7000",
-            "--backend",
-            "xdp",
-            "--gso",
-            "8",
-            "--match",
-            "none",
-            "-n",
-            "10",
-        ],
-    );
-    let err = String::from_utf8_lossy(&gso.stderr);
-    assert!(!gso.status.success() && err.contains("--gso"), "{err}");
+    let echo = ["echo", "--backend", "xdp", "--duration", "1", "-b"];
+    let load = [
+        "load",
+        "10.202.0.2:7000",
+        "--backend",
+        "xdp",
+        "--match",
+        "none",
+        "-n",
+        "10",
+    ];
+    let refusals: [(&str, Vec<&str>, &str); 4] = [
+        ("b", [&echo[..], &["0.0.0.0:7000"]].concat(), "--iface"),
+        ("b", [&echo[..], &["127.0.0.1:7000"]].concat(), "loopback"),
+        (
+            "b",
+            [&echo[..], &["10.202.0.2:7000", "-w", "2", "--no-pin"]].concat(),
+            "receive queue",
+        ),
+        ("a", [&load[..], &["--gso", "8"]].concat(), "--gso"),
+    ];
+    for (ns, args, why) in refusals {
+        let out = t.udpring(ns, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(why),
+            "{args:?}: {err}"
+        );
+    }
     // Without root (nobody, no capabilities): the reason, not a bare EPERM.
     let nobody = Command::new("ip")
         .args(["netns", "exec", &format!("{}-b", t.name)])
@@ -462,21 +426,7 @@ fn hostile_frames(t: &Topology, port: u16) {
 #[test]
 fn xdp_counts_and_drops_hostile_frames() {
     let t = crate::topology!(xdp, "xh");
-    let echo = t.server(
-        "b",
-        &[
-            "echo",
-            "--backend",
-            "xdp",
-            "-b",
-            "10.202.0.2:7000",
-            "-w",
-            "1",
-            "--duration",
-            "3",
-            "--json",
-        ],
-    );
+    let echo = xdp_echo(&t);
     // One good exchange first: A learns B's MAC.
     assert_eq!(python_client(&t, "10.202.0.2:7000", 1), 1);
     hostile_frames(&t, 7000);
@@ -493,21 +443,7 @@ fn xdp_counts_and_drops_hostile_frames() {
 #[test]
 fn xdp_echo_replies_carry_the_server_mark_so_two_servers_never_loop() {
     let t = crate::topology!(xdp, "xm");
-    let xdp = t.server(
-        "b",
-        &[
-            "echo",
-            "--backend",
-            "xdp",
-            "-b",
-            "10.202.0.2:7000",
-            "-w",
-            "1",
-            "--duration",
-            "3",
-            "--json",
-        ],
-    );
+    let xdp = xdp_echo(&t);
     let plain = t.server(
         "a",
         &[
@@ -556,21 +492,7 @@ fn xdp_echo_replies_carry_the_server_mark_so_two_servers_never_loop() {
 #[test]
 fn xdp_answers_a_tagged_frame_with_the_same_tag() {
     let t = crate::topology!(xdp, "xv");
-    let echo = t.server(
-        "b",
-        &[
-            "echo",
-            "--backend",
-            "xdp",
-            "-b",
-            "10.202.0.2:7000",
-            "-w",
-            "1",
-            "--duration",
-            "3",
-            "--json",
-        ],
-    );
+    let echo = xdp_echo(&t);
     assert_eq!(python_client(&t, "10.202.0.2:7000", 1), 1);
     // A has no VLAN device: its raw socket sends the tagged frame and
     // reads the answer as it came in (A's receive path moves the tag to
