@@ -18,7 +18,9 @@
 //! ordinary socket, which also makes the kernel resolve the neighbour;
 //! counted in `xdp_tx_via_socket`. Lookups are cached per destination for
 //! [`ROUTE_TTL`] ([`UNRESOLVED_TTL`] while the neighbour is unknown), at
-//! most [`ROUTE_CACHE`] of them.
+//! most [`ROUTE_CACHE`] of them, and at most [`LOOKUPS_PER_FLUSH`] are made
+//! per batch: answers to many new sources at once (a flood, forged or not)
+//! cost the worker no more than the kernel's own path.
 //!
 //! A frame that arrived with an 802.1Q tag is answered (or forwarded) with
 //! the same tag; datagrams sent by copy leave untagged (bind the VLAN's own
@@ -62,6 +64,11 @@ pub const ROUTE_TTL: Duration = Duration::from_secs(1);
 pub const UNRESOLVED_TTL: Duration = Duration::from_millis(20);
 /// Destinations whose lookups are cached per worker.
 pub const ROUTE_CACHE: usize = 4096;
+/// Route and neighbour lookups (two netlink round trips each) per flush:
+/// answers to a flood from many (perhaps forged) sources past this many go
+/// through the ordinary socket, at the kernel's own cost, rather than
+/// spending the worker on lookups.
+pub const LOOKUPS_PER_FLUSH: u32 = 32;
 /// How long sends may still go out after a stop.
 const SEND_GRACE: Duration = Duration::from_millis(250);
 /// How often the kernel's XDP counters are read.
@@ -205,6 +212,8 @@ struct Routes {
     nl: Netlink,
     ifindex: u32,
     cache: HashMap<IpAddr, Way>,
+    /// Lookups left in this flush.
+    budget: u32,
 }
 
 impl Routes {
@@ -219,6 +228,15 @@ impl Routes {
                 return *w;
             }
         }
+        if self.budget == 0 {
+            // Not now: this one goes through the socket, nothing cached.
+            return Way {
+                mac: None,
+                src: None,
+                at: now,
+            };
+        }
+        self.budget -= 1;
         if self.cache.len() >= ROUTE_CACHE {
             self.cache
                 .retain(|_, w| now.duration_since(w.at) < ROUTE_TTL);
@@ -307,6 +325,7 @@ impl Loop {
     /// the TX ring.
     fn flush<H: Handler>(&mut self, w: &mut Worker<H>) -> bool {
         let now = Instant::now();
+        self.routes.budget = LOOKUPS_PER_FLUSH;
         let mut k = 0;
         let mut framed = false;
         while let Some(t) = w.core.queue.as_slice().get(k).copied() {
@@ -501,6 +520,7 @@ fn open<H: Handler>(
             nl: Netlink::new().map_err(context("opening netlink"))?,
             ifindex: attach.ifindex,
             cache: HashMap::new(),
+            budget: LOOKUPS_PER_FLUSH,
         },
         mac: attach.link.mac,
         mtu: attach.link.mtu as usize,
@@ -630,4 +650,40 @@ pub(crate) fn run<H: Handler>(
     }
     w.core.publish();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_lookups_are_cached_and_budgeted_per_flush() {
+        let mut r = Routes {
+            nl: Netlink::new().unwrap(),
+            ifindex: 1,
+            cache: HashMap::new(),
+            budget: 2,
+        };
+        let now = Instant::now();
+        let ip = |k: u8| IpAddr::from([127, 0, 0, k]);
+        // Loopback has no neighbours: the way is known, the MAC is not.
+        assert_eq!(r.way(ip(2), now).mac, None);
+        assert_eq!(r.way(ip(3), now).mac, None);
+        assert_eq!((r.budget, r.cache.len()), (0, 2));
+        // Out of budget: answered (through the socket), nothing asked or kept.
+        let w = r.way(ip(4), now);
+        assert_eq!((w.mac, w.src), (None, None));
+        assert_eq!(r.cache.len(), 2);
+        // Cached: no budget needed while fresh ...
+        let _ = r.way(ip(2), now + UNRESOLVED_TTL / 2);
+        assert_eq!(r.cache.len(), 2);
+        // ... asked again once stale, when the budget allows.
+        r.budget = 1;
+        let _ = r.way(ip(2), now + UNRESOLVED_TTL * 2);
+        assert_eq!(r.budget, 0);
+        // A route leaving by another interface: the socket's way.
+        r.budget = 1;
+        r.ifindex = u32::MAX;
+        assert_eq!(r.way(ip(9), now).mac, None);
+    }
 }

@@ -361,7 +361,7 @@ fn xdp_is_chosen_by_udpring_backend_like_the_others() {
 }
 
 /// Runs Python in A with a raw frame builder for UDP to B's port
-/// (`frame(payload, bad_sum=False, ip_len_extra=0, vlan=None)`) and an
+/// (`frame(payload, bad_sum=False, ip_len_extra=0, vlan=None, src=A)`) and an
 /// `AF_PACKET` socket `s` on x0; `body` uses them.
 fn raw_in_a(t: &Topology, port: u16, body: &str) -> String {
     let py = format!("{PRELUDE}{body}");
@@ -397,7 +397,7 @@ neigh = subprocess.run(['ip', 'neigh', 'show', '10.202.0.2'], capture_output=Tru
 dmac = bytes.fromhex(neigh[neigh.index('lladdr') + 1].replace(':', ''))
 smac = bytes.fromhex(open('/sys/class/net/x0/address').read().strip().replace(':', ''))
 src, dst = socket.inet_aton('10.202.0.1'), socket.inet_aton('10.202.0.2')
-def frame(payload, bad_sum=False, ip_len_extra=0, vlan=None):
+def frame(payload, bad_sum=False, ip_len_extra=0, vlan=None, src=src):
     ulen = 8 + len(payload)
     udp = struct.pack('!HHHH', 40000, port, ulen, 0) + payload
     c = (~cs(src + dst + struct.pack('!BBH', 0, 17, ulen) + udp)) & 0xffff or 0xffff
@@ -630,4 +630,42 @@ fn xdp_runs_a_worker_per_queue_and_answers_every_flow() {
         rx > 0 && rx == got,
         "every datagram through an XDP socket: {v}"
     );
+}
+
+#[test]
+fn xdp_answers_a_crowd_of_new_sources_behind_a_gateway_as_frames() {
+    let t = crate::topology!(xdp, "xc");
+    // 10.99.0.0/16 lies behind A: answers to it go to A's MAC, which B
+    // knows, found by a route lookup per new source.
+    let ok = Command::new("ip")
+        .args([
+            "-n",
+            &format!("{}-b", t.name),
+            "route",
+            "add",
+            "10.99.0.0/16",
+            "via",
+            "10.202.0.1",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let echo = xdp_echo(&t);
+    assert_eq!(python_client(&t, "10.202.0.2:7000", 1), 1);
+    raw_in_a(
+        &t,
+        7000,
+        "for i in range(400):\n\
+         \x20   s.send(frame(b'crowd', src=socket.inet_aton('10.99.%d.%d' % (i // 200, 1 + i % 200))))\n",
+    );
+    let v = json_of(&echo.finish());
+    let (tx, via) = (
+        v["xdp_tx"].as_u64().unwrap(),
+        v["xdp_tx_via_socket"].as_u64().unwrap(),
+    );
+    assert_eq!(v["received"].as_u64(), Some(401), "{v}");
+    assert_eq!(tx + via, 401, "every one answered: {v}");
+    // The way to each is the gateway's MAC: frames (lookups beyond the
+    // per-batch budget, if a burst ever was that large, through the socket).
+    assert!(tx > 200, "frames {tx}, through the socket {via}");
 }
