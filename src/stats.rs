@@ -159,8 +159,8 @@ counters! {
     xdp_rx,
     /// xdp: frames sent through the XDP socket (each one datagram).
     xdp_tx,
-    /// xdp: frames dropped that were not plain UDP or whose lengths did
-    /// not agree.
+    /// xdp: frames dropped that were not plain UDP, whose lengths did not
+    /// agree, or that were addressed to another host's MAC.
     xdp_bad_frames,
     /// xdp: frames dropped for a bad IPv4 header or UDP checksum.
     xdp_bad_checksums,

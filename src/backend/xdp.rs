@@ -317,7 +317,9 @@ impl Loop {
             hops: self.hops,
             tos: t.tos.unwrap_or(self.tos),
         };
-        (h.len() - crate::frame::ETH_LEN + t.len as usize <= self.mtu).then_some(h)
+        // The IP packet against the MTU (a tag is not part of it).
+        let l2 = crate::frame::ETH_LEN + h.vlan.map_or(0, |_| crate::frame::VLAN_LEN);
+        (h.len() - l2 + t.len as usize <= self.mtu).then_some(h)
     }
 
     /// Sends what the handler queued: frames where the kernel knows the
@@ -387,6 +389,16 @@ impl Loop {
             .recv(&mut w.core.pool, RX_BUDGET, &mut invalid, &mut self.frames);
         w.core.stats.c.invalid_completions += invalid;
         for (parsed, lent) in self.frames.drain(..) {
+            // A unicast frame for another host's MAC (a promiscuous
+            // interface hands those over too) is not ours to answer.
+            let parsed = parsed.and_then(|f| {
+                let unicast = f.dst_mac[0] & 1 == 0;
+                if unicast && f.dst_mac != self.mac {
+                    Err(FrameError::NotPlainUdp)
+                } else {
+                    Ok(f)
+                }
+            });
             match parsed {
                 Ok(f) => {
                     let c = &mut w.core.stats.c;

@@ -361,7 +361,8 @@ fn xdp_is_chosen_by_udpring_backend_like_the_others() {
 }
 
 /// Runs Python in A with a raw frame builder for UDP to B's port
-/// (`frame(payload, bad_sum=False, ip_len_extra=0, vlan=None, src=A)`) and an
+/// (`frame(payload, bad_sum=False, ip_len_extra=0, vlan=None, src=A,
+/// to_mac=B's)`) and an
 /// `AF_PACKET` socket `s` on x0; `body` uses them.
 fn raw_in_a(t: &Topology, port: u16, body: &str) -> String {
     let py = format!("{PRELUDE}{body}");
@@ -397,7 +398,7 @@ neigh = subprocess.run(['ip', 'neigh', 'show', '10.202.0.2'], capture_output=Tru
 dmac = bytes.fromhex(neigh[neigh.index('lladdr') + 1].replace(':', ''))
 smac = bytes.fromhex(open('/sys/class/net/x0/address').read().strip().replace(':', ''))
 src, dst = socket.inet_aton('10.202.0.1'), socket.inet_aton('10.202.0.2')
-def frame(payload, bad_sum=False, ip_len_extra=0, vlan=None, src=src):
+def frame(payload, bad_sum=False, ip_len_extra=0, vlan=None, src=src, to_mac=None):
     ulen = 8 + len(payload)
     udp = struct.pack('!HHHH', 40000, port, ulen, 0) + payload
     c = (~cs(src + dst + struct.pack('!BBH', 0, 17, ulen) + udp)) & 0xffff or 0xffff
@@ -406,20 +407,21 @@ def frame(payload, bad_sum=False, ip_len_extra=0, vlan=None, src=src):
     ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + ulen + ip_len_extra, 0, 0x4000, 64, 17, 0, src, dst)
     ip = ip[:10] + struct.pack('!H', (~cs(ip)) & 0xffff) + ip[12:]
     tag = struct.pack('!HH', 0x8100, vlan) if vlan is not None else b''
-    return dmac + smac + tag + bytes([8, 0]) + ip + udp
+    return (to_mac or dmac) + smac + tag + bytes([8, 0]) + ip + udp
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 s.bind(('x0', 0))
 "#;
 
 /// Frames a stranger makes, raw from A's interface to B's MAC and the
 /// echo's port: ten with a bad UDP checksum, five whose IP length claims
-/// more than the frame holds.
+/// more than the frame holds, three for another host's MAC.
 fn hostile_frames(t: &Topology, port: u16) {
     raw_in_a(
         t,
         port,
         "for i in range(10): s.send(frame(b'bad sum %d' % i, bad_sum=True))\n\
-         for i in range(5): s.send(frame(b'long %d' % i, ip_len_extra=100))\n",
+         for i in range(5): s.send(frame(b'long %d' % i, ip_len_extra=100))\n\
+         for i in range(3): s.send(frame(b'not for B %d' % i, to_mac=bytes([2, 0, 0, 0, 0, 0x99])))\n",
     );
 }
 
@@ -432,7 +434,7 @@ fn xdp_counts_and_drops_hostile_frames() {
     hostile_frames(&t, 7000);
     let v = json_of(&echo.finish());
     assert_eq!(v["xdp_bad_checksums"].as_u64(), Some(10), "{v}");
-    assert_eq!(v["xdp_bad_frames"].as_u64(), Some(5), "{v}");
+    assert_eq!(v["xdp_bad_frames"].as_u64(), Some(8), "{v}");
     assert_eq!(
         (v["received"].as_u64(), v["sent"].as_u64()),
         (Some(1), Some(1))
