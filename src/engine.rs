@@ -311,7 +311,7 @@ impl Engine {
     }
 
     /// The xdp backend's interface and where its program runs.
-    pub fn xdp_interface(&self) -> Option<(&str, crate::XdpMode)> {
+    pub fn xdp_interface(&self) -> Option<(&str, crate::config::XdpMode)> {
         self.xdp.as_ref().map(|x| (x.iface.as_str(), x.mode))
     }
 

@@ -6,7 +6,7 @@ use std::ptr::NonNull;
 /// A slot lent out of the pool: the only way to reach a slot's bytes.
 ///
 /// A `Lent` is created when a slot leaves home with one reference and is given
-/// back with [`Pool::release`]. While it exists the kernel does not write the
+/// back with [`Pool::release`](super::Pool::release). While it exists the kernel does not write the
 /// slot (it is not in the ring; a send only reads, and only after the batch
 /// the `Lent` belongs to has been handled).
 pub(crate) struct Lent {

@@ -17,8 +17,8 @@
 //! interface, longer than the MTU) the datagram goes out through the
 //! ordinary socket, which also makes the kernel resolve the neighbour;
 //! counted in `xdp_tx_via_socket`. Lookups are cached per destination for
-//! [`ROUTE_TTL`] ([`UNRESOLVED_TTL`] while the neighbour is unknown), at
-//! most [`ROUTE_CACHE`] of them, and at most [`LOOKUPS_PER_FLUSH`] are made
+//! [`ROUTE_TTL`](routes::ROUTE_TTL) ([`UNRESOLVED_TTL`](routes::UNRESOLVED_TTL) while the neighbour is unknown), at
+//! most [`ROUTE_CACHE`](routes::ROUTE_CACHE) of them, and at most [`LOOKUPS_PER_FLUSH`] are made
 //! per batch: answers to many new sources at once (a flood, forged or not)
 //! cost the worker no more than the kernel's own path.
 //!
@@ -35,231 +35,37 @@
 //! kernel sent the datagram), TX timestamps, TOS reflection by socket
 //! option (the TOS byte is written per frame instead).
 
+mod attach;
+mod routes;
+
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::Mutex;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
+
+use attach::context;
+pub(crate) use attach::{XdpAttach, queues};
+use routes::{LOOKUPS_PER_FLUSH, Routes};
 
 use crate::backend::worker::Worker;
 use crate::bufring::Lent;
 use crate::config::Config;
 use crate::frame::{Checksum, FrameError, Headers, UdpFrame};
 use crate::sys::mmsg::MmsgBufs;
-use crate::sys::xdp::bpf::{self, Match};
-use crate::sys::xdp::netlink::{LinkInfo, Netlink};
+use crate::sys::xdp::RingSizes;
+use crate::sys::xdp::bpf;
+use crate::sys::xdp::netlink::Netlink;
 use crate::sys::xdp::port::{Refused, XdpPort};
-use crate::sys::xdp::{RingSizes, XdpMode};
 use crate::sys::{self, RawAddr, RecvMeta, SrcIp, Transmit};
 use crate::worker::handler::Handler;
 
 /// Frames taken per pass before the rest of the loop gets a turn.
 const RX_BUDGET: u32 = 64;
-/// How long a route and neighbour lookup is trusted.
-pub const ROUTE_TTL: Duration = Duration::from_secs(1);
-/// How long "no MAC address yet" is trusted: the datagram that found it
-/// went through the socket, which has the kernel resolve the neighbour,
-/// so the next lookup soon finds it.
-pub const UNRESOLVED_TTL: Duration = Duration::from_millis(20);
-/// Destinations whose lookups are cached per worker.
-pub const ROUTE_CACHE: usize = 4096;
-/// Route and neighbour lookups (two netlink round trips each) per flush:
-/// answers to a flood from many (perhaps forged) sources past this many go
-/// through the ordinary socket, at the kernel's own cost, rather than
-/// spending the worker on lookups.
-pub const LOOKUPS_PER_FLUSH: u32 = 32;
 /// How long sends may still go out after a stop.
 const SEND_GRACE: Duration = Duration::from_millis(250);
 /// How often the kernel's XDP counters are read.
 const STATS_EVERY: Duration = Duration::from_millis(100);
-
-/// The program attached to one interface, shared by the workers.
-pub(crate) struct XdpAttach {
-    /// The interface.
-    pub ifindex: u32,
-    /// Its name.
-    pub iface: String,
-    /// Its MAC address, MTU and receive queues.
-    pub link: LinkInfo,
-    /// Where the program runs.
-    pub mode: XdpMode,
-    /// What did not go as asked (generic mode, copy mode), for the user.
-    pub notes: Mutex<Vec<String>>,
-    map: OwnedFd,
-    _prog: OwnedFd,
-    /// Closing it detaches the program.
-    _link: OwnedFd,
-}
-
-fn context(what: &str) -> impl FnOnce(io::Error) -> io::Error + '_ {
-    move |e| {
-        let hint = match e.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => {
-                " (the xdp backend needs root: CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW)"
-            }
-            Some(libc::EAFNOSUPPORT) => " (this kernel has no AF_XDP sockets: CONFIG_XDP_SOCKETS)",
-            Some(libc::ENOSYS) => " (this kernel has no bpf(2))",
-            _ => "",
-        };
-        io::Error::new(e.kind(), format!("xdp backend: {what}: {e}{hint}"))
-    }
-}
-
-/// The interface a socket bound to `bind` receives on, by `cfg.xdp_iface`
-/// or the address's own interface.
-fn interface_of(cfg: &Config, bind: SocketAddr) -> io::Result<(u32, String)> {
-    if let Some(name) = &cfg.xdp_iface {
-        let i = sys::mcast::if_index(name)
-            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("xdp backend: {e}")))?;
-        return Ok((i, name.clone()));
-    }
-    let ip = sys::canonical_ip(bind.ip());
-    if ip.is_unspecified() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "xdp backend: {bind} is a wildcard address, which names no interface: \
-                 bind an address of the interface, or name it (--iface, Config::xdp_iface)"
-            ),
-        ));
-    }
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| io::Error::from_raw_os_error(e as i32))?;
-    for a in addrs {
-        let Some(sa) = a.address else { continue };
-        let found = sa
-            .as_sockaddr_in()
-            .map(|s| IpAddr::V4(s.ip()))
-            .or_else(|| sa.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())));
-        if found == Some(ip) {
-            let i = sys::mcast::if_index(&a.interface_name)
-                .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e.to_string()))?;
-            return Ok((i, a.interface_name));
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("xdp backend: no interface has the address {ip}; name one with --iface"),
-    ))
-}
-
-/// The receive queues of the interface the xdp backend would attach to.
-pub(crate) fn queues(cfg: &Config) -> io::Result<u32> {
-    let (ifindex, _) = interface_of(cfg, cfg.bind)?;
-    Netlink::new()
-        .and_then(|mut n| n.link(ifindex))
-        .map(|l| l.rx_queues)
-        .map_err(context("reading the interface"))
-}
-
-impl XdpAttach {
-    /// Loads the program for `bind` and attaches it to its interface.
-    /// `v6only`: an IPv6 wildcard socket that does not take IPv4.
-    pub fn attach(cfg: &Config, bind: SocketAddr, v6only: bool) -> io::Result<XdpAttach> {
-        let (ifindex, iface) = interface_of(cfg, bind)?;
-        if ifindex == 1 || iface == "lo" {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "xdp backend: loopback has no receive queue for an AF_XDP socket; \
-                 use an interface (a veth pair, a NIC)",
-            ));
-        }
-        let link = Netlink::new()
-            .and_then(|mut n| n.link(ifindex))
-            .map_err(context("reading the interface"))?;
-        let map = bpf::xskmap(link.rx_queues).map_err(context("creating the XSKMAP"))?;
-        let prog = bpf::load_xdp(&bpf::port_filter(&Match::of(bind, v6only), map.as_raw_fd()))
-            .map_err(context("loading the program"))?;
-        let (l, mode, why) = bpf::attach(&prog, ifindex, cfg.xdp_mode)
-            .map_err(context(&format!("attaching the program to {iface}")))?;
-        let notes = why
-            .map(|w| format!("{iface}: generic XDP: {w}"))
-            .into_iter()
-            .collect();
-        Ok(XdpAttach {
-            ifindex,
-            iface,
-            link,
-            mode,
-            notes: Mutex::new(notes),
-            map,
-            _prog: prog,
-            _link: l,
-        })
-    }
-
-    fn note(&self, s: String) {
-        if let Ok(mut n) = self.notes.lock()
-            && !n.contains(&s)
-        {
-            n.push(s);
-        }
-    }
-}
-
-/// A destination's way out, as the kernel said.
-#[derive(Clone, Copy)]
-struct Way {
-    /// The next hop's MAC, if the kernel has it; `None`: use the socket.
-    mac: Option<[u8; 6]>,
-    /// The source the kernel would choose.
-    src: Option<IpAddr>,
-    at: Instant,
-}
-
-/// The worker's view of the routes and neighbours it sends to.
-struct Routes {
-    nl: Netlink,
-    ifindex: u32,
-    cache: HashMap<IpAddr, Way>,
-    /// Lookups left in this flush.
-    budget: u32,
-}
-
-impl Routes {
-    fn way(&mut self, dst: IpAddr, now: Instant) -> Way {
-        if let Some(w) = self.cache.get(&dst) {
-            let ttl = if w.mac.is_some() {
-                ROUTE_TTL
-            } else {
-                UNRESOLVED_TTL
-            };
-            if now.duration_since(w.at) < ttl {
-                return *w;
-            }
-        }
-        if self.budget == 0 {
-            // Not now: this one goes through the socket, nothing cached.
-            return Way {
-                mac: None,
-                src: None,
-                at: now,
-            };
-        }
-        self.budget -= 1;
-        if self.cache.len() >= ROUTE_CACHE {
-            self.cache
-                .retain(|_, w| now.duration_since(w.at) < ROUTE_TTL);
-            if self.cache.len() >= ROUTE_CACHE {
-                self.cache.clear();
-            }
-        }
-        let way = match self.nl.route(dst) {
-            Ok(r) if r.oif == self.ifindex => Way {
-                mac: self.nl.neighbour(r.next_hop(dst), r.oif).ok().flatten(),
-                src: r.prefsrc,
-                at: now,
-            },
-            _ => Way {
-                mac: None,
-                src: None,
-                at: now,
-            },
-        };
-        self.cache.insert(dst, way);
-        way
-    }
-}
 
 /// The loop's state beside the worker.
 struct Loop {
@@ -662,40 +468,4 @@ pub(crate) fn run<H: Handler>(
     }
     w.core.publish();
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn route_lookups_are_cached_and_budgeted_per_flush() {
-        let mut r = Routes {
-            nl: Netlink::new().unwrap(),
-            ifindex: 1,
-            cache: HashMap::new(),
-            budget: 2,
-        };
-        let now = Instant::now();
-        let ip = |k: u8| IpAddr::from([127, 0, 0, k]);
-        // Loopback has no neighbours: the way is known, the MAC is not.
-        assert_eq!(r.way(ip(2), now).mac, None);
-        assert_eq!(r.way(ip(3), now).mac, None);
-        assert_eq!((r.budget, r.cache.len()), (0, 2));
-        // Out of budget: answered (through the socket), nothing asked or kept.
-        let w = r.way(ip(4), now);
-        assert_eq!((w.mac, w.src), (None, None));
-        assert_eq!(r.cache.len(), 2);
-        // Cached: no budget needed while fresh ...
-        let _ = r.way(ip(2), now + UNRESOLVED_TTL / 2);
-        assert_eq!(r.cache.len(), 2);
-        // ... asked again once stale, when the budget allows.
-        r.budget = 1;
-        let _ = r.way(ip(2), now + UNRESOLVED_TTL * 2);
-        assert_eq!(r.budget, 0);
-        // A route leaving by another interface: the socket's way.
-        r.budget = 1;
-        r.ifindex = u32::MAX;
-        assert_eq!(r.way(ip(9), now).mac, None);
-    }
 }
