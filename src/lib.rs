@@ -7,7 +7,10 @@
 //!   (`recvmmsg`/`sendmmsg` batches) and `simple` (one syscall per datagram,
 //!   the baseline). The kernel is probed at start; without io_uring the
 //!   engine falls back to `mmsg` and says why ([`Engine::fallback_reason`]).
-//!   `UDPRING_BACKEND=uring|mmsg|simple` forces one.
+//!   And `xdp` ([`Backend::Xdp`]): AF_XDP sockets per worker and receive
+//!   queue, frames parsed and built by [`frame`], for a real interface
+//!   (root; [`Config::xdp_iface`]). `UDPRING_BACKEND=uring|mmsg|simple|xdp`
+//!   forces one.
 //! - **Workers**: [`Config::workers`] threads (one by default; 0 for one
 //!   per CPU), each with its own `SO_REUSEPORT` socket(s), ring, buffers
 //!   and [`Handler`] instance; pinned to CPUs only when asked

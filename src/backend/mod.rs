@@ -68,7 +68,8 @@ use crate::backend::worker::Worker;
 use crate::config::{Backend, Config};
 use crate::worker::handler::Handler;
 
-/// Environment variable that forces a backend (`uring`, `mmsg`, `simple`).
+/// Environment variable that forces a backend (`uring`, `mmsg`, `simple`,
+/// `xdp`).
 pub const BACKEND_ENV: &str = "UDPRING_BACKEND";
 
 /// The backend the workers run, and what it shares between them.
