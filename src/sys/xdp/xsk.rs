@@ -232,10 +232,6 @@ pub(crate) struct Xsk {
     zero_copy: bool,
 }
 
-// The rings are plain memory owned by this socket; it moves to the worker
-// thread once and is used there only.
-// SAFETY: nothing in Xsk is tied to the thread that made it.
-unsafe impl Send for Xsk {}
 
 fn setsockopt<T>(fd: RawFd, opt: libc::c_int, v: &T) -> io::Result<()> {
     syscall!(setsockopt(
