@@ -232,7 +232,6 @@ pub(crate) struct Xsk {
     zero_copy: bool,
 }
 
-
 fn setsockopt<T>(fd: RawFd, opt: libc::c_int, v: &T) -> io::Result<()> {
     syscall!(setsockopt(
         fd,
