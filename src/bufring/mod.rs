@@ -238,38 +238,64 @@ impl Pool {
             .filter(|&s| s < self.total)
     }
 
+    /// Bytes of `slot` a window may span: a send slot's less its base.
+    fn window_cap(&self, slot: u32) -> u32 {
+        if slot >= self.recv_slots {
+            self.slot_size - self.send_base
+        } else {
+            self.slot_size
+        }
+    }
+
+    /// Copies `len` bytes at `off` of `slot` to `at` past slot `to`'s base.
+    /// False (nothing copied) when either range is outside its slot or the
+    /// slots are one.
+    ///
+    /// # Safety
+    ///
+    /// Nothing may write `slot` or touch `to` during the call: `to` is the
+    /// caller's alone (a send slot it was just lent, or a receive slot it
+    /// reserved), and `slot` is only read (sends in flight read it too;
+    /// nothing writes a slot with a send of it pending).
+    unsafe fn copy_between(&mut self, slot: u32, off: u32, len: u32, to: u32, at: u32) -> bool {
+        if slot >= self.total
+            || to >= self.total
+            || to == slot
+            || off as u64 + len as u64 > self.window_cap(slot) as u64
+            || at as u64 + len as u64 > self.window_cap(to) as u64
+        {
+            return false;
+        }
+        let (from, dst) = (self.base(slot), self.base(to));
+        // SAFETY: both ranges lie inside their slots (checked) and the
+        // slots differ; exclusive access to `to` is the caller's promise.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                from.as_ptr().add(off as usize),
+                dst.as_ptr().add(at as usize),
+                len as usize,
+            )
+        };
+        true
+    }
+
     /// Copies `len` bytes at `off` of `slot` into a free send slot's
     /// window; returns that slot, with one reference, or `None` when no
     /// send slot is free (or the bytes do not fit).
     pub fn copy_to_send(&mut self, slot: u32, off: u32, len: u32) -> Option<u32> {
-        let from_cap = if slot >= self.recv_slots {
-            self.slot_size - self.send_base
-        } else {
-            self.slot_size
-        };
-        if slot >= self.total
-            || off as u64 + len as u64 > from_cap as u64
-            || len > self.slot_size - self.send_base
-        {
+        if len > self.slot_size - self.send_base {
             return None;
         }
-        let mut to = self.alloc_send()?;
-        let from = self.base(slot);
-        to.set_window(0, len);
-        // SAFETY: `from..from+len` lies inside `slot` (checked above), which
-        // is a different slot from the one just taken; the source is only
-        // read (sends in flight read it too; nothing writes a slot with a
-        // send of it pending) and the destination is the Lent's own.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                from.as_ptr().add(off as usize),
-                to.bytes_mut().as_mut_ptr(),
-                len as usize,
-            )
-        };
-        self.note_written(to.slot, len);
-        self.set_tag(to.slot, 0);
+        let to = self.alloc_send()?;
         let s = to.slot;
+        // SAFETY: `s` was just taken off the free list and is lent to us
+        // alone; `slot` is only read.
+        if !unsafe { self.copy_between(slot, off, len, s, 0) } {
+            self.release(to);
+            return None;
+        }
+        self.note_written(s, len);
+        self.set_tag(s, 0);
         self.hold(s);
         self.release(to);
         Some(s)
@@ -280,34 +306,21 @@ impl Pool {
     /// scratch chunk for a send that has no slot of its own to go from.
     /// Returns false (nothing copied) when the bytes do not fit.
     pub fn copy_to_reserved(&mut self, slot: u32, off: u32, len: u32, to: u32, at: u32) -> bool {
-        let from_cap = if slot >= self.recv_slots {
-            self.slot_size - self.send_base
-        } else {
-            self.slot_size
-        };
-        if slot >= self.total
-            || to >= self.recv_slots
-            || to == slot
-            || self.refs[to as usize] != 0
-            || off as u64 + len as u64 > from_cap as u64
-            || at as u64 + len as u64 > self.slot_size as u64
-        {
+        if to >= self.recv_slots || self.refs[to as usize] != 0 {
             return false;
         }
-        let from = self.base(slot);
-        let dst = self.base(to);
-        // SAFETY: both ranges lie inside their slots (checked), the slots
-        // differ, the source is only read, and the destination is a
-        // reserved receive slot with no reference: off every list, lent to
-        // no one, not the kernel's.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                from.as_ptr().add(off as usize),
-                dst.as_ptr().add(at as usize),
-                len as usize,
-            )
-        };
-        true
+        // SAFETY: a reserved receive slot with no reference is off every
+        // list, lent to no one and not the kernel's: the caller's alone.
+        unsafe { self.copy_between(slot, off, len, to, at) }
+    }
+
+    /// Where `slot`'s window starts within its chunk (a send slot's base).
+    pub fn base_in_chunk(&self, slot: u32) -> u32 {
+        if slot >= self.recv_slots {
+            self.send_base
+        } else {
+            0
+        }
     }
 
     /// References `slot` has (0: home).

@@ -241,12 +241,7 @@ impl Sender {
         from: Option<IpAddr>,
     ) -> io::Result<()> {
         let sock = sock.index();
-        let Some(&v6) = self.inbox.sock_v6.get(sock) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("the worker has no socket {sock}"),
-            ));
-        };
+        let v6 = self.sock_v6(sock)?;
         let src = src_for(sys::canonical(to), from, v6)?;
         self.send_src(sock, data, to, None, src)
     }
@@ -285,6 +280,16 @@ impl Sender {
         self.send_src(sock, data, to, segment, SrcIp::Any)
     }
 
+    /// Whether the worker's socket `sock` is IPv6; an error if it has none.
+    fn sock_v6(&self, sock: usize) -> io::Result<bool> {
+        self.inbox.sock_v6.get(sock).copied().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the worker has no socket {sock}"),
+            )
+        })
+    }
+
     fn send_src(
         &self,
         sock: usize,
@@ -294,9 +299,7 @@ impl Sender {
         src: SrcIp,
     ) -> io::Result<()> {
         let invalid = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
-        let Some(&v6) = self.inbox.sock_v6.get(sock) else {
-            return invalid(format!("the worker has no socket {sock}"));
-        };
+        let v6 = self.sock_v6(sock)?;
         let max = if segment.is_some() {
             self.inbox.slot_payload
         } else {

@@ -117,7 +117,7 @@ impl Loop {
         let h = Headers {
             dst_mac: mac,
             src_mac: self.mac,
-            vlan: self.port.vlan_of(&w.core.pool, t.slot),
+            vlan: self.port.vlan_of(t.slot),
             src: SocketAddr::new(src_ip, local.port()),
             dst,
             hops: self.hops,

@@ -181,11 +181,8 @@ impl XdpPort {
 
     /// The 802.1Q tag of the frame in receive slot `slot` (a send from it,
     /// a reply or a forward, leaves with the same tag).
-    pub(crate) fn vlan_of(&self, pool: &Pool, slot: u32) -> Option<u16> {
-        if slot >= pool.counts().total {
-            return None;
-        }
-        self.rx_vlan[slot as usize]
+    pub(crate) fn vlan_of(&self, slot: u32) -> Option<u16> {
+        self.rx_vlan.get(slot as usize).copied().flatten()
     }
 
     /// Puts send `t` on the TX ring with headers `h` (one datagram: no GSO
@@ -202,10 +199,9 @@ impl XdpPort {
         if self.xsk.tx_free() == 0 {
             return Err((Refused::Full, t));
         }
-        let lead = pool.slot_addr(t.slot) as u64 - pool.arena().0 as u64 - pool.chunk_of(t.slot);
-        let at = lead + u64::from(t.off);
+        let at = pool.base_in_chunk(t.slot) + t.off;
         let mut scratch_of = None;
-        let t = if pool.refs(t.slot) == 1 && at >= h.len() as u64 {
+        let t = if pool.refs(t.slot) == 1 && at as usize >= h.len() {
             t
         } else if let Some(copy) = pool.copy_to_send(t.slot, t.off, t.len) {
             pool.unref(t.slot);
@@ -233,8 +229,7 @@ impl XdpPort {
                 ..t
             }
         };
-        let lead = pool.slot_addr(t.slot) as u64 - pool.arena().0 as u64 - pool.chunk_of(t.slot);
-        let at = (lead + u64::from(t.off)) as usize;
+        let at = (pool.base_in_chunk(t.slot) + t.off) as usize;
         let chunk = pool.chunk_of(t.slot);
         // SAFETY: the slot has one reference, `t`'s: no Lent of it exists
         // (a Lent holds a reference), no send of it is in flight (each holds
