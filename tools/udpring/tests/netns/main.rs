@@ -9,7 +9,7 @@
 //! API on the LAN), `peers.rs` (udpring against programs it did not
 //! write: the seeds' Twisted programs, discovery responders),
 //! `source.rs` (replies from the address asked), `tools.rs` (the
-//! command's multicast tools and fan-out across hosts), `xdp.rs` (the
+//! command's multicast tools and fan-out across hosts), `xdp/` (the
 //! AF_XDP backend on a veth pair).
 
 #[path = "../util/mod.rs"]
