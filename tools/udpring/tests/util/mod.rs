@@ -354,3 +354,16 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A child killed and reaped on drop, with a directory removed.
+pub struct Peer(pub std::process::Child, pub Option<std::path::PathBuf>);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        if let Some(d) = &self.1 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
