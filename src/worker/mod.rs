@@ -1,13 +1,13 @@
 //! One worker as its handler sees it: the API ([`Handler`](handler::Handler),
-//! [`Datagram`](handler::Datagram), [`Transport`](handler::Transport),
+//! [`Datagram`](handler::Datagram), [`Transport`](transport::Transport),
 //! [`Sender`](sender::Sender)) and the state behind it ([`Core`]: the
 //! pool, the send queue, timers, counters, sockets). What a received
 //! datagram or a finished send *means* is decided one floor up, in
 //! `backend/worker`, which the backends' loops drive.
 //!
-//! - `handler.rs`: the handler trait, the lent datagram, the transport and
-//!   its send slots; `transport_mcast.rs`: the transport's socket calls
-//!   for multicast;
+//! - `handler.rs`: the handler trait and the lent datagram;
+//!   `transport.rs`: the transport and its send slots;
+//!   `transport_mcast.rs`: the transport's socket calls for multicast;
 //! - `sender.rs`: sending from other threads: the inbox a worker drains
 //!   and the handle that posts into it. A `Sender` posts closures that
 //!   take a `Transport`, and a `Transport` hands out `Sender`s: the two
@@ -23,6 +23,7 @@ pub(crate) mod queue;
 pub(crate) mod sender;
 pub(crate) mod stream;
 pub(crate) mod timers;
+pub(crate) mod transport;
 mod transport_mcast;
 
 pub(crate) use self::core::{Core, Sockets, WorkerShared};

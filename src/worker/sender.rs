@@ -25,8 +25,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::sys::{self, EventFd, SrcIp};
-use crate::worker::handler::Transport;
 use crate::worker::ids::SocketRef;
+use crate::worker::transport::Transport;
 
 /// Work for a worker, posted from another thread.
 pub(crate) enum Item {

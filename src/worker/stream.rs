@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
-use crate::worker::handler::{Datagram, Handler, Transport};
+use crate::worker::handler::{Datagram, Handler};
 use crate::worker::sender::Sender;
+use crate::worker::transport::Transport;
 
 /// What a worker's handler and its [`Incoming`] share.
 pub(crate) struct StreamShared {

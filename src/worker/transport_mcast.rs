@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use crate::sys::mcast;
 use crate::sys::mcast::{Interface, McastError};
-use crate::worker::handler::Transport;
 use crate::worker::ids::SocketRef;
+use crate::worker::transport::Transport;
 
 impl Transport<'_> {
     /// Joins multicast `group` on socket `sock` (any source).

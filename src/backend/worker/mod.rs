@@ -23,8 +23,9 @@ use crate::error::{ErrorEvent, is_icmp_errno};
 use crate::guard::Refusal;
 use crate::sys::{self, RecvMeta, Transmit};
 use crate::worker::Core;
-use crate::worker::handler::{Datagram, Handler, Transport};
+use crate::worker::handler::{Datagram, Handler};
 use crate::worker::sender::Item;
+use crate::worker::transport::Transport;
 
 /// A worker's state and its handler.
 pub(crate) struct Worker<H> {
