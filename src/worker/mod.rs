@@ -13,7 +13,7 @@
 //!   take a `Transport`, and a `Transport` hands out `Sender`s: the two
 //!   files import each other, which is why they share this room;
 //! - `core.rs`: [`Core`], the state a `Transport` touches;
-//! - `queue.rs`: the send queue (GSO trains kept or cut);
+//! - `queue/`: the send queue (GSO trains kept or cut), and its tests;
 //! - `timers.rs`: the timer heap.
 
 pub(crate) mod core;
