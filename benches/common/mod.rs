@@ -1,6 +1,9 @@
 //! What the request/answer benches share: the client's ping-pong and
 //! windowed flood against one server, and the process's CPU time.
 
+// Each bench uses its part of these.
+#![allow(dead_code)]
+
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Instant;
 
@@ -51,6 +54,17 @@ pub fn ping(c: &UdpSocket, to: SocketAddr, req: &[u8], check: impl Fn(&[u8])) ->
 /// [`WINDOW`] requests in flight for [`FLOOD_SECS`]: answers per second,
 /// and the process's CPU µs per answer.
 pub fn flood(c: &UdpSocket, to: SocketAddr, req: &[u8]) -> (f64, f64) {
+    flood_with(c, to, req, cpu_us)
+}
+
+/// [`flood`], with the CPU (µs) read by `cpu`: e.g. only the server's
+/// threads ([`Threads::cpu_us`]).
+pub fn flood_with(
+    c: &UdpSocket,
+    to: SocketAddr,
+    req: &[u8],
+    cpu_us: impl Fn() -> f64,
+) -> (f64, f64) {
     let mut buf = [0u8; 256];
     let mut answered = 0u64;
     for _ in 0..WINDOW {
@@ -73,4 +87,97 @@ pub fn flood(c: &UdpSocket, to: SocketAddr, req: &[u8]) -> (f64, f64) {
     // Drain what is still in flight.
     while c.recv_from(&mut buf).is_ok() {}
     (rate, cpu)
+}
+
+/// The threads one server runs on, told apart from the rest of this
+/// process by the tasks that appeared while it started.
+pub struct Threads(Vec<String>);
+
+impl Threads {
+    fn tasks() -> std::collections::BTreeSet<String> {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Runs `start` and returns what it returned with the threads that
+    /// appeared meanwhile and were still there 50 ms later (a helper that
+    /// came and went is not the server).
+    pub fn started_by<T>(start: impl FnOnce() -> T) -> (T, Threads) {
+        let before = Threads::tasks();
+        let t = start();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let after = Threads::tasks();
+        (t, Threads(after.difference(&before).cloned().collect()))
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// CPU time (µs) these threads have run, from the scheduler's own
+    /// account (`/proc/self/task/TID/schedstat`, nanoseconds: fine enough
+    /// for a block of 100 round trips, unlike the clock ticks of `stat`).
+    /// Interrupts and softirqs that run while a thread is on the CPU
+    /// (its reply's delivery to the client, on loopback) count as its own.
+    pub fn cpu_us(&self) -> f64 {
+        self.0
+            .iter()
+            .filter_map(|t| std::fs::read_to_string(format!("/proc/self/task/{t}/schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            / 1e3
+    }
+}
+
+/// Closed loop against several servers in turn, so that every one of them
+/// sees the same machine: blocks of `block` round trips (one request in
+/// flight), the servers taking turns in an order that rotates block by
+/// block, `total` round trips per server. Per server: the round trips'
+/// histogram (ns) and the CPU µs its threads used per round trip.
+/// `check` sees each answer.
+pub fn ping_interleaved(
+    c: &UdpSocket,
+    servers: &[(SocketAddr, &Threads)],
+    req: &[u8],
+    block: usize,
+    total: usize,
+    check: impl Fn(&[u8]),
+) -> Vec<(Histogram<u64>, f64)> {
+    let mut out: Vec<(Histogram<u64>, f64)> = servers
+        .iter()
+        .map(|_| {
+            (
+                Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap(),
+                0.0,
+            )
+        })
+        .collect();
+    let mut buf = [0u8; 256];
+    let mut order: Vec<usize> = (0..servers.len()).collect();
+    let n = servers.len().max(2);
+    for b in 0..total.div_ceil(block) {
+        // Who follows whom changes from block to block.
+        order.rotate_left(1 + b % (n - 1));
+        for &i in &order {
+            let (to, threads) = servers[i];
+            let cpu0 = threads.cpu_us();
+            for _ in 0..block {
+                let t = Instant::now();
+                c.send_to(req, to).unwrap();
+                let (n, _) = c.recv_from(&mut buf).expect("an answer");
+                check(&buf[..n]);
+                out[i].0.saturating_record(t.elapsed().as_nanos() as u64);
+            }
+            out[i].1 += threads.cpu_us() - cpu0;
+        }
+    }
+    for o in out.iter_mut() {
+        o.1 /= (total.div_ceil(block) * block) as f64;
+    }
+    out
 }

@@ -2,8 +2,10 @@
 # Closed-loop latency of the echo, default settings and with --busy-poll,
 # against `sockperf server`: `sockperf ping-pong -m 64` (half round trips,
 # as sockperf reports them) from CPU 1 against each server on CPU 0, the
-# three taking turns at going first, ROUNDS rounds of SECS seconds; then
+# servers taking turns at going first, ROUNDS rounds of SECS seconds; then
 # the default server's CPU use while idle (from /proc, over IDLE seconds).
+# A second `sockperf server` round (the control) measures the method: its
+# ratio to the first is what these rounds cannot tell apart from 1.00x.
 #   ROUNDS=5 SECS=5 IDLE=5 tools/perf/latency.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,7 +19,7 @@ PORT=$((30000 + RANDOM % 20000))
 run() { # name -> "p50 p99" of one ping-pong against that server
   PORT=$((PORT + 1))
   case "$1" in
-    sockperf) taskset -c 0 sockperf server -i 127.0.0.1 -p $PORT >/dev/null 2>&1 & ;;
+    sockperf|control) taskset -c 0 sockperf server -i 127.0.0.1 -p $PORT >/dev/null 2>&1 & ;;
     udpring) taskset -c 0 "$U" echo --bind 127.0.0.1:$PORT --sockperf -w 1 -q >/dev/null 2>&1 & ;;
     busy) taskset -c 0 "$U" echo --bind 127.0.0.1:$PORT --sockperf -w 1 -q --busy-poll >/dev/null 2>&1 & ;;
   esac
@@ -36,10 +38,11 @@ print(get("50\\.000"), get("99\\.000"))'
 echo "commit $(git rev-parse --short HEAD), kernel $(uname -r); command: ROUNDS=$ROUNDS SECS=$SECS IDLE=$IDLE tools/perf/latency.sh"
 echo "round server p50_us p99_us (half RTT)"
 for r in $(seq "$ROUNDS"); do
-  case $((r % 3)) in
-    1) order="sockperf udpring busy" ;;
-    2) order="udpring busy sockperf" ;;
-    0) order="busy sockperf udpring" ;;
+  case $((r % 4)) in
+    1) order="sockperf udpring busy control" ;;
+    2) order="udpring busy control sockperf" ;;
+    3) order="busy control sockperf udpring" ;;
+    0) order="control sockperf udpring busy" ;;
   esac
   for s in $order; do echo "$r $s $(run $s)"; done
 done | tee /tmp/udpring-latency.$$
@@ -52,12 +55,12 @@ for r, s, p50, p99 in rows:
 print()
 print("| server | p50 µs (median) | p99 µs (median) | p50 / sockperf's | p99 / sockperf's |")
 print("|---|---:|---:|---:|---:|")
-for s in ["sockperf", "udpring", "busy"]:
+for s in ["sockperf", "udpring", "busy", "control"]:
     p50 = statistics.median(v[s][0] for v in by.values())
     p99 = statistics.median(v[s][1] for v in by.values())
     r50 = statistics.median(v[s][0] / v["sockperf"][0] for v in by.values())
     r99 = statistics.median(v[s][1] / v["sockperf"][1] for v in by.values())
-    name = {"sockperf": "sockperf server", "udpring": "udpring echo (default)", "busy": "udpring echo --busy-poll"}[s]
+    name = {"sockperf": "sockperf server", "udpring": "udpring echo (default)", "busy": "udpring echo --busy-poll", "control": "sockperf server again (the control)"}[s]
     print(f"| {name} | {p50:.2f} | {p99:.2f} | {r50:.2f}x | {r99:.2f}x |")
 PY
 rm -f /tmp/udpring-latency.$$
