@@ -588,5 +588,3 @@ fn parse_source_rate(s: &str) -> Result<udpring::RateLimit, String> {
     };
     Ok(udpring::RateLimit { per_second, burst })
 }
-
-pub(crate) use crate::serve::{ServeArgs, rate_line, run_until, stop, totals};

@@ -8,10 +8,8 @@ use std::sync::{Arc, Mutex};
 use crate::apps::echo::{Echo, TimedEcho};
 use udpring::{Engine, Stats};
 
-use crate::common::{
-    EngineArgs, Failure, GuardArgs, ServeArgs, parse_addr, rate_line, run_until, runtime, stop,
-    totals, usage,
-};
+use crate::common::{EngineArgs, Failure, GuardArgs, parse_addr, runtime, usage};
+use crate::serve::{ServeArgs, rate_line, run_until, stop, totals};
 
 #[derive(Args)]
 pub(crate) struct EchoArgs {

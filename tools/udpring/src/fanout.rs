@@ -6,9 +6,8 @@ use crate::apps::fanout::{ControlCounts, Fanout, Kind, Relay, RelayOpts, State, 
 use clap::Args;
 use udpring::{Engine, Interface, Join, Stats};
 
-use crate::common::{
-    EngineArgs, Failure, GuardArgs, ServeArgs, parse_addr, run_until, runtime, usage,
-};
+use crate::common::{EngineArgs, Failure, GuardArgs, parse_addr, runtime, usage};
+use crate::serve::{ServeArgs, run_until};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -331,7 +330,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
         }
         (prev, prev_out) = (now, out);
     });
-    let (s, failure) = crate::common::stop(engine);
+    let (s, failure) = crate::serve::stop(engine);
     // The tail since the last interval: the intervals add up to the totals.
     a.serve
         .say_interval("fanout", secs, secs - last_t, &s, &prev_stats);

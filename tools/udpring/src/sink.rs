@@ -10,7 +10,8 @@ use crate::apps::mcast::{MAX_PEERS, McastListen, PeerTable};
 use clap::Args;
 use udpring::Engine;
 
-use crate::common::{Failure, ServeArgs, parse_addr, run_until, runtime, stop, usage};
+use crate::common::{Failure, parse_addr, runtime, usage};
+use crate::serve::{ServeArgs, run_until, stop};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \

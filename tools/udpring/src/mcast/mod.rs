@@ -1,0 +1,283 @@
+//! `udpring mcast listen|send|pong|ping`: each subcommand's run (their
+//! options and checks are in [`args`]).
+
+mod args;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use udpring::{Config, Engine};
+
+use crate::apps::mcast::{
+    Expect, McastListen, McastPing, McastPong, McastSend, PeerCounts, PeerTable, PingPayload,
+    PongCounts,
+};
+use crate::common::{Failure, runtime};
+use crate::serve::run_until;
+pub(crate) use args::McastCmd;
+use args::{Group, McastArgs, ping_payload, pong_expect};
+
+pub(crate) fn mcast(c: McastCmd) -> Result<(), Failure> {
+    match c {
+        McastCmd::Listen(l) => listen(&McastArgs {
+            source: l.source,
+            verify: l.verify,
+            ..McastArgs::new(l.common)
+        }),
+        McastCmd::Send(s) => send(&McastArgs::sending(s)),
+        McastCmd::Pong(p) => {
+            let expect = pong_expect(&p)?;
+            pong(
+                &McastArgs {
+                    source: p.source,
+                    guard: Some(p.guard),
+                    metrics: p.metrics,
+                    ..McastArgs::new(p.common)
+                },
+                expect,
+            )
+        }
+        McastCmd::Ping(p) => {
+            let a = McastArgs::sending(p.send);
+            // The rate and the group first: the round rules divide by it.
+            Group::new(&a)?;
+            let payload = ping_payload(
+                &a,
+                p.payload.as_deref(),
+                p.payload_file
+                    .as_deref()
+                    .map(|f| (f, p.payload_format == "raw")),
+                p.expect.as_deref(),
+                p.timeout,
+            )?;
+            ping(&a, payload)
+        }
+    }
+}
+
+fn listen(a: &McastArgs) -> Result<(), Failure> {
+    let g = Group::new(a)?;
+    let table: PeerTable = Arc::default();
+    let (t2, verify) = (table.clone(), a.verify);
+    let engine = start(&g, "listen", g.config(a, true), move |_| {
+        McastListen::new(verify, t2.clone())
+    })?;
+    finish(a, &g, "listen", engine, a.duration, &table, no_extra)
+}
+
+fn pong(a: &McastArgs, expect: Option<Expect>) -> Result<(), Failure> {
+    let g = Group::new(a)?;
+    let counts = Arc::new(PongCounts::default());
+    let (c2, group) = (counts.clone(), g.addr.ip());
+    let mut cfg = g.config(a, true);
+    if let Some(g) = &a.guard {
+        cfg.guard = g.guard();
+    }
+    let what = if expect.is_some() {
+        "not the expected bytes"
+    } else {
+        "not a ping"
+    };
+    let engine = start(&g, "pong", cfg, move |_| {
+        McastPong::new(group, expect.clone(), c2.clone())
+    })?;
+    crate::metrics::start_metrics(a.metrics, &engine)?;
+    use std::sync::atomic::Ordering::Relaxed;
+    let c2 = counts.clone();
+    let r = finish(
+        a,
+        &g,
+        "pong",
+        engine,
+        a.duration,
+        &PeerTable::default(),
+        |s| {
+            // What was not answered: refused by the engine's guard (by reason,
+            // named as in `echo`), or by the pong itself.
+            let guard: serde_json::Map<String, serde_json::Value> = s
+                .counters()
+                .filter(|(n, _)| n.starts_with("guard_"))
+                .map(|(n, v)| (n.to_string(), v.into()))
+                .collect();
+            serde_json::json!({
+                "guard": guard,
+                "not_answered": {
+                    "not_to_group": c2.not_to_group.load(Relaxed),
+                    "not_a_ping": c2.not_a_ping.load(Relaxed),
+                    "would_amplify": c2.would_amplify.load(Relaxed),
+                },
+            })
+        },
+    );
+    note!(
+        "udpring mcast pong: {} datagrams not answered: {} not sent to the group, {} {what}, \
+         {} whose answer would be longer (--amplify)",
+        counts.ignored(),
+        counts.not_to_group.load(Relaxed),
+        counts.not_a_ping.load(Relaxed),
+        counts.would_amplify.load(Relaxed)
+    );
+    r
+}
+
+fn send(a: &McastArgs) -> Result<(), Failure> {
+    let g = Group::new(a)?;
+    let (to, rate, size, count) = (g.addr, a.rate, a.size, a.count);
+    let engine = start(&g, "send", g.config(a, false), move |_| {
+        McastSend::new(to, rate, size, count)
+    })?;
+    // A counted send ends by itself after its last datagram.
+    let natural =
+        count.map(|c| Duration::from_secs_f64(c as f64 / rate) + Duration::from_millis(100));
+    finish(
+        a,
+        &g,
+        "send",
+        engine,
+        a.duration.or(natural),
+        &PeerTable::default(),
+        no_extra,
+    )
+}
+
+fn ping(a: &McastArgs, payload: PingPayload) -> Result<(), Failure> {
+    let g = Group::new(a)?;
+    let table: PeerTable = Arc::default();
+    let (t2, to, rate) = (table.clone(), g.addr, a.rate);
+    let count = a.count.unwrap_or(10);
+    let engine = start(&g, "ping", g.config(a, false), move |_| {
+        McastPing::new(to, rate, payload.clone(), count, t2.clone())
+    })?;
+    // Ends after the last ping and a drain for its replies.
+    let natural = Duration::from_secs_f64(count as f64 / rate) + Duration::from_millis(500);
+    finish(
+        a,
+        &g,
+        "ping",
+        engine,
+        Some(a.duration.unwrap_or(natural)),
+        &table,
+        no_extra,
+    )
+}
+
+fn start<H: udpring::Handler>(
+    g: &Group,
+    kind: &str,
+    cfg: Config,
+    factory: impl Fn(usize) -> H + Send + Sync + 'static,
+) -> Result<Engine, Failure> {
+    udpring::signals::install().map_err(runtime)?;
+    let engine = Engine::start(cfg, factory).map_err(runtime)?;
+    note!(
+        "udpring mcast {kind}: {} (local {}, backend {})",
+        g.addr,
+        engine.local_addr(),
+        engine.backend()
+    );
+    Ok(engine)
+}
+
+/// Nothing beyond the per-peer table.
+fn no_extra(_: &udpring::Stats) -> serde_json::Value {
+    serde_json::Value::Null
+}
+
+/// Runs until `end` (or a signal), stops, and prints the per-peer table
+/// (and in JSON, what `extra` adds from the engine's counters).
+fn finish(
+    a: &McastArgs,
+    g: &Group,
+    kind: &str,
+    engine: Engine,
+    end: Option<Duration>,
+    table: &PeerTable,
+    extra: impl FnOnce(&udpring::Stats) -> serde_json::Value,
+) -> Result<(), Failure> {
+    let secs = run_until(end, None, |_, _| {});
+    let (stats, failure) = crate::serve::stop(engine);
+    let extra = extra(&stats);
+    let report = table.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let peers: Vec<(SocketAddr, PeerCounts)> = report.peers;
+    // A ping no responder answered failed its purpose: exit 1 (after the
+    // report), as `ping` and `load` do.
+    let failure = failure.map(Err).or_else(|| {
+        (kind == "ping" && stats.sent > 0 && peers.iter().all(|(_, c)| c.received == 0)).then(
+            || {
+                Err(Failure {
+                    code: 1,
+                    msg: format!(
+                        "no responder answered {} pings to {} (is `udpring mcast pong` \
+                     joined there, and the TTL enough?)",
+                        stats.sent, g.addr
+                    ),
+                })
+            },
+        )
+    });
+    if a.json {
+        // Per peer: its address and its counts, side by side (the shape of
+        // `load`'s responders). Responders answer a ping; sources are heard.
+        let list: Vec<serde_json::Value> = peers
+            .iter()
+            .map(|(p, c)| {
+                let mut v = serde_json::to_value(c).unwrap_or_default();
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("addr".into(), p.to_string().into());
+                }
+                v
+            })
+            .collect();
+        let mut v = serde_json::json!({"group": g.addr.to_string(), "sent": stats.sent});
+        if kind != "send" {
+            // A sender hears nothing: no receive counts, no peers.
+            v["received"] = stats.received.into();
+            v["untracked"] = report.untracked.into();
+            v["invalid"] = report.invalid.into();
+        }
+        if kind == "ping" {
+            v["late"] = report.late.into();
+        }
+        if let (Some(m), serde_json::Value::Object(x)) = (v.as_object_mut(), extra) {
+            m.extend(x);
+        }
+        match kind {
+            "ping" => v["responders"] = list.into(),
+            "send" => {}
+            _ => v["sources"] = list.into(),
+        }
+        crate::common::say_json(&format!("mcast {kind}"), Some(secs), v);
+        return failure.unwrap_or(Ok(()));
+    }
+    let late = if kind == "ping" {
+        format!("  late {}", report.late)
+    } else {
+        String::new()
+    };
+    say!(
+        "{kind} {}: sent {} received {}  not ours {}{late}  from sources beyond the {} tracked {}",
+        g.addr,
+        stats.sent,
+        stats.received,
+        report.invalid,
+        crate::apps::mcast::MAX_PEERS,
+        report.untracked
+    );
+    for (p, c) in peers {
+        let rtt = c.rtt_us.as_ref().map_or(String::new(), |r| {
+            format!(
+                "  rtt p50 {:.1} p99 {:.1} max {:.1} us",
+                r.p50, r.p99, r.max
+            )
+        });
+        say!(
+            "  {p}: received {} lost {} duplicated {} reordered {}{rtt}",
+            c.received,
+            c.lost,
+            c.duplicated,
+            c.reordered
+        );
+    }
+    failure.unwrap_or(Ok(()))
+}
