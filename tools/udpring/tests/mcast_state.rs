@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use udpring::{Backend, Engine};
 use udpring_cli::apps::header::{HEADER_LEN, Header};
-use udpring_cli::apps::mcast::{
-    MAX_PEERS, McastListen, McastPing, PeerReport, PeerTable, PingPayload,
-};
+use udpring_cli::apps::mcast::ping::{McastPing, PingPayload};
+use udpring_cli::apps::mcast::{MAX_PEERS, McastListen, PeerReport, PeerTable};
 use util::*;
 
 fn listener(verify: bool) -> (Engine, PeerTable) {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use udpring::{Config, Interface, Join};
 
-use crate::apps::mcast::{Expect, PingPayload};
+use crate::apps::mcast::Expect;
+use crate::apps::mcast::ping::PingPayload;
 use crate::common::{Failure, GuardArgs, parse_addr, parse_secs, usage};
 
 #[derive(Subcommand)]

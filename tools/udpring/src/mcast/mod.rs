@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use udpring::{Config, Engine};
 
+use crate::apps::mcast::ping::{McastPing, PingPayload};
 use crate::apps::mcast::{
-    Expect, McastListen, McastPing, McastPong, McastSend, PeerCounts, PeerTable, PingPayload,
-    PongCounts,
+    Expect, McastListen, McastPong, McastSend, PeerCounts, PeerTable, PongCounts,
 };
 use crate::common::{Failure, runtime};
 use crate::serve::run_until;
