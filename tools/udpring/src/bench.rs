@@ -127,9 +127,9 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
     if a.json {
         crate::common::say_json("bench", None, serde_json::json!({ "rows": results }));
     } else if a.csv {
-        say_raw!("{}", bench::csv(&results));
+        say_raw!("{}", bench::report::csv(&results));
     } else {
-        say_raw!("{}", bench::table(&results));
+        say_raw!("{}", bench::report::table(&results));
     }
     Ok(())
 }
