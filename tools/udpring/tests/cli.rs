@@ -1,5 +1,6 @@
 //! The `udpring` command: usage errors, a port in use, the echo server's
-//! output and clean stop on SIGINT, and `bench --json`.
+//! output and clean stop on SIGINT, and `bench --json` (`load`'s own are
+//! in load.rs).
 
 mod util;
 
@@ -7,22 +8,6 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use util::*;
-
-/// Each `(args, needle)` must exit with 2 and print one line, prefixed
-/// "udpring: error: ", that contains `needle`.
-fn assert_usage_errors(cases: &[(&[&str], &str)]) {
-    for (args, needle) in cases {
-        let (code, _out, err) = run(args);
-        assert_eq!(code, 2, "{args:?}: exit code, stderr: {err}");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{args:?}: one line, got: {err}"
-        );
-        assert!(err.contains(needle), "{args:?}: '{needle}' not in: {err}");
-        assert!(err.starts_with("udpring: error: "), "{args:?}: {err}");
-    }
-}
 
 #[test]
 fn usage_errors_are_one_line_with_exit_code_2() {
@@ -191,146 +176,6 @@ fn bench_json_has_a_run_per_case() {
         assert!(r["received"].as_u64().unwrap() > 0, "{r}");
     }
     let _ = Duration::ZERO;
-}
-
-#[test]
-fn load_usage_errors_are_one_line_with_exit_code_2() {
-    let cases: &[(&[&str], &str)] = &[
-        (&["load", "127.0.0.1:9", "--rate", "0"], "rate 0 must be"),
-        (
-            &["load", "127.0.0.1:9", "--rate", "1e12"],
-            "must be 1..100M",
-        ),
-        (&["load", "127.0.0.1:9", "--rate", "fast"], "not a rate"),
-        (
-            &["load", "127.0.0.1:9", "--size", "65508"],
-            "--size 65508 must be 32..65507",
-        ),
-        (
-            &["load", "[::1]:9", "--size", "65528"],
-            "32..65527 for IPv6",
-        ),
-        (
-            &["load", "127.0.0.1:9", "--size", "8"],
-            "the header takes 32",
-        ),
-        (
-            &["load", "127.0.0.1:9", "--sockperf", "--size", "40"],
-            "the header takes 46",
-        ),
-        (
-            &["load", "no-such-host.invalid:9000"],
-            "cannot resolve 'no-such-host.invalid'",
-        ),
-        (&["load", "127.0.0.1"], "needs a port"),
-        (&["load", "127.0.0.1:0"], "port 0"),
-        (
-            &["load", "127.0.0.1:9", "--mode", "ping", "--rate", "10"],
-            "do not go with --mode ping",
-        ),
-        (
-            &["load", "127.0.0.1:9", "--gso", "64", "--size", "1400"],
-            "64 KiB",
-        ),
-        (
-            &["load", "127.0.0.1:9", "--count", "0"],
-            "--count must be at least 1",
-        ),
-        (
-            &["load", "127.0.0.1:9", "--bind", "[::1]:0"],
-            "different families",
-        ),
-        (&["report", "/nonexistent/a.json"], "/nonexistent/a.json"),
-    ];
-    assert_usage_errors(cases);
-}
-
-#[test]
-fn load_against_a_closed_port_counts_refusals_and_exits_1() {
-    let closed = {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap()
-    };
-    let (code, out, err) = run(&util::words(&format!(
-        "load {} --rate 2000 -t 0.3 --warmup 0 --drain 0.1 --json -q",
-        closed
-    )));
-    // The result is still written; the exit code says it failed its
-    // purpose (no replies at all).
-    assert_eq!(code, 1, "{err}");
-    let v = util::json(&out);
-    assert_eq!(v["received"], 0);
-    assert!(v["rtt_us"].is_null(), "no replies: no RTT, not 0.0: {v}");
-    assert!(v["sent"].as_u64().unwrap() > 0);
-    assert_eq!(v["lost"], v["sent"]);
-    assert!(v["errors"]["ECONNREFUSED"].as_u64().unwrap() > 0, "{v}");
-    assert!(err.contains("no replies"), "{err}");
-}
-
-#[test]
-fn load_json_report_merge_and_histogram_file() {
-    let echo = Server::echo();
-    let addr = echo.addr;
-    let dir = std::env::temp_dir().join(format!("udpring-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut files = Vec::new();
-    for (i, mode) in ["ping", "flood"].iter().enumerate() {
-        let (code, out, err) = run(&util::words(&format!(
-            "load {} --mode {} --count 500 --warmup 0 --json -q --flows 2",
-            addr, mode
-        )));
-        assert_eq!(code, 0, "{err}");
-        let v = util::json(&out);
-        for k in [
-            "sent",
-            "received",
-            "lost",
-            "reordered",
-            "duplicated",
-            "invalid",
-            "pps_sent",
-            "pps_received",
-            "gbps_received",
-        ] {
-            assert!(!v[k].is_null(), "{k} missing in {v}");
-        }
-        for k in ["p50", "p90", "p99", "p999", "p9999", "max"] {
-            assert!(v["rtt_us"][k].as_f64().unwrap() > 0.0, "rtt_us.{k} in {v}");
-        }
-        assert_eq!(
-            (v["sent"].as_u64(), v["received"].as_u64()),
-            (Some(500), Some(500)),
-            "{v}"
-        );
-        let f = dir.join(format!("r{i}.json"));
-        std::fs::write(&f, out).unwrap();
-        files.push(f);
-    }
-    let hgrm = dir.join("merged.hgrm");
-    let (code, out, err) = run(&[
-        "report",
-        files[0].to_str().unwrap(),
-        files[1].to_str().unwrap(),
-        "--allow-mixed",
-        "--json",
-        "--hist-out",
-        hgrm.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let m = util::json(&out);
-    assert_eq!(m["sent"], 1000);
-    assert_eq!(m["runs"], 2);
-    assert_eq!(m["mode"], "ping,flood");
-    let text = std::fs::read_to_string(&hgrm).unwrap();
-    assert!(
-        text.contains("Percentile") && text.contains("Total count = 1000"),
-        "{text}"
-    );
-    let (code, table, _) = run(&["report", files[0].to_str().unwrap()]);
-    assert_eq!(code, 0);
-    assert!(table.contains("rtt us  p50"), "{table}");
-    let _ = std::fs::remove_dir_all(&dir);
-    drop(echo);
 }
 
 #[test]

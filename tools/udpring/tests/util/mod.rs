@@ -85,6 +85,22 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Each `(args, needle)` must exit with 2 and print one line, prefixed
+/// "udpring: error: ", that contains `needle`.
+pub fn assert_usage_errors(cases: &[(&[&str], &str)]) {
+    for (args, needle) in cases {
+        let (code, _out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: exit code, stderr: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line, got: {err}"
+        );
+        assert!(err.contains(needle), "{args:?}: '{needle}' not in: {err}");
+        assert!(err.starts_with("udpring: error: "), "{args:?}: {err}");
+    }
+}
+
 /// `out` as the one JSON document it must be, checked against the
 /// vocabulary (tools/udpring/json-vocabulary.json).
 pub fn json(out: &str) -> serde_json::Value {
