@@ -214,12 +214,14 @@ pub use limits::{HEADROOM, MAX_UDP_PAYLOAD, MAX_UDP6_PAYLOAD};
 pub use socket::SocketInfo;
 pub use stats::{Stats, errno_name};
 pub use sys::mcast::{Interface, McastError, if_index as interface_index};
-pub use worker::handler::{Datagram, Handler};
+pub use worker::datagram::Datagram;
+pub use worker::handler::Handler;
 pub use worker::ids::{Ecn, SocketId, SocketRef};
+pub use worker::sendbuf::SendBuf;
 pub use worker::sender::{Sender, Writable};
 pub use worker::stream::{Incoming, Received};
 pub use worker::timers::TimerId;
-pub use worker::transport::{SendBuf, Transport};
+pub use worker::transport::Transport;
 
 /// The README's example, compiled as a doctest (not run: it serves until
 /// a signal).

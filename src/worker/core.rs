@@ -285,7 +285,7 @@ impl Core {
     /// first `n` of them, `n` being what `fill` returns (the bytes it
     /// wrote), cut as `cut` says: the bytes are built where the kernel
     /// reads them. The lent bytes are zero, or what this handler kept
-    /// there under the slot's tag ([`crate::worker::transport::SendBuf::tag`]): nothing an
+    /// there under the slot's tag ([`crate::worker::sendbuf::SendBuf::tag`]): nothing an
     /// earlier datagram left. `fill` is not called when no slot is free or
     /// `cap` is too large; an `n` over `cap` (or over the largest datagram)
     /// sends nothing.
@@ -295,7 +295,7 @@ impl Core {
         cap: usize,
         to: SocketAddr,
         cut: Cut,
-        fill: impl FnOnce(&mut crate::worker::transport::SendBuf<'_>) -> usize,
+        fill: impl FnOnce(&mut crate::worker::sendbuf::SendBuf<'_>) -> usize,
     ) -> Result<usize, SendError> {
         self.check_in_place(sock, cap, cut)?;
         let dst = self.dest(sock, to)?;
@@ -327,7 +327,7 @@ impl Core {
         src: SrcIp,
         tos: Option<u8>,
         cut: Cut,
-        fill: impl FnOnce(&mut crate::worker::transport::SendBuf<'_>) -> usize,
+        fill: impl FnOnce(&mut crate::worker::sendbuf::SendBuf<'_>) -> usize,
     ) -> Result<usize, SendError> {
         self.check_in_place(sock, cap, cut)?;
         let Some(mut lent) = self.pool.alloc_send() else {
@@ -336,7 +336,7 @@ impl Core {
         };
         let slot = lent.slot();
         let tag = self.pool.scrub_send(&mut lent, cap as u32);
-        let mut buf = crate::worker::transport::SendBuf {
+        let mut buf = crate::worker::sendbuf::SendBuf {
             bytes: lent.bytes_mut(),
             tag,
         };

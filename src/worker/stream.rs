@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
-use crate::worker::handler::{Datagram, Handler};
+use crate::worker::datagram::Datagram;
+use crate::worker::handler::Handler;
 use crate::worker::sender::Sender;
 use crate::worker::transport::Transport;
 

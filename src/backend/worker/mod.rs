@@ -23,7 +23,8 @@ use crate::error::{ErrorEvent, is_icmp_errno};
 use crate::guard::Refusal;
 use crate::sys::{self, RecvMeta, Transmit};
 use crate::worker::Core;
-use crate::worker::handler::{Datagram, Handler};
+use crate::worker::datagram::Datagram;
+use crate::worker::handler::Handler;
 use crate::worker::sender::Item;
 use crate::worker::transport::Transport;
 
