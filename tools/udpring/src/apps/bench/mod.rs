@@ -120,6 +120,16 @@ pub enum Workload {
     Ping,
 }
 
+impl Workload {
+    /// The name rows and the CSV give it (as the JSON does).
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Flood => "flood",
+            Workload::Ping => "ping",
+        }
+    }
+}
+
 /// One row of the bench table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Case {

@@ -41,10 +41,7 @@ pub fn csv(results: &[RunResult]) -> String {
         s.push_str(&format!(
             "{},{},{},{},{},{:.1},{:.6},{},{},{},{}\n",
             r.client,
-            match r.workload {
-                Workload::Flood => "flood",
-                Workload::Ping => "ping",
-            },
+            r.workload.name(),
             r.backend.name(),
             r.size,
             r.gso_segments,
@@ -81,10 +78,7 @@ pub fn table(results: &[RunResult]) -> String {
         s.push_str(&format!(
             "{:<8} {:<8} {:<8} {:>6} {:>8} {:>13.0} {:>9.3} {:>9} {:>9} {:>10} {:>8}\n",
             r.client,
-            match r.workload {
-                Workload::Flood => "flood",
-                Workload::Ping => "ping",
-            },
+            r.workload.name(),
             r.backend.name(),
             r.size,
             if r.gso_segments > 1 { "on" } else { "off" },
