@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Where udpring stands: one run, one table, each udpring figure beside its
 # anchor (the C loops a program would run, iperf3, sockperf, netperf,
-# dnsperf, tracepath) measured in the same run, round by round in
-# alternating order, and the ratio (median of the rounds' ratios). This is
-# the table PERF.md opens with; it prints the date, the commit and this
-# command first. About 6-8 minutes here.
+# dnsperf, tracepath, and for a service on the library a blocking std
+# socket loop) measured in the same run, round by round in alternating
+# order, and the ratio (median of the rounds' ratios). This is the table
+# PERF.md opens with; it prints the date, the commit and this command
+# first. About 10 minutes here.
 #
 #   tools/perf/standing.sh            # ROUNDS=3 SECS=3
 #   ROUNDS=5 SECS=5 tools/perf/standing.sh
@@ -152,6 +153,29 @@ for r in $(seq "$ROUNDS"); do
 done
 row "ping-pong p50, 64 B (lower is better)" "$(median "$OUT/a")" "sockperf server" "$(median "$OUT/b")" "$(median "$OUT/r")" "µs, half RTT"
 row "ping-pong p99, 64 B (lower is better)" "$(median "$OUT/a9")" "sockperf server" "$(median "$OUT/b9")" "$(median "$OUT/r9")" "µs, half RTT"
+
+# --- 3b. A service on the library in closed loop: the kv example's logic
+# behind the engine against the same logic on a blocking std socket
+# (`cargo bench --bench kv`, ROUNDS passes: the servers take turns every
+# 100 round trips; its own second std loop is the control, whose ratio the
+# unit column gives). Lower is better.
+ROUNDS=$ROUNDS cargo bench -q --bench kv 2>/dev/null | py '
+import sys
+rows = {}
+for l in sys.stdin:
+    c = [x.strip() for x in l.strip().strip("|").split("|")]
+    if len(c) == 10 and c[0] and c[1][:1].isdigit():
+        rows[c[0].split(" ")[0] + ("2" if "control" in c[0] else "")] = c
+e, s, k = rows.get("udpring"), rows.get("std"), rows.get("std2")
+what = [("p50", 1, 6, "µs, round trip"), ("p99", 2, 7, "µs, round trip"),
+        ("CPU per request", 3, 8, "µs of the server threads")]
+for name, v, r, unit in what:
+    if not (e and s and k):
+        print(f"kv service on the library, closed loop {name}|nan|std UdpSocket loop|nan|nan|failed")
+        continue
+    print(f"kv service on the library, closed loop {name} (lower is better)|{e[v]}|"
+          f"std UdpSocket loop|{s[v]}|{e[r][:-1]}|{unit} (control: {k[r]})")
+' >> "$OUT/rows"
 
 # --- 4. netperf UDP_RR 64/64 against udpring echo (-N: no control
 # connection, any echo answers) and against netperf's own netserver.
