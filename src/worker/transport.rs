@@ -100,14 +100,16 @@ impl Transport<'_> {
         data: &[u8],
         to: SocketAddr,
     ) -> Result<(), SendError> {
-        let sock = sock.index();
-        self.check_sock(sock)?;
-        self.core.send_copy(sock as u16, data, to, None)
+        let sock = self.send_sock(sock)?;
+        self.core.send_copy(sock, data, to, None)
     }
 
-    fn check_sock(&self, sock: usize) -> Result<(), SendError> {
-        if sock < self.core.socks.local.len() {
-            Ok(())
+    /// `sock` as the index a send carries, once checked to be one of the
+    /// worker's sockets.
+    fn send_sock(&self, sock: impl SocketRef) -> Result<u16, SendError> {
+        let i = sock.index();
+        if i < self.core.socks.local.len() {
+            Ok(i as u16)
         } else {
             Err(SendError::NoSuchSocket)
         }
@@ -143,10 +145,8 @@ impl Transport<'_> {
         to: SocketAddr,
         fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
     ) -> Result<usize, SendError> {
-        let sock = sock.index();
-        self.check_sock(sock)?;
-        self.core
-            .send_in_place(sock as u16, cap, to, Cut::Whole, fill)
+        let sock = self.send_sock(sock)?;
+        self.core.send_in_place(sock, cap, to, Cut::Whole, fill)
     }
 
     /// Like [`Transport::send_with_via`], as a GSO train: the bytes
@@ -161,11 +161,10 @@ impl Transport<'_> {
         to: SocketAddr,
         fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
     ) -> Result<usize, SendError> {
-        let sock = sock.index();
-        self.check_sock(sock)?;
+        let sock = self.send_sock(sock)?;
         let seg = NonZeroU16::new(segment).ok_or(SendError::TooLarge)?;
         self.core
-            .send_in_place(sock as u16, cap, to, Cut::Train(seg), fill)
+            .send_in_place(sock, cap, to, Cut::Train(seg), fill)
     }
 
     /// Like [`Transport::send_segments_with`], but each `size`-byte piece
@@ -182,14 +181,13 @@ impl Transport<'_> {
         to: SocketAddr,
         fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
     ) -> Result<usize, SendError> {
-        let sock = sock.index();
-        self.check_sock(sock)?;
+        let sock = self.send_sock(sock)?;
         let piece = NonZeroU32::from(NonZeroU16::new(size).ok_or(SendError::TooLarge)?);
         let cut = Cut::Pieces {
             piece,
             segment: None,
         };
-        self.core.send_in_place(sock as u16, cap, to, cut, fill)
+        self.core.send_in_place(sock, cap, to, cut, fill)
     }
 
     /// Like [`Transport::send_segments_with`], for many trains built in one
@@ -209,15 +207,14 @@ impl Transport<'_> {
         to: SocketAddr,
         fill: impl FnOnce(&mut SendBuf<'_>) -> usize,
     ) -> Result<usize, SendError> {
-        let sock = sock.index();
-        self.check_sock(sock)?;
+        let sock = self.send_sock(sock)?;
         let segment = Some(NonZeroU16::new(segment).ok_or(SendError::TooLarge)?);
         let piece = u32::try_from(train)
             .ok()
             .and_then(NonZeroU32::new)
             .ok_or(SendError::TooLarge)?;
         let cut = Cut::Pieces { piece, segment };
-        self.core.send_in_place(sock as u16, cap, to, cut, fill)
+        self.core.send_in_place(sock, cap, to, cut, fill)
     }
 
     /// Like [`Transport::send_to`], as a GSO train: `data` is cut by the
@@ -243,10 +240,9 @@ impl Transport<'_> {
         segment: u16,
         to: SocketAddr,
     ) -> Result<(), SendError> {
-        let sock = sock.index();
-        self.check_sock(sock)?;
+        let sock = self.send_sock(sock)?;
         self.core
-            .send_copy(sock as u16, data, to, NonZeroU16::new(segment))
+            .send_copy(sock, data, to, NonZeroU16::new(segment))
     }
 
     /// Sends the datagram back to its source from its own buffer (no copy),
@@ -324,11 +320,10 @@ impl Transport<'_> {
         dgram: &Datagram<'_>,
         to: SocketAddr,
     ) -> Result<(), SendError> {
-        let sock = sock.index();
-        self.check_sock(sock)?;
-        let raw = self.core.dest(sock as u16, to)?;
+        let sock = self.send_sock(sock)?;
+        let raw = self.core.dest(sock, to)?;
         self.core.send_lent(
-            sock as u16,
+            sock,
             dgram.lent,
             raw,
             dgram.meta.cmsg.gro_segment,
