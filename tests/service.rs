@@ -306,6 +306,47 @@ per_backend!(
     }
 );
 
+/// Sets a timer far off at the start; each datagram then sets one due
+/// at once, which answers the datagram's sender when it fires.
+struct Prompt {
+    asker: Option<SocketAddr>,
+}
+
+impl Handler for Prompt {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        tx.call_later(Duration::from_secs(60), 1);
+    }
+    fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
+        self.asker = Some(d.source());
+        tx.call_later(Duration::from_millis(5), 2);
+    }
+    fn on_timer(&mut self, token: u64, tx: &mut Transport<'_>) {
+        if let (2, Some(to)) = (token, self.asker) {
+            tx.send_to(b"due", to).unwrap();
+        }
+    }
+}
+
+per_backend!(
+    fn a_timer_due_before_the_one_waited_for_fires_in_its_time(backend) {
+        // The io_uring loop waits for its next timer with one timeout
+        // request: a sooner timer set while it is armed for the 60 s one
+        // must move it, or the answer would come a minute late.
+        let engine = Engine::start(config(backend, false), |_| Prompt { asker: None }).unwrap();
+        let c = client(false);
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 8];
+        for round in 0..3 {
+            c.send_to(b"now?", engine.local_addr()).unwrap();
+            let (n, _) = c
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("{backend}: round {round}: no timer within 5 s: {e}"));
+            assert_eq!(&buf[..n], b"due");
+        }
+        stop_clean(engine);
+    }
+);
+
 /// Remembers messages; posts run with the transport.
 struct Inbox(Arc<Mutex<Vec<String>>>);
 

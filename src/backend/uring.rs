@@ -2,8 +2,12 @@
 //! [`crate::sys::uring::Ring`]).
 //!
 //! Each iteration turns the queued sends into SQEs, re-arms what has ended
-//! (a multishot receive whose ring ran empty, the wake-up poll), and enters
-//! the kernel once to submit everything and wait for completions. A
+//! (a multishot receive whose ring ran empty, the wake-up poll, the timer
+//! for the handler's next timer), and enters the kernel once to submit
+//! everything and wait for completions. The handler's timers come as a
+//! timeout request's completion rather than as a timeout on each wait: a
+//! wait with a timeout costs the kernel a timer set and cancelled per
+//! sleep, and the loop a clock read per iteration (PERF.md, the kv bench). A
 //! receive completion names the buffer the kernel filled; the slot is lent
 //! to the handler and goes back into the buffer ring (published once per
 //! batch) when the last send that reads it completes. Datagrams left in
@@ -56,6 +60,10 @@ struct Driver {
     /// `sends_done` as last seen while receiving starved, and since when
     /// it has not moved (the clock is read only while starving).
     stalled: (u64, Instant),
+    /// The deadline the worker's timer ([`Op::Timer`]) is armed for.
+    timer: Option<Instant>,
+    /// Its completion came: the handler's timers are due.
+    timer_fired: bool,
 }
 
 impl Driver {
@@ -69,6 +77,26 @@ impl Driver {
         self.ring.arm_wake(self.wake_fd)?;
         self.wake_armed = true;
         Ok(())
+    }
+
+    /// Arms (or moves earlier) the worker's timer for the handler's next
+    /// timer. A timer later than the one armed waits for it to fire (one
+    /// spare wake-up, then it is armed for the later one); the clock is
+    /// read only when arming. So a wait carries no timeout, and a loop
+    /// iteration no clock read, for the handler's timers.
+    fn arm_timer<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<()> {
+        let Some(at) = w.core.timers.next_at() else {
+            return Ok(());
+        };
+        match self.timer {
+            Some(armed) if armed <= at => Ok(()),
+            armed => {
+                let after = at.saturating_duration_since(Instant::now());
+                self.ring.arm_timer(after, armed.is_some())?;
+                self.timer = Some(at);
+                Ok(())
+            }
+        }
     }
 
     fn any_recv_armed(&self) -> bool {
@@ -232,6 +260,10 @@ impl Driver {
                     }
                 }
                 Some(Op::Cancel) => {}
+                Some(Op::Timer) => {
+                    self.timer = None;
+                    self.timer_fired = true;
+                }
                 Some(Op::Errors(sock)) => {
                     let sock = sock as usize;
                     match self.errors_armed.get_mut(sock) {
@@ -307,6 +339,9 @@ impl Driver {
                 self.ring.cancel(Op::Errors(i as u32))?;
             }
         }
+        if self.timer.is_some() {
+            self.ring.cancel(Op::Timer)?;
+        }
         let start = Instant::now();
         let deadline = start + limit;
         let mut stopped = false;
@@ -333,6 +368,7 @@ impl Driver {
             if !self.any_recv_armed()
                 && !self.wake_armed
                 && !self.errors_armed.iter().any(|&a| a)
+                && self.timer.is_none()
                 && self.in_flight == 0
                 && w.core.queue.is_empty()
             {
@@ -399,6 +435,8 @@ pub(crate) fn run<H: Handler>(
         wake_fd: w.core.shared.inbox.wake.fd(),
         sends_done: 0,
         stalled: (0, Instant::now()),
+        timer: None,
+        timer_fired: false,
     };
     let setup = d
         .arm_wake()
@@ -432,6 +470,7 @@ pub(crate) fn run<H: Handler>(
                 d.arm_wake()?;
             }
             d.arm_errors()?;
+            d.arm_timer(w)?;
             // A batch of sends (a flood): submit them and wait for them and
             // one more completion in the same enter, rather than waking once
             // for the sends and entering again; bounded, since a send that
@@ -440,6 +479,7 @@ pub(crate) fn run<H: Handler>(
             // completion only. Waiting for several there held each
             // request's turnaround by ~90 µs on this machine kind (PERF.md,
             // the service tests).
+            let mut light = false;
             let (want, timeout) = if w.core.busy_poll || w.core.shared.inbox.pending() {
                 // Never sleep (busy polling, or Sender datagrams waiting
                 // for send slots): submit, run deferred completions, go on.
@@ -451,7 +491,9 @@ pub(crate) fn run<H: Handler>(
                 // hold the slots' return, and the re-arm, to the timeout.
                 (d.in_flight + usize::from(d.any_recv_armed()), Some(t))
             } else {
-                (1, w.core.timers.next())
+                // The handler's timers wake it as the timer's completion.
+                light = true;
+                (1, None)
             };
             d.ring.wait(want, timeout)?;
             d.handle(w, true)?;
@@ -467,7 +509,11 @@ pub(crate) fn run<H: Handler>(
             // Slots came back with the completions: a handler refused
             // before resumes (its sends go with the next submit).
             w.writable();
-            w.fire_timers();
+            // Light load: timers are due when the timer's completion says
+            // so (no clock read per iteration); otherwise look each time.
+            if std::mem::take(&mut d.timer_fired) || !light {
+                w.fire_timers();
+            }
             w.core.publish();
         }
     })();

@@ -72,6 +72,10 @@ pub enum Op {
     /// The multishot poll for the error queue of socket `n` (armed when
     /// TX timestamps are on: they do not fail a receive as errors do).
     Errors(u32),
+    /// The worker's timer: a pure timeout (`IORING_OP_TIMEOUT`) that
+    /// completes with `-ETIME` when the handler's next timer is due, so
+    /// that waiting for completions needs no timeout of its own.
+    Timer,
 }
 
 impl Op {
@@ -84,6 +88,7 @@ impl Op {
             Op::Wake => (3, 0),
             Op::Cancel => (4, 0),
             Op::Errors(n) => (5, n),
+            Op::Timer => (6, 0),
         };
         tag << Self::TAG_SHIFT | u64::from(n)
     }
@@ -96,6 +101,7 @@ impl Op {
             3 if n == 0 => Some(Op::Wake),
             4 if n == 0 => Some(Op::Cancel),
             5 => Some(Op::Errors(n)),
+            6 if n == 0 => Some(Op::Timer),
             _ => None,
         }
     }
@@ -156,6 +162,12 @@ pub struct Ring {
     /// arena is registered as fixed buffer 0).
     zc_min: Option<u32>,
     zc_fixed: bool,
+    /// What the last timer SQE points at; the kernel copies it when it
+    /// takes the SQE in (at the next submit).
+    timer_ts: Box<Timespec>,
+    /// A timer SQE is queued and perhaps not yet submitted: its timespec
+    /// must not be rewritten before it is.
+    timer_queued: bool,
 }
 
 fn build(opts: &RingOpts) -> io::Result<IoUring> {
@@ -234,6 +246,8 @@ impl Ring {
             zc_fixed: false,
             fds: fds.to_vec(),
             fixed,
+            timer_ts: Box::new(Timespec::new()),
+            timer_queued: false,
         })
     }
 
@@ -289,6 +303,36 @@ impl Ring {
         .build();
         // SAFETY: a poll points at no memory of ours.
         unsafe { self.push(&e.user_data(Op::Errors(sock as u32).encode())) }
+    }
+
+    /// Arms the worker's timer ([`Op::Timer`]) to complete after `after`;
+    /// with `update`, moves the one armed instead (`IORING_TIMEOUT_UPDATE`,
+    /// whose own completion is an [`Op::Cancel`]'s: nothing to read; if
+    /// the timer completed meanwhile, the update finds nothing and the
+    /// timer's completion says so).
+    pub fn arm_timer(&mut self, after: Duration, update: bool) -> io::Result<()> {
+        if self.timer_queued {
+            // One timespec: let the kernel take the queued SQE first.
+            self.submit()?;
+        }
+        *self.timer_ts = Timespec::from(after);
+        let ts: *const Timespec = &*self.timer_ts;
+        let e = if update {
+            opcode::TimeoutUpdate::new(Op::Timer.encode(), ts)
+                .build()
+                .user_data(Op::Cancel.encode())
+        } else {
+            opcode::Timeout::new(ts)
+                .build()
+                .user_data(Op::Timer.encode())
+        };
+        // SAFETY: the kernel reads the timespec when it takes the SQE in
+        // (the request's prep, at the next submit) and keeps a copy; it is
+        // boxed in the ring, so alive until then, and not rewritten before
+        // that submit (`timer_queued`).
+        unsafe { self.push(&e)? };
+        self.timer_queued = true;
+        Ok(())
     }
 
     /// Asks the kernel to cancel the request `op`.
@@ -438,6 +482,7 @@ impl Ring {
             }
             None => self.ring.submitter().submit_and_wait(want),
         };
+        self.note_submitted();
         match r {
             Ok(_) => Ok(()),
             Err(e)
@@ -454,7 +499,17 @@ impl Ring {
 
     /// Submits what is queued without waiting.
     pub fn submit(&mut self) -> io::Result<()> {
-        self.ring.submit().map(drop)
+        let r = self.ring.submit();
+        self.note_submitted();
+        r.map(drop)
+    }
+
+    /// After a submit: a queued timer SQE is in the kernel's hands once
+    /// the submission queue is empty (a failed enter may have left it).
+    fn note_submitted(&mut self) {
+        if self.timer_queued && self.ring.submission().is_empty() {
+            self.timer_queued = false;
+        }
     }
 
     /// Copies the ready completions out of the completion queue, in place
@@ -543,6 +598,7 @@ mod tests {
             Op::Wake,
             Op::Cancel,
             Op::Errors(3),
+            Op::Timer,
         ] {
             assert_eq!(Op::decode(op.encode()), Some(op));
         }
