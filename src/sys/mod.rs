@@ -15,6 +15,7 @@
 //! | `errqueue.rs` | the socket error queue ([`QueuedError`]) |
 //! | `event.rs` | the worker's eventfd and `ppoll` |
 //! | `cpu.rs` | pinning threads, the CPUs the process may use |
+//! | `clock.rs` | the coarse monotonic clock the loops pace their checks by |
 //! | `signal.rs` | SIGINT/SIGTERM/SIGHUP as a flag |
 //! | `random.rs` | `getrandom(2)`: run tokens strangers cannot guess |
 //! | `meta.rs` | [`RecvMeta`] and [`Transmit`] |
@@ -42,6 +43,7 @@ macro_rules! syscall {
 }
 
 pub(crate) mod addr;
+pub(crate) mod clock;
 pub(crate) mod cmsg;
 pub(crate) mod cpu;
 pub(crate) mod errqueue;

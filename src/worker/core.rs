@@ -7,7 +7,7 @@ use std::num::{NonZeroU16, NonZeroU32};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::queue::SendQueue;
 use super::timers::Timers;
@@ -118,8 +118,8 @@ pub(crate) struct Core {
     /// The kernel's drop counter of each socket as last read (u32, as the
     /// kernel keeps it; it may wrap).
     drops_seen: Vec<u32>,
-    /// When `SO_MEMINFO` was last read.
-    drops_read: Instant,
+    /// When `SO_MEMINFO` was last read (on the coarse clock).
+    drops_read: Duration,
     pub index: usize,
     /// Spin instead of sleeping when idle (Config::busy_poll).
     pub busy_poll: bool,
@@ -157,7 +157,7 @@ impl Core {
             timers: Timers::new(),
             stats: LocalStats::default(),
             drops_seen: vec![0; socks.fds.len()],
-            drops_read: Instant::now(),
+            drops_read: sys::clock::coarse(),
             socks,
             guard,
             index,
@@ -536,13 +536,13 @@ impl Core {
                 self.note_drops(sock, d);
             }
         }
-        self.drops_read = Instant::now();
+        self.drops_read = sys::clock::coarse();
     }
 
     /// Copies local counters to the shared ones (once per loop iteration);
     /// reads the sockets' drop counters when 100 ms have passed.
     pub fn publish(&mut self) {
-        if self.drops_read.elapsed() >= DROPS_EVERY {
+        if sys::clock::coarse().saturating_sub(self.drops_read) >= DROPS_EVERY {
             self.read_drops();
         }
         let c = self.pool.counts();
