@@ -80,21 +80,27 @@ impl Driver {
     }
 
     /// Arms (or moves earlier) the worker's timer for the handler's next
-    /// timer. A timer later than the one armed waits for it to fire (one
-    /// spare wake-up, then it is armed for the later one); the clock is
-    /// read only when arming. So a wait carries no timeout, and a loop
-    /// iteration no clock read, for the handler's timers.
-    fn arm_timer<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<()> {
+    /// timer; true when that one is due already (the loop then does not
+    /// sleep and fires it: a timer set for "now", as a load generator's
+    /// next batch is, must not wait for a timer interrupt). A timer later
+    /// than the one armed waits for it to fire (one spare wake-up, then it
+    /// is armed for the later one); the clock is read only when arming. So
+    /// a wait carries no timeout, and a loop iteration no clock read, for
+    /// the handler's timers.
+    fn arm_timer<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<bool> {
         let Some(at) = w.core.timers.next_at() else {
-            return Ok(());
+            return Ok(false);
         };
         match self.timer {
-            Some(armed) if armed <= at => Ok(()),
+            Some(armed) if armed <= at => Ok(false),
             armed => {
                 let after = at.saturating_duration_since(Instant::now());
+                if after.is_zero() {
+                    return Ok(true);
+                }
                 self.ring.arm_timer(after, armed.is_some())?;
                 self.timer = Some(at);
-                Ok(())
+                Ok(false)
             }
         }
     }
@@ -470,7 +476,7 @@ pub(crate) fn run<H: Handler>(
                 d.arm_wake()?;
             }
             d.arm_errors()?;
-            d.arm_timer(w)?;
+            let timer_due = d.arm_timer(w)?;
             // A batch of sends (a flood): submit them and wait for them and
             // one more completion in the same enter, rather than waking once
             // for the sends and entering again; bounded, since a send that
@@ -480,9 +486,11 @@ pub(crate) fn run<H: Handler>(
             // request's turnaround by ~90 µs on this machine kind (PERF.md,
             // the service tests).
             let mut light = false;
-            let (want, timeout) = if w.core.busy_poll || w.core.shared.inbox.pending() {
-                // Never sleep (busy polling, or Sender datagrams waiting
-                // for send slots): submit, run deferred completions, go on.
+            let (want, timeout) = if w.core.busy_poll || w.core.shared.inbox.pending() || timer_due
+            {
+                // Never sleep (busy polling, Sender datagrams waiting for
+                // send slots, a timer due): submit, run deferred
+                // completions, go on.
                 (1, Some(Duration::ZERO))
             } else if d.in_flight >= BATCH_WAIT {
                 let t = w.core.timers.next().map_or(SEND_WAIT, |t| t.min(SEND_WAIT));
