@@ -37,7 +37,7 @@
 //!
 //! | step | where |
 //! |---|---|
-//! | the socket receives; the kernel writes the datagram into a slot (uring: a buffer of the registered ring, chosen by the kernel; mmsg: an iovec into a slot reserved for the call) | `sys/uring.rs` `Ring::arm_recv`; `sys/mmsg.rs` `MmsgBufs::recv` |
+//! | the socket receives; the kernel writes the datagram into a slot (uring: a buffer of the registered ring, chosen by the kernel; mmsg: an iovec into a slot reserved for the call) | `sys/uring/mod.rs` `Ring::arm_recv`; `sys/mmsg.rs` `MmsgBufs::recv` |
 //! | the backend reads the completion / the call's result and the slot's record into a `RecvMeta`, and lends the slot out of the pool | `backend/uring.rs` `on_recv`; `backend/mmsg.rs` `drain_socket`; `bufring/mod.rs` `Pool::lend` |
 //! | the worker counts it and hands the handler a `Datagram` borrowing the slot | `backend/worker` `Worker::dispatch` |
 //! | the handler answers through its `Transport` (`reply`/`forward`: the same slot, one more reference; `send_to`: a copy into a send slot) | `worker/transport.rs` `Transport`; `worker/core.rs` `Core::push` |

@@ -21,7 +21,7 @@
 //! | `meta.rs` | [`RecvMeta`] and [`Transmit`] |
 //! | `mcast.rs` | multicast and broadcast options |
 //! | `mmsg.rs` | header arrays for `recvmmsg`/`sendmmsg` |
-//! | `uring.rs` | the io_uring ring: setup, registration, entries, completions |
+//! | `uring/` | the io_uring ring: setup, registration, entries (`mod.rs`); what each request is for and its completions (`op.rs`) |
 //! | `uring_probe.rs` | whether this kernel can run the `uring` backend |
 //! | `txstamp.rs` | TX timestamps by io_uring command, where the kernel has it |
 //! | `xdp/` | AF_XDP: the XDP program (`bpf(2)`), the socket and its rings, netlink lookups, the worker's port over its pool |
