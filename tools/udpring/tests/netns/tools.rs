@@ -2,7 +2,6 @@
 //! Python peers.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use udpring::{Config, Engine};
@@ -228,12 +227,12 @@ for i in range(50):
 #[test]
 fn python_receivers_hear_udpring_and_udpring_hears_python_with_the_ttl_set() {
     let topo = crate::topology!(lan, "y");
-    let ns = |h: &str| format!("{}-{h}", topo.name);
     // udpring -> Python receivers: what they print is "<datagrams> <ttl>",
     // the TTL (IP_RECVTTL) or hop limit (IPV6_RECVHOPLIMIT) they saw.
     let python_hears = |script: &str, py_args: &[&str], group: &str, count: &str, ttl: &str| {
-        let py = Command::new("ip")
-            .args(["netns", "exec", &ns("h2"), "python3", "-c", script])
+        let py = topo
+            .exec("h2", "python3")
+            .args(["-c", script])
             .args(py_args)
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -271,17 +270,9 @@ fn python_receivers_hear_udpring_and_udpring_hears_python_with_the_ttl_set() {
         &crate::util::words("mcast listen 239.6.6.7:5008 --duration 2 --json"),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let st = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns("h1"),
-            "python3",
-            "-c",
-            PY_SEND,
-            "239.6.6.7",
-            "5008",
-        ])
+    let st = topo
+        .exec("h1", "python3")
+        .args(["-c", PY_SEND, "239.6.6.7", "5008"])
         .status()
         .unwrap();
     assert!(st.success());

@@ -89,16 +89,18 @@ impl Topology {
         .unwrap()
     }
 
+    /// `PROGRAM` (arguments to follow) as a command that runs inside
+    /// namespace `ns`.
+    pub fn exec(&self, ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &format!("{}-{ns}", self.name), program]);
+        c
+    }
+
     /// `udpring ARGS` as a command that runs inside namespace `ns`.
     pub fn command(&self, ns: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args([
-            "netns",
-            "exec",
-            &format!("{}-{ns}", self.name),
-            env!("CARGO_BIN_EXE_udpring"),
-        ])
-        .args(args);
+        let mut c = self.exec(ns, env!("CARGO_BIN_EXE_udpring"));
+        c.args(args);
         c
     }
 
@@ -316,15 +318,9 @@ pub fn udp_snmp() -> std::collections::HashMap<String, u64> {
 /// Runs a shell command inside namespace `ns` (e.g. `tc`), failing the
 /// test if it fails.
 pub fn sh_in(topo: &Topology, ns: &str, cmd: &str) {
-    let ok = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("{}-{ns}", topo.name),
-            "sh",
-            "-c",
-            cmd,
-        ])
+    let ok = topo
+        .exec(ns, "sh")
+        .args(["-c", cmd])
         .status()
         .unwrap()
         .success();

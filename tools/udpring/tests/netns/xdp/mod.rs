@@ -64,15 +64,9 @@ fn python_client(t: &Topology, to: &str, n: u32) -> u32 {
          \x20   except socket.timeout: pass\n\
          print(ok)\n"
     );
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("{}-a", t.name),
-            "python3",
-            "-c",
-            &script,
-        ])
+    let out = t
+        .exec("a", "python3")
+        .args(["-c", &script])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -240,11 +234,7 @@ fn xdp_passes_arp_ping_and_other_ports_and_detaches_when_killed() {
         vec!["-c", "2", "-W", "2", "10.202.0.2"],
         vec!["-6", "-c", "2", "-W", "2", "fd00:202::2"],
     ] {
-        let ok = Command::new("ip")
-            .args(["netns", "exec", &a, "ping", "-q"])
-            .args(&ping)
-            .status()
-            .unwrap();
+        let ok = t.exec("a", "ping").arg("-q").args(&ping).status().unwrap();
         assert!(ok.success(), "ping {ping:?} through the port filter");
     }
     assert_eq!(
@@ -301,16 +291,9 @@ fn xdp_refuses_what_it_cannot_do_with_a_reason() {
         );
     }
     // Without root (nobody, no capabilities): the reason, not a bare EPERM.
-    let nobody = Command::new("ip")
-        .args(["netns", "exec", &format!("{}-b", t.name)])
-        .args([
-            "setpriv",
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-        ])
+    let nobody = t
+        .exec("b", "setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
         .args(["--inh-caps=-all", env!("CARGO_BIN_EXE_udpring")])
         .args([
             "echo",

@@ -13,15 +13,9 @@ use crate::topo::{Topology, forge_from_port, json_of};
 /// `AF_PACKET` socket `s` on x0; `body` uses them.
 fn raw_in_a(t: &Topology, port: u16, body: &str) -> String {
     let py = format!("{PRELUDE}{body}");
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("{}-a", t.name),
-            "python3",
-            "-c",
-            &py,
-        ])
+    let out = t
+        .exec("a", "python3")
+        .args(["-c", &py])
         .arg(port.to_string())
         .output()
         .unwrap();
