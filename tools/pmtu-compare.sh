@@ -34,20 +34,22 @@ row() { # label target family
   for m in icmp plpmtud; do
     ip -n "$N-a" route flush cache >/dev/null 2>&1 || true
     ip -n "$N-a" -6 route flush cache >/dev/null 2>&1 || true
+    t0=$(ms)
     out=$(ip netns exec "$N-a" "$U" pmtu "$(
       if [ "$fam" = -6 ]; then echo "[$t]:7007"; else echo "$t:7007"; fi
     )" --method "$m" --json 2>/dev/null || true)
+    el=$(( ($(ms) - t0) / 1000000 ))
     echo "$out" | python3 -c "
 import json, sys
 d = json.load(sys.stdin)
 p = d['pmtu'] if d['pmtu'] is not None else 'cannot tell'
-print('| $label | udpring pmtu --method $m | %s | %d probes | %d |' % (p, d['probes'], d['duration_s'] * 1000))"
+print('| $label | udpring pmtu --method $m | %s | %d probes | $el |' % (p, d['probes']))"
   done
 }
 
 echo "date $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD), command: tools/pmtu-compare.sh"
 echo
-echo "| path | tool | path MTU found | probes (tracepath: hop lines) | ms |"
+echo "| path | tool | path MTU found | probes (tracepath: hop lines) | ms, the whole command |"
 echo "|---|---|---:|---:|---:|"
 row "IPv4, true 1280" 10.200.2.1 -4
 row "IPv6, true 1400" fd00:200:2::1 -6
