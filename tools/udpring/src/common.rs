@@ -98,6 +98,19 @@ pub(crate) fn stop_requested() -> bool {
     udpring::signals::requested() || output_gone()
 }
 
+/// Sleeps `d`, in steps short enough that a stop (see [`stop_requested`])
+/// ends it within 50 ms.
+pub(crate) fn sleep_unless_stopped(d: std::time::Duration) {
+    let end = std::time::Instant::now() + d;
+    while !stop_requested() {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
+    }
+}
+
 /// `println!` that survives a closed pipe (see [`say_fmt`]).
 macro_rules! say {
     ($($t:tt)*) => { $crate::common::say_fmt(format_args!($($t)*), true) };

@@ -12,8 +12,11 @@ use crate::common::{Failure, parse_secs, parse_secs_or_zero, resolve, runtime, u
     after_help = "Each request carries a random ID; only a reply with that ID from the\n\
     server's address counts (others are counted as wrong-id / wrong-address).\n\
     An unanswered request is sent again after --timeout, then --timeout x --backoff,\n\
-    ... up to --max-timeout, --attempts sends in all. Exit code 1 if the server\n\
-    looked down for any request."
+    ... up to --max-timeout, --attempts sends in all. An ICMP error about a request\n\
+    from the server's address (port unreachable: nothing listens there; host or\n\
+    network unreachable) ends that request at once. SIGINT stops early and prints\n\
+    the summary. Exit code 1 if the server looked down or unreachable for any\n\
+    request."
 )]
 pub(crate) struct PingArgs {
     /// HOST:PORT of an echo server.
@@ -151,12 +154,16 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
         attempts: a.attempts,
     };
     let mut c = RequestClient::new(target, backoff, a.size).map_err(runtime)?;
+    udpring::signals::install().map_err(runtime)?;
     let mut rtts = Vec::new();
     let mut hist = crate::apps::load::new_histogram();
     let started = std::time::Instant::now();
     for i in 0..a.count {
         if i > 0 {
-            std::thread::sleep(a.interval);
+            crate::common::sleep_unless_stopped(a.interval);
+        }
+        if crate::common::stop_requested() {
+            break;
         }
         match c.request().map_err(runtime)? {
             Outcome::Reply {
@@ -192,6 +199,19 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
                     );
                 }
             }
+            Outcome::Unreachable {
+                seq,
+                attempts,
+                error,
+            } => {
+                if !a.json {
+                    say!(
+                        "id {seq:#x}: {error}; ICMP after {attempts} send{}",
+                        if attempts == 1 { "" } else { "s" }
+                    );
+                }
+            }
+            Outcome::Stopped { .. } => break,
         }
     }
     let s = c.stats;
@@ -211,11 +231,12 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
         crate::common::say_json("ping", Some(started.elapsed().as_secs_f64()), v);
     } else {
         say!(
-            "--- {target}: {} requests, {} replies, {} retransmissions, {} looked down; discarded: {} wrong id, {} wrong address, {} malformed",
+            "--- {target}: {} requests, {} replies, {} retransmissions, {} looked down, {} unreachable; discarded: {} wrong id, {} wrong address, {} malformed",
             s.requests,
             s.replies,
             s.retransmits,
             s.down,
+            s.unreachable,
             s.wrong_id,
             s.wrong_addr,
             s.malformed
@@ -224,12 +245,31 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
             say!("rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms");
         }
     }
-    if s.down > 0 {
+    if s.replies == 0 && s.down == 0 && s.unreachable == 0 && s.requests > 0 {
+        return Err(Failure {
+            code: 1,
+            msg: format!("no replies from {target} before the stop"),
+        });
+    }
+    if s.down > 0 || s.unreachable > 0 {
+        let mut why = Vec::new();
+        if s.down > 0 {
+            why.push(format!("looked down for {}", s.down));
+        }
+        if s.unreachable > 0 {
+            why.push(format!("was unreachable (ICMP) for {}", s.unreachable));
+        }
+        let hint = if s.replies == 0 && s.down == 0 {
+            ": is a server listening there?"
+        } else {
+            ""
+        };
         return Err(Failure {
             code: 1,
             msg: format!(
-                "{target} looked down for {} of {} requests",
-                s.down, s.requests
+                "{target} {} of {} requests{hint}",
+                why.join(" and "),
+                s.requests
             ),
         });
     }

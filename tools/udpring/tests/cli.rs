@@ -209,18 +209,64 @@ fn ping_against_echo_and_against_nobody() {
     let v = util::json(&out);
     assert_eq!(v["replies"], 3, "{v}");
     drop(echo);
-    let closed = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A socket that reads and never answers: the schedule runs out.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (code, out, err) = run(&util::words(&format!(
         "ping {} -c 1 --timeout 0.01 --attempts 3",
-        closed
+        silent.local_addr().unwrap()
     )));
     assert_eq!(code, 1, "{out} {err}");
     assert!(
         out.contains("looks down") && out.contains("2 retransmissions"),
         "{out}"
+    );
+    // Nothing bound: the kernel's port unreachable ends each request at
+    // its first send, long before a schedule of 10 s would.
+    let closed = silent.local_addr().unwrap();
+    drop(silent);
+    for target in [closed.to_string(), format!("[::1]:{}", closed.port())] {
+        let (code, out, err) = run(&util::words(&format!(
+            "ping {target} -c 2 -i 0 --timeout 5 --attempts 2"
+        )));
+        assert_eq!(code, 1, "{out} {err}");
+        assert!(
+            out.matches("port unreachable").count() == 2
+                && out.contains("0 retransmissions, 0 looked down, 2 unreachable")
+                && err.contains("is a server listening there?"),
+            "{out} {err}"
+        );
+    }
+}
+
+#[test]
+fn ping_stops_on_sigint_with_its_summary() {
+    // A request that would wait 5 s for a silent server; SIGINT ends it.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut child = util::udpring()
+        .args(util::words(&format!(
+            "ping {} -c 100 --timeout 5 --attempts 1",
+            silent.local_addr().unwrap()
+        )))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 128];
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    silent.recv_from(&mut buf).expect("the first request");
+    util::signal(&child, nix::sys::signal::Signal::SIGINT);
+    let (status, _) = util::wait_at_most(&mut child, Duration::from_secs(3), "ping after SIGINT");
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{out} {err}");
+    assert!(out.contains("1 requests, 0 replies"), "{out}");
+    assert!(
+        err.contains("no replies") && err.contains("before the stop"),
+        "{err}"
     );
 }
 

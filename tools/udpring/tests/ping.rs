@@ -85,6 +85,36 @@ fn total_loss_follows_the_backoff_schedule_then_the_server_looks_down() {
 }
 
 #[test]
+fn port_unreachable_from_the_server_ends_the_request_at_its_first_send() {
+    for bind in ["127.0.0.1:0", "[::1]:0"] {
+        let closed = UdpSocket::bind(bind).unwrap().local_addr().unwrap();
+        // A schedule of 10 s: only the ICMP error can end it early.
+        let b = Backoff {
+            initial: Duration::from_secs(5),
+            factor: 1.0,
+            max: Duration::from_secs(5),
+            attempts: 2,
+        };
+        let mut c = RequestClient::new(closed, b, 64).unwrap();
+        let out = c.request().unwrap();
+        let Outcome::Unreachable {
+            attempts, error, ..
+        } = out
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(attempts, 1, "{bind}");
+        assert_eq!(
+            error,
+            udpring::ErrorEvent::ConnectionRefused { peer: Some(closed) },
+            "{bind}"
+        );
+        let s = c.stats;
+        assert_eq!((s.sent, s.unreachable, s.down, s.replies), (1, 1, 0, 0));
+    }
+}
+
+#[test]
 fn wrong_ids_and_wrong_addresses_are_discarded_and_retransmission_recovers() {
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();
     let impostor = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -5,11 +5,16 @@
 //! same ID *and* comes from the server's address, so stray, stale or forged
 //! datagrams are discarded (and counted). Unanswered requests are sent
 //! again after a delay that grows by a factor up to a cap (exponential
-//! backoff); after the last attempt the server "looks down".
+//! backoff); after the last attempt the server "looks down". An ICMP
+//! error about the request from the server's address (port or host
+//! unreachable, read from the socket's error queue: it quotes our own
+//! datagram) ends the request at once as unreachable.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
+
+use udpring::ErrorEvent;
 
 use crate::apps::header::{HEADER_LEN, Header};
 
@@ -78,6 +83,22 @@ pub enum Outcome {
         /// Time waited in all.
         waited: Duration,
     },
+    /// An ICMP error about the request came back from the server's
+    /// address: port unreachable (nothing listens there) or host/network
+    /// unreachable.
+    Unreachable {
+        /// The request's sequence number.
+        seq: u64,
+        /// Sends made.
+        attempts: u32,
+        /// What the kernel reported.
+        error: ErrorEvent,
+    },
+    /// A stop was asked for (SIGINT, SIGTERM, SIGHUP) while waiting.
+    Stopped {
+        /// The request's sequence number.
+        seq: u64,
+    },
 }
 
 /// Counters of a client.
@@ -93,6 +114,8 @@ pub struct ClientStats {
     pub replies: u64,
     /// Requests given up on.
     pub down: u64,
+    /// Requests ended by an ICMP error from the server's address.
+    pub unreachable: u64,
     /// Datagrams from the server with an ID that is not the one awaited
     /// (stale replies to earlier attempts included): `unmatched`, as in
     /// `load`.
@@ -138,6 +161,10 @@ impl RequestClient {
             ));
         }
         let sock = UdpSocket::bind(udpring::os::unspecified_like(server, 0))?;
+        // ICMP errors about our requests into the error queue (with the
+        // address the refused datagram went to), also on this unconnected
+        // socket.
+        udpring::os::set_recv_errors(&sock, server.is_ipv6())?;
         // From the kernel's random pool: IDs a stranger cannot guess.
         let z = udpring::random_u64();
         Ok(RequestClient {
@@ -155,6 +182,26 @@ impl RequestClient {
     /// The local address requests leave from.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock.local_addr()
+    }
+
+    /// Reads the error queue; returns the last ICMP error about a datagram
+    /// sent to the server (others, about other addresses, are dropped).
+    fn icmp_from_server(&mut self) -> Option<ErrorEvent> {
+        let mut found = None;
+        // Bounded: the queue holds what the socket's buffer admits, and
+        // each read takes one entry off it.
+        while let Some(e) = udpring::os::read_error(&self.sock) {
+            let peer = match e {
+                ErrorEvent::ConnectionRefused { peer } | ErrorEvent::Unreachable { peer, .. } => {
+                    peer
+                }
+                _ => continue,
+            };
+            if peer.map(udpring::os::canonical) == Some(self.server) {
+                found = Some(e);
+            }
+        }
+        found
     }
 
     /// Sends one request and waits for its reply, retransmitting on the
@@ -175,6 +222,9 @@ impl RequestClient {
             self.stats.sent += 1;
             let deadline = sent_at + delay;
             loop {
+                if udpring::signals::requested() {
+                    return Ok(Outcome::Stopped { seq });
+                }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
@@ -182,6 +232,7 @@ impl RequestClient {
                 self.sock.set_read_timeout(Some(left))?;
                 let (n, from) = match self.sock.recv_from(&mut self.buf) {
                     Ok(r) => r,
+                    // A timeout, or a signal (checked at the top).
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -192,9 +243,31 @@ impl RequestClient {
                     {
                         continue;
                     }
-                    // ICMP from an earlier send (e.g. port unreachable): the
-                    // request is not answered; keep to the schedule.
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                    // The kernel flags a queued ICMP error on the next
+                    // receive; the queue says which address it was about.
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(
+                                libc::ECONNREFUSED
+                                    | libc::EHOSTUNREACH
+                                    | libc::ENETUNREACH
+                                    | libc::EHOSTDOWN
+                                    | libc::EMSGSIZE
+                                    | libc::EPROTO
+                            )
+                        ) =>
+                    {
+                        if let Some(error) = self.icmp_from_server() {
+                            self.stats.unreachable += 1;
+                            return Ok(Outcome::Unreachable {
+                                seq,
+                                attempts: attempt as u32 + 1,
+                                error,
+                            });
+                        }
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
                 if udpring::os::canonical(from) != self.server {
