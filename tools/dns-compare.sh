@@ -65,7 +65,7 @@ for r in $(seq 1 "$ROUNDS"); do
   lost=$(echo "$out" | sed -n 's/.*Queries lost: *\([0-9]*\).*/\1/p')
   python3 -c "print('| $r | dnsperf | %.0f | - | - | %.1f | %.1f | $lost |' % ($qps, $avg * 1e6, $sd * 1e6))"
   taskset -c 1 $U load 127.0.0.1:$PORT --dns-queries "$D/q.txt" -t "$SECS" --window "$INFLIGHT" \
-      --cpu 1 --json -q | python3 -c "
+      --json -q | python3 -c "
 import json, sys
 d = json.load(sys.stdin); r = d['rtt_us']
 print('| $r | udpring | %.0f | %.1f | %.1f | %.1f | - | %d |' % (d['pps_received'], r['p50'], r['p99'], r['mean'], d['lost']))"
@@ -80,7 +80,7 @@ echo
 echo "| round | header pps | templated pps | templated / header |"
 echo "|---|---:|---:|---:|"
 for r in $(seq 1 "$ROUNDS"); do
-  h=$(taskset -c 1 $U load 127.0.0.1:9700 -s 64 -t "$SECS" --cpu 1 --json -q | python3 -c "import json,sys; print(json.load(sys.stdin)['pps_received'])")
-  t=$(taskset -c 1 $U load 127.0.0.1:9700 --payload "$PAY" --match id:0:2 -t "$SECS" --cpu 1 --json -q | python3 -c "import json,sys; print(json.load(sys.stdin)['pps_received'])")
+  h=$(taskset -c 1 $U load 127.0.0.1:9700 -s 64 -t "$SECS" --json -q | python3 -c "import json,sys; print(json.load(sys.stdin)['pps_received'])")
+  t=$(taskset -c 1 $U load 127.0.0.1:9700 --payload "$PAY" --match id:0:2 -t "$SECS" --json -q | python3 -c "import json,sys; print(json.load(sys.stdin)['pps_received'])")
   python3 -c "print('| $r | %.0f | %.0f | %.3f |' % ($h, $t, $t / $h))"
 done

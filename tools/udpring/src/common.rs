@@ -416,9 +416,26 @@ pub(crate) struct SocketArgs {
     pub(crate) dual_stack: bool,
 }
 
-fn parse_iface(s: &str) -> Result<String, String> {
+/// An interface name that names an interface of this host (network
+/// namespace), so that a misspelt one is an error, not a flag that does
+/// nothing.
+pub(crate) fn parse_iface(s: &str) -> Result<String, String> {
     udpring::interface_index(s).map_err(|e| e.to_string())?;
     Ok(s.to_string())
+}
+
+/// A CPU index among those this process may use (`--cpu`), not one that
+/// would wrap around to another.
+pub(crate) fn parse_cpu(s: &str) -> Result<usize, String> {
+    let n = udpring::os::allowed_cpus().len().max(1);
+    match s.parse::<usize>() {
+        Ok(i) if i < n => Ok(i),
+        _ => Err(format!(
+            "'{s}' is not a CPU index: this process may use {n} CPU{} (0..{})",
+            if n == 1 { "" } else { "s" },
+            n - 1
+        )),
+    }
 }
 
 impl SocketArgs {
@@ -469,7 +486,7 @@ pub(crate) struct EngineArgs {
     /// The interface (name): the xdp backend attaches to it when the bound
     /// address is a wildcard (otherwise to the interface that has the
     /// address); a multicast group is joined and multicast is sent on it.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_iface)]
     pub(crate) iface: Option<String>,
     /// Datagrams per recvmmsg/sendmmsg call (mmsg backend), 1..1024.
     #[arg(long, default_value_t = 32, value_parser = parse_batch)]
@@ -496,7 +513,7 @@ pub(crate) struct EngineArgs {
     #[arg(long)]
     pub(crate) no_pin: bool,
     /// Pin workers from this CPU index up (among the CPUs this process may use).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_cpu)]
     pub(crate) cpu: usize,
     /// Steer each datagram to the worker of the CPU that received it
     /// (SO_ATTACH_REUSEPORT_CBPF).

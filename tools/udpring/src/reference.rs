@@ -49,7 +49,7 @@ pub(crate) struct RefSendArgs {
     #[arg(long, short = 't', default_value = "3", value_parser = parse_secs)]
     duration: Duration,
     /// Pin to this CPU index (among the CPUs this process may use).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::common::parse_cpu)]
     cpu: Option<usize>,
     /// Print {sent, calls, failed, duration_s, pps_sent} as JSON.
     #[arg(long)]
@@ -65,7 +65,7 @@ pub(crate) struct RefSinkArgs {
     #[arg(long, short = 't', value_parser = parse_secs)]
     duration: Option<Duration>,
     /// Pin to this CPU index.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::common::parse_cpu)]
     cpu: Option<usize>,
     /// Print {received, received_bufs, duration_s, pps_received} as JSON.
     #[arg(long)]

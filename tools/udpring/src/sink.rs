@@ -33,7 +33,7 @@ pub(crate) struct SinkArgs {
     #[arg(long, value_parser = crate::common::parse_backend)]
     backend: Option<udpring::Backend>,
     /// xdp: the interface to attach to, when --bind is a wildcard address.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = crate::common::parse_iface)]
     iface: Option<String>,
     #[command(flatten)]
     serve: ServeArgs,

@@ -23,6 +23,24 @@ fn usage_errors_are_one_line_with_exit_code_2() {
         ),
         (&["echo", "--bind", "[::1]"], "after ']' comes ':PORT'"),
         (&["echo", "--backend", "dpdk"], "unknown backend"),
+        // A flag that would silently do nothing (or wrap around) is refused.
+        (&["echo", "--cpu", "4096"], "not a CPU index"),
+        (&["load", "127.0.0.1:9", "--cpu", "4096"], "not a CPU index"),
+        (&["echo", "--iface", "nosuch0"], "no interface nosuch0"),
+        (
+            &["load", "127.0.0.1:9", "--iface", "nosuch0"],
+            "no interface nosuch0",
+        ),
+        (&["sink", "--iface", "nosuch0"], "no interface nosuch0"),
+        // A file written after the run is checked before it.
+        (
+            &["load", "127.0.0.1:9", "--plot", "/nonexistent/x.svg"],
+            "cannot write here",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--html", "/nonexistent/x.html"],
+            "cannot write here",
+        ),
         (&["echo", "--batch", "0"], "--batch must be 1..1024"),
         (&["echo", "--batch", "5000"], "--batch must be 1..1024"),
         (&["echo", "--duration", "-1"], "seconds must be > 0"),

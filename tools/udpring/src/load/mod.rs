@@ -129,6 +129,9 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     udpring::signals::install().map_err(runtime)?;
     // An output file that cannot be written fails now, not after the run.
     let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
+    for p in [&a.plot, &a.html].into_iter().flatten() {
+        OutFile::check(p)?;
+    }
     if runs.len() > 1
         && (a.hist_log.is_some()
             || a.csv
@@ -342,6 +345,23 @@ impl OutFile {
             path: path.to_path_buf(),
             file,
         })
+    }
+
+    /// Checks that a file written at the end of the run (`--plot`,
+    /// `--html`) can be: opened for writing now (not truncated), and
+    /// removed again if it was not there.
+    pub(crate) fn check(path: &std::path::Path) -> Result<(), Failure> {
+        let existed = path.exists();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| usage(format!("{}: cannot write here: {e}", path.display())))?;
+        if !existed {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
     }
 
     fn write(mut self, text: &str) -> Result<(), Failure> {

@@ -35,7 +35,7 @@ pub(crate) struct CommonArgs {
     /// GROUP:PORT, e.g. 239.1.2.3:5000 or [ff15::1]:5000 (scope: [ff12::1%eth0]).
     pub(super) group: String,
     /// Interface name for the join and for sending.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::common::parse_iface)]
     pub(super) iface: Option<String>,
     /// Stop after this many seconds (ping: default, after the last ping and
     /// a drain; send with -c: after the last datagram).

@@ -190,7 +190,7 @@ pub struct LoadOpts {
     pub backend: Option<Backend>,
     /// xdp: the interface to send and receive frames on, when --bind does
     /// not name an address of it.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = crate::common::parse_iface)]
     pub iface: Option<String>,
     /// Local address to send from. Port 0: the kernel picks a port per
     /// flow; port P: flow k sends from port P + k (with --shard I/N,
@@ -210,7 +210,7 @@ pub struct LoadOpts {
     pub interval: Duration,
     /// Pin workers from this CPU index up (default: the last CPUs, leaving
     /// the first ones to a server on the same host).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::common::parse_cpu)]
     pub cpu: Option<usize>,
     /// Never sleep waiting for replies (spin): lower, steadier latency for
     /// a whole CPU per worker.
