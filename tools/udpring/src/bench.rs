@@ -90,9 +90,9 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
     for (k, c) in cases.into_iter().enumerate() {
         if show {
             note_raw!(
-                "[{}/{total}] {:?} {} {} B{} (about {:.0} s left) ... ",
+                "[{}/{total}] {} {} {} B{} (about {:.0} s left) ... ",
                 k + 1,
-                c.workload,
+                c.workload.name(),
                 c.backend,
                 c.size,
                 if c.gso { " gso/gro" } else { "" },

@@ -199,8 +199,13 @@ impl FanoutTotals {
         }
         for d in &self.destinations {
             out += &format!(
-                "  to {} ({:?}, {:?}) forwarded {} failed {} refused {}\n",
-                d.addr, d.kind, d.state, d.forwarded, d.failed, d.refused
+                "  to {} ({}, {}) forwarded {} failed {} refused {}\n",
+                d.addr,
+                d.kind.name(),
+                d.state.name(),
+                d.forwarded,
+                d.failed,
+                d.refused
             );
         }
         out

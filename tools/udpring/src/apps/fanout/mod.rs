@@ -76,6 +76,16 @@ pub enum Kind {
     Subscriber,
 }
 
+impl Kind {
+    /// The word the text report and JSON use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Static => "static",
+            Kind::Subscriber => "subscriber",
+        }
+    }
+}
+
 /// Whether a destination still receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -86,6 +96,17 @@ pub enum State {
     Unsubscribed,
     /// It did not refresh within the expiry.
     Expired,
+}
+
+impl State {
+    /// The word the text report and JSON use.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Live => "live",
+            State::Unsubscribed => "unsubscribed",
+            State::Expired => "expired",
+        }
+    }
 }
 
 /// One destination and what was sent to it.
