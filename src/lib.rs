@@ -209,7 +209,7 @@ pub use config::{
 };
 pub use engine::{Engine, StopError, StopHandle};
 pub use error::{ErrorEvent, SendError};
-pub use guard::{Cidr, Guard, MARK_HOPS, MARK_SPAN, REFLECTOR_PORTS, RateLimit};
+pub use guard::{Cidr, Guard, MARK_HOPS, MARK_SPAN, REFLECTOR_PORTS, RateLimit, is_marked};
 pub use limits::{HEADROOM, MAX_UDP_PAYLOAD, MAX_UDP6_PAYLOAD};
 pub use socket::SocketInfo;
 pub use stats::{Stats, errno_name};

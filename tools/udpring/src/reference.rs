@@ -23,7 +23,11 @@ pub(crate) enum RefCmd {
     Sink(RefSinkArgs),
     /// Echo as a C program would: recvmmsg of 64 with UDP_GRO, then one
     /// sendmmsg of them back, each train with its segment size as
-    /// UDP_SEGMENT (the GRO -> GSO echo), until SIGINT or --duration.
+    /// UDP_SEGMENT (the GRO -> GSO echo), until SIGINT or --duration. A
+    /// udpring server all the same: its answers carry the server mark (TTL
+    /// 200) and it does not answer what the engine's guard refuses (other
+    /// udpring servers' datagrams, reflector ports, its own port, port 0),
+    /// so it never keeps a loop going with another server.
     Echo(RefSinkArgs),
     /// Flood an echo server as a C program would (open loop: send, or
     /// sendmsg + UDP_SEGMENT with --gso) and count its echoes on the same
@@ -201,11 +205,11 @@ fn serve(
         } else {
             ("received", "received_bufs", "pps_received")
         };
-        crate::common::say_json(
-            "reference",
-            Some(r.duration_s),
-            serde_json::json!({ count: r.datagrams, bufs: r.calls, rate: r.pps }),
-        );
+        let mut v = serde_json::json!({ count: r.datagrams, bufs: r.calls, rate: r.pps });
+        if what == "echo" {
+            v["guard"] = serde_json::to_value(r.refused).unwrap_or_default();
+        }
+        crate::common::say_json("reference", Some(r.duration_s), v);
     } else {
         say!(
             "reference {what}: {} datagrams in {} buffers over {:.2} s = {:.0}/s",
@@ -214,6 +218,18 @@ fn serve(
             r.duration_s,
             r.pps
         );
+        if what == "echo" {
+            let g = r.refused;
+            say!(
+                "not answered: {} (guard-marked {} guard-loop {} guard-port {} guard-bad-source {}: \
+                 udpring servers' datagrams, its own port, reflector ports, port 0)",
+                g.total(),
+                g.guard_marked,
+                g.guard_loop,
+                g.guard_port,
+                g.guard_bad_source
+            );
+        }
     }
     Ok(())
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::reference_sys::{Counted, echo_loop, gso_loop, mmsg_loop, send_loop, sink_loop};
+use super::reference_sys::{
+    Counted, Refused, echo_loop, gso_loop, mmsg_loop, send_loop, sink_loop,
+};
 
 /// What a reference loop did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -24,6 +26,8 @@ pub struct RefReport {
     pub duration_s: f64,
     /// Datagrams per second over `duration_s`.
     pub pps: f64,
+    /// The echo: what it would not answer, and why.
+    pub refused: Refused,
 }
 
 impl RefReport {
@@ -34,6 +38,7 @@ impl RefReport {
             errors: c.errors,
             duration_s,
             pps: rate(c.datagrams, duration_s),
+            refused: c.refused,
         }
     }
 }
@@ -221,8 +226,10 @@ pub fn echo(
     pin(cpu)?;
     let s = gro_socket(bind, 4 << 20)?;
     let _ = udpring::os::set_buffer_size(&s, false, 4 << 20);
-    ready(s.local_addr()?);
+    udpring::os::set_server_mark(&s, bind.is_ipv6())?;
+    let local = s.local_addr()?;
+    ready(local);
     let start = Instant::now();
-    let c = echo_loop(s.as_raw_fd(), stop);
+    let c = echo_loop(s.as_raw_fd(), local.port(), stop);
     Ok(RefReport::new(c, start.elapsed().as_secs_f64()))
 }

@@ -88,10 +88,10 @@ fn write_segment<const N: usize>(ctl: &mut CmsgSpace<N>, segment: Option<NonZero
     need
 }
 
-/// The `UDP_GRO` segment size among the records of a received control
-/// area (the kernel writes an int); `None` for a single datagram. A
-/// record that does not fit ends the walk.
-fn gro_segment(ctl: &[u8]) -> Option<NonZeroU16> {
+/// The int the kernel wrote as the record `level`/`kind` among those of
+/// a received control area, if there is one. A record that does not fit
+/// ends the walk.
+fn cmsg_int(ctl: &[u8], level: libc::c_int, kind: libc::c_int) -> Option<i32> {
     let mut off = 0;
     while let Some(rest) = ctl.get(off..).filter(|r| r.len() >= HDR_LEN) {
         // SAFETY: `rest` holds at least HDR_LEN bytes; read_unaligned copes
@@ -101,14 +101,28 @@ fn gro_segment(ctl: &[u8]) -> Option<NonZeroU16> {
         if len < HDR_LEN || len > rest.len() {
             return None;
         }
-        if hdr.cmsg_level == libc::SOL_UDP && hdr.cmsg_type == UDP_GRO {
+        if hdr.cmsg_level == level && hdr.cmsg_type == kind {
             let d = rest.get(HDR_LEN..HDR_LEN + 4)?;
-            let v = u32::from_ne_bytes([d[0], d[1], d[2], d[3]]);
-            return u16::try_from(v).ok().and_then(NonZeroU16::new);
+            return Some(i32::from_ne_bytes([d[0], d[1], d[2], d[3]]));
         }
         off += align(len);
     }
     None
+}
+
+/// The `UDP_GRO` segment size of a received control area; `None` for a
+/// single datagram.
+fn gro_segment(ctl: &[u8]) -> Option<NonZeroU16> {
+    let v = cmsg_int(ctl, libc::SOL_UDP, UDP_GRO)?;
+    u16::try_from(v).ok().and_then(NonZeroU16::new)
+}
+
+/// The TTL (`IP_TTL`) or hop limit (`IPV6_HOPLIMIT`) a datagram arrived
+/// with, when the socket asked for it.
+fn arrival_hops(ctl: &[u8]) -> Option<u8> {
+    let v = cmsg_int(ctl, libc::IPPROTO_IP, libc::IP_TTL)
+        .or_else(|| cmsg_int(ctl, libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT))?;
+    u8::try_from(v).ok()
 }
 
 /// What a loop counted.
@@ -120,6 +134,29 @@ pub struct Counted {
     pub calls: u64,
     /// Calls that failed (`ENOBUFS`, `EAGAIN`, refused, ...).
     pub errors: u64,
+    /// The echo: datagrams not answered, by the engine's guard's reasons.
+    pub refused: Refused,
+}
+
+/// What the reference echo would not answer (each a buffer: a train
+/// counts once), by the reasons of the engine's guard of the same name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Refused {
+    /// Sent by a udpring server (the server mark).
+    pub guard_marked: u64,
+    /// From the echo's own port.
+    pub guard_loop: u64,
+    /// From the port of a service that answers everything.
+    pub guard_port: u64,
+    /// From port 0.
+    pub guard_bad_source: u64,
+}
+
+impl Refused {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.guard_marked + self.guard_loop + self.guard_port + self.guard_bad_source
+    }
 }
 
 /// `send(fd, buf, len, 0)` until `stop`: the C loop
@@ -304,6 +341,11 @@ impl RecvBatch {
         .map_or(0, |n| n as usize)
     }
 
+    /// Message `i`'s control area as the kernel filled it.
+    fn ctl(&self, i: usize) -> &[u8] {
+        &self.ctls[i].0[..self.hdrs[i].msg_hdr.msg_controllen.min(64)]
+    }
+
     /// Message `i` of the last `recv`: its length, its GRO segment size,
     /// and how many datagrams it holds.
     fn message(&self, i: usize) -> (usize, Option<NonZeroU16>, u64) {
@@ -352,24 +394,55 @@ pub fn sink_loop(
 /// The C GRO -> GSO echo: `recvmmsg` a batch (GRO trains whole), then
 /// `sendmmsg` each back to its source, a train as a train, until `stop`.
 /// Counts datagrams echoed (segments) and buffers.
-pub fn echo_loop(fd: RawFd, stop: &AtomicBool) -> Counted {
+///
+/// A udpring server all the same: the socket should carry the server mark
+/// ([`udpring::os::set_server_mark`]), and what the engine's guard would
+/// refuse is not answered (counted in [`Counted::refused`]): datagrams
+/// with the mark (another udpring server's answers), from `own_port`,
+/// from a reflector port ([`udpring::REFLECTOR_PORTS`]) or from port 0.
+/// Two udpring servers of any kind then never keep a datagram going
+/// between them. One control message per buffer, as the engine reads.
+pub fn echo_loop(fd: RawFd, own_port: u16, stop: &AtomicBool) -> Counted {
     let mut b = RecvBatch::new();
     let mut send_ctls = vec![CmsgSpace::<SEND_CMSG_LEN>::default(); BATCH];
+    let mut segs = [0u64; BATCH];
     let mut c = Counted::default();
     while !stop.load(Ordering::Relaxed) {
         let n = b.recv(fd, true, 0);
         if n == 0 {
             continue;
         }
-        let mut segs = 0;
-        for (i, ctl) in send_ctls[..n].iter_mut().enumerate() {
+        // The answered ones move to the front: 0..m.
+        let mut m = 0;
+        for i in 0..n {
             let (len, seg, k) = b.message(i);
-            segs += k;
+            let port = u16::from_be(b.names[i].sin6_port);
+            let refused = &mut c.refused;
+            if arrival_hops(b.ctl(i)).is_some_and(udpring::is_marked) {
+                refused.guard_marked += 1;
+                continue;
+            }
+            if port == 0 {
+                refused.guard_bad_source += 1;
+                continue;
+            }
+            if port == own_port {
+                refused.guard_loop += 1;
+                continue;
+            }
+            if udpring::REFLECTOR_PORTS.contains(&port) {
+                refused.guard_port += 1;
+                continue;
+            }
             // The same header goes back: the source as the destination,
-            // the bytes received, the train's segment size.
+            // the bytes received, the train's segment size. Its pointers
+            // name message i's own iovec and name wherever it sits (the
+            // next receive sets every header afresh).
             b.iovs[i].iov_len = len;
+            b.hdrs.swap(m, i);
+            let ctl = &mut send_ctls[m];
             let l = write_segment(ctl, seg);
-            let h = &mut b.hdrs[i].msg_hdr;
+            let h = &mut b.hdrs[m].msg_hdr;
             h.msg_control = if l > 0 {
                 ctl.0.as_mut_ptr().cast()
             } else {
@@ -377,20 +450,23 @@ pub fn echo_loop(fd: RawFd, stop: &AtomicBool) -> Counted {
             };
             h.msg_controllen = l;
             h.msg_flags = 0;
+            segs[m] = k;
+            m += 1;
         }
-        // sendmmsg(2): "send multiple messages on a socket"; the first n
+        if m == 0 {
+            continue;
+        }
+        // sendmmsg(2): "send multiple messages on a socket"; the first m
         // headers, each naming its source, bytes and control area, all
         // alive for the call.
-        match syscall!(sendmmsg(fd, b.hdrs.as_mut_ptr(), n as libc::c_uint, 0)) {
+        match syscall!(sendmmsg(fd, b.hdrs.as_mut_ptr(), m as libc::c_uint, 0)) {
             Ok(k) => {
+                let k = k as usize;
                 c.calls += k as u64;
-                if k as usize == n {
-                    c.datagrams += segs;
-                } else {
-                    c.errors += (n - k as usize) as u64;
-                }
+                c.datagrams += segs[..k].iter().sum::<u64>();
+                c.errors += (m - k) as u64;
             }
-            Err(_) => c.errors += n as u64,
+            Err(_) => c.errors += m as u64,
         }
     }
     c

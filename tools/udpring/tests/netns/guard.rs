@@ -176,6 +176,62 @@ fn any_two_udpring_servers_answer_a_forged_datagram_once() {
     );
 }
 
+/// `udpring reference echo` (the C-level echo: no engine) is a udpring
+/// server too: it marks its answers and refuses what the guard would, so
+/// neither it and an echo nor two of it keep a forged datagram going.
+#[test]
+fn the_reference_echo_and_an_echo_answer_a_forged_datagram_once() {
+    let topo = crate::topology!(lan, "gr");
+    let e2 = server(
+        &topo,
+        "h2",
+        &crate::util::words("echo --bind [::]:9000 -w 1 -q --duration 3 --json"),
+    );
+    let r3 = server(
+        &topo,
+        "h3",
+        &crate::util::words("reference echo --bind [::]:9100 --duration 3 --json"),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    topo.run_in("h3", || {
+        // The reference echo to the echo, over IPv4 and IPv6: the echo
+        // answers, the reference echo refuses its marked answers.
+        forge_from_port(9100, sa("10.201.0.2:9000"), b"echo v4");
+        forge_from_port(9100, sa("[fd00:201::2]:9000"), b"echo v6");
+        // From its own port, and from the echo service's port 7.
+        forge_udp4(v4("127.0.0.1:9100"), v4("127.0.0.1:9100"), b"self");
+    });
+    topo.run_in("h1", || {
+        forge_udp4(v4("10.201.0.1:7"), v4("10.201.0.3:9100"), b"inetd echo");
+    });
+    topo.run_in("h2", || {
+        // The echo to the reference echo: it answers first, marked.
+        forge_from_port(9000, sa("10.201.0.3:9100"), b"reference first");
+    });
+    let t2 = json_of(&e2.finish());
+    let r = json_of(&r3.finish());
+    eprintln!("h2 echo {t2}\nh3 reference echo {r}");
+    assert_eq!(
+        crate::util::counts(&t2, ["received_bufs", "sent", "guard_marked"]),
+        [Some(3), Some(2), Some(1)],
+        "{t2}"
+    );
+    assert_eq!(r["sent"], 1, "{r}");
+    assert_eq!(
+        crate::util::counts(
+            &r["guard"],
+            [
+                "guard_marked",
+                "guard_loop",
+                "guard_port",
+                "guard_bad_source"
+            ]
+        ),
+        [Some(2), Some(1), Some(1), Some(0)],
+        "{r}"
+    );
+}
+
 /// Two relays, each a destination of the other, and a sink on h1: a
 /// datagram forged from Y's own listening port is refused by X (it comes
 /// from one of X's destinations); one forged from another port of Y's host
