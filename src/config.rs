@@ -492,6 +492,18 @@ impl Config {
                 });
             }
         }
+        if let (Some(_), Some(b @ (Backend::Mmsg | Backend::Simple | Backend::Xdp))) =
+            (self.send_zero_copy_min, self.backend)
+        {
+            return Err(ConfigError::Invalid {
+                field: "send_zero_copy_min",
+                why: format!(
+                    "zero-copy sends are the uring backend's (IORING_OP_SEND_ZC); the {} \
+                     backend would send copies",
+                    b.name()
+                ),
+            });
+        }
         self.guard.validate().map_err(|why| ConfigError::Invalid {
             field: "guard",
             why,
@@ -526,6 +538,24 @@ mod tests {
             }
         );
         assert_eq!(e.to_string(), "batch must be 1..1024, not 0");
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let zc = Config::builder(addr)
+            .backend(Some(Backend::Mmsg))
+            .send_zero_copy_min(Some(1024))
+            .build()
+            .unwrap_err();
+        assert!(
+            zc.to_string()
+                .starts_with("send_zero_copy_min: zero-copy sends are the uring backend's"),
+            "{zc}"
+        );
+        assert!(
+            Config::builder(addr)
+                .backend(Some(Backend::Uring))
+                .send_zero_copy_min(Some(1024))
+                .build()
+                .is_ok()
+        );
         assert!(
             Config::new("127.0.0.1:0".parse().unwrap())
                 .validate()
