@@ -22,14 +22,28 @@ pub struct SocketInfo {
     pub gro: bool,
 }
 
-/// Opens one socket bound to `bind`. `main`: a socket on `Config::bind`
-/// (it joins the groups and connects to `Config::connect`); the sockets on
-/// `Config::also_bind` do neither.
+/// What a socket is to its engine, for what it joins and connects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// On `Config::bind`, the first of its port: joins the groups of
+    /// `Config::multicast` and connects to `Config::connect`.
+    First,
+    /// On `Config::bind`, another worker's socket on the same port:
+    /// connects, joins nothing, and hears no group (`IP_MULTICAST_ALL`
+    /// off when there are groups): the kernel hands a group's datagram to
+    /// every socket on its port, so each worker would get a copy. A
+    /// group's datagrams all reach the first socket's worker.
+    Twin,
+    /// On `Config::also_bind`: neither joins nor connects.
+    Also,
+}
+
+/// Opens one socket bound to `bind`, as `role` says.
 pub(crate) fn open(
     cfg: &Config,
     bind: SocketAddr,
     reuse_port: bool,
-    main: bool,
+    role: Role,
 ) -> io::Result<(Socket, SocketInfo)> {
     let domain = if bind.is_ipv6() {
         Domain::IPV6
@@ -50,7 +64,7 @@ pub(crate) fn open(
     if let (Some(v6only), true) = (cfg.only_v6, bind.is_ipv6()) {
         s.set_only_v6(v6only)?;
     }
-    let info = configure(cfg, &s, bind, main)?;
+    let info = configure(cfg, &s, bind, role)?;
     s.bind(&bind.into()).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
             io::Error::new(e.kind(), format!("{bind}: address already in use"))
@@ -63,7 +77,7 @@ pub(crate) fn open(
             io::Error::new(e.kind(), format!("bind {bind}: {e}"))
         }
     })?;
-    if let Some(peer) = cfg.connect.filter(|_| main) {
+    if let Some(peer) = cfg.connect.filter(|_| role != Role::Also) {
         s.connect(&peer.into())
             .map_err(|e| io::Error::new(e.kind(), format!("connect to {peer}: {e}")))?;
     }
@@ -110,7 +124,8 @@ pub(crate) fn adopt(
              socket before binding it, not in the Config of an engine started on it",
         ));
     }
-    let info = configure(cfg, &s, bound, main)?;
+    let role = if main { Role::First } else { Role::Also };
+    let info = configure(cfg, &s, bound, role)?;
     if let Some(peer) = cfg.connect.filter(|_| main) {
         s.connect(&peer.into())
             .map_err(|e| io::Error::new(e.kind(), format!("connect to {peer}: {e}")))?;
@@ -121,7 +136,7 @@ pub(crate) fn adopt(
 /// Every option of `cfg` that a socket can take before or after its bind,
 /// for a socket bound (or to be bound) to `bind`; returns what the kernel
 /// granted.
-fn configure(cfg: &Config, s: &Socket, bind: SocketAddr, main: bool) -> io::Result<SocketInfo> {
+fn configure(cfg: &Config, s: &Socket, bind: SocketAddr, role: Role) -> io::Result<SocketInfo> {
     if cfg.broadcast {
         s.set_broadcast(true)?;
     }
@@ -191,7 +206,10 @@ fn configure(cfg: &Config, s: &Socket, bind: SocketAddr, main: bool) -> io::Resu
     if let Some(n) = cfg.send_buffer {
         info.send_buffer = sys::socket::set_buffer_size(fd, false, n)?;
     }
-    apply_multicast(fd, bind.is_ipv6(), &cfg.multicast, main)?;
+    apply_multicast(fd, bind.is_ipv6(), &cfg.multicast, role == Role::First)?;
+    if role == Role::Twin && !cfg.multicast.joins.is_empty() {
+        sys::mcast::set_multicast_all(fd, bind.is_ipv6(), false)?;
+    }
     if let Some(setup) = &cfg.socket_setup {
         (setup.0)(std::os::fd::AsFd::as_fd(s), bind)
             .map_err(|e| io::Error::new(e.kind(), format!("socket_setup for {bind}: {e}")))?;

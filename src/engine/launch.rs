@@ -95,7 +95,14 @@ pub(super) fn open_sockets(
                 (true, _) => addr,
                 (false, _) => group_addr,
             };
-            let (s, i) = socket::open(cfg, bind, reuse, g == 0)?;
+            let role = match (g, k) {
+                (0, 0) => socket::Role::First,
+                // Each on a port of its own: each joins (no copies).
+                (0, _) if cfg.distinct_ports => socket::Role::First,
+                (0, _) => socket::Role::Twin,
+                _ => socket::Role::Also,
+            };
+            let (s, i) = socket::open(cfg, bind, reuse, role)?;
             let a = bound(&s)?;
             if k == 0 {
                 group_addr = a;

@@ -281,6 +281,23 @@ pub fn set_loop(fd: RawFd, v6: bool, on: bool) -> io::Result<()> {
     })
 }
 
+/// `IPV6_MULTICAST_ALL` (`linux/in6.h`; not in the libc crate).
+const IPV6_MULTICAST_ALL: libc::c_int = 29;
+
+/// `IP_MULTICAST_ALL` / `IPV6_MULTICAST_ALL`: whether the socket hears
+/// every group this host joined on its port (the default) or only those it
+/// joined itself. On an IPv6 socket both (it hears IPv4 as v4-mapped).
+pub fn set_multicast_all(fd: RawFd, v6: bool, on: bool) -> io::Result<()> {
+    let v = libc::c_int::from(on);
+    if v6 {
+        super::socket::setsockopt_int(fd, libc::IPPROTO_IPV6, IPV6_MULTICAST_ALL, v)?;
+        let _ = super::socket::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, v);
+        Ok(())
+    } else {
+        super::socket::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, v)
+    }
+}
+
 /// The loopback setting in force.
 pub fn loop_enabled(fd: RawFd, v6: bool) -> io::Result<bool> {
     with(fd, |s| {

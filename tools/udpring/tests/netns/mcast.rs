@@ -172,6 +172,48 @@ fn asm_join_then_leave_v4_and_v6() {
     }
 }
 
+/// The kernel hands a group's datagram to every socket on its port: with
+/// a socket per worker in one port group, each worker would get a copy
+/// (a relay relayed each datagram once per worker). Each arrives once.
+#[test]
+fn a_group_datagram_reaches_one_of_several_workers_once() {
+    let topo = crate::topology!(lan, "mw");
+    let idx = topo.run_in("h1", || nix::net::if_::if_nametoindex("e0").unwrap());
+    let v6_to: &'static str = Box::leak(format!("[ff15::1:2:4%{idx}]:5002").into_boxed_str());
+    for (bind, group, from, to) in [
+        (
+            "0.0.0.0:5002",
+            "239.1.2.4",
+            "10.201.0.1:0",
+            "239.1.2.4:5002",
+        ),
+        ("[::]:5002", "ff15::1:2:4", "[::]:0", v6_to),
+    ] {
+        let mut cfg = group_cfg(bind, vec![join(group, None, "e0")]);
+        cfg.workers = 2;
+        let (engine, got) = recorder(&topo, "h2", cfg);
+        send_from(&topo, "h1", from, to, vec!["one", "two", "three"]);
+        settle();
+        let mut p = payloads(&got);
+        p.sort();
+        assert_eq!(p, ["one", "three", "two"], "{group}");
+        // Unicast still reaches the engine (either worker).
+        let me = if bind.starts_with('[') {
+            "[fd00:201::2]:5002"
+        } else {
+            "10.201.0.2:5002"
+        };
+        send_from(&topo, "h1", from, me, vec!["unicast"]);
+        expect_payloads(
+            &got,
+            &["one", "two", "three", "unicast"],
+            &format!("{group}: and unicast"),
+        );
+        let s = engine.stop().unwrap();
+        assert_eq!((s.received, s.slots_out), (4, 0), "{group}");
+    }
+}
+
 #[test]
 fn ssm_lets_only_the_chosen_source_through() {
     let topo = crate::topology!(lan, "s");

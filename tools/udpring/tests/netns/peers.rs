@@ -490,7 +490,7 @@ const MDNS_QUERY: &str =
 
 #[test]
 fn discovery_ssdp_and_mdns_responders_each_reported_with_an_rtt() {
-    let topo = crate::topology!(lan, "d");
+    let topo = crate::topology!(lan, "pd");
     let hosts = ["h2", "h3"];
     // SSDP: the README's M-SEARCH, answers that start with "HTTP/1.1 200".
     let _ssdp: Vec<KillOnDrop> = hosts
