@@ -82,6 +82,7 @@ fn parse_join(s: &str) -> Result<(IpAddr, Option<IpAddr>), String> {
 struct FanoutTotals {
     received: u64,
     from_destination: u64,
+    looped: u64,
     answers: u64,
     /// Live destinations, then those that left.
     destinations: Vec<DestTotals>,
@@ -118,6 +119,7 @@ impl FanoutTotals {
         FanoutTotals {
             received: t.received,
             from_destination: t.from_destination,
+            looped: t.looped,
             answers: t.answers,
             destinations: t
                 .dests
@@ -162,11 +164,12 @@ impl FanoutTotals {
     fn text(&self, s: &Stats) -> String {
         let c = &self.control;
         let mut out = format!(
-            "received {} sent {} send-errors {}  dropped: {} from a destination, {} answers to our sends; {} errors about no destination\n",
+            "received {} sent {} send-errors {}  dropped: {} from a destination, {} looped through groups, {} answers to our sends; {} errors about no destination\n",
             self.received,
             self.sent,
             s.send_errors_text(),
             self.from_destination,
+            self.looped,
             self.answers,
             self.other_errors,
         );
@@ -234,6 +237,17 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
             interface: iface.clone(),
         });
     }
+    // Listening on a group's address receives only that group, and only
+    // once joined: join it (any source), as `mcast listen GROUP:PORT` does,
+    // unless --join named it already.
+    let listen_group = a.listen.ip().is_multicast();
+    if listen_group && !a.join.iter().any(|(g, _)| *g == a.listen.ip()) {
+        cfg.multicast.joins.push(Join {
+            group: a.listen.ip(),
+            source: None,
+            interface: iface.clone(),
+        });
+    }
     if let Some(d) = a
         .relay
         .to
@@ -267,7 +281,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
         }
     }
     cfg.multicast.ttl = a.ttl;
-    cfg.reuse_addr = !a.join.is_empty();
+    cfg.reuse_addr = !cfg.multicast.joins.is_empty();
     cfg.guard = a.guard.guard();
     // The relay sends from a socket of its own (see apps::fanout).
     cfg.also_bind = crate::apps::fanout::config(a.listen, a.control).also_bind;

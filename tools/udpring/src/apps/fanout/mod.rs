@@ -44,11 +44,17 @@
 //! takes marked datagrams (`Guard::refuse_marked` off, `--accept-marked`):
 //! such a relay must not be pointed back at its parent. The engine's guard
 //! (`--allow` and the rest) applies to control datagrams as to the others.
+//! Two relays that send to groups the other listens on are not stopped by
+//! the mark (group datagrams leave with their scoping TTL): a relay with a
+//! group among its destinations drops bytes it relayed that keep coming
+//! back from elsewhere ([`laps`]).
+//!
 //! A subscriber receives every datagram the relay receives from the moment
 //! its `SUB <token>` is handled until its `UNSUB` is (or it expires), and
 //! each destination's sends, failures by errno and refusals are counted.
 
 pub mod control;
+pub mod laps;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -204,6 +210,13 @@ pub struct Table {
     pub received: u64,
     /// Received from one of the destinations: dropped, not relayed.
     pub from_destination: u64,
+    /// Bytes relayed lately that came back from elsewhere once too often
+    /// (a loop through groups, [`laps`]): dropped, not relayed.
+    pub looped: u64,
+    /// Live destinations that are groups: while there are any, what is
+    /// relayed is remembered ([`laps`]).
+    group_dests: usize,
+    laps: laps::Laps,
     /// Arrived on the sending socket (answers of destinations): dropped.
     pub answers: u64,
     /// Error reports about no live destination.
@@ -228,6 +241,7 @@ pub fn prefix_of(ip: IpAddr) -> IpAddr {
 
 impl Table {
     fn add(&mut self, d: Dest) {
+        self.group_dests += usize::from(d.addr.ip().is_multicast());
         if d.kind == Kind::Subscriber {
             let ip = udpring::os::canonical_ip(d.addr.ip());
             *self.per_host.entry(ip).or_default() += 1;
@@ -239,6 +253,7 @@ impl Table {
 
     fn remove(&mut self, i: usize, why: State, max_departed: usize) {
         let mut d = self.dests.swap_remove(i);
+        self.group_dests -= usize::from(d.addr.ip().is_multicast());
         if d.kind == Kind::Subscriber {
             let ip = udpring::os::canonical_ip(d.addr.ip());
             for (map, key) in [
@@ -402,6 +417,13 @@ impl Fanout {
         let mut t = self.relay.table();
         if t.index.contains_key(&dgram.source()) {
             t.from_destination += n;
+            return;
+        }
+        if t.group_dests > 0
+            && t.laps
+                .looped(dgram.payload(), dgram.source(), Instant::now())
+        {
+            t.looped += n;
             return;
         }
         t.received += n;
