@@ -266,6 +266,16 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
             "--to {d} is --listen itself: every datagram would come back to be relayed again"
         )));
     }
+    // A group this relay receives, on the port it listens on: what it
+    // sends there comes back to it (the host hears its own multicast).
+    if let Some(d) = a.relay.to.iter().find(|d| {
+        d.port() == a.listen.port() && cfg.multicast.joins.iter().any(|j| j.group == d.ip())
+    }) {
+        return Err(usage(format!(
+            "--to {d} is a group this relay receives on its port: every datagram would come \
+             back to be relayed again"
+        )));
+    }
     if let Some(c) = a.control {
         if c == a.listen || c.port() == a.listen.port() && c.port() != 0 {
             return Err(usage(format!(

@@ -296,6 +296,18 @@ fn multicast_and_fanout_bad_input_is_one_line_with_exit_code_2() {
             "not a multicast group",
         ),
         (&["mcast", "listen", "239.1.1.1"], "not GROUP:PORT"),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "0.0.0.0:6005",
+                "--join",
+                "239.1.1.5",
+                "--to",
+                "239.1.1.5:6005",
+            ],
+            "a group this relay receives on its port",
+        ),
         (&["mcast", "listen", "239.1.1.1:0"], "give a port"),
         (
             &["mcast", "listen", "239.1.1.1:5000", "--source", "fe80::1"],
