@@ -209,7 +209,7 @@ fn progress_shows_on_a_terminal_and_not_in_a_pipe() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&tty.stdout);
-    assert!(text.contains("[1/1] Ping simple 64 B (about"), "{text}");
+    assert!(text.contains("[1/1] ping simple 64 B (about"), "{text}");
 }
 
 /// Counts, in an SVG parsed as XML by Python's standard library, the data
