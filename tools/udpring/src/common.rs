@@ -1,14 +1,15 @@
-//! What every command shares: the failure type and exit codes, argument
-//! parsers, the engine options group, the output group, and the printers of
-//! the engine's counters.
+//! What every command shares: the failure type and exit codes, the engine
+//! options group, the output group, and the printers of the engine's
+//! counters; the argument parsers are in `parse` (re-exported here).
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use clap::Args;
 use udpring::{Backend, Config};
+
+pub(crate) use crate::parse::*;
 
 /// Standard output was closed by its reader (`udpring echo | head -1`).
 static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
@@ -178,152 +179,6 @@ pub(crate) fn runtime(e: std::io::Error) -> Failure {
     }
 }
 
-pub(crate) fn parse_backend(s: &str) -> Result<Backend, String> {
-    s.parse()
-}
-
-/// `ADDR:PORT`, `[ADDR]:PORT`, or a scoped IPv6 address
-/// `[fe80::1%eth0]:PORT` (the interface by name or index).
-pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    if let Some(a) = scoped_v6(s)? {
-        return Ok(a);
-    }
-    let a = s.parse::<SocketAddr>().map_err(|_| {
-        bracket_hint(s).unwrap_or_else(|| {
-            format!(
-                "'{s}' is not an address with a port (expected e.g. 127.0.0.1:9000 or [::1]:9000)"
-            )
-        })
-    })?;
-    scope_needed(s, a)
-}
-
-/// What is wrong with an IPv6 address written without its brackets, or
-/// with a port not after `]:`; `None` when neither is the trouble.
-fn bracket_hint(s: &str) -> Option<String> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let close = rest.find(']')?;
-        let after = &rest[close + 1..];
-        if !after.starts_with(':') {
-            return Some(format!(
-                "'{s}': after ']' comes ':PORT' (e.g. [{}]:9000)",
-                &rest[..close]
-            ));
-        }
-        return None;
-    }
-    (s.matches(':').count() > 1).then(|| {
-        format!("'{s}': an IPv6 address goes in brackets before its port, e.g. [::1]:9000")
-    })
-}
-
-/// Refuses an IPv6 link-local address without its interface: the kernel
-/// cannot tell which link is meant (EINVAL at connect, or every send
-/// failing while the server looks down).
-fn scope_needed(s: &str, a: SocketAddr) -> Result<SocketAddr, String> {
-    match a {
-        SocketAddr::V6(v6) if v6.ip().segments()[0] & 0xffc0 == 0xfe80 && v6.scope_id() == 0 => {
-            Err(format!(
-                "'{s}' is link-local: say its interface, e.g. [{}%eth0]:{} (`ip -6 addr` \
-                 shows which link has it)",
-                v6.ip(),
-                v6.port()
-            ))
-        }
-        _ => Ok(a),
-    }
-}
-
-/// `[ADDR%IFACE]:PORT` with IFACE a name or an index; `None` without a
-/// `%` scope.
-pub(crate) fn scoped_v6(s: &str) -> Result<Option<SocketAddr>, String> {
-    let (Some(pct), Some(close)) = (s.find('%'), s.rfind(']')) else {
-        return Ok(None);
-    };
-    if !s.starts_with('[') || pct > close {
-        return Ok(None);
-    }
-    let iface = &s[pct + 1..close];
-    let plain = format!("{}{}", &s[..pct], &s[close..]);
-    let mut a: SocketAddr = plain
-        .parse()
-        .map_err(|_| format!("'{s}' is not [IPV6%IFACE]:PORT"))?;
-    let index = match iface.parse::<u32>() {
-        Ok(i) => i,
-        Err(_) => udpring::interface_index(iface).map_err(|e| e.to_string())?,
-    };
-    if let SocketAddr::V6(v6) = &mut a {
-        v6.set_scope_id(index);
-    }
-    Ok(Some(a))
-}
-
-/// Seconds, bare or with a unit: `5`, `5s`, `500ms`, `250us`, `2m`, `1h`.
-pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, scale) = [
-        ("ms", 1e-3),
-        ("us", 1e-6),
-        ("µs", 1e-6),
-        ("s", 1.0),
-        ("m", 60.0),
-        ("h", 3600.0),
-    ]
-    .iter()
-    .find_map(|&(u, k)| t.strip_suffix(u).map(|n| (n, k)))
-    .unwrap_or((t, 1.0));
-    let v: f64 = num
-        .parse::<f64>()
-        .map(|v| v * scale)
-        .map_err(|_| format!("'{s}' is not a duration (5, 5s, 500ms, 2m)"))?;
-    if !(v.is_finite() && v > 0.0 && v <= 86400.0 * 365.0) {
-        return Err(format!("'{s}': seconds must be > 0 and at most a year"));
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
-pub(crate) fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
-    if s.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    parse_secs(s)
-}
-
-/// A number with an optional SI suffix, as iperf3 takes them: `10k` is
-/// 10000, `2.5M` 2500000, `1G` 10^9 (k, M, G; either case).
-pub(crate) fn parse_si(s: &str) -> Option<f64> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last()? {
-        'k' | 'K' => (&t[..t.len() - 1], 1e3),
-        'm' | 'M' => (&t[..t.len() - 1], 1e6),
-        'g' | 'G' => (&t[..t.len() - 1], 1e9),
-        _ => (t, 1.0),
-    };
-    num.parse::<f64>().ok().map(|v| v * mult)
-}
-
-/// Datagrams per second: `100000`, `100k`, `1.5M`.
-pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
-    let v = parse_si(s).ok_or_else(|| {
-        format!("'{s}' is not a rate in datagrams per second (e.g. 20000, 20k, 1.5M)")
-    })?;
-    if !(v.is_finite() && (1.0..=100e6).contains(&v)) {
-        return Err(format!("rate {s} must be 1..100M datagrams/s"));
-    }
-    Ok(v)
-}
-
-/// Payload bits per second: `100M`, `1G`, `500k`.
-pub(crate) fn parse_bitrate(s: &str) -> Result<f64, String> {
-    let v = parse_si(s).ok_or_else(|| {
-        format!("'{s}' is not a bitrate in bits per second (e.g. 100M, 1G, 500k)")
-    })?;
-    if !(v.is_finite() && (1e3..=1e12).contains(&v)) {
-        return Err(format!("bitrate {s} must be 1k..1000G bits/s"));
-    }
-    Ok(v)
-}
-
 /// Resolves HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT).
 pub(crate) fn resolve(target: &str) -> Result<SocketAddr, Failure> {
     use std::net::ToSocketAddrs;
@@ -353,41 +208,6 @@ pub(crate) fn resolve(target: &str) -> Result<SocketAddr, Failure> {
         .ok_or_else(|| usage(format!("'{host}' resolves to no address")))
 }
 
-/// 0 (one per CPU) up to the CPUs this process may use: more workers than
-/// CPUs only share them, each with its own buffers.
-pub(crate) fn parse_workers(s: &str) -> Result<usize, String> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    match s.parse::<usize>() {
-        Ok(v) if v <= cpus => Ok(v),
-        _ => Err(format!(
-            "--workers {s} must be 0..{cpus} (0: one per CPU; this process may use {cpus} CPUs)"
-        )),
-    }
-}
-
-pub(crate) fn parse_batch(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(v) if (1..=1024).contains(&v) => Ok(v),
-        _ => Err(format!("--batch must be 1..1024, not {s}")),
-    }
-}
-
-/// A payload size for the load generator's datagrams: at least its header
-/// (32 bytes), at most what one IPv4 datagram carries.
-pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
-    let v: usize = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size in bytes"))?;
-    let min = crate::apps::header::HEADER_LEN;
-    if !(min..=udpring::MAX_UDP_PAYLOAD).contains(&v) {
-        return Err(format!(
-            "size {v} must be {min}..{} (the load generator's header takes {min} bytes)",
-            udpring::MAX_UDP_PAYLOAD
-        ));
-    }
-    Ok(v)
-}
-
 /// Socket controls every command that opens sockets takes.
 #[derive(Args, Clone, Debug, Default)]
 pub(crate) struct SocketArgs {
@@ -414,28 +234,6 @@ pub(crate) struct SocketArgs {
     /// off). Neither flag: the system's default (net.ipv6.bindv6only).
     #[arg(long)]
     pub(crate) dual_stack: bool,
-}
-
-/// An interface name that names an interface of this host (network
-/// namespace), so that a misspelt one is an error, not a flag that does
-/// nothing.
-pub(crate) fn parse_iface(s: &str) -> Result<String, String> {
-    udpring::interface_index(s).map_err(|e| e.to_string())?;
-    Ok(s.to_string())
-}
-
-/// A CPU index among those this process may use (`--cpu`), not one that
-/// would wrap around to another.
-pub(crate) fn parse_cpu(s: &str) -> Result<usize, String> {
-    let n = udpring::os::allowed_cpus().len().max(1);
-    match s.parse::<usize>() {
-        Ok(i) if i < n => Ok(i),
-        _ => Err(format!(
-            "'{s}' is not a CPU index: this process may use {n} CPU{} (0..{})",
-            if n == 1 { "" } else { "s" },
-            n - 1
-        )),
-    }
 }
 
 impl SocketArgs {

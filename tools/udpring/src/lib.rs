@@ -28,6 +28,7 @@ mod load;
 mod mcast;
 mod metrics;
 mod net;
+mod parse;
 
 mod plot;
 mod reference;
