@@ -149,6 +149,22 @@ fn the_warm_up_is_kept_out_of_every_count() {
         v["warmup_replies"].as_u64().unwrap() >= 500,
         "the warm-up's answers are counted as such: {v}"
     );
+    // Likewise the kernel's errors: a closed port answers each datagram
+    // with port unreachable; those about the warm-up are not counted.
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (_, out, _) = run(&util::words(&format!(
+        "load {closed} --rate 2000 -t 0.5 --warmup 0.3 --json -q"
+    )));
+    let v = json(&out);
+    let refused = v["errors"]["ECONNREFUSED"].as_u64().unwrap_or(0);
+    assert_eq!(v["sent"], 1000, "{v}");
+    assert!(
+        refused.abs_diff(1000) <= 50,
+        "one error per measured datagram, not the warm-up's 600 too: {v}"
+    );
 }
 
 #[test]

@@ -546,6 +546,12 @@ impl Handler for Worker {
         if matches!(event, ErrorEvent::SendFailed { .. }) {
             return;
         }
+        // Errors about the warm-up are not counted, as its datagrams are
+        // not: `errors` and `sent` cover the same datagrams.
+        self.advance(self.now_ns());
+        if self.phase == Phase::Warmup {
+            return;
+        }
         // A flood into a closed port reports an error per datagram: count
         // known kinds without building a key each time.
         let known = match event {
