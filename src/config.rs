@@ -404,7 +404,11 @@ pub struct Join {
 /// Multicast settings of a socket.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Multicast {
-    /// Groups to join.
+    /// Groups to join. The first socket on [`Config::bind`] joins them,
+    /// and a group's datagrams all reach its worker, once: the other
+    /// workers' sockets on that port hear no group (`IP_MULTICAST_ALL`
+    /// off; the kernel would hand each socket on the port a copy) and share
+    /// the unicast.
     pub joins: Vec<Join>,
     /// TTL (IPv4) / hop limit (IPv6) of sent multicast.
     pub ttl: Option<u32>,
