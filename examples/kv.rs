@@ -5,10 +5,11 @@
 //! SET <key> <value> [ttl_ms]   -> OK
 //! GET <key>                    -> VALUE <value> | NOTFOUND
 //! DEL <key>                    -> DELETED | NOTFOUND
-//! anything else                -> ERROR <why>
+//! anything else                -> ERROR <why>, cut to the request's length
 //! ```
 //!
-//! Run: `cargo run --example kv -- 127.0.0.1:7000 [workers]`, then e.g.
+//! Run: `cargo run --example kv -- 127.0.0.1:7000 [workers] [answers/s per
+//! address, 0: no limit; 1000 by default]`, then e.g.
 //! `echo -n 'SET a 1 500' | nc -u -w1 127.0.0.1 7000`.
 //!
 //! What it shows (the crate documentation walks through it):
@@ -20,7 +21,13 @@
 //! - a periodic timer on worker 0 sweeping expired entries, and a lazy
 //!   check on every read;
 //! - bounded state: at most `MAX_KEYS` keys, so a stranger cannot make it
-//!   grow without end.
+//!   grow without end;
+//! - bounded reflection: sources can be forged, and a `GET` of a long value
+//!   answers a few bytes with up to `MAX_LEN` (memcached's UDP port was
+//!   used this way against third parties). So what any one address can be
+//!   sent is bounded by the guard's per-source rate (`PER_SOURCE_RATE`
+//!   answers a second, about 1 MB/s at the longest value; refusals counted
+//!   in `guard_rate`), and an error is never longer than the request.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +35,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use udpring::{Config, Datagram, Engine, Handler, Transport};
+
+/// Requests a second one source address may make (a burst of a fifth of
+/// that after a quiet spell); beyond, refused and counted (`guard_rate`).
+pub const PER_SOURCE_RATE: f64 = 1000.0;
 
 /// Keys the table holds at most.
 pub const MAX_KEYS: usize = 100_000;
@@ -81,6 +92,10 @@ impl Kv {
     /// socket loop (`benches/kv.rs` holds it against std and tokio).
     pub fn answer(&mut self, req: &[u8]) -> &[u8] {
         self.fill(req);
+        // An error answers junk: never more bytes than were sent.
+        if self.reply.starts_with(b"ERROR") {
+            self.reply.truncate(req.len());
+        }
         &self.reply
     }
 
@@ -154,11 +169,14 @@ impl Handler for Kv {
     }
 
     fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
-        self.fill(d.payload());
+        let reply = self.answer(d.payload());
+        if reply.is_empty() {
+            return;
+        }
         // To the asker, from the address it asked (several addresses,
         // a wildcard bind). A refusal (the send queue full) is counted by
         // the engine; the client asks again.
-        let _ = tx.reply_with(&d, &self.reply);
+        let _ = tx.reply_with(&d, reply);
     }
 
     fn on_timer(&mut self, token: u64, _tx: &mut Transport<'_>) {
@@ -170,11 +188,24 @@ impl Handler for Kv {
     }
 }
 
-/// Starts the responder on `bind` with `workers` workers.
-pub fn start(bind: SocketAddr, workers: usize) -> std::io::Result<(Engine, Table)> {
+/// Starts the responder on `bind` with `workers` workers, answering each
+/// source address at most `per_source` times a second (`None`: no limit).
+pub fn start(
+    bind: SocketAddr,
+    workers: usize,
+    per_source: Option<f64>,
+) -> std::io::Result<(Engine, Table)> {
     let table = Table::default();
     let t2 = table.clone();
-    let cfg = Config::builder(bind).workers(workers).build()?;
+    let mut guard = udpring::Guard::default();
+    guard.per_source_rate = per_source.map(|r| udpring::RateLimit {
+        per_second: r,
+        burst: ((r / 5.0) as u32).max(1),
+    });
+    let cfg = Config::builder(bind)
+        .workers(workers)
+        .guard(guard)
+        .build()?;
     let engine = Engine::start(cfg, move |i| Kv::new(t2.clone(), i == 0))?;
     Ok((engine, table))
 }
@@ -184,8 +215,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let bind: SocketAddr = args.next().as_deref().unwrap_or("127.0.0.1:0").parse()?;
     let workers: usize = args.next().as_deref().unwrap_or("1").parse()?;
+    let rate: f64 = match args.next() {
+        Some(r) => r.parse()?,
+        None => PER_SOURCE_RATE,
+    };
     udpring::signals::install()?;
-    let (engine, table) = start(bind, workers)?;
+    let (engine, table) = start(bind, workers, (rate > 0.0).then_some(rate))?;
     println!(
         "kv: listening on {} ({} workers)",
         engine.local_addr(),
@@ -197,10 +232,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = table.len();
     let s = engine.stop()?;
     println!(
-        "kv: {} requests, {} replies, {keys} keys left, {} send errors",
+        "kv: {} requests, {} replies, {keys} keys left, {} send errors, {} over the per-source rate",
         s.received,
         s.sent,
-        s.send_errors_total()
+        s.send_errors_total(),
+        s.guard_rate
     );
     Ok(())
 }

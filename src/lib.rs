@@ -131,8 +131,12 @@
 //! [`TimerId`] cancels one. In kv, worker 0 sweeps expired entries every
 //! 50 ms and reads check expiry as they go.
 //!
-//! **Bounds.** Anything a stranger can make a service keep must have a
-//! limit: kv refuses keys past `MAX_KEYS` and values past `MAX_LEN`. The
+//! **Bounds.** Anything a stranger can make a service keep or send must
+//! have a limit: kv refuses keys past `MAX_KEYS` and values past
+//! `MAX_LEN`, answers one source address at most `PER_SOURCE_RATE` times a
+//! second ([`Guard::per_source_rate`]: a forged source cannot aim its
+//! longest answers at a victim without bound) and answers junk with no
+//! more bytes than it was sent. The
 //! engine's own state is bounded the same way (slots, send queue,
 //! [`Sender`] inbox, guard tables).
 //!

@@ -200,6 +200,8 @@ fn kv_stores_expires_and_deletes() {
     assert_eq!(ask(&c, to, "DEL a"), "DELETED");
     assert_eq!(ask(&c, to, "GET a"), "NOTFOUND");
     assert!(ask(&c, to, "FLY away").starts_with("ERROR"));
+    // Junk gets no more bytes than it sent.
+    assert_eq!(ask(&c, to, "FLY"), "ERR");
     assert!(ask(&c, to, "SET x 1 soon").starts_with("ERROR"));
     // Both workers share the table: from many source ports, one answer.
     for i in 0..20 {
@@ -210,8 +212,21 @@ fn kv_stores_expires_and_deletes() {
             format!("VALUE v{i}")
         );
     }
+    // One address asking far faster than its share: answered up to its
+    // burst and rate, the rest refused and counted.
+    let flood = sock();
+    for _ in 0..2000 {
+        flood.send_to(b"GET k1", to).unwrap();
+    }
     let tail = kv.stop();
     assert!(tail.contains("20 keys left"), "{tail}");
+    let over: u64 = tail
+        .split(" over the per-source rate")
+        .next()
+        .and_then(|t| t.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{tail}"));
+    assert!(over > 0, "{tail}");
 }
 
 /// No answer within a moment to `q` from `to`.
