@@ -405,10 +405,12 @@ pub struct Join {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Multicast {
     /// Groups to join. The first socket on [`Config::bind`] joins them,
-    /// and a group's datagrams all reach its worker, once: the other
-    /// workers' sockets on that port hear no group (`IP_MULTICAST_ALL`
-    /// off; the kernel would hand each socket on the port a copy) and share
-    /// the unicast.
+    /// and a group's datagrams all reach its worker, once: with groups,
+    /// each socket on that port hears only the groups it joined itself
+    /// (`IP_MULTICAST_ALL` off; by default the kernel hands every socket
+    /// on the port a copy of each group the host joined), so the other
+    /// workers' sockets hear none until a handler joins one
+    /// ([`crate::Transport::join_group`]), and share the unicast.
     pub joins: Vec<Join>,
     /// TTL (IPv4) / hop limit (IPv6) of sent multicast.
     pub ttl: Option<u32>,

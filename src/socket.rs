@@ -26,7 +26,8 @@ pub struct SocketInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
     /// On `Config::bind`, the first of its port: joins the groups of
-    /// `Config::multicast` and connects to `Config::connect`.
+    /// `Config::multicast` (and hears only the groups it joined:
+    /// `IP_MULTICAST_ALL` off) and connects to `Config::connect`.
     First,
     /// On `Config::bind`, another worker's socket on the same port:
     /// connects, joins nothing, and hears no group (`IP_MULTICAST_ALL`
@@ -207,7 +208,11 @@ fn configure(cfg: &Config, s: &Socket, bind: SocketAddr, role: Role) -> io::Resu
         info.send_buffer = sys::socket::set_buffer_size(fd, false, n)?;
     }
     apply_multicast(fd, bind.is_ipv6(), &cfg.multicast, role == Role::First)?;
-    if role == Role::Twin && !cfg.multicast.joins.is_empty() {
+    // With groups to join, each socket on the bound port hears the groups
+    // it joined itself, not every group the host joined on the port: the
+    // twins none (the first socket's worker gets each datagram once), and
+    // a group one worker joins later reaches that worker alone.
+    if role != Role::Also && !cfg.multicast.joins.is_empty() {
         sys::mcast::set_multicast_all(fd, bind.is_ipv6(), false)?;
     }
     if let Some(setup) = &cfg.socket_setup {
