@@ -63,6 +63,13 @@
 //!   [`Guard::mark_sends`] off.
 //! - A middlebox that rewrites TTLs removes the mark: two servers on either
 //!   side of it are guarded only by [`Guard::per_source_rate`].
+//! - Datagrams sent to a group carry no mark: their TTL is the multicast
+//!   TTL that scopes them (1 by default). Servers answer by unicast
+//!   (marked), but two relays that each send to a group the other listens
+//!   on pass datagrams round: `udpring fanout` stops that itself, by
+//!   dropping bytes it relayed that keep coming back from elsewhere (its
+//!   `laps` check); a handler that sends to groups what it receives from
+//!   groups needs a check of its own.
 //! - A udpring server and a server that is not udpring (on a port outside
 //!   [`REFLECTOR_PORTS`]) can still answer each other: the mark needs
 //!   udpring at one end. [`Guard::per_source_rate`] bounds what that
