@@ -542,36 +542,7 @@ impl Handler for Worker {
     }
 
     fn on_error(&mut self, event: ErrorEvent, _tx: &mut Transport<'_>) {
-        // Failed sends are counted by the engine, by errno (send_errors).
-        if matches!(event, ErrorEvent::SendFailed { .. }) {
-            return;
-        }
-        // Errors about the warm-up are not counted, as its datagrams are
-        // not: `errors` and `sent` cover the same datagrams.
-        self.advance(self.now_ns());
-        if self.phase == Phase::Warmup {
-            return;
-        }
-        // A flood into a closed port reports an error per datagram: count
-        // known kinds without building a key each time.
-        let known = match event {
-            ErrorEvent::ConnectionRefused { .. } => Some("ECONNREFUSED"),
-            ErrorEvent::MessageTooLong { .. } => Some("EMSGSIZE"),
-            _ => None,
-        };
-        if let Some(k) = known
-            && let Some(v) = self.counts.errors.get_mut(k)
-        {
-            *v += 1;
-            return;
-        }
-        let kind = match event {
-            ErrorEvent::Unreachable { errno, .. }
-            | ErrorEvent::SendFailed { errno, .. }
-            | ErrorEvent::Other { errno, .. } => udpring::errno_name(errno),
-            _ => known.unwrap_or("EIO").to_string(),
-        };
-        *self.counts.errors.entry(kind).or_default() += 1;
+        self.count_error(event);
     }
 
     fn on_timer(&mut self, token: u64, tx: &mut Transport<'_>) {

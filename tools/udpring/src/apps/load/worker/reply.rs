@@ -1,5 +1,5 @@
 //! Matching a reply to its request (udpring's header, an ID, the flow)
-//! and accounting for it.
+//! and accounting for it, and for the kernel's errors about requests.
 
 use super::*;
 
@@ -15,6 +15,36 @@ impl Worker {
             field(&mut self.counts)
         };
         *c = c.saturating_add(n);
+    }
+
+    /// Counts an error the kernel reported about a request (ICMP port or
+    /// host unreachable, message too long) in `errors`, by kind. Failed
+    /// sends are the engine's (`send_errors`); errors during the warm-up
+    /// are left out, as its datagrams are (the phase as for replies).
+    pub(super) fn count_error(&mut self, event: ErrorEvent) {
+        if matches!(event, ErrorEvent::SendFailed { .. }) || self.phase == Phase::Warmup {
+            return;
+        }
+        // A flood into a closed port reports an error per datagram: count
+        // known kinds without building a key each time.
+        let known = match event {
+            ErrorEvent::ConnectionRefused { .. } => Some("ECONNREFUSED"),
+            ErrorEvent::MessageTooLong { .. } => Some("EMSGSIZE"),
+            _ => None,
+        };
+        if let Some(k) = known
+            && let Some(v) = self.counts.errors.get_mut(k)
+        {
+            *v += 1;
+            return;
+        }
+        let kind = match event {
+            ErrorEvent::Unreachable { errno, .. } | ErrorEvent::Other { errno, .. } => {
+                udpring::errno_name(errno)
+            }
+            _ => known.unwrap_or("EIO").to_string(),
+        };
+        *self.counts.errors.entry(kind).or_default() += 1;
     }
 
     /// The request a reply of udpring's header answers, or the count the
