@@ -106,10 +106,18 @@ fn a_scrape_parses_and_matches_the_json_totals() {
     // at most.
     let _silent = TcpStream::connect(metrics).unwrap();
     let t = Instant::now();
-    let (head, body) = get(metrics, "/metrics");
+    let (head, mut body) = get(metrics, "/metrics");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    // A send is counted at its completion, which the worker may take a
+    // moment after the echo reached us: scrape again until the figures
+    // settle (or a second passes).
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while parse(&body)["udpring_sent_total"] != 200.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        body = get(metrics, "/metrics").1;
+    }
     let sums = parse(&body);
     assert_eq!(sums["udpring_received_total"], 200.0, "{sums}");
     assert_eq!(sums["udpring_sent_total"], 200.0, "{sums}");
