@@ -34,7 +34,7 @@
 //! here ask of their callers.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use io_uring::types::{Fd, Fixed, SubmitArgs, Timespec};
@@ -45,7 +45,9 @@ use super::cmsg::{CmsgSpace, RecvCmsg, SEND_CMSG_LEN, write_send};
 use super::meta::{RecvMeta, Transmit};
 use crate::bufring::{NAME_LEN, Pool, RECV_CMSG_LEN};
 
+mod enter;
 mod op;
+use enter::RegisteredRing;
 pub use op::{Completion, Op};
 
 /// `IORING_SEND_ZC_REPORT_USAGE` and the bit its notification sets when
@@ -98,6 +100,9 @@ pub struct Ring {
     /// A timer SQE is queued and perhaps not yet submitted: its timespec
     /// must not be rewritten before it is.
     timer_queued: bool,
+    /// The ring in the worker thread's table of rings, when the kernel
+    /// lets it: waits enter by that index.
+    registered: Option<RegisteredRing>,
 }
 
 fn build(opts: &RingOpts) -> io::Result<IoUring> {
@@ -140,6 +145,7 @@ impl Ring {
     ) -> io::Result<Ring> {
         let ring = build(opts)?;
         let fixed = ring.submitter().register_files(fds).is_ok();
+        let registered = RegisteredRing::new(ring.as_raw_fd());
         let br = pool.ring().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -178,6 +184,7 @@ impl Ring {
             fixed,
             timer_ts: Box::new(Timespec::new()),
             timer_queued: false,
+            registered,
         })
     }
 
@@ -193,7 +200,7 @@ impl Ring {
             if unsafe { self.ring.submission().push(e) }.is_ok() {
                 return Ok(());
             }
-            self.ring.submit()?;
+            self.enter(0, Some(Duration::ZERO))?;
         }
     }
 
@@ -402,16 +409,7 @@ impl Ring {
     /// timeout (`None`: no timeout; zero: do not wait, but run deferred
     /// completions the kernel flags).
     pub fn wait(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
-        let r = match timeout {
-            // Something is due now: do not arm a zero timer and sleep on it.
-            Some(d) if d.is_zero() => self.ring.submit(),
-            Some(d) => {
-                let ts = Timespec::from(d);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(want, &args)
-            }
-            None => self.ring.submitter().submit_and_wait(want),
-        };
+        let r = self.enter(want, timeout);
         self.note_submitted();
         match r {
             Ok(_) => Ok(()),
@@ -427,9 +425,39 @@ impl Ring {
         }
     }
 
+    /// One `io_uring_enter`: submits what is queued and, as `wait` says,
+    /// waits (through the registered ring when there is one).
+    fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<usize> {
+        let Some(reg) = &self.registered else {
+            return match timeout {
+                // Something is due now: do not arm a zero timer and sleep on it.
+                Some(d) if d.is_zero() => self.ring.submit(),
+                Some(d) => {
+                    let ts = Timespec::from(d);
+                    let args = SubmitArgs::new().timespec(&ts);
+                    self.ring.submitter().submit_with_args(want, &args)
+                }
+                None => self.ring.submitter().submit_and_wait(want),
+            };
+        };
+        // As the crate's `submit_and_wait`: deferred completions run only
+        // in an enter that asks for events; the kernel flags them.
+        let (to_submit, flagged) = {
+            let sq = self.ring.submission();
+            (sq.len(), sq.taskrun() || sq.cq_overflow())
+        };
+        let (want, ts) = match timeout {
+            Some(d) if d.is_zero() => (0, None),
+            t => (want, t),
+        };
+        let to_submit = u32::try_from(to_submit).unwrap_or(u32::MAX);
+        let want = u32::try_from(want).unwrap_or(u32::MAX);
+        reg.enter(to_submit, want, want > 0 || flagged, ts)
+    }
+
     /// Submits what is queued without waiting.
     pub fn submit(&mut self) -> io::Result<()> {
-        let r = self.ring.submit();
+        let r = self.enter(0, Some(Duration::ZERO));
         self.note_submitted();
         r.map(drop)
     }
@@ -485,6 +513,16 @@ impl Ring {
         if self.fixed {
             let _ = self.ring.submitter().unregister_files();
             self.fixed = false;
+        }
+    }
+}
+
+impl Drop for Ring {
+    /// Takes the ring out of the thread's table before its fd closes (a
+    /// ring leaked with `mem::forget` stays there, as it should).
+    fn drop(&mut self) {
+        if let Some(r) = self.registered.take() {
+            r.unregister(self.ring.as_raw_fd());
         }
     }
 }
