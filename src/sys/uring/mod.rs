@@ -29,6 +29,8 @@
 //! - Wake: a multishot poll on the worker's eventfd.
 //! - `SINGLE_ISSUER` + `DEFER_TASKRUN` when the kernel has them:
 //!   completions are produced only when the worker enters the ring to wait.
+//! - Enter: through the ring's index in the worker thread's table of
+//!   registered rings when the kernel has one (`enter`), else by fd.
 //!
 //! What each request points at, and for how long, is what the `unsafe fn`s
 //! here ask of their callers.
