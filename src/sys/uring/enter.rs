@@ -159,41 +159,74 @@ mod tests {
     use crate::bufring::Pool;
     use crate::sys::uring::{Op, Ring, RingOpts};
 
+    /// A ring on `sock` receives one datagram through `wait`.
+    fn one_datagram_completes(r: &mut Ring, sock: &UdpSocket, round: usize) {
+        r.arm_recv(0).unwrap();
+        r.submit().unwrap();
+        sock.send_to(&[round as u8], sock.local_addr().unwrap())
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut got = false;
+        while !got && Instant::now() < deadline {
+            r.wait(1, Some(Duration::from_millis(100))).unwrap();
+            let n = r.reap();
+            got = (0..n).any(|k| {
+                let c = r.completion(k);
+                c.op == Some(Op::Recv(0)) && c.res > 0
+            });
+        }
+        assert!(got, "ring {round}: the datagram never completed");
+        r.release_files();
+    }
+
+    const OPTS: RingOpts = RingOpts {
+        sq_entries: 8,
+        defer_taskrun: true,
+    };
+
     /// The kernel's table holds 16 rings per thread: rings that did not
     /// take themselves out when dropped would fill it by the 17th.
     #[test]
     fn a_dropped_ring_leaves_its_thread_table_and_waits_go_by_index() {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = sock.local_addr().unwrap();
         let pool = Pool::new(256, 4, 0, true).unwrap();
-        let opts = RingOpts {
-            sq_entries: 8,
-            defer_taskrun: true,
-        };
         for round in 0..40 {
             // SAFETY: the pool outlives the ring (dropped at the end of
             // each round, the pool after the loop).
-            let mut r = unsafe { Ring::new(&[sock.as_raw_fd()], &pool, 0, &opts) }.unwrap();
+            let mut r = unsafe { Ring::new(&[sock.as_raw_fd()], &pool, 0, &OPTS) }.unwrap();
             if r.registered.is_none() {
                 assert!(round == 0, "ring {round} found the thread's table full");
                 eprintln!("skipped: this kernel does not register ring fds (5.18+)");
                 return;
             }
-            r.arm_recv(0).unwrap();
-            r.submit().unwrap();
-            sock.send_to(&[round as u8], to).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(2);
-            let mut got = false;
-            while !got && Instant::now() < deadline {
-                r.wait(1, Some(Duration::from_millis(100))).unwrap();
-                let n = r.reap();
-                got = (0..n).any(|k| {
-                    let c = r.completion(k);
-                    c.op == Some(Op::Recv(0)) && c.res > 0
-                });
-            }
-            assert!(got, "ring {round}: the datagram never completed");
-            r.release_files();
+            one_datagram_completes(&mut r, &sock, round);
+        }
+    }
+
+    /// With the thread's table full (another library's rings), a ring is
+    /// entered by its fd, and works the same.
+    #[test]
+    fn with_the_thread_table_full_waits_go_by_fd() {
+        let others: Vec<io_uring::IoUring> = (0..16)
+            .map(|_| io_uring::IoUring::new(2).unwrap())
+            .collect();
+        let taken: Vec<_> = others
+            .iter()
+            .map_while(|o| super::RegisteredRing::new(o.as_raw_fd()))
+            .collect();
+        if taken.len() < others.len() {
+            eprintln!("skipped: this kernel does not register ring fds (5.18+)");
+            return;
+        }
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let pool = Pool::new(256, 4, 0, true).unwrap();
+        // SAFETY: the pool outlives the ring (both locals; the ring goes first).
+        let mut r = unsafe { Ring::new(&[sock.as_raw_fd()], &pool, 0, &OPTS) }.unwrap();
+        assert!(r.registered.is_none(), "a 17th ring found room");
+        one_datagram_completes(&mut r, &sock, 0);
+        drop(r);
+        for (t, o) in taken.into_iter().zip(&others) {
+            t.unregister(o.as_raw_fd());
         }
     }
 }
