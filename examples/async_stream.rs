@@ -11,7 +11,6 @@
 //! (PERF.md has the figures).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use udpring::{Config, Engine};
 
@@ -46,9 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
         })
         .collect();
-    while !udpring::signals::requested() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    udpring::signals::wait(None); // asleep until SIGINT/SIGTERM
     // Stopping the engine ends every stream, and with it every task.
     let s = engine.stop()?;
     let (mut served, mut dropped) = (0, 0);

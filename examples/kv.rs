@@ -226,9 +226,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         engine.local_addr(),
         engine.workers()
     );
-    while !udpring::signals::requested() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    udpring::signals::wait(None); // asleep until SIGINT/SIGTERM
     let keys = table.len();
     let s = engine.stop()?;
     println!(

@@ -172,9 +172,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (engine, subs) = start(data, control)?;
     let a = engine.local_addrs();
     println!("relay: listening on {} (control {})", a[0], a[1]);
-    while !udpring::signals::requested() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    udpring::signals::wait(None); // asleep until SIGINT/SIGTERM
     let n = subs.list().len();
     let s = engine.stop()?;
     println!(

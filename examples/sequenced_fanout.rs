@@ -23,7 +23,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use udpring::{Config, Datagram, Engine, Handler, SendError, Transport};
 
@@ -181,9 +180,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     udpring::signals::install()?;
     let (engine, counts) = start(bind, subs)?;
     println!("sequenced_fanout: listening on {}", engine.local_addr());
-    while !udpring::signals::requested() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    udpring::signals::wait(None); // asleep until SIGINT/SIGTERM
     let s = engine.stop()?;
     println!(
         "sequenced_fanout: {} accepted, {} copies, {} resumptions, {} dropped (backlog full), \

@@ -13,7 +13,6 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::OwnedFd;
-use std::time::Duration;
 
 use udpring::{Config, Datagram, Engine, Handler, Transport};
 
@@ -48,9 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "socket_activation: listening on {} ({handed} handed in)",
         addrs.join(" ")
     );
-    while !udpring::signals::requested() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    udpring::signals::wait(None); // asleep until SIGINT/SIGTERM
     let s = engine.stop()?;
     println!(
         "socket_activation: {} echoed, {} slots out",

@@ -235,10 +235,21 @@ struct ReadmeExample;
 
 /// Clean stops for programs on the engine: SIGINT, SIGTERM and SIGHUP set
 /// a flag instead of killing the process, so a service can stop its
-/// engine and report its totals.
+/// engine and report its totals. [`wait`](signals::wait) sleeps until then
+/// (the flag comes with a pipe the handler writes to, so no thread has to
+/// wake to look at it); [`fd`](signals::fd) is that pipe, to poll beside
+/// descriptors of your own.
+///
+/// ```no_run
+/// udpring::signals::install()?;
+/// // ... start the engine ...
+/// udpring::signals::wait(None); // until SIGINT, SIGTERM or SIGHUP
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub mod signals {
     pub use crate::sys::signal::{
-        install_stop_signals as install, request_stop as request, stop_signalled as requested,
+        install_stop_signals as install, request_stop as request, stop_fd as fd,
+        stop_signalled as requested, wait_stop as wait,
     };
 }
 
