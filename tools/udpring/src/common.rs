@@ -99,16 +99,57 @@ pub(crate) fn stop_requested() -> bool {
     udpring::signals::requested() || output_gone()
 }
 
-/// Sleeps `d`, in steps short enough that a stop (see [`stop_requested`])
-/// ends it within 50 ms.
+/// Sleeps `d`, or less if a stop comes (see [`stop_requested`]).
 pub(crate) fn sleep_unless_stopped(d: std::time::Duration) {
-    let end = std::time::Instant::now() + d;
-    while !stop_requested() {
-        let left = end.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return;
+    wait_until(Some(std::time::Instant::now() + d));
+}
+
+/// Sleeps until `deadline` (`None`: no deadline) or a stop: a signal, or
+/// standard output's or error's reader gone. One `poll(2)` on the stop
+/// pipe and on both outputs, so an idle command wakes for nothing else.
+/// Returns whether to stop.
+pub(crate) fn wait_until(deadline: Option<std::time::Instant>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    // An output that reports anything but POLLERR (a socket's POLLHUP, a
+    // closed descriptor's POLLNVAL) is left to its writes' errors, or the
+    // poll would return at once, again and again.
+    let mut watch = [true, true];
+    loop {
+        if stop_requested() {
+            return true;
         }
-        std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return false;
+        }
+        let Some(stop) = udpring::signals::fd() else {
+            let step = std::time::Duration::from_millis(50);
+            std::thread::sleep(left.map_or(step, |l| l.min(step)));
+            continue;
+        };
+        let mut fds = vec![PollFd::new(stop, PollFlags::POLLIN)];
+        let outs = [stdout.as_fd(), stderr.as_fd()];
+        let watched: Vec<usize> = (0..2).filter(|&i| watch[i]).collect();
+        fds.extend(
+            watched
+                .iter()
+                .map(|&i| PollFd::new(outs[i], PollFlags::empty())),
+        );
+        // Rounded up: a wait never ends early and spins.
+        let timeout = left.map_or(PollTimeout::NONE, |l| {
+            let ms = l.as_micros().div_ceil(1000);
+            PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+        });
+        if poll(&mut fds, timeout).is_ok_and(|n| n > 0) {
+            for (k, &i) in watched.iter().enumerate() {
+                let r = fds[k + 1].revents().unwrap_or(PollFlags::empty());
+                if !r.is_empty() && !r.intersects(PollFlags::POLLERR) {
+                    watch[i] = false;
+                }
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use udpring::Stats;
 
-use crate::common::{Failure, parse_addr, parse_secs, say_json, stop_requested};
+use crate::common::{Failure, parse_addr, parse_secs, say_json, wait_until};
 
 /// How long a server runs and what it prints (echo, fanout).
 #[derive(Args, Clone)]
@@ -127,8 +127,12 @@ pub(crate) fn run_until(
     let start = Instant::now();
     let mut last = start;
     loop {
-        std::thread::sleep(Duration::from_millis(10));
-        if stop_requested() || end.is_some_and(|d| start.elapsed() >= d) {
+        // Asleep until the next line is due, the end, or a stop.
+        let wake = [end.map(|d| start + d), every.map(|e| last + e)]
+            .into_iter()
+            .flatten()
+            .min();
+        if wait_until(wake) || end.is_some_and(|d| start.elapsed() >= d) {
             return start.elapsed().as_secs_f64();
         }
         if every.is_some_and(|e| last.elapsed() >= e) {

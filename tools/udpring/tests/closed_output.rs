@@ -198,3 +198,38 @@ fn a_signal_ends_load_in_every_phase() {
         assert!(!text.contains("panicked"), "{args:?}: {text}");
     }
 }
+
+/// Context switches a process's threads made by sleeping, all together.
+fn sleeps(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+#[test]
+fn an_idle_quiet_server_sleeps_until_a_signal_comes() {
+    for args in [
+        "echo --bind 127.0.0.1:0 -w 1 -q --duration 30",
+        "sink --bind 127.0.0.1:0 -q --duration 30",
+        // Its sweep of expired subscribers wakes it once a second at most.
+        "fanout --listen 127.0.0.1:0 --to 127.0.0.1:9 -w 1 -q --duration 30",
+    ] {
+        let mut s = Server::start(&util::words(args));
+        let before = sleeps(s.child.id());
+        std::thread::sleep(Duration::from_millis(1500));
+        let woke = sleeps(s.child.id()) - before;
+        // With nothing to print, nothing arriving and no end due, no
+        // thread has a reason to wake (a loop looking at a flag every
+        // 10 ms woke ~150 times here).
+        assert!(woke <= 3, "{args}: {woke} wake-ups in 1.5 s idle");
+        util::signal(&s.child, nix::sys::signal::Signal::SIGINT);
+        let (status, _) = util::wait_at_most(&mut s.child, Duration::from_secs(5), args);
+        assert_eq!(status.code(), Some(0), "{args}");
+    }
+}

@@ -327,7 +327,8 @@ pub struct McastListen {
     /// Datagrams from sources beyond [`MAX_PEERS`] (counted, not kept).
     untracked: u64,
     table: PeerTable,
-    /// Something changed since the last publish.
+    /// Something changed since the last publish, and a timer to publish it
+    /// is armed (an idle listener has none, and sleeps).
     dirty: bool,
 }
 
@@ -368,17 +369,21 @@ impl McastListen {
 }
 
 impl Handler for McastListen {
-    fn on_start(&mut self, tx: &mut Transport<'_>) {
-        tx.call_later(Duration::from_millis(50), 0);
+    fn on_start(&mut self, _tx: &mut Transport<'_>) {
+        // The empty table, at once; later ones 50 ms after a change.
+        self.publish();
     }
-    fn on_datagram(&mut self, d: Datagram<'_>, _tx: &mut Transport<'_>) {
+    fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
+        if !self.dirty {
+            self.dirty = true;
+            tx.call_later(Duration::from_millis(50), 0);
+        }
         let verify = self.verify;
         let header = if verify {
             match Header::new_checked(d.payload()) {
                 Ok(h) => Some((h.token(), h.seq(), h.sent_ns())),
                 Err(_) => {
                     self.malformed += 1;
-                    self.dirty = true;
                     return;
                 }
             }
@@ -388,10 +393,8 @@ impl Handler for McastListen {
         let Some(peer) = peer_entry(&mut self.peers, d.source(), || Peer::new(verify, false))
         else {
             self.untracked += d.segments() as u64;
-            self.dirty = true;
             return;
         };
-        self.dirty = true;
         if let Some(t) = d.tos() {
             peer.counts.tos = Some(t);
         }
@@ -410,9 +413,8 @@ impl Handler for McastListen {
             }
         }
     }
-    fn on_timer(&mut self, _t: u64, tx: &mut Transport<'_>) {
+    fn on_timer(&mut self, _t: u64, _tx: &mut Transport<'_>) {
         self.publish();
-        tx.call_later(Duration::from_millis(50), 0);
     }
     fn on_stop(&mut self) {
         self.publish();
