@@ -3,7 +3,8 @@
 # against `sockperf server`: `sockperf ping-pong -m 64` (half round trips,
 # as sockperf reports them) from CPU 1 against each server on CPU 0, the
 # servers taking turns at going first, ROUNDS rounds of SECS seconds; then
-# the default server's CPU use while idle (from /proc, over IDLE seconds).
+# the default server's CPU use while idle (every thread's run time in ns and
+# wake-ups, from /proc, over IDLE seconds).
 # A second `sockperf server` round (the control) measures the method: its
 # ratio to the first is what these rounds cannot tell apart from 1.00x.
 #   ROUNDS=5 SECS=5 IDLE=5 tools/perf/latency.sh
@@ -69,8 +70,10 @@ PORT=$((PORT + 1))
 taskset -c 0 "$U" echo --bind 127.0.0.1:$PORT -w 1 -q >/dev/null 2>&1 &
 pid=$!
 sleep 1
-tick=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-a=$(cpu); sleep "$IDLE"; b=$(cpu)
+# Every thread's run time in ns (schedstat) and its sleeps (voluntary
+# context switches), summed over the process.
+cpu() { cat /proc/$pid/task/*/schedstat | awk '{s += $1} END {print s}'; }
+wakes() { cat /proc/$pid/task/*/status | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s}'; }
+a=$(cpu); wa=$(wakes); sleep "$IDLE"; b=$(cpu); wb=$(wakes)
 kill -INT $pid; wait $pid 2>/dev/null || true
-python3 -c "print(f'idle default server: {($b - $a) / $tick / $IDLE * 100:.2f}% of a CPU over $IDLE s')"
+python3 -c "print(f'idle default server: {($b - $a) / 1e9 / $IDLE * 100:.3f}% of a CPU over $IDLE s ({($b - $a) / 1e6:.2f} ms of CPU, {$wb - $wa} wake-ups)')"
