@@ -218,6 +218,9 @@ fn kv_stores_expires_and_deletes() {
     for _ in 0..2000 {
         flood.send_to(b"GET k1", to).unwrap();
     }
+    // The stop comes at once on the signal: let the workers read the
+    // flood first (what is still queued at a stop is not the rate's).
+    read_by_now(to.port());
     let tail = kv.stop();
     assert!(tail.contains("20 keys left"), "{tail}");
     let over: u64 = tail
@@ -227,6 +230,35 @@ fn kv_stores_expires_and_deletes() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{tail}"));
     assert!(over > 0, "{tail}");
+}
+
+/// Waits (2 s at most) until the UDP sockets on `port` have nothing
+/// queued, by the kernel's `rx_queue` in /proc/net/udp: then the engine
+/// has read every datagram sent to it so far.
+fn read_by_now(port: u16) {
+    let tag = format!(":{port:04X} ");
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let queued = ["/proc/net/udp", "/proc/net/udp6"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| (a.to_owned() + " ").ends_with(&tag))
+            })
+            .any(|l| {
+                l.split_whitespace()
+                    .nth(4)
+                    .and_then(|q| q.split(':').nth(1))
+                    .is_some_and(|rx| rx.chars().any(|c| c != '0'))
+            });
+        if !queued || std::time::Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// No answer within a moment to `q` from `to`.
