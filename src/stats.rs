@@ -120,6 +120,11 @@ counters! {
     send_blocked,
     /// Datagrams queued or in flight at a stop that never went out.
     cancelled,
+    /// Kernel buffers still queued at the sockets when the worker stopped,
+    /// read at the stop and dropped unseen by the handler (a GRO train
+    /// counts once): `received_bufs` plus these is what the kernel queued
+    /// at the sockets (its `InDatagrams`).
+    unread_at_stop,
     /// Zero-copy sends (`Config::send_zero_copy_min`) the kernel sent from
     /// the slot itself (sends, a GSO train once).
     zc_sent,

@@ -1,7 +1,7 @@
 //! Echo behaviour on loopback, for every backend: sizes from 0 to 65507
 //! bytes over IPv4 and IPv6, many flows spread over workers, truncation,
-//! ring exhaustion under a flood, GRO trains, senders and timers, and
-//! ICMP errors as events. Every test checks that all slots came back.
+//! ring exhaustion under a flood, GRO trains, senders and timers, ICMP
+//! errors as events, and what a stop leaves unread. Every test checks that all slots came back.
 
 #[macro_use]
 mod util;
@@ -408,6 +408,32 @@ per_backend!(
             "{backend}: every datagram is either received or counted as dropped: {s:?}"
         );
         stop_clean(engine);
+    }
+);
+
+per_backend!(
+    fn what_is_still_queued_at_a_stop_is_counted_as_unread(backend) {
+        const QUEUED: u64 = 50;
+        let engine = Engine::start(config(backend, false), |_| {
+            util::SlowFirst::new(Duration::from_millis(300))
+        })
+        .unwrap();
+        let to = engine.local_addr();
+        let c = client(false);
+        c.send_to(b"first", to).unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // the handler is now asleep
+        for i in 0..QUEUED {
+            c.send_to(&i.to_be_bytes(), to).unwrap();
+        }
+        // Asked while the handler sleeps: some of the queue may still be
+        // handed over as the receive is cancelled, the rest is not read.
+        let s = stop_clean(engine);
+        assert_eq!(s.kernel_drops, 0, "{backend}: {s:?}");
+        assert_eq!(
+            s.received_bufs + s.unread_at_stop,
+            QUEUED + 1,
+            "{backend}: every datagram queued is received or counted unread: {s:?}"
+        );
     }
 );
 

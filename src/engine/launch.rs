@@ -219,8 +219,10 @@ fn worker_body<H: Handler>(
     };
     let mut w = Worker::new(core, handler);
     let r = backend::run(run, &sockets, &mut w, cfg, ready);
-    // The last word on drops, while the sockets are still open; direct
-    // sends end before they close.
+    // What the kernel queued that the handler never saw, counted; then the
+    // last word on drops, while the sockets are still open; direct sends
+    // end before they close.
+    w.core.discard_unread();
     w.core.read_drops();
     w.core.publish();
     w.core.shared.inbox.close();

@@ -151,6 +151,42 @@ pub fn drops(fd: RawFd) -> io::Result<u32> {
     Ok(v[SK_MEMINFO_DROPS])
 }
 
+/// Reads and drops what is queued at socket `fd` without waiting, up to
+/// `limit` buffers (a flood that goes on must not hold a stop); returns
+/// how many it dropped. `MSG_TRUNC`: nothing is copied but a byte.
+pub fn discard_queued(fd: RawFd, limit: u64) -> u64 {
+    const BATCH: usize = 64;
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: byte.len(),
+    };
+    // SAFETY: mmsghdr is plain old data; all-zero is valid.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
+    for m in &mut msgs {
+        // Every message's one byte lands in `byte`: never read.
+        m.msg_hdr.msg_iov = &mut iov;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    let mut dropped = 0u64;
+    while dropped < limit {
+        let want = (limit - dropped).min(BATCH as u64) as libc::c_uint;
+        // The kernel writes one byte into `byte` and the lengths into
+        // `msgs`, locals that outlive the call.
+        match syscall!(recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            want,
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            std::ptr::null_mut(),
+        )) {
+            Ok(n) if n > 0 => dropped += n as u64,
+            _ => break,
+        }
+    }
+    dropped
+}
+
 /// Turns on UDP generic receive offload: trains arrive as one buffer.
 pub fn set_udp_gro(fd: RawFd, on: bool) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_UDP, UDP_GRO, on as libc::c_int)

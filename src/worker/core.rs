@@ -528,6 +528,16 @@ impl Core {
         }
     }
 
+    /// At a stop: reads and drops what is still queued at the sockets,
+    /// counted in `unread_at_stop` (bounded: what a flood adds meanwhile
+    /// is not waited for).
+    pub fn discard_unread(&mut self) {
+        const LIMIT: u64 = 1 << 20;
+        for &fd in &self.socks.fds {
+            self.stats.c.unread_at_stop += sys::socket::discard_queued(fd, LIMIT);
+        }
+    }
+
     /// Reads every socket's drop counter (`SO_MEMINFO`): drops after the
     /// last datagram a socket delivered are counted too.
     pub fn read_drops(&mut self) {
