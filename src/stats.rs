@@ -123,7 +123,8 @@ counters! {
     /// Kernel buffers still queued at the sockets when the worker stopped,
     /// read at the stop and dropped unseen by the handler (a GRO train
     /// counts once): `received_bufs` plus these is what the kernel queued
-    /// at the sockets (its `InDatagrams`).
+    /// at the sockets (its `InDatagrams`). Sockets handed in
+    /// (`Engine::start_on`) keep their queue for their next holder.
     unread_at_stop,
     /// Zero-copy sends (`Config::send_zero_copy_min`) the kernel sent from
     /// the slot itself (sends, a GSO train once).

@@ -437,6 +437,38 @@ per_backend!(
     }
 );
 
+per_backend!(
+    /// A socket handed in (systemd keeps its own copy across a restart)
+    /// keeps what was queued at the stop for its next holder.
+    fn a_socket_handed_in_keeps_its_queue_at_a_stop(backend) {
+        const QUEUED: u64 = 20;
+        let sock = std::net::UdpSocket::bind(loopback(false)).unwrap();
+        let next = sock.try_clone().unwrap(); // the next holder's copy
+        let to = sock.local_addr().unwrap();
+        let mut cfg = config(backend, false);
+        cfg.workers = 0;
+        let engine = Engine::start_on(cfg, [sock.into()], |_| {
+            util::SlowFirst::new(Duration::from_millis(300))
+        })
+        .unwrap();
+        let c = client(false);
+        c.send_to(b"first", to).unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // the handler is now asleep
+        for i in 0..QUEUED {
+            c.send_to(&i.to_be_bytes(), to).unwrap();
+        }
+        let s = stop_clean(engine);
+        assert_eq!(s.unread_at_stop, 0, "{backend}: {s:?}");
+        next.set_nonblocking(true).unwrap();
+        let mut left = 0;
+        while next.recv(&mut [0u8; 64]).is_ok() {
+            left += 1;
+        }
+        assert_eq!(s.received_bufs + left, QUEUED + 1, "{backend}: {s:?}, {left} left");
+        assert!(left > 0, "{backend}: the queue was read: {s:?}");
+    }
+);
+
 /// Echo that tags each reply with the index of the socket it came in on.
 struct TagSocket;
 

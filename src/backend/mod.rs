@@ -78,6 +78,10 @@ pub(crate) struct Run {
     pub backend: Backend,
     /// The xdp backend's program on its interface.
     pub xdp: Option<std::sync::Arc<xdp::XdpAttach>>,
+    /// The sockets were handed in (`Engine::start_on`): what is queued at a
+    /// stop stays with them, for whoever holds them next (systemd's socket
+    /// activation starts the next instance on the same socket).
+    pub adopted: bool,
 }
 
 /// Runs worker `w` on `run`'s backend until its stop flag is set. Calls

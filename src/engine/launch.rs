@@ -219,10 +219,13 @@ fn worker_body<H: Handler>(
     };
     let mut w = Worker::new(core, handler);
     let r = backend::run(run, &sockets, &mut w, cfg, ready);
-    // What the kernel queued that the handler never saw, counted; then the
-    // last word on drops, while the sockets are still open; direct sends
-    // end before they close.
-    w.core.discard_unread();
+    // What the kernel queued that the handler never saw, counted (on
+    // sockets handed in, left for their next holder); then the last word
+    // on drops, while the sockets are still open; direct sends end before
+    // they close.
+    if !run.adopted {
+        w.core.discard_unread();
+    }
     w.core.read_drops();
     w.core.publish();
     w.core.shared.inbox.close();

@@ -189,6 +189,7 @@ impl Engine {
             cfg
         };
         let cpus = sys::cpu::allowed_cpus();
+        let handed_in = adopted.is_some();
         let (workers, (sockets, local_addrs, socket_info)) = match adopted {
             Some(fds) => (fds.len(), adopt_sockets(&cfg, fds)?),
             None => {
@@ -247,6 +248,7 @@ impl Engine {
             let run = backend::Run {
                 backend,
                 xdp: xdp.clone(),
+                adopted: handed_in,
             };
             let t = std::thread::Builder::new()
                 .name(format!("udpring-w{i}"))
