@@ -153,7 +153,9 @@ pub fn drops(fd: RawFd) -> io::Result<u32> {
 
 /// Reads and drops what is queued at socket `fd` without waiting, up to
 /// `limit` buffers (a flood that goes on must not hold a stop); returns
-/// how many it dropped. `MSG_TRUNC`: nothing is copied but a byte.
+/// how many it dropped. `MSG_TRUNC`: nothing is copied but a byte. A
+/// pending socket error (an ICMP error: the kernel reports it before the
+/// queue, once) does not end it.
 pub fn discard_queued(fd: RawFd, limit: u64) -> u64 {
     const BATCH: usize = 64;
     let mut byte = [0u8; 1];
@@ -169,6 +171,7 @@ pub fn discard_queued(fd: RawFd, limit: u64) -> u64 {
         m.msg_hdr.msg_iovlen = 1;
     }
     let mut dropped = 0u64;
+    let mut errors = 0;
     while dropped < limit {
         let want = (limit - dropped).min(BATCH as u64) as libc::c_uint;
         // The kernel writes one byte into `byte` and the lengths into
@@ -181,7 +184,11 @@ pub fn discard_queued(fd: RawFd, limit: u64) -> u64 {
             std::ptr::null_mut(),
         )) {
             Ok(n) if n > 0 => dropped += n as u64,
-            _ => break,
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // Reported once, then cleared; a bound all the same.
+            Err(_) if errors < 16 => errors += 1,
+            Err(_) => break,
         }
     }
     dropped
