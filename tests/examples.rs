@@ -236,24 +236,24 @@ fn kv_stores_expires_and_deletes() {
 /// queued, by the kernel's `rx_queue` in /proc/net/udp: then the engine
 /// has read every datagram sent to it so far.
 fn read_by_now(port: u16) {
-    let tag = format!(":{port:04X} ");
+    // A line: "sl local_address rem_address st tx_queue:rx_queue ...",
+    // the local address ending in ":PORT" in hex.
+    let tag = format!(":{port:04X}");
+    let queued_here = |line: &str| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 4
+            && f[1].ends_with(&tag)
+            && f[4]
+                .split(':')
+                .nth(1)
+                .is_some_and(|rx| rx.chars().any(|c| c != '0'))
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     loop {
         let queued = ["/proc/net/udp", "/proc/net/udp6"]
             .iter()
             .filter_map(|f| std::fs::read_to_string(f).ok())
-            .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
-            .filter(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .is_some_and(|a| (a.to_owned() + " ").ends_with(&tag))
-            })
-            .any(|l| {
-                l.split_whitespace()
-                    .nth(4)
-                    .and_then(|q| q.split(':').nth(1))
-                    .is_some_and(|rx| rx.chars().any(|c| c != '0'))
-            });
+            .any(|t| t.lines().any(queued_here));
         if !queued || std::time::Instant::now() > deadline {
             return;
         }
