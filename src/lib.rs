@@ -21,8 +21,9 @@
 //! - **Safe to expose**: loop and reflection guards, an allowlist and a
 //!   per-source rate limit before any handler sees a datagram ([`Guard`]).
 //! - **Accounting**: every buffer taken from the pool comes back
-//!   ([`Stats::slots_out`] is zero whenever a worker is idle); counters in
-//!   the kernel's units match `/proc/net/snmp` and `SO_MEMINFO`.
+//!   ([`Stats::slots_out`] is zero once a worker has been idle for 50
+//!   ms); counters in the kernel's units match `/proc/net/snmp` and
+//!   `SO_MEMINFO`.
 //!
 //! ## An echo server in a few lines
 //!

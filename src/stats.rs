@@ -138,6 +138,12 @@ counters! {
     tx_timestamps,
     /// Times the receive was armed (1 + re-arms after ENOBUFS or errors).
     recv_arms,
+    /// Times the worker's loop entered the kernel to wait for work: an
+    /// `io_uring_enter` that asks for completions (`uring`), a `ppoll`
+    /// (`mmsg`, `simple`, `xdp`); a busy-polling worker's checks count
+    /// too. In a closed loop, system calls per request are about this over
+    /// `received` on `uring` (it submits the replies in the same call).
+    waits,
     /// Completions or messages that could not be used (counted, dropped).
     invalid_completions,
     /// Refused by the guard: source port 0 or a source no host sends from

@@ -265,6 +265,7 @@ pub(crate) fn run<H: Handler>(
             } else {
                 w.core.timers.next()
             };
+            w.core.stats.c.waits += 1;
             sys::poll(&mut pollfds, timeout)?;
             for (r, p) in readable.iter_mut().zip(&pollfds) {
                 *r = p.revents != 0;

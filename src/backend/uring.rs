@@ -32,6 +32,9 @@ use crate::worker::handler::Handler;
 const BATCH_WAIT: usize = 8;
 /// Longest such a wait lasts.
 const SEND_WAIT: Duration = Duration::from_millis(1);
+/// Longest the sends waited on with the next receive (at light load) stay
+/// unreaped when no receive comes.
+const SETTLE: Duration = Duration::from_millis(50);
 /// Longest the shutdown waits for the kernel to finish.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(3);
 /// How long sends may still go out after a stop before they are cancelled.
@@ -64,6 +67,9 @@ struct Driver {
     timer: Option<Instant>,
     /// Its completion came: the handler's timers are due.
     timer_fired: bool,
+    /// The timer is armed to fire within [`SETTLE`]: sends waited on
+    /// together with the next receive are reaped by then.
+    settling: bool,
 }
 
 impl Driver {
@@ -105,6 +111,27 @@ impl Driver {
         }
     }
 
+    /// Before a wait that takes the sends just submitted together with the
+    /// next receive: makes sure the timer fires within [`SETTLE`], so that
+    /// when no receive comes the sends are still reaped (counted, their
+    /// slots back) soon after. While requests keep coming, the clock is
+    /// read and the timer armed once per [`SETTLE`], not per request.
+    fn arm_settle(&mut self) -> io::Result<()> {
+        if self.settling {
+            return Ok(());
+        }
+        let at = Instant::now() + SETTLE;
+        match self.timer {
+            Some(armed) if armed <= at => {}
+            armed => {
+                self.ring.arm_timer(SETTLE, armed.is_some())?;
+                self.timer = Some(at);
+            }
+        }
+        self.settling = true;
+        Ok(())
+    }
+
     fn any_recv_armed(&self) -> bool {
         self.recv_armed.iter().any(|&a| a)
     }
@@ -122,7 +149,7 @@ impl Driver {
 
     /// Turns queued sends into SQEs; stops early (leaving the rest queued)
     /// when every send header is in flight.
-    fn flush<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<()> {
+    fn flush<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<usize> {
         let core = &mut w.core;
         let mut done = 0;
         for &t in core.queue.as_slice() {
@@ -139,7 +166,7 @@ impl Driver {
         }
         self.in_flight += done;
         core.queue.consume(done);
-        Ok(())
+        Ok(done)
     }
 
     /// Handles one receive completion.
@@ -268,6 +295,7 @@ impl Driver {
                 Some(Op::Cancel) => {}
                 Some(Op::Timer) => {
                     self.timer = None;
+                    self.settling = false;
                     self.timer_fired = true;
                 }
                 Some(Op::Errors(sock)) => {
@@ -443,6 +471,7 @@ pub(crate) fn run<H: Handler>(
         stalled: (0, Instant::now()),
         timer: None,
         timer_fired: false,
+        settling: false,
     };
     let setup = d
         .arm_wake()
@@ -465,7 +494,7 @@ pub(crate) fn run<H: Handler>(
             if w.core.stopping() {
                 return Ok(());
             }
-            d.flush(w)?;
+            let fresh = d.flush(w)?;
             for i in 0..fds.len() {
                 if !d.recv_armed[i] && w.core.pool.recv_home() > 0 {
                     d.arm_recv(i)?;
@@ -481,10 +510,17 @@ pub(crate) fn run<H: Handler>(
             // one more completion in the same enter, rather than waking once
             // for the sends and entering again; bounded, since a send that
             // waits for socket space must not hold the loop. A few sends (a
-            // server answering requests as they come): wait for one
-            // completion only. Waiting for several there held each
-            // request's turnaround by ~90 µs on this machine kind (PERF.md,
-            // the service tests).
+            // server answering requests as they come): the replies just
+            // queued complete as they are submitted (a UDP send that finds
+            // socket space), so the same enter submits them and sleeps until
+            // the next request: one system call per request, not two (PERF.md,
+            // the kv bench). Only when every send in flight is one of those:
+            // an older one waits for socket space, and waiting for it would
+            // hold the next request (waiting for every send held each
+            // turnaround by ~90 µs on this machine kind: the bridge bench).
+            // The timer's `SETTLE` bounds how long they go unreaped when no
+            // request comes, and, should one find the socket full after all,
+            // how long a lone completion (a stop's wake-up) waits with it.
             let mut light = false;
             let (want, timeout) = if w.core.busy_poll || w.core.shared.inbox.pending() || timer_due
             {
@@ -501,8 +537,14 @@ pub(crate) fn run<H: Handler>(
             } else {
                 // The handler's timers wake it as the timer's completion.
                 light = true;
-                (1, None)
+                if fresh > 0 && fresh == d.in_flight && d.any_recv_armed() {
+                    d.arm_settle()?;
+                    (fresh + 1, None)
+                } else {
+                    (1, None)
+                }
             };
+            w.core.stats.c.waits += 1;
             d.ring.wait(want, timeout)?;
             d.handle(w, true)?;
             if let Some(r) = &mut d.stamps {

@@ -435,6 +435,7 @@ pub(crate) fn run<H: Handler>(
         for p in pollfds.iter_mut() {
             p.revents = 0;
         }
+        w.core.stats.c.waits += 1;
         sys::poll(&mut pollfds, timeout)?;
         check_sockets = pollfds[1..n].iter().any(|p| p.revents != 0);
         for (i, p) in pollfds[1..n - 1].iter().enumerate() {
