@@ -370,3 +370,38 @@ fn one_host_or_prefix_cannot_take_the_whole_relay() {
     // 4 copies; answers: 7 tokens, 5 OKs, 2 FULLs, 1 BYE.
     assert_eq!(s.sent, 4 + 7 + 5 + 2 + 1, "{s:?}");
 }
+
+#[test]
+fn the_sweep_of_expired_subscribers_runs_only_while_there_are_any() {
+    let mut opts = RelayOpts::new(Vec::new());
+    opts.expiry = Duration::from_millis(200);
+    let (engine, relay, _, control) = relay(Backend::Mmsg, opts, None);
+    let waits = || engine.worker_stats()[0].waits;
+    // No subscriber: nothing to sweep, the worker sleeps.
+    std::thread::sleep(Duration::from_millis(100));
+    let idle = waits();
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        waits() - idle <= 1,
+        "{} wake-ups with no subscriber",
+        waits() - idle
+    );
+    // One that never refreshes: swept (every 50 ms) until it expires.
+    let mut c = Sub::new();
+    assert!(c.join(control).starts_with("OK "));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while relay.table().control.expired == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(relay.table().control.expired, 1, "it expired");
+    // Then the sweep is cancelled: no more wake-ups.
+    std::thread::sleep(Duration::from_millis(100));
+    let after = waits();
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        waits() - after <= 1,
+        "{} wake-ups after the last expiry",
+        waits() - after
+    );
+    util::stop_clean(engine);
+}

@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use control::{Generations, Refusal, Request, Tokens};
 
-use udpring::{Datagram, ErrorEvent, Handler, SendError, Transport};
+use udpring::{Datagram, ErrorEvent, Handler, SendError, TimerId, Transport};
 
 /// The socket the relay sends from (see the module doc).
 pub const SEND_SOCKET: usize = 1;
@@ -404,12 +404,18 @@ pub fn config(listen: SocketAddr, control: Option<SocketAddr>) -> udpring::Confi
 /// (and a third for control; see [`config`]).
 pub struct Fanout {
     relay: Arc<Relay>,
+    /// This worker's sweep of expired subscribers, armed while the table
+    /// holds one that can expire (an idle relay with none never wakes).
+    sweeping: Option<TimerId>,
 }
 
 impl Fanout {
     /// A worker of `relay`.
     pub fn new(relay: Arc<Relay>) -> Self {
-        Fanout { relay }
+        Fanout {
+            relay,
+            sweeping: None,
+        }
     }
 
     fn relay_data(&mut self, dgram: &Datagram<'_>, tx: &mut Transport<'_>) {
@@ -514,6 +520,9 @@ impl Fanout {
             },
         };
         drop(t);
+        if answer.as_deref().is_some_and(|a| a.starts_with("OK ")) {
+            self.sweep_from_now(tx);
+        }
         if let Some(a) = answer {
             // A full send queue is counted by the engine (send_exhausted);
             // the subscriber asks again.
@@ -521,7 +530,19 @@ impl Fanout {
         }
     }
 
-    fn sweep(&mut self) {
+    /// Arms this worker's sweep (a subscription that can expire is in the
+    /// table, added or refreshed here). The table is shared: a worker
+    /// stops sweeping only when it holds none, so the one that added a
+    /// subscription sweeps until it is gone.
+    fn sweep_from_now(&mut self, tx: &mut Transport<'_>) {
+        if self.sweeping.is_none() {
+            let every = (self.relay.opts.expiry / 4)
+                .clamp(Duration::from_millis(50), Duration::from_secs(1));
+            self.sweeping = Some(tx.call_every(every, SWEEP));
+        }
+    }
+
+    fn sweep(&mut self, tx: &mut Transport<'_>) {
         let now = Instant::now();
         let max = self.relay.opts.max_departed;
         let mut t = self.relay.table();
@@ -534,16 +555,15 @@ impl Fanout {
                 i += 1;
             }
         }
+        if !t.dests.iter().any(|d| d.expires.is_some())
+            && let Some(id) = self.sweeping.take()
+        {
+            tx.cancel_timer(id);
+        }
     }
 }
 
 impl Handler for Fanout {
-    fn on_start(&mut self, tx: &mut Transport<'_>) {
-        let every =
-            (self.relay.opts.expiry / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        tx.call_every(every, SWEEP);
-    }
-
     fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>) {
         match dgram.socket() {
             SEND_SOCKET => self.relay.table().answers += dgram.segments() as u64,
@@ -552,9 +572,9 @@ impl Handler for Fanout {
         }
     }
 
-    fn on_timer(&mut self, token: u64, _tx: &mut Transport<'_>) {
+    fn on_timer(&mut self, token: u64, tx: &mut Transport<'_>) {
         if token == SWEEP {
-            self.sweep();
+            self.sweep(tx);
         }
     }
 
