@@ -376,16 +376,16 @@ fn the_sweep_of_expired_subscribers_runs_only_while_there_are_any() {
     let mut opts = RelayOpts::new(Vec::new());
     opts.expiry = Duration::from_millis(200);
     let (engine, relay, _, control) = relay(Backend::Mmsg, opts, None);
-    let waits = || engine.worker_stats()[0].waits;
+    // Wake-ups over 400 ms, once a moment has passed.
+    let woken = || {
+        std::thread::sleep(Duration::from_millis(100));
+        let before = engine.worker_stats()[0].waits;
+        std::thread::sleep(Duration::from_millis(400));
+        engine.worker_stats()[0].waits - before
+    };
     // No subscriber: nothing to sweep, the worker sleeps.
-    std::thread::sleep(Duration::from_millis(100));
-    let idle = waits();
-    std::thread::sleep(Duration::from_millis(400));
-    assert!(
-        waits() - idle <= 1,
-        "{} wake-ups with no subscriber",
-        waits() - idle
-    );
+    let n = woken();
+    assert!(n <= 1, "{n} wake-ups with no subscriber");
     // One that never refreshes: swept (every 50 ms) until it expires.
     let mut c = Sub::new();
     assert!(c.join(control).starts_with("OK "));
@@ -395,13 +395,7 @@ fn the_sweep_of_expired_subscribers_runs_only_while_there_are_any() {
     }
     assert_eq!(relay.table().control.expired, 1, "it expired");
     // Then the sweep is cancelled: no more wake-ups.
-    std::thread::sleep(Duration::from_millis(100));
-    let after = waits();
-    std::thread::sleep(Duration::from_millis(400));
-    assert!(
-        waits() - after <= 1,
-        "{} wake-ups after the last expiry",
-        waits() - after
-    );
+    let n = woken();
+    assert!(n <= 1, "{n} wake-ups after the last expiry");
     util::stop_clean(engine);
 }
