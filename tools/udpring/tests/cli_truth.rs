@@ -260,3 +260,67 @@ fn kernel_drops_say_when_they_count_gro_trains() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("kernel drops 0 (GRO trains)"), "{out}");
 }
+
+/// CPUs in a `Cpus_allowed_list` line's format (`0-3,5`).
+fn cpu_list(s: &str) -> Vec<usize> {
+    s.trim()
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .flat_map(|r| match r.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
+            None => vec![r.parse().unwrap()],
+        })
+        .collect()
+}
+
+/// The CPUs a task may run on, from its `status`.
+fn allowed(status: &str) -> Vec<usize> {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list");
+    cpu_list(line)
+}
+
+#[test]
+fn load_pins_its_workers_as_its_help_says() {
+    let mine = allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    if mine.len() < 2 {
+        eprintln!("skipping: one CPU allowed ({mine:?}), pinned and unpinned look alike");
+        return;
+    }
+    let echo = Server::echo();
+    let target = echo.addr.to_string();
+    for (extra, want) in [
+        // The last CPUs by default, leaving the first to a server.
+        (&[][..], vec![*mine.last().unwrap()]),
+        (&["--cpu", "0"], vec![mine[0]]),
+        (&["--no-pin"], mine.clone()),
+    ] {
+        let mut args = vec!["load", &target, "-t", "5", "-q", "--mode", "ping"];
+        args.extend_from_slice(extra);
+        let mut child = util::udpring()
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // The worker's thread, once it runs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut seen = None;
+        while seen.is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", child.id())) else {
+                continue;
+            };
+            seen = tasks.filter_map(|t| t.ok()).find_map(|t| {
+                let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+                let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+                (comm.trim() == "udpring-w0").then(|| allowed(&status))
+            });
+        }
+        util::signal(&child, nix::sys::signal::Signal::SIGINT);
+        let _ = util::wait_at_most(&mut child, std::time::Duration::from_secs(5), "load");
+        assert_eq!(seen, Some(want), "load {extra:?}: its worker's CPUs");
+    }
+}

@@ -291,6 +291,7 @@ fn start_server(case: Case, opts: &BenchOpts, batch: usize) -> io::Result<(Engin
         cfg.slot_size = (case.size + udpring::HEADROOM).max(udpring::DEFAULT_SLOT_SIZE);
     }
     cfg.batch = batch;
+    cfg.pin = true;
     cfg.first_cpu = 0;
     Ok((Engine::start(cfg, |_| Echo::new())?, segs))
 }
@@ -319,6 +320,7 @@ impl Pair {
         // A client: its requests go unmarked and it takes marked answers.
         client_cfg.guard = udpring::Guard::client();
         client_cfg.gro = case.gso;
+        client_cfg.pin = true;
         client_cfg.first_cpu = last;
         if case.gso {
             client_cfg.send_slots = 64;

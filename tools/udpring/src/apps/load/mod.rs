@@ -112,6 +112,10 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
     cfg.udp_segment = (opts.gso > 1).then_some(opts.size as u16);
     cfg.recv_slots = 0; // 1024, or 64 of the 64 KiB GRO slots
     cfg.send_slots = if opts.gso > 1 { 128 } else { 512 };
+    // Pinned, as the servers are: unpinned, a closed loop's round trip
+    // depends on whether the scheduler puts the client beside the server
+    // (a same-CPU wake-up) or not, from run to run.
+    cfg.pin = !opts.no_pin;
     cfg.first_cpu = opts.cpu.unwrap_or_else(|| {
         let n = udpring::os::allowed_cpus().len().max(1);
         n - workers.min(n)

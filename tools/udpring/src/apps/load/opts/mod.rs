@@ -209,9 +209,13 @@ pub struct LoadOpts {
     #[arg(long, short = 'i', default_value = "1", value_parser = parse_interval)]
     pub interval: Duration,
     /// Pin workers from this CPU index up (default: the last CPUs, leaving
-    /// the first ones to a server on the same host).
+    /// the first ones to a server on the same host, which pins from the
+    /// first).
     #[arg(long, value_parser = crate::common::parse_cpu)]
     pub cpu: Option<usize>,
+    /// Do not pin workers to CPUs (let the scheduler place them).
+    #[arg(long, conflicts_with = "cpu")]
+    pub no_pin: bool,
     /// Never sleep waiting for replies (spin): lower, steadier latency for
     /// a whole CPU per worker.
     #[arg(long)]
