@@ -122,7 +122,7 @@ pub struct LoadOpts {
     /// (1..1024).
     #[arg(long, default_value_t = 1, value_parser = |s: &str| in_range("--flows", s, 1, 1024))]
     pub flows: usize,
-    /// Worker threads (each pinned to a CPU), 1..256.
+    /// Worker threads (each pinned to a CPU, unless --no-pin), 1..256.
     #[arg(long, short = 'w', default_value_t = 1, value_parser = |s: &str| in_range("--workers", s, 1, 256))]
     pub workers: usize,
     /// Seconds to send, after the warm-up.
