@@ -261,30 +261,20 @@ fn kernel_drops_say_when_they_count_gro_trains() {
     assert!(out.contains("kernel drops 0 (GRO trains)"), "{out}");
 }
 
-/// CPUs in a `Cpus_allowed_list` line's format (`0-3,5`).
-fn cpu_list(s: &str) -> Vec<usize> {
-    s.trim()
-        .split(',')
-        .filter(|r| !r.is_empty())
-        .flat_map(|r| match r.split_once('-') {
-            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
-            None => vec![r.parse().unwrap()],
-        })
-        .collect()
-}
-
-/// The CPUs a task may run on, from its `status`.
-fn allowed(status: &str) -> Vec<usize> {
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .expect("Cpus_allowed_list");
-    cpu_list(line)
+/// The CPUs thread `tid` may run on (`None` once it is gone).
+fn allowed(tid: i32) -> Option<Vec<usize>> {
+    use nix::sched::{CpuSet, sched_getaffinity};
+    let set = sched_getaffinity(nix::unistd::Pid::from_raw(tid)).ok()?;
+    Some(
+        (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+    )
 }
 
 #[test]
 fn load_pins_its_workers_as_its_help_says() {
-    let mine = allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let mine = udpring::os::allowed_cpus();
     if mine.len() < 2 {
         eprintln!("skipping: one CPU allowed ({mine:?}), pinned and unpinned look alike");
         return;
@@ -315,8 +305,12 @@ fn load_pins_its_workers_as_its_help_says() {
             };
             seen = tasks.filter_map(|t| t.ok()).find_map(|t| {
                 let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
-                let status = std::fs::read_to_string(t.path().join("status")).ok()?;
-                (comm.trim() == "udpring-w0").then(|| allowed(&status))
+                let tid = t.file_name().to_str()?.parse().ok()?;
+                if comm.trim() == "udpring-w0" {
+                    allowed(tid)
+                } else {
+                    None
+                }
             });
         }
         util::signal(&child, nix::sys::signal::Signal::SIGINT);
