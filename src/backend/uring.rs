@@ -97,18 +97,23 @@ impl Driver {
         let Some(at) = w.core.timers.next_at() else {
             return Ok(false);
         };
-        match self.timer {
-            Some(armed) if armed <= at => Ok(false),
-            armed => {
-                let after = at.saturating_duration_since(Instant::now());
-                if after.is_zero() {
-                    return Ok(true);
-                }
-                self.ring.arm_timer(after, armed.is_some())?;
-                self.timer = Some(at);
-                Ok(false)
-            }
+        if self.timer.is_some_and(|armed| armed <= at) {
+            return Ok(false);
         }
+        let after = at.saturating_duration_since(Instant::now());
+        if after.is_zero() {
+            return Ok(true);
+        }
+        self.arm_for(at, after)?;
+        Ok(false)
+    }
+
+    /// Arms the timer to fire at `at`, `after` from now (or moves the
+    /// armed one there).
+    fn arm_for(&mut self, at: Instant, after: Duration) -> io::Result<()> {
+        self.ring.arm_timer(after, self.timer.is_some())?;
+        self.timer = Some(at);
+        Ok(())
     }
 
     /// Before a wait that takes the sends just submitted together with the
@@ -121,12 +126,8 @@ impl Driver {
             return Ok(());
         }
         let at = Instant::now() + SETTLE;
-        match self.timer {
-            Some(armed) if armed <= at => {}
-            armed => {
-                self.ring.arm_timer(SETTLE, armed.is_some())?;
-                self.timer = Some(at);
-            }
+        if self.timer.is_none_or(|armed| armed > at) {
+            self.arm_for(at, SETTLE)?;
         }
         self.settling = true;
         Ok(())
