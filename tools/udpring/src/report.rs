@@ -208,7 +208,7 @@ pub(crate) fn report(a: ReportArgs) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
+    let hist_out = a.hist_out.as_deref().map(OutFile::checked).transpose()?;
     let reports = a
         .files
         .iter()

@@ -177,7 +177,7 @@ fn numbers_the_code_cannot_represent_are_refused() {
 }
 
 #[test]
-fn an_unwritable_output_file_fails_before_the_run() {
+fn output_files_fail_before_the_run_and_are_written_only_after_it() {
     let start = Instant::now();
     let (code, _o, err) = run(&words(
         "load 127.0.0.1:9 -t 30 --hist-out /nonexistent/dir/x.hgrm",
@@ -187,6 +187,28 @@ fn an_unwritable_output_file_fails_before_the_run() {
     assert!(
         start.elapsed() < Duration::from_secs(10),
         "it did not run the 30 s first"
+    );
+
+    // A command that fails before it has a distribution to write leaves an
+    // existing file as it was, and makes no empty one.
+    let d = Scratch::new("outfile");
+    let kept = d.path("kept.hgrm");
+    std::fs::write(&kept, "an earlier run's percentiles\n").unwrap();
+    let fresh = d.path("fresh.hgrm");
+    for out in [&kept, &fresh] {
+        usage_error(
+            &["report", "/dev/zero", "--hist-out", out],
+            "not a regular file",
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        "an earlier run's percentiles\n",
+        "a failed report must not truncate its --hist-out"
+    );
+    assert!(
+        !std::path::Path::new(&fresh).exists(),
+        "an empty file was left"
     );
 }
 

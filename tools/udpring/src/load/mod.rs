@@ -128,7 +128,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     }
     udpring::signals::install().map_err(runtime)?;
     // An output file that cannot be written fails now, not after the run.
-    let hist_out = a.hist_out.as_deref().map(OutFile::create).transpose()?;
+    let hist_out = a.hist_out.as_deref().map(OutFile::checked).transpose()?;
     for p in [&a.plot, &a.html].into_iter().flatten() {
         OutFile::check(p)?;
     }
@@ -331,19 +331,20 @@ pub(crate) fn run_one(
     })
 }
 
-/// A file to write at the end of a run, created (and so checked) before it.
+/// A file written at the end of a run (`--hist-out`). Checked when the
+/// run starts, so that one that cannot be written fails then, not after the
+/// run; written (created or replaced) only when there is something to put
+/// in it, so a run that fails before leaves what was there, and no empty
+/// file.
 pub(crate) struct OutFile {
     path: std::path::PathBuf,
-    file: std::fs::File,
 }
 
 impl OutFile {
-    pub(crate) fn create(path: &std::path::Path) -> Result<OutFile, Failure> {
-        let file = std::fs::File::create(path)
-            .map_err(|e| usage(format!("{}: cannot write here: {e}", path.display())))?;
+    pub(crate) fn checked(path: &std::path::Path) -> Result<OutFile, Failure> {
+        OutFile::check(path)?;
         Ok(OutFile {
             path: path.to_path_buf(),
-            file,
         })
     }
 
@@ -364,15 +365,11 @@ impl OutFile {
         Ok(())
     }
 
-    fn write(mut self, text: &str) -> Result<(), Failure> {
-        use std::io::Write;
-        self.file
-            .write_all(text.as_bytes())
-            .and_then(|_| self.file.flush())
-            .map_err(|e| Failure {
-                code: 1,
-                msg: format!("{}: {e}", self.path.display()),
-            })
+    fn write(self, text: &str) -> Result<(), Failure> {
+        std::fs::write(&self.path, text).map_err(|e| Failure {
+            code: 1,
+            msg: format!("{}: {e}", self.path.display()),
+        })
     }
 }
 
