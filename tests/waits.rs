@@ -3,7 +3,8 @@
 //! reply in the same `io_uring_enter` that waits for the next request (one
 //! wait per request, not two), and a reply waited on that way is still
 //! reaped, counted and its slot given back soon after the requests stop.
-//! Loopback only.
+//! A worker waiting for datagrams is idle, not waiting for I/O. Loopback
+//! only.
 
 #[macro_use]
 mod util;
@@ -76,3 +77,62 @@ per_backend!(
         }
     }
 );
+
+/// `iowait` and `idle` of `cpu` in /proc/stat, in clock ticks.
+fn cpu_iowait_idle(cpu: usize) -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let name = format!("cpu{cpu} ");
+    let line = stat.lines().find(|l| l.starts_with(&name)).unwrap();
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (f[4], f[3])
+}
+
+/// A worker asleep in its ring with a multishot receive armed was counted
+/// as waiting for I/O: its CPU read 100% `iowait` in `top` while it had
+/// nothing to do. Measured on the CPU it is pinned to, over windows in
+/// which that CPU was idle enough to tell.
+#[test]
+fn an_idle_uring_worker_leaves_its_cpu_idle_not_in_iowait() {
+    if !util::can_run(Backend::Uring) {
+        return;
+    }
+    if !io_uring::IoUring::new(2).is_ok_and(|r| r.params().is_feature_no_iowait()) {
+        eprintln!(
+            "skipped: this kernel accounts every io_uring wait as iowait (6.15+ lets a ring opt out)"
+        );
+        return;
+    }
+    let cpus = udpring::os::allowed_cpus();
+    let mut cfg = config(Backend::Uring, false);
+    cfg.pin = true;
+    cfg.first_cpu = cpus.len() - 1;
+    let cpu = cpus[cpus.len() - 1];
+    let engine = Engine::start(cfg, |_| Echo::new()).unwrap();
+    // One round trip: the worker is in its loop, then idle.
+    closed_loop(&client(false), engine.local_addr(), 1);
+    let (mut iowait, mut idle) = (0, 0);
+    for _ in 0..10 {
+        let a = cpu_iowait_idle(cpu);
+        std::thread::sleep(Duration::from_millis(500));
+        let b = cpu_iowait_idle(cpu);
+        iowait += b.0 - a.0;
+        idle += b.1 - a.1;
+        // A second of the CPU's time asleep tells it (100 Hz ticks).
+        if iowait + idle >= 100 {
+            break;
+        }
+    }
+    stop_clean(engine);
+    assert!(
+        iowait + idle >= 20,
+        "CPU {cpu} was busy for 5 s: nothing to tell"
+    );
+    assert!(
+        iowait * 4 < iowait + idle,
+        "CPU {cpu}: {iowait} ticks in iowait, {idle} idle, with an idle worker pinned there"
+    );
+}

@@ -1,13 +1,22 @@
-//! `io_uring_enter` through a registered ring fd.
+//! `io_uring_enter` through a registered ring fd, and kept out of iowait.
 //!
-//! Every wait of a worker is an `io_uring_enter`, and in a closed loop a
-//! request costs two of them. Given the ring's fd, the kernel looks the
-//! file up and takes a reference on each call, an atomic increment and
-//! decrement on a line other threads share as soon as the process has more
-//! than one. `IORING_REGISTER_RING_FDS` (Linux 5.18) puts the ring in the
-//! calling thread's own table; an enter that names its index with
+//! Every wait of a worker is an `io_uring_enter` (one per request in a
+//! closed loop). Given the ring's fd, the kernel looks the file up and
+//! takes a reference on each call, an atomic increment and decrement on a
+//! line other threads share as soon as the process has more than one.
+//! `IORING_REGISTER_RING_FDS` (Linux 5.18) puts the ring in the calling
+//! thread's own table; an enter that names its index with
 //! `IORING_ENTER_REGISTERED_RING` skips the lookup. The io-uring crate's
-//! `Submitter` forgets the index between calls, hence this module.
+//! `Submitter` forgets the index between calls, and passes no flag of the
+//! caller's, hence this module.
+//!
+//! A thread waiting in the ring while requests are in flight (a multishot
+//! receive always is) is accounted as waiting for I/O: an idle worker's CPU
+//! reads 100% `iowait` in `top` and `/proc/stat`, as if a disk held it up,
+//! and each sleep and wake-up updates the run queue's iowait count.
+//! `IORING_ENTER_NO_IOWAIT` (Linux 6.15, `IORING_FEAT_NO_IOWAIT`) sleeps
+//! as a blocking `recvfrom` does; every enter carries it where the kernel
+//! has it.
 //!
 //! The registration belongs to the thread that made it: the ring must be
 //! entered from that thread (the worker's, as `SINGLE_ISSUER` asks
@@ -26,7 +35,8 @@ const UNREGISTER_RING_FDS: libc::c_uint = 21;
 /// `IORING_ENTER_*`.
 const GETEVENTS: libc::c_uint = 1;
 const EXT_ARG: libc::c_uint = 8;
-const REGISTERED_RING: libc::c_uint = 16;
+pub(super) const REGISTERED_RING: libc::c_uint = 16;
+pub(super) const NO_IOWAIT: libc::c_uint = 128;
 
 /// `struct io_uring_rsrc_update`.
 #[repr(C)]
@@ -79,55 +89,9 @@ impl RegisteredRing {
         })
     }
 
-    /// Submits `to_submit` entries and, with `get_events`, runs deferred
-    /// completions and waits for `want` of them or the timeout `ts`.
-    pub(super) fn enter(
-        &self,
-        to_submit: u32,
-        want: u32,
-        get_events: bool,
-        ts: Option<Duration>,
-    ) -> io::Result<usize> {
-        let mut flags = REGISTERED_RING;
-        if get_events {
-            flags |= GETEVENTS;
-        }
-        let ts = ts.map(|d| libc::timespec {
-            tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
-            // Below 10^9: fits.
-            tv_nsec: d.subsec_nanos() as libc::c_long,
-        });
-        let arg = GetEventsArg {
-            sigmask: 0,
-            sigmask_sz: 0,
-            min_wait_usec: 0,
-            ts: ts.as_ref().map_or(0, |t| t as *const libc::timespec as u64),
-        };
-        let (argp, argsz) = match ts {
-            Some(_) => {
-                flags |= EXT_ARG;
-                (
-                    &arg as *const GetEventsArg,
-                    std::mem::size_of::<GetEventsArg>(),
-                )
-            }
-            None => (std::ptr::null(), 0),
-        };
-        // SAFETY: the index names a ring this thread registered (it stays
-        // registered until `Drop`); `argp` is null or points at `arg`,
-        // whose `ts` is null or points at `ts`, both alive for the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_io_uring_enter,
-                self.index,
-                to_submit,
-                want,
-                flags,
-                argp,
-                argsz,
-            )
-        };
-        usize::try_from(r).map_err(|_| io::Error::last_os_error())
+    /// The index to enter by, with [`REGISTERED_RING`].
+    pub(super) fn index(&self) -> u32 {
+        self.index
     }
 
     /// Takes the ring, `fd`, out of the calling thread's table.
@@ -148,6 +112,62 @@ impl RegisteredRing {
             )
         };
     }
+}
+
+/// Enters ring `ring` (its fd, or with [`REGISTERED_RING`] in `flags`
+/// the index this thread registered it at): submits `to_submit` entries
+/// and, with `get_events`, runs deferred completions and waits for `want`
+/// of them or the timeout `ts`.
+pub(super) fn enter(
+    ring: u32,
+    flags: libc::c_uint,
+    to_submit: u32,
+    want: u32,
+    get_events: bool,
+    ts: Option<Duration>,
+) -> io::Result<usize> {
+    let mut flags = flags;
+    if get_events {
+        flags |= GETEVENTS;
+    }
+    let ts = ts.map(|d| libc::timespec {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        // Below 10^9: fits.
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let arg = GetEventsArg {
+        sigmask: 0,
+        sigmask_sz: 0,
+        min_wait_usec: 0,
+        ts: ts.as_ref().map_or(0, |t| t as *const libc::timespec as u64),
+    };
+    let (argp, argsz) = match ts {
+        Some(_) => {
+            flags |= EXT_ARG;
+            (
+                &arg as *const GetEventsArg,
+                std::mem::size_of::<GetEventsArg>(),
+            )
+        }
+        None => (std::ptr::null(), 0),
+    };
+    // SAFETY: `ring` is a ring's fd, or with REGISTERED_RING the index
+    // of one this thread registered (the kernel checks both and fails
+    // with EBADF otherwise: no memory of ours is named by them); `argp`
+    // is null or points at `arg`, whose `ts` is null or points at
+    // `ts`, both alive for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_enter,
+            ring,
+            to_submit,
+            want,
+            flags,
+            argp,
+            argsz,
+        )
+    };
+    usize::try_from(r).map_err(|_| io::Error::last_os_error())
 }
 
 #[cfg(test)]

@@ -30,7 +30,9 @@
 //! - `SINGLE_ISSUER` + `DEFER_TASKRUN` when the kernel has them:
 //!   completions are produced only when the worker enters the ring to wait.
 //! - Enter: through the ring's index in the worker thread's table of
-//!   registered rings when the kernel has one (`enter`), else by fd.
+//!   registered rings when the kernel has one (`enter`), else by fd; with
+//!   `IORING_ENTER_NO_IOWAIT` where the kernel has it, so that a worker
+//!   waiting for datagrams is idle, not waiting for I/O.
 //!
 //! What each request points at, and for how long, is what the `unsafe fn`s
 //! here ask of their callers.
@@ -39,7 +41,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use io_uring::types::{Fd, Fixed, SubmitArgs, Timespec};
+use io_uring::types::{Fd, Fixed, Timespec};
 use io_uring::{IoUring, opcode, squeue, types};
 
 use super::addr::RawAddr;
@@ -105,6 +107,9 @@ pub struct Ring {
     /// The ring in the worker thread's table of rings, when the kernel
     /// lets it: waits enter by that index.
     registered: Option<RegisteredRing>,
+    /// What `io_uring_enter` is given: that index or the ring's fd, and
+    /// the flags every enter carries (`REGISTERED_RING`, `NO_IOWAIT`).
+    enter_as: (u32, libc::c_uint),
 }
 
 fn build(opts: &RingOpts) -> io::Result<IoUring> {
@@ -148,6 +153,14 @@ impl Ring {
         let ring = build(opts)?;
         let fixed = ring.submitter().register_files(fds).is_ok();
         let registered = RegisteredRing::new(ring.as_raw_fd());
+        let mut enter_as = match &registered {
+            Some(r) => (r.index(), enter::REGISTERED_RING),
+            // A valid fd is not negative.
+            None => (ring.as_raw_fd() as u32, 0),
+        };
+        if ring.params().is_feature_no_iowait() {
+            enter_as.1 |= enter::NO_IOWAIT;
+        }
         let br = pool.ring().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -187,6 +200,7 @@ impl Ring {
             timer_ts: Box::new(Timespec::new()),
             timer_queued: false,
             registered,
+            enter_as,
         })
     }
 
@@ -430,18 +444,6 @@ impl Ring {
     /// One `io_uring_enter`: submits what is queued and, as `wait` says,
     /// waits (through the registered ring when there is one).
     fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<usize> {
-        let Some(reg) = &self.registered else {
-            return match timeout {
-                // Something is due now: do not arm a zero timer and sleep on it.
-                Some(d) if d.is_zero() => self.ring.submit(),
-                Some(d) => {
-                    let ts = Timespec::from(d);
-                    let args = SubmitArgs::new().timespec(&ts);
-                    self.ring.submitter().submit_with_args(want, &args)
-                }
-                None => self.ring.submitter().submit_and_wait(want),
-            };
-        };
         // As the crate's `submit_and_wait`: deferred completions run only
         // in an enter that asks for events; the kernel flags them.
         let (to_submit, flagged) = {
@@ -449,12 +451,14 @@ impl Ring {
             (sq.len(), sq.taskrun() || sq.cq_overflow())
         };
         let (want, ts) = match timeout {
+            // Something is due now: do not arm a zero timer and sleep on it.
             Some(d) if d.is_zero() => (0, None),
             t => (want, t),
         };
         let to_submit = u32::try_from(to_submit).unwrap_or(u32::MAX);
         let want = u32::try_from(want).unwrap_or(u32::MAX);
-        reg.enter(to_submit, want, want > 0 || flagged, ts)
+        let (ring, flags) = self.enter_as;
+        enter::enter(ring, flags, to_submit, want, want > 0 || flagged, ts)
     }
 
     /// Submits what is queued without waiting.
