@@ -4,7 +4,7 @@
 # as sockperf reports them) from CPU 1 against each server on CPU 0, the
 # servers taking turns at going first, ROUNDS rounds of SECS seconds; then
 # the default server's CPU use while idle (every thread's run time in ns and
-# wake-ups, from /proc, over IDLE seconds).
+# wake-ups, from /proc, over IDLE seconds, and its CPU's iowait ticks).
 # A second `sockperf server` round (the control) measures the method: its
 # ratio to the first is what these rounds cannot tell apart from 1.00x.
 #   ROUNDS=5 SECS=5 IDLE=5 tools/perf/latency.sh
@@ -74,6 +74,8 @@ sleep 1
 # context switches), summed over the process.
 cpu() { cat /proc/$pid/task/*/schedstat | awk '{s += $1} END {print s}'; }
 wakes() { cat /proc/$pid/task/*/status | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s}'; }
-a=$(cpu); wa=$(wakes); sleep "$IDLE"; b=$(cpu); wb=$(wakes)
+# CPU 0's iowait in clock ticks (/proc/stat): what `top` shows as "wa".
+iowait() { awk '$1 == "cpu0" {print $6}' /proc/stat; }
+a=$(cpu); wa=$(wakes); ia=$(iowait); sleep "$IDLE"; b=$(cpu); wb=$(wakes); ib=$(iowait)
 kill -INT $pid; wait $pid 2>/dev/null || true
-python3 -c "print(f'idle default server: {($b - $a) / 1e9 / $IDLE * 100:.3f}% of a CPU over $IDLE s ({($b - $a) / 1e6:.2f} ms of CPU, {$wb - $wa} wake-ups)')"
+python3 -c "print(f'idle default server: {($b - $a) / 1e9 / $IDLE * 100:.3f}% of a CPU over $IDLE s ({($b - $a) / 1e6:.2f} ms of CPU, {$wb - $wa} wake-ups); its CPU in iowait {$ib - $ia} of {$IDLE * 100} ticks')"
