@@ -389,15 +389,16 @@ impl EngineArgs {
 /// Who may talk to a server, and how fast (echo, fanout, mcast pong).
 #[derive(Args, Clone)]
 pub(crate) struct GuardArgs {
-    /// Only answer sources inside this prefix, e.g. 10.0.0.0/8,
-    /// 2001:db8::/32 or one address (repeatable; default: any source).
-    #[arg(long = "allow", value_name = "CIDR")]
+    /// Only answer sources inside these prefixes, e.g. 10.0.0.0/8,
+    /// 2001:db8::/32 or one address (comma-separated or repeated; default:
+    /// any source).
+    #[arg(long = "allow", value_name = "CIDR", value_delimiter = ',')]
     pub(crate) allow: Vec<udpring::Cidr>,
     /// Answer datagrams from this source port although it belongs to a
     /// service that answers everything (echo 7, DNS 53, NTP 123, ...:
     /// refused by default, so this server cannot be one half of a packet
-    /// loop); repeatable.
-    #[arg(long = "allow-port", value_name = "PORT")]
+    /// loop); comma-separated or repeated.
+    #[arg(long = "allow-port", value_name = "PORT", value_delimiter = ',')]
     pub(crate) allow_port: Vec<u16>,
     /// At most R datagrams per second from each source address, with a
     /// burst of R (or R:BURST); sources beyond the table's 4096 are

@@ -34,8 +34,9 @@ pub(crate) struct FanoutArgs {
     /// Address where peers subscribe and unsubscribe (protocol below).
     #[arg(long, value_parser = parse_addr)]
     control: Option<SocketAddr>,
-    /// Join GROUP (or GROUP@SOURCE, source-specific) before receiving; repeatable.
-    #[arg(long, value_parser = parse_join)]
+    /// Join GROUP (or GROUP@SOURCE, source-specific) before receiving;
+    /// comma-separated or repeated.
+    #[arg(long, value_parser = parse_join, value_delimiter = ',')]
     join: Vec<(IpAddr, Option<IpAddr>)>,
     /// TTL / hop limit of multicast sent.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=255))]

@@ -333,16 +333,25 @@ fn bench_does_not_count_cut_echoes() {
 #[test]
 fn guard_flags_reach_the_engine() {
     let echo = Server::start(&words(
-        "echo --bind 127.0.0.1:0 -w 1 -q --duration 1 --json --allow 127.0.0.2",
+        "echo --bind 127.0.0.1:0 -w 1 -q --duration 1 --json --allow 127.0.0.2,127.0.0.3/32",
     ));
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     for _ in 0..3 {
         c.send_to(b"x", echo.addr).unwrap();
     }
+    // Each prefix of the comma-separated list lets its source in.
+    for allowed in ["127.0.0.2:0", "127.0.0.3:0"] {
+        let a = UdpSocket::bind(allowed).unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        a.send_to(b"y", echo.addr).unwrap();
+        let mut buf = [0u8; 8];
+        let got = a.recv_from(&mut buf);
+        assert!(matches!(got, Ok((1, _))), "{allowed}: {got:?}");
+    }
     let v = echo.json();
     assert_eq!(
         counts(&v, ["guard_not_allowed", "sent"]),
-        [Some(3), Some(0)],
+        [Some(3), Some(2)],
         "{v}"
     );
 }
