@@ -14,12 +14,21 @@ pub(crate) fn advice(
     if let Some(rate) = report.rate
         && report.saturated
     {
+        let late = match report.counts.unsent {
+            0 => format!(
+                "the schedule ran {:.2} s late",
+                report.duration_s - o.duration.map_or(report.duration_s, |d| d.as_secs_f64())
+            ),
+            n => format!(
+                "{n} datagrams due before the end were never sent: a paced run stops \
+                 sending {} s past its end",
+                crate::apps::load::LATE_LIMIT.as_secs()
+            ),
+        };
         out.push(format!(
-            "warning: asked for {rate:.0}/s but this host sent {:.0}/s (the schedule \
-             ran {:.2} s late); latencies include that lateness. More --workers or --gso \
-             send faster",
+            "warning: asked for {rate:.0}/s but this host sent {:.0}/s ({late}); latencies \
+             include the lateness of what was sent. More --workers or --gso send faster",
             report.pps_sent,
-            report.duration_s - o.duration.map_or(report.duration_s, |d| d.as_secs_f64()),
         ));
     }
     if let Some(h) = limiting_hint(report) {
@@ -120,6 +129,23 @@ pub(crate) fn judge(
                 "no replies from {target} to {} datagrams: is an echo server listening there? \
                  (to a sink that answers nothing, send with --match none)",
                 report.counts.sent
+            )
+        } else if let (Some(rate), true) = (report.rate, report.counts.unsent > 0) {
+            format!(
+                "nothing measured: asked for {rate:.0}/s, this host had not sent one datagram \
+                 of the measured span {} s past its end ({} were due): a lower --rate, more \
+                 --workers or --gso",
+                crate::apps::load::LATE_LIMIT.as_secs(),
+                report.counts.unsent
+            )
+        } else if let (Some(rate), Some(d)) = (report.rate, o.duration) {
+            format!(
+                "nothing measured: --rate {rate} sends one datagram every {:.3} s, and \
+                 none was due in the {:.3} s measured after the {:.3} s warm-up (a longer \
+                 --duration or a higher --rate)",
+                1.0 / rate,
+                d.as_secs_f64(),
+                o.warmup().as_secs_f64()
             )
         } else {
             format!(

@@ -263,6 +263,51 @@ fn options_are_honoured_where_accepted_or_refused_in_one_line() {
     }
 }
 
+/// A paced run asked for far more than the host can send ends a second
+/// past its end, not when its whole schedule has gone (0.3 s at 50M/s
+/// took ~40 s here): what was due and never sent is counted, and the
+/// schedule's datagrams are all either sent or unsent.
+#[test]
+fn a_paced_run_the_host_cannot_keep_stops_a_second_past_its_end() {
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = sink.local_addr().unwrap().to_string();
+    let start = std::time::Instant::now();
+    let (code, out, err) = run(&[
+        "load",
+        &target,
+        "--match",
+        "none",
+        "--rate",
+        "50M",
+        "-t",
+        "0.3",
+        "--workers",
+        "1",
+        "--json",
+        "-q",
+    ]);
+    let took = start.elapsed();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        took < Duration::from_secs(5),
+        "a 0.3 s run took {took:?}: it sent its whole schedule however late"
+    );
+    let v = json(&out);
+    let (sent, unsent) = (v["sent"].as_u64().unwrap(), v["unsent"].as_u64().unwrap());
+    assert!(unsent > 0, "{v}");
+    // 50M/s for 0.3 s on one worker: 15,000,000 due in the measured span.
+    assert!(
+        (sent + unsent).abs_diff(15_000_000) <= 1,
+        "sent {sent} + unsent {unsent}"
+    );
+    assert_eq!(v["saturated"], true, "{v}");
+    assert!(
+        v["warnings"].to_string().contains("never sent"),
+        "{}",
+        v["warnings"]
+    );
+}
+
 /// A generator that could not keep its schedule makes a
 /// merge not valid (exit 1, the reason said), instead of being averaged
 /// away; --shard and --start-at refuse what they cannot mean.

@@ -79,6 +79,17 @@ fn a_run_with_no_replies_exits_1_and_has_no_rtt() {
         "no percentage of nothing: {out}"
     );
     assert!(out.contains("rtt us  - (no replies)"), "{out}");
+    // A rate that puts no datagram in the measured span: said so, not
+    // blamed on the host ("the schedule ran late").
+    let (code, out, err) = run(&["load", &closed, "--rate", "1", "-t", "0.3", "--json"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("none was due in the 0.300 s measured"),
+        "{err}"
+    );
+    let v = json(&out);
+    assert_eq!(v["saturated"], false, "{v}");
+    assert!(!err.contains("asked for"), "{err}");
 }
 
 #[test]

@@ -67,6 +67,7 @@ pub use report::{
     add_checked, new_histogram,
 };
 pub use text::Progress;
+pub use worker::LATE_LIMIT;
 use worker::{Partial, Worker};
 
 use udpring::{Config, Engine, Stats};
@@ -366,7 +367,8 @@ pub fn run_load(
     let c = collect(&shared);
     // The measured interval: the asked duration (a flood stops sending
     // exactly at its end; a paced run that fell behind its schedule sends
-    // on until it has sent what was due, and then the span is longer), or,
+    // on what was due, for at most `LATE_LIMIT` past the end, and then the
+    // span is longer), or,
     // with --count or a cancel, up to the last measured send.
     let secs = match opts.duration {
         Some(d) if !cancel.load(Ordering::Relaxed) && opts.count.is_none() => {
@@ -436,9 +438,11 @@ fn report(
         saturated: match opts.mode {
             // Fell behind its schedule: what it sent took longer than the
             // schedule allowed by more than 5% (and 10 ms).
+            // Or stopped with datagrams still due; nothing sent and none
+            // unsent: none was due (the verdict says so).
             Mode::Rate(r) => {
                 let due = counts.sent as f64 / r;
-                secs - due > (0.05 * due).max(0.010)
+                counts.unsent > 0 || (counts.sent > 0 && secs - due > (0.05 * due).max(0.010))
             }
             _ => false,
         },

@@ -96,6 +96,10 @@ pub struct Counts {
     pub bytes_received: u64,
     /// Sends refused for want of a free send slot (the engine's backpressure).
     pub send_exhausted: u64,
+    /// Paced runs: datagrams due before the end that had not gone 1 s past
+    /// it, when sending stopped (the host could not keep the rate).
+    #[serde(default)]
+    pub unsent: u64,
     /// Requests given up on after the timeout (ping mode, and ID
     /// matching when an ID's slot is needed again).
     pub timeouts: u64,
@@ -146,6 +150,7 @@ impl Counts {
         self.bytes_sent = self.bytes_sent.saturating_add(o.bytes_sent);
         self.bytes_received = self.bytes_received.saturating_add(o.bytes_received);
         self.send_exhausted = self.send_exhausted.saturating_add(o.send_exhausted);
+        self.unsent = self.unsent.saturating_add(o.unsent);
         self.timeouts = self.timeouts.saturating_add(o.timeouts);
         self.unmatched = self.unmatched.saturating_add(o.unmatched);
         self.ids_reused_early = self.ids_reused_early.saturating_add(o.ids_reused_early);

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 mod kstamp;
+mod pace;
+pub use pace::LATE_LIMIT;
 mod reply;
 mod send;
 
@@ -145,6 +147,9 @@ pub(super) struct Worker {
     rate_sent: u64,
     /// Paced runs: the furthest a measured send fell behind its due time.
     max_lag_ns: u64,
+    /// Paced runs: stopped [`pace::LATE_LIMIT`] past the end with
+    /// datagrams still due (counted in `unsent`).
+    rate_cut: bool,
     /// The next payload (of `opts.payloads`) this worker sends: the
     /// capture's order across all flows.
     payload_next: u64,
@@ -238,6 +243,7 @@ impl Worker {
             rate_sent: 0,
             payload_next: 0,
             max_lag_ns: 0,
+            rate_cut: false,
             rate_start: 0,
             counts: Counts::default(),
             hist: new_histogram(),
@@ -272,6 +278,7 @@ impl Worker {
         matches!(self.phase, Phase::Warmup | Phase::Measure)
             && self.count_quota.is_none_or(|q| q > 0)
             && self.stop_at.is_none_or(|t| at < t)
+            && !self.rate_cut
             && !self.abort.load(Ordering::Relaxed)
     }
 
@@ -318,54 +325,6 @@ impl Worker {
             queued += if trains { n.div_ceil(self.opts.gso) } else { n };
         }
         self.flood_due = due;
-    }
-
-    /// When the paced run's datagram `i` (of this worker) is due: evenly
-    /// spaced, or in bursts.
-    fn due_at(&self, i: u64) -> u64 {
-        if let (Some(speed), Some(p)) = (self.opts.replay_speed, &self.opts.payloads)
-            && let Some((times, cycle)) = p.times()
-        {
-            // The capture's own schedule, pass after pass.
-            let n = times.len() as u64;
-            let t = (i / n) as f64 * cycle as f64 + times[(i % n) as usize] as f64;
-            return self.rate_start + (t / speed) as u64;
-        }
-        match i.checked_div(self.burst) {
-            Some(b) => self.rate_start + (b as f64 * self.burst_every_ns) as u64,
-            None => self.rate_start + (i as f64 * self.rate_interval_ns) as u64,
-        }
-    }
-
-    fn rate(&mut self, tx: &mut Transport<'_>) -> Option<Duration> {
-        let now = self.now_ns();
-        let mut due = [0u64; 64];
-        loop {
-            let n = self.batch_len();
-            // The train leaves when its last datagram is due.
-            let last = self.due_at(self.rate_sent + n as u64 - 1);
-            let first = self.due_at(self.rate_sent);
-            self.advance(first.min(now));
-            if !self.sending(first) {
-                return None;
-            }
-            if last > now {
-                return Some(Duration::from_nanos(last - now));
-            }
-            for (k, d) in due[..n].iter_mut().enumerate() {
-                *d = self.due_at(self.rate_sent + k as u64);
-            }
-            if self.phase == Phase::Measure {
-                self.max_lag_ns = self.max_lag_ns.max(now.saturating_sub(first));
-            }
-            let fi = self.next_flow;
-            if !self.send(tx, fi, n, &due[..n], now) {
-                // No send slot: try again shortly; the stamps keep the lag.
-                return Some(Duration::from_micros(50));
-            }
-            self.rate_sent += n as u64;
-            self.next_flow = (self.next_flow + 1) % self.flows.len();
-        }
     }
 
     fn ping_one(&mut self, tx: &mut Transport<'_>, fi: usize) {
@@ -432,8 +391,10 @@ impl Worker {
     fn housekeeping(&mut self, tx: &mut Transport<'_>) {
         let now = self.now_ns();
         self.advance(now);
+        self.cut_if_late(now);
         // In rate mode what counts is the next datagram's due time: one due
-        // before the end still goes, however late the worker is.
+        // before the end still goes, however late the worker is, until
+        // `LATE_LIMIT` past the end.
         let next = match self.opts.mode {
             Mode::Rate(_) => self.due_at(self.rate_sent),
             _ => now,
