@@ -151,6 +151,11 @@ fn numbers_the_code_cannot_represent_are_refused() {
             &["mcast", "send", "239.1.1.1:5000", "--rate", "1e-9"],
             "--rate",
         ),
+        // load's units: 20M read as 20,000,000 (then out of range).
+        (
+            &["mcast", "send", "239.1.1.1:5000", "--rate", "20M"],
+            "--rate 20000000 must be 0.001..10M",
+        ),
         (
             &[
                 "mcast",

@@ -131,8 +131,8 @@ pub(crate) struct SendArgs {
     /// Do not hear our own multicast on this host.
     #[arg(long)]
     pub(super) no_loop: bool,
-    /// Datagrams per second (0.001..10000000).
-    #[arg(long, default_value_t = 10.0)]
+    /// Datagrams per second (0.001..10M; as `load --rate`: 20k, 1.5M).
+    #[arg(long, default_value = "10", value_parser = parse_group_rate)]
     pub(super) rate: f64,
     /// Datagrams to send (send default: until stopped; ping default: 10).
     #[arg(long, short = 'c')]
@@ -246,7 +246,7 @@ impl Group {
         }
         if !(a.rate.is_finite() && (0.001..=10e6).contains(&a.rate)) {
             return Err(usage(format!(
-                "--rate {} must be 0.001..10000000 datagrams per second",
+                "--rate {} must be 0.001..10M datagrams per second",
                 a.rate
             )));
         }
@@ -398,4 +398,12 @@ pub(super) fn ping_payload(
         expect: expect.map(|e| hex_flag("expect", e)).transpose()?,
         timeout,
     })
+}
+
+/// `--rate` of the group commands: a number with `load`'s SI suffixes
+/// (`20k`, `1.5M`); fractions below one per second too (the range is
+/// checked with the other options).
+fn parse_group_rate(s: &str) -> Result<f64, String> {
+    crate::parse::parse_si(s)
+        .ok_or_else(|| format!("'{s}' is not a rate in datagrams per second (e.g. 10, 0.5, 20k)"))
 }
