@@ -278,7 +278,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
         )));
     }
     if let Some(c) = a.control {
-        if c == a.listen || c.port() == a.listen.port() && c.port() != 0 {
+        if c.port() != 0 && c.port() == a.listen.port() {
             return Err(usage(format!(
                 "--control {c}: must be another port than --listen {}",
                 a.listen
@@ -315,7 +315,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     };
     let control = match a.control {
         Some(_) => format!(
-            ", subscribers on {}",
+            "subscribers on {}",
             engine
                 .local_addrs()
                 .get(2 * engine.workers())
@@ -327,16 +327,19 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     if let Some(why) = engine.fallback_reason() {
         note!("udpring: note: {why}");
     }
+    // The static destinations, then where subscribers come from.
+    let to: Vec<String> = a
+        .relay
+        .to
+        .iter()
+        .map(|d| d.to_string())
+        .chain((!control.is_empty()).then_some(control))
+        .collect();
     line(format!(
-        "udpring fanout: listening on {} (backend {}), relaying to {}{control}",
+        "udpring fanout: listening on {} (backend {}), relaying to {}",
         engine.local_addr(),
         engine.backend(),
-        a.relay
-            .to
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        to.join(", ")
     ));
     crate::metrics::start_metrics(a.serve.metrics, &engine)?;
     let (mut prev, mut prev_out) = (0, 0);

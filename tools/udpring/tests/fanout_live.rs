@@ -274,14 +274,17 @@ fn the_allowlist_applies_to_the_control_socket() {
 
 #[test]
 fn the_command_takes_subscribers_and_reports_each_in_json() {
-    let control = {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap()
-    };
-    let fan = util::Server::start(&util::words(&format!(
-        "fanout --listen 127.0.0.1:0 --control {} --expiry 5 -w 1 -q --duration 1.5 --json",
-        control
-    )));
+    // Port 0 for both: each picks its own, and the banner names both.
+    let fan = util::Server::start(&util::words(
+        "fanout --listen 127.0.0.1:0 --control 127.0.0.1:0 --expiry 5 -w 1 -q --duration 1.5 --json",
+    ));
+    let control: std::net::SocketAddr = fan
+        .banner
+        .split("relaying to subscribers on ")
+        .nth(1)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}", fan.banner));
+    assert_ne!(control, fan.addr);
     let mut a = Sub::new();
     assert!(a.join(control).starts_with("OK 5"));
     let src = UdpSocket::bind("127.0.0.1:0").unwrap();

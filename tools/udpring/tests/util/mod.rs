@@ -17,13 +17,20 @@ use std::net::SocketAddr;
 /// Reads the first line a udpring command prints ("... listening on ADDR
 /// ...") and returns ADDR.
 pub fn listening_addr(out: &mut impl std::io::BufRead) -> SocketAddr {
+    listening(out).0
+}
+
+/// The address of the "listening on ADDR" banner, and the banner.
+pub fn listening(out: &mut impl std::io::BufRead) -> (SocketAddr, String) {
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    line.split("listening on ")
+    let addr = line
+        .split("listening on ")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no address in first line: {line:?}"))
+        .unwrap_or_else(|| panic!("no address in first line: {line:?}"));
+    (addr, line)
 }
 
 /// Reads the port a helper script prints on its first line.
@@ -167,6 +174,8 @@ pub fn wait_at_most(
 pub struct Server {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    /// Its first line, which names `addr`.
+    pub banner: String,
     out: Collected,
     err: Collected,
 }
@@ -218,16 +227,17 @@ impl Server {
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
         let json_out = args.iter().any(|a| *a == "--json" || *a == "--json-stream");
-        let (addr, out, err) = if json_out {
+        let ((addr, banner), out, err) = if json_out {
             let mut r = std::io::BufReader::new(err);
-            (listening_addr(&mut r), collect(out), collect(r))
+            (listening(&mut r), collect(out), collect(r))
         } else {
             let mut r = std::io::BufReader::new(out);
-            (listening_addr(&mut r), collect(r), collect(err))
+            (listening(&mut r), collect(r), collect(err))
         };
         Server {
             child,
             addr,
+            banner,
             out,
             err,
         }
