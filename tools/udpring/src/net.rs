@@ -177,10 +177,15 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
                 let _ = hist.record((rtt.as_nanos() as u64).clamp(1, 60_000_000_000));
                 if !a.json {
                     say!(
-                        "{len} bytes from {target}: id {seq:#x} time {:.3} ms{}",
+                        "{len} bytes from {target}: id {seq:#x} time {:.3} ms{}{}",
                         rtt.as_secs_f64() * 1e3,
                         if attempts > 1 {
                             format!(" (attempt {attempts})")
+                        } else {
+                            String::new()
+                        },
+                        if len < a.size {
+                            format!(" (cut: {len} of the {} bytes sent)", a.size)
                         } else {
                             String::new()
                         }
@@ -241,6 +246,14 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
             s.wrong_addr,
             s.malformed
         );
+        if s.truncated > 0 {
+            say!(
+                "{} of the replies were shorter than the {} bytes sent (cut by the server's \
+                 buffer or on the way)",
+                s.truncated,
+                a.size
+            );
+        }
         if !rtts.is_empty() {
             say!("rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms");
         }

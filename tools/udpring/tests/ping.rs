@@ -39,6 +39,28 @@ fn replies_from_an_echo_server_need_one_attempt() {
     stop_clean(engine);
 }
 
+/// An echo whose buffers are smaller than the request sends back its
+/// first part: a reply, and counted as cut.
+#[test]
+fn a_reply_shorter_than_the_request_is_counted_as_truncated() {
+    let mut cfg = config(udpring::Backend::Mmsg, false);
+    cfg.slot_size = 2048;
+    let engine = Engine::start(cfg, |_| Echo::new()).unwrap();
+    let mut c = RequestClient::new(engine.local_addr(), backoff(3), 3000).unwrap();
+    match c.request().unwrap() {
+        Outcome::Reply { len, .. } => assert!(len < 3000, "{len}"),
+        o => panic!("{o:?}"),
+    }
+    let mut whole = RequestClient::new(engine.local_addr(), backoff(3), 1000).unwrap();
+    assert!(matches!(
+        whole.request().unwrap(),
+        Outcome::Reply { len: 1000, .. }
+    ));
+    assert_eq!((c.stats.replies, c.stats.truncated), (1, 1));
+    assert_eq!((whole.stats.replies, whole.stats.truncated), (1, 0));
+    stop_clean(engine);
+}
+
 /// A "server" that never answers and notes when the kernel received each
 /// request (its receive timestamp: a thread's wake-up, late by whatever
 /// else the machine runs, would make gaps look shorter than they were).

@@ -128,6 +128,9 @@ pub struct ClientStats {
     /// `load`.
     #[serde(rename = "invalid")]
     pub malformed: u64,
+    /// Replies shorter than the request (cut by the server's buffer or on
+    /// the way): still replies, and counted here too.
+    pub truncated: u64,
 }
 
 /// The client.
@@ -277,6 +280,9 @@ impl RequestClient {
                 match Header::new_checked(&self.buf[..n]) {
                     Ok(h) if h.token() == self.token && h.seq() == seq => {
                         self.stats.replies += 1;
+                        if n < self.size {
+                            self.stats.truncated += 1;
+                        }
                         return Ok(Outcome::Reply {
                             seq,
                             rtt: sent_at.elapsed(),
