@@ -26,7 +26,8 @@ pub(crate) struct BenchArgs {
     /// the kernel-level reference flood, `udpring reference`).
     #[arg(long)]
     no_c_limit: bool,
-    /// Only these server backends (comma-separated); default: all.
+    /// Only these server backends (comma-separated: simple, mmsg, uring;
+    /// xdp needs a NIC or veth, not loopback); default: all.
     #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
     backend: Vec<Backend>,
     /// Only these payload sizes in bytes (comma-separated; 32..65507);
@@ -61,6 +62,13 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
     } else {
         a.backend.clone()
     };
+    if backends.contains(&Backend::Xdp) {
+        return Err(usage(
+            "--backend xdp: bench runs on loopback, which has no receive queue for an \
+             AF_XDP socket; measure xdp on a veth pair or a NIC (`udpring sink --backend \
+             xdp --iface IFACE`, tools/perf/xdp.sh)",
+        ));
+    }
     let mut cases = bench::default_cases(&backends, a.compare);
     if !a.size.is_empty() {
         let mut v = Vec::new();

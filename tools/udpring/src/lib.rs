@@ -120,7 +120,7 @@ enum Cmd {
     },
     /// Print the manual page (roff): `udpring man | man -l -`. With --dir,
     /// write udpring.1 and a page per subcommand (udpring-load.1, ...)
-    /// into DIR instead, e.g. /usr/local/share/man/man1.
+    /// into DIR instead (made if missing), e.g. /usr/local/share/man/man1.
     Man {
         /// Write every page into this directory.
         #[arg(long, value_name = "DIR")]
@@ -138,10 +138,13 @@ fn generated(cmd: Cmd) -> Result<(), common::Failure> {
             clap_complete::generate(shell, &mut Cli::command(), "udpring", &mut out);
         }
         Cmd::Man { dir: Some(dir) } => {
-            clap_mangen::generate_to(Cli::command(), &dir).map_err(|e| common::Failure {
-                code: 1,
-                msg: format!("{}: {e}", dir.display()),
-            })?;
+            // Made if missing, as `install -D` would.
+            std::fs::create_dir_all(&dir)
+                .and_then(|_| clap_mangen::generate_to(Cli::command(), &dir))
+                .map_err(|e| common::Failure {
+                    code: 1,
+                    msg: format!("{}: {e}", dir.display()),
+                })?;
             return Ok(());
         }
         Cmd::Man { dir: None } => {

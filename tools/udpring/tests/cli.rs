@@ -47,6 +47,7 @@ fn usage_errors_are_one_line_with_exit_code_2() {
         (&["echo", "--frobnicate"], "--frobnicate"),
         (&["bench", "--size", "65508"], "must be 32..65507"),
         (&["bench", "--bind", "192.0.2.1:0"], "loopback only"),
+        (&["bench", "--backend", "xdp"], "veth pair or a NIC"),
         (&["nosuchcommand"], "nosuchcommand"),
         // Addresses said wrong get told how to say them.
         (&["load", "[::1]9000"], "after ']' comes ':PORT'"),
@@ -529,8 +530,10 @@ fn completions_and_man_pages_come_from_the_parser() {
     let (code, page, _) = run(&["man"]);
     assert_eq!(code, 0);
     assert!(page.contains(".TH udpring 1"), "a roff page: {page}");
-    let dir = std::env::temp_dir().join(format!("udpring-man-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // A directory that is not there yet is made.
+    let top = std::env::temp_dir().join(format!("udpring-man-{}", std::process::id()));
+    let dir = top.join("man1");
+    let _ = std::fs::remove_dir_all(&top);
     let (code, _, err) = run(&["man", "--dir", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     for page in [
@@ -561,5 +564,5 @@ fn completions_and_man_pages_come_from_the_parser() {
             "{text}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&top);
 }
