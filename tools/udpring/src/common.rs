@@ -209,15 +209,38 @@ pub(crate) fn usage(msg: impl Into<String>) -> Failure {
 }
 
 pub(crate) fn runtime(e: std::io::Error) -> Failure {
-    let code = if e.kind() == std::io::ErrorKind::InvalidInput {
-        2
-    } else {
-        1
-    };
+    if e.kind() == std::io::ErrorKind::InvalidInput {
+        return usage(flag_named(e.to_string()));
+    }
     Failure {
-        code,
+        code: 1,
         msg: e.to_string(),
     }
+}
+
+/// A `Config` the engine refuses: a usage error naming the flag.
+pub(crate) fn config_error(e: udpring::ConfigError) -> Failure {
+    usage(flag_named(e.to_string()))
+}
+
+/// The engine names its `Config` fields in its errors (`slot_size must be
+/// 217..1048576, not 1`); the command names the flag that set them.
+fn flag_named(msg: String) -> String {
+    const FLAGS: [(&str, &str); 5] = [
+        ("slot_size", "--slot-size"),
+        ("recv_slots", "--recv-slots"),
+        ("batch", "--batch"),
+        ("workers", "--workers"),
+        ("backend", "--backend"),
+    ];
+    for (field, flag) in FLAGS {
+        if let Some(rest) = msg.strip_prefix(field)
+            && (rest.starts_with(' ') || rest.starts_with(':'))
+        {
+            return format!("{flag}{rest}");
+        }
+    }
+    msg
 }
 
 /// Resolves HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT).

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use crate::apps::echo::{Echo, TimedEcho};
 use udpring::{Engine, Stats};
 
-use crate::common::{EngineArgs, Failure, GuardArgs, parse_addr, runtime, usage};
+use crate::common::{EngineArgs, Failure, GuardArgs, config_error, parse_addr, runtime};
 use crate::serve::{ServeArgs, rate_line, run_until, stop, totals};
 
 #[derive(Args)]
@@ -49,7 +49,7 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
     cfg.guard = a.guard.guard();
     cfg.recv_tos |= a.reflect_tos;
     cfg.reflect_tos = a.reflect_tos;
-    cfg.validate().map_err(|e| usage(e.to_string()))?;
+    cfg.validate().map_err(config_error)?;
     cfg.rx_timestamps = a.kernel_timestamps;
     cfg.tx_timestamps = a.kernel_timestamps;
     udpring::signals::install().map_err(runtime)?;

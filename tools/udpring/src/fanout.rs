@@ -6,7 +6,7 @@ use crate::apps::fanout::{ControlCounts, Fanout, Kind, Relay, RelayOpts, State, 
 use clap::Args;
 use udpring::{Engine, Interface, Join, Stats};
 
-use crate::common::{EngineArgs, Failure, GuardArgs, parse_addr, runtime, usage};
+use crate::common::{EngineArgs, Failure, GuardArgs, config_error, parse_addr, runtime, usage};
 use crate::serve::{ServeArgs, run_until};
 
 #[derive(Args)]
@@ -296,7 +296,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     cfg.guard = a.guard.guard();
     // The relay sends from a socket of its own (see apps::fanout).
     cfg.also_bind = crate::apps::fanout::config(a.listen, a.control).also_bind;
-    cfg.validate().map_err(|e| usage(e.to_string()))?;
+    cfg.validate().map_err(config_error)?;
     udpring::signals::install().map_err(runtime)?;
     let mut opts = a.relay.clone();
     opts.max_departed = opts.max_subscribers;

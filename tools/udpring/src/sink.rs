@@ -10,7 +10,7 @@ use crate::apps::mcast::{MAX_PEERS, McastListen, PeerTable};
 use clap::Args;
 use udpring::Engine;
 
-use crate::common::{Failure, parse_addr, runtime, usage};
+use crate::common::{Failure, config_error, parse_addr, runtime};
 use crate::serve::{ServeArgs, run_until, stop};
 
 #[derive(Args)]
@@ -48,7 +48,7 @@ pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
     cfg.recv_tos = true;
     // A sink answers nothing, so it can be no half of a loop: any source.
     cfg.guard = udpring::Guard::client();
-    cfg.validate().map_err(|e| usage(e.to_string()))?;
+    cfg.validate().map_err(config_error)?;
     udpring::signals::install().map_err(runtime)?;
     let table: PeerTable = Arc::default();
     let t2 = table.clone();

@@ -48,6 +48,12 @@ fn usage_errors_are_one_line_with_exit_code_2() {
         (&["bench", "--size", "65508"], "must be 32..65507"),
         (&["bench", "--bind", "192.0.2.1:0"], "loopback only"),
         (&["bench", "--backend", "xdp"], "veth pair or a NIC"),
+        // The engine's refusals name the flag, not its Config field.
+        (&["echo", "--slot-size", "1"], "--slot-size must be 217.."),
+        (
+            &["echo", "--recv-slots", "100000"],
+            "--recv-slots must be 0..",
+        ),
         (&["nosuchcommand"], "nosuchcommand"),
         // Addresses said wrong get told how to say them.
         (&["load", "[::1]9000"], "after ']' comes ':PORT'"),
