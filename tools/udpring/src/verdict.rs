@@ -94,9 +94,23 @@ pub(crate) fn judge(
 ) -> Result<(), Failure> {
     let target = o.target;
     if o.one_way() && report.counts.sent == 0 {
+        let why = match (report.counts.unsent, report.rate, o.duration) {
+            (0, Some(rate), Some(d)) => format!(
+                ": at --rate {rate} one is due every {:.3} s, and none was in the {:.3} s \
+                 measured (a longer --duration or a higher --rate)",
+                1.0 / rate,
+                d.as_secs_f64()
+            ),
+            (0, ..) => String::new(),
+            (n, ..) => format!(
+                ": {n} were due, and this host was still sending the warm-up's {} s past the \
+                 end (a lower --rate, more --workers or --gso)",
+                crate::apps::load::LATE_LIMIT.as_secs()
+            ),
+        };
         return Err(Failure {
             code: 1,
-            msg: format!("nothing sent to {target} after the warm-up"),
+            msg: format!("nothing sent to {target} after the warm-up{why}"),
         });
     }
     if !o.one_way() && report.counts.received == 0 {
@@ -130,7 +144,7 @@ pub(crate) fn judge(
                  (to a sink that answers nothing, send with --match none)",
                 report.counts.sent
             )
-        } else if let (Some(rate), true) = (report.rate, report.counts.unsent > 0) {
+        } else if let Some(rate) = report.rate.filter(|_| report.counts.unsent > 0) {
             format!(
                 "nothing measured: asked for {rate:.0}/s, this host had not sent one datagram \
                  of the measured span {} s past its end ({} were due): a lower --rate, more \

@@ -90,6 +90,12 @@ fn a_run_with_no_replies_exits_1_and_has_no_rtt() {
     let v = json(&out);
     assert_eq!(v["saturated"], false, "{v}");
     assert!(!err.contains("asked for"), "{err}");
+    // The same one-way, after a warm-up that took the one datagram due.
+    let (code, _, err) = run(&[
+        "load", &closed, "--match", "none", "--rate", "1", "--warmup", "0.5", "-t", "0.2",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("none was in the 0.200 s measured"), "{err}");
 }
 
 #[test]
