@@ -510,6 +510,22 @@ impl Config {
                 ),
             });
         }
+        // IPV6_V6ONLY is an IPv6 socket's option: on IPv4 ones it would be
+        // accepted and mean nothing.
+        if self.only_v6.is_some()
+            && !self.bind.is_ipv6()
+            && !self.also_bind.iter().any(SocketAddr::is_ipv6)
+        {
+            return Err(ConfigError::Invalid {
+                field: "only_v6",
+                why: format!(
+                    "IPV6_V6ONLY is for IPv6 sockets, and every socket here is IPv4 ({}); \
+                     bind an IPv6 address (e.g. [::]:{}) or leave it unset",
+                    self.bind,
+                    self.bind.port()
+                ),
+            });
+        }
         self.guard.validate().map_err(|why| ConfigError::Invalid {
             field: "guard",
             why,
@@ -565,6 +581,26 @@ mod tests {
         assert!(
             Config::new("127.0.0.1:0".parse().unwrap())
                 .validate()
+                .is_ok()
+        );
+        // IPV6_V6ONLY asked of IPv4 sockets only: refused, not ignored.
+        let v4only = Config::builder(addr)
+            .only_v6(Some(true))
+            .build()
+            .unwrap_err();
+        assert!(
+            v4only
+                .to_string()
+                .starts_with("only_v6: IPV6_V6ONLY is for IPv6"),
+            "{v4only}"
+        );
+        let v6: SocketAddr = "[::1]:0".parse().unwrap();
+        assert!(Config::builder(v6).only_v6(Some(false)).build().is_ok());
+        assert!(
+            Config::builder(addr)
+                .also_bind(vec![v6])
+                .only_v6(Some(true))
+                .build()
                 .is_ok()
         );
         const _: () = assert!(

@@ -226,7 +226,8 @@ pub(crate) fn config_error(e: udpring::ConfigError) -> Failure {
 /// The engine names its `Config` fields in its errors (`slot_size must be
 /// 217..1048576, not 1`); the command names the flag that set them.
 fn flag_named(msg: String) -> String {
-    const FLAGS: [(&str, &str); 5] = [
+    const FLAGS: [(&str, &str); 6] = [
+        ("only_v6", "--v6only/--dual-stack"),
         ("slot_size", "--slot-size"),
         ("recv_slots", "--recv-slots"),
         ("batch", "--batch"),
