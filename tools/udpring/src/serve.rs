@@ -172,26 +172,31 @@ impl ServeArgs {
     /// counters over the interval (`t` seconds since the start, `dt` long)
     /// and the rates.
     pub(crate) fn say_interval(&self, command: &str, t: f64, dt: f64, now: &Stats, prev: &Stats) {
-        if !self.json_stream {
-            return;
+        if self.json_stream {
+            say_json(command, None, interval_event(t, dt, now, prev));
         }
-        // The tail after the last tick can be as short as the stop: its
-        // counts are exact, its rates over at least a millisecond.
-        let dt = dt.max(1e-3);
-        let mut v = serde_json::json!({
-            "event": "interval",
-            "unix_s": std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
-            "elapsed_s": t,
-            "interval_s": dt,
-            "pps_received": now.received.saturating_sub(prev.received) as f64 / dt,
-            "pps_sent": now.sent.saturating_sub(prev.sent) as f64 / dt,
-        });
-        let before: std::collections::HashMap<_, _> = prev.counters().collect();
-        for (n, x) in now.counters() {
-            v[n] = x.saturating_sub(before.get(n).copied().unwrap_or(0)).into();
-        }
-        say_json(command, None, v);
     }
+}
+
+/// A `--json-stream` `interval` event: the engine's counters over the
+/// interval (`t` seconds since the start, `dt` long) and the rates.
+pub(crate) fn interval_event(t: f64, dt: f64, now: &Stats, prev: &Stats) -> serde_json::Value {
+    // The tail after the last tick can be as short as the stop: its
+    // counts are exact, its rates over at least a millisecond.
+    let dt = dt.max(1e-3);
+    let mut v = serde_json::json!({
+        "event": "interval",
+        "unix_s": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+        "elapsed_s": t,
+        "interval_s": dt,
+        "pps_received": now.received.saturating_sub(prev.received) as f64 / dt,
+        "pps_sent": now.sent.saturating_sub(prev.sent) as f64 / dt,
+    });
+    let before: std::collections::HashMap<_, _> = prev.counters().collect();
+    for (n, x) in now.counters() {
+        v[n] = x.saturating_sub(before.get(n).copied().unwrap_or(0)).into();
+    }
+    v
 }

@@ -1,6 +1,7 @@
 //! Outputs a pipeline reads while a run goes on: `--json-stream` (NDJSON,
-//! as iperf3's) on `load`, `echo`, `sink` and `fanout`, whose intervals
-//! add up to the final document. Loopback only.
+//! as iperf3's) on `load`, `echo`, `sink`, `fanout` and `mcast`, whose
+//! intervals add up to the final document. Loopback only (multicast on
+//! `lo`).
 
 mod util;
 
@@ -101,4 +102,58 @@ fn servers_stream_intervals_that_add_up_to_their_totals() {
         let sent = if command == "sink" { 0 } else { 300 };
         assert_eq!(sum(&intervals, "sent"), sent, "{command}: {out}");
     }
+}
+
+#[test]
+fn a_multicast_listener_streams_what_it_hears_and_a_sender_what_it_sent() {
+    use std::io::BufRead;
+    // A group and port of this process's own, on `lo` only.
+    let group = format!(
+        "239.255.71.{}:{}",
+        std::process::id() % 200 + 1,
+        20000 + std::process::id() % 20000
+    );
+    let mut listen = util::udpring()
+        .args(words(&format!(
+            "mcast listen {group} --iface lo --verify --duration 2 -i 0.25 --json-stream -q"
+        )))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Joined once it names its group on standard error.
+    let mut err = std::io::BufReader::new(listen.stderr.take().unwrap());
+    let mut banner = String::new();
+    err.read_line(&mut banner).unwrap();
+    assert!(banner.contains("udpring mcast listen"), "{banner}");
+    util::keep_reading(err);
+    let (code, out, e) = run(&words(&format!(
+        "mcast send {group} --iface lo -c 120 --rate 200 -i 0.2 --json-stream"
+    )));
+    assert_eq!(code, 0, "{e}");
+    // Without -q the live lines go to standard error beside the stream.
+    assert!(e.contains("tx "), "{e}");
+    let (intervals, end) = split(json_lines(&out), "mcast send");
+    assert!(intervals.len() >= 3, "{out}");
+    assert_eq!(end["sent"], 120, "{end}");
+    assert_eq!(sum(&intervals, "sent"), 120, "{out}");
+    assert!(
+        intervals.iter().all(|i| i.get("sources_heard").is_none()),
+        "{out}"
+    );
+    let out = listen.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let out = String::from_utf8(out.stdout).unwrap();
+    let (intervals, end) = split(json_lines(&out), "mcast listen");
+    assert!(intervals.len() >= 6, "{out}");
+    assert_eq!(end["received"], 120, "{end}");
+    assert_eq!(end["sources"][0]["lost"], 0, "{end}");
+    assert_eq!(sum(&intervals, "received"), 120, "{out}");
+    // The sources heard so far: none before the sender, then the one.
+    let heard: Vec<u64> = intervals
+        .iter()
+        .map(|i| i["sources_heard"].as_u64().unwrap())
+        .collect();
+    assert_eq!(heard.last(), Some(&1), "{heard:?}");
+    assert!(heard.windows(2).all(|w| w[0] <= w[1]), "{heard:?}");
 }

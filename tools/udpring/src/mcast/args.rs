@@ -44,6 +44,18 @@ pub(crate) struct CommonArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub(super) json: bool,
+    /// Newline-delimited JSON on standard output, as iperf3's
+    /// --json-stream: one object per interval (`"event": "interval"`: the
+    /// engine's counters over the interval, rates, and the peers heard so
+    /// far), then the result with `"event": "end"`.
+    #[arg(long, conflicts_with = "json")]
+    pub(super) json_stream: bool,
+    /// No per-interval lines.
+    #[arg(long, short = 'q')]
+    pub(super) quiet: bool,
+    /// Seconds per live line and per --json-stream interval.
+    #[arg(long, short = 'i', default_value = "1", value_parser = parse_secs)]
+    pub(super) interval: Duration,
 }
 
 /// `mcast listen`.
@@ -156,6 +168,9 @@ pub(super) struct McastArgs {
     pub(super) verify: bool,
     pub(super) duration: Option<Duration>,
     pub(super) json: bool,
+    pub(super) json_stream: bool,
+    pub(super) quiet: bool,
+    pub(super) interval: Duration,
     pub(super) guard: Option<GuardArgs>,
     pub(super) metrics: Option<SocketAddr>,
 }
@@ -174,9 +189,18 @@ impl McastArgs {
             verify: false,
             duration: c.duration,
             json: c.json,
+            json_stream: c.json_stream,
+            quiet: c.quiet,
+            interval: c.interval,
             guard: None,
             metrics: None,
         }
+    }
+
+    /// How often the run loop ticks: every --interval for live lines or
+    /// --json-stream, never when -q leaves nothing to print.
+    pub(super) fn every(&self) -> Option<Duration> {
+        (!self.quiet || self.json_stream).then_some(self.interval)
     }
 
     pub(super) fn sending(s: SendArgs) -> Self {

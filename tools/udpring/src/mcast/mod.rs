@@ -195,8 +195,38 @@ fn finish(
     table: &PeerTable,
     extra: impl FnOnce(&udpring::Stats) -> serde_json::Value,
 ) -> Result<(), Failure> {
-    let secs = run_until(end, None, |_, _| {});
+    let json = a.json || a.json_stream;
+    let command = format!("mcast {kind}");
+    let peers_heard = || table.lock().map_or(0, |r| r.peers.len());
+    let (mut prev, mut last_t) = (udpring::Stats::default(), 0.0);
+    let secs = run_until(end, a.every(), |t, dt| {
+        let now = engine.stats();
+        if !a.quiet {
+            let line = live_line(kind, t, dt, &now, &prev, peers_heard());
+            if json {
+                note!("{line}");
+            } else {
+                say!("{line}");
+            }
+        }
+        if a.json_stream {
+            interval(&command, kind, t, dt, &now, &prev, peers_heard());
+        }
+        (prev, last_t) = (now, t);
+    });
     let (stats, failure) = crate::serve::stop(engine);
+    if a.json_stream {
+        // The tail since the last interval: the intervals add up to the totals.
+        interval(
+            &command,
+            kind,
+            secs,
+            secs - last_t,
+            &stats,
+            &prev,
+            peers_heard(),
+        );
+    }
     let extra = extra(&stats);
     let report = table.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let peers: Vec<(SocketAddr, PeerCounts)> = report.peers;
@@ -216,7 +246,7 @@ fn finish(
             },
         )
     });
-    if a.json {
+    if json {
         // Per peer: its address and its counts, side by side (the shape of
         // `load`'s responders). Responders answer a ping; sources are heard.
         let list: Vec<serde_json::Value> = peers
@@ -247,7 +277,10 @@ fn finish(
             "send" => {}
             _ => v["sources"] = list.into(),
         }
-        crate::common::say_json(&format!("mcast {kind}"), Some(secs), v);
+        if a.json_stream {
+            v["event"] = "end".into();
+        }
+        crate::common::say_json(&command, Some(secs), v);
         return failure.unwrap_or(Ok(()));
     }
     let late = if kind == "ping" {
@@ -280,4 +313,54 @@ fn finish(
         );
     }
     failure.unwrap_or(Ok(()))
+}
+
+/// What the peers a subcommand tracks are called: the sources a listener
+/// hears, the responders a ping hears (a sender hears none, a pong answers
+/// without keeping a table).
+fn peers_word(kind: &str) -> Option<&'static str> {
+    match kind {
+        "listen" => Some("sources"),
+        "ping" => Some("responders"),
+        _ => None,
+    }
+}
+
+/// A per-interval line: the rates over the last `dt` seconds and the peers
+/// heard so far.
+fn live_line(
+    kind: &str,
+    t: f64,
+    dt: f64,
+    now: &udpring::Stats,
+    prev: &udpring::Stats,
+    peers: usize,
+) -> String {
+    let dt = dt.max(1e-3);
+    let tx = now.sent.saturating_sub(prev.sent) as f64 / dt;
+    let rx = now.received.saturating_sub(prev.received) as f64 / dt;
+    match kind {
+        "send" => format!("t={t:>6.1}s tx {tx:>10.0}/s"),
+        "listen" => format!("t={t:>6.1}s rx {rx:>10.0}/s  sources {peers}"),
+        "ping" => format!("t={t:>6.1}s tx {tx:>10.0}/s rx {rx:>10.0}/s  responders {peers}"),
+        _ => format!("t={t:>6.1}s rx {rx:>10.0}/s tx {tx:>10.0}/s"),
+    }
+}
+
+/// A `--json-stream` interval event, with the peers heard so far
+/// (`sources_heard`, `responders_heard`).
+fn interval(
+    command: &str,
+    kind: &str,
+    t: f64,
+    dt: f64,
+    now: &udpring::Stats,
+    prev: &udpring::Stats,
+    peers: usize,
+) {
+    let mut v = crate::serve::interval_event(t, dt, now, prev);
+    if let Some(w) = peers_word(kind) {
+        v[format!("{w}_heard")] = peers.into();
+    }
+    crate::common::say_json(command, None, v);
 }
