@@ -8,7 +8,7 @@ mod util;
 
 use std::net::UdpSocket;
 
-use util::{Server, json, run};
+use util::{Server, json, run, words};
 
 #[test]
 fn the_quick_start_loses_nothing_on_loopback() {
@@ -334,4 +334,40 @@ fn load_pins_its_workers_as_its_help_says() {
         let _ = util::wait_at_most(&mut child, std::time::Duration::from_secs(5), "load");
         assert_eq!(seen, Some(want), "load {extra:?}: its worker's CPUs");
     }
+}
+
+#[test]
+fn a_multicast_send_that_cannot_go_out_fails_and_says_why() {
+    // `lo` has no MULTICAST flag here, so IPv6 has no route for a group
+    // on it and the kernel refuses every send (ENETUNREACH). Checked
+    // first: where it has one, there is nothing to show.
+    let probe = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    socket2::SockRef::from(&probe)
+        .set_multicast_if_v6(1)
+        .unwrap();
+    let to = std::net::SocketAddrV6::new("ff12::1".parse().unwrap(), 9, 0, 1);
+    if probe.send_to(b"x", to).map_err(|e| e.raw_os_error()) != Err(Some(libc::ENETUNREACH)) {
+        eprintln!("skipped: lo routes IPv6 multicast on this host");
+        return;
+    }
+    let (code, out, err) = run(&words("mcast send [ff12::1]:9 --iface lo -c 3 --rate 100"));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("sent 0 (failed ENETUNREACH=3)"), "{out}");
+    assert!(
+        err.contains("nothing went out to [ff12::1]:9: every send failed")
+            && err.contains("choose another --iface"),
+        "{err}"
+    );
+    let (code, out, _) = run(&words(
+        "mcast send [ff12::1]:9 --iface lo -c 3 --rate 100 --json",
+    ));
+    assert_eq!(code, 1);
+    let doc = json(&out);
+    assert_eq!(doc["send_errors"]["ENETUNREACH"], 3, "{doc}");
+    // A group that goes out says nothing of the kind.
+    let (code, out, err) = run(&words(
+        "mcast send 239.255.0.9:9 --iface lo -c 3 --rate 100",
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sent 3 received"), "{out}");
 }

@@ -232,7 +232,33 @@ fn finish(
     let peers: Vec<(SocketAddr, PeerCounts)> = report.peers;
     // A ping no responder answered failed its purpose: exit 1 (after the
     // report), as `ping` and `load` do.
+    let failed_sends = stats.send_errors_total();
     let failure = failure.map(Err).or_else(|| {
+        // Every send refused (e.g. ENETUNREACH: no route for the group on
+        // that interface): nothing went out, which is a failure, not 0.
+        (stats.sent == 0 && failed_sends > 0).then(|| {
+            Err(Failure {
+                code: 1,
+                msg: format!(
+                    "nothing went out to {}: every send failed ({}){}",
+                    g.addr,
+                    stats.send_errors_text(),
+                    if stats
+                        .send_errors
+                        .iter()
+                        .any(|&(e, _)| e == libc::ENETUNREACH)
+                    {
+                        "; no route for the group there (an interface without the \
+                         MULTICAST flag, such as lo, has none for IPv6): choose \
+                         another --iface"
+                    } else {
+                        ""
+                    }
+                ),
+            })
+        })
+    });
+    let failure = failure.or_else(|| {
         (kind == "ping" && stats.sent > 0 && peers.iter().all(|(_, c)| c.received == 0)).then(
             || {
                 Err(Failure {
@@ -269,6 +295,14 @@ fn finish(
         if kind == "ping" {
             v["late"] = report.late.into();
         }
+        if kind == "send" || kind == "ping" || failed_sends > 0 {
+            v["send_errors"] = stats
+                .send_errors
+                .iter()
+                .map(|&(e, n)| (udpring::errno_name(e), serde_json::Value::from(n)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
         if let (Some(m), serde_json::Value::Object(x)) = (v.as_object_mut(), extra) {
             m.extend(x);
         }
@@ -288,8 +322,13 @@ fn finish(
     } else {
         String::new()
     };
+    let errors = if failed_sends > 0 {
+        format!(" (failed {})", stats.send_errors_text())
+    } else {
+        String::new()
+    };
     say!(
-        "{kind} {}: sent {} received {}  not ours {}{late}  from sources beyond the {} tracked {}",
+        "{kind} {}: sent {}{errors} received {}  not ours {}{late}  from sources beyond the {} tracked {}",
         g.addr,
         stats.sent,
         stats.received,
