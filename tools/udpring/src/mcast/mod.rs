@@ -306,10 +306,11 @@ fn finish(
         if let (Some(m), serde_json::Value::Object(x)) = (v.as_object_mut(), extra) {
             m.extend(x);
         }
+        // A pong answers without keeping a table: no list to give.
         match kind {
             "ping" => v["responders"] = list.into(),
-            "send" => {}
-            _ => v["sources"] = list.into(),
+            "listen" => v["sources"] = list.into(),
+            _ => {}
         }
         if a.json_stream {
             v["event"] = "end".into();

@@ -233,6 +233,8 @@ fn mcast_pong_answers_the_seeds_twisted_client_and_nothing_unicast_or_guarded() 
         v["sent"], answered,
         "only the Twisted client's ping is answered: {v}"
     );
+    // A pong keeps no table of sources, so lists none (not an empty one).
+    assert!(v.get("sources").is_none(), "{v}");
     assert_eq!(v["received"], 1 + answered, "{v}");
     assert_eq!(
         v["not_answered"]["not_to_group"], 1,
