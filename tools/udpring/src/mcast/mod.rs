@@ -201,31 +201,38 @@ fn finish(
     let (mut prev, mut last_t) = (udpring::Stats::default(), 0.0);
     let secs = run_until(end, a.every(), |t, dt| {
         let now = engine.stats();
+        let tick = Tick {
+            kind,
+            t,
+            dt,
+            now: &now,
+            prev: &prev,
+            peers: peers_heard(),
+        };
         if !a.quiet {
-            let line = live_line(kind, t, dt, &now, &prev, peers_heard());
             if json {
-                note!("{line}");
+                note!("{}", tick.line());
             } else {
-                say!("{line}");
+                say!("{}", tick.line());
             }
         }
         if a.json_stream {
-            interval(&command, kind, t, dt, &now, &prev, peers_heard());
+            tick.say_event(&command);
         }
         (prev, last_t) = (now, t);
     });
     let (stats, failure) = crate::serve::stop(engine);
     if a.json_stream {
         // The tail since the last interval: the intervals add up to the totals.
-        interval(
-            &command,
+        Tick {
             kind,
-            secs,
-            secs - last_t,
-            &stats,
-            &prev,
-            peers_heard(),
-        );
+            t: secs,
+            dt: secs - last_t,
+            now: &stats,
+            prev: &prev,
+            peers: peers_heard(),
+        }
+        .say_event(&command);
     }
     let extra = extra(&stats);
     let report = table.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -366,41 +373,39 @@ fn peers_word(kind: &str) -> Option<&'static str> {
     }
 }
 
-/// A per-interval line: the rates over the last `dt` seconds and the peers
-/// heard so far.
-fn live_line(
-    kind: &str,
+/// One interval of a run: `t` seconds since the start, `dt` long, the
+/// engine's counters at its end and start, and the peers heard so far.
+struct Tick<'a> {
+    kind: &'a str,
     t: f64,
     dt: f64,
-    now: &udpring::Stats,
-    prev: &udpring::Stats,
+    now: &'a udpring::Stats,
+    prev: &'a udpring::Stats,
     peers: usize,
-) -> String {
-    let dt = dt.max(1e-3);
-    let tx = now.sent.saturating_sub(prev.sent) as f64 / dt;
-    let rx = now.received.saturating_sub(prev.received) as f64 / dt;
-    match kind {
-        "send" => format!("t={t:>6.1}s tx {tx:>10.0}/s"),
-        "listen" => format!("t={t:>6.1}s rx {rx:>10.0}/s  sources {peers}"),
-        "ping" => format!("t={t:>6.1}s tx {tx:>10.0}/s rx {rx:>10.0}/s  responders {peers}"),
-        _ => format!("t={t:>6.1}s rx {rx:>10.0}/s tx {tx:>10.0}/s"),
-    }
 }
 
-/// A `--json-stream` interval event, with the peers heard so far
-/// (`sources_heard`, `responders_heard`).
-fn interval(
-    command: &str,
-    kind: &str,
-    t: f64,
-    dt: f64,
-    now: &udpring::Stats,
-    prev: &udpring::Stats,
-    peers: usize,
-) {
-    let mut v = crate::serve::interval_event(t, dt, now, prev);
-    if let Some(w) = peers_word(kind) {
-        v[format!("{w}_heard")] = peers.into();
+impl Tick<'_> {
+    /// The live line: the rates over the interval and the peers heard.
+    fn line(&self) -> String {
+        let (t, peers) = (self.t, self.peers);
+        let dt = self.dt.max(1e-3);
+        let tx = self.now.sent.saturating_sub(self.prev.sent) as f64 / dt;
+        let rx = self.now.received.saturating_sub(self.prev.received) as f64 / dt;
+        match self.kind {
+            "send" => format!("t={t:>6.1}s tx {tx:>10.0}/s"),
+            "listen" => format!("t={t:>6.1}s rx {rx:>10.0}/s  sources {peers}"),
+            "ping" => format!("t={t:>6.1}s tx {tx:>10.0}/s rx {rx:>10.0}/s  responders {peers}"),
+            _ => format!("t={t:>6.1}s rx {rx:>10.0}/s tx {tx:>10.0}/s"),
+        }
     }
-    crate::common::say_json(command, None, v);
+
+    /// Prints the `--json-stream` interval event, with the peers heard so
+    /// far (`sources_heard`, `responders_heard`).
+    fn say_event(&self, command: &str) {
+        let mut v = crate::serve::interval_event(self.t, self.dt, self.now, self.prev);
+        if let Some(w) = peers_word(self.kind) {
+            v[format!("{w}_heard")] = self.peers.into();
+        }
+        crate::common::say_json(command, None, v);
+    }
 }
