@@ -93,6 +93,28 @@ pub(crate) fn judge(
     limits: &crate::limits::Limits,
 ) -> Result<(), Failure> {
     let target = o.target;
+    let refused: u64 = report.send_errors.values().sum();
+    if refused > 0 && report.kernel.sent_bufs == 0 {
+        // Handed to the kernel, and every one refused: nothing went out,
+        // whatever `sent` (datagrams handed over) says.
+        let errs: Vec<String> = report
+            .send_errors
+            .iter()
+            .map(|(e, n)| format!("{e}={n}"))
+            .collect();
+        let route = if report.send_errors.contains_key("ENETUNREACH") {
+            " (no route to it from here, or none on the interface a group is sent on)"
+        } else {
+            ""
+        };
+        return Err(Failure {
+            code: 1,
+            msg: format!(
+                "nothing went out to {target}: the kernel refused every send ({}){route}",
+                errs.join(" ")
+            ),
+        });
+    }
     if o.one_way() && report.counts.sent == 0 {
         let why = match (report.counts.unsent, report.rate, o.duration) {
             (0, Some(rate), Some(d)) => format!(

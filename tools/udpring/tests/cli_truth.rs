@@ -336,18 +336,27 @@ fn load_pins_its_workers_as_its_help_says() {
     }
 }
 
-#[test]
-fn a_multicast_send_that_cannot_go_out_fails_and_says_why() {
-    // `lo` has no MULTICAST flag here, so IPv6 has no route for a group
-    // on it and the kernel refuses every send (ENETUNREACH). Checked
-    // first: where it has one, there is nothing to show.
-    let probe = std::net::UdpSocket::bind("[::1]:0").unwrap();
+/// Whether the kernel refuses every send to an IPv6 group on `lo` here
+/// (ENETUNREACH: `lo` has no MULTICAST flag, so no route for a group on
+/// it). Where it has one there is nothing to show, and the tests that need
+/// the refusal say so and skip.
+fn lo_refuses_v6_groups() -> bool {
+    let probe = UdpSocket::bind("[::1]:0").unwrap();
     socket2::SockRef::from(&probe)
         .set_multicast_if_v6(1)
         .unwrap();
     let to = std::net::SocketAddrV6::new("ff12::1".parse().unwrap(), 9, 0, 1);
-    if probe.send_to(b"x", to).map_err(|e| e.raw_os_error()) != Err(Some(libc::ENETUNREACH)) {
+    let refused =
+        probe.send_to(b"x", to).map_err(|e| e.raw_os_error()) == Err(Some(libc::ENETUNREACH));
+    if !refused {
         eprintln!("skipped: lo routes IPv6 multicast on this host");
+    }
+    refused
+}
+
+#[test]
+fn a_multicast_send_that_cannot_go_out_fails_and_says_why() {
+    if !lo_refuses_v6_groups() {
         return;
     }
     let (code, out, err) = run(&words("mcast send [ff12::1]:9 --iface lo -c 3 --rate 100"));
@@ -370,4 +379,30 @@ fn a_multicast_send_that_cannot_go_out_fails_and_says_why() {
     ));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("sent 3 received"), "{out}");
+}
+
+#[test]
+fn a_load_whose_every_send_is_refused_fails_and_says_so() {
+    if !lo_refuses_v6_groups() {
+        return;
+    }
+    // One-way, where nothing is expected back, and a request/response run.
+    for extra in ["--match none", "--timeout 0.1"] {
+        let (code, out, err) = run(&words(&format!(
+            "load [ff12::1%lo]:9 -n 5 --rate 100 {extra} --json"
+        )));
+        assert_eq!(code, 1, "{extra}: {out}");
+        let doc = json(&out);
+        assert_eq!(
+            (doc["sent_bufs"].as_u64(), doc["sent"].as_u64()),
+            (Some(0), Some(5)),
+            "{doc}"
+        );
+        assert!(
+            err.contains(
+                "nothing went out to [ff12::1%1]:9: the kernel refused every send (ENETUNREACH="
+            ),
+            "{extra}: {err}"
+        );
+    }
 }
