@@ -316,11 +316,11 @@ pub struct RelayOpts {
     /// static: they never expire.
     #[arg(long, required_unless_present = "control", value_delimiter = ',', value_parser = crate::common::parse_addr)]
     pub to: Vec<SocketAddr>,
-    /// Seconds a subscription lasts without a refresh.
-    #[arg(long, default_value = "30", value_parser = crate::common::parse_secs)]
+    /// Seconds a subscription lasts without a refresh (with --control).
+    #[arg(long, default_value = "30", value_parser = crate::common::parse_secs, requires = "control")]
     pub expiry: Duration,
     /// Most live subscribers; more are answered FULL (counted).
-    #[arg(long, default_value_t = 4096, value_parser = |s: &str| count("--max-subscribers", s))]
+    #[arg(long, default_value_t = 4096, value_parser = |s: &str| count("--max-subscribers", s), requires = "control")]
     pub max_subscribers: usize,
     /// Most departed destinations kept for the totals (as many as
     /// subscribers).
@@ -328,11 +328,11 @@ pub struct RelayOpts {
     pub max_departed: usize,
     /// Most live subscribers at one address (any port); more are answered
     /// FULL (counted): one host cannot take the whole relay.
-    #[arg(long, default_value_t = 16, value_parser = |s: &str| count("--max-per-host", s))]
+    #[arg(long, default_value_t = 16, value_parser = |s: &str| count("--max-per-host", s), requires = "control")]
     pub max_per_host: usize,
     /// Most live subscribers in one /24 (IPv4) or /48 (IPv6); more are
     /// answered FULL (counted).
-    #[arg(long, default_value_t = 256, value_parser = |s: &str| count("--max-per-prefix", s))]
+    #[arg(long, default_value_t = 256, value_parser = |s: &str| count("--max-per-prefix", s), requires = "control")]
     pub max_per_prefix: usize,
 }
 
