@@ -1,0 +1,73 @@
+use super::*;
+
+#[test]
+fn the_builder_sets_fields_and_refuses_what_does_not_hold_together() {
+    let c = Config::builder("127.0.0.1:0".parse().unwrap())
+        .workers(2)
+        .gro(true)
+        .build()
+        .unwrap();
+    assert_eq!((c.workers, c.gro, c.pin), (2, true, false));
+    assert_eq!(c.effective_slot_size(), GRO_SLOT_SIZE);
+    let e = Config::builder("127.0.0.1:0".parse().unwrap())
+        .batch(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        ConfigError::OutOfRange {
+            field: "batch",
+            value: 0,
+            min: 1,
+            max: 1024
+        }
+    );
+    assert_eq!(e.to_string(), "batch must be 1..1024, not 0");
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let zc = Config::builder(addr)
+        .backend(Some(Backend::Mmsg))
+        .send_zero_copy_min(Some(1024))
+        .build()
+        .unwrap_err();
+    assert!(
+        zc.to_string()
+            .starts_with("send_zero_copy_min: zero-copy sends are the uring backend's"),
+        "{zc}"
+    );
+    assert!(
+        Config::builder(addr)
+            .backend(Some(Backend::Uring))
+            .send_zero_copy_min(Some(1024))
+            .build()
+            .is_ok()
+    );
+    assert!(
+        Config::new("127.0.0.1:0".parse().unwrap())
+            .validate()
+            .is_ok()
+    );
+    // IPV6_V6ONLY asked of IPv4 sockets only: refused, not ignored.
+    let v4only = Config::builder(addr)
+        .only_v6(Some(true))
+        .build()
+        .unwrap_err();
+    assert!(
+        v4only
+            .to_string()
+            .starts_with("only_v6: IPV6_V6ONLY is for IPv6"),
+        "{v4only}"
+    );
+    let v6: SocketAddr = "[::1]:0".parse().unwrap();
+    assert!(Config::builder(v6).only_v6(Some(false)).build().is_ok());
+    assert!(
+        Config::builder(addr)
+            .also_bind(vec![v6])
+            .only_v6(Some(true))
+            .build()
+            .is_ok()
+    );
+    const _: () = assert!(
+        DEFAULT_SLOT_SIZE - HEADROOM >= 4096,
+        "a 4096-byte DNS answer fits the default slot"
+    );
+}
