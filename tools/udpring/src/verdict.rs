@@ -42,7 +42,7 @@ pub(crate) fn advice(
             "warning: {early} requests were written off before --timeout {:?} because their \
              ID was needed again to keep the schedule (a reply to one after that counts as \
              unmatched); more --flows, a longer ID or a lower --rate keep more in flight",
-            o.timeout
+            o.timeout()
         ));
     }
     out
@@ -230,7 +230,8 @@ fn loss_hint(r: &crate::apps::load::LoadReport, o: &crate::apps::load::LoadOpts)
         ),
         (Mode::Ping, _) => format!(
             "{} requests went unanswered within --timeout {:?}",
-            r.counts.timeouts, o.timeout
+            r.counts.timeouts,
+            o.timeout()
         ),
     };
     Some(format!("{pct:.3}% lost{buffer}: {what}"))

@@ -54,27 +54,6 @@ fn usage_errors_are_one_line_with_exit_code_2() {
             &["echo", "--recv-slots", "100000"],
             "--recv-slots must be 0..",
         ),
-        // A flag that would mean nothing is refused, not ignored.
-        (
-            &[
-                "fanout",
-                "--listen",
-                "127.0.0.1:0",
-                "--to",
-                "127.0.0.1:9",
-                "--expiry",
-                "5",
-            ],
-            "required arguments were not provided: --control",
-        ),
-        (
-            &["echo", "--bind", "127.0.0.1:0", "--v6only"],
-            "--v6only/--dual-stack: IPV6_V6ONLY is for IPv6 sockets",
-        ),
-        (
-            &["load", "127.0.0.1:9", "--dual-stack"],
-            "every socket here is IPv4",
-        ),
         (&["nosuchcommand"], "nosuchcommand"),
         // Addresses said wrong get told how to say them.
         (&["load", "[::1]9000"], "after ']' comes ':PORT'"),

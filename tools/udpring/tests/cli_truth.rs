@@ -2,7 +2,9 @@
 //! nothing on loopback; a run that measured nothing exits 1; figures with
 //! no data are null, not 0.0; the `.hgrm` TotalCount is a running total;
 //! the warm-up is kept out of every count; live lines leave the warm-up
-//! out of their clock and say which figures are totals. All on loopback.
+//! out of their clock and say which figures are totals; a flag that would
+//! mean nothing is refused, and sends the kernel refused are not reported
+//! as sent. All on loopback.
 
 mod util;
 
@@ -405,4 +407,55 @@ fn a_load_whose_every_send_is_refused_fails_and_says_so() {
             "{extra}: {err}"
         );
     }
+}
+
+#[test]
+fn flags_that_would_mean_nothing_are_refused_not_ignored() {
+    util::assert_usage_errors(&[
+        (
+            &[
+                "load",
+                "127.0.0.1:9",
+                "-n",
+                "5",
+                "--match",
+                "none",
+                "--timeout",
+                "0.5",
+            ],
+            "--match none is one-way: no request waits for a reply",
+        ),
+        (
+            &[
+                "load",
+                "127.0.0.1:9",
+                "-n",
+                "5",
+                "--match",
+                "none",
+                "--timeouts-as-latency",
+            ],
+            "--match none is one-way: no request waits for a reply",
+        ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--expiry",
+                "5",
+            ],
+            "required arguments were not provided: --control",
+        ),
+        (
+            &["echo", "--bind", "127.0.0.1:0", "--v6only"],
+            "--v6only/--dual-stack: IPV6_V6ONLY is for IPv6 sockets",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--dual-stack"],
+            "every socket here is IPv4",
+        ),
+    ]);
 }

@@ -259,7 +259,7 @@ fn ping_timeouts_move_on_and_count_as_loss() {
     let mut o = opts(s.local_addr());
     o.mode = Mode::Ping;
     o.count = Some(30);
-    o.timeout = Duration::from_millis(250);
+    o.timeout_arg = Some(Duration::from_millis(250));
     let r = run(&o);
     assert_eq!(
         (r.counts.sent, r.counts.received, r.lost),

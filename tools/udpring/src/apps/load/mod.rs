@@ -420,7 +420,7 @@ fn report(
     if opts.timeouts_as_latency && lost > 0 {
         // Every request that got no answer, at the timeout: percentiles
         // then cover all requests, not only the answered ones.
-        let t = (opts.timeout.as_nanos() as u64).clamp(1, 60_000_000_000);
+        let t = (opts.timeout().as_nanos() as u64).clamp(1, 60_000_000_000);
         let _ = hist.record_n(t, lost);
     }
     LoadReport {

@@ -157,9 +157,9 @@ pub struct LoadOpts {
     /// matching, before its ID may be reused: a paced run remembers a
     /// timeout's worth of requests, and when the IDs cannot cover that it
     /// writes the oldest off sooner rather than wait, counted as
-    /// ids_reused_early).
-    #[arg(long, default_value = "1", value_parser = parse_secs)]
-    pub timeout: Duration,
+    /// ids_reused_early). Default: 1.
+    #[arg(long = "timeout", value_name = "TIMEOUT", value_parser = parse_secs)]
+    pub timeout_arg: Option<Duration>,
     /// Record each request that got no answer at --timeout in the latency
     /// histogram: percentiles then cover every request, not only the
     /// answered ones (loss is still reported apart).
@@ -267,6 +267,12 @@ impl LoadOpts {
     /// One-way: nothing is expected back (`--match none`).
     pub fn one_way(&self) -> bool {
         self.matching == Match::None
+    }
+
+    /// Before a request counts as unanswered (`--timeout`, 1 s unless
+    /// given).
+    pub fn timeout(&self) -> Duration {
+        self.timeout_arg.unwrap_or(Duration::from_secs(1))
     }
 
     /// Sent and answered but not counted (resolved: 0.2 s, 0 one-way).

@@ -320,6 +320,13 @@ impl LoadOpts {
             _ => {}
         }
         self.validate_payloads()?;
+        if self.one_way() && (self.timeout_arg.is_some() || self.timeouts_as_latency) {
+            return Err(
+                "--match none is one-way: no request waits for a reply, so --timeout and \
+                 --timeouts-as-latency mean nothing"
+                    .into(),
+            );
+        }
         if self.one_way() && self.mode == Mode::Ping {
             return Err("--match none is one-way: --mode ping waits for replies".into());
         }

@@ -203,7 +203,7 @@ impl Worker {
             .max(1);
         let room = match opts.mode {
             Mode::Rate(r) => {
-                let per_flow = r / opts.flows.max(1) as f64 * opts.timeout.as_secs_f64() * 1.25;
+                let per_flow = r / opts.flows.max(1) as f64 * opts.timeout().as_secs_f64() * 1.25;
                 (per_flow.min(1e9) as usize).min(crate::apps::load::matcher::MAX_REMEMBERED / mine)
             }
             _ => crate::apps::load::matcher::RING,
@@ -345,7 +345,7 @@ impl Worker {
 
     fn ping_timeouts(&mut self, tx: &mut Transport<'_>) {
         let now = self.now_ns();
-        let limit = self.opts.timeout.as_nanos() as u64;
+        let limit = self.opts.timeout().as_nanos() as u64;
         for fi in 0..self.flows.len() {
             match self.flows[fi].in_flight {
                 Some((seq, t)) if now.saturating_sub(t) >= limit => {

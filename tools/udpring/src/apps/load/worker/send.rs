@@ -86,7 +86,7 @@ impl Worker {
         at: u64,
     ) -> Option<(Result<(), SendError>, usize)> {
         let now = self.now_ns();
-        let timeout = self.opts.timeout.as_nanos() as u64;
+        let timeout = self.opts.timeout().as_nanos() as u64;
         let p = self.opts.payloads.as_ref()?;
         let f = &mut self.flows[fi];
         let seq = f.next_seq;
