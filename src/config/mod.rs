@@ -479,6 +479,19 @@ impl Config {
         range("sockets_per_worker", self.sockets_per_worker, 1, 1024)?;
         range("also_bind", self.also_bind.len(), 0, 64)?;
         range("sq_entries", self.sq_entries as usize, 8, 32768)?;
+        // A GRO train is up to 64 KiB in one buffer: a smaller slot would
+        // cut every longer train, and the datagrams past the cut could not
+        // even be counted.
+        if self.gro && self.slot_size != 0 && self.slot_size < GRO_SLOT_SIZE {
+            return Err(ConfigError::Invalid {
+                field: "slot_size",
+                why: format!(
+                    "with gro a slot holds a whole GRO train (up to 64 KiB): at least \
+                     {GRO_SLOT_SIZE} bytes, or 0, which picks that; {} would cut trains",
+                    self.slot_size
+                ),
+            });
+        }
         if self.backend == Some(Backend::Xdp) {
             if self.effective_slot_size() != XDP_SLOT_SIZE {
                 return Err(ConfigError::Invalid {

@@ -46,6 +46,25 @@ fn the_builder_sets_fields_and_refuses_what_does_not_hold_together() {
             .validate()
             .is_ok()
     );
+    // GRO with slots smaller than a train: refused (every longer train
+    // would be cut, its tail uncounted).
+    let cut = Config::builder(addr)
+        .gro(true)
+        .slot_size(4096)
+        .build()
+        .unwrap_err();
+    assert!(
+        cut.to_string()
+            .starts_with("slot_size: with gro a slot holds a whole GRO train"),
+        "{cut}"
+    );
+    assert!(
+        Config::builder(addr)
+            .gro(true)
+            .slot_size(GRO_SLOT_SIZE)
+            .build()
+            .is_ok()
+    );
     // IPV6_V6ONLY asked of IPv4 sockets only: refused, not ignored.
     let v4only = Config::builder(addr)
         .only_v6(Some(true))
