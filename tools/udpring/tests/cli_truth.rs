@@ -411,30 +411,27 @@ fn a_load_whose_every_send_is_refused_fails_and_says_so() {
 
 #[test]
 fn flags_that_would_mean_nothing_are_refused_not_ignored() {
+    let one_way = |flag: &'static [&'static str]| -> Vec<&'static str> {
+        let mut v = vec!["load", "127.0.0.1:9", "-n", "5", "--match", "none"];
+        v.extend_from_slice(flag);
+        v
+    };
+    let (timeout, drain, as_latency) = (
+        one_way(&["--timeout", "0.5"]),
+        one_way(&["--drain", "2"]),
+        one_way(&["--timeouts-as-latency"]),
+    );
     util::assert_usage_errors(&[
         (
-            &[
-                "load",
-                "127.0.0.1:9",
-                "-n",
-                "5",
-                "--match",
-                "none",
-                "--timeout",
-                "0.5",
-            ],
+            &timeout,
             "--match none is one-way: no request waits for a reply",
         ),
         (
-            &[
-                "load",
-                "127.0.0.1:9",
-                "-n",
-                "5",
-                "--match",
-                "none",
-                "--timeouts-as-latency",
-            ],
+            &drain,
+            "--match none is one-way: no request waits for a reply",
+        ),
+        (
+            &as_latency,
             "--match none is one-way: no request waits for a reply",
         ),
         (

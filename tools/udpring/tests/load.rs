@@ -121,7 +121,7 @@ fn opts(target: SocketAddr) -> LoadOpts {
     o.count = Some(N);
     // Generous: on a loaded host a reply can take a while, and the drop
     // tests wait the whole drain.
-    o.drain = Duration::from_secs(1);
+    o.drain_arg = Some(Duration::from_secs(1));
     o
 }
 

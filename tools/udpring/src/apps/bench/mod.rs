@@ -387,7 +387,7 @@ pub fn run_case(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
     };
     o.duration = Some(opts.duration);
     o.warmup = Some(opts.warmup);
-    o.drain = Duration::from_millis(200);
+    o.drain_arg = Some(Duration::from_millis(200));
     o.backend = opts.client_backend;
     let r = run_load(&o, &std::sync::atomic::AtomicBool::new(false), |_| {});
     let slots_out = server.stop()?.slots_out;

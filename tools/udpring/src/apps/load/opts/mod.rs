@@ -150,9 +150,10 @@ pub struct LoadOpts {
     /// not (expect loss at the server's socket; finds the ceiling).
     #[arg(long, conflicts_with = "window")]
     pub unbounded: bool,
-    /// Seconds to wait for late replies after the last send.
-    #[arg(long, default_value = "0.5", value_parser = parse_secs_or_zero)]
-    pub drain: Duration,
+    /// Seconds to wait for late replies after the last send. Default: 0.5
+    /// (none one-way).
+    #[arg(long = "drain", value_name = "DRAIN", value_parser = parse_secs_or_zero)]
+    pub drain_arg: Option<Duration>,
     /// Seconds before a request counts as unanswered (ping mode; with ID
     /// matching, before its ID may be reused: a paced run remembers a
     /// timeout's worth of requests, and when the IDs cannot cover that it
@@ -273,6 +274,15 @@ impl LoadOpts {
     /// given).
     pub fn timeout(&self) -> Duration {
         self.timeout_arg.unwrap_or(Duration::from_secs(1))
+    }
+
+    /// How long to wait for late replies after the last send (`--drain`,
+    /// 0.5 s unless given; none one-way, where none come).
+    pub fn drain(&self) -> Duration {
+        if self.one_way() {
+            return Duration::ZERO;
+        }
+        self.drain_arg.unwrap_or(Duration::from_millis(500))
     }
 
     /// Sent and answered but not counted (resolved: 0.2 s, 0 one-way).

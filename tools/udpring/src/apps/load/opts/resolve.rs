@@ -119,10 +119,6 @@ impl LoadOpts {
                 ));
             }
         };
-        // One-way: no reply to wait for.
-        if self.one_way() {
-            self.drain = Duration::ZERO;
-        }
         if !self.target.ip().is_multicast() {
             for (flag, given) in [
                 ("--ttl", self.ttl.is_some()),
@@ -320,10 +316,14 @@ impl LoadOpts {
             _ => {}
         }
         self.validate_payloads()?;
-        if self.one_way() && (self.timeout_arg.is_some() || self.timeouts_as_latency) {
+        if self.one_way()
+            && (self.timeout_arg.is_some()
+                || self.timeouts_as_latency
+                || self.drain_arg.is_some_and(|d| !d.is_zero()))
+        {
             return Err(
-                "--match none is one-way: no request waits for a reply, so --timeout and \
-                 --timeouts-as-latency mean nothing"
+                "--match none is one-way: no request waits for a reply, so --timeout, \
+                 --timeouts-as-latency and --drain mean nothing"
                     .into(),
             );
         }

@@ -401,7 +401,7 @@ impl Worker {
         };
         if matches!(self.phase, Phase::Warmup | Phase::Measure) && !self.sending(next) {
             self.phase = Phase::Drain;
-            self.drain_until = now + self.opts.drain.as_nanos() as u64;
+            self.drain_until = now + self.opts.drain().as_nanos() as u64;
         }
         if self.phase == Phase::Drain {
             let all_back =
