@@ -49,6 +49,15 @@ fn parse_latency(s: &str) -> Result<Duration, String> {
 }
 
 impl Limits {
+    /// Each threshold's flag and whether it was given.
+    pub(crate) fn given(&self) -> [(&'static str, bool); 3] {
+        [
+            ("--max-loss", self.max_loss.is_some()),
+            ("--max-p99", self.max_p99.is_some()),
+            ("--max-p999", self.max_p999.is_some()),
+        ]
+    }
+
     /// The first threshold `r` is over, as the line to print.
     pub(crate) fn violated(&self, r: &crate::apps::load::LoadReport) -> Option<String> {
         if let Some(max) = self.max_loss

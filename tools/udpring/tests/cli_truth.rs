@@ -421,7 +421,17 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
         one_way(&["--drain", "2"]),
         one_way(&["--timeouts-as-latency"]),
     );
+    // A threshold a one-way run would pass whatever happened, and outputs
+    // of RTTs it cannot have.
+    let (max_loss, max_p99, plot) = (
+        one_way(&["--max-loss", "1"]),
+        one_way(&["--max-p99", "2ms", "--hist-log", "x.hlog"]),
+        one_way(&["--plot", "x.svg"]),
+    );
     util::assert_usage_errors(&[
+        (&max_loss, "so --max-loss means nothing"),
+        (&max_p99, "so --hist-log and --max-p99 mean nothing"),
+        (&plot, "so --plot means nothing"),
         (
             &timeout,
             "--match none is one-way: no request waits for a reply",

@@ -95,6 +95,27 @@ pub(crate) struct LoadArgs {
 pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     let mut o = a.opts.clone();
     o.resolve().map_err(usage)?;
+    if o.one_way() {
+        // Nothing comes back: no RTT to write or bound, and loss is the
+        // sink's to count (a --max-loss here would pass whatever was lost).
+        let rtt_only = [
+            ("--hist-out", a.hist_out.is_some()),
+            ("--hist-log", a.hist_log.is_some()),
+            ("--plot", a.plot.is_some()),
+        ]
+        .into_iter()
+        .chain(a.limits.given())
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect::<Vec<_>>();
+        if !rtt_only.is_empty() {
+            return Err(usage(format!(
+                "--match none is one-way: nothing comes back to measure, so {} {} nothing \
+                 (what arrived and was lost is the sink's to count: `udpring sink`)",
+                rtt_only.join(" and "),
+                if rtt_only.len() == 1 { "means" } else { "mean" }
+            )));
+        }
+    }
     if let Some((i, n)) = a.shard {
         crate::fleet::shard(&mut o, i, n)?;
     }
