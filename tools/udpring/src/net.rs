@@ -40,7 +40,8 @@ pub(crate) struct PingArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     attempts: u32,
     /// Request size in bytes (32..65507).
-    #[arg(long, short = 's', default_value_t = 64)]
+    #[arg(long, short = 's', default_value_t = 64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(32..=65507))]
     size: usize,
     /// Print the summary as JSON.
     #[arg(long)]

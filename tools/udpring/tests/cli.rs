@@ -54,6 +54,10 @@ fn usage_errors_are_one_line_with_exit_code_2() {
             &["echo", "--recv-slots", "100000"],
             "--recv-slots must be 0..",
         ),
+        (
+            &["ping", "127.0.0.1:9", "--size", "10"],
+            "'--size <SIZE>': 10 is not in 32..=65507",
+        ),
         (&["nosuchcommand"], "nosuchcommand"),
         // Addresses said wrong get told how to say them.
         (&["load", "[::1]9000"], "after ']' comes ':PORT'"),
