@@ -1,5 +1,11 @@
 use super::*;
 
+/// `b` builds no Config, and says why starting with `why`.
+fn refused(b: ConfigBuilder, why: &str) {
+    let e = b.build().unwrap_err();
+    assert!(e.to_string().starts_with(why), "{e}");
+}
+
 #[test]
 fn the_builder_sets_fields_and_refuses_what_does_not_hold_together() {
     let c = Config::builder("127.0.0.1:0".parse().unwrap())
@@ -24,15 +30,11 @@ fn the_builder_sets_fields_and_refuses_what_does_not_hold_together() {
     );
     assert_eq!(e.to_string(), "batch must be 1..1024, not 0");
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let zc = Config::builder(addr)
-        .backend(Some(Backend::Mmsg))
-        .send_zero_copy_min(Some(1024))
-        .build()
-        .unwrap_err();
-    assert!(
-        zc.to_string()
-            .starts_with("send_zero_copy_min: zero-copy sends are the uring backend's"),
-        "{zc}"
+    refused(
+        Config::builder(addr)
+            .backend(Some(Backend::Mmsg))
+            .send_zero_copy_min(Some(1024)),
+        "send_zero_copy_min: zero-copy sends are the uring backend's",
     );
     assert!(
         Config::builder(addr)
@@ -48,15 +50,9 @@ fn the_builder_sets_fields_and_refuses_what_does_not_hold_together() {
     );
     // GRO with slots smaller than a train: refused (every longer train
     // would be cut, its tail uncounted).
-    let cut = Config::builder(addr)
-        .gro(true)
-        .slot_size(4096)
-        .build()
-        .unwrap_err();
-    assert!(
-        cut.to_string()
-            .starts_with("slot_size: with gro a slot holds a whole GRO train"),
-        "{cut}"
+    refused(
+        Config::builder(addr).gro(true).slot_size(4096),
+        "slot_size: with gro a slot holds a whole GRO train",
     );
     assert!(
         Config::builder(addr)
@@ -66,15 +62,9 @@ fn the_builder_sets_fields_and_refuses_what_does_not_hold_together() {
             .is_ok()
     );
     // IPV6_V6ONLY asked of IPv4 sockets only: refused, not ignored.
-    let v4only = Config::builder(addr)
-        .only_v6(Some(true))
-        .build()
-        .unwrap_err();
-    assert!(
-        v4only
-            .to_string()
-            .starts_with("only_v6: IPV6_V6ONLY is for IPv6"),
-        "{v4only}"
+    refused(
+        Config::builder(addr).only_v6(Some(true)),
+        "only_v6: IPV6_V6ONLY is for IPv6",
     );
     let v6: SocketAddr = "[::1]:0".parse().unwrap();
     assert!(Config::builder(v6).only_v6(Some(false)).build().is_ok());
