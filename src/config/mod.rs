@@ -174,7 +174,8 @@ config! {
     /// payload), or [`GRO_SLOT_SIZE`] with GRO. The payload gets the slot
     /// minus [`crate::limits::HEADROOM`] bytes; a longer datagram is truncated and
     /// counted, and a longer send refused ([`crate::SendError::TooLarge`]).
-    /// Default: 0.
+    /// With GRO a slot must hold a whole train: 0 or at least
+    /// [`GRO_SLOT_SIZE`] ([`Config::validate`] refuses less). Default: 0.
     slot_size: usize = 0;
     /// Receive slots per worker (rounded up to a power of two for `uring`):
     /// the datagrams the kernel can hand over before the handler returns
@@ -256,7 +257,8 @@ config! {
     send_zero_copy_min: Option<usize> = None;
     /// `IPV6_V6ONLY` on IPv6 sockets: `Some(true)` IPv6 only, `Some(false)`
     /// dual-stack (IPv4 as v4-mapped addresses), `None` the system's
-    /// default (`net.ipv6.bindv6only`). Default: none.
+    /// default (`net.ipv6.bindv6only`). Refused when no socket is IPv6
+    /// (`bind` and every `also_bind` IPv4). Default: none.
     only_v6: Option<bool> = None;
     /// `SO_RCVBUF` request in bytes (`SO_RCVBUFFORCE` when permitted).
     /// Default: 4 MiB.
