@@ -241,9 +241,10 @@ fn finish(
     // report), as `ping` and `load` do.
     let failed_sends = stats.send_errors_total();
     let failure = failure.map(Err).or_else(|| {
-        // Every send refused (e.g. ENETUNREACH: no route for the group on
-        // that interface): nothing went out, which is a failure, not 0.
-        (stats.sent == 0 && failed_sends > 0).then(|| {
+        // Every send to the group refused (e.g. ENETUNREACH: no route for
+        // it on that interface): nothing went out, which is a failure, not
+        // 0. (A pong's sends are its unicast answers: counted, said above.)
+        (matches!(kind, "send" | "ping") && stats.sent == 0 && failed_sends > 0).then(|| {
             Err(Failure {
                 code: 1,
                 msg: format!(
