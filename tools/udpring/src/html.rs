@@ -33,6 +33,10 @@ fn esc(s: &str) -> String {
     out
 }
 
+/// Said of a one-way result (`--match none`), as the text table says it.
+const ONE_WAY: &str = "one-way (--match none): nothing is expected back; what arrived, \
+                       was lost and its jitter are the sink's to report (`udpring sink`)";
+
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;\
 margin:24px auto;max-width:1040px;color:#222}h1{font-size:22px;margin:0 0 4px}\
 h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}\
@@ -116,6 +120,9 @@ pub(crate) fn page(
         for w in &r.warnings {
             let _ = writeln!(o, "<div class=\"warn\">{}: {}</div>", esc(name), esc(w));
         }
+        if r.one_way {
+            let _ = writeln!(o, "<div class=\"sub\">{}: {ONE_WAY}</div>", esc(name));
+        }
     }
     let cols = |f: &dyn Fn(&LoadReport) -> String| -> Vec<String> {
         results.iter().map(|(_, r)| f(r)).collect()
@@ -145,10 +152,26 @@ pub(crate) fn page(
     for (name, f) in text_rows {
         row(&mut o, name, cols(&f));
     }
-    let counts: [Field<u64>; 10] = [
+    let sent: [Field<u64>; 2] = [
         ("sent", |r| r.counts.sent),
         ("received", |r| r.counts.received),
-        ("lost", |r| r.lost),
+    ];
+    for (name, f) in sent {
+        row(&mut o, name, cols(&|r| count(f(r))));
+    }
+    // One-way, nothing was expected back: the generator cannot count loss.
+    row(
+        &mut o,
+        "lost",
+        cols(&|r| {
+            if r.one_way {
+                "- (one-way)".into()
+            } else {
+                count(r.lost)
+            }
+        }),
+    );
+    let counts: [Field<u64>; 7] = [
         ("reordered", |r| r.counts.reordered),
         ("duplicated", |r| r.counts.duplicated),
         ("invalid", |r| r.counts.invalid),
@@ -164,6 +187,7 @@ pub(crate) fn page(
         &mut o,
         "loss",
         cols(&|r| match r.counts.sent {
+            _ if r.one_way => "- (one-way)".into(),
             0 => "-".into(),
             s => {
                 let pct = r.lost as f64 * 100.0 / s as f64;

@@ -153,3 +153,23 @@ fn a_report_page_renders_with_its_tables_and_plot() {
         }
     }
 }
+
+#[test]
+fn a_one_way_page_says_the_sink_counts_loss_instead_of_zero() {
+    let d = Scratch::new("html-one-way");
+    let sink = Server::start(&words("sink --bind 127.0.0.1:0 --duration 5 -q"));
+    let page = d.path("one-way.html");
+    let (code, _, err) = run(&words(&format!(
+        "load {} --match none --rate 2000 -t 0.3 -q --html {page}",
+        sink.addr
+    )));
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        text.contains("one-way (--match none): nothing is expected back"),
+        "{text}"
+    );
+    // Neither a loss of 0 nor 0.000%: the generator cannot know it.
+    assert!(text.contains("<td>- (one-way)</td>"), "{text}");
+    assert!(!text.contains("0.000%"), "{text}");
+}
