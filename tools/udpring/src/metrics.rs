@@ -141,7 +141,7 @@ pub(crate) fn start_metrics(
 pub(crate) struct LoadSnapshot {
     sent: u64,
     received: u64,
-    unanswered: u64,
+    unanswered: Option<u64>,
     rtt: Option<hdrhistogram::Histogram<u64>>,
 }
 
@@ -172,18 +172,19 @@ impl LoadSnapshot {
             })
             .collect();
         let mut s = String::new();
+        // One-way runs have no unanswered gauge: nothing is expected back.
         for (name, kind, help, v) in [
             (
                 "udpring_load_sent_total",
                 "counter",
                 "Datagrams sent since measuring began.",
-                self.sent,
+                Some(self.sent),
             ),
             (
                 "udpring_load_received_total",
                 "counter",
                 "Distinct replies since measuring began.",
-                self.received,
+                Some(self.received),
             ),
             (
                 "udpring_load_unanswered",
@@ -191,7 +192,10 @@ impl LoadSnapshot {
                 "Sent and not answered yet: in flight or lost (after the drain, the run's lost).",
                 self.unanswered,
             ),
-        ] {
+        ]
+        .into_iter()
+        .filter_map(|(n, k, h, v)| Some((n, k, h, v?)))
+        {
             let _ = writeln!(
                 s,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{target=\"{t}\"}} {v}"

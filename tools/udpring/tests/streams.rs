@@ -157,3 +157,26 @@ fn a_multicast_listener_streams_what_it_hears_and_a_sender_what_it_sent() {
     assert_eq!(heard.last(), Some(&1), "{heard:?}");
     assert!(heard.windows(2).all(|w| w[0] <= w[1]), "{heard:?}");
 }
+
+#[test]
+fn a_one_way_stream_counts_nothing_as_unanswered() {
+    // One-way, nothing is expected back: `unanswered` is no count of loss
+    // (null, an empty CSV field), or a dashboard would read 100% lost.
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = sink.local_addr().unwrap();
+    let (code, out, err) = run(&words(&format!(
+        "load {to} --match none --rate 1000 -t 0.5 -i 0.2 --json-stream -q"
+    )));
+    assert_eq!(code, 0, "{err}");
+    let (intervals, end) = split(json_lines(&out), "load");
+    assert!(intervals.len() >= 2, "{out}");
+    assert!(intervals.iter().all(|i| i["unanswered"].is_null()), "{out}");
+    assert_eq!(sum(&intervals, "sent"), end["sent"].as_u64().unwrap());
+    let (code, out, err) = run(&words(&format!(
+        "load {to} --match none --rate 1000 -t 0.5 -i 0.2 --csv -q"
+    )));
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert!(rows.len() >= 2, "{out}");
+    assert!(rows.iter().all(|r| r.ends_with(',')), "{out}");
+}

@@ -244,7 +244,8 @@ fn watch(
             histogram: h,
             sent: counts.sent,
             received: counts.received,
-            unanswered: counts.sent.saturating_sub(counts.received),
+            // One-way, nothing is expected back: not a count of loss.
+            unanswered: (!opts.one_way()).then(|| counts.sent.saturating_sub(counts.received)),
             interval_sent: counts.sent.saturating_sub(prev.sent),
             interval_received: counts.received.saturating_sub(prev.received),
             unix_s: std::time::SystemTime::now()

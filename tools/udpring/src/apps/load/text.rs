@@ -209,8 +209,9 @@ pub struct Progress {
     /// Running total: distinct replies since measuring began.
     pub received: u64,
     /// Running total: sent and not (yet) answered (in flight or lost;
-    /// after the drain, the run's `lost`).
-    pub unanswered: u64,
+    /// after the drain, the run's `lost`); `None` one-way, where nothing
+    /// is expected back.
+    pub unanswered: Option<u64>,
     /// Datagrams sent in this interval.
     pub interval_sent: u64,
     /// Distinct replies in this interval.
@@ -252,7 +253,7 @@ impl Progress {
             o(self.rtt_at(1.0)),
             self.sent,
             self.received,
-            self.unanswered
+            self.unanswered.map_or(String::new(), |u| u.to_string())
         )
     }
 
@@ -288,7 +289,10 @@ impl Progress {
             .map_or("        -".to_string(), |v| format!("{v:>9.1}"));
         format!(
             "{when}  sent/s {:>10.0}  recv/s {:>10.0}  p99 {p99} us  | total sent {:>11}  unanswered {:>9}",
-            self.pps_sent, self.pps_received, self.sent, self.unanswered
+            self.pps_sent,
+            self.pps_received,
+            self.sent,
+            self.unanswered.map_or("-".to_string(), |u| u.to_string())
         )
     }
 }
