@@ -98,7 +98,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     if o.one_way() {
         // Nothing comes back: no RTT to write or bound, and loss is the
         // sink's to count (a --max-loss here would pass whatever was lost).
-        let rtt_only = [
+        let meaningless = [
             ("--hist-out", a.hist_out.is_some()),
             ("--hist-log", a.hist_log.is_some()),
             ("--plot", a.plot.is_some()),
@@ -107,12 +107,16 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
         .chain(a.limits.given())
         .filter_map(|(flag, given)| given.then_some(flag))
         .collect::<Vec<_>>();
-        if !rtt_only.is_empty() {
+        if !meaningless.is_empty() {
             return Err(usage(format!(
                 "--match none is one-way: nothing comes back to measure, so {} {} nothing \
                  (what arrived and was lost is the sink's to count: `udpring sink`)",
-                rtt_only.join(" and "),
-                if rtt_only.len() == 1 { "means" } else { "mean" }
+                meaningless.join(" and "),
+                if meaningless.len() == 1 {
+                    "means"
+                } else {
+                    "mean"
+                }
             )));
         }
     }

@@ -237,49 +237,8 @@ fn finish(
     let extra = extra(&stats);
     let report = table.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let peers: Vec<(SocketAddr, PeerCounts)> = report.peers;
-    // A ping no responder answered failed its purpose: exit 1 (after the
-    // report), as `ping` and `load` do.
     let failed_sends = stats.send_errors_total();
-    let failure = failure.map(Err).or_else(|| {
-        // Every send to the group refused (e.g. ENETUNREACH: no route for
-        // it on that interface): nothing went out, which is a failure, not
-        // 0. (A pong's sends are its unicast answers: counted, said above.)
-        (matches!(kind, "send" | "ping") && stats.sent == 0 && failed_sends > 0).then(|| {
-            Err(Failure {
-                code: 1,
-                msg: format!(
-                    "nothing went out to {}: every send failed ({}){}",
-                    g.addr,
-                    stats.send_errors_text(),
-                    if stats
-                        .send_errors
-                        .iter()
-                        .any(|&(e, _)| e == libc::ENETUNREACH)
-                    {
-                        "; no route for the group there (an interface without the \
-                         MULTICAST flag, such as lo, has none for IPv6): choose \
-                         another --iface"
-                    } else {
-                        ""
-                    }
-                ),
-            })
-        })
-    });
-    let failure = failure.or_else(|| {
-        (kind == "ping" && stats.sent > 0 && peers.iter().all(|(_, c)| c.received == 0)).then(
-            || {
-                Err(Failure {
-                    code: 1,
-                    msg: format!(
-                        "no responder answered {} pings to {} (is `udpring mcast pong` \
-                     joined there, and the TTL enough?)",
-                        stats.sent, g.addr
-                    ),
-                })
-            },
-        )
-    });
+    let failure = failure.or_else(|| purpose_failed(kind, g, &stats, &peers));
     if json {
         // Per peer: its address and its counts, side by side (the shape of
         // `load`'s responders). Responders answer a ping; sources are heard.
@@ -324,7 +283,7 @@ fn finish(
             v["event"] = "end".into();
         }
         crate::common::say_json(&command, Some(secs), v);
-        return failure.unwrap_or(Ok(()));
+        return failure.map_or(Ok(()), Err);
     }
     let late = if kind == "ping" {
         format!("  late {}", report.late)
@@ -360,7 +319,47 @@ fn finish(
             c.reordered
         );
     }
-    failure.unwrap_or(Ok(()))
+    failure.map_or(Ok(()), Err)
+}
+
+/// Whether the run failed its purpose (exit 1, after the report): a send
+/// or ping that nothing went out of, every send refused (e.g. ENETUNREACH:
+/// no route for the group on that interface; a pong's sends are its
+/// unicast answers, counted on its summary line), or a ping no responder
+/// answered, as `ping` and `load` fail.
+fn purpose_failed(
+    kind: &str,
+    g: &Group,
+    stats: &udpring::Stats,
+    peers: &[(SocketAddr, PeerCounts)],
+) -> Option<Failure> {
+    let msg = if matches!(kind, "send" | "ping") && stats.sent == 0 && stats.send_errors_total() > 0
+    {
+        let no_route = stats
+            .send_errors
+            .iter()
+            .any(|&(e, _)| e == libc::ENETUNREACH);
+        format!(
+            "nothing went out to {}: every send failed ({}){}",
+            g.addr,
+            stats.send_errors_text(),
+            if no_route {
+                "; no route for the group there (an interface without the MULTICAST flag, \
+                 such as lo, has none for IPv6): choose another --iface"
+            } else {
+                ""
+            }
+        )
+    } else if kind == "ping" && stats.sent > 0 && peers.iter().all(|(_, c)| c.received == 0) {
+        format!(
+            "no responder answered {} pings to {} (is `udpring mcast pong` joined there, \
+             and the TTL enough?)",
+            stats.sent, g.addr
+        )
+    } else {
+        return None;
+    };
+    Some(Failure { code: 1, msg })
 }
 
 /// What the peers a subcommand tracks are called: the sources a listener
