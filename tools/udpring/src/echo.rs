@@ -73,7 +73,7 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
     let info = engine.socket_info();
     // With --json, standard output carries the JSON document alone: the
     // banner and the live lines go to standard error.
-    let json = a.serve.json_out();
+    let json = a.serve.out.json_out();
     let line = |text: String| {
         if json {
             note!("{text}");
@@ -95,23 +95,25 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
     ));
     crate::metrics::start_metrics(a.serve.metrics, &engine)?;
     let (mut prev, mut last_t) = (Stats::default(), 0.0);
-    let secs = run_until(a.serve.duration, a.serve.every(), |t, dt| {
+    let secs = run_until(a.serve.duration, a.serve.out.every(), |t, dt| {
         let now = engine.stats();
-        if !a.serve.quiet {
+        if !a.serve.out.quiet {
             line(rate_line(t, &now, &prev, dt));
         }
-        a.serve.say_interval("echo", t, dt, &now, &prev);
+        a.serve.out.say_interval("echo", t, dt, &now, &prev);
         (prev, last_t) = (now, t);
     });
     let (s, failure) = stop(engine);
     // The tail since the last interval: the intervals add up to the totals.
-    a.serve.say_interval("echo", secs, secs - last_t, &s, &prev);
+    a.serve
+        .out
+        .say_interval("echo", secs, secs - last_t, &s, &prev);
     let stages = stages
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()
         .map(|st| st.report());
-    if a.serve.json_out() {
+    if a.serve.out.json_out() {
         #[derive(serde::Serialize)]
         struct Out<'a> {
             #[serde(flatten)]
@@ -123,7 +125,7 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
             stats: &s,
             kernel_timestamps: stages,
         };
-        a.serve.say_end("echo", secs, &out);
+        a.serve.out.say_end("echo", secs, &out);
     } else {
         say!("{}", totals(&s, info.gro));
         if let Some(k) = stages {

@@ -305,7 +305,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     let engine = Engine::start(cfg, move |_| Fanout::new(r2.clone())).map_err(runtime)?;
     // With --json, standard output carries the JSON document alone: the
     // banner and the live lines go to standard error.
-    let json = a.serve.json_out();
+    let json = a.serve.out.json_out();
     let line = |text: String| {
         if json {
             note!("{text}");
@@ -344,9 +344,10 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     crate::metrics::start_metrics(a.serve.metrics, &engine)?;
     let (mut prev, mut prev_out) = (0, 0);
     let (mut prev_stats, mut last_t) = (udpring::Stats::default(), 0.0);
-    let secs = run_until(a.serve.duration, a.serve.every(), |t, dt| {
+    let secs = run_until(a.serve.duration, a.serve.out.every(), |t, dt| {
         let now_stats = engine.stats();
         a.serve
+            .out
             .say_interval("fanout", t, dt, &now_stats, &prev_stats);
         (prev_stats, last_t) = (now_stats, t);
         let (now, out, dests) = {
@@ -354,7 +355,7 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
             let out: u64 = t.dests.iter().chain(&t.departed).map(|d| d.queued).sum();
             (t.received, out, t.dests.len())
         };
-        if !a.serve.quiet {
+        if !a.serve.out.quiet {
             line(format!(
                 "t={t:>6.1}s in {:>10.0}/s  out {:>10.0}/s  destinations {dests}",
                 (now - prev) as f64 / dt,
@@ -366,10 +367,11 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     let (s, failure) = crate::serve::stop(engine);
     // The tail since the last interval: the intervals add up to the totals.
     a.serve
+        .out
         .say_interval("fanout", secs, secs - last_t, &s, &prev_stats);
     let totals = FanoutTotals::new(&relay.table(), &s);
-    if a.serve.json_out() {
-        a.serve.say_end("fanout", secs, &totals);
+    if a.serve.out.json_out() {
+        a.serve.out.say_end("fanout", secs, &totals);
     } else {
         say_raw!("{}", totals.text(&s));
     }

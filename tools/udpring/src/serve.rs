@@ -9,27 +9,35 @@ use udpring::Stats;
 
 use crate::common::{Failure, parse_addr, parse_secs, say_json, wait_until};
 
-/// How long a server runs and what it prints (echo, fanout).
+/// What a run prints as it goes and at its end (the servers, `mcast`).
 #[derive(Args, Clone)]
-pub(crate) struct ServeArgs {
-    /// Stop after this many seconds (default: run until SIGINT/SIGTERM/SIGHUP).
-    #[arg(long, value_parser = parse_secs, allow_negative_numbers = true)]
-    pub(crate) duration: Option<Duration>,
-    /// No per-second counter lines.
+pub(crate) struct OutputArgs {
+    /// No per-interval counter lines.
     #[arg(long, short = 'q')]
     pub(crate) quiet: bool,
-    /// Print the final totals as JSON.
+    /// Print the result as JSON.
     #[arg(long)]
     pub(crate) json: bool,
     /// Newline-delimited JSON on standard output, as iperf3's
     /// --json-stream: one object per interval (`"event": "interval"`: the
-    /// engine's counters over the interval, and rates), then the final
-    /// totals with `"event": "end"`. Every line has `schema` and `command`.
+    /// engine's counters over the interval, and rates; where the command
+    /// tracks peers, how many it has heard), then the result with
+    /// `"event": "end"`. Every line has `schema` and `command`.
     #[arg(long, conflicts_with = "json")]
     pub(crate) json_stream: bool,
     /// Seconds per live line and per --json-stream interval.
     #[arg(long, short = 'i', default_value = "1", value_parser = parse_secs)]
     pub(crate) interval: Duration,
+}
+
+/// How long a server runs and what it prints (echo, sink, fanout).
+#[derive(Args, Clone)]
+pub(crate) struct ServeArgs {
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM/SIGHUP).
+    #[arg(long, value_parser = parse_secs, allow_negative_numbers = true)]
+    pub(crate) duration: Option<Duration>,
+    #[command(flatten)]
+    pub(crate) out: OutputArgs,
     /// Serve the engine's counters at http://ADDR/metrics in Prometheus'
     /// text format (per worker; e.g. 127.0.0.1:9464, port 0 picks one).
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
@@ -146,7 +154,7 @@ pub(crate) fn run_until(
     }
 }
 
-impl ServeArgs {
+impl OutputArgs {
     /// How often the run loop ticks: every --interval for live lines or
     /// --json-stream, never when -q leaves nothing to print.
     pub(crate) fn every(&self) -> Option<Duration> {

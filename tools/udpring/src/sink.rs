@@ -62,7 +62,7 @@ pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
         engine.local_addr(),
         engine.backend()
     );
-    let json = a.serve.json_out();
+    let json = a.serve.out.json_out();
     if json {
         note!("{banner}");
     } else {
@@ -70,23 +70,24 @@ pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
     }
     crate::metrics::start_metrics(a.serve.metrics, &engine)?;
     let (mut prev, mut last_t) = (udpring::Stats::default(), 0.0);
-    let secs = run_until(a.serve.duration, a.serve.every(), |t, dt| {
+    let secs = run_until(a.serve.duration, a.serve.out.every(), |t, dt| {
         let now = engine.stats();
         let line = format!(
             "t={t:>6.1}s in {:>10.0}/s",
             now.received.saturating_sub(prev.received) as f64 / dt
         );
-        match (a.serve.quiet, json) {
+        match (a.serve.out.quiet, json) {
             (true, _) => {}
             (false, true) => note!("{line}"),
             (false, false) => say!("{line}"),
         }
-        a.serve.say_interval("sink", t, dt, &now, &prev);
+        a.serve.out.say_interval("sink", t, dt, &now, &prev);
         (prev, last_t) = (now, t);
     });
     let (stats, failure) = stop(engine);
     // The tail since the last interval: the intervals add up to the totals.
     a.serve
+        .out
         .say_interval("sink", secs, secs - last_t, &stats, &prev);
     let report = table.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if json {
@@ -99,7 +100,7 @@ pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
                 v
             })
             .collect();
-        a.serve.say_end(
+        a.serve.out.say_end(
             "sink",
             secs,
             serde_json::json!({

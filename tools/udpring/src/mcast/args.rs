@@ -12,6 +12,7 @@ use udpring::{Config, Interface, Join};
 use crate::apps::mcast::Expect;
 use crate::apps::mcast::ping::PingPayload;
 use crate::common::{Failure, GuardArgs, parse_addr, parse_secs, usage};
+use crate::serve::OutputArgs;
 
 #[derive(Subcommand)]
 pub(crate) enum McastCmd {
@@ -41,21 +42,8 @@ pub(crate) struct CommonArgs {
     /// a drain; send with -c: after the last datagram).
     #[arg(long, value_parser = parse_secs, allow_negative_numbers = true)]
     pub(super) duration: Option<Duration>,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub(super) json: bool,
-    /// Newline-delimited JSON on standard output, as iperf3's
-    /// --json-stream: one object per interval (`"event": "interval"`: the
-    /// engine's counters over the interval, rates, and the peers heard so
-    /// far), then the result with `"event": "end"`.
-    #[arg(long, conflicts_with = "json")]
-    pub(super) json_stream: bool,
-    /// No per-interval lines.
-    #[arg(long, short = 'q')]
-    pub(super) quiet: bool,
-    /// Seconds per live line and per --json-stream interval.
-    #[arg(long, short = 'i', default_value = "1", value_parser = parse_secs)]
-    pub(super) interval: Duration,
+    #[command(flatten)]
+    pub(super) out: OutputArgs,
 }
 
 /// `mcast listen`.
@@ -167,10 +155,7 @@ pub(super) struct McastArgs {
     pub(super) size: usize,
     pub(super) verify: bool,
     pub(super) duration: Option<Duration>,
-    pub(super) json: bool,
-    pub(super) json_stream: bool,
-    pub(super) quiet: bool,
-    pub(super) interval: Duration,
+    pub(super) out: OutputArgs,
     pub(super) guard: Option<GuardArgs>,
     pub(super) metrics: Option<SocketAddr>,
 }
@@ -188,19 +173,10 @@ impl McastArgs {
             size: 64,
             verify: false,
             duration: c.duration,
-            json: c.json,
-            json_stream: c.json_stream,
-            quiet: c.quiet,
-            interval: c.interval,
+            out: c.out,
             guard: None,
             metrics: None,
         }
-    }
-
-    /// How often the run loop ticks: every --interval for live lines or
-    /// --json-stream, never when -q leaves nothing to print.
-    pub(super) fn every(&self) -> Option<Duration> {
-        (!self.quiet || self.json_stream).then_some(self.interval)
     }
 
     pub(super) fn sending(s: SendArgs) -> Self {

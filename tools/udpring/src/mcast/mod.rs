@@ -195,11 +195,11 @@ fn finish(
     table: &PeerTable,
     extra: impl FnOnce(&udpring::Stats) -> serde_json::Value,
 ) -> Result<(), Failure> {
-    let json = a.json || a.json_stream;
+    let json = a.out.json_out();
     let command = format!("mcast {kind}");
     let peers_heard = || table.lock().map_or(0, |r| r.peers.len());
     let (mut prev, mut last_t) = (udpring::Stats::default(), 0.0);
-    let secs = run_until(end, a.every(), |t, dt| {
+    let secs = run_until(end, a.out.every(), |t, dt| {
         let now = engine.stats();
         let tick = Tick {
             kind,
@@ -209,20 +209,20 @@ fn finish(
             prev: &prev,
             peers: peers_heard(),
         };
-        if !a.quiet {
+        if !a.out.quiet {
             if json {
                 note!("{}", tick.line());
             } else {
                 say!("{}", tick.line());
             }
         }
-        if a.json_stream {
+        if a.out.json_stream {
             tick.say_event(&command);
         }
         (prev, last_t) = (now, t);
     });
     let (stats, failure) = crate::serve::stop(engine);
-    if a.json_stream {
+    if a.out.json_stream {
         // The tail since the last interval: the intervals add up to the totals.
         Tick {
             kind,
@@ -279,10 +279,7 @@ fn finish(
             "listen" => v["sources"] = list.into(),
             _ => {}
         }
-        if a.json_stream {
-            v["event"] = "end".into();
-        }
-        crate::common::say_json(&command, Some(secs), v);
+        a.out.say_end(&command, secs, v);
         return failure.map_or(Ok(()), Err);
     }
     let late = if kind == "ping" {
