@@ -33,9 +33,7 @@ fn esc(s: &str) -> String {
     out
 }
 
-/// Said of a one-way result (`--match none`), as the text table says it.
-const ONE_WAY: &str = "one-way (--match none): nothing is expected back; what arrived, \
-                       was lost and its jitter are the sink's to report (`udpring sink`)";
+use crate::apps::load::ONE_WAY;
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;\
 margin:24px auto;max-width:1040px;color:#222}h1{font-size:22px;margin:0 0 4px}\

@@ -66,7 +66,7 @@ pub use report::{
     Burst, Counts, HistogramData, KernelCounts, LoadReport, MAX_HIST_TOTAL, ResponderReport, RttUs,
     add_checked, new_histogram,
 };
-pub use text::Progress;
+pub use text::{ONE_WAY, Progress};
 pub use worker::LATE_LIMIT;
 use worker::{Partial, Worker};
 

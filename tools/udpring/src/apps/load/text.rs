@@ -5,6 +5,11 @@ use hdrhistogram::Histogram;
 
 use super::report::LoadReport;
 
+/// What a one-way result (`--match none`) says instead of a loss: the
+/// text table and the HTML page alike.
+pub const ONE_WAY: &str = "one-way (--match none): nothing is expected back; what arrived, lost \
+                           and jitter are the sink's to report (`udpring sink`)";
+
 impl LoadReport {
     /// The percentile distribution in HdrHistogram's text form (`.hgrm`),
     /// values in microseconds, for plotting.
@@ -81,8 +86,8 @@ impl LoadReport {
             self.gbps_received
         );
         if self.one_way {
-            s += "one-way (--match none): nothing is expected back; what arrived, lost and \
-                  jitter are the sink's to report (`udpring sink`)\n";
+            s += ONE_WAY;
+            s += "\n";
         } else {
             s += &format!(
                 "lost {} ({loss})  reordered {}  duplicated {}  invalid {}  foreign {}  cut {}  \
