@@ -13,7 +13,7 @@
 
 use std::fmt::Write;
 
-use crate::apps::load::{LoadReport, RttUs};
+use crate::apps::load::{LoadReport, ONE_WAY, RttUs};
 use crate::common::Failure;
 use crate::plot::Point;
 
@@ -32,8 +32,6 @@ fn esc(s: &str) -> String {
     }
     out
 }
-
-use crate::apps::load::ONE_WAY;
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;\
 margin:24px auto;max-width:1040px;color:#222}h1{font-size:22px;margin:0 0 4px}\
