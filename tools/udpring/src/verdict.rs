@@ -203,7 +203,9 @@ pub(crate) fn judge(
 /// What to try after a run that lost datagrams, or `None`.
 fn loss_hint(r: &crate::apps::load::LoadReport, o: &crate::apps::load::LoadOpts) -> Option<String> {
     use crate::apps::load::Mode;
-    if r.lost == 0 || r.counts.sent == 0 {
+    // Nothing back at all: the verdict's error says why (no server, cut
+    // replies, invalid ones); a hint to pace below 0/s would mislead.
+    if r.lost == 0 || r.counts.sent == 0 || r.counts.received == 0 {
         return None;
     }
     let pct = 100.0 * r.lost as f64 / r.counts.sent as f64;

@@ -72,6 +72,9 @@ fn a_run_with_no_replies_exits_1_and_has_no_rtt() {
     let v = json(&out);
     assert!(v["rtt_us"].is_null(), "{v}");
     assert!(err.contains("no replies"), "{err}");
+    // The error says why; no loss hint beside it (it once told a run
+    // with nothing back to pace "below 0/s (what came back)").
+    assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
     // Ping mode whose one request outlives the run: nothing measured.
     let (code, out, err) = run(&["load", &closed, "--mode", "ping", "-t", "0.3", "-q"]);
     assert_eq!(code, 1, "{err}");
