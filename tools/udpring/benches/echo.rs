@@ -21,7 +21,7 @@ const PER_ITER: u64 = 64;
 
 fn run(c: &mut Criterion, case: Case, batch: usize, window: u64) {
     let opts = BenchOpts {
-        window,
+        window: Some(window),
         ..BenchOpts::default()
     };
     let pair = Pair::start(case, &opts, batch).expect("start echo pair");

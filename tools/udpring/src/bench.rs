@@ -83,7 +83,23 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
     }
     match a.only.as_deref() {
         Some("flood") => cases.retain(|c| c.workload == bench::Workload::Flood),
-        Some("ping") => cases.retain(|c| c.workload == bench::Workload::Ping),
+        Some("ping") => {
+            // What shapes only the flood rows (and their C limits) would be
+            // accepted and mean nothing.
+            let given = [
+                (a.opts.window.is_some(), "--window"),
+                (a.opts.gso_segments.is_some(), "--gso-segments"),
+                (a.no_c_limit, "--no-c-limit"),
+                (a.compare, "--compare"),
+            ];
+            if let Some((_, flag)) = given.iter().find(|(g, _)| *g) {
+                return Err(usage(format!(
+                    "{flag} shapes the flood rows, and --only ping runs none: one request \
+                     in flight per backend, no GSO, no C limit"
+                )));
+            }
+            cases.retain(|c| c.workload == bench::Workload::Ping)
+        }
         _ => {}
     }
     let mut opts = a.opts.clone();

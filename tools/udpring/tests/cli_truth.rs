@@ -467,5 +467,18 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             &["load", "127.0.0.1:9", "--dual-stack"],
             "every socket here is IPv4",
         ),
+        // Options of the flood rows, where only ping rows run.
+        (
+            &["bench", "--only", "ping", "--window", "8"],
+            "--window shapes the flood rows, and --only ping runs none",
+        ),
+        (
+            &["bench", "--only", "ping", "--gso-segments", "8"],
+            "--gso-segments shapes the flood rows",
+        ),
+        (
+            &["bench", "--only", "ping", "--no-c-limit"],
+            "--no-c-limit shapes the flood rows",
+        ),
     ]);
 }

@@ -190,14 +190,15 @@ pub struct BenchOpts {
     /// Backend of the client (default: the engine's choice).
     #[arg(skip)]
     pub client_backend: Option<Backend>,
-    /// Datagrams kept in flight in flood rows (1..1000000); the GSO/GRO
-    /// rows keep at least 128 trains (at most 6 MiB of them) in flight.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub window: u64,
-    /// Segments per GSO send in the GSO/GRO rows (capped so a send stays
-    /// under 64 KiB: 46 at 1400 B).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=64))]
-    pub gso_segments: u64,
+    /// Datagrams kept in flight in flood rows (1..1000000; default 256);
+    /// the GSO/GRO rows keep at least 128 trains (at most 6 MiB of them)
+    /// in flight.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub window: Option<u64>,
+    /// Segments per GSO send in the GSO/GRO rows (1..64, default 64;
+    /// capped so a send stays under 64 KiB: 46 at 1400 B).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub gso_segments: Option<u64>,
     /// Loopback address to run on (127.0.0.1 or ::1 style, port ignored).
     #[arg(long, default_value = "127.0.0.1:0", value_parser = crate::common::parse_addr)]
     pub bind: SocketAddr,
@@ -209,10 +210,22 @@ impl Default for BenchOpts {
             duration: Duration::from_secs(2),
             warmup: Duration::from_millis(300),
             client_backend: None,
-            window: crate::apps::window::DEFAULT_WINDOW,
-            gso_segments: 64,
+            window: None,
+            gso_segments: None,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
+    }
+}
+
+impl BenchOpts {
+    /// Datagrams in flight in a flood row: `--window`, or 256.
+    pub fn window(&self) -> u64 {
+        self.window.unwrap_or(crate::apps::window::DEFAULT_WINDOW)
+    }
+
+    /// The most segments per GSO send: `--gso-segments`, or 64.
+    pub fn max_segments(&self) -> usize {
+        self.gso_segments.unwrap_or(64) as usize
     }
 }
 
@@ -278,7 +291,7 @@ fn all_slots_back(slots_out: u64) -> io::Result<()> {
 
 fn start_server(case: Case, opts: &BenchOpts, batch: usize) -> io::Result<(Engine, usize)> {
     let segs = if case.gso {
-        gso_segments(case.size, opts.gso_segments as usize)
+        gso_segments(case.size, opts.max_segments())
     } else {
         1
     };
@@ -328,9 +341,9 @@ impl Pair {
         let counters = Arc::new(FloodCounters::default());
         let c = counters.clone();
         let window = if case.gso {
-            opts.window.max(segs as u64 * 8)
+            opts.window().max(segs as u64 * 8)
         } else {
-            opts.window
+            opts.window()
         };
         let size = case.size;
         let client = Engine::start(client_cfg, move |_| {
@@ -382,7 +395,7 @@ pub fn run_case(case: Case, opts: &BenchOpts) -> io::Result<RunResult> {
     o.size = case.size.max(crate::apps::header::HEADER_LEN);
     o.gso = segs;
     o.window = match case.workload {
-        Workload::Flood => Some(opts.window.max(gso_window(segs, case.size))),
+        Workload::Flood => Some(opts.window().max(gso_window(segs, case.size))),
         Workload::Ping => None,
     };
     o.duration = Some(opts.duration);
