@@ -262,6 +262,12 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     if a.engine.iface.is_some() {
         cfg.multicast.interface = Some(iface.clone());
     }
+    let to = &a.relay.to;
+    if let Some(d) = (1..to.len()).find_map(|k| to[..k].contains(&to[k]).then_some(to[k])) {
+        return Err(usage(format!(
+            "--to {d} is given twice: each destination gets one copy of every datagram"
+        )));
+    }
     if let Some(d) = a.relay.to.iter().find(|d| **d == a.listen) {
         return Err(usage(format!(
             "--to {d} is --listen itself: every datagram would come back to be relayed again"

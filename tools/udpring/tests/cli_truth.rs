@@ -467,6 +467,18 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             &["load", "127.0.0.1:9", "--dual-stack"],
             "every socket here is IPv4",
         ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--to",
+                "127.0.0.1:9",
+            ],
+            "--to 127.0.0.1:9 is given twice",
+        ),
         // Options of the flood rows, where only ping rows run.
         (
             &["bench", "--only", "ping", "--window", "8"],
