@@ -23,6 +23,7 @@ mod fleet;
 pub mod fuzz;
 mod histlog;
 mod html;
+mod input;
 mod limits;
 mod load;
 mod mcast;

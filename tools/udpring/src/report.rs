@@ -9,6 +9,7 @@ use crate::load::{OutFile, print_report};
 pub(crate) struct ReportArgs {
     /// Result files from `udpring load --json`, merged into one (runs made
     /// at the same time, e.g. from several hosts: counts and rates add up).
+    /// A pipe is read too: `<(ssh host cat result.json)`.
     #[arg(required_unless_present = "diff")]
     files: Vec<std::path::PathBuf>,
     /// Compare two results instead: each figure of A and B side by side,
@@ -64,7 +65,7 @@ fn interval_logs(a: &ReportArgs, step: f64) -> Result<(), Failure> {
         .files
         .iter()
         .map(|f| {
-            let buf = crate::apps::load::payload::read_bounded(f, MAX_REPORT_BYTES)?;
+            let buf = crate::input::read_bounded(f, MAX_REPORT_BYTES)?;
             histlog::read(&buf).map_err(|e| usage(format!("{}: {e}", f.display())))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -148,10 +149,10 @@ fn file_name(f: &std::path::Path) -> String {
 /// Largest result file `report` reads.
 const MAX_REPORT_BYTES: u64 = 64 << 20;
 
-/// Reads a result file: a regular file (not a device or a FIFO, which
-/// could be endless or block), at most [`MAX_REPORT_BYTES`].
+/// Reads a result file (a regular file or a pipe: see `input`), at most
+/// [`MAX_REPORT_BYTES`].
 fn read_result(f: &std::path::Path) -> Result<crate::apps::load::LoadReport, Failure> {
-    let buf = crate::apps::load::payload::read_bounded(f, MAX_REPORT_BYTES)?;
+    let buf = crate::input::read_bounded(f, MAX_REPORT_BYTES)?;
     let text = String::from_utf8_lossy(&buf);
     let not_ours = |e: String| {
         usage(format!(

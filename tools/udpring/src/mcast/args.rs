@@ -349,7 +349,8 @@ pub(super) fn ping_payload(
     let payloads = match (payload, file) {
         (Some(h), _) => vec![hex_flag("payload", h)?],
         (None, Some((f, raw))) => {
-            use crate::apps::load::payload::{MAX_FILE_BYTES, payload_file, read_bounded};
+            use crate::apps::load::payload::{MAX_FILE_BYTES, payload_file};
+            use crate::input::read_bounded;
             let buf = read_bounded(f, MAX_FILE_BYTES)?;
             let list =
                 payload_file(&buf, raw).map_err(|e| usage(format!("{}: {e}", f.display())))?;

@@ -52,38 +52,6 @@ pub(crate) struct PayloadArgs {
 /// Largest payload or query file read.
 pub(crate) const MAX_FILE_BYTES: u64 = 64 << 20;
 
-/// Reads `f`: a regular file (not a device or a FIFO, which could be
-/// endless or block), at most `max` bytes; errors are usage errors naming
-/// the file.
-pub(crate) fn read_bounded(f: &std::path::Path, max: u64) -> Result<Vec<u8>, Failure> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking: opening a FIFO with no writer must not wait.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(f)
-        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
-    if !meta.is_file() {
-        return Err(usage(format!("{}: not a regular file", f.display())));
-    }
-    if meta.len() > max {
-        return Err(usage(format!(
-            "{}: {} bytes; at most {max} are read",
-            f.display(),
-            meta.len()
-        )));
-    }
-    let mut buf = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| usage(format!("{}: {e}", f.display())))?;
-    Ok(buf)
-}
-
 /// Hex digits (whitespace and a leading `0x` ignored) as bytes.
 pub(crate) fn hex(s: &str) -> Result<Vec<u8>, String> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
@@ -151,12 +119,12 @@ pub(crate) fn payloads(a: &PayloadArgs) -> Result<Option<(Payloads, bool)>, Fail
             false,
         )
     } else if let Some(f) = &a.payload_file {
-        let buf = read_bounded(f, MAX_FILE_BYTES)?;
+        let buf = crate::input::read_bounded(f, MAX_FILE_BYTES)?;
         let list = payload_file(&buf, a.payload_format == "raw")
             .map_err(|e| usage(format!("{}: {e}", f.display())))?;
         (list, false)
     } else if let Some(f) = &a.pcap {
-        let buf = read_bounded(f, MAX_FILE_BYTES)?;
+        let buf = crate::input::read_bounded(f, MAX_FILE_BYTES)?;
         let named = |e: String| usage(format!("{}: {e}", f.display()));
         let cap = super::pcap::parse(&buf).map_err(named)?;
         let kept: Vec<_> = cap
@@ -178,7 +146,7 @@ pub(crate) fn payloads(a: &PayloadArgs) -> Result<Option<(Payloads, bool)>, Fail
             .map_err(named)?;
         return Ok(Some((p, false)));
     } else if let Some(f) = &a.dns_queries {
-        let buf = read_bounded(f, MAX_FILE_BYTES)?;
+        let buf = crate::input::read_bounded(f, MAX_FILE_BYTES)?;
         let named = |e: String| usage(format!("{}: {e}", f.display()));
         let text = std::str::from_utf8(&buf).map_err(|_| named("not text".into()))?;
         (dns::queries(text, a.edns).map_err(named)?, true)
