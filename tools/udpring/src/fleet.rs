@@ -30,6 +30,14 @@ const MAX_LATE: Duration = Duration::from_secs(60);
 /// Unix seconds (`1795400000.5`) or RFC 3339 (`2026-11-23T10:00:00Z`,
 /// `2026-11-23T11:00:00.250+01:00`).
 pub(crate) fn parse_time(s: &str) -> Result<SystemTime, String> {
+    if s.starts_with('+') {
+        // Read as Unix seconds, `+10` would be 1970; and "10 s from now"
+        // on each host is as many instants as hosts.
+        return Err(format!(
+            "'{s}': one instant for every generator, not a delay: RFC 3339 or Unix seconds, \
+             e.g. $(date -d '+10 sec' +%s)"
+        ));
+    }
     if let Ok(secs) = s.parse::<f64>() {
         if !(secs.is_finite() && (0.0..1e11).contains(&secs)) {
             return Err(format!("'{s}' is not a time"));
@@ -262,6 +270,8 @@ mod tests {
         ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
+        // A delay is not an instant (as Unix seconds, 1970).
+        assert!(parse_time("+10").unwrap_err().contains("not a delay"));
         assert_eq!(parse_shard("2/3"), Ok((2, 3)));
         for bad in ["3/3", "0/0", "1", "a/b"] {
             assert!(parse_shard(bad).is_err(), "{bad}");
