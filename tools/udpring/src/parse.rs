@@ -89,6 +89,28 @@ pub(crate) fn scoped_v6(s: &str) -> Result<Option<SocketAddr>, String> {
 
 /// Seconds, bare or with a unit: `5`, `5s`, `500ms`, `250us`, `2m`, `1h`.
 pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v = secs_value(s)?;
+    if !(v.is_finite() && v > 0.0 && v <= 86400.0 * 365.0) {
+        return Err(format!("'{s}': seconds must be > 0 and at most a year"));
+    }
+    let d = Duration::from_secs_f64(v);
+    if d.is_zero() {
+        // 1e-300 is > 0, and no time at all.
+        return Err(format!("'{s}': below a nanosecond"));
+    }
+    Ok(d)
+}
+
+/// [`parse_secs`], or zero (`0`, `0.0`, `0ms`).
+pub(crate) fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
+    if secs_value(s)? == 0.0 {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(s)
+}
+
+/// The seconds `s` says, with its unit (ms, us, µs, s, m, h) applied.
+fn secs_value(s: &str) -> Result<f64, String> {
     let t = s.trim();
     let (num, scale) = [
         ("ms", 1e-3),
@@ -101,21 +123,9 @@ pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
     .iter()
     .find_map(|&(u, k)| t.strip_suffix(u).map(|n| (n, k)))
     .unwrap_or((t, 1.0));
-    let v: f64 = num
-        .parse::<f64>()
+    num.parse::<f64>()
         .map(|v| v * scale)
-        .map_err(|_| format!("'{s}' is not a duration (5, 5s, 500ms, 2m)"))?;
-    if !(v.is_finite() && v > 0.0 && v <= 86400.0 * 365.0) {
-        return Err(format!("'{s}': seconds must be > 0 and at most a year"));
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
-pub(crate) fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
-    if s.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    parse_secs(s)
+        .map_err(|_| format!("'{s}' is not a duration (5, 5s, 500ms, 2m)"))
 }
 
 /// A number with an optional SI suffix, as iperf3 takes them: `10k` is
@@ -207,5 +217,29 @@ pub(crate) fn parse_cpu(s: &str) -> Result<usize, String> {
             if n == 1 { "" } else { "s" },
             n - 1
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_positive_or_an_explicit_zero() {
+        assert_eq!(parse_secs("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+        for bad in ["0", "-1", "inf", "NaN", "2y", "366d"] {
+            assert!(parse_secs(bad).is_err(), "{bad}");
+        }
+        // Above zero, yet no time at all once a Duration.
+        assert_eq!(
+            parse_secs("1e-300"),
+            Err("'1e-300': below a nanosecond".into())
+        );
+        // Zero, however it is written, where zero is allowed.
+        for zero in ["0", "0.0", "0ms", "0s"] {
+            assert_eq!(parse_secs_or_zero(zero), Ok(Duration::ZERO), "{zero}");
+        }
+        assert!(parse_secs_or_zero("1e-300").is_err());
     }
 }
