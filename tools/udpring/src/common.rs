@@ -351,9 +351,10 @@ pub(crate) struct EngineArgs {
     /// address); a multicast group is joined and multicast is sent on it.
     #[arg(long, value_name = "NAME", value_parser = parse_iface)]
     pub(crate) iface: Option<String>,
-    /// Datagrams per recvmmsg/sendmmsg call (mmsg backend), 1..1024.
-    #[arg(long, default_value_t = 32, value_parser = parse_batch)]
-    pub(crate) batch: usize,
+    /// Datagrams per recvmmsg/sendmmsg call, 1..1024 (default 32), with
+    /// --backend mmsg (the others make no such call).
+    #[arg(long, value_parser = parse_batch)]
+    pub(crate) batch: Option<usize>,
     /// Turn on UDP_GRO: a train of segments arrives as one buffer and is
     /// echoed as one GSO send with the same segment size.
     #[arg(long)]
@@ -373,7 +374,7 @@ pub(crate) struct EngineArgs {
     #[arg(long)]
     pub(crate) send_buffer: Option<usize>,
     /// Do not pin workers to CPUs.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cpu")]
     pub(crate) no_pin: bool,
     /// Pin workers from this CPU index up (among the CPUs this process may use).
     #[arg(long, default_value_t = 0, value_parser = parse_cpu)]
@@ -389,13 +390,28 @@ pub(crate) struct EngineArgs {
 }
 
 impl EngineArgs {
-    /// The engine configuration these flags ask for, bound to `bind`.
-    pub(crate) fn config(&self, bind: SocketAddr) -> Config {
+    /// The engine configuration these flags ask for, bound to `bind`; a
+    /// usage error for a flag the chosen backend would not use.
+    pub(crate) fn config(&self, bind: SocketAddr) -> Result<Config, Failure> {
+        if let Some(b) = self.batch
+            && self.backend != Some(Backend::Mmsg)
+        {
+            return Err(usage(format!(
+                "--batch {b} sets the datagrams per recvmmsg/sendmmsg call of --backend mmsg; \
+                 {} makes no such call",
+                self.backend.map_or(
+                    "the default backend (uring where the kernel has it)".into(),
+                    |b| { format!("--backend {b}") }
+                )
+            )));
+        }
         let mut c = Config::new(bind);
         self.socket.apply(&mut c);
         c.workers = self.workers;
         c.backend = self.backend;
-        c.batch = self.batch;
+        if let Some(b) = self.batch {
+            c.batch = b;
+        }
         c.gro = self.gro;
         c.slot_size = self.slot_size;
         c.recv_slots = self.recv_slots;
@@ -406,7 +422,7 @@ impl EngineArgs {
         c.steer_by_cpu = self.steer_cpu;
         c.busy_poll = self.busy_poll;
         c.xdp_iface = self.iface.clone();
-        c
+        Ok(c)
     }
 }
 

@@ -22,7 +22,7 @@ pub(crate) struct EchoArgs {
     /// Answer each datagram with the DSCP and ECN it arrived with (read
     /// per datagram, set per reply), instead of the socket's marking; CE
     /// is answered as ECT(0), never reflected.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "discard")]
     reflect_tos: bool,
     /// Reply to nothing: count and drop, at the engine's full speed (a
     /// sender's ceiling). For loss, reordering and jitter per sender, use
@@ -45,7 +45,7 @@ pub(crate) struct EchoArgs {
 }
 
 pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
-    let mut cfg = a.engine.config(a.bind);
+    let mut cfg = a.engine.config(a.bind)?;
     cfg.guard = a.guard.guard();
     cfg.recv_tos |= a.reflect_tos;
     cfg.reflect_tos = a.reflect_tos;

@@ -217,7 +217,7 @@ impl FanoutTotals {
 }
 
 pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
-    let mut cfg = a.engine.config(a.listen);
+    let mut cfg = a.engine.config(a.listen)?;
     let iface = match &a.engine.iface {
         Some(name) => {
             udpring::interface_index(name).map_err(|e| usage(e.to_string()))?;

@@ -479,6 +479,37 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             ],
             "--to 127.0.0.1:9 is given twice",
         ),
+        // Options of what this run does not do.
+        (
+            &["echo", "--bind", "127.0.0.1:0", "--batch", "8"],
+            "--batch 8 sets the datagrams per recvmmsg/sendmmsg call of --backend mmsg",
+        ),
+        (
+            &[
+                "echo",
+                "--bind",
+                "127.0.0.1:0",
+                "--batch",
+                "8",
+                "--backend",
+                "simple",
+            ],
+            "--backend simple makes no such call",
+        ),
+        (
+            &[
+                "echo",
+                "--bind",
+                "127.0.0.1:0",
+                "--discard",
+                "--reflect-tos",
+            ],
+            "'--discard' cannot be used with '--reflect-tos'",
+        ),
+        (
+            &["echo", "--bind", "127.0.0.1:0", "--no-pin", "--cpu", "1"],
+            "'--no-pin' cannot be used with '--cpu",
+        ),
         // Options of the flood rows, where only ping rows run.
         (
             &["bench", "--only", "ping", "--window", "8"],
