@@ -296,6 +296,15 @@ impl Guard {
                 r.per_second, r.burst
             ));
         }
+        // Off means no check at all: an allowlist or a rate limit given
+        // with it would not be enforced, and that must not pass silently.
+        if !self.enabled && (!self.allow.is_empty() || self.per_source_rate.is_some()) {
+            return Err(
+                "guard.allow and guard.per_source_rate are not enforced with guard.enabled \
+                 off (Guard::off): keep the guard on to use them"
+                    .into(),
+            );
+        }
         if !(1..=1 << 20).contains(&self.rate_table) {
             return Err(format!(
                 "guard.rate_table must be 1..1048576 sources, not {}",

@@ -141,6 +141,22 @@ fn allowlist_and_prefixes() {
         check(&mut s, "[2001:db9::1]:5555", None),
         Err(Refusal::NotAllowed)
     );
+    // With the guard off, an allowlist would not be enforced: refused,
+    // not ignored (so is a rate limit).
+    let off = Guard {
+        allow: g.allow.clone(),
+        ..Guard::off()
+    };
+    assert!(off.validate().unwrap_err().contains("not enforced"));
+    let off = Guard {
+        per_source_rate: Some(RateLimit {
+            per_second: 10.0,
+            burst: 1,
+        }),
+        ..Guard::off()
+    };
+    assert!(off.validate().is_err());
+    assert_eq!(Guard::off().validate(), Ok(()));
     assert!("10.0.0.0/33".parse::<Cidr>().is_err());
     assert!("nonsense".parse::<Cidr>().is_err());
     assert_eq!("::1".parse::<Cidr>().unwrap().to_string(), "::1/128");

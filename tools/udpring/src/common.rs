@@ -455,8 +455,10 @@ pub(crate) struct GuardArgs {
     /// Turn the loop and reflection guards off: forged datagrams (from
     /// this server itself, from broadcast addresses, from echo or DNS
     /// ports, from other udpring servers) are then answered too, and this
-    /// server's sends go without the server mark.
-    #[arg(long)]
+    /// server's sends go without the server mark. Every check is off, so
+    /// it takes none of the guard's other flags (--allow and
+    /// --per-source-rate would not be enforced).
+    #[arg(long, conflicts_with_all = ["allow", "allow_port", "per_source_rate", "accept_marked"])]
     pub(crate) no_guard: bool,
 }
 

@@ -510,6 +510,30 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             &["echo", "--bind", "127.0.0.1:0", "--no-pin", "--cpu", "1"],
             "'--no-pin' cannot be used with '--cpu",
         ),
+        (
+            &[
+                "echo",
+                "--bind",
+                "127.0.0.1:0",
+                "--no-guard",
+                "--allow",
+                "10.0.0.0/8",
+            ],
+            "'--no-guard' cannot be used with '--allow",
+        ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--no-guard",
+                "--per-source-rate",
+                "5",
+            ],
+            "'--no-guard' cannot be used with '--per-source-rate",
+        ),
         // Options of the flood rows, where only ping rows run.
         (
             &["bench", "--only", "ping", "--window", "8"],
