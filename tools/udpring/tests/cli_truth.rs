@@ -534,6 +534,10 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             ],
             "'--no-guard' cannot be used with '--per-source-rate",
         ),
+        (
+            &["sink", "--bind", "127.0.0.1:0", "--iface", "lo"],
+            "--iface lo is the interface the xdp backend attaches to",
+        ),
         // Options of the flood rows, where only ping rows run.
         (
             &["bench", "--only", "ping", "--window", "8"],
