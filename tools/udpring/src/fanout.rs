@@ -262,6 +262,15 @@ pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     if a.engine.iface.is_some() {
         cfg.multicast.interface = Some(iface.clone());
     }
+    if let Some(t) = a
+        .ttl
+        .filter(|_| !a.relay.to.iter().any(|d| d.ip().is_multicast()))
+    {
+        return Err(usage(format!(
+            "--ttl {t} is the TTL of what is sent to a group, and no --to is one (unicast goes \
+             out with the system's TTL, or the server mark's)"
+        )));
+    }
     let to = &a.relay.to;
     if let Some(d) = (1..to.len()).find_map(|k| to[..k].contains(&to[k]).then_some(to[k])) {
         return Err(usage(format!(

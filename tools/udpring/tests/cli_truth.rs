@@ -538,6 +538,18 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             &["sink", "--bind", "127.0.0.1:0", "--iface", "lo"],
             "--iface lo is the interface the xdp backend attaches to",
         ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--ttl",
+                "4",
+            ],
+            "--ttl 4 is the TTL of what is sent to a group, and no --to is one",
+        ),
         // Options of the flood rows, where only ping rows run.
         (
             &["bench", "--only", "ping", "--window", "8"],
