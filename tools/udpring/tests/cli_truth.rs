@@ -565,3 +565,34 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
         ),
     ]);
 }
+
+#[test]
+fn a_load_to_a_group_leaves_by_the_interface_it_is_given() {
+    use std::net::Ipv4Addr;
+    // A group and port of this process's own, joined on `lo` alone: what
+    // leaves by another interface (the route's) is not heard here.
+    let group = Ipv4Addr::new(239, 255, 72, (std::process::id() % 200 + 1) as u8);
+    let member = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    member
+        .join_multicast_v4(&group, &Ipv4Addr::LOCALHOST)
+        .unwrap();
+    member
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let target = format!("{group}:{}", member.local_addr().unwrap().port());
+    let (code, out, err) = run(&words(&format!(
+        "load {target} --iface lo --match none -n 20 --rate 1000 --warmup 0"
+    )));
+    assert_eq!(code, 0, "{out}{err}");
+    let mut buf = [0u8; 2048];
+    let mut heard = 0;
+    while heard < 20 && member.recv_from(&mut buf).is_ok() {
+        heard += 1;
+    }
+    assert_eq!(heard, 20, "sent by lo, heard on lo: {out}");
+    // Over sockets to a unicast target, --iface would mean nothing.
+    util::assert_usage_errors(&[(
+        &["load", "127.0.0.1:9", "--iface", "lo"],
+        "--iface (without --backend xdp) is for a multicast target; 127.0.0.1:9 is unicast",
+    )]);
+}

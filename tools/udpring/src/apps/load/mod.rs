@@ -106,6 +106,15 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
     cfg.connect = (opts.connect() && !opts.target.ip().is_multicast()).then_some(opts.target);
     if opts.target.ip().is_multicast() {
         cfg.multicast.ttl = Some(opts.multicast_ttl());
+        // The interface the group's traffic leaves by: --iface, or an
+        // IPv6 target's scope ([ff02::1%2]:5000); else the route's.
+        cfg.multicast.interface = match (&opts.iface, opts.target) {
+            (Some(name), _) => Some(udpring::Interface::Name(name.clone())),
+            (None, SocketAddr::V6(v6)) if v6.scope_id() != 0 => {
+                Some(udpring::Interface::Index(v6.scope_id()))
+            }
+            _ => None,
+        };
     }
     cfg.gro = opts.gso > 1;
     // Every train is of `size`-byte segments: the sockets cut them

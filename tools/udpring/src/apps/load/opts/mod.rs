@@ -189,8 +189,9 @@ pub struct LoadOpts {
     /// --zerocopy-min, --kernel-timestamps).
     #[arg(long, value_parser = parse_backend)]
     pub backend: Option<Backend>,
-    /// xdp: the interface to send and receive frames on, when --bind does
-    /// not name an address of it.
+    /// The interface a multicast target's datagrams leave by (default:
+    /// the route's); xdp: the interface to send and receive frames on,
+    /// when --bind does not name an address of it.
     #[arg(long, value_name = "NAME", value_parser = crate::common::parse_iface)]
     pub iface: Option<String>,
     /// Local address to send from. Port 0: the kernel picks a port per

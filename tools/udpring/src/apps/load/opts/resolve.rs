@@ -120,9 +120,13 @@ impl LoadOpts {
             }
         };
         if !self.target.ip().is_multicast() {
+            // The interface a group's traffic leaves by, or the xdp
+            // backend's: a unicast target over sockets follows its route.
+            let iface_unused = self.backend != Some(udpring::Backend::Xdp) && self.iface.is_some();
             for (flag, given) in [
                 ("--ttl", self.ttl.is_some()),
                 ("--max-responders", self.max_responders.is_some()),
+                ("--iface (without --backend xdp)", iface_unused),
             ] {
                 if given {
                     return Err(format!(
