@@ -77,6 +77,19 @@ pub(crate) struct PmtuArgs {
     json: bool,
 }
 
+/// A usage error for a group as the target of a command that talks to
+/// one host (`what` it measures): its socket would hear no answer, and
+/// the datagrams would leave by the multicast route's interface.
+fn unicast_only(target: SocketAddr, cmd: &str, what: &str) -> Result<(), Failure> {
+    if target.ip().is_multicast() {
+        return Err(usage(format!(
+            "{target} is a multicast group, and `{cmd}` measures {what}: `udpring mcast ping \
+             {target} --iface NAME` pings a group"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn pmtu(a: PmtuArgs) -> Result<(), Failure> {
     use crate::apps::pmtu::{Method, PmtuOpts, discover};
     let target = if a.target.parse::<SocketAddr>().is_ok()
@@ -96,6 +109,7 @@ pub(crate) fn pmtu(a: PmtuArgs) -> Result<(), Failure> {
         };
         resolve(&with_port)?
     };
+    unicast_only(target, "pmtu", "the path MTU to one host")?;
     let mut o = PmtuOpts::new(target);
     o.method = match a.method.as_str() {
         "icmp" => Method::Icmp,
@@ -145,6 +159,7 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
     if target.port() == 0 {
         return Err(usage("port 0: give the port the echo server listens on"));
     }
+    unicast_only(target, "ping", "one server's answers")?;
     if !(a.backoff.is_finite() && a.backoff >= 1.0 && a.backoff <= 100.0) {
         return Err(usage(format!("--backoff {} must be 1..100", a.backoff)));
     }

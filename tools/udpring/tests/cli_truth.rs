@@ -550,6 +550,15 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             ],
             "--ttl 4 is the TTL of what is sent to a group, and no --to is one",
         ),
+        // Commands of one host, given a group.
+        (
+            &["ping", "239.255.0.1:9", "-c", "1"],
+            "239.255.0.1:9 is a multicast group, and `ping` measures one server's answers",
+        ),
+        (
+            &["pmtu", "[ff02::1]:9"],
+            "[ff02::1]:9 is a multicast group, and `pmtu` measures the path MTU",
+        ),
         // Options of the flood rows, where only ping rows run.
         (
             &["bench", "--only", "ping", "--window", "8"],
