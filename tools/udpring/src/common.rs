@@ -348,7 +348,7 @@ pub(crate) struct EngineArgs {
     pub(crate) backend: Option<Backend>,
     /// The interface (name): the xdp backend attaches to it when the bound
     /// address is a wildcard (otherwise to the interface that has the
-    /// address); a multicast group is joined and multicast is sent on it.
+    /// address); fanout joins its groups and sends multicast on it.
     #[arg(long, value_name = "NAME", value_parser = parse_iface)]
     pub(crate) iface: Option<String>,
     /// Datagrams per recvmmsg/sendmmsg call, 1..1024 (default 32), with

@@ -550,6 +550,10 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             ],
             "--ttl 4 is the TTL of what is sent to a group, and no --to is one",
         ),
+        (
+            &["echo", "--bind", "127.0.0.1:0", "--iface", "lo"],
+            "--iface lo is the interface the xdp backend attaches to",
+        ),
         // Commands of one host, given a group.
         (
             &["ping", "239.255.0.1:9", "-c", "1"],
