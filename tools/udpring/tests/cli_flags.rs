@@ -1,0 +1,208 @@
+//! Each flag does what it says, or the command refuses it: a flag that
+//! would mean nothing in the run asked for (an option of another mode,
+//! backend or kind of target) is a usage error, and one that applies is
+//! honoured. Loopback and `lo` only.
+
+mod util;
+
+use std::net::UdpSocket;
+
+use util::{run, words};
+
+#[test]
+fn flags_that_would_mean_nothing_are_refused_not_ignored() {
+    let one_way = |flag: &'static [&'static str]| -> Vec<&'static str> {
+        let mut v = vec!["load", "127.0.0.1:9", "-n", "5", "--match", "none"];
+        v.extend_from_slice(flag);
+        v
+    };
+    let (timeout, drain, as_latency) = (
+        one_way(&["--timeout", "0.5"]),
+        one_way(&["--drain", "2"]),
+        one_way(&["--timeouts-as-latency"]),
+    );
+    // A threshold a one-way run would pass whatever happened, and outputs
+    // of RTTs it cannot have.
+    let (max_loss, max_p99, plot) = (
+        one_way(&["--max-loss", "1"]),
+        one_way(&["--max-p99", "2ms", "--hist-log", "x.hlog"]),
+        one_way(&["--plot", "x.svg"]),
+    );
+    util::assert_usage_errors(&[
+        (&max_loss, "so --max-loss means nothing"),
+        (&max_p99, "so --hist-log and --max-p99 mean nothing"),
+        (&plot, "so --plot means nothing"),
+        (
+            &timeout,
+            "--match none is one-way: no request waits for a reply",
+        ),
+        (
+            &drain,
+            "--match none is one-way: no request waits for a reply",
+        ),
+        (
+            &as_latency,
+            "--match none is one-way: no request waits for a reply",
+        ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--expiry",
+                "5",
+            ],
+            "required arguments were not provided: --control",
+        ),
+        (
+            &["echo", "--bind", "127.0.0.1:0", "--v6only"],
+            "--v6only/--dual-stack: IPV6_V6ONLY is for IPv6 sockets",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--dual-stack"],
+            "every socket here is IPv4",
+        ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--to",
+                "127.0.0.1:9",
+            ],
+            "--to 127.0.0.1:9 is given twice",
+        ),
+        // Options of what this run does not do.
+        (
+            &["echo", "--bind", "127.0.0.1:0", "--batch", "8"],
+            "--batch 8 sets the datagrams per recvmmsg/sendmmsg call of --backend mmsg",
+        ),
+        (
+            &[
+                "echo",
+                "--bind",
+                "127.0.0.1:0",
+                "--batch",
+                "8",
+                "--backend",
+                "simple",
+            ],
+            "--backend simple makes no such call",
+        ),
+        (
+            &[
+                "echo",
+                "--bind",
+                "127.0.0.1:0",
+                "--discard",
+                "--reflect-tos",
+            ],
+            "'--discard' cannot be used with '--reflect-tos'",
+        ),
+        (
+            &["echo", "--bind", "127.0.0.1:0", "--no-pin", "--cpu", "1"],
+            "'--no-pin' cannot be used with '--cpu",
+        ),
+        (
+            &[
+                "echo",
+                "--bind",
+                "127.0.0.1:0",
+                "--no-guard",
+                "--allow",
+                "10.0.0.0/8",
+            ],
+            "'--no-guard' cannot be used with '--allow",
+        ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--no-guard",
+                "--per-source-rate",
+                "5",
+            ],
+            "'--no-guard' cannot be used with '--per-source-rate",
+        ),
+        (
+            &["sink", "--bind", "127.0.0.1:0", "--iface", "lo"],
+            "--iface lo is the interface the xdp backend attaches to",
+        ),
+        (
+            &[
+                "fanout",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--ttl",
+                "4",
+            ],
+            "--ttl 4 is the TTL of what is sent to a group, and no --to is one",
+        ),
+        (
+            &["echo", "--bind", "127.0.0.1:0", "--iface", "lo"],
+            "--iface lo is the interface the xdp backend attaches to",
+        ),
+        // Commands of one host, given a group.
+        (
+            &["ping", "239.255.0.1:9", "-c", "1"],
+            "239.255.0.1:9 is a multicast group, and `ping` measures one server's answers",
+        ),
+        (
+            &["pmtu", "[ff02::1]:9"],
+            "[ff02::1]:9 is a multicast group, and `pmtu` measures the path MTU",
+        ),
+        // Options of the flood rows, where only ping rows run.
+        (
+            &["bench", "--only", "ping", "--window", "8"],
+            "--window shapes the flood rows, and --only ping runs none",
+        ),
+        (
+            &["bench", "--only", "ping", "--gso-segments", "8"],
+            "--gso-segments shapes the flood rows",
+        ),
+        (
+            &["bench", "--only", "ping", "--no-c-limit"],
+            "--no-c-limit shapes the flood rows",
+        ),
+    ]);
+}
+
+#[test]
+fn a_load_to_a_group_leaves_by_the_interface_it_is_given() {
+    use std::net::Ipv4Addr;
+    // A group and port of this process's own, joined on `lo` alone: what
+    // leaves by another interface (the route's) is not heard here.
+    let group = Ipv4Addr::new(239, 255, 72, (std::process::id() % 200 + 1) as u8);
+    let member = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    member
+        .join_multicast_v4(&group, &Ipv4Addr::LOCALHOST)
+        .unwrap();
+    member
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let target = format!("{group}:{}", member.local_addr().unwrap().port());
+    let (code, out, err) = run(&words(&format!(
+        "load {target} --iface lo --match none -n 20 --rate 1000 --warmup 0"
+    )));
+    assert_eq!(code, 0, "{out}{err}");
+    let mut buf = [0u8; 2048];
+    let mut heard = 0;
+    while heard < 20 && member.recv_from(&mut buf).is_ok() {
+        heard += 1;
+    }
+    assert_eq!(heard, 20, "sent by lo, heard on lo: {out}");
+    // Over sockets to a unicast target, --iface would mean nothing.
+    util::assert_usage_errors(&[(
+        &["load", "127.0.0.1:9", "--iface", "lo"],
+        "--iface (without --backend xdp) is for a multicast target; 127.0.0.1:9 is unicast",
+    )]);
+}
