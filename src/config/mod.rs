@@ -525,6 +525,15 @@ impl Config {
                 ),
             });
         }
+        // Without each datagram's TOS read, there is nothing to reflect.
+        if self.reflect_tos && !self.recv_tos {
+            return Err(ConfigError::Invalid {
+                field: "reflect_tos",
+                why: "needs recv_tos: the TOS byte a reply reflects is read per datagram \
+                      (IP_RECVTOS)"
+                    .into(),
+            });
+        }
         // IPV6_V6ONLY is an IPv6 socket's option: on IPv4 ones it would be
         // accepted and mean nothing.
         if self.only_v6.is_some()

@@ -66,6 +66,18 @@ fn the_builder_sets_fields_and_refuses_what_does_not_hold_together() {
         Config::builder(addr).only_v6(Some(true)),
         "only_v6: IPV6_V6ONLY is for IPv6",
     );
+    // Reflecting a TOS that is never read: refused, not a silent no-op.
+    refused(
+        Config::builder(addr).reflect_tos(true),
+        "reflect_tos: needs recv_tos",
+    );
+    assert!(
+        Config::builder(addr)
+            .reflect_tos(true)
+            .recv_tos(true)
+            .build()
+            .is_ok()
+    );
     let v6: SocketAddr = "[::1]:0".parse().unwrap();
     assert!(Config::builder(v6).only_v6(Some(false)).build().is_ok());
     assert!(
