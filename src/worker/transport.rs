@@ -378,9 +378,10 @@ impl Transport<'_> {
         self.core.timers.add(delay, token)
     }
 
-    /// Calls [`Handler::on_timer`](crate::Handler::on_timer) with `token` every `period`, the first
-    /// time one period from now. Periods the worker missed (a long handler
-    /// call) are skipped, not fired in a burst.
+    /// Calls [`Handler::on_timer`](crate::Handler::on_timer) with `token` every `period` (at
+    /// least 1 µs: a zero period would spin), the first time one period
+    /// from now. Periods the worker missed (a long handler call) are
+    /// skipped, not fired in a burst.
     pub fn call_every(&mut self, period: Duration, token: u64) -> TimerId {
         self.core.timers.every(period, token)
     }
