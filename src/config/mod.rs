@@ -266,7 +266,9 @@ config! {
     /// `SO_SNDBUF` request in bytes (`SO_SNDBUFFORCE` when permitted).
     /// Default: 4 MiB.
     send_buffer: Option<usize> = Some(4 << 20);
-    /// Pin worker `i` to the `(first_cpu + i)`th allowed CPU. Default: off
+    /// Pin worker `i` to the `(first_cpu + i)`th allowed CPU, counted
+    /// round the CPUs this process may use (more workers than CPUs share
+    /// them, from the first again). Default: off
     /// (inside an application, the scheduler knows better; two engines in
     /// one process would pin onto the same CPUs).
     pin: bool = false;
