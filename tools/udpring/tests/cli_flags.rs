@@ -151,14 +151,15 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             &["echo", "--bind", "127.0.0.1:0", "--iface", "lo"],
             "--iface lo is the interface the xdp backend attaches to",
         ),
-        // Commands of one host, given a group.
+        // Commands of one host, given a group (an IPv6 group on `lo`,
+        // which has no multicast route: nothing could leave if one ran).
         (
-            &["ping", "239.255.0.1:9", "-c", "1"],
-            "239.255.0.1:9 is a multicast group, and `ping` measures one server's answers",
+            &["ping", "[ff12::1%lo]:9", "-c", "1"],
+            "is a multicast group, and `ping` measures one server's answers",
         ),
         (
-            &["pmtu", "[ff02::1]:9"],
-            "[ff02::1]:9 is a multicast group, and `pmtu` measures the path MTU",
+            &["pmtu", "[ff12::1%lo]:9"],
+            "is a multicast group, and `pmtu` measures the path MTU",
         ),
         // Options of the flood rows, where only ping rows run.
         (
