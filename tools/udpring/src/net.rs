@@ -69,9 +69,10 @@ pub(crate) struct PmtuArgs {
     /// Tries per size.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     tries: u32,
-    /// IPv4 floor for plpmtud (known to pass; IPv6 uses 1280).
-    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(68..=65535))]
-    floor: u32,
+    /// IPv4 floor for plpmtud (known to pass; 68..65535, default 1200;
+    /// IPv6 uses 1280).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(68..=65535))]
+    floor: Option<u32>,
     /// Print {pmtu, method, probes, duration_s, ...} as JSON.
     #[arg(long)]
     json: bool,
@@ -118,7 +119,21 @@ pub(crate) fn pmtu(a: PmtuArgs) -> Result<(), Failure> {
     };
     o.timeout = a.timeout;
     o.tries = a.tries;
-    o.floor_v4 = a.floor;
+    if let Some(f) = a.floor {
+        // The floor is where plpmtud's search starts on IPv4: with ICMP
+        // alone, or on IPv6 (1280), it would be accepted and mean nothing.
+        if o.method == Method::Icmp || target.is_ipv6() {
+            return Err(usage(format!(
+                "--floor {f} is plpmtud's IPv4 floor: {}",
+                if target.is_ipv6() {
+                    "an IPv6 path's floor is 1280, its minimum MTU"
+                } else {
+                    "--method icmp sends no plpmtud probe"
+                }
+            )));
+        }
+        o.floor_v4 = f;
+    }
     let r = discover(&o).map_err(runtime)?;
     if let Some(n) = r.echo_cut_at {
         note!(

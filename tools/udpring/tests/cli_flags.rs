@@ -151,6 +151,14 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             &["echo", "--bind", "127.0.0.1:0", "--iface", "lo"],
             "--iface lo is the interface the xdp backend attaches to",
         ),
+        (
+            &["pmtu", "[::1]:9", "--floor", "1300"],
+            "--floor 1300 is plpmtud's IPv4 floor: an IPv6 path's floor is 1280",
+        ),
+        (
+            &["pmtu", "127.0.0.1:9", "--floor", "1300", "--method", "icmp"],
+            "--method icmp sends no plpmtud probe",
+        ),
         // Commands of one host, given a group (an IPv6 group on `lo`,
         // which has no multicast route: nothing could leave if one ran).
         (
