@@ -30,12 +30,14 @@ pub(crate) struct PingArgs {
     /// Seconds to wait after the first send of a request.
     #[arg(long, default_value = "0.1", value_parser = parse_secs)]
     timeout: Duration,
-    /// Each retransmission waits this many times longer (>= 1).
-    #[arg(long, default_value_t = 2.0)]
-    backoff: f64,
-    /// Longest wait between sends, seconds.
-    #[arg(long, default_value = "2", value_parser = parse_secs)]
-    max_timeout: Duration,
+    /// Each retransmission waits this many times longer (1..100, default
+    /// 2).
+    #[arg(long)]
+    backoff: Option<f64>,
+    /// Longest wait between sends, seconds (default 2, or --timeout if
+    /// that is longer).
+    #[arg(long, value_parser = parse_secs)]
+    max_timeout: Option<Duration>,
     /// Sends per request before the server looks down.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     attempts: u32,
@@ -175,13 +177,39 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
         return Err(usage("port 0: give the port the echo server listens on"));
     }
     unicast_only(target, "ping", "one server's answers")?;
-    if !(a.backoff.is_finite() && a.backoff >= 1.0 && a.backoff <= 100.0) {
-        return Err(usage(format!("--backoff {} must be 1..100", a.backoff)));
+    let factor = a.backoff.unwrap_or(2.0);
+    if !(factor.is_finite() && (1.0..=100.0).contains(&factor)) {
+        return Err(usage(format!("--backoff {factor} must be 1..100")));
+    }
+    // What shapes retransmissions, where there are none; a cap below the
+    // first wait.
+    if a.attempts == 1
+        && let Some(flag) = [
+            (a.backoff.is_some(), "--backoff"),
+            (a.max_timeout.is_some(), "--max-timeout"),
+        ]
+        .iter()
+        .find_map(|(given, f)| given.then_some(f))
+    {
+        return Err(usage(format!(
+            "{flag} shapes the waits between retransmissions, and --attempts 1 sends each \
+             request once"
+        )));
+    }
+    if let Some(m) = a.max_timeout.filter(|m| *m < a.timeout) {
+        return Err(usage(format!(
+            "--max-timeout {:.3} s is below --timeout {:.3} s, the first wait",
+            m.as_secs_f64(),
+            a.timeout.as_secs_f64()
+        )));
     }
     let backoff = Backoff {
         initial: a.timeout,
-        factor: a.backoff,
-        max: a.max_timeout.max(a.timeout),
+        factor,
+        max: a
+            .max_timeout
+            .unwrap_or(Duration::from_secs(2))
+            .max(a.timeout),
         attempts: a.attempts,
     };
     let mut c = RequestClient::new(target, backoff, a.size).map_err(runtime)?;

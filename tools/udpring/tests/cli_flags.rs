@@ -159,6 +159,21 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             &["pmtu", "127.0.0.1:9", "--floor", "1300", "--method", "icmp"],
             "--method icmp sends no plpmtud probe",
         ),
+        (
+            &["ping", "127.0.0.1:9", "--attempts", "1", "--backoff", "3"],
+            "--backoff shapes the waits between retransmissions, and --attempts 1",
+        ),
+        (
+            &[
+                "ping",
+                "127.0.0.1:9",
+                "--timeout",
+                "2",
+                "--max-timeout",
+                "1",
+            ],
+            "--max-timeout 1.000 s is below --timeout 2.000 s",
+        ),
         // Commands of one host, given a group (an IPv6 group on `lo`,
         // which has no multicast route: nothing could leave if one ran).
         (
