@@ -174,6 +174,30 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             ],
             "--max-timeout 1.000 s is below --timeout 2.000 s",
         ),
+        (
+            &[
+                "load",
+                "127.0.0.1:9",
+                "--match",
+                "none",
+                "--rate-steps",
+                "10:20:5",
+            ],
+            "--match none is one-way: nothing comes back to measure, so --rate-steps means nothing",
+        ),
+        (
+            &[
+                "load",
+                "127.0.0.1:9",
+                "--payload",
+                "0011",
+                "--match",
+                "flow",
+                "--gso",
+                "4",
+            ],
+            "--match flow keeps one request in flight per flow (ping) unless --rate paces it",
+        ),
         // Commands of one host, given a group (an IPv6 group on `lo`,
         // which has no multicast route: nothing could leave if one ran).
         (

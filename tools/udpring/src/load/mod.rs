@@ -102,6 +102,8 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
             ("--hist-out", a.hist_out.is_some()),
             ("--hist-log", a.hist_log.is_some()),
             ("--plot", a.plot.is_some()),
+            // Its knee is the highest step within a loss or p99 bound.
+            ("--rate-steps", a.rate_steps.is_some()),
         ]
         .into_iter()
         .chain(a.limits.given())

@@ -311,7 +311,14 @@ impl LoadOpts {
             ));
         }
         if self.gso > 1 && self.mode == Mode::Ping {
-            return Err("--gso needs flood or rate mode (ping has one datagram in flight)".into());
+            return Err(if self.matching == Match::Flow {
+                // The mode was not asked for: --match flow made it ping.
+                "--gso needs flood or rate mode, and --match flow keeps one request in flight \
+                 per flow (ping) unless --rate paces it"
+                    .into()
+            } else {
+                "--gso needs flood or rate mode (ping has one datagram in flight)".into()
+            });
         }
         match (self.duration, self.count) {
             (None, None) => return Err("give --duration or --count".into()),
