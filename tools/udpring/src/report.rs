@@ -14,10 +14,12 @@ pub(crate) struct ReportArgs {
     files: Vec<std::path::PathBuf>,
     /// Compare two results instead: each figure of A and B side by side,
     /// with the change from A to B.
-    #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with_all = ["files", "hist_out"])]
+    #[arg(long, num_args = 2, value_names = ["A", "B"],
+          conflicts_with_all = ["files", "hist_out", "allow_duplicates", "allow_mixed"])]
     diff: Option<Vec<std::path::PathBuf>>,
     /// Merge a result whose run token is already in another file (the same
-    /// run would count twice); refused by default.
+    /// run would count twice), or with --interval-logs a log identical to
+    /// another; refused by default.
     #[arg(long)]
     allow_duplicates: bool,
     /// Merge results of different modes, sizes or targets into one RTT
@@ -41,7 +43,7 @@ pub(crate) struct ReportArgs {
     /// The files are HdrHistogram interval logs (`load --hist-log`, from
     /// many hosts): merge them on one timeline, slot by slot (--slot), and
     /// print each slot's count and percentiles, and the whole run's.
-    #[arg(long, conflicts_with_all = ["diff", "hist_out"])]
+    #[arg(long, conflicts_with_all = ["diff", "hist_out", "allow_mixed"])]
     interval_logs: bool,
     /// With --interval-logs: seconds per slot of the merged timeline (the
     /// logs' own interval).
@@ -61,13 +63,30 @@ fn interval_logs(a: &ReportArgs, step: f64) -> Result<(), Failure> {
     if !(step.is_finite() && (0.001..=3600.0).contains(&step)) {
         return Err(usage(format!("--slot {step}: a slot is 0.001..3600 s")));
     }
-    let logs = a
+    let bufs = a
         .files
         .iter()
-        .map(|f| {
-            let buf = crate::input::read_bounded(f, MAX_REPORT_BYTES)?;
-            histlog::read(&buf).map_err(|e| usage(format!("{}: {e}", f.display())))
-        })
+        .map(|f| crate::input::read_bounded(f, MAX_REPORT_BYTES))
+        .collect::<Result<Vec<_>, _>>()?;
+    // A log carries no run token: the same bytes twice are the same run,
+    // whose every reply would count twice (two generators never log the
+    // same intervals to the nanosecond).
+    if !a.allow_duplicates
+        && let Some((i, j)) = (0..bufs.len())
+            .flat_map(|j| (0..j).map(move |i| (i, j)))
+            .find(|&(i, j)| bufs[i] == bufs[j])
+    {
+        return Err(usage(format!(
+            "{} and {} are the same log: merged, every reply would count twice \
+             (--allow-duplicates merges them anyway)",
+            a.files[i].display(),
+            a.files[j].display()
+        )));
+    }
+    let logs = bufs
+        .iter()
+        .zip(&a.files)
+        .map(|(buf, f)| histlog::read(buf).map_err(|e| usage(format!("{}: {e}", f.display()))))
         .collect::<Result<Vec<_>, _>>()?;
     let (slots, total) = histlog::merge_by_time(logs, step).map_err(usage)?;
     let t0 = slots.first().map_or(0.0, |s| s.start_unix_s);

@@ -198,6 +198,14 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             ],
             "--match flow keeps one request in flight per flow (ping) unless --rate paces it",
         ),
+        (
+            &["report", "--interval-logs", "x.hlog", "--allow-mixed"],
+            "'--interval-logs' cannot be used with '--allow-mixed'",
+        ),
+        (
+            &["report", "--diff", "a.json", "b.json", "--allow-duplicates"],
+            "'--diff <A> <B>' cannot be used with '--allow-duplicates'",
+        ),
         // Commands of one host, given a group (an IPv6 group on `lo`,
         // which has no multicast route: nothing could leave if one ran).
         (

@@ -114,6 +114,25 @@ fn an_interval_log_holds_every_reply_and_reads_back_exactly() {
     } else if std::env::var("UDPRING_REQUIRE_PEERS").as_deref() == Ok("1") {
         panic!("python's hdrhistogram package is missing and UDPRING_REQUIRE_PEERS=1");
     }
+    // The same log twice is the same run: refused, or with
+    // --allow-duplicates merged as asked (every reply twice).
+    let l = log.to_str().unwrap();
+    let (code, _, err) = util::run(&["report", "--interval-logs", l, l]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("are the same log"), "{err}");
+    let both = util::run_json(&[
+        "report",
+        "--interval-logs",
+        l,
+        l,
+        "--allow-duplicates",
+        "--json",
+    ]);
+    assert_eq!(
+        both["received"].as_u64(),
+        Some(2 * union.len()),
+        "{both}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
