@@ -128,11 +128,7 @@ fn an_interval_log_holds_every_reply_and_reads_back_exactly() {
         "--allow-duplicates",
         "--json",
     ]);
-    assert_eq!(
-        both["received"].as_u64(),
-        Some(2 * union.len()),
-        "{both}"
-    );
+    assert_eq!(both["received"].as_u64(), Some(2 * union.len()), "{both}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
