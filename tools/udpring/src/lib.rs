@@ -139,6 +139,13 @@ fn generated(cmd: Cmd) -> Result<(), common::Failure> {
             clap_complete::generate(shell, &mut Cli::command(), "udpring", &mut out);
         }
         Cmd::Man { dir: Some(dir) } => {
+            // A file there: say so (create_dir_all would say "File exists").
+            if dir.exists() && !dir.is_dir() {
+                return Err(common::usage(format!(
+                    "--dir {}: not a directory",
+                    dir.display()
+                )));
+            }
             // Made if missing, as `install -D` would.
             std::fs::create_dir_all(&dir)
                 .and_then(|_| clap_mangen::generate_to(Cli::command(), &dir))

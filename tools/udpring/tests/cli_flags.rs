@@ -206,6 +206,10 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             &["report", "--diff", "a.json", "b.json", "--allow-duplicates"],
             "'--diff <A> <B>' cannot be used with '--allow-duplicates'",
         ),
+        (
+            &["man", "--dir", "/dev/null"],
+            "--dir /dev/null: not a directory",
+        ),
         // Commands of one host, given a group (an IPv6 group on `lo`,
         // which has no multicast route: nothing could leave if one ran).
         (
