@@ -15,6 +15,30 @@ pub(crate) use crate::parse::*;
 static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
 /// Standard error was closed by its reader (`udpring load ... 2>&1 | head -1`).
 static STDERR_GONE: AtomicBool = AtomicBool::new(false);
+/// A write to standard output failed otherwise (a full disk): the output
+/// is incomplete, which was said once, and the command exits 1.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a write to standard output failed for another reason than its
+/// reader going away (see [`say_fmt`]).
+pub(crate) fn stdout_failed() -> bool {
+    STDOUT_FAILED.load(Ordering::Relaxed)
+}
+
+/// A write to standard output failed with `e`: a reader gone ends the run
+/// quietly; anything else (`ENOSPC`, `EIO`) is said once on standard
+/// error and makes the exit code 1, so that `> result.json` on a full disk
+/// is not a success with half a document.
+pub(crate) fn stdout_error(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        gone(&STDOUT_GONE);
+    } else if !STDOUT_FAILED.swap(true, Ordering::Relaxed) {
+        note_fmt(
+            format_args!("udpring: error: standard output: {e}: what follows is missing there"),
+            true,
+        );
+    }
+}
 
 /// Writes `args` (and a newline) to `w`, flushed.
 fn write_to(
@@ -47,7 +71,7 @@ pub(crate) fn say_fmt(args: std::fmt::Arguments<'_>, newline: bool) {
         match write_to(&mut std::io::stdout().lock(), args, newline) {
             Ok(()) => return,
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => gone(&STDOUT_GONE),
-            Err(_) => return,
+            Err(e) => return stdout_error(&e),
         }
     }
     note_fmt(args, newline);

@@ -163,8 +163,14 @@ fn generated(cmd: Cmd) -> Result<(), common::Failure> {
         _ => return Ok(()),
     }
     use std::io::Write;
-    // A closed pipe (`udpring man | head`) is not an error worth a message.
-    let _ = std::io::stdout().write_all(&out);
+    // A closed pipe (`udpring man | head`) is not an error worth a
+    // message; a full disk is.
+    if let Err(e) = std::io::stdout()
+        .write_all(&out)
+        .and_then(|_| std::io::stdout().flush())
+    {
+        common::stdout_error(&e);
+    }
     Ok(())
 }
 
@@ -216,6 +222,8 @@ pub fn main() -> ExitCode {
         c @ (Cmd::Completions { .. } | Cmd::Man { .. }) => generated(c),
     };
     match r {
+        // Output lost to a full disk: not a success (said as it happened).
+        Ok(()) if common::stdout_failed() => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             note!("udpring: error: {}", f.msg);

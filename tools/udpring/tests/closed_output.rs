@@ -1,7 +1,9 @@
 //! The command when its reader goes away (`udpring load ... | head -1`):
 //! every subcommand ends within a second of its run's end, or sooner,
 //! without a panic and without being killed, whether standard output or
-//! standard error was closed; and a SIGTERM ends a run in any phase.
+//! standard error was closed; and a SIGTERM ends a run in any phase. A
+//! full disk under standard output is not a reader gone: it fails the
+//! command.
 
 mod util;
 
@@ -144,6 +146,36 @@ fn load_and_report_end_when_their_output_closes() {
     let p = path.to_string_lossy().into_owned();
     ends_promptly(&["report", &p, &p], Duration::ZERO);
     let _ = std::fs::remove_file(&path);
+}
+
+/// Standard output on a full disk (`/dev/full`: every write ENOSPC) is
+/// not a reader gone: the result is lost, so it is said, once, and the
+/// command exits 1 instead of 0 with half a document.
+#[test]
+fn a_full_disk_under_standard_output_fails_the_command() {
+    let echo = Server::start(&util::words(
+        "echo --bind 127.0.0.1:0 -w 1 -q --json --duration 30",
+    ));
+    let target = echo.addr.to_string();
+    for args in [
+        vec!["load", &target, "-n", "100", "--json", "-q"],
+        vec!["load", &target, "-n", "100", "-q"],
+        vec!["man"],
+    ] {
+        let out = udpring()
+            .args(&args)
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(
+            err.matches("udpring: error: standard output: No space left on device")
+                .count(),
+            1,
+            "{args:?}: {err}"
+        );
+    }
 }
 
 /// SIGTERM while `load --start-at` waits for its start, and during the
