@@ -355,6 +355,19 @@ impl SocketArgs {
     }
 }
 
+/// A usage error for `--iface` given to a server that joins no group
+/// unless the backend is xdp, whose interface it names (a socket backend
+/// receives on every interface of `--bind`).
+pub(crate) fn xdp_iface_only(iface: Option<&str>, backend: Option<Backend>) -> Result<(), Failure> {
+    match iface {
+        Some(i) if backend != Some(Backend::Xdp) => Err(usage(format!(
+            "--iface {i} is the interface the xdp backend attaches to: add --backend xdp (a \
+             socket backend receives on every interface of --bind)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Options shared by commands that run an engine.
 #[derive(Args, Clone)]
 pub(crate) struct EngineArgs {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use crate::apps::echo::{Echo, TimedEcho};
 use udpring::{Engine, Stats};
 
-use crate::common::{EngineArgs, Failure, GuardArgs, config_error, parse_addr, runtime, usage};
+use crate::common::{EngineArgs, Failure, GuardArgs, config_error, parse_addr, runtime};
 use crate::serve::{ServeArgs, rate_line, run_until, stop, totals};
 
 #[derive(Args)]
@@ -46,17 +46,7 @@ pub(crate) struct EchoArgs {
 
 pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
     // An echo joins no group: the interface is the xdp backend's alone.
-    if let Some(i) = a
-        .engine
-        .iface
-        .as_ref()
-        .filter(|_| a.engine.backend != Some(udpring::Backend::Xdp))
-    {
-        return Err(usage(format!(
-            "--iface {i} is the interface the xdp backend attaches to: add --backend xdp (a \
-             socket backend receives on every interface of --bind; --bind-device keeps it to one)"
-        )));
-    }
+    crate::common::xdp_iface_only(a.engine.iface.as_deref(), a.engine.backend)?;
     let mut cfg = a.engine.config(a.bind)?;
     cfg.guard = a.guard.guard();
     cfg.recv_tos |= a.reflect_tos;

@@ -60,26 +60,22 @@ fn read_within(f: &Path, max: u64, idle: Duration) -> Result<Vec<u8>, Failure> {
     let mut file = file;
     loop {
         match file.read(&mut chunk) {
-            Ok(0) => {
-                // The writer closed it, or a FIFO has had none yet: the
-                // wait tells them apart (POLLHUP only after a writer).
-                if !wait_readable(&file, idle, &named)? {
-                    break;
-                }
-            }
-            Ok(n) => {
+            Ok(n) if n > 0 => {
                 buf.extend_from_slice(&chunk[..n]);
                 if buf.len() as u64 > max {
                     return Err(too_long());
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return Err(named(&e)),
+            // Nothing yet (WouldBlock), or 0: the writer closed it, or a
+            // FIFO has had none yet, which the wait tells apart (POLLHUP
+            // only after a writer).
+            _ => {
                 if !wait_readable(&file, idle, &named)? {
                     break;
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(named(&e)),
         }
     }
     if buf.is_empty() {

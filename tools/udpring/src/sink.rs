@@ -10,7 +10,7 @@ use crate::apps::mcast::{MAX_PEERS, McastListen, PeerTable};
 use clap::Args;
 use udpring::Engine;
 
-use crate::common::{Failure, config_error, parse_addr, runtime, usage};
+use crate::common::{Failure, config_error, parse_addr, runtime};
 use crate::serve::{ServeArgs, run_until, stop};
 
 #[derive(Args)]
@@ -40,16 +40,7 @@ pub(crate) struct SinkArgs {
 }
 
 pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
-    if let Some(i) = a
-        .iface
-        .as_ref()
-        .filter(|_| a.backend != Some(udpring::Backend::Xdp))
-    {
-        return Err(usage(format!(
-            "--iface {i} is the interface the xdp backend attaches to: add --backend xdp (a \
-             socket backend receives on every interface of --bind)"
-        )));
-    }
+    crate::common::xdp_iface_only(a.iface.as_deref(), a.backend)?;
     let mut cfg = udpring::Config::new(a.bind);
     cfg.workers = 1;
     cfg.backend = a.backend;
