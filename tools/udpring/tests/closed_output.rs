@@ -254,6 +254,10 @@ fn an_idle_quiet_server_sleeps_until_a_signal_comes() {
         "fanout --listen 127.0.0.1:0 --to 127.0.0.1:9 -w 1 -q --duration 30",
     ] {
         let mut s = Server::start(&util::words(args));
+        // The banner can come before a worker's first sleep (its first
+        // wait, on a loaded machine some ms later): that is start-up,
+        // not idle. Counted from 300 ms on.
+        std::thread::sleep(Duration::from_millis(300));
         let before = sleeps(s.child.id());
         std::thread::sleep(Duration::from_millis(2500));
         let woke = sleeps(s.child.id()) - before;
