@@ -217,6 +217,47 @@ fn loss_hint(r: &crate::apps::load::LoadReport, o: &crate::apps::load::LoadOpts)
     } else {
         String::new()
     };
+    // Replies that came back but answer no request because the service
+    // changed them: loss it made, not loss from falling behind, and "a
+    // lower --rate" would send the user after the wrong thing. (A reply
+    // to a request written off early is unmatched too, so `unmatched`
+    // counts here only when none was.)
+    let c = &r.counts;
+    let unmatched = if c.ids_reused_early == 0 {
+        c.unmatched
+    } else {
+        0
+    };
+    let altered = c
+        .invalid
+        .saturating_add(c.truncated)
+        .saturating_add(unmatched);
+    if altered >= 10 && altered.saturating_mul(10) >= r.lost {
+        let parts: Vec<String> = [
+            (c.invalid, "invalid"),
+            (c.truncated, "cut short"),
+            (unmatched, "with no request's ID"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        let must = match o.matching {
+            crate::apps::load::Match::Id { offset, len } => format!(
+                "with --match id:{offset}:{len} it must copy each request's {len}-byte ID \
+                 back at byte {offset}"
+            ),
+            _ => "with --match header it must echo each request whole; a service that \
+                  answers with other bytes needs --match id:OFFSET:LEN or flow"
+                .to_string(),
+        };
+        return Some(format!(
+            "{pct:.3}% lost{buffer}, and {altered} replies came back that answer no request \
+             ({}): the service changes what it sends back, so this is not its capacity \
+             ({must})",
+            parts.join(", ")
+        ));
+    }
     let what = match (&o.mode, o.window) {
         (Mode::Flood, None) => "a flood with no window overruns the server's socket buffer; \
              drop --unbounded (256 in flight) to measure the server instead"

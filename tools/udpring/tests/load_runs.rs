@@ -530,3 +530,57 @@ fn quiet_means_errors_only_and_the_json_keeps_the_warnings() {
     assert_eq!(code, 2);
     assert!(err.starts_with("udpring: error: "), "{err}");
 }
+
+/// A service that answers every request but alters every other answer:
+/// the loss is the service's doing, and the hint says so (and what it
+/// must return) instead of blaming its capacity. The same run against a
+/// service that drops what it does not answer still gets the capacity
+/// hint.
+#[test]
+fn loss_from_altered_replies_is_told_from_loss_from_capacity() {
+    if !have("python3") {
+        return;
+    }
+    let hint = |args: &str| {
+        let (code, out, err) = run(&util::words(args));
+        assert_eq!(code, 0, "{err}");
+        let v = json(&out);
+        (v["warnings"][0].as_str().unwrap_or("").to_string(), v)
+    };
+    let every_other = |alter: &str| {
+        util::PyResponder::start(&format!(
+            "    n = globals().get('n', 0) + 1\n    globals()['n'] = n\n    \
+             s.sendto(q if n % 2 else {alter}, a)"
+        ))
+    };
+    let run_args = "-n 200 --rate 2000 --warmup 0 --timeout 0.05 --drain 0.1 --json -q";
+    // udpring's header, every other reply reversed: invalid.
+    let py = every_other("q[::-1]");
+    let (h, v) = hint(&format!("load {} {run_args}", py.addr));
+    assert_eq!(v["invalid"].as_u64(), Some(100), "{v}");
+    assert!(
+        h.starts_with("hint: 50.000% lost, and 100 replies came back"),
+        "{h}"
+    );
+    assert!(
+        h.contains("(100 invalid)") && h.contains("--match header"),
+        "{h}"
+    );
+    // A 2-byte ID at byte 2, every other reply cut before it: unmatched.
+    let py = every_other("q[:2]");
+    let id = "--payload 00000000 --match id:2:2";
+    let (h, v) = hint(&format!("load {} {id} {run_args}", py.addr));
+    assert_eq!(v["unmatched"].as_u64(), Some(100), "{v}");
+    assert!(h.contains("(100 with no request's ID)"), "{h}");
+    assert!(
+        h.contains("copy each request's 2-byte ID back at byte 2"),
+        "{h}"
+    );
+    // Every other request not answered at all: the capacity hint.
+    let py = util::PyResponder::start(HALF);
+    let (h, _) = hint(&format!(
+        "load {} --payload 00000000 --match id:0:2 {run_args}",
+        py.addr
+    ));
+    assert!(h.starts_with("hint: 50.000% lost: at 2000/s"), "{h}");
+}
