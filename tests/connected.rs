@@ -102,40 +102,45 @@ per_backend!(
     }
 );
 
-/// Connects to a closed port and sends; records error events.
+/// Connects its second socket to a closed port and sends; records error
+/// events with the socket each was reported on.
 struct ConnectRefused {
     target: SocketAddr,
-    events: Arc<Mutex<Vec<ErrorEvent>>>,
+    events: Arc<Mutex<Vec<(ErrorEvent, Option<usize>)>>>,
 }
 
 impl Handler for ConnectRefused {
     fn on_start(&mut self, tx: &mut Transport<'_>) {
-        tx.connect(0, self.target).unwrap();
+        assert_eq!(tx.error_socket(), None, "only in on_error");
+        tx.connect(1, self.target).unwrap();
         assert!(
-            tx.path_mtu(0).unwrap() >= 1280,
+            tx.path_mtu(1).unwrap() >= 1280,
             "a connected socket knows its path MTU"
         );
-        tx.send_to(b"anyone?", self.target).unwrap();
+        tx.send_to_via(1, b"anyone?", self.target).unwrap();
     }
     fn on_datagram(&mut self, _dgram: Datagram<'_>, _tx: &mut Transport<'_>) {}
     fn on_error(&mut self, event: ErrorEvent, tx: &mut Transport<'_>) {
-        self.events.lock().unwrap().push(event);
+        let sock = tx.error_socket().map(|s| s.index());
+        self.events.lock().unwrap().push((event, sock));
         if self.events.lock().unwrap().len() == 1 {
             // Once more: the next refusal comes back too.
-            tx.send_to(b"still?", self.target).unwrap();
+            tx.send_to_via(1, b"still?", self.target).unwrap();
         }
     }
 }
 
 per_backend!(
-    fn connection_refused_arrives_on_a_connected_socket(backend) {
+    fn connection_refused_arrives_on_a_connected_socket_and_names_it(backend) {
         let closed = UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
         let e2 = events.clone();
-        let engine = Engine::start(config(backend, false), move |_| ConnectRefused {
+        let mut cfg = config(backend, false);
+        cfg.also_bind = vec![loopback(false)];
+        let engine = Engine::start(cfg, move |_| ConnectRefused {
             target: closed,
             events: e2.clone(),
         })
@@ -147,11 +152,12 @@ per_backend!(
         let got = events.lock().unwrap().clone();
         stop_clean(engine);
         assert!(got.len() >= 2, "{backend}: {got:?}");
-        for e in &got[..2] {
+        for (e, sock) in &got[..2] {
             assert!(
                 matches!(e, ErrorEvent::ConnectionRefused { peer } if peer.is_none_or(|p| p == closed)),
                 "{backend}: {got:?}"
             );
+            assert_eq!(*sock, Some(1), "{backend}: the second socket's: {got:?}");
         }
     }
 );

@@ -138,6 +138,9 @@ pub(crate) struct Core {
     /// connected peer go without an address (see [`Core::push`]).
     /// Forgotten when a socket's peer changes.
     last_dest: Option<(u16, SocketAddr, RawAddr)>,
+    /// While the handler's `on_error` runs: the socket the error is about
+    /// ([`crate::Transport::error_socket`]).
+    pub error_sock: Option<u16>,
     pub shared: Arc<WorkerShared>,
 }
 
@@ -167,6 +170,7 @@ impl Core {
             socket_segment: None,
             stamp_next: None,
             last_dest: None,
+            error_sock: None,
             shared,
         }
     }

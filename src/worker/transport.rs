@@ -428,6 +428,15 @@ impl Transport<'_> {
         self.core.pool.send_cap()
     }
 
+    /// In [`Handler::on_error`](crate::Handler::on_error): the socket the
+    /// kernel reported the error on (the one that sent the datagram an
+    /// ICMP error is about, or whose send was refused), so that a handler
+    /// with several sockets (`Config::also_bind`, flows of their own) can
+    /// tell which request failed. `None` in every other call.
+    pub fn error_socket(&self) -> Option<SocketId> {
+        self.core.error_sock.map(SocketId::from_index)
+    }
+
     /// The worker's index (0-based).
     pub fn worker(&self) -> usize {
         self.core.index

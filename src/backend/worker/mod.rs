@@ -182,10 +182,13 @@ impl<H: Handler> Worker<H> {
         self.core.stats.c.invalid_completions += 1;
     }
 
-    /// Hands an error event to the handler.
-    pub fn error_event(&mut self, ev: ErrorEvent) {
+    /// Hands an error event about socket `sock` to the handler (which
+    /// reads the socket with [`Transport::error_socket`]).
+    pub fn error_event(&mut self, sock: usize, ev: ErrorEvent) {
         self.core.stats.c.error_events += 1;
+        self.core.error_sock = u16::try_from(sock).ok();
         self.call(|h, tx| h.on_error(ev, tx));
+        self.core.error_sock = None;
     }
 
     /// Drains socket `sock`'s error queue into handler events; returns how
@@ -199,7 +202,7 @@ impl<H: Handler> Worker<H> {
         while let Some(entry) = sys::read_errqueue(fd) {
             n += 1;
             match entry {
-                sys::Queued::Error(e) => self.error_event(ErrorEvent::from_queued(e)),
+                sys::Queued::Error(e) => self.error_event(sock, ErrorEvent::from_queued(e)),
                 sys::Queued::TxTimestamp { id, ns } => self.tx_timestamp(id, ns),
                 sys::Queued::Unknown => self.invalid(),
             }
@@ -209,7 +212,7 @@ impl<H: Handler> Worker<H> {
         if n == 0
             && let Some(errno) = sys::take_socket_error(fd)
         {
-            self.error_event(ErrorEvent::from_errno(errno, None));
+            self.error_event(sock, ErrorEvent::from_errno(errno, None));
             n += 1;
         }
         n
@@ -226,7 +229,7 @@ impl<H: Handler> Worker<H> {
     /// ICMP error ends a receive; the details wait in the error queue).
     pub fn socket_error(&mut self, sock: usize, errno: i32) {
         if self.drain_errors(sock) == 0 {
-            self.error_event(ErrorEvent::from_errno(errno, None));
+            self.error_event(sock, ErrorEvent::from_errno(errno, None));
         }
     }
 
@@ -306,7 +309,7 @@ impl<H: Handler> Worker<H> {
         if !is_icmp_errno(errno) {
             self.core.stats.send_error(errno);
             let peer = self.core.peer_of(t);
-            self.error_event(ErrorEvent::SendFailed { peer, errno });
+            self.error_event(usize::from(t.sock), ErrorEvent::SendFailed { peer, errno });
             return;
         }
         let reported = self.drain_errors(usize::from(t.sock));
@@ -340,7 +343,7 @@ impl<H: Handler> Worker<H> {
             },
             ev => ev,
         };
-        self.error_event(ev);
+        self.error_event(usize::from(t.sock), ev);
     }
 
     /// A queued send the network would not take, given up so that its slot
