@@ -160,6 +160,12 @@ pub(crate) fn judge(
                     String::new()
                 }
             )
+        } else if let Some(n) = c.errors.get("ECONNREFUSED").filter(|_| c.sent > 0) {
+            format!(
+                "no replies from {target} to {} datagrams, and {n} ICMP port unreachable \
+                 (ECONNREFUSED): nothing listens on that port",
+                c.sent
+            )
         } else if report.counts.sent > 0 {
             format!(
                 "no replies from {target} to {} datagrams: is an echo server listening there? \
@@ -271,11 +277,23 @@ fn loss_hint(r: &crate::apps::load::LoadReport, o: &crate::apps::load::LoadOpts)
             "at {rate:.0}/s the server or the path does not keep up; \
              try a lower --rate"
         ),
-        (Mode::Ping, _) => format!(
-            "{} requests went unanswered within --timeout {:?}",
-            r.counts.timeouts,
-            o.timeout()
-        ),
+        (Mode::Ping, _) => {
+            let icmp: Vec<String> = c.errors.iter().map(|(e, n)| format!("{e}={n}")).collect();
+            let icmp = if icmp.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", and requests were answered by ICMP errors ({}): the service was not \
+                     there, or not reachable, for part of the run",
+                    icmp.join(" ")
+                )
+            };
+            format!(
+                "{} requests went unanswered within --timeout {:?}{icmp}",
+                c.timeouts,
+                o.timeout()
+            )
+        }
     };
     Some(format!("{pct:.3}% lost{buffer}: {what}"))
 }

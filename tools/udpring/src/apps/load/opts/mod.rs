@@ -154,7 +154,9 @@ pub struct LoadOpts {
     /// (none one-way).
     #[arg(long = "drain", value_name = "DRAIN", value_parser = parse_secs_or_zero)]
     pub drain_arg: Option<Duration>,
-    /// Seconds before a request counts as unanswered (ping mode; with ID
+    /// Seconds before a request counts as unanswered (ping mode, where an
+    /// ICMP error about it, such as port unreachable, ends it sooner and
+    /// its flow sends again within 20 ms; with ID
     /// matching, before its ID may be reused: a paced run remembers a
     /// timeout's worth of requests, and when the IDs cannot cover that it
     /// writes the oldest off sooner rather than wait, counted as

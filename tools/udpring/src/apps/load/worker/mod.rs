@@ -502,8 +502,9 @@ impl Handler for Worker {
         }
     }
 
-    fn on_error(&mut self, event: ErrorEvent, _tx: &mut Transport<'_>) {
+    fn on_error(&mut self, event: ErrorEvent, tx: &mut Transport<'_>) {
         self.count_error(event);
+        self.refused_ping(event, tx);
     }
 
     fn on_timer(&mut self, token: u64, tx: &mut Transport<'_>) {

@@ -47,6 +47,36 @@ impl Worker {
         *self.counts.errors.entry(kind).or_default() += 1;
     }
 
+    /// Closed loop: an ICMP error about a flow's request (nothing listens
+    /// on the port, no route to the host, too big for the path) is its
+    /// answer, as in `udpring ping`: the request ends now, lost, instead
+    /// of waiting out --timeout (a service restarting under a closed-loop
+    /// run stalled every flow for a second per request). The flow sends
+    /// its next request at the next housekeeping pass (within 20 ms), not
+    /// at once: a port nothing listens on answers at once, and a closed
+    /// loop would then send as fast as the ICMP comes back (250k/s on
+    /// loopback, where the kernel does not rate-limit ICMP). The socket
+    /// says which flow.
+    pub(super) fn refused_ping(&mut self, event: ErrorEvent, tx: &mut Transport<'_>) {
+        if self.opts.mode != Mode::Ping
+            || !matches!(
+                event,
+                ErrorEvent::ConnectionRefused { .. }
+                    | ErrorEvent::Unreachable { .. }
+                    | ErrorEvent::MessageTooLong { .. }
+            )
+        {
+            return;
+        }
+        let Some(fi) = tx
+            .error_socket()
+            .and_then(|s| self.by_sock.get(s.index()).copied().flatten())
+        else {
+            return;
+        };
+        self.flows[fi].in_flight = None;
+    }
+
     /// The request a reply of udpring's header answers, or the count the
     /// reply goes to instead.
     fn by_header(&self, seg: &[u8], fi: usize) -> Result<(u64, u64), Field> {
