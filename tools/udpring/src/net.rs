@@ -332,9 +332,17 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
             why.push(format!("was unreachable (ICMP) for {}", s.unreachable));
         }
         let hint = if s.replies == 0 && s.down == 0 {
-            ": is a server listening there?"
+            ": is a server listening there?".to_string()
+        } else if s.wrong_addr > 0 {
+            // Replies that came, but not from where the requests went: a
+            // service answering from another port or address.
+            format!(
+                " ({} replies came from other addresses: a service that answers from \
+                 another port or address? only the target's count)",
+                s.wrong_addr
+            )
         } else {
-            ""
+            String::new()
         };
         return Err(Failure {
             code: 1,

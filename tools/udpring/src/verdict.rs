@@ -160,6 +160,13 @@ pub(crate) fn judge(
                     String::new()
                 }
             )
+        } else if c.sent > 0 && c.foreign > 0 {
+            format!(
+                "no replies from {target} to {} datagrams, but {} datagrams came from other \
+                 addresses (a service that answers from another port or address? only \
+                 replies from {target} count)",
+                c.sent, c.foreign
+            )
         } else if let Some(n) = c.errors.get("ECONNREFUSED").filter(|_| c.sent > 0) {
             format!(
                 "no replies from {target} to {} datagrams, and {n} ICMP port unreachable \

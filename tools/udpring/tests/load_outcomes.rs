@@ -1,7 +1,8 @@
 //! What a load run makes of answers that are not a plain echo's: replies
 //! a service altered (told from loss by capacity in the hint), and ICMP
 //! errors in a closed loop (the request ends at once, as in `udpring
-//! ping`, and the verdict names the closed port). All on loopback.
+//! ping`, and the verdict names the closed port), and answers from another
+//! port than the one asked. All on loopback.
 
 mod util;
 
@@ -121,6 +122,40 @@ fn a_closed_loop_takes_port_unreachable_as_the_answer() {
     assert_eq!(code, 1);
     assert!(
         err.contains("ICMP port unreachable (ECONNREFUSED): nothing listens on that port"),
+        "{err}"
+    );
+}
+
+/// A service that answers from another port than the one asked (as TFTP
+/// does): nothing counts as a reply, and the error says where the answers
+/// came from instead of asking whether anything listens. (`load` sees
+/// them only with unconnected flows; connected, the kernel drops them.)
+#[test]
+fn answers_from_another_port_are_named_in_the_error() {
+    if !have("python3") {
+        return;
+    }
+    let py = util::PyResponder::start(
+        "    o = globals().get('o') or socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    \
+         globals()['o'] = o\n    o.sendto(q, a)",
+    );
+    let (code, _, err) = run(&util::words(&format!(
+        "load {} -n 50 --warmup 0 --drain 0.2 --unconnected -q",
+        py.addr
+    )));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no replies from")
+            && err.contains("but 50 datagrams came from other addresses"),
+        "{err}"
+    );
+    let (code, _, err) = run(&util::words(&format!(
+        "ping {} -c 1 --timeout 0.02 --attempts 2",
+        py.addr
+    )));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("looked down for 1 of 1 requests (2 replies came from other addresses"),
         "{err}"
     );
 }
