@@ -1,5 +1,5 @@
 //! What a load run makes of answers that are not a plain echo's: replies
-//! a service altered (told from loss by capacity in the hint), and ICMP
+//! a service altered (told from loss by capacity in the hint), ICMP
 //! errors in a closed loop (the request ends at once, as in `udpring
 //! ping`, and the verdict names the closed port), and answers from another
 //! port than the one asked. All on loopback.
