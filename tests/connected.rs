@@ -106,8 +106,11 @@ per_backend!(
 /// events with the socket each was reported on.
 struct ConnectRefused {
     target: SocketAddr,
-    events: Arc<Mutex<Vec<(ErrorEvent, Option<usize>)>>>,
+    events: Seen,
 }
+
+/// Each error event with the index of the socket it was reported on.
+type Seen = Arc<Mutex<Vec<(ErrorEvent, Option<usize>)>>>;
 
 impl Handler for ConnectRefused {
     fn on_start(&mut self, tx: &mut Transport<'_>) {
