@@ -118,6 +118,16 @@
 //! the call are what every queued send of it carries. A copy is taken at
 //! the call.
 //!
+//! **One send for many.** When the batch goes, datagrams of up to 512
+//! bytes queued one after another to one destination with one size (the
+//! replies to a client that sent a burst) are copied into one send slot
+//! and go as one `UDP_SEGMENT` train: one trip through the kernel's send
+//! path instead of one each, for a copy of a few hundred bytes. The
+//! receiver gets each datagram as it was sent (a socket with `UDP_GRO`
+//! may take them as one train). Counted in `Stats::coalesced`; off with
+//! `Config::coalesce = false`; larger datagrams always go from their own
+//! buffer.
+//!
 //! **Backpressure.** A handler that sends more than the send slots hold
 //! (a fan-out to a thousand subscribers) gets [`SendError::Exhausted`]
 //! for the rest, and [`Handler::on_writable`] as soon as slots come back:

@@ -132,6 +132,15 @@ counters! {
     /// Zero-copy sends the kernel copied after all (its notification said
     /// so: loopback and local delivery always copy).
     zc_copied,
+    /// GSO trains the worker made of small datagrams (up to 512 bytes)
+    /// queued one after another to one destination with one size: one send
+    /// for what took one each, the bytes copied into one send slot
+    /// (`Config::coalesce`). Each is one of `sent_bufs`.
+    coalesced,
+    /// Of those, trains the kernel refused as trains (a device without
+    /// checksum offload): sent again one datagram at a time, and the
+    /// worker makes no more trains.
+    coalesce_refused,
     /// Error events handed to the handler.
     error_events,
     /// TX timestamps handed to the handler (`on_tx_timestamp`).

@@ -10,7 +10,9 @@
 #
 # BACKENDS picks the backends (default: simple mmsg uring); BIND the
 # server's bind address (default 127.0.0.1; 0.0.0.0 for a wildcard
-# server, which answers from the address asked). The client always sends
+# server, which answers from the address asked); A_ARGS / B_ARGS more
+# flags for A's / B's server (one build, two settings:
+# `A_ARGS=--no-coalesce tools/echo-ab.sh U U`). The client always sends
 # to 127.0.0.1.
 set -euo pipefail
 a=${1:?old udpring binary}
@@ -27,9 +29,12 @@ trap 'rm -rf "$out"; [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true' EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 one() { # side binary backend round
-  local side=$1 bin=$2 be=$3 r=$4 port
+  local side=$1 bin=$2 be=$3 r=$4 port extra
   port=$((20000 + RANDOM % 20000))
-  "$bin" echo --bind "$bind:$port" --backend "$be" --workers 1 --cpu 0 -q \
+  extra=${A_ARGS:-}
+  [ "$side" = b ] && extra=${B_ARGS:-}
+  # shellcheck disable=SC2086 # extra flags, word-split on purpose
+  "$bin" echo --bind "$bind:$port" --backend "$be" --workers 1 --cpu 0 -q $extra \
     > "$out/srv.txt" 2>&1 &
   srv=$!
   for _ in $(seq 50); do grep -q "listening on" "$out/srv.txt" 2>/dev/null && break; sleep 0.05; done
@@ -70,7 +75,8 @@ for line in open(sys.argv[1]):
     d = rows.setdefault(be, {"a": [], "b": []})
     d[side].append((float(pps), float(cpu)))
 a, b, rounds, secs, size = sys.argv[2:7]
-print(f"A = {a}\nB = {b}\n{rounds} rounds interleaved, {secs} s each, {size} B, "
+import os
+print(f"A = {a} {os.environ.get('A_ARGS', '')}\nB = {b} {os.environ.get('B_ARGS', '')}\n{rounds} rounds interleaved, {secs} s each, {size} B, "
       "server on CPU 0, client (B's load --window 256) on CPU 1\n")
 print("| backend | A echoed/s | B echoed/s | B/A rate | A server CPU us/echo | B server CPU us/echo | B/A CPU | B/A CPU per round (min..max) |")
 print("|---|---:|---:|---:|---:|---:|---:|---|")

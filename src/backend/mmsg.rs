@@ -53,6 +53,8 @@ impl Loop {
             return;
         }
         self.blocked = None;
+        let core = &mut w.core;
+        core.stats.c.coalesced += core.queue.coalesce(&mut core.pool) as u64;
         while let Some(first) = w.core.queue.as_slice().first() {
             let fd = self.fds[usize::from(first.sock)];
             match self

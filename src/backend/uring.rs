@@ -152,6 +152,7 @@ impl Driver {
     /// when every send header is in flight.
     fn flush<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<usize> {
         let core = &mut w.core;
+        core.stats.c.coalesced += core.queue.coalesce(&mut core.pool) as u64;
         let mut done = 0;
         for &t in core.queue.as_slice() {
             // SAFETY: the queue holds a reference on the slot for this send

@@ -301,6 +301,50 @@ impl Pool {
         Some(s)
     }
 
+    /// Copies the byte ranges `parts` (slot, offset, length) one after the
+    /// other into a free send slot's window; returns that slot, with one
+    /// reference, or `None` (nothing copied, nothing taken) when no send
+    /// slot is free or the bytes do not fit.
+    pub fn gather_to_send(
+        &mut self,
+        parts: impl Iterator<Item = (u32, u32, u32)> + Clone,
+    ) -> Option<u32> {
+        let total: u64 = parts.clone().map(|(_, _, len)| u64::from(len)).sum();
+        if total > u64::from(self.slot_size - self.send_base) {
+            return None;
+        }
+        let to = self.alloc_send()?;
+        let s = to.slot;
+        let mut at = 0;
+        for (slot, off, len) in parts {
+            // SAFETY: `s` was just taken off the free list and is lent to
+            // us alone; the `slot`s are only read.
+            if !unsafe { self.copy_between(slot, off, len, s, at) } {
+                self.release(to);
+                return None;
+            }
+            at += len;
+        }
+        self.note_written(s, at);
+        self.set_tag(s, 0);
+        self.hold(s);
+        self.release(to);
+        Some(s)
+    }
+
+    /// A copy of `len` bytes at `off` of `slot`'s window (tests read what a
+    /// send would put on the wire).
+    #[cfg(test)]
+    pub fn bytes_of(&self, slot: u32, off: u32, len: u32) -> Vec<u8> {
+        assert!(slot < self.total && off as u64 + len as u64 <= self.window_cap(slot) as u64);
+        // SAFETY: the range lies inside the slot (asserted); tests read
+        // slots no one writes meanwhile.
+        unsafe {
+            std::slice::from_raw_parts(self.base(slot).as_ptr().add(off as usize), len as usize)
+        }
+        .to_vec()
+    }
+
     /// Copies `len` bytes at `off` of `slot` to `at` in receive slot `to`,
     /// which the caller reserved ([`Pool::reserve_recv`]) and holds: a
     /// scratch chunk for a send that has no slot of its own to go from.

@@ -205,6 +205,13 @@ config! {
     /// Allow `UDP_SEGMENT` sends (turned off by itself if the kernel
     /// refuses). Default: on.
     gso: bool = true;
+    /// Small datagrams (up to 512 bytes) queued one after another to one
+    /// destination with one size go as one `UDP_SEGMENT` train, copied
+    /// into one send slot (counted in `Stats::coalesced`): one send where
+    /// each took one, which a reply server under a flood from one client
+    /// queues every batch. The receiver gets each datagram as it was
+    /// sent. Needs `gso`. Default: on.
+    coalesce: bool = true;
     /// `SO_BINDTODEVICE`: every socket sends and receives on this
     /// interface only (needs CAP_NET_RAW unless it is already the only
     /// route). Default: none.

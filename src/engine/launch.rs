@@ -201,6 +201,7 @@ fn worker_body<H: Handler>(
     // Frames carry one datagram each: trains are cut before the xdp backend.
     let gso = cfg.gso && backend != Backend::Xdp;
     let mut core = Core::new(pool, socks, i, gso, cfg.max_queued_sends, shared, guard);
+    core.queue.set_coalesce(cfg.coalesce);
     core.busy_poll = cfg.busy_poll;
     core.reflect_tos = cfg.reflect_tos;
     core.tx_timestamps = cfg.tx_timestamps;

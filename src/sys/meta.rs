@@ -70,6 +70,13 @@ pub struct Transmit {
     /// The socket's own `UDP_SEGMENT` (set to `segment`) cuts this train:
     /// no control message, so a plain send.
     pub socket_segments: bool,
+    /// A train the send queue made of small datagrams to one destination
+    /// (copied into one send slot), not one the handler asked for: if the
+    /// kernel refuses it as a train, it is cut again and GSO stays on.
+    pub coalesced: bool,
+    /// Asked to go as a datagram by itself (`Transport::send_each_with`):
+    /// never coalesced into a train.
+    pub alone: bool,
 }
 
 impl Transmit {
@@ -89,6 +96,8 @@ impl Transmit {
             tos: None,
             ts_id: None,
             socket_segments: false,
+            coalesced: false,
+            alone: false,
         }
     }
 

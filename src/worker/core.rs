@@ -371,7 +371,16 @@ impl Core {
                 segment: Some(s),
                 ..t
             }),
-            Cut::Pieces { piece, segment } => self.enqueue(Transmit { segment, ..t }, Some(piece)),
+            // Pieces that are datagrams were asked to go each by itself
+            // (`send_each_with`): never coalesced into a train.
+            Cut::Pieces { piece, segment } => self.enqueue(
+                Transmit {
+                    segment,
+                    alone: segment.is_none(),
+                    ..t
+                },
+                Some(piece),
+            ),
         };
         self.pool.release(lent);
         pushed.map(|()| n)

@@ -33,7 +33,9 @@ use crate::worker::sendbuf::SendBuf;
 /// `send_trains_with` copy nothing either (the handler builds the
 /// datagram in the send slot the kernel reads); `send_to` and
 /// `send_segments` copy the data once into a send slot. No send allocates
-/// or makes a system call.
+/// or makes a system call. (Small datagrams queued back to back to one
+/// destination are copied into one train when the batch goes: see the
+/// crate docs, "One send for many".)
 ///
 /// Which send: received bytes go back or on with `reply`/`forward`; bytes
 /// the handler serializes (a reply it builds, a load generator's request)

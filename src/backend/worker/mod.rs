@@ -283,6 +283,17 @@ impl<H: Handler> Worker<H> {
             }
             return;
         }
+        if t.coalesced && matches!(errno, libc::EIO | libc::EINVAL | libc::EMSGSIZE) {
+            // A train the queue made, refused as a train (a device without
+            // checksum offload, a path narrower than a segment): its
+            // datagrams go one by one, as they were asked for, and the
+            // worker makes no more trains (each would be refused again);
+            // the handler's own trains keep GSO.
+            self.core.stats.c.coalesce_refused += 1;
+            self.core.queue.set_coalesce(false);
+            self.core.queue.push_cut(&mut self.core.pool, *t);
+            return;
+        }
         if matches!(errno, libc::EIO | libc::EINVAL) && t.segment.is_some() && self.core.queue.gso()
         {
             // The kernel (or the device) refuses UDP_SEGMENT: turn GSO off

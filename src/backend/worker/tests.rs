@@ -241,3 +241,51 @@ fn sends_to_the_connected_peer_go_without_an_address_whatever_came_before() {
         "IPv6 on an IPv4 socket"
     );
 }
+
+/// Three small datagrams to one peer, coalesced into one train (the
+/// fourth send slot holds it).
+fn coalesced_train(w: &mut Worker<Events>) -> Transmit {
+    let to = "127.0.0.1:9".parse().unwrap();
+    for k in 0..3u8 {
+        w.core.send_copy(0, &[k; 100], to, None).unwrap();
+    }
+    assert_eq!(w.core.queue.coalesce(&mut w.core.pool), 1);
+    let t = w.core.queue.pop_front().unwrap();
+    assert!(t.coalesced && t.datagrams() == 3 && w.core.queue.is_empty());
+    t
+}
+
+#[test]
+fn a_coalesced_train_counts_each_datagram_and_one_send() {
+    let (mut w, _s) = worker();
+    let t = coalesced_train(&mut w);
+    w.complete(t, Ok(()));
+    let c = &w.core.stats.c;
+    assert_eq!((c.sent, c.sent_bufs, c.bytes_sent), (3, 1, 300));
+    assert_eq!(w.core.pool.counts().out, 0);
+}
+
+#[test]
+fn a_coalesced_train_refused_goes_again_as_its_datagrams_with_gso_kept() {
+    let (mut w, _s) = worker();
+    let t = coalesced_train(&mut w);
+    w.complete(t, Err(libc::EIO));
+    assert!(w.core.queue.gso(), "the handler's trains keep GSO");
+    assert!(!w.core.shared.stats.load().gso_disabled);
+    assert_eq!(w.core.stats.c.coalesce_refused, 1);
+    assert_eq!(w.core.queue.coalesce(&mut w.core.pool), 0, "no train again");
+    assert_eq!(w.core.stats.send_errors_total(), 0, "not a failure: resent");
+    let lens: Vec<(u32, bool)> = w
+        .core
+        .queue
+        .as_slice()
+        .iter()
+        .map(|t| (t.len, t.segment.is_none()))
+        .collect();
+    assert_eq!(lens, [(100, true); 3]);
+    while let Some(t) = w.core.queue.pop_front() {
+        w.complete(t, Ok(()));
+    }
+    assert_eq!((w.core.stats.c.sent, w.core.stats.c.sent_bufs), (3, 3));
+    assert_eq!(w.core.pool.counts().out, 0);
+}

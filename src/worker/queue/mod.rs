@@ -10,10 +10,19 @@
 //! cut here into their own sends, so the backends see only whole
 //! datagrams and trains.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU16, NonZeroU32};
 
 use crate::bufring::Pool;
 use crate::sys::Transmit;
+
+/// Datagrams up to this size, queued one after another to one
+/// destination, are copied into one GSO train ([`SendQueue::coalesce`]).
+/// Small enough that a train's segments fit any path a single datagram
+/// of theirs would (IPv4's minimum reassembly size is 576 bytes).
+pub(crate) const COALESCE_MAX: u32 = 512;
+/// Datagrams per coalesced train at most (the kernel's `UDP_MAX_SEGMENTS`
+/// is 64 on older kernels).
+const COALESCE_SEGMENTS: usize = 64;
 
 /// Transmits in the order they were asked for, at most `cap` at once.
 pub(crate) struct SendQueue {
@@ -24,6 +33,8 @@ pub(crate) struct SendQueue {
     q: Vec<Transmit>,
     head: usize,
     gso: bool,
+    /// Whether runs of small datagrams become trains ([`SendQueue::coalesce`]).
+    coalesce: bool,
     cap: usize,
 }
 
@@ -35,6 +46,7 @@ impl SendQueue {
             q: Vec::with_capacity(cap.min(4096)),
             head: 0,
             gso,
+            coalesce: gso,
             cap,
         }
     }
@@ -130,6 +142,115 @@ impl SendQueue {
             });
             o += l;
         }
+    }
+
+    /// Turns each run of queued datagrams that go one after another from
+    /// one socket to one destination with the same size (the last of a
+    /// run may be shorter), source and TOS, each at most [`COALESCE_MAX`]
+    /// bytes, into one GSO train: their bytes copied into one send slot,
+    /// their own slots given back. One send then carries what took one
+    /// each (a reply server under a flood from one client queues runs
+    /// like that every batch); the receiver still gets each datagram as
+    /// sent. Nothing changes with GSO off, for trains, for sends that
+    /// ask for a TX timestamp, or for datagrams asked to go each by itself
+    /// (`send_each_with`); a run is left as it is when no send slot is
+    /// free. Returns the trains made.
+    pub fn coalesce(&mut self, pool: &mut Pool) -> usize {
+        if !(self.gso && self.coalesce) || self.len() < 2 {
+            return 0;
+        }
+        let small = |t: &Transmit| {
+            t.segment.is_none()
+                && !t.alone
+                && t.ts_id.is_none()
+                && !t.retried
+                && !t.socket_segments
+                && t.len > 0
+                && t.len <= COALESCE_MAX
+        };
+        // A train is as long as a send slot holds.
+        let room = pool.send_cap() as u32;
+        let (mut r, mut w, mut made) = (self.head, self.head, 0);
+        let end = self.q.len();
+        while r < end {
+            let t = self.q[r];
+            let mut n = 1;
+            if small(&t) {
+                let mut bytes = t.len;
+                while r + n < end && n < COALESCE_SEGMENTS {
+                    let u = &self.q[r + n];
+                    if !(small(u)
+                        && u.sock == t.sock
+                        && u.dst.same(&t.dst)
+                        && u.src == t.src
+                        && u.tos == t.tos
+                        && u.len <= t.len
+                        && bytes + u.len <= room)
+                    {
+                        break;
+                    }
+                    bytes += u.len;
+                    n += 1;
+                    if u.len < t.len {
+                        // A shorter datagram can only end a train.
+                        break;
+                    }
+                }
+            }
+            let train = if n > 1 {
+                let run = &self.q[r..r + n];
+                pool.gather_to_send(run.iter().map(|u| (u.slot, u.off, u.len)))
+                    .map(|slot| (slot, run.iter().map(|u| u.len).sum::<u32>()))
+            } else {
+                None
+            };
+            match (train, NonZeroU16::new(t.len as u16)) {
+                (Some((slot, len)), Some(seg)) => {
+                    for u in &self.q[r..r + n] {
+                        pool.unref(u.slot);
+                    }
+                    self.q[w] = Transmit {
+                        slot,
+                        off: 0,
+                        len,
+                        segment: Some(seg),
+                        coalesced: true,
+                        ..t
+                    };
+                    w += 1;
+                    made += 1;
+                }
+                _ => {
+                    self.q.copy_within(r..r + n, w);
+                    w += n;
+                }
+            }
+            r += n;
+        }
+        self.q.truncate(w);
+        made
+    }
+
+    /// Queues a coalesced train the kernel refused as a train again as
+    /// the datagrams it was made of (from its own slot), GSO left on.
+    pub fn push_cut(&mut self, pool: &mut Pool, t: Transmit) {
+        match t.segment {
+            Some(seg) => self.split(
+                pool,
+                Transmit {
+                    coalesced: false,
+                    alone: true,
+                    ..t
+                },
+                u32::from(seg.get()),
+            ),
+            None => self.push(pool, t),
+        }
+    }
+
+    /// Turns [`SendQueue::coalesce`] off (or back on, with GSO on).
+    pub fn set_coalesce(&mut self, on: bool) {
+        self.coalesce = on;
     }
 
     /// Whether trains go as one `UDP_SEGMENT` send.

@@ -407,3 +407,143 @@ mod model {
         }
     }
 }
+
+mod coalescing {
+    //! [`SendQueue::coalesce`] against what the wire must carry: random
+    //! queues of datagrams (four destinations, sizes on both sides of
+    //! [`COALESCE_MAX`], some asking for a TX timestamp, some pushed as
+    //! trains), with or without GSO and with few or many send slots free.
+    //! After coalescing, the datagrams each transmit puts on the wire (cut
+    //! as the kernel cuts a train) are the ones queued, byte for byte, to
+    //! the same destinations in the same order; a train holds at most 64
+    //! datagrams of one size but its last; nothing with a timestamp or
+    //! over the size joined one; every slot reference comes back.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::SocketAddr;
+
+    fn dst(i: u8) -> RawAddr {
+        let a: SocketAddr = format!("127.0.0.{}:{}", 1 + i % 2, 9000 + u16::from(i / 2))
+            .parse()
+            .unwrap();
+        RawAddr::from_socket_addr(a, false)
+    }
+
+    /// Queues `len` bytes of `fill` to `to` from a fresh send slot.
+    fn queue(pool: &mut Pool, q: &mut SendQueue, to: u8, len: u32, fill: u8, ts: bool, seg: bool) {
+        let mut lent = pool.alloc_send().unwrap();
+        lent.set_window(0, len);
+        lent.bytes_mut().fill(fill);
+        let t = Transmit {
+            len,
+            dst: dst(to),
+            ts_id: ts.then_some(u32::from(fill)),
+            segment: NonZeroU16::new(if seg { 100 } else { 0 }),
+            ..train_at(lent.slot())
+        };
+        q.push(pool, t);
+        pool.release(lent);
+    }
+
+    /// (destination, bytes) of every datagram the queue puts on the wire.
+    fn wire(pool: &Pool, q: &SendQueue) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        for t in q.as_slice() {
+            let to = (0..4).find(|&i| dst(i).same(&t.dst)).unwrap();
+            let seg = t.segment.map_or(t.len, |s| u32::from(s.get()));
+            let mut o = 0;
+            while o < t.len {
+                let l = seg.min(t.len - o);
+                out.push((to, pool.bytes_of(t.slot, t.off + o, l)));
+                o += l;
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn coalescing_puts_the_same_datagrams_on_the_wire(
+            sends in proptest::collection::vec(
+                (0u8..4, prop_oneof![1u32..=64, 500u32..=530], proptest::bool::weighted(0.1),
+                 proptest::bool::weighted(0.05)),
+                1..120,
+            ),
+            gso in any::<bool>(),
+            spare in 0usize..4,
+        ) {
+            // Room for every datagram's slot, and `spare` more for trains.
+            let mut pool = Pool::new(2048, 1, sends.len() + spare, false).unwrap();
+            let mut q = SendQueue::new(4096, gso);
+            for (k, &(to, len, ts, seg)) in sends.iter().enumerate() {
+                queue(&mut pool, &mut q, to, len, k as u8, ts, seg);
+            }
+            let before = wire(&pool, &q);
+            let n = q.len();
+            let made = q.coalesce(&mut pool);
+            prop_assert_eq!(wire(&pool, &q), before);
+            if !gso {
+                prop_assert_eq!((made, q.len()), (0, n));
+            }
+            prop_assert!(made <= spare.max(1) * n, "a train per free slot, at most");
+            for t in q.as_slice().iter().filter(|t| t.coalesced) {
+                let seg = u32::from(t.segment.unwrap().get());
+                prop_assert!(seg <= COALESCE_MAX && t.ts_id.is_none());
+                prop_assert!(t.len.div_ceil(seg) as usize <= COALESCE_SEGMENTS);
+                prop_assert!(t.len > seg, "a train of one is not made");
+            }
+            // Only the queued sends' slots are out.
+            let mut slots: Vec<u32> = q.as_slice().iter().map(|t| t.slot).collect();
+            slots.sort_unstable();
+            slots.dedup();
+            prop_assert_eq!(pool.counts().out as usize, slots.len());
+            while let Some(t) = q.pop_front() {
+                pool.unref(t.slot);
+            }
+            prop_assert_eq!(pool.counts().out, 0, "every reference came back");
+        }
+    }
+
+    /// 100 datagrams of 64 B to one peer make two trains (64 + 36): the
+    /// kernel's segment limit; in 2 KiB slots, trains of what a slot holds.
+    #[test]
+    fn a_run_is_cut_at_64_datagrams() {
+        let mut pool = Pool::new(8192, 1, 102, false).unwrap();
+        let mut q = SendQueue::new(4096, true);
+        for k in 0..100 {
+            queue(&mut pool, &mut q, 0, 64, k, false, false);
+        }
+        assert_eq!(q.coalesce(&mut pool), 2);
+        let trains: Vec<u64> = q.as_slice().iter().map(|t| t.datagrams()).collect();
+        assert_eq!(trains, [64, 36]);
+        while let Some(t) = q.pop_front() {
+            pool.unref(t.slot);
+        }
+        let mut pool = Pool::new(2048, 1, 106, false).unwrap();
+        for k in 0..100 {
+            queue(&mut pool, &mut q, 0, 64, k, false, false);
+        }
+        let per = pool.send_cap() as u64 / 64;
+        assert_eq!(q.coalesce(&mut pool), 100usize.div_ceil(per as usize));
+        assert!(q.as_slice().iter().all(|t| t.datagrams() <= per));
+        assert_eq!(q.as_slice().iter().map(|t| t.datagrams()).sum::<u64>(), 100);
+        q.set_coalesce(false);
+        assert_eq!(q.coalesce(&mut pool), 0, "off means off");
+        q.set_coalesce(true);
+        while let Some(t) = q.pop_front() {
+            pool.unref(t.slot);
+        }
+        for k in 0..10 {
+            queue(&mut pool, &mut q, 0, 64, k, false, false);
+        }
+        for t in q.iter_mut() {
+            t.alone = true;
+        }
+        assert_eq!(q.coalesce(&mut pool), 0, "asked to go each by itself");
+        while let Some(t) = q.pop_front() {
+            pool.unref(t.slot);
+        }
+        assert_eq!(pool.counts().out, 0);
+    }
+}

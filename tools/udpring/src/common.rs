@@ -396,6 +396,12 @@ pub(crate) struct EngineArgs {
     /// echoed as one GSO send with the same segment size.
     #[arg(long)]
     pub(crate) gro: bool,
+    /// Send each small datagram on its own: without it, replies of up to
+    /// 512 bytes queued one after another to one destination go as one
+    /// GSO train (the receiver still gets each as sent; counted in
+    /// `coalesced`).
+    #[arg(long)]
+    pub(crate) no_coalesce: bool,
     /// Bytes per buffer slot (0: 2048, or 64 KiB + headroom with --gro).
     /// Larger datagrams are truncated and counted.
     #[arg(long, default_value_t = 0)]
@@ -450,6 +456,7 @@ impl EngineArgs {
             c.batch = b;
         }
         c.gro = self.gro;
+        c.coalesce = !self.no_coalesce;
         c.slot_size = self.slot_size;
         c.recv_slots = self.recv_slots;
         c.recv_buffer = Some(self.socket_buffer);

@@ -266,3 +266,34 @@ fn a_load_to_a_group_leaves_by_the_interface_it_is_given() {
         "--iface (without --backend xdp) is for a multicast target; 127.0.0.1:9 is unicast",
     )]);
 }
+
+/// A flood from one client makes the echo send its replies as coalesced
+/// trains (the client still gets every echo, as sent); `--no-coalesce`
+/// sends each by itself.
+#[test]
+fn no_coalesce_sends_each_echo_by_itself() {
+    use std::process::{Command, Stdio};
+    for (flag, trains) in [("", true), ("--no-coalesce", false)] {
+        let mut echo = Command::new(env!("CARGO_BIN_EXE_udpring"))
+            .args(words(&format!(
+                "echo --bind 127.0.0.1:0 -w 1 --json --duration 1.5 {flag}"
+            )))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let addr = util::banner_then_drain(echo.stderr.take().unwrap());
+        let (code, out, err) = run(&words(&format!("load {addr} -t 0.5 --json -q")));
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(util::json(&out)["lost"], 0, "every echo came back");
+        let done = echo.wait_with_output().unwrap();
+        let v = util::json(&String::from_utf8_lossy(&done.stdout));
+        let coalesced = v["coalesced"].as_u64().unwrap();
+        let (sent, bufs) = (
+            v["sent"].as_u64().unwrap(),
+            v["sent_bufs"].as_u64().unwrap(),
+        );
+        assert_eq!(coalesced > 0, trains, "{flag}: {v}");
+        assert_eq!(sent > bufs, trains, "{flag}: {v}");
+    }
+}

@@ -299,6 +299,8 @@ fn start_server(case: Case, opts: &BenchOpts, batch: usize) -> io::Result<(Engin
     cfg.backend = Some(case.backend);
     cfg.workers = 1;
     cfg.gro = case.gso;
+    // A row without GSO measures one send per echo.
+    cfg.coalesce = case.gso;
     if !case.gso {
         // Room for the whole datagram: a cut echo is not an echo.
         cfg.slot_size = (case.size + udpring::HEADROOM).max(udpring::DEFAULT_SLOT_SIZE);
@@ -333,6 +335,7 @@ impl Pair {
         // A client: its requests go unmarked and it takes marked answers.
         client_cfg.guard = udpring::Guard::client();
         client_cfg.gro = case.gso;
+        client_cfg.coalesce = false;
         client_cfg.pin = true;
         client_cfg.first_cpu = last;
         if case.gso {

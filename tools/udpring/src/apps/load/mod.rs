@@ -99,6 +99,9 @@ fn engine_config(opts: &LoadOpts, workers: usize, per: usize) -> io::Result<Conf
     cfg.sockets_per_worker = per;
     cfg.distinct_ports = true;
     cfg.busy_poll = opts.busy_poll;
+    // --gso says how the requests go: one send per datagram at 1, never
+    // trains made behind the user's back.
+    cfg.coalesce = false;
     cfg.send_zero_copy_min = opts.zerocopy_min;
     cfg.rx_timestamps = opts.kernel_timestamps;
     cfg.tx_timestamps = opts.kernel_timestamps;
