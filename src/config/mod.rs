@@ -210,7 +210,9 @@ config! {
     /// into one send slot (counted in `Stats::coalesced`): one send where
     /// each took one, which a reply server under a flood from one client
     /// queues every batch. The receiver gets each datagram as it was
-    /// sent. Needs `gso`. Default: on.
+    /// sent. Needs `gso`; off by itself when `send_zero_copy_min` is 512
+    /// or less (those sends go zero-copy from their own buffers, as
+    /// asked). Default: on.
     coalesce: bool = true;
     /// `SO_BINDTODEVICE`: every socket sends and receives on this
     /// interface only (needs CAP_NET_RAW unless it is already the only

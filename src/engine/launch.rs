@@ -201,7 +201,12 @@ fn worker_body<H: Handler>(
     // Frames carry one datagram each: trains are cut before the xdp backend.
     let gso = cfg.gso && backend != Backend::Xdp;
     let mut core = Core::new(pool, socks, i, gso, cfg.max_queued_sends, shared, guard);
-    core.queue.set_coalesce(cfg.coalesce);
+    // Zero-copy asked for sends as small as a coalesced datagram: those
+    // go from their own buffers, as asked, not copied into trains.
+    let zc_small = cfg
+        .send_zero_copy_min
+        .is_some_and(|m| m <= crate::worker::queue::COALESCE_MAX as usize);
+    core.queue.set_coalesce(cfg.coalesce && !zc_small);
     core.busy_poll = cfg.busy_poll;
     core.reflect_tos = cfg.reflect_tos;
     core.tx_timestamps = cfg.tx_timestamps;
