@@ -11,10 +11,23 @@ fn train(pool: &mut Pool, len: u32, seg: u16) -> Transmit {
     }
 }
 
-fn refs_back(pool: &mut Pool, q: &mut SendQueue, slot: u32) {
+/// Slots the queued sends read, each once.
+fn distinct_slots(q: &SendQueue) -> usize {
+    let mut slots: Vec<u32> = q.as_slice().iter().map(|t| t.slot).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots.len()
+}
+
+/// Takes every send off the queue, dropping its reference.
+fn give_back(pool: &mut Pool, q: &mut SendQueue) {
     while let Some(t) = q.pop_front() {
         pool.unref(t.slot);
     }
+}
+
+fn refs_back(pool: &mut Pool, q: &mut SendQueue, slot: u32) {
+    give_back(pool, q);
     pool.unref(slot);
     assert_eq!(pool.counts().out, 0, "every reference came back");
 }
@@ -235,7 +248,7 @@ mod model {
     use proptest::prelude::*;
 
     use super::super::*;
-    use super::train_at;
+    use super::{distinct_slots, give_back, train_at};
 
     #[derive(Clone, Debug)]
     enum Op {
@@ -395,14 +408,9 @@ mod model {
                 pool.unref(slot);
                 prop_assert_eq!(observed(&q), Vec::from(model.clone()));
                 // One reference per queued send, on its slot.
-                let mut slots: Vec<u32> = q.as_slice().iter().map(|t| t.slot).collect();
-                slots.sort_unstable();
-                slots.dedup();
-                prop_assert_eq!(pool.counts().out as usize, slots.len());
+                prop_assert_eq!(pool.counts().out as usize, distinct_slots(&q));
             }
-            while let Some(t) = q.pop_front() {
-                pool.unref(t.slot);
-            }
+            give_back(&mut pool, &mut q);
             prop_assert_eq!(pool.counts().out, 0, "every reference came back");
         }
     }
@@ -494,13 +502,8 @@ mod coalescing {
                 prop_assert!(t.len > seg, "a train of one is not made");
             }
             // Only the queued sends' slots are out.
-            let mut slots: Vec<u32> = q.as_slice().iter().map(|t| t.slot).collect();
-            slots.sort_unstable();
-            slots.dedup();
-            prop_assert_eq!(pool.counts().out as usize, slots.len());
-            while let Some(t) = q.pop_front() {
-                pool.unref(t.slot);
-            }
+            prop_assert_eq!(pool.counts().out as usize, distinct_slots(&q));
+            give_back(&mut pool, &mut q);
             prop_assert_eq!(pool.counts().out, 0, "every reference came back");
         }
     }
@@ -517,9 +520,7 @@ mod coalescing {
         assert_eq!(q.coalesce(&mut pool), 2);
         let trains: Vec<u64> = q.as_slice().iter().map(|t| t.datagrams()).collect();
         assert_eq!(trains, [64, 36]);
-        while let Some(t) = q.pop_front() {
-            pool.unref(t.slot);
-        }
+        give_back(&mut pool, &mut q);
         let mut pool = Pool::new(2048, 1, 106, false).unwrap();
         for k in 0..100 {
             queue(&mut pool, &mut q, 0, 64, k, false, false);
@@ -531,9 +532,7 @@ mod coalescing {
         q.set_coalesce(false);
         assert_eq!(q.coalesce(&mut pool), 0, "off means off");
         q.set_coalesce(true);
-        while let Some(t) = q.pop_front() {
-            pool.unref(t.slot);
-        }
+        give_back(&mut pool, &mut q);
         for k in 0..10 {
             queue(&mut pool, &mut q, 0, 64, k, false, false);
         }
@@ -541,9 +540,7 @@ mod coalescing {
             t.alone = true;
         }
         assert_eq!(q.coalesce(&mut pool), 0, "asked to go each by itself");
-        while let Some(t) = q.pop_front() {
-            pool.unref(t.slot);
-        }
+        give_back(&mut pool, &mut q);
         assert_eq!(pool.counts().out, 0);
     }
 }
