@@ -174,9 +174,8 @@ impl SendQueue {
         let end = self.q.len();
         while r < end {
             let t = self.q[r];
-            let mut n = 1;
+            let (mut n, mut bytes) = (1, t.len);
             if small(&t) {
-                let mut bytes = t.len;
                 while r + n < end && n < COALESCE_SEGMENTS {
                     let u = &self.q[r + n];
                     if !(small(u)
@@ -200,7 +199,7 @@ impl SendQueue {
             let train = if n > 1 {
                 let run = &self.q[r..r + n];
                 pool.gather_to_send(run.iter().map(|u| (u.slot, u.off, u.len)))
-                    .map(|slot| (slot, run.iter().map(|u| u.len).sum::<u32>()))
+                    .map(|slot| (slot, bytes))
             } else {
                 None
             };
@@ -221,7 +220,10 @@ impl SendQueue {
                     made += 1;
                 }
                 _ => {
-                    self.q.copy_within(r..r + n, w);
+                    // In place until the first train; moved down after it.
+                    if w != r {
+                        self.q.copy_within(r..r + n, w);
+                    }
                     w += n;
                 }
             }
