@@ -283,22 +283,7 @@ impl Pool {
     /// window; returns that slot, with one reference, or `None` when no
     /// send slot is free (or the bytes do not fit).
     pub fn copy_to_send(&mut self, slot: u32, off: u32, len: u32) -> Option<u32> {
-        if len > self.slot_size - self.send_base {
-            return None;
-        }
-        let to = self.alloc_send()?;
-        let s = to.slot;
-        // SAFETY: `s` was just taken off the free list and is lent to us
-        // alone; `slot` is only read.
-        if !unsafe { self.copy_between(slot, off, len, s, 0) } {
-            self.release(to);
-            return None;
-        }
-        self.note_written(s, len);
-        self.set_tag(s, 0);
-        self.hold(s);
-        self.release(to);
-        Some(s)
+        self.gather_to_send(std::iter::once((slot, off, len)))
     }
 
     /// Copies the byte ranges `parts` (slot, offset, length) one after the
