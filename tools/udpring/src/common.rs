@@ -448,6 +448,13 @@ impl EngineArgs {
                 )
             )));
         }
+        if self.no_coalesce && self.backend == Some(Backend::Xdp) {
+            return Err(usage(
+                "--no-coalesce: --backend xdp sends one frame per datagram and never \
+                 coalesces"
+                    .to_string(),
+            ));
+        }
         let mut c = Config::new(bind);
         self.socket.apply(&mut c);
         c.workers = self.workers;

@@ -85,6 +85,19 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             &[
                 "echo",
                 "--bind",
+                "0.0.0.0:0",
+                "--backend",
+                "xdp",
+                "--iface",
+                "lo",
+                "--no-coalesce",
+            ],
+            "--no-coalesce: --backend xdp sends one frame per datagram and never coalesces",
+        ),
+        (
+            &[
+                "echo",
+                "--bind",
                 "127.0.0.1:0",
                 "--batch",
                 "8",
