@@ -185,7 +185,7 @@ fn mcast_ping_with_a_payload_measures_the_seeds_twisted_servers_and_python_respo
 fn mcast_pong_answers_the_seeds_twisted_client_and_nothing_unicast_or_guarded() {
     let topo = crate::topology!(lan, "q");
     let ping = hex("Client: Ping");
-    let pong = topo.spawn(
+    let pong = topo.mcast(
         "h2",
         &[
             "mcast",
@@ -200,7 +200,6 @@ fn mcast_pong_answers_the_seeds_twisted_client_and_nothing_unicast_or_guarded() 
             "--json",
         ],
     );
-    std::thread::sleep(Duration::from_millis(500));
     // A unicast "Client: Ping" to h2 (from a plain socket) and one forged
     // from port 53 of h1 to the group (a reflector port: refused by the
     // guard before the handler sees it): neither is answered.
@@ -252,21 +251,23 @@ fn load_with_a_payload_to_a_group_matches_every_responders_replies_by_id() {
     for group in ["239.7.7.8:5011", "[ff15::7:7:8%e0]:5011"] {
         // Two responders that echo whatever starts with "Q": the payload
         // is "Q", a 2-byte ID that load writes, and padding.
+        // A reply is lost only if it comes later than --drain after the
+        // last send: 2 s, not 0.5, so a stall of a loaded CI box is not
+        // taken for a loss (this test is about matching, not timing).
         let _pongs: Vec<KillOnDrop> = ["h2", "h3"]
             .iter()
             .map(|h| {
-                topo.spawn(
+                topo.mcast(
                     h,
                     &["mcast", "pong", group, "--expect", "51", "--duration", "15"],
                 )
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(500));
         let out = topo.udpring(
             "h1",
             &crate::util::words(&format!(
                 "load {group} --payload 510000abcdef --match id:1:2 --rate 2000 --count 500 \
-                 --warmup 0 --json -q"
+                 --warmup 0 --drain 2 --json -q"
             )),
         );
         let v = json_of(&out);
@@ -276,7 +277,7 @@ fn load_with_a_payload_to_a_group_matches_every_responders_replies_by_id() {
             assert_eq!(
                 crate::util::counts(r, ["received", "lost", "duplicated"]),
                 [Some(500), Some(0), Some(0)],
-                "{group}: {}",
+                "{group}: {}: {v}",
                 r["addr"]
             );
             assert!(r["rtt_us"]["p50"].as_f64().unwrap() > 0.0);
@@ -394,7 +395,7 @@ fn the_seeds_first_multicast_pair_with_mcast_ping_and_pong() {
     each_answered_all(&v, &["10.201.0.2:8005", "10.201.0.3:8005"]);
     drop(servers);
     // MulticastClientUDP on h1 is answered by udpring's pong on h2.
-    let _pong = topo.spawn(
+    let _pong = topo.mcast(
         "h2",
         &[
             "mcast",
@@ -408,7 +409,6 @@ fn the_seeds_first_multicast_pair_with_mcast_ping_and_pong() {
             "10",
         ],
     );
-    std::thread::sleep(Duration::from_millis(500));
     let heard = twisted_until(&topo, "h1", "MulticastClientUDP.py", None, "Received");
     assert!(heard.contains("Received:b'data'"), "{heard}");
 }

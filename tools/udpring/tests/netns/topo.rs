@@ -123,6 +123,39 @@ impl Topology {
         KillOnDrop(child)
     }
 
+    /// Starts `udpring mcast ...` (listen, pong) in `ns` and waits until
+    /// it says it started (`udpring mcast KIND: GROUP (local ...)` on
+    /// stderr): by then its socket is bound and joined, so nothing sent
+    /// after this returns arrives before it listens (a fixed sleep did
+    /// not hold on a loaded 2-core box).
+    pub fn mcast(&self, ns: &str, args: &[&str]) -> KillOnDrop {
+        let mut k = KillOnDrop(
+            self.command(ns, args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut said = String::new();
+        let mut line = Vec::new();
+        loop {
+            let mut byte = [0u8; 1];
+            let n = std::io::Read::read(k.0.stderr.as_mut().unwrap(), &mut byte).unwrap();
+            assert!(n == 1, "{args:?} ended before it started: {said}");
+            if byte[0] != b'\n' {
+                line.push(byte[0]);
+                continue;
+            }
+            let l = String::from_utf8_lossy(&line).into_owned();
+            line.clear();
+            said.push_str(&l);
+            said.push('\n');
+            if l.starts_with("udpring mcast ") && l.contains(" (local ") {
+                return k;
+            }
+        }
+    }
+
     /// Starts `udpring ARGS` in `ns` and waits until it says it listens
     /// (on stdout, or on stderr with `--json`).
     pub fn server(&self, ns: &str, args: &[&str]) -> KillOnDrop {
