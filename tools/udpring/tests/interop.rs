@@ -138,7 +138,7 @@ fn udpring_load_sockperf_mode_against_sockperf_server() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500)); // let it bind
+    util::wait_udp_bound(port);
     let out = Command::new(env!("CARGO_BIN_EXE_udpring"))
         .args([
             "load",

@@ -35,23 +35,17 @@ fn forged_datagrams_start_no_loop_and_broadcasts_get_no_answer() {
     };
     let (e2, e3) = (echo("h2"), echo("h3"));
     // A pong on h1 that also hears unicast on its port.
-    let pong = topo
-        .command(
-            "h1",
-            &[
-                "mcast",
-                "pong",
-                "239.1.2.3:5000",
-                "--duration",
-                "3",
-                "--json",
-            ],
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let pong = topo.mcast(
+        "h1",
+        &[
+            "mcast",
+            "pong",
+            "239.1.2.3:5000",
+            "--duration",
+            "3",
+            "--json",
+        ],
+    );
     topo.run_in("h2", || {
         // From the echo to itself, on loopback.
         forge_udp4(v4("127.0.0.1:9000"), v4("127.0.0.1:9000"), b"self");
@@ -68,7 +62,7 @@ fn forged_datagrams_start_no_loop_and_broadcasts_get_no_answer() {
     });
     let t2 = json_of(&e2.finish());
     let t3 = json_of(&e3.finish());
-    let p = pong.wait_with_output().unwrap();
+    let p = pong.finish();
     let pong_err = String::from_utf8_lossy(&p.stderr);
     // Not one answer anywhere: each forged datagram was the only one.
     assert_eq!(

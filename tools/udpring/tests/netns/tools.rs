@@ -176,6 +176,7 @@ s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack("4s4s", so
 IP_RECVTTL, IP_TTL = getattr(socket, "IP_RECVTTL", 12), getattr(socket, "IP_TTL", 2)
 s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
 s.settimeout(3)
+print("joined", flush=True)
 n, ttl = 0, None
 try:
     while n < 50:
@@ -199,6 +200,7 @@ mreq = socket.inet_pton(socket.AF_INET6, g) + struct.pack("@I", socket.if_nameto
 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
 s.settimeout(3)
+print("joined", flush=True)
 n, hops = 0, None
 try:
     while n < 20:
@@ -228,14 +230,16 @@ fn python_receivers_hear_udpring_and_udpring_hears_python_with_the_ttl_set() {
     // udpring -> Python receivers: what they print is "<datagrams> <ttl>",
     // the TTL (IP_RECVTTL) or hop limit (IPV6_RECVHOPLIMIT) they saw.
     let python_hears = |script: &str, py_args: &[&str], group: &str, count: &str, ttl: &str| {
-        let py = topo
+        let mut py = topo
             .exec("h2", "python3")
             .args(["-c", script])
             .args(py_args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+        // Joined before udpring sends (a fixed sleep did not always hold).
+        let first = crate::topo::read_line(py.stdout.as_mut().unwrap());
+        assert_eq!(first.as_deref(), Some("joined"));
         let out = topo.udpring(
             "h1",
             &[

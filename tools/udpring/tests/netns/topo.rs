@@ -137,17 +137,10 @@ impl Topology {
                 .unwrap(),
         );
         let mut said = String::new();
-        let mut line = Vec::new();
         loop {
-            let mut byte = [0u8; 1];
-            let n = std::io::Read::read(k.0.stderr.as_mut().unwrap(), &mut byte).unwrap();
-            assert!(n == 1, "{args:?} ended before it started: {said}");
-            if byte[0] != b'\n' {
-                line.push(byte[0]);
-                continue;
-            }
-            let l = String::from_utf8_lossy(&line).into_owned();
-            line.clear();
+            let Some(l) = read_line(k.0.stderr.as_mut().unwrap()) else {
+                panic!("{args:?} ended before it started: {said}");
+            };
             said.push_str(&l);
             said.push('\n');
             if l.starts_with("udpring mcast ") && l.contains(" (local ") {
@@ -254,6 +247,22 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// One line from a child's pipe, without its newline (None at the end),
+/// read a byte at a time so that nothing after it is taken from the pipe.
+pub fn read_line(r: &mut impl std::io::Read) -> Option<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if r.read(&mut byte).unwrap() == 0 {
+            return None;
+        }
+        if byte[0] == b'\n' {
+            return Some(String::from_utf8_lossy(&line).into_owned());
+        }
+        line.push(byte[0]);
     }
 }
 

@@ -146,6 +146,36 @@ pub fn sigterm(child: &std::process::Child) {
     signal(child, nix::sys::signal::Signal::SIGTERM);
 }
 
+/// Waits (at most 10 s) until some socket is bound to UDP `port`, as
+/// /proc/net/udp and udp6 list them: a peer that prints nothing when it
+/// is ready is ready then. Reading the tables takes no port from it (a
+/// probing bind could).
+pub fn wait_udp_bound(port: u16) {
+    let start = std::time::Instant::now();
+    let bound = || {
+        ["/proc/net/udp", "/proc/net/udp6"].iter().any(|t| {
+            std::fs::read_to_string(t)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .any(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|local| local.rsplit(':').next())
+                        .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+                        == Some(port)
+                })
+        })
+    };
+    while !bound() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "nothing bound UDP port {port} in 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Waits at most `limit` for `child` to end; panics (having killed it)
 /// when it does not: a hang. Returns its status and how long it took.
 pub fn wait_at_most(
