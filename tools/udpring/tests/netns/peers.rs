@@ -112,6 +112,10 @@ fn ping_hex(topo: &Topology, group: &str, payload: &str, expect: &str) -> serde_
             "10",
             "--rate",
             "20",
+            // 0.5 s of pings, then 2 s for late replies (not the default
+            // 0.5 s): a stall of a loaded box is not taken for a loss.
+            "--duration",
+            "2.5",
             "--json",
         ],
     );
@@ -540,7 +544,8 @@ fn discovery_ssdp_and_mdns_responders_each_reported_with_an_rtt() {
             let out = topo.udpring(
                 "h1",
                 &crate::util::words(&format!(
-                    "load {group} --dns-queries {} --rate 500 --count 200 --warmup 0 --json -q",
+                    "load {group} --dns-queries {} --rate 500 --count 200 --warmup 0 --drain 2 \
+                     --json -q",
                     q.display()
                 )),
             );
@@ -552,7 +557,7 @@ fn discovery_ssdp_and_mdns_responders_each_reported_with_an_rtt() {
                 assert_eq!(
                     crate::util::counts(r, ["received", "lost", "duplicated"]),
                     [Some(200), Some(0), Some(0)],
-                    "{}",
+                    "{}: {v}",
                     r["addr"]
                 );
             }

@@ -107,7 +107,17 @@ fn mcast_ping_pong_reports_all_three_responders_v4_and_v6() {
         let out = topo.udpring(
             "h1",
             &[
-                "mcast", "ping", group, "-c", "20", "--rate", "100", "--json",
+                // --duration: 0.2 s of pings, then 1.8 s for late replies.
+                "mcast",
+                "ping",
+                group,
+                "-c",
+                "20",
+                "--rate",
+                "100",
+                "--duration",
+                "2",
+                "--json",
             ],
         );
         let v = json_of(&out);
