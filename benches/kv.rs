@@ -5,7 +5,9 @@
 //! loop, the same code as the anchor: the control, whose ratio to the
 //! anchor is what this method cannot tell apart from 1.00x. The client is
 //! the same blocking socket for all, on this thread, asking `GET` for a key
-//! that is there. Servers on CPU 0, the client on CPU 1.
+//! that is there. Servers on CPU 0, the client on CPU 1. A fifth row is
+//! the engine with the adaptive spin before sleeping (`Config::spin_us`
+//! 50): lower latency for more CPU per request.
 //!
 //! - closed loop: one request in flight, the servers taking turns block by
 //!   block (100 round trips each, the order rotating), so that all of them
@@ -97,6 +99,18 @@ fn main() {
         let addr = engine.local_addr();
         (engine, addr)
     });
+    // The engine again with the adaptive spin before sleeping (spin_us).
+    let ((spinning, spin_addr), spin_threads) = Threads::started_by(|| {
+        let t2 = table();
+        let mut cfg = udpring::Config::new("127.0.0.1:0".parse().unwrap());
+        cfg.workers = 1;
+        cfg.pin = true;
+        cfg.first_cpu = 0;
+        cfg.spin_us = 50;
+        let engine = udpring::Engine::start(cfg, move |_| kv::Kv::new(t2.clone(), true)).unwrap();
+        let addr = engine.local_addr();
+        (engine, addr)
+    });
     let (std_addr, std_threads) = Threads::started_by(|| std_loop(&stop));
     // A tokio task on a one-thread runtime pinned to CPU 0.
     let ((rt, task, tokio_addr), tokio_threads) = Threads::started_by(|| {
@@ -127,6 +141,7 @@ fn main() {
         &std_threads,
         &tokio_threads,
         &control_threads,
+        &spin_threads,
     ] {
         assert!(t.len() > 0, "a server's threads were not found");
     }
@@ -138,12 +153,14 @@ fn main() {
         ("std UdpSocket loop (the anchor)", vec![]),
         ("tokio UdpSocket, one task", vec![]),
         ("std loop again (the control)", vec![]),
+        ("spinning engine (kv handler, spin_us 50)", vec![]),
     ];
     let servers = [
         (engine_addr, &engine_threads),
         (std_addr, &std_threads),
         (tokio_addr, &tokio_threads),
         (control_addr, &control_threads),
+        (spin_addr, &spin_threads),
     ];
     for r in 0..rounds {
         let closed = ping_interleaved(&c, &servers, REQUEST, BLOCK, PING_TOTAL, |a| {
@@ -205,4 +222,5 @@ fn main() {
     task.abort();
     drop(rt);
     engine.stop().unwrap();
+    spinning.stop().unwrap();
 }

@@ -153,6 +153,15 @@ counters! {
     /// too. In a closed loop, system calls per request are about this over
     /// `received` on `uring` (it submits the replies in the same call).
     waits,
+    /// uring with `spin_us`: light-load waits whose spin found work (a
+    /// sleep and its wake-up saved).
+    spin_hits,
+    /// uring with `spin_us`: spins whose window passed with nothing (the
+    /// worker then slept).
+    spin_misses,
+    /// uring with `spin_us`: times a worker stopped spinning for a while
+    /// because the scheduler had preempted it (its CPU is shared).
+    spin_yields,
     /// Completions or messages that could not be used (counted, dropped).
     invalid_completions,
     /// Refused by the guard: source port 0 or a source no host sends from

@@ -120,17 +120,25 @@ impl Threads {
     }
 
     /// CPU time (µs) these threads have run, from the scheduler's own
-    /// account (`/proc/self/task/TID/schedstat`, nanoseconds: fine enough
-    /// for a block of 100 round trips, unlike the clock ticks of `stat`).
-    /// Interrupts and softirqs that run while a thread is on the CPU
-    /// (its reply's delivery to the client, on loopback) count as its own.
+    /// account in nanoseconds (fine enough for a block of 100 round trips,
+    /// unlike the clock ticks of `stat`): each thread's CPU clock
+    /// (`clock_gettime` of its thread CPU clock id), which brings a thread
+    /// running at that moment up to date; its `schedstat` in /proc does
+    /// not, and lagged a thread that spins without sleeping by up to a
+    /// scheduler tick (4 ms, more than a block). Interrupts and softirqs
+    /// that run while a thread is on the CPU (its reply's delivery to the
+    /// client, on loopback) count as its own.
     pub fn cpu_us(&self) -> f64 {
         self.0
             .iter()
-            .filter_map(|t| std::fs::read_to_string(format!("/proc/self/task/{t}/schedstat")).ok())
-            .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-            .sum::<f64>()
-            / 1e3
+            .filter_map(|t| t.parse::<i32>().ok())
+            .filter_map(|tid| {
+                // MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED) (linux/posix-timers.h).
+                let id = nix::time::ClockId::from_raw((!tid << 3) | 6);
+                nix::time::clock_gettime(id).ok()
+            })
+            .map(|t| t.tv_sec() as f64 * 1e6 + t.tv_nsec() as f64 / 1e3)
+            .sum()
     }
 }
 

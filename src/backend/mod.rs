@@ -57,6 +57,7 @@
 //!   for what the XDP program passes and what cannot go as a frame.
 
 pub(crate) mod mmsg;
+pub(crate) mod spin;
 pub(crate) mod uring;
 pub(crate) mod worker;
 pub(crate) mod xdp;
@@ -93,6 +94,19 @@ pub(crate) fn run<H: Handler>(
     cfg: &Config,
     ready: &mut dyn FnMut(io::Result<()>),
 ) -> io::Result<()> {
+    if cfg.spin_us > 0 && run.backend != Backend::Uring {
+        // The backend was picked at start (no io_uring on this kernel).
+        let e = io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "spin_us needs the uring backend, and this engine runs {} (io_uring is \
+                 not available here); busy_poll spins on any backend",
+                run.backend.name()
+            ),
+        );
+        ready(Err(io::Error::new(e.kind(), e.to_string())));
+        return Err(e);
+    }
     match (run.backend, &run.xdp) {
         (Backend::Uring, _) => uring::run(sockets, w, cfg, ready),
         (Backend::Mmsg, _) => mmsg::run(sockets, w, cfg.batch, false, ready),

@@ -21,8 +21,10 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use crate::backend::spin::Spin;
 use crate::backend::worker::Worker;
 use crate::config::Config;
+use crate::sys;
 use crate::sys::txstamp::TxStampRing;
 use crate::sys::uring::{Completion, Op, Ring, RingOpts};
 use crate::worker::handler::Handler;
@@ -489,6 +491,11 @@ pub(crate) fn run<H: Handler>(
         return Err(io::Error::other(msg));
     }
     w.core.stats.c.recv_arms += 1;
+    let mut spin = Spin::new(
+        cfg.spin_us,
+        sys::cpu::involuntary_switches(),
+        Instant::now(),
+    );
     ready(Ok(()));
     w.start();
     let result = (|| -> io::Result<()> {
@@ -547,7 +554,10 @@ pub(crate) fn run<H: Handler>(
                 }
             };
             w.core.stats.c.waits += 1;
-            d.ring.wait(want, timeout)?;
+            match spin.as_mut().filter(|_| light) {
+                Some(s) => s.then_wait(&mut d.ring, &mut w.core.stats.c, want)?,
+                None => d.ring.wait(want, timeout)?,
+            }
             d.handle(w, true)?;
             if let Some(r) = &mut d.stamps {
                 // Posted by task work during the wait: memory reads only.

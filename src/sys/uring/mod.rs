@@ -476,6 +476,24 @@ impl Ring {
         }
     }
 
+    /// Completions posted and not yet reaped: memory reads only.
+    pub fn ready(&mut self) -> usize {
+        self.ring.completion().len()
+    }
+
+    /// Whether a wait would find work at once: completions past `seen`
+    /// (what [`Ring::ready`] read before), or deferred completions for the
+    /// kernel to run (`IORING_SQ_TASKRUN`, set by the kernel where the ring
+    /// defers them: a datagram's receive waits there until the worker next
+    /// enters). Memory reads only, no system call: what a spin checks.
+    pub fn work_pending(&mut self, seen: usize) -> bool {
+        let flagged = {
+            let sq = self.ring.submission();
+            sq.taskrun() || sq.cq_overflow()
+        };
+        flagged || self.ring.completion().len() > seen
+    }
+
     /// Copies the ready completions out of the completion queue, in place
     /// of the last batch; returns how many.
     pub fn reap(&mut self) -> usize {

@@ -310,3 +310,36 @@ fn no_coalesce_sends_each_echo_by_itself() {
         assert_eq!(sent > bufs, trains, "{flag}: {v}");
     }
 }
+
+/// `--spin`: a closed loop against the echo is taken while it spins
+/// (counted in its JSON); what it cannot mean is refused.
+#[test]
+fn spin_takes_a_closed_loop_while_spinning_and_refuses_what_it_cannot() {
+    use std::process::{Command, Stdio};
+    let mut echo = Command::new(env!("CARGO_BIN_EXE_udpring"))
+        .args(words(
+            "echo --bind 127.0.0.1:0 -w 1 --json --duration 1.5 --spin 1000",
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = util::banner_then_drain(echo.stderr.take().unwrap());
+    let (code, _, err) = run(&words(&format!("load {addr} --mode ping -n 500 --json -q")));
+    assert_eq!(code, 0, "{err}");
+    let done = echo.wait_with_output().unwrap();
+    let v = util::json(&String::from_utf8_lossy(&done.stdout));
+    assert!(v["spin_hits"].as_u64().unwrap() > 0, "{v}");
+    util::assert_usage_errors(&[
+        (&["echo", "--spin", "0"], "0 is not in 1..=1000"),
+        (&["echo", "--spin", "1001"], "1001 is not in 1..=1000"),
+        (
+            &["echo", "--spin", "50", "--busy-poll"],
+            "'--spin <MICROS>' cannot be used with '--busy-poll'",
+        ),
+        (
+            &["echo", "--spin", "50", "--backend", "mmsg"],
+            "--spin watches an io_uring (the uring backend); --backend mmsg has --busy-poll",
+        ),
+    ]);
+}

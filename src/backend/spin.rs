@@ -1,0 +1,249 @@
+//! The adaptive spin before a light-load sleep ([`Config::spin_us`]).
+//!
+//! A `uring` worker that has answered what came and has nothing to do
+//! sleeps in `io_uring_enter` until the next datagram; waking it costs a
+//! scheduler round trip (on a VM, often an exit to the host). When the
+//! next request comes within a few tens of microseconds (a closed loop: a
+//! client that asks again as soon as it has the answer), watching the ring
+//! for that long instead answers it sooner. The watch is memory reads of
+//! the ring's shared flags (the kernel sets `IORING_SQ_TASKRUN` when a
+//! receive is ready to run), no system call, and it adapts, as the
+//! kernel's halt polling does:
+//!
+//! - **bounded**: at most the window per sleep, the window at most
+//!   `spin_us`; an idle worker spins once, then sleeps (no CPU while idle);
+//! - **shrinks**: a spin that ends with nothing halves the window, and
+//!   under an eighth of `spin_us` the worker stops spinning (parked);
+//! - **grows**: a spin that ends with work doubles the window (up to
+//!   `spin_us`); a parked worker whose sleep ended within `spin_us` spins
+//!   again, at half;
+//! - **yields**: a worker the scheduler keeps preempting (involuntary
+//!   context switches, more than one per [`CONTENDED`] on average over at
+//!   least [`SAMPLE`]: another task wants its CPU) stops spinning for
+//!   [`YIELD`], so it does not spin on a CPU it shares. An odd kernel
+//!   thread passing by is not that.
+//!
+//! Counted per worker: `spin_hits` (work came while spinning: a sleep
+//! saved), `spin_misses` (the window passed, then the worker slept),
+//! `spin_yields` (spinning stopped for a preempted worker). What it costs
+//! is CPU while requests flow: up to the window per request in a closed
+//! loop (PERF.md has the figures).
+//!
+//! [`Config::spin_us`]: crate::Config::spin_us
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::stats::Counters;
+use crate::sys;
+use crate::sys::uring::Ring;
+
+/// Checks of the ring between two clock reads while spinning.
+const SPIN_CHECKS: u32 = 32;
+
+/// How long a preempted worker does not spin.
+pub(crate) const YIELD: Duration = Duration::from_secs(1);
+/// Preempted more often than once per this, on average, a worker's CPU is
+/// taken to be shared.
+pub(crate) const CONTENDED: Duration = Duration::from_millis(10);
+/// The shortest stretch that average is taken over.
+pub(crate) const SAMPLE: Duration = Duration::from_millis(100);
+
+/// The spin's state (one per worker).
+#[derive(Debug)]
+pub(crate) struct Spin {
+    max: Duration,
+    window: Duration,
+    /// No spinning before this (a preempted worker).
+    off_until: Option<Instant>,
+    /// Involuntary context switches when the sample began, and when.
+    switches: (u64, Instant),
+}
+
+impl Spin {
+    /// A spin of at most `max_us` µs (None for 0: no spin), the thread's
+    /// involuntary context switches being `switches` at `now`.
+    pub(crate) fn new(max_us: u32, switches: u64, now: Instant) -> Option<Spin> {
+        let max = Duration::from_micros(u64::from(max_us));
+        (!max.is_zero()).then_some(Spin {
+            max,
+            window: max,
+            off_until: None,
+            switches: (switches, now),
+        })
+    }
+
+    /// How long to spin before this sleep, or None (parked, or yielding
+    /// until a time `now` tells; the clock is read only then).
+    pub(crate) fn window(&mut self, now: impl FnOnce() -> Instant) -> Option<Duration> {
+        if let Some(t) = self.off_until {
+            if now() < t {
+                return None;
+            }
+            self.off_until = None;
+        }
+        (!self.window.is_zero()).then_some(self.window)
+    }
+
+    /// Parked: not spinning until a sleep ends within `max`.
+    pub(crate) fn parked(&self) -> bool {
+        self.window.is_zero() && self.off_until.is_none()
+    }
+
+    /// Work came while spinning.
+    pub(crate) fn hit(&mut self) {
+        self.window = (self.window * 2).min(self.max);
+    }
+
+    /// The window passed with nothing; `switches` is the thread's count of
+    /// involuntary context switches `now`. True when the worker was
+    /// preempted more than once per [`CONTENDED`] over the sample (at least
+    /// [`SAMPLE`] long; a shorter one goes on): it then yields for
+    /// [`YIELD`].
+    pub(crate) fn miss(&mut self, switches: u64, now: Instant) -> bool {
+        let (before, then) = self.switches;
+        let over = now.saturating_duration_since(then);
+        let mut contended = false;
+        if over >= SAMPLE {
+            self.switches = (switches, now);
+            let preempted = switches.saturating_sub(before);
+            contended = u128::from(preempted) * CONTENDED.as_nanos() > over.as_nanos();
+        }
+        if contended {
+            self.window = Duration::ZERO;
+            self.off_until = Some(now + YIELD);
+            return true;
+        }
+        self.window /= 2;
+        if self.window < self.max / 8 {
+            self.window = Duration::ZERO;
+        }
+        false
+    }
+
+    /// A light-load wait of `ring` with the spin: submits what is queued,
+    /// watches the ring for up to the window (memory reads), then enters
+    /// to take what came without sleeping, or, when nothing came, sleeps
+    /// as [`Ring::wait`] for `want` completions. A parked spin times the
+    /// sleep instead, to learn when requests come close again.
+    pub(crate) fn then_wait(
+        &mut self,
+        ring: &mut Ring,
+        c: &mut Counters,
+        want: usize,
+    ) -> io::Result<()> {
+        let Some(window) = self.window(Instant::now) else {
+            if !self.parked() {
+                return ring.wait(want, None);
+            }
+            let slept = Instant::now();
+            ring.wait(want, None)?;
+            self.slept(slept.elapsed());
+            return Ok(());
+        };
+        ring.submit()?;
+        let seen = ring.ready();
+        let end = Instant::now() + window;
+        loop {
+            // A few checks between clock reads: a check is a load or two.
+            for _ in 0..SPIN_CHECKS {
+                if ring.work_pending(seen) {
+                    self.hit();
+                    c.spin_hits += 1;
+                    // Runs the deferred receive; sleeps for nothing.
+                    return ring.wait(want, Some(Duration::ZERO));
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= end {
+                break;
+            }
+        }
+        c.spin_misses += 1;
+        if self.miss(sys::cpu::involuntary_switches(), Instant::now()) {
+            c.spin_yields += 1;
+        }
+        ring.wait(want, None)
+    }
+
+    /// A parked worker slept for `slept` before work came: short enough,
+    /// and it spins again, at half the longest window.
+    pub(crate) fn slept(&mut self, slept: Duration) {
+        if self.parked() && slept < self.max {
+            self.window = self.max / 2;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    #[test]
+    fn zero_means_no_spin() {
+        assert!(Spin::new(0, 0, Instant::now()).is_none());
+    }
+
+    #[test]
+    fn empty_spins_halve_the_window_then_park_and_a_short_sleep_unparks() {
+        let now = Instant::now();
+        let mut s = Spin::new(80, 5, now).unwrap();
+        assert_eq!(s.window(|| now), Some(us(80)));
+        let mut windows = vec![];
+        while let Some(w) = s.window(|| now) {
+            windows.push(w);
+            assert!(!s.miss(5, now), "not preempted");
+        }
+        // 80, 40, 20, then 10 is the eighth: kept; 5 is under it: parked.
+        assert_eq!(windows, [us(80), us(40), us(20), us(10)]);
+        assert!(s.parked());
+        // A long sleep keeps it parked; a short one spins again at half.
+        s.slept(us(500));
+        assert_eq!(s.window(|| now), None);
+        s.slept(us(30));
+        assert_eq!(s.window(|| now), Some(us(40)));
+        // Work while spinning doubles the window, up to the most.
+        s.hit();
+        assert_eq!(s.window(|| now), Some(us(80)));
+        s.hit();
+        assert_eq!(s.window(|| now), Some(us(80)));
+    }
+
+    #[test]
+    fn a_worker_preempted_often_yields_for_a_while_then_waits_for_a_short_sleep() {
+        let start = Instant::now();
+        let mut s = Spin::new(50, 2, start).unwrap();
+        // Preempted at once: too short a sample to tell.
+        let now = start + Duration::from_millis(2);
+        assert!(!s.miss(3, now), "one switch in 2 ms is no sample");
+        assert_eq!(s.window(|| now), Some(us(25)));
+        // Five in 200 ms: a kernel thread passing, not a shared CPU.
+        let now = start + Duration::from_millis(200);
+        assert!(!s.miss(7, now), "5 switches in 200 ms do not yield");
+        // Twelve in the next 100 ms: more than one per 10 ms. It yields.
+        let now = now + Duration::from_millis(100);
+        assert!(s.miss(19, now), "switched often: yields");
+        assert_eq!(s.window(|| now), None);
+        assert!(
+            !s.parked(),
+            "yielding, not parked: a sleep does not undo it"
+        );
+        s.slept(us(1));
+        assert_eq!(s.window(|| now + YIELD / 2), None);
+        // After the yield it is parked until a sleep says requests are near.
+        assert_eq!(s.window(|| now + YIELD), None);
+        assert!(s.parked());
+        s.slept(us(10));
+        assert_eq!(s.window(|| now + YIELD), Some(us(25)));
+        // Not preempted since: a miss only halves.
+        assert!(!s.miss(19, now + YIELD));
+        assert_eq!(
+            s.window(|| now + YIELD),
+            Some(us(12) + Duration::from_nanos(500))
+        );
+    }
+}
