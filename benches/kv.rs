@@ -56,6 +56,20 @@ fn table() -> kv::Table {
     t
 }
 
+/// The kv handler on the engine, one worker pinned to CPU 0, with
+/// `spin_us` (0: none): the engine and its address.
+fn kv_engine(spin_us: u32) -> (udpring::Engine, SocketAddr) {
+    let t2 = table();
+    let mut cfg = udpring::Config::new("127.0.0.1:0".parse().unwrap());
+    cfg.workers = 1;
+    cfg.pin = true;
+    cfg.first_cpu = 0;
+    cfg.spin_us = spin_us;
+    let engine = udpring::Engine::start(cfg, move |_| kv::Kv::new(t2.clone(), true)).unwrap();
+    let addr = engine.local_addr();
+    (engine, addr)
+}
+
 /// A blocking std loop on a thread of its own, on CPU 0.
 fn std_loop(stop: &Arc<AtomicBool>) -> SocketAddr {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -87,30 +101,11 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
     let stop = Arc::new(AtomicBool::new(false));
-    // The engine. Started before this thread is pinned: the engine pins
-    // its worker among the CPUs the starting thread may use.
-    let ((engine, engine_addr), engine_threads) = Threads::started_by(|| {
-        let t2 = table();
-        let mut cfg = udpring::Config::new("127.0.0.1:0".parse().unwrap());
-        cfg.workers = 1;
-        cfg.pin = true;
-        cfg.first_cpu = 0;
-        let engine = udpring::Engine::start(cfg, move |_| kv::Kv::new(t2.clone(), true)).unwrap();
-        let addr = engine.local_addr();
-        (engine, addr)
-    });
-    // The engine again with the adaptive spin before sleeping (spin_us).
-    let ((spinning, spin_addr), spin_threads) = Threads::started_by(|| {
-        let t2 = table();
-        let mut cfg = udpring::Config::new("127.0.0.1:0".parse().unwrap());
-        cfg.workers = 1;
-        cfg.pin = true;
-        cfg.first_cpu = 0;
-        cfg.spin_us = 50;
-        let engine = udpring::Engine::start(cfg, move |_| kv::Kv::new(t2.clone(), true)).unwrap();
-        let addr = engine.local_addr();
-        (engine, addr)
-    });
+    // The engine, then again with the adaptive spin before sleeping.
+    // Started before this thread is pinned: the engine pins its worker
+    // among the CPUs the starting thread may use.
+    let ((engine, engine_addr), engine_threads) = Threads::started_by(|| kv_engine(0));
+    let ((spinning, spin_addr), spin_threads) = Threads::started_by(|| kv_engine(50));
     let (std_addr, std_threads) = Threads::started_by(|| std_loop(&stop));
     // A tokio task on a one-thread runtime pinned to CPU 0.
     let ((rt, task, tokio_addr), tokio_threads) = Threads::started_by(|| {
