@@ -12,17 +12,7 @@ mod util;
 use std::time::Duration;
 
 use udpring::{Backend, Engine};
-use util::{Echo, client, config, stop_clean, wait_workers};
-
-/// Round trips, one request in flight.
-fn closed_loop(c: &std::net::UdpSocket, to: std::net::SocketAddr, n: usize) {
-    let mut buf = [0u8; 64];
-    for i in 0..n as u32 {
-        c.send_to(&i.to_be_bytes(), to).unwrap();
-        let (k, _) = c.recv_from(&mut buf).expect("every request answered");
-        assert_eq!(&buf[..k], &i.to_be_bytes());
-    }
-}
+use util::{Echo, client, closed_loop, config, stop_clean, wait_workers};
 
 #[test]
 fn a_closed_loop_costs_one_wait_per_request_on_uring() {

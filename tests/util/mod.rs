@@ -75,6 +75,17 @@ pub fn client(v6: bool) -> UdpSocket {
     client_on(loopback(v6))
 }
 
+/// `n` round trips from `c` to an echo at `to`, one request in flight,
+/// each answer checked.
+pub fn closed_loop(c: &UdpSocket, to: SocketAddr, n: usize) {
+    let mut buf = [0u8; 64];
+    for i in 0..n as u32 {
+        c.send_to(&i.to_be_bytes(), to).unwrap();
+        let (k, _) = c.recv_from(&mut buf).expect("every request answered");
+        assert_eq!(&buf[..k], &i.to_be_bytes());
+    }
+}
+
 /// [`client`] bound to `bind` (a loopback address, port 0 for any).
 pub fn client_on(bind: SocketAddr) -> UdpSocket {
     let domain = if bind.is_ipv6() {
