@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Closed-loop latency of the echo, default settings, with --spin 50 (the
-# adaptive spin before sleeping) and with --busy-poll, against `sockperf
+# Closed-loop latency of the echo, default settings (the adaptive spin of
+# 50 µs before sleeping), with --spin 0 (sleeping at once, the engine's
+# default) and with --busy-poll, against `sockperf
 # server`: `sockperf ping-pong -m 64` (half round trips, as sockperf reports
 # them) from CPU 1 against each server on CPU 0, the servers taking turns at
 # going first, ROUNDS rounds of SECS seconds, with each server's own CPU per
 # round trip (every thread's run time from /proc over sockperf's received
-# messages: what its latency costs); then the default and the spinning
+# messages: what its latency costs); then the default and the --spin 0
 # servers' CPU use while idle (every thread's run time in ns and wake-ups,
 # from /proc, over IDLE seconds, and their CPU's iowait ticks).
 # A second `sockperf server` round (the control) measures the method: its
@@ -26,7 +27,7 @@ run() { # name port -> "p50 p99 cpu" of one ping-pong against that server
     sockperf|control) taskset -c 0 sockperf server -i 127.0.0.1 -p $PORT >/dev/null 2>&1 & ;;
     udpring) taskset -c 0 "$U" echo --bind 127.0.0.1:$PORT --sockperf -w 1 -q >/dev/null 2>&1 & ;;
     busy) taskset -c 0 "$U" echo --bind 127.0.0.1:$PORT --sockperf -w 1 -q --busy-poll >/dev/null 2>&1 & ;;
-    spin) taskset -c 0 "$U" echo --bind 127.0.0.1:$PORT --sockperf -w 1 -q --spin 50 >/dev/null 2>&1 & ;;
+    sleep) taskset -c 0 "$U" echo --bind 127.0.0.1:$PORT --sockperf -w 1 -q --spin 0 >/dev/null 2>&1 & ;;
   esac
   local pid=$!
   sleep 0.5
@@ -49,7 +50,7 @@ print(get("50\\.000"), get("99\\.000"), "%.2f" % cpu)' /tmp/udpring-pp.$$
 }
 echo "commit $(git rev-parse --short HEAD), kernel $(uname -r); command: ROUNDS=$ROUNDS SECS=$SECS IDLE=$IDLE tools/perf/latency.sh"
 echo "round server p50_us p99_us (half RTT) server_cpu_us_per_round_trip"
-SERVERS=(sockperf udpring spin busy control)
+SERVERS=(sockperf udpring sleep busy control)
 for r in $(seq "$ROUNDS"); do
   # Each server goes first in turn.
   for k in $(seq 0 $((${#SERVERS[@]} - 1))); do
@@ -68,16 +69,16 @@ med = lambda f: statistics.median(f(v) for v in by.values())
 print()
 print("| server | p50 µs (median) | p99 µs (median) | p50 / sockperf's | p99 / sockperf's | server CPU µs per round trip | CPU / sockperf's |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-names = {"sockperf": "sockperf server", "udpring": "udpring echo (default)", "spin": "udpring echo --spin 50", "busy": "udpring echo --busy-poll", "control": "sockperf server again (the control)"}
-for s in ["sockperf", "udpring", "spin", "busy", "control"]:
+names = {"sockperf": "sockperf server", "udpring": "udpring echo (default: spin 50 µs)", "sleep": "udpring echo --spin 0", "busy": "udpring echo --busy-poll", "control": "sockperf server again (the control)"}
+for s in ["sockperf", "udpring", "sleep", "busy", "control"]:
     p50, p99, cpu = (med(lambda v, i=i: v[s][i]) for i in range(3))
     r = [med(lambda v, i=i: v[s][i] / v["sockperf"][i]) for i in range(3)]
     print(f"| {names[s]} | {p50:.2f} | {p99:.2f} | {r[0]:.2f}x | {r[1]:.2f}x | {cpu:.2f} | {r[2]:.2f}x |")
 PY
 rm -f /tmp/udpring-latency.$$
-# Idle: the default and the spinning server with nothing to do (the
-# spinning one answers a few pings first, so that it has spun).
-for args in "" "--spin 50"; do
+# Idle: the default (spinning) and the --spin 0 server with nothing to do
+# (each answers a few pings first, so that the spinning one has spun).
+for args in "" "--spin 0"; do
   PORT=$((PORT + 1))
   taskset -c 0 "$U" echo --bind 127.0.0.1:$PORT --sockperf -w 1 -q $args >/dev/null 2>&1 &
   pid=$!

@@ -44,6 +44,11 @@ pub(crate) struct EchoArgs {
     engine: EngineArgs,
 }
 
+/// The echo's spin before sleeping unless `--spin` says otherwise (µs): a
+/// reflector for latency tests answers a closed loop without a wake-up
+/// (PERF.md, "An adaptive spin before sleeping"); idle, it sleeps.
+const SPIN_US: u32 = 50;
+
 pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
     // An echo joins no group: the interface is the xdp backend's alone.
     crate::common::xdp_iface_only(a.engine.iface.as_deref(), a.engine.backend)?;
@@ -51,6 +56,10 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
     cfg.guard = a.guard.guard();
     cfg.recv_tos |= a.reflect_tos;
     cfg.reflect_tos = a.reflect_tos;
+    if !a.discard {
+        a.engine.spin_by_default(&mut cfg, SPIN_US);
+    }
+    let spin = cfg.spin_us;
     cfg.validate().map_err(config_error)?;
     cfg.rx_timestamps = a.kernel_timestamps;
     cfg.tx_timestamps = a.kernel_timestamps;
@@ -84,7 +93,7 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
         }
     };
     line(format!(
-        "udpring echo: listening on {} (backend {}, {} worker{}, rcvbuf {} sndbuf {}{}{}{})",
+        "udpring echo: listening on {} (backend {}, {} worker{}, rcvbuf {} sndbuf {}{}{}{}{})",
         engine.local_addr(),
         engine.backend(),
         engine.workers(),
@@ -92,6 +101,11 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
         info.recv_buffer,
         info.send_buffer,
         if info.gro { ", gro" } else { "" },
+        if spin > 0 {
+            format!(", spin {spin} us")
+        } else {
+            String::new()
+        },
         if sockperf { ", sockperf" } else { "" },
         if discard { ", discard" } else { "" },
     ));

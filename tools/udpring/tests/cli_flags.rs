@@ -311,28 +311,85 @@ fn no_coalesce_sends_each_echo_by_itself() {
     }
 }
 
-/// `--spin`: a closed loop against the echo is taken while it spins
-/// (counted in its JSON); what it cannot mean is refused.
-#[test]
-fn spin_takes_a_closed_loop_while_spinning_and_refuses_what_it_cannot() {
-    use std::process::{Command, Stdio};
-    let mut echo = Command::new(env!("CARGO_BIN_EXE_udpring"))
-        .args(words(
-            "echo --bind 127.0.0.1:0 -w 1 --json --duration 1.5 --spin 1000",
-        ))
+/// An echo started with `flags` and pinged 500 times in closed loop
+/// (`ping`; else sent 500 unanswered): its banner, its JSON totals, and its
+/// CPU time in ms over 300 ms of idleness after the load.
+fn echo_loaded_then_idle(flags: &str, ping: bool) -> (String, serde_json::Value, f64) {
+    use std::process::Stdio;
+    let mut echo = util::udpring()
+        .args(words(&format!(
+            "echo --bind 127.0.0.1:0 -w 1 --json --duration 1.2 {flags}"
+        )))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let addr = util::banner_then_drain(echo.stderr.take().unwrap());
-    let (code, _, err) = run(&words(&format!("load {addr} --mode ping -n 500 --json -q")));
-    assert_eq!(code, 0, "{err}");
+    let mut err = std::io::BufReader::new(echo.stderr.take().unwrap());
+    let (addr, banner) = util::listening(&mut err);
+    util::keep_reading(err);
+    let load = if ping { "--mode ping" } else { "--match none" };
+    let (code, _, lerr) = run(&words(&format!("load {addr} {load} -n 500 --json -q")));
+    assert_eq!(code, 0, "{flags}: {lerr}");
+    // Every thread's run time (ns), from the scheduler's account.
+    let cpu_ns = || -> u64 {
+        std::fs::read_dir(format!("/proc/{}/task", echo.id()))
+            .unwrap()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let before = cpu_ns();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let idle_ms = cpu_ns().saturating_sub(before) as f64 / 1e6;
     let done = echo.wait_with_output().unwrap();
+    assert!(done.status.success(), "{flags}: {banner}");
     let v = util::json(&String::from_utf8_lossy(&done.stdout));
-    assert!(v["spin_hits"].as_u64().unwrap() > 0, "{v}");
+    (banner, v, idle_ms)
+}
+
+/// The echo spins 50 µs before sleeping by default (a closed loop is
+/// taken while it spins, and idle it costs nothing), not with `--spin 0`,
+/// a backend other than uring or `--discard`; `--spin MICROS` sets the
+/// window; a busy-polling echo, the measure's control, reads a whole CPU
+/// idle. What `--spin` cannot mean is refused.
+#[test]
+fn spin_is_the_echos_default_and_costs_nothing_idle() {
+    for (flags, ping, spins) in [
+        ("", true, Some(50)),
+        ("--spin 1000", true, Some(1000)),
+        ("--spin 0", true, None),
+        ("--backend mmsg", true, None),
+        ("--discard", false, None),
+    ] {
+        let (banner, v, idle_ms) = echo_loaded_then_idle(flags, ping);
+        let hits = v["spin_hits"].as_u64().unwrap();
+        match spins {
+            Some(us) => {
+                assert!(
+                    banner.contains(&format!(", spin {us} us")),
+                    "{flags}: {banner}"
+                );
+                assert!(hits > 0, "{flags}: {v}");
+            }
+            None => {
+                assert!(!banner.contains("spin"), "{flags}: {banner}");
+                assert_eq!(hits, 0, "{flags}: {v}");
+            }
+        }
+        assert!(
+            idle_ms < 30.0,
+            "{flags}: {idle_ms:.1} ms of CPU in 300 ms idle"
+        );
+    }
+    let (_, _, busy_ms) = echo_loaded_then_idle("--busy-poll", true);
+    assert!(
+        busy_ms > 100.0,
+        "--busy-poll: {busy_ms:.1} ms in 300 ms idle"
+    );
     util::assert_usage_errors(&[
-        (&["echo", "--spin", "0"], "0 is not in 1..=1000"),
-        (&["echo", "--spin", "1001"], "1001 is not in 1..=1000"),
+        (&["echo", "--spin", "1001"], "1001 is not in 0..=1000"),
         (
             &["echo", "--spin", "50", "--busy-poll"],
             "'--spin <MICROS>' cannot be used with '--busy-poll'",
