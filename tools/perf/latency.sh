@@ -6,7 +6,8 @@
 # them) from CPU 1 against each server on CPU 0, the servers taking turns at
 # going first, ROUNDS rounds of SECS seconds, with each server's own CPU per
 # round trip (every thread's run time from /proc over sockperf's received
-# messages: what its latency costs); then the default and the --spin 0
+# messages: what its latency costs; and CPU 0's busy time, softirqs
+# included, over the same messages); then the default and the --spin 0
 # servers' CPU use while idle (every thread's run time in ns and wake-ups,
 # from /proc, over IDLE seconds, and their CPU's iowait ticks).
 # A second `sockperf server` round (the control) measures the method: its
@@ -21,6 +22,12 @@ U=$PWD/target/release/udpring
 cargo build --release -q -p udpring-cli
 command -v sockperf >/dev/null || { echo "needs sockperf (apt-get install sockperf)" >&2; exit 1; }
 PORT=$((30000 + RANDOM % 20000))
+# CPU 0's busy time in clock ticks (/proc/stat: all but idle and iowait),
+# softirq included: the scheduler's account of a thread (schedstat) leaves
+# out the time its CPU spends in interrupts and softirqs, where loopback
+# delivers a datagram, so a server that never sleeps reads less than its
+# CPU's whole time there.
+cpu0_busy() { awk '$1 == "cpu0" {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 run() { # name port -> "p50 p99 cpu" of one ping-pong against that server
   local PORT=$2
   case "$1" in
@@ -33,15 +40,19 @@ run() { # name port -> "p50 p99 cpu" of one ping-pong against that server
   sleep 0.5
   local c0 c1
   c0=$(cat /proc/$pid/task/*/schedstat | awk '{s += $1} END {printf "%d\n", s}')
+  b0=$(cpu0_busy)
   taskset -c 1 sockperf ping-pong -i 127.0.0.1 -p $PORT -t "$SECS" -m 64 > /tmp/udpring-pp.$$ 2>&1
   c1=$(cat /proc/$pid/task/*/schedstat | awk '{s += $1} END {printf "%d\n", s}')
-  CPU_NS=$((c1 - c0)) python3 -c '
+  b1=$(cpu0_busy)
+  CPU_NS=$((c1 - c0)) BUSY_TICKS=$((b1 - b0)) python3 -c '
 import os, re, sys
 t = open(sys.argv[1]).read()
 get = lambda q: (re.search(r"percentile %s =\s+([\d.]+)" % q, t) or [None, "nan"])[1]
 n = re.search(r"ReceivedMessages=(\d+)", t)
-cpu = int(os.environ["CPU_NS"]) / 1e3 / int(n[1]) if n and int(n[1]) else float("nan")
-print(get("50\\.000"), get("99\\.000"), "%.2f" % cpu)' /tmp/udpring-pp.$$
+m = int(n[1]) if n and int(n[1]) else float("nan")
+cpu = int(os.environ["CPU_NS"]) / 1e3 / m
+busy = int(os.environ["BUSY_TICKS"]) * 1e6 / os.sysconf("SC_CLK_TCK") / m
+print(get("50\\.000"), get("99\\.000"), "%.2f" % cpu, "%.2f" % busy)' /tmp/udpring-pp.$$
   rm -f /tmp/udpring-pp.$$
   kill -INT $pid 2>/dev/null || true
   for _ in $(seq 20); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
@@ -49,7 +60,7 @@ print(get("50\\.000"), get("99\\.000"), "%.2f" % cpu)' /tmp/udpring-pp.$$
   wait $pid 2>/dev/null || true
 }
 echo "commit $(git rev-parse --short HEAD), kernel $(uname -r); command: ROUNDS=$ROUNDS SECS=$SECS IDLE=$IDLE tools/perf/latency.sh"
-echo "round server p50_us p99_us (half RTT) server_cpu_us_per_round_trip"
+echo "round server p50_us p99_us (half RTT) server_cpu_us_per_round_trip cpu0_busy_us_per_round_trip"
 SERVERS=(sockperf udpring sleep busy control)
 for r in $(seq "$ROUNDS"); do
   # Each server goes first in turn.
@@ -63,17 +74,17 @@ python3 - /tmp/udpring-latency.$$ <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1]) if l[0].isdigit()]
 by = {}
-for r, s, p50, p99, cpu in rows:
-    by.setdefault(int(r), {})[s] = (float(p50), float(p99), float(cpu))
+for r, s, p50, p99, cpu, busy in rows:
+    by.setdefault(int(r), {})[s] = (float(p50), float(p99), float(cpu), float(busy))
 med = lambda f: statistics.median(f(v) for v in by.values())
 print()
-print("| server | p50 µs (median) | p99 µs (median) | p50 / sockperf's | p99 / sockperf's | server CPU µs per round trip | CPU / sockperf's |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| server | p50 µs (median) | p99 µs (median) | p50 / sockperf's | p99 / sockperf's | server CPU µs per round trip | CPU / sockperf's | CPU 0 busy µs per round trip | CPU 0 busy / sockperf's |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 names = {"sockperf": "sockperf server", "udpring": "udpring echo (default: spin 50 µs)", "sleep": "udpring echo --spin 0", "busy": "udpring echo --busy-poll", "control": "sockperf server again (the control)"}
 for s in ["sockperf", "udpring", "sleep", "busy", "control"]:
-    p50, p99, cpu = (med(lambda v, i=i: v[s][i]) for i in range(3))
-    r = [med(lambda v, i=i: v[s][i] / v["sockperf"][i]) for i in range(3)]
-    print(f"| {names[s]} | {p50:.2f} | {p99:.2f} | {r[0]:.2f}x | {r[1]:.2f}x | {cpu:.2f} | {r[2]:.2f}x |")
+    p50, p99, cpu, busy = (med(lambda v, i=i: v[s][i]) for i in range(4))
+    r = [med(lambda v, i=i: v[s][i] / v["sockperf"][i]) for i in range(4)]
+    print(f"| {names[s]} | {p50:.2f} | {p99:.2f} | {r[0]:.2f}x | {r[1]:.2f}x | {cpu:.2f} | {r[2]:.2f}x | {busy:.2f} | {r[3]:.2f}x |")
 PY
 rm -f /tmp/udpring-latency.$$
 # Idle: the default (spinning) and the --spin 0 server with nothing to do
