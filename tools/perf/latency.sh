@@ -22,12 +22,15 @@ U=$PWD/target/release/udpring
 cargo build --release -q -p udpring-cli
 command -v sockperf >/dev/null || { echo "needs sockperf (apt-get install sockperf)" >&2; exit 1; }
 PORT=$((30000 + RANDOM % 20000))
-# CPU 0's busy time in clock ticks (/proc/stat: all but idle and iowait),
-# softirq included: the scheduler's account of a thread (schedstat) leaves
+# CPU 0's idle time (idle and iowait, /proc/stat, in clock ticks) and the
+# time now (ns): its busy time over a run is the wall time less the idle,
+# softirqs included. The scheduler's account of a thread (schedstat) leaves
 # out the time its CPU spends in interrupts and softirqs, where loopback
-# delivers a datagram, so a server that never sleeps reads less than its
-# CPU's whole time there.
-cpu0_busy() { awk '$1 == "cpu0" {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+# delivers a datagram; /proc/stat's busy columns are sampled at ticks,
+# which a CPU that sleeps between short bursts mostly does not take (they
+# read a sleeping server at 0.65-0.77x of this), where its idle time is
+# kept exactly (NO_HZ).
+cpu0_idle() { echo "$(awk '$1 == "cpu0" {print $5 + $6}' /proc/stat) $(date +%s%N)"; }
 run() { # name port -> "p50 p99 cpu" of one ping-pong against that server
   local PORT=$2
   case "$1" in
@@ -40,18 +43,19 @@ run() { # name port -> "p50 p99 cpu" of one ping-pong against that server
   sleep 0.5
   local c0 c1
   c0=$(cat /proc/$pid/task/*/schedstat | awk '{s += $1} END {printf "%d\n", s}')
-  b0=$(cpu0_busy)
+  read -r i0 t0 < <(cpu0_idle)
   taskset -c 1 sockperf ping-pong -i 127.0.0.1 -p $PORT -t "$SECS" -m 64 > /tmp/udpring-pp.$$ 2>&1
   c1=$(cat /proc/$pid/task/*/schedstat | awk '{s += $1} END {printf "%d\n", s}')
-  b1=$(cpu0_busy)
-  CPU_NS=$((c1 - c0)) BUSY_TICKS=$((b1 - b0)) python3 -c '
+  read -r i1 t1 < <(cpu0_idle)
+  CPU_NS=$((c1 - c0)) IDLE_TICKS=$((i1 - i0)) WALL_NS=$((t1 - t0)) python3 -c '
 import os, re, sys
 t = open(sys.argv[1]).read()
 get = lambda q: (re.search(r"percentile %s =\s+([\d.]+)" % q, t) or [None, "nan"])[1]
 n = re.search(r"ReceivedMessages=(\d+)", t)
 m = int(n[1]) if n and int(n[1]) else float("nan")
 cpu = int(os.environ["CPU_NS"]) / 1e3 / m
-busy = int(os.environ["BUSY_TICKS"]) * 1e6 / os.sysconf("SC_CLK_TCK") / m
+idle_us = int(os.environ["IDLE_TICKS"]) * 1e6 / os.sysconf("SC_CLK_TCK")
+busy = (int(os.environ["WALL_NS"]) / 1e3 - idle_us) / m
 print(get("50\\.000"), get("99\\.000"), "%.2f" % cpu, "%.2f" % busy)' /tmp/udpring-pp.$$
   rm -f /tmp/udpring-pp.$$
   kill -INT $pid 2>/dev/null || true
