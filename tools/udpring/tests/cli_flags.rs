@@ -383,9 +383,11 @@ fn spin_is_the_echos_default_and_costs_nothing_idle() {
             "{flags}: {idle_ms:.1} ms of CPU in 300 ms idle"
         );
     }
+    // The control: a whole CPU on an idle box, at least a fifth of one on
+    // a 2-core box busy with other tests.
     let (_, _, busy_ms) = echo_loaded_then_idle("--busy-poll", true);
     assert!(
-        busy_ms > 100.0,
+        busy_ms > 60.0,
         "--busy-poll: {busy_ms:.1} ms in 300 ms idle"
     );
     util::assert_usage_errors(&[
