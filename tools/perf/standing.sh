@@ -170,7 +170,8 @@ row "ping-pong p50, 64 B, echo --spin 0 (lower is better)" "$(median "$OUT/a")" 
 # behind the engine against the same logic on a blocking std socket
 # (`cargo bench --bench kv`, ROUNDS passes: the servers take turns every
 # 100 round trips; its own second std loop is the control, whose ratio the
-# unit column gives). Lower is better.
+# unit column gives), then the same engine with `spin_us` 50 (its fifth
+# row). Lower is better.
 ROUNDS=$ROUNDS cargo bench -q --bench kv 2>/dev/null | py '
 import sys
 rows = {}
@@ -178,15 +179,18 @@ for l in sys.stdin:
     c = [x.strip() for x in l.strip().strip("|").split("|")]
     if len(c) == 10 and c[0] and c[1][:1].isdigit():
         rows[c[0].split(" ")[0] + ("2" if "control" in c[0] else "")] = c
-e, s, k = rows.get("udpring"), rows.get("std"), rows.get("std2")
+s, k = rows.get("std"), rows.get("std2")
 what = [("p50", 1, 6, "µs, round trip"), ("p99", 2, 7, "µs, round trip"),
         ("CPU per request", 3, 8, "µs of the server threads")]
-for name, v, r, unit in what:
-    if not (e and s and k):
-        print(f"kv service on the library, closed loop {name}|nan|std UdpSocket loop|nan|nan|failed")
-        continue
-    print(f"kv service on the library, closed loop {name} (lower is better)|{e[v]}|"
-          f"std UdpSocket loop|{s[v]}|{e[r][:-1]}|{unit} (control: {k[r]})")
+# The engine as the library starts it, then with the spin before sleeping.
+for key, label in [("udpring", ""), ("spinning", ", spin_us 50")]:
+    e = rows.get(key)
+    for name, v, r, unit in what:
+        if not (e and s and k):
+            print(f"kv service on the library{label}, closed loop {name}|nan|std UdpSocket loop|nan|nan|failed")
+            continue
+        print(f"kv service on the library{label}, closed loop {name} (lower is better)|{e[v]}|"
+              f"std UdpSocket loop|{s[v]}|{e[r][:-1]}|{unit} (control: {k[r]})")
 ' >> "$OUT/rows"
 
 # --- 4. netperf UDP_RR 64/64 against udpring echo (-N: no control
