@@ -285,22 +285,15 @@ fn a_load_to_a_group_leaves_by_the_interface_it_is_given() {
 /// sends each by itself.
 #[test]
 fn no_coalesce_sends_each_echo_by_itself() {
-    use std::process::{Command, Stdio};
     for (flag, trains) in [("", true), ("--no-coalesce", false)] {
-        let mut echo = Command::new(env!("CARGO_BIN_EXE_udpring"))
-            .args(words(&format!(
-                "echo --bind 127.0.0.1:0 -w 1 --json --duration 1.5 {flag}"
-            )))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let addr = util::banner_then_drain(echo.stderr.take().unwrap());
-        let (code, out, err) = run(&words(&format!("load {addr} -t 0.5 --json -q")));
+        let echo = util::Server::start(&words(&format!(
+            "echo --bind 127.0.0.1:0 -w 1 --json --duration 1.5 {flag}"
+        )));
+        let (code, out, err) = run(&words(&format!("load {} -t 0.5 --json -q", echo.addr)));
         assert_eq!(code, 0, "{err}");
         assert_eq!(util::json(&out)["lost"], 0, "every echo came back");
-        let done = echo.wait_with_output().unwrap();
-        let v = util::json(&String::from_utf8_lossy(&done.stdout));
+        let (_, out, _) = echo.finish();
+        let v = util::json(&out);
         let coalesced = v["coalesced"].as_u64().unwrap();
         let (sent, bufs) = (
             v["sent"].as_u64().unwrap(),
@@ -315,24 +308,16 @@ fn no_coalesce_sends_each_echo_by_itself() {
 /// (`ping`; else sent 500 unanswered): its banner, its JSON totals, and its
 /// CPU time in ms over 300 ms of idleness after the load.
 fn echo_loaded_then_idle(flags: &str, ping: bool) -> (String, serde_json::Value, f64) {
-    use std::process::Stdio;
-    let mut echo = util::udpring()
-        .args(words(&format!(
-            "echo --bind 127.0.0.1:0 -w 1 --json --duration 1.2 {flags}"
-        )))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(echo.stderr.take().unwrap());
-    let (addr, banner) = util::listening(&mut err);
-    util::keep_reading(err);
+    let echo = util::Server::start(&words(&format!(
+        "echo --bind 127.0.0.1:0 -w 1 --json --duration 1.2 {flags}"
+    )));
+    let (addr, banner) = (echo.addr, echo.banner.clone());
     let load = if ping { "--mode ping" } else { "--match none" };
     let (code, _, lerr) = run(&words(&format!("load {addr} {load} -n 500 --json -q")));
     assert_eq!(code, 0, "{flags}: {lerr}");
     // Every thread's run time (ns), from the scheduler's account.
     let cpu_ns = || -> u64 {
-        std::fs::read_dir(format!("/proc/{}/task", echo.id()))
+        std::fs::read_dir(format!("/proc/{}/task", echo.child.id()))
             .unwrap()
             .flatten()
             .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
@@ -343,10 +328,9 @@ fn echo_loaded_then_idle(flags: &str, ping: bool) -> (String, serde_json::Value,
     let before = cpu_ns();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let idle_ms = cpu_ns().saturating_sub(before) as f64 / 1e6;
-    let done = echo.wait_with_output().unwrap();
-    assert!(done.status.success(), "{flags}: {banner}");
-    let v = util::json(&String::from_utf8_lossy(&done.stdout));
-    (banner, v, idle_ms)
+    let (code, out, err) = echo.finish();
+    assert_eq!(code, 0, "{flags}: {banner}{err}");
+    (banner, util::json(&out), idle_ms)
 }
 
 /// The echo spins 50 µs before sleeping by default (a closed loop is
