@@ -20,38 +20,8 @@ command -v nsd >/dev/null && command -v dnsperf >/dev/null || {
 D=$(mktemp -d)
 trap 'kill $NSD $EP 2>/dev/null || true; rm -rf "$D"' EXIT
 PORT=15353
-cat >"$D/example.com.zone" <<'EOF'
-$ORIGIN example.com.
-$TTL 300
-@ IN SOA ns.example.com. admin.example.com. 1 3600 600 86400 300
-@ IN NS ns.example.com.
-ns IN A 127.0.0.1
-www IN A 192.0.2.1
-mail IN A 192.0.2.2
-EOF
-cat >"$D/nsd.conf" <<EOF
-server:
-  ip-address: 127.0.0.1@$PORT
-  do-ip6: no
-  username: ""
-  chroot: ""
-  zonesdir: "$D"
-  database: ""
-  pidfile: "$D/nsd.pid"
-  xfrdfile: "$D/xfrd.state"
-  zonelistfile: "$D/zone.list"
-  logfile: "$D/nsd.log"
-  server-count: 1
-  rrl-ratelimit: 0
-remote-control:
-  control-enable: no
-zone:
-  name: example.com
-  zonefile: example.com.zone
-EOF
-printf 'www.example.com A\nmail.example.com A\nnope.example.com A\nexample.com NS\n' >"$D/q.txt"
-taskset -c 0 nsd -d -c "$D/nsd.conf" & NSD=$!
-sleep 1
+. tools/peers/nsd.sh
+nsd_start "$D" "$PORT" 0
 
 echo "dnsperf $(dnsperf -h 2>&1 | sed -n 's/^Version //p'), $(nsd -v 2>&1 | head -1), $ROUNDS rounds x $SECS s, $INFLIGHT in flight, NSD on CPU 0, clients on CPU 1"
 echo

@@ -284,39 +284,9 @@ row "one-way 64 B, received" "$(median "$OUT/a")" "iperf3 -u -b 0 (its own serve
 # --- 7. DNS: udpring load --dns-queries beside dnsperf, same NSD (RRL
 # off), same query file, 100 queries in flight.
 D=$OUT/dns; mkdir -p "$D"
-cat > "$D/example.com.zone" <<'EOF'
-$ORIGIN example.com.
-$TTL 300
-@ IN SOA ns.example.com. admin.example.com. 1 3600 600 86400 300
-@ IN NS ns.example.com.
-ns IN A 127.0.0.1
-www IN A 192.0.2.1
-mail IN A 192.0.2.2
-EOF
 port; DP=$PORT
-cat > "$D/nsd.conf" <<EOF
-server:
-  ip-address: 127.0.0.1@$DP
-  do-ip6: no
-  username: ""
-  chroot: ""
-  zonesdir: "$D"
-  database: ""
-  pidfile: "$D/nsd.pid"
-  xfrdfile: "$D/xfrd.state"
-  zonelistfile: "$D/zone.list"
-  logfile: "$D/nsd.log"
-  server-count: 1
-  rrl-ratelimit: 0
-remote-control:
-  control-enable: no
-zone:
-  name: example.com
-  zonefile: example.com.zone
-EOF
-printf 'www.example.com A\nmail.example.com A\nnope.example.com A\nexample.com NS\n' > "$D/q.txt"
-taskset -c $S nsd -d -c "$D/nsd.conf" >/dev/null 2>&1 & NSD=$!
-sleep 1
+. tools/peers/nsd.sh
+nsd_start "$D" "$DP" "$S"
 : > "$OUT/a"; : > "$OUT/b"; : > "$OUT/r"
 for r in $(seq "$ROUNDS"); do
   for who in $(order "$r" u d); do
