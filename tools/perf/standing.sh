@@ -47,20 +47,8 @@ if [ ${#need[@]} -gt 0 ]; then
   pk=("${need[@]/tracepath/iputils-tracepath}")
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pk[@]}" >/dev/null
 fi
-NETPERF=$PEERS/netperf/usr/bin/netperf
-if [ ! -x "$NETPERF" ]; then
-  (
-    set -e
-    mkdir -p "$PEERS/apt/lists/partial" "$PEERS/apt/cache/archives/partial"
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm non-free" \
-      > "$PEERS/apt/sources.list"
-    o=(-o "Dir::Etc::SourceList=$PWD/$PEERS/apt/sources.list" -o Dir::Etc::SourceParts=/nonexistent
-       -o "Dir::State::Lists=$PWD/$PEERS/apt/lists" -o "Dir::Cache=$PWD/$PEERS/apt/cache")
-    apt-get -qq "${o[@]}" update
-    cd "$PEERS" && apt-get -qq "${o[@]}" download netperf 2>/dev/null
-    dpkg -x netperf_*.deb netperf
-  ) >/dev/null 2>&1 || true
-fi
+. tools/peers/netperf.sh
+netperf_fetch "$PEERS" || true
 cargo build --release -q
 # From here a failed measurement reads as nan in its row, not as the end
 # of the run.
