@@ -237,10 +237,19 @@ fn a_paced_run_that_falls_behind_says_so_and_keeps_its_schedule() {
     )));
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
-    assert_eq!(
-        v["sent"], 100_000,
-        "every datagram of the schedule, late or not"
-    );
+    // Every datagram of the schedule is accounted for, late or not: sent,
+    // or (on a host so busy that the run is a second past its end, as a
+    // 2-core CI box running other tests can be) counted as never sent.
+    let (sent, unsent) = (v["sent"].as_u64().unwrap(), v["unsent"].as_u64().unwrap());
+    assert_eq!(sent + unsent, 100_000, "{v}");
+    if unsent > 0 {
+        assert!(
+            v["warnings"].to_string().contains(&format!(
+                "{unsent} datagrams due before the end were never sent"
+            )),
+            "{v}"
+        );
+    }
     assert!(
         v["duration_s"].as_f64().unwrap() > 0.05,
         "the span is what it took: {v}"
