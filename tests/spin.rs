@@ -8,7 +8,7 @@ mod util;
 use std::time::Duration;
 
 use udpring::{Backend, Config, ConfigError, Engine};
-use util::{Echo, client, closed_loop, config, stop_clean, wait_workers};
+use util::{Echo, Quiet, client, closed_loop, config, stop_clean, wait_workers};
 
 /// Nanoseconds on a CPU so far of this process's thread named `name`
 /// (/proc/self/task/*/schedstat), and its count of such threads.
@@ -94,6 +94,43 @@ fn a_spinning_worker_takes_closed_loop_requests_while_spinning_and_sleeps_when_i
     assert!(
         ms > 100.0,
         "busy polling read {ms:.1} ms of 300 ms: the measure cannot tell"
+    );
+}
+
+#[test]
+fn a_sleeping_worker_has_published_what_it_counted_before_it_slept() {
+    if !util::can_run(Backend::Uring) {
+        return;
+    }
+    // Nothing in flight after each datagram: the worker spins, finds
+    // nothing, and sleeps with no timer to wake it.
+    let engine = Engine::start(spinning(1000, false), |_| Quiet).unwrap();
+    let c = client(false);
+    for _ in 0..3 {
+        c.send_to(b"anyone?", engine.local_addr()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_workers(&engine, |s| s[0].received == 3);
+    // Asleep since the last spin ended (a millisecond at most).
+    std::thread::sleep(Duration::from_millis(100));
+    let idle = engine.worker_stats()[0].clone();
+    // The stop's wake-up ends the loop before another spin or wait, and
+    // the stop publishes everything: what an idle worker shows must be it.
+    let end = stop_clean(engine);
+    assert!(idle.spin_misses >= 1, "{idle:?}");
+    let counts = |s: &udpring::Stats| {
+        (
+            s.received,
+            s.spin_hits,
+            s.spin_misses,
+            s.spin_yields,
+            s.waits,
+        )
+    };
+    assert_eq!(
+        counts(&idle),
+        counts(&end),
+        "(received, spin hits, misses, yields, waits) of the idle worker, then at its stop"
     );
 }
 

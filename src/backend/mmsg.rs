@@ -235,13 +235,20 @@ pub(crate) fn run<H: Handler>(
             }
             l.flush(w);
         }
-        w.core.publish();
         // The stop flag is set before the eventfd is written: if the drain
         // above swallowed a stop's wake-up, the flag says so now. Check it
         // before sleeping, or that wake-up would be lost. Likewise Sender
         // datagrams still waiting (for send slots, now free): no eventfd
         // write will come for them.
-        if idle && !w.core.stopping() && !w.core.shared.inbox.pending() && !w.writable_ready() {
+        let sleep =
+            idle && !w.core.stopping() && !w.core.shared.inbox.pending() && !w.writable_ready();
+        if sleep {
+            w.core.stats.c.waits += 1;
+        }
+        // Once per turn, after the last count: whenever the worker sleeps,
+        // what it counted is what others read.
+        w.core.publish();
+        if sleep {
             // Blocked sends: wake when a socket is writable, or to retry.
             let blocked = l.blocked.is_some();
             for p in pollfds.iter_mut() {
@@ -267,7 +274,6 @@ pub(crate) fn run<H: Handler>(
             } else {
                 w.core.timers.next()
             };
-            w.core.stats.c.waits += 1;
             sys::poll(&mut pollfds, timeout)?;
             for (r, p) in readable.iter_mut().zip(&pollfds) {
                 *r = p.revents != 0;

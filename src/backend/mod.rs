@@ -31,7 +31,9 @@
 //!    time ([`Worker::fire_timers`]), and when the stop flag is set, stop
 //!    receiving, call [`Worker::stop`], finish in-flight sends and return
 //!    with nothing of the pool held by the kernel.
-//! 6. Publish counters (`Core::publish`) at least once per loop iteration.
+//! 6. Publish counters (`Core::publish`) once per loop iteration, after
+//!    the last count before the worker may sleep (the wait's own count
+//!    included): an idle worker's published counters are its counters.
 //!
 //! # One datagram's path
 //!

@@ -34,9 +34,9 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::stats::Counters;
 use crate::sys;
 use crate::sys::uring::Ring;
+use crate::worker::core::Core;
 
 /// Checks of the ring between two clock reads while spinning.
 const SPIN_CHECKS: u32 = 32;
@@ -129,7 +129,7 @@ impl Spin {
     pub(crate) fn then_wait(
         &mut self,
         ring: &mut Ring,
-        c: &mut Counters,
+        core: &mut Core,
         want: usize,
     ) -> io::Result<()> {
         let Some(window) = self.window(Instant::now) else {
@@ -149,7 +149,7 @@ impl Spin {
             for _ in 0..SPIN_CHECKS {
                 if ring.work_pending(seen) {
                     self.hit();
-                    c.spin_hits += 1;
+                    core.stats.c.spin_hits += 1;
                     // Runs the deferred receive; sleeps for nothing.
                     return ring.wait(want, Some(Duration::ZERO));
                 }
@@ -159,10 +159,12 @@ impl Spin {
                 break;
             }
         }
-        c.spin_misses += 1;
+        core.stats.c.spin_misses += 1;
         if self.miss(sys::cpu::involuntary_switches(), Instant::now()) {
-            c.spin_yields += 1;
+            core.stats.c.spin_yields += 1;
         }
+        // About to sleep, maybe for long: the miss is published first.
+        core.publish();
         ring.wait(want, None)
     }
 

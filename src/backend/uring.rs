@@ -554,8 +554,11 @@ pub(crate) fn run<H: Handler>(
                 }
             };
             w.core.stats.c.waits += 1;
+            // Once per turn, here: whenever the worker sleeps, what it
+            // counted is what others read.
+            w.core.publish();
             match spin.as_mut().filter(|_| light) {
-                Some(s) => s.then_wait(&mut d.ring, &mut w.core.stats.c, want)?,
+                Some(s) => s.then_wait(&mut d.ring, &mut w.core, want)?,
                 None => d.ring.wait(want, timeout)?,
             }
             d.handle(w, true)?;
@@ -576,7 +579,6 @@ pub(crate) fn run<H: Handler>(
             if std::mem::take(&mut d.timer_fired) || !light {
                 w.fire_timers();
             }
-            w.core.publish();
         }
     })();
     let down = d.shutdown(w, SHUTDOWN_LIMIT);

@@ -148,6 +148,15 @@ impl udpring::Handler for Echo {
     }
 }
 
+/// Answers nothing: after each datagram nothing is in flight, so the
+/// worker goes back to sleep with nothing to wake it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quiet;
+
+impl udpring::Handler for Quiet {
+    fn on_datagram(&mut self, _: udpring::Datagram<'_>, _: &mut udpring::Transport<'_>) {}
+}
+
 /// The first line a child process writes to `r` (its banner); the rest is
 /// left unread and `r` closed, as `| head -1` would.
 pub fn first_line(r: impl std::io::Read) -> String {

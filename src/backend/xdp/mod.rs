@@ -420,8 +420,15 @@ pub(crate) fn run<H: Handler>(
             l.read_kernel_stats(w);
             stats_at = Instant::now();
         }
+        let sleep =
+            !(busy || w.core.stopping() || w.core.shared.inbox.pending() || w.writable_ready());
+        if sleep {
+            w.core.stats.c.waits += 1;
+        }
+        // Once per turn, after the last count: whenever the worker sleeps,
+        // what it counted is what others read.
         w.core.publish();
-        if busy || w.core.stopping() || w.core.shared.inbox.pending() || w.writable_ready() {
+        if !sleep {
             continue;
         }
         // Sends on the TX ring complete without a wake-up: look again soon.
@@ -435,7 +442,6 @@ pub(crate) fn run<H: Handler>(
         for p in pollfds.iter_mut() {
             p.revents = 0;
         }
-        w.core.stats.c.waits += 1;
         sys::poll(&mut pollfds, timeout)?;
         check_sockets = pollfds[1..n].iter().any(|p| p.revents != 0);
         for (i, p) in pollfds[1..n - 1].iter().enumerate() {
