@@ -105,18 +105,7 @@ fn a_sleeping_worker_has_published_what_it_counted_before_it_slept() {
     // Nothing in flight after each datagram: the worker spins, finds
     // nothing, and sleeps with no timer to wake it.
     let engine = Engine::start(spinning(1000, false), |_| Quiet).unwrap();
-    let c = client(false);
-    for _ in 0..3 {
-        c.send_to(b"anyone?", engine.local_addr()).unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    wait_workers(&engine, |s| s[0].received == 3);
-    // Asleep since the last spin ended (a millisecond at most).
-    std::thread::sleep(Duration::from_millis(100));
-    let idle = engine.worker_stats()[0].clone();
-    // The stop's wake-up ends the loop before another spin or wait, and
-    // the stop publishes everything: what an idle worker shows must be it.
-    let end = stop_clean(engine);
+    let (idle, end) = util::idle_then_stopped(engine);
     assert!(idle.spin_misses >= 1, "{idle:?}");
     let counts = |s: &udpring::Stats| {
         (

@@ -71,17 +71,7 @@ per_backend!(
 per_backend!(
     fn an_idle_worker_has_published_what_it_counted_before_it_slept(backend) {
         let engine = Engine::start(config(backend, false), |_| Quiet).unwrap();
-        let c = client(false);
-        for _ in 0..3 {
-            c.send_to(b"anyone?", engine.local_addr()).unwrap();
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        wait_workers(&engine, |s| s[0].received == 3);
-        std::thread::sleep(Duration::from_millis(100));
-        let idle = engine.worker_stats()[0].clone();
-        // The stop's wake-up ends the loop before another wait, and the
-        // stop publishes everything: what an idle worker shows must be it.
-        let end = stop_clean(engine);
+        let (idle, end) = util::idle_then_stopped(engine);
         assert_eq!(
             (idle.received, idle.waits),
             (end.received, end.waits),

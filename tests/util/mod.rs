@@ -157,6 +157,23 @@ impl udpring::Handler for Quiet {
     fn on_datagram(&mut self, _: udpring::Datagram<'_>, _: &mut udpring::Transport<'_>) {}
 }
 
+/// Three datagrams to `engine` (a [`Quiet`] one: nothing in flight after
+/// each), then its worker 0's counters while it sleeps, and what its stop
+/// reports. The stop's wake-up ends the loop before another wait (or
+/// spin), and the stop publishes everything: where the worker publishes
+/// before it sleeps, the two agree.
+pub fn idle_then_stopped(engine: Engine) -> (Stats, Stats) {
+    let c = client(false);
+    for _ in 0..3 {
+        c.send_to(b"anyone?", engine.local_addr()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_workers(&engine, |s| s[0].received == 3);
+    std::thread::sleep(Duration::from_millis(100));
+    let idle = engine.worker_stats()[0].clone();
+    (idle, stop_clean(engine))
+}
+
 /// The first line a child process writes to `r` (its banner); the rest is
 /// left unread and `r` closed, as `| head -1` would.
 pub fn first_line(r: impl std::io::Read) -> String {
