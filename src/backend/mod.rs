@@ -33,7 +33,8 @@
 //!    with nothing of the pool held by the kernel.
 //! 6. Publish counters (`Core::publish`) once per loop iteration, after
 //!    the last count before the worker may sleep (the wait's own count
-//!    included): an idle worker's published counters are its counters.
+//!    included; a spin that found nothing publishes its miss again before
+//!    it sleeps): an idle worker's published counters are its counters.
 //!
 //! # One datagram's path
 //!
