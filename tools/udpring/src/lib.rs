@@ -69,7 +69,7 @@ use sink::SinkArgs;
     2  usage: a bad flag, address, size or file, one line on standard error\n\n\
     With --json, standard output holds the JSON document alone; banners, live\n\
     lines, warnings and hints go to standard error.\n\n\
-    Environment: UDPRING_BACKEND=uring|mmsg|simple forces a backend.")]
+    Environment: UDPRING_BACKEND=uring|mmsg|simple|xdp forces a backend.")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
