@@ -2,7 +2,7 @@
 # What one closed-loop request costs in user space, counted rather than
 # timed: the kv example on the engine (`examples/kv.rs`, one worker, no
 # per-source limit) and the same `Kv::answer` behind a blocking std
-# `UdpSocket` loop (built here in a scratch crate under $WORK, not part of
+# `UdpSocket` loop (built here in a scratch crate under target/, not part of
 # the project), each under `valgrind --tool=callgrind` with its cache
 # simulation at 1 KiB L1s and a 4 KiB last level, so small that nearly
 # every line a request touches misses: the misses count the lines of code
@@ -14,9 +14,9 @@
 # read and written (D1 misses), and the same for the last level. The kv
 # example keeps a sweeper timer every 50 ms, which under valgrind (tens of
 # times slower) fires often enough to add to the engine's count. Needs
-# valgrind. Scratch files and the callgrind outputs go to $WORK. With
-# LTO=1 both servers are built with fat LTO and one codegen unit (in
-# $WORK, the workspace's own profile untouched). A server is asked
+# valgrind. The builds go to target/footprint (target/footprint-lto), the
+# callgrind outputs to $WORK. With LTO=1 both servers are built with fat
+# LTO and one codegen unit (the workspace's own profile untouched). A server is asked
 # (`SET`) until it answers, so the `GET`s find their key.
 #   N1=2000 N2=6000 [LTO=1] tools/perf/footprint.sh
 set -euo pipefail
@@ -31,15 +31,17 @@ U=$REPO/target/release/udpring
 if [ "${LTO:-0}" = 1 ]; then
   export CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
   BUILD="fat LTO, 1 codegen unit"
+  B=$REPO/target/footprint-lto
 else
   BUILD="the workspace's release profile"
+  B=$REPO/target/footprint
 fi
-CARGO_TARGET_DIR=$WORK/target cargo build --release -q --example kv
-KV=$WORK/target/release/examples/kv
+CARGO_TARGET_DIR=$B cargo build --release -q --example kv
+KV=$B/release/examples/kv
 
 # The std loop, in a crate of its own that takes the example's file as is.
-mkdir -p "$WORK/stdloop/src"
-cat > "$WORK/stdloop/Cargo.toml" <<EOF
+mkdir -p "$B/stdloop/src"
+cat > "$B/stdloop/Cargo.toml" <<EOF
 [package]
 name = "kv-stdloop"
 version = "0.0.0"
@@ -55,7 +57,7 @@ codegen-units = 4
 
 [workspace]
 EOF
-cat > "$WORK/stdloop/src/main.rs" <<EOF
+cat > "$B/stdloop/src/main.rs" <<EOF
 #[path = "$REPO/examples/kv.rs"]
 #[allow(dead_code)]
 mod kv;
@@ -72,8 +74,8 @@ fn main() {
     }
 }
 EOF
-CARGO_TARGET_DIR=$WORK/target cargo build --release -q --manifest-path "$WORK/stdloop/Cargo.toml"
-STD=$WORK/target/release/kv-stdloop
+CARGO_TARGET_DIR=$B cargo build --release -q --manifest-path "$B/stdloop/Cargo.toml"
+STD=$B/release/kv-stdloop
 
 hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
 SET=$(hex "SET bench-key a-value-of-some-length")
