@@ -80,6 +80,8 @@ STD=$B/release/kv-stdloop
 hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
 SET=$(hex "SET bench-key a-value-of-some-length")
 GET=$(hex "GET bench-key")
+# One port for every run: each runs in a subshell (`$(run ...)`), one
+# after the other, its server killed and reaped before the next starts.
 PORT=$((30000 + RANDOM % 20000))
 
 # One run: server $1 (its extra arguments after the address in $3...),
@@ -88,7 +90,6 @@ PORT=$((30000 + RANDOM % 20000))
 run() {
   local bin=$1 n=$2 out="$WORK/cg.$(basename "$1").$2"
   shift 2
-  PORT=$((PORT + 1))
   rm -f "$out"*
   valgrind --tool=callgrind --cache-sim=yes --I1=1024,2,64 --D1=1024,2,64 --LL=4096,2,64 \
     --callgrind-out-file="$out" "$bin" "127.0.0.1:$PORT" "$@" >/dev/null 2>&1 &
