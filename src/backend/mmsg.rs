@@ -240,15 +240,7 @@ pub(crate) fn run<H: Handler>(
         // before sleeping, or that wake-up would be lost. Likewise Sender
         // datagrams still waiting (for send slots, now free): no eventfd
         // write will come for them.
-        let sleep =
-            idle && !w.core.stopping() && !w.core.shared.inbox.pending() && !w.writable_ready();
-        if sleep {
-            w.core.stats.c.waits += 1;
-        }
-        // Once per turn, after the last count: whenever the worker sleeps,
-        // what it counted is what others read.
-        w.core.publish();
-        if sleep {
+        if w.end_turn(idle) {
             // Blocked sends: wake when a socket is writable, or to retry.
             let blocked = l.blocked.is_some();
             for p in pollfds.iter_mut() {

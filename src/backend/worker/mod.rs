@@ -392,6 +392,23 @@ impl<H: Handler> Worker<H> {
         self.writable_wanted && self.core.pool.send_free() > 0 && self.core.queue.has_room()
     }
 
+    /// Ends a turn of a polling loop (`mmsg`, `simple`, `xdp`): whether it
+    /// may sleep now (`idle`, and no stop, `Sender` datagram or
+    /// `on_writable` waiting: no wake-up would come for them), counting
+    /// that wait, then the turn's one publish of the counters, after its
+    /// last count (backend contract item 6).
+    pub fn end_turn(&mut self, idle: bool) -> bool {
+        let sleep = idle
+            && !self.core.stopping()
+            && !self.core.shared.inbox.pending()
+            && !self.writable_ready();
+        if sleep {
+            self.core.stats.c.waits += 1;
+        }
+        self.core.publish();
+        sleep
+    }
+
     /// Fires every timer that is due.
     pub fn fire_timers(&mut self) {
         if self.core.timers.is_empty() {

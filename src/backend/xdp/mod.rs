@@ -420,15 +420,7 @@ pub(crate) fn run<H: Handler>(
             l.read_kernel_stats(w);
             stats_at = Instant::now();
         }
-        let sleep =
-            !(busy || w.core.stopping() || w.core.shared.inbox.pending() || w.writable_ready());
-        if sleep {
-            w.core.stats.c.waits += 1;
-        }
-        // Once per turn, after the last count: whenever the worker sleeps,
-        // what it counted is what others read.
-        w.core.publish();
-        if !sleep {
+        if !w.end_turn(!busy) {
             continue;
         }
         // Sends on the TX ring complete without a wake-up: look again soon.
