@@ -75,6 +75,12 @@ impl Responders {
         Some(seen)
     }
 
+    /// Whether every responder heard from has answered `sent` requests
+    /// (none heard: no).
+    pub(super) fn all_answered(&self, sent: u64) -> bool {
+        !self.by_addr.is_empty() && self.by_addr.values().all(|r| r.counts.received >= sent)
+    }
+
     /// Each responder's counts and histogram.
     pub(super) fn reports(&self) -> Vec<(SocketAddr, ResponderReport, Histogram<u64>)> {
         self.by_addr

@@ -374,10 +374,15 @@ impl Worker {
             None => p.interval = Some(self.interval.clone()),
         }
         self.interval.reset();
-        if self.phase == Phase::Done && !p.done {
-            p.stages = self.ks.as_mut().map(|k| k.finish());
+        if self.phase == Phase::Done {
+            // Every publish from now on (replies still come until the
+            // engine stops): the histogram and the responders as counted
+            // with `counts`, so the totals stay their sums.
             p.total = Some(self.hist.clone());
             p.responders = self.responders.reports();
+        }
+        if self.phase == Phase::Done && !p.done {
+            p.stages = self.ks.as_mut().map(|k| k.finish());
             p.measured_ns = self.last_measured_ns.saturating_sub(self.measure_at)
                 + if self.burst > 0 {
                     self.burst_every_ns
@@ -404,8 +409,14 @@ impl Worker {
             self.drain_until = now + self.opts.drain().as_nanos() as u64;
         }
         if self.phase == Phase::Drain {
-            let all_back =
-                self.counts.received >= self.counts.sent && self.in_flight.outstanding() == 0;
+            // A group's requests are answered by every responder: back
+            // when each one heard from has answered all of them (the
+            // first answer to each is not enough).
+            let all_back = if self.opts.target.ip().is_multicast() {
+                self.responders.all_answered(self.counts.sent)
+            } else {
+                self.counts.received >= self.counts.sent && self.in_flight.outstanding() == 0
+            };
             if now >= self.drain_until || all_back {
                 self.phase = Phase::Done;
             }
