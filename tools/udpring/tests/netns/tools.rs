@@ -234,22 +234,33 @@ for i in range(50):
     time.sleep(0.002)
 "#;
 
+/// Runs a Python group member (`script` with `args`) in namespace `ns`,
+/// once it says it joined (a fixed sleep did not always hold).
+fn python_joined(
+    topo: &crate::topo::Topology,
+    ns: &str,
+    script: &str,
+    args: &[&str],
+) -> std::process::Child {
+    let mut py = topo
+        .exec(ns, "python3")
+        .args(["-c", script])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = crate::topo::read_line(py.stdout.as_mut().unwrap());
+    assert_eq!(first.as_deref(), Some("joined"));
+    py
+}
+
 #[test]
 fn python_receivers_hear_udpring_and_udpring_hears_python_with_the_ttl_set() {
     let topo = crate::topology!(lan, "y");
     // udpring -> Python receivers: what they print is "<datagrams> <ttl>",
     // the TTL (IP_RECVTTL) or hop limit (IPV6_RECVHOPLIMIT) they saw.
     let python_hears = |script: &str, py_args: &[&str], group: &str, count: &str, ttl: &str| {
-        let mut py = topo
-            .exec("h2", "python3")
-            .args(["-c", script])
-            .args(py_args)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Joined before udpring sends (a fixed sleep did not always hold).
-        let first = crate::topo::read_line(py.stdout.as_mut().unwrap());
-        assert_eq!(first.as_deref(), Some("joined"));
+        let py = python_joined(&topo, "h2", script, py_args);
         let out = topo.udpring(
             "h1",
             &[
@@ -368,14 +379,7 @@ fn a_group_load_waits_for_its_slower_responder() {
         "h2",
         &["mcast", "pong", "239.7.7.8:5011", "--duration", "8"],
     );
-    let mut slow = topo
-        .exec("h3", "python3")
-        .args(["-c", PY_SLOW_ECHO, "239.7.7.8", "5011"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let first = crate::topo::read_line(slow.stdout.as_mut().unwrap());
-    assert_eq!(first.as_deref(), Some("joined"));
+    let mut slow = python_joined(&topo, "h3", PY_SLOW_ECHO, &["239.7.7.8", "5011"]);
     // 0.5 s of sending; the slow one is 0.2 s behind the pong.
     let out = topo.udpring(
         "h1",
