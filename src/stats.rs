@@ -1,13 +1,14 @@
 //! Counters of a worker, or of all workers added up.
 //!
 //! Every counter is named once, in the `counters!` list below, with its
-//! unit and meaning. From that one list come: the worker's plain integers
-//! (`Counters`, bumped on the hot path), their atomic mirror that the worker
-//! publishes once per loop (`SharedCounters`), the public snapshot
-//! [`Stats`] with its `merge`, and [`Stats::counters`], the `(name, value)`
-//! pairs every printer (the CLI's lines, JSON, metrics) walks instead of
-//! spelling the list again.
+//! unit and meaning. From that one list come: the worker's counters
+//! (`SharedCounters`, bumped in place by the worker, its only writer, and
+//! read by any thread: nothing to copy out per loop), a plain snapshot of
+//! them (`Counters`), the public snapshot [`Stats`] with its `merge`, and
+//! [`Stats::counters`], the `(name, value)` pairs every printer (the CLI's
+//! lines, JSON, metrics) walks instead of spelling the list again.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Largest errno tracked one by one; larger ones share the last bucket.
@@ -15,35 +16,28 @@ pub(crate) const MAX_ERRNO: usize = 134;
 
 macro_rules! counters {
     ($( $(#[doc = $doc:expr])+ $name:ident, )*) => {
-        /// A worker's own counters, bumped on its thread.
+        /// A snapshot of a worker's counters.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub(crate) struct Counters {
             $( pub $name: u64, )*
         }
 
-        /// The counters a worker publishes for other threads.
+        /// A worker's counters: bumped by the worker (their only writer)
+        /// where it counts, read by any thread.
+        #[derive(Default)]
         pub(crate) struct SharedCounters {
-            $( $name: AtomicU64, )*
-        }
-
-        impl Counters {
-            /// Each counter set to its 1-based place in the list.
-            #[cfg(test)]
-            fn numbered() -> Self {
-                let mut i = 0;
-                Counters { $( $name: { i += 1; i }, )* }
-            }
+            $( pub $name: Count, )*
         }
 
         impl SharedCounters {
-            fn new() -> Self {
-                SharedCounters { $( $name: AtomicU64::new(0), )* }
-            }
-            fn store(&self, c: &Counters) {
-                $( self.$name.store(c.$name, Ordering::Relaxed); )*
+            /// Bumps each counter by its 1-based place in the list.
+            #[cfg(test)]
+            fn bump_numbered(&self) {
+                let mut i = 0;
+                $( i += 1; self.$name.add(i); )*
             }
             fn load(&self) -> Counters {
-                Counters { $( $name: self.$name.load(Ordering::Relaxed), )* }
+                Counters { $( $name: self.$name.get(), )* }
             }
         }
 
@@ -216,36 +210,65 @@ counters! {
     xdp_tx_invalid,
 }
 
+/// One counter: bumped by one thread, read by any. A bump is a relaxed
+/// load and store, not an atomic read-modify-write: as cheap as a plain
+/// `+=`, and right because only the worker that owns the counter bumps it
+/// (its [`LocalStats`] is not shared); a reader sees each value whole.
+#[derive(Debug, Default)]
+pub(crate) struct Count(AtomicU64);
+
+impl Count {
+    /// Adds `n` (only the owning worker calls this).
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Sets the counter to a count kept elsewhere (the kernel's).
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// The counters a worker shares with the engine: the list above, the slot
 /// gauges, the GSO flag and the per-errno send failures.
 pub(crate) struct SharedStats {
-    counters: SharedCounters,
+    counters: Arc<SharedCounters>,
     slots_total: AtomicU64,
     slots_out: AtomicU64,
     gso_disabled: AtomicBool,
     send_errors: [AtomicU64; MAX_ERRNO + 1],
 }
 
-/// A worker's own view: its counters and failed sends by errno, published
-/// to [`SharedStats`] once per loop.
+/// A worker's own view: its counters (the shared ones themselves, which it
+/// alone bumps) and failed sends by errno, published to [`SharedStats`]
+/// when they change.
 pub(crate) struct LocalStats {
-    pub c: Counters,
+    pub c: Arc<SharedCounters>,
     send_errors: [u64; MAX_ERRNO + 1],
     /// A send error was counted since the last publish.
     send_errors_dirty: bool,
 }
 
-impl Default for LocalStats {
-    fn default() -> Self {
+impl LocalStats {
+    /// The writer of `shared`'s counters: one per worker.
+    pub fn new(shared: &SharedStats) -> Self {
         LocalStats {
-            c: Counters::default(),
+            c: Arc::clone(&shared.counters),
             send_errors: [0; MAX_ERRNO + 1],
             send_errors_dirty: false,
         }
     }
-}
 
-impl LocalStats {
     /// All failed sends so far.
     #[cfg(test)]
     pub fn send_errors_total(&self) -> u64 {
@@ -263,7 +286,7 @@ impl LocalStats {
 impl SharedStats {
     pub fn new() -> Self {
         SharedStats {
-            counters: SharedCounters::new(),
+            counters: Arc::default(),
             slots_total: AtomicU64::new(0),
             slots_out: AtomicU64::new(0),
             gso_disabled: AtomicBool::new(false),
@@ -271,9 +294,10 @@ impl SharedStats {
         }
     }
 
-    /// Copies a worker's local view (and its pool's gauges) out.
+    /// Copies out what a worker keeps to itself: its pool's gauges and,
+    /// when they changed, its send failures by errno (the counters are
+    /// shared as they are bumped).
     pub fn publish(&self, l: &mut LocalStats, slots_total: u32, slots_out: u32) {
-        self.counters.store(&l.c);
         self.slots_total
             .store(u64::from(slots_total), Ordering::Relaxed);
         self.slots_out
@@ -372,12 +396,13 @@ mod tests {
     #[test]
     fn publish_load_and_merge_cover_every_counter() {
         let shared = SharedStats::new();
-        let mut l = LocalStats::default();
-        // A distinct value per counter, through the generated list.
+        let mut l = LocalStats::new(&shared);
+        // A distinct value per counter, through the generated list, bumped
+        // by the worker's side and read from the shared one.
         let mut s = Stats::default();
         let n = Stats::COUNTERS.len();
         assert_eq!(s.counters().count(), n);
-        l.c = Counters::numbered();
+        l.c.bump_numbered();
         l.send_error(libc::EAGAIN);
         l.send_error(9999);
         shared.publish(&mut l, 12, 3);

@@ -54,7 +54,10 @@ impl Loop {
         }
         self.blocked = None;
         let core = &mut w.core;
-        core.stats.c.coalesced += core.queue.coalesce(&mut core.pool) as u64;
+        core.stats
+            .c
+            .coalesced
+            .add(core.queue.coalesce(&mut core.pool) as u64);
         while let Some(first) = w.core.queue.as_slice().first() {
             let fd = self.fds[usize::from(first.sock)];
             match self
@@ -196,7 +199,7 @@ pub(crate) fn run<H: Handler>(
     // nothing (both are level-triggered: what arrives after the poll is
     // seen by the next one).
     let mut readable = vec![true; n + 1];
-    w.core.stats.c.recv_arms += n as u64;
+    w.core.stats.c.recv_arms.add(n as u64);
     ready(Ok(()));
     w.start();
     l.flush(w);

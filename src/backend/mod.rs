@@ -31,10 +31,12 @@
 //!    time ([`Worker::fire_timers`]), and when the stop flag is set, stop
 //!    receiving, call [`Worker::stop`], finish in-flight sends and return
 //!    with nothing of the pool held by the kernel.
-//! 6. Publish counters (`Core::publish`) once per loop iteration, after
-//!    the last count before the worker may sleep (the wait's own count
-//!    included; a spin that found nothing publishes its miss again before
-//!    it sleeps): an idle worker's published counters are its counters.
+//! 6. Count where it happens: the counters are shared as they are bumped
+//!    (the worker is their only writer). Publish the rest (`Core::publish`:
+//!    the pool's gauges, failed sends by errno, the sockets' drop counters
+//!    every 100 ms) once per loop iteration, before the worker may sleep
+//!    (a spin that found nothing publishes again before it sleeps): an
+//!    idle worker's published figures are its own.
 //!
 //! # One datagram's path
 //!

@@ -149,7 +149,7 @@ impl Spin {
             for _ in 0..SPIN_CHECKS {
                 if ring.work_pending(seen) {
                     self.hit();
-                    core.stats.c.spin_hits += 1;
+                    core.stats.c.spin_hits.add(1);
                     // Runs the deferred receive; sleeps for nothing.
                     return ring.wait(want, Some(Duration::ZERO));
                 }
@@ -159,11 +159,12 @@ impl Spin {
                 break;
             }
         }
-        core.stats.c.spin_misses += 1;
+        core.stats.c.spin_misses.add(1);
         if self.miss(sys::cpu::involuntary_switches(), Instant::now()) {
-            core.stats.c.spin_yields += 1;
+            core.stats.c.spin_yields.add(1);
         }
-        // About to sleep, maybe for long: the miss is published first.
+        // About to sleep, maybe for long: what is published per turn (the
+        // gauges, the drop counters when due) goes out first.
         core.publish();
         ring.wait(want, None)
     }

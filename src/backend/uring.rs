@@ -154,7 +154,10 @@ impl Driver {
     /// when every send header is in flight.
     fn flush<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<usize> {
         let core = &mut w.core;
-        core.stats.c.coalesced += core.queue.coalesce(&mut core.pool) as u64;
+        core.stats
+            .c
+            .coalesced
+            .add(core.queue.coalesce(&mut core.pool) as u64);
         let mut done = 0;
         for &t in core.queue.as_slice() {
             // SAFETY: the queue holds a reference on the slot for this send
@@ -190,7 +193,7 @@ impl Driver {
         }
         if c.res < 0 {
             match -c.res {
-                libc::ENOBUFS => w.core.stats.c.enobufs += 1,
+                libc::ENOBUFS => w.core.stats.c.enobufs.add(1),
                 libc::ECANCELED => {}
                 errno => w.socket_error(sock, errno),
             }
@@ -490,7 +493,7 @@ pub(crate) fn run<H: Handler>(
         std::mem::forget(d);
         return Err(io::Error::other(msg));
     }
-    w.core.stats.c.recv_arms += 1;
+    w.core.stats.c.recv_arms.add(1);
     let mut spin = Spin::new(
         cfg.spin_us,
         sys::cpu::involuntary_switches(),
@@ -507,7 +510,7 @@ pub(crate) fn run<H: Handler>(
             for i in 0..fds.len() {
                 if !d.recv_armed[i] && w.core.pool.recv_home() > 0 {
                     d.arm_recv(i)?;
-                    w.core.stats.c.recv_arms += 1;
+                    w.core.stats.c.recv_arms.add(1);
                 }
             }
             if !d.wake_armed {
@@ -553,7 +556,7 @@ pub(crate) fn run<H: Handler>(
                     (1, None)
                 }
             };
-            w.core.stats.c.waits += 1;
+            w.core.stats.c.waits.add(1);
             // Once per turn, here: whenever the worker sleeps, what it
             // counted is what others read.
             w.core.publish();

@@ -366,8 +366,10 @@ impl Engine {
 
     /// Counters summed over workers: relaxed atomic loads, no lock, no
     /// system call; it allocates only the per-errno list of failed sends
-    /// when there are any. Each worker publishes its counters
-    /// once per batch, so a figure may trail the worker by one batch.
+    /// when there are any. Each counter is read as its worker bumps it
+    /// (the set is not one instant: a reply may be counted sent before
+    /// another counter catches up); the slot gauges and the failed sends
+    /// by errno are published once per batch and may trail by one.
     pub fn stats(&self) -> Stats {
         sum(&self.shared)
     }

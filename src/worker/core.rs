@@ -158,7 +158,7 @@ impl Core {
             pool,
             queue: SendQueue::new(max_queued, gso),
             timers: Timers::new(),
-            stats: LocalStats::default(),
+            stats: LocalStats::new(&shared.stats),
             drops_seen: vec![0; socks.fds.len()],
             drops_read: sys::clock::coarse(),
             socks,
@@ -268,7 +268,7 @@ impl Core {
             return Err(SendError::TooLarge);
         }
         let Some(mut lent) = self.pool.alloc_send() else {
-            self.stats.c.send_exhausted += 1;
+            self.stats.c.send_exhausted.add(1);
             return Err(SendError::Exhausted);
         };
         lent.set_window(0, data.len() as u32);
@@ -335,7 +335,7 @@ impl Core {
     ) -> Result<usize, SendError> {
         self.check_in_place(sock, cap, cut)?;
         let Some(mut lent) = self.pool.alloc_send() else {
-            self.stats.c.send_exhausted += 1;
+            self.stats.c.send_exhausted.add(1);
             return Err(SendError::Exhausted);
         };
         let slot = lent.slot();
@@ -477,7 +477,7 @@ impl Core {
         if queued {
             Ok(())
         } else {
-            self.stats.c.send_exhausted += 1;
+            self.stats.c.send_exhausted.add(1);
             Err(SendError::Exhausted)
         }
     }
@@ -535,7 +535,7 @@ impl Core {
             // The counter only grows; a smaller value is a wrap of the u32.
             let new = now.wrapping_sub(*seen);
             if new > 0 && new < u32::MAX / 2 {
-                self.stats.c.kernel_drops += u64::from(new);
+                self.stats.c.kernel_drops.add(u64::from(new));
                 *seen = now;
             }
         }
@@ -547,7 +547,10 @@ impl Core {
     pub fn discard_unread(&mut self) {
         const LIMIT: u64 = 1 << 20;
         for &fd in &self.socks.fds {
-            self.stats.c.unread_at_stop += sys::socket::discard_queued(fd, LIMIT);
+            self.stats
+                .c
+                .unread_at_stop
+                .add(sys::socket::discard_queued(fd, LIMIT));
         }
     }
 
@@ -562,8 +565,9 @@ impl Core {
         self.drops_read = sys::clock::coarse();
     }
 
-    /// Copies local counters to the shared ones (once per loop iteration);
-    /// reads the sockets' drop counters when 100 ms have passed.
+    /// Publishes what is not shared as it is counted (once per loop
+    /// iteration): the pool's gauges, failed sends by errno, and the
+    /// sockets' drop counters, read when 100 ms have passed.
     pub fn publish(&mut self) {
         if sys::clock::coarse().saturating_sub(self.drops_read) >= DROPS_EVERY {
             self.read_drops();

@@ -67,13 +67,13 @@ impl<H: Handler> Worker<H> {
         }
         let core = &mut self.core;
         let h = &mut self.handler;
-        let refused = core.stats.c.send_exhausted;
+        let refused = core.stats.c.send_exhausted.get();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             f(h, &mut Transport { core })
         }));
         // A send the handler made was refused for want of room: it hears
         // when there is room again (`on_writable`).
-        self.writable_wanted |= self.core.stats.c.send_exhausted != refused;
+        self.writable_wanted |= self.core.stats.c.send_exhausted.get() != refused;
         if let Err(p) = r {
             let why = format!("handler panicked: {}", panic_text(p.as_ref()));
             self.core.shared.fail(why.clone());
@@ -100,11 +100,11 @@ impl<H: Handler> Worker<H> {
 
     /// Hands a received datagram to the handler, then ends the lending.
     pub fn dispatch(&mut self, mut meta: RecvMeta, mut lent: Lent) {
-        self.core.stats.c.received_bufs += 1;
+        self.core.stats.c.received_bufs.add(1);
         let Some(src_addr) = meta.src.to_socket_addr().map(sys::canonical) else {
             // No usable source address (should not happen for UDP): a
             // counted drop, not a handler call with a made-up address.
-            self.core.stats.c.invalid_completions += 1;
+            self.core.stats.c.invalid_completions.add(1);
             self.core.pool.release(lent);
             return;
         };
@@ -123,30 +123,31 @@ impl<H: Handler> Worker<H> {
         let verdict = core
             .guard
             .check(src_addr, meta.cmsg.dst, meta.cmsg.hops, &mut evicted);
-        core.stats.c.guard_evictions += u64::from(evicted);
+        core.stats.c.guard_evictions.add(u64::from(evicted));
         if let Err(why) = verdict {
-            let c = &mut core.stats.c;
-            *match why {
-                Refusal::BadSource => &mut c.guard_bad_source,
-                Refusal::Marked => &mut c.guard_marked,
-                Refusal::Loop => &mut c.guard_loop,
-                Refusal::Broadcast => &mut c.guard_broadcast,
-                Refusal::Port => &mut c.guard_port,
-                Refusal::NotAllowed => &mut c.guard_not_allowed,
-                Refusal::Rate => &mut c.guard_rate,
-            } += 1;
+            let c = &core.stats.c;
+            match why {
+                Refusal::BadSource => &c.guard_bad_source,
+                Refusal::Marked => &c.guard_marked,
+                Refusal::Loop => &c.guard_loop,
+                Refusal::Broadcast => &c.guard_broadcast,
+                Refusal::Port => &c.guard_port,
+                Refusal::NotAllowed => &c.guard_not_allowed,
+                Refusal::Rate => &c.guard_rate,
+            }
+            .add(1);
             core.pool.release(lent);
             return;
         }
-        let c = &mut core.stats.c;
-        c.truncated += u64::from(meta.truncated);
+        let c = &core.stats.c;
+        c.truncated.add(u64::from(meta.truncated));
         let dgram = Datagram {
             meta,
             lent: &mut lent,
             src_addr,
         };
-        c.received += dgram.segments() as u64;
-        c.bytes_received += dgram.payload().len() as u64;
+        c.received.add(dgram.segments() as u64);
+        c.bytes_received.add(dgram.payload().len() as u64);
         if self.failed.is_none() {
             // The datagram borrows the slot for the call only.
             let lent_ref: &mut Lent = dgram.lent;
@@ -168,24 +169,24 @@ impl<H: Handler> Worker<H> {
 
     /// A datagram that arrived after `on_stop`: counted, not handed over.
     pub fn discard(&mut self, meta: RecvMeta, lent: Lent) {
-        let c = &mut self.core.stats.c;
-        c.received_bufs += 1;
-        c.received += match meta.cmsg.gro_segment {
+        let c = &self.core.stats.c;
+        c.received_bufs.add(1);
+        c.received.add(match meta.cmsg.gro_segment {
             Some(s) if meta.len > 0 => u64::from(meta.len.div_ceil(u32::from(s.get()))),
             _ => 1,
-        };
+        });
         self.core.pool.release(lent);
     }
 
     /// Something the kernel handed over that cannot be used: counted.
     pub fn invalid(&mut self) {
-        self.core.stats.c.invalid_completions += 1;
+        self.core.stats.c.invalid_completions.add(1);
     }
 
     /// Hands an error event about socket `sock` to the handler (which
     /// reads the socket with [`Transport::error_socket`]).
     pub fn error_event(&mut self, sock: usize, ev: ErrorEvent) {
-        self.core.stats.c.error_events += 1;
+        self.core.stats.c.error_events.add(1);
         self.core.error_sock = u16::try_from(sock).ok();
         self.call(|h, tx| h.on_error(ev, tx));
         self.core.error_sock = None;
@@ -220,7 +221,7 @@ impl<H: Handler> Worker<H> {
 
     /// A TX timestamp for the send that asked under `id`: to the handler.
     pub fn tx_timestamp(&mut self, id: u32, ns: u64) {
-        self.core.stats.c.tx_timestamps += 1;
+        self.core.stats.c.tx_timestamps.add(1);
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
         self.call(|h, tx| h.on_tx_timestamp(id, at, tx));
     }
@@ -248,10 +249,10 @@ impl<H: Handler> Worker<H> {
     pub fn account(&mut self, t: &Transmit, res: Result<(), i32>) {
         match res {
             Ok(()) => {
-                let c = &mut self.core.stats.c;
-                c.sent += t.datagrams();
-                c.sent_bufs += 1;
-                c.bytes_sent += u64::from(t.len);
+                let c = &self.core.stats.c;
+                c.sent.add(t.datagrams());
+                c.sent_bufs.add(1);
+                c.bytes_sent.add(u64::from(t.len));
             }
             Err(errno) => self.refused(t, errno),
         }
@@ -260,11 +261,11 @@ impl<H: Handler> Worker<H> {
     /// A zero-copy send's notification: the kernel is done with the slot
     /// (`copied`: it copied the bytes after all, `SEND_ZC_REPORT_USAGE`).
     pub fn zero_copy_done(&mut self, t: Transmit, copied: bool) {
-        let c = &mut self.core.stats.c;
+        let c = &self.core.stats.c;
         if copied {
-            c.zc_copied += 1;
+            c.zc_copied.add(1);
         } else {
-            c.zc_sent += 1;
+            c.zc_sent.add(1);
         }
         self.core.pool.unref(t.slot);
     }
@@ -277,9 +278,9 @@ impl<H: Handler> Worker<H> {
             // Cancelled: at a stop, or given up while the network would
             // not take it (see `give_up`).
             if self.core.stopping() {
-                self.core.stats.c.cancelled += t.datagrams();
+                self.core.stats.c.cancelled.add(t.datagrams());
             } else {
-                self.core.stats.c.send_blocked += t.datagrams();
+                self.core.stats.c.send_blocked.add(t.datagrams());
             }
             return;
         }
@@ -289,7 +290,7 @@ impl<H: Handler> Worker<H> {
             // datagrams go one by one, as they were asked for, and the
             // worker makes no more trains (each would be refused again);
             // the handler's own trains keep GSO.
-            self.core.stats.c.coalesce_refused += 1;
+            self.core.stats.c.coalesce_refused.add(1);
             self.core.queue.set_coalesce(false);
             self.core.queue.push_cut(&mut self.core.pool, *t);
             return;
@@ -360,7 +361,7 @@ impl<H: Handler> Worker<H> {
     /// A queued send the network would not take, given up so that its slot
     /// can receive again: counted in `send_blocked`, slot given back.
     pub fn give_up(&mut self, t: Transmit) {
-        self.core.stats.c.send_blocked += t.datagrams();
+        self.core.stats.c.send_blocked.add(t.datagrams());
         self.core.pool.unref(t.slot);
     }
 
@@ -368,7 +369,7 @@ impl<H: Handler> Worker<H> {
     /// cancelled, slots given back.
     pub fn cancel_queued(&mut self) {
         while let Some(t) = self.core.queue.pop_front() {
-            self.core.stats.c.cancelled += t.datagrams();
+            self.core.stats.c.cancelled.add(t.datagrams());
             self.core.pool.unref(t.slot);
         }
     }
@@ -403,7 +404,7 @@ impl<H: Handler> Worker<H> {
             && !self.core.shared.inbox.pending()
             && !self.writable_ready();
         if sleep {
-            self.core.stats.c.waits += 1;
+            self.core.stats.c.waits.add(1);
         }
         self.core.publish();
         sleep

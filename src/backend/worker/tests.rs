@@ -135,7 +135,10 @@ fn success_counts_every_segment_and_returns_the_slot() {
     let (mut w, _s) = worker();
     let t = queued_train(&mut w, 1000, 300);
     w.complete(t, Ok(()));
-    assert_eq!((w.core.stats.c.sent, w.core.stats.c.bytes_sent), (4, 1000));
+    assert_eq!(
+        (w.core.stats.c.sent.get(), w.core.stats.c.bytes_sent.get()),
+        (4, 1000)
+    );
     assert_eq!(w.core.pool.counts().out, 0);
 }
 
@@ -152,7 +155,7 @@ fn gso_refused_turns_gso_off_and_resends_as_datagrams() {
     while let Some(t) = w.core.queue.pop_front() {
         w.complete(t, Ok(()));
     }
-    assert_eq!(w.core.stats.c.sent, 4);
+    assert_eq!(w.core.stats.c.sent.get(), 4);
     assert_eq!(w.core.pool.counts().out, 0);
     // With GSO already off an EIO is an ordinary failure.
     let t = queued_train(&mut w, 100, 0);
@@ -197,7 +200,7 @@ fn an_icmp_class_failure_is_resent_once_then_counted_with_an_event() {
     // cancelled. Their own counts, no event.
     let t = queued_train(&mut w, 64, 0);
     w.complete(t, Err(libc::ECANCELED));
-    assert_eq!(w.core.stats.c.send_blocked, 1);
+    assert_eq!(w.core.stats.c.send_blocked.get(), 1);
     w.core
         .shared
         .stop
@@ -208,7 +211,7 @@ fn an_icmp_class_failure_is_resent_once_then_counted_with_an_event() {
     w.core.queue.push(&mut w.core.pool, t);
     w.core.pool.unref(t.slot);
     w.cancel_queued();
-    assert_eq!(w.core.stats.c.cancelled, 1 + 4);
+    assert_eq!(w.core.stats.c.cancelled.get(), 1 + 4);
     assert_eq!(w.handler.0.len(), 3);
     assert_eq!(w.core.pool.counts().out, 0);
 }
@@ -261,7 +264,10 @@ fn a_coalesced_train_counts_each_datagram_and_one_send() {
     let t = coalesced_train(&mut w);
     w.complete(t, Ok(()));
     let c = &w.core.stats.c;
-    assert_eq!((c.sent, c.sent_bufs, c.bytes_sent), (3, 1, 300));
+    assert_eq!(
+        (c.sent.get(), c.sent_bufs.get(), c.bytes_sent.get()),
+        (3, 1, 300)
+    );
     assert_eq!(w.core.pool.counts().out, 0);
 }
 
@@ -272,7 +278,7 @@ fn a_coalesced_train_refused_goes_again_as_its_datagrams_with_gso_kept() {
     w.complete(t, Err(libc::EIO));
     assert!(w.core.queue.gso(), "the handler's trains keep GSO");
     assert!(!w.core.shared.stats.load().gso_disabled);
-    assert_eq!(w.core.stats.c.coalesce_refused, 1);
+    assert_eq!(w.core.stats.c.coalesce_refused.get(), 1);
     assert_eq!(w.core.queue.coalesce(&mut w.core.pool), 0, "no train again");
     assert_eq!(w.core.stats.send_errors_total(), 0, "not a failure: resent");
     let lens: Vec<(u32, bool)> = w
@@ -286,6 +292,9 @@ fn a_coalesced_train_refused_goes_again_as_its_datagrams_with_gso_kept() {
     while let Some(t) = w.core.queue.pop_front() {
         w.complete(t, Ok(()));
     }
-    assert_eq!((w.core.stats.c.sent, w.core.stats.c.sent_bufs), (3, 3));
+    assert_eq!(
+        (w.core.stats.c.sent.get(), w.core.stats.c.sent_bufs.get()),
+        (3, 3)
+    );
     assert_eq!(w.core.pool.counts().out, 0);
 }

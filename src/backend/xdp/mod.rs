@@ -148,7 +148,11 @@ impl Loop {
             k += 1;
         }
         w.core.queue.consume(k);
-        w.core.stats.c.xdp_tx_copies += std::mem::take(&mut self.port.copies);
+        w.core
+            .stats
+            .c
+            .xdp_tx_copies
+            .add(std::mem::take(&mut self.port.copies));
         if framed && let Err(e) = self.port.kick() {
             w.core
                 .stats
@@ -166,7 +170,7 @@ impl Loop {
             match self.sock_tx.send(fd, &w.core.pool, &self.slow[at..], false) {
                 Ok(n) => {
                     for t in &self.slow[at..at + n] {
-                        w.core.stats.c.xdp_tx_via_socket += t.datagrams();
+                        w.core.stats.c.xdp_tx_via_socket.add(t.datagrams());
                         w.complete(*t, Ok(()));
                     }
                     at += n.max(1);
@@ -193,7 +197,7 @@ impl Loop {
         let n = self
             .port
             .recv(&mut w.core.pool, RX_BUDGET, &mut invalid, &mut self.frames);
-        w.core.stats.c.invalid_completions += invalid;
+        w.core.stats.c.invalid_completions.add(invalid);
         for (parsed, lent) in self.frames.drain(..) {
             // A unicast frame for another host's MAC (a promiscuous
             // interface hands those over too) is not ours to answer.
@@ -207,9 +211,10 @@ impl Loop {
             });
             match parsed {
                 Ok(f) => {
-                    let c = &mut w.core.stats.c;
-                    c.xdp_rx += 1;
-                    c.xdp_csum_partial += u64::from(f.checksum == Checksum::Partial);
+                    let c = &w.core.stats.c;
+                    c.xdp_rx.add(1);
+                    c.xdp_csum_partial
+                        .add(u64::from(f.checksum == Checksum::Partial));
                     let meta = RecvMeta {
                         sock: 0,
                         src: RawAddr::from_socket_addr(f.src, w.core.v6(0)),
@@ -226,11 +231,11 @@ impl Loop {
                     w.dispatch(meta, lent);
                 }
                 Err(e) => {
-                    let c = &mut w.core.stats.c;
+                    let c = &w.core.stats.c;
                     if e == FrameError::BadChecksum {
-                        c.xdp_bad_checksums += 1;
+                        c.xdp_bad_checksums.add(1);
                     } else {
-                        c.xdp_bad_frames += 1;
+                        c.xdp_bad_frames.add(1);
                     }
                     w.core.pool.release(lent);
                 }
@@ -276,7 +281,7 @@ impl Loop {
     /// Takes finished sends.
     fn complete<H: Handler>(&mut self, w: &mut Worker<H>) -> u32 {
         let n = self.port.complete(|t, scratch| {
-            w.core.stats.c.xdp_tx += t.datagrams();
+            w.core.stats.c.xdp_tx.add(t.datagrams());
             if scratch {
                 w.core.pool.unreserve(t.slot);
                 w.account(&t, Ok(()));
@@ -284,17 +289,21 @@ impl Loop {
                 w.complete(t, Ok(()))
             }
         });
-        w.core.stats.c.invalid_completions += std::mem::take(&mut self.port.mismatched);
+        w.core
+            .stats
+            .c
+            .invalid_completions
+            .add(std::mem::take(&mut self.port.mismatched));
         n
     }
 
     fn read_kernel_stats<H: Handler>(&self, w: &mut Worker<H>) {
         if let Ok(s) = self.port.kernel_stats() {
-            let c = &mut w.core.stats.c;
-            c.xdp_rx_dropped = s.rx_dropped + s.rx_invalid;
-            c.xdp_rx_ring_full = s.rx_ring_full;
-            c.xdp_fill_ring_empty = s.fill_ring_empty;
-            c.xdp_tx_invalid = s.tx_invalid;
+            let c = &w.core.stats.c;
+            c.xdp_rx_dropped.set(s.rx_dropped + s.rx_invalid);
+            c.xdp_rx_ring_full.set(s.rx_ring_full);
+            c.xdp_fill_ring_empty.set(s.fill_ring_empty);
+            c.xdp_tx_invalid.set(s.tx_invalid);
         }
     }
 }
@@ -385,7 +394,7 @@ pub(crate) fn run<H: Handler>(
         })
         .collect();
     let n = pollfds.len();
-    w.core.stats.c.recv_arms += 1;
+    w.core.stats.c.recv_arms.add(1);
     l.port.refill(&mut w.core.pool);
     ready(Ok(()));
     w.start();
@@ -458,7 +467,7 @@ pub(crate) fn run<H: Handler>(
     l.read_kernel_stats(w);
     let Loop { port, .. } = l;
     for (t, scratch) in port.close(&mut w.core.pool) {
-        w.core.stats.c.cancelled += t.datagrams();
+        w.core.stats.c.cancelled.add(t.datagrams());
         if scratch {
             w.core.pool.unreserve(t.slot);
         } else {
