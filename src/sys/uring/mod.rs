@@ -44,7 +44,7 @@ use std::time::Duration;
 use io_uring::types::{Fd, Fixed, Timespec};
 use io_uring::{IoUring, opcode, squeue, types};
 
-use super::addr::RawAddr;
+use super::addr::{RawAddr, SrcIp};
 use super::cmsg::{CmsgSpace, RecvCmsg, SEND_CMSG_LEN, write_send};
 use super::meta::{RecvMeta, Transmit};
 use crate::bufring::{NAME_LEN, Pool, RECV_CMSG_LEN};
@@ -310,26 +310,34 @@ impl Ring {
         };
         let h = &mut self.hdrs[i as usize];
         h.addr = t.dst;
-        h.iov = libc::iovec {
-            // SAFETY: off + len lie inside the slot (checked when queued).
-            iov_base: unsafe { pool.slot_addr(t.slot).add(t.off as usize) }.cast(),
-            iov_len: t.len as usize,
+        // SAFETY: off + len lie inside the slot (checked when queued).
+        let buf = unsafe { pool.slot_addr(t.slot).add(t.off as usize) }.cast_const();
+        // A datagram with nothing to say beyond its destination (a reply,
+        // most often) has no control messages to write.
+        let plain = t.segment_cmsg().is_none()
+            && matches!(t.src, SrcIp::Any)
+            && t.tos.is_none()
+            && t.ts_id.is_none();
+        let ctl = if plain {
+            0
+        } else {
+            write_send(&mut h.cmsg, t.segment_cmsg(), t.src, t.tos_cmsg(), t.ts_id)
         };
-        h.msg.msg_name = h.addr.name_ptr();
-        h.msg.msg_namelen = h.addr.len();
-        h.msg.msg_iov = &mut h.iov;
-        h.msg.msg_iovlen = 1;
-        let ctl = write_send(&mut h.cmsg, t.segment_cmsg(), t.src, t.tos_cmsg(), t.ts_id);
         if ctl > 0 {
+            // Only IORING_OP_SENDMSG (below) reads the msghdr.
+            h.iov = libc::iovec {
+                iov_base: buf.cast_mut().cast(),
+                iov_len: t.len as usize,
+            };
+            h.msg.msg_name = h.addr.name_ptr();
+            h.msg.msg_namelen = h.addr.len();
+            h.msg.msg_iov = &mut h.iov;
+            h.msg.msg_iovlen = 1;
             h.msg.msg_controllen = ctl;
             h.msg.msg_control = h.cmsg.0.as_mut_ptr().cast();
-        } else {
-            h.msg.msg_control = std::ptr::null_mut();
-            h.msg.msg_controllen = 0;
         }
         h.tx = Some(t);
         let msg = &h.msg as *const libc::msghdr;
-        let buf = h.iov.iov_base as *const u8;
         let (name, name_len) = (h.addr.name_ptr().cast_const().cast(), h.addr.len());
         let sock = usize::from(t.sock);
         if ctl == 0 && self.zc_min.is_some_and(|m| t.len >= m) {
