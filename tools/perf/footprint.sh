@@ -17,8 +17,10 @@
 # valgrind. The builds go to target/footprint (target/footprint-lto), the
 # callgrind outputs to $WORK. With LTO=1 both servers are built with fat
 # LTO and one codegen unit (the workspace's own profile untouched). A server is asked
-# (`SET`) until it answers, so the `GET`s find their key.
-#   N1=2000 N2=6000 [LTO=1] tools/perf/footprint.sh
+# (`SET`) until it answers, so the `GET`s find their key. Then the
+# engine's TOP functions (default 15) by their own instructions per request
+# (callgrind_annotate's self cost, the same difference), for where to look.
+#   N1=2000 N2=6000 [LTO=1] [TOP=15] tools/perf/footprint.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -130,5 +132,30 @@ echo "| server | instructions | data reads + writes | code lines (1 KiB L1) | da
 echo "|---|---:|---:|---:|---:|---:|---:|"
 per_request "udpring engine (examples/kv.rs)" "$(run "$KV" "$N1" 1 0)" "$(run "$KV" "$N2" 1 0)"
 per_request "std UdpSocket loop, same Kv::answer" "$(run "$STD" "$N1")" "$(run "$STD" "$N2")"
+
+# The engine's functions by their own instructions per request.
+largest() { ls -S "$WORK/cg.$1.$2"* | head -1; }
+echo
+echo "the engine's top ${TOP:-15} functions, own instructions per request:"
+echo
+python3 - "$(largest kv "$N1")" "$(largest kv "$N2")" "$N1" "$N2" "${TOP:-15}" <<'PY'
+import re, subprocess, sys
+a, b, n1, n2, top = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+def own(path):
+    out = subprocess.run(["callgrind_annotate", "--auto=no", "--show=Ir", "--threshold=100", path],
+                         capture_output=True, text=True, check=True).stdout
+    d = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+\S+?:(.*?)(?: \[.*\])?$", line)
+        if m and "PROGRAM TOTALS" not in line:
+            d[m.group(2)] = d.get(m.group(2), 0) + int(m.group(1).replace(",", ""))
+    return d
+x, y = own(a), own(b)
+rows = sorted(((y.get(k, 0) - x.get(k, 0)) / (n2 - n1), k) for k in set(x) | set(y))
+print("| instructions | function |")
+print("|---:|---|")
+for v, k in sorted(rows, reverse=True)[:top]:
+    print(f"| {v:,.0f} | `{k}` |")
+PY
 echo
 echo "callgrind outputs: $WORK"
