@@ -47,6 +47,10 @@ pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     live: HashMap<u64, Timer, BuildHasherDefault<IdHasher>>,
     next_id: u64,
+    /// The heap's top is live (or the heap is empty): known since the
+    /// last look, so the loop's look per iteration does not repeat the
+    /// lookup. Only a cancel or a pop can make it false.
+    top_live: bool,
 }
 
 impl Timers {
@@ -55,6 +59,7 @@ impl Timers {
             heap: BinaryHeap::with_capacity(64),
             live: HashMap::with_capacity_and_hasher(64, BuildHasherDefault::default()),
             next_id: 1,
+            top_live: true,
         }
     }
 
@@ -81,7 +86,9 @@ impl Timers {
     /// Cancels a timer; false if it already fired (one-shot) or was
     /// cancelled.
     pub fn cancel(&mut self, id: TimerId) -> bool {
-        self.live.remove(&id.0).is_some()
+        let was = self.live.remove(&id.0).is_some();
+        self.top_live &= !was;
+        was
     }
 
     /// Time until the next live timer, if any.
@@ -92,17 +99,20 @@ impl Timers {
 
     /// When the next live timer is due, if any (no clock read).
     pub fn next_at(&mut self) -> Option<Instant> {
-        self.skip_dead();
+        if !self.top_live {
+            self.skip_dead();
+        }
         self.heap.peek().map(|Reverse((t, _))| *t)
     }
 
     fn skip_dead(&mut self) {
         while let Some(Reverse((_, id))) = self.heap.peek() {
             if self.live.contains_key(id) {
-                return;
+                break;
             }
             self.heap.pop();
         }
+        self.top_live = true;
     }
 
     /// Takes the next timer due at or before `now`: its token. A periodic
@@ -115,6 +125,7 @@ impl Timers {
                 return None;
             }
             self.heap.pop();
+            self.top_live = false;
             let Some(t) = self.live.get(&id) else {
                 continue; // cancelled
             };
@@ -184,6 +195,27 @@ mod tests {
         assert_eq!(fired, want);
         assert!(t.is_empty());
         assert_eq!(t.next_at(), None);
+    }
+
+    #[test]
+    fn the_next_due_time_skips_timers_cancelled_after_it_was_asked() {
+        let mut t = Timers::new();
+        let a = t.add(Duration::from_millis(1), 1);
+        let b = t.add(Duration::from_millis(2), 2);
+        t.add(Duration::from_secs(60), 3);
+        let first = t.next_at().unwrap();
+        // The top cancelled after it was looked at.
+        assert!(t.cancel(a));
+        let second = t.next_at().unwrap();
+        assert!(second > first, "{second:?} after {first:?}");
+        // The next one cancelled under the top, then the top fired.
+        let c = t.add(Duration::ZERO, 4);
+        assert!(t.cancel(b));
+        assert!(t.next_at().unwrap() < second);
+        assert_eq!(t.pop_due(Instant::now()), Some(4));
+        let last = t.next_at().unwrap();
+        assert!(last > Instant::now() + Duration::from_secs(30), "timer 3 is next");
+        assert!(!t.cancel(c), "fired");
     }
 
     #[test]
