@@ -139,8 +139,18 @@ impl Driver {
         self.recv_armed.iter().any(|&a| a)
     }
 
-    /// Arms every error-queue poll that has ended.
+    /// Arms every error-queue poll that has ended (none without TX
+    /// timestamps: then the loop's call is one length check).
+    #[inline]
     fn arm_errors(&mut self) -> io::Result<()> {
+        if self.errors_armed.is_empty() {
+            return Ok(());
+        }
+        self.arm_errors_slow()
+    }
+
+    #[inline(never)]
+    fn arm_errors_slow(&mut self) -> io::Result<()> {
         for i in 0..self.errors_armed.len() {
             if !self.errors_armed[i] {
                 self.ring.arm_errors(i)?;

@@ -214,7 +214,10 @@ mod tests {
         assert!(t.next_at().unwrap() < second);
         assert_eq!(t.pop_due(Instant::now()), Some(4));
         let last = t.next_at().unwrap();
-        assert!(last > Instant::now() + Duration::from_secs(30), "timer 3 is next");
+        assert!(
+            last > Instant::now() + Duration::from_secs(30),
+            "timer 3 is next"
+        );
         assert!(!t.cancel(c), "fired");
     }
 
