@@ -200,8 +200,9 @@ mod tests {
     #[test]
     fn the_next_due_time_skips_timers_cancelled_after_it_was_asked() {
         let mut t = Timers::new();
-        let a = t.add(Duration::from_millis(1), 1);
-        let b = t.add(Duration::from_millis(2), 2);
+        // Far enough apart that a stalled test thread does not reorder them.
+        let a = t.add(Duration::from_secs(1), 1);
+        let b = t.add(Duration::from_secs(10), 2);
         t.add(Duration::from_secs(60), 3);
         let first = t.next_at().unwrap();
         // The top cancelled after it was looked at.
