@@ -43,11 +43,11 @@
 //! | step | where |
 //! |---|---|
 //! | the socket receives; the kernel writes the datagram into a slot (uring: a buffer of the registered ring, chosen by the kernel; mmsg: an iovec into a slot reserved for the call) | `sys/uring/mod.rs` `Ring::arm_recv`; `sys/mmsg.rs` `MmsgBufs::recv` |
-//! | the backend reads the completion / the call's result and the slot's record into a `RecvMeta`, and lends the slot out of the pool | `backend/uring.rs` `on_recv`; `backend/mmsg.rs` `drain_socket`; `bufring/mod.rs` `Pool::lend` |
+//! | the backend reads the completion / the call's result and the slot's record into a `RecvMeta`, and lends the slot out of the pool | `backend/uring/mod.rs` `on_recv`; `backend/mmsg.rs` `drain_socket`; `bufring/mod.rs` `Pool::lend` |
 //! | the worker counts it and hands the handler a `Datagram` borrowing the slot | `backend/worker` `Worker::dispatch` |
 //! | the handler answers through its `Transport` (`reply`/`forward`: the same slot, one more reference; `send_to`: a copy into a send slot) | `worker/transport.rs` `Transport`; `worker/core.rs` `Core::push` |
 //! | the send waits in the queue (a GSO train whole, or cut when GSO is off) | `worker/queue/mod.rs` `SendQueue::push` |
-//! | after the batch, the backend submits the queue (uring: one SQE per send, submitted with the next wait; mmsg: `sendmmsg` per socket) | `backend/uring.rs` `flush`; `backend/mmsg.rs` `flush` |
+//! | after the batch, the backend submits the queue (uring: one SQE per send, submitted with the next wait; mmsg: `sendmmsg` per socket) | `backend/uring/mod.rs` `flush`; `backend/mmsg.rs` `flush` |
 //! | the outcome is counted and the send's reference dropped | `backend/worker` `Worker::complete` |
 //! | the last reference gone, the slot goes home (uring: back into the buffer ring, published once per batch) | `bufring/mod.rs` `Pool::unref`, `Pool::publish` |
 //!

@@ -29,6 +29,8 @@ use crate::sys::txstamp::TxStampRing;
 use crate::sys::uring::{Completion, Op, Ring, RingOpts};
 use crate::worker::handler::Handler;
 
+mod shutdown;
+
 /// Sends in flight from which the loop waits for all of them and one more
 /// completion in one enter (see the main loop).
 const BATCH_WAIT: usize = 8;
@@ -39,8 +41,6 @@ const SEND_WAIT: Duration = Duration::from_millis(1);
 const SETTLE: Duration = Duration::from_millis(50);
 /// Longest the shutdown waits for the kernel to finish.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(3);
-/// How long sends may still go out after a stop before they are cancelled.
-const SEND_GRACE: Duration = Duration::from_millis(250);
 /// How long sends may sit in the kernel without one completing, while they
 /// hold the receive slots the worker needs, before they are given up
 /// (cancelled, counted in `send_blocked`).
@@ -139,18 +139,9 @@ impl Driver {
         self.recv_armed.iter().any(|&a| a)
     }
 
-    /// Arms every error-queue poll that has ended (none without TX
-    /// timestamps: then the loop's call is one length check).
+    /// Arms every error-queue poll that has ended (inlined: none without TX timestamps).
     #[inline]
     fn arm_errors(&mut self) -> io::Result<()> {
-        if self.errors_armed.is_empty() {
-            return Ok(());
-        }
-        self.arm_errors_slow()
-    }
-
-    #[inline(never)]
-    fn arm_errors_slow(&mut self) -> io::Result<()> {
         for i in 0..self.errors_armed.len() {
             if !self.errors_armed[i] {
                 self.ring.arm_errors(i)?;
@@ -164,10 +155,8 @@ impl Driver {
     /// when every send header is in flight.
     fn flush<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<usize> {
         let core = &mut w.core;
-        core.stats
-            .c
-            .coalesced
-            .add(core.queue.coalesce(&mut core.pool) as u64);
+        let coalesced = core.queue.coalesce(&mut core.pool);
+        core.stats.c.coalesced.add(coalesced as u64);
         let mut done = 0;
         for &t in core.queue.as_slice() {
             // SAFETY: the queue holds a reference on the slot for this send
@@ -369,73 +358,6 @@ impl Driver {
         }
         self.stalled.1 = Instant::now();
         Ok(())
-    }
-
-    /// Stops receiving, lets the handler finish, and reaps until the kernel
-    /// holds nothing of ours. Sends the network has not taken after
-    /// [`SEND_GRACE`] (a congested link, a full queue discipline) are
-    /// cancelled and counted, so a stop takes bounded time whatever the
-    /// network does; the whole is bounded by `limit`.
-    fn shutdown<H: Handler>(&mut self, w: &mut Worker<H>, limit: Duration) -> io::Result<()> {
-        for i in 0..self.recv_armed.len() {
-            if self.recv_armed[i] {
-                self.ring.cancel(Op::Recv(i as u32))?;
-            }
-        }
-        if self.wake_armed {
-            self.ring.cancel(Op::Wake)?;
-        }
-        for i in 0..self.errors_armed.len() {
-            if self.errors_armed[i] {
-                self.ring.cancel(Op::Errors(i as u32))?;
-            }
-        }
-        if self.timer.is_some() {
-            self.ring.cancel(Op::Timer)?;
-        }
-        let start = Instant::now();
-        let deadline = start + limit;
-        let mut stopped = false;
-        let mut sends_cancelled = false;
-        loop {
-            if !self.any_recv_armed() && !stopped {
-                // Every datagram the kernel handed over has been handled.
-                stopped = true;
-                w.stop();
-            }
-            if sends_cancelled {
-                w.cancel_queued();
-            } else {
-                self.flush(w)?;
-                if start.elapsed() >= SEND_GRACE && (self.in_flight > 0 || !w.core.queue.is_empty())
-                {
-                    for i in self.ring.sends_in_flight() {
-                        self.ring.cancel(Op::Send(i))?;
-                    }
-                    w.cancel_queued();
-                    sends_cancelled = true;
-                }
-            }
-            if !self.any_recv_armed()
-                && !self.wake_armed
-                && !self.errors_armed.iter().any(|&a| a)
-                && self.timer.is_none()
-                && self.in_flight == 0
-                && w.core.queue.is_empty()
-            {
-                return Ok(());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "io_uring requests still in flight at shutdown",
-                ));
-            }
-            self.ring
-                .wait(1, Some(left.min(Duration::from_millis(20))))?;
-            self.handle(w, !stopped)?;
-        }
     }
 }
 
