@@ -23,8 +23,11 @@ macro_rules! counters {
         }
 
         /// A worker's counters: bumped by the worker (their only writer)
-        /// where it counts, read by any thread.
+        /// where it counts, read by any thread. On cache lines of their
+        /// own, so that no other thread's writes to a neighbour on the
+        /// heap take the lines from under the worker.
         #[derive(Default)]
+        #[repr(align(64))]
         pub(crate) struct SharedCounters {
             $( pub $name: Count, )*
         }
