@@ -45,6 +45,14 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(3);
 /// hold the receive slots the worker needs, before they are given up
 /// (cancelled, counted in `send_blocked`).
 const BLOCKED_GIVE_UP: Duration = Duration::from_millis(50);
+/// Once sends were given up, the link is known congested for this long,
+/// and sends that starve receiving again are given up after
+/// [`BLOCKED_GIVE_UP_AGAIN`]: at the first patience each time, a worker
+/// whose every reply blocks (a link far slower than what it receives)
+/// would stall receiving most of the time, and its socket would drop what
+/// arrives meanwhile.
+const CONGESTED_FOR: Duration = Duration::from_secs(1);
+const BLOCKED_GIVE_UP_AGAIN: Duration = Duration::from_millis(5);
 
 /// The ring and what this loop knows about its requests.
 struct Driver {
@@ -65,6 +73,8 @@ struct Driver {
     /// `sends_done` as last seen while receiving starved, and since when
     /// it has not moved (the clock is read only while starving).
     stalled: (u64, Instant),
+    /// When sends were last given up ([`Driver::give_up_blocked`]).
+    gave_up: Option<Instant>,
     /// The deadline the worker's timer ([`Op::Timer`]) is armed for.
     timer: Option<Instant>,
     /// Its completion came: the handler's timers are due.
@@ -340,8 +350,9 @@ impl Driver {
     /// Sends the network does not take (a full send buffer, a congested
     /// link) wait in the kernel holding their slots; when they hold so many
     /// that receiving starves and none has completed for
-    /// [`BLOCKED_GIVE_UP`], they are cancelled (counted in `send_blocked`)
-    /// so that the worker goes on receiving.
+    /// [`BLOCKED_GIVE_UP`] ([`BLOCKED_GIVE_UP_AGAIN`] within
+    /// [`CONGESTED_FOR`] of the last time), they are cancelled (counted in
+    /// `send_blocked`) so that the worker goes on receiving.
     fn give_up_blocked<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<()> {
         if self.in_flight == 0 || !w.core.pool.recv_starving() {
             return Ok(());
@@ -350,13 +361,18 @@ impl Driver {
             self.stalled = (self.sends_done, Instant::now());
             return Ok(());
         }
-        if self.stalled.1.elapsed() < BLOCKED_GIVE_UP {
+        let patience = match self.gave_up {
+            Some(t) if t.elapsed() < CONGESTED_FOR => BLOCKED_GIVE_UP_AGAIN,
+            _ => BLOCKED_GIVE_UP,
+        };
+        if self.stalled.1.elapsed() < patience {
             return Ok(());
         }
         for i in self.ring.sends_in_flight() {
             self.ring.cancel(Op::Send(i))?;
         }
         self.stalled.1 = Instant::now();
+        self.gave_up = Some(self.stalled.1);
         Ok(())
     }
 }
@@ -408,6 +424,7 @@ pub(crate) fn run<H: Handler>(
         wake_fd: w.core.shared.inbox.wake.fd(),
         sends_done: 0,
         stalled: (0, Instant::now()),
+        gave_up: None,
         timer: None,
         timer_fired: false,
         settling: false,
