@@ -53,11 +53,7 @@ impl Loop {
             return;
         }
         self.blocked = None;
-        let core = &mut w.core;
-        core.stats
-            .c
-            .coalesced
-            .add(core.queue.coalesce(&mut core.pool) as u64);
+        w.core.coalesce_queue();
         while let Some(first) = w.core.queue.as_slice().first() {
             let fd = self.fds[usize::from(first.sock)];
             match self

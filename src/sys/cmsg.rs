@@ -287,6 +287,10 @@ pub fn write_send(
     tos: Option<(u8, bool)>,
     ts_id: Option<u32>,
 ) -> usize {
+    if segment.is_none() && matches!(src, SrcIp::Any) && tos.is_none() && ts_id.is_none() {
+        // Nothing beyond the destination (a reply, most often).
+        return 0;
+    }
     let mut w = CmsgWriter::new(&mut buf.0);
     if let Some(seg) = segment {
         let fits = w.push(libc::SOL_UDP, UDP_SEGMENT, &seg.get().to_ne_bytes());

@@ -565,6 +565,14 @@ impl Core {
         self.drops_read = sys::clock::coarse();
     }
 
+    /// Makes GSO trains of small datagrams queued back to back (when the
+    /// queue does: `Config::coalesce`), counted in `coalesced`; the
+    /// backends call it before they send what is queued.
+    pub fn coalesce_queue(&mut self) {
+        let n = self.queue.coalesce(&mut self.pool);
+        self.stats.c.coalesced.add(n as u64);
+    }
+
     /// Publishes what is not shared as it is counted (once per loop
     /// iteration): the pool's gauges, failed sends by errno, and the
     /// sockets' drop counters, read when 100 ms have passed.

@@ -164,9 +164,8 @@ impl Driver {
     /// Turns queued sends into SQEs; stops early (leaving the rest queued)
     /// when every send header is in flight.
     fn flush<H: Handler>(&mut self, w: &mut Worker<H>) -> io::Result<usize> {
+        w.core.coalesce_queue();
         let core = &mut w.core;
-        let coalesced = core.queue.coalesce(&mut core.pool);
-        core.stats.c.coalesced.add(coalesced as u64);
         let mut done = 0;
         for &t in core.queue.as_slice() {
             // SAFETY: the queue holds a reference on the slot for this send

@@ -44,7 +44,7 @@ use std::time::Duration;
 use io_uring::types::{Fd, Fixed, Timespec};
 use io_uring::{IoUring, opcode, squeue, types};
 
-use super::addr::{RawAddr, SrcIp};
+use super::addr::RawAddr;
 use super::cmsg::{CmsgSpace, RecvCmsg, SEND_CMSG_LEN, write_send};
 use super::meta::{RecvMeta, Transmit};
 use crate::bufring::{NAME_LEN, Pool, RECV_CMSG_LEN};
@@ -312,17 +312,7 @@ impl Ring {
         h.addr = t.dst;
         // SAFETY: off + len lie inside the slot (checked when queued).
         let buf = unsafe { pool.slot_addr(t.slot).add(t.off as usize) }.cast_const();
-        // A datagram with nothing to say beyond its destination (a reply,
-        // most often) has no control messages to write.
-        let plain = t.segment_cmsg().is_none()
-            && matches!(t.src, SrcIp::Any)
-            && t.tos.is_none()
-            && t.ts_id.is_none();
-        let ctl = if plain {
-            0
-        } else {
-            write_send(&mut h.cmsg, t.segment_cmsg(), t.src, t.tos_cmsg(), t.ts_id)
-        };
+        let ctl = write_send(&mut h.cmsg, t.segment_cmsg(), t.src, t.tos_cmsg(), t.ts_id);
         if ctl > 0 {
             // Only IORING_OP_SENDMSG (below) reads the msghdr.
             h.iov = libc::iovec {
