@@ -549,19 +549,25 @@ per_backend!(
         let engine = Engine::start(cfg, |_| SlowOnFirst).unwrap();
         let addrs = engine.local_addrs().to_vec();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let flood = {
-            let (stop, to) = (stop.clone(), addrs[0]);
+            let (stop, sent, to) = (stop.clone(), sent.clone(), addrs[0]);
             std::thread::spawn(move || {
                 let c = client(false);
-                let mut sent = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    sent += u64::from(c.send_to(&[0u8; 64], to).is_ok());
+                    if c.send_to(&[0u8; 64], to).is_ok() {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                sent
             })
         };
-        // Well past the point where socket 0 is never empty (20k/s served).
-        std::thread::sleep(Duration::from_millis(200));
+        // Well past the point where socket 0 is never empty (20k/s served):
+        // by count, not by time, since a busy CI box may give the flood's
+        // thread little of 200 ms.
+        let t = Instant::now();
+        while sent.load(Ordering::Relaxed) <= 20_000 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let c = client(false);
         c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         let mut buf = [0u8; 8];
@@ -573,7 +579,8 @@ per_backend!(
             }
         }
         stop.store(true, Ordering::Relaxed);
-        let flooded = flood.join().unwrap();
+        flood.join().unwrap();
+        let flooded = sent.load(Ordering::Relaxed);
         assert!(flooded > 20_000, "{backend}: the flood sent only {flooded}");
         assert_eq!(answered, 10, "{backend}: socket 1 starved under socket 0's flood");
         stop_clean(engine);
