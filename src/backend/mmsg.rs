@@ -241,16 +241,22 @@ pub(crate) fn run<H: Handler>(
         // write will come for them.
         if w.end_turn(idle) {
             // Blocked sends: wake when a socket is writable, or to retry.
+            // With no receive slot home (every one held by a blocked
+            // send), a readable socket could not be read: waiting for
+            // POLLIN would return at once, turn after turn, a busy loop
+            // until the retry. Then only writability, the retry, timers
+            // and the eventfd wake the worker (errors are always reported).
             let blocked = l.blocked.is_some();
+            let events = if w.core.pool.recv_home() > 0 {
+                libc::POLLIN
+            } else {
+                0
+            } | if blocked { libc::POLLOUT } else { 0 };
             for p in pollfds.iter_mut() {
                 p.revents = 0;
             }
             for p in pollfds[..n].iter_mut() {
-                p.events = if blocked {
-                    libc::POLLIN | libc::POLLOUT
-                } else {
-                    libc::POLLIN
-                };
+                p.events = events;
             }
             // Busy polling checks and goes on: it never sleeps.
             let timeout = if w.core.busy_poll {
