@@ -45,9 +45,10 @@ impl Loop {
     /// Sends what is queued, in batches of one socket each. A full socket
     /// buffer does not hold the worker: the rest of the queue waits and is
     /// tried again when the socket is writable or a millisecond later,
-    /// while receiving goes on. A send refused [`SEND_RETRIES`] times, or
-    /// while the waiting sends hold the receive slots the worker needs, is
-    /// given up (counted in `send_blocked`).
+    /// while receiving goes on. A send refused [`SEND_RETRIES`] times is
+    /// given up (counted in `send_blocked`); while the waiting sends hold
+    /// nearly every receive slot, so are the socket's waiting sends, oldest
+    /// first, until half the receive slots are home.
     fn flush<H: Handler>(&mut self, w: &mut Worker<H>) {
         if self.blocked.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
             return;
@@ -55,7 +56,8 @@ impl Loop {
         self.blocked = None;
         w.core.coalesce_queue();
         while let Some(first) = w.core.queue.as_slice().first() {
-            let fd = self.fds[usize::from(first.sock)];
+            let sock = first.sock;
+            let fd = self.fds[usize::from(sock)];
             match self
                 .tx
                 .send(fd, &w.core.pool, w.core.queue.as_slice(), self.single)
@@ -78,12 +80,25 @@ impl Loop {
                     // the datagram, is a refusal like any other errno.
                     if errno == libc::EAGAIN {
                         self.front_tries += 1;
-                        if self.front_tries < SEND_RETRIES && !w.core.pool.recv_starving() {
+                        let starving = w.core.pool.recv_starving();
+                        if self.front_tries < SEND_RETRIES && !starving {
                             self.blocked = Some(Instant::now());
                             return;
                         }
-                        if let Some(t) = w.core.queue.pop_front() {
+                        // Given up: the front, after its retries; or, the
+                        // waiting sends holding nearly every receive slot,
+                        // this socket's, oldest first, until half the slots
+                        // are home. Given up one at a time, the worker went
+                        // back and forth with a few milliseconds of arrivals
+                        // between, and one that waited for its CPU meanwhile
+                        // had its socket drop what came.
+                        while let Some(t) = w.core.queue.pop_front() {
                             w.give_up(t);
+                            let q = w.core.queue.as_slice();
+                            let same_socket = q.first().is_some_and(|f| f.sock == sock);
+                            if !starving || !same_socket || w.core.pool.recv_half_home() {
+                                break;
+                            }
                         }
                     } else if let Some(t) = w.core.queue.pop_front() {
                         w.complete(t, Err(errno));

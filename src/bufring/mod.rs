@@ -188,6 +188,12 @@ impl Pool {
         self.recv_home() * 8 < self.recv_slots as usize
     }
 
+    /// Whether at least half the receive slots are home: where a worker
+    /// that gave up sends to stop starving stops giving up.
+    pub fn recv_half_home(&self) -> bool {
+        self.recv_home() * 2 >= self.recv_slots as usize
+    }
+
     /// Receive slots that are home and can be handed to the kernel.
     pub fn recv_home(&self) -> usize {
         match &self.recv {
