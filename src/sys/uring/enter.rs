@@ -204,6 +204,31 @@ mod tests {
         defer_taskrun: true,
     };
 
+    /// A send the socket cannot take ends, after many wake-ups that find
+    /// no room, in an io-wq thread blocked in sendmsg: on a congested link
+    /// one echo worker had 805 of them. A ring allows one per socket.
+    #[test]
+    fn a_rings_blocked_sends_get_at_most_one_kernel_thread_per_socket() {
+        let socks: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let fds: Vec<_> = socks.iter().map(|s| s.as_raw_fd()).collect();
+        let pool = Pool::new(256, 4, 0, true).unwrap();
+        // SAFETY: the pool outlives the ring (both locals; the ring goes first).
+        let r = unsafe { Ring::new(&fds, &pool, 0, &OPTS) }.unwrap();
+        // Zeros change nothing and read the limits back.
+        let mut now = [0, 0];
+        if r.ring
+            .submitter()
+            .register_iowq_max_workers(&mut now)
+            .is_err()
+        {
+            eprintln!("skipped: this kernel does not bound io-wq threads (5.15+)");
+            return;
+        }
+        assert_eq!(now[1], 3, "io-wq threads for socket I/O");
+    }
+
     /// The kernel's table holds 16 rings per thread: rings that did not
     /// take themselves out when dropped would fill it by the 17th.
     #[test]

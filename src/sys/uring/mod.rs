@@ -151,6 +151,15 @@ impl Ring {
         opts: &RingOpts,
     ) -> io::Result<Ring> {
         let ring = build(opts)?;
+        // A send the socket cannot take is polled, and after many wake-ups
+        // that find no room (a congested link) the kernel hands it to an
+        // io-wq thread that blocks in sendmsg: one thread per such send,
+        // up to the process's task limit (156 threads in one congested-link
+        // run here). One per socket is as many as can make progress; the
+        // rest wait in io-wq's queue, where give-ups and the stop cancel
+        // them. (Per thread; older kernels refuse, and stay unbounded.)
+        let mut iowq = [0, u32::try_from(fds.len().max(1)).unwrap_or(u32::MAX)];
+        let _ = ring.submitter().register_iowq_max_workers(&mut iowq);
         let fixed = ring.submitter().register_files(fds).is_ok();
         let registered = RegisteredRing::new(ring.as_raw_fd());
         let mut enter_as = match &registered {
