@@ -274,7 +274,10 @@ impl<H: Handler> Worker<H> {
     /// slot reference).
     #[cold]
     fn refused(&mut self, t: &Transmit, errno: i32) {
-        if errno == libc::ECANCELED {
+        // EINTR: a uring send the kernel had handed to an io-wq thread,
+        // blocked there, is ended so by a cancel (the other backends retry
+        // EINTR where they make the call).
+        if errno == libc::ECANCELED || errno == libc::EINTR {
             // Cancelled: at a stop, or given up while the network would
             // not take it (see `give_up`).
             if self.core.stopping() {
