@@ -262,11 +262,13 @@ pub(crate) fn run<H: Handler>(
             // until the retry. Then only writability, the retry, timers
             // and the eventfd wake the worker (errors are always reported).
             let blocked = l.blocked.is_some();
-            let events = if w.core.pool.recv_home() > 0 {
-                libc::POLLIN
-            } else {
-                0
-            } | if blocked { libc::POLLOUT } else { 0 };
+            let mut events = 0;
+            if w.core.pool.recv_home() > 0 {
+                events |= libc::POLLIN;
+            }
+            if blocked {
+                events |= libc::POLLOUT;
+            }
             for p in pollfds.iter_mut() {
                 p.revents = 0;
             }
