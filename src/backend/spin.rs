@@ -17,11 +17,15 @@
 //! - **grows**: a spin that ends with work doubles the window (up to
 //!   `spin_us`); a parked worker whose sleep ended within `spin_us` spins
 //!   again, at half;
-//! - **yields**: a worker the scheduler keeps preempting (involuntary
-//!   context switches, more than one per [`CONTENDED`] on average over at
-//!   least [`SAMPLE`]: another task wants its CPU) stops spinning for
-//!   [`YIELD`], so it does not spin on a CPU it shares. An odd kernel
-//!   thread passing by is not that.
+//! - **yields**: a worker whose CPU another task wants stops spinning for
+//!   [`YIELD`], so it does not spin on a CPU it shares. Two signs, each
+//!   over at least [`SAMPLE`]: the scheduler keeps preempting it
+//!   (involuntary context switches, more than one per [`CONTENDED`] on
+//!   average), as a worker that seldom sleeps sees; or, as one that
+//!   sleeps between requests sees, it waits for its CPU when it wakes
+//!   (runnable but not running, more than [`WAITED`] of the time: a busy
+//!   program on its CPU made it wait a quarter of the time, against 0.07%
+//!   alone). An odd kernel thread passing by is neither.
 //!
 //! Counted per worker: `spin_hits` (work came while spinning: a sleep
 //! saved), `spin_misses` (the window passed, then the worker slept),
@@ -35,6 +39,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::sys;
+use crate::sys::cpu::Sched;
 use crate::sys::uring::Ring;
 use crate::worker::core::Core;
 
@@ -48,6 +53,9 @@ pub(crate) const YIELD: Duration = Duration::from_secs(1);
 pub(crate) const CONTENDED: Duration = Duration::from_millis(10);
 /// The shortest stretch that average is taken over.
 pub(crate) const SAMPLE: Duration = Duration::from_millis(100);
+/// Runnable but not running for more than this share of a sample (1 in
+/// this many), a worker's CPU is taken to be shared.
+pub(crate) const WAITED: u32 = 16;
 
 /// The spin's state (one per worker).
 #[derive(Debug)]
@@ -56,20 +64,21 @@ pub(crate) struct Spin {
     window: Duration,
     /// No spinning before this (a preempted worker).
     off_until: Option<Instant>,
-    /// Involuntary context switches when the sample began, and when.
-    switches: (u64, Instant),
+    /// What the scheduler had done to the thread when the sample began,
+    /// and when.
+    sample: (Sched, Instant),
 }
 
 impl Spin {
     /// A spin of at most `max_us` µs (None for 0: no spin), the thread's
-    /// involuntary context switches being `switches` at `now`.
-    pub(crate) fn new(max_us: u32, switches: u64, now: Instant) -> Option<Spin> {
+    /// [`Sched`] being `sched` at `now`.
+    pub(crate) fn new(max_us: u32, sched: Sched, now: Instant) -> Option<Spin> {
         let max = Duration::from_micros(u64::from(max_us));
         (!max.is_zero()).then_some(Spin {
             max,
             window: max,
             off_until: None,
-            switches: (switches, now),
+            sample: (sched, now),
         })
     }
 
@@ -95,19 +104,22 @@ impl Spin {
         self.window = (self.window * 2).min(self.max);
     }
 
-    /// The window passed with nothing; `switches` is the thread's count of
-    /// involuntary context switches `now`. True when the worker was
-    /// preempted more than once per [`CONTENDED`] over the sample (at least
-    /// [`SAMPLE`] long; a shorter one goes on): it then yields for
-    /// [`YIELD`].
-    pub(crate) fn miss(&mut self, switches: u64, now: Instant) -> bool {
-        let (before, then) = self.switches;
+    /// The window passed with nothing; `sched` reads the thread's
+    /// [`Sched`] (only when a sample of at least [`SAMPLE`] has passed; a
+    /// shorter one goes on). True when, over the sample, the worker was
+    /// preempted more than once per [`CONTENDED`] or waited for its CPU
+    /// more than [`WAITED`] of the time: it then yields for [`YIELD`].
+    pub(crate) fn miss(&mut self, now: Instant, sched: impl FnOnce() -> Sched) -> bool {
+        let (before, then) = self.sample;
         let over = now.saturating_duration_since(then);
         let mut contended = false;
         if over >= SAMPLE {
-            self.switches = (switches, now);
-            let preempted = switches.saturating_sub(before);
-            contended = u128::from(preempted) * CONTENDED.as_nanos() > over.as_nanos();
+            let s = sched();
+            self.sample = (s, now);
+            let preempted = s.preempted.saturating_sub(before.preempted);
+            let waited = s.waited_ns.saturating_sub(before.waited_ns);
+            contended = u128::from(preempted) * CONTENDED.as_nanos() > over.as_nanos()
+                || u128::from(waited) * u128::from(WAITED) > over.as_nanos();
         }
         if contended {
             self.window = Duration::ZERO;
@@ -160,7 +172,7 @@ impl Spin {
             }
         }
         core.stats.c.spin_misses.add(1);
-        if self.miss(sys::cpu::involuntary_switches(), Instant::now()) {
+        if self.miss(Instant::now(), sys::cpu::sched) {
             core.stats.c.spin_yields.add(1);
         }
         // About to sleep, maybe for long: what is published per turn (the
@@ -186,20 +198,28 @@ mod tests {
         Duration::from_micros(n)
     }
 
+    /// A thread preempted `n` times so far, never kept waiting.
+    fn switches(n: u64) -> Sched {
+        Sched {
+            preempted: n,
+            waited_ns: 0,
+        }
+    }
+
     #[test]
     fn zero_means_no_spin() {
-        assert!(Spin::new(0, 0, Instant::now()).is_none());
+        assert!(Spin::new(0, switches(0), Instant::now()).is_none());
     }
 
     #[test]
     fn empty_spins_halve_the_window_then_park_and_a_short_sleep_unparks() {
         let now = Instant::now();
-        let mut s = Spin::new(80, 5, now).unwrap();
+        let mut s = Spin::new(80, switches(5), now).unwrap();
         assert_eq!(s.window(|| now), Some(us(80)));
         let mut windows = vec![];
         while let Some(w) = s.window(|| now) {
             windows.push(w);
-            assert!(!s.miss(5, now), "not preempted");
+            assert!(!s.miss(now, || switches(5)), "not preempted");
         }
         // 80, 40, 20, then 10 is the eighth: kept; 5 is under it: parked.
         assert_eq!(windows, [us(80), us(40), us(20), us(10)]);
@@ -219,17 +239,23 @@ mod tests {
     #[test]
     fn a_worker_preempted_often_yields_for_a_while_then_waits_for_a_short_sleep() {
         let start = Instant::now();
-        let mut s = Spin::new(50, 2, start).unwrap();
+        let mut s = Spin::new(50, switches(2), start).unwrap();
         // Preempted at once: too short a sample to tell.
         let now = start + Duration::from_millis(2);
-        assert!(!s.miss(3, now), "one switch in 2 ms is no sample");
+        assert!(
+            !s.miss(now, || switches(3)),
+            "one switch in 2 ms is no sample"
+        );
         assert_eq!(s.window(|| now), Some(us(25)));
         // Five in 200 ms: a kernel thread passing, not a shared CPU.
         let now = start + Duration::from_millis(200);
-        assert!(!s.miss(7, now), "5 switches in 200 ms do not yield");
+        assert!(
+            !s.miss(now, || switches(7)),
+            "5 switches in 200 ms do not yield"
+        );
         // Twelve in the next 100 ms: more than one per 10 ms. It yields.
         let now = now + Duration::from_millis(100);
-        assert!(s.miss(19, now), "switched often: yields");
+        assert!(s.miss(now, || switches(19)), "switched often: yields");
         assert_eq!(s.window(|| now), None);
         assert!(
             !s.parked(),
@@ -243,10 +269,42 @@ mod tests {
         s.slept(us(10));
         assert_eq!(s.window(|| now + YIELD), Some(us(25)));
         // Not preempted since: a miss only halves.
-        assert!(!s.miss(19, now + YIELD));
+        assert!(!s.miss(now + YIELD, || switches(19)));
         assert_eq!(
             s.window(|| now + YIELD),
             Some(us(12) + Duration::from_nanos(500))
         );
+    }
+
+    #[test]
+    fn a_worker_kept_waiting_for_its_cpu_yields_though_never_preempted() {
+        let start = Instant::now();
+        let waited = |ms: u64| Sched {
+            preempted: 0,
+            waited_ns: ms * 1_000_000,
+        };
+        let mut s = Spin::new(50, waited(0), start).unwrap();
+        // 2 ms of 200 waiting for its CPU: a neighbour passing by.
+        let now = start + Duration::from_millis(200);
+        assert!(!s.miss(now, || waited(2)), "1% of the time waiting");
+        // 25 ms of the next 100 (a busy program on its CPU): it yields.
+        let now = now + Duration::from_millis(100);
+        assert!(s.miss(now, || waited(27)), "a quarter of the time waiting");
+        assert_eq!(s.window(|| now), None);
+    }
+
+    #[test]
+    fn the_scheduler_is_read_only_once_a_sample_has_passed() {
+        let start = Instant::now();
+        let mut s = Spin::new(50, switches(0), start).unwrap();
+        let now = start + Duration::from_millis(50);
+        assert!(!s.miss(now, || panic!("read before the sample ended")));
+        let now = start + Duration::from_millis(150);
+        let mut read = false;
+        s.miss(now, || {
+            read = true;
+            switches(0)
+        });
+        assert!(read, "read once the sample ended");
     }
 }

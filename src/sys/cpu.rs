@@ -30,3 +30,75 @@ pub fn involuntary_switches() -> u64 {
         Err(_) => 0,
     }
 }
+
+/// What the scheduler did to the calling thread so far: its involuntary
+/// context switches ([`involuntary_switches`]) and the time it spent
+/// runnable but waiting for a CPU (`run_delay`, the second field of
+/// /proc/thread-self/schedstat; 0 where the kernel keeps no schedstat).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sched {
+    /// Involuntary context switches.
+    pub preempted: u64,
+    /// Nanoseconds runnable on a run queue, not running.
+    pub waited_ns: u64,
+}
+
+/// The calling thread's [`Sched`] now.
+pub fn sched() -> Sched {
+    let waited_ns = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    Sched {
+        preempted: involuntary_switches(),
+        waited_ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Two busy threads on one CPU for 100 ms: each waits for it about
+    /// half the time, and says so.
+    #[test]
+    fn a_thread_kept_off_its_cpu_reads_its_wait() {
+        if std::fs::metadata("/proc/thread-self/schedstat").is_err() {
+            eprintln!("skipped: this kernel keeps no schedstat");
+            return;
+        }
+        let cpu = allowed_cpus()[0];
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let other = std::thread::spawn(move || {
+            let _ = pin_to_cpu(cpu);
+            while !s.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        let me = std::thread::spawn(move || {
+            pin_to_cpu(cpu).ok()?;
+            let before = sched();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(100) {
+                std::hint::spin_loop();
+            }
+            Some(sched().waited_ns - before.waited_ns)
+        });
+        let waited = me.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        other.join().unwrap();
+        let Some(waited) = waited else {
+            eprintln!("skipped: cannot pin to CPU {cpu}");
+            return;
+        };
+        assert!(
+            waited > 10_000_000,
+            "waited {waited} ns of 100 ms beside a busy thread"
+        );
+    }
+}

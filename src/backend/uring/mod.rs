@@ -442,11 +442,7 @@ pub(crate) fn run<H: Handler>(
         return Err(io::Error::other(msg));
     }
     w.core.stats.c.recv_arms.add(1);
-    let mut spin = Spin::new(
-        cfg.spin_us,
-        sys::cpu::involuntary_switches(),
-        Instant::now(),
-    );
+    let mut spin = Spin::new(cfg.spin_us, sys::cpu::sched(), Instant::now());
     ready(Ok(()));
     w.start();
     let result = (|| -> io::Result<()> {
