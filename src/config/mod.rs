@@ -322,8 +322,9 @@ config! {
     /// request that comes back that soon (a closed loop) is answered
     /// without a wake-up. Adaptive and bounded: the window halves after a
     /// spin that found nothing and stops under an eighth of this, doubles
-    /// after one that found work, and a worker the scheduler preempted
-    /// does not spin for a second; an idle worker spins once, then sleeps.
+    /// after one that found work, and a worker whose CPU another task
+    /// wants (preempted often, or kept waiting when it wakes) does not
+    /// spin for a second; an idle worker spins once, then sleeps.
     /// It costs CPU while requests flow (up to the window per request in
     /// a closed loop); counted in `spin_hits`, `spin_misses`,
     /// `spin_yields`. Not with `busy_poll`, and the uring backend's only.
