@@ -155,7 +155,7 @@
 //! PERF.md measures each: the kv example asleep between requests reads
 //! 1.08-1.12x a blocking socket loop's closed-loop p50 and 1.15-1.23x its
 //! CPU per request in the latest standing runs, with `spin_us` 50
-//! 0.76-0.78x and 1.88-2.06x. A release built with
+//! 0.74-0.78x and 1.76-2.06x. A release built with
 //! `lto = "fat"` and `codegen-units = 1` spends ~0.03x less.
 //!
 //! **Bounds.** Anything a stranger can make a service keep or send must
