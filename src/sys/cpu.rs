@@ -22,7 +22,7 @@ pub fn allowed_cpus() -> Vec<usize> {
 /// The calling thread's involuntary context switches so far (`getrusage`
 /// `RUSAGE_THREAD`, `ru_nivcsw`): times the scheduler took its CPU while it
 /// was running, for another task that wanted it. 0 if the call fails.
-pub fn involuntary_switches() -> u64 {
+fn involuntary_switches() -> u64 {
     // SAFETY: rusage is plain integers; all zeroes is a valid value.
     let mut r: libc::rusage = unsafe { std::mem::zeroed() };
     match syscall!(getrusage(libc::RUSAGE_THREAD, &mut r)) {
