@@ -181,6 +181,15 @@ pub(crate) fn is_icmp_errno(errno: i32) -> bool {
     )
 }
 
+/// The same error again (`io::Error` is not `Clone`): the errno itself
+/// when it is one, so that what reads it still can.
+pub(crate) fn copy(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(errno) => std::io::Error::from_raw_os_error(errno),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::SendError;

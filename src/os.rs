@@ -121,4 +121,52 @@ pub fn read_error(sock: &impl AsFd) -> Option<ErrorEvent> {
     }
 }
 
+/// `e` with what to do about it when it is the open-files limit, any
+/// other error as it is. `EMFILE`: this process's `RLIMIT_NOFILE` (`ulimit
+/// -n`), said with its value and what a worker holds; `ENFILE`: the
+/// system's (`fs.file-max`). The engine's start says it of its own errors;
+/// this is for a program's sockets beside it.
+pub fn explain_open_files(e: io::Error) -> io::Error {
+    let why = match e.raw_os_error() {
+        Some(libc::EMFILE) => {
+            use nix::sys::resource::{Resource, getrlimit};
+            let limit = match getrlimit(Resource::RLIMIT_NOFILE) {
+                Ok((soft, hard)) if soft < hard => {
+                    format!("{soft} open files (`ulimit -n`; up to {hard} without privileges)")
+                }
+                Ok((soft, _)) => format!("{soft} open files (`ulimit -n`)"),
+                Err(_) => "only so many open files (`ulimit -n`)".into(),
+            };
+            format!(
+                "this process may hold {limit}, and each worker holds a socket per address it \
+                 serves, an eventfd and (uring) a ring: raise the limit, or run fewer workers \
+                 or sockets"
+            )
+        }
+        Some(libc::ENFILE) => {
+            "the whole system's open files are at its limit (`sysctl fs.file-max`)".into()
+        }
+        _ => return e,
+    };
+    io::Error::new(e.kind(), format!("{e}: {why}"))
+}
+
 pub use crate::sys::socket::listen_fds;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_open_files_limits_are_explained() {
+        let emfile = explain_open_files(io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(emfile.to_string().contains("`ulimit -n`"), "{emfile}");
+        let enfile = explain_open_files(io::Error::from_raw_os_error(libc::ENFILE));
+        assert!(enfile.to_string().contains("fs.file-max"), "{enfile}");
+        let other = explain_open_files(io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        assert_eq!(other.raw_os_error(), Some(libc::ECONNREFUSED), "as it was");
+        // A worker's error copied for its start keeps its errno to be read.
+        let copied = crate::error::copy(&io::Error::from_raw_os_error(libc::EMFILE));
+        assert_eq!(copied.raw_os_error(), Some(libc::EMFILE));
+    }
+}

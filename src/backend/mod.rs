@@ -109,7 +109,7 @@ pub(crate) fn run<H: Handler>(
                 run.backend.name()
             ),
         );
-        ready(Err(io::Error::new(e.kind(), e.to_string())));
+        ready(Err(crate::error::copy(&e)));
         return Err(e);
     }
     match (run.backend, &run.xdp) {

@@ -166,7 +166,22 @@ impl Engine {
         Ok((engine, incoming))
     }
 
+    /// [`Engine::launch`], its errors about the open-files limit said
+    /// with what to do ([`crate::os::explain_open_files`]).
     fn start_inner<H, M, G>(
+        cfg: Config,
+        adopted: Option<Vec<std::os::fd::OwnedFd>>,
+        make: M,
+    ) -> io::Result<Engine>
+    where
+        H: Handler,
+        M: FnMut(usize) -> G,
+        G: FnOnce() -> H + Send + 'static,
+    {
+        Engine::launch(cfg, adopted, make).map_err(crate::os::explain_open_files)
+    }
+
+    fn launch<H, M, G>(
         cfg: Config,
         adopted: Option<Vec<std::os::fd::OwnedFd>>,
         mut make: M,
@@ -272,7 +287,7 @@ impl Engine {
                         &mut ready,
                     );
                     if let Err(e) = &r {
-                        ready(Err(io::Error::new(e.kind(), e.to_string())));
+                        ready(Err(crate::error::copy(e)));
                     }
                     r
                 })?;
@@ -295,6 +310,7 @@ impl Engine {
                 Ok((_, Ok(()))) => {}
                 Ok((i, Err(e))) => {
                     let _ = engine.shutdown();
+                    let e = crate::os::explain_open_files(e);
                     return Err(io::Error::new(e.kind(), format!("worker {i}: {e}")));
                 }
                 Err(_) => {

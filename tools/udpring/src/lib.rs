@@ -208,6 +208,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    raise_open_files_limit();
     let r = match cli.cmd {
         Cmd::Echo(a) => echo::run(a),
         Cmd::Sink(a) => sink::run(a),
@@ -229,6 +230,20 @@ pub fn main() -> ExitCode {
             note!("udpring: error: {}", f.msg);
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, as
+/// Go programs do at start: a socket per flow (`load --flows 1024`) or per
+/// worker and address needs more than the soft 1,024 many systems start
+/// with, and nothing here uses `select()`, the reason that default exists.
+/// Where it cannot, an engine that runs out says what to do.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 

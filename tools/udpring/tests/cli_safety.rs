@@ -1,7 +1,8 @@
 //! The command on a hostile or careless input, on loopback: a relay that
 //! must not loop, sends that fail per destination, a broken pipe, inputs
 //! the code cannot represent, result files that are not files, figures
-//! that would not read back, a truncating echo under `pmtu` and `bench`.
+//! that would not read back, a truncating echo under `pmtu` and `bench`,
+//! too few open files.
 
 mod util;
 
@@ -115,6 +116,58 @@ fn a_closed_pipe_ends_the_server_quietly_with_totals() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains("totals:"), "the totals go to stderr: {err}");
     assert!(status.success(), "{status:?} {err}");
+}
+
+/// `udpring ARGS` run by a shell after `ulimit LIMIT`: exit code, stdout,
+/// stderr.
+fn run_limited(limit: &str, args: &str) -> (i32, String, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit {limit} && exec \"$0\" {args}"))
+        .arg(env!("CARGO_BIN_EXE_udpring"))
+        .env_remove("UDPRING_BACKEND")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn out_of_open_files_says_the_limit_and_a_low_soft_limit_is_raised() {
+    // Five: the standard three and two more, too few for a worker.
+    let (code, _, err) = run_limited("-n 5", "echo --bind 127.0.0.1:0 -w 1 --duration 1");
+    assert_eq!(code, 1, "{err}");
+    for needle in [
+        "Too many open files",
+        "may hold 5 open files (`ulimit -n`)",
+        "raise the limit",
+    ] {
+        assert!(err.contains(needle), "'{needle}' not in {err}");
+    }
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // A soft limit under the hard one is raised at start: 64 flows, a
+    // socket each, under a soft limit of 16.
+    use nix::sys::resource::{Resource, getrlimit};
+    let hard = getrlimit(Resource::RLIMIT_NOFILE).unwrap().1;
+    if hard < 256 {
+        eprintln!("skipped the raise: this process's hard limit is {hard} open files");
+        return;
+    }
+    let echo = Server::echo();
+    let (code, out, err) = run_limited(
+        "-S -n 16",
+        &format!("load {} --flows 64 -n 640 --json -q", echo.addr),
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(
+        counts(&v, ["sent", "received"]),
+        [Some(640), Some(640)],
+        "{v}"
+    );
 }
 
 #[test]
