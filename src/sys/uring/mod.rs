@@ -51,8 +51,10 @@ use crate::bufring::{NAME_LEN, Pool, RECV_CMSG_LEN};
 
 mod enter;
 mod op;
+mod setup;
 use enter::RegisteredRing;
 pub use op::{Completion, Op};
+use setup::{build, explain_memlock};
 
 /// `IORING_SEND_ZC_REPORT_USAGE` and the bit its notification sets when
 /// the kernel copied (`IORING_NOTIF_USAGE_ZC_COPIED`).
@@ -112,27 +114,6 @@ pub struct Ring {
     enter_as: (u32, libc::c_uint),
 }
 
-fn build(opts: &RingOpts) -> io::Result<IoUring> {
-    let cq = opts.sq_entries * 8;
-    if opts.defer_taskrun
-        && let Ok(r) = IoUring::builder()
-            .setup_cqsize(cq)
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            // The kernel flags pending deferred work, so a non-blocking
-            // submit knows to run it (see `Ring::wait`).
-            .setup_taskrun_flag()
-            .setup_submit_all()
-            .build(opts.sq_entries)
-    {
-        return Ok(r);
-    }
-    IoUring::builder()
-        .setup_cqsize(cq)
-        .setup_submit_all()
-        .build(opts.sq_entries)
-}
-
 impl Ring {
     /// Sets up a ring for the sockets `fds`, registers them (as fixed
     /// files, when the kernel lets it) and `pool`'s buffer ring, and
@@ -150,7 +131,7 @@ impl Ring {
         sends: usize,
         opts: &RingOpts,
     ) -> io::Result<Ring> {
-        let ring = build(opts)?;
+        let ring = build(opts).map_err(|e| explain_memlock(e, opts.sq_entries))?;
         // A send the socket cannot take is polled, and after many wake-ups
         // that find no room (a congested link) the kernel hands it to an
         // io-wq thread that blocks in sendmsg: one thread per such send,
@@ -180,7 +161,8 @@ impl Ring {
         // caller keeps alive for as long as this ring (see # Safety).
         unsafe {
             ring.submitter()
-                .register_buf_ring_with_flags(br.addr(), br.entries(), BGID, 0)?
+                .register_buf_ring_with_flags(br.addr(), br.entries(), BGID, 0)
+                .map_err(|e| explain_memlock(e, opts.sq_entries))?
         };
         let recv_msg = Box::new(recv_template());
         let hdrs = (0..sends)

@@ -52,11 +52,16 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
             a.opts.bind
         )));
     }
+    let mut opts = a.opts.clone();
     let backends: Vec<Backend> = if a.backend.is_empty() {
         let mut v = vec![Backend::Simple, Backend::Mmsg];
-        match udpring::uring_support() {
+        match udpring::uring_support().and_then(|()| uring_starts(a.opts.bind)) {
             Ok(()) => v.push(Backend::Uring),
-            Err(why) => note!("udpring: note: skipping uring: {why}"),
+            Err(why) => {
+                note!("udpring: note: skipping uring: {why}");
+                // The flood clients too.
+                opts.client_backend = Some(Backend::Mmsg);
+            }
         }
         v
     } else {
@@ -102,7 +107,6 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
         }
         _ => {}
     }
-    let mut opts = a.opts.clone();
     opts.bind.set_port(0);
     let mut results = Vec::new();
     // Progress (which row, how long is left) on a terminal only: quiet in
@@ -156,4 +160,22 @@ pub(crate) fn run(a: BenchArgs) -> Result<(), Failure> {
         say_raw!("{}", bench::report::table(&results));
     }
     Ok(())
+}
+
+/// Whether an engine on the uring backend starts here: the kernel may
+/// have io_uring and still refuse a ring of the size the engine asks
+/// for (a locked-memory limit, said in the error).
+fn uring_starts(bind: std::net::SocketAddr) -> Result<(), String> {
+    let mut cfg = udpring::Config::new(std::net::SocketAddr::new(bind.ip(), 0));
+    cfg.backend = Some(Backend::Uring);
+    cfg.workers = 1;
+    let engine = udpring::Engine::start(cfg, |_| Quiet).map_err(|e| e.to_string())?;
+    engine.stop().map(drop).map_err(|e| e.to_string())
+}
+
+/// Answers nothing: [`uring_starts`]'s trial engine.
+struct Quiet;
+
+impl udpring::Handler for Quiet {
+    fn on_datagram(&mut self, _: udpring::Datagram<'_>, _: &mut udpring::Transport<'_>) {}
 }

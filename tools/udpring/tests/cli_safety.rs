@@ -121,7 +121,12 @@ fn a_closed_pipe_ends_the_server_quietly_with_totals() {
 /// `udpring ARGS` run by a shell after `ulimit LIMIT`: exit code, stdout,
 /// stderr.
 fn run_limited(limit: &str, args: &str) -> (i32, String, String) {
-    let out = Command::new("sh")
+    run_limited_by(Command::new("sh"), limit, args)
+}
+
+/// [`run_limited`] with the shell `sh` (a command that runs `sh`).
+fn run_limited_by(mut sh: Command, limit: &str, args: &str) -> (i32, String, String) {
+    let out = sh
         .arg("-c")
         .arg(format!("ulimit {limit} && exec \"$0\" {args}"))
         .arg(env!("CARGO_BIN_EXE_udpring"))
@@ -168,6 +173,57 @@ fn out_of_open_files_says_the_limit_and_a_low_soft_limit_is_raised() {
         [Some(640), Some(640)],
         "{v}"
     );
+}
+
+/// `sh` without `CAP_IPC_LOCK`: as nobody when this is root.
+fn sh_unprivileged() -> Command {
+    if nix::unistd::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh"]);
+        c
+    } else {
+        Command::new("sh")
+    }
+}
+
+#[test]
+fn a_ring_over_the_locked_memory_limit_says_the_limit_and_bench_runs_without() {
+    // A ring's memory counts against RLIMIT_MEMLOCK without CAP_IPC_LOCK.
+    let (code, _, err) = run_limited_by(
+        sh_unprivileged(),
+        "-l 64",
+        "echo --bind 127.0.0.1:0 -w 1 --backend uring --duration 1",
+    );
+    if code == 0 {
+        eprintln!(
+            "skipped: this kernel does not count a ring against RLIMIT_MEMLOCK (before 6.13)"
+        );
+        return;
+    }
+    assert_eq!(code, 1, "{err}");
+    for needle in [
+        "Cannot allocate memory",
+        "may lock 64 KiB (`ulimit -l`",
+        "a ring of 1024 entries",
+        "mmsg backend",
+    ] {
+        assert!(err.contains(needle), "'{needle}' not in {err}");
+    }
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // The main job leaves uring out, says why, and runs the rest.
+    let (code, out, err) = run_limited_by(
+        sh_unprivileged(),
+        "-l 64",
+        "bench --only ping --duration 0.2 --warmup 0 --json",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("skipping uring: worker 0: Cannot allocate memory"),
+        "{err}"
+    );
+    let rows = json(&out)["rows"].as_array().cloned().unwrap_or_default();
+    let backends: Vec<_> = rows.iter().map(|r| r["backend"].as_str()).collect();
+    assert_eq!(backends, [Some("simple"), Some("mmsg")], "{out}");
 }
 
 #[test]
