@@ -151,6 +151,29 @@ pub fn explain_open_files(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{e}: {why}"))
 }
 
+/// `e` from starting a thread, with what to do when it is the limit on
+/// threads (`EAGAIN`: this user's `RLIMIT_NPROC`, `ulimit -u`, counts
+/// every process and thread of the user; or the system's, or the cgroup's
+/// `pids.max`), any other error as it is.
+pub fn explain_thread_limit(e: io::Error) -> io::Error {
+    if e.raw_os_error() != Some(libc::EAGAIN) {
+        return e;
+    }
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    let limit = match getrlimit(Resource::RLIMIT_NPROC) {
+        Ok((soft, _)) if soft != RLIM_INFINITY => format!("{soft}"),
+        _ => "only so many".into(),
+    };
+    io::Error::new(
+        e.kind(),
+        format!(
+            "no thread could be started ({e}): this user may run {limit} processes and \
+             threads together (`ulimit -u`), or the system or its cgroup is at its limit \
+             (kernel.threads-max, pids.max)"
+        ),
+    )
+}
+
 pub use crate::sys::socket::listen_fds;
 
 #[cfg(test)]
@@ -158,7 +181,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_open_files_limits_are_explained() {
+    fn only_the_limits_on_files_and_threads_are_explained() {
         let emfile = explain_open_files(io::Error::from_raw_os_error(libc::EMFILE));
         assert!(emfile.to_string().contains("`ulimit -n`"), "{emfile}");
         let enfile = explain_open_files(io::Error::from_raw_os_error(libc::ENFILE));
@@ -166,6 +189,10 @@ mod tests {
         let other = explain_open_files(io::Error::from_raw_os_error(libc::ECONNREFUSED));
         assert_eq!(other.raw_os_error(), Some(libc::ECONNREFUSED), "as it was");
         // A worker's error copied for its start keeps its errno to be read.
+        let eagain = explain_thread_limit(io::Error::from_raw_os_error(libc::EAGAIN));
+        assert!(eagain.to_string().contains("`ulimit -u`"), "{eagain}");
+        let other = explain_thread_limit(io::Error::from_raw_os_error(libc::EMFILE));
+        assert_eq!(other.raw_os_error(), Some(libc::EMFILE), "as it was");
         let copied = crate::error::copy(&io::Error::from_raw_os_error(libc::EMFILE));
         assert_eq!(copied.raw_os_error(), Some(libc::EMFILE));
     }

@@ -139,10 +139,14 @@ fn probe_once(
     cell: &'static OnceLock<Result<(), String>>,
     probe: fn() -> Result<(), String>,
 ) -> Result<(), String> {
-    cell.get_or_init(|| {
-        std::thread::spawn(probe)
+    cell.get_or_init(|| match std::thread::Builder::new().spawn(probe) {
+        Ok(t) => t
             .join()
-            .unwrap_or_else(|_| Err("the probe panicked".into()))
+            .unwrap_or_else(|_| Err("the probe panicked".into())),
+        Err(e) => Err(format!(
+            "no thread to probe on: {}",
+            crate::os::explain_thread_limit(e)
+        )),
     })
     .clone()
 }

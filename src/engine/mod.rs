@@ -290,7 +290,30 @@ impl Engine {
                         ready(Err(crate::error::copy(e)));
                     }
                     r
-                })?;
+                })
+                .map_err(|e| {
+                    let e = crate::os::explain_thread_limit(e);
+                    io::Error::new(e.kind(), format!("worker {i}: {e}"))
+                });
+            let t = match t {
+                Ok(t) => t,
+                Err(e) => {
+                    // The workers started so far are stopped and joined
+                    // (the engine's drop), not left running.
+                    drop(Engine {
+                        threads,
+                        shared,
+                        local_addr,
+                        local_addrs,
+                        backend,
+                        fallback,
+                        socket_info,
+                        cpus: pinned,
+                        xdp,
+                    });
+                    return Err(e);
+                }
+            };
             threads.push(t);
         }
         drop(ready_tx);

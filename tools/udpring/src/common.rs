@@ -586,3 +586,16 @@ fn parse_source_rate(s: &str) -> Result<udpring::RateLimit, String> {
     };
     Ok(udpring::RateLimit { per_second, burst })
 }
+
+/// A thread of `s` named `name`, or why there is none (a limit on threads
+/// said as the engine says it, not a panic as `Scope::spawn`'s).
+pub(crate) fn spawn_scoped<'scope, 'env, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> std::io::Result<std::thread::ScopedJoinHandle<'scope, T>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn_scoped(s, f)
+        .map_err(udpring::os::explain_thread_limit)
+}

@@ -184,7 +184,7 @@ fn serve(
     udpring::signals::install().map_err(runtime)?;
     let stop = AtomicBool::new(false);
     let r = std::thread::scope(|s| {
-        let h = s.spawn(|| run(&stop));
+        let h = crate::common::spawn_scoped(s, "udpring-ref", || run(&stop))?;
         let start = std::time::Instant::now();
         while !h.is_finished()
             && !crate::common::stop_requested()

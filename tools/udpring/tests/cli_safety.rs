@@ -118,13 +118,14 @@ fn a_closed_pipe_ends_the_server_quietly_with_totals() {
     assert!(status.success(), "{status:?} {err}");
 }
 
-/// `udpring ARGS` run by a shell after `ulimit LIMIT`: exit code, stdout,
+/// `udpring ARGS` run by bash after `ulimit LIMIT`: exit code, stdout,
 /// stderr.
 fn run_limited(limit: &str, args: &str) -> (i32, String, String) {
-    run_limited_by(Command::new("sh"), limit, args)
+    run_limited_by(Command::new("bash"), limit, args)
 }
 
-/// [`run_limited`] with the shell `sh` (a command that runs `sh`).
+/// [`run_limited`] with the shell `sh` (a command that runs bash: dash's
+/// `ulimit` has no `-u`).
 fn run_limited_by(mut sh: Command, limit: &str, args: &str) -> (i32, String, String) {
     let out = sh
         .arg("-c")
@@ -175,14 +176,15 @@ fn out_of_open_files_says_the_limit_and_a_low_soft_limit_is_raised() {
     );
 }
 
-/// `sh` without `CAP_IPC_LOCK`: as nobody when this is root.
+/// bash without `CAP_IPC_LOCK` and held to `RLIMIT_NPROC`: as nobody when
+/// this is root.
 fn sh_unprivileged() -> Command {
     if nix::unistd::geteuid().is_root() {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh"]);
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash"]);
         c
     } else {
-        Command::new("sh")
+        Command::new("bash")
     }
 }
 
@@ -224,6 +226,25 @@ fn a_ring_over_the_locked_memory_limit_says_the_limit_and_bench_runs_without() {
     let rows = json(&out)["rows"].as_array().cloned().unwrap_or_default();
     let backends: Vec<_> = rows.iter().map(|r| r["backend"].as_str()).collect();
     assert_eq!(backends, [Some("simple"), Some("mmsg")], "{out}");
+}
+
+#[test]
+fn out_of_threads_says_the_limit_instead_of_panicking() {
+    // One process for the user (root is not held to RLIMIT_NPROC): the
+    // command's main thread, and no thread more.
+    for cmd in [
+        "echo --bind 127.0.0.1:0 -w 1 --duration 1",
+        "load 127.0.0.1:9 -t 0.2",
+        "reference sink --bind 127.0.0.1:0 --duration 0.2",
+    ] {
+        let (code, _, err) = run_limited_by(sh_unprivileged(), "-u 1", cmd);
+        assert_eq!(code, 1, "{cmd}: {err}");
+        assert!(!err.contains("panicked"), "{cmd}: {err}");
+        assert!(
+            err.contains("no thread could be started") && err.contains("`ulimit -u`"),
+            "{cmd}: {err}"
+        );
+    }
 }
 
 #[test]

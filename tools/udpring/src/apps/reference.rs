@@ -111,10 +111,12 @@ pub fn send(
     let buf = vec![0x5au8; size * gso.max(1)];
     let stop = Arc::new(AtomicBool::new(false));
     let st = stop.clone();
-    let timer = std::thread::spawn(move || {
-        std::thread::sleep(secs);
-        st.store(true, Ordering::Relaxed);
-    });
+    let timer = std::thread::Builder::new()
+        .spawn(move || {
+            std::thread::sleep(secs);
+            st.store(true, Ordering::Relaxed);
+        })
+        .map_err(udpring::os::explain_thread_limit)?;
     let start = Instant::now();
     let c = send_any(s.as_raw_fd(), &buf, size, gso, mmsg, &stop)?;
     let d = start.elapsed().as_secs_f64();
@@ -183,16 +185,17 @@ pub fn flood_echo(
     let buf = vec![0x5au8; size * gso.max(1)];
     let (stop_send, stop_sink) = (AtomicBool::new(false), AtomicBool::new(false));
     std::thread::scope(|sc| {
-        let sink = sc.spawn(|| {
+        let sink = crate::common::spawn_scoped(sc, "udpring-ref-sink", || {
             pin(cpu)?;
             Ok::<_, io::Error>(sink_loop(fd, &stop_sink, false))
-        });
-        let sender = sc.spawn(|| {
+        })?;
+        let sender = crate::common::spawn_scoped(sc, "udpring-ref-send", || {
             pin(cpu)?;
             let start = Instant::now();
             let c = send_any(fd, &buf, size, gso, 1, &stop_send)?;
             Ok::<_, io::Error>((c, start.elapsed().as_secs_f64()))
-        });
+        })
+        .inspect_err(|_| stop_sink.store(true, Ordering::Relaxed))?;
         std::thread::sleep(secs);
         stop_send.store(true, Ordering::Relaxed);
         let sent = sender

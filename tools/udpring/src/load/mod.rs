@@ -345,14 +345,15 @@ pub(crate) fn run_one(
     let cancel = AtomicBool::new(false);
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        s.spawn(|| {
+        crate::common::spawn_scoped(s, "udpring-stop", || {
             while !done.load(Ordering::Relaxed) {
                 if crate::common::stop_requested() {
                     cancel.store(true, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-        });
+        })
+        .map_err(runtime)?;
         let _done = Done(&done);
         crate::apps::load::run_load(o, &cancel, live).map_err(runtime)
     })
