@@ -10,12 +10,43 @@ use io_uring::{IoUring, opcode};
 use super::uring::{Completion, Op, Ring, RingOpts};
 use crate::bufring::Pool;
 
+/// Why io_uring_setup said `e`, where that is known (see [`refused_why`]).
+fn setup_refused(e: &io::Error) -> String {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|v| v.trim().parse::<u8>().ok());
+    refused_why(e.raw_os_error(), disabled)
+}
+
+/// `EPERM` from the `kernel.io_uring_disabled` sysctl (2: for everyone;
+/// 1: but for root and the group in `kernel.io_uring_group`) or, where
+/// that is 0, from a seccomp filter (a container runtime's default profile
+/// refuses io_uring); `ENOSYS` from a kernel built without it.
+fn refused_why(errno: Option<i32>, disabled: Option<u8>) -> String {
+    match (errno, disabled) {
+        (Some(libc::EPERM), Some(2)) => {
+            ": sysctl kernel.io_uring_disabled is 2, off for every process".into()
+        }
+        (Some(libc::EPERM), Some(1)) => {
+            ": sysctl kernel.io_uring_disabled is 1, on only for root and the group \
+             kernel.io_uring_group"
+                .into()
+        }
+        (Some(libc::EPERM), _) => {
+            ": refused by a seccomp filter (as a container runtime's default profile)".into()
+        }
+        (Some(libc::ENOSYS), _) => ": this kernel is built without io_uring".into(),
+        _ => String::new(),
+    }
+}
+
 /// Checks that this kernel and process can run the uring backend: ring
 /// setup, the opcodes used, a registered buffer ring, and a multishot
 /// `RecvMsgMulti` that really delivers a datagram on loopback.
 pub fn probe() -> Result<(), String> {
     use std::time::Instant;
-    let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
+    let ring =
+        IoUring::new(8).map_err(|e| format!("io_uring_setup failed: {e}{}", setup_refused(&e)))?;
     let mut p = io_uring::Probe::new();
     ring.submitter()
         .register_probe(&mut p)
@@ -98,4 +129,19 @@ pub fn probe() -> Result<(), String> {
         std::mem::forget(pool);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_setup_says_which_switch_refused_it() {
+        let why = |errno, sysctl| refused_why(Some(errno), sysctl);
+        assert!(why(libc::EPERM, Some(2)).contains("io_uring_disabled is 2"));
+        assert!(why(libc::EPERM, Some(1)).contains("io_uring_group"));
+        assert!(why(libc::EPERM, Some(0)).contains("seccomp"));
+        assert!(why(libc::ENOSYS, None).contains("without io_uring"));
+        assert_eq!(why(libc::ENOMEM, Some(2)), "", "not a refusal");
+    }
 }
