@@ -68,7 +68,24 @@ pub(crate) fn open(
     let info = configure(cfg, &s, bind, role)?;
     s.bind(&bind.into()).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
-            io::Error::new(e.kind(), format!("{bind}: address already in use"))
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{bind}: address already in use (by another socket; `ss -ulpn 'sport = :{}'` \
+                     names its program)",
+                    bind.port()
+                ),
+            )
+        } else if e.kind() == io::ErrorKind::PermissionDenied
+            && let Some(first) = unprivileged_port_start().filter(|&f| bind.port() < f)
+        {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "bind {bind}: {e}: ports below {first} need root or CAP_NET_BIND_SERVICE \
+                     (sysctl net.ipv4.ip_unprivileged_port_start)"
+                ),
+            )
         } else if e.kind() == io::ErrorKind::AddrNotAvailable {
             io::Error::new(
                 e.kind(),
@@ -83,6 +100,16 @@ pub(crate) fn open(
             .map_err(|e| io::Error::new(e.kind(), format!("connect to {peer}: {e}")))?;
     }
     Ok((s, info))
+}
+
+/// The first port a process without `CAP_NET_BIND_SERVICE` may bind
+/// (`net.ipv4.ip_unprivileged_port_start`, IPv6 too).
+fn unprivileged_port_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Takes a socket the caller opened and bound (handed to

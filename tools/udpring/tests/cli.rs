@@ -110,6 +110,10 @@ fn a_port_in_use_says_so() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("address already in use"), "{err}");
     assert!(err.contains(&bind), "{err}");
+    assert!(
+        err.contains(&format!("ss -ulpn 'sport = :{port}'")),
+        "says how to find who: {err}"
+    );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 

@@ -248,6 +248,28 @@ fn out_of_threads_says_the_limit_instead_of_panicking() {
 }
 
 #[test]
+fn a_privileged_port_says_what_it_takes() {
+    let first: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .map_or(1024, |v| v.trim().parse().unwrap_or(1024));
+    if first <= 53 {
+        eprintln!("skipped: any user may bind port 53 here (ip_unprivileged_port_start {first})");
+        return;
+    }
+    let (code, _, err) = run_limited_by(
+        sh_unprivileged(),
+        "-n 64",
+        "echo --bind 127.0.0.1:53 -w 1 --duration 1",
+    );
+    assert_eq!(code, 1, "{err}");
+    for needle in [
+        "bind 127.0.0.1:53: Permission denied",
+        &format!("ports below {first} need root or CAP_NET_BIND_SERVICE"),
+    ] {
+        assert!(err.contains(needle), "'{needle}' not in {err}");
+    }
+}
+
+#[test]
 fn sighup_stops_with_totals_like_sigterm() {
     let echo = Server::start(&words("echo --bind 127.0.0.1:0 -w 1 -q"));
     let c = client(false);
