@@ -54,6 +54,7 @@ mod op;
 mod setup;
 use enter::RegisteredRing;
 pub use op::{Completion, Op};
+pub use setup::RingOpts;
 use setup::{build, explain_memlock};
 
 /// `IORING_SEND_ZC_REPORT_USAGE` and the bit its notification sets when
@@ -76,15 +77,6 @@ struct SendHdr {
     addr: RawAddr,
     cmsg: CmsgSpace<SEND_CMSG_LEN>,
     tx: Option<Transmit>,
-}
-
-/// Options of the ring.
-#[derive(Clone, Copy, Debug)]
-pub struct RingOpts {
-    /// Submission queue entries.
-    pub sq_entries: u32,
-    /// Try `SINGLE_ISSUER | DEFER_TASKRUN`.
-    pub defer_taskrun: bool,
 }
 
 /// A worker's io_uring with its registered files and buffer ring.

@@ -8,7 +8,14 @@ use std::io;
 
 use io_uring::IoUring;
 
-use super::RingOpts;
+/// Options of the ring.
+#[derive(Clone, Copy, Debug)]
+pub struct RingOpts {
+    /// Submission queue entries.
+    pub sq_entries: u32,
+    /// Try `SINGLE_ISSUER | DEFER_TASKRUN`.
+    pub defer_taskrun: bool,
+}
 
 /// `e` from setting up a ring: `ENOMEM` under a locked-memory limit said
 /// as that limit (a ring's memory counts against `RLIMIT_MEMLOCK` unless
