@@ -170,7 +170,8 @@ pub(crate) fn parse_workers(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(v) if v <= cpus => Ok(v),
         _ => Err(format!(
-            "--workers {s} must be 0..{cpus} (0: one per CPU; this process may use {cpus} CPUs)"
+            "--workers {s} must be 0..{cpus} (0: one per CPU; this process may use {cpus} CPU{})",
+            if cpus == 1 { "" } else { "s" }
         )),
     }
 }

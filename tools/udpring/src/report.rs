@@ -179,6 +179,15 @@ fn read_result(f: &std::path::Path) -> Result<crate::apps::load::LoadReport, Fai
             f.display()
         ))
     };
+    if text.trim().is_empty() {
+        // What `load --json > FILE` leaves when the run failed before its
+        // result (the reason went to its standard error).
+        return Err(not_ours(
+            "the file is empty (a run that failed before its result writes none; its \
+             standard error says why)"
+                .into(),
+        ));
+    }
     let mut v: serde_json::Value =
         serde_json::from_str(text.trim()).map_err(|e| not_ours(e.to_string()))?;
     // A document of another shape version is not read as this one.

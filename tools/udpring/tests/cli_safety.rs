@@ -374,6 +374,10 @@ fn report_reads_files_and_pipes_it_can_read_back() {
     let d = Scratch::new("report");
     // A device can be endless (a terminal waits): refused.
     usage_error(&["report", "/dev/zero"], "not a regular file or a pipe");
+    // What a failed `load --json > FILE` leaves: said as that.
+    let empty = d.path("empty.json");
+    std::fs::write(&empty, "\n").unwrap();
+    usage_error(&["report", &empty], "the file is empty (a run that failed");
 
     // A real result to vary.
     let echo = Server::echo();
