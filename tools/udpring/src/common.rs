@@ -587,8 +587,7 @@ fn parse_source_rate(s: &str) -> Result<udpring::RateLimit, String> {
     Ok(udpring::RateLimit { per_second, burst })
 }
 
-/// A thread of `s` named `name`, or why there is none (a limit on threads
-/// said as the engine says it, not a panic as `Scope::spawn`'s).
+/// A thread of `s` named `name`, or why not (`Scope::spawn` panics).
 pub(crate) fn spawn_scoped<'scope, 'env, T: Send + 'scope>(
     s: &'scope std::thread::Scope<'scope, 'env>,
     name: &str,
