@@ -188,11 +188,11 @@ mod tests {
         assert!(enfile.to_string().contains("fs.file-max"), "{enfile}");
         let other = explain_open_files(io::Error::from_raw_os_error(libc::ECONNREFUSED));
         assert_eq!(other.raw_os_error(), Some(libc::ECONNREFUSED), "as it was");
-        // A worker's error copied for its start keeps its errno to be read.
         let eagain = explain_thread_limit(io::Error::from_raw_os_error(libc::EAGAIN));
         assert!(eagain.to_string().contains("`ulimit -u`"), "{eagain}");
         let other = explain_thread_limit(io::Error::from_raw_os_error(libc::EMFILE));
         assert_eq!(other.raw_os_error(), Some(libc::EMFILE), "as it was");
+        // A worker's error copied for its start keeps its errno to be read.
         let copied = crate::error::copy(&io::Error::from_raw_os_error(libc::EMFILE));
         assert_eq!(copied.raw_os_error(), Some(libc::EMFILE));
     }
