@@ -174,6 +174,23 @@ pub fn explain_thread_limit(e: io::Error) -> io::Error {
     )
 }
 
+/// `e` from connecting or sending to `to`, with what it means when no
+/// local address or route of that family reaches it (`EADDRNOTAVAIL`:
+/// for IPv6, IPv6 turned off; `ENETUNREACH`: no route), any other error as
+/// it is.
+pub fn explain_unreachable(to: SocketAddr, e: io::Error) -> io::Error {
+    let why = match e.raw_os_error() {
+        Some(libc::EADDRNOTAVAIL) if to.is_ipv6() => {
+            "this host has no IPv6 address to send from (is IPv6 off? sysctl \
+             net.ipv6.conf.all.disable_ipv6)"
+        }
+        Some(libc::EADDRNOTAVAIL) => "this host has no address to send from",
+        Some(libc::ENETUNREACH) => "no route to it (`ip route get` says which is missing)",
+        _ => return e,
+    };
+    io::Error::new(e.kind(), format!("{e}: {why}"))
+}
+
 pub use crate::sys::socket::listen_fds;
 
 #[cfg(test)]
@@ -181,7 +198,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_limits_on_files_and_threads_are_explained() {
+    fn only_limits_and_unreachable_peers_are_explained() {
         let emfile = explain_open_files(io::Error::from_raw_os_error(libc::EMFILE));
         assert!(emfile.to_string().contains("`ulimit -n`"), "{emfile}");
         let enfile = explain_open_files(io::Error::from_raw_os_error(libc::ENFILE));
@@ -193,6 +210,15 @@ mod tests {
         let other = explain_thread_limit(io::Error::from_raw_os_error(libc::EMFILE));
         assert_eq!(other.raw_os_error(), Some(libc::EMFILE), "as it was");
         // A worker's error copied for its start keeps its errno to be read.
+        let to: SocketAddr = "[::1]:9".parse().unwrap();
+        let v6off = explain_unreachable(to, io::Error::from_raw_os_error(libc::EADDRNOTAVAIL));
+        assert!(v6off.to_string().contains("disable_ipv6"), "{v6off}");
+        let refused = explain_unreachable(to, io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        assert_eq!(
+            refused.raw_os_error(),
+            Some(libc::ECONNREFUSED),
+            "as it was"
+        );
         let copied = crate::error::copy(&io::Error::from_raw_os_error(libc::EMFILE));
         assert_eq!(copied.raw_os_error(), Some(libc::EMFILE));
     }

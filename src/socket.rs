@@ -97,9 +97,15 @@ pub(crate) fn open(
     })?;
     if let Some(peer) = cfg.connect.filter(|_| role != Role::Also) {
         s.connect(&peer.into())
-            .map_err(|e| io::Error::new(e.kind(), format!("connect to {peer}: {e}")))?;
+            .map_err(|e| connect_error(peer, e))?;
     }
     Ok((s, info))
+}
+
+/// A failed `connect` to `peer`, with what it means there.
+fn connect_error(peer: SocketAddr, e: io::Error) -> io::Error {
+    let e = crate::os::explain_unreachable(peer, e);
+    io::Error::new(e.kind(), format!("connect to {peer}: {e}"))
 }
 
 /// The first port a process without `CAP_NET_BIND_SERVICE` may bind
@@ -156,7 +162,7 @@ pub(crate) fn adopt(
     let info = configure(cfg, &s, bound, role)?;
     if let Some(peer) = cfg.connect.filter(|_| main) {
         s.connect(&peer.into())
-            .map_err(|e| io::Error::new(e.kind(), format!("connect to {peer}: {e}")))?;
+            .map_err(|e| connect_error(peer, e))?;
     }
     Ok((s, bound, info))
 }

@@ -145,7 +145,10 @@ impl Prober {
             udpring::os::PathMtu::Discover
         };
         udpring::os::set_path_mtu(&sock, v6, mode)?;
-        sock.connect(target)?;
+        sock.connect(target).map_err(|e| {
+            let e = udpring::os::explain_unreachable(target, e);
+            io::Error::new(e.kind(), format!("connect to {target}: {e}"))
+        })?;
         let token = udpring::random_u64();
         Ok(Prober {
             sock,

@@ -221,7 +221,10 @@ impl RequestClient {
                 self.stats.retransmits += 1;
             }
             let sent_at = Instant::now();
-            self.sock.send_to(&msg, self.server)?;
+            self.sock.send_to(&msg, self.server).map_err(|e| {
+                let e = udpring::os::explain_unreachable(self.server, e);
+                io::Error::new(e.kind(), format!("send to {}: {e}", self.server))
+            })?;
             self.stats.sent += 1;
             let deadline = sent_at + delay;
             loop {

@@ -1,7 +1,7 @@
 //! Interface and socket controls on a host with two
 //! links (h1 and h3 of the LAN are on br0 by e0 and on br1 by e1):
 //! `--bind-device` keeps traffic on the named link, a link-local target
-//! takes `%iface`.
+//! takes `%iface`; a host with IPv6 turned off says so when asked to use it.
 
 use std::process::Command;
 
@@ -140,4 +140,27 @@ fn bind_device_keeps_traffic_on_the_named_link_and_link_local_takes_a_scope() {
         &["load", "10.201.1.3:7200", "--bind-device", "nosuch9"],
     );
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_host_with_ipv6_off_says_so_when_asked_to_send_over_it() {
+    let topo = crate::topology!(pmtu, "v6off");
+    crate::topo::sh_in(
+        &topo,
+        "a",
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.lo.disable_ipv6=1",
+    );
+    for (cmd, says) in [
+        ("load [::1]:9 -t 0.2", "connect to [::1]:9"),
+        ("ping [::1]:9 -c 1", "send to [::1]:9"),
+        ("pmtu [::1]:9", "connect to [::1]:9"),
+    ] {
+        let out = topo.udpring("a", &crate::util::words(cmd));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(
+            err.contains(says) && err.contains("no IPv6 address to send from (is IPv6 off?"),
+            "{cmd}: {err}"
+        );
+    }
 }
