@@ -239,9 +239,20 @@ impl Engine {
             v
         };
         let slot_payload = cfg.effective_slot_size() - crate::limits::HEADROOM;
-        let mut threads = Vec::with_capacity(workers);
-        let mut shared = Vec::with_capacity(workers);
-        let mut pinned = Vec::with_capacity(workers);
+        // Filled worker by worker: should one not start (no thread, no
+        // eventfd), the engine's drop stops and joins those that did,
+        // rather than leaving them running on their sockets.
+        let mut engine = Engine {
+            threads: Vec::with_capacity(workers),
+            shared: Vec::with_capacity(workers),
+            local_addr,
+            local_addrs,
+            backend,
+            fallback,
+            socket_info,
+            cpus: Vec::with_capacity(workers),
+            xdp,
+        };
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<()>)>();
         for (i, socket) in sockets.into_iter().enumerate() {
             let sock_v6 = socket.iter().map(|(_, a)| a.is_ipv6()).collect();
@@ -253,16 +264,16 @@ impl Engine {
                 failure: std::sync::Mutex::new(None),
                 on_failure: cfg.on_failure.clone().map(|h| (i, h)),
             });
-            shared.push(w.clone());
+            engine.shared.push(w.clone());
             let cpu = (cfg.pin && !cpus.is_empty()).then(|| cpus[(cfg.first_cpu + i) % cpus.len()]);
-            pinned.push(cpu);
+            engine.cpus.push(cpu);
             let make_handler = make(i);
             let cfg = cfg.clone();
             let ready_tx = ready_tx.clone();
             let guard = GuardState::new(&cfg.guard, own_ports.clone(), host.clone());
             let run = backend::Run {
                 backend,
-                xdp: xdp.clone(),
+                xdp: engine.xdp.clone(),
                 adopted: handed_in,
             };
             let t = std::thread::Builder::new()
@@ -294,40 +305,10 @@ impl Engine {
                 .map_err(|e| {
                     let e = crate::os::explain_thread_limit(e);
                     io::Error::new(e.kind(), format!("worker {i}: {e}"))
-                });
-            let t = match t {
-                Ok(t) => t,
-                Err(e) => {
-                    // The workers started so far are stopped and joined
-                    // (the engine's drop), not left running.
-                    drop(Engine {
-                        threads,
-                        shared,
-                        local_addr,
-                        local_addrs,
-                        backend,
-                        fallback,
-                        socket_info,
-                        cpus: pinned,
-                        xdp,
-                    });
-                    return Err(e);
-                }
-            };
-            threads.push(t);
+                })?;
+            engine.threads.push(t);
         }
         drop(ready_tx);
-        let mut engine = Engine {
-            threads,
-            shared,
-            local_addr,
-            local_addrs,
-            backend,
-            fallback,
-            socket_info,
-            cpus: pinned,
-            xdp,
-        };
         for _ in 0..workers {
             match ready_rx.recv() {
                 Ok((_, Ok(()))) => {}
