@@ -1,7 +1,7 @@
 //! The engine under the process's limits: a start that cannot have all its
-//! workers gives back what it had. Runs itself again as a child held to a
-//! limit on threads (as nobody when root, whom `RLIMIT_NPROC` does not
-//! hold), so the rest of the suite keeps its own.
+//! workers says which limit, and gives back what it had. Each test runs
+//! itself again as a child held to the limit, so the rest of the suite
+//! keeps its own.
 
 mod util;
 
@@ -16,6 +16,36 @@ const CHILD: &str = "UDPRING_LIMITS_CHILD";
 /// Threads of this process.
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Open files of this process.
+fn open_files() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Runs test `name` of this binary again as a child with `CHILD` set (as
+/// nobody when `as_nobody`), and checks that it passed.
+fn in_a_child(name: &str, as_nobody: bool) {
+    let exe = std::env::current_exe().unwrap();
+    let args = ["--exact", name, "--nocapture", "--test-threads=1"];
+    let mut cmd = if as_nobody {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    let out = cmd.args(args).env(CHILD, "1").output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("child passed"),
+        "{:?}\n{stdout}\n{stderr}",
+        out.status
+    );
 }
 
 /// In the child: finds the limit on threads that lets exactly one more
@@ -61,29 +91,70 @@ fn a_start_short_of_threads_stops_the_workers_it_started() {
     if std::env::var_os(CHILD).is_some() {
         return start_with_room_for_one_worker();
     }
-    let exe = std::env::current_exe().unwrap();
-    let args = [
-        "--exact",
+    // RLIMIT_NPROC counts the user's every process and thread: only as a
+    // user of its own (nobody, from root) is the count this child's.
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var_os("UDPRING_REQUIRE_NETNS").is_none_or(|v| v != "1"),
+            "UDPRING_REQUIRE_NETNS=1 but not root"
+        );
+        eprintln!("skipped: needs root, to run its child as nobody (RLIMIT_NPROC is per user)");
+        return;
+    }
+    in_a_child(
         "a_start_short_of_threads_stops_the_workers_it_started",
-        "--nocapture",
-        "--test-threads=1",
-    ];
-    let mut cmd = if nix::unistd::geteuid().is_root() {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&exe);
-        c
-    } else {
-        Command::new(&exe)
-    };
-    let out = cmd.args(args).env(CHILD, "1").output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+        true,
     );
-    assert!(
-        out.status.success() && stdout.contains("child passed"),
-        "{:?}\n{stdout}\n{stderr}",
-        out.status
+}
+
+/// In the child: starts an engine of two workers under every limit on
+/// open files too low for it, then under the first that is not.
+fn start_short_of_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let _ = udpring::uring_support();
+    std::thread::sleep(Duration::from_millis(50));
+    let hard = getrlimit(Resource::RLIMIT_NOFILE).unwrap().1;
+    let (files, tasks) = (open_files(), threads());
+    let mut failed = 0;
+    for limit in files as u64.. {
+        assert!(limit < files as u64 + 64, "no limit lets two workers start");
+        setrlimit(Resource::RLIMIT_NOFILE, limit, hard).unwrap();
+        let mut cfg = config(Backend::Uring, false);
+        cfg.workers = 2;
+        match Engine::start(cfg, |_| Echo::new()) {
+            Ok(engine) => {
+                engine.stop().unwrap();
+                break;
+            }
+            Err(e) => {
+                failed += 1;
+                assert!(
+                    e.to_string().contains("Too many open files")
+                        && e.to_string().contains("`ulimit -n`"),
+                    "under {limit} open files: {e}"
+                );
+                // Rings and sockets go asynchronously: a moment.
+                std::thread::sleep(Duration::from_millis(20));
+                assert_eq!(
+                    (open_files(), threads()),
+                    (files, tasks),
+                    "a start that failed under {limit} open files kept what it had: {e}"
+                );
+            }
+        }
+    }
+    assert!(failed >= 3, "only {failed} limits were too low");
+    println!("child passed: {failed} limits too low, each said and given back");
+}
+
+#[test]
+fn a_start_short_of_open_files_says_so_and_gives_back_what_it_had() {
+    if std::env::var_os(CHILD).is_some() {
+        return start_short_of_open_files();
+    }
+    // RLIMIT_NOFILE is the process's own (and holds root).
+    in_a_child(
+        "a_start_short_of_open_files_says_so_and_gives_back_what_it_had",
+        false,
     );
 }
