@@ -169,13 +169,7 @@ fn uring_starts(bind: std::net::SocketAddr) -> Result<(), String> {
     let mut cfg = udpring::Config::new(std::net::SocketAddr::new(bind.ip(), 0));
     cfg.backend = Some(Backend::Uring);
     cfg.workers = 1;
-    let engine = udpring::Engine::start(cfg, |_| Quiet).map_err(|e| e.to_string())?;
+    let engine = udpring::Engine::start(cfg, |_| crate::apps::echo::Echo::new())
+        .map_err(|e| e.to_string())?;
     engine.stop().map(drop).map_err(|e| e.to_string())
-}
-
-/// Answers nothing: [`uring_starts`]'s trial engine.
-struct Quiet;
-
-impl udpring::Handler for Quiet {
-    fn on_datagram(&mut self, _: udpring::Datagram<'_>, _: &mut udpring::Transport<'_>) {}
 }
