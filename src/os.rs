@@ -151,10 +151,11 @@ pub fn explain_open_files(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{e}: {why}"))
 }
 
-/// `e` from starting a thread, with what to do when it is the limit on
-/// threads (`EAGAIN`: this user's `RLIMIT_NPROC`, `ulimit -u`, counts
-/// every process and thread of the user; or the system's, or the cgroup's
-/// `pids.max`), any other error as it is.
+/// `e` from starting a thread, with what to do when it is a limit
+/// (`EAGAIN`: this user's `RLIMIT_NPROC`, `ulimit -u`, counts every
+/// process and thread of the user; or the system's, or the cgroup's
+/// `pids.max`; or the address space for its stack, `ulimit -v`), any
+/// other error as it is.
 pub fn explain_thread_limit(e: io::Error) -> io::Error {
     if e.raw_os_error() != Some(libc::EAGAIN) {
         return e;
@@ -169,7 +170,7 @@ pub fn explain_thread_limit(e: io::Error) -> io::Error {
         format!(
             "no thread could be started ({e}): this user may run {limit} processes and \
              threads together (`ulimit -u`), or the system or its cgroup is at its limit \
-             (kernel.threads-max, pids.max)"
+             (kernel.threads-max, pids.max), or there was no memory for its stack (`ulimit -v`)"
         ),
     )
 }

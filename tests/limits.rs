@@ -158,3 +158,45 @@ fn a_start_short_of_open_files_says_so_and_gives_back_what_it_had() {
         false,
     );
 }
+
+/// In the child: an engine whose buffers do not fit the address space
+/// left says so.
+fn start_short_of_address_space() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let _ = udpring::uring_support();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let vm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let hard = getrlimit(Resource::RLIMIT_AS).unwrap().1;
+    // Room for a worker's thread and its small allocations, not for its
+    // 1,280 slots of 4 KiB.
+    setrlimit(Resource::RLIMIT_AS, (vm_kib + 4096) * 1024, hard).unwrap();
+    let mut cfg = config(Backend::Mmsg, false);
+    cfg.workers = 1;
+    let tasks = threads();
+    let e = Engine::start(cfg, |_| Echo::new())
+        .map(|_| ())
+        .expect_err("the buffers do not fit");
+    assert!(
+        e.to_string()
+            .contains("worker 0: the worker's 1280 buffer slots (5440 KiB) could not be mapped"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("`ulimit -v`"), "{e}");
+    assert_eq!(threads(), tasks, "the failed start's worker still runs");
+    println!("child passed");
+}
+
+#[test]
+fn a_start_short_of_address_space_says_what_did_not_fit() {
+    if std::env::var_os(CHILD).is_some() {
+        return start_short_of_address_space();
+    }
+    in_a_child(
+        "a_start_short_of_address_space_says_what_did_not_fit",
+        false,
+    );
+}

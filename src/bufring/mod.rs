@@ -116,7 +116,17 @@ impl Pool {
                 "need 1..65535 slots in all, at least one for receiving",
             ));
         }
-        let arena = Mapping::new(slot_size * total)?;
+        let arena = Mapping::new(slot_size * total).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "the worker's {total} buffer slots ({} KiB) could not be mapped: {e} (a \
+                     limit on memory: `ulimit -v`, a cgroup's memory.max; or fewer recv_slots, \
+                     a smaller slot_size)",
+                    (slot_size * total).div_ceil(1024)
+                ),
+            )
+        })?;
         let recv = if ring {
             let entries = u16::try_from(recv_slots)
                 .ok()

@@ -29,7 +29,8 @@ pub(super) fn explain_memlock(e: io::Error, sq_entries: u32) -> io::Error {
     let Ok((soft, _)) = getrlimit(Resource::RLIMIT_MEMLOCK) else {
         return e;
     };
-    if soft == RLIM_INFINITY {
+    // Root (CAP_IPC_LOCK) is not held to it: its ENOMEM is memory itself.
+    if soft == RLIM_INFINITY || nix::unistd::geteuid().is_root() {
         return e;
     }
     // SQEs, the SQ's index array and CQEs (eight per SQE).
