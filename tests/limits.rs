@@ -23,9 +23,13 @@ fn open_files() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// Runs test `name` of this binary again as a child with `CHILD` set (as
-/// nobody when `as_nobody`), and checks that it passed.
-fn in_a_child(name: &str, as_nobody: bool) {
+/// In the child (`CHILD` set) runs `body`; else runs test `name` of this
+/// binary again as that child (as nobody when `as_nobody`), and checks
+/// that it passed.
+fn in_a_child(name: &str, as_nobody: bool, body: fn()) {
+    if std::env::var_os(CHILD).is_some() {
+        return body();
+    }
     let exe = std::env::current_exe().unwrap();
     let args = ["--exact", name, "--nocapture", "--test-threads=1"];
     let mut cmd = if as_nobody {
@@ -69,31 +73,32 @@ fn start_with_room_for_one_worker() {
         limit += 1;
         assert!(limit < 1 << 16, "no limit lets a thread start");
     }
+    // Worker 0 starts; it is stopped and joined, not left running on its
+    // socket, when worker 1 cannot.
+    refused_and_given_back(2, &["worker 1: no thread could be started", "`ulimit -u`"]);
+}
+
+/// In the child: an mmsg engine of `workers` does not start, says each of
+/// `says`, and leaves no thread of its own behind.
+fn refused_and_given_back(workers: usize, says: &[&str]) {
     let before = threads();
     let mut cfg = config(Backend::Mmsg, false);
-    cfg.workers = 2;
+    cfg.workers = workers;
     let e = Engine::start(cfg, |_| Echo::new())
         .map(|_| ())
-        .expect_err("the second worker's thread is over the limit");
-    assert!(
-        e.to_string()
-            .contains("worker 1: no thread could be started"),
-        "{e}"
-    );
-    assert!(e.to_string().contains("`ulimit -u`"), "{e}");
-    // Worker 0 was stopped and joined, not left running on its socket.
+        .expect_err("a start over the limit");
+    for s in says {
+        assert!(e.to_string().contains(s), "'{s}' not in: {e}");
+    }
     assert_eq!(threads(), before, "a worker of the failed start still runs");
     println!("child passed");
 }
 
 #[test]
 fn a_start_short_of_threads_stops_the_workers_it_started() {
-    if std::env::var_os(CHILD).is_some() {
-        return start_with_room_for_one_worker();
-    }
     // RLIMIT_NPROC counts the user's every process and thread: only as a
     // user of its own (nobody, from root) is the count this child's.
-    if !nix::unistd::geteuid().is_root() {
+    if std::env::var_os(CHILD).is_none() && !nix::unistd::geteuid().is_root() {
         assert!(
             std::env::var_os("UDPRING_REQUIRE_NETNS").is_none_or(|v| v != "1"),
             "UDPRING_REQUIRE_NETNS=1 but not root"
@@ -104,6 +109,7 @@ fn a_start_short_of_threads_stops_the_workers_it_started() {
     in_a_child(
         "a_start_short_of_threads_stops_the_workers_it_started",
         true,
+        start_with_room_for_one_worker,
     );
 }
 
@@ -149,13 +155,11 @@ fn start_short_of_open_files() {
 
 #[test]
 fn a_start_short_of_open_files_says_so_and_gives_back_what_it_had() {
-    if std::env::var_os(CHILD).is_some() {
-        return start_short_of_open_files();
-    }
     // RLIMIT_NOFILE is the process's own (and holds root).
     in_a_child(
         "a_start_short_of_open_files_says_so_and_gives_back_what_it_had",
         false,
+        start_short_of_open_files,
     );
 }
 
@@ -174,29 +178,20 @@ fn start_short_of_address_space() {
     // Room for a worker's thread and its small allocations, not for its
     // 1,280 slots of 4 KiB.
     setrlimit(Resource::RLIMIT_AS, (vm_kib + 4096) * 1024, hard).unwrap();
-    let mut cfg = config(Backend::Mmsg, false);
-    cfg.workers = 1;
-    let tasks = threads();
-    let e = Engine::start(cfg, |_| Echo::new())
-        .map(|_| ())
-        .expect_err("the buffers do not fit");
-    assert!(
-        e.to_string()
-            .contains("worker 0: the worker's 1280 buffer slots (5440 KiB) could not be mapped"),
-        "{e}"
+    refused_and_given_back(
+        1,
+        &[
+            "worker 0: the worker's 1280 buffer slots (5440 KiB) could not be mapped",
+            "`ulimit -v`",
+        ],
     );
-    assert!(e.to_string().contains("`ulimit -v`"), "{e}");
-    assert_eq!(threads(), tasks, "the failed start's worker still runs");
-    println!("child passed");
 }
 
 #[test]
 fn a_start_short_of_address_space_says_what_did_not_fit() {
-    if std::env::var_os(CHILD).is_some() {
-        return start_short_of_address_space();
-    }
     in_a_child(
         "a_start_short_of_address_space_says_what_did_not_fit",
         false,
+        start_short_of_address_space,
     );
 }
