@@ -210,7 +210,6 @@ mod tests {
         assert!(eagain.to_string().contains("`ulimit -u`"), "{eagain}");
         let other = explain_thread_limit(io::Error::from_raw_os_error(libc::EMFILE));
         assert_eq!(other.raw_os_error(), Some(libc::EMFILE), "as it was");
-        // A worker's error copied for its start keeps its errno to be read.
         let to: SocketAddr = "[::1]:9".parse().unwrap();
         let v6off = explain_unreachable(to, io::Error::from_raw_os_error(libc::EADDRNOTAVAIL));
         assert!(v6off.to_string().contains("disable_ipv6"), "{v6off}");
@@ -220,6 +219,7 @@ mod tests {
             Some(libc::ECONNREFUSED),
             "as it was"
         );
+        // A worker's error copied for its start keeps its errno to be read.
         let copied = crate::error::copy(&io::Error::from_raw_os_error(libc::EMFILE));
         assert_eq!(copied.raw_os_error(), Some(libc::EMFILE));
     }
