@@ -82,9 +82,27 @@ pub(crate) fn scoped_v6(s: &str) -> Result<Option<SocketAddr>, String> {
         Err(_) => udpring::interface_index(iface).map_err(|e| e.to_string())?,
     };
     if let SocketAddr::V6(v6) = &mut a {
+        if !takes_scope(v6.ip()) {
+            // The kernel ignores the scope of such an address (it neither
+            // sends over that link nor reports it on the replies, which then
+            // match no target).
+            return Err(format!(
+                "'{s}': a scope (%{iface}) is for link-local addresses (fe80::/10) and \
+                 multicast groups; {} takes none: drop it, or send over one \
+                 interface with --bind-device",
+                v6.ip()
+            ));
+        }
         v6.set_scope_id(index);
     }
     Ok(Some(a))
+}
+
+/// Whether a scope (an interface) means something for this address:
+/// link-local unicast, which the kernel cannot route without it, and
+/// multicast, where it names the interface the group is sent on.
+fn takes_scope(ip: &std::net::Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80 || ip.is_multicast()
 }
 
 /// Seconds, bare or with a unit: `5`, `5s`, `500ms`, `250us`, `2m`, `1h`.
@@ -242,5 +260,26 @@ mod tests {
             assert_eq!(parse_secs_or_zero(zero), Ok(Duration::ZERO), "{zero}");
         }
         assert!(parse_secs_or_zero("1e-300").is_err());
+    }
+
+    #[test]
+    fn a_scope_is_taken_where_it_means_something() {
+        let idx = |s: &str| match parse_addr(s) {
+            Ok(SocketAddr::V6(v6)) => Ok(v6.scope_id()),
+            Ok(v4) => panic!("{v4}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(idx("[fe80::1%7]:9"), Ok(7));
+        assert_eq!(idx("[ff12::1%1]:9"), Ok(1));
+        assert_eq!(idx("[ff0e::1%3]:9"), Ok(3));
+        // Replies from ::1 carry no scope: with one, none would match.
+        for bad in ["[::1%1]:9", "[2001:db8::1%2]:9", "[::ffff:127.0.0.1%1]:9"] {
+            let e = idx(bad).unwrap_err();
+            assert!(
+                e.contains("takes none") && e.contains("--bind-device"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(idx("[fe80::1]:9").unwrap_err().contains("link-local"));
     }
 }
