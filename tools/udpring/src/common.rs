@@ -268,33 +268,9 @@ fn flag_named(msg: String) -> String {
     msg
 }
 
-/// Resolves HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT).
+/// [`resolve_target`], its refusals usage errors.
 pub(crate) fn resolve(target: &str) -> Result<SocketAddr, Failure> {
-    use std::net::ToSocketAddrs;
-    if let Some(a) = scoped_v6(target).map_err(usage)? {
-        return Ok(a);
-    }
-    if let Ok(a) = target.parse::<SocketAddr>() {
-        return scope_needed(target, a).map_err(usage);
-    }
-    if let Some(hint) = bracket_hint(target) {
-        return Err(usage(format!("target {hint}")));
-    }
-    let (host, port) = target
-        .rsplit_once(':')
-        .ok_or_else(|| usage(format!("target '{target}' needs a port (HOST:PORT)")))?;
-    let _: u16 = port
-        .parse()
-        .map_err(|_| usage(format!("target '{target}': '{port}' is not a port")))?;
-    if host.is_empty() {
-        return Err(usage(format!("target '{target}' has no host")));
-    }
-    let mut addrs = target
-        .to_socket_addrs()
-        .map_err(|e| usage(format!("cannot resolve '{host}': {e}")))?;
-    addrs
-        .next()
-        .ok_or_else(|| usage(format!("'{host}' resolves to no address")))
+    resolve_target(target).map_err(usage)
 }
 
 /// Socket controls every command that opens sockets takes.

@@ -27,6 +27,50 @@ pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     scope_needed(s, a)
 }
 
+/// Resolves HOST:PORT (a name, an IPv4 address, or [IPv6]:PORT). The
+/// unspecified address is this host's loopback, as the kernel takes it for
+/// a destination (`0.0.0.0:9000` copied from a server's `--bind`): named
+/// so, replies from it match the target.
+pub(crate) fn resolve_target(target: &str) -> Result<SocketAddr, String> {
+    resolve_any(target).map(|mut a| {
+        if a.ip().is_unspecified() {
+            a.set_ip(match a {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        a
+    })
+}
+
+fn resolve_any(target: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Some(a) = scoped_v6(target)? {
+        return Ok(a);
+    }
+    if let Ok(a) = target.parse::<SocketAddr>() {
+        return scope_needed(target, a);
+    }
+    if let Some(hint) = bracket_hint(target) {
+        return Err(format!("target {hint}"));
+    }
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| format!("target '{target}' needs a port (HOST:PORT)"))?;
+    let _: u16 = port
+        .parse()
+        .map_err(|_| format!("target '{target}': '{port}' is not a port"))?;
+    if host.is_empty() {
+        return Err(format!("target '{target}' has no host"));
+    }
+    let mut addrs = target
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{host}': {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("'{host}' resolves to no address"))
+}
+
 /// What is wrong with an IPv6 address written without its brackets, or
 /// with a port not after `]:`; `None` when neither is the trouble.
 pub(crate) fn bracket_hint(s: &str) -> Option<String> {
@@ -281,5 +325,14 @@ mod tests {
             );
         }
         assert!(idx("[fe80::1]:9").unwrap_err().contains("link-local"));
+    }
+
+    #[test]
+    fn a_target_at_the_unspecified_address_is_this_hosts_loopback() {
+        let t = |s: &str| resolve_target(s).map(|a| a.to_string());
+        assert_eq!(t("0.0.0.0:9"), Ok("127.0.0.1:9".into()));
+        assert_eq!(t("[::]:9"), Ok("[::1]:9".into()));
+        assert_eq!(t("127.0.0.2:9"), Ok("127.0.0.2:9".into()));
+        assert_eq!(t("[::1]:9"), Ok("[::1]:9".into()));
     }
 }

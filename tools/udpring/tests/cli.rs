@@ -237,6 +237,12 @@ fn ping_against_echo_and_against_nobody() {
     assert_eq!(code, 0, "{err}");
     let v = util::json(&out);
     assert_eq!(v["replies"], 3, "{v}");
+    // The server's `--bind 0.0.0.0:PORT` copied as the target: the kernel
+    // sends to this host, and the replies (from 127.0.0.1) count.
+    let any = format!("0.0.0.0:{}", addr.port());
+    let (code, out, err) = run(&["ping", &any, "-c", "2", "-i", "0"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("2 requests, 2 replies"), "{out}");
     drop(echo);
     // A socket that reads and never answers: the schedule runs out.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();

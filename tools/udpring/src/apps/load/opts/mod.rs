@@ -60,7 +60,7 @@ fn parse_mode(s: &str) -> Result<Mode, String> {
 
 /// A target `HOST:PORT`, names resolved.
 fn parse_target(s: &str) -> Result<SocketAddr, String> {
-    crate::common::resolve(s).map_err(|f| f.msg)
+    crate::common::resolve_target(s)
 }
 
 /// An integer in `lo..=hi` for `flag`; the message names both.
