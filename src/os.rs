@@ -175,21 +175,49 @@ pub fn explain_thread_limit(e: io::Error) -> io::Error {
     )
 }
 
-/// `e` from connecting or sending to `to`, with what it means when no
-/// local address or route of that family reaches it (`EADDRNOTAVAIL`:
-/// for IPv6, IPv6 turned off; `ENETUNREACH`: no route), any other error as
-/// it is.
+/// `e` from connecting or sending to `to`, with what it means where the
+/// errno alone misleads ([`why_unsendable`]), any other error as it is.
 pub fn explain_unreachable(to: SocketAddr, e: io::Error) -> io::Error {
-    let why = match e.raw_os_error() {
-        Some(libc::EADDRNOTAVAIL) if to.is_ipv6() => {
+    match e.raw_os_error().and_then(|n| why_unsendable(to, n)) {
+        // The blackhole's EINVAL is the route's doing, not an invalid
+        // input of the caller's (which a command may take for a usage error).
+        Some(why) if e.raw_os_error() == Some(libc::EINVAL) => {
+            io::Error::other(format!("{e}: {why}"))
+        }
+        Some(why) => io::Error::new(e.kind(), format!("{e}: {why}")),
+        None => e,
+    }
+}
+
+/// What the kernel means by refusing, with this errno, to connect or send
+/// to `to`: no local address of its family (`EADDRNOTAVAIL`; for IPv6,
+/// IPv6 turned off), no route (`ENETUNREACH`, `EHOSTUNREACH`), a broadcast
+/// address or a `prohibit` route (`EACCES`, "Permission denied" even to
+/// root), a firewall's drop (`EPERM`), a `blackhole` route (`EINVAL`).
+/// `None` for an errno that says enough.
+pub fn why_unsendable(to: SocketAddr, errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        libc::EADDRNOTAVAIL if to.is_ipv6() => {
             "this host has no IPv6 address to send from (is IPv6 off? sysctl \
              net.ipv6.conf.all.disable_ipv6)"
         }
-        Some(libc::EADDRNOTAVAIL) => "this host has no address to send from",
-        Some(libc::ENETUNREACH) => "no route to it (`ip route get` says which is missing)",
-        _ => return e,
-    };
-    io::Error::new(e.kind(), format!("{e}: {why}"))
+        libc::EADDRNOTAVAIL => "this host has no address to send from",
+        libc::ENETUNREACH => "no route to it (`ip route get` says which is missing)",
+        libc::EHOSTUNREACH => {
+            "an `unreachable` route, or no neighbour answering for it on the link \
+             (`ip route get`, `ip neigh`)"
+        }
+        libc::EACCES => {
+            "a broadcast address (udpring sends to one host, or to a group with `mcast`; \
+             it does not set SO_BROADCAST) or a `prohibit` route (`ip route get`)"
+        }
+        libc::EPERM => {
+            "a firewall rule drops it on the way out (netfilter's output hook: \
+             `nft list ruleset`, `iptables -S OUTPUT`)"
+        }
+        libc::EINVAL => "a `blackhole` route says this (`ip route get`)",
+        _ => return None,
+    })
 }
 
 pub use crate::sys::socket::listen_fds;
@@ -213,6 +241,15 @@ mod tests {
         let to: SocketAddr = "[::1]:9".parse().unwrap();
         let v6off = explain_unreachable(to, io::Error::from_raw_os_error(libc::EADDRNOTAVAIL));
         assert!(v6off.to_string().contains("disable_ipv6"), "{v6off}");
+        for (errno, says) in [
+            (libc::EACCES, "broadcast"),
+            (libc::EPERM, "firewall"),
+            (libc::EINVAL, "blackhole"),
+            (libc::EHOSTUNREACH, "neighbour"),
+        ] {
+            let e = explain_unreachable(to, io::Error::from_raw_os_error(errno)).to_string();
+            assert!(e.contains(says), "{e}");
+        }
         let refused = explain_unreachable(to, io::Error::from_raw_os_error(libc::ECONNREFUSED));
         assert_eq!(
             refused.raw_os_error(),

@@ -103,6 +103,7 @@ pub(crate) fn reference(c: RefCmd) -> Result<(), Failure> {
                 a.cpu,
             )
             .map_err(runtime)?;
+            let last = r.last_error.map(udpring::errno_name);
             if a.json {
                 crate::common::say_json(
                     "reference",
@@ -112,20 +113,36 @@ pub(crate) fn reference(c: RefCmd) -> Result<(), Failure> {
                         "sent": r.datagrams,
                         "calls": r.calls,
                         "failed": r.errors,
+                        "last_error": last,
                         "pps_sent": r.pps,
                     }),
                 );
             } else {
                 say!(
-                    "reference send to {to}: {} datagrams in {:.2} s = {:.0}/s ({} calls, {} errors)",
+                    "reference send to {to}: {} datagrams in {:.2} s = {:.0}/s ({} calls, {} errors{})",
                     r.datagrams,
                     r.duration_s,
                     r.pps,
                     r.calls,
-                    r.errors
+                    r.errors,
+                    last.as_ref()
+                        .map(|l| format!(", the last {l}"))
+                        .unwrap_or_default()
                 );
             }
-            Ok(())
+            match (r.datagrams, r.last_error) {
+                (0, Some(errno)) => Err(Failure {
+                    code: 1,
+                    msg: format!(
+                        "nothing went out to {to}: every send failed ({}){}",
+                        udpring::errno_name(errno),
+                        udpring::os::why_unsendable(to, errno)
+                            .map(|why| format!(": {why}"))
+                            .unwrap_or_default()
+                    ),
+                }),
+                _ => Ok(()),
+            }
         }
         RefCmd::Sink(a) => serve(&a, "sink", |stop| {
             reference::sink(a.bind, a.cpu, a.spin, stop, |addr| {

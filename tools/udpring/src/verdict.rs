@@ -102,10 +102,17 @@ pub(crate) fn judge(
             .iter()
             .map(|(e, n)| format!("{e}={n}"))
             .collect();
-        let route = if report.send_errors.contains_key("ENETUNREACH") {
-            " (no route to it from here, or none on the interface a group is sent on)"
-        } else {
-            ""
+        // The most frequent errno, said in words where its name misleads.
+        let most = report.send_errors.iter().max_by_key(|&(_, n)| *n);
+        let route = match most.map(|(e, _)| e.as_str()) {
+            Some("ENETUNREACH") => {
+                " (no route to it from here, or none on the interface a group is sent on)".into()
+            }
+            Some(name) => errno_by_name(name)
+                .and_then(|n| udpring::os::why_unsendable(target, n))
+                .map(|why| format!(": {why}"))
+                .unwrap_or_default(),
+            None => String::new(),
         };
         return Err(Failure {
             code: 1,
@@ -303,4 +310,18 @@ fn loss_hint(r: &crate::apps::load::LoadReport, o: &crate::apps::load::LoadOpts)
         }
     };
     Some(format!("{pct:.3}% lost{buffer}: {what}"))
+}
+
+/// The errno a name from [`udpring::errno_name`] stands for, for the few
+/// a refused send is explained by.
+fn errno_by_name(name: &str) -> Option<i32> {
+    [
+        libc::EACCES,
+        libc::EPERM,
+        libc::EINVAL,
+        libc::EHOSTUNREACH,
+        libc::EADDRNOTAVAIL,
+    ]
+    .into_iter()
+    .find(|&e| udpring::errno_name(e) == name)
 }

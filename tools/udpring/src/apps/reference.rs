@@ -22,6 +22,8 @@ pub struct RefReport {
     pub calls: u64,
     /// Calls that failed.
     pub errors: u64,
+    /// The errno of the last call that failed, if any did.
+    pub last_error: Option<i32>,
     /// Seconds it ran (the sink: from its first datagram to its last).
     pub duration_s: f64,
     /// Datagrams per second over `duration_s`.
@@ -36,6 +38,7 @@ impl RefReport {
             datagrams: c.datagrams,
             calls: c.calls,
             errors: c.errors,
+            last_error: (c.errors > 0).then_some(c.last_errno),
             duration_s,
             pps: rate(c.datagrams, duration_s),
             refused: c.refused,

@@ -134,6 +134,8 @@ pub struct Counted {
     pub calls: u64,
     /// Calls that failed (`ENOBUFS`, `EAGAIN`, refused, ...).
     pub errors: u64,
+    /// The errno of the last that failed (0: none failed).
+    pub last_errno: i32,
     /// The echo: datagrams not answered, by the engine's guard's reasons.
     pub refused: Refused,
 }
@@ -150,6 +152,15 @@ pub struct Refused {
     pub guard_port: u64,
     /// From port 0.
     pub guard_bad_source: u64,
+}
+
+impl Counted {
+    /// `n` calls failed with `e`.
+    #[cold]
+    fn failed(&mut self, e: &io::Error, n: u64) {
+        self.errors += n;
+        self.last_errno = e.raw_os_error().unwrap_or(0);
+    }
 }
 
 impl Refused {
@@ -172,7 +183,7 @@ pub fn send_loop(fd: RawFd, buf: &[u8], stop: &AtomicBool) -> Counted {
                 c.datagrams += 1;
                 c.calls += 1;
             }
-            Err(_) => c.errors += 1,
+            Err(e) => c.failed(&e, 1),
         }
     }
     c
@@ -209,7 +220,7 @@ pub fn gso_loop(fd: RawFd, buf: &[u8], size: u16, stop: &AtomicBool) -> io::Resu
             Err(e) if e.raw_os_error() == Some(libc::EIO) => {
                 return Err(io::Error::other("the kernel refused UDP_SEGMENT (EIO)"));
             }
-            Err(_) => c.errors += 1,
+            Err(e) => c.failed(&e, 1),
         }
     }
     Ok(c)
@@ -262,7 +273,7 @@ pub fn mmsg_loop(
             Err(e) if e.raw_os_error() == Some(libc::EIO) => {
                 return Err(io::Error::other("the kernel refused UDP_SEGMENT (EIO)"));
             }
-            Err(_) => c.errors += 1,
+            Err(e) => c.failed(&e, 1),
         }
     }
     Ok(c)
@@ -466,7 +477,7 @@ pub fn echo_loop(fd: RawFd, own_port: u16, stop: &AtomicBool) -> Counted {
                 c.datagrams += segs[..k].iter().sum::<u64>();
                 c.errors += (m - k) as u64;
             }
-            Err(_) => c.errors += m as u64,
+            Err(e) => c.failed(&e, m as u64),
         }
     }
     c

@@ -164,3 +164,47 @@ fn a_host_with_ipv6_off_says_so_when_asked_to_send_over_it() {
         );
     }
 }
+
+/// A send the kernel refuses for a reason its errno hides ("Permission
+/// denied" to root, "Invalid argument") says the likely reason: a
+/// broadcast address, a blackhole route, a firewall's drop.
+#[test]
+fn a_refused_send_says_what_refused_it() {
+    let topo = crate::topology!(pmtu, "refused");
+    crate::topo::sh_in(&topo, "a", "ip route add blackhole 10.77.0.0/16");
+    crate::topo::sh_in(
+        &topo,
+        "a",
+        "iptables -A OUTPUT -p udp -d 10.200.2.1 --dport 9 -j DROP",
+    );
+    for (cmd, says) in [
+        ("ping 10.200.1.255:9 -c 1", "EACCES: a broadcast address"),
+        ("load 10.200.1.255:9 -t 0.2", "EACCES: a broadcast address"),
+        ("ping 10.77.0.1:9 -c 1", "EINVAL: a `blackhole` route"),
+        ("ping 10.200.2.1:9 -c 1", "EPERM: a firewall rule"),
+        ("load 10.200.2.1:9 -t 0.2", "EPERM: a firewall rule"),
+        (
+            "reference send 10.200.2.1:9 -t 0.2",
+            "EPERM: a firewall rule",
+        ),
+    ] {
+        let out = topo.udpring("a", &crate::util::words(cmd));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        let (errno, why) = says.split_once(": ").unwrap();
+        assert!(
+            err.contains(errno) || err.contains(os_text(errno)),
+            "{cmd}: {err}"
+        );
+        assert!(err.contains(why), "{cmd}: {err}");
+    }
+}
+
+/// How `io::Error` writes an errno.
+fn os_text(errno: &str) -> &'static str {
+    match errno {
+        "EACCES" => "os error 13",
+        "EINVAL" => "os error 22",
+        _ => "os error 1)",
+    }
+}
