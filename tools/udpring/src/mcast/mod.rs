@@ -332,20 +332,20 @@ fn purpose_failed(
 ) -> Option<Failure> {
     let msg = if matches!(kind, "send" | "ping") && stats.sent == 0 && stats.send_errors_total() > 0
     {
-        let no_route = stats
-            .send_errors
-            .iter()
-            .any(|&(e, _)| e == libc::ENETUNREACH);
+        let most = stats.send_errors.iter().max_by_key(|&&(_, n)| n);
+        let why = match most.map(|&(e, _)| e) {
+            Some(libc::ENETUNREACH) => "; no route for the group there (an interface without \
+                 the MULTICAST flag, such as lo, has none for IPv6): choose another --iface"
+                .to_string(),
+            Some(e) => udpring::os::why_unsendable(g.addr, e)
+                .map(|why| format!(": {why}"))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
         format!(
-            "nothing went out to {}: every send failed ({}){}",
+            "nothing went out to {}: every send failed ({}){why}",
             g.addr,
             stats.send_errors_text(),
-            if no_route {
-                "; no route for the group there (an interface without the MULTICAST flag, \
-                 such as lo, has none for IPv6): choose another --iface"
-            } else {
-                ""
-            }
         )
     } else if kind == "ping" && stats.sent > 0 && peers.iter().all(|(_, c)| c.received == 0) {
         format!(

@@ -175,7 +175,8 @@ fn a_refused_send_says_what_refused_it() {
     crate::topo::sh_in(
         &topo,
         "a",
-        "iptables -A OUTPUT -p udp -d 10.200.2.1 --dport 9 -j DROP",
+        "iptables -A OUTPUT -p udp -d 10.200.2.1 --dport 9 -j DROP && \
+         iptables -A OUTPUT -p udp -d 239.0.0.0/8 -j DROP",
     );
     for (cmd, says) in [
         ("ping 10.200.1.255:9 -c 1", "EACCES: a broadcast address"),
@@ -185,6 +186,10 @@ fn a_refused_send_says_what_refused_it() {
         ("load 10.200.2.1:9 -t 0.2", "EPERM: a firewall rule"),
         (
             "reference send 10.200.2.1:9 -t 0.2",
+            "EPERM: a firewall rule",
+        ),
+        (
+            "mcast send 239.1.2.3:9 --iface a0 -c 3",
             "EPERM: a firewall rule",
         ),
     ] {
