@@ -39,6 +39,11 @@ pub(super) fn context(what: &str) -> impl FnOnce(io::Error) -> io::Error + '_ {
             }
             Some(libc::EAFNOSUPPORT) => " (this kernel has no AF_XDP sockets: CONFIG_XDP_SOCKETS)",
             Some(libc::ENOSYS) => " (this kernel has no bpf(2))",
+            Some(libc::EBUSY) | Some(libc::EEXIST) => {
+                " (an XDP program is attached there already, another udpring's or the \
+                 system's, and udpring does not replace one: `ip link show` names it; one \
+                 xdp engine per interface)"
+            }
             _ => "",
         };
         io::Error::new(e.kind(), format!("xdp backend: {what}: {e}{hint}"))

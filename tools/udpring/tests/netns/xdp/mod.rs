@@ -311,6 +311,25 @@ fn xdp_refuses_what_it_cannot_do_with_a_reason() {
         !nobody.status.success() && err.contains("needs root"),
         "{err}"
     );
+    // A second xdp engine on an interface that has one: refused with why
+    // (the kernel's EBUSY/EEXIST alone read "File exists"), the first kept.
+    let first = xdp_echo(&t);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !attached(&t) {
+        assert!(
+            std::time::Instant::now() < until,
+            "the first never attached"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = t.udpring("b", &[&echo[..], &["10.202.0.2:7001"]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1) && err.contains("attached there already"),
+        "{err}"
+    );
+    assert!(attached(&t));
+    drop(first);
 }
 
 #[test]
