@@ -215,7 +215,11 @@ pub fn why_unsendable(to: SocketAddr, errno: i32) -> Option<&'static str> {
             "a firewall rule drops it on the way out (netfilter's output hook: \
              `nft list ruleset`, `iptables -S OUTPUT`)"
         }
-        libc::EINVAL => "a `blackhole` route says this (`ip route get`)",
+        libc::EINVAL if matches!(to, SocketAddr::V6(a) if a.ip().is_unicast_link_local()) => {
+            "a link-local address takes the interface it is on (%IFACE), the one the \
+             socket is bound to if it is (SO_BINDTODEVICE)"
+        }
+        libc::EINVAL => "a `blackhole` route gives this (`ip route get` shows one)",
         _ => return None,
     })
 }
@@ -248,6 +252,15 @@ mod tests {
             (libc::EHOSTUNREACH, "neighbour"),
         ] {
             let e = explain_unreachable(to, io::Error::from_raw_os_error(errno)).to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        let link_local = std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 9, 0, 1).into();
+        for (errno, says) in [
+            (libc::EINVAL, "takes the interface it is on"),
+            (libc::EHOSTUNREACH, "neighbour"),
+        ] {
+            let e = explain_unreachable(link_local, io::Error::from_raw_os_error(errno));
+            let e = e.to_string();
             assert!(e.contains(says), "{e}");
         }
         let refused = explain_unreachable(to, io::Error::from_raw_os_error(libc::ECONNREFUSED));
