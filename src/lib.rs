@@ -188,8 +188,9 @@
 //! [`Config`] as to sockets of its own (`examples/socket_activation.rs`).
 //!
 //! **Stopping and failing.** [`Engine::stop`] returns the totals of every
-//! worker. A handler that panics stops its own worker in order (the others
-//! go on); [`Engine::failures`] reports it, [`Config::on_failure`]
+//! worker. A handler that panics, or a loop that ends on an error once
+//! running (the xdp backend's interface removed), stops its own worker in
+//! order (the others go on); [`Engine::failures`] reports it, [`Config::on_failure`]
 //! ([`FailureHook`]) is told at once, and `stop` returns a [`StopError`]
 //! that still carries every total.
 //!

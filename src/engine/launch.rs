@@ -137,6 +137,7 @@ pub(super) fn run_worker<H: Handler>(
     make_handler: impl FnOnce() -> H,
     ready: &mut dyn FnMut(io::Result<()>),
 ) -> io::Result<()> {
+    let mut started = false;
     let r = worker_body(
         i,
         cpu,
@@ -146,12 +147,23 @@ pub(super) fn run_worker<H: Handler>(
         shared.clone(),
         guard,
         make_handler,
-        ready,
+        &mut |r: io::Result<()>| {
+            started |= r.is_ok();
+            ready(r)
+        },
     );
     // Whatever happened, Senders learn the worker is gone.
     shared.inbox.close();
     match (r, shared.failed()) {
         (Ok(()), Some(why)) => Err(io::Error::other(why)),
+        // A loop that ended on an error once running (an xdp interface
+        // gone) is a failure the engine's owner hears of as of a panic's
+        // (`Engine::failures`, `Config::on_failure`); one before is the
+        // start's error.
+        (Err(e), None) if started => {
+            shared.fail(e.to_string());
+            Err(e)
+        }
         (r, _) => r,
     }
 }

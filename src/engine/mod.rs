@@ -337,8 +337,10 @@ impl Engine {
         self.xdp.as_ref().map(|x| (x.iface.as_str(), x.mode))
     }
 
-    /// Workers that failed (their handler panicked) and why; empty while
-    /// all is well. A failed worker has stopped; the others go on.
+    /// Workers that failed (their handler panicked, or their loop ended on
+    /// an error, such as the xdp backend's interface removed) and why;
+    /// empty while all is well. A failed worker has stopped; the others go
+    /// on.
     pub fn failures(&self) -> Vec<(usize, String)> {
         self.shared
             .iter()

@@ -27,7 +27,8 @@ pub(crate) struct WorkerShared {
     pub stop: AtomicBool,
     pub stats: SharedStats,
     pub inbox: Arc<Inbox>,
-    /// Why the worker failed (its handler panicked), if it did.
+    /// Why the worker failed (its handler panicked, its loop ended on an
+    /// error), if it did.
     pub failure: std::sync::Mutex<Option<String>>,
     /// The worker's index and [`crate::Config::on_failure`], told of its
     /// failure.

@@ -66,6 +66,11 @@ const RX_BUDGET: u32 = 64;
 const SEND_GRACE: Duration = Duration::from_millis(250);
 /// How often the kernel's XDP counters are read.
 const STATS_EVERY: Duration = Duration::from_millis(100);
+/// How often an idle worker wakes to see whether its socket still has
+/// its interface: one removed (or its driver unbound) unbinds the socket
+/// with `ENETDOWN` as its error, and no wake-up (`poll` reports nothing on
+/// an unbound AF_XDP socket).
+const LINK_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The loop's state beside the worker.
 struct Loop {
@@ -400,6 +405,7 @@ pub(crate) fn run<H: Handler>(
     w.start();
     l.flush(w);
     let mut stats_at = Instant::now();
+    let mut link_at = Instant::now();
     // Whether the sockets (and the eventfd) are worth a system call this turn.
     let mut check_sockets = true;
     let mut turns: u32 = 0;
@@ -438,12 +444,31 @@ pub(crate) fn run<H: Handler>(
         } else if l.port.in_flight() > 0 || !w.core.queue.is_empty() {
             Some(Duration::from_micros(50))
         } else {
-            w.core.timers.next()
+            Some(
+                w.core
+                    .timers
+                    .next()
+                    .map_or(LINK_CHECK_EVERY, |t| t.min(LINK_CHECK_EVERY)),
+            )
         };
         for p in pollfds.iter_mut() {
             p.revents = 0;
         }
         sys::poll(&mut pollfds, timeout)?;
+        if link_at.elapsed() >= LINK_CHECK_EVERY {
+            link_at = Instant::now();
+            if let Some(errno) = sys::take_socket_error(l.port.fd()) {
+                let e = io::Error::from_raw_os_error(errno);
+                break Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "xdp backend: {} is gone ({e}): the interface was removed or its \
+                         driver unbound, and the AF_XDP socket with it",
+                        attach.iface
+                    ),
+                ));
+            }
+        }
         check_sockets = pollfds[1..n].iter().any(|p| p.revents != 0);
         for (i, p) in pollfds[1..n - 1].iter().enumerate() {
             if p.revents & libc::POLLERR != 0 {

@@ -53,6 +53,7 @@ pub(crate) fn run(a: EchoArgs) -> Result<(), Failure> {
     // An echo joins no group: the interface is the xdp backend's alone.
     crate::common::xdp_iface_only(a.engine.iface.as_deref(), a.engine.backend)?;
     let mut cfg = a.engine.config(a.bind)?;
+    crate::serve::stop_on_failure(&mut cfg);
     cfg.guard = a.guard.guard();
     cfg.recv_tos |= a.reflect_tos;
     cfg.reflect_tos = a.reflect_tos;

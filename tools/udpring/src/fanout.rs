@@ -218,6 +218,7 @@ impl FanoutTotals {
 
 pub(crate) fn fanout(a: FanoutArgs) -> Result<(), Failure> {
     let mut cfg = a.engine.config(a.listen)?;
+    crate::serve::stop_on_failure(&mut cfg);
     let iface = match &a.engine.iface {
         Some(name) => {
             udpring::interface_index(name).map_err(|e| usage(e.to_string()))?;

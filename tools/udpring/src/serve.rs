@@ -44,6 +44,16 @@ pub(crate) struct ServeArgs {
     pub(crate) metrics: Option<SocketAddr>,
 }
 
+/// A server's engine stops, as on SIGINT, when one of its workers fails
+/// (an xdp interface gone, a handler's panic): the run is no longer what
+/// was asked, and [`stop`] then reports why with exit code 1.
+pub(crate) fn stop_on_failure(cfg: &mut udpring::Config) {
+    cfg.on_failure = Some(udpring::FailureHook(std::sync::Arc::new(|i, why| {
+        note!("udpring: worker {i} failed: {why}; stopping");
+        udpring::signals::request();
+    })));
+}
+
 /// Stops an engine. Its totals come back even when a worker failed; the
 /// failure, if any, is returned beside them to be reported after them.
 pub(crate) fn stop(engine: udpring::Engine) -> (Stats, Option<Failure>) {

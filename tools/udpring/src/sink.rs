@@ -49,6 +49,7 @@ pub(crate) fn run(a: SinkArgs) -> Result<(), Failure> {
     cfg.recv_tos = true;
     // A sink answers nothing, so it can be no half of a loop: any source.
     cfg.guard = udpring::Guard::client();
+    crate::serve::stop_on_failure(&mut cfg);
     cfg.validate().map_err(config_error)?;
     udpring::signals::install().map_err(runtime)?;
     let table: PeerTable = Arc::default();

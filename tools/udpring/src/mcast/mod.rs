@@ -165,9 +165,10 @@ fn ping(a: &McastArgs, payload: PingPayload) -> Result<(), Failure> {
 fn start<H: udpring::Handler>(
     g: &Group,
     kind: &str,
-    cfg: Config,
+    mut cfg: Config,
     factory: impl Fn(usize) -> H + Send + Sync + 'static,
 ) -> Result<Engine, Failure> {
+    crate::serve::stop_on_failure(&mut cfg);
     udpring::signals::install().map_err(runtime)?;
     let engine = Engine::start(cfg, factory).map_err(runtime)?;
     note!(

@@ -332,6 +332,39 @@ fn xdp_refuses_what_it_cannot_do_with_a_reason() {
     drop(first);
 }
 
+/// An interface removed under a running xdp server (a container's veth
+/// deleted, a driver unbound) ends the run with the reason and exit 1; the
+/// server idled on, receiving nothing and saying nothing, until its end.
+#[test]
+fn an_xdp_server_whose_interface_is_removed_stops_and_says_why() {
+    let t = crate::topology!(xdp, "xg");
+    let args = [
+        "echo",
+        "--backend",
+        "xdp",
+        "-b",
+        "10.202.0.2:7000",
+        "-w",
+        "1",
+    ];
+    // --json: the banner and the notes on standard error, which is kept.
+    let echo = t.server("b", &[&args[..], &["--duration", "15", "--json"]].concat());
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !attached(&t) {
+        assert!(std::time::Instant::now() < until, "never attached");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    crate::topo::sh_in(&t, "b", "ip link del x1");
+    let out = echo.finish();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("worker 0 failed: xdp backend: x1 is gone")
+            && err.contains("stopped with errors"),
+        "{err}"
+    );
+}
+
 #[test]
 fn xdp_is_chosen_by_udpring_backend_like_the_others() {
     let t = crate::topology!(xdp, "xb");
