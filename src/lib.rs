@@ -190,9 +190,9 @@
 //! **Stopping and failing.** [`Engine::stop`] returns the totals of every
 //! worker. A handler that panics, or a loop that ends on an error once
 //! running (the xdp backend's interface removed), stops its own worker in
-//! order (the others go on); [`Engine::failures`] reports it, [`Config::on_failure`]
-//! ([`FailureHook`]) is told at once, and `stop` returns a [`StopError`]
-//! that still carries every total.
+//! order (the others go on); [`Engine::failures`] reports it,
+//! [`Config::on_failure`] ([`FailureHook`]) is told at once, and `stop`
+//! returns a [`StopError`] that still carries every total.
 //!
 //! **Errors.** Starting and a [`Sender`] give `io::Error`; a [`SendError`]
 //! and a [`StopError`] convert into one, so `?` works across the whole API

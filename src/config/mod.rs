@@ -79,8 +79,8 @@ pub const XDP_SLOT_SIZE: usize = 4096;
 
 /// A function told when a worker fails (its handler, or the handler's
 /// constructor, panicked; or its loop ended on an error once running, such
-/// as the xdp backend's interface removed): the worker's index and why, called once per
-/// worker on that worker's thread as it stops. For a service that must
+/// as the xdp backend's interface removed): the worker's index and why,
+/// called once per worker on that worker's thread as it stops. For a service that must
 /// not go on with a worker short (alert, restart), beside
 /// [`crate::Engine::failures`] to poll.
 #[derive(Clone)]

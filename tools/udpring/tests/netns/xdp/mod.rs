@@ -43,6 +43,15 @@ fn attached(t: &Topology) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
 
+/// Waits (2 s at most) until a program is attached to x1 in B.
+fn wait_attached(t: &Topology) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !attached(t) {
+        assert!(std::time::Instant::now() < until, "nothing attached to x1");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A Python UDP client in A: sends `n` numbered datagrams to `to` one at a
 /// time and prints how many came back equal.
 fn python_client(t: &Topology, to: &str, n: u32) -> u32 {
@@ -314,14 +323,7 @@ fn xdp_refuses_what_it_cannot_do_with_a_reason() {
     // A second xdp engine on an interface that has one: refused with why
     // (the kernel's EBUSY/EEXIST alone read "File exists"), the first kept.
     let first = xdp_echo(&t);
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while !attached(&t) {
-        assert!(
-            std::time::Instant::now() < until,
-            "the first never attached"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_attached(&t);
     let out = t.udpring("b", &[&echo[..], &["10.202.0.2:7001"]].concat());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -349,11 +351,7 @@ fn an_xdp_server_whose_interface_is_removed_stops_and_says_why() {
     ];
     // --json: the banner and the notes on standard error, which is kept.
     let echo = t.server("b", &[&args[..], &["--duration", "15", "--json"]].concat());
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while !attached(&t) {
-        assert!(std::time::Instant::now() < until, "never attached");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_attached(&t);
     crate::topo::sh_in(&t, "b", "ip link del x1");
     let out = echo.finish();
     let err = String::from_utf8_lossy(&out.stderr);
