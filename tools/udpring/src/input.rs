@@ -1,8 +1,8 @@
 //! The files a user names (`--payload-file`, `--pcap`, `--dns-queries`,
 //! `report`'s results and interval logs): read whole, bounded in size and
 //! in time. A regular file, or a pipe: `<(ssh host cat result.json)`,
-//! `/dev/stdin` fed by a pipe, a FIFO. Not a device: `/dev/zero` is
-//! endless, and a terminal waits for typing.
+//! `/dev/stdin` (or `-`) fed by a pipe, a FIFO. Not a device: `/dev/zero`
+//! is endless, and a terminal waits for typing.
 
 use std::io::Read;
 use std::path::Path;
@@ -23,7 +23,15 @@ pub(crate) fn read_bounded(f: &Path, max: u64) -> Result<Vec<u8>, Failure> {
 
 fn read_within(f: &Path, max: u64, idle: Duration) -> Result<Vec<u8>, Failure> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let named = |e: &dyn std::fmt::Display| usage(format!("{}: {e}", f.display()));
+    // `-` is standard input, as most tools take it.
+    let stdin = f == Path::new("-");
+    let shown = if stdin {
+        "standard input (-)".to_string()
+    } else {
+        f.display().to_string()
+    };
+    let f = if stdin { Path::new("/dev/stdin") } else { f };
+    let named = |e: &dyn std::fmt::Display| usage(format!("{shown}: {e}"));
     let too_long = || named(&format!("more than {max} bytes; at most {max} are read"));
     // Non-blocking: opening a FIFO with no writer must not wait.
     let file = std::fs::OpenOptions::new()

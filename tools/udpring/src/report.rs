@@ -9,7 +9,8 @@ use crate::load::{OutFile, print_report};
 pub(crate) struct ReportArgs {
     /// Result files from `udpring load --json`, merged into one (runs made
     /// at the same time, e.g. from several hosts: counts and rates add up).
-    /// A pipe is read too: `<(ssh host cat result.json)`.
+    /// A pipe is read too: `<(ssh host cat result.json)`, or `-` for
+    /// standard input (`udpring load ... --json | udpring report -`).
     #[arg(required_unless_present = "diff")]
     files: Vec<std::path::PathBuf>,
     /// Compare two results instead: each figure of A and B side by side,

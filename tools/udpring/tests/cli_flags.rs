@@ -386,3 +386,69 @@ fn spin_is_the_echos_default_and_costs_nothing_idle() {
         ),
     ]);
 }
+
+/// `udpring ARGS` with `input` written to its standard input (a pipe,
+/// closed after): exit code, standard output, standard error.
+fn run_fed(args: &[&str], input: &[u8]) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = util::udpring()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `-` is standard input wherever a file is read: payloads, DNS queries,
+/// results to merge (`load --json | report -`).
+#[test]
+fn a_dash_reads_standard_input() {
+    let echo = util::Server::echo();
+    let to = echo.addr.to_string();
+    let (code, doc, err) = run_fed(
+        &[
+            "load",
+            &to,
+            "--payload-file",
+            "-",
+            "--match",
+            "flow",
+            "-n",
+            "3",
+            "--json",
+        ],
+        b"000102030405060708090a0b0c0d0e0f\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = util::json(&doc);
+    assert_eq!(
+        (v["sent"].as_u64(), v["received"].as_u64()),
+        (Some(3), Some(3)),
+        "{v}"
+    );
+    let (code, out, err) = run_fed(&["report", "-"], doc.as_bytes());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("target {to}")), "{out}");
+    let (code, doc, err) = run_fed(
+        &["load", &to, "--dns-queries", "-", "-n", "2", "--json"],
+        b"example.com A\n",
+    );
+    assert!(code == 0 || code == 1, "{err}");
+    assert_eq!(util::json(&doc)["sent"].as_u64(), Some(2), "{doc}");
+    // Nothing piped in: said of standard input, not of a file named `-`.
+    let (code, _, err) = run_fed(&["report", "-"], b"");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("standard input (-): nothing came through"),
+        "{err}"
+    );
+}

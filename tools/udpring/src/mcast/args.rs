@@ -104,7 +104,7 @@ pub(crate) struct PingArgs {
     pub(super) payload: Option<String>,
     /// Send the payloads of FILE in turn, one per ping: hex lines (blank
     /// lines and # comments skipped), or with --payload-format raw, records
-    /// of a u16 big-endian length and that many bytes.
+    /// of a u16 big-endian length and that many bytes. `-`: standard input.
     #[arg(long, value_name = "FILE", conflicts_with = "size")]
     pub(super) payload_file: Option<std::path::PathBuf>,
     /// How --payload-file is written.

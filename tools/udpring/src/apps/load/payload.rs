@@ -17,11 +17,14 @@ pub(crate) struct PayloadArgs {
     pub(crate) payload: Option<String>,
     /// Send the payloads of FILE in turn (per flow, cycled): one per line
     /// as hex (blank lines and # comments skipped), or with --payload-format
-    /// raw, records of a u16 big-endian length and that many bytes.
+    /// raw, records of a u16 big-endian length and that many bytes. `-`:
+    /// standard input.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dns_queries", "pcap"])]
     pub(crate) payload_file: Option<std::path::PathBuf>,
     /// Send the UDP payloads of a capture (pcap or pcapng; Ethernet, Linux
-    /// cooked SLL/SLL2, raw IP; IPv4 and IPv6), in order, cycled.
+    /// cooked SLL/SLL2, raw IP; IPv4 and IPv6), in order, cycled. `-`:
+    /// standard input (`tcpdump -r all.pcap -w - udp port 53 | udpring load
+    /// ... --pcap -`; read to its end, so not a live capture).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["dns_queries", "payload"])]
     pub(crate) pcap: Option<std::path::PathBuf>,
     /// With --pcap: only datagrams to this destination port.
@@ -39,7 +42,7 @@ pub(crate) struct PayloadArgs {
     pub(crate) payload_format: String,
     /// DNS queries from FILE in dnsperf's format (`www.example.com A` per
     /// line), RD set; replies are matched by the DNS ID (--match id:0:2)
-    /// and counted by response code and TC bit.
+    /// and counted by response code and TC bit. `-`: standard input.
     #[arg(long, value_name = "FILE")]
     pub(crate) dns_queries: Option<std::path::PathBuf>,
     /// With --dns-queries: add an EDNS0 OPT record advertising this UDP
