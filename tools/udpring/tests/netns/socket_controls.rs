@@ -155,9 +155,7 @@ fn a_host_with_ipv6_off_says_so_when_asked_to_send_over_it() {
         ("ping [::1]:9 -c 1", "send to [::1]:9"),
         ("pmtu [::1]:9", "connect to [::1]:9"),
     ] {
-        let out = topo.udpring("a", &crate::util::words(cmd));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        let err = failed_in_a(&topo, cmd);
         assert!(
             err.contains(says) && err.contains("no IPv6 address to send from (is IPv6 off?"),
             "{cmd}: {err}"
@@ -188,9 +186,16 @@ fn a_refused_send_says_what_refused_it() {
         ("reference send 10.200.2.1:9 -t 0.2", "a firewall rule"),
         ("mcast send 239.1.2.3:9 --iface a0 -c 3", "a firewall rule"),
     ] {
-        let out = topo.udpring("a", &crate::util::words(cmd));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        let err = failed_in_a(&topo, cmd);
         assert!(err.contains(why), "{cmd}: {err}");
     }
+}
+
+/// `udpring CMD` in A, which must fail its purpose (exit 1): its standard
+/// error.
+fn failed_in_a(topo: &Topology, cmd: &str) -> String {
+    let out = topo.udpring("a", &crate::util::words(cmd));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+    err
 }

@@ -17,21 +17,22 @@ fn snmp_in(t: &Topology, ns: &str) -> std::collections::HashMap<String, u64> {
 /// `udpring echo --backend xdp` on 10.202.0.2:7000 in B for 3 s, one
 /// worker, its result as JSON.
 fn xdp_echo(t: &Topology) -> KillOnDrop {
-    t.server(
-        "b",
-        &[
-            "echo",
-            "--backend",
-            "xdp",
-            "-b",
-            "10.202.0.2:7000",
-            "-w",
-            "1",
-            "--duration",
-            "3",
-            "--json",
-        ],
-    )
+    xdp_echo_for(t, "3")
+}
+
+/// [`xdp_echo`] for `secs` seconds (with --json, the banner and the notes
+/// go to standard error, which is kept).
+fn xdp_echo_for(t: &Topology, secs: &str) -> KillOnDrop {
+    let args = [
+        "echo",
+        "--backend",
+        "xdp",
+        "-b",
+        "10.202.0.2:7000",
+        "-w",
+        "1",
+    ];
+    t.server("b", &[&args[..], &["--duration", secs, "--json"]].concat())
 }
 
 /// `ip link show x1` in B: whether an XDP program is attached.
@@ -340,17 +341,7 @@ fn xdp_refuses_what_it_cannot_do_with_a_reason() {
 #[test]
 fn an_xdp_server_whose_interface_is_removed_stops_and_says_why() {
     let t = crate::topology!(xdp, "xg");
-    let args = [
-        "echo",
-        "--backend",
-        "xdp",
-        "-b",
-        "10.202.0.2:7000",
-        "-w",
-        "1",
-    ];
-    // --json: the banner and the notes on standard error, which is kept.
-    let echo = t.server("b", &[&args[..], &["--duration", "15", "--json"]].concat());
+    let echo = xdp_echo_for(&t, "15");
     wait_attached(&t);
     crate::topo::sh_in(&t, "b", "ip link del x1");
     let out = echo.finish();
