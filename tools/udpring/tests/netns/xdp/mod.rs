@@ -23,17 +23,22 @@ fn xdp_echo(t: &Topology) -> KillOnDrop {
 /// [`xdp_echo`] for `secs` seconds (with --json, the banner and the notes
 /// go to standard error, which is kept).
 fn xdp_echo_for(t: &Topology, secs: &str) -> KillOnDrop {
-    let args = [
-        "echo",
-        "--backend",
-        "xdp",
-        "-b",
-        "10.202.0.2:7000",
-        "-w",
-        "1",
-    ];
-    t.server("b", &[&args[..], &["--duration", secs, "--json"]].concat())
+    t.server(
+        "b",
+        &[&XDP_ECHO[..], &["--duration", secs, "--json"]].concat(),
+    )
 }
+
+/// `udpring echo --backend xdp` on 10.202.0.2:7000, one worker.
+const XDP_ECHO: [&str; 7] = [
+    "echo",
+    "--backend",
+    "xdp",
+    "-b",
+    "10.202.0.2:7000",
+    "-w",
+    "1",
+];
 
 /// `ip link show x1` in B: whether an XDP program is attached.
 fn attached(t: &Topology) -> bool {
@@ -216,18 +221,7 @@ fn xdp_passes_arp_ping_and_other_ports_and_detaches_when_killed() {
             "-q",
         ],
     );
-    let mut echo = t.server(
-        "b",
-        &[
-            "echo",
-            "--backend",
-            "xdp",
-            "-b",
-            "10.202.0.2:7000",
-            "-w",
-            "1",
-        ],
-    );
+    let mut echo = t.server("b", &XDP_ECHO);
     assert!(
         attached(&t),
         "the program is attached while the server runs"
