@@ -46,18 +46,31 @@ pub(crate) fn open(
     reuse_port: bool,
     role: Role,
 ) -> io::Result<(Socket, SocketInfo)> {
-    let domain = if bind.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let s = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+    let s = unbound(cfg, bind)?;
     if reuse_port || cfg.reuse_addr {
         s.set_reuse_port(true)?;
     }
     if cfg.reuse_addr {
         s.set_reuse_address(true)?;
     }
+    let info = configure(cfg, &s, bind, role)?;
+    s.bind(&bind.into()).map_err(|e| bind_error(bind, e))?;
+    if let Some(peer) = cfg.connect.filter(|_| role != Role::Also) {
+        s.connect(&peer.into())
+            .map_err(|e| connect_error(peer, e))?;
+    }
+    Ok((s, info))
+}
+
+/// A UDP socket of `bind`'s family with what `cfg` sets before any bind
+/// that decides where it may bind: its device, IPv6-only or not.
+fn unbound(cfg: &Config, bind: SocketAddr) -> io::Result<Socket> {
+    let domain = if bind.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let s = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
     if let Some(dev) = &cfg.bind_device {
         s.bind_device(Some(dev.as_bytes()))
             .map_err(|e| io::Error::new(e.kind(), format!("SO_BINDTODEVICE {dev}: {e}")))?;
@@ -65,41 +78,52 @@ pub(crate) fn open(
     if let (Some(v6only), true) = (cfg.only_v6, bind.is_ipv6()) {
         s.set_only_v6(v6only)?;
     }
-    let info = configure(cfg, &s, bind, role)?;
-    s.bind(&bind.into()).map_err(|e| {
-        if e.kind() == io::ErrorKind::AddrInUse {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "{bind}: address already in use (by another socket; `ss -ulpn 'sport = :{}'` \
-                     names its program)",
-                    bind.port()
-                ),
-            )
-        } else if e.kind() == io::ErrorKind::PermissionDenied
-            && let Some(first) = unprivileged_port_start().filter(|&f| bind.port() < f)
-        {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "bind {bind}: {e}: ports below {first} need root or CAP_NET_BIND_SERVICE \
-                     (sysctl net.ipv4.ip_unprivileged_port_start)"
-                ),
-            )
-        } else if e.kind() == io::ErrorKind::AddrNotAvailable {
-            io::Error::new(
-                e.kind(),
-                format!("{bind}: address not available on this host"),
-            )
-        } else {
-            io::Error::new(e.kind(), format!("bind {bind}: {e}"))
-        }
-    })?;
-    if let Some(peer) = cfg.connect.filter(|_| role != Role::Also) {
-        s.connect(&peer.into())
-            .map_err(|e| connect_error(peer, e))?;
+    Ok(s)
+}
+
+/// A refused `bind` to `bind`, with what it means there.
+fn bind_error(bind: SocketAddr, e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::AddrInUse {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{bind}: address already in use (by another socket; `ss -ulpn 'sport = :{}'` \
+                 names its program)",
+                bind.port()
+            ),
+        )
+    } else if e.kind() == io::ErrorKind::PermissionDenied
+        && let Some(first) = unprivileged_port_start().filter(|&f| bind.port() < f)
+    {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "bind {bind}: {e}: ports below {first} need root or CAP_NET_BIND_SERVICE \
+                 (sysctl net.ipv4.ip_unprivileged_port_start)"
+            ),
+        )
+    } else if e.kind() == io::ErrorKind::AddrNotAvailable {
+        io::Error::new(
+            e.kind(),
+            format!("{bind}: address not available on this host"),
+        )
+    } else {
+        io::Error::new(e.kind(), format!("bind {bind}: {e}"))
     }
-    Ok((s, info))
+}
+
+/// Where a `SO_REUSEPORT` group on `bind` may go. The kernel lets a
+/// socket with that option join any socket of the same user that has it
+/// on the address, another process's too (a second `udpring echo`, a
+/// service of the user's), and the two would split the traffic without a
+/// word. A socket bound without the option finds whether the address is
+/// free (for port 0, takes a free port), and gives it up to the group.
+pub(crate) fn free_for_group(cfg: &Config, bind: SocketAddr) -> io::Result<SocketAddr> {
+    let s = unbound(cfg, bind)?;
+    s.bind(&bind.into()).map_err(|e| bind_error(bind, e))?;
+    s.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound to a non-IP address"))
 }
 
 /// A failed `connect` to `peer`, with what it means there.

@@ -83,7 +83,13 @@ pub(super) fn open_sockets(
     for (g, &addr) in std::iter::once(&cfg.bind).chain(&cfg.also_bind).enumerate() {
         let n = if g == 0 { workers * per } else { workers };
         let reuse = !cfg.distinct_ports && n > 1;
-        let mut group_addr = addr;
+        // Groups on a multicast port, and with `reuse_addr`, share it on
+        // purpose; any other group is refused an address in use.
+        let mut group_addr = if reuse && !cfg.reuse_addr && cfg.multicast.joins.is_empty() {
+            socket::free_for_group(cfg, addr)?
+        } else {
+            addr
+        };
         for k in 0..n {
             let bind = match (cfg.distinct_ports, addr.port()) {
                 // A port given: socket k takes the k-th port from it.
