@@ -11,19 +11,29 @@ pub(crate) fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse()
 }
 
-/// `ADDR:PORT`, `[ADDR]:PORT`, or a scoped IPv6 address
-/// `[fe80::1%eth0]:PORT` (the interface by name or index).
+/// `ADDR:PORT`, `[ADDR]:PORT`, a scoped IPv6 address
+/// `[fe80::1%eth0]:PORT` (the interface by name or index), or a name the
+/// system resolves (`localhost:9000`), its first address.
 pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Some(a) = scoped_v6(s)? {
         return Ok(a);
     }
-    let a = s.parse::<SocketAddr>().map_err(|_| {
-        bracket_hint(s).unwrap_or_else(|| {
-            format!(
-                "'{s}' is not an address with a port (expected e.g. 127.0.0.1:9000 or [::1]:9000)"
-            )
-        })
-    })?;
+    let a = match s.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            if let Some(hint) = bracket_hint(s) {
+                return Err(hint);
+            }
+            // A name with a port; anything else, or a name nothing
+            // resolves, is said as not an address.
+            resolve_any(s).map_err(|_| {
+                format!(
+                    "'{s}' is not an address with a port (expected e.g. 127.0.0.1:9000 or \
+                     [::1]:9000)"
+                )
+            })?
+        }
+    };
     scope_needed(s, a)
 }
 
@@ -325,6 +335,22 @@ mod tests {
             );
         }
         assert!(idx("[fe80::1]:9").unwrap_err().contains("link-local"));
+    }
+
+    #[test]
+    fn a_name_with_a_port_is_an_address() {
+        // 127.0.0.1 or ::1, as the system's resolver orders them.
+        let a = parse_addr("localhost:9000").unwrap();
+        assert!(a.ip().is_loopback() && a.port() == 9000, "{a}");
+        for bad in [
+            "127.0.0.1",
+            "300.0.0.1:5",
+            "no-such-host.invalid:9",
+            "localhost:x",
+        ] {
+            let e = parse_addr(bad).unwrap_err();
+            assert!(e.contains("is not an address with a port"), "{bad}: {e}");
+        }
     }
 
     #[test]
