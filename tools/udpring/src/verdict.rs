@@ -93,6 +93,12 @@ pub(crate) fn judge(
     limits: &crate::limits::Limits,
 ) -> Result<(), Failure> {
     let target = o.target;
+    if let (false, Some(why)) = (report.valid, &report.invalid_because) {
+        return Err(Failure {
+            code: 1,
+            msg: why.clone(),
+        });
+    }
     let refused: u64 = report.send_errors.values().sum();
     if refused > 0 && report.kernel.sent_bufs == 0 {
         // Handed to the kernel, and every one refused: nothing went out,

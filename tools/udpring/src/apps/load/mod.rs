@@ -375,7 +375,15 @@ pub fn run_load(
     })?;
     let backend = engine.backend();
     watch(&shared, cancel, &abort, opts, progress);
-    let engine_stats = engine.stop()?;
+    // A worker that failed (an xdp interface gone) ended its share early:
+    // the figures stand up to there, and the run is not valid.
+    let (engine_stats, failed) = match engine.stop() {
+        Ok(s) => (s, None),
+        Err(e) => {
+            let why = e.to_string();
+            (*e.stats, Some(why))
+        }
+    };
     let host_udp = HostUdp::read().since(before);
     let c = collect(&shared);
     // The measured interval: the asked duration (a flood stops sending
@@ -392,6 +400,12 @@ pub fn run_load(
     .max(1e-9);
     let stages = c.stages.as_ref().map(|s| s.report());
     let mut r = report(opts, backend, workers, secs, c, &engine_stats, host_udp);
+    if let Some(why) = failed {
+        r.valid = false;
+        r.invalid_because = Some(format!(
+            "a worker failed: {why}; its figures stop where it did"
+        ));
+    }
     r.kernel_timestamps = stages;
     r.run_tokens = vec![format!("{token:016x}")];
     Ok(r)

@@ -355,10 +355,11 @@ pub struct LoadReport {
     /// they are.
     #[serde(default)]
     pub warnings: Vec<String>,
-    /// A merge: false when a generator was saturated (see `invalid_because`).
+    /// False when a worker of the run failed, or, for a merge, when a
+    /// generator was saturated (see `invalid_because`).
     #[serde(default = "yes")]
     pub valid: bool,
-    /// Why a merge is not valid.
+    /// Why the result is not valid.
     #[serde(default)]
     pub invalid_because: Option<String>,
     /// `--timeouts-as-latency`: requests without an answer are in the

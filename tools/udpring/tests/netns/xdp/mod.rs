@@ -42,8 +42,13 @@ const XDP_ECHO: [&str; 7] = [
 
 /// `ip link show x1` in B: whether an XDP program is attached.
 fn attached(t: &Topology) -> bool {
+    attached_to(t, "b", "x1")
+}
+
+/// `ip link show DEV` in `ns`: whether an XDP program is attached.
+fn attached_to(t: &Topology, ns: &str, dev: &str) -> bool {
     let out = Command::new("ip")
-        .args(["-n", &format!("{}-b", t.name), "link", "show", "x1"])
+        .args(["-n", &format!("{}-{ns}", t.name), "link", "show", dev])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
@@ -51,9 +56,17 @@ fn attached(t: &Topology) -> bool {
 
 /// Waits (2 s at most) until a program is attached to x1 in B.
 fn wait_attached(t: &Topology) {
+    wait_attached_to(t, "b", "x1");
+}
+
+/// Waits (2 s at most) until a program is attached to `dev` in `ns`.
+fn wait_attached_to(t: &Topology, ns: &str, dev: &str) {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while !attached(t) {
-        assert!(std::time::Instant::now() < until, "nothing attached to x1");
+    while !attached_to(t, ns, dev) {
+        assert!(
+            std::time::Instant::now() < until,
+            "nothing attached to {dev}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
@@ -329,14 +342,33 @@ fn xdp_refuses_what_it_cannot_do_with_a_reason() {
     drop(first);
 }
 
-/// An interface removed under a running xdp server (a container's veth
-/// deleted, a driver unbound) ends the run with the reason and exit 1; the
-/// server idled on, receiving nothing and saying nothing, until its end.
+/// An interface removed under a running xdp server and an xdp load (a
+/// container's veth deleted, a driver unbound: both ends of the pair go)
+/// ends each run with the reason and exit 1; the server idled on,
+/// receiving nothing and saying nothing, until its end, and the load
+/// printed the error alone, its figures lost.
 #[test]
-fn an_xdp_server_whose_interface_is_removed_stops_and_says_why() {
+fn xdp_runs_whose_interface_is_removed_stop_and_say_why() {
     let t = crate::topology!(xdp, "xg");
     let echo = xdp_echo_for(&t, "15");
     wait_attached(&t);
+    let load = t.spawn(
+        "a",
+        &[
+            "load",
+            "10.202.0.2:7000",
+            "--backend",
+            "xdp",
+            "--iface",
+            "x0",
+            "--bind",
+            "0.0.0.0:0",
+            "-t",
+            "15",
+            "--json",
+        ],
+    );
+    wait_attached_to(&t, "a", "x0");
     crate::topo::sh_in(&t, "b", "ip link del x1");
     let out = echo.finish();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -346,6 +378,16 @@ fn an_xdp_server_whose_interface_is_removed_stops_and_says_why() {
             && err.contains("stopped with errors"),
         "{err}"
     );
+    let out = load.finish();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let v = json_of(&out);
+    let why = v["invalid_because"].as_str().unwrap_or_default();
+    assert!(
+        v["valid"] == false && why.contains("x0 is gone") && v["sent"].as_u64() > Some(0),
+        "{v}"
+    );
+    assert!(err.contains("x0 is gone"), "{err}");
 }
 
 #[test]
