@@ -423,7 +423,7 @@ impl Core {
             Some(IpAddr::V4(a)) if self.v6(i) => SrcIp::V6(a.to_ipv6_mapped(), 0),
             Some(IpAddr::V4(a)) => SrcIp::V4(a),
             Some(IpAddr::V6(a)) if self.v6(i) => {
-                let link_local = a.segments()[0] & 0xffc0 == 0xfe80;
+                let link_local = a.is_unicast_link_local();
                 SrcIp::V6(a, if link_local { cmsg.ifindex } else { 0 })
             }
             _ => SrcIp::Any,

@@ -105,7 +105,7 @@ pub(crate) fn bracket_hint(s: &str) -> Option<String> {
 /// failing while the server looks down).
 pub(crate) fn scope_needed(s: &str, a: SocketAddr) -> Result<SocketAddr, String> {
     match a {
-        SocketAddr::V6(v6) if v6.ip().segments()[0] & 0xffc0 == 0xfe80 && v6.scope_id() == 0 => {
+        SocketAddr::V6(v6) if v6.ip().is_unicast_link_local() && v6.scope_id() == 0 => {
             Err(format!(
                 "'{s}' is link-local: say its interface, e.g. [{}%eth0]:{} (`ip -6 addr` \
                  shows which link has it)",
@@ -156,7 +156,7 @@ pub(crate) fn scoped_v6(s: &str) -> Result<Option<SocketAddr>, String> {
 /// link-local unicast, which the kernel cannot route without it, and
 /// multicast, where it names the interface the group is sent on.
 fn takes_scope(ip: &std::net::Ipv6Addr) -> bool {
-    ip.segments()[0] & 0xffc0 == 0xfe80 || ip.is_multicast()
+    ip.is_unicast_link_local() || ip.is_multicast()
 }
 
 /// Seconds, bare or with a unit: `5`, `5s`, `500ms`, `250us`, `2m`, `1h`.
