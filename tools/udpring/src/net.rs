@@ -5,12 +5,19 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::apps::load::Match;
+use crate::apps::reqresp::Form;
 use crate::common::{Failure, parse_secs, parse_secs_or_zero, resolve, runtime, usage};
 
 #[derive(Args)]
 #[command(
     after_help = "Each request carries a random ID; only a reply with that ID from the\n\
     server's address counts (others are counted as wrong-id / wrong-address).\n\
+    A service that is not an echo server gets --payload, and its replies are\n\
+    matched by --match: flow (any datagram from the server while a request waits\n\
+    answers it) or id:OFFSET:LEN (an ID written into each request, which the\n\
+    service copies back at the same offset), e.g.\n  \
+    udpring ping 127.0.0.1:1060 --payload $(printf 'hello' | xxd -p) --match flow\n\
     An unanswered request is sent again after --timeout, then --timeout x --backoff,\n\
     ... up to --max-timeout, --attempts sends in all. An ICMP error about a request\n\
     from the server's address (port unreachable: nothing listens there; host or\n\
@@ -19,7 +26,8 @@ use crate::common::{Failure, parse_secs, parse_secs_or_zero, resolve, runtime, u
     request."
 )]
 pub(crate) struct PingArgs {
-    /// HOST:PORT of an echo server.
+    /// HOST:PORT of an echo server (or, with --payload, of any
+    /// request/response service).
     target: String,
     /// Requests to make.
     #[arg(long, short = 'c', default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
@@ -45,9 +53,64 @@ pub(crate) struct PingArgs {
     #[arg(long, short = 's', default_value_t = 64,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(32..=65507))]
     size: usize,
+    /// Send this payload (hex, e.g. 68656c6c6f for "hello") instead of
+    /// udpring's header, to a service that is not an echo server; say how
+    /// replies match with --match.
+    #[arg(long, value_name = "HEX", conflicts_with = "size")]
+    payload: Option<String>,
+    /// How a reply is matched to its request: header (udpring's own, the
+    /// default without --payload); flow (any datagram from the server while
+    /// the request waits answers it, as a client on a connected socket
+    /// takes it); id:OFFSET:LEN (the request's number, LEN bytes big-endian,
+    /// written into the payload at OFFSET, and looked for there in the
+    /// reply).
+    #[arg(long = "match", value_name = "HOW", value_parser = Match::parse)]
+    matching: Option<Match>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// What `ping`'s requests carry, from --size, --payload and --match.
+fn ping_form(a: &PingArgs) -> Result<Form, Failure> {
+    let bytes = a
+        .payload
+        .as_deref()
+        .map(|h| crate::apps::load::payload::hex(h).map_err(|e| usage(format!("--payload: {e}"))))
+        .transpose()?;
+    Ok(match (bytes, a.matching) {
+        (_, Some(Match::None)) => {
+            return Err(usage(
+                "--match none: ping waits for each reply (one-way traffic is `load --match none`)",
+            ));
+        }
+        (None, None | Some(Match::Header)) => Form::Header { size: a.size },
+        (None, Some(m)) => {
+            return Err(usage(format!(
+                "--match {} goes with --payload: udpring's own requests are matched by their header",
+                m.name()
+            )));
+        }
+        (Some(_), None | Some(Match::Header)) => {
+            return Err(usage(
+                "a payload of your own is not udpring's header: say how replies match requests \
+                 (--match flow or id:OFFSET:LEN)",
+            ));
+        }
+        (Some(bytes), Some(Match::Flow)) => Form::Payload { bytes, id: None },
+        (Some(bytes), Some(Match::Id { offset, len })) => {
+            if offset + len > bytes.len() {
+                return Err(usage(format!(
+                    "--match id:{offset}:{len} ends past the {}-byte payload",
+                    bytes.len()
+                )));
+            }
+            Form::Payload {
+                bytes,
+                id: Some((offset, len)),
+            }
+        }
+    })
 }
 
 #[derive(Args)]
@@ -172,6 +235,18 @@ pub(crate) fn pmtu(a: PmtuArgs) -> Result<(), Failure> {
 
 pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
     use crate::apps::reqresp::{Backoff, Outcome, RequestClient};
+    let form = ping_form(&a)?;
+    let matching = match &form {
+        Form::Header { .. } => Match::Header,
+        Form::Payload { id: None, .. } => Match::Flow,
+        Form::Payload {
+            id: Some((offset, len)),
+            ..
+        } => Match::Id {
+            offset: *offset,
+            len: *len,
+        },
+    };
     let target = resolve(&a.target)?;
     if target.port() == 0 {
         return Err(usage("port 0: give the port the echo server listens on"));
@@ -212,7 +287,7 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
             .max(a.timeout),
         attempts: a.attempts,
     };
-    let mut c = RequestClient::new(target, backoff, a.size).map_err(runtime)?;
+    let mut c = RequestClient::with_form(target, backoff, form).map_err(runtime)?;
     udpring::signals::install().map_err(runtime)?;
     let mut rtts = Vec::new();
     let mut hist = crate::apps::load::new_histogram();
@@ -236,14 +311,15 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
                 let _ = hist.record((rtt.as_nanos() as u64).clamp(1, 60_000_000_000));
                 if !a.json {
                     say!(
-                        "{len} bytes from {target}: id {seq:#x} time {:.3} ms{}{}",
+                        "{len} bytes from {target}: {} time {:.3} ms{}{}",
+                        c.form().label(seq),
                         rtt.as_secs_f64() * 1e3,
                         if attempts > 1 {
                             format!(" (attempt {attempts})")
                         } else {
                             String::new()
                         },
-                        if len < a.size {
+                        if matching == Match::Header && len < a.size {
                             format!(" (cut: {len} of the {} bytes sent)", a.size)
                         } else {
                             String::new()
@@ -258,7 +334,8 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
             } => {
                 if !a.json {
                     say!(
-                        "no reply to id {seq:#x} after {attempts} attempts over {:.1} s: {target} looks down",
+                        "no reply to {} after {attempts} attempts over {:.1} s: {target} looks down",
+                        c.form().label(seq),
                         waited.as_secs_f64()
                     );
                 }
@@ -270,7 +347,8 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
             } => {
                 if !a.json {
                     say!(
-                        "id {seq:#x}: {error}; ICMP after {attempts} send{}",
+                        "{}: {error}; ICMP after {attempts} send{}",
+                        c.form().label(seq),
                         if attempts == 1 { "" } else { "s" }
                     );
                 }
@@ -290,6 +368,7 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
     if a.json {
         let mut v = serde_json::to_value(s).unwrap_or_default();
         v["target"] = target.to_string().into();
+        v["match"] = matching.name().into();
         v["rtt_us"] = serde_json::to_value(crate::apps::load::RttUs::from_histogram(&hist))
             .unwrap_or_default();
         crate::common::say_json("ping", Some(started.elapsed().as_secs_f64()), v);

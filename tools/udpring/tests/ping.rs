@@ -181,3 +181,113 @@ fn wrong_ids_and_wrong_addresses_are_discarded_and_retransmission_recovers() {
         "{s:?}"
     );
 }
+
+/// The seed chapter's `udp_remote.py` server, made deterministic: it drops
+/// every other datagram ("pretending to drop packet"), reads the rest as
+/// ASCII (a binary request kills it) and answers with their length.
+const CHAPTER_SERVER: &str = "    n = globals().get('n', 0) + 1
+    if n % 2 == 1:
+        continue
+    text = q.decode('ascii')
+    s.sendto('Your data was {} bytes long'.format(len(q)).encode('ascii'), a)";
+
+#[test]
+fn ping_with_a_payload_talks_to_a_service_that_is_not_an_echo() {
+    if !have("python3") {
+        return;
+    }
+    let py = PyResponder::start(CHAPTER_SERVER);
+    let hello: String = b"This is another message"
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let v = run_json(&[
+        "ping",
+        &py.addr.to_string(),
+        "--payload",
+        &hello,
+        "--match",
+        "flow",
+        "-c",
+        "3",
+        "-i",
+        "0",
+        "--json",
+    ]);
+    // Each request's first send is dropped, its retransmission answered
+    // with a text of the server's own.
+    assert_eq!(
+        counts(&v, ["requests", "replies", "retransmits", "down", "sent"]),
+        [Some(3), Some(3), Some(3), Some(0), Some(6)],
+        "{v}"
+    );
+    assert_eq!(v["match"], "flow", "{v}");
+    assert_eq!(
+        v["truncated"], 0,
+        "a service's answer is not a cut echo: {v}"
+    );
+}
+
+#[test]
+fn ping_matching_by_id_discards_a_reply_with_another_id() {
+    if !have("python3") {
+        return;
+    }
+    // Copies the request's first two bytes, after a decoy with another ID.
+    let py = PyResponder::start(
+        "    s.sendto(bytes([q[0] ^ 0xff]) + q[1:2] + b' stale', a)
+    s.sendto(q[:2] + b' value', a)",
+    );
+    let v = run_json(&[
+        "ping",
+        &py.addr.to_string(),
+        "--payload",
+        "0000474554206b6579",
+        "--match",
+        "id:0:2",
+        "-c",
+        "3",
+        "-i",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(
+        counts(&v, ["replies", "unmatched", "retransmits", "invalid"]),
+        [Some(3), Some(3), Some(0), Some(0)],
+        "{v}"
+    );
+    assert_eq!(v["match"], "id:0:2", "{v}");
+}
+
+#[test]
+fn ping_says_how_payload_and_match_go_together() {
+    assert_usage_errors(&[
+        (
+            &["ping", "127.0.0.1:9", "--payload", "00"],
+            "say how replies match",
+        ),
+        (
+            &["ping", "127.0.0.1:9", "--match", "flow"],
+            "goes with --payload",
+        ),
+        (
+            &["ping", "127.0.0.1:9", "--payload", "00", "--match", "none"],
+            "waits for each reply",
+        ),
+        (
+            &[
+                "ping",
+                "127.0.0.1:9",
+                "--payload",
+                "0000",
+                "--match",
+                "id:1:2",
+            ],
+            "ends past the 2-byte payload",
+        ),
+        (
+            &["ping", "127.0.0.1:9", "--payload", "0g", "--match", "flow"],
+            "not a hex digit",
+        ),
+    ]);
+}

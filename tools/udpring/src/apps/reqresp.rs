@@ -3,7 +3,12 @@
 //! Each request carries an unpredictable ID (the run's random token plus a
 //! sequence number, in a [`Header`]); a reply counts only if it carries the
 //! same ID *and* comes from the server's address, so stray, stale or forged
-//! datagrams are discarded (and counted). Unanswered requests are sent
+//! datagrams are discarded (and counted). For a service that is not an echo
+//! server, a request is the caller's bytes ([`Form::Payload`]), with an ID
+//! of the client's written into them where the service copies it back, or
+//! none: then any datagram from the server's address while the request
+//! waits answers it, as the chapter's client on a connected socket takes
+//! it. Unanswered requests are sent
 //! again after a delay that grows by a factor up to a cap (exponential
 //! backoff); after the last attempt the server "looks down". An ICMP
 //! error about the request from the server's address (port or host
@@ -101,6 +106,94 @@ pub enum Outcome {
     },
 }
 
+/// What a request carries and how its reply is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// udpring's header (the run's token and the request's sequence
+    /// number) in `size` bytes: an echo server returns it.
+    Header {
+        /// Request size in bytes (at least the header's).
+        size: usize,
+    },
+    /// The caller's bytes, for a service that is not an echo server. With
+    /// `id` `Some((offset, len))` each request carries the low `len` bytes
+    /// of its sequence number at `offset` (big-endian, as `load --match
+    /// id`), and a reply answers it when it carries the same bytes there;
+    /// with `None` any datagram from the server while the request waits
+    /// answers it (`--match flow`).
+    Payload {
+        /// The request's bytes (the ID's place overwritten per request).
+        bytes: Vec<u8>,
+        /// Where the ID is: byte offset and length (1..=8).
+        id: Option<(usize, usize)>,
+    },
+}
+
+impl Form {
+    /// The request with sequence number `seq`.
+    fn request(&self, token: u64, seq: u64) -> Vec<u8> {
+        match self {
+            Form::Header { size } => {
+                let mut msg = vec![0x51u8; *size];
+                Header::new_unchecked(&mut msg[..]).fill(token, 0, seq, 0);
+                msg
+            }
+            Form::Payload { bytes, id } => {
+                let mut msg = bytes.clone();
+                if let Some((o, l)) = *id {
+                    msg[o..o + l].copy_from_slice(&seq.to_be_bytes()[8 - l..]);
+                }
+                msg
+            }
+        }
+    }
+
+    /// Whether `reply` answers `request` (number `seq`): `Ok`, or the count
+    /// it goes to instead.
+    fn answers(
+        &self,
+        reply: &[u8],
+        request: &[u8],
+        token: u64,
+        seq: u64,
+    ) -> Result<(), fn(&mut ClientStats) -> &mut u64> {
+        match self {
+            Form::Header { .. } => match Header::new_checked(reply) {
+                Ok(h) if h.token() == token && h.seq() == seq => Ok(()),
+                Ok(_) => Err(|s| &mut s.wrong_id),
+                Err(_) => Err(|s| &mut s.malformed),
+            },
+            Form::Payload { id: None, .. } => Ok(()),
+            Form::Payload {
+                id: Some((o, l)), ..
+            } => match reply.get(*o..o + l) {
+                Some(x) if x == &request[*o..o + l] => Ok(()),
+                Some(_) => Err(|s| &mut s.wrong_id),
+                None => Err(|s| &mut s.malformed),
+            },
+        }
+    }
+
+    /// How the request numbered `seq` is named in what is printed: its ID
+    /// on the wire, or, with no ID, the sequence number.
+    pub fn label(&self, seq: u64) -> String {
+        match self {
+            Form::Header { .. } => format!("id {seq:#x}"),
+            Form::Payload {
+                id: Some((_, l)), ..
+            } => {
+                let mask = if *l == 8 {
+                    u64::MAX
+                } else {
+                    (1u64 << (8 * l)) - 1
+                };
+                format!("id {:#x}", seq & mask)
+            }
+            Form::Payload { id: None, .. } => format!("request {seq}"),
+        }
+    }
+}
+
 /// Counters of a client.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ClientStats {
@@ -140,7 +233,7 @@ pub struct RequestClient {
     backoff: Backoff,
     token: u64,
     next_seq: u64,
-    size: usize,
+    form: Form,
     buf: Vec<u8>,
     /// Counters so far.
     pub stats: ClientStats,
@@ -151,17 +244,40 @@ impl RequestClient {
     /// 32-byte header), from an unconnected socket so that datagrams from
     /// other addresses are seen and counted.
     pub fn new(server: SocketAddr, backoff: Backoff, size: usize) -> io::Result<Self> {
+        Self::with_form(server, backoff, Form::Header { size })
+    }
+
+    /// A client for `server` whose requests take `form`.
+    pub fn with_form(server: SocketAddr, backoff: Backoff, form: Form) -> io::Result<Self> {
+        let refuse = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
         if backoff.attempts == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "attempts must be at least 1",
-            ));
+            return refuse("attempts must be at least 1".into());
         }
-        if !(HEADER_LEN..=udpring::MAX_UDP_PAYLOAD).contains(&size) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("size must be {HEADER_LEN}..{}", udpring::MAX_UDP_PAYLOAD),
-            ));
+        match &form {
+            Form::Header { size } if !(HEADER_LEN..=udpring::MAX_UDP_PAYLOAD).contains(size) => {
+                return refuse(format!(
+                    "size must be {HEADER_LEN}..{}",
+                    udpring::MAX_UDP_PAYLOAD
+                ));
+            }
+            Form::Payload { bytes, .. } if bytes.len() > udpring::MAX_UDP_PAYLOAD => {
+                return refuse(format!(
+                    "a payload of {} bytes is over the {} a UDP datagram carries",
+                    bytes.len(),
+                    udpring::MAX_UDP_PAYLOAD
+                ));
+            }
+            Form::Payload {
+                bytes,
+                id: Some((o, l)),
+            } if !(1..=8).contains(l) || o.saturating_add(*l) > bytes.len() => {
+                return refuse(format!(
+                    "an ID of {l} bytes at offset {o} does not fit a {}-byte payload (1..8 \
+                     bytes, inside it)",
+                    bytes.len()
+                ));
+            }
+            _ => {}
         }
         let sock = UdpSocket::bind(udpring::os::unspecified_like(server, 0))?;
         // ICMP errors about our requests into the error queue (with the
@@ -175,11 +291,21 @@ impl RequestClient {
             server: udpring::os::canonical(server),
             backoff,
             token: z,
-            next_seq: udpring::random_u64() & 0xffff_ffff,
-            size,
+            // Counted from 1 where no ID goes on the wire (nothing to
+            // guess), else from a random point.
+            next_seq: match form {
+                Form::Payload { id: None, .. } => 1,
+                _ => udpring::random_u64() & 0xffff_ffff,
+            },
+            form,
             buf: vec![0; 65536],
             stats: ClientStats::default(),
         })
+    }
+
+    /// What the requests carry.
+    pub fn form(&self) -> &Form {
+        &self.form
     }
 
     /// The local address requests leave from.
@@ -213,8 +339,7 @@ impl RequestClient {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.stats.requests += 1;
-        let mut msg = vec![0x51u8; self.size];
-        Header::new_unchecked(&mut msg[..]).fill(self.token, 0, seq, 0);
+        let msg = self.form.request(self.token, seq);
         let start = Instant::now();
         for (attempt, delay) in self.backoff.delays().into_iter().enumerate() {
             if attempt > 0 {
@@ -280,10 +405,12 @@ impl RequestClient {
                     self.stats.wrong_addr += 1;
                     continue;
                 }
-                match Header::new_checked(&self.buf[..n]) {
-                    Ok(h) if h.token() == self.token && h.seq() == seq => {
+                match self.form.answers(&self.buf[..n], &msg, self.token, seq) {
+                    Ok(()) => {
                         self.stats.replies += 1;
-                        if n < self.size {
+                        // An echo returns the request whole; a service's
+                        // answer has a length of its own.
+                        if matches!(self.form, Form::Header { .. }) && n < msg.len() {
                             self.stats.truncated += 1;
                         }
                         return Ok(Outcome::Reply {
@@ -293,8 +420,7 @@ impl RequestClient {
                             len: n,
                         });
                     }
-                    Ok(_) => self.stats.wrong_id += 1,
-                    Err(_) => self.stats.malformed += 1,
+                    Err(count) => *count(&mut self.stats) += 1,
                 }
             }
         }
@@ -310,6 +436,58 @@ impl RequestClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payloads_id_is_written_per_request_and_read_back_where_it_was_put() {
+        let form = Form::Payload {
+            bytes: b"GET key".to_vec(),
+            id: Some((1, 2)),
+        };
+        let req = form.request(0, 0x1_0203);
+        assert_eq!(req, b"G\x02\x03 key", "the low 2 bytes, big-endian, at 1");
+        assert_eq!(form.label(0x1_0203), "id 0x203");
+        let seq = 0x1_0203;
+        assert!(form.answers(b"?\x02\x03 value", &req, 0, seq).is_ok());
+        let mut s = ClientStats::default();
+        *form.answers(b"?\x02\x04 value", &req, 0, seq).unwrap_err()(&mut s) += 1;
+        *form.answers(b"?\x02", &req, 0, seq).unwrap_err()(&mut s) += 1;
+        assert_eq!((s.wrong_id, s.malformed), (1, 1));
+        // No ID: whatever the server sends answers; the bytes go as given.
+        let flow = Form::Payload {
+            bytes: b"hello".to_vec(),
+            id: None,
+        };
+        assert_eq!(flow.request(9, 7), b"hello");
+        assert!(flow.answers(b"", b"hello", 9, 7).is_ok());
+        assert_eq!(flow.label(7), "request 7");
+        // udpring's header: the token and the sequence number.
+        let h = Form::Header { size: 40 };
+        let req = h.request(5, 6);
+        assert_eq!(req.len(), 40);
+        assert!(h.answers(&req, &req, 5, 6).is_ok());
+        assert!(h.answers(&h.request(5, 7), &req, 5, 6).is_err());
+    }
+
+    #[test]
+    fn an_id_outside_the_payload_is_refused() {
+        let server: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for (len, id) in [(4, Some((3, 2))), (4, Some((0, 9))), (4, Some((0, 0)))] {
+            let form = Form::Payload {
+                bytes: vec![0; len],
+                id,
+            };
+            let e = RequestClient::with_form(server, Backoff::default(), form).err();
+            assert!(
+                e.is_some_and(|e| e.to_string().contains("does not fit")),
+                "{id:?}"
+            );
+        }
+        let fits = Form::Payload {
+            bytes: vec![0; 4],
+            id: Some((2, 2)),
+        };
+        assert!(RequestClient::with_form(server, Backoff::default(), fits).is_ok());
+    }
 
     #[test]
     fn delays_grow_by_the_factor_up_to_the_cap() {
