@@ -28,6 +28,14 @@ pub fn unspecified_like(like: SocketAddr, port: u16) -> SocketAddr {
     sys::unspecified_like(like, port)
 }
 
+/// Whether `ip` is an IPv4 broadcast address of this host: the limited
+/// broadcast (255.255.255.255) or the subnet broadcast of one of its IPv4
+/// addresses, as the engine's guard reads them at start (`getifaddrs`;
+/// none for a /31 or /32).
+pub fn is_broadcast(ip: IpAddr) -> bool {
+    crate::guard::HostAddrs::read().is_broadcast(canonical_ip(ip))
+}
+
 /// The CPUs this process may run on (its affinity mask), in order.
 pub fn allowed_cpus() -> Vec<usize> {
     sys::cpu::allowed_cpus()
@@ -229,6 +237,21 @@ pub use crate::sys::socket::listen_fds;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broadcast_addresses_are_the_limited_one_and_this_hosts_subnets() {
+        // Loopback's 127.0.0.1/8 is on every host: its subnet broadcast.
+        for yes in [
+            "255.255.255.255",
+            "127.255.255.255",
+            "::ffff:127.255.255.255",
+        ] {
+            assert!(is_broadcast(yes.parse().unwrap()), "{yes}");
+        }
+        for no in ["127.0.0.1", "127.0.0.255", "224.0.0.1", "::1", "ff02::1"] {
+            assert!(!is_broadcast(no.parse().unwrap()), "{no}");
+        }
+    }
 
     #[test]
     fn only_limits_and_unreachable_peers_are_explained() {

@@ -357,7 +357,7 @@ impl HostAddrs {
         h
     }
 
-    fn is_broadcast(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_broadcast(&self, ip: IpAddr) -> bool {
         match ip {
             IpAddr::V4(v4) => v4.is_broadcast() || self.broadcast.contains(&v4),
             IpAddr::V6(_) => false,

@@ -102,8 +102,9 @@ enum Cmd {
     /// the receive buffer itself: application-level multicast, or bridging a
     /// group to other groups and hosts.
     Fanout(FanoutArgs),
-    /// Multicast: listen (with sequence checks), send, and ping-pong a group,
-    /// with udpring's header or any program's payloads.
+    /// Multicast (and IPv4 broadcast): listen (with sequence checks), send,
+    /// and ping-pong a group, with udpring's header or any program's
+    /// payloads.
     #[command(subcommand)]
     Mcast(McastCmd),
     /// The kernel-level references: a sender and a sink making the system

@@ -33,9 +33,13 @@ pub(crate) enum McastCmd {
 /// What every `mcast` subcommand takes.
 #[derive(Args)]
 pub(crate) struct CommonArgs {
-    /// GROUP:PORT, e.g. 239.1.2.3:5000 or [ff15::1]:5000 (scope: [ff12::1%eth0]).
+    /// GROUP:PORT, e.g. 239.1.2.3:5000 or [ff15::1]:5000 (scope:
+    /// [ff12::1%eth0]); or an IPv4 broadcast address of this host,
+    /// 255.255.255.255:5000 or a subnet's (192.168.1.255:5000): no join,
+    /// SO_BROADCAST to send.
     pub(super) group: String,
-    /// Interface name for the join and for sending.
+    /// Interface name for the join and for sending (a broadcast: the one
+    /// interface to send and hear on, by SO_BINDTODEVICE).
     #[arg(long, value_parser = crate::common::parse_iface)]
     pub(super) iface: Option<String>,
     /// Stop after this many seconds (ping: default, after the last ping and
@@ -125,10 +129,11 @@ pub(crate) struct PingArgs {
 pub(crate) struct SendArgs {
     #[command(flatten)]
     pub(super) common: CommonArgs,
-    /// TTL / hop limit of what is sent.
+    /// TTL / hop limit of what is sent to a group (a broadcast stays on
+    /// its link).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
     pub(super) ttl: u32,
-    /// Do not hear our own multicast on this host.
+    /// Do not hear our own multicast on this host (multicast only).
     #[arg(long)]
     pub(super) no_loop: bool,
     /// Datagrams per second (0.001..10M; as `load --rate`: 20k, 1.5M).
@@ -202,9 +207,11 @@ fn parse_group(s: &str) -> Result<SocketAddr, Failure> {
             "'{s}' is not GROUP:PORT (e.g. 239.1.2.3:5000 or [ff15::1]:5000)"
         ))
     })?;
-    if !a.ip().is_multicast() {
+    if !a.ip().is_multicast() && !udpring::os::is_broadcast(a.ip()) {
         return Err(usage(format!(
-            "{} is not a multicast group (224.0.0.0/4 or ff00::/8)",
+            "{} is not a multicast group (224.0.0.0/4 or ff00::/8) nor a broadcast address of \
+             this host (255.255.255.255, or an IPv4 subnet's, e.g. 192.168.1.255 for \
+             192.168.1.0/24)",
             a.ip()
         )));
     }
@@ -231,11 +238,21 @@ const MAX_SECS: f64 = 365.0 * 86400.0;
 pub(super) struct Group {
     pub(super) addr: SocketAddr,
     pub(super) iface: Interface,
+    /// An IPv4 broadcast address, not a group: no join, `SO_BROADCAST`
+    /// to send, datagrams to it handed over, `--iface` by `SO_BINDTODEVICE`.
+    pub(super) broadcast: bool,
 }
 
 impl Group {
     pub(super) fn new(a: &McastArgs) -> Result<Group, Failure> {
         let addr = parse_group(&a.group)?;
+        let broadcast = !addr.ip().is_multicast();
+        if broadcast && a.source.is_some() {
+            return Err(usage(format!(
+                "--source picks a multicast group's sender; {} is a broadcast address",
+                addr.ip()
+            )));
+        }
         let max = if addr.is_ipv6() {
             udpring::MAX_UDP6_PAYLOAD
         } else {
@@ -279,7 +296,11 @@ impl Group {
             (None, SocketAddr::V6(v6)) if v6.scope_id() != 0 => Interface::Index(v6.scope_id()),
             _ => Interface::Any,
         };
-        Ok(Group { addr, iface })
+        Ok(Group {
+            addr,
+            iface,
+            broadcast,
+        })
     }
 
     /// One worker on the group's port (a receiver, joined) or on port 0 (a
@@ -292,6 +313,16 @@ impl Group {
         // Listeners answer nothing and pingers talk to responders on any
         // port; pong sets the server's guard.
         cfg.guard = udpring::Guard::client();
+        if self.broadcast {
+            // A broadcast: no group to join; the interface by binding to
+            // it (which also picks where a subnet's broadcast leaves).
+            cfg.broadcast = true;
+            cfg.guard.broadcast_destinations = true;
+            if let Interface::Name(n) = &self.iface {
+                cfg.bind_device = Some(n.clone());
+            }
+            return cfg;
+        }
         cfg.multicast.ttl = Some(a.ttl);
         cfg.multicast.loopback = Some(!a.no_loop);
         if self.iface != Interface::Any {

@@ -71,8 +71,9 @@ fn pong(a: &McastArgs, expect: Option<Expect>) -> Result<(), Failure> {
     let counts = Arc::new(PongCounts::default());
     let (c2, group) = (counts.clone(), g.addr.ip());
     let mut cfg = g.config(a, true);
-    if let Some(g) = &a.guard {
-        cfg.guard = g.guard();
+    if let Some(guard) = &a.guard {
+        cfg.guard = guard.guard();
+        cfg.guard.broadcast_destinations = g.broadcast;
     }
     let what = if expect.is_some() {
         "not the expected bytes"
@@ -335,6 +336,10 @@ fn purpose_failed(
     {
         let most = stats.send_errors.iter().max_by_key(|&&(_, n)| n);
         let why = match most.map(|&(e, _)| e) {
+            Some(libc::ENETUNREACH) if g.broadcast => "; no route for it (the limited \
+                 broadcast leaves by the default route's interface, and there is none): choose \
+                 one with --iface"
+                .to_string(),
             Some(libc::ENETUNREACH) => "; no route for the group there (an interface without \
                  the MULTICAST flag, such as lo, has none for IPv6): choose another --iface"
                 .to_string(),
@@ -350,9 +355,14 @@ fn purpose_failed(
         )
     } else if kind == "ping" && stats.sent > 0 && peers.iter().all(|(_, c)| c.received == 0) {
         format!(
-            "no responder answered {} pings to {} (is `udpring mcast pong` joined there, \
-             and the TTL enough?)",
-            stats.sent, g.addr
+            "no responder answered {} pings to {} ({})",
+            stats.sent,
+            g.addr,
+            if g.broadcast {
+                "is `udpring mcast pong` listening on that broadcast address, on the link?"
+            } else {
+                "is `udpring mcast pong` joined there, and the TTL enough?"
+            }
         )
     } else {
         return None;

@@ -6,7 +6,8 @@
 //!
 //! One test binary; `topo.rs` builds the topologies, then one file per
 //! subject: `pmtu.rs` (path MTU), `mcast.rs` (the multicast and broadcast
-//! API on the LAN), `peers.rs` (udpring against programs it did not
+//! API on the LAN), `broadcast.rs` (the command's broadcast with the seed
+//! chapter's programs), `peers.rs` (udpring against programs it did not
 //! write: the seeds' Twisted programs, discovery responders),
 //! `source.rs` (replies from the address asked), `tools.rs` (the
 //! command's multicast tools and fan-out across hosts), `xdp/` (the
@@ -17,6 +18,7 @@
 mod util;
 
 mod accounting;
+mod broadcast;
 mod fleet;
 mod guard;
 mod mcast;
