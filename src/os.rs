@@ -216,8 +216,8 @@ pub fn why_unsendable(to: SocketAddr, errno: i32) -> Option<&'static str> {
              (`ip route get`, `ip neigh`)"
         }
         libc::EACCES => {
-            "a broadcast address (udpring sends to one host, or to a group with `mcast`; \
-             it does not set SO_BROADCAST) or a `prohibit` route (`ip route get`)"
+            "a broadcast address, which takes SO_BROADCAST (`Config::broadcast`; of the \
+             command's tools, `mcast` sends to one) or a `prohibit` route (`ip route get`)"
         }
         libc::EPERM => {
             "a firewall rule drops it on the way out (netfilter's output hook: \
