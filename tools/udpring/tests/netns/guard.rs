@@ -444,6 +444,7 @@ fn a_relay_listening_on_loopback_reaches_the_lan() {
 /// (EAGAIN; in the kernel for uring) instead of being refused by the queue
 /// discipline (ENOBUFS).
 fn congested_stop(backend: &str, tag: &str, full_socket: bool) {
+    let _turn = crate::topo::paced_flow();
     let topo = crate::topology!(lan, tag);
     let latency = if full_socket { "1s" } else { "50ms" };
     sh_in(

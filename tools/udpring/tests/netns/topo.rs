@@ -229,6 +229,16 @@ impl Drop for Topology {
     }
 }
 
+/// Taken by the tests that send a paced flow of thousands of datagrams a
+/// second and count what arrived, for as long as they run: two at once on
+/// a 2-core box share it with four busy processes, and a receiver left
+/// waiting for a CPU overflows (a congested-link echo once lost 12% so).
+pub fn paced_flow() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed holding it leaves it poisoned, not unusable.
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A child process, killed on drop.
 pub struct KillOnDrop(pub std::process::Child);
 

@@ -105,6 +105,7 @@ fn python_client(t: &Topology, to: &str, n: u32) -> u32 {
 
 #[test]
 fn xdp_sink_receives_every_datagram_of_a_paced_load_past_the_udp_stack() {
+    let _turn = crate::topo::paced_flow();
     let t = crate::topology!(xdp, "xs");
     let before = snmp_in(&t, "b");
     let sink = t.server(
@@ -424,6 +425,7 @@ fn xdp_is_chosen_by_udpring_backend_like_the_others() {
 
 #[test]
 fn xdp_fanout_relays_as_frames_past_the_udp_stack() {
+    let _turn = crate::topo::paced_flow();
     let t = crate::topology!(xdp, "xf");
     let sink = t.server(
         "a",
@@ -488,6 +490,7 @@ fn xdp_fanout_relays_as_frames_past_the_udp_stack() {
 
 #[test]
 fn xdp_runs_a_worker_per_queue_and_answers_every_flow() {
+    let _turn = crate::topo::paced_flow();
     let t = crate::topology!(xdp2, "xq");
     let (echo, banner) = t.server_noted(
         "b",
