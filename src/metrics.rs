@@ -5,7 +5,7 @@
 //! Every counter of [`Stats`] becomes a family `udpring_NAME_total` with one
 //! sample per worker (`worker="0"`, ...): the engine's total is their sum
 //! (`sum without (worker) (...)`), so no total sample is written beside
-//! them to be counted twice. Failed sends are `udpring_send_errors_total`
+//! them to be counted twice. Datagrams not sent are `udpring_send_errors_total`
 //! with an `errno` label; the pool's state and GSO are gauges.
 //!
 //! ```
@@ -44,7 +44,7 @@ pub fn prometheus(workers: &[Stats]) -> String {
         &mut out,
         "udpring_send_errors_total",
         "counter",
-        "Failed sends, by errno.",
+        "Datagrams whose send failed, by errno.",
     );
     for (w, s) in workers.iter().enumerate() {
         for &(e, n) in &s.send_errors {

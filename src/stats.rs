@@ -56,8 +56,9 @@ macro_rules! counters {
             pub slots_out: u64,
             /// GSO was turned off after the kernel refused it.
             pub gso_disabled: bool,
-            /// Failed sends by errno: `(errno, count)`, sorted by errno (in
-            /// JSON, an object from errno name to count).
+            /// Datagrams whose send failed, by errno: `(errno, count)`,
+            /// sorted by errno (in JSON, an object from errno name to
+            /// count); each segment of a refused GSO send counts.
             #[cfg_attr(feature = "serde", serde(serialize_with = "errno_counts"))]
             pub send_errors: Vec<(i32, u64)>,
         }
@@ -280,8 +281,14 @@ impl LocalStats {
 
     /// Counts one failed send under its errno.
     pub fn send_error(&mut self, errno: i32) {
+        self.send_errors_n(errno, 1);
+    }
+
+    /// Counts `n` datagrams whose send failed with `errno` (a GSO train's
+    /// segments, each).
+    pub fn send_errors_n(&mut self, errno: i32, n: u64) {
         let i = (errno.max(0) as usize).min(MAX_ERRNO);
-        self.send_errors[i] += 1;
+        self.send_errors[i] += n;
         self.send_errors_dirty = true;
     }
 }

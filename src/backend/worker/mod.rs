@@ -298,6 +298,16 @@ impl<H: Handler> Worker<H> {
             self.core.queue.push_cut(&mut self.core.pool, *t);
             return;
         }
+        if t.coalesced && (t.retried || !is_icmp_errno(errno)) {
+            // A train the queue made, refused for where it goes (EACCES,
+            // EPERM, ENOBUFS; an ICMP error once the error queue was read
+            // and the train tried again): the handler asked for each of its
+            // datagrams, so each goes by itself, and is refused or not,
+            // counted and reported as if no train had been made (one
+            // failure for the train hid the others).
+            self.core.queue.push_cut(&mut self.core.pool, *t);
+            return;
+        }
         if matches!(errno, libc::EIO | libc::EINVAL) && t.segment.is_some() && self.core.queue.gso()
         {
             // The kernel (or the device) refuses UDP_SEGMENT: turn GSO off
@@ -322,7 +332,7 @@ impl<H: Handler> Worker<H> {
     /// path MTU of a connected socket for EMSGSIZE).
     fn send_failed(&mut self, t: &Transmit, errno: i32) {
         if !is_icmp_errno(errno) {
-            self.core.stats.send_error(errno);
+            self.core.stats.send_errors_n(errno, t.datagrams());
             let peer = self.core.peer_of(t);
             self.error_event(usize::from(t.sock), ErrorEvent::SendFailed { peer, errno });
             return;
@@ -342,7 +352,7 @@ impl<H: Handler> Worker<H> {
             );
             return;
         }
-        self.core.stats.send_error(errno);
+        self.core.stats.send_errors_n(errno, t.datagrams());
         if reported > 0 {
             return;
         }

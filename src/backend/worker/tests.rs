@@ -298,3 +298,35 @@ fn a_coalesced_train_refused_goes_again_as_its_datagrams_with_gso_kept() {
     );
     assert_eq!(w.core.pool.counts().out, 0);
 }
+
+#[test]
+fn a_coalesced_train_refused_for_its_destination_fails_datagram_by_datagram() {
+    let (mut w, _s) = worker();
+    let to: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let failed = ErrorEvent::SendFailed {
+        peer: Some(to),
+        errno: libc::EACCES,
+    };
+    for (errno, retried) in [(libc::EACCES, false), (libc::ENETUNREACH, true)] {
+        let before = w.core.stats.send_errors_total();
+        let mut t = coalesced_train(&mut w);
+        t.retried = retried;
+        w.complete(t, Err(errno));
+        assert_eq!(w.core.stats.send_errors_total(), before, "not one failure");
+        assert_eq!(w.core.queue.len(), 3, "{errno}: each datagram again");
+        assert_eq!(w.core.queue.coalesce(&mut w.core.pool), 0, "by itself");
+        while let Some(t) = w.core.queue.pop_front() {
+            w.complete(t, Err(libc::EACCES));
+        }
+    }
+    assert_eq!(w.core.stats.send_errors_total(), 6);
+    assert_eq!(w.handler.0, vec![failed; 6], "an event per datagram asked");
+    assert_eq!(w.core.stats.c.coalesce_refused.get(), 0, "trains go on");
+    // A train the handler asked for is one send: one event, and each of
+    // its datagrams counted as not sent.
+    let t = queued_train(&mut w, 300, 100);
+    w.complete(t, Err(libc::EACCES));
+    assert_eq!(w.core.stats.send_errors_total(), 6 + 3);
+    assert_eq!(w.handler.0.len(), 7);
+    assert_eq!(w.core.pool.counts().out, 0);
+}

@@ -402,3 +402,31 @@ fn the_sweep_of_expired_subscribers_runs_only_while_there_are_any() {
     assert!(n <= 1, "{n} wake-ups after the last expiry");
     util::stop_clean(engine);
 }
+
+#[test]
+fn a_destination_that_refuses_every_relay_counts_each_as_failed() {
+    // A broadcast address without SO_BROADCAST: the kernel refuses each
+    // send (EACCES), trains the send queue made of a burst included.
+    let fan = util::Server::start(&util::words(
+        "fanout --listen 127.0.0.1:0 --to 127.255.255.255:9 -w 1 -q --duration 1 --json",
+    ));
+    let src = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..40u32 {
+        src.send_to(&i.to_be_bytes(), fan.addr).unwrap();
+    }
+    let v = fan.json();
+    util::vocab::check("fanout", &v);
+    let d = &v["destinations"][0];
+    assert_eq!(
+        util::counts(d, ["forwarded", "failed"]),
+        [Some(0), Some(40)],
+        "{v}"
+    );
+    assert_eq!(d["send_errors"]["EACCES"], 40, "{v}");
+    assert_eq!(
+        util::counts(&v, ["received", "sent"]),
+        [Some(40), Some(0)],
+        "{v}"
+    );
+    assert_eq!(v["send_errors"]["EACCES"], 40, "{v}");
+}
