@@ -32,14 +32,25 @@ pub enum ErrorEvent {
         errno: i32,
     },
     /// The kernel refused a send for a reason it does not explain in the
-    /// error queue (`ENOBUFS`, `EAGAIN` after the retries, `EINVAL`,
-    /// `EACCES`, ...). The datagram is counted in
-    /// [`crate::Stats::send_errors`] under `errno` and is not sent.
+    /// error queue (`ENOBUFS`, `EINVAL`, `EACCES`, `EPERM`, ...). Its
+    /// datagrams are counted in [`crate::Stats::send_errors`] under
+    /// `errno` and are not sent.
     SendFailed {
         /// Where it was going.
         peer: Option<SocketAddr>,
         /// Why.
         errno: i32,
+    },
+    /// A send the network would not take (the socket's send buffer stayed
+    /// full), given up so that its slot could receive again: its
+    /// datagrams are counted in [`crate::Stats::send_blocked`] and are not
+    /// sent. (What is still queued at a stop is counted in
+    /// [`crate::Stats::cancelled`], without an event.)
+    SendGivenUp {
+        /// Where it was going.
+        peer: Option<SocketAddr>,
+        /// Its datagrams (each segment of a train).
+        datagrams: u64,
     },
     /// Any other error, with its errno.
     Other {
@@ -73,6 +84,12 @@ impl fmt::Display for ErrorEvent {
                 "send to {} refused: {}",
                 peer(p),
                 std::io::Error::from_raw_os_error(*errno)
+            ),
+            ErrorEvent::SendGivenUp { peer: p, datagrams } => write!(
+                f,
+                "send to {} given up: the socket's buffer stayed full ({datagrams} datagram{})",
+                peer(p),
+                if *datagrams == 1 { "" } else { "s" }
             ),
             ErrorEvent::Other { peer: p, errno } => write!(
                 f,

@@ -283,7 +283,7 @@ impl<H: Handler> Worker<H> {
             if self.core.stopping() {
                 self.core.stats.c.cancelled.add(t.datagrams());
             } else {
-                self.core.stats.c.send_blocked.add(t.datagrams());
+                self.blocked(t);
             }
             return;
         }
@@ -372,10 +372,25 @@ impl<H: Handler> Worker<H> {
     }
 
     /// A queued send the network would not take, given up so that its slot
-    /// can receive again: counted in `send_blocked`, slot given back.
+    /// can receive again: counted in `send_blocked`, the handler told,
+    /// slot given back.
     pub fn give_up(&mut self, t: Transmit) {
-        self.core.stats.c.send_blocked.add(t.datagrams());
+        self.blocked(&t);
         self.core.pool.unref(t.slot);
+    }
+
+    /// A send given up while blocked: counted, and the handler told which
+    /// destination lost how many datagrams.
+    fn blocked(&mut self, t: &Transmit) {
+        self.core.stats.c.send_blocked.add(t.datagrams());
+        let peer = self.core.peer_of(t);
+        self.error_event(
+            usize::from(t.sock),
+            ErrorEvent::SendGivenUp {
+                peer,
+                datagrams: t.datagrams(),
+            },
+        );
     }
 
     /// Shutdown: what is still queued never goes out; counted as

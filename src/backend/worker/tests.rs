@@ -196,11 +196,18 @@ fn an_icmp_class_failure_is_resent_once_then_counted_with_an_event() {
         }
     );
     assert_eq!(w.core.stats.send_errors_total(), 3);
-    // Cancelled while running: given up as blocked; at a stop:
-    // cancelled. Their own counts, no event.
+    // Cancelled while running: given up as blocked, the handler told; at
+    // a stop: cancelled, no event. Their own counts.
     let t = queued_train(&mut w, 64, 0);
     w.complete(t, Err(libc::ECANCELED));
     assert_eq!(w.core.stats.c.send_blocked.get(), 1);
+    assert_eq!(
+        w.handler.0.pop(),
+        Some(ErrorEvent::SendGivenUp {
+            peer: Some("127.0.0.1:9".parse().unwrap()),
+            datagrams: 1
+        })
+    );
     w.core
         .shared
         .stop
@@ -328,5 +335,22 @@ fn a_coalesced_train_refused_for_its_destination_fails_datagram_by_datagram() {
     w.complete(t, Err(libc::EACCES));
     assert_eq!(w.core.stats.send_errors_total(), 6 + 3);
     assert_eq!(w.handler.0.len(), 7);
+    assert_eq!(w.core.pool.counts().out, 0);
+}
+
+#[test]
+fn a_send_given_up_is_counted_and_told_with_its_datagrams() {
+    let (mut w, _s) = worker();
+    let t = queued_train(&mut w, 300, 100);
+    w.give_up(t);
+    assert_eq!(w.core.stats.c.send_blocked.get(), 3);
+    assert_eq!(
+        w.handler.0,
+        [ErrorEvent::SendGivenUp {
+            peer: Some("127.0.0.1:9".parse().unwrap()),
+            datagrams: 3
+        }]
+    );
+    assert_eq!(w.core.stats.send_errors_total(), 0);
     assert_eq!(w.core.pool.counts().out, 0);
 }
