@@ -95,6 +95,10 @@ struct FanoutTotals {
     other_errors: u64,
     sent: u64,
     send_errors: std::collections::BTreeMap<String, u64>,
+    /// Relays the engine gave up (a send buffer that stayed full) and
+    /// cancelled at the stop: neither left.
+    send_blocked: u64,
+    cancelled: u64,
     slots_out: u64,
     /// The engine's guard: what it refused before the relay saw it, by
     /// reason (`guard_marked`, `guard_loop`, ...), named as in `echo`.
@@ -110,6 +114,9 @@ struct DestTotals {
     state: State,
     forwarded: u64,
     failed: u64,
+    /// Given up by the engine, its send buffer full (`send_blocked`, as in
+    /// every document).
+    send_blocked: u64,
     /// Failed sends to it by errno (`send_errors`, as in every document).
     send_errors: std::collections::BTreeMap<String, u64>,
     refused: u64,
@@ -132,6 +139,7 @@ impl FanoutTotals {
                     state: d.state,
                     forwarded: d.forwarded(),
                     failed: d.failed,
+                    send_blocked: d.blocked,
                     send_errors: d
                         .errors
                         .iter()
@@ -154,6 +162,8 @@ impl FanoutTotals {
                 .iter()
                 .map(|&(e, n)| (udpring::errno_name(e), n))
                 .collect(),
+            send_blocked: s.send_blocked,
+            cancelled: s.cancelled,
             slots_out: s.slots_out,
             guard: s
                 .counters()
@@ -165,10 +175,12 @@ impl FanoutTotals {
     fn text(&self, s: &Stats) -> String {
         let c = &self.control;
         let mut out = format!(
-            "received {} sent {} send-errors {}  dropped: {} from a destination, {} looped through groups, {} answers to our sends; {} errors about no destination\n",
+            "received {} sent {} send-errors {} given-up {} cancelled {}  dropped: {} from a destination, {} looped through groups, {} answers to our sends; {} errors about no destination\n",
             self.received,
             self.sent,
             s.send_errors_text(),
+            self.send_blocked,
+            self.cancelled,
             self.from_destination,
             self.looped,
             self.answers,
@@ -203,12 +215,13 @@ impl FanoutTotals {
         }
         for d in &self.destinations {
             out += &format!(
-                "  to {} ({}, {}) forwarded {} failed {} refused {}\n",
+                "  to {} ({}, {}) forwarded {} failed {} given-up {} refused {}\n",
                 d.addr,
                 d.kind.name(),
                 d.state.name(),
                 d.forwarded,
                 d.failed,
+                d.send_blocked,
                 d.refused
             );
         }

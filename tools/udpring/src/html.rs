@@ -304,9 +304,10 @@ pub(crate) fn page(
                 .join(", ")
         }
     };
-    let died: [Field<u64>; 7] = [
+    let died: [Field<u64>; 8] = [
         ("generator's kernel drops", |r| r.kernel.drops),
         ("sends refused (no free slot)", |r| r.counts.send_exhausted),
+        ("sends given up (buffer full)", |r| r.counts.send_blocked),
         ("host UDP InErrors", |r| r.host_udp.in_errors),
         ("host UDP RcvbufErrors", |r| r.host_udp.rcvbuf_errors),
         ("host UDP SndbufErrors", |r| r.host_udp.sndbuf_errors),

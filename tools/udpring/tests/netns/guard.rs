@@ -2,18 +2,16 @@
 //! (raw sockets, inside the LAN the test builds) between a server and
 //! itself, twins, any two udpring servers on any ports (echoes, relays, a
 //! library handler), a relay subscribed to a relay by forged requests;
-//! broadcast; a relay that listens on loopback and sends to the LAN; and
-//! a stop under a congested link.
+//! broadcast; and a relay that listens on loopback and sends to the LAN.
 
-use std::io::Read;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use udpring::{Datagram, Engine, Handler, Transport};
 
-use crate::topo::{KillOnDrop, Topology, forge_from_port, forge_udp4, json_of, sh_in};
+use crate::topo::{KillOnDrop, Topology, forge_from_port, forge_udp4, json_of};
 
 fn server(topo: &Topology, ns: &str, args: &[&str]) -> KillOnDrop {
     topo.server(ns, args)
@@ -433,105 +431,4 @@ fn a_relay_listening_on_loopback_reaches_the_lan() {
     let t = json_of(&relay.finish());
     assert_eq!(t["destinations"][0]["forwarded"], 10, "{t}");
     assert_eq!(t["send_errors"], serde_json::json!({}), "{t}");
-}
-
-/// An echo on h2 whose replies leave through an 80 kbit/s queue
-/// discipline, flooded from h1: it keeps receiving, and a SIGTERM stops it
-/// in bounded time with totals, the port free at once.
-///
-/// `full_socket`: a queue discipline that holds a second of traffic and a
-/// send buffer of the kernel's minimum, so sends wait for buffer space
-/// (EAGAIN; in the kernel for uring) instead of being refused by the queue
-/// discipline (ENOBUFS).
-fn congested_stop(backend: &str, tag: &str, full_socket: bool) {
-    let _turn = crate::topo::paced_flow();
-    let topo = crate::topology!(lan, tag);
-    let latency = if full_socket { "1s" } else { "50ms" };
-    sh_in(
-        &topo,
-        "h2",
-        &format!("tc qdisc add dev e0 root tbf rate 80kbit burst 1600 latency {latency}"),
-    );
-    let mut args = crate::util::words("echo --bind 0.0.0.0:9000 -w 1 -q --json --backend");
-    args.push(backend);
-    if full_socket {
-        args.extend(["--send-buffer", "1"]);
-    }
-    let mut echo = server(&topo, "h2", &args);
-    const N: u64 = 20_000;
-    let out = topo.udpring(
-        "h1",
-        &crate::util::words(
-            "load 10.201.0.2:9000 --rate 20000 -n 20000 -s 1000 --warmup 0 --drain 0.2 -q --json",
-        ),
-    );
-    let sent = json_of(&out)["sent"].as_u64().unwrap();
-    assert_eq!(sent, N);
-    let start = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(echo.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = echo.0.wait().unwrap();
-    let took = start.elapsed();
-    let mut text = String::new();
-    echo.0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    let t: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
-    crate::util::vocab::check_any(&t);
-    crate::util::vocab::check("echo", &t);
-    eprintln!("{backend}: stopped in {took:?}: {t}");
-    assert!(status.success(), "{backend}: {status:?} {t}");
-    assert!(
-        took < Duration::from_secs(3),
-        "{backend}: a stop took {took:?}"
-    );
-    // It went on receiving: what reached it was taken in, not dropped by
-    // the kernel while sends waited.
-    let received = t["received"].as_u64().unwrap();
-    assert!(
-        received * 10 >= N * 9,
-        "{backend}: received {received} of {N}: {t}"
-    );
-    // What the link could not carry is said: refused by the queue
-    // discipline (ENOBUFS), given up while blocked, or cancelled at the stop.
-    let refused: u64 = t["send_errors"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|n| n.as_u64().unwrap())
-        .sum();
-    let not_sent = refused + t["send_blocked"].as_u64().unwrap() + t["cancelled"].as_u64().unwrap();
-    assert!(
-        not_sent > 0,
-        "{backend}: the link could not carry the replies: {t}"
-    );
-    assert_eq!(
-        t["sent"].as_u64().unwrap() + not_sent,
-        received,
-        "{backend}: every reply sent or counted as not sent: {t}"
-    );
-    assert_eq!(t["slots_out"], 0, "{t}");
-    topo.run_in("h2", || {
-        UdpSocket::bind("0.0.0.0:9000").expect("the port is free once the echo exits");
-    });
-}
-
-#[test]
-fn a_congested_link_does_not_stall_or_hang_uring() {
-    if udpring::uring_support().is_ok() {
-        congested_stop("uring", "cu", false);
-        congested_stop("uring", "cU", true);
-    }
-}
-
-#[test]
-fn a_congested_link_does_not_stall_or_hang_mmsg() {
-    congested_stop("mmsg", "cm", false);
-    congested_stop("mmsg", "cM", true);
 }

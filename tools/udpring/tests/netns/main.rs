@@ -9,7 +9,8 @@
 //! API on the LAN), `broadcast.rs` (the command's broadcast with the seed
 //! chapter's programs), `peers.rs` (udpring against programs it did not
 //! write: the seeds' Twisted programs, discovery responders),
-//! `source.rs` (replies from the address asked), `tools.rs` (the
+//! `source.rs` (replies from the address asked), `congestion.rs` (slow
+//! links: stops, counts), `tools.rs` (the
 //! command's multicast tools and fan-out across hosts), `xdp/` (the
 //! AF_XDP backend on a veth pair).
 
@@ -19,6 +20,7 @@ mod util;
 
 mod accounting;
 mod broadcast;
+mod congestion;
 mod fleet;
 mod guard;
 mod mcast;

@@ -129,6 +129,9 @@ pub struct Dest {
     /// Of those, refused by the kernel or by a full send queue (each
     /// errno in `errors`).
     pub failed: u64,
+    /// Of those, given up by the engine: the socket's send buffer stayed
+    /// full.
+    pub blocked: u64,
     /// Reports from the network about datagrams that left for it (ICMP
     /// port, host or network unreachable).
     pub refused: u64,
@@ -145,16 +148,19 @@ impl Dest {
             state: State::Live,
             queued: 0,
             failed: 0,
+            blocked: 0,
             refused: 0,
             errors: BTreeMap::new(),
             expires,
         }
     }
 
-    /// Datagrams the kernel took for it: queued minus failed. Exact once
-    /// the engine has stopped (every send's outcome is then known).
+    /// Datagrams the kernel took for it: queued minus failed and given
+    /// up. Exact once the engine has stopped (every send's outcome is then
+    /// known), but for what a stop cancelled (the engine's `cancelled`,
+    /// not per destination).
     pub fn forwarded(&self) -> u64 {
-        self.queued.saturating_sub(self.failed)
+        self.queued.saturating_sub(self.failed + self.blocked)
     }
 
     fn fail(&mut self, errno: i32, n: u64) {
@@ -579,6 +585,14 @@ impl Handler for Fanout {
     }
 
     fn on_error(&mut self, event: ErrorEvent, _tx: &mut Transport<'_>) {
+        if let ErrorEvent::SendGivenUp { peer, datagrams } = event {
+            let mut t = self.relay.table();
+            match peer.and_then(|p| t.index.get(&udpring::os::canonical(p)).copied()) {
+                Some(i) => t.dests[i].blocked += datagrams,
+                None => t.other_errors += 1,
+            }
+            return;
+        }
         let (peer, errno) = match event {
             ErrorEvent::ConnectionRefused { peer } | ErrorEvent::Unreachable { peer, .. } => {
                 (peer, None)

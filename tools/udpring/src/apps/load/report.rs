@@ -96,6 +96,11 @@ pub struct Counts {
     pub bytes_received: u64,
     /// Sends refused for want of a free send slot (the engine's backpressure).
     pub send_exhausted: u64,
+    /// Datagrams the engine gave up sending after the warm-up: the
+    /// socket's send buffer stayed full (they count in `sent`, and are
+    /// lost without having left).
+    #[serde(default)]
+    pub send_blocked: u64,
     /// Paced runs: datagrams due before the end that had not gone 1 s past
     /// it, when sending stopped (the host could not keep the rate).
     #[serde(default)]
@@ -150,6 +155,7 @@ impl Counts {
         self.bytes_sent = self.bytes_sent.saturating_add(o.bytes_sent);
         self.bytes_received = self.bytes_received.saturating_add(o.bytes_received);
         self.send_exhausted = self.send_exhausted.saturating_add(o.send_exhausted);
+        self.send_blocked = self.send_blocked.saturating_add(o.send_blocked);
         self.unsent = self.unsent.saturating_add(o.unsent);
         self.timeouts = self.timeouts.saturating_add(o.timeouts);
         self.unmatched = self.unmatched.saturating_add(o.unmatched);

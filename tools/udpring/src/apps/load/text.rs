@@ -125,6 +125,12 @@ impl LoadReport {
         } else {
             ""
         };
+        if self.counts.send_blocked > 0 {
+            s += &format!(
+                "given up unsent: {} (the socket's send buffer stayed full; among the lost)\n",
+                self.counts.send_blocked
+            );
+        }
         s += &format!(
             "send errors {}  kernel drops {}{unit}  host UDP: rcvbuf-errors {} sndbuf-errors {} in-errors {}  icmp/errors {}{}\n",
             if errs.is_empty() {

@@ -18,11 +18,16 @@ impl Worker {
     }
 
     /// Counts an error the kernel reported about a request (ICMP port or
-    /// host unreachable, message too long) in `errors`, by kind. Failed
-    /// sends are the engine's (`send_errors`); errors during the warm-up
-    /// are left out, as its datagrams are (the phase as for replies).
+    /// host unreachable, message too long) in `errors`, by kind, and sends
+    /// the engine gave up in `send_blocked`. Failed sends are the engine's
+    /// (`send_errors`); errors during the warm-up are left out, as its
+    /// datagrams are (the phase as for replies).
     pub(super) fn count_error(&mut self, event: ErrorEvent) {
-        if matches!(event, ErrorEvent::SendFailed { .. }) || self.phase == Phase::Warmup {
+        if self.phase == Phase::Warmup || matches!(event, ErrorEvent::SendFailed { .. }) {
+            return;
+        }
+        if let ErrorEvent::SendGivenUp { datagrams, .. } = event {
+            self.counts.send_blocked = self.counts.send_blocked.saturating_add(datagrams);
             return;
         }
         // A flood into a closed port reports an error per datagram: count
