@@ -125,21 +125,44 @@ fn pong(a: &McastArgs, expect: Option<Expect>) -> Result<(), Failure> {
 fn send(a: &McastArgs) -> Result<(), Failure> {
     let g = Group::new(a)?;
     let (to, rate, size, count) = (g.addr, a.rate, a.size, a.count);
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let p2 = progress.clone();
     let engine = start(&g, "send", g.config(a, false), move |_| {
-        McastSend::new(to, rate, size, count)
+        let mut s = McastSend::new(to, rate, size, count);
+        s.progress = p2.clone();
+        s
     })?;
-    // A counted send ends by itself after its last datagram.
+    // A counted send ends by itself when its last datagram is due.
     let natural =
         count.map(|c| Duration::from_secs_f64(c as f64 / rate) + Duration::from_millis(100));
-    finish(
+    // Of a counted send, what was never handed over: the link (or this
+    // host) did not keep the rate.
+    let unsent = move || {
+        count.map(|c| c.saturating_sub(progress.load(std::sync::atomic::Ordering::Relaxed)))
+    };
+    let u2 = unsent.clone();
+    let r = finish(
         a,
         &g,
         "send",
         engine,
         a.duration.or(natural),
         &PeerTable::default(),
-        no_extra,
-    )
+        move |_| match u2() {
+            Some(n) => serde_json::json!({ "unsent": n }),
+            None => serde_json::Value::Null,
+        },
+    );
+    if let (Some(n), Some(c)) = (unsent(), count)
+        && n > 0
+        && !a.out.json_out()
+    {
+        say!(
+            "{n} of the {c} datagrams asked were not sent: the link (or this host) did not keep \
+             --rate {rate} (a full send buffer holds the sender back)"
+        );
+    }
+    r
 }
 
 fn ping(a: &McastArgs, payload: PingPayload) -> Result<(), Failure> {
@@ -264,6 +287,13 @@ fn finish(
         if kind == "ping" {
             v["late"] = report.late.into();
         }
+        if kind != "listen" {
+            // What never left: given up on a full send buffer, cancelled
+            // at the stop (the rest of what was asked is `sent` or
+            // `send_errors`).
+            v["send_blocked"] = stats.send_blocked.into();
+            v["cancelled"] = stats.cancelled.into();
+        }
         if kind == "send" || kind == "ping" || failed_sends > 0 {
             v["send_errors"] = stats
                 .send_errors
@@ -289,20 +319,30 @@ fn finish(
     } else {
         String::new()
     };
-    let errors = if failed_sends > 0 {
+    let mut errors = if failed_sends > 0 {
         format!(" (failed {})", stats.send_errors_text())
     } else {
         String::new()
     };
-    say!(
-        "{kind} {}: sent {}{errors} received {}  not ours {}{late}  from sources beyond the {} tracked {}",
-        g.addr,
-        stats.sent,
-        stats.received,
-        report.invalid,
-        crate::apps::mcast::MAX_PEERS,
-        report.untracked
-    );
+    if stats.send_blocked + stats.cancelled > 0 {
+        errors += &format!(
+            " (not sent: {} given up on a full send buffer, {} cancelled at the stop)",
+            stats.send_blocked, stats.cancelled
+        );
+    }
+    // A sender hears nothing: no receive counts (as in its JSON).
+    let heard = if kind == "send" {
+        String::new()
+    } else {
+        format!(
+            " received {}  not ours {}{late}  from sources beyond the {} tracked {}",
+            stats.received,
+            report.invalid,
+            crate::apps::mcast::MAX_PEERS,
+            report.untracked
+        )
+    };
+    say!("{kind} {}: sent {}{errors}{heard}", g.addr, stats.sent);
     for (p, c) in peers {
         let rtt = c.rtt_us.as_ref().map_or(String::new(), |r| {
             format!(

@@ -157,18 +157,23 @@ fn a_relay_counts_what_a_congested_destination_did_not_get() {
     assert_eq!(n(d, "send_blocked"), n(&v, "send_blocked"), "{v}");
 }
 
-/// A paced load whose link queues everything it is given (a token bucket
-/// with a 30 MB queue) fills its socket's send buffer: the sends the
-/// engine gives up are in the report, not only in what never arrived.
+/// An 80 kbit/s token bucket on h1's e0 that queues whatever it is given
+/// (30 MB): a sender fills its socket's send buffer and waits.
+fn full_link(topo: &Topology) {
+    sh_in(
+        topo,
+        "h1",
+        "tc qdisc add dev e0 root tbf rate 80kbit burst 1600 limit 30000000",
+    );
+}
+
+/// A paced load on a full link: the sends the engine gives up are in the
+/// report, not only in what never arrived.
 #[test]
 fn a_load_says_what_it_gave_up_on_a_full_link() {
     let _turn = crate::topo::paced_flow();
     let topo = crate::topology!(lan, "cl");
-    sh_in(
-        &topo,
-        "h1",
-        "tc qdisc add dev e0 root tbf rate 80kbit burst 1600 limit 30000000",
-    );
+    full_link(&topo);
     let out = topo.udpring(
         "h1",
         &crate::util::words(
@@ -186,4 +191,32 @@ fn a_load_says_what_it_gave_up_on_a_full_link() {
     );
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("panicked"), "{text}");
+}
+
+/// A counted `mcast send` on a full link: what it asked is sent, refused,
+/// given up, cancelled at the stop, or never handed over (`unsent`).
+#[test]
+fn a_counted_mcast_send_accounts_for_every_datagram_on_a_full_link() {
+    let _turn = crate::topo::paced_flow();
+    let topo = crate::topology!(lan, "cs");
+    full_link(&topo);
+    let out = topo.udpring(
+        "h1",
+        &crate::util::words("mcast send 239.1.1.1:5000 --rate 20000 -c 20000 -s 1000 -q --json"),
+    );
+    let v = json_of(&out);
+    crate::util::vocab::check("mcast send", &v);
+    let n = |k: &str| v[k].as_u64().unwrap();
+    let refused: u64 = v["send_errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|x| x.as_u64().unwrap())
+        .sum();
+    assert!(n("unsent") > 0, "the link could not keep the rate: {v}");
+    assert_eq!(
+        n("sent") + refused + n("send_blocked") + n("cancelled") + n("unsent"),
+        20_000,
+        "{v}"
+    );
 }
