@@ -148,7 +148,9 @@ fn mcast_ping_with_a_payload_measures_the_seeds_twisted_servers_and_python_respo
             .iter()
             .map(|h| twisted(&topo, h, "MulticastServer.py"))
             .collect();
-        std::thread::sleep(Duration::from_millis(1500)); // Twisted starts and joins
+        for h in ["h2", "h3"] {
+            topo.wait_ready(h, 8005, Some("228.0.0.5".parse().unwrap()));
+        }
         let v = ping_payload(&topo, "228.0.0.5:8005", "Client: Ping", "Server: Pong");
         each_answered_all(&v, &["10.201.0.2:8005", "10.201.0.3:8005"]);
     }
@@ -343,7 +345,7 @@ fn the_seeds_twisted_echo_and_helloer_with_load_and_echo() {
     }
     // The seeds' Echo on port 9999 of h2, loaded by udpring.
     let _echo = twisted(&topo, "h2", "Echo.py");
-    std::thread::sleep(Duration::from_millis(1500));
+    topo.wait_ready("h2", 9999, None);
     let out = topo.udpring(
         "h1",
         &crate::util::words("load 10.201.0.2:9999 --mode ping --count 200 --warmup 0 --json -q"),
@@ -394,7 +396,9 @@ fn the_seeds_first_multicast_pair_with_mcast_ping_and_pong() {
         .iter()
         .map(|h| twisted(&topo, h, "MulticastServerUDP.py"))
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    for h in ["h2", "h3"] {
+        topo.wait_ready(h, 8005, Some("224.0.0.1".parse().unwrap()));
+    }
     let v = ping_payload(&topo, "224.0.0.1:8005", "UniqueID", "data");
     each_answered_all(&v, &["10.201.0.2:8005", "10.201.0.3:8005"]);
     drop(servers);

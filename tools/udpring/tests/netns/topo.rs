@@ -89,6 +89,32 @@ impl Topology {
         .unwrap()
     }
 
+    /// Waits (at most 10 s each) until something in `ns` has UDP port
+    /// `port` bound and, with `group`, joined that IPv4 group: for peers
+    /// that say nothing when they are ready (Twisted's programs), where a
+    /// fixed sleep did not hold on a loaded 2-core box.
+    pub fn wait_ready(&self, ns: &str, port: u16, group: Option<std::net::Ipv4Addr>) {
+        self.run_in(ns, move || {
+            crate::util::wait_udp_bound(port);
+            let Some(g) = group else { return };
+            // /proc's igmp table prints a group as its address read as a
+            // native (little-endian) u32.
+            let hex = format!("{:08X}", u32::from_le_bytes(g.octets()));
+            let start = std::time::Instant::now();
+            while !std::fs::read_to_string("/proc/thread-self/net/igmp")
+                .unwrap_or_default()
+                .split_whitespace()
+                .any(|w| w == hex)
+            {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(10),
+                    "nothing joined {g} in 10 s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        });
+    }
+
     /// `PROGRAM` (arguments to follow) as a command that runs inside
     /// namespace `ns`.
     pub fn exec(&self, ns: &str, program: &str) -> Command {

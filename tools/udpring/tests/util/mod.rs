@@ -153,19 +153,23 @@ pub fn sigterm(child: &std::process::Child) {
 pub fn wait_udp_bound(port: u16) {
     let start = std::time::Instant::now();
     let bound = || {
-        ["/proc/net/udp", "/proc/net/udp6"].iter().any(|t| {
-            std::fs::read_to_string(t)
-                .unwrap_or_default()
-                .lines()
-                .skip(1)
-                .any(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|local| local.rsplit(':').next())
-                        .and_then(|hex| u16::from_str_radix(hex, 16).ok())
-                        == Some(port)
-                })
-        })
+        // thread-self: the tables of this thread's network namespace (one
+        // entered by setns, in the netns tests), not the process's.
+        ["/proc/thread-self/net/udp", "/proc/thread-self/net/udp6"]
+            .iter()
+            .any(|t| {
+                std::fs::read_to_string(t)
+                    .unwrap_or_default()
+                    .lines()
+                    .skip(1)
+                    .any(|l| {
+                        l.split_whitespace()
+                            .nth(1)
+                            .and_then(|local| local.rsplit(':').next())
+                            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+                            == Some(port)
+                    })
+            })
     };
     while !bound() {
         assert!(
