@@ -182,6 +182,25 @@ fn wrong_ids_and_wrong_addresses_are_discarded_and_retransmission_recovers() {
     );
 }
 
+/// `udpring ping` of three requests carrying `payload` (hex), matched by
+/// `how`, back to back: its JSON.
+fn ping_three(to: std::net::SocketAddr, payload: &str, how: &str) -> serde_json::Value {
+    let to = to.to_string();
+    run_json(&[
+        "ping",
+        &to,
+        "--payload",
+        payload,
+        "--match",
+        how,
+        "-c",
+        "3",
+        "-i",
+        "0",
+        "--json",
+    ])
+}
+
 /// The seed chapter's `udp_remote.py` server, made deterministic: it drops
 /// every other datagram ("pretending to drop packet"), reads the rest as
 /// ASCII (a binary request kills it) and answers with their length.
@@ -201,19 +220,7 @@ fn ping_with_a_payload_talks_to_a_service_that_is_not_an_echo() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let v = run_json(&[
-        "ping",
-        &py.addr.to_string(),
-        "--payload",
-        &hello,
-        "--match",
-        "flow",
-        "-c",
-        "3",
-        "-i",
-        "0",
-        "--json",
-    ]);
+    let v = ping_three(py.addr, &hello, "flow");
     // Each request's first send is dropped, its retransmission answered
     // with a text of the server's own.
     assert_eq!(
@@ -238,19 +245,7 @@ fn ping_matching_by_id_discards_a_reply_with_another_id() {
         "    s.sendto(bytes([q[0] ^ 0xff]) + q[1:2] + b' stale', a)
     s.sendto(q[:2] + b' value', a)",
     );
-    let v = run_json(&[
-        "ping",
-        &py.addr.to_string(),
-        "--payload",
-        "0000474554206b6579",
-        "--match",
-        "id:0:2",
-        "-c",
-        "3",
-        "-i",
-        "0",
-        "--json",
-    ]);
+    let v = ping_three(py.addr, "0000474554206b6579", "id:0:2");
     assert_eq!(
         counts(&v, ["replies", "unmatched", "retransmits", "invalid"]),
         [Some(3), Some(3), Some(0), Some(0)],

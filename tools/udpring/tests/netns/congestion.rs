@@ -8,6 +8,18 @@ use std::time::{Duration, Instant};
 
 use crate::topo::{Topology, json_of, sh_in};
 
+/// Datagrams a document says did not go out: refused by errno, given up
+/// while blocked, cancelled at the stop.
+fn not_sent(v: &serde_json::Value) -> u64 {
+    let refused: u64 = v["send_errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    refused + v["send_blocked"].as_u64().unwrap() + v["cancelled"].as_u64().unwrap()
+}
+
 /// An 80 kbit/s token bucket on `ns`'s e0 that holds `latency` of traffic.
 fn slow_link(topo: &Topology, ns: &str, latency: &str) {
     sh_in(
@@ -77,13 +89,7 @@ fn congested_stop(backend: &str, tag: &str, full_socket: bool) {
     );
     // What the link could not carry is said: refused by the queue
     // discipline (ENOBUFS), given up while blocked, or cancelled at the stop.
-    let refused: u64 = t["send_errors"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|n| n.as_u64().unwrap())
-        .sum();
-    let not_sent = refused + t["send_blocked"].as_u64().unwrap() + t["cancelled"].as_u64().unwrap();
+    let not_sent = not_sent(&t);
     assert!(
         not_sent > 0,
         "{backend}: the link could not carry the replies: {t}"
@@ -157,32 +163,40 @@ fn a_relay_counts_what_a_congested_destination_did_not_get() {
     assert_eq!(n(d, "send_blocked"), n(&v, "send_blocked"), "{v}");
 }
 
-/// An 80 kbit/s token bucket on h1's e0 that queues whatever it is given
-/// (30 MB): a sender fills its socket's send buffer and waits.
-fn full_link(topo: &Topology) {
+/// `udpring LINE` on h1, whose e0 is an 80 kbit/s token bucket that
+/// queues whatever it is given (30 MB): a sender fills its socket's send
+/// buffer and waits. Its output and JSON (checked against the vocabulary
+/// for `command`); `None` where no topology can be built.
+fn on_a_full_link(
+    tag: &str,
+    line: &str,
+    command: &str,
+) -> Option<(std::process::Output, serde_json::Value)> {
+    let _turn = crate::topo::paced_flow();
+    let topo = crate::topo::Topology::lan(tag)?;
     sh_in(
-        topo,
+        &topo,
         "h1",
         "tc qdisc add dev e0 root tbf rate 80kbit burst 1600 limit 30000000",
     );
+    let out = topo.udpring("h1", &crate::util::words(line));
+    let v = json_of(&out);
+    crate::util::vocab::check(command, &v);
+    Some((out, v))
 }
 
 /// A paced load on a full link: the sends the engine gives up are in the
 /// report, not only in what never arrived.
 #[test]
 fn a_load_says_what_it_gave_up_on_a_full_link() {
-    let _turn = crate::topo::paced_flow();
-    let topo = crate::topology!(lan, "cl");
-    full_link(&topo);
-    let out = topo.udpring(
-        "h1",
-        &crate::util::words(
-            "load 10.201.0.2:9 --match none --rate 20000 -t 2 -s 1000 --warmup 0 --backend mmsg \
-             -q --json",
-        ),
-    );
-    let v = json_of(&out);
-    crate::util::vocab::check("load", &v);
+    let Some((out, v)) = on_a_full_link(
+        "cl",
+        "load 10.201.0.2:9 --match none --rate 20000 -t 2 -s 1000 --warmup 0 --backend mmsg -q \
+         --json",
+        "load",
+    ) else {
+        return;
+    };
     let n = |k: &str| v[k].as_u64().unwrap();
     assert!(n("send_blocked") > 0, "{v}");
     assert!(
@@ -197,26 +211,14 @@ fn a_load_says_what_it_gave_up_on_a_full_link() {
 /// given up, cancelled at the stop, or never handed over (`unsent`).
 #[test]
 fn a_counted_mcast_send_accounts_for_every_datagram_on_a_full_link() {
-    let _turn = crate::topo::paced_flow();
-    let topo = crate::topology!(lan, "cs");
-    full_link(&topo);
-    let out = topo.udpring(
-        "h1",
-        &crate::util::words("mcast send 239.1.1.1:5000 --rate 20000 -c 20000 -s 1000 -q --json"),
-    );
-    let v = json_of(&out);
-    crate::util::vocab::check("mcast send", &v);
+    let Some((_, v)) = on_a_full_link(
+        "cs",
+        "mcast send 239.1.1.1:5000 --rate 20000 -c 20000 -s 1000 -q --json",
+        "mcast send",
+    ) else {
+        return;
+    };
     let n = |k: &str| v[k].as_u64().unwrap();
-    let refused: u64 = v["send_errors"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|x| x.as_u64().unwrap())
-        .sum();
     assert!(n("unsent") > 0, "the link could not keep the rate: {v}");
-    assert_eq!(
-        n("sent") + refused + n("send_blocked") + n("cancelled") + n("unsent"),
-        20_000,
-        "{v}"
-    );
+    assert_eq!(n("sent") + not_sent(&v) + n("unsent"), 20_000, "{v}");
 }
