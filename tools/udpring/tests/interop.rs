@@ -128,10 +128,7 @@ fn udpring_load_sockperf_mode_against_sockperf_server() {
     if !have("sockperf") {
         return;
     }
-    let port = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap().port()
-    };
+    let port = util::unused_port();
     let mut server = Command::new("sockperf")
         .args(["server", "-i", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())

@@ -81,11 +81,7 @@ fn loss_from_altered_replies_is_told_from_loss_from_capacity() {
 /// names the closed port.
 #[test]
 fn a_closed_loop_takes_port_unreachable_as_the_answer() {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = util::unused_port();
     let late_echo = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(500));
         let s = UdpSocket::bind(("127.0.0.1", port)).unwrap();

@@ -15,15 +15,6 @@ use std::time::Duration;
 
 use util::{Peer, have};
 
-/// A free UDP port on loopback (bound, then released).
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Waits until something answers a DNS query at `port`.
 fn wait_dns(port: u16) {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -55,7 +46,7 @@ fn nsd() -> Option<(Peer, u16)> {
         vec![format!("\"{}\"", "a".repeat(250)); 3].join(" ")
     );
     std::fs::write(dir.join("example.com.zone"), format!("{ZONE}{big}")).unwrap();
-    let port = free_port();
+    let port = util::unused_port();
     let d = dir.display();
     let conf = format!(
         "server:\n  ip-address: 127.0.0.1@{port}\n  do-ip6: no\n  username: \"\"\n  \
@@ -130,7 +121,7 @@ fn memcached_udp_frames_are_matched_by_request_id_and_by_flow() {
     if !have("memcached") {
         return;
     }
-    let port = free_port();
+    let port = util::unused_port();
     let child = Command::new("memcached")
         .args(util::words(&format!(
             "-U {} -p 0 -l 127.0.0.1 -u root",
