@@ -135,10 +135,7 @@ impl Handler for ConnectRefused {
 
 per_backend!(
     fn connection_refused_arrives_on_a_connected_socket_and_names_it(backend) {
-        let closed = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let closed = unused_addr("127.0.0.1");
         let events = Arc::new(Mutex::new(Vec::new()));
         let e2 = events.clone();
         let mut cfg = config(backend, false);

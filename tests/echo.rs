@@ -296,10 +296,7 @@ impl Handler for Refused {
 
 per_backend!(
     fn icmp_port_unreachable_becomes_a_connection_refused_event(backend) {
-        let closed = {
-            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-            s.local_addr().unwrap()
-        };
+        let closed = unused_addr("127.0.0.1");
         let events = Arc::new(Mutex::new(Vec::new()));
         let e2 = events.clone();
         let engine = Engine::start(config(backend, false), move |_| Refused {

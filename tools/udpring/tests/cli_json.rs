@@ -54,9 +54,7 @@ fn every_subcommand_speaks_one_json_vocabulary() {
         docs.push(v);
     }
     // A flood with no replies: rtt_us is null, and still the vocabulary.
-    let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let closed_addr = closed.local_addr().unwrap().to_string();
-    drop(closed);
+    let closed_addr = util::unused_addr("127.0.0.1").to_string();
     let (code, v) = doc(&["load", &closed_addr, "-t", "0.2", "--warmup", "0", "--json"]);
     assert_eq!(code, 1);
     assert!(v["rtt_us"].is_null(), "{v}");

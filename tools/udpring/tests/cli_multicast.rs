@@ -5,8 +5,6 @@
 
 mod util;
 
-use std::net::UdpSocket;
-
 use util::*;
 
 /// The group of the usage cases (none of them sends).
@@ -139,10 +137,7 @@ fn multicast_and_fanout_bad_input_is_one_line_with_exit_code_2() {
 fn fanout_on_loopback_relays_to_every_destination_and_counts_refusals() {
     let a = client(false);
     let b = client(false);
-    let closed = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = util::unused_addr("127.0.0.1");
     let to = format!(
         "{},{},{closed}",
         a.local_addr().unwrap(),

@@ -59,11 +59,7 @@ fn window_options_belong_to_a_flood() {
 
 #[test]
 fn a_run_with_no_replies_exits_1_and_has_no_rtt() {
-    let closed = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let closed = util::unused_addr("127.0.0.1").to_string();
     // A flood at a dead port.
     let (code, out, err) = run(&[
         "load", &closed, "-t", "0.3", "--warmup", "0", "--drain", "0.1", "--json", "-q",
@@ -177,10 +173,7 @@ fn the_warm_up_is_kept_out_of_every_count() {
     );
     // Likewise the kernel's errors: a closed port answers each datagram
     // with port unreachable; those about the warm-up are not counted.
-    let closed = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = util::unused_addr("127.0.0.1");
     let (_, out, _) = run(&util::words(&format!(
         "load {closed} --rate 2000 -t 0.5 --warmup 0.3 --json -q"
     )));

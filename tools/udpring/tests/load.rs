@@ -8,7 +8,7 @@
 #[macro_use]
 mod util;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -503,10 +503,7 @@ fn load_usage_errors_are_one_line_with_exit_code_2() {
 
 #[test]
 fn load_against_a_closed_port_counts_refusals_and_exits_1() {
-    let closed = {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap()
-    };
+    let closed = util::unused_addr("127.0.0.1");
     let (code, out, err) = util::run(&util::words(&format!(
         "load {} --rate 2000 -t 0.3 --warmup 0 --drain 0.1 --json -q",
         closed
