@@ -31,7 +31,8 @@ pub trait Handler: 'static {
     /// A datagram arrived. Its bytes are lent until this call returns.
     fn on_datagram(&mut self, dgram: Datagram<'_>, tx: &mut Transport<'_>);
     /// The kernel reported an error for this socket (ICMP and local errors
-    /// from the error queue, refused sends).
+    /// from the error queue, refused sends), or the worker gave up a send
+    /// the network would not take.
     fn on_error(&mut self, event: ErrorEvent, tx: &mut Transport<'_>) {
         let _ = (event, tx);
     }

@@ -23,9 +23,11 @@ use crate::worker::sendbuf::SendBuf;
 /// bounded send queue and will go to the kernel when the handler returns
 /// control to the worker loop (with the rest of the batch, one
 /// `io_uring_enter` or `sendmmsg`); what the kernel then says is counted in
-/// [`crate::Stats`] (`sent`, `send_errors`), and refusals it does not
-/// explain are reported as [`crate::ErrorEvent::SendFailed`]. `Err` means
-/// nothing was queued (see [`SendError`]).
+/// [`crate::Stats`] (`sent`, `send_errors`, `send_blocked`), refusals it
+/// does not explain are reported as [`crate::ErrorEvent::SendFailed`], and
+/// sends given up on a full socket buffer as
+/// [`crate::ErrorEvent::SendGivenUp`]. `Err` means nothing was queued (see
+/// [`SendError`]).
 ///
 /// Costs: `reply`, `forward` and `forward_via` copy nothing (the receive
 /// buffer is sent; it goes back to the ring once the kernel has it);
