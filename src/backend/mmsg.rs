@@ -92,7 +92,13 @@ impl Loop {
                         // back and forth with a few milliseconds of arrivals
                         // between, and one that waited for its CPU meanwhile
                         // had its socket drop what came.
-                        while let Some(t) = w.core.queue.pop_front() {
+                        // At most what is queued now: the handler, told
+                        // of each, may queue more (a retry), which must not
+                        // keep this loop going.
+                        for _ in 0..w.core.queue.len() {
+                            let Some(t) = w.core.queue.pop_front() else {
+                                break;
+                            };
                             w.give_up(t);
                             let q = w.core.queue.as_slice();
                             let same_socket = q.first().is_some_and(|f| f.sock == sock);
@@ -100,6 +106,11 @@ impl Loop {
                                 break;
                             }
                         }
+                        // The socket is still full: the rest (and any
+                        // retry the handler queued) waits for the next try.
+                        self.front_tries = 0;
+                        self.blocked = Some(Instant::now());
+                        return;
                     } else if let Some(t) = w.core.queue.pop_front() {
                         w.complete(t, Err(errno));
                     }
