@@ -33,28 +33,6 @@ pub fn listening(out: &mut impl std::io::BufRead) -> (SocketAddr, String) {
     (addr, line)
 }
 
-/// An address on `ip` (127.0.0.1 or ::1) whose UDP port nothing holds
-/// now: a closed port for a test, or one to start a peer on. Below the
-/// kernel's ephemeral range (`ip_local_port_range`): a port found by
-/// binding port 0 and letting go can be handed to the next socket any
-/// other test binds to port 0 (a closed-loop test once saw its "closed"
-/// port answered by another test's load).
-pub fn unused_addr(ip: &str) -> std::net::SocketAddr {
-    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32768)
-        .max(10_001);
-    let ip: std::net::IpAddr = ip.parse().expect("an IP address");
-    for _ in 0..1000 {
-        let p = 10_000 + (udpring::random_u64() % u64::from(low - 10_000)) as u16;
-        if let Ok(s) = std::net::UdpSocket::bind((ip, p)) {
-            return s.local_addr().unwrap();
-        }
-    }
-    panic!("no free UDP port on {ip} below {low}");
-}
-
 /// [`unused_addr`]'s port on 127.0.0.1.
 pub fn unused_port() -> u16 {
     unused_addr("127.0.0.1").port()
