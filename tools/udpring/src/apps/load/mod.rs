@@ -45,6 +45,7 @@ pub mod payload;
 pub mod pcap;
 mod report;
 mod responders;
+mod rtt;
 mod text;
 mod worker;
 
