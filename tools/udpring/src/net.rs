@@ -49,9 +49,9 @@ pub(crate) struct PingArgs {
     /// Sends per request before the server looks down.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     attempts: u32,
-    /// Request size in bytes (32..65507).
+    /// Request size in bytes (32..65507; 65527 over IPv6).
     #[arg(long, short = 's', default_value_t = 64,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(32..=65507))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(32..=65527))]
     size: usize,
     /// Send this payload (hex, e.g. 68656c6c6f for "hello") instead of
     /// udpring's header, to a service that is not an echo server; say how

@@ -286,3 +286,29 @@ fn ping_says_how_payload_and_match_go_together() {
         ),
     ]);
 }
+
+#[test]
+fn a_request_may_be_as_large_as_its_family_carries() {
+    // IPv6 has no IPv4 header inside the 64 KiB: 65527 bytes, whole.
+    let echo = Server::start(&words(
+        "echo --bind [::1]:0 -w 1 -q --slot-size 70000 --duration 5",
+    ));
+    let v = run_json(&[
+        "ping",
+        &echo.addr.to_string(),
+        "-s",
+        "65527",
+        "-c",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(
+        counts(&v, ["replies", "truncated"]),
+        [Some(1), Some(0)],
+        "{v}"
+    );
+    assert_usage_errors(&[(
+        &["ping", "127.0.0.1:9", "-s", "65527"],
+        "size must be 32..65507",
+    )]);
+}

@@ -253,18 +253,21 @@ impl RequestClient {
         if backoff.attempts == 0 {
             return refuse("attempts must be at least 1".into());
         }
+        // What one datagram carries over the server's family (IPv6 has no
+        // IPv4 header to fit in the 64 KiB).
+        let max = if udpring::os::canonical(server).is_ipv6() {
+            udpring::MAX_UDP6_PAYLOAD
+        } else {
+            udpring::MAX_UDP_PAYLOAD
+        };
         match &form {
-            Form::Header { size } if !(HEADER_LEN..=udpring::MAX_UDP_PAYLOAD).contains(size) => {
-                return refuse(format!(
-                    "size must be {HEADER_LEN}..{}",
-                    udpring::MAX_UDP_PAYLOAD
-                ));
+            Form::Header { size } if !(HEADER_LEN..=max).contains(size) => {
+                return refuse(format!("size must be {HEADER_LEN}..{max} to {server}"));
             }
-            Form::Payload { bytes, .. } if bytes.len() > udpring::MAX_UDP_PAYLOAD => {
+            Form::Payload { bytes, .. } if bytes.len() > max => {
                 return refuse(format!(
-                    "a payload of {} bytes is over the {} a UDP datagram carries",
-                    bytes.len(),
-                    udpring::MAX_UDP_PAYLOAD
+                    "a payload of {} bytes is over the {max} a UDP datagram carries to {server}",
+                    bytes.len()
                 ));
             }
             Form::Payload {
