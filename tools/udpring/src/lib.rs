@@ -95,8 +95,9 @@ enum Cmd {
     /// Find the path MTU to a host: by ICMP (like tracepath) and, where ICMP
     /// is filtered, by probes an echo server returns (RFC 8899 style).
     Pmtu(PmtuArgs),
-    /// Request/response against an echo server: request IDs, retransmission
-    /// with exponential backoff, "server looks down" after the last attempt.
+    /// Request/response against an echo server (or, with --payload, any
+    /// request/response service): request IDs, retransmission with
+    /// exponential backoff, "server looks down" after the last attempt.
     Ping(PingArgs),
     /// Relay every datagram to several destinations (unicast or groups) from
     /// the receive buffer itself: application-level multicast, or bridging a
