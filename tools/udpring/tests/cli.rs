@@ -218,7 +218,7 @@ fn pmtu_and_ping_bad_input_is_one_line_with_exit_code_2() {
         (&["ping", "127.0.0.1:0"], "port 0"),
         (
             &["ping", "127.0.0.1:7", "--size", "70000"],
-            "'--size <SIZE>': 70000 is not in 32..=65507",
+            "'--size <SIZE>': 70000 is not in 32..=65527",
         ),
         (
             &["ping", "127.0.0.1:7", "--backoff", "0.5"],
