@@ -45,7 +45,8 @@ pub enum ErrorEvent {
     /// full), given up so that its slot could receive again: its
     /// datagrams are counted in [`crate::Stats::send_blocked`] and are not
     /// sent. (What is still queued at a stop is counted in
-    /// [`crate::Stats::cancelled`], without an event.)
+    /// [`crate::Stats::cancelled`] and told to
+    /// [`crate::Handler::on_cancelled`].)
     SendGivenUp {
         /// Where it was going.
         peer: Option<SocketAddr>,

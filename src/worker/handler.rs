@@ -65,4 +65,11 @@ pub trait Handler: 'static {
     }
     /// The worker is stopping; no more sends will go out.
     fn on_stop(&mut self) {}
+    /// Sends still queued or in flight when the worker stopped, cancelled
+    /// after their grace (counted in [`crate::Stats::cancelled`]):
+    /// `datagrams` of them to `peer`. Called after [`Handler::on_stop`],
+    /// and without a [`Transport`]: nothing more can be sent.
+    fn on_cancelled(&mut self, peer: Option<std::net::SocketAddr>, datagrams: u64) {
+        let _ = (peer, datagrams);
+    }
 }

@@ -281,7 +281,7 @@ impl<H: Handler> Worker<H> {
             // Cancelled: at a stop, or given up while the network would
             // not take it (see `give_up`).
             if self.core.stopping() {
-                self.core.stats.c.cancelled.add(t.datagrams());
+                self.cancelled(t);
             } else {
                 self.blocked(t);
             }
@@ -397,8 +397,30 @@ impl<H: Handler> Worker<H> {
     /// cancelled, slots given back.
     pub fn cancel_queued(&mut self) {
         while let Some(t) = self.core.queue.pop_front() {
-            self.core.stats.c.cancelled.add(t.datagrams());
+            self.cancelled(&t);
             self.core.pool.unref(t.slot);
+        }
+    }
+
+    /// A send cancelled at the stop: counted, and the handler told where
+    /// it was going (`on_cancelled`: no transport, so it cannot queue
+    /// more). The caller gives the slot back.
+    pub fn cancelled(&mut self, t: &Transmit) {
+        self.core.stats.c.cancelled.add(t.datagrams());
+        if self.failed.is_some() {
+            return;
+        }
+        let (peer, n) = (self.core.peer_of(t), t.datagrams());
+        let h = &mut self.handler;
+        if let Err(p) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.on_cancelled(peer, n)))
+        {
+            let why = format!(
+                "handler panicked in on_cancelled: {}",
+                panic_text(p.as_ref())
+            );
+            self.core.shared.fail(why.clone());
+            self.failed = Some(why);
         }
     }
 

@@ -9,12 +9,17 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+/// What the worker told the handler: error events, and sends cancelled
+/// at the stop (where they went, how many datagrams).
 #[derive(Default)]
-struct Events(Vec<ErrorEvent>);
+struct Events(Vec<ErrorEvent>, Vec<(Option<std::net::SocketAddr>, u64)>);
 impl Handler for Events {
     fn on_datagram(&mut self, _d: Datagram<'_>, _tx: &mut Transport<'_>) {}
     fn on_error(&mut self, ev: ErrorEvent, _tx: &mut Transport<'_>) {
         self.0.push(ev);
+    }
+    fn on_cancelled(&mut self, peer: Option<std::net::SocketAddr>, datagrams: u64) {
+        self.1.push((peer, datagrams));
     }
 }
 
@@ -197,7 +202,7 @@ fn an_icmp_class_failure_is_resent_once_then_counted_with_an_event() {
     );
     assert_eq!(w.core.stats.send_errors_total(), 3);
     // Cancelled while running: given up as blocked, the handler told; at
-    // a stop: cancelled, no event. Their own counts.
+    // a stop: cancelled, no event but on_cancelled. Their own counts.
     let t = queued_train(&mut w, 64, 0);
     w.complete(t, Err(libc::ECANCELED));
     assert_eq!(w.core.stats.c.send_blocked.get(), 1);
@@ -220,6 +225,8 @@ fn an_icmp_class_failure_is_resent_once_then_counted_with_an_event() {
     w.cancel_queued();
     assert_eq!(w.core.stats.c.cancelled.get(), 1 + 4);
     assert_eq!(w.handler.0.len(), 3);
+    let to = Some("127.0.0.1:9".parse().unwrap());
+    assert_eq!(w.handler.1, [(to, 1), (to, 4)], "told where each went");
     assert_eq!(w.core.pool.counts().out, 0);
 }
 

@@ -492,7 +492,7 @@ pub(crate) fn run<H: Handler>(
     l.read_kernel_stats(w);
     let Loop { port, .. } = l;
     for (t, scratch) in port.close(&mut w.core.pool) {
-        w.core.stats.c.cancelled.add(t.datagrams());
+        w.cancelled(&t);
         if scratch {
             w.core.pool.unreserve(t.slot);
         } else {

@@ -117,6 +117,8 @@ struct DestTotals {
     /// Given up by the engine, its send buffer full (`send_blocked`, as in
     /// every document).
     send_blocked: u64,
+    /// Still queued or in flight at the stop (`cancelled`).
+    cancelled: u64,
     /// Failed sends to it by errno (`send_errors`, as in every document).
     send_errors: std::collections::BTreeMap<String, u64>,
     refused: u64,
@@ -140,6 +142,7 @@ impl FanoutTotals {
                     forwarded: d.forwarded(),
                     failed: d.failed,
                     send_blocked: d.blocked,
+                    cancelled: d.cancelled,
                     send_errors: d
                         .errors
                         .iter()
@@ -215,13 +218,14 @@ impl FanoutTotals {
         }
         for d in &self.destinations {
             out += &format!(
-                "  to {} ({}, {}) forwarded {} failed {} given-up {} refused {}\n",
+                "  to {} ({}, {}) forwarded {} failed {} given-up {} cancelled {} refused {}\n",
                 d.addr,
                 d.kind.name(),
                 d.state.name(),
                 d.forwarded,
                 d.failed,
                 d.send_blocked,
+                d.cancelled,
                 d.refused
             );
         }

@@ -350,6 +350,14 @@ impl Handler for Fanout {
         }
     }
 
+    fn on_cancelled(&mut self, peer: Option<SocketAddr>, datagrams: u64) {
+        let mut t = self.relay.table();
+        match peer.and_then(|p| t.index.get(&udpring::os::canonical(p)).copied()) {
+            Some(i) => t.dests[i].cancelled += datagrams,
+            None => t.other_errors += 1,
+        }
+    }
+
     fn on_error(&mut self, event: ErrorEvent, _tx: &mut Transport<'_>) {
         if let ErrorEvent::SendGivenUp { peer, datagrams } = event {
             let mut t = self.relay.table();

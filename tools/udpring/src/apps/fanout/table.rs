@@ -67,6 +67,8 @@ pub struct Dest {
     /// Of those, given up by the engine: the socket's send buffer stayed
     /// full.
     pub blocked: u64,
+    /// Of those, still queued or in flight at the stop: cancelled.
+    pub cancelled: u64,
     /// Reports from the network about datagrams that left for it (ICMP
     /// port, host or network unreachable).
     pub refused: u64,
@@ -84,18 +86,19 @@ impl Dest {
             queued: 0,
             failed: 0,
             blocked: 0,
+            cancelled: 0,
             refused: 0,
             errors: BTreeMap::new(),
             expires,
         }
     }
 
-    /// Datagrams the kernel took for it: queued minus failed and given
-    /// up. Exact once the engine has stopped (every send's outcome is then
-    /// known), but for what a stop cancelled (the engine's `cancelled`,
-    /// not per destination).
+    /// Datagrams the kernel took for it: queued minus failed, given up and
+    /// cancelled. Exact once the engine has stopped (every send's outcome
+    /// is then known).
     pub fn forwarded(&self) -> u64 {
-        self.queued.saturating_sub(self.failed + self.blocked)
+        self.queued
+            .saturating_sub(self.failed + self.blocked + self.cancelled)
     }
 
     pub(super) fn fail(&mut self, errno: i32, n: u64) {
