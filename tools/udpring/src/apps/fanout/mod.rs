@@ -351,19 +351,15 @@ impl Handler for Fanout {
     }
 
     fn on_cancelled(&mut self, peer: Option<SocketAddr>, datagrams: u64) {
-        let mut t = self.relay.table();
-        match peer.and_then(|p| t.index.get(&udpring::os::canonical(p)).copied()) {
-            Some(i) => t.dests[i].cancelled += datagrams,
-            None => t.other_errors += 1,
+        if let Some(d) = self.relay.table().reported(peer) {
+            d.cancelled += datagrams;
         }
     }
 
     fn on_error(&mut self, event: ErrorEvent, _tx: &mut Transport<'_>) {
         if let ErrorEvent::SendGivenUp { peer, datagrams } = event {
-            let mut t = self.relay.table();
-            match peer.and_then(|p| t.index.get(&udpring::os::canonical(p)).copied()) {
-                Some(i) => t.dests[i].blocked += datagrams,
-                None => t.other_errors += 1,
+            if let Some(d) = self.relay.table().reported(peer) {
+                d.blocked += datagrams;
             }
             return;
         }
@@ -377,12 +373,10 @@ impl Handler for Fanout {
             // Events of kinds a later engine adds: about no destination.
             _ => (None, None),
         };
-        let mut t = self.relay.table();
-        let i = peer.and_then(|p| t.index.get(&udpring::os::canonical(p)).copied());
-        match (i, errno) {
-            (Some(i), Some(e)) => t.dests[i].fail(e, 1),
-            (Some(i), None) => t.dests[i].refused += 1,
-            (None, _) => t.other_errors += 1,
+        match (self.relay.table().reported(peer), errno) {
+            (Some(d), Some(e)) => d.fail(e, 1),
+            (Some(d), None) => d.refused += 1,
+            (None, _) => {}
         }
     }
 }

@@ -237,6 +237,19 @@ impl Table {
         self.per_prefix.get(&prefix_of(ip)).copied().unwrap_or(0)
     }
 
+    /// The live destination an engine report names, or, about none (no
+    /// peer, or one that is not a destination), `None` counted in
+    /// `other_errors`.
+    pub(super) fn reported(&mut self, peer: Option<SocketAddr>) -> Option<&mut Dest> {
+        match peer.and_then(|p| self.index.get(&udpring::os::canonical(p)).copied()) {
+            Some(i) => Some(&mut self.dests[i]),
+            None => {
+                self.other_errors += 1;
+                None
+            }
+        }
+    }
+
     /// Live destination `addr`, if any.
     pub fn live(&self, addr: SocketAddr) -> Option<&Dest> {
         self.index
