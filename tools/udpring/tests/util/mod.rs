@@ -432,3 +432,52 @@ impl Drop for Peer {
         }
     }
 }
+
+/// The kernel's packet counters of this network namespace
+/// (`/proc/net/snmp` and `snmp6` as `Udp:NoPorts`, `Icmp6OutDestUnreachs`,
+/// and `softnet:dropped`, the backlog's drops over all CPUs): to say in a
+/// failure where a datagram the test expected went.
+pub fn kernel_counters() -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let lines: Vec<&str> = snmp.lines().collect();
+    for pair in lines.chunks(2) {
+        if let [names, values] = pair {
+            let (proto, names) = names.split_once(' ').unwrap_or_default();
+            let values = values.split_whitespace().skip(1);
+            for (n, v) in names.split_whitespace().zip(values) {
+                m.insert(format!("{proto}{n}"), v.parse().unwrap_or(0));
+            }
+        }
+    }
+    for l in std::fs::read_to_string("/proc/net/snmp6")
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Some((n, v)) = l.split_once(char::is_whitespace) {
+            m.insert(n.to_string(), v.trim().parse().unwrap_or(0));
+        }
+    }
+    let softnet = std::fs::read_to_string("/proc/net/softnet_stat").unwrap_or_default();
+    let dropped = softnet
+        .lines()
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .sum();
+    m.insert("softnet:dropped".into(), dropped);
+    m
+}
+
+/// The counters that moved between two [`kernel_counters`] snapshots.
+pub fn counters_moved(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> String {
+    after
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v.wrapping_sub(*before.get(k).unwrap_or(&0));
+            (d != 0).then(|| format!("{k} +{d}"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
