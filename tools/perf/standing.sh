@@ -5,7 +5,8 @@
 # socket loop) measured in the same run, round by round in alternating
 # order, and the ratio (median of the rounds' ratios). This is the table
 # PERF.md opens with; it prints the date, the commit and this command
-# first. About 10 minutes here.
+# first. About 10 minutes here. Pasted into PERF.md, its rows go on to the
+# README with tools/perf/readme-rows.py.
 #
 #   tools/perf/standing.sh            # ROUNDS=3 SECS=3
 #   ROUNDS=5 SECS=5 tools/perf/standing.sh

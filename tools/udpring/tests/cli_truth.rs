@@ -4,7 +4,7 @@
 //! the warm-up is kept out of every count; live lines leave the warm-up
 //! out of their clock and say which figures are totals; sends the kernel
 //! refused are not reported as sent (flags that would mean nothing:
-//! `cli_flags.rs`). All on loopback.
+//! `cli_flags.rs`); the README's figures are PERF.md's. All on loopback.
 
 mod util;
 
@@ -415,6 +415,66 @@ fn a_load_whose_every_send_is_refused_fails_and_says_so() {
                 "nothing went out to [ff12::1%1]:9: the kernel refused every send (ENETUNREACH="
             ),
             "{extra}: {err}"
+        );
+    }
+}
+
+/// The rows of the first table under `heading` in `text`: cells trimmed.
+fn table_under(text: &str, heading: &str) -> Vec<Vec<String>> {
+    let at = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?}"));
+    text[at..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2) // the header and its rule
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// The README's "Where it stands" is a few rows of the table PERF.md
+/// opens with, as they are there: the same run (its commit named), the
+/// same anchors and ratios. Copied by hand, they once drifted apart (a
+/// row read 0.87x in the README and 1.30x in PERF.md).
+#[test]
+fn the_readme_figures_are_perf_md_s_standing_run() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let perf = std::fs::read_to_string(root.join("PERF.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    // | what | udpring | anchor | anchor's figure | udpring / anchor | unit |
+    let standing: std::collections::HashMap<String, (String, String)> =
+        table_under(&perf, "## Where udpring stands")
+            .into_iter()
+            .map(|r| (r[0].clone(), (r[2].clone(), r[4].clone())))
+            .collect();
+    let commit = perf
+        .split_whitespace()
+        .skip_while(|w| *w != "commit")
+        .nth(1)
+        .expect("PERF.md names the commit of its run")
+        .trim_end_matches(',');
+    assert!(
+        readme.contains(&format!("commit {commit}")),
+        "the README names the run's commit, {commit}"
+    );
+    // | what | udpring / anchor | anchor |
+    let rows = table_under(&readme, "## Where it stands");
+    assert!(rows.len() >= 8, "{rows:?}");
+    for r in &rows {
+        let Some((anchor, ratio)) = standing.get(&r[0]) else {
+            panic!("README row {:?} is not a row of PERF.md's table", r[0]);
+        };
+        assert_eq!(
+            (&r[1], &r[2]),
+            (ratio, anchor),
+            "README row {:?} against PERF.md's",
+            r[0]
         );
     }
 }
