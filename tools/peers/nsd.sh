@@ -28,6 +28,7 @@ server:
   database: ""
   pidfile: "$d/nsd.pid"
   xfrdfile: "$d/xfrd.state"
+  xfrdir: "$d"
   zonelistfile: "$d/zone.list"
   logfile: "$d/nsd.log"
   server-count: 1

@@ -21,7 +21,8 @@ SIZE=${SIZE:-64}
 U=$PWD/target/release/udpring
 cargo build --release -q -p udpring-cli
 N=xperf$$
-trap 'bash tools/netns.sh down $N' EXIT
+T=$(mktemp -d) # the runs' JSON
+trap 'bash tools/netns.sh down $N; rm -rf "$T"' EXIT
 bash tools/netns.sh xdp-up $N
 A() { ip netns exec $N-a "$@"; }
 B() { ip netns exec $N-b "$@"; }
@@ -32,27 +33,27 @@ PORT=7100
 rate() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d[sys.argv[2]] / float(sys.argv[3]))' "$@"; }
 sinkrun() { # backend-args... -> received/s at the sink under the GSO flood
   PORT=$((PORT + 1))
-  B taskset -c 0 "$U" sink -b 10.202.0.2:$PORT --duration $((SECS + 3)) --json "$@" >/tmp/$N.sink 2>/dev/null &
+  B taskset -c 0 "$U" sink -b 10.202.0.2:$PORT --duration $((SECS + 3)) --json "$@" >$T/sink 2>/dev/null &
   local pid=$!; sleep 1
-  A taskset -c 1 "$U" load 10.202.0.2:$PORT --match none --unbounded --gso 64 --size $SIZE -t $SECS -q --json >/tmp/$N.load
+  A taskset -c 1 "$U" load 10.202.0.2:$PORT --match none --unbounded --gso 64 --size $SIZE -t $SECS -q --json >$T/load
   wait $pid
-  rate /tmp/$N.sink received "$(python3 -c 'import json; print(json.load(open("/tmp/'$N'.load"))["duration_s"])')"
+  rate $T/sink received "$(python3 -c 'import json; print(json.load(open("'$T'/load"))["duration_s"])')"
 }
 echorun() { # backend-args... -> echoes/s at the client
   PORT=$((PORT + 1))
   B "$U" echo -b 10.202.0.2:$PORT -w 1 --duration $((SECS + 3)) -q "$@" >/dev/null 2>&1 &
   local pid=$!; sleep 1
-  A taskset -c 1 "$U" load 10.202.0.2:$PORT --unbounded --gso 64 --size $SIZE -t $SECS -q --json >/tmp/$N.load
+  A taskset -c 1 "$U" load 10.202.0.2:$PORT --unbounded --gso 64 --size $SIZE -t $SECS -q --json >$T/load
   wait $pid
-  python3 -c 'import json; print(json.load(open("/tmp/'$N'.load"))["pps_received"])'
+  python3 -c 'import json; print(json.load(open("'$T'/load"))["pps_received"])'
 }
 sendrun() { # load-args... -> received/s at one kernel sink
   PORT=$((PORT + 1))
-  B taskset -c 0 "$U" sink -b 10.202.0.2:$PORT --duration $((SECS + 3)) --json >/tmp/$N.sink 2>/dev/null &
+  B taskset -c 0 "$U" sink -b 10.202.0.2:$PORT --duration $((SECS + 3)) --json >$T/sink 2>/dev/null &
   local pid=$!; sleep 1
-  A taskset -c 1 "$U" load 10.202.0.2:$PORT --match none --unbounded --size $SIZE -t $SECS -w 1 -q --json "$@" >/tmp/$N.load
+  A taskset -c 1 "$U" load 10.202.0.2:$PORT --match none --unbounded --size $SIZE -t $SECS -w 1 -q --json "$@" >$T/load
   wait $pid
-  rate /tmp/$N.sink received "$(python3 -c 'import json; print(json.load(open("/tmp/'$N'.load"))["duration_s"])')"
+  rate $T/sink received "$(python3 -c 'import json; print(json.load(open("'$T'/load"))["duration_s"])')"
 }
 declare -A R
 for r in $(seq 1 "$ROUNDS"); do

@@ -51,7 +51,7 @@ fn nsd() -> Option<(Peer, u16)> {
     let conf = format!(
         "server:\n  ip-address: 127.0.0.1@{port}\n  do-ip6: no\n  username: \"\"\n  \
          chroot: \"\"\n  zonesdir: \"{d}\"\n  database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  \
-         xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  \
+         xfrdfile: \"{d}/xfrd.state\"\n  xfrdir: \"{d}\"\n  zonelistfile: \"{d}/zone.list\"\n  \
          logfile: \"{d}/nsd.log\"\n  server-count: 1\n  \
          rrl-ratelimit: 0\n\
          remote-control:\n  control-enable: no\n\
