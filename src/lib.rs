@@ -154,8 +154,10 @@
 //! worker. `udpring echo` spins 50 µs; the library does not unless told.
 //! PERF.md measures each: the kv example asleep between requests reads
 //! 1.08-1.12x a blocking socket loop's closed-loop p50 and 1.15-1.23x its
-//! CPU per request in the latest standing runs, with `spin_us` 50
-//! 0.74-0.78x and 1.76-2.06x. A release built with
+//! CPU per request in the standing runs on hosts whose idle CPUs poll
+//! before they halt, with `spin_us` 50 0.74-0.78x and 1.76-2.06x; where
+//! they halt at once (every wake-up dearer), 1.04x and 1.07-1.08x, with
+//! `spin_us` 50 0.38-0.40x and 1.07-1.08x. A release built with
 //! `lto = "fat"` and `codegen-units = 1` spends ~0.03x less.
 //!
 //! **Bounds.** Anything a stranger can make a service keep or send must
