@@ -318,3 +318,80 @@ pub(crate) fn run<H: Handler>(
     w.core.publish();
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bufring::Pool;
+    use crate::error::ErrorEvent;
+    use crate::worker::datagram::Datagram;
+    use crate::worker::transport::Transport;
+    use std::net::SocketAddr;
+    use std::os::unix::net::UnixDatagram;
+
+    /// A handler that queues every send it is told was given up again, up
+    /// to `cap` times: what the give-up pass must not let run for ever.
+    struct Resend {
+        to: SocketAddr,
+        given_up: u64,
+        cap: u64,
+    }
+
+    impl Handler for Resend {
+        fn on_datagram(&mut self, _d: Datagram<'_>, _tx: &mut Transport<'_>) {}
+        fn on_error(&mut self, ev: ErrorEvent, tx: &mut Transport<'_>) {
+            if let ErrorEvent::SendGivenUp { datagrams, .. } = ev {
+                self.given_up += datagrams;
+                if self.given_up < self.cap {
+                    tx.send_to(b"again", self.to).unwrap();
+                }
+            }
+        }
+    }
+
+    /// Every receive slot out (the receive batch holds them) and every send
+    /// refused with `EAGAIN` (a Unix datagram socket whose peer's queue is
+    /// full stands in for a UDP socket whose buffer is): the pass that gives
+    /// sends up gives up what was queued when it began, not the retries the
+    /// handler queues from each event, and the flush ends there.
+    #[test]
+    fn a_give_up_pass_ends_although_the_handler_requeues_each_send() {
+        let (a, _peer) = UnixDatagram::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        while a.send(b"fill").is_ok() {}
+        let to: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+        let mut pool = Pool::new(2048, 8, 8, false).unwrap();
+        // Every receive slot out, as if a receive batch held them all.
+        while pool.reserve_recv().is_some() {}
+        assert!(pool.recv_starving());
+        let handler = Resend {
+            to,
+            given_up: 0,
+            cap: 1000,
+        };
+        let local = "127.0.0.1:4000".parse().unwrap();
+        let mut w = crate::backend::worker::test_worker(vec![a.as_raw_fd()], local, pool, handler);
+        // Connected to `to`: the sends carry no address, which the Unix
+        // socket takes.
+        w.core.socks.connected[0] = Some(sys::RawAddr::from_socket_addr(to, false));
+        // Four sends of growing length: not one train the queue could make
+        // of them.
+        for n in 1..=4 {
+            w.core.send_copy(0, &vec![b'q'; n], to, None).unwrap();
+        }
+        assert_eq!(w.core.queue.len(), 4);
+        let mut l = Loop {
+            fds: vec![a.as_raw_fd()],
+            rx: MmsgBufs::new(4),
+            tx: MmsgBufs::new(4),
+            single: false,
+            blocked: None,
+            front_tries: 0,
+        };
+        l.flush(&mut w);
+        assert_eq!(w.handler.given_up, 4, "the four queued, not their retries");
+        assert_eq!(w.core.queue.len(), 4, "the retries wait for the next try");
+        assert!(l.blocked.is_some());
+        assert_eq!(w.core.stats.c.send_blocked.get(), 4);
+    }
+}

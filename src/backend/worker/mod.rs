@@ -513,5 +513,38 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+/// A worker over sockets the test made (`fds`, each taken as bound to
+/// `local`), with `pool`: for backends' and the worker's own tests.
+#[cfg(test)]
+pub(crate) fn test_worker<H: Handler>(
+    fds: Vec<std::os::fd::RawFd>,
+    local: std::net::SocketAddr,
+    pool: crate::bufring::Pool,
+    handler: H,
+) -> Worker<H> {
+    use crate::guard::{Guard, GuardState, HostAddrs};
+    use crate::worker::{Sockets, WorkerShared};
+    let n = fds.len();
+    let socks = Sockets {
+        fds,
+        local: vec![local; n],
+        fixed_dst: vec![sys::fixed_destination(local); n],
+        connected: vec![None; n],
+        v6: vec![local.is_ipv6(); n],
+    };
+    let shared = std::sync::Arc::new(WorkerShared {
+        stop: std::sync::atomic::AtomicBool::new(false),
+        stats: crate::stats::SharedStats::new(),
+        inbox: crate::worker::sender::Inbox::new(4, 4000, vec![false; n], vec![]).unwrap(),
+        failure: std::sync::Mutex::new(None),
+        on_failure: None,
+    });
+    let guard = GuardState::new(&Guard::default(), vec![], HostAddrs::default());
+    Worker::new(
+        Core::new(pool, socks, 0, true, 1024, shared, guard),
+        handler,
+    )
+}
+
 #[cfg(test)]
 mod tests;

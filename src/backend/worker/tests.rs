@@ -1,13 +1,7 @@
 //! The worker's own tests: sends, refusals and retries, without a kernel ring.
 use super::*;
 use crate::bufring::Pool;
-use crate::guard::{Guard, GuardState, HostAddrs};
-use crate::stats::SharedStats;
-use crate::worker::sender::Inbox;
-use crate::worker::{Sockets, WorkerShared};
 use std::num::NonZeroU16;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 /// What the worker told the handler: error events, and sends cancelled
 /// at the stop (where they went, how many datagrams).
@@ -28,29 +22,14 @@ impl Handler for Events {
 fn worker() -> (Worker<Events>, std::net::UdpSocket) {
     use std::os::fd::AsRawFd;
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let socks = Sockets {
-        fds: vec![s.as_raw_fd()],
-        local: vec![s.local_addr().unwrap()],
-        fixed_dst: vec![crate::sys::fixed_destination(s.local_addr().unwrap())],
-        connected: vec![None],
-        v6: vec![false],
-    };
-    let shared = Arc::new(WorkerShared {
-        stop: AtomicBool::new(false),
-        stats: SharedStats::new(),
-        inbox: Inbox::new(4, 4000, vec![false], vec![]).unwrap(),
-        failure: std::sync::Mutex::new(None),
-        on_failure: None,
-    });
     let pool = Pool::new(4096, 1, 4, false).unwrap();
-    let guard = GuardState::new(&Guard::default(), vec![], HostAddrs::default());
-    (
-        Worker::new(
-            Core::new(pool, socks, 0, true, 1024, shared, guard),
-            Events::default(),
-        ),
-        s,
-    )
+    let w = super::test_worker(
+        vec![s.as_raw_fd()],
+        s.local_addr().unwrap(),
+        pool,
+        Events::default(),
+    );
+    (w, s)
 }
 
 fn queued_train(w: &mut Worker<Events>, len: usize, seg: u16) -> Transmit {
