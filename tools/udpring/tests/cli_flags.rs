@@ -29,6 +29,27 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
         one_way(&["--plot", "x.svg"]),
     );
     util::assert_usage_errors(&[
+        (
+            &["load", "127.0.0.1:9", "--arrivals", "poisson"],
+            "--arrivals poisson spaces a paced run's sends",
+        ),
+        (
+            &[
+                "load",
+                "127.0.0.1:9",
+                "--arrivals",
+                "poisson",
+                "--burst",
+                "10",
+                "--burst-interval",
+                "0.01",
+            ],
+            "(not --burst or --pcap-timing)",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--arrivals", "random"],
+            "possible values: even, poisson",
+        ),
         (&max_loss, "so --max-loss means nothing"),
         (&max_p99, "so --hist-log and --max-p99 mean nothing"),
         (&plot, "so --plot means nothing"),

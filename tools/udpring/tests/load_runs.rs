@@ -2,8 +2,8 @@
 //! payload files and matches refused in one line, one-way datagrams into a
 //! Python sink arriving as sent, a capture replayed in order, rate steps
 //! finding a rate limiter's knee, a paced run that keeps its schedule when
-//! half is lost, timeouts kept in the latency picture, and `-q`. All on
-//! loopback. The real services (NSD, memcached) are in `services.rs`.
+//! half is lost, timeouts kept in the latency picture, `-q`, and Poisson
+//! arrivals. All on loopback. The real services (NSD, memcached) are in `services.rs`.
 
 mod util;
 
@@ -529,4 +529,60 @@ fn quiet_means_errors_only_and_the_json_keeps_the_warnings() {
     let (code, _, err) = run(&["load", "127.0.0.1:0", "--json", "-q"]);
     assert_eq!(code, 2);
     assert!(err.starts_with("udpring: error: "), "{err}");
+}
+
+/// Notes the kernel's receive time of each datagram (a thread's wake-up
+/// would blur the gaps).
+struct Stamps(std::sync::Arc<std::sync::Mutex<Vec<std::time::SystemTime>>>);
+
+impl udpring::Handler for Stamps {
+    fn on_datagram(&mut self, d: udpring::Datagram<'_>, _tx: &mut udpring::Transport<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(d.rx_timestamp().expect("rx timestamps are on"));
+    }
+}
+
+/// The gaps (µs) between the arrivals of `load --match none --rate 1000
+/// -t 2 --arrivals HOW` at an engine on loopback (gaps of 1 ms: a late
+/// wake-up of the sender rarely makes one of an evenly spaced run long).
+fn arrival_gaps(how: &str) -> Vec<f64> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut cfg = util::config(udpring::Backend::Mmsg, false);
+    cfg.rx_timestamps = true;
+    let s2 = seen.clone();
+    let sink = udpring::Engine::start(cfg, move |_| Stamps(s2.clone())).unwrap();
+    let to = sink.local_addr().to_string();
+    let args = format!("load {to} --match none --rate 1000 -t 2 --arrivals {how} --json");
+    let v = util::run_json(&util::words(&args));
+    util::stop_clean(sink);
+    assert_eq!(v["arrivals"], how, "{v}");
+    let sent = v["sent"].as_u64().unwrap();
+    // Each 1,024 sends span 1,024/rate: the second span is cut at the
+    // end, at a random point within a few sends of 2,000.
+    assert!(sent.abs_diff(2000) < 100, "{v}");
+    let t = seen.lock().unwrap().clone();
+    assert_eq!(t.len() as u64, sent, "all of it arrived on loopback");
+    t.windows(2)
+        .map(|w| w[1].duration_since(w[0]).unwrap_or_default().as_secs_f64() * 1e6)
+        .collect()
+}
+
+/// Poisson arrivals come as independent clients' do, at the same mean
+/// rate: an exponential's tenth of the gaps is over ln 10 times the mean;
+/// evenly spaced sends have almost none that long (a late wake-up of the
+/// sender makes a few).
+#[test]
+fn poisson_arrivals_are_spread_as_an_exponential_and_keep_the_rate() {
+    let long_share = |g: &[f64]| {
+        let mean = g.iter().sum::<f64>() / g.len() as f64;
+        g.iter().filter(|&&x| x > mean * 10f64.ln()).count() as f64 / g.len() as f64
+    };
+    let poisson = long_share(&arrival_gaps("poisson"));
+    let even = long_share(&arrival_gaps("even"));
+    assert!(
+        poisson > 0.06 && even < poisson / 2.0,
+        "share of gaps over 2.3 means: poisson {poisson}, even {even}"
+    );
 }

@@ -84,6 +84,17 @@ impl LoadReport {
             if out.size != r.size {
                 out.size = out.size.max(r.size);
             }
+            if out.arrivals != r.arrivals {
+                // Mixed (--allow-mixed): each spacing named once.
+                let name = |a: &Option<String>| a.clone().unwrap_or_else(|| "none".into());
+                let mine = name(&out.arrivals);
+                let theirs = name(&r.arrivals);
+                out.arrivals = Some(if mine.split(',').any(|x| x == theirs) {
+                    mine
+                } else {
+                    format!("{mine},{theirs}")
+                });
+            }
             for rr in &r.responders {
                 match out.responders.iter_mut().find(|x| x.addr == rr.addr) {
                     Some(x) => {
@@ -133,7 +144,7 @@ impl LoadReport {
 }
 
 /// Why two results should not be merged: the same run twice, or two
-/// different experiments (mode, size or target) whose RTTs would become one
+/// different experiments (mode, spacing, size or target) whose RTTs would become one
 /// distribution. `names` label the results in the message (file names).
 /// `allow_duplicates` and `allow_mixed` waive each rule.
 pub fn merge_conflict(
@@ -155,8 +166,10 @@ pub fn merge_conflict(
             if allow_mixed {
                 continue;
             }
+            let spacing = |r: &LoadReport| r.arrivals.clone().unwrap_or_else(|| "none".into());
             for (what, x, y) in [
                 ("mode", &a.mode, &b.mode),
+                ("arrivals", &spacing(a), &spacing(b)),
                 ("target", &a.target, &b.target),
                 ("size", &a.size.to_string(), &b.size.to_string()),
             ] {
@@ -170,4 +183,39 @@ pub fn merge_conflict(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs spaced evenly and at Poisson arrivals are two experiments:
+    /// not merged unless asked, and then the merge names both.
+    #[test]
+    fn even_and_poisson_runs_are_not_merged_unless_mixed_is_allowed() {
+        let run = |how: &str, token: &str| LoadReport {
+            mode: "rate".into(),
+            arrivals: Some(how.into()),
+            run_tokens: vec![token.into()],
+            ..LoadReport::default()
+        };
+        let (a, b) = (run("even", "1"), run("poisson", "2"));
+        let why = merge_conflict(&[("a.json", &a), ("b.json", &b)], false, false).unwrap();
+        assert!(
+            why.contains("arrivals poisson and a.json arrivals even"),
+            "{why}"
+        );
+        assert_eq!(
+            merge_conflict(&[("a.json", &a), ("b.json", &b)], false, true),
+            None
+        );
+        assert_eq!(
+            merge_conflict(
+                &[("a.json", &a), ("c.json", &run("even", "3"))],
+                false,
+                false
+            ),
+            None
+        );
+    }
 }

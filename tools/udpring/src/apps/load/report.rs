@@ -265,6 +265,11 @@ pub struct LoadReport {
     /// A paced run in bursts: how many datagrams, how often.
     #[serde(default)]
     pub burst: Option<Burst>,
+    /// How a run paced at a rate spaced its sends (`--arrivals`): `even`
+    /// or `poisson`; `None` for one that was not (flood, ping, bursts, a
+    /// capture's own timing).
+    #[serde(default)]
+    pub arrivals: Option<String>,
     /// Backend of the generator.
     pub backend: String,
     /// Payload size.
@@ -397,6 +402,7 @@ mod props {
                     timeouts_as_latency: false,
                     matching: "header".into(),
                     burst: None,
+                    arrivals: None,
                     backend: "uring".into(),
                     size: (n[0] % 65_000) as usize,
                     flows: (n[1] % 1024) as usize + 1,

@@ -66,6 +66,9 @@ impl LoadReport {
                     " {r:.0}/s in bursts of {} every {} s",
                     b.datagrams, b.interval_s
                 ),
+                (Some(r), None) if self.arrivals.as_deref() == Some("poisson") => {
+                    format!(" {r:.0}/s at Poisson arrivals")
+                }
                 (Some(r), None) => format!(" {r:.0}/s"),
                 _ => String::new(),
             },

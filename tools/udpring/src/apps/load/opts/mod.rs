@@ -71,6 +71,26 @@ fn in_range(flag: &str, s: &str, lo: usize, hi: usize) -> Result<usize, String> 
         .ok_or_else(|| format!("{flag} {s} must be {lo}..{hi}"))
 }
 
+/// How a paced run spaces its sends (`--arrivals`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Arrivals {
+    /// One every 1/rate.
+    #[default]
+    Even,
+    /// Independent exponential gaps of mean 1/rate.
+    Poisson,
+}
+
+impl Arrivals {
+    /// Its name, as the flag takes it and the result says it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arrivals::Even => "even",
+            Arrivals::Poisson => "poisson",
+        }
+    }
+}
+
 /// What to run: the options of `udpring load` that shape the traffic.
 #[derive(Args, Clone, Debug)]
 pub struct LoadOpts {
@@ -96,6 +116,14 @@ pub struct LoadOpts {
     /// Time between the starts of two bursts, seconds (0.001 = 1 ms).
     #[arg(long, value_parser = parse_secs, requires = "burst")]
     pub burst_interval: Option<Duration>,
+    /// How a paced run (--rate, --bitrate) spaces its sends. even: one
+    /// every 1/rate. poisson: independent exponential gaps of mean 1/rate,
+    /// as requests from many independent clients arrive (the bursts and
+    /// lulls a service sees at the same mean rate; each worker's every
+    /// 1,024 sends take exactly 1,024/rate). Latency counts from each
+    /// send's due time either way.
+    #[arg(long, value_enum, default_value_t = Arrivals::Even)]
+    pub arrivals: Arrivals,
     /// How replies are matched to requests. header (the default without a
     /// payload): udpring's own header, echoed back (an echo server);
     /// id:OFFSET:LEN: an ID of LEN bytes (1..8) udpring writes into each

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{KSTAMP_MAX_FLOWS, LoadOpts, Mode};
+use super::{Arrivals, KSTAMP_MAX_FLOWS, LoadOpts, Mode};
 use crate::apps::header::HEADER_LEN;
 use crate::apps::load::matcher::Match;
 
@@ -251,6 +251,16 @@ impl LoadOpts {
                     KSTAMP_MAX_FLOWS
                 ));
             }
+        }
+        let evenly_paced = matches!(self.mode, Mode::Rate(_))
+            && self.bursts.is_none()
+            && self.replay_speed.is_none();
+        if self.arrivals == Arrivals::Poisson && !evenly_paced {
+            return Err(
+                "--arrivals poisson spaces a paced run's sends: give --rate or \
+                        --bitrate (not --burst or --pcap-timing)"
+                    .into(),
+            );
         }
         match (self.mode, self.bursts) {
             (Mode::Rate(_), Some((n, every))) => {

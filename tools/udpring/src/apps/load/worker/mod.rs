@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+mod arrivals;
 mod kstamp;
 mod pace;
 pub use pace::LATE_LIMIT;
@@ -144,6 +145,8 @@ pub(super) struct Worker {
     /// the time between bursts.
     burst: u64,
     burst_every_ns: f64,
+    /// `--arrivals poisson`: this worker's schedule.
+    poisson: Option<arrivals::Poisson>,
     rate_sent: u64,
     /// Paced runs: the furthest a measured send fell behind its due time.
     max_lag_ns: u64,
@@ -240,6 +243,8 @@ impl Worker {
                 n / workers as u64 + u64::from((w as u64) < n % workers as u64)
             }),
             burst_every_ns: opts.bursts.map_or(0.0, |(_, t)| t.as_nanos() as f64),
+            poisson: (opts.arrivals == super::opts::Arrivals::Poisson)
+                .then(|| arrivals::Poisson::new(rate_interval_ns, udpring::random_u64())),
             rate_sent: 0,
             payload_next: 0,
             max_lag_ns: 0,

@@ -13,8 +13,12 @@ pub const LATE_LIMIT: Duration = Duration::from_secs(1);
 
 impl Worker {
     /// When the paced run's datagram `i` (of this worker) is due: evenly
-    /// spaced, or in bursts.
-    pub(super) fn due_at(&self, i: u64) -> u64 {
+    /// spaced, in bursts, or at Poisson arrivals.
+    pub(super) fn due_at(&mut self, i: u64) -> u64 {
+        let start = self.rate_start;
+        if let Some(p) = &mut self.poisson {
+            return start + p.due(i);
+        }
         if let (Some(speed), Some(p)) = (self.opts.replay_speed, &self.opts.payloads)
             && let Some((times, cycle)) = p.times()
         {
@@ -84,7 +88,7 @@ impl Worker {
 
     /// How many of this worker's datagrams are due before `t` (the
     /// schedule only grows: a doubling search, then a binary one).
-    fn due_before(&self, t: u64) -> u64 {
+    fn due_before(&mut self, t: u64) -> u64 {
         let mut hi = 1u64;
         while self.due_at(hi - 1) < t {
             if hi >= 1 << 62 {
