@@ -4,6 +4,12 @@
 use super::report::{HistogramData, LoadReport, RttUs};
 
 impl LoadReport {
+    /// How its sends were spaced (`arrivals`), `none` where not paced at
+    /// a rate.
+    pub fn spacing(&self) -> &str {
+        self.arrivals.as_deref().unwrap_or("none")
+    }
+
     /// Merges runs made at the same time (rates add up; the histogram is
     /// the exact union).
     pub fn merge(reports: &[LoadReport]) -> Result<LoadReport, String> {
@@ -71,29 +77,23 @@ impl LoadReport {
             out.flows = out.flows.saturating_add(r.flows);
             out.workers = out.workers.saturating_add(r.workers);
             out.duration_s = out.duration_s.max(r.duration_s);
-            for (field, other) in [
-                (&mut out.target, &r.target),
-                (&mut out.mode, &r.mode),
-                (&mut out.backend, &r.backend),
-            ] {
+            // Mixed (--allow-mixed): each name once, comma-separated.
+            let join = |field: &mut String, other: &str| {
                 if !field.split(',').any(|x| x == other) {
                     field.push(',');
                     field.push_str(other);
                 }
+            };
+            join(&mut out.target, &r.target);
+            join(&mut out.mode, &r.mode);
+            join(&mut out.backend, &r.backend);
+            if out.arrivals != r.arrivals {
+                let mut spacing = out.spacing().to_string();
+                join(&mut spacing, r.spacing());
+                out.arrivals = Some(spacing);
             }
             if out.size != r.size {
                 out.size = out.size.max(r.size);
-            }
-            if out.arrivals != r.arrivals {
-                // Mixed (--allow-mixed): each spacing named once.
-                let name = |a: &Option<String>| a.clone().unwrap_or_else(|| "none".into());
-                let mine = name(&out.arrivals);
-                let theirs = name(&r.arrivals);
-                out.arrivals = Some(if mine.split(',').any(|x| x == theirs) {
-                    mine
-                } else {
-                    format!("{mine},{theirs}")
-                });
             }
             for rr in &r.responders {
                 match out.responders.iter_mut().find(|x| x.addr == rr.addr) {
@@ -166,11 +166,10 @@ pub fn merge_conflict(
             if allow_mixed {
                 continue;
             }
-            let spacing = |r: &LoadReport| r.arrivals.clone().unwrap_or_else(|| "none".into());
             for (what, x, y) in [
-                ("mode", &a.mode, &b.mode),
-                ("arrivals", &spacing(a), &spacing(b)),
-                ("target", &a.target, &b.target),
+                ("mode", a.mode.as_str(), b.mode.as_str()),
+                ("arrivals", a.spacing(), b.spacing()),
+                ("target", a.target.as_str(), b.target.as_str()),
                 ("size", &a.size.to_string(), &b.size.to_string()),
             ] {
                 if x != y {

@@ -24,6 +24,8 @@ pub struct Poisson {
     span: Option<u64>,
     /// Each send of that span: ns after the span's start.
     at: Vec<u64>,
+    /// The span's gaps summed so far, as it is drawn.
+    sums: Vec<f64>,
 }
 
 impl Poisson {
@@ -34,6 +36,7 @@ impl Poisson {
             seed,
             span: None,
             at: Vec::with_capacity(SPAN as usize),
+            sums: Vec::with_capacity(SPAN as usize + 1),
         }
     }
 
@@ -56,14 +59,18 @@ impl Poisson {
             let u = ((splitmix(key.wrapping_add(k)) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
             -u.ln()
         };
-        let total: f64 = (0..=SPAN).map(gap).sum();
-        self.at.clear();
+        self.sums.clear();
         let mut sum = 0.0;
-        for k in 0..SPAN {
+        for k in 0..=SPAN {
             sum += gap(k);
-            // Below `len`: the last gap (k = SPAN) is left out of `sum`.
-            self.at.push((sum / total * len) as u64);
+            self.sums.push(sum);
         }
+        // Below `len`: the last gap (k = SPAN) is in the total alone.
+        let at = self.sums[..SPAN as usize]
+            .iter()
+            .map(|s| (s / sum * len) as u64);
+        self.at.clear();
+        self.at.extend(at);
         self.span = Some(span);
     }
 }
