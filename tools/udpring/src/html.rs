@@ -133,11 +133,12 @@ pub(crate) fn page(
     };
     o.push_str("<h2>Summary</h2>\n");
     head(&mut o);
-    let text_rows: [Field<String>; 8] = [
+    let text_rows: [Field<String>; 9] = [
         ("target", |r| esc(&r.target)),
         ("mode", |r| esc(&r.mode)),
         ("match", |r| esc(&r.matching)),
         ("rate asked, /s", |r| r.rate.map_or("-".into(), num)),
+        ("arrivals", |r| esc(r.arrivals.as_deref().unwrap_or("-"))),
         ("size, bytes", |r| count(r.size as u64)),
         ("flows · workers", |r| {
             format!("{} · {}", r.flows, r.workers)

@@ -128,6 +128,7 @@ fn a_report_page_renders_with_its_tables_and_plot() {
     }
     // One run has its per-interval panels; two results sit side by side.
     assert!(one_text.contains("datagrams per second"));
+    assert!(one_text.contains("arrivals</th><td>even</td>"));
     assert!(both_text.contains("a.json") && both_text.contains("b.json"));
     assert!(both_text.contains("rate · 4000 /s") || both_text.contains("4000 /s"));
     if !have("chromium") {
