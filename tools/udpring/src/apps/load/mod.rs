@@ -486,10 +486,9 @@ fn report(
             datagrams: n,
             interval_s: t.as_secs_f64(),
         }),
-        arrivals: (matches!(opts.mode, Mode::Rate(_))
-            && opts.bursts.is_none()
-            && opts.replay_speed.is_none())
-        .then(|| opts.arrivals.name().to_string()),
+        arrivals: opts
+            .paced_at_a_rate()
+            .then(|| opts.arrivals.name().to_string()),
         backend: backend.to_string(),
         size: opts.size,
         flows: opts.flows,

@@ -296,6 +296,12 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 }
 
 impl LoadOpts {
+    /// Paced at a rate (`--rate`, `--bitrate`): not in bursts, nor on a
+    /// capture's own timing. Its sends are spaced by `--arrivals`.
+    pub fn paced_at_a_rate(&self) -> bool {
+        matches!(self.mode, Mode::Rate(_)) && self.bursts.is_none() && self.replay_speed.is_none()
+    }
+
     /// One-way: nothing is expected back (`--match none`).
     pub fn one_way(&self) -> bool {
         self.matching == Match::None

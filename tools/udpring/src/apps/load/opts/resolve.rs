@@ -252,10 +252,7 @@ impl LoadOpts {
                 ));
             }
         }
-        let evenly_paced = matches!(self.mode, Mode::Rate(_))
-            && self.bursts.is_none()
-            && self.replay_speed.is_none();
-        if self.arrivals == Arrivals::Poisson && !evenly_paced {
+        if self.arrivals == Arrivals::Poisson && !self.paced_at_a_rate() {
             return Err(
                 "--arrivals poisson spaces a paced run's sends: give --rate or \
                         --bitrate (not --burst or --pcap-timing)"
