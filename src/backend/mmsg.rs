@@ -42,6 +42,20 @@ struct Loop {
 }
 
 impl Loop {
+    /// A loop over `fds`, receiving and sending `batch` at a time (one
+    /// with `single`).
+    fn new(fds: Vec<RawFd>, batch: usize, single: bool) -> Self {
+        let batch = if single { 1 } else { batch };
+        Loop {
+            fds,
+            rx: MmsgBufs::new(batch),
+            tx: MmsgBufs::new(batch),
+            single,
+            blocked: None,
+            front_tries: 0,
+        }
+    }
+
     /// Sends what is queued, in batches of one socket each. A full socket
     /// buffer does not hold the worker: the rest of the queue waits and is
     /// tried again when the socket is writable or a millisecond later,
@@ -193,15 +207,11 @@ pub(crate) fn run<H: Handler>(
         ready(Err(e));
         return Err(io::Error::other(msg));
     }
-    let batch = if single { 1 } else { batch };
-    let mut l = Loop {
-        fds: sockets.iter().map(|s| s.as_raw_fd()).collect(),
-        rx: MmsgBufs::new(batch),
-        tx: MmsgBufs::new(batch),
+    let mut l = Loop::new(
+        sockets.iter().map(|s| s.as_raw_fd()).collect(),
+        batch,
         single,
-        blocked: None,
-        front_tries: 0,
-    };
+    );
     let wake = w.core.shared.inbox.wake.fd();
     let mut pollfds: Vec<libc::pollfd> = l
         .fds
@@ -380,14 +390,7 @@ mod tests {
             w.core.send_copy(0, &vec![b'q'; n], to, None).unwrap();
         }
         assert_eq!(w.core.queue.len(), 4);
-        let mut l = Loop {
-            fds: vec![a.as_raw_fd()],
-            rx: MmsgBufs::new(4),
-            tx: MmsgBufs::new(4),
-            single: false,
-            blocked: None,
-            front_tries: 0,
-        };
+        let mut l = Loop::new(vec![a.as_raw_fd()], 4, false);
         l.flush(&mut w);
         assert_eq!(w.handler.given_up, 4, "the four queued, not their retries");
         assert_eq!(w.core.queue.len(), 4, "the retries wait for the next try");
