@@ -11,7 +11,8 @@
 //!
 //! - closed loop: one request in flight, the servers taking turns block by
 //!   block (100 round trips each, the order rotating), so that all of them
-//!   see the same moments of a shared machine; per pass, each server's
+//!   see the same moments of a shared machine (and each begins its turn
+//!   with what the others left in the caches); per pass, each server's
 //!   round-trip p50 and p99 (µs) and the CPU its own threads used per
 //!   request (µs, the scheduler's account in nanoseconds);
 //! - flood: 32 requests in flight for 1.5 s per server, the servers taking
@@ -21,7 +22,8 @@
 //! Ratios are to the anchor, per pass, then the median over the passes.
 //!
 //! Run: `cargo bench --bench kv` (prints a table; `ROUNDS=n` passes, 5 by
-//! default).
+//! default; `BLOCK=n` round trips per turn, 100 by default: longer turns
+//! leave less of each server's time to re-warming after the others).
 
 #[path = "../examples/kv.rs"]
 #[allow(dead_code)]
@@ -100,6 +102,11 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
+    let block: usize = std::env::var("BLOCK")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&b| b > 0)
+        .unwrap_or(BLOCK);
     let stop = Arc::new(AtomicBool::new(false));
     // The engine, then again with the adaptive spin before sleeping.
     // Started before this thread is pinned: the engine pins its worker
@@ -158,7 +165,7 @@ fn main() {
         (spin_addr, &spin_threads),
     ];
     for r in 0..rounds {
-        let closed = ping_interleaved(&c, &servers, REQUEST, BLOCK, PING_TOTAL, |a| {
+        let closed = ping_interleaved(&c, &servers, REQUEST, block, PING_TOTAL, |a| {
             assert!(a.starts_with(b"VALUE"), "{a:?}");
         });
         // Taking turns at going first.
@@ -193,7 +200,7 @@ fn main() {
             .collect())
     };
     println!(
-        "{rounds} passes; medians; 64-byte-ish GETs on 127.0.0.1; closed loop {PING_TOTAL} round trips per server per pass in blocks of {BLOCK}; flood {WINDOW} in flight\n"
+        "{rounds} passes; medians; 64-byte-ish GETs on 127.0.0.1; closed loop {PING_TOTAL} round trips per server per pass in blocks of {block}; flood {WINDOW} in flight\n"
     );
     println!(
         "| server | p50 µs | p99 µs | CPU µs/request, closed loop | answers/s, flood | CPU µs/answer, flood | p50 / std | p99 / std | CPU / std, closed | CPU / std, flood |"
