@@ -133,10 +133,14 @@ pub(crate) fn page(
     };
     o.push_str("<h2>Summary</h2>\n");
     head(&mut o);
-    let text_rows: [Field<String>; 9] = [
+    let text_rows: [Field<String>; 10] = [
         ("target", |r| esc(&r.target)),
         ("mode", |r| esc(&r.mode)),
         ("match", |r| esc(&r.matching)),
+        ("answers checked for", |r| match r.expect.is_empty() {
+            true => "-".into(),
+            false => esc(&r.expect.join(" and ")),
+        }),
         ("rate asked, /s", |r| r.rate.map_or("-".into(), num)),
         ("arrivals", |r| esc(r.arrivals.as_deref().unwrap_or("-"))),
         ("size, bytes", |r| count(r.size as u64)),
@@ -168,7 +172,8 @@ pub(crate) fn page(
             }
         }),
     );
-    let counts: [Field<u64>; 7] = [
+    let counts: [Field<u64>; 8] = [
+        ("unexpected (--expect)", |r| r.counts.unexpected),
         ("reordered", |r| r.counts.reordered),
         ("duplicated", |r| r.counts.duplicated),
         ("invalid", |r| r.counts.invalid),

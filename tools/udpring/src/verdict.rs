@@ -36,6 +36,17 @@ pub(crate) fn advice(
     } else if let Some(h) = loss_hint(report, o) {
         out.push(format!("hint: {h}"));
     }
+    let (bad, answers) = (report.counts.unexpected, report.counts.received);
+    if bad > 0 && bad < answers {
+        out.push(format!(
+            "warning: {bad} of {answers} answers ({:.2}%) did not carry --expect {}{}; they \
+             count as received, with their RTTs: an error answered fast reads as a fast \
+             service",
+            100.0 * bad as f64 / answers as f64,
+            report.expect.join(" and "),
+            sample(&report.counts)
+        ));
+    }
     let early = report.counts.ids_reused_early;
     if early > 0 {
         out.push(format!(
@@ -46,6 +57,24 @@ pub(crate) fn advice(
         ));
     }
     out
+}
+
+/// The first unexpected answer's first bytes, as a clause.
+fn sample(c: &crate::apps::load::Counts) -> String {
+    let Some(b) = &c.unexpected_sample else {
+        return String::new();
+    };
+    let text: String = b
+        .iter()
+        .map(|&x| match x {
+            0x20..=0x7e => char::from(x),
+            _ => '.',
+        })
+        .collect();
+    format!(
+        " (the first began {} \"{text}\")",
+        crate::apps::load::expect::hex(b)
+    )
 }
 
 /// A DNS server that limits its answers: many truncated (TC: RRL's
@@ -216,6 +245,19 @@ pub(crate) fn judge(
             )
         };
         return Err(Failure { code: 1, msg });
+    }
+    let c = &report.counts;
+    if c.unexpected > 0 && c.unexpected == c.received {
+        return Err(Failure {
+            code: 1,
+            msg: format!(
+                "none of the {} answers from {target} carried --expect {}{}: the figures \
+                 are of some other answer (an error? another request?)",
+                c.received,
+                report.expect.join(" and "),
+                sample(c)
+            ),
+        });
     }
     match limits.violated(report) {
         Some(line) => Err(Failure {

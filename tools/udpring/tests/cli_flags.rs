@@ -50,6 +50,14 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             &["load", "127.0.0.1:9", "--arrivals", "random"],
             "possible values: even, poisson",
         ),
+        (
+            &["load", "127.0.0.1:9", "--match", "none", "--expect", "0:00"],
+            "--match none is one-way: no answer comes back for --expect to check",
+        ),
+        (
+            &["load", "127.0.0.1:9", "--expect", "56414c5545"],
+            "'56414c5545': give OFFSET:HEX",
+        ),
         (&max_loss, "so --max-loss means nothing"),
         (&max_p99, "so --hist-log and --max-p99 mean nothing"),
         (&plot, "so --plot means nothing"),

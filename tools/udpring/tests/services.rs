@@ -116,10 +116,18 @@ fn a_dnsperf_query_file_against_nsd_counts_every_response_code() {
     assert_eq!(v["dns_rcodes"]["NOERROR"], 200, "{v}");
 }
 
-#[test]
-fn memcached_udp_frames_are_matched_by_request_id_and_by_flow() {
+/// A memcached frame for `cmd` as `--payload` hex: the UDP frame header
+/// (request ID, sequence 0, 1 datagram, 0), then the text command.
+fn mc_frame(cmd: &[u8]) -> String {
+    let hex: String = cmd.iter().map(|b| format!("{b:02x}")).collect();
+    format!("0000000000010000{hex}")
+}
+
+/// memcached listening on a UDP port of loopback, once it answers: the
+/// peer and its address.
+fn memcached() -> Option<(Peer, String)> {
     if !have("memcached") {
-        return;
+        return None;
     }
     let port = util::unused_port();
     let child = Command::new("memcached")
@@ -131,42 +139,38 @@ fn memcached_udp_frames_are_matched_by_request_id_and_by_flow() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _mc = Peer(child, None);
-    // The UDP frame: request ID (udpring's), sequence 0, 1 datagram, 0;
-    // then the text command.
-    let payload = format!(
-        "0000000000010000{}",
-        b"get foo\r\n"
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let peer = Peer(child, None);
     let target = format!("127.0.0.1:{port}");
-    // Until memcached listens.
-    let mut up = false;
     for _ in 0..50 {
         let (code, _, _) = run(&util::words(&format!(
             "load {} --payload {} --match flow -n 1 --timeout 0.1 -q",
-            target, payload
+            target,
+            mc_frame(b"get foo\r\n")
         )));
         if code == 0 {
-            up = true;
-            break;
+            return Some((peer, target));
         }
     }
-    assert!(up, "memcached did not answer");
+    panic!("memcached did not answer");
+}
+
+#[test]
+fn memcached_udp_frames_are_matched_by_request_id_and_by_flow() {
+    let Some((_mc, target)) = memcached() else {
+        return;
+    };
+    let payload = mc_frame(b"get foo\r\n");
     // Requests from a payload file: two gets, hex, with a comment. (One
     // key each: memcached answers a multi-key get in several datagrams,
     // and the ones after the first count as duplicated.) Paced, as a
     // flood overruns memcached's socket buffer.
     let file = std::env::temp_dir().join(format!("udpring-mc-{}.hex", std::process::id()));
-    let hex = |t: &[u8]| t.iter().map(|b| format!("{b:02x}")).collect::<String>();
     std::fs::write(
         &file,
         format!(
-            "# memcached UDP frames\n0000000000010000{}\n0000000000010000{}\n",
-            hex(b"get foo\r\n"),
-            hex(b"get bar\r\n")
+            "# memcached UDP frames\n{}\n{}\n",
+            mc_frame(b"get foo\r\n"),
+            mc_frame(b"get bar\r\n")
         ),
     )
     .unwrap();
@@ -199,6 +203,59 @@ fn memcached_udp_frames_are_matched_by_request_id_and_by_flow() {
         assert!(v["rtt_us"]["p50"].as_f64().unwrap() > 0.0);
     }
     let _ = std::fs::remove_file(&file);
+}
+
+/// A memcached miss (`END`) answers as fast as a hit (`VALUE ...`): with
+/// `--expect` the misses are counted apart, a run of nothing but misses
+/// exits 1 and shows what came back instead, and a mixed run warns.
+#[test]
+fn memcached_misses_are_told_from_hits_by_expect() {
+    let Some((_mc, target)) = memcached() else {
+        return;
+    };
+    // "VALUE" after the 8-byte frame header.
+    let value = "--expect 8:56414c5545";
+    let (code, _, err) = run(&util::words(&format!(
+        "load {target} --payload {} --match flow -n 100 {value} -q",
+        mc_frame(b"get absent\r\n")
+    )));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("none of the 100 answers") && err.contains("\"........END..\""),
+        "{err}"
+    );
+    let (code, _, err) = run(&util::words(&format!(
+        "load {target} --payload {} --match flow -n 1 --expect 8:53544f524544",
+        mc_frame(b"set present 0 0 3\r\nabc\r\n")
+    )));
+    assert_eq!(code, 0, "STORED: {err}");
+    // Every other request a hit, one flow: the file's payloads in turn.
+    let file = std::env::temp_dir().join(format!("udpring-mc-expect-{}.hex", std::process::id()));
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n{}\n",
+            mc_frame(b"get present\r\n"),
+            mc_frame(b"get absent\r\n")
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&util::words(&format!(
+        "load {target} --payload-file {} --match flow -n 200 {value} --json",
+        file.display()
+    )));
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(
+        (v["received"].as_u64(), v["unexpected"].as_u64()),
+        (Some(200), Some(100)),
+        "{v}"
+    );
+    assert_eq!(v["expect"], serde_json::json!(["8:56414c5545"]), "{v}");
+    let warned = "100 of 200 answers (50.00%) did not carry --expect 8:56414c5545";
+    assert!(err.contains(warned), "{err}");
+    assert!(v["warnings"].to_string().contains(warned), "{v}");
 }
 
 /// A responder's body (Python) that answers each request twice, and once

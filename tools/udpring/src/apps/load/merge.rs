@@ -10,6 +10,14 @@ impl LoadReport {
         self.arrivals.as_deref().unwrap_or("none")
     }
 
+    /// What its answers were checked for (`expect`), `none` where nothing.
+    pub fn checks(&self) -> String {
+        match self.expect.is_empty() {
+            true => "none".into(),
+            false => self.expect.join(" "),
+        }
+    }
+
     /// Merges runs made at the same time (rates add up; the histogram is
     /// the exact union).
     pub fn merge(reports: &[LoadReport]) -> Result<LoadReport, String> {
@@ -95,6 +103,13 @@ impl LoadReport {
             if out.size != r.size {
                 out.size = out.size.max(r.size);
             }
+            // Mixed: every check once (`unexpected` adds up what each run
+            // counted against its own).
+            for e in &r.expect {
+                if !out.expect.contains(e) {
+                    out.expect.push(e.clone());
+                }
+            }
             for rr in &r.responders {
                 match out.responders.iter_mut().find(|x| x.addr == rr.addr) {
                     Some(x) => {
@@ -169,6 +184,7 @@ pub fn merge_conflict(
             for (what, x, y) in [
                 ("mode", a.mode.as_str(), b.mode.as_str()),
                 ("arrivals", a.spacing(), b.spacing()),
+                ("expect", &a.checks(), &b.checks()),
                 ("target", a.target.as_str(), b.target.as_str()),
                 ("size", &a.size.to_string(), &b.size.to_string()),
             ] {
@@ -216,5 +232,42 @@ mod tests {
             ),
             None
         );
+    }
+
+    /// Runs that checked their answers for different bytes counted
+    /// `unexpected` against different things: not merged unless asked,
+    /// and then the merge lists every check once.
+    #[test]
+    fn runs_with_other_answer_checks_are_not_merged_unless_mixed_is_allowed() {
+        let run = |expect: &[&str], token: &str| LoadReport {
+            expect: expect.iter().map(|e| e.to_string()).collect(),
+            run_tokens: vec![token.into()],
+            counts: super::super::report::Counts {
+                received: 10,
+                unexpected: 2,
+                ..Default::default()
+            },
+            histogram: HistogramData::from_histogram(&crate::apps::histogram::new_histogram()),
+            ..LoadReport::default()
+        };
+        let (a, b) = (run(&["0:4f4b"], "1"), run(&[], "2"));
+        let why = merge_conflict(&[("a.json", &a), ("b.json", &b)], false, false).unwrap();
+        assert!(
+            why.contains("expect none and a.json expect 0:4f4b"),
+            "{why}"
+        );
+        let same = run(&["0:4f4b"], "3");
+        assert_eq!(
+            merge_conflict(&[("a.json", &a), ("c.json", &same)], false, false),
+            None
+        );
+        let c = run(&["0:4f4b", "2:00"], "4");
+        assert_eq!(
+            merge_conflict(&[("a.json", &a), ("c.json", &c)], false, true),
+            None
+        );
+        let m = LoadReport::merge(&[a, b, c]).unwrap();
+        assert_eq!(m.expect, ["0:4f4b", "2:00"]);
+        assert_eq!((m.counts.received, m.counts.unexpected), (30, 6));
     }
 }

@@ -36,6 +36,7 @@
 
 mod diff;
 pub mod dns;
+pub mod expect;
 pub mod histlog;
 mod host;
 mod matcher;
@@ -489,6 +490,7 @@ fn report(
         arrivals: opts
             .paced_at_a_rate()
             .then(|| opts.arrivals.name().to_string()),
+        expect: opts.expect.iter().map(|e| e.to_string()).collect(),
         backend: backend.to_string(),
         size: opts.size,
         flows: opts.flows,

@@ -116,6 +116,14 @@ pub struct Counts {
     /// hold the ID.
     #[serde(default)]
     pub unmatched: u64,
+    /// `--expect`: answers (in `received` too, with their RTTs) without
+    /// the expected bytes.
+    #[serde(default)]
+    pub unexpected: u64,
+    /// The first such answer's first bytes (`expect::SAMPLE`), for the
+    /// verdict to show; not in the document.
+    #[serde(skip)]
+    pub unexpected_sample: Option<Vec<u8>>,
     /// DNS (`--dns-queries`): answers by response code (NOERROR, NXDOMAIN,
     /// SERVFAIL, REFUSED, ...).
     #[serde(default)]
@@ -158,6 +166,10 @@ impl Counts {
         self.timeouts = self.timeouts.saturating_add(o.timeouts);
         self.unmatched = self.unmatched.saturating_add(o.unmatched);
         self.ids_reused_early = self.ids_reused_early.saturating_add(o.ids_reused_early);
+        self.unexpected = self.unexpected.saturating_add(o.unexpected);
+        if self.unexpected_sample.is_none() {
+            self.unexpected_sample.clone_from(&o.unexpected_sample);
+        }
         self.dns_truncated = self.dns_truncated.saturating_add(o.dns_truncated);
         for (k, v) in &o.dns_rcodes {
             let e = self.dns_rcodes.entry(k.clone()).or_default();
@@ -270,6 +282,10 @@ pub struct LoadReport {
     /// capture's own timing).
     #[serde(default)]
     pub arrivals: Option<String>,
+    /// What every answer was checked for (`--expect`, OFFSET:HEX each);
+    /// those without it are `counts.unexpected`.
+    #[serde(default)]
+    pub expect: Vec<String>,
     /// Backend of the generator.
     pub backend: String,
     /// Payload size.
@@ -403,6 +419,7 @@ mod props {
                     matching: "header".into(),
                     burst: None,
                     arrivals: None,
+                    expect: Vec::new(),
                     backend: "uring".into(),
                     size: (n[0] % 65_000) as usize,
                     flows: (n[1] % 1024) as usize + 1,

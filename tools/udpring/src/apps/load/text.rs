@@ -110,6 +110,16 @@ impl LoadReport {
                 );
             }
         }
+        if !self.expect.is_empty() {
+            s += &format!(
+                "expect {}: {} of {} answers carried it, {} did not (unexpected; among recv, \
+                 with their RTTs)\n",
+                self.expect.join(" and "),
+                self.counts.received.saturating_sub(self.counts.unexpected),
+                self.counts.received,
+                self.counts.unexpected
+            );
+        }
         let errs: Vec<String> = self
             .send_errors
             .iter()

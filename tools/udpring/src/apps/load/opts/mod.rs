@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::Args;
 use udpring::Backend;
 
+use super::expect::Expect;
 use super::matcher::{Match, Payloads};
 use crate::apps::header::sockperf;
 use crate::apps::load::payload::PayloadArgs;
@@ -135,6 +136,14 @@ pub struct LoadOpts {
     /// nothing is lost.
     #[arg(long = "match", value_name = "HOW", value_parser = Match::parse)]
     pub match_asked: Option<Match>,
+    /// Check every answer: it must carry these bytes at byte OFFSET
+    /// (OFFSET:HEX; e.g. 8:56414c5545, "VALUE" after memcached's 8-byte UDP
+    /// frame header). An answer without them still counts as received,
+    /// with its RTT, and also as unexpected, with the first one's bytes
+    /// shown: a service answering errors fast would read as fast. Give it
+    /// again for more checks (all must hold). No answer passing exits 1.
+    #[arg(long, value_name = "OFFSET:HEX", value_parser = Expect::parse)]
+    pub expect: Vec<Expect>,
     /// What to send instead of udpring's header.
     #[command(flatten)]
     pub(crate) payload: PayloadArgs,

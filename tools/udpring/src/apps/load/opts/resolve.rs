@@ -345,6 +345,11 @@ impl LoadOpts {
                     .into(),
             );
         }
+        if self.one_way() && !self.expect.is_empty() {
+            return Err(
+                "--match none is one-way: no answer comes back for --expect to check".into(),
+            );
+        }
         if self.one_way() && self.mode == Mode::Ping {
             return Err("--match none is one-way: --mode ping waits for replies".into());
         }

@@ -205,6 +205,14 @@ impl Worker {
                     if self.opts.dns {
                         self.count_dns(seg);
                     }
+                    if !self.opts.expect.iter().all(|e| e.holds(seg)) {
+                        let c = &mut self.counts;
+                        c.unexpected += 1;
+                        if c.unexpected_sample.is_none() {
+                            let n = seg.len().min(crate::apps::load::expect::SAMPLE);
+                            c.unexpected_sample = Some(seg[..n].to_vec());
+                        }
+                    }
                     self.counts.reordered += u64::from(first == Seen::Reordered);
                     let rtt = now.saturating_sub(sent).max(1);
                     self.record_rtt(rtt);
