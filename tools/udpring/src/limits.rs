@@ -18,6 +18,11 @@ pub(crate) struct Limits {
     /// Fail (exit 1) when the 99.9th percentile RTT is above this.
     #[arg(long, value_name = "DURATION", value_parser = parse_latency)]
     max_p999: Option<Duration>,
+    /// Fail (exit 1) when more than PCT percent of the answers did not
+    /// carry the --expect bytes (`unexpected`: errors, misses). With
+    /// --rate-steps, a step over it is past the knee.
+    #[arg(long, value_name = "PCT", value_parser = parse_pct)]
+    max_unexpected: Option<f64>,
 }
 
 fn parse_pct(s: &str) -> Result<f64, String> {
@@ -50,12 +55,18 @@ fn parse_latency(s: &str) -> Result<Duration, String> {
 
 impl Limits {
     /// Each threshold's flag and whether it was given.
-    pub(crate) fn given(&self) -> [(&'static str, bool); 3] {
+    pub(crate) fn given(&self) -> [(&'static str, bool); 4] {
         [
             ("--max-loss", self.max_loss.is_some()),
             ("--max-p99", self.max_p99.is_some()),
             ("--max-p999", self.max_p999.is_some()),
+            ("--max-unexpected", self.max_unexpected.is_some()),
         ]
+    }
+
+    /// Whether `--max-unexpected` was given (it needs `--expect`).
+    pub(crate) fn bounds_unexpected(&self) -> bool {
+        self.max_unexpected.is_some()
     }
 
     /// The first threshold `r` is over, as the line to print.
@@ -68,6 +79,18 @@ impl Limits {
                 return Some(format!(
                     "loss {pct:.3}% ({} of {}) is over --max-loss {max}%",
                     r.lost, r.counts.sent
+                ));
+            }
+        }
+        if let Some(max) = self.max_unexpected
+            && r.counts.received > 0
+        {
+            let c = &r.counts;
+            let pct = 100.0 * c.unexpected as f64 / c.received as f64;
+            if pct > max {
+                return Some(format!(
+                    "unexpected answers {pct:.3}% ({} of {}) are over --max-unexpected {max}%",
+                    c.unexpected, c.received
                 ));
             }
         }
@@ -115,6 +138,9 @@ impl Limits {
         }
         if let Some(x) = self.max_p999 {
             v.push(format!("p99.9 <= {:.0} us", x.as_secs_f64() * 1e6));
+        }
+        if let Some(x) = self.max_unexpected {
+            v.push(format!("unexpected <= {x}%"));
         }
         v.join(", ")
     }

@@ -58,6 +58,10 @@ fn flags_that_would_mean_nothing_are_refused_not_ignored() {
             &["load", "127.0.0.1:9", "--expect", "56414c5545"],
             "'56414c5545': give OFFSET:HEX",
         ),
+        (
+            &["load", "127.0.0.1:9", "--max-unexpected", "1"],
+            "--max-unexpected bounds the answers --expect finds",
+        ),
         (&max_loss, "so --max-loss means nothing"),
         (&max_p99, "so --hist-log and --max-p99 mean nothing"),
         (&plot, "so --plot means nothing"),

@@ -244,7 +244,6 @@ fn memcached_misses_are_told_from_hits_by_expect() {
         "load {target} --payload-file {} --match flow -n 200 {value} --json",
         file.display()
     )));
-    let _ = std::fs::remove_file(&file);
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
     assert_eq!(
@@ -256,6 +255,19 @@ fn memcached_misses_are_told_from_hits_by_expect() {
     let warned = "100 of 200 answers (50.00%) did not carry --expect 8:56414c5545";
     assert!(err.contains(warned), "{err}");
     assert!(v["warnings"].to_string().contains(warned), "{v}");
+    // As a CI threshold.
+    for (max, exit) in [(40, 1), (50, 0)] {
+        let (code, _, err) = run(&util::words(&format!(
+            "load {target} --payload-file {} --match flow -n 20 {value} --max-unexpected {max} -q",
+            file.display()
+        )));
+        assert_eq!(code, exit, "--max-unexpected {max}: {err}");
+        if exit == 1 {
+            let over = "unexpected answers 50.000% (10 of 20) are over --max-unexpected 40%";
+            assert!(err.contains(over), "{err}");
+        }
+    }
+    let _ = std::fs::remove_file(&file);
 }
 
 /// A responder's body (Python) that answers each request twice, and once
