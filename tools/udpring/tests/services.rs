@@ -255,6 +255,26 @@ fn memcached_misses_are_told_from_hits_by_expect() {
     let warned = "100 of 200 answers (50.00%) did not carry --expect 8:56414c5545";
     assert!(err.contains(warned), "{err}");
     assert!(v["warnings"].to_string().contains(warned), "{v}");
+    // Over time: each interval's own (NDJSON), adding up to the run's.
+    let (code, out, err) = run(&util::words(&format!(
+        "load {target} --payload-file {} --match flow -t 0.6 -i 0.1 {value} --json-stream -q",
+        file.display()
+    )));
+    assert_eq!(code, 0, "{err}");
+    let lines = util::json_lines(&out);
+    let (intervals, end) = lines.split_at(lines.len() - 1);
+    let each: Vec<u64> = intervals
+        .iter()
+        .map(|e| e["unexpected"].as_u64().unwrap())
+        .collect();
+    let (got, bad) = (
+        end[0]["received"].as_u64().unwrap(),
+        end[0]["unexpected"].as_u64(),
+    );
+    // (The last, the drain, may hold no answer.)
+    assert!(each.iter().filter(|&&n| n > 0).count() >= 4, "{each:?}");
+    assert_eq!(Some(each.iter().sum::<u64>()), bad, "{each:?}");
+    assert!(bad.unwrap().abs_diff(got / 2) <= 1, "{bad:?} of {got}");
     // As a CI threshold.
     for (max, exit) in [(40, 1), (50, 0)] {
         let (code, _, err) = run(&util::words(&format!(

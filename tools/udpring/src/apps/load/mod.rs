@@ -262,6 +262,8 @@ fn watch(
             unanswered: (!opts.one_way()).then(|| counts.sent.saturating_sub(counts.received)),
             interval_sent: counts.sent.saturating_sub(prev.sent),
             interval_received: counts.received.saturating_sub(prev.received),
+            interval_unexpected: (!opts.expect.is_empty())
+                .then(|| counts.unexpected.saturating_sub(prev.unexpected)),
             unix_s: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),

@@ -240,6 +240,9 @@ pub struct Progress {
     pub interval_sent: u64,
     /// Distinct replies in this interval.
     pub interval_received: u64,
+    /// `--expect`: of those, the answers without its bytes (`None`
+    /// without `--expect`).
+    pub interval_unexpected: Option<u64>,
     /// When the interval ended, Unix seconds.
     pub unix_s: f64,
 }
@@ -282,9 +285,10 @@ impl Progress {
     }
 
     /// As a `--json-stream` interval event (without `schema`, `command`):
-    /// the CSV row's figures, the RTTs as `rtt_us` (`null` without replies).
+    /// the CSV row's figures, the RTTs as `rtt_us` (`null` without replies),
+    /// and with `--expect` the interval's `unexpected`.
     pub fn event(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "event": "interval",
             "unix_s": self.unix_s,
             "elapsed_s": self.elapsed,
@@ -298,7 +302,11 @@ impl Progress {
             "sent_total": self.sent,
             "received_total": self.received,
             "unanswered": self.unanswered,
-        })
+        });
+        if let Some(n) = self.interval_unexpected {
+            v["unexpected"] = n.into();
+        }
+        v
     }
 
     /// As a line: this interval's rates and p99, then the running totals.
