@@ -157,7 +157,7 @@
 //! CPU per request in the standing runs on hosts whose idle CPUs poll
 //! before they halt, with `spin_us` 50 0.74-0.78x and 1.76-2.06x; where
 //! they halt at once (every wake-up dearer), 1.04x and 1.07-1.08x, with
-//! `spin_us` 50 0.38-0.40x and 1.07-1.08x. A release built with
+//! `spin_us` 50 0.38-0.40x and 1.07-1.11x. A release built with
 //! `lto = "fat"` and `codegen-units = 1` spends ~0.03x less.
 //!
 //! **Bounds.** Anything a stranger can make a service keep or send must
