@@ -123,6 +123,15 @@ fn mc_frame(cmd: &[u8]) -> String {
     format!("0000000000010000{hex}")
 }
 
+/// A `--payload-file` of memcached frames, one per command, in the
+/// temporary directory (the caller removes it).
+fn mc_file(name: &str, cmds: &[&[u8]]) -> std::path::PathBuf {
+    let file = std::env::temp_dir().join(format!("udpring-{name}-{}.hex", std::process::id()));
+    let lines: String = cmds.iter().map(|c| mc_frame(c) + "\n").collect();
+    std::fs::write(&file, format!("# memcached UDP frames\n{lines}")).unwrap();
+    file
+}
+
 /// memcached listening on a UDP port of loopback, once it answers: the
 /// peer and its address.
 fn memcached() -> Option<(Peer, String)> {
@@ -164,16 +173,7 @@ fn memcached_udp_frames_are_matched_by_request_id_and_by_flow() {
     // key each: memcached answers a multi-key get in several datagrams,
     // and the ones after the first count as duplicated.) Paced, as a
     // flood overruns memcached's socket buffer.
-    let file = std::env::temp_dir().join(format!("udpring-mc-{}.hex", std::process::id()));
-    std::fs::write(
-        &file,
-        format!(
-            "# memcached UDP frames\n{}\n{}\n",
-            mc_frame(b"get foo\r\n"),
-            mc_frame(b"get bar\r\n")
-        ),
-    )
-    .unwrap();
+    let file = mc_file("mc", &[b"get foo\r\n", b"get bar\r\n"]);
     let file_s = file.display().to_string();
     // By ID, paced; by flow, one in flight per flow (a closed loop).
     for (how, src, what, pace) in [
@@ -230,16 +230,7 @@ fn memcached_misses_are_told_from_hits_by_expect() {
     )));
     assert_eq!(code, 0, "STORED: {err}");
     // Every other request a hit, one flow: the file's payloads in turn.
-    let file = std::env::temp_dir().join(format!("udpring-mc-expect-{}.hex", std::process::id()));
-    std::fs::write(
-        &file,
-        format!(
-            "{}\n{}\n",
-            mc_frame(b"get present\r\n"),
-            mc_frame(b"get absent\r\n")
-        ),
-    )
-    .unwrap();
+    let file = mc_file("mc-expect", &[b"get present\r\n", b"get absent\r\n"]);
     let (code, out, err) = run(&util::words(&format!(
         "load {target} --payload-file {} --match flow -n 200 {value} --json",
         file.display()
