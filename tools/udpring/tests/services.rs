@@ -123,13 +123,14 @@ fn mc_frame(cmd: &[u8]) -> String {
     format!("0000000000010000{hex}")
 }
 
-/// A `--payload-file` of memcached frames, one per command, in the
-/// temporary directory (the caller removes it).
-fn mc_file(name: &str, cmds: &[&[u8]]) -> std::path::PathBuf {
-    let file = std::env::temp_dir().join(format!("udpring-{name}-{}.hex", std::process::id()));
+/// A `--payload-file` of memcached frames, one per command: its folder
+/// (removed on drop, a failed test's too) and its path.
+fn mc_file(name: &str, cmds: &[&[u8]]) -> (util::Scratch, String) {
+    let dir = util::Scratch::new(name);
+    let file = dir.path("frames.hex");
     let lines: String = cmds.iter().map(|c| mc_frame(c) + "\n").collect();
     std::fs::write(&file, format!("# memcached UDP frames\n{lines}")).unwrap();
-    file
+    (dir, file)
 }
 
 /// memcached listening on a UDP port of loopback, once it answers: the
@@ -173,11 +174,10 @@ fn memcached_udp_frames_are_matched_by_request_id_and_by_flow() {
     // key each: memcached answers a multi-key get in several datagrams,
     // and the ones after the first count as duplicated.) Paced, as a
     // flood overruns memcached's socket buffer.
-    let file = mc_file("mc", &[b"get foo\r\n", b"get bar\r\n"]);
-    let file_s = file.display().to_string();
+    let (_dir, file) = mc_file("mc", &[b"get foo\r\n", b"get bar\r\n"]);
     // By ID, paced; by flow, one in flight per flow (a closed loop).
     for (how, src, what, pace) in [
-        ("id:0:2", "--payload-file", &file_s, "5000"),
+        ("id:0:2", "--payload-file", &file, "5000"),
         ("flow", "--payload", &payload, ""),
     ] {
         let pace: &[&str] = if pace.is_empty() {
@@ -202,7 +202,6 @@ fn memcached_udp_frames_are_matched_by_request_id_and_by_flow() {
         );
         assert!(v["rtt_us"]["p50"].as_f64().unwrap() > 0.0);
     }
-    let _ = std::fs::remove_file(&file);
 }
 
 /// A memcached miss (`END`) answers as fast as a hit (`VALUE ...`): with
@@ -230,10 +229,9 @@ fn memcached_misses_are_told_from_hits_by_expect() {
     )));
     assert_eq!(code, 0, "STORED: {err}");
     // Every other request a hit, one flow: the file's payloads in turn.
-    let file = mc_file("mc-expect", &[b"get present\r\n", b"get absent\r\n"]);
+    let (_dir, file) = mc_file("mc-expect", &[b"get present\r\n", b"get absent\r\n"]);
     let (code, out, err) = run(&util::words(&format!(
-        "load {target} --payload-file {} --match flow -n 200 {value} --json",
-        file.display()
+        "load {target} --payload-file {file} --match flow -n 200 {value} --json"
     )));
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
@@ -248,8 +246,7 @@ fn memcached_misses_are_told_from_hits_by_expect() {
     assert!(v["warnings"].to_string().contains(warned), "{v}");
     // Over time: each interval's own (NDJSON), adding up to the run's.
     let (code, out, err) = run(&util::words(&format!(
-        "load {target} --payload-file {} --match flow -t 0.6 -i 0.1 {value} --json-stream -q",
-        file.display()
+        "load {target} --payload-file {file} --match flow -t 0.6 -i 0.1 {value} --json-stream -q"
     )));
     assert_eq!(code, 0, "{err}");
     let lines = util::json_lines(&out);
@@ -269,8 +266,7 @@ fn memcached_misses_are_told_from_hits_by_expect() {
     // As a CI threshold.
     for (max, exit) in [(40, 1), (50, 0)] {
         let (code, _, err) = run(&util::words(&format!(
-            "load {target} --payload-file {} --match flow -n 20 {value} --max-unexpected {max} -q",
-            file.display()
+            "load {target} --payload-file {file} --match flow -n 20 {value} --max-unexpected {max} -q"
         )));
         assert_eq!(code, exit, "--max-unexpected {max}: {err}");
         if exit == 1 {
@@ -278,7 +274,6 @@ fn memcached_misses_are_told_from_hits_by_expect() {
             assert!(err.contains(over), "{err}");
         }
     }
-    let _ = std::fs::remove_file(&file);
 }
 
 /// A responder's body (Python) that answers each request twice, and once
@@ -379,22 +374,21 @@ fn dns_load_counts_only_dns_responses_as_answers() {
     if !have("python3") {
         return;
     }
-    let q = std::env::temp_dir().join(format!("udpring-notdns-{}.txt", std::process::id()));
+    let dir = util::Scratch::new("notdns");
+    let q = dir.path("queries.txt");
     std::fs::write(&q, "www.example.com A\nexample.com NS\n").unwrap();
     let echo = util::Server::echo();
     let three = util::PyResponder::start("    s.sendto(q[:3], a)");
     for target in [echo.addr, three.addr] {
         let (code, out, err) = run(&util::words(&format!(
-            "load {target} --dns-queries {} -n 300 --rate 3000 --warmup 0 --drain 0.3",
-            q.display()
+            "load {target} --dns-queries {q} -n 300 --rate 3000 --warmup 0 --drain 0.3"
         )));
         assert_eq!(code, 1, "{target}: {out} {err}");
         assert!(out.contains("recv            0"), "{target}: {out}");
         assert!(out.contains("not DNS responses"), "{target}: {out}");
         assert!(err.contains("not DNS responses"), "{target}: {err}");
         let (_, out, _) = run(&util::words(&format!(
-            "load {target} --dns-queries {} -n 300 --rate 3000 --warmup 0 --drain 0.3 --json -q",
-            q.display()
+            "load {target} --dns-queries {q} -n 300 --rate 3000 --warmup 0 --drain 0.3 --json -q"
         )));
         let v = util::json(&out);
         assert_eq!(
@@ -403,5 +397,4 @@ fn dns_load_counts_only_dns_responses_as_answers() {
             "{target}: {v}"
         );
     }
-    let _ = std::fs::remove_file(&q);
 }
