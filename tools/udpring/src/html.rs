@@ -139,7 +139,7 @@ pub(crate) fn page(
         ("match", |r| esc(&r.matching)),
         ("answers checked for", |r| match r.expect.is_empty() {
             true => "-".into(),
-            false => esc(&r.expect.join(" and ")),
+            false => esc(&r.checks()),
         }),
         ("rate asked, /s", |r| r.rate.map_or("-".into(), num)),
         ("arrivals", |r| esc(r.arrivals.as_deref().unwrap_or("-"))),

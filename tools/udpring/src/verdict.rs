@@ -43,7 +43,7 @@ pub(crate) fn advice(
              count as received, with their RTTs: an error answered fast reads as a fast \
              service",
             100.0 * bad as f64 / answers as f64,
-            report.expect.join(" and "),
+            report.checks(),
             sample(&report.counts)
         ));
     }
@@ -254,7 +254,7 @@ pub(crate) fn judge(
                 "none of the {} answers from {target} carried --expect {}{}: the figures \
                  are of some other answer (an error? another request?)",
                 c.received,
-                report.expect.join(" and "),
+                report.checks(),
                 sample(c)
             ),
         });

@@ -119,7 +119,7 @@ fn a_dnsperf_query_file_against_nsd_counts_every_response_code() {
 /// A memcached frame for `cmd` as `--payload` hex: the UDP frame header
 /// (request ID, sequence 0, 1 datagram, 0), then the text command.
 fn mc_frame(cmd: &[u8]) -> String {
-    let hex: String = cmd.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = udpring_cli::apps::load::expect::hex(cmd);
     format!("0000000000010000{hex}")
 }
 

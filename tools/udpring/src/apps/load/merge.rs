@@ -10,11 +10,12 @@ impl LoadReport {
         self.arrivals.as_deref().unwrap_or("none")
     }
 
-    /// What its answers were checked for (`expect`), `none` where nothing.
+    /// What its answers were checked for (`expect`, joined by "and"),
+    /// `none` where nothing.
     pub fn checks(&self) -> String {
         match self.expect.is_empty() {
             true => "none".into(),
-            false => self.expect.join(" "),
+            false => self.expect.join(" and "),
         }
     }
 

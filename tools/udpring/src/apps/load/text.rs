@@ -114,7 +114,7 @@ impl LoadReport {
             s += &format!(
                 "expect {}: {} of {} answers carried it, {} did not (unexpected; among recv, \
                  with their RTTs)\n",
-                self.expect.join(" and "),
+                self.checks(),
                 self.counts.received.saturating_sub(self.counts.unexpected),
                 self.counts.received,
                 self.counts.unexpected
