@@ -23,7 +23,8 @@ use crate::common::{Failure, parse_secs, parse_secs_or_zero, resolve, runtime, u
     from the server's address (port unreachable: nothing listens there; host or\n\
     network unreachable) ends that request at once. SIGINT stops early and prints\n\
     the summary. Exit code 1 if the server looked down or unreachable for any\n\
-    request."
+    request, or, with --expect, a reply lacked its bytes (a health check that\n\
+    an answer is the one meant: --expect 8:56414c5545 for memcached's VALUE)."
 )]
 pub(crate) struct PingArgs {
     /// HOST:PORT of an echo server (or, with --payload, of any
@@ -66,6 +67,13 @@ pub(crate) struct PingArgs {
     /// reply).
     #[arg(long = "match", value_name = "HOW", value_parser = Match::parse)]
     matching: Option<Match>,
+    /// With --payload, check every reply: it must carry these bytes at
+    /// byte OFFSET (OFFSET:HEX, as `load --expect`). A reply without them
+    /// still answers its request, is shown and counted as unexpected, and
+    /// the exit code is 1: the service answered, not with what was asked.
+    #[arg(long, value_name = "OFFSET:HEX", requires = "payload",
+          value_parser = crate::apps::load::expect::Expect::parse)]
+    expect: Vec<crate::apps::load::expect::Expect>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -288,6 +296,9 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
         attempts: a.attempts,
     };
     let mut c = RequestClient::with_form(target, backoff, form).map_err(runtime)?;
+    c.expect = a.expect.clone();
+    let checks: Vec<String> = a.expect.iter().map(|e| e.to_string()).collect();
+    let mut first_unexpected = None;
     udpring::signals::install().map_err(runtime)?;
     let mut rtts = Vec::new();
     let mut hist = crate::apps::load::new_histogram();
@@ -305,13 +316,14 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
                 rtt,
                 attempts,
                 len,
+                unexpected,
             } => {
                 rtts.push(rtt.as_secs_f64() * 1e3);
                 // Clamped into the histogram's range (1 ns .. 60 s).
                 let _ = hist.record((rtt.as_nanos() as u64).clamp(1, 60_000_000_000));
                 if !a.json {
                     say!(
-                        "{len} bytes from {target}: {} time {:.3} ms{}{}",
+                        "{len} bytes from {target}: {} time {:.3} ms{}{}{}",
                         c.form().label(seq),
                         rtt.as_secs_f64() * 1e3,
                         if attempts > 1 {
@@ -323,8 +335,15 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
                             format!(" (cut: {len} of the {} bytes sent)", a.size)
                         } else {
                             String::new()
+                        },
+                        match &unexpected {
+                            Some(began) => format!(" (unexpected: {began})"),
+                            None => String::new(),
                         }
                     );
+                }
+                if first_unexpected.is_none() {
+                    first_unexpected = unexpected;
                 }
             }
             Outcome::ServerDown {
@@ -369,6 +388,7 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
         let mut v = serde_json::to_value(s).unwrap_or_default();
         v["target"] = target.to_string().into();
         v["match"] = matching.name().into();
+        v["expect"] = checks.clone().into();
         v["rtt_us"] = serde_json::to_value(crate::apps::load::RttUs::from_histogram(&hist))
             .unwrap_or_default();
         crate::common::say_json("ping", Some(started.elapsed().as_secs_f64()), v);
@@ -390,6 +410,12 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
                  buffer or on the way)",
                 s.truncated,
                 a.size
+            );
+        }
+        if !a.expect.is_empty() {
+            say!(
+                "{} of the replies lacked the --expect bytes (unexpected)",
+                s.unexpected
             );
         }
         if !rtts.is_empty() {
@@ -429,6 +455,17 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
                 "{target} {} of {} requests{hint}",
                 why.join(" and "),
                 s.requests
+            ),
+        });
+    }
+    if let Some(began) = first_unexpected {
+        return Err(Failure {
+            code: 1,
+            msg: format!(
+                "{} of {} replies from {target} lacked --expect {} (the first began {began})",
+                s.unexpected,
+                s.replies,
+                checks.join(" and ")
             ),
         });
     }

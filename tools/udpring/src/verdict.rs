@@ -61,20 +61,10 @@ pub(crate) fn advice(
 
 /// The first unexpected answer's first bytes, as a clause.
 fn sample(c: &crate::apps::load::Counts) -> String {
-    let Some(b) = &c.unexpected_sample else {
-        return String::new();
-    };
-    let text: String = b
-        .iter()
-        .map(|&x| match x {
-            0x20..=0x7e => char::from(x),
-            _ => '.',
-        })
-        .collect();
-    format!(
-        " (the first began {} \"{text}\")",
-        crate::apps::load::expect::hex(b)
-    )
+    match &c.unexpected_sample {
+        Some(b) => format!(" (the first began {})", crate::apps::load::expect::shown(b)),
+        None => String::new(),
+    }
 }
 
 /// A DNS server that limits its answers: many truncated (TC: RRL's

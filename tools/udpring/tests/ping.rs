@@ -239,6 +239,59 @@ fn ping_with_a_payload_talks_to_a_service_that_is_not_an_echo() {
     );
 }
 
+/// `ping --expect`: every reply is checked for bytes. The chapter server's
+/// "Your data was N bytes long" passes a check for "Your data"; against
+/// one for "OK" each reply still answers its request, and is shown on
+/// its line, counted, and named in the exit-1 error.
+#[test]
+fn ping_expect_shows_and_counts_replies_without_the_bytes() {
+    if !have("python3") {
+        return;
+    }
+    let py = PyResponder::start(CHAPTER_SERVER);
+    let to = py.addr.to_string();
+    let hex = udpring_cli::apps::load::expect::hex;
+    let hello = hex(b"This is another message");
+    let ping = |expect: &str, more: &[&str]| {
+        let args = [
+            "ping",
+            &to,
+            "--payload",
+            &hello,
+            "--match",
+            "flow",
+            "-c",
+            "2",
+        ];
+        run(&[&args[..], &["-i", "0", "--expect", expect], more].concat())
+    };
+    let (code, out, err) = ping(&format!("0:{}", hex(b"Your data")), &[]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("0 of the replies lacked"), "{out}");
+    let (code, out, err) = ping("0:4f4b", &[]);
+    assert_eq!(code, 1, "{out} {err}");
+    let answer = b"Your data was 23 bytes long";
+    let shown = format!(
+        "(unexpected: {} \"Your data was 23 bytes long\")",
+        hex(answer)
+    );
+    assert_eq!(out.matches(&shown).count(), 2, "{out}");
+    assert!(out.contains("2 of the replies lacked"), "{out}");
+    assert!(
+        err.contains("2 of 2 replies from") && err.contains("lacked --expect 0:4f4b"),
+        "{err}"
+    );
+    let (code, out, _) = ping("0:4f4b", &["--json"]);
+    assert_eq!(code, 1);
+    let v = json(&out);
+    assert_eq!(
+        counts(&v, ["replies", "unexpected"]),
+        [Some(2), Some(2)],
+        "{v}"
+    );
+    assert_eq!(v["expect"], serde_json::json!(["0:4f4b"]), "{v}");
+}
+
 #[test]
 fn ping_matching_by_id_discards_a_reply_with_another_id() {
     if !have("python3") {

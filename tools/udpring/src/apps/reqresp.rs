@@ -78,6 +78,9 @@ pub enum Outcome {
         attempts: u32,
         /// Reply payload length.
         len: usize,
+        /// The reply lacked the bytes the client expects
+        /// ([`RequestClient::expect`]): the reply's first bytes, shown.
+        unexpected: Option<String>,
     },
     /// No valid reply after every attempt.
     ServerDown {
@@ -224,6 +227,9 @@ pub struct ClientStats {
     /// Replies shorter than the request (cut by the server's buffer or on
     /// the way): still replies, and counted here too.
     pub truncated: u64,
+    /// Replies without the expected bytes (`--expect`): still replies,
+    /// and counted here too.
+    pub unexpected: u64,
 }
 
 /// The client.
@@ -235,6 +241,9 @@ pub struct RequestClient {
     next_seq: u64,
     form: Form,
     buf: Vec<u8>,
+    /// Bytes every reply must carry (`--expect`); one without them is
+    /// still the request's reply, counted as `unexpected`.
+    pub expect: Vec<crate::apps::load::expect::Expect>,
     /// Counters so far.
     pub stats: ClientStats,
 }
@@ -302,6 +311,7 @@ impl RequestClient {
             },
             form,
             buf: vec![0; 65536],
+            expect: Vec::new(),
             stats: ClientStats::default(),
         })
     }
@@ -416,11 +426,17 @@ impl RequestClient {
                         if matches!(self.form, Form::Header { .. }) && n < msg.len() {
                             self.stats.truncated += 1;
                         }
+                        let rtt = sent_at.elapsed();
+                        let reply = &self.buf[..n];
+                        let unexpected = (!self.expect.iter().all(|e| e.holds(reply)))
+                            .then(|| crate::apps::load::expect::shown(reply));
+                        self.stats.unexpected += u64::from(unexpected.is_some());
                         return Ok(Outcome::Reply {
                             seq,
-                            rtt: sent_at.elapsed(),
+                            rtt,
                             attempts: attempt as u32 + 1,
                             len: n,
+                            unexpected,
                         });
                     }
                     Err(count) => *count(&mut self.stats) += 1,

@@ -62,6 +62,21 @@ pub fn hex(b: &[u8]) -> String {
 /// show what the service sent instead.
 pub const SAMPLE: usize = 32;
 
+/// An answer's first [`SAMPLE`] bytes as hex and as text (`.` for what
+/// is not printable ASCII, so nothing a server sends can steer the
+/// terminal): `4552524f52 "ERROR"`.
+pub fn shown(answer: &[u8]) -> String {
+    let b = &answer[..answer.len().min(SAMPLE)];
+    let text: String = b
+        .iter()
+        .map(|&x| match x {
+            0x20..=0x7e => char::from(x),
+            _ => '.',
+        })
+        .collect();
+    format!("{} \"{text}\"", hex(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
