@@ -44,7 +44,7 @@ pub fn diff(a: &LoadReport, b: &LoadReport) -> Vec<DiffRow> {
     fn rtt(r: &LoadReport, f: fn(&super::report::RttUs) -> f64) -> Option<Figure> {
         r.rtt_us.as_ref().map(|x| Figure::Number(f(x)))
     }
-    let rows: [(&'static str, Get); 16] = [
+    let rows: [(&'static str, Get); 17] = [
         ("duration_s", |r| Some(Number(r.duration_s))),
         ("sent", |r| Some(Count(r.counts.sent))),
         ("received", |r| Some(Count(r.counts.received))),
@@ -54,6 +54,10 @@ pub fn diff(a: &LoadReport, b: &LoadReport) -> Vec<DiffRow> {
         }),
         ("reordered", |r| Some(Count(r.counts.reordered))),
         ("duplicated", |r| Some(Count(r.counts.duplicated))),
+        // Only a run that checked its answers (`--expect`) counted them.
+        ("unexpected", |r| {
+            (!r.expect.is_empty()).then_some(Count(r.counts.unexpected))
+        }),
         ("pps_sent", |r| Some(Number(r.pps_sent))),
         ("pps_received", |r| Some(Number(r.pps_received))),
         ("gbps_received", |r| Some(Number(r.gbps_received))),
@@ -128,5 +132,23 @@ mod tests {
         assert_eq!(get("rtt_us.p50").a, None);
         let t = diff_text(&rows, "a.json", "b.json");
         assert!(t.contains("+50.0%"), "{t}");
+    }
+
+    #[test]
+    fn unexpected_answers_are_compared_only_where_answers_were_checked() {
+        let run = |expect: &[&str], unexpected| {
+            let mut r = LoadReport {
+                expect: expect.iter().map(|e| e.to_string()).collect(),
+                ..LoadReport::default()
+            };
+            r.counts.unexpected = unexpected;
+            r
+        };
+        let rows = diff(&run(&[], 0), &run(&["8:56414c5545"], 40));
+        let u = rows.iter().find(|r| r.name == "unexpected").unwrap();
+        assert_eq!((u.a, u.b), (None, Some(Figure::Count(40))));
+        let rows = diff(&run(&["0:4f4b"], 10), &run(&["0:4f4b"], 15));
+        let u = rows.iter().find(|r| r.name == "unexpected").unwrap();
+        assert_eq!(u.change, Some(0.5));
     }
 }
