@@ -297,7 +297,7 @@ pub(crate) fn ping(a: PingArgs) -> Result<(), Failure> {
     };
     let mut c = RequestClient::with_form(target, backoff, form).map_err(runtime)?;
     c.expect = a.expect.clone();
-    let checks: Vec<String> = a.expect.iter().map(|e| e.to_string()).collect();
+    let checks = crate::apps::load::expect::listed(&a.expect);
     let mut first_unexpected = None;
     udpring::signals::install().map_err(runtime)?;
     let mut rtts = Vec::new();

@@ -53,6 +53,11 @@ impl fmt::Display for Expect {
     }
 }
 
+/// The checks as a result lists them (`expect`): OFFSET:HEX each.
+pub fn listed(checks: &[Expect]) -> Vec<String> {
+    checks.iter().map(Expect::to_string).collect()
+}
+
 /// Bytes as lowercase hex.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

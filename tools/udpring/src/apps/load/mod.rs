@@ -492,7 +492,7 @@ fn report(
         arrivals: opts
             .paced_at_a_rate()
             .then(|| opts.arrivals.name().to_string()),
-        expect: opts.expect.iter().map(|e| e.to_string()).collect(),
+        expect: expect::listed(&opts.expect),
         backend: backend.to_string(),
         size: opts.size,
         flows: opts.flows,
