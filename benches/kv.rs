@@ -10,9 +10,10 @@
 //! 50): lower latency for more CPU per request.
 //!
 //! - closed loop: one request in flight, the servers taking turns block by
-//!   block (100 round trips each, the order rotating), so that all of them
-//!   see the same moments of a shared machine (and each begins its turn
-//!   with what the others left in the caches); per pass, each server's
+//!   block (100 round trips each; each server follows each other one
+//!   equally often), so that all of them see the same moments of a shared
+//!   machine (and each begins its turn with what another left in the
+//!   caches); per pass, each server's
 //!   round-trip p50 and p99 (µs) and the CPU its own threads used per
 //!   request (µs, the scheduler's account in nanoseconds);
 //! - flood: 32 requests in flight for 1.5 s per server, the servers taking
@@ -23,7 +24,11 @@
 //!
 //! Run: `cargo bench --bench kv` (prints a table; `ROUNDS=n` passes, 5 by
 //! default; `BLOCK=n` round trips per turn, 100 by default: longer turns
-//! leave less of each server's time to re-warming after the others).
+//! leave less of each server's time to re-warming after the others;
+//! `TRIPS=n` closed-loop round trips per server per pass, 10,000 by
+//! default; `GAP_US=n`: the client waits n µs before each request, a
+//! service asked now and then, each request a wake-up from idle, e.g.
+//! `GAP_US=2000 BLOCK=1 TRIPS=2000`).
 
 #[path = "../examples/kv.rs"]
 #[allow(dead_code)]
@@ -102,11 +107,19 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
-    let block: usize = std::env::var("BLOCK")
+    let env = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .filter(|&b| b > 0)
+            .unwrap_or(default)
+    };
+    let block = env("BLOCK", BLOCK);
+    let trips = env("TRIPS", PING_TOTAL);
+    let gap = std::env::var("GAP_US")
         .ok()
-        .and_then(|r| r.parse().ok())
-        .filter(|&b| b > 0)
-        .unwrap_or(BLOCK);
+        .and_then(|g| g.parse().ok())
+        .map(Duration::from_micros);
     let stop = Arc::new(AtomicBool::new(false));
     // The engine, then again with the adaptive spin before sleeping.
     // Started before this thread is pinned: the engine pins its worker
@@ -165,7 +178,7 @@ fn main() {
         (spin_addr, &spin_threads),
     ];
     for r in 0..rounds {
-        let closed = ping_interleaved(&c, &servers, REQUEST, block, PING_TOTAL, |a| {
+        let closed = ping_interleaved(&c, &servers, REQUEST, block, trips, gap, |a| {
             assert!(a.starts_with(b"VALUE"), "{a:?}");
         });
         // Taking turns at going first.
@@ -200,7 +213,11 @@ fn main() {
             .collect())
     };
     println!(
-        "{rounds} passes; medians; 64-byte-ish GETs on 127.0.0.1; closed loop {PING_TOTAL} round trips per server per pass in blocks of {block}; flood {WINDOW} in flight\n"
+        "{rounds} passes; medians; 64-byte-ish GETs on 127.0.0.1; closed loop {trips} round trips per server per pass in blocks of {block}{}; flood {WINDOW} in flight\n",
+        gap.map_or(String::new(), |g| format!(
+            ", {} µs idle before each",
+            g.as_micros()
+        ))
     );
     println!(
         "| server | p50 µs | p99 µs | CPU µs/request, closed loop | answers/s, flood | CPU µs/answer, flood | p50 / std | p99 / std | CPU / std, closed | CPU / std, flood |"
