@@ -5,7 +5,7 @@
 # socket loop) measured in the same run, round by round in alternating
 # order, and the ratio (median of the rounds' ratios). This is the table
 # PERF.md opens with; it prints the date, the commit and this command
-# first. About 10 minutes here. Pasted into PERF.md, its rows go on to the
+# first. About 15 minutes here (ROUNDS=5). Pasted into PERF.md, its rows go on to the
 # README with tools/perf/readme-rows.py.
 #
 #   tools/perf/standing.sh            # ROUNDS=3 SECS=3
@@ -158,11 +158,15 @@ row "ping-pong p50, 64 B, echo --spin 0 (lower is better)" "$(median "$OUT/a")" 
 # --- 3b. A service on the library in closed loop: the kv example's logic
 # behind the engine against the same logic on a blocking std socket
 # (`cargo bench --bench kv`, ROUNDS passes: the servers take turns every
-# 100 round trips; its own second std loop is the control, whose ratio the
-# unit column gives), then the same engine with `spin_us` 50 (its fifth
-# row). Lower is better.
-ROUNDS=$ROUNDS cargo bench -q --bench kv 2>/dev/null | py '
+# 100 round trips, each following each other one equally often; its own
+# second std loop is the control, whose ratio the unit column gives), then
+# the same engine with `spin_us` 50 (its fifth row). Lower is better.
+# kv_rows REGIME KEYS: the bench's table (run with the environment given)
+# as rows, for the engines named in KEYS (udpring, spinning).
+kv_rows() {
+  cargo bench -q --bench kv 2>/dev/null | py '
 import sys
+regime, keys = sys.argv[1], sys.argv[2].split(",")
 rows = {}
 for l in sys.stdin:
     c = [x.strip() for x in l.strip().strip("|").split("|")]
@@ -173,14 +177,22 @@ what = [("p50", 1, 6, "µs, round trip"), ("p99", 2, 7, "µs, round trip"),
         ("CPU per request", 3, 8, "µs of the server threads")]
 # The engine as the library starts it, then with the spin before sleeping.
 for key, label in [("udpring", ""), ("spinning", ", spin_us 50")]:
+    if key not in keys:
+        continue
     e = rows.get(key)
     for name, v, r, unit in what:
         if not (e and s and k):
-            print(f"kv service on the library{label}, closed loop {name}|nan|std UdpSocket loop|nan|nan|failed")
+            print(f"kv service on the library{label}, {regime} {name}|nan|std UdpSocket loop|nan|nan|failed")
             continue
-        print(f"kv service on the library{label}, closed loop {name} (lower is better)|{e[v]}|"
+        print(f"kv service on the library{label}, {regime} {name} (lower is better)|{e[v]}|"
               f"std UdpSocket loop|{s[v]}|{e[r][:-1]}|{unit} (control: {k[r]})")
-' >> "$OUT/rows"
+' "$1" "$2"
+}
+ROUNDS=$ROUNDS kv_rows "closed loop" udpring,spinning >> "$OUT/rows"
+# --- 3c. The same service asked now and then: the client idle 2 ms before
+# each request (outside the round trip), so that every request wakes the
+# servers from idle, one-trip turns, 2,000 requests per server per pass.
+GAP_US=2000 BLOCK=1 TRIPS=2000 ROUNDS=$ROUNDS kv_rows "a request every 2 ms" udpring >> "$OUT/rows"
 
 # --- 4. netperf UDP_RR 64/64 against udpring echo (-N: no control
 # connection, any echo answers) and against netperf's own netserver.
