@@ -142,42 +142,70 @@ impl Threads {
     }
 }
 
-/// The order in which `n` servers take their turns: a cycle through every
-/// ordered pair of two different servers once (an Eulerian circuit of the
-/// complete directed graph, Hierholzer's walk), so that each server follows
-/// each other server equally often and never itself. Who ran just before
-/// matters: a server whose turn comes after one running the same code finds
-/// it in the caches. (Until this schedule the turns rotated by 1, 2, 3, 4
-/// places, and of five servers the engine followed the spinning engine in
-/// three turns of four, the spinning engine always the control.)
+/// The order in which `n` servers take their turns, as a cycle: rounds in
+/// which each server has one turn, each round a cyclic shift of a Williams
+/// sequence (0, 1, n-1, 2, n-2, ...; for odd n every shift also reversed
+/// and offset by 2), so that each server follows each other one about
+/// equally often (each ordered pair 1-2 times a cycle for even n, 2-3 for
+/// odd n from 5), never itself, and every server waits the same numbers of turns
+/// between its turns (checked here). Both matter: a server whose turn
+/// comes after one running the same code, or soon after its own last
+/// turn, finds more of itself in the caches. (Until 946e568 the turns
+/// rotated by 1, 2, 3, 4 places, and the engine followed the spinning
+/// engine in three turns of four; then an Eulerian circuit balanced who
+/// follows whom but gave the first server three turns in four two turns
+/// after its last, against five to seven for the others.)
 pub fn turn_order(n: usize) -> Vec<usize> {
-    if n < 2 {
-        return vec![0; n];
+    if n < 3 {
+        return (0..n).collect();
     }
-    let mut left: Vec<Vec<usize>> = (0..n)
-        .map(|i| (0..n).filter(|&j| j != i).rev().collect())
-        .collect();
-    let (mut walk, mut circuit) = (vec![0], vec![]);
-    while let Some(&v) = walk.last() {
-        match left[v].pop() {
-            Some(u) => walk.push(u),
-            None => circuit.push(walk.pop().unwrap()),
+    let mut base = vec![0];
+    let (mut lo, mut hi) = (1, n - 1);
+    while base.len() < n {
+        if base.len() % 2 == 1 {
+            base.push(lo);
+            lo += 1;
+        } else {
+            base.push(hi);
+            hi -= 1;
         }
     }
-    circuit.reverse();
-    // It ends where it began: as a cycle, the last step is the first's
-    // predecessor.
-    circuit.pop();
-    let mut seen = vec![vec![0; n]; n];
-    for (k, &i) in circuit.iter().enumerate() {
-        seen[circuit[(k + circuit.len() - 1) % circuit.len()]][i] += 1;
-    }
-    for (a, row) in seen.iter().enumerate() {
-        for (b, &c) in row.iter().enumerate() {
-            assert_eq!(c, usize::from(a != b), "turn {a} -> {b} taken {c} times");
+    let mut order = vec![];
+    for r in 0..n {
+        order.extend(base.iter().map(|&x| (x + r) % n));
+        if n % 2 == 1 {
+            order.extend(base.iter().rev().map(|&x| (x + r + 2) % n));
         }
     }
-    circuit
+    let len = order.len();
+    let mut pairs = vec![vec![0; n]; n];
+    let mut waits: Vec<Vec<usize>> = vec![vec![]; n];
+    let mut last = vec![None; n];
+    for k in 0..2 * len {
+        let (i, before) = (order[k % len], order[(k + len - 1) % len]);
+        if k >= len {
+            pairs[before][i] += 1;
+            waits[i].push(k - last[i].unwrap_or(k));
+        }
+        last[i] = Some(k);
+    }
+    let others = || (0..n).flat_map(|a| (0..n).filter(move |&b| b != a).map(move |b| (a, b)));
+    let least = others().map(|(a, b)| pairs[a][b]).min().unwrap_or(0);
+    for (a, row) in pairs.iter().enumerate() {
+        assert_eq!(row[a], 0, "{a} follows itself");
+    }
+    for (a, b) in others() {
+        let c = pairs[a][b];
+        assert!(c >= 1 && c <= least + 2, "turn {a} -> {b} taken {c} times");
+    }
+    for w in waits.iter_mut() {
+        w.sort_unstable();
+    }
+    assert!(
+        waits.iter().all(|w| *w == waits[0]),
+        "uneven waits: {waits:?}"
+    );
+    order
 }
 
 /// Closed loop against several servers in turn, so that every one of them
@@ -211,8 +239,7 @@ pub fn ping_interleaved(
     let blocks = total.div_ceil(block);
     let mut turns = vec![0; servers.len()];
     // The cycle again and again; a server that has had its blocks sits
-    // out the rest (when `blocks` is no multiple of the cycle's n - 1
-    // turns a server).
+    // out the rest (when `blocks` is no multiple of its turns a cycle).
     for &i in turn_order(servers.len()).iter().cycle() {
         if turns.iter().all(|&t| t == blocks) {
             break;
