@@ -158,8 +158,8 @@
 //! before they halt, with `spin_us` 50 0.74-0.78x and 1.76-2.06x; where
 //! they halt at once (every wake-up dearer), 1.04x and 1.07-1.08x, with
 //! `spin_us` 50 0.38-0.40x and 1.07-1.11x. Asked every 2 ms, so that each
-//! request wakes it from idle, it reads ~1.1x p50 and 1.2-1.4x CPU per
-//! request there, against ~1.1-1.2x for the smallest io_uring loop that
+//! request wakes it from idle, it reads ~1.15-1.2x p50 and 1.3-1.45x CPU
+//! per request there, against ~1.2x for the smallest io_uring loop that
 //! does the job: io_uring's own wake-up path. A release built with
 //! `lto = "fat"` and `codegen-units = 1` spends ~0.03x less.
 //!
