@@ -180,14 +180,16 @@ pub fn turn_order(n: usize) -> Vec<usize> {
     let len = order.len();
     let mut pairs = vec![vec![0; n]; n];
     let mut waits: Vec<Vec<usize>> = vec![vec![]; n];
-    let mut last = vec![None; n];
+    // Two laps: the first sets where each server last had its turn (every
+    // server has one a lap), the second counts, across the lap's end too.
+    let mut last = vec![0; n];
     for k in 0..2 * len {
         let (i, before) = (order[k % len], order[(k + len - 1) % len]);
         if k >= len {
             pairs[before][i] += 1;
-            waits[i].push(k - last[i].unwrap_or(k));
+            waits[i].push(k - last[i]);
         }
-        last[i] = Some(k);
+        last[i] = k;
     }
     let others = || (0..n).flat_map(|a| (0..n).filter(move |&b| b != a).map(move |b| (a, b)));
     let least = others().map(|(a, b)| pairs[a][b]).min().unwrap_or(0);
