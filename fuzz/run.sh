@@ -12,8 +12,8 @@ NET_SECS=${NET_SECS:-480}
 JOBS=${JOBS:-2}
 # Bytes a stranger on the network chooses (or, for cmsg, the kernel writes
 # beside them); the rest are files the user gives.
-NET="header sequences fanout_control dns_reply cmsg frame"
-ALL="header sequences fanout_control dns_reply cmsg frame pcap payload_file dnsperf interval_log report_json"
+NET="header sequences fanout_control dns_reply expect cmsg frame"
+ALL="header sequences fanout_control dns_reply expect cmsg frame pcap payload_file dnsperf interval_log report_json"
 TARGETS=${*:-$ALL}
 mkdir -p logs
 # The engine's and the command's dependencies at the versions the root

@@ -63,6 +63,11 @@ put("dns_reply", "noerror", dns(0x1234, 0x8180, q, a, 1))
 put("dns_reply", "nxdomain-edns", dns(7, 0x8183, q, ar=opt, arcount=1))
 put("dns_reply", "truncated", dns(9, 0x8380, q))
 put("dns_reply", "query", dns(1, 0x0100, q))
+# expect: mode (1 any, 2 mask), pattern length - 1, offset, pattern
+# [, mask], answer.
+put("expect", "any-overlapping", bytes([1, 2, 0]) + b"aab" + b"xaaab")
+put("expect", "rcode-mask", bytes([2, 0, 3, 0x00, 0x0f]) + dns(7, 0x81a0, q))
+put("expect", "at-offset", bytes([0, 4, 8]) + b"VALUE" + b"\0" * 8 + b"VALUE k 0 1\r\n")
 
 put("dnsperf", "queries", "www.example.com A\nexample.com AAAA\n# comment\n; too\nexample.org. MX\n\nfoo.example TXT\n")
 put("dnsperf", "types", "a.b NS\na.b SOA\na.b PTR\na.b SRV\na.b CAA\na.b ANY\na.b TYPE65\n")

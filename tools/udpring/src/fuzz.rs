@@ -24,6 +24,7 @@ pub const TARGETS: &[Target] = &[
     ("dnsperf", dnsperf),
     ("interval_log", interval_log),
     ("report_json", report_json),
+    ("expect", expect),
 ];
 
 /// udpring's header (load, ping, mcast ping/pong, sink): a view only of
@@ -138,4 +139,53 @@ pub fn report_json(data: &[u8]) {
     {
         let _ = crate::apps::load::LoadReport::merge(&[r.clone(), r]);
     }
+}
+
+/// `--expect` against a stranger's answer: a check made from the first
+/// bytes (byte 0: `any:` or an offset, and a mask; byte 1: the pattern's
+/// length, 1..=16; byte 2: the offset), written as text and parsed back,
+/// the rest the answer. Whether it holds must equal a plain reading of
+/// the same bytes (the `any:` search is Knuth-Morris-Pratt).
+pub fn expect(data: &[u8]) {
+    use crate::apps::load::expect::{Expect, hex};
+    let [mode, len, off, rest @ ..] = data else {
+        return;
+    };
+    let n = usize::from(len % 16) + 1;
+    let anywhere = mode & 1 == 1;
+    let masked = !anywhere && mode & 2 == 2;
+    let need = if masked { 2 * n } else { n };
+    if rest.len() < need {
+        return;
+    }
+    let (pat, answer) = rest.split_at(need);
+    let (mut bytes, mask) = if masked {
+        (pat[..n].to_vec(), Some(pat[n..].to_vec()))
+    } else {
+        (pat.to_vec(), None)
+    };
+    if let Some(m) = &mask {
+        for (b, m) in bytes.iter_mut().zip(m) {
+            *b &= m;
+        }
+    }
+    let offset = usize::from(*off);
+    let text = match (&mask, anywhere) {
+        (_, true) => format!("any:{}", hex(&bytes)),
+        (Some(m), false) => format!("{offset}:{}/{}", hex(&bytes), hex(m)),
+        (None, false) => format!("{offset}:{}", hex(&bytes)),
+    };
+    let e = Expect::parse(&text).expect("a check written as the parser reads it");
+    assert_eq!(e.to_string(), text);
+    let plain = if anywhere {
+        answer.windows(n).any(|w| w == &bytes[..])
+    } else {
+        answer.get(offset..offset + n).is_some_and(|got| {
+            got.iter()
+                .zip(&bytes)
+                .enumerate()
+                .all(|(i, (g, b))| g & mask.as_ref().map_or(0xff, |m| m[i]) == *b)
+        })
+    };
+    assert_eq!(e.holds(answer), plain, "{text} in {}", hex(answer));
 }

@@ -68,10 +68,11 @@ pub(crate) struct PingArgs {
     #[arg(long = "match", value_name = "HOW", value_parser = Match::parse)]
     matching: Option<Match>,
     /// With --payload, check every reply: it must carry these bytes at
-    /// byte OFFSET (OFFSET:HEX, as `load --expect`). A reply without them
+    /// byte OFFSET (OFFSET:HEX; OFFSET:HEX/MASK, only the mask's bits;
+    /// any:HEX, anywhere: as `load --expect`). A reply without them
     /// still answers its request, is shown and counted as unexpected, and
     /// the exit code is 1: the service answered, not with what was asked.
-    #[arg(long, value_name = "OFFSET:HEX", requires = "payload",
+    #[arg(long, value_name = "OFFSET:HEX[/MASK]|any:HEX", requires = "payload",
           value_parser = crate::apps::load::expect::Expect::parse)]
     expect: Vec<crate::apps::load::expect::Expect>,
     /// Print the summary as JSON.

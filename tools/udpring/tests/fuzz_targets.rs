@@ -97,4 +97,14 @@ proptest! {
             f(&b);
         }
     }
+
+    /// `--expect any:` on patterns and answers of two letters, where a
+    /// match half made and broken (what the search's table is for) is the
+    /// rule rather than, as in random bytes, the exception.
+    #[test]
+    fn expect_on_two_letters(len in 0u8..6, pat_answer in proptest::collection::vec(0x61u8..=0x62, 1..64)) {
+        let mut b = vec![1, len, 0];
+        b.extend_from_slice(&pat_answer);
+        udpring_cli::fuzz::expect(&b);
+    }
 }

@@ -268,6 +268,24 @@ fn ping_expect_shows_and_counts_replies_without_the_bytes() {
     let (code, out, err) = ping(&format!("0:{}", hex(b"Your data")), &[]);
     assert_eq!(code, 0, "{out} {err}");
     assert!(out.contains("0 of the replies lacked"), "{out}");
+    // The other forms: anywhere in the reply, and masked ('Y' is 0x59:
+    // its high four bits are 5, not 6).
+    for (check, passes) in [
+        (format!("any:{}", hex(b"23 bytes")), true),
+        (format!("any:{}", hex(b"24 bytes")), false),
+        ("0:50/f0".to_string(), true),
+        ("0:60/f0".to_string(), false),
+    ] {
+        let (code, out, err) = ping(&check, &["--json"]);
+        assert_eq!(code, if passes { 0 } else { 1 }, "{check}: {out} {err}");
+        let v = json(&out);
+        assert_eq!(
+            v["unexpected"].as_u64(),
+            Some(if passes { 0 } else { 2 }),
+            "{check}: {v}"
+        );
+        assert_eq!(v["expect"], serde_json::json!([check]), "{v}");
+    }
     let (code, out, err) = ping("0:4f4b", &[]);
     assert_eq!(code, 1, "{out} {err}");
     let answer = b"Your data was 23 bytes long";

@@ -125,7 +125,7 @@ pub(crate) fn load(a: LoadArgs) -> Result<(), Failure> {
     if a.limits.bounds_unexpected() && o.expect.is_empty() {
         return Err(usage(
             "--max-unexpected bounds the answers --expect finds without its bytes: give \
-             --expect OFFSET:HEX",
+             --expect OFFSET:HEX (or OFFSET:HEX/MASK, any:HEX)",
         ));
     }
     if let Some((i, n)) = a.shard {

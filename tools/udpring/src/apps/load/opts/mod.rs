@@ -138,11 +138,14 @@ pub struct LoadOpts {
     pub match_asked: Option<Match>,
     /// Check every answer: it must carry these bytes at byte OFFSET
     /// (OFFSET:HEX; e.g. 8:56414c5545, "VALUE" after memcached's 8-byte UDP
-    /// frame header). An answer without them still counts as received,
-    /// with its RTT, and also as unexpected, with the first one's bytes
-    /// shown: a service answering errors fast would read as fast. Give it
-    /// again for more checks (all must hold). No answer passing exits 1.
-    #[arg(long, value_name = "OFFSET:HEX", value_parser = Expect::parse)]
+    /// frame header); only a MASK's bits of them (OFFSET:HEX/MASK; e.g.
+    /// 3:00/0f, a DNS answer's RCODE is NOERROR); or anywhere in the answer
+    /// (any:HEX; e.g. any:4f4b, "OK"). An answer without them still counts
+    /// as received, with its RTT, and also as unexpected, with the first
+    /// one's bytes shown: a service answering errors fast would read as
+    /// fast. Give it again for more checks (all must hold). No answer
+    /// passing exits 1.
+    #[arg(long, value_name = "OFFSET:HEX[/MASK]|any:HEX", value_parser = Expect::parse)]
     pub expect: Vec<Expect>,
     /// What to send instead of udpring's header.
     #[command(flatten)]
