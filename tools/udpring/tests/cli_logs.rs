@@ -181,6 +181,30 @@ fn csv_for_the_interval_lines_and_the_bench_table() {
         .and_then(|l| l.split_whitespace().next())
         .unwrap();
     assert_eq!(last_sent, table_sent, "{text}\n{err}");
+    // Without --expect the last column is empty; with a check no echo
+    // carries (udpring's header starts with its magic, not 00), the
+    // intervals' unexpected add up to every answer.
+    assert!(
+        rows[1..].iter().all(|r| col(r, "unexpected").is_empty()),
+        "{text}"
+    );
+    let out = udpring()
+        .args(util::words(&format!(
+            "load {} -t 1.2 --rate 1000 -i 0.5 --csv --expect 0:00",
+            e.addr
+        )))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "no answer passed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().collect();
+    let unexpected: u64 = rows[1..]
+        .iter()
+        .map(|r| col(r, "unexpected").parse::<u64>().unwrap())
+        .sum();
+    let received = col(rows.last().unwrap(), "received_total");
+    assert!(unexpected > 0, "{text}");
+    assert_eq!(unexpected.to_string(), received, "{text}");
     let out = udpring()
         .args(util::words(
             "bench --duration 0.1 --warmup 0.05 --backend simple",

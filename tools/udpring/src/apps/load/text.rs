@@ -252,9 +252,12 @@ impl Progress {
     /// (wall clock and since measuring began), its length, whether sending
     /// was over; what was sent and received in it, its rates and RTT
     /// percentiles (µs); then the running totals, `unanswered` being sent
-    /// and not (yet) answered (its last value is the run's `lost`).
+    /// and not (yet) answered (its last value is the run's `lost`); last,
+    /// with `--expect`, the interval's answers without its bytes (among
+    /// its `received`; empty without `--expect`).
     pub const CSV_HEADER: &'static str = "unix_s,elapsed_s,interval_s,draining,sent,received,\
-        pps_sent,pps_received,p50_us,p99_us,p999_us,max_us,sent_total,received_total,unanswered";
+        pps_sent,pps_received,p50_us,p99_us,p999_us,max_us,sent_total,received_total,unanswered,\
+        unexpected";
 
     /// The interval's RTT at quantile `q`, µs; `None` without replies.
     pub fn rtt_at(&self, q: f64) -> Option<f64> {
@@ -265,7 +268,7 @@ impl Progress {
     pub fn csv(&self) -> String {
         let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
         format!(
-            "{:.3},{:.3},{:.3},{},{},{},{:.0},{:.0},{},{},{},{},{},{},{}",
+            "{:.3},{:.3},{:.3},{},{},{},{:.0},{:.0},{},{},{},{},{},{},{},{}",
             self.unix_s,
             self.elapsed,
             self.interval_s,
@@ -280,7 +283,9 @@ impl Progress {
             o(self.rtt_at(1.0)),
             self.sent,
             self.received,
-            self.unanswered.map_or(String::new(), |u| u.to_string())
+            self.unanswered.map_or(String::new(), |u| u.to_string()),
+            self.interval_unexpected
+                .map_or(String::new(), |u| u.to_string())
         )
     }
 
