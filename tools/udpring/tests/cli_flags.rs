@@ -337,15 +337,24 @@ fn no_coalesce_sends_each_echo_by_itself() {
     }
 }
 
-/// An echo started with `flags` and pinged 500 times in closed loop
-/// (`ping`; else sent 500 unanswered): its banner, its JSON totals, and its
+/// An echo started with `flags` and pinged 500 times in closed loop by a
+/// busy-polling client (`ping`; else sent 500 unanswered): its banner, its
+/// JSON totals, and its
 /// CPU time in ms over 300 ms of idleness after the load.
 fn echo_loaded_then_idle(flags: &str, ping: bool) -> (String, serde_json::Value, f64) {
     let echo = util::Server::start(&words(&format!(
         "echo --bind 127.0.0.1:0 -w 1 --json --duration 1.2 {flags}"
     )));
     let (addr, banner) = (echo.addr, echo.banner.clone());
-    let load = if ping { "--mode ping" } else { "--match none" };
+    // The client busy-polls: its turnaround is then a few microseconds,
+    // and a request comes within the echo's spin whatever this host's
+    // wake-ups cost (a client asleep between replies took 50 µs and more
+    // to ask again on a busy host, and the spin missed every time).
+    let load = if ping {
+        "--mode ping --busy-poll"
+    } else {
+        "--match none"
+    };
     let (code, _, lerr) = run(&words(&format!("load {addr} {load} -n 500 --json -q")));
     assert_eq!(code, 0, "{flags}: {lerr}");
     // Every thread's run time (ns), from the scheduler's account.
