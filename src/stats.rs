@@ -151,6 +151,10 @@ counters! {
     /// too. In a closed loop, system calls per request are about this over
     /// `received` on `uring` (it submits the replies in the same call).
     waits,
+    /// uring at light load ([`Config::park`](crate::Config::park)): waits
+    /// in `recvmsg(2)` on the socket itself rather than in
+    /// `io_uring_enter` (counted in `waits` too).
+    parked_waits,
     /// uring with `spin_us`: light-load waits whose spin found work (a
     /// sleep and its wake-up saved).
     spin_hits,

@@ -45,6 +45,10 @@ impl Lent {
             )
         }
     }
+    /// The slot's room: how far a window may reach.
+    pub fn cap(&self) -> u32 {
+        self.cap
+    }
     /// Changes the payload window (for writing a send slot).
     pub fn set_window(&mut self, off: u32, len: u32) {
         assert!(

@@ -331,6 +331,23 @@ config! {
     /// `spin_yields`. Not with `busy_poll`, and the uring backend's only.
     /// Default: 0 (off).
     spin_us: u32 = 0;
+    /// uring: at light load, wait for the next datagram in `recvmsg(2)`
+    /// on the socket itself, and send the answers with `sendmsg`, rather
+    /// than waiting in `io_uring_enter`: a request then costs the two
+    /// system calls a blocking loop makes, and on a host whose idle CPUs
+    /// halt a blocking receive's wake-up is the cheaper one (PERF.md, the
+    /// kv bench). A worker parks only with one socket, the kernel's
+    /// `DEFER_TASKRUN` (so the ring's own receive cannot take a datagram
+    /// meanwhile), no zero-copy sends, TX timestamps, `spin_us` or
+    /// `busy_poll`, and never once a [`Sender`](crate::Sender) for it
+    /// exists (a post cannot wake `recvmsg`); it goes back to the ring
+    /// when the socket's send buffer is full, a handler timer is due
+    /// within 50 ms, datagrams come faster than it can wait for them (a
+    /// flood: the ring's batches are cheaper), or 50 ms pass with
+    /// nothing (the socket's `SO_RCVTIMEO`, put back at the end). A stop
+    /// reaches a parked worker at its next datagram or within those 50
+    /// ms. Counted in `parked_waits`. Default: on.
+    park: bool = true;
     /// Which datagrams never reach the handler (loops, reflection,
     /// strangers): see [`Guard`]. Default: [`Guard::default`], a
     /// server's: its sends carry the server mark and it refuses what other

@@ -120,6 +120,48 @@ impl MmsgBufs {
         }
     }
 
+    /// Receives one datagram on socket `sock` (`fd`) into `lent`'s slot,
+    /// after [`HEADROOM`], waiting for it as the socket says (a blocking
+    /// socket: until one comes, a signal, or its `SO_RCVTIMEO`, then
+    /// `EAGAIN`). The parked `uring` worker's receive. On success the
+    /// window of `lent` is the payload; on an error it is left covering
+    /// what the call could have written.
+    pub fn recv_lent(&mut self, fd: RawFd, sock: u16, lent: &mut Lent) -> io::Result<RecvMeta> {
+        let cap = lent.cap().saturating_sub(HEADROOM as u32);
+        lent.set_window(HEADROOM as u32, cap);
+        let buf = lent.bytes_mut();
+        self.iovs[0] = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let h = &mut self.hdrs[0];
+        h.msg_hdr.msg_name = (&mut self.names[0] as *mut RawAddr).cast();
+        h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        h.msg_hdr.msg_iov = &mut self.iovs[0];
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = self.ctrls[0].0.as_mut_ptr().cast();
+        h.msg_hdr.msg_controllen = RECV_CMSG_LEN;
+        h.msg_hdr.msg_flags = 0;
+        // recvmsg(sockfd, msg, 0): waits for a datagram. The header points
+        // at the name, the control area and the lent slot's payload room,
+        // which nothing else touches during the call; the kernel keeps
+        // none of them afterwards.
+        let len = syscall!(recvmsg(fd, &mut self.hdrs[0].msg_hdr, 0))? as u32;
+        let h = &self.hdrs[0];
+        let len = len.min(cap);
+        let ctl_len = h.msg_hdr.msg_controllen.min(RECV_CMSG_LEN);
+        let mut src = self.names[0];
+        src.len = h.msg_hdr.msg_namelen;
+        lent.set_window(HEADROOM as u32, len);
+        Ok(RecvMeta {
+            sock,
+            src,
+            len,
+            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            cmsg: RecvCmsg::parse(&self.ctrls[0].0[..ctl_len]),
+        })
+    }
+
     /// Lends the `i`th datagram of the last [`MmsgBufs::recv`] (which
     /// arrived on socket `sock`) with its record. `None` if the pool refused
     /// the slot (cannot happen for a reserved one).

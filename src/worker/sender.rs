@@ -63,6 +63,10 @@ pub(crate) struct Inbox {
     /// Whether each socket of the worker is IPv6.
     sock_v6: Vec<bool>,
     pub(crate) closed: AtomicBool,
+    /// A [`Sender`] was made for this worker: its posts wake the worker
+    /// through the eventfd, which a worker parked in `recvmsg` would not
+    /// see, so the worker no longer parks.
+    had_sender: AtomicBool,
     room: Condvar,
     /// Items in the queue (kept under the lock; read without it).
     queued: std::sync::atomic::AtomicUsize,
@@ -93,6 +97,7 @@ impl Inbox {
             slot_payload,
             sock_v6,
             closed: AtomicBool::new(false),
+            had_sender: AtomicBool::new(false),
             room: Condvar::new(),
             queued: std::sync::atomic::AtomicUsize::new(0),
             direct_fds: std::sync::RwLock::new(fds),
@@ -103,6 +108,11 @@ impl Inbox {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, InboxState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a [`Sender`] was ever made for this worker.
+    pub(crate) fn had_sender(&self) -> bool {
+        self.had_sender.load(Ordering::Acquire)
     }
 
     /// Whether anything waits (no lock taken: the worker asks once per
@@ -204,6 +214,7 @@ impl std::fmt::Debug for Sender {
 
 impl Sender {
     pub(crate) fn new(inbox: Arc<Inbox>) -> Self {
+        inbox.had_sender.store(true, Ordering::Release);
         Sender { inbox }
     }
 

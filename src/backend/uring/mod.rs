@@ -29,6 +29,7 @@ use crate::sys::txstamp::TxStampRing;
 use crate::sys::uring::{Completion, Op, Ring, RingOpts};
 use crate::worker::handler::Handler;
 
+mod park;
 mod shutdown;
 
 /// Sends in flight from which the loop waits for all of them and one more
@@ -82,6 +83,8 @@ struct Driver {
     /// The timer is armed to fire within [`SETTLE`]: sends waited on
     /// together with the next receive are reaped by then.
     settling: bool,
+    /// Datagrams handed over in the last [`Driver::handle`].
+    recvs: usize,
 }
 
 impl Driver {
@@ -290,6 +293,7 @@ impl Driver {
     /// Reaps what completed and hands it on; `dispatch` false once the
     /// handler has stopped (datagrams are then counted and released).
     fn handle<H: Handler>(&mut self, w: &mut Worker<H>, dispatch: bool) -> io::Result<()> {
+        self.recvs = 0;
         let mut n = self.ring.reap();
         let mut k = 0;
         while k < n {
@@ -334,6 +338,7 @@ impl Driver {
                     }
                 }
                 Some(Op::Recv(sock)) => {
+                    self.recvs += usize::from(c.res > 0);
                     self.on_recv(w, sock as usize, c, dispatch);
                     self.relieve(w)?;
                     n = self.ring.len();
@@ -427,6 +432,7 @@ pub(crate) fn run<H: Handler>(
         timer: None,
         timer_fired: false,
         settling: false,
+        recvs: 0,
     };
     let setup = d
         .arm_wake()
@@ -443,12 +449,34 @@ pub(crate) fn run<H: Handler>(
     }
     w.core.stats.c.recv_arms.add(1);
     let mut spin = Spin::new(cfg.spin_us, sys::cpu::sched(), Instant::now());
+    // Parking (park.rs says when it is sound): one socket, blocking, the
+    // ring's task work deferred, no sends whose completion says more than
+    // "sent", and no other light-load wait asked for.
+    let mut park = (cfg.park
+        && fds.len() == 1
+        && d.ring.defers_task_work()
+        && cfg.send_zero_copy_min.is_none()
+        && !cfg.tx_timestamps
+        && !w.core.busy_poll
+        && spin.is_none()
+        && sockets[0].nonblocking().is_ok_and(|nb| !nb))
+    .then(|| park::Park::new(fds[0]));
     ready(Ok(()));
     w.start();
     let result = (|| -> io::Result<()> {
         loop {
             if w.core.stopping() {
                 return Ok(());
+            }
+            // A light turn, nothing of the ring's in flight: wait in
+            // `recvmsg` instead, until something needs the ring.
+            if let Some(p) = park.as_mut()
+                && d.in_flight == 0
+                && !w.core.busy_poll
+                && p.wanted(std::mem::take(&mut d.recvs))
+            {
+                p.run(&sockets[0], w)?;
+                continue;
             }
             let fresh = d.flush(w)?;
             for i in 0..fds.len() {
@@ -528,6 +556,9 @@ pub(crate) fn run<H: Handler>(
             }
         }
     })();
+    if let Some(p) = park.as_mut() {
+        p.finish(&sockets[0]);
+    }
     let down = d.shutdown(w, SHUTDOWN_LIMIT);
     w.core.publish();
     if down.is_err() {

@@ -395,6 +395,13 @@ impl Ring {
         Some(t)
     }
 
+    /// Whether the kernel defers this ring's task work (`DEFER_TASKRUN`,
+    /// set up with `SINGLE_ISSUER` or not at all): a receive it has armed
+    /// then runs only when this thread waits on the ring.
+    pub fn defers_task_work(&self) -> bool {
+        self.ring.params().is_setup_single_issuer()
+    }
+
     /// Reads the record the kernel wrote at the start of a filled receive
     /// buffer (`io_uring_recvmsg_out`, name, control data) for socket
     /// `sock`. `None` when it does not parse.

@@ -416,6 +416,13 @@ pub(crate) struct EngineArgs {
     #[arg(long, value_name = "MICROS", conflicts_with = "busy_poll",
           value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub(crate) spin: Option<u32>,
+    /// Never park (uring): by default, at light load and without --spin, a
+    /// worker with one socket waits for the next datagram in recvmsg(2)
+    /// itself rather than in io_uring_enter, and answers with sendmsg: two
+    /// system calls a request, as a blocking loop makes, and a cheaper
+    /// wake-up where idle CPUs halt (counted: parked_waits)
+    #[arg(long)]
+    pub(crate) no_park: bool,
 }
 
 impl EngineArgs {
@@ -467,6 +474,7 @@ impl EngineArgs {
         c.steer_by_cpu = self.steer_cpu;
         c.busy_poll = self.busy_poll;
         c.spin_us = self.spin.unwrap_or(0);
+        c.park = !self.no_park;
         c.xdp_iface = self.iface.clone();
         Ok(c)
     }

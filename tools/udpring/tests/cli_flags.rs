@@ -378,18 +378,24 @@ fn echo_loaded_then_idle(flags: &str, ping: bool) -> (String, serde_json::Value,
 /// The echo spins 50 µs before sleeping by default (a closed loop is
 /// taken while it spins, and idle it costs nothing), not with `--spin 0`,
 /// a backend other than uring or `--discard`; `--spin MICROS` sets the
-/// window; a busy-polling echo, the measure's control, reads a whole CPU
-/// idle. What `--spin` cannot mean is refused.
+/// window. Without the spin a uring echo parks in `recvmsg` instead,
+/// not with `--no-park`. A busy-polling echo, the measure's control,
+/// reads a whole CPU idle. What `--spin` cannot mean is refused.
 #[test]
 fn spin_is_the_echos_default_and_costs_nothing_idle() {
-    for (flags, ping, spins) in [
-        ("", true, Some(50)),
-        ("--spin 1000", true, Some(1000)),
-        ("--spin 0", true, None),
-        ("--backend mmsg", true, None),
-        ("--discard", false, None),
+    for (flags, ping, spins, parks) in [
+        ("", true, Some(50), Some(false)),
+        ("--spin 1000", true, Some(1000), Some(false)),
+        ("--spin 0", true, None, Some(true)),
+        ("--spin 0 --no-park", true, None, Some(false)),
+        ("--backend mmsg", true, None, Some(false)),
+        ("--discard", false, None, None),
     ] {
         let (banner, v, idle_ms) = echo_loaded_then_idle(flags, ping);
+        if let Some(parks) = parks {
+            let parked = v["parked_waits"].as_u64().unwrap();
+            assert_eq!(parked > 0, parks, "{flags}: {v}");
+        }
         let hits = v["spin_hits"].as_u64().unwrap();
         match spins {
             Some(us) => {

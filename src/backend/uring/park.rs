@@ -1,0 +1,273 @@
+//! Parking ([`Config::park`](crate::Config::park)): at light load the
+//! `uring` worker waits for its next datagram in `recvmsg(2)` on its
+//! socket rather than in `io_uring_enter`, and sends the answers with
+//! `sendmsg`.
+//!
+//! Why: a request that comes alone wakes the worker from idle, and on a
+//! host whose idle CPUs halt (most virtual machines) that wake-up is most
+//! of what the request costs. io_uring's wake-up path (the socket's wait
+//! queue, the ring's task work, then the waiter) costs more than a
+//! blocking receive's, however little the ring is asked to do (PERF.md,
+//! the kv bench). Parked, a request costs the two system calls a blocking
+//! loop makes.
+//!
+//! Why it stays correct:
+//! - **the ring takes nothing meanwhile**: its multishot receive stays
+//!   armed, and with `DEFER_TASKRUN` (required) the kernel runs it only
+//!   when this thread next waits on the ring; back there it finds the
+//!   socket empty, or takes what came since.
+//! - **the slot**: every receive slot is the kernel's (in the buffer
+//!   ring), so the datagram lands in a send slot, marked written, so that
+//!   a later copy into that slot is scrubbed as any send slot's is.
+//! - **order**: answers go by `sendmsg`/`sendmmsg` only while nothing is
+//!   in flight in the ring; a full socket buffer (`EAGAIN`) sends the
+//!   worker back to the ring, whose sends wait for room.
+//! - **what `recvmsg` cannot wake for** sends the worker back to the ring
+//!   first: a [`Sender`](crate::Sender)'s posts (once one exists the
+//!   worker never parks), a stop (seen after each datagram, or at the
+//!   timeout: a stop waits at most [`PARK_TIMEOUT`]), and the handler's
+//!   next timer: the socket's timeout ends the park a margin before it
+//!   (the timeout counts in the kernel's ticks: it ends up to one tick
+//!   late, and the margin is a tick and the drift), and the ring's own
+//!   timer fires it on time. The timeout is set again only
+//!   when it has drifted [`DRIFT`] from what is wanted, so that a
+//!   request costs no `setsockopt` in a closed loop.
+//! - **bounded**: the socket's `SO_RCVTIMEO` ([`PARK_TIMEOUT`], the old
+//!   value put back at the end) ends a park with nothing to do, and a
+//!   park that ended so is not tried again until two datagrams come
+//!   within [`PARK_TIMEOUT`] of each other (requests further apart than
+//!   that would each cost a second wake-up); receives that find a datagram
+//!   already waiting (a flood, where the ring's batches are cheaper) end
+//!   it after [`HOT_TURNS`] in a row.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use crate::backend::worker::Worker;
+use crate::bufring::HEADROOM;
+use crate::error::is_icmp_errno;
+use crate::sys::mmsg::MmsgBufs;
+use crate::worker::handler::Handler;
+
+/// The longest a park waits for a datagram.
+pub(super) const PARK_TIMEOUT: Duration = Duration::from_millis(50);
+/// A receive that returns sooner than this found its datagram waiting.
+const HOT: Duration = Duration::from_micros(5);
+/// Receives in a row that found their datagram waiting end a park.
+const HOT_TURNS: u32 = 8;
+/// Answers per `sendmmsg`.
+const SEND_BATCH: usize = 16;
+/// How far the socket's timeout may be from the one wanted before it is
+/// set again.
+const DRIFT: Duration = Duration::from_millis(1);
+/// A park shorter than this is not worth its timeout's `setsockopt`.
+const SHORTEST: Duration = Duration::from_millis(1);
+
+/// Why a park ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Unpark {
+    /// Something only the ring waits for (a stop, a Sender's post, a
+    /// handler timer due soon), or answers waiting for socket room.
+    Ring,
+    /// [`PARK_TIMEOUT`] passed with nothing.
+    Idle,
+    /// Datagrams came faster than the worker waited for them.
+    Flood,
+}
+
+/// One worker's parking.
+pub(super) struct Park {
+    fd: RawFd,
+    rx: MmsgBufs,
+    tx: MmsgBufs,
+    /// The socket's `SO_RCVTIMEO` before the first park, to put back.
+    saved: Option<Option<Duration>>,
+    /// What the socket's `SO_RCVTIMEO` is now (once `saved`).
+    timeout: Duration,
+    /// How long before a handler timer a park ends: a kernel tick and the
+    /// drift.
+    margin: Duration,
+    /// The last park ended idle: park again only when two datagrams come
+    /// within [`PARK_TIMEOUT`].
+    idle: bool,
+    /// When the ring last handed over a datagram since then.
+    last_arrival: Option<Instant>,
+}
+
+impl Park {
+    /// Parking on the worker's one socket, `fd`.
+    pub(super) fn new(fd: RawFd) -> Self {
+        Park {
+            fd,
+            rx: MmsgBufs::new(1),
+            tx: MmsgBufs::new(SEND_BATCH),
+            saved: None,
+            timeout: PARK_TIMEOUT,
+            margin: crate::sys::clock::tick() + DRIFT,
+            idle: false,
+            last_arrival: None,
+        }
+    }
+
+    /// Whether to park after a turn of the ring that handed over `recvs`
+    /// datagrams (a light turn: one or two).
+    pub(super) fn wanted(&mut self, recvs: usize) -> bool {
+        if recvs == 0 || recvs > 2 {
+            return false;
+        }
+        if !self.idle {
+            return true;
+        }
+        let now = Instant::now();
+        let near = self
+            .last_arrival
+            .is_some_and(|t| now.saturating_duration_since(t) < PARK_TIMEOUT);
+        self.last_arrival = Some(now);
+        self.idle = !near;
+        near
+    }
+
+    /// Runs parked: answers what the handler queued, then waits in
+    /// `recvmsg` and hands each datagram over, until something needs the
+    /// ring. The socket is the worker's one socket.
+    pub(super) fn run<H: Handler>(
+        &mut self,
+        socket: &socket2::Socket,
+        w: &mut Worker<H>,
+    ) -> io::Result<Unpark> {
+        let r = self.parked(socket, w);
+        // Receive slots the sends gave back go to the kernel now, before
+        // the ring receives again.
+        w.core.pool.publish();
+        r
+    }
+
+    fn parked<H: Handler>(
+        &mut self,
+        socket: &socket2::Socket,
+        w: &mut Worker<H>,
+    ) -> io::Result<Unpark> {
+        if self.saved.is_none() {
+            let old = socket.read_timeout()?;
+            socket.set_read_timeout(Some(self.timeout))?;
+            self.saved = Some(old);
+        }
+        let mut hot = 0;
+        loop {
+            if !self.send_queued(w) {
+                return Ok(Unpark::Ring);
+            }
+            // Slots came back with the sends: a handler refused before
+            // resumes, and what it queues goes out before the next wait.
+            if w.writable() && !w.core.queue.is_empty() {
+                continue;
+            }
+            let inbox = &w.core.shared.inbox;
+            if w.core.stopping() || inbox.pending() || inbox.had_sender() {
+                return Ok(Unpark::Ring);
+            }
+            if hot >= HOT_TURNS {
+                return Ok(Unpark::Flood);
+            }
+            let start = Instant::now();
+            // Until a margin before the handler's next timer, which the
+            // ring fires.
+            let limit = match w.core.timers.next_at() {
+                None => PARK_TIMEOUT,
+                Some(at) => {
+                    let left = at.saturating_duration_since(start);
+                    if left < self.margin + SHORTEST {
+                        return Ok(Unpark::Ring);
+                    }
+                    (left - self.margin).min(PARK_TIMEOUT)
+                }
+            };
+            if self.timeout.abs_diff(limit) > DRIFT {
+                socket.set_read_timeout(Some(limit))?;
+                self.timeout = limit;
+            }
+            let Some(mut lent) = w.core.pool.alloc_send() else {
+                return Ok(Unpark::Ring);
+            };
+            w.core.stats.c.waits.add(1);
+            w.core.stats.c.parked_waits.add(1);
+            // Whenever the worker sleeps, what it counted is what others
+            // read.
+            w.core.publish();
+            match self.rx.recv_lent(self.fd, 0, &mut lent) {
+                Ok(meta) => {
+                    hot = if start.elapsed() < HOT { hot + 1 } else { 0 };
+                    // The kernel wrote the send slot: unknown bytes now, to
+                    // be scrubbed before a copy is built there.
+                    let pool = &mut w.core.pool;
+                    pool.set_tag(lent.slot(), 0);
+                    pool.note_written(lent.slot(), HEADROOM as u32 + meta.len);
+                    w.dispatch(meta, lent);
+                }
+                Err(e) => {
+                    w.core.pool.release(lent);
+                    match e.raw_os_error() {
+                        // The socket's timeout: a handler timer near (the
+                        // ring's to fire), or nothing came in a whole
+                        // park; sooner (a timeout set for a timer since
+                        // cancelled), wait again.
+                        Some(libc::EAGAIN) => {
+                            if w.core.timers.next_at().is_some() && limit < PARK_TIMEOUT {
+                                return Ok(Unpark::Ring);
+                            }
+                            if start.elapsed() >= PARK_TIMEOUT / 2 {
+                                self.idle = true;
+                                self.last_arrival = None;
+                                return Ok(Unpark::Idle);
+                            }
+                        }
+                        Some(libc::EINTR) => {}
+                        Some(errno) if is_icmp_errno(errno) || errno == libc::ECONNRESET => {
+                            w.socket_error(0, errno);
+                        }
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends what is queued; false when the socket's buffer is full (the
+    /// rest waits for the ring, whose sends wait for room).
+    fn send_queued<H: Handler>(&mut self, w: &mut Worker<H>) -> bool {
+        w.core.coalesce_queue();
+        while !w.core.queue.is_empty() {
+            let single = w.core.queue.len() == 1;
+            match self
+                .tx
+                .send(self.fd, &w.core.pool, w.core.queue.as_slice(), single)
+            {
+                Ok(k) => {
+                    for j in 0..k {
+                        let t = w.core.queue.as_slice()[j];
+                        w.complete(t, Ok(()));
+                    }
+                    w.core.queue.consume(k);
+                }
+                Err(e) => match e.raw_os_error().unwrap_or(libc::EIO) {
+                    libc::EINTR => {}
+                    libc::EAGAIN => return false,
+                    errno => {
+                        if let Some(t) = w.core.queue.pop_front() {
+                            w.complete(t, Err(errno));
+                        }
+                    }
+                },
+            }
+        }
+        true
+    }
+
+    /// Puts the socket's receive timeout back as it was.
+    pub(super) fn finish(&mut self, socket: &socket2::Socket) {
+        if let Some(old) = self.saved.take() {
+            let _ = socket.set_read_timeout(old);
+        }
+    }
+}

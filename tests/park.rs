@@ -1,0 +1,207 @@
+//! Parking (`Config::park`): at light load a `uring` worker waits for its
+//! next datagram in `recvmsg` on its socket. It answers a closed loop so,
+//! not when something it could not wake for may come (a `Sender`, more
+//! than one socket, the spin); a stop, a `Sender` made while it is parked
+//! and the handler's timers still reach it in bounded time, timers on
+//! time; a socket handed in gets its receive timeout back. Loopback only.
+
+#[macro_use]
+mod util;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use udpring::{Backend, Config, Engine, Handler, Stats};
+use util::{Echo, client, closed_loop, config, stop_clean, wait_workers};
+
+/// `n` round trips with `gap` between them (the worker asleep in each).
+fn paced_loop(c: &UdpSocket, to: SocketAddr, n: usize, gap: Duration) {
+    for _ in 0..n {
+        closed_loop(c, to, 1);
+        std::thread::sleep(gap);
+    }
+}
+
+/// An echo started with `cfg`, asked 200 times in closed loop: its
+/// worker's counters after.
+fn closed_loop_counts(cfg: Config) -> Stats {
+    let engine = Engine::start(cfg, |_| Echo::new()).unwrap();
+    closed_loop(&client(false), engine.local_addr(), 200);
+    let s = wait_workers(&engine, |s| s[0].sent == 200)[0].clone();
+    stop_clean(engine);
+    s
+}
+
+#[test]
+fn a_closed_loop_is_answered_parked_and_a_stop_reaches_the_parked_worker() {
+    if !util::can_run(Backend::Uring) {
+        return;
+    }
+    for v6 in [false, true] {
+        let engine = Engine::start(config(Backend::Uring, v6), |_| Echo::new()).unwrap();
+        let c = client(v6);
+        paced_loop(&c, engine.local_addr(), 50, Duration::from_millis(1));
+        let s = wait_workers(&engine, |s| s[0].sent == 50)[0].clone();
+        // The first request comes through the ring; the rest find the
+        // worker parked (one wait each, as in the ring).
+        assert!(s.parked_waits >= 40, "v6={v6}: {s:?}");
+        assert!(s.waits <= s.received + 5, "v6={v6}: {s:?}");
+        // Parked now (its timeout is 50 ms, the next request ~1 ms away):
+        // the stop reaches it within that timeout, not at the next
+        // datagram, which never comes.
+        let start = Instant::now();
+        let end = stop_clean(engine);
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "v6={v6}: the stop took {took:?}"
+        );
+        assert_eq!((end.received, end.sent), (50, 50));
+    }
+}
+
+#[test]
+fn a_worker_does_not_park_where_it_could_miss_a_wake_up() {
+    if !util::can_run(Backend::Uring) {
+        return;
+    }
+    let parked = |cfg: Config| closed_loop_counts(cfg).parked_waits;
+    let base = || config(Backend::Uring, false);
+    assert!(parked(base()) > 0, "the control parks");
+    let mut off = base();
+    off.park = false;
+    let mut spin = base();
+    spin.spin_us = 50;
+    let mut two = base();
+    two.sockets_per_worker = 2;
+    for (what, cfg) in [
+        ("park off", off),
+        ("spin_us 50", spin),
+        ("two sockets", two),
+    ] {
+        assert_eq!(parked(cfg), 0, "{what}");
+    }
+    // A Sender made before any traffic: posts wake the ring's eventfd,
+    // which a parked worker would not see.
+    let engine = Engine::start(base(), |_| Echo::new()).unwrap();
+    let _sender = engine.sender(0).unwrap();
+    closed_loop(&client(false), engine.local_addr(), 200);
+    assert_eq!(stop_clean(engine).parked_waits, 0, "with a Sender");
+}
+
+#[test]
+fn a_sender_made_while_the_worker_is_parked_is_heard_and_ends_parking() {
+    if !util::can_run(Backend::Uring) {
+        return;
+    }
+    let engine = Engine::start(config(Backend::Uring, false), |_| Echo::new()).unwrap();
+    let c = client(false);
+    let to = engine.local_addr();
+    paced_loop(&c, to, 20, Duration::from_millis(1));
+    let parked = wait_workers(&engine, |s| s[0].sent == 20)[0].parked_waits;
+    assert!(parked > 0);
+    // Parked now: the post wakes only the ring's eventfd; the park's
+    // timeout (50 ms) hands the worker back to the ring, which sends it.
+    let start = Instant::now();
+    engine
+        .sender(0)
+        .unwrap()
+        .send_to(b"from elsewhere", c.local_addr().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = c.recv_from(&mut buf).expect("the post is sent");
+    assert_eq!(&buf[..n], b"from elsewhere");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(1), "the post took {took:?}");
+    // And the worker parks no more: a Sender exists.
+    paced_loop(&c, to, 20, Duration::from_millis(1));
+    let s = wait_workers(&engine, |s| s[0].sent == 41)[0].clone();
+    assert_eq!(s.parked_waits, parked, "{s:?}");
+    stop_clean(engine);
+}
+
+/// Records how late each tick of a periodic timer came.
+struct Ticker {
+    period: Duration,
+    started: Option<Instant>,
+    fired: u32,
+    late: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Handler for Ticker {
+    fn on_start(&mut self, tx: &mut udpring::Transport<'_>) {
+        self.started = Some(Instant::now());
+        tx.call_every(self.period, 0);
+    }
+    fn on_datagram(&mut self, d: udpring::Datagram<'_>, tx: &mut udpring::Transport<'_>) {
+        let _ = tx.reply(d);
+    }
+    fn on_timer(&mut self, _: u64, _: &mut udpring::Transport<'_>) {
+        self.fired += 1;
+        let due = self.started.unwrap() + self.period * self.fired;
+        self.late
+            .lock()
+            .unwrap()
+            .push(Instant::now().saturating_duration_since(due));
+    }
+}
+
+/// Requests 25 ms apart keep the worker parked (its timeout is 50 ms);
+/// a 40 ms timer falls between them. A park that ran past the timer
+/// would fire it at the next request, up to 25 ms late (median ~12 ms);
+/// the park ends a margin before it and the ring fires it on time.
+#[test]
+fn timers_fire_on_time_while_requests_keep_the_worker_parked() {
+    if !util::can_run(Backend::Uring) {
+        return;
+    }
+    let late = Arc::new(Mutex::new(Vec::new()));
+    let l2 = late.clone();
+    let engine = Engine::start(config(Backend::Uring, false), move |_| Ticker {
+        period: Duration::from_millis(40),
+        started: None,
+        fired: 0,
+        late: l2.clone(),
+    })
+    .unwrap();
+    paced_loop(
+        &client(false),
+        engine.local_addr(),
+        24,
+        Duration::from_millis(25),
+    );
+    let s = stop_clean(engine);
+    assert!(s.parked_waits >= 5, "requests answered parked: {s:?}");
+    let mut late = late.lock().unwrap().clone();
+    assert!(late.len() >= 10, "{} ticks in ~600 ms", late.len());
+    late.sort();
+    let median = late[late.len() / 2];
+    assert!(
+        median < Duration::from_millis(4),
+        "ticks late by {late:?} (median {median:?})"
+    );
+}
+
+#[test]
+fn a_socket_handed_in_gets_its_receive_timeout_back() {
+    if !util::can_run(Backend::Uring) {
+        return;
+    }
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(7))).unwrap();
+    // The same socket, as the parent that handed it over keeps it.
+    let kept = sock.try_clone().unwrap();
+    let cfg = config(Backend::Uring, false);
+    let engine = Engine::start_on(cfg, [sock.into()], |_| Echo::new()).unwrap();
+    paced_loop(
+        &client(false),
+        engine.local_addr(),
+        10,
+        Duration::from_millis(1),
+    );
+    let s = wait_workers(&engine, |s| s[0].sent == 10)[0].clone();
+    assert!(s.parked_waits > 0, "{s:?}");
+    stop_clean(engine);
+    assert_eq!(kept.read_timeout().unwrap(), Some(Duration::from_secs(7)));
+}
