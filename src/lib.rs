@@ -145,22 +145,27 @@
 //! **Latency.** A worker with nothing to do sleeps in the kernel, and a
 //! request that comes while it sleeps pays for waking it (on loopback a
 //! few µs where idle CPUs poll before halting, ~30 µs where they halt at
-//! once). [`Config::spin_us`] has it watch its ring for up to that long
-//! before sleeping, so that a closed loop's next request is taken
-//! without a wake-up: adaptive (empty spins shrink the window until it
-//! stops; a worker whose CPU is shared stops spinning; an idle one uses no
-//! CPU) and counted ([`Stats::spin_hits`]), it costs the CPU while
-//! requests flow. [`Config::busy_poll`] never sleeps: a whole CPU per
-//! worker. `udpring echo` spins 50 µs; the library does not unless told.
-//! PERF.md measures each: the kv example asleep between requests reads
-//! 1.08-1.12x a blocking socket loop's closed-loop p50 and 1.15-1.23x its
-//! CPU per request in the standing runs on hosts whose idle CPUs poll
-//! before they halt, with `spin_us` 50 0.74-0.78x and 1.76-2.06x; where
-//! they halt at once (every wake-up dearer), 1.04x and 1.07-1.08x, with
-//! `spin_us` 50 0.38-0.40x and 1.07-1.11x. Asked every 2 ms, so that each
-//! request wakes it from idle, it reads ~1.15-1.2x p50 and 1.3-1.45x CPU
-//! per request there, against ~1.2x for the smallest io_uring loop that
-//! does the job: io_uring's own wake-up path. A release built with
+//! once). At light load a `uring` worker with one socket parks
+//! ([`Config::park`], on by default): it waits for the next datagram in
+//! `recvmsg(2)` itself, whose wake-up costs less than `io_uring_enter`'s,
+//! and answers with `sendmsg`, the two system calls of a blocking loop
+//! (counted: [`Stats::parked_waits`]); a flood, a full send buffer, a
+//! [`Sender`], the handler's next timer or 50 ms of nothing send it back
+//! to the ring. [`Config::spin_us`] instead has it watch its ring for up
+//! to that long before sleeping, so that a closed loop's next request is
+//! taken without a wake-up: adaptive (empty spins shrink the window
+//! until it stops; a worker whose CPU is shared stops spinning; an idle
+//! one uses no CPU) and counted ([`Stats::spin_hits`]), it costs the CPU
+//! while requests flow. [`Config::busy_poll`] never sleeps: a whole CPU
+//! per worker. `udpring echo` spins 50 µs; the library does not unless
+//! told. PERF.md measures each on hosts whose idle CPUs halt at once: the
+//! kv example, parked, reads 1.02-1.04x a blocking socket loop's
+//! closed-loop p50 and 1.08-1.11x its CPU per request, with `spin_us` 50
+//! 0.38-0.41x p50 (1.00x when its CPU is taken) and 1.07-1.11x CPU.
+//! Asked every 2 ms, so that each request wakes it from idle, it reads
+//! ~1.1x p50 and 1.34-1.37x CPU (1.15-1.2x and 1.3-1.45x before it
+//! parked), most of the rest its 50 ms sweep, a wake-up the blocking
+//! loop does not have (1.22x without it). A release built with
 //! `lto = "fat"` and `codegen-units = 1` spends ~0.03x less.
 //!
 //! **Bounds.** Anything a stranger can make a service keep or send must
