@@ -24,7 +24,8 @@
 //!   worker back to the ring, whose sends wait for room.
 //! - **what `recvmsg` cannot wake for** sends the worker back to the ring
 //!   first: a [`Sender`](crate::Sender)'s posts (once one exists the
-//!   worker never parks), a stop (seen after each datagram, or at the
+//!   worker never parks: waking `recvmsg` would take a datagram to the
+//!   socket per post, where the ring's eventfd costs a write), a stop (seen after each datagram, or at the
 //!   timeout: a stop waits at most [`PARK_TIMEOUT`]), and the handler's
 //!   next timer: the socket's timeout ends the park a margin before it
 //!   (the timeout counts in the kernel's ticks: it ends up to one tick
