@@ -12,7 +12,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use udpring::{Backend, Config, Engine, Handler, Stats};
+use udpring::{Backend, Config, Engine, ErrorEvent, HEADROOM, Handler, Stats};
 use util::{Echo, client, closed_loop, config, stop_clean, wait_workers};
 
 /// `n` round trips with `gap` between them (the worker asleep in each).
@@ -204,4 +204,73 @@ fn a_socket_handed_in_gets_its_receive_timeout_back() {
     assert!(s.parked_waits > 0, "{s:?}");
     stop_clean(engine);
     assert_eq!(kept.read_timeout().unwrap(), Some(Duration::from_secs(7)));
+}
+
+/// Echoes, but answers `probe` with a datagram to `closed` (a port
+/// nobody holds), and keeps the error events.
+struct Probe {
+    closed: SocketAddr,
+    events: Arc<Mutex<Vec<ErrorEvent>>>,
+}
+
+impl Handler for Probe {
+    fn on_datagram(&mut self, d: udpring::Datagram<'_>, tx: &mut udpring::Transport<'_>) {
+        if d.payload() == b"probe" {
+            let _ = tx.send_to(b"anyone?", self.closed);
+        } else {
+            let _ = tx.reply(d);
+        }
+    }
+    fn on_error(&mut self, ev: ErrorEvent, _: &mut udpring::Transport<'_>) {
+        self.events.lock().unwrap().push(ev);
+    }
+}
+
+/// What a parked worker receives is what the ring would have handed it:
+/// a datagram longer than a slot, cut and counted; the ICMP error for a
+/// datagram it sent, as an event; and it goes on answering.
+#[test]
+fn a_parked_worker_cuts_long_datagrams_and_hears_icmp_errors() {
+    if !util::can_run(Backend::Uring) {
+        return;
+    }
+    let closed = util::unused_addr("127.0.0.1");
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let e2 = events.clone();
+    let mut cfg = config(Backend::Uring, false);
+    cfg.slot_size = 2048;
+    let engine = Engine::start(cfg, move |_| Probe {
+        closed,
+        events: e2.clone(),
+    })
+    .unwrap();
+    let c = client(false);
+    let to = engine.local_addr();
+    paced_loop(&c, to, 10, Duration::from_millis(1));
+    let before = wait_workers(&engine, |s| s[0].sent == 10)[0].parked_waits;
+    assert!(before > 0);
+    let big = util::pattern(4000, 7);
+    c.send_to(&big, to).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let (n, _) = c.recv_from(&mut buf).expect("the echo of the cut datagram");
+    assert_eq!(n, 2048 - HEADROOM);
+    assert_eq!(buf[..n], big[..n]);
+    c.send_to(b"probe", to).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while events.lock().unwrap().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    paced_loop(&c, to, 5, Duration::from_millis(1));
+    let s = stop_clean(engine);
+    let got = events.lock().unwrap().clone();
+    assert!(
+        got.iter()
+            .any(|e| matches!(e, ErrorEvent::ConnectionRefused { peer: Some(p) } if *p == closed)),
+        "events {got:?}"
+    );
+    assert_eq!((s.truncated, s.received), (1, 17), "{s:?}");
+    assert!(
+        s.parked_waits > before + 5,
+        "answered parked throughout: {s:?}"
+    );
 }
