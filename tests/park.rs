@@ -274,3 +274,38 @@ fn a_parked_worker_cuts_long_datagrams_and_hears_icmp_errors() {
         "answered parked throughout: {s:?}"
     );
 }
+
+/// A burst finds the worker parked: its receives find their datagrams
+/// waiting, and it goes back to the ring, whose waits take many at once
+/// (parked, every datagram would be a wait of its own).
+#[test]
+fn a_burst_sends_a_parked_worker_back_to_the_ring() {
+    if !util::can_run(Backend::Uring) {
+        return;
+    }
+    let engine = Engine::start(config(Backend::Uring, false), |_| Echo::new()).unwrap();
+    let c = client(false);
+    let to = engine.local_addr();
+    paced_loop(&c, to, 10, Duration::from_millis(1));
+    let before = wait_workers(&engine, |s| s[0].sent == 10)[0].clone();
+    assert!(before.parked_waits > 0);
+    const N: u64 = 5000;
+    for i in 0..N {
+        c.send_to(&i.to_be_bytes(), to).unwrap();
+    }
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while c.recv_from(&mut buf).is_ok() {
+        got += 1;
+        if got == N {
+            break;
+        }
+    }
+    let s = stop_clean(engine);
+    let (received, waits) = (s.received - before.received, s.waits - before.waits);
+    assert!(received > N / 2, "{received} of {N} received: {s:?}");
+    assert!(
+        waits * 2 < received,
+        "{waits} waits for {received} datagrams: {s:?}"
+    );
+}
