@@ -13,6 +13,10 @@
 //! batch) when the last send that reads it completes. Datagrams left in
 //! the socket while the ring was empty stay there until it is re-armed.
 //!
+//! At light load, with one socket, the loop may instead park: wait for
+//! the next datagram in `recvmsg` itself and answer with `sendmsg`, until
+//! something needs the ring again (`park.rs`).
+//!
 //! Shutdown cancels the receives and the poll and reaps until every request
 //! has posted its last completion, so no buffer is held by the kernel when
 //! the ring and then the pool are dropped.
