@@ -341,12 +341,14 @@ config! {
     /// meanwhile), no zero-copy sends, TX timestamps, `spin_us` or
     /// `busy_poll`, and never once a [`Sender`](crate::Sender) for it
     /// exists (a post cannot wake `recvmsg`); it goes back to the ring
-    /// when the socket's send buffer is full, a handler timer is due
-    /// within 50 ms, datagrams come faster than it can wait for them (a
-    /// flood: the ring's batches are cheaper), or 50 ms pass with
-    /// nothing (the socket's `SO_RCVTIMEO`, put back at the end). A stop
-    /// reaches a parked worker at its next datagram or within those 50
-    /// ms. Counted in `parked_waits`. Default: on.
+    /// when the socket's send buffer is full, a kernel tick and 1 ms
+    /// before the handler's next timer (the socket's timeout counts in
+    /// ticks; the ring fires the timer on time), when datagrams come
+    /// faster than it can wait for them (a flood: the ring's batches are
+    /// cheaper), or after 50 ms with nothing (the socket's `SO_RCVTIMEO`,
+    /// put back at the end). A stop reaches a parked worker at its next
+    /// datagram or within those 50 ms. Counted in `parked_waits`.
+    /// Default: on.
     park: bool = true;
     /// Which datagrams never reach the handler (loops, reflection,
     /// strangers): see [`Guard`]. Default: [`Guard::default`], a
