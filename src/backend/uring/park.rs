@@ -188,6 +188,10 @@ impl Park {
                 socket.set_read_timeout(Some(limit))?;
                 self.timeout = limit;
             }
+            // The datagram takes a send slot; the answer may need another.
+            if w.core.pool.send_free() < 2 {
+                return Ok(Unpark::Ring);
+            }
             let Some(mut lent) = w.core.pool.alloc_send() else {
                 return Ok(Unpark::Ring);
             };
