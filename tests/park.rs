@@ -23,6 +23,15 @@ fn paced_loop(c: &UdpSocket, to: SocketAddr, n: usize, gap: Duration) {
     }
 }
 
+/// `n` round trips 1 ms apart from `c` to `engine`, just started: its
+/// worker's counters once they are answered, the worker parked now.
+fn park_it(engine: &Engine, c: &UdpSocket, n: u64) -> Stats {
+    paced_loop(c, engine.local_addr(), n as usize, Duration::from_millis(1));
+    let s = wait_workers(engine, |s| s[0].sent == n)[0].clone();
+    assert!(s.parked_waits > 0, "{s:?}");
+    s
+}
+
 /// An echo started with `cfg`, asked 200 times in closed loop: its
 /// worker's counters after.
 fn closed_loop_counts(cfg: Config) -> Stats {
@@ -98,9 +107,7 @@ fn a_sender_made_while_the_worker_is_parked_is_heard_and_ends_parking() {
     let engine = Engine::start(config(Backend::Uring, false), |_| Echo::new()).unwrap();
     let c = client(false);
     let to = engine.local_addr();
-    paced_loop(&c, to, 20, Duration::from_millis(1));
-    let parked = wait_workers(&engine, |s| s[0].sent == 20)[0].parked_waits;
-    assert!(parked > 0);
+    let parked = park_it(&engine, &c, 20).parked_waits;
     // Parked now: the post wakes only the ring's eventfd; the park's
     // timeout (50 ms) hands the worker back to the ring, which sends it.
     let start = Instant::now();
@@ -194,14 +201,7 @@ fn a_socket_handed_in_gets_its_receive_timeout_back() {
     let kept = sock.try_clone().unwrap();
     let cfg = config(Backend::Uring, false);
     let engine = Engine::start_on(cfg, [sock.into()], |_| Echo::new()).unwrap();
-    paced_loop(
-        &client(false),
-        engine.local_addr(),
-        10,
-        Duration::from_millis(1),
-    );
-    let s = wait_workers(&engine, |s| s[0].sent == 10)[0].clone();
-    assert!(s.parked_waits > 0, "{s:?}");
+    park_it(&engine, &client(false), 10);
     stop_clean(engine);
     assert_eq!(kept.read_timeout().unwrap(), Some(Duration::from_secs(7)));
 }
@@ -246,9 +246,7 @@ fn a_parked_worker_cuts_long_datagrams_and_hears_icmp_errors() {
     .unwrap();
     let c = client(false);
     let to = engine.local_addr();
-    paced_loop(&c, to, 10, Duration::from_millis(1));
-    let before = wait_workers(&engine, |s| s[0].sent == 10)[0].parked_waits;
-    assert!(before > 0);
+    let before = park_it(&engine, &c, 10).parked_waits;
     let big = util::pattern(4000, 7);
     c.send_to(&big, to).unwrap();
     let mut buf = vec![0u8; 8192];
@@ -286,9 +284,7 @@ fn a_burst_sends_a_parked_worker_back_to_the_ring() {
     let engine = Engine::start(config(Backend::Uring, false), |_| Echo::new()).unwrap();
     let c = client(false);
     let to = engine.local_addr();
-    paced_loop(&c, to, 10, Duration::from_millis(1));
-    let before = wait_workers(&engine, |s| s[0].sent == 10)[0].clone();
-    assert!(before.parked_waits > 0);
+    let before = park_it(&engine, &c, 10);
     const N: u64 = 5000;
     for i in 0..N {
         c.send_to(&i.to_be_bytes(), to).unwrap();

@@ -62,20 +62,14 @@ impl MmsgBufs {
                 break;
             };
             self.slots[n] = slot;
-            self.iovs[n] = libc::iovec {
-                // SAFETY: HEADROOM < slot size, so the pointer stays in the slot.
-                iov_base: unsafe { pool.slot_addr(slot).add(HEADROOM) }.cast(),
-                iov_len: cap,
-            };
-            let h = &mut self.hdrs[n];
-            h.msg_hdr.msg_name = (&mut self.names[n] as *mut RawAddr).cast();
-            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = &mut self.iovs[n];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = self.ctrls[n].0.as_mut_ptr().cast();
-            h.msg_hdr.msg_controllen = RECV_CMSG_LEN;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
+            self.arm(
+                n,
+                libc::iovec {
+                    // SAFETY: HEADROOM < slot size, so the pointer stays in the slot.
+                    iov_base: unsafe { pool.slot_addr(slot).add(HEADROOM) }.cast(),
+                    iov_len: cap,
+                },
+            );
             n += 1;
         }
         self.reserved = n;
@@ -130,36 +124,53 @@ impl MmsgBufs {
         let cap = lent.cap().saturating_sub(HEADROOM as u32);
         lent.set_window(HEADROOM as u32, cap);
         let buf = lent.bytes_mut();
-        self.iovs[0] = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let h = &mut self.hdrs[0];
-        h.msg_hdr.msg_name = (&mut self.names[0] as *mut RawAddr).cast();
-        h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        h.msg_hdr.msg_iov = &mut self.iovs[0];
-        h.msg_hdr.msg_iovlen = 1;
-        h.msg_hdr.msg_control = self.ctrls[0].0.as_mut_ptr().cast();
-        h.msg_hdr.msg_controllen = RECV_CMSG_LEN;
-        h.msg_hdr.msg_flags = 0;
+        self.arm(
+            0,
+            libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            },
+        );
         // recvmsg(sockfd, msg, 0): waits for a datagram. The header points
         // at the name, the control area and the lent slot's payload room,
         // which nothing else touches during the call; the kernel keeps
         // none of them afterwards.
-        let len = syscall!(recvmsg(fd, &mut self.hdrs[0].msg_hdr, 0))? as u32;
-        let h = &self.hdrs[0];
-        let len = len.min(cap);
+        let len = syscall!(recvmsg(fd, &mut self.hdrs[0].msg_hdr, 0))?;
+        self.hdrs[0].msg_len = len as u32;
+        let meta = self.meta(0, sock, cap);
+        lent.set_window(HEADROOM as u32, meta.len);
+        Ok(meta)
+    }
+
+    /// Points header `i` at its name, its control area and `iov`, for a
+    /// receive.
+    fn arm(&mut self, i: usize, iov: libc::iovec) {
+        self.iovs[i] = iov;
+        let h = &mut self.hdrs[i];
+        h.msg_hdr.msg_name = (&mut self.names[i] as *mut RawAddr).cast();
+        h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        h.msg_hdr.msg_iov = &mut self.iovs[i];
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = self.ctrls[i].0.as_mut_ptr().cast();
+        h.msg_hdr.msg_controllen = RECV_CMSG_LEN;
+        h.msg_hdr.msg_flags = 0;
+        h.msg_len = 0;
+    }
+
+    /// The record of the datagram header `i` received on socket `sock`
+    /// into `cap` bytes of room.
+    fn meta(&self, i: usize, sock: u16, cap: u32) -> RecvMeta {
+        let h = &self.hdrs[i];
         let ctl_len = h.msg_hdr.msg_controllen.min(RECV_CMSG_LEN);
-        let mut src = self.names[0];
+        let mut src = self.names[i];
         src.len = h.msg_hdr.msg_namelen;
-        lent.set_window(HEADROOM as u32, len);
-        Ok(RecvMeta {
+        RecvMeta {
             sock,
             src,
-            len,
+            len: h.msg_len.min(cap),
             truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-            cmsg: RecvCmsg::parse(&self.ctrls[0].0[..ctl_len]),
-        })
+            cmsg: RecvCmsg::parse(&self.ctrls[i].0[..ctl_len]),
+        }
     }
 
     /// Lends the `i`th datagram of the last [`MmsgBufs::recv`] (which
@@ -167,19 +178,8 @@ impl MmsgBufs {
     /// the slot (cannot happen for a reserved one).
     pub fn take(&mut self, i: usize, sock: u16, pool: &mut Pool) -> Option<(Lent, RecvMeta)> {
         debug_assert!(i < self.reserved);
-        let h = &self.hdrs[i];
-        let len = h.msg_len.min((pool.slot_size() - HEADROOM) as u32);
-        let ctl_len = h.msg_hdr.msg_controllen.min(RECV_CMSG_LEN);
-        let mut src = self.names[i];
-        src.len = h.msg_hdr.msg_namelen;
-        let meta = RecvMeta {
-            sock,
-            src,
-            len,
-            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-            cmsg: RecvCmsg::parse(&self.ctrls[i].0[..ctl_len]),
-        };
-        let lent = pool.lend(self.slots[i], HEADROOM as u32, len)?;
+        let meta = self.meta(i, sock, (pool.slot_size() - HEADROOM) as u32);
+        let lent = pool.lend(self.slots[i], HEADROOM as u32, meta.len)?;
         Some((lent, meta))
     }
 
