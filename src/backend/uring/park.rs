@@ -65,18 +65,6 @@ const DRIFT: Duration = Duration::from_millis(1);
 /// A park shorter than this is not worth its timeout's `setsockopt`.
 const SHORTEST: Duration = Duration::from_millis(1);
 
-/// Why a park ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Unpark {
-    /// Something only the ring waits for (a stop, a Sender's post, a
-    /// handler timer due soon), or answers waiting for socket room.
-    Ring,
-    /// [`PARK_TIMEOUT`] passed with nothing.
-    Idle,
-    /// Datagrams came faster than the worker waited for them.
-    Flood,
-}
-
 /// One worker's parking.
 pub(super) struct Park {
     fd: RawFd,
@@ -136,7 +124,7 @@ impl Park {
         &mut self,
         socket: &socket2::Socket,
         w: &mut Worker<H>,
-    ) -> io::Result<Unpark> {
+    ) -> io::Result<()> {
         let r = self.parked(socket, w);
         // Receive slots the sends gave back go to the kernel now, before
         // the ring receives again.
@@ -148,7 +136,7 @@ impl Park {
         &mut self,
         socket: &socket2::Socket,
         w: &mut Worker<H>,
-    ) -> io::Result<Unpark> {
+    ) -> io::Result<()> {
         if self.saved.is_none() {
             let old = socket.read_timeout()?;
             socket.set_read_timeout(Some(self.timeout))?;
@@ -157,19 +145,18 @@ impl Park {
         let mut hot = 0;
         loop {
             if !self.send_queued(w) {
-                return Ok(Unpark::Ring);
+                return Ok(());
             }
             // Slots came back with the sends: a handler refused before
             // resumes, and what it queues goes out before the next wait.
             if w.writable() && !w.core.queue.is_empty() {
                 continue;
             }
+            // What only the ring waits for, or a flood (its batches are
+            // cheaper).
             let inbox = &w.core.shared.inbox;
-            if w.core.stopping() || inbox.pending() || inbox.had_sender() {
-                return Ok(Unpark::Ring);
-            }
-            if hot >= HOT_TURNS {
-                return Ok(Unpark::Flood);
+            if w.core.stopping() || inbox.pending() || inbox.had_sender() || hot >= HOT_TURNS {
+                return Ok(());
             }
             let start = Instant::now();
             // Until a margin before the handler's next timer, which the
@@ -179,7 +166,7 @@ impl Park {
                 Some(at) => {
                     let left = at.saturating_duration_since(start);
                     if left < self.margin + SHORTEST {
-                        return Ok(Unpark::Ring);
+                        return Ok(());
                     }
                     (left - self.margin).min(PARK_TIMEOUT)
                 }
@@ -190,10 +177,10 @@ impl Park {
             }
             // The datagram takes a send slot; the answer may need another.
             if w.core.pool.send_free() < 2 {
-                return Ok(Unpark::Ring);
+                return Ok(());
             }
             let Some(mut lent) = w.core.pool.alloc_send() else {
-                return Ok(Unpark::Ring);
+                return Ok(());
             };
             w.core.stats.c.waits.add(1);
             w.core.stats.c.parked_waits.add(1);
@@ -219,12 +206,12 @@ impl Park {
                         // cancelled), wait again.
                         Some(libc::EAGAIN) => {
                             if w.core.timers.next_at().is_some() && limit < PARK_TIMEOUT {
-                                return Ok(Unpark::Ring);
+                                return Ok(());
                             }
                             if start.elapsed() >= PARK_TIMEOUT / 2 {
                                 self.idle = true;
                                 self.last_arrival = None;
-                                return Ok(Unpark::Idle);
+                                return Ok(());
                             }
                         }
                         Some(libc::EINTR) => {}
