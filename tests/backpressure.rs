@@ -1,8 +1,10 @@
 //! Backpressure a handler can act on: a send refused for want of room
 //! (`SendError::Exhausted`) brings `Handler::on_writable` once room is
-//! back, so that a burst larger than the send slots is sent whole; and the
+//! back, so that a burst larger than the send slots is sent whole; the
 //! sequenced fan-out example delivers every copy, each with its
-//! subscriber's own sequence, to a thousand subscribers. Loopback only.
+//! subscriber's own sequence, to a thousand subscribers; and a handler
+//! that sends again every send the kernel refuses does not keep its
+//! worker from stopping. Loopback only.
 
 #[macro_use]
 mod util;
@@ -17,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use udpring::{Config, Datagram, Engine, Guard, Handler, SendError, Transport};
+use udpring::{Config, Datagram, Engine, ErrorEvent, Guard, Handler, SendError, Transport};
 use util::{client, config, stop_clean};
 
 /// Sends `total` numbered datagrams to `to` from `on_start`, as many as
@@ -162,3 +164,55 @@ fn the_sequenced_fanout_delivers_every_copy_to_a_thousand_subscribers() {
         "a thousand copies per datagram outran the slots: {r:?}"
     );
 }
+
+/// Sends to the limited broadcast address without `SO_BROADCAST` (the
+/// kernel refuses it at once, every time), and again each time it is told
+/// so.
+struct Insist {
+    refused: Arc<Mutex<u64>>,
+}
+
+impl Insist {
+    const TO: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::BROADCAST), 9);
+}
+
+impl Handler for Insist {
+    fn on_start(&mut self, tx: &mut Transport<'_>) {
+        let _ = tx.send_to(b"again", Self::TO);
+    }
+    fn on_datagram(&mut self, d: Datagram<'_>, tx: &mut Transport<'_>) {
+        let _ = tx.reply(d);
+    }
+    fn on_error(&mut self, ev: ErrorEvent, tx: &mut Transport<'_>) {
+        if let ErrorEvent::SendFailed { .. } = ev {
+            *self.refused.lock().unwrap() += 1;
+            let _ = tx.send_to(b"again", Self::TO);
+        }
+    }
+}
+
+per_backend!(
+    fn a_handler_that_resends_every_refusal_still_lets_its_worker_stop(backend) {
+        let refused = Arc::new(Mutex::new(0));
+        let r2 = refused.clone();
+        let engine = Engine::start(config(backend, false), move |_| Insist {
+            refused: r2.clone(),
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while *refused.lock().unwrap() < 20 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(*refused.lock().unwrap() >= 20, "{backend}: the sends were refused");
+        // The stop, on another thread: a worker stuck in its send loop
+        // would hold it for ever.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stopper = engine.stop_handle();
+        std::thread::spawn(move || {
+            stopper.stop();
+            let _ = tx.send(engine.stop());
+        });
+        let stopped = rx.recv_timeout(Duration::from_secs(5));
+        assert!(stopped.is_ok(), "{backend}: the worker did not stop in 5 s");
+    }
+);

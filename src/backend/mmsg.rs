@@ -69,7 +69,14 @@ impl Loop {
         }
         self.blocked = None;
         w.core.coalesce_queue();
-        while let Some(first) = w.core.queue.as_slice().first() {
+        // At most what is queued now: a handler told of a refused send may
+        // queue it again, and one that always does must not hold the
+        // worker here (the rest goes on the next turn, which does not
+        // sleep while it waits).
+        let mut left = w.core.queue.len();
+        while left > 0
+            && let Some(first) = w.core.queue.as_slice().first()
+        {
             let sock = first.sock;
             let fd = self.fds[usize::from(sock)];
             match self
@@ -83,6 +90,7 @@ impl Loop {
                     }
                     w.core.queue.consume(k);
                     self.front_tries = 0;
+                    left = left.saturating_sub(k);
                 }
                 Err(e) => {
                     let errno = e.raw_os_error().unwrap_or(libc::EIO);
@@ -129,6 +137,7 @@ impl Loop {
                         w.complete(t, Err(errno));
                     }
                     self.front_tries = 0;
+                    left -= 1;
                 }
             }
         }
@@ -275,7 +284,10 @@ pub(crate) fn run<H: Handler>(
         // before sleeping, or that wake-up would be lost. Likewise Sender
         // datagrams still waiting (for send slots, now free): no eventfd
         // write will come for them.
-        if w.end_turn(idle) {
+        // Sends left for the next turn (not waiting for socket room): no
+        // wake-up would come for them.
+        let sends_wait = !w.core.queue.is_empty() && l.blocked.is_none();
+        if w.end_turn(idle && !sends_wait) {
             // Blocked sends: wake when a socket is writable, or to retry.
             // With no receive slot home (every one held by a blocked
             // send), a readable socket could not be read: waiting for

@@ -144,6 +144,12 @@ impl Park {
         }
         let mut hot = 0;
         loop {
+            // What only the ring waits for, or a flood (its batches are
+            // cheaper).
+            let inbox = &w.core.shared.inbox;
+            if w.core.stopping() || inbox.pending() || inbox.had_sender() || hot >= HOT_TURNS {
+                return Ok(());
+            }
             if !self.send_queued(w) {
                 return Ok(());
             }
@@ -151,12 +157,6 @@ impl Park {
             // resumes, and what it queues goes out before the next wait.
             if w.writable() && !w.core.queue.is_empty() {
                 continue;
-            }
-            // What only the ring waits for, or a flood (its batches are
-            // cheaper).
-            let inbox = &w.core.shared.inbox;
-            if w.core.stopping() || inbox.pending() || inbox.had_sender() || hot >= HOT_TURNS {
-                return Ok(());
             }
             let start = Instant::now();
             // Until a margin before the handler's next timer, which the
@@ -225,11 +225,15 @@ impl Park {
         }
     }
 
-    /// Sends what is queued; false when the socket's buffer is full (the
-    /// rest waits for the ring, whose sends wait for room).
+    /// Sends what is queued; false when some is left: the socket's buffer
+    /// is full (the ring's sends wait for room), or the handler, told of
+    /// a refused send, queued more (at most what was queued is sent here:
+    /// one that always does must not hold the worker; the ring sends the
+    /// rest turn by turn).
     fn send_queued<H: Handler>(&mut self, w: &mut Worker<H>) -> bool {
         w.core.coalesce_queue();
-        while !w.core.queue.is_empty() {
+        let mut left = w.core.queue.len();
+        while left > 0 && !w.core.queue.is_empty() {
             let single = w.core.queue.len() == 1;
             match self
                 .tx
@@ -241,6 +245,7 @@ impl Park {
                         w.complete(t, Ok(()));
                     }
                     w.core.queue.consume(k);
+                    left = left.saturating_sub(k);
                 }
                 Err(e) => match e.raw_os_error().unwrap_or(libc::EIO) {
                     libc::EINTR => {}
@@ -249,11 +254,12 @@ impl Park {
                         if let Some(t) = w.core.queue.pop_front() {
                             w.complete(t, Err(errno));
                         }
+                        left -= 1;
                     }
                 },
             }
         }
-        true
+        w.core.queue.is_empty()
     }
 
     /// Puts the socket's receive timeout back as it was.
