@@ -464,7 +464,7 @@ pub(crate) fn run<H: Handler>(
         && !w.core.busy_poll
         && spin.is_none()
         && sockets[0].nonblocking().is_ok_and(|nb| !nb))
-    .then(|| park::Park::new(fds[0]));
+    .then(park::Park::new);
     ready(Ok(()));
     w.start();
     let result = (|| -> io::Result<()> {
@@ -476,7 +476,6 @@ pub(crate) fn run<H: Handler>(
             // `recvmsg` instead, until something needs the ring.
             if let Some(p) = park.as_mut()
                 && d.in_flight == 0
-                && !w.core.busy_poll
                 && p.wanted(std::mem::take(&mut d.recvs))
             {
                 p.run(&sockets[0], w)?;

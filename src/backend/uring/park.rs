@@ -42,7 +42,7 @@
 //!   it after [`HOT_TURNS`] in a row.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::backend::worker::Worker;
@@ -67,7 +67,6 @@ const SHORTEST: Duration = Duration::from_millis(1);
 
 /// One worker's parking.
 pub(super) struct Park {
-    fd: RawFd,
     rx: MmsgBufs,
     tx: MmsgBufs,
     /// The socket's `SO_RCVTIMEO` before the first park, to put back.
@@ -85,10 +84,9 @@ pub(super) struct Park {
 }
 
 impl Park {
-    /// Parking on the worker's one socket, `fd`.
-    pub(super) fn new(fd: RawFd) -> Self {
+    /// Parking, not yet begun.
+    pub(super) fn new() -> Self {
         Park {
-            fd,
             rx: MmsgBufs::new(1),
             tx: MmsgBufs::new(SEND_BATCH),
             saved: None,
@@ -137,6 +135,7 @@ impl Park {
         socket: &socket2::Socket,
         w: &mut Worker<H>,
     ) -> io::Result<()> {
+        let fd = socket.as_raw_fd();
         if self.saved.is_none() {
             let old = socket.read_timeout()?;
             socket.set_read_timeout(Some(self.timeout))?;
@@ -150,7 +149,7 @@ impl Park {
             if w.core.stopping() || inbox.pending() || inbox.had_sender() || hot >= HOT_TURNS {
                 return Ok(());
             }
-            if !self.send_queued(w) {
+            if !self.send_queued(fd, w) {
                 return Ok(());
             }
             // Slots came back with the sends: a handler refused before
@@ -187,7 +186,7 @@ impl Park {
             // Whenever the worker sleeps, what it counted is what others
             // read.
             w.core.publish();
-            match self.rx.recv_lent(self.fd, 0, &mut lent) {
+            match self.rx.recv_lent(fd, 0, &mut lent) {
                 Ok(meta) => {
                     hot = if start.elapsed() < HOT { hot + 1 } else { 0 };
                     // The kernel wrote the send slot: unknown bytes now, to
@@ -230,14 +229,14 @@ impl Park {
     /// a refused send, queued more (at most what was queued is sent here:
     /// one that always does must not hold the worker; the ring sends the
     /// rest turn by turn).
-    fn send_queued<H: Handler>(&mut self, w: &mut Worker<H>) -> bool {
+    fn send_queued<H: Handler>(&mut self, fd: RawFd, w: &mut Worker<H>) -> bool {
         w.core.coalesce_queue();
         let mut left = w.core.queue.len();
         while left > 0 && !w.core.queue.is_empty() {
             let single = w.core.queue.len() == 1;
             match self
                 .tx
-                .send(self.fd, &w.core.pool, w.core.queue.as_slice(), single)
+                .send(fd, &w.core.pool, w.core.queue.as_slice(), single)
             {
                 Ok(k) => {
                     for j in 0..k {
