@@ -2,7 +2,12 @@
 //! socket loops, in one run: the engine (its handler answers with
 //! `reply_with`), a blocking `std::net::UdpSocket` loop on a thread (the
 //! anchor), a tokio task on a `tokio::net::UdpSocket`, and a second std
-//! loop, the same code as the anchor: the control, whose ratio to the
+//! loop, the same code as the anchor. Each sweeps expired entries every
+//! `SWEEP_EVERY` (50 ms) as its API has it done: the engine's handler on
+//! its timer (with the example's slack), the std loop by the clock after
+//! each receive (its 50 ms read timeout bounding an idle wait), tokio on
+//! an interval beside the receive. The last std
+//! loop is the control, whose ratio to the
 //! anchor is what this method cannot tell apart from 1.00x. The client is
 //! the same blocking socket for all, on this thread, asking `GET` for a key
 //! that is there. Servers on CPU 0, the client on CPU 1. A fifth row is
@@ -37,7 +42,7 @@ mod kv;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod common;
 use common::{Threads, WINDOW, flood_with, ping_interleaved};
@@ -89,9 +94,15 @@ fn std_loop(stop: &Arc<AtomicBool>) -> SocketAddr {
         pin(0);
         let mut k = kv::Kv::new(t, false);
         let mut buf = [0u8; 2048];
+        let mut sweep_at = Instant::now() + kv::SWEEP_EVERY;
         while !stop.load(Ordering::Relaxed) {
             if let Ok((n, from)) = sock.recv_from(&mut buf) {
                 let _ = sock.send_to(k.answer(&buf[..n]), from);
+            }
+            let now = Instant::now();
+            if now >= sweep_at {
+                k.sweep();
+                sweep_at = now + kv::SWEEP_EVERY;
             }
         }
     });
@@ -143,8 +154,16 @@ fn main() {
         let task = rt.spawn(async move {
             let mut k = kv::Kv::new(t, false);
             let mut buf = vec![0u8; 2048];
-            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-                let _ = sock.send_to(k.answer(&buf[..n]), from).await;
+            let mut sweep = tokio::time::interval(kv::SWEEP_EVERY);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    r = sock.recv_from(&mut buf) => {
+                        let Ok((n, from)) = r else { break };
+                        let _ = sock.send_to(k.answer(&buf[..n]), from).await;
+                    }
+                    _ = sweep.tick() => k.sweep(),
+                }
             }
         });
         (rt, task, addr)

@@ -40,6 +40,9 @@ use udpring::{Config, Datagram, Engine, Handler, Transport};
 /// that after a quiet spell); beyond, refused and counted (`guard_rate`).
 pub const PER_SOURCE_RATE: f64 = 1000.0;
 
+/// How often worker 0 sweeps expired entries out of the table.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(50);
+
 /// Keys the table holds at most.
 pub const MAX_KEYS: usize = 100_000;
 /// Longest key and value.
@@ -85,6 +88,13 @@ impl Kv {
             sweeper,
             reply: Vec::with_capacity(MAX_LEN + 16),
         }
+    }
+
+    /// Removes the entries that have expired.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut t = self.table.0.write().unwrap_or_else(|e| e.into_inner());
+        t.retain(|_, e| e.expires.is_none_or(|x| x > now));
     }
 
     /// Answers one request: the reply, kept in the handler (no allocation
@@ -164,7 +174,7 @@ const SWEEP: u64 = 1;
 impl Handler for Kv {
     fn on_start(&mut self, tx: &mut Transport<'_>) {
         if self.sweeper {
-            tx.call_every(Duration::from_millis(50), SWEEP);
+            tx.call_every(SWEEP_EVERY, SWEEP);
         }
     }
 
@@ -181,9 +191,7 @@ impl Handler for Kv {
 
     fn on_timer(&mut self, token: u64, _tx: &mut Transport<'_>) {
         if token == SWEEP {
-            let now = Instant::now();
-            let mut t = self.table.0.write().unwrap_or_else(|e| e.into_inner());
-            t.retain(|_, e| e.expires.is_none_or(|x| x > now));
+            self.sweep();
         }
     }
 }
