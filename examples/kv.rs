@@ -19,7 +19,10 @@
 //!   request) and sent with `reply_with` (one copy into a send slot; from
 //!   the address the request was sent to);
 //! - a periodic timer on worker 0 sweeping expired entries, and a lazy
-//!   check on every read;
+//!   check on every read; the sweep need not be punctual, so its timer
+//!   has a slack (`set_timer_slack`), which lets a worker waiting for
+//!   datagrams in `recvmsg` fire it with the next one rather than wake
+//!   for it;
 //! - bounded state: at most `MAX_KEYS` keys, so a stranger cannot make it
 //!   grow without end;
 //! - bounded reflection: sources can be forged, and a `GET` of a long value
@@ -42,6 +45,8 @@ pub const PER_SOURCE_RATE: f64 = 1000.0;
 
 /// How often worker 0 sweeps expired entries out of the table.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(50);
+/// How late a sweep may come.
+pub const SWEEP_SLACK: Duration = Duration::from_millis(25);
 
 /// Keys the table holds at most.
 pub const MAX_KEYS: usize = 100_000;
@@ -175,6 +180,7 @@ impl Handler for Kv {
     fn on_start(&mut self, tx: &mut Transport<'_>) {
         if self.sweeper {
             tx.call_every(SWEEP_EVERY, SWEEP);
+            tx.set_timer_slack(SWEEP_SLACK);
         }
     }
 

@@ -51,6 +51,9 @@ pub(crate) struct Timers {
     /// last look, so the loop's look per iteration does not repeat the
     /// lookup. Only a cancel or a pop can make it false.
     top_live: bool,
+    /// How late the handler lets its timers fire
+    /// ([`crate::Transport::set_timer_slack`]).
+    slack: Duration,
 }
 
 impl Timers {
@@ -60,7 +63,17 @@ impl Timers {
             live: HashMap::with_capacity_and_hasher(64, BuildHasherDefault::default()),
             next_id: 1,
             top_live: true,
+            slack: Duration::ZERO,
         }
+    }
+
+    /// How late a timer may fire, at most, after it is due.
+    pub fn slack(&self) -> Duration {
+        self.slack
+    }
+
+    pub fn set_slack(&mut self, slack: Duration) {
+        self.slack = slack;
     }
 
     fn insert(&mut self, at: Instant, token: u64, every: Option<Duration>) -> TimerId {

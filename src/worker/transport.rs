@@ -394,6 +394,24 @@ impl Transport<'_> {
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
         self.core.timers.cancel(id)
     }
+
+    /// Lets this worker fire its timers up to `slack` after they are due
+    /// (never before); zero, the default, fires them as soon as the host's
+    /// timers allow. A handler whose timers need not be punctual (a
+    /// sweeper of expired state) gives some milliseconds, and a worker
+    /// that waits for datagrams in `recvmsg` ([`Config::park`]) then keeps
+    /// waiting past a timer's time and fires it with the next datagram, or
+    /// at its socket's timeout within the slack, instead of going back to
+    /// the ring a kernel tick early to fire it on time. That timeout counts
+    /// in kernel ticks (4 ms at 250 Hz) and may end a tick either side of
+    /// what was asked: a slack of two ticks and a millisecond or more lets
+    /// it fire every such timer; a smaller one, the timers no datagram
+    /// reaches first go to the ring, which fires them on time.
+    ///
+    /// [`Config::park`]: crate::Config::park
+    pub fn set_timer_slack(&mut self, slack: Duration) {
+        self.core.timers.set_slack(slack);
+    }
     /// A handle for sending from other threads through this worker.
     pub fn sender(&self) -> Sender {
         Sender::new(self.core.shared.inbox.clone())

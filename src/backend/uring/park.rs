@@ -25,14 +25,17 @@
 //! - **what `recvmsg` cannot wake for** sends the worker back to the ring
 //!   first: a [`Sender`](crate::Sender)'s posts (once one exists the
 //!   worker never parks: waking `recvmsg` would take a datagram to the
-//!   socket per post, where the ring's eventfd costs a write), a stop (seen after each datagram, or at the
-//!   timeout: a stop waits at most [`PARK_TIMEOUT`]), and the handler's
-//!   next timer: the socket's timeout ends the park a margin before it
-//!   (the timeout counts in the kernel's ticks: it ends up to one tick
-//!   late, and the margin is a tick and the drift), and the ring's own
-//!   timer fires it on time. The timeout is set again only
-//!   when it has drifted [`DRIFT`] from what is wanted, so that a
-//!   request costs no `setsockopt` in a closed loop.
+//!   socket per post, where the ring's eventfd costs a write), a stop
+//!   (seen after each datagram, or at the timeout: a stop waits at most
+//!   [`PARK_TIMEOUT`]), and the handler's next timer: the socket's
+//!   timeout ends the park a margin before the latest it may fire (when
+//!   due, or its slack after: [`Transport::set_timer_slack`]; the timeout
+//!   counts in the kernel's ticks, ending up to one tick late, and the
+//!   margin is a tick and the drift). A timer due by then is fired here,
+//!   after the datagram or the timeout that came after its time; one not
+//!   yet due goes to the ring, whose own timer fires it on time. The
+//!   timeout is set again only when it has drifted [`DRIFT`] from what is
+//!   wanted, so that a request costs no `setsockopt` in a closed loop.
 //! - **bounded**: the socket's `SO_RCVTIMEO` ([`PARK_TIMEOUT`], the old
 //!   value put back at the end) ends a park with nothing to do, and a
 //!   park that ended so is not tried again until two datagrams come
@@ -40,6 +43,8 @@
 //!   that would each cost a second wake-up); receives that find a datagram
 //!   already waiting (a flood, where the ring's batches are cheaper) end
 //!   it after [`HOT_TURNS`] in a row.
+//!
+//! [`Transport::set_timer_slack`]: crate::Transport::set_timer_slack
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -158,12 +163,28 @@ impl Park {
                 continue;
             }
             let start = Instant::now();
-            // Until a margin before the handler's next timer, which the
-            // ring fires.
+            // A timer due: one its slack let wait for a datagram or the
+            // socket's timeout. One due again at once (set for "now") is
+            // the ring's to fire among its receives.
+            if w.core.timers.next_at().is_some_and(|at| at <= start) {
+                w.fire_timers();
+                if w.core
+                    .timers
+                    .next_at()
+                    .is_some_and(|at| at <= Instant::now())
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            // Until a margin before the latest the handler's next timer
+            // may fire (its slack after it is due), which the ring fires on
+            // time if no datagram or timeout here came after it was due.
             let limit = match w.core.timers.next_at() {
                 None => PARK_TIMEOUT,
                 Some(at) => {
-                    let left = at.saturating_duration_since(start);
+                    let latest = at.checked_add(w.core.timers.slack()).unwrap_or(at);
+                    let left = latest.saturating_duration_since(start);
                     if left < self.margin + SHORTEST {
                         return Ok(());
                     }
@@ -199,12 +220,17 @@ impl Park {
                 Err(e) => {
                     w.core.pool.release(lent);
                     match e.raw_os_error() {
-                        // The socket's timeout: a handler timer near (the
-                        // ring's to fire), or nothing came in a whole
-                        // park; sooner (a timeout set for a timer since
-                        // cancelled), wait again.
+                        // The socket's timeout: a handler timer due (fired
+                        // here, next turn) or near (the ring's to fire), or
+                        // nothing came in a whole park; sooner (a timeout
+                        // set for a timer since cancelled), wait again.
                         Some(libc::EAGAIN) => {
-                            if w.core.timers.next_at().is_some() && limit < PARK_TIMEOUT {
+                            if let Some(at) = w.core.timers.next_at()
+                                && limit < PARK_TIMEOUT
+                            {
+                                if at <= Instant::now() {
+                                    continue;
+                                }
                                 return Ok(());
                             }
                             if start.elapsed() >= PARK_TIMEOUT / 2 {
