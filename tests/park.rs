@@ -364,3 +364,107 @@ fn a_burst_sends_a_parked_worker_back_to_the_ring() {
         "{waits} waits for {received} datagrams: {s:?}"
     );
 }
+
+/// Answers by copy (`reply_with`): `order` with two datagrams built in a
+/// slot (`send_each_with`: queued, they cannot go at once) before its
+/// answer; `probe` with a datagram to `closed` before its answer; `queued
+/// probe` with both (all queued); anything else with itself. Keeps the
+/// error events.
+struct Copies {
+    closed: SocketAddr,
+    events: Arc<Mutex<Vec<ErrorEvent>>>,
+}
+
+impl Handler for Copies {
+    fn on_datagram(&mut self, d: udpring::Datagram<'_>, tx: &mut udpring::Transport<'_>) {
+        let fill = |b: &mut udpring::SendBuf<'_>| {
+            b[..2].copy_from_slice(b"AB");
+            2
+        };
+        match d.payload() {
+            b"order" => {
+                let _ = tx.send_each_with(0usize, 1, 2, d.source(), fill);
+                let _ = tx.reply_with(&d, b"C");
+            }
+            b"probe" => {
+                let _ = tx.send_to(b"anyone?", self.closed);
+                let _ = tx.reply_with(&d, b"ok");
+            }
+            b"queued probe" => {
+                let _ = tx.send_each_with(0usize, 1, 2, d.source(), fill);
+                let _ = tx.send_to(b"anyone?", self.closed);
+                let _ = tx.reply_with(&d, b"ok");
+            }
+            p => {
+                let p = p.to_vec();
+                let _ = tx.reply_with(&d, &p);
+            }
+        }
+    }
+    fn on_error(&mut self, ev: ErrorEvent, _: &mut udpring::Transport<'_>) {
+        self.events.lock().unwrap().push(ev);
+    }
+}
+
+/// A parked worker sends an answer in the handler's call when nothing is
+/// queued before it: counted as any send, and after what is queued when
+/// something is. The kernel reports an ICMP error on the next send from
+/// the socket (here the answer that follows a datagram to a closed port):
+/// that answer is queued and goes, and the error still reaches the
+/// handler, though the parked receive never sees it; so too when all of
+/// them were queued and the answer failed inside `sendmmsg`, which drops
+/// why.
+#[test]
+fn parked_answers_go_at_once_in_order_and_their_errors_are_heard() {
+    if !util::can_run(Backend::Uring) {
+        return;
+    }
+    let closed = util::unused_addr("127.0.0.1");
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let e2 = events.clone();
+    let engine = Engine::start(config(Backend::Uring, false), move |_| Copies {
+        closed,
+        events: e2.clone(),
+    })
+    .unwrap();
+    let c = client(false);
+    let to = engine.local_addr();
+    let parked = park_it(&engine, &c, 10);
+    let mut buf = [0u8; 64];
+    let mut next = || {
+        let (n, _) = c.recv_from(&mut buf).expect("an answer");
+        buf[..n].to_vec()
+    };
+    for _ in 0..10 {
+        c.send_to(b"order", to).unwrap();
+        let got = [next(), next(), next()];
+        assert_eq!(got, [b"A".to_vec(), b"B".to_vec(), b"C".to_vec()]);
+    }
+    for _ in 0..10 {
+        c.send_to(b"probe", to).unwrap();
+        assert_eq!(next(), b"ok");
+    }
+    let heard = |events: &Arc<Mutex<Vec<ErrorEvent>>>| {
+        let e = events.lock().unwrap();
+        let refused = |e: &&ErrorEvent| matches!(e, ErrorEvent::ConnectionRefused { peer: Some(p) } if *p == closed);
+        (e.iter().filter(refused).count(), format!("{e:?}"))
+    };
+    let (refused, all) = heard(&events);
+    assert!(refused >= 9, "events {all}");
+    // Queued, the answer fails inside `sendmmsg`, which drops why.
+    for _ in 0..10 {
+        c.send_to(b"queued probe", to).unwrap();
+        let got = [next(), next(), next()];
+        assert_eq!(got, [b"A".to_vec(), b"B".to_vec(), b"ok".to_vec()]);
+    }
+    let s = wait_workers(&engine, |s| s[0].sent == 100)[0].clone();
+    let (refused, all) = heard(&events);
+    assert!(refused >= 19, "events {all}");
+    let end = stop_clean(engine);
+    assert!(end.parked_waits >= parked.parked_waits + 25, "{end:?}");
+    // park_it's 10 echoes of 4 bytes, 10 x (A, B, C), 10 x (anyone?, ok),
+    // 10 x (A, B, anyone?, ok).
+    assert_eq!(s.sent, 10 + 30 + 20 + 40, "{s:?}");
+    assert_eq!(s.bytes_sent, 40 + 30 + 10 * (7 + 2) * 2 + 20, "{s:?}");
+    assert_eq!(s.send_errors_total(), 0, "{s:?}");
+}

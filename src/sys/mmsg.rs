@@ -203,35 +203,13 @@ impl MmsgBufs {
                 iov_base: unsafe { pool.slot_addr(t.slot).add(t.off as usize) }.cast(),
                 iov_len: t.len as usize,
             };
-            let h = &mut self.hdrs[i];
-            h.msg_hdr.msg_name = self.names[i].name_ptr();
-            h.msg_hdr.msg_namelen = self.names[i].len();
-            h.msg_hdr.msg_iov = &mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            // Most sends carry no control message (a train the socket's
-            // own UDP_SEGMENT cuts needs none): no writer for them.
-            let segment = t.segment_cmsg();
-            let plain =
-                segment.is_none() && t.src == SrcIp::Any && t.tos.is_none() && t.ts_id.is_none();
-            let len = if plain {
-                0
-            } else {
-                write_send(
-                    &mut self.send_ctrls[i],
-                    segment,
-                    t.src,
-                    t.tos_cmsg(),
-                    t.ts_id,
-                )
-            };
-            if len > 0 {
-                h.msg_hdr.msg_control = self.send_ctrls[i].0.as_mut_ptr().cast();
-                h.msg_hdr.msg_controllen = len;
-            } else {
-                h.msg_hdr.msg_control = std::ptr::null_mut();
-                h.msg_hdr.msg_controllen = 0;
-            }
-            h.msg_hdr.msg_flags = 0;
+            point_send(
+                &mut self.hdrs[i].msg_hdr,
+                &mut self.names[i],
+                &mut self.iovs[i],
+                &mut self.send_ctrls[i],
+                t,
+            );
         }
         if n == 0 {
             return Ok(0);
@@ -252,4 +230,58 @@ impl MmsgBufs {
             .map(|k| k as usize)
         }
     }
+}
+
+/// Points `h` at the destination `name` (empty: the connected peer), the
+/// one buffer `iov` and, when `t` needs any, its control messages written
+/// into `ctrl`.
+fn point_send(
+    h: &mut libc::msghdr,
+    name: &mut RawAddr,
+    iov: &mut libc::iovec,
+    ctrl: &mut CmsgSpace<SEND_CMSG_LEN>,
+    t: &Transmit,
+) {
+    h.msg_name = name.name_ptr();
+    h.msg_namelen = name.len();
+    h.msg_iov = iov;
+    h.msg_iovlen = 1;
+    // Most sends carry no control message (a train the socket's own
+    // UDP_SEGMENT cuts needs none): no writer for them.
+    let segment = t.segment_cmsg();
+    let plain = segment.is_none() && t.src == SrcIp::Any && t.tos.is_none() && t.ts_id.is_none();
+    let len = if plain {
+        0
+    } else {
+        write_send(ctrl, segment, t.src, t.tos_cmsg(), t.ts_id)
+    };
+    if len > 0 {
+        h.msg_control = ctrl.0.as_mut_ptr().cast();
+        h.msg_controllen = len;
+    } else {
+        h.msg_control = std::ptr::null_mut();
+        h.msg_controllen = 0;
+    }
+    h.msg_flags = 0;
+}
+
+/// Sends `data` at once (`MSG_DONTWAIT`), one datagram as `t` says (its
+/// destination, source and mark; not its slot, unused): from bytes the
+/// caller holds, with no copy into a send slot. The parked `uring`
+/// worker's answer while nothing is queued before it.
+pub fn send_bytes(fd: RawFd, data: &[u8], t: &Transmit) -> io::Result<()> {
+    let mut name = t.dst;
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    let mut ctrl = CmsgSpace::default();
+    // SAFETY: msghdr is plain data (pointers and integers): all zeros is
+    // an empty header, filled in next.
+    let mut h: libc::msghdr = unsafe { mem::zeroed() };
+    point_send(&mut h, &mut name, &mut iov, &mut ctrl, t);
+    // sendmsg(sockfd, msg, MSG_DONTWAIT): the header points at `name`,
+    // `iov` (over `data`) and `ctrl`, all alive for the call; the kernel
+    // reads them during the call and keeps nothing.
+    syscall!(sendmsg(fd, &h, libc::MSG_DONTWAIT)).map(|_| ())
 }

@@ -142,6 +142,8 @@ pub(crate) struct Core {
     /// While the handler's `on_error` runs: the socket the error is about
     /// ([`crate::Transport::error_socket`]).
     pub error_sock: Option<u16>,
+    /// Sends at once, while parked (`send_now.rs`).
+    pub now: super::send_now::SendNow,
     pub shared: Arc<WorkerShared>,
 }
 
@@ -172,6 +174,7 @@ impl Core {
             stamp_next: None,
             last_dest: None,
             error_sock: None,
+            now: Default::default(),
             shared,
         }
     }
@@ -268,6 +271,15 @@ impl Core {
         if data.len() > self.pool.send_cap() {
             return Err(SendError::TooLarge);
         }
+        let t = Transmit {
+            segment,
+            src,
+            tos,
+            ..Transmit::new(sock, 0, 0, data.len() as u32, dst)
+        };
+        if self.send_at_once(&t, data) {
+            return Ok(());
+        }
         let Some(mut lent) = self.pool.alloc_send() else {
             self.stats.c.send_exhausted.add(1);
             return Err(SendError::Exhausted);
@@ -277,10 +289,8 @@ impl Core {
         self.pool.set_tag(lent.slot(), 0);
         self.pool.note_written(lent.slot(), data.len() as u32);
         let r = self.push(Transmit {
-            segment,
-            src,
-            tos,
-            ..Transmit::new(sock, lent.slot(), 0, data.len() as u32, dst)
+            slot: lent.slot(),
+            ..t
         });
         self.pool.release(lent);
         r
@@ -367,6 +377,7 @@ impl Core {
             ..Transmit::new(sock, slot, 0, n as u32, dst)
         };
         let pushed = match cut {
+            Cut::Whole if self.send_at_once(&t, lent.bytes()) => Ok(()),
             Cut::Whole => self.push(t),
             Cut::Train(s) => self.push(Transmit {
                 segment: Some(s),
@@ -440,12 +451,16 @@ impl Core {
         src: SrcIp,
         tos: Option<u8>,
     ) -> Result<(), SendError> {
-        self.push(Transmit {
+        let t = Transmit {
             segment,
             src,
             tos,
             ..Transmit::new(sock, lent.slot(), lent.off, lent.len, dst)
-        })
+        };
+        if self.send_at_once(&t, lent.bytes()) {
+            return Ok(());
+        }
+        self.push(t)
     }
 
     /// Queues one send of a slot's bytes, if the queue has room. A send to
@@ -465,12 +480,7 @@ impl Core {
             t.ts_id = self.stamp_next.take();
         }
         t.socket_segments = t.segment.is_some() && t.segment == self.socket_segment;
-        if t.dst.len() != 0
-            && let Some(Some(peer)) = self.socks.connected.get(usize::from(t.sock))
-            && peer.same(&t.dst)
-        {
-            t.dst = RawAddr::zeroed();
-        }
+        self.to_peer(&mut t);
         let queued = match pieces {
             None => self.queue.try_push(&mut self.pool, t),
             Some(size) => self.queue.try_push_pieces(&mut self.pool, t, size),

@@ -15,7 +15,8 @@
 //!   the `Core`, and the `Core` holds the inbox: these three files import
 //!   each other (the one circle of the engine), which is why they share
 //!   this room;
-//! - `core.rs`: [`Core`], the state a `Transport` touches;
+//! - `core.rs`: [`Core`], the state a `Transport` touches; `send_now.rs`:
+//!   the sends a parked worker makes at once, in the handler's call;
 //! - `queue/`: the send queue (GSO trains kept or cut), and its tests;
 //! - `timers.rs`: the timer heap.
 
@@ -24,6 +25,7 @@ pub(crate) mod datagram;
 pub(crate) mod handler;
 pub(crate) mod ids;
 pub(crate) mod queue;
+pub(crate) mod send_now;
 pub(crate) mod sendbuf;
 pub(crate) mod sender;
 pub(crate) mod stream;

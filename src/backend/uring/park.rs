@@ -21,7 +21,9 @@
 //!   a later copy into that slot is scrubbed as any send slot's is.
 //! - **order**: answers go by `sendmsg`/`sendmmsg` only while nothing is
 //!   in flight in the ring; a full socket buffer (`EAGAIN`) sends the
-//!   worker back to the ring, whose sends wait for room.
+//!   worker back to the ring, whose sends wait for room. An answer with
+//!   nothing queued before it goes in the handler's call, from the bytes
+//!   it was given (`worker/send_now.rs`).
 //! - **what `recvmsg` cannot wake for** sends the worker back to the ring
 //!   first: a [`Sender`](crate::Sender)'s posts (once one exists the
 //!   worker never parks: waking `recvmsg` would take a datagram to the
@@ -215,7 +217,13 @@ impl Park {
                     let pool = &mut w.core.pool;
                     pool.set_tag(lent.slot(), 0);
                     pool.note_written(lent.slot(), HEADROOM as u32 + meta.len);
+                    // The handler's answer goes in its call when nothing
+                    // is queued before it (`worker/send_now.rs`).
+                    w.core.send_now_on(0, fd);
                     w.dispatch(meta, lent);
+                    if let Some(errno) = w.core.send_later() {
+                        w.socket_error(0, errno);
+                    }
                 }
                 Err(e) => {
                     w.core.pool.release(lent);
@@ -260,6 +268,11 @@ impl Park {
         let mut left = w.core.queue.len();
         while left > 0 && !w.core.queue.is_empty() {
             let single = w.core.queue.len() == 1;
+            let tried = if single {
+                1
+            } else {
+                w.core.queue.len().min(SEND_BATCH)
+            };
             match self
                 .tx
                 .send(fd, &w.core.pool, w.core.queue.as_slice(), single)
@@ -271,6 +284,13 @@ impl Park {
                     }
                     w.core.queue.consume(k);
                     left = left.saturating_sub(k);
+                    // `sendmmsg` stops at a send the kernel refused and
+                    // drops why: a pending ICMP error it took from the
+                    // socket, which the parked receive will not see. Its
+                    // account waits in the error queue.
+                    if k < tried {
+                        w.drain_errors(0);
+                    }
                 }
                 Err(e) => match e.raw_os_error().unwrap_or(libc::EIO) {
                     libc::EINTR => {}
