@@ -140,7 +140,10 @@
 //! **Time.** [`Transport::call_every`] and [`Transport::call_later`] set
 //! timers on the worker's own loop (no thread, no lock); the returned
 //! [`TimerId`] cancels one. In kv, worker 0 sweeps expired entries every
-//! 50 ms and reads check expiry as they go.
+//! 50 ms and reads check expiry as they go. A sweep need not be punctual,
+//! so kv gives its timers a slack ([`Transport::set_timer_slack`]): they
+//! may fire up to 25 ms late, which lets a parked worker (below) fire one
+//! with the next datagram instead of waking for it.
 //!
 //! **Latency.** A worker with nothing to do sleeps in the kernel, and a
 //! request that comes while it sleeps pays for waking it (on loopback a
@@ -148,25 +151,27 @@
 //! once). At light load a `uring` worker with one socket parks
 //! ([`Config::park`], on by default): it waits for the next datagram in
 //! `recvmsg(2)` itself, whose wake-up costs less than `io_uring_enter`'s,
-//! and answers with `sendmsg`, the two system calls of a blocking loop
-//! (counted: [`Stats::parked_waits`]); a flood, a full send buffer, a
-//! [`Sender`], the handler's next timer or 50 ms of nothing send it back
-//! to the ring. [`Config::spin_us`] instead has it watch its ring for up
+//! and answers with `sendmsg` in the handler's call, from the handler's
+//! bytes: the two system calls of a blocking loop (counted:
+//! [`Stats::parked_waits`]); a flood, a full send buffer, a [`Sender`],
+//! the handler's next timer (past its slack) or 50 ms of nothing send it
+//! back to the ring. [`Config::spin_us`] instead has it watch its ring for up
 //! to that long before sleeping, so that a closed loop's next request is
 //! taken without a wake-up: adaptive (empty spins shrink the window
 //! until it stops; a worker whose CPU is shared stops spinning; an idle
 //! one uses no CPU) and counted ([`Stats::spin_hits`]), it costs the CPU
 //! while requests flow. [`Config::busy_poll`] never sleeps: a whole CPU
 //! per worker. `udpring echo` spins 50 µs; the library does not unless
-//! told. PERF.md measures each on hosts whose idle CPUs halt at once: the
-//! kv example, parked, reads 1.02-1.04x a blocking socket loop's
-//! closed-loop p50 and 1.08-1.11x its CPU per request, with `spin_us` 50
-//! 0.38-0.41x p50 (1.00x when its CPU is taken) and 1.07-1.11x CPU.
-//! Asked every 2 ms, so that each request wakes it from idle, it reads
-//! ~1.1x p50 and 1.34-1.37x CPU (1.15-1.2x and 1.3-1.45x before it
-//! parked), most of the rest its 50 ms sweep, a wake-up the blocking
-//! loop does not have (1.22x without it). A release built with
-//! `lto = "fat"` and `codegen-units = 1` spends ~0.03x less.
+//! told. PERF.md measures each on hosts whose idle CPUs halt at once,
+//! against a blocking socket loop running the same logic (its sweep
+//! included): the kv example, parked, reads 1.02x its closed-loop p50
+//! and 1.06-1.08x its CPU per request, with `spin_us` 50 0.38-0.43x p50
+//! (1.00x when its CPU is taken) and 1.07-1.11x CPU, and in a flood
+//! 0.88x its CPU per answer. Asked every 2 ms, so that each request
+//! wakes it from idle, it reads ~1.08x p50 and ~1.3x CPU (1.15-1.2x and
+//! 1.3-1.45x before it parked): the engine's own path per request,
+//! touched cold after each wake-up. A release built with `lto = "fat"`
+//! and `codegen-units = 1` spends ~0.03x less.
 //!
 //! **Bounds.** Anything a stranger can make a service keep or send must
 //! have a limit: kv refuses keys past `MAX_KEYS` and values past
