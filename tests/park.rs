@@ -156,6 +156,22 @@ impl Handler for Ticker {
     }
 }
 
+/// An engine whose handler ticks every 40 ms with `slack`, and answers:
+/// how late each tick came.
+fn ticking(slack: Duration) -> (Engine, Arc<Mutex<Vec<Duration>>>) {
+    let late = Arc::new(Mutex::new(Vec::new()));
+    let l2 = late.clone();
+    let engine = Engine::start(config(Backend::Uring, false), move |_| Ticker {
+        period: Duration::from_millis(40),
+        slack,
+        started: None,
+        fired: 0,
+        late: l2.clone(),
+    })
+    .unwrap();
+    (engine, late)
+}
+
 /// Requests 25 ms apart keep the worker parked (its timeout is 50 ms);
 /// a 40 ms timer falls between them. A park that ran past the timer
 /// would fire it at the next request, up to 25 ms late (median ~12 ms);
@@ -165,16 +181,7 @@ fn timers_fire_on_time_while_requests_keep_the_worker_parked() {
     if !util::can_run(Backend::Uring) {
         return;
     }
-    let late = Arc::new(Mutex::new(Vec::new()));
-    let l2 = late.clone();
-    let engine = Engine::start(config(Backend::Uring, false), move |_| Ticker {
-        period: Duration::from_millis(40),
-        slack: Duration::ZERO,
-        started: None,
-        fired: 0,
-        late: l2.clone(),
-    })
-    .unwrap();
+    let (engine, late) = ticking(Duration::ZERO);
     paced_loop(
         &client(false),
         engine.local_addr(),
@@ -204,16 +211,7 @@ fn a_timer_with_slack_fires_in_the_park_with_the_next_datagram() {
         return;
     }
     let run = |slack: Duration| {
-        let late = Arc::new(Mutex::new(Vec::new()));
-        let l2 = late.clone();
-        let engine = Engine::start(config(Backend::Uring, false), move |_| Ticker {
-            period: Duration::from_millis(40),
-            slack,
-            started: None,
-            fired: 0,
-            late: l2.clone(),
-        })
-        .unwrap();
+        let (engine, late) = ticking(slack);
         let start = Instant::now();
         paced_loop(
             &client(false),
