@@ -330,6 +330,23 @@ fn a_parked_worker_cuts_long_datagrams_and_hears_icmp_errors() {
     );
 }
 
+/// Echoes, each answer after 20 µs of work: a burst sent faster than
+/// that piles up in the socket. (With a plain echo a parked worker may
+/// keep up with a sender on the other CPU, each receive a wait of its
+/// own, as it would be in the ring: whether a burst piles up was the
+/// host's doing.)
+struct Busy;
+
+impl Handler for Busy {
+    fn on_datagram(&mut self, d: udpring::Datagram<'_>, tx: &mut udpring::Transport<'_>) {
+        let until = Instant::now() + Duration::from_micros(20);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        let _ = tx.reply(d);
+    }
+}
+
 /// A burst finds the worker parked: its receives find their datagrams
 /// waiting, and it goes back to the ring, whose waits take many at once
 /// (parked, every datagram would be a wait of its own).
@@ -338,7 +355,7 @@ fn a_burst_sends_a_parked_worker_back_to_the_ring() {
     if !util::can_run(Backend::Uring) {
         return;
     }
-    let engine = Engine::start(config(Backend::Uring, false), |_| Echo::new()).unwrap();
+    let engine = Engine::start(config(Backend::Uring, false), |_| Busy).unwrap();
     let c = client(false);
     let to = engine.local_addr();
     let before = park_it(&engine, &c, 10);
