@@ -332,18 +332,21 @@ config! {
     /// Default: 0 (off).
     spin_us: u32 = 0;
     /// uring: at light load, wait for the next datagram in `recvmsg(2)`
-    /// on the socket itself, and send the answers with `sendmsg`, rather
-    /// than waiting in `io_uring_enter`: a request then costs the two
-    /// system calls a blocking loop makes, and on a host whose idle CPUs
-    /// halt a blocking receive's wake-up is the cheaper one (PERF.md, the
-    /// kv bench). A worker parks only with one socket, the kernel's
+    /// on the socket itself, and send the answers with `sendmsg` (one with
+    /// nothing queued before it in the handler's call, from the bytes it
+    /// was given), rather than waiting in `io_uring_enter`: a request then
+    /// costs the two system calls a blocking loop makes, and on a host
+    /// whose idle CPUs halt a blocking receive's wake-up is the cheaper
+    /// one (PERF.md, the kv bench). A worker parks only with one socket, the kernel's
     /// `DEFER_TASKRUN` (so the ring's own receive cannot take a datagram
     /// meanwhile), no zero-copy sends, TX timestamps, `spin_us` or
     /// `busy_poll`, and never once a [`Sender`](crate::Sender) for it
     /// exists (a post cannot wake `recvmsg`); it goes back to the ring
     /// when the socket's send buffer is full, a kernel tick and 1 ms
-    /// before the handler's next timer (the socket's timeout counts in
-    /// ticks; the ring fires the timer on time), when datagrams come
+    /// before the latest the handler's next timer may fire (the socket's
+    /// timeout counts in ticks; the ring fires the timer on time; a timer
+    /// given a slack, `Transport::set_timer_slack`, that comes due while
+    /// parked is fired there), when datagrams come
     /// faster than it can wait for them (a flood: the ring's batches are
     /// cheaper), or after 50 ms with nothing (the socket's `SO_RCVTIMEO`,
     /// put back at the end). A stop reaches a parked worker at its next
