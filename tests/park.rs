@@ -382,9 +382,10 @@ fn a_burst_sends_a_parked_worker_back_to_the_ring() {
 
 /// Answers by copy (`reply_with`): `order` with two datagrams built in a
 /// slot (`send_each_with`: queued, they cannot go at once) before its
-/// answer; `probe` with a datagram to `closed` before its answer; `queued
-/// probe` with both (all queued); anything else with itself. Keeps the
-/// error events.
+/// answer; `probe` with a datagram to `closed` before its answer;
+/// `probe after` the same after its answer; `refused` with one the kernel
+/// refuses before its answer; `queued probe` with both (all queued);
+/// anything else with itself. Keeps the error events.
 struct Copies {
     closed: SocketAddr,
     events: Arc<Mutex<Vec<ErrorEvent>>>,
@@ -405,6 +406,15 @@ impl Handler for Copies {
                 let _ = tx.send_to(b"anyone?", self.closed);
                 let _ = tx.reply_with(&d, b"ok");
             }
+            b"refused" => {
+                // Refused by the kernel at once (no SO_BROADCAST): EACCES.
+                let _ = tx.send_to(b"all?", "255.255.255.255:9".parse().unwrap());
+                let _ = tx.reply_with(&d, b"ok");
+            }
+            b"probe after" => {
+                let _ = tx.reply_with(&d, b"ok");
+                let _ = tx.send_to(b"anyone?", self.closed);
+            }
             b"queued probe" => {
                 let _ = tx.send_each_with(0usize, 1, 2, d.source(), fill);
                 let _ = tx.send_to(b"anyone?", self.closed);
@@ -421,9 +431,10 @@ impl Handler for Copies {
     }
 }
 
-/// A parked worker sends an answer in the handler's call when nothing is
-/// queued before it: counted as any send, and after what is queued when
-/// something is. The kernel reports an ICMP error on the next send from
+/// A parked worker sends the handler's first send in its call when
+/// nothing is queued before it: counted as any send, and after what is
+/// queued when something is; one the kernel refuses at once is counted
+/// and reported once. The kernel reports an ICMP error on the next send from
 /// the socket (here the answer that follows a datagram to a closed port):
 /// that answer is queued and goes, and the error still reaches the
 /// handler, though the parked receive never sees it; so too when all of
@@ -475,10 +486,31 @@ fn parked_answers_go_at_once_in_order_and_their_errors_are_heard() {
     let s = wait_workers(&engine, |s| s[0].sent == 100)[0].clone();
     let (refused, all) = heard(&events);
     assert!(refused >= 19, "events {all}");
+    // The error pending when the next request comes: the receive reports
+    // it, or (a race) the answer at once meets it and goes once more.
+    for _ in 0..20 {
+        c.send_to(b"probe after", to).unwrap();
+        c.send_to(b"x", to).unwrap();
+        assert_eq!(next(), b"ok");
+        assert_eq!(next(), b"x");
+    }
+    // Refused at once: counted and reported once, the answer after it
+    // sent.
+    c.send_to(b"refused", to).unwrap();
+    assert_eq!(next(), b"ok");
+    let s2 = wait_workers(&engine, |s| s[0].sent == 161)[0].clone();
+    let eacces = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, ErrorEvent::SendFailed { errno, .. } if *errno == libc::EACCES))
+        .count();
+    assert_eq!(eacces, 1, "events {:?}", events.lock().unwrap());
+    assert_eq!(s2.send_errors_total(), 1, "{s2:?}");
     let end = stop_clean(engine);
     assert!(end.parked_waits >= parked.parked_waits + 25, "{end:?}");
     // park_it's 10 echoes of 4 bytes, 10 x (A, B, C), 10 x (anyone?, ok),
-    // 10 x (A, B, anyone?, ok).
+    // 10 x (A, B, anyone?, ok); then 20 x (ok, anyone?, x) and one ok.
     assert_eq!(s.sent, 10 + 30 + 20 + 40, "{s:?}");
     assert_eq!(s.bytes_sent, 40 + 30 + 10 * (7 + 2) * 2 + 20, "{s:?}");
     assert_eq!(s.send_errors_total(), 0, "{s:?}");

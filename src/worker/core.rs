@@ -277,9 +277,9 @@ impl Core {
             tos,
             ..Transmit::new(sock, 0, 0, data.len() as u32, dst)
         };
-        if self.send_at_once(&t, data) {
+        let Some(retried) = self.send_at_once(&t, data) else {
             return Ok(());
-        }
+        };
         let Some(mut lent) = self.pool.alloc_send() else {
             self.stats.c.send_exhausted.add(1);
             return Err(SendError::Exhausted);
@@ -290,6 +290,7 @@ impl Core {
         self.pool.note_written(lent.slot(), data.len() as u32);
         let r = self.push(Transmit {
             slot: lent.slot(),
+            retried,
             ..t
         });
         self.pool.release(lent);
@@ -377,8 +378,10 @@ impl Core {
             ..Transmit::new(sock, slot, 0, n as u32, dst)
         };
         let pushed = match cut {
-            Cut::Whole if self.send_at_once(&t, lent.bytes()) => Ok(()),
-            Cut::Whole => self.push(t),
+            Cut::Whole => match self.send_at_once(&t, lent.bytes()) {
+                None => Ok(()),
+                Some(retried) => self.push(Transmit { retried, ..t }),
+            },
             Cut::Train(s) => self.push(Transmit {
                 segment: Some(s),
                 ..t
@@ -457,10 +460,10 @@ impl Core {
             tos,
             ..Transmit::new(sock, lent.slot(), lent.off, lent.len, dst)
         };
-        if self.send_at_once(&t, lent.bytes()) {
+        let Some(retried) = self.send_at_once(&t, lent.bytes()) else {
             return Ok(());
-        }
-        self.push(t)
+        };
+        self.push(Transmit { retried, ..t })
     }
 
     /// Queues one send of a slot's bytes, if the queue has room. A send to

@@ -21,9 +21,9 @@
 //!   a later copy into that slot is scrubbed as any send slot's is.
 //! - **order**: answers go by `sendmsg`/`sendmmsg` only while nothing is
 //!   in flight in the ring; a full socket buffer (`EAGAIN`) sends the
-//!   worker back to the ring, whose sends wait for room. An answer with
-//!   nothing queued before it goes in the handler's call, from the bytes
-//!   it was given (`worker/send_now.rs`).
+//!   worker back to the ring, whose sends wait for room. The handler's
+//!   first send, with nothing queued before it, goes in the handler's
+//!   call, from the bytes it was given (`worker/send_now.rs`).
 //! - **what `recvmsg` cannot wake for** sends the worker back to the ring
 //!   first: a [`Sender`](crate::Sender)'s posts (once one exists the
 //!   worker never parks: waking `recvmsg` would take a datagram to the
@@ -217,12 +217,16 @@ impl Park {
                     let pool = &mut w.core.pool;
                     pool.set_tag(lent.slot(), 0);
                     pool.note_written(lent.slot(), HEADROOM as u32 + meta.len);
-                    // The handler's answer goes in its call when nothing
-                    // is queued before it (`worker/send_now.rs`).
+                    // The handler's first send goes in its call when
+                    // nothing is queued before it (`worker/send_now.rs`).
                     w.core.send_now_on(0, fd);
                     w.dispatch(meta, lent);
-                    if let Some(errno) = w.core.send_later() {
-                        w.socket_error(0, errno);
+                    let after = w.core.send_later();
+                    if let Some((t, errno)) = after.refused {
+                        w.account(&t, Err(errno));
+                    }
+                    if after.drain {
+                        w.drain_errors(0);
                     }
                 }
                 Err(e) => {
