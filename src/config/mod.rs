@@ -332,9 +332,10 @@ config! {
     /// Default: 0 (off).
     spin_us: u32 = 0;
     /// uring: at light load, wait for the next datagram in `recvmsg(2)`
-    /// on the socket itself, and send the answers with `sendmsg` (one with
-    /// nothing queued before it in the handler's call, from the bytes it
-    /// was given), rather than waiting in `io_uring_enter`: a request then
+    /// on the socket itself, and send the answers with `sendmsg` (the
+    /// handler's first send, with nothing queued before it, in the
+    /// handler's call, from the bytes it was given), rather than waiting
+    /// in `io_uring_enter`: a request then
     /// costs the two system calls a blocking loop makes, and on a host
     /// whose idle CPUs halt a blocking receive's wake-up is the cheaper
     /// one (PERF.md, the kv bench). A worker parks only with one socket, the kernel's
