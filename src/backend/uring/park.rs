@@ -168,7 +168,8 @@ impl Park {
             // A timer due: one its slack let wait for a datagram or the
             // socket's timeout. One due again at once (set for "now") is
             // the ring's to fire among its receives.
-            if w.core.timers.next_at().is_some_and(|at| at <= start) {
+            let next = w.core.timers.next_at();
+            if next.is_some_and(|at| at <= start) {
                 w.fire_timers();
                 if w.core
                     .timers
@@ -182,7 +183,7 @@ impl Park {
             // Until a margin before the latest the handler's next timer
             // may fire (its slack after it is due), which the ring fires on
             // time if no datagram or timeout here came after it was due.
-            let limit = match w.core.timers.next_at() {
+            let limit = match next {
                 None => PARK_TIMEOUT,
                 Some(at) => {
                     let latest = at.checked_add(w.core.timers.slack()).unwrap_or(at);
