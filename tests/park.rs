@@ -156,6 +156,13 @@ impl Handler for Ticker {
     }
 }
 
+/// Asserts that the median of how late the ticks came is under `bound`.
+fn median_late_below(mut late: Vec<Duration>, bound: Duration) {
+    late.sort();
+    let median = late[late.len() / 2];
+    assert!(median < bound, "ticks late by {late:?} (median {median:?})");
+}
+
 /// An engine whose handler ticks every 40 ms with `slack`, and answers:
 /// how late each tick came.
 fn ticking(slack: Duration) -> (Engine, Arc<Mutex<Vec<Duration>>>) {
@@ -190,14 +197,9 @@ fn timers_fire_on_time_while_requests_keep_the_worker_parked() {
     );
     let s = stop_clean(engine);
     assert!(s.parked_waits >= 5, "requests answered parked: {s:?}");
-    let mut late = late.lock().unwrap().clone();
+    let late = late.lock().unwrap().clone();
     assert!(late.len() >= 10, "{} ticks in ~600 ms", late.len());
-    late.sort();
-    let median = late[late.len() / 2];
-    assert!(
-        median < Duration::from_millis(4),
-        "ticks late by {late:?} (median {median:?})"
-    );
+    median_late_below(late, Duration::from_millis(4));
 }
 
 /// Requests 1 ms apart, a 40 ms timer: without a slack the park ends a
@@ -237,14 +239,9 @@ fn a_timer_with_slack_fires_in_the_park_with_the_next_datagram() {
         "waits in the ring: {slack_ring_waits} with the slack, {ring_waits} without"
     );
     late.truncate(6); // the ticks among the requests
-    late.sort();
     // Each after the next datagram, ~1 ms away (a busy host allowed for);
     // and within the slack.
-    let median = late[late.len() / 2];
-    assert!(
-        median < Duration::from_millis(10),
-        "ticks late by {late:?} (median {median:?})"
-    );
+    median_late_below(late, Duration::from_millis(10));
 }
 
 #[test]
