@@ -264,7 +264,7 @@ fn a_socket_handed_in_gets_its_receive_timeout_back() {
 /// nobody holds), and keeps the error events.
 struct Probe {
     closed: SocketAddr,
-    events: Arc<Mutex<Vec<ErrorEvent>>>,
+    events: Events,
 }
 
 impl Handler for Probe {
@@ -280,6 +280,23 @@ impl Handler for Probe {
     }
 }
 
+/// The error events a handler keeps.
+type Events = Arc<Mutex<Vec<ErrorEvent>>>;
+
+/// An engine started with `cfg` whose handler `make` builds from a port
+/// nobody holds and the events it is to keep: the engine, that address
+/// and the events.
+fn hearing<H: Handler>(
+    cfg: Config,
+    make: impl Fn(SocketAddr, Events) -> H + Send + Sync + 'static,
+) -> (Engine, SocketAddr, Events) {
+    let closed = util::unused_addr("127.0.0.1");
+    let events = Events::default();
+    let e2 = events.clone();
+    let engine = Engine::start(cfg, move |_| make(closed, e2.clone())).unwrap();
+    (engine, closed, events)
+}
+
 /// What a parked worker receives is what the ring would have handed it:
 /// a datagram longer than a slot, cut and counted; the ICMP error for a
 /// datagram it sent, as an event; and it goes on answering.
@@ -288,16 +305,9 @@ fn a_parked_worker_cuts_long_datagrams_and_hears_icmp_errors() {
     if !util::can_run(Backend::Uring) {
         return;
     }
-    let closed = util::unused_addr("127.0.0.1");
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let e2 = events.clone();
     let mut cfg = config(Backend::Uring, false);
     cfg.slot_size = 2048;
-    let engine = Engine::start(cfg, move |_| Probe {
-        closed,
-        events: e2.clone(),
-    })
-    .unwrap();
+    let (engine, closed, events) = hearing(cfg, |closed, events| Probe { closed, events });
     let c = client(false);
     let to = engine.local_addr();
     let before = park_it(&engine, &c, 10).parked_waits;
@@ -385,7 +395,7 @@ fn a_burst_sends_a_parked_worker_back_to_the_ring() {
 /// anything else with itself. Keeps the error events.
 struct Copies {
     closed: SocketAddr,
-    events: Arc<Mutex<Vec<ErrorEvent>>>,
+    events: Events,
 }
 
 impl Handler for Copies {
@@ -442,14 +452,9 @@ fn parked_answers_go_at_once_in_order_and_their_errors_are_heard() {
     if !util::can_run(Backend::Uring) {
         return;
     }
-    let closed = util::unused_addr("127.0.0.1");
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let e2 = events.clone();
-    let engine = Engine::start(config(Backend::Uring, false), move |_| Copies {
-        closed,
-        events: e2.clone(),
-    })
-    .unwrap();
+    let (engine, closed, events) = hearing(config(Backend::Uring, false), |closed, events| {
+        Copies { closed, events }
+    });
     let c = client(false);
     let to = engine.local_addr();
     let parked = park_it(&engine, &c, 10);
@@ -467,7 +472,7 @@ fn parked_answers_go_at_once_in_order_and_their_errors_are_heard() {
         c.send_to(b"probe", to).unwrap();
         assert_eq!(next(), b"ok");
     }
-    let heard = |events: &Arc<Mutex<Vec<ErrorEvent>>>| {
+    let heard = |events: &Events| {
         let e = events.lock().unwrap();
         let refused = |e: &&ErrorEvent| matches!(e, ErrorEvent::ConnectionRefused { peer: Some(p) } if *p == closed);
         (e.iter().filter(refused).count(), format!("{e:?}"))
