@@ -151,7 +151,7 @@
 //! once). At light load a `uring` worker with one socket parks
 //! ([`Config::park`], on by default): it waits for the next datagram in
 //! `recvmsg(2)` itself, whose wake-up costs less than `io_uring_enter`'s,
-//! and answers with `sendmsg` in the handler's call, from the handler's
+//! and answers with `sendto` in the handler's call, from the handler's
 //! bytes: the two system calls of a blocking loop (counted:
 //! [`Stats::parked_waits`]); a flood, a full send buffer, a [`Sender`],
 //! the handler's next timer (past its slack) or 50 ms of nothing send it

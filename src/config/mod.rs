@@ -332,7 +332,7 @@ config! {
     /// Default: 0 (off).
     spin_us: u32 = 0;
     /// uring: at light load, wait for the next datagram in `recvmsg(2)`
-    /// on the socket itself, and send the answers with `sendmsg` (the
+    /// on the socket itself, and send the answers with `sendto` (the
     /// handler's first send, with nothing queued before it, in the
     /// handler's call, from the bytes it was given), rather than waiting
     /// in `io_uring_enter`: a request then

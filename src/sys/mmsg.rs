@@ -232,6 +232,12 @@ impl MmsgBufs {
     }
 }
 
+/// Whether `t` goes without a control message: no segment size for the
+/// kernel to cut by, no source address, mark or timestamp request.
+fn plain(t: &Transmit) -> bool {
+    t.segment_cmsg().is_none() && t.src == SrcIp::Any && t.tos.is_none() && t.ts_id.is_none()
+}
+
 /// Points `h` at the destination `name` (empty: the connected peer), the
 /// one buffer `iov` and, when `t` needs any, its control messages written
 /// into `ctrl`.
@@ -248,12 +254,10 @@ fn point_send(
     h.msg_iovlen = 1;
     // Most sends carry no control message (a train the socket's own
     // UDP_SEGMENT cuts needs none): no writer for them.
-    let segment = t.segment_cmsg();
-    let plain = segment.is_none() && t.src == SrcIp::Any && t.tos.is_none() && t.ts_id.is_none();
-    let len = if plain {
+    let len = if plain(t) {
         0
     } else {
-        write_send(ctrl, segment, t.src, t.tos_cmsg(), t.ts_id)
+        write_send(ctrl, t.segment_cmsg(), t.src, t.tos_cmsg(), t.ts_id)
     };
     if len > 0 {
         h.msg_control = ctrl.0.as_mut_ptr().cast();
@@ -268,9 +272,27 @@ fn point_send(
 /// Sends `data` at once (`MSG_DONTWAIT`), one datagram as `t` says (its
 /// destination, source and mark; not its slot, unused): from bytes the
 /// caller holds, with no copy into a send slot. The parked `uring`
-/// worker's answer while nothing is queued before it.
+/// worker's answer while nothing is queued before it. A datagram without
+/// control messages (most answers) goes by `sendto`, which spares the
+/// kernel copying in and checking a message header and its vector: ~0.4 µs
+/// of the ~20 µs a parked kv request kept its CPU busy, traced (PERF.md,
+/// the kv bench).
 pub fn send_bytes(fd: RawFd, data: &[u8], t: &Transmit) -> io::Result<()> {
     let mut name = t.dst;
+    if plain(t) {
+        // sendto(sockfd, buf, len, MSG_DONTWAIT, dest_addr, addrlen): `data`
+        // and `name` (null with length 0 for the connected peer) are alive
+        // for the call; the kernel keeps neither.
+        return syscall!(sendto(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT,
+            name.name_ptr().cast_const().cast(),
+            name.len()
+        ))
+        .map(|_| ());
+    }
     let mut iov = libc::iovec {
         iov_base: data.as_ptr().cast_mut().cast(),
         iov_len: data.len(),

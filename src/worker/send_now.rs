@@ -1,7 +1,8 @@
 //! Sends that go at once: while a parked `uring` worker
 //! ([`Config::park`](crate::Config::park)) hands a datagram to its handler,
 //! the first send the handler makes, if nothing is queued before it, goes
-//! out in the handler's call, by `sendmsg`, from the bytes it was given (a
+//! out in the handler's call, by `sendto` (`sendmsg` when it needs a
+//! control message), from the bytes it was given (a
 //! copy send's own bytes, or the lent slot's): no send slot, no queue, no
 //! completion to count later. A lone answer is the common case; the sends
 //! after the first queue, and go together (`sendmmsg`) after the call, so

@@ -1,7 +1,7 @@
 //! Parking ([`Config::park`](crate::Config::park)): at light load the
 //! `uring` worker waits for its next datagram in `recvmsg(2)` on its
 //! socket rather than in `io_uring_enter`, and sends the answers with
-//! `sendmsg`.
+//! `sendto` (`sendmsg` for one that needs a control message).
 //!
 //! Why: a request that comes alone wakes the worker from idle, and on a
 //! host whose idle CPUs halt (most virtual machines) that wake-up is most
