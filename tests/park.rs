@@ -244,6 +244,39 @@ fn a_timer_with_slack_fires_in_the_park_with_the_next_datagram() {
     median_late_below(late, Duration::from_millis(10));
 }
 
+/// Requests 30 ms apart, a 40 ms timer with a 30 ms slack: one socket
+/// timeout serves every wait (the slack less the margin, 19-28 ms as the
+/// kernel's tick is 10-1 ms), so a wait that ends before the timer is due
+/// waits again in the park rather than going to the ring, and the ticks
+/// still come within their slack.
+#[test]
+fn a_slack_timer_keeps_sparse_requests_parked_and_comes_within_its_slack() {
+    if !util::can_run(Backend::Uring) {
+        return;
+    }
+    let slack = Duration::from_millis(30);
+    let (engine, late) = ticking(slack);
+    let start = Instant::now();
+    paced_loop(
+        &client(false),
+        engine.local_addr(),
+        20,
+        Duration::from_millis(30),
+    );
+    let s = engine.worker_stats()[0].clone();
+    let due = start.elapsed().as_millis() / 40;
+    stop_clean(engine);
+    let late = late.lock().unwrap().clone();
+    assert!(
+        late.len() as u128 + 2 >= due,
+        "{} ticks of {due} due",
+        late.len()
+    );
+    let ring = s.waits - s.parked_waits;
+    assert!(ring <= 3, "waits in the ring: {ring} ({s:?})");
+    median_late_below(late, slack);
+}
+
 #[test]
 fn a_socket_handed_in_gets_its_receive_timeout_back() {
     if !util::can_run(Backend::Uring) {

@@ -37,7 +37,13 @@
 //!   after the datagram or the timeout that came after its time; one not
 //!   yet due goes to the ring, whose own timer fires it on time. The
 //!   timeout is set again only when it has drifted [`DRIFT`] from what is
-//!   wanted, so that a request costs no `setsockopt` in a closed loop.
+//!   wanted, so that a request costs no `setsockopt` in a closed loop. A
+//!   slack wider than the margin needs one timeout for every wait,
+//!   `slack - margin` (a wait begins no later than the timer is due, a
+//!   due one being fired first, so it ends in time): set once, not once
+//!   a request as the timer nears (~0.8 `setsockopt` a request where
+//!   each worker was asked every 10-20 ms); a wait that it ends before
+//!   the timer is due waits again.
 //! - **bounded**: the socket's `SO_RCVTIMEO` ([`PARK_TIMEOUT`], the old
 //!   value put back at the end) ends a park with nothing to do, and a
 //!   park that ended so is not tried again until two datagrams come
@@ -149,6 +155,8 @@ impl Park {
             self.saved = Some(old);
         }
         let mut hot = 0;
+        // When the last datagram came (or the park began).
+        let mut heard = Instant::now();
         loop {
             // What only the ring waits for, or a flood (its batches are
             // cheaper).
@@ -183,10 +191,18 @@ impl Park {
             // Until a margin before the latest the handler's next timer
             // may fire (its slack after it is due), which the ring fires on
             // time if no datagram or timeout here came after it was due.
+            // A slack wider than the margin: one timeout serves every wait,
+            // `slack - margin`, set once. A wait begins no later than the
+            // timer is due (a due one is fired first), so it ends by the
+            // latest the timer may fire; one that ends before the timer is
+            // due waits again.
+            let slack = w.core.timers.slack();
+            let steady = next.is_some() && slack >= self.margin + SHORTEST;
             let limit = match next {
                 None => PARK_TIMEOUT,
+                Some(_) if steady => (slack - self.margin).min(PARK_TIMEOUT),
                 Some(at) => {
-                    let latest = at.checked_add(w.core.timers.slack()).unwrap_or(at);
+                    let latest = at.checked_add(slack).unwrap_or(at);
                     let left = latest.saturating_duration_since(start);
                     if left < self.margin + SHORTEST {
                         return Ok(());
@@ -212,7 +228,13 @@ impl Park {
             w.core.publish();
             match self.rx.recv_lent(fd, 0, &mut lent) {
                 Ok(meta) => {
-                    hot = if start.elapsed() < HOT { hot + 1 } else { 0 };
+                    let now = Instant::now();
+                    hot = if now.saturating_duration_since(start) < HOT {
+                        hot + 1
+                    } else {
+                        0
+                    };
+                    heard = now;
                     // The kernel wrote the send slot: unknown bytes now, to
                     // be scrubbed before a copy is built there.
                     let pool = &mut w.core.pool;
@@ -241,9 +263,21 @@ impl Park {
                             if let Some(at) = w.core.timers.next_at()
                                 && limit < PARK_TIMEOUT
                             {
-                                if at <= Instant::now() {
+                                let now = Instant::now();
+                                if at <= now {
                                     continue;
                                 }
+                                // Early for a timer with a slack: wait
+                                // again, unless nothing came in a whole
+                                // park.
+                                if !steady {
+                                    return Ok(());
+                                }
+                                if now.saturating_duration_since(heard) < PARK_TIMEOUT {
+                                    continue;
+                                }
+                                self.idle = true;
+                                self.last_arrival = None;
                                 return Ok(());
                             }
                             if start.elapsed() >= PARK_TIMEOUT / 2 {
