@@ -179,6 +179,21 @@ fn ticking(slack: Duration) -> (Engine, Arc<Mutex<Vec<Duration>>>) {
     (engine, late)
 }
 
+/// A ticking engine (`ticking(slack)`) asked `n` times, `gap` apart: the
+/// engine, its ticks' lateness, its worker's counters after the requests,
+/// and when the ticking began.
+fn paced_ticks(
+    slack: Duration,
+    n: usize,
+    gap: Duration,
+) -> (Engine, Arc<Mutex<Vec<Duration>>>, Stats, Instant) {
+    let (engine, late) = ticking(slack);
+    let start = Instant::now();
+    paced_loop(&client(false), engine.local_addr(), n, gap);
+    let s = engine.worker_stats()[0].clone();
+    (engine, late, s, start)
+}
+
 /// Requests 25 ms apart keep the worker parked (its timeout is 50 ms);
 /// a 40 ms timer falls between them. A park that ran past the timer
 /// would fire it at the next request, up to 25 ms late (median ~12 ms);
@@ -213,15 +228,7 @@ fn a_timer_with_slack_fires_in_the_park_with_the_next_datagram() {
         return;
     }
     let run = |slack: Duration| {
-        let (engine, late) = ticking(slack);
-        let start = Instant::now();
-        paced_loop(
-            &client(false),
-            engine.local_addr(),
-            300,
-            Duration::from_millis(1),
-        );
-        let s = engine.worker_stats()[0].clone();
+        let (engine, late, s, start) = paced_ticks(slack, 300, Duration::from_millis(1));
         // Quiet: the ticks go on, from the park's timeout or the ring.
         std::thread::sleep(Duration::from_millis(200));
         let ticks = late.lock().unwrap().len() as u128;
@@ -255,15 +262,7 @@ fn a_slack_timer_keeps_sparse_requests_parked_and_comes_within_its_slack() {
         return;
     }
     let slack = Duration::from_millis(30);
-    let (engine, late) = ticking(slack);
-    let start = Instant::now();
-    paced_loop(
-        &client(false),
-        engine.local_addr(),
-        20,
-        Duration::from_millis(30),
-    );
-    let s = engine.worker_stats()[0].clone();
+    let (engine, late, s, start) = paced_ticks(slack, 20, Duration::from_millis(30));
     let due = start.elapsed().as_millis() / 40;
     stop_clean(engine);
     let late = late.lock().unwrap().clone();
