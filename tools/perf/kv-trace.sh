@@ -36,6 +36,7 @@ EVENTS="raw_syscalls/sys_enter raw_syscalls/sys_exit sched/sched_switch sched/sc
 old_mask=$(cat $T/tracing_cpumask)
 old_kb=$(cat $T/buffer_size_kb)
 old_overwrite=$(cat $T/options/overwrite)
+old_on=$(cat $T/tracing_on)
 restore() {
   echo 0 > $T/tracing_on
   for e in $EVENTS; do echo 0 > "$T/events/$e/enable"; done
@@ -43,6 +44,7 @@ restore() {
   echo "$old_mask" > $T/tracing_cpumask
   echo "$old_overwrite" > $T/options/overwrite
   echo "${old_kb%% *}" > $T/buffer_size_kb
+  echo "$old_on" > $T/tracing_on
   rm -f "$OUT"
 }
 trap restore EXIT
