@@ -190,12 +190,9 @@ impl Park {
             }
             // Until a margin before the latest the handler's next timer
             // may fire (its slack after it is due), which the ring fires on
-            // time if no datagram or timeout here came after it was due.
-            // A slack wider than the margin: one timeout serves every wait,
-            // `slack - margin`, set once. A wait begins no later than the
-            // timer is due (a due one is fired first), so it ends by the
-            // latest the timer may fire; one that ends before the timer is
-            // due waits again.
+            // time if no datagram or timeout here came after it was due; or,
+            // with a slack wider than the margin, `slack - margin` for every
+            // wait (the module doc says why).
             let slack = w.core.timers.slack();
             let steady = next.is_some() && slack >= self.margin + SHORTEST;
             let limit = match next {
@@ -260,27 +257,23 @@ impl Park {
                         // nothing came in a whole park; sooner (a timeout
                         // set for a timer since cancelled), wait again.
                         Some(libc::EAGAIN) => {
-                            if let Some(at) = w.core.timers.next_at()
-                                && limit < PARK_TIMEOUT
-                            {
-                                let now = Instant::now();
-                                if at <= now {
-                                    continue;
+                            let now = Instant::now();
+                            let quiet = match w.core.timers.next_at() {
+                                Some(at) if limit < PARK_TIMEOUT => {
+                                    if at <= now {
+                                        continue;
+                                    }
+                                    if !steady {
+                                        return Ok(());
+                                    }
+                                    // Early for a timer with a slack: wait
+                                    // again, unless nothing came in a whole
+                                    // park.
+                                    now.saturating_duration_since(heard) >= PARK_TIMEOUT
                                 }
-                                // Early for a timer with a slack: wait
-                                // again, unless nothing came in a whole
-                                // park.
-                                if !steady {
-                                    return Ok(());
-                                }
-                                if now.saturating_duration_since(heard) < PARK_TIMEOUT {
-                                    continue;
-                                }
-                                self.idle = true;
-                                self.last_arrival = None;
-                                return Ok(());
-                            }
-                            if start.elapsed() >= PARK_TIMEOUT / 2 {
+                                _ => now.saturating_duration_since(start) >= PARK_TIMEOUT / 2,
+                            };
+                            if quiet {
                                 self.idle = true;
                                 self.last_arrival = None;
                                 return Ok(());
