@@ -12,7 +12,12 @@
 //! the same blocking socket for all, on this thread, asking `GET` for a key
 //! that is there. Servers on CPU 0, the client on CPU 1. A fifth row is
 //! the engine with the adaptive spin before sleeping (`Config::spin_us`
-//! 50): lower latency for more CPU per request.
+//! 50): lower latency for more CPU per request. A sixth is the std loop
+//! as a udpring server has it: its socket carries the server mark and each
+//! datagram's TTL is read (`os::recv_from_hops`: `recvmsg` with a control
+//! message, where the anchor's `recv_from` has none) and a marked one not
+//! answered, what the engine's loop guard does; a last line gives the
+//! engine's ratios to it.
 //!
 //! - closed loop: one request in flight, the servers taking turns block by
 //!   block (100 round trips each; each server follows each other one
@@ -84,9 +89,37 @@ fn kv_engine(spin_us: u32) -> (udpring::Engine, SocketAddr) {
 
 /// A blocking std loop on a thread of its own, on CPU 0.
 fn std_loop(stop: &Arc<AtomicBool>) -> SocketAddr {
+    loop_with(stop, false, |s, b| s.recv_from(b))
+}
+
+/// The std loop as a udpring server has it: the server mark on its socket
+/// (`os::set_server_mark`) and each datagram's TTL read with it
+/// (`os::recv_from_hops`: `recvmsg` and a control message), a marked one
+/// not answered. What the loop guard's mark costs a blocking loop.
+fn marked_loop(stop: &Arc<AtomicBool>) -> SocketAddr {
+    loop_with(stop, true, |s, b| {
+        loop {
+            let (n, from, hops) = udpring::os::recv_from_hops(s, b)?;
+            if !hops.is_some_and(udpring::is_marked) {
+                return Ok((n, from));
+            }
+        }
+    })
+}
+
+/// A blocking loop on a thread of its own, on CPU 0, receiving with
+/// `recv`, its socket marked as a udpring server's when `mark`.
+fn loop_with(
+    stop: &Arc<AtomicBool>,
+    mark: bool,
+    recv: impl Fn(&UdpSocket, &mut [u8]) -> std::io::Result<(usize, SocketAddr)> + Send + 'static,
+) -> SocketAddr {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
+    if mark {
+        udpring::os::set_server_mark(&sock, false).unwrap();
+    }
     let addr = sock.local_addr().unwrap();
     let stop = stop.clone();
     let t = table();
@@ -96,7 +129,7 @@ fn std_loop(stop: &Arc<AtomicBool>) -> SocketAddr {
         let mut buf = [0u8; 2048];
         let mut sweep_at = Instant::now() + kv::SWEEP_EVERY;
         while !stop.load(Ordering::Relaxed) {
-            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if let Ok((n, from)) = recv(&sock, &mut buf) {
                 let _ = sock.send_to(k.answer(&buf[..n]), from);
             }
             let now = Instant::now();
@@ -169,6 +202,7 @@ fn main() {
         (rt, task, addr)
     });
     let (control_addr, control_threads) = Threads::started_by(|| std_loop(&stop));
+    let (marked_addr, marked_threads) = Threads::started_by(|| marked_loop(&stop));
     pin(1);
     for t in [
         &engine_threads,
@@ -176,6 +210,7 @@ fn main() {
         &tokio_threads,
         &control_threads,
         &spin_threads,
+        &marked_threads,
     ] {
         assert!(t.len() > 0, "a server's threads were not found");
     }
@@ -188,6 +223,10 @@ fn main() {
         ("tokio UdpSocket, one task", vec![]),
         ("std loop again (the control)", vec![]),
         ("spinning engine (kv handler, spin_us 50)", vec![]),
+        (
+            "marked std loop (the server mark read, as the engine's guard does)",
+            vec![],
+        ),
     ];
     let servers = [
         (engine_addr, &engine_threads),
@@ -195,6 +234,7 @@ fn main() {
         (tokio_addr, &tokio_threads),
         (control_addr, &control_threads),
         (spin_addr, &spin_threads),
+        (marked_addr, &marked_threads),
     ];
     for r in 0..rounds {
         let closed = ping_interleaved(&c, &servers, REQUEST, block, trips, gap, |a| {
@@ -222,15 +262,16 @@ fn main() {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    // Per pass ratios against the anchor, then their median.
-    let ratio = |i: usize, f: fn(&Pass) -> f64| {
+    // Per pass ratios of row i to row j (the anchor: 1), then their median.
+    let ratio_to = |i: usize, j: usize, f: fn(&Pass) -> f64| {
         med(rows[i]
             .1
             .iter()
-            .zip(&rows[1].1)
+            .zip(&rows[j].1)
             .map(|(a, b)| f(a) / f(b))
             .collect())
     };
+    let ratio = |i: usize, f: fn(&Pass) -> f64| ratio_to(i, 1, f);
     println!(
         "{rounds} passes; medians; 64-byte-ish GETs on 127.0.0.1; closed loop {trips} round trips per server per pass in blocks of {block}{}; flood {WINDOW} in flight\n",
         gap.map_or(String::new(), |g| format!(
@@ -256,6 +297,16 @@ fn main() {
             ratio(i, |x| x.4),
         );
     }
+    // The engine against a blocking loop that pays for the server mark as
+    // its guard does.
+    let m = rows.len() - 1;
+    println!(
+        "\nthe engine against the marked std loop (per-pass ratios, median): p50 {:.2}x, p99 {:.2}x, CPU {:.2}x closed, {:.2}x flood",
+        ratio_to(0, m, |x| x.0),
+        ratio_to(0, m, |x| x.1),
+        ratio_to(0, m, |x| x.2),
+        ratio_to(0, m, |x| x.4),
+    );
     stop.store(true, Ordering::Relaxed);
     task.abort();
     drop(rt);

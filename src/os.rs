@@ -80,6 +80,42 @@ pub fn set_server_mark(sock: &impl AsFd, v6: bool) -> io::Result<()> {
     sys::socket::set_recv_hops(fd, v6)
 }
 
+/// Receives one datagram on `sock` into `buf` as `UdpSocket::recv_from`
+/// does (blocking as the socket is; what a longer datagram has past
+/// `buf.len()` is dropped) and says the TTL / hop limit it arrived with:
+/// `None` unless the socket asks for it ([`set_server_mark`]). The source
+/// is as the kernel gives it (v4-mapped on an IPv6 socket), ready for
+/// `send_to`. For a program that answers on a socket loop of its own and
+/// must not answer another udpring server:
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// let sock = std::net::UdpSocket::bind("127.0.0.1:9000")?;
+/// udpring::os::set_server_mark(&sock, false)?;
+/// let mut buf = [0u8; 2048];
+/// loop {
+///     let (n, from, hops) = udpring::os::recv_from_hops(&sock, &mut buf)?;
+///     if hops.is_some_and(udpring::is_marked) {
+///         continue; // another udpring server's answer: answering it loops
+///     }
+///     sock.send_to(&buf[..n], from)?;
+/// }
+/// # }
+/// ```
+pub fn recv_from_hops(
+    sock: &impl AsFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<u8>)> {
+    let (n, name, cmsg) = sys::mmsg::recv_one(sock.as_fd().as_raw_fd(), buf)?;
+    let from = name.to_socket_addr().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a datagram without a source address",
+        )
+    })?;
+    Ok((n, from, cmsg.hops))
+}
+
 /// How a socket treats the path MTU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathMtu {

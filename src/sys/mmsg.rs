@@ -269,6 +269,36 @@ fn point_send(
     h.msg_flags = 0;
 }
 
+/// One datagram from `fd` into `buf` by `recvmsg(2)` (blocking as the
+/// socket is; the rest of a longer one is dropped, as `recv_from` drops
+/// it), with its source and the control messages the engine reads. For
+/// programs with a socket loop of their own ([`crate::os::recv_from_hops`]).
+pub fn recv_one(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, RawAddr, RecvCmsg)> {
+    let mut name = RawAddr::zeroed();
+    let mut ctrl = CmsgSpace::<RECV_CMSG_LEN>::default();
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data (pointers and integers): all zeros is
+    // an empty header, filled in next.
+    let mut h: libc::msghdr = unsafe { mem::zeroed() };
+    h.msg_name = (&mut name as *mut RawAddr).cast();
+    h.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    h.msg_iov = &mut iov;
+    h.msg_iovlen = 1;
+    h.msg_control = ctrl.0.as_mut_ptr().cast();
+    h.msg_controllen = RECV_CMSG_LEN as _;
+    // recvmsg(sockfd, msg, 0): the header points at `name`, `iov` (over
+    // `buf`) and `ctrl`, all alive and not otherwise touched during the
+    // call; the kernel keeps none of them afterwards.
+    let len = syscall!(recvmsg(fd, &mut h, 0))? as usize;
+    name.len = h.msg_namelen;
+    let ctl_len = (h.msg_controllen as usize).min(RECV_CMSG_LEN);
+    let cmsg = RecvCmsg::parse(&ctrl.0[..ctl_len]);
+    Ok((len.min(buf.len()), name, cmsg))
+}
+
 /// Sends `data` at once (`MSG_DONTWAIT`), one datagram as `t` says (its
 /// destination, source and mark; not its slot, unused): from bytes the
 /// caller holds, with no copy into a send slot. The parked `uring`

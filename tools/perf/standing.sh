@@ -168,7 +168,10 @@ kv_rows() {
 import sys
 regime, keys = sys.argv[1], sys.argv[2].split(",")
 rows = {}
+vs_marked = None
 for l in sys.stdin:
+    if l.startswith("the engine against the marked std loop"):
+        vs_marked = l.split("CPU ")[1].split(" ")[0].rstrip("x")
     c = [x.strip() for x in l.strip().strip("|").split("|")]
     if len(c) == 10 and c[0] and c[1][:1].isdigit():
         rows[c[0].split(" ")[0] + ("2" if "control" in c[0] else "")] = c
@@ -186,6 +189,16 @@ for key, label in [("udpring", ""), ("spinning", ", spin_us 50")]:
             continue
         print(f"kv service on the library{label}, {regime} {name} (lower is better)|{e[v]}|"
               f"std UdpSocket loop|{s[v]}|{e[r][:-1]}|{unit} (control: {k[r]})")
+# The engine against the std loop that reads the server mark as its guard
+# does (`recvmsg` and the TTL): what is left when both pay for the mark.
+e, m = rows.get("udpring"), rows.get("marked")
+if "udpring" in keys:
+    name = f"kv service on the library, {regime} CPU per request against a loop reading the server mark"
+    if e and m and vs_marked:
+        print(f"{name} (lower is better)|{e[3]}|std loop reading the server mark|{m[3]}|{vs_marked}|"
+              f"µs of the server threads (that loop to the plain one: {m[8]})")
+    else:
+        print(f"{name}|nan|std loop reading the server mark|nan|nan|failed")
 ' "$1" "$2"
 }
 ROUNDS=$ROUNDS kv_rows "closed loop" udpring,spinning >> "$OUT/rows"
