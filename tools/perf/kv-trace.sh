@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Where a closed-loop kv request's CPU goes, server by server: one pass of
 # `cargo bench --bench kv` (the engine, the std loop anchor, tokio, the
-# std loop control, the spinning engine, one after another in blocks of
+# std loop control, the spinning engine, the std loop reading the server
+# mark, one after another in blocks of
 # 100 round trips) while the kernel's tracepoints record CPU 0, where the
 # servers run: system calls (raw_syscalls), context switches and
 # wake-ups (sched), softirqs (irq). No PMU is needed. For each server
@@ -153,15 +154,18 @@ for i, t in enumerate(order.get('udpring-w0', [])):
     label[t] = ['udpring engine', 'spinning engine'][min(i, 1)]
 for t in order.get('tokio-rt-worker', []):
     label[t] = 'tokio'
-std = [t for t in servers if t not in label]
+# The std loops by their threads' age: the anchor, the control, the one
+# reading the server mark.
+std = sorted(t for t in servers if t not in label)
 for i, t in enumerate(std):
-    label[t] = ['std loop (the anchor)', 'std loop (the control)'][min(i, 1)]
+    label[t] = ['std loop (the anchor)', 'std loop (the control)', 'std loop, server mark'][min(i, 2)]
 cols = ['on CPU', 'tail', 'user', 'send', 'reply', 'head', 'other']
 print('µs per closed-loop request on CPU 0, traced (requests answered in one stretch on the CPU)')
 print()
 print('| server | requests | ' + ' | '.join(cols) + ' | wakes |')
 print('|---|---:|' + '---:|' * (len(cols) + 1))
-want = ['udpring engine', 'std loop (the anchor)', 'tokio', 'std loop (the control)', 'spinning engine']
+want = ['udpring engine', 'std loop (the anchor)', 'tokio', 'std loop (the control)', 'spinning engine',
+        'std loop, server mark']
 for name in want:
     for t in [t for t in servers if label[t] == name]:
         n = max(count[t], 1)
