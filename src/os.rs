@@ -72,8 +72,8 @@ pub fn set_recv_errors(sock: &impl AsFd, v6: bool) -> io::Result<()> {
 /// [`crate::MARK_HOPS`], so that udpring servers do not answer it, and each
 /// datagram it receives carries its TTL / hop limit in a control message
 /// (`IP_TTL`, `IPV6_HOPLIMIT`), so that it can refuse theirs
-/// ([`crate::is_marked`]). For a program that answers datagrams on its
-/// own socket loop (`udpring reference echo`).
+/// ([`recv_from_hops`], [`crate::is_marked`]). For a program that answers
+/// datagrams on its own socket loop (`udpring reference echo`).
 pub fn set_server_mark(sock: &impl AsFd, v6: bool) -> io::Result<()> {
     let fd = sock.as_fd().as_raw_fd();
     sys::socket::set_unicast_hops(fd, v6, crate::MARK_HOPS)?;

@@ -80,6 +80,14 @@
 //!   client of another udpring server on the same engine (a forwarder)
 //!   turns [`Guard::refuse_marked`] off and must not answer what those
 //!   servers send.
+//!
+//! A server with a socket loop of its own, off the engine, speaks the mark
+//! too: [`crate::os::set_server_mark`] on its socket, then
+//! [`crate::os::recv_from_hops`] in place of `recv_from` and no answer to
+//! a datagram [`is_marked`] says is another server's (`udpring reference
+//! echo` does it so). It costs such a loop a `recvmsg` and a control
+//! message per datagram: 1.02-1.05x the CPU of a `recv_from` loop in the
+//! kv bench (PERF.md).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -95,7 +103,8 @@ pub const MARK_HOPS: u8 = 200;
 pub const MARK_SPAN: u8 = 40;
 
 /// Whether a datagram that arrived with TTL / hop limit `hops` carries the
-/// server mark.
+/// server mark (a socket loop of a program's own reads `hops` with
+/// [`crate::os::recv_from_hops`]).
 pub fn is_marked(hops: u8) -> bool {
     (MARK_HOPS - MARK_SPAN..=MARK_HOPS).contains(&hops)
 }
