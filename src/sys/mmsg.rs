@@ -147,13 +147,12 @@ impl MmsgBufs {
     fn arm(&mut self, i: usize, iov: libc::iovec) {
         self.iovs[i] = iov;
         let h = &mut self.hdrs[i];
-        h.msg_hdr.msg_name = (&mut self.names[i] as *mut RawAddr).cast();
-        h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        h.msg_hdr.msg_iov = &mut self.iovs[i];
-        h.msg_hdr.msg_iovlen = 1;
-        h.msg_hdr.msg_control = self.ctrls[i].0.as_mut_ptr().cast();
-        h.msg_hdr.msg_controllen = RECV_CMSG_LEN;
-        h.msg_hdr.msg_flags = 0;
+        point_recv(
+            &mut h.msg_hdr,
+            &mut self.names[i],
+            &mut self.iovs[i],
+            &mut self.ctrls[i],
+        );
         h.msg_len = 0;
     }
 
@@ -161,15 +160,13 @@ impl MmsgBufs {
     /// into `cap` bytes of room.
     fn meta(&self, i: usize, sock: u16, cap: u32) -> RecvMeta {
         let h = &self.hdrs[i];
-        let ctl_len = h.msg_hdr.msg_controllen.min(RECV_CMSG_LEN);
-        let mut src = self.names[i];
-        src.len = h.msg_hdr.msg_namelen;
+        let (src, cmsg) = received(&h.msg_hdr, &self.names[i], &self.ctrls[i]);
         RecvMeta {
             sock,
             src,
             len: h.msg_len.min(cap),
             truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-            cmsg: RecvCmsg::parse(&self.ctrls[i].0[..ctl_len]),
+            cmsg,
         }
     }
 
@@ -283,20 +280,42 @@ pub fn recv_one(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, RawAddr, RecvCm
     // SAFETY: msghdr is plain data (pointers and integers): all zeros is
     // an empty header, filled in next.
     let mut h: libc::msghdr = unsafe { mem::zeroed() };
-    h.msg_name = (&mut name as *mut RawAddr).cast();
-    h.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-    h.msg_iov = &mut iov;
-    h.msg_iovlen = 1;
-    h.msg_control = ctrl.0.as_mut_ptr().cast();
-    h.msg_controllen = RECV_CMSG_LEN as _;
+    point_recv(&mut h, &mut name, &mut iov, &mut ctrl);
     // recvmsg(sockfd, msg, 0): the header points at `name`, `iov` (over
     // `buf`) and `ctrl`, all alive and not otherwise touched during the
     // call; the kernel keeps none of them afterwards.
     let len = syscall!(recvmsg(fd, &mut h, 0))? as usize;
-    name.len = h.msg_namelen;
-    let ctl_len = (h.msg_controllen as usize).min(RECV_CMSG_LEN);
-    let cmsg = RecvCmsg::parse(&ctrl.0[..ctl_len]);
-    Ok((len.min(buf.len()), name, cmsg))
+    let (src, cmsg) = received(&h, &name, &ctrl);
+    Ok((len.min(buf.len()), src, cmsg))
+}
+
+/// Points `h` at `name`, `iov` and `ctrl`, for a receive.
+fn point_recv(
+    h: &mut libc::msghdr,
+    name: &mut RawAddr,
+    iov: &mut libc::iovec,
+    ctrl: &mut CmsgSpace<RECV_CMSG_LEN>,
+) {
+    h.msg_name = (name as *mut RawAddr).cast();
+    h.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    h.msg_iov = iov;
+    h.msg_iovlen = 1;
+    h.msg_control = ctrl.0.as_mut_ptr().cast();
+    h.msg_controllen = RECV_CMSG_LEN;
+    h.msg_flags = 0;
+}
+
+/// What a receive through `h` (set by [`point_recv`]) left: the source
+/// and the control records.
+fn received(
+    h: &libc::msghdr,
+    name: &RawAddr,
+    ctrl: &CmsgSpace<RECV_CMSG_LEN>,
+) -> (RawAddr, RecvCmsg) {
+    let mut src = *name;
+    src.len = h.msg_namelen;
+    let ctl_len = h.msg_controllen.min(RECV_CMSG_LEN);
+    (src, RecvCmsg::parse(&ctrl.0[..ctl_len]))
 }
 
 /// Sends `data` at once (`MSG_DONTWAIT`), one datagram as `t` says (its
