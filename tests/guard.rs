@@ -119,45 +119,47 @@ fn allow_port_and_guard_off_open_what_the_defaults_close() {
     assert_eq!(s.guard_loop, 0);
 }
 
-/// A program's own socket loop on the server mark
-/// (`os::set_server_mark`, `os::recv_from_hops`), IPv4 and IPv6: it reads
-/// the mark on the engine's answer and none on a plain client's datagram
-/// (cut to its buffer, as `recv_from` cuts it), and the engine refuses
-/// what it sends once marked.
-#[test]
-fn a_socket_loop_on_the_server_mark_reads_it_and_the_engine_refuses_it() {
-    for v6 in [false, true] {
-        let engine = Engine::start(config(udpring::Backend::Mmsg, v6), |_| Echo::new()).unwrap();
-        let to = engine.local_addr();
-        let own = client(v6);
-        let plain = client(v6);
-        // Asked before the socket is marked: the engine answers it.
-        own.send_to(b"ask", to).unwrap();
-        plain.send_to(&[7; 100], own.local_addr().unwrap()).unwrap();
-        udpring::os::set_server_mark(&own, v6).unwrap();
-        let mut buf = [0u8; 16];
-        let mut seen = 0;
-        for _ in 0..2 {
-            let (n, from, hops) = udpring::os::recv_from_hops(&own, &mut buf).unwrap();
-            if from == to {
-                assert_eq!(
-                    (n, &buf[..n], hops),
-                    (3, &b"ask"[..], Some(udpring::MARK_HOPS))
-                );
-                seen |= 1;
-            } else {
-                assert_eq!(from, plain.local_addr().unwrap());
-                assert_eq!((n, buf), (16, [7; 16]), "cut to the buffer");
-                assert!(hops.is_some_and(|h| !udpring::is_marked(h)), "{hops:?}");
-                seen |= 2;
+per_backend!(
+    /// A program's own socket loop on the server mark
+    /// (`os::set_server_mark`, `os::recv_from_hops`), IPv4 and IPv6: it
+    /// reads the mark on the engine's answer and none on a plain client's
+    /// datagram (cut to its buffer, as `recv_from` cuts it), and the engine
+    /// refuses what it sends once marked (a `uring` worker parked by then:
+    /// its own receive reads the mark).
+    fn a_socket_loop_on_the_server_mark_reads_it_and_the_engine_refuses_it(backend) {
+        for v6 in [false, true] {
+            let engine = Engine::start(config(backend, v6), |_| Echo::new()).unwrap();
+            let to = engine.local_addr();
+            let own = client(v6);
+            let plain = client(v6);
+            // Asked before the socket is marked: the engine answers it.
+            own.send_to(b"ask", to).unwrap();
+            plain.send_to(&[7; 100], own.local_addr().unwrap()).unwrap();
+            udpring::os::set_server_mark(&own, v6).unwrap();
+            let mut buf = [0u8; 16];
+            let mut seen = 0;
+            for _ in 0..2 {
+                let (n, from, hops) = udpring::os::recv_from_hops(&own, &mut buf).unwrap();
+                if from == to {
+                    assert_eq!(
+                        (n, &buf[..n], hops),
+                        (3, &b"ask"[..], Some(udpring::MARK_HOPS))
+                    );
+                    seen |= 1;
+                } else {
+                    assert_eq!(from, plain.local_addr().unwrap());
+                    assert_eq!((n, buf), (16, [7; 16]), "cut to the buffer");
+                    assert!(hops.is_some_and(|h| !udpring::is_marked(h)), "{hops:?}");
+                    seen |= 2;
+                }
             }
+            assert_eq!(seen, 3, "v6 {v6}");
+            own.send_to(b"again", to).unwrap();
+            wait_workers(&engine, |s| {
+                s.iter().map(|w| w.guard_marked).sum::<u64>() >= 1
+            });
+            let s = stop_clean(engine);
+            assert_eq!((s.guard_marked, s.sent), (1, 1), "v6 {v6}");
         }
-        assert_eq!(seen, 3, "v6 {v6}");
-        own.send_to(b"again", to).unwrap();
-        wait_workers(&engine, |s| {
-            s.iter().map(|w| w.guard_marked).sum::<u64>() >= 1
-        });
-        let s = stop_clean(engine);
-        assert_eq!((s.guard_marked, s.sent), (1, 1), "v6 {v6}");
     }
-}
+);
