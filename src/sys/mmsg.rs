@@ -140,14 +140,7 @@ impl MmsgBufs {
         // else touches during the call; the kernel keeps none of them
         // afterwards.
         let len = syscall!(recvmsg(fd, &mut *h, 0))? as u32;
-        let (src, cmsg) = received(h, RawAddr::from_bytes(name), ctrl);
-        let meta = RecvMeta {
-            sock,
-            src,
-            len: len.min(cap),
-            truncated: h.msg_flags & libc::MSG_TRUNC != 0,
-            cmsg,
-        };
+        let meta = received(h, sock, RawAddr::from_bytes(name), ctrl, len.min(cap));
         lent.set_window(HEADROOM as u32, meta.len);
         Ok(meta)
     }
@@ -170,14 +163,13 @@ impl MmsgBufs {
     /// into `cap` bytes of room.
     fn meta(&self, i: usize, sock: u16, cap: u32) -> RecvMeta {
         let h = &self.hdrs[i];
-        let (src, cmsg) = received(&h.msg_hdr, self.names[i], &self.ctrls[i].0);
-        RecvMeta {
+        received(
+            &h.msg_hdr,
             sock,
-            src,
-            len: h.msg_len.min(cap),
-            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-            cmsg,
-        }
+            self.names[i],
+            &self.ctrls[i].0,
+            h.msg_len.min(cap),
+        )
     }
 
     /// Lends the `i`th datagram of the last [`MmsgBufs::recv`] (which
@@ -300,8 +292,8 @@ pub fn recv_one(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, RawAddr, RecvCm
     // `buf`) and `ctrl`, all alive and not otherwise touched during the
     // call; the kernel keeps none of them afterwards.
     let len = syscall!(recvmsg(fd, &mut h, 0))? as usize;
-    let (src, cmsg) = received(&h, name, &ctrl.0);
-    Ok((len.min(buf.len()), src, cmsg))
+    let m = received(&h, 0, name, &ctrl.0, 0);
+    Ok((len.min(buf.len()), m.src, m.cmsg))
 }
 
 /// Points `h` at `name` (room for a `sockaddr_in6`), `iov` and `ctrl`,
@@ -321,14 +313,21 @@ fn point_recv(
     h.msg_flags = 0;
 }
 
-/// What a receive through `h` (set by [`point_recv`]) left: the source
-/// (`name`, the bytes of its name room) and the records in `ctrl`.
-fn received(h: &libc::msghdr, mut name: RawAddr, ctrl: &[u8]) -> (RawAddr, RecvCmsg) {
+/// The record of a datagram of `len` bytes (as kept) received on socket
+/// `sock` through `h` (set by [`point_recv`]): its source (`name`, the
+/// bytes of its name room), whether it was cut, and the records in `ctrl`.
+fn received(h: &libc::msghdr, sock: u16, mut name: RawAddr, ctrl: &[u8], len: u32) -> RecvMeta {
     name.len = h
         .msg_namelen
         .min(mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t);
     let ctl_len = h.msg_controllen.min(ctrl.len());
-    (name, RecvCmsg::parse(&ctrl[..ctl_len]))
+    RecvMeta {
+        sock,
+        src: name,
+        len,
+        truncated: h.msg_flags & libc::MSG_TRUNC != 0,
+        cmsg: RecvCmsg::parse(&ctrl[..ctl_len]),
+    }
 }
 
 /// Sends `data` at once (`MSG_DONTWAIT`), one datagram as `t` says (its
