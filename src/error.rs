@@ -32,9 +32,12 @@ pub enum ErrorEvent {
         errno: i32,
     },
     /// The kernel refused a send for a reason it does not explain in the
-    /// error queue (`ENOBUFS`, `EINVAL`, `EACCES`, `EPERM`, ...). Its
-    /// datagrams are counted in [`crate::Stats::send_errors`] under
-    /// `errno` and are not sent.
+    /// error queue (`ENOBUFS`, `EINVAL`, `EACCES`, `EPERM`, ...), or twice
+    /// for ICMP reports about earlier datagrams (`ECONNREFUSED`, ...: an
+    /// unconnected socket fails its next send with such a report; the
+    /// engine sends once more, and the report itself comes as its own
+    /// event). Its datagrams are counted in [`crate::Stats::send_errors`]
+    /// under `errno` and are not sent.
     SendFailed {
         /// Where it was going.
         peer: Option<SocketAddr>,

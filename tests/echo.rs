@@ -278,15 +278,21 @@ per_backend!(
     }
 );
 
-/// Sends to a closed port and records the error events.
+/// Sends to a closed port (`burst` datagrams at the start) and records
+/// the error events.
 struct Refused {
     target: SocketAddr,
+    burst: usize,
     events: Arc<Mutex<Vec<ErrorEvent>>>,
 }
 
 impl Handler for Refused {
     fn on_start(&mut self, tx: &mut Transport<'_>) {
-        tx.send_to(b"anyone?", self.target).unwrap();
+        // Each longer than the last: no two make one GSO train.
+        for n in 1..=self.burst {
+            tx.send_to(&b"anyone?".repeat(n)[..6 + n], self.target)
+                .unwrap();
+        }
     }
     fn on_datagram(&mut self, _dgram: Datagram<'_>, _tx: &mut Transport<'_>) {}
     fn on_error(&mut self, event: ErrorEvent, _tx: &mut Transport<'_>) {
@@ -301,6 +307,7 @@ per_backend!(
         let e2 = events.clone();
         let engine = Engine::start(config(backend, false), move |_| Refused {
             target: closed,
+            burst: 1,
             events: e2.clone(),
         })
         .unwrap();
@@ -321,6 +328,54 @@ per_backend!(
         std::thread::sleep(Duration::from_millis(50));
         let s = stop_clean(engine);
         assert_eq!(s.received, 1, "{backend}: receive re-armed after the error");
+    }
+);
+
+per_backend!(
+    /// A burst into a closed port: on loopback the port-unreachable for
+    /// one datagram comes back before the next send, which then fails with
+    /// `ECONNREFUSED` (an unconnected socket reports the error on its next
+    /// send, whatever its destination). The engine sends that datagram
+    /// once more, which can fail the same way. Each datagram is either
+    /// sent or counted in `send_errors` with a `SendFailed` event naming
+    /// where it was going: a handler counting what left (a relay) must
+    /// not take a datagram refused twice for one that went. (Here the
+    /// `simple` and `uring` backends see sends refused; `mmsg`'s batches
+    /// all left before the first report came back.)
+    fn a_send_refused_for_an_earlier_datagrams_icmp_is_sent_or_told_failed(backend) {
+        for v6 in [false, true] {
+            let closed = unused_addr(if v6 { "::1" } else { "127.0.0.1" });
+            let events = Arc::new(Mutex::new(Vec::new()));
+            let e2 = events.clone();
+            let burst = 48;
+            let engine = Engine::start(config(backend, v6), move |_| Refused {
+                target: closed,
+                burst,
+                events: e2.clone(),
+            })
+            .unwrap();
+            wait_workers(&engine, |s| {
+                s.iter().map(|w| w.sent + w.send_errors_total()).sum::<u64>() == burst as u64
+            });
+            let s = stop_clean(engine);
+            let failed_here = events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| matches!(e, ErrorEvent::SendFailed { peer: Some(p), .. } if *p == closed))
+                .count() as u64;
+            assert_eq!(
+                s.sent + s.send_errors_total(),
+                burst as u64,
+                "{backend} v6={v6}: each datagram sent or failed: {s:?}"
+            );
+            assert_eq!(
+                failed_here,
+                s.send_errors_total(),
+                "{backend} v6={v6}: each failed send told as such: {:?}",
+                events.lock().unwrap()
+            );
+        }
     }
 );
 

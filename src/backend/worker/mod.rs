@@ -326,10 +326,12 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// A send failed with `errno`: count it, and for errors the kernel
-    /// explains (ICMP, EMSGSIZE) hand the handler the error queue's account,
-    /// or, if the queue is empty, an event built from the errno (with the
-    /// path MTU of a connected socket for EMSGSIZE).
+    /// A send failed with `errno`. For errors the kernel explains (ICMP,
+    /// EMSGSIZE) the handler gets the error queue's account, or, if the
+    /// queue is empty, an event built from the errno (with the path MTU for
+    /// EMSGSIZE). A send refused for an earlier datagram's ICMP report is
+    /// sent once more; a datagram that does not go is counted in
+    /// `send_errors` and told as `SendFailed` (EMSGSIZE: `MessageTooLong`).
     fn send_failed(&mut self, t: &Transmit, errno: i32) {
         if !is_icmp_errno(errno) {
             self.core.stats.send_errors_n(errno, t.datagrams());
@@ -338,11 +340,34 @@ impl<H: Handler> Worker<H> {
             return;
         }
         let reported = self.drain_errors(usize::from(t.sock));
+        let peer = self.core.peer_of(t);
+        if errno == libc::EMSGSIZE && !t.retried {
+            // About this datagram: the error queue has the kernel's report
+            // with the path's MTU when the socket has IP_RECVERR. Never
+            // resent: it would fail the same way.
+            self.core.stats.send_errors_n(errno, t.datagrams());
+            if reported == 0 {
+                let mtu = self
+                    .core
+                    .fd(usize::from(t.sock))
+                    .and_then(|fd| sys::socket::path_mtu(fd, self.core.v6(usize::from(t.sock))))
+                    .ok();
+                self.error_event(
+                    usize::from(t.sock),
+                    ErrorEvent::MessageTooLong { peer, mtu },
+                );
+            }
+            return;
+        }
         // An unconnected socket reports an ICMP error about one datagram on
         // the next send, whatever its destination: that send did not go out.
-        // With the error now read, send it once more. (Not EMSGSIZE: that is
-        // about this datagram, and would fail the same way.)
-        if !t.retried && errno != libc::EMSGSIZE {
+        // The report goes to the handler (from the error queue, or, when
+        // that held none, from the errno: about some earlier datagram, no
+        // peer to name). With the error now read, send it once more.
+        if reported == 0 {
+            self.error_event(usize::from(t.sock), ErrorEvent::from_errno(errno, None));
+        }
+        if !t.retried {
             self.core.queue.push(
                 &mut self.core.pool,
                 Transmit {
@@ -352,23 +377,10 @@ impl<H: Handler> Worker<H> {
             );
             return;
         }
+        // Refused again, for yet another datagram's report: this one did
+        // not go.
         self.core.stats.send_errors_n(errno, t.datagrams());
-        if reported > 0 {
-            return;
-        }
-        let peer = self.core.peer_of(t);
-        let ev = match ErrorEvent::from_errno(errno, peer) {
-            ErrorEvent::MessageTooLong { peer, mtu: None } => ErrorEvent::MessageTooLong {
-                peer,
-                mtu: self
-                    .core
-                    .fd(usize::from(t.sock))
-                    .and_then(|fd| sys::socket::path_mtu(fd, self.core.v6(usize::from(t.sock))))
-                    .ok(),
-            },
-            ev => ev,
-        };
-        self.error_event(usize::from(t.sock), ev);
+        self.error_event(usize::from(t.sock), ErrorEvent::SendFailed { peer, errno });
     }
 
     /// A queued send the network would not take, given up so that its slot
