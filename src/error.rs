@@ -35,8 +35,8 @@ pub enum ErrorEvent {
     /// error queue (`ENOBUFS`, `EINVAL`, `EACCES`, `EPERM`, ...), or twice
     /// for ICMP reports about earlier datagrams (`ECONNREFUSED`, ...: an
     /// unconnected socket fails its next send with such a report; the
-    /// engine sends once more, and the report itself comes as its own
-    /// event). Its datagrams are counted in [`crate::Stats::send_errors`]
+    /// engine sends once more; the reports come from the error queue as
+    /// events of their own). Its datagrams are counted in [`crate::Stats::send_errors`]
     /// under `errno` and are not sent.
     SendFailed {
         /// Where it was going.

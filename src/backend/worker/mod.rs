@@ -361,12 +361,10 @@ impl<H: Handler> Worker<H> {
         }
         // An unconnected socket reports an ICMP error about one datagram on
         // the next send, whatever its destination: that send did not go out.
-        // The report goes to the handler (from the error queue, or, when
-        // that held none, from the errno: about some earlier datagram, no
-        // peer to name). With the error now read, send it once more.
-        if reported == 0 {
-            self.error_event(usize::from(t.sock), ErrorEvent::from_errno(errno, None));
-        }
+        // The report went to the handler from the error queue (the socket
+        // has IP_RECVERR; an empty queue means it was read before: a
+        // `sendmmsg` that stops at a refused send puts the error back for
+        // the next call). With the error now read, send it once more.
         if !t.retried {
             self.core.queue.push(
                 &mut self.core.pool,
