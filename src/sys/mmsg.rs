@@ -139,7 +139,7 @@ impl MmsgBufs {
         // at the lent slot's name, control and payload room, which nothing
         // else touches during the call; the kernel keeps none of them
         // afterwards.
-        let len = syscall!(recvmsg(fd, &mut *h, 0))? as u32;
+        let len = direct!(SYS_recvmsg(fd, &raw mut *h, 0))? as u32;
         let meta = received(h, sock, RawAddr::from_bytes(name), ctrl, len.min(cap));
         lent.set_window(HEADROOM as u32, meta.len);
         Ok(meta)
@@ -344,12 +344,12 @@ pub fn send_bytes(fd: RawFd, data: &[u8], t: &Transmit) -> io::Result<()> {
         // sendto(sockfd, buf, len, MSG_DONTWAIT, dest_addr, addrlen): `data`
         // and `name` (null with length 0 for the connected peer) are alive
         // for the call; the kernel keeps neither.
-        return syscall!(sendto(
+        return direct!(SYS_sendto(
             fd,
-            data.as_ptr().cast(),
+            data.as_ptr(),
             data.len(),
             libc::MSG_DONTWAIT,
-            name.name_ptr().cast_const().cast(),
+            name.name_ptr().cast_const(),
             name.len()
         ))
         .map(|_| ());

@@ -582,9 +582,17 @@ impl Core {
     /// Makes GSO trains of small datagrams queued back to back (when the
     /// queue does: `Config::coalesce`), counted in `coalesced`; the
     /// backends call it before they send what is queued.
+    #[inline]
     pub fn coalesce_queue(&mut self) {
+        // Nothing to join (the parked worker's usual turn): no call, and
+        // the counters' lines untouched.
+        if self.queue.len() < 2 {
+            return;
+        }
         let n = self.queue.coalesce(&mut self.pool);
-        self.stats.c.coalesced.add(n as u64);
+        if n > 0 {
+            self.stats.c.coalesced.add(n as u64);
+        }
     }
 
     /// Publishes what is not shared as it is counted (once per loop
