@@ -39,6 +39,18 @@ pub(crate) struct Worker<H> {
     writable_wanted: bool,
 }
 
+/// What a drain of a socket's error queue found.
+#[derive(Default)]
+struct Drained {
+    /// Entries read (errors, TX timestamps, unknown ones), or 1 for a
+    /// pending socket error without an entry.
+    entries: usize,
+    /// Among them, the kernel's local report that a send was too big for
+    /// the path (`EMSGSIZE`, `SO_EE_ORIGIN_LOCAL`): about the send that
+    /// just failed, not an earlier datagram.
+    too_big_here: bool,
+}
+
 /// What a panic said, as text.
 pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
@@ -201,28 +213,37 @@ impl<H: Handler> Worker<H> {
     /// Drains socket `sock`'s error queue into handler events; returns how
     /// many entries there were.
     pub fn drain_errors(&mut self, sock: usize) -> usize {
+        self.drain_reports(sock).entries
+    }
+
+    /// [`Self::drain_errors`], saying what the entries were.
+    fn drain_reports(&mut self, sock: usize) -> Drained {
+        let mut d = Drained::default();
         let Ok(fd) = self.core.fd(sock) else {
-            return 0;
+            return d;
         };
-        let mut n = 0;
         // Read synchronously; events are few and each is a handler call.
         while let Some(entry) = sys::read_errqueue(fd) {
-            n += 1;
+            d.entries += 1;
             match entry {
-                sys::Queued::Error(e) => self.error_event(sock, ErrorEvent::from_queued(e)),
+                sys::Queued::Error(e) => {
+                    d.too_big_here |=
+                        e.errno == libc::EMSGSIZE && e.origin == libc::SO_EE_ORIGIN_LOCAL;
+                    self.error_event(sock, ErrorEvent::from_queued(e));
+                }
                 sys::Queued::TxTimestamp { id, ns } => self.tx_timestamp(id, ns),
                 sys::Queued::Unknown => self.invalid(),
             }
         }
         // A pending SO_ERROR without a queue entry (e.g. no IP_RECVERR on a
         // v4-mapped path) still becomes an event.
-        if n == 0
+        if d.entries == 0
             && let Some(errno) = sys::take_socket_error(fd)
         {
             self.error_event(sock, ErrorEvent::from_errno(errno, None));
-            n += 1;
+            d.entries += 1;
         }
-        n
+        d
     }
 
     /// A TX timestamp for the send that asked under `id`: to the handler.
@@ -337,7 +358,8 @@ impl<H: Handler> Worker<H> {
     /// queue is empty, an event built from the errno (with the path MTU for
     /// EMSGSIZE). A send refused for an earlier datagram's ICMP report is
     /// sent once more; a datagram that does not go is counted in
-    /// `send_errors` and told as `SendFailed` (EMSGSIZE: `MessageTooLong`).
+    /// `send_errors` and told as `SendFailed` (too big for the path:
+    /// `MessageTooLong`).
     fn send_failed(&mut self, t: &Transmit, errno: i32) {
         if !is_icmp_errno(errno) {
             self.core.stats.send_errors_n(errno, t.datagrams());
@@ -345,32 +367,35 @@ impl<H: Handler> Worker<H> {
             self.error_event(usize::from(t.sock), ErrorEvent::SendFailed { peer, errno });
             return;
         }
-        let reported = self.drain_errors(usize::from(t.sock));
+        let sock = usize::from(t.sock);
+        let reported = self.drain_reports(sock);
         let peer = self.core.peer_of(t);
-        if errno == libc::EMSGSIZE && !t.retried {
-            // About this datagram: the error queue has the kernel's report
-            // with the path's MTU when the socket has IP_RECVERR. Never
-            // resent: it would fail the same way.
+        // EMSGSIZE about this datagram: the kernel's own report says so
+        // (a local one, with the MTU, told from the queue just now), or,
+        // without any report, nothing else can have caused it. Never sent
+        // again: it would fail the same way.
+        if errno == libc::EMSGSIZE && (reported.too_big_here || reported.entries == 0) {
             self.core.stats.send_errors_n(errno, t.datagrams());
-            if reported == 0 {
+            if reported.entries == 0 {
                 let mtu = self
                     .core
-                    .fd(usize::from(t.sock))
-                    .and_then(|fd| sys::socket::path_mtu(fd, self.core.v6(usize::from(t.sock))))
+                    .fd(sock)
+                    .and_then(|fd| sys::socket::path_mtu(fd, self.core.v6(sock)))
                     .ok();
-                self.error_event(
-                    usize::from(t.sock),
-                    ErrorEvent::MessageTooLong { peer, mtu },
-                );
+                self.error_event(sock, ErrorEvent::MessageTooLong { peer, mtu });
             }
             return;
         }
-        // An unconnected socket reports an ICMP error about one datagram on
-        // the next send, whatever its destination: that send did not go out.
-        // The report went to the handler from the error queue (the socket
-        // has IP_RECVERR; an empty queue means it was read before: a
-        // `sendmmsg` that stops at a refused send puts the error back for
-        // the next call). With the error now read, send it once more.
+        // Otherwise an unconnected socket reported an ICMP error about an
+        // earlier datagram on this send, whatever its destination (port or
+        // host unreachable; fragmentation needed, which a forged ICMP can
+        // say too): this send did not go out. The report went to the
+        // handler from the error queue; without an entry there (no
+        // IP_RECVERR for the path), the errno is all there is of it: told
+        // about no peer. With the error now read, send once more.
+        if reported.entries == 0 {
+            self.error_event(sock, ErrorEvent::from_errno(errno, None));
+        }
         if !t.retried {
             self.core.queue.push(
                 &mut self.core.pool,
@@ -384,7 +409,7 @@ impl<H: Handler> Worker<H> {
         // Refused again, for yet another datagram's report: this one did
         // not go.
         self.core.stats.send_errors_n(errno, t.datagrams());
-        self.error_event(usize::from(t.sock), ErrorEvent::SendFailed { peer, errno });
+        self.error_event(sock, ErrorEvent::SendFailed { peer, errno });
     }
 
     /// A queued send the network would not take, given up so that its slot

@@ -148,6 +148,48 @@ fn gso_refused_turns_gso_off_and_resends_as_datagrams() {
 }
 
 #[test]
+fn a_too_big_refusal_the_kernel_did_not_report_as_this_sends_own_is_resent() {
+    use std::os::fd::AsRawFd;
+    let (mut w, s) = worker();
+    crate::sys::socket::set_recverr(s.as_raw_fd(), false).unwrap();
+    // A report about an earlier datagram waits in the error queue (here a
+    // port unreachable: nothing on loopback reports fragmentation needed,
+    // which a router or a forged ICMP would).
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = closed.local_addr().unwrap();
+    drop(closed);
+    s.send_to(b"earlier", to).unwrap();
+    // The report is in once the socket's error is set (taking it leaves
+    // the queue's entry).
+    let came = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        s.take_error().unwrap().is_some()
+    });
+    assert!(came, "the report came");
+    // A send refused with EMSGSIZE now is not this datagram's own size
+    // (that report, a local one, would be in the queue): sent once more.
+    let t = queued_train(&mut w, 64, 0);
+    w.complete(t, Err(libc::EMSGSIZE));
+    assert_eq!(w.core.queue.len(), 1, "sent once more");
+    assert_eq!(w.core.stats.send_errors_total(), 0);
+    assert_eq!(
+        w.handler.0,
+        [ErrorEvent::ConnectionRefused { peer: Some(to) }],
+        "the report, about the earlier datagram"
+    );
+    // Refused again with nothing in the queue: too big itself, told so.
+    let again = w.core.queue.pop_front().unwrap();
+    w.complete(again, Err(libc::EMSGSIZE));
+    assert!(w.core.queue.is_empty());
+    assert_eq!(w.core.stats.send_errors_total(), 1);
+    assert!(matches!(
+        w.handler.0[1],
+        ErrorEvent::MessageTooLong { peer: Some(p), .. } if p.port() == 9
+    ));
+    assert_eq!(w.core.pool.counts().out, 0);
+}
+
+#[test]
 fn an_icmp_class_failure_is_resent_once_then_counted_with_an_event() {
     let (mut w, _s) = worker();
     let t = queued_train(&mut w, 64, 0);
@@ -157,15 +199,21 @@ fn an_icmp_class_failure_is_resent_once_then_counted_with_an_event() {
     assert!(again.retried);
     w.complete(again, Err(libc::ECONNREFUSED));
     assert_eq!(w.core.stats.send_errors_total(), 1);
-    // Each refusal is a report about some earlier datagram, told from the
-    // error queue (empty here); the datagram refused twice did not go, and
-    // the event says where it was going.
+    // Each refusal is a report about some earlier datagram (the socket
+    // has no IP_RECVERR here, so no queue entry: from the errno, about no
+    // peer); the datagram refused twice did not go, and the event says
+    // where it was going.
+    let report = ErrorEvent::ConnectionRefused { peer: None };
     assert_eq!(
         w.handler.0,
-        [ErrorEvent::SendFailed {
-            peer: Some("127.0.0.1:9".parse().unwrap()),
-            errno: libc::ECONNREFUSED
-        }]
+        [
+            report,
+            report,
+            ErrorEvent::SendFailed {
+                peer: Some("127.0.0.1:9".parse().unwrap()),
+                errno: libc::ECONNREFUSED
+            }
+        ]
     );
     w.handler.0.clear();
     // EMSGSIZE is about this datagram: never resent.
