@@ -16,12 +16,26 @@ pub enum ErrorEvent {
         /// Where the refused datagram went, when the kernel says.
         peer: Option<SocketAddr>,
     },
-    /// A datagram was too big for the path (`EMSGSIZE`); `mtu` is what the
-    /// kernel reported, when it did.
+    /// The kernel refused a send as too big for the path (`EMSGSIZE`:
+    /// larger than the path MTU it knows, with
+    /// [`Config::pmtu_discover`](crate::Config)); `mtu` is what it
+    /// reported, when it did. The datagram did not leave (counted in
+    /// [`crate::Stats::send_errors`]).
     MessageTooLong {
         /// Destination of the datagram.
         peer: Option<SocketAddr>,
-        /// Path MTU from the ICMP message or the local route.
+        /// Path MTU from the kernel's report or the local route.
+        mtu: Option<u32>,
+    },
+    /// A router said a datagram that left was too big for its next hop
+    /// (ICMP "fragmentation needed", ICMPv6 "packet too big"), with the MTU
+    /// it can carry: that datagram did not arrive, and the kernel has
+    /// lowered the path MTU (the next sends are cut to it, or refused as
+    /// [`ErrorEvent::MessageTooLong`] with `pmtu_discover`).
+    PacketTooBig {
+        /// Destination of the datagram.
+        peer: Option<SocketAddr>,
+        /// The MTU the router reported.
         mtu: Option<u32>,
     },
     /// Host or network unreachable, or another ICMP error.
@@ -77,6 +91,10 @@ impl fmt::Display for ErrorEvent {
                 Some(m) => write!(f, "{}: message too long for the path (MTU {m})", peer(p)),
                 None => write!(f, "{}: message too long for the path", peer(p)),
             },
+            ErrorEvent::PacketTooBig { peer: p, mtu } => match mtu {
+                Some(m) => write!(f, "{}: a router reported packet too big (MTU {m})", peer(p)),
+                None => write!(f, "{}: a router reported packet too big", peer(p)),
+            },
             ErrorEvent::Unreachable { peer: p, errno } => write!(
                 f,
                 "{}: unreachable ({})",
@@ -110,6 +128,15 @@ impl ErrorEvent {
         let peer = e.peer;
         match e.errno {
             libc::ECONNREFUSED => ErrorEvent::ConnectionRefused { peer },
+            // From the network: about a datagram that left.
+            libc::EMSGSIZE
+                if e.origin == libc::SO_EE_ORIGIN_ICMP || e.origin == libc::SO_EE_ORIGIN_ICMP6 =>
+            {
+                ErrorEvent::PacketTooBig {
+                    peer,
+                    mtu: (e.info != 0).then_some(e.info),
+                }
+            }
             libc::EMSGSIZE => ErrorEvent::MessageTooLong {
                 peer,
                 mtu: (e.info != 0).then_some(e.info),

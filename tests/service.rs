@@ -549,6 +549,11 @@ fn errors_read_as_sentences() {
         mtu: Some(1280),
     };
     assert!(ev.to_string().contains("MTU 1280"));
+    let ev = ErrorEvent::PacketTooBig {
+        peer: None,
+        mtu: Some(1280),
+    };
+    assert!(ev.to_string().contains("packet too big (MTU 1280)"));
     assert_eq!(
         SendError::AddressFamily.to_string(),
         "an IPv6 destination for an IPv4 socket"

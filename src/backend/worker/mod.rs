@@ -46,9 +46,11 @@ struct Drained {
     /// pending socket error without an entry.
     entries: usize,
     /// Among them, the kernel's local report that a send was too big for
-    /// the path (`EMSGSIZE`, `SO_EE_ORIGIN_LOCAL`): about the send that
-    /// just failed, not an earlier datagram.
+    /// the path (`EMSGSIZE`, `SO_EE_ORIGIN_LOCAL`): about a send that
+    /// failed, not an earlier datagram that left.
     too_big_here: bool,
+    /// The MTU that report gave.
+    mtu: Option<u32>,
 }
 
 /// What a panic said, as text.
@@ -226,11 +228,17 @@ impl<H: Handler> Worker<H> {
         while let Some(entry) = sys::read_errqueue(fd) {
             d.entries += 1;
             match entry {
-                sys::Queued::Error(e) => {
-                    d.too_big_here |=
-                        e.errno == libc::EMSGSIZE && e.origin == libc::SO_EE_ORIGIN_LOCAL;
-                    self.error_event(sock, ErrorEvent::from_queued(e));
+                // A send refused as too big: the failed send is told by
+                // `send_failed`, which knows where it was going (the
+                // report's address has no port on an unconnected socket)
+                // and tells it once however often it was tried.
+                sys::Queued::Error(e)
+                    if e.errno == libc::EMSGSIZE && e.origin == libc::SO_EE_ORIGIN_LOCAL =>
+                {
+                    d.too_big_here = true;
+                    d.mtu = (e.info != 0).then_some(e.info).or(d.mtu);
                 }
+                sys::Queued::Error(e) => self.error_event(sock, ErrorEvent::from_queued(e)),
                 sys::Queued::TxTimestamp { id, ns } => self.tx_timestamp(id, ns),
                 sys::Queued::Unknown => self.invalid(),
             }
@@ -371,19 +379,18 @@ impl<H: Handler> Worker<H> {
         let reported = self.drain_reports(sock);
         let peer = self.core.peer_of(t);
         // EMSGSIZE about this datagram: the kernel's own report says so
-        // (a local one, with the MTU, told from the queue just now), or,
-        // without any report, nothing else can have caused it. Never sent
-        // again: it would fail the same way.
+        // (a local one, with the MTU), or, without any report, nothing
+        // else can have caused it. Never sent again: it would fail the
+        // same way.
         if errno == libc::EMSGSIZE && (reported.too_big_here || reported.entries == 0) {
             self.core.stats.send_errors_n(errno, t.datagrams());
-            if reported.entries == 0 {
-                let mtu = self
-                    .core
+            let mtu = reported.mtu.or_else(|| {
+                self.core
                     .fd(sock)
                     .and_then(|fd| sys::socket::path_mtu(fd, self.core.v6(sock)))
-                    .ok();
-                self.error_event(sock, ErrorEvent::MessageTooLong { peer, mtu });
-            }
+                    .ok()
+            });
+            self.error_event(sock, ErrorEvent::MessageTooLong { peer, mtu });
             return;
         }
         // Otherwise an unconnected socket reported an ICMP error about an

@@ -252,7 +252,9 @@ impl Prober {
         while let Some(e) = udpring::os::read_error(&self.sock) {
             self.icmp_seen += 1;
             answer = match e {
-                ErrorEvent::MessageTooLong { mtu, .. } => Some(Answer::TooBig(mtu)),
+                ErrorEvent::MessageTooLong { mtu, .. } | ErrorEvent::PacketTooBig { mtu, .. } => {
+                    Some(Answer::TooBig(mtu))
+                }
                 // Port unreachable from the target itself: the probe got there.
                 ErrorEvent::ConnectionRefused { .. } => Some(Answer::Refused),
                 _ => answer,

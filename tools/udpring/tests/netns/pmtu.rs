@@ -61,7 +61,19 @@ fn too_long_mtu(topo: &Topology, bind: &str, to: &str, size: usize) -> Vec<Error
         }
         let s = engine.stop().unwrap();
         assert_eq!(s.slots_out, 0);
-        events.lock().unwrap().clone()
+        let events = events.lock().unwrap().clone();
+        // Each send refused as too big told once, where it was going.
+        let refused = s
+            .send_errors
+            .iter()
+            .find(|&&(e, _)| e == libc::EMSGSIZE)
+            .map_or(0, |&(_, n)| n);
+        let told = events
+            .iter()
+            .filter(|e| matches!(e, ErrorEvent::MessageTooLong { peer: Some(p), .. } if *p == to))
+            .count() as u64;
+        assert_eq!(told, refused, "{events:?} {s:?}");
+        events
     })
 }
 
@@ -89,6 +101,59 @@ fn message_too_long_carries_the_path_mtu_v4_and_v6() {
         )),
         "IPv6: {got:?}"
     );
+}
+
+/// `udpring fanout` on A relaying datagrams too big for the path to B
+/// (IPv4: R's route is 1280; IPv6: R's link is 1400) to the echo on B.
+/// The first leaves with DF set and R says "too big" for it; the kernel
+/// then cuts the next ones to the path (fanout does not set
+/// `pmtu_discover`). The report is counted as what it is, about a
+/// datagram that left (`refused`), not as a failed send: every relay
+/// counted forwarded went (`sent`), none failed.
+#[test]
+fn a_relay_counts_a_routers_packet_too_big_as_a_report_not_a_failure() {
+    let topo = crate::topology!(pmtu, "f");
+    let _echo = topo.echo_in_b();
+    for (listen, to, size) in [
+        ("10.200.1.1:6200", "10.200.2.1:7007", 1400),
+        ("[fd00:200:1::1]:6200", "[fd00:200:2::1]:7007", 1452),
+    ] {
+        let relay = topo.server(
+            "a",
+            &crate::util::words(&format!(
+                "fanout --listen {listen} --to {to} -w 1 --duration 1.5 -q --json"
+            )),
+        );
+        let at: std::net::SocketAddr = listen.parse().unwrap();
+        topo.run_in("a", move || {
+            let bind = if at.is_ipv6() {
+                "[::1]:0"
+            } else {
+                "127.0.0.1:0"
+            };
+            let c = std::net::UdpSocket::bind(bind).unwrap();
+            for i in 0..20u8 {
+                c.send_to(&[i; 1452][..size], at).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let v = crate::topo::json_of(&relay.finish());
+        crate::util::vocab::check("fanout", &v);
+        let d = &v["destinations"][0];
+        let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+        assert_eq!(n(&v, "received"), 20, "{to}: {v}");
+        assert!(
+            n(d, "refused") >= 1,
+            "{to}: the router's report counted: {v}"
+        );
+        assert_eq!(n(d, "failed"), 0, "{to}: no send failed: {v}");
+        assert_eq!(
+            n(d, "forwarded"),
+            n(&v, "sent"),
+            "{to}: forwarded is what left: {v}"
+        );
+        assert_eq!(n(d, "forwarded"), 20, "{to}: {v}");
+    }
 }
 
 fn pmtu_json(topo: &Topology, target: &str, method: &str) -> (bool, serde_json::Value, String) {

@@ -364,9 +364,10 @@ impl Handler for Fanout {
             return;
         }
         let (peer, errno) = match event {
-            ErrorEvent::ConnectionRefused { peer } | ErrorEvent::Unreachable { peer, .. } => {
-                (peer, None)
-            }
+            // Reports from the network about datagrams that left.
+            ErrorEvent::ConnectionRefused { peer }
+            | ErrorEvent::Unreachable { peer, .. }
+            | ErrorEvent::PacketTooBig { peer, .. } => (peer, None),
             ErrorEvent::SendFailed { peer, errno } => (peer, Some(errno)),
             ErrorEvent::MessageTooLong { peer, .. } => (peer, Some(libc::EMSGSIZE)),
             ErrorEvent::Other { peer, .. } => (peer, None),

@@ -70,7 +70,7 @@ pub struct Dest {
     /// Of those, still queued or in flight at the stop: cancelled.
     pub cancelled: u64,
     /// Reports from the network about datagrams that left for it (ICMP
-    /// port, host or network unreachable).
+    /// port, host or network unreachable; packet too big for a hop).
     pub refused: u64,
     /// Failed sends by errno (`ENOBUFS`: no send slot was free).
     pub errors: BTreeMap<i32, u64>,

@@ -34,7 +34,7 @@ impl Worker {
         // known kinds without building a key each time.
         let known = match event {
             ErrorEvent::ConnectionRefused { .. } => Some("ECONNREFUSED"),
-            ErrorEvent::MessageTooLong { .. } => Some("EMSGSIZE"),
+            ErrorEvent::MessageTooLong { .. } | ErrorEvent::PacketTooBig { .. } => Some("EMSGSIZE"),
             _ => None,
         };
         if let Some(k) = known
@@ -69,6 +69,7 @@ impl Worker {
                 ErrorEvent::ConnectionRefused { .. }
                     | ErrorEvent::Unreachable { .. }
                     | ErrorEvent::MessageTooLong { .. }
+                    | ErrorEvent::PacketTooBig { .. }
             )
         {
             return;
