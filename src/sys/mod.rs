@@ -47,20 +47,11 @@ macro_rules! syscall {
 /// libc wrappers are cancellation points (two calls into libc's thread
 /// code around each system call; a thread of this crate is never
 /// cancelled). Each argument is passed as a `c_long`, as the kernel takes
-/// it.
+/// it, in the system call's order.
 macro_rules! direct {
-    ($nr: ident ( $($arg: expr),* $(,)* ) ) => {{
-        // SAFETY: every call site passes pointers to live, correctly sized
-        // memory owned by the caller for the duration of the call, and
-        // the arguments the system call takes, in its order; see the
-        // comment at each call site for what the kernel keeps afterwards.
-        let res = unsafe { libc::syscall(libc::$nr, $($arg as libc::c_long, )*) };
-        if res == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
+    ($nr: ident ( $($arg: expr),* $(,)* ) ) => {
+        syscall!(syscall(libc::$nr, $($arg as libc::c_long, )*))
+    };
 }
 
 pub(crate) mod addr;

@@ -155,10 +155,17 @@ impl SendQueue {
     /// ask for a TX timestamp, or for datagrams asked to go each by itself
     /// (`send_each_with`); a run is left as it is when no send slot is
     /// free. Returns the trains made.
+    #[inline]
     pub fn coalesce(&mut self, pool: &mut Pool) -> usize {
+        // Inlined: the usual turn (one send, or none) costs no call.
         if !(self.gso && self.coalesce) || self.len() < 2 {
             return 0;
         }
+        self.coalesce_runs(pool)
+    }
+
+    /// [`SendQueue::coalesce`] with two sends or more queued.
+    fn coalesce_runs(&mut self, pool: &mut Pool) -> usize {
         let small = |t: &Transmit| {
             t.segment.is_none()
                 && !t.alone
