@@ -226,13 +226,17 @@ counters! {
 pub(crate) struct Count(AtomicU64);
 
 impl Count {
-    /// Adds `n` (only the owning worker calls this).
+    /// Adds `n` (only the owning worker calls this). Adding 0 touches
+    /// nothing: a store would dirty a line that a request whose counts did
+    /// not move need not touch (`truncated`, `guard_evictions`, ...).
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.store(
-            self.0.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
+        if n != 0 {
+            self.0.store(
+                self.0.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// Sets the counter to a count kept elsewhere (the kernel's).

@@ -579,17 +579,12 @@ impl Core {
         self.drops_read = sys::clock::coarse();
     }
 
-    /// Makes GSO trains of small datagrams queued back to back (when the
-    /// queue does: `Config::coalesce`), counted in `coalesced`; the
-    /// backends call it before they send what is queued.
+    /// Makes GSO trains of small datagrams queued back to back
+    /// (`Config::coalesce`), counted in `coalesced`: before each send.
     #[inline]
     pub fn coalesce_queue(&mut self) {
         let n = self.queue.coalesce(&mut self.pool);
-        // Counted when it moves: a store would dirty a line a request does
-        // not otherwise touch.
-        if n > 0 {
-            self.stats.c.coalesced.add(n as u64);
-        }
+        self.stats.c.coalesced.add(n as u64);
     }
 
     /// Publishes what is not shared as it is counted (once per loop

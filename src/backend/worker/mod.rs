@@ -137,11 +137,7 @@ impl<H: Handler> Worker<H> {
         let verdict = core
             .guard
             .check(src_addr, meta.cmsg.dst, meta.cmsg.hops, &mut evicted);
-        // Counters bumped only when they move: each store dirties a line
-        // a request would not otherwise touch.
-        if evicted {
-            core.stats.c.guard_evictions.add(1);
-        }
+        core.stats.c.guard_evictions.add(u64::from(evicted));
         if let Err(why) = verdict {
             let c = &core.stats.c;
             match why {
@@ -158,9 +154,7 @@ impl<H: Handler> Worker<H> {
             return;
         }
         let c = &core.stats.c;
-        if meta.truncated {
-            c.truncated.add(1);
-        }
+        c.truncated.add(u64::from(meta.truncated));
         let dgram = Datagram {
             meta,
             lent: &mut lent,
