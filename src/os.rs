@@ -152,9 +152,13 @@ pub fn interface_mtu(local: IpAddr) -> Option<u32> {
 }
 
 /// Reads one report from the socket's error queue (`MSG_ERRQUEUE`,
-/// without waiting), as the event a handler would get; `None` when the
-/// queue is empty. Entries that are not errors (TX timestamps) are
-/// skipped.
+/// without waiting), as an [`ErrorEvent`]; `None` when the queue is
+/// empty. Entries that are not errors (TX timestamps) are skipped. The
+/// kernel's own report of a send it refused as too big
+/// ([`ErrorEvent::MessageTooLong`]) may name the destination with port 0
+/// (seen on an unconnected IPv4 socket: the report carries the socket's
+/// peer port, which it has none of); the engine tells its handlers of
+/// those sends itself, with the port.
 pub fn read_error(sock: &impl AsFd) -> Option<ErrorEvent> {
     let fd = sock.as_fd().as_raw_fd();
     loop {
