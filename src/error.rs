@@ -50,8 +50,8 @@ pub enum ErrorEvent {
     /// for ICMP reports about earlier datagrams (`ECONNREFUSED`, ...: an
     /// unconnected socket fails its next send with such a report; the
     /// engine sends once more; the reports come from the error queue as
-    /// events of their own). Its datagrams are counted in [`crate::Stats::send_errors`]
-    /// under `errno` and are not sent.
+    /// events of their own). Its datagrams are counted in
+    /// [`crate::Stats::send_errors`] under `errno` and are not sent.
     SendFailed {
         /// Where it was going.
         peer: Option<SocketAddr>,
@@ -125,22 +125,16 @@ impl fmt::Display for ErrorEvent {
 
 impl ErrorEvent {
     pub(crate) fn from_queued(e: QueuedError) -> Self {
-        let peer = e.peer;
+        let (peer, mtu) = (e.peer, (e.info != 0).then_some(e.info));
         match e.errno {
             libc::ECONNREFUSED => ErrorEvent::ConnectionRefused { peer },
             // From the network: about a datagram that left.
             libc::EMSGSIZE
                 if e.origin == libc::SO_EE_ORIGIN_ICMP || e.origin == libc::SO_EE_ORIGIN_ICMP6 =>
             {
-                ErrorEvent::PacketTooBig {
-                    peer,
-                    mtu: (e.info != 0).then_some(e.info),
-                }
+                ErrorEvent::PacketTooBig { peer, mtu }
             }
-            libc::EMSGSIZE => ErrorEvent::MessageTooLong {
-                peer,
-                mtu: (e.info != 0).then_some(e.info),
-            },
+            libc::EMSGSIZE => ErrorEvent::MessageTooLong { peer, mtu },
             libc::EHOSTUNREACH
             | libc::ENETUNREACH
             | libc::EHOSTDOWN
