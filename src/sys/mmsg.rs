@@ -117,14 +117,20 @@ impl MmsgBufs {
     /// Receives one datagram on socket `sock` (`fd`) into `lent`'s slot,
     /// after [`HEADROOM`], waiting for it as the socket says (a blocking
     /// socket: until one comes, a signal, or its `SO_RCVTIMEO`, then
-    /// `EAGAIN`). The parked `uring` worker's receive. The source and the
+    /// `EAGAIN`), unless `flags` say `MSG_DONTWAIT`. The parked `uring` worker's receive. The source and the
     /// control records go in the slot's headroom, where the ring's
     /// receive puts them, not in this header's arrays: the kernel writes
     /// one page, the slot's (asked every 2 ms, where each receive finds
     /// its pages cold, ~0.02x less CPU in the kv bench). On success the
     /// window of `lent` is the payload; on an error it is left covering
     /// what the call could have written.
-    pub fn recv_lent(&mut self, fd: RawFd, sock: u16, lent: &mut Lent) -> io::Result<RecvMeta> {
+    pub fn recv_lent(
+        &mut self,
+        fd: RawFd,
+        sock: u16,
+        flags: i32,
+        lent: &mut Lent,
+    ) -> io::Result<RecvMeta> {
         let cap = lent.cap().saturating_sub(HEADROOM as u32);
         lent.set_window(0, HEADROOM as u32 + cap);
         let (head, payload) = lent.bytes_mut().split_at_mut(HEADROOM);
@@ -135,11 +141,12 @@ impl MmsgBufs {
         };
         let h = &mut self.hdrs[0].msg_hdr;
         point_recv(h, name.as_mut_ptr().cast(), &mut self.iovs[0], ctrl);
-        // recvmsg(sockfd, msg, 0): waits for a datagram. The header points
+        // recvmsg(sockfd, msg, flags): waits for a datagram (unless
+        // MSG_DONTWAIT). The header points
         // at the lent slot's name, control and payload room, which nothing
         // else touches during the call; the kernel keeps none of them
         // afterwards.
-        let len = direct!(SYS_recvmsg(fd, &raw mut *h, 0))? as u32;
+        let len = direct!(SYS_recvmsg(fd, &raw mut *h, flags))? as u32;
         let meta = received(h, sock, RawAddr::from_bytes(name), ctrl, len.min(cap));
         lent.set_window(HEADROOM as u32, meta.len);
         Ok(meta)

@@ -29,7 +29,8 @@
 //!   worker never parks: waking `recvmsg` would take a datagram to the
 //!   socket per post, where the ring's eventfd costs a write), a stop
 //!   (seen after each datagram, or at the timeout: a stop waits at most
-//!   [`PARK_TIMEOUT`]), and the handler's next timer: the socket's
+//!   [`PARK_TIMEOUT`]; in `ppoll`, below, at once), and the handler's
+//!   next timer: the socket's
 //!   timeout ends the park a margin before the latest it may fire (when
 //!   due, or its slack after: [`Transport::set_timer_slack`]; the timeout
 //!   counts in the kernel's ticks, ending up to one tick late, and the
@@ -44,13 +45,25 @@
 //!   a request as the timer nears (~0.8 `setsockopt` a request where
 //!   each worker was asked every 10-20 ms); a wait that it ends before
 //!   the timer is due waits again.
+//! - **sparse datagrams**: a blocking wait that ends with nothing to do
+//!   (early for a timer with a slack, or nothing in a whole
+//!   [`PARK_TIMEOUT`]) is a wake-up for nothing, dearer than the request
+//!   on a host whose idle CPUs halt. After one, and while datagrams come
+//!   further apart than a blocking wait lasts, each wait is a `ppoll` on
+//!   the socket and the worker's eventfd, then a `recvmsg` that does not
+//!   block: it ends for a datagram, for the timer (exactly at the latest
+//!   it may fire: `ppoll`'s clock is not the tick's), or for a stop or a
+//!   post, which the ring takes; with no timer it has no timeout. Two
+//!   system calls a datagram where one blocking `recvmsg` is cheaper
+//!   (datagrams closer together), none between datagrams. Before, a
+//!   park ended after [`PARK_TIMEOUT`] with nothing to do and requests
+//!   further apart each came through the ring (1.54x the std loop's CPU
+//!   a request 60 ms apart, PERF.md), and a wait early for a slack timer
+//!   was one wake-up for nothing a request (1.42x 30 ms apart).
 //! - **bounded**: the socket's `SO_RCVTIMEO` ([`PARK_TIMEOUT`], the old
-//!   value put back at the end) ends a park with nothing to do, and a
-//!   park that ended so is not tried again until two datagrams come
-//!   within [`PARK_TIMEOUT`] of each other (requests further apart than
-//!   that would each cost a second wake-up); receives that find a datagram
-//!   already waiting (a flood, where the ring's batches are cheaper) end
-//!   it after [`HOT_TURNS`] in a row.
+//!   value put back at the end) bounds a blocking wait; receives that
+//!   find a datagram already waiting (a flood, where the ring's batches
+//!   are cheaper) end a park after [`HOT_TURNS`] in a row.
 //!
 //! [`Transport::set_timer_slack`]: crate::Transport::set_timer_slack
 
@@ -89,11 +102,10 @@ pub(super) struct Park {
     /// How long before a handler timer a park ends: a kernel tick and the
     /// drift.
     margin: Duration,
-    /// The last park ended idle: park again only when two datagrams come
-    /// within [`PARK_TIMEOUT`].
-    idle: bool,
-    /// When the ring last handed over a datagram since then.
-    last_arrival: Option<Instant>,
+    /// Datagrams come further apart than a blocking wait lasts: each
+    /// would end first, a wake-up for nothing; the waits are in `ppoll`
+    /// (the module doc says when).
+    sparse: bool,
 }
 
 impl Park {
@@ -105,27 +117,14 @@ impl Park {
             saved: None,
             timeout: PARK_TIMEOUT,
             margin: crate::sys::clock::tick() + DRIFT,
-            idle: false,
-            last_arrival: None,
+            sparse: false,
         }
     }
 
     /// Whether to park after a turn of the ring that handed over `recvs`
     /// datagrams (a light turn: one or two).
-    pub(super) fn wanted(&mut self, recvs: usize) -> bool {
-        if recvs == 0 || recvs > 2 {
-            return false;
-        }
-        if !self.idle {
-            return true;
-        }
-        let now = Instant::now();
-        let near = self
-            .last_arrival
-            .is_some_and(|t| now.saturating_duration_since(t) < PARK_TIMEOUT);
-        self.last_arrival = Some(now);
-        self.idle = !near;
-        near
+    pub(super) fn wanted(&self, recvs: usize) -> bool {
+        (1..=2).contains(&recvs)
     }
 
     /// Runs parked: answers what the handler queued, then waits in
@@ -195,19 +194,25 @@ impl Park {
             // wait (the module doc says why).
             let slack = w.core.timers.slack();
             let steady = next.is_some() && slack >= self.margin + SHORTEST;
-            let limit = match next {
-                None => PARK_TIMEOUT,
-                Some(_) if steady => (slack - self.margin).min(PARK_TIMEOUT),
-                Some(at) => {
-                    let latest = at.checked_add(slack).unwrap_or(at);
+            let latest = next.map(|at| at.checked_add(slack).unwrap_or(at));
+            // While datagrams are sparse, in `ppoll` until that latest
+            // (its clock is exact) or for ever (the wake-up eventfd ends it
+            // for a stop or a post).
+            let limit = match latest {
+                _ if self.sparse => None,
+                None => Some(PARK_TIMEOUT),
+                Some(_) if steady => Some((slack - self.margin).min(PARK_TIMEOUT)),
+                Some(latest) => {
                     let left = latest.saturating_duration_since(start);
                     if left < self.margin + SHORTEST {
                         return Ok(());
                     }
-                    (left - self.margin).min(PARK_TIMEOUT)
+                    Some((left - self.margin).min(PARK_TIMEOUT))
                 }
             };
-            if self.timeout.abs_diff(limit) > DRIFT {
+            if let Some(limit) = limit
+                && self.timeout.abs_diff(limit) > DRIFT
+            {
                 socket.set_read_timeout(Some(limit))?;
                 self.timeout = limit;
             }
@@ -215,15 +220,35 @@ impl Park {
             if w.core.pool.send_free() < 2 {
                 return Ok(());
             }
-            let Some(mut lent) = w.core.pool.alloc_send() else {
-                return Ok(());
-            };
             w.core.stats.c.waits.add(1);
             w.core.stats.c.parked_waits.add(1);
             // Whenever the worker sleeps, what it counted is what others
-            // read.
+            // read; the slot the receive waits with is home, as the ring's
+            // receive slots are (an idle worker has none out).
             w.core.publish();
-            match self.rx.recv_lent(fd, 0, &mut lent) {
+            let Some(mut lent) = w.core.pool.alloc_send() else {
+                return Ok(());
+            };
+            let got = match limit {
+                Some(_) => self.rx.recv_lent(fd, 0, 0, &mut lent),
+                None => {
+                    let wake = w.core.shared.inbox.wake.fd();
+                    let until = latest.map(|l| l.saturating_duration_since(start));
+                    match poll_for(fd, wake, until)? {
+                        Polled::Datagram => self.rx.recv_lent(fd, 0, libc::MSG_DONTWAIT, &mut lent),
+                        // The timer may fire now: at the top.
+                        Polled::Timer => {
+                            w.core.pool.release(lent);
+                            continue;
+                        }
+                        Polled::Ring => {
+                            w.core.pool.release(lent);
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            match got {
                 Ok(meta) => {
                     let now = Instant::now();
                     hot = if now.saturating_duration_since(start) < HOT {
@@ -231,6 +256,14 @@ impl Park {
                     } else {
                         0
                     };
+                    // Further apart than a blocking wait lasts: the next
+                    // waits in `ppoll`.
+                    let blocking = if steady {
+                        slack - self.margin
+                    } else {
+                        PARK_TIMEOUT
+                    };
+                    self.sparse = now.saturating_duration_since(heard) > blocking;
                     heard = now;
                     // The kernel wrote the send slot: unknown bytes now, to
                     // be scrubbed before a copy is built there.
@@ -252,33 +285,29 @@ impl Park {
                 Err(e) => {
                     w.core.pool.release(lent);
                     match e.raw_os_error() {
-                        // The socket's timeout: a handler timer due (fired
-                        // here, next turn) or near (the ring's to fire), or
-                        // nothing came in a whole park; sooner (a timeout
-                        // set for a timer since cancelled), wait again.
-                        Some(libc::EAGAIN) => {
-                            let now = Instant::now();
-                            let quiet = match w.core.timers.next_at() {
-                                Some(at) if limit < PARK_TIMEOUT => {
-                                    if at <= now {
-                                        continue;
-                                    }
-                                    if !steady {
-                                        return Ok(());
-                                    }
-                                    // Early for a timer with a slack: wait
-                                    // again, unless nothing came in a whole
-                                    // park.
-                                    now.saturating_duration_since(heard) >= PARK_TIMEOUT
-                                }
-                                _ => now.saturating_duration_since(start) >= PARK_TIMEOUT / 2,
-                            };
-                            if quiet {
-                                self.idle = true;
-                                self.last_arrival = None;
+                        // Readable in `ppoll` (an error-queue entry) and
+                        // nothing to read: the entries to the handler; none,
+                        // and the ring looks.
+                        Some(libc::EAGAIN) if limit.is_none() => {
+                            if w.drain_errors(0) == 0 {
                                 return Ok(());
                             }
                         }
+                        // The socket's timeout.
+                        Some(libc::EAGAIN) => match w.core.timers.next_at() {
+                            // A handler timer due: fired at the top.
+                            Some(at) if at <= Instant::now() => {}
+                            // One near, without a slack: the ring's, which
+                            // fires it on time.
+                            Some(_) if !steady && limit.is_some_and(|l| l < PARK_TIMEOUT) => {
+                                return Ok(());
+                            }
+                            // A wake-up for nothing: early for a timer with
+                            // a slack, nothing in a whole park, or a timeout
+                            // set for a timer since cancelled. The waits
+                            // until the next datagram are in `ppoll`.
+                            _ => self.sparse = true,
+                        },
                         Some(libc::EINTR) => {}
                         Some(errno) if is_icmp_errno(errno) || errno == libc::ECONNRESET => {
                             w.socket_error(0, errno);
@@ -345,4 +374,34 @@ impl Park {
             let _ = socket.set_read_timeout(old);
         }
     }
+}
+
+/// What ended a wait in `ppoll`.
+enum Polled {
+    /// The socket is readable (or has an error to read).
+    Datagram,
+    /// The timeout: the handler's timer may fire.
+    Timer,
+    /// The worker's eventfd: a stop or a post, the ring's to take.
+    Ring,
+}
+
+/// Waits in `ppoll` for socket `fd` or the worker's eventfd `wake`, for
+/// `until` (for ever: `None`).
+fn poll_for(fd: RawFd, wake: RawFd, until: Option<Duration>) -> io::Result<Polled> {
+    let mut fds = [fd, wake].map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    crate::sys::event::poll(&mut fds, until)?;
+    Ok(if fds[1].revents != 0 {
+        Polled::Ring
+    } else if fds[0].revents != 0 {
+        Polled::Datagram
+    } else {
+        // The timeout, or a signal (`poll` says 0 for both): from the top,
+        // where a due timer fires and a wait that is not over begins again.
+        Polled::Timer
+    })
 }
