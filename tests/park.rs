@@ -70,12 +70,12 @@ fn a_closed_loop_is_answered_parked_and_a_stop_reaches_the_parked_worker() {
     }
 }
 
-/// Requests 80 ms apart, further apart than a blocking park waits
-/// (50 ms): the first wait that ends for nothing makes the next ones wait
-/// in `ppoll` on the socket and the worker's eventfd, with no timeout, so
-/// every request after the first is answered parked (they came through
-/// the ring, one wake-up of its dearer kind each), and a stop still
-/// reaches the worker asleep there.
+/// Requests 80 ms apart, further apart than a park lasts (50 ms): the
+/// park that ends with nothing makes the next waits `ppoll` on the socket
+/// and the worker's eventfd, with no timeout, so every request after the
+/// first is answered parked (they came through the ring, one wake-up of
+/// its dearer kind each), and a stop still reaches the worker asleep
+/// there.
 #[test]
 fn requests_further_apart_than_a_park_lasts_are_answered_parked_and_a_stop_reaches_it() {
     if !util::can_run(Backend::Uring) {
@@ -93,7 +93,7 @@ fn requests_further_apart_than_a_park_lasts_are_answered_parked_and_a_stop_reach
         let s = wait_workers(&engine, |s| s[0].sent == n as u64)[0].clone();
         let ring = s.waits - s.parked_waits;
         assert!(ring <= 2, "v6={v6}: waits in the ring: {ring} ({s:?})");
-        // One wait a request, and the one that ended for nothing.
+        // One wait a request, and the one that ended with nothing.
         assert!(s.parked_waits <= n as u64 + 2, "v6={v6}: {s:?}");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -192,9 +192,6 @@ fn a_sender_made_while_the_worker_is_parked_is_heard_and_ends_parking() {
     stop_clean(engine);
 }
 
-/// The period of the tests' ticking handlers.
-const TICK: Duration = Duration::from_millis(40);
-
 /// Records how late each tick of a periodic timer came.
 struct Ticker {
     period: Duration,
@@ -230,13 +227,13 @@ fn median_late_below(mut late: Vec<Duration>, bound: Duration) {
     assert!(median < bound, "ticks late by {late:?} (median {median:?})");
 }
 
-/// An engine whose handler ticks every `period` with `slack`, and
-/// answers: how late each tick came.
-fn ticking(period: Duration, slack: Duration) -> (Engine, Arc<Mutex<Vec<Duration>>>) {
+/// An engine whose handler ticks every 40 ms with `slack`, and answers:
+/// how late each tick came.
+fn ticking(slack: Duration) -> (Engine, Arc<Mutex<Vec<Duration>>>) {
     let late = Arc::new(Mutex::new(Vec::new()));
     let l2 = late.clone();
     let engine = Engine::start(config(Backend::Uring, false), move |_| Ticker {
-        period,
+        period: Duration::from_millis(40),
         slack,
         started: None,
         fired: 0,
@@ -246,16 +243,15 @@ fn ticking(period: Duration, slack: Duration) -> (Engine, Arc<Mutex<Vec<Duration
     (engine, late)
 }
 
-/// A ticking engine (`ticking(period, slack)`) asked `n` times, `gap`
-/// apart: the engine, its ticks' lateness, its worker's counters after the
-/// requests, and when the ticking began.
+/// A ticking engine (`ticking(slack)`) asked `n` times, `gap` apart: the
+/// engine, its ticks' lateness, its worker's counters after the requests,
+/// and when the ticking began.
 fn paced_ticks(
-    period: Duration,
     slack: Duration,
     n: usize,
     gap: Duration,
 ) -> (Engine, Arc<Mutex<Vec<Duration>>>, Stats, Instant) {
-    let (engine, late) = ticking(period, slack);
+    let (engine, late) = ticking(slack);
     let start = Instant::now();
     paced_loop(&client(false), engine.local_addr(), n, gap);
     let s = engine.worker_stats()[0].clone();
@@ -271,7 +267,7 @@ fn timers_fire_on_time_while_requests_keep_the_worker_parked() {
     if !util::can_run(Backend::Uring) {
         return;
     }
-    let (engine, late) = ticking(TICK, Duration::ZERO);
+    let (engine, late) = ticking(Duration::ZERO);
     paced_loop(
         &client(false),
         engine.local_addr(),
@@ -296,11 +292,11 @@ fn a_timer_with_slack_fires_in_the_park_with_the_next_datagram() {
         return;
     }
     let run = |slack: Duration| {
-        let (engine, late, s, start) = paced_ticks(TICK, slack, 300, Duration::from_millis(1));
+        let (engine, late, s, start) = paced_ticks(slack, 300, Duration::from_millis(1));
         // Quiet: the ticks go on, from the park's timeout or the ring.
         std::thread::sleep(Duration::from_millis(200));
         let ticks = late.lock().unwrap().len() as u128;
-        let due = start.elapsed().as_millis() / TICK.as_millis();
+        let due = start.elapsed().as_millis() / 40;
         assert!(ticks + 2 >= due, "{ticks} ticks of {due} due");
         stop_clean(engine);
         let late = late.lock().unwrap().clone();
@@ -330,8 +326,8 @@ fn a_slack_timer_keeps_sparse_requests_parked_and_comes_within_its_slack() {
         return;
     }
     let slack = Duration::from_millis(30);
-    let (engine, late, s, start) = paced_ticks(TICK, slack, 20, Duration::from_millis(30));
-    let due = start.elapsed().as_millis() / TICK.as_millis();
+    let (engine, late, s, start) = paced_ticks(slack, 20, Duration::from_millis(30));
+    let due = start.elapsed().as_millis() / 40;
     stop_clean(engine);
     let late = late.lock().unwrap().clone();
     assert!(
@@ -342,36 +338,6 @@ fn a_slack_timer_keeps_sparse_requests_parked_and_comes_within_its_slack() {
     let ring = s.waits - s.parked_waits;
     assert!(ring <= 3, "waits in the ring: {ring} ({s:?})");
     median_late_below(late, slack);
-}
-
-/// Requests 40 ms apart, a 100 ms timer with a 30 ms slack: the steady
-/// socket timeout (19-28 ms) would end each wait before the next request,
-/// a wake-up for nothing each (two waits a request). The first such wait
-/// makes the next ones end when the timer may fire: one wait a request,
-/// and one for each tick no request came soon enough after.
-#[test]
-fn a_parked_worker_wakes_once_a_request_when_requests_come_further_apart_than_its_timeout() {
-    if !util::can_run(Backend::Uring) {
-        return;
-    }
-    let n = 20;
-    let (engine, late, s, _) = paced_ticks(
-        Duration::from_millis(100),
-        Duration::from_millis(30),
-        n,
-        Duration::from_millis(40),
-    );
-    stop_clean(engine);
-    let ticks = late.lock().unwrap().len() as u64;
-    let ring = s.waits - s.parked_waits;
-    assert!(ring <= 3, "waits in the ring: {ring} ({s:?})");
-    assert!(
-        s.parked_waits <= n as u64 + ticks,
-        "{} waits parked for {n} requests and {ticks} ticks ({s:?})",
-        s.parked_waits
-    );
-    // And the ticks still come within their slack.
-    median_late_below(late.lock().unwrap().clone(), Duration::from_millis(30));
 }
 
 #[test]

@@ -347,11 +347,15 @@ config! {
     /// before the latest the handler's next timer may fire (the socket's
     /// timeout counts in ticks; the ring fires the timer on time; a timer
     /// given a slack, `Transport::set_timer_slack`, that comes due while
-    /// parked is fired there), when datagrams come
+    /// parked is fired there), or when datagrams come
     /// faster than it can wait for them (a flood: the ring's batches are
-    /// cheaper), or after 50 ms with nothing (the socket's `SO_RCVTIMEO`,
-    /// put back at the end). A stop reaches a parked worker at its next
-    /// datagram or within those 50 ms. Counted in `parked_waits`.
+    /// cheaper). Its blocking wait lasts at most 50 ms (the socket's
+    /// `SO_RCVTIMEO`, put back at the end); one that ends with nothing to
+    /// do, and datagrams further apart than such a wait, make it wait in
+    /// `ppoll` on the socket and the worker's eventfd instead, until a
+    /// datagram, the timer's latest or a stop, with no timeout of its own.
+    /// A stop reaches a parked worker at its next datagram, within those
+    /// 50 ms, or at once in `ppoll`. Counted in `parked_waits`.
     /// Default: on.
     park: bool = true;
     /// Which datagrams never reach the handler (loops, reflection,

@@ -45,21 +45,20 @@
 //!   a request as the timer nears (~0.8 `setsockopt` a request where
 //!   each worker was asked every 10-20 ms); a wait that it ends before
 //!   the timer is due waits again.
-//! - **sparse datagrams**: a blocking wait that ends with nothing to do
-//!   (early for a timer with a slack, or nothing in a whole
-//!   [`PARK_TIMEOUT`]) is a wake-up for nothing, dearer than the request
-//!   on a host whose idle CPUs halt. After one, and while datagrams come
-//!   further apart than a blocking wait lasts, each wait is a `ppoll` on
-//!   the socket and the worker's eventfd, then a `recvmsg` that does not
-//!   block: it ends for a datagram, for the timer (exactly at the latest
-//!   it may fire: `ppoll`'s clock is not the tick's), or for a stop or a
-//!   post, which the ring takes; with no timer it has no timeout. Two
-//!   system calls a datagram where one blocking `recvmsg` is cheaper
-//!   (datagrams closer together), none between datagrams. Before, a
-//!   park ended after [`PARK_TIMEOUT`] with nothing to do and requests
-//!   further apart each came through the ring (1.54x the std loop's CPU
-//!   a request 60 ms apart, PERF.md), and a wait early for a slack timer
-//!   was one wake-up for nothing a request (1.42x 30 ms apart).
+//! - **sparse datagrams**: a park with nothing to do for
+//!   [`PARK_TIMEOUT`] used to go back to the ring, and requests further
+//!   apart than that each came through it, whose wake-up adds latency
+//!   (the kv bench, each server asked every 180-360 ms: p50 1.11-1.15x the
+//!   std loop's, 1.05-1.10x waiting as below; CPU not told apart, PERF.md).
+//!   Now such a park, and waits while datagrams come further apart than
+//!   that, are a `ppoll` on the socket and the worker's eventfd, then a
+//!   `recvmsg` that does not block: ended by a datagram, by the timer
+//!   (exactly at the latest it may fire: `ppoll`'s clock is not the
+//!   tick's), or by a stop or a post, which the ring takes; with no timer,
+//!   no timeout. Not for datagrams closer together: its two system calls
+//!   cost more than a blocking `recvmsg` with a wait that sometimes ends
+//!   early (asked every 30 ms with kv's slack timer, p50 1.08-1.12x
+//!   against 0.99-1.04x).
 //! - **bounded**: the socket's `SO_RCVTIMEO` ([`PARK_TIMEOUT`], the old
 //!   value put back at the end) bounds a blocking wait; receives that
 //!   find a datagram already waiting (a flood, where the ring's batches
@@ -102,9 +101,8 @@ pub(super) struct Park {
     /// How long before a handler timer a park ends: a kernel tick and the
     /// drift.
     margin: Duration,
-    /// Datagrams come further apart than a blocking wait lasts: each
-    /// would end first, a wake-up for nothing; the waits are in `ppoll`
-    /// (the module doc says when).
+    /// Datagrams come further apart than a park lasts ([`PARK_TIMEOUT`]):
+    /// the waits are in `ppoll` (the module doc says why).
     sparse: bool,
 }
 
@@ -256,14 +254,9 @@ impl Park {
                     } else {
                         0
                     };
-                    // Further apart than a blocking wait lasts: the next
-                    // waits in `ppoll`.
-                    let blocking = if steady {
-                        slack - self.margin
-                    } else {
-                        PARK_TIMEOUT
-                    };
-                    self.sparse = now.saturating_duration_since(heard) > blocking;
+                    // Further apart than a park lasts: the next waits in
+                    // `ppoll`.
+                    self.sparse = now.saturating_duration_since(heard) > PARK_TIMEOUT;
                     heard = now;
                     // The kernel wrote the send slot: unknown bytes now, to
                     // be scrubbed before a copy is built there.
@@ -293,21 +286,31 @@ impl Park {
                                 return Ok(());
                             }
                         }
-                        // The socket's timeout.
-                        Some(libc::EAGAIN) => match w.core.timers.next_at() {
-                            // A handler timer due: fired at the top.
-                            Some(at) if at <= Instant::now() => {}
-                            // One near, without a slack: the ring's, which
-                            // fires it on time.
-                            Some(_) if !steady && limit.is_some_and(|l| l < PARK_TIMEOUT) => {
-                                return Ok(());
-                            }
-                            // A wake-up for nothing: early for a timer with
-                            // a slack, nothing in a whole park, or a timeout
-                            // set for a timer since cancelled. The waits
-                            // until the next datagram are in `ppoll`.
-                            _ => self.sparse = true,
-                        },
+                        // The socket's timeout: a handler timer due (fired
+                        // here, next turn) or near (the ring's to fire), or
+                        // nothing came in a whole park; sooner (a timeout
+                        // set for a timer since cancelled), wait again.
+                        Some(libc::EAGAIN) => {
+                            let now = Instant::now();
+                            let quiet = match w.core.timers.next_at() {
+                                Some(at) if limit.is_some_and(|l| l < PARK_TIMEOUT) => {
+                                    if at <= now {
+                                        continue;
+                                    }
+                                    if !steady {
+                                        return Ok(());
+                                    }
+                                    // Early for a timer with a slack: wait
+                                    // again, unless nothing came in a whole
+                                    // park.
+                                    now.saturating_duration_since(heard) >= PARK_TIMEOUT
+                                }
+                                _ => now.saturating_duration_since(start) >= PARK_TIMEOUT / 2,
+                            };
+                            // Nothing came in a whole park: the waits until
+                            // the next datagram are in `ppoll`.
+                            self.sparse |= quiet;
+                        }
                         Some(libc::EINTR) => {}
                         Some(errno) if is_icmp_errno(errno) || errno == libc::ECONNRESET => {
                             w.socket_error(0, errno);
