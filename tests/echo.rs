@@ -114,6 +114,10 @@ per_backend!(
         let mut cfg = config(backend, false);
         cfg.recv_slots = 16;
         cfg.recv_buffer = Some(8 << 20);
+        // The ring's own recovery is the subject: a parked worker reads the
+        // socket itself and may serve the tail of the flood, and the echo
+        // after it, with the ring's receive left unarmed until it returns.
+        cfg.park = false;
         let engine = Engine::start(cfg, |_| util::SlowFirst::new(Duration::from_millis(150))).unwrap();
         let to = engine.local_addr();
         let c = client(false);
