@@ -60,6 +60,14 @@ pub fn set_udp_gro(sock: &impl AsFd, on: bool) -> io::Result<()> {
     sys::socket::set_udp_gro(sock.as_fd().as_raw_fd(), on)
 }
 
+/// The socket's kernel drop counter (`SO_MEMINFO`'s `SK_MEMINFO_DROPS`):
+/// the buffers the kernel dropped for it since it was made, its receive
+/// buffer full (a GRO train counts once) — what the engine reports as
+/// `kernel_drops`, for a socket of the program's own.
+pub fn socket_drops(sock: &impl AsFd) -> io::Result<u32> {
+    sys::socket::drops(sock.as_fd().as_raw_fd())
+}
+
 /// Asks for the kernel's error reports on the socket's error queue
 /// (`IP_RECVERR`, and `IPV6_RECVERR` on an IPv6 socket): ICMP errors
 /// about datagrams sent, read with [`read_error`].
@@ -335,5 +343,28 @@ mod tests {
         // A worker's error copied for its start keeps its errno to be read.
         let copied = crate::error::copy(&io::Error::from_raw_os_error(libc::EMFILE));
         assert_eq!(copied.raw_os_error(), Some(libc::EMFILE));
+    }
+
+    #[test]
+    fn a_sockets_drop_counter_counts_what_its_full_buffer_refused() {
+        use std::net::UdpSocket;
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // The smallest buffer the kernel grants: a few datagrams fill it.
+        let _ = set_buffer_size(&rx, true, 1);
+        rx.set_nonblocking(true).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        const SENT: u32 = 200;
+        for _ in 0..SENT {
+            tx.send_to(&[0u8; 512], to).unwrap();
+        }
+        let mut queued = 0;
+        let mut buf = [0u8; 1024];
+        while rx.recv_from(&mut buf).is_ok() {
+            queued += 1;
+        }
+        let drops = socket_drops(&rx).unwrap();
+        assert!(drops > 0 && queued > 0, "queued {queued}, dropped {drops}");
+        assert_eq!(queued + drops, SENT, "queued {queued}, dropped {drops}");
     }
 }

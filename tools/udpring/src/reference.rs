@@ -19,7 +19,8 @@ pub(crate) enum RefCmd {
     Send(RefSendArgs),
     /// Receive as a C program would (recvmmsg of 64, UDP_GRO on) and count
     /// datagrams until SIGINT or --duration; the rate is from the first
-    /// datagram to the last.
+    /// datagram to the last. Also says what the kernel dropped at its
+    /// socket, the buffer full (SO_MEMINFO; a GRO train counts once).
     Sink(RefSinkArgs),
     /// Echo as a C program would: recvmmsg of 64 with UDP_GRO, then one
     /// sendmmsg of them back, each train with its segment size as
@@ -225,6 +226,8 @@ fn serve(
         let mut v = serde_json::json!({ count: r.datagrams, bufs: r.calls, rate: r.pps });
         if what == "echo" {
             v["guard"] = serde_json::to_value(r.refused).unwrap_or_default();
+        } else {
+            v["kernel_drops"] = r.kernel_drops.into();
         }
         crate::common::say_json("reference", Some(r.duration_s), v);
     } else {
@@ -235,6 +238,12 @@ fn serve(
             r.duration_s,
             r.pps
         );
+        if what != "echo" {
+            say!(
+                "dropped by the kernel, receive buffer full: {} buffers (a GRO train counts once)",
+                r.kernel_drops
+            );
+        }
         if what == "echo" {
             let g = r.refused;
             say!(

@@ -60,9 +60,16 @@ fn the_reference_sender_and_sink_agree() {
         vocab::check("reference", &r);
         let (sent, got) = (s["sent"].as_u64().unwrap(), r["received"].as_u64().unwrap());
         assert!(sent > 1000, "{s}");
+        // What the sink's socket dropped (its buffer full: the flood is open
+        // loop and the sink may not get a CPU; beside two CPU hogs it lost
+        // a fifth) is counted by the kernel in buffers, here trains of
+        // `gso` datagrams. Other losses on loopback (the backlog queue) are
+        // not the socket's: a tenth is allowed for them.
+        let dropped = r["kernel_drops"].as_u64().unwrap() * gso.parse::<u64>().unwrap();
         assert!(
-            got <= sent && got * 10 >= sent * 9,
-            "gso {gso} mmsg {mmsg} spin {spin}: the sink counted {got} of {sent}: {r}"
+            got + dropped <= sent && (got + dropped) * 10 >= sent * 9,
+            "gso {gso} mmsg {mmsg} spin {spin}: the sink counted {got} and its socket dropped \
+             {dropped} of {sent}: {r}"
         );
         if gso == "8" {
             assert!(

@@ -30,6 +30,9 @@ pub struct RefReport {
     pub pps: f64,
     /// The echo: what it would not answer, and why.
     pub refused: Refused,
+    /// The sink: buffers its socket's receive queue dropped, full
+    /// (`SO_MEMINFO`; a GRO train counts once).
+    pub kernel_drops: u64,
 }
 
 impl RefReport {
@@ -42,6 +45,7 @@ impl RefReport {
             duration_s,
             pps: rate(c.datagrams, duration_s),
             refused: c.refused,
+            kernel_drops: 0,
         }
     }
 }
@@ -151,7 +155,10 @@ pub fn sink(
     let s = gro_socket(bind, 32 << 20)?;
     ready(s.local_addr()?);
     let (c, first, last) = sink_loop(s.as_raw_fd(), stop, spin);
-    Ok(RefReport::new(c, span(first, last)))
+    Ok(RefReport {
+        kernel_drops: udpring::os::socket_drops(&s).map_or(0, u64::from),
+        ..RefReport::new(c, span(first, last))
+    })
 }
 
 /// What the C flood got from an echo server.
