@@ -42,16 +42,22 @@ fn closed_loop_counts(cfg: Config) -> Stats {
     s
 }
 
+/// A one-worker uring echo asked `n` times, `gap` apart, in turn; the
+/// engine, still running, and its worker's counters once all are answered.
+fn paced_echo(v6: bool, n: usize, gap: Duration) -> (Engine, Stats) {
+    let engine = Engine::start(config(Backend::Uring, v6), |_| Echo::new()).unwrap();
+    paced_loop(&client(v6), engine.local_addr(), n, gap);
+    let s = wait_workers(&engine, |s| s[0].sent == n as u64)[0].clone();
+    (engine, s)
+}
+
 #[test]
 fn a_closed_loop_is_answered_parked_and_a_stop_reaches_the_parked_worker() {
     if !util::can_run(Backend::Uring) {
         return;
     }
     for v6 in [false, true] {
-        let engine = Engine::start(config(Backend::Uring, v6), |_| Echo::new()).unwrap();
-        let c = client(v6);
-        paced_loop(&c, engine.local_addr(), 50, Duration::from_millis(1));
-        let s = wait_workers(&engine, |s| s[0].sent == 50)[0].clone();
+        let (engine, s) = paced_echo(v6, 50, Duration::from_millis(1));
         // The first request comes through the ring; the rest find the
         // worker parked (one wait each, as in the ring).
         assert!(s.parked_waits >= 40, "v6={v6}: {s:?}");
@@ -82,15 +88,8 @@ fn requests_further_apart_than_a_park_lasts_are_answered_parked_and_a_stop_reach
         return;
     }
     for v6 in [false, true] {
-        let engine = Engine::start(config(Backend::Uring, v6), |_| Echo::new()).unwrap();
         let n = 8;
-        paced_loop(
-            &client(v6),
-            engine.local_addr(),
-            n,
-            Duration::from_millis(80),
-        );
-        let s = wait_workers(&engine, |s| s[0].sent == n as u64)[0].clone();
+        let (engine, s) = paced_echo(v6, n, Duration::from_millis(80));
         let ring = s.waits - s.parked_waits;
         assert!(ring <= 2, "v6={v6}: waits in the ring: {ring} ({s:?})");
         // One wait a request, and the one that ended with nothing.
